@@ -1,0 +1,1 @@
+//! sente-client (in progress).

@@ -1,0 +1,11 @@
+//! The sans-IO core of sente-rs: Sente's wire protocol (envelopes, reserved events, packers) and
+//! the connection state machines shared by the server and the clients. No IO, no clock, no RNG:
+//! callers pass `now` and random values in.
+#![forbid(unsafe_code)]
+
+pub mod limits;
+pub mod packer;
+
+pub use limits::Limits;
+pub use packer::{PackError, Packed, Packer, UnpackError};
+pub use sente_edn::{self as edn, Keyword, Map, Value};

@@ -1,0 +1,118 @@
+//! Packers: how a [`Value`] becomes the bytes of one WebSocket frame or HTTP body, and back.
+
+use crate::limits::Limits;
+use sente_edn::Value;
+
+/// The packed form of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packed {
+    /// Text packers (edn, transit, json): sent as a WebSocket text frame / UTF-8 body.
+    Text(String),
+    /// Binary packers (msgpack, gzip): sent as a WebSocket binary frame / octet-stream body.
+    Binary(Vec<u8>),
+}
+
+impl Packed {
+    /// The bytes of the message.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Packed::Text(s) => s.as_bytes(),
+            Packed::Binary(b) => b,
+        }
+    }
+
+    /// Consumes the message into its bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Packed::Text(s) => s.into_bytes(),
+            Packed::Binary(b) => b,
+        }
+    }
+
+    /// Whether this is binary output.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Packed::Binary(_))
+    }
+}
+
+/// Why a value could not be packed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PackError {
+    /// The value has a type this packer cannot represent (e.g. raw bytes in edn).
+    #[error("{packer} packer cannot represent {what}")]
+    Unsupported {
+        /// The packer's name.
+        packer: &'static str,
+        /// What could not be represented.
+        what: String,
+    },
+    /// The packed message would exceed [`Limits::max_message_bytes`].
+    #[error("packed message is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The size reached.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// Why bytes could not be unpacked. Every decoder returns this instead of panicking.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum UnpackError {
+    /// The input is larger than [`Limits::max_message_bytes`].
+    #[error("message is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The input size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Nesting deeper than [`Limits::max_depth`].
+    #[error("nesting deeper than {limit} levels")]
+    TooDeep {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A collection longer than [`Limits::max_collection_len`].
+    #[error("collection of {len} elements, over the limit of {limit}")]
+    TooLong {
+        /// The declared or reached length.
+        len: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A text packer was given bytes that are not UTF-8.
+    #[error("message is not valid UTF-8 (at byte {offset})")]
+    NotUtf8 {
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The input does not follow the format.
+    #[error("malformed {packer} at byte {offset}: {reason}")]
+    Malformed {
+        /// The packer's name.
+        packer: &'static str,
+        /// Byte offset where decoding failed.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A serializer for Sente messages. Implementations are cheap to share (`Send + Sync`).
+///
+/// Both sides of a connection must use the same packer; our server picks one per connection
+/// from the `packer` query parameter.
+pub trait Packer: Send + Sync + std::fmt::Debug + 'static {
+    /// The name used in the `packer` query parameter: `edn`, `transit`, `json`, `msgpack`, ...
+    fn name(&self) -> &'static str;
+
+    /// Whether [`Packer::pack`] produces [`Packed::Binary`].
+    fn is_binary(&self) -> bool;
+
+    /// Packs one value.
+    fn pack(&self, value: &Value) -> Result<Packed, PackError>;
+
+    /// Unpacks one value from `input`, enforcing `limits` before allocating.
+    fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError>;
+}

@@ -1,0 +1,1 @@
+//! sente-test-kit (in progress).

@@ -1,0 +1,1 @@
+//! sente (in progress).
