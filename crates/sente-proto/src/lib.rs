@@ -3,9 +3,13 @@
 //! callers pass `now` and random values in.
 #![forbid(unsafe_code)]
 
+pub mod envelope;
+pub mod event;
 pub mod limits;
 pub mod packer;
 
+pub use envelope::{ClientMsg, Envelope, EnvelopeError, PostReply, ServerMsg, client_msg, server_msg};
+pub use event::{ClientId, Event, EventId, InvalidClientId, InvalidEventId, Uid, ids};
 pub use limits::Limits;
 pub use packer::{PackError, Packed, Packer, UnpackError};
 pub use sente_edn::{self as edn, Keyword, Map, Value};

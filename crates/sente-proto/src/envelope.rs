@@ -1,0 +1,315 @@
+//! The message envelope `[payload cb-id]` (Sente >= 1.21, spec 2.1), its older forms, and the
+//! reserved payloads of spec section 3 as named constructors and parsed enums.
+
+use crate::event::{Event, Uid, ids};
+use crate::limits::Limits;
+use crate::packer::{PackError, Packed, Packer, UnpackError};
+use sente_edn::Value;
+
+/// One message: `[payload cb]`. `cb` is `None` when the wire has `nil` (or `false`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The payload: an event, a batch, a reply value or a reserved keyword.
+    pub payload: Value,
+    /// The callback id: a 6-hex string on WebSocket, the `:ajax` marker (or `0` from Sente
+    /// 1.18-1.20) on Ajax POSTs; echoed back verbatim in WebSocket replies.
+    pub cb: Option<Value>,
+}
+
+/// Why a value is not a usable envelope.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The bytes could not be unpacked.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// The unpacked value cannot be destructured as `[payload cb]` (a map, a number, ...).
+    #[error("envelope is not a vector: {0}")]
+    NotIndexable(String),
+}
+
+impl Envelope {
+    /// `[payload nil]`.
+    pub fn new(payload: Value) -> Self {
+        Envelope { payload, cb: None }
+    }
+
+    /// `[payload cb]`.
+    pub fn with_cb(payload: Value, cb: Value) -> Self {
+        Envelope { payload, cb: cb.is_truthy().then_some(cb) }
+    }
+
+    /// Destructures `[payload cb]` positionally, as Sente does: extra elements are ignored, a
+    /// one-element vector has no cb (Sente 1.18-1.20), `nil` gives a `nil` payload, and a string
+    /// is indexed by characters (`"hello"` is payload `\h` with cb `\e`, as in Sente).
+    pub fn from_value(value: Value) -> Result<Self, EnvelopeError> {
+        match value {
+            Value::Nil => Ok(Envelope::new(Value::Nil)),
+            Value::Vector(items) | Value::List(items) => {
+                let mut it = items.into_iter();
+                let payload = it.next().unwrap_or(Value::Nil);
+                let cb = it.next().unwrap_or(Value::Nil);
+                Ok(Envelope::with_cb(payload, cb))
+            }
+            Value::Str(s) => {
+                let mut chars = s.chars();
+                let payload = chars.next().map_or(Value::Nil, Value::Char);
+                let cb = chars.next().map_or(Value::Nil, Value::Char);
+                Ok(Envelope::with_cb(payload, cb))
+            }
+            other => Err(EnvelopeError::NotIndexable(format!("{other:?}"))),
+        }
+    }
+
+    /// The wire value `[payload cb]` (always two elements).
+    pub fn to_value(&self) -> Value {
+        Value::Vector(vec![self.payload.clone(), self.cb.clone().unwrap_or(Value::Nil)])
+    }
+
+    /// The wire value, consuming the envelope.
+    pub fn into_value(self) -> Value {
+        Value::Vector(vec![self.payload, self.cb.unwrap_or(Value::Nil)])
+    }
+
+    /// Packs the envelope with `packer`.
+    pub fn pack(&self, packer: &dyn Packer) -> Result<Packed, PackError> {
+        packer.pack(&self.to_value())
+    }
+
+    /// Unpacks and destructures one message. With a text packer, Sente <= 1.17's prefixed form
+    /// is accepted too: `+<[payload cb]>` or `-<payload>` (spec 2.3).
+    pub fn unpack(
+        packer: &dyn Packer,
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<Self, EnvelopeError> {
+        if !packer.is_binary() {
+            match input.first() {
+                Some(b'+') => return Envelope::from_value(packer.unpack(&input[1..], limits)?),
+                Some(b'-') => return Ok(Envelope::new(packer.unpack(&input[1..], limits)?)),
+                _ => {}
+            }
+        }
+        Envelope::from_value(packer.unpack(input, limits)?)
+    }
+
+    /// Whether this is an Ajax POST that asks for a reply (any truthy cb, Sente's rule).
+    pub fn wants_reply(&self) -> bool {
+        self.cb.is_some()
+    }
+}
+
+/// Server -> client messages (spec 3), as named constructors.
+pub mod server_msg {
+    use super::{Envelope, Event, Uid, Value, ids};
+
+    /// `[[:chsk/handshake [uid nil handshake-data]] nil]` (Sente >= 1.21 always sends 3 elements).
+    pub fn handshake(uid: &Uid, handshake_data: Value) -> Envelope {
+        let data = Value::Vector(vec![uid.to_value(), Value::Nil, handshake_data]);
+        Envelope::new(Event::reserved(ids::HANDSHAKE, Some(data)).into_value())
+    }
+
+    /// `[:chsk/ws-ping nil]`: the server's keepalive ping (a bare keyword payload).
+    pub fn ws_ping() -> Envelope {
+        Envelope::new(Value::kw(ids::WS_PING))
+    }
+
+    /// `["pong" cb]`: the automatic answer to a client ping.
+    pub fn pong(cb: Value) -> Envelope {
+        Envelope { payload: Value::Str("pong".to_owned()), cb: Some(cb) }
+    }
+
+    /// `[[ev1 ev2 ...] nil]`: a batch of pushed events.
+    pub fn push_batch(events: impl IntoIterator<Item = Event>) -> Envelope {
+        Envelope::new(Value::Vector(events.into_iter().map(Event::into_value).collect()))
+    }
+
+    /// `[reply cb]`: a WebSocket reply.
+    pub fn ws_reply(reply: Value, cb: Value) -> Envelope {
+        Envelope { payload: reply, cb: Some(cb) }
+    }
+
+    /// `[reply nil]`: an Ajax POST reply (correlated by the HTTP exchange).
+    pub fn ajax_reply(reply: Value) -> Envelope {
+        Envelope::new(reply)
+    }
+
+    /// `[:chsk/dummy-cb-200 nil]`: Ajax POST answer when no reply was asked for.
+    pub fn dummy_cb_200() -> Envelope {
+        Envelope::new(Value::kw(ids::DUMMY_CB_200))
+    }
+
+    /// `[:chsk/timeout nil]`: long-poll expiry, or an Ajax reply that did not come in time.
+    pub fn timeout() -> Envelope {
+        Envelope::new(Value::kw(ids::TIMEOUT))
+    }
+}
+
+/// Client -> server messages (spec 3), as named constructors.
+pub mod client_msg {
+    use super::{Envelope, Event, Value, ids};
+
+    /// `[[:chsk/ws-pong] nil]`: answer to a server ping.
+    pub fn ws_pong() -> Envelope {
+        Envelope::new(Event::reserved(ids::WS_PONG, None).into_value())
+    }
+
+    /// `[[:chsk/ws-ping] cb]`: the client's keepalive ping; the server answers `"pong"`.
+    pub fn ws_ping(cb: &str) -> Envelope {
+        Envelope::with_cb(Event::reserved(ids::WS_PING, None).into_value(), Value::from(cb))
+    }
+
+    /// `[event cb]`: an event, asking for a reply when `cb` is given (a 6-hex id on WebSocket).
+    pub fn event(event: Event, cb: Option<&str>) -> Envelope {
+        Envelope::with_cb(event.into_value(), cb.map_or(Value::Nil, Value::from))
+    }
+
+    /// `[event :ajax]` or `[event nil]`: an Ajax POST body.
+    pub fn ajax_event(event: Event, wants_reply: bool) -> Envelope {
+        let cb = if wants_reply { Value::kw("ajax") } else { Value::Nil };
+        Envelope::with_cb(event.into_value(), cb)
+    }
+}
+
+/// What the server received from a client, classified (spec 3 and 5.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// `[[:chsk/ws-ping] cb]` with a cb: answer `["pong" cb]`, then deliver `[:chsk/ws-ping]`
+    /// with no reply. (Without a cb it is delivered as a plain event and gets no pong.)
+    Ping {
+        /// The callback id to echo.
+        cb: Value,
+    },
+    /// A valid event, asking for a reply when `cb` is set.
+    Event {
+        /// The event.
+        event: Event,
+        /// The callback id (WebSocket) or Ajax marker.
+        cb: Option<Value>,
+    },
+    /// A payload that is not a valid event: delivered as `[:chsk/bad-event payload]`, with a
+    /// reply when `cb` is set.
+    BadEvent {
+        /// The original payload.
+        payload: Value,
+        /// The callback id or Ajax marker.
+        cb: Option<Value>,
+    },
+}
+
+impl ClientMsg {
+    /// Classifies an envelope received by the server.
+    pub fn classify(envelope: Envelope) -> Self {
+        let Envelope { payload, cb } = envelope;
+        match Event::from_value(payload) {
+            Ok(event) => {
+                if event.id().as_str() == ids::WS_PING
+                    && !event.has_data()
+                    && let Some(cb) = cb
+                {
+                    return ClientMsg::Ping { cb };
+                }
+                ClientMsg::Event { event, cb }
+            }
+            Err(payload) => ClientMsg::BadEvent { payload, cb },
+        }
+    }
+
+    /// The event handlers see: the event itself, `[:chsk/ws-ping]` for a ping, or
+    /// `[:chsk/bad-event payload]`.
+    pub fn into_event(self) -> (Event, Option<Value>) {
+        match self {
+            ClientMsg::Ping { .. } => (Event::reserved(ids::WS_PING, None), None),
+            ClientMsg::Event { event, cb } => {
+                // A pong never carries a reply.
+                let cb = if event.id().as_str() == ids::WS_PONG { None } else { cb };
+                (event, cb)
+            }
+            ClientMsg::BadEvent { payload, cb } => (Event::bad_event(payload), cb),
+        }
+    }
+}
+
+/// What a client received from the server over a WebSocket or an Ajax poll, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// `[:chsk/handshake [uid nil handshake-data]]` (2 or 3 data elements accepted).
+    Handshake {
+        /// The server-resolved uid.
+        uid: Uid,
+        /// The app's handshake data (`nil` if none).
+        data: Value,
+    },
+    /// The server's keepalive ping (bare `:chsk/ws-ping`).
+    Ping,
+    /// A batch of pushed events, in order.
+    Batch(Vec<Event>),
+    /// A reply (WebSocket): `[value cb]`; the client's ping gets `"pong"` here.
+    Reply {
+        /// The callback id it answers.
+        cb: Value,
+        /// The reply value.
+        value: Value,
+    },
+    /// `:chsk/timeout` on an Ajax poll: nothing to deliver, poll again.
+    PollTimeout,
+    /// A payload that fits none of the above (e.g. a batch with an invalid or `chsk/*` event);
+    /// clients report it and carry on.
+    Invalid(Value),
+}
+
+impl ServerMsg {
+    /// Classifies an envelope received by a client.
+    pub fn classify(envelope: Envelope) -> Self {
+        let Envelope { payload, cb } = envelope;
+        if let Some(cb) = cb {
+            return ServerMsg::Reply { cb, value: payload };
+        }
+        if payload.is_kw(ids::WS_PING) {
+            return ServerMsg::Ping;
+        }
+        if payload.is_kw(ids::TIMEOUT) {
+            return ServerMsg::PollTimeout;
+        }
+        let Value::Vector(items) = payload else { return ServerMsg::Invalid(payload) };
+        if items.first().is_some_and(|v| v.is_kw(ids::HANDSHAKE)) {
+            if let Some(Value::Vector(data)) = items.get(1)
+                && (2..=4).contains(&data.len())
+            {
+                let uid = Uid::from_value(data[0].clone());
+                let hd = data.get(2).cloned().unwrap_or(Value::Nil);
+                return ServerMsg::Handshake { uid, data: hd };
+            }
+            return ServerMsg::Invalid(Value::Vector(items));
+        }
+        let mut events = Vec::with_capacity(items.len());
+        for item in &items {
+            match Event::from_value(item.clone()) {
+                Ok(ev) if !ev.id().is_reserved() => events.push(ev),
+                _ => return ServerMsg::Invalid(Value::Vector(items)),
+            }
+        }
+        ServerMsg::Batch(events)
+    }
+}
+
+/// The answer to an Ajax POST, classified by the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PostReply {
+    /// `:chsk/dummy-cb-200`: accepted, no reply asked for.
+    Ack,
+    /// `:chsk/timeout`: the server's handler did not reply in time.
+    Timeout,
+    /// The reply value.
+    Reply(Value),
+}
+
+impl PostReply {
+    /// Classifies the payload of a POST response envelope.
+    pub fn classify(envelope: Envelope) -> Self {
+        match envelope.payload {
+            p if p.is_kw(ids::DUMMY_CB_200) => PostReply::Ack,
+            p if p.is_kw(ids::TIMEOUT) => PostReply::Timeout,
+            p => PostReply::Reply(p),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Events (`[ev-id ?data]`), event ids, user ids and client ids.
+
+use sente_edn::{Keyword, Value};
+use std::fmt;
+
+/// Ids of the events Sente reserves (namespace `chsk`).
+pub mod ids {
+    /// `[:chsk/handshake [uid nil handshake-data first?]]` (client side).
+    pub const HANDSHAKE: &str = "chsk/handshake";
+    /// `[:chsk/state [old new open-changed?]]` (client side).
+    pub const STATE: &str = "chsk/state";
+    /// Keepalive ping (server -> client bare keyword; client -> server `[:chsk/ws-ping]`).
+    pub const WS_PING: &str = "chsk/ws-ping";
+    /// Client answer to a server ping.
+    pub const WS_PONG: &str = "chsk/ws-pong";
+    /// Synthesized by the server when a uid gets its first connection.
+    pub const UIDPORT_OPEN: &str = "chsk/uidport-open";
+    /// Synthesized by the server when a uid loses its last connection.
+    pub const UIDPORT_CLOSE: &str = "chsk/uidport-close";
+    /// Wraps a received payload that is not a valid event.
+    pub const BAD_EVENT: &str = "chsk/bad-event";
+    /// Wraps a received frame that could not be unpacked (sente-rs; Sente <= 1.20 had it too).
+    pub const BAD_PACKAGE: &str = "chsk/bad-package";
+    /// Server-side command: `send(uid, [:chsk/close])` closes every connection of the uid.
+    pub const CLOSE: &str = "chsk/close";
+    /// Ajax POST answer when no reply was asked for.
+    pub const DUMMY_CB_200: &str = "chsk/dummy-cb-200";
+    /// Ajax poll expiry / server-side reply timeout; client-side request timeout.
+    pub const TIMEOUT: &str = "chsk/timeout";
+    /// Client-side: request made while the connection is closed.
+    pub const CLOSED: &str = "chsk/closed";
+    /// Client-side: the request failed (transport error).
+    pub const ERROR: &str = "chsk/error";
+    /// Wraps received events when `wrap-recv-evs?` is on (Sente <= 1.17 default).
+    pub const RECV: &str = "chsk/recv";
+    /// `:sente/nil-uid`: the uid of anonymous clients.
+    pub const NIL_UID: &str = "sente/nil-uid";
+    /// `:sente/all-users-without-uid`: send target for every anonymous client.
+    pub const ALL_USERS_WITHOUT_UID: &str = "sente/all-users-without-uid";
+}
+
+/// Why an event id was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("invalid event id {text:?}: an event id is a namespaced keyword such as `my-app/some-req`")]
+pub struct InvalidEventId {
+    /// The text that was given.
+    pub text: String,
+}
+
+/// A validated event id: a keyword with a namespace, e.g. `:my-app/some-req`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(Keyword);
+
+impl EventId {
+    /// Parses `ns/name` (a leading `:` is accepted and dropped).
+    pub fn new(text: &str) -> Result<Self, InvalidEventId> {
+        let bare = text.strip_prefix(':').unwrap_or(text);
+        Self::from_keyword(Keyword::new(bare))
+    }
+
+    /// Validates a keyword as an event id.
+    pub fn from_keyword(kw: Keyword) -> Result<Self, InvalidEventId> {
+        let ok = kw.namespace().is_some_and(|ns| !ns.is_empty())
+            && !kw.name().is_empty()
+            && !kw.as_str().chars().any(char::is_whitespace);
+        if ok { Ok(EventId(kw)) } else { Err(InvalidEventId { text: kw.as_str().to_owned() }) }
+    }
+
+    /// An id from a constant known to be valid (the reserved ids in [`ids`]).
+    pub(crate) fn reserved(text: &'static str) -> Self {
+        EventId(Keyword::new(text))
+    }
+
+    /// `ns/name` without the colon.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        self.0.namespace().unwrap_or_default()
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// The keyword.
+    pub fn keyword(&self) -> &Keyword {
+        &self.0
+    }
+
+    /// Whether the id is in Sente's reserved `chsk` namespace.
+    pub fn is_reserved(&self) -> bool {
+        self.namespace() == "chsk"
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, ":{}", self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = InvalidEventId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventId::new(s)
+    }
+}
+
+impl TryFrom<&str> for EventId {
+    type Error = InvalidEventId;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        EventId::new(s)
+    }
+}
+
+/// An event: `[ev-id]` or `[ev-id data]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    id: EventId,
+    /// `None` for the one-element form `[ev-id]`.
+    data: Option<Value>,
+}
+
+impl Event {
+    /// `[id data]`.
+    pub fn new(id: EventId, data: impl Into<Value>) -> Self {
+        Event { id, data: Some(data.into()) }
+    }
+
+    /// `[id]`, with no data slot.
+    pub fn bare(id: EventId) -> Self {
+        Event { id, data: None }
+    }
+
+    /// A reserved `chsk/*` event (crate-internal constructor).
+    pub(crate) fn reserved(id: &'static str, data: Option<Value>) -> Self {
+        Event { id: EventId::reserved(id), data }
+    }
+
+    /// `[:chsk/bad-event original]`: how an invalid payload reaches handlers.
+    pub fn bad_event(original: Value) -> Self {
+        Event::reserved(ids::BAD_EVENT, Some(original))
+    }
+
+    /// The id.
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The data (`nil` when absent).
+    pub fn data(&self) -> &Value {
+        const NIL: &Value = &Value::Nil;
+        self.data.as_ref().unwrap_or(NIL)
+    }
+
+    /// Whether the event has a data slot (`[id data]` rather than `[id]`).
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Consumes the event into its id and data.
+    pub fn into_parts(self) -> (EventId, Value) {
+        (self.id, self.data.unwrap_or(Value::Nil))
+    }
+
+    /// The wire form: `[id]` or `[id data]`.
+    pub fn to_value(&self) -> Value {
+        let mut v = Vec::with_capacity(2);
+        v.push(Value::Keyword(self.id.0.clone()));
+        if let Some(d) = &self.data {
+            v.push(d.clone());
+        }
+        Value::Vector(v)
+    }
+
+    /// The wire form, consuming the event.
+    pub fn into_value(self) -> Value {
+        let mut v = Vec::with_capacity(2);
+        v.push(Value::Keyword(self.id.0));
+        if let Some(d) = self.data {
+            v.push(d);
+        }
+        Value::Vector(v)
+    }
+
+    /// Validates a received value as an event (Sente's rule: a vector of 1 or 2 elements whose
+    /// first element is a namespaced keyword). On failure the original value is returned, ready
+    /// for [`Event::bad_event`].
+    pub fn from_value(value: Value) -> Result<Self, Value> {
+        let Value::Vector(items) = value else { return Err(value) };
+        if !(1..=2).contains(&items.len()) {
+            return Err(Value::Vector(items));
+        }
+        let Value::Keyword(kw) = &items[0] else { return Err(Value::Vector(items)) };
+        if EventId::from_keyword(kw.clone()).is_err() {
+            return Err(Value::Vector(items));
+        }
+        let mut it = items.into_iter();
+        let Some(Value::Keyword(kw)) = it.next() else { unreachable!("checked above") };
+        Ok(Event { id: EventId(kw), data: it.next() })
+    }
+}
+
+
+/// A user id, computed by the server from the request. One uid may have many clients (tabs,
+/// devices); the server pushes to a uid, reaching all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Uid {
+    /// `:sente/nil-uid`: every client without a user id shares it. Sending to it reaches every
+    /// anonymous client (Sente's `:sente/all-users-without-uid`).
+    Nil,
+    /// A user id: any value; a string is typical.
+    Id(Value),
+}
+
+impl Uid {
+    /// Send target for every client without a user id (same as [`Uid::Nil`]).
+    #[allow(non_upper_case_globals)]
+    pub const AllWithoutUid: Uid = Uid::Nil;
+
+    /// From a value: `nil`, `false`, `:sente/nil-uid` and `:sente/all-users-without-uid` map to
+    /// [`Uid::Nil`].
+    pub fn from_value(value: Value) -> Self {
+        match value {
+            Value::Nil | Value::Bool(false) => Uid::Nil,
+            v if v.is_kw(ids::NIL_UID) || v.is_kw(ids::ALL_USERS_WITHOUT_UID) => Uid::Nil,
+            v => Uid::Id(v),
+        }
+    }
+
+    /// The wire form (`:sente/nil-uid` for [`Uid::Nil`]).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Uid::Nil => Value::kw(ids::NIL_UID),
+            Uid::Id(v) => v.clone(),
+        }
+    }
+
+    /// The uid as a string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Uid::Id(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the anonymous uid.
+    pub fn is_nil(&self) -> bool {
+        matches!(self, Uid::Nil)
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uid::Id(Value::Str(s)) => f.write_str(s),
+            other => write!(f, "{:?}", other.to_value()),
+        }
+    }
+}
+
+impl From<&str> for Uid {
+    fn from(s: &str) -> Self {
+        Uid::Id(Value::Str(s.to_owned()))
+    }
+}
+impl From<String> for Uid {
+    fn from(s: String) -> Self {
+        Uid::Id(Value::Str(s))
+    }
+}
+impl From<i64> for Uid {
+    fn from(n: i64) -> Self {
+        Uid::Id(Value::Int(n))
+    }
+}
+impl<T: Into<Uid>> From<Option<T>> for Uid {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Uid::Nil, Into::into)
+    }
+}
+
+/// Why a client id was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("client id must be a non-blank string of at most {max} bytes")]
+pub struct InvalidClientId {
+    /// The maximum length.
+    pub max: usize,
+}
+
+/// A client id: an opaque non-blank string chosen by the client (one per tab; a UUID v4 by
+/// default). Client-chosen and unauthenticated: never derive authorization from it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Longest accepted client id, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a client id.
+    pub fn new(text: impl Into<String>) -> Result<Self, InvalidClientId> {
+        let text = text.into();
+        if text.trim().is_empty() || text.len() > Self::MAX_LEN {
+            return Err(InvalidClientId { max: Self::MAX_LEN });
+        }
+        Ok(ClientId(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
