@@ -1,1 +1,278 @@
-//! sente-client (in progress).
+//! The Rust client for Sente (and sente-rs) servers: Sente's `make-channel-socket-client!` for
+//! native apps (tokio) and the browser (wasm32).
+//!
+//! All protocol logic lives in the sans-IO [`sente_proto::client::ClientMachine`]; this crate
+//! is the IO around it: tokio-tungstenite and hyper natively, `WebSocket` and `fetch` in the
+//! browser, chosen by `target_arch`.
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use sente_client::{Client, ClientEvent, Event, Kind};
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder("http://127.0.0.1:3000/chsk")
+//!     .kind(Kind::Auto)
+//!     .csrf_token("tok-123")
+//!     .connect()?;
+//! let mut events = client.events();
+//! client.wait_open().await;
+//!
+//! // Fire and forget, or ask for a reply.
+//! client.send(Event::new("demo/hello".parse()?, "hi"))?;
+//! let reply = client.request(Event::new("demo/echo".parse()?, 42), Duration::from_secs(5)).await?;
+//! println!("echo: {reply}");
+//!
+//! // Typed requests go through serde (edn maps with keyword keys).
+//! #[derive(serde::Serialize)]
+//! struct Greet { name: String }
+//! let ev = sente_client::event("demo/echo", &Greet { name: "ann".into() })?;
+//! let name: std::collections::HashMap<String, String> =
+//!     client.request_as(ev, Duration::from_secs(5)).await?;
+//! println!("{name:?}");
+//!
+//! while let Some(ev) = events.next().await {
+//!     match ev {
+//!         ClientEvent::Push(ev) => println!("push {}", ev.to_value()),
+//!         ClientEvent::State(change) => println!("open: {}", change.new.open),
+//!         other => println!("{:?}", other.to_event()),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+extern crate tokio_sync as tokio;
+
+mod builder;
+mod events;
+mod shared;
+
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "native.rs"]
+mod platform;
+#[cfg(target_arch = "wasm32")]
+#[path = "wasm.rs"]
+mod platform;
+
+pub use builder::ClientBuilder;
+pub use events::EventStream;
+pub use sente_proto::client::{
+    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, Kind, RequestError, SendError, State,
+    StateChange, Transport, WsCloseInfo, WsErrorInfo,
+};
+pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::Shared;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not `http(s)://` or `ws(s)://` with a host.
+    #[error(transparent)]
+    Url(#[from] sente_proto::client::InvalidUrl),
+    /// The client id is blank or too long.
+    #[error(transparent)]
+    ClientId(#[from] sente_proto::InvalidClientId),
+    /// No packer has this name.
+    #[error("unknown packer {0:?}")]
+    UnknownPacker(String),
+}
+
+/// Why a typed event could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The id is not a namespaced keyword.
+    #[error(transparent)]
+    Id(#[from] sente_proto::InvalidEventId),
+    /// The data could not be converted to edn.
+    #[error("cannot convert event data: {0}")]
+    Data(String),
+}
+
+/// An event `[id data]` with `data` converted through serde (structs become maps with keyword
+/// keys; see `sente_edn`).
+pub fn event(id: &str, data: &impl Serialize) -> Result<Event, EventError> {
+    let id = EventId::new(id)?;
+    let data = sente_edn::to_value(data).map_err(|e| EventError::Data(e.to_string()))?;
+    Ok(Event::new(id, data))
+}
+
+/// Converts an event's data (or a reply) to a Rust type through serde.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, sente_edn::Error> {
+    sente_edn::from_value(value)
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    first_events: Mutex<Option<EventStream>>,
+    client_id: ClientId,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        let now = self.shared.now();
+        inner.machine.disconnect(now);
+        inner.shutdown = true;
+        drop(inner);
+        self.shared.notify.notify_one();
+    }
+}
+
+/// A connection to a Sente server: cheap to clone; the connection closes cleanly (WebSocket
+/// close 1000) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.handle.client_id)
+            .field("state", &*self.handle.shared.state_tx.borrow())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A builder for a client of the chsk endpoint at `url`, e.g.
+    /// `http://127.0.0.1:3000/chsk` (`ws://` URLs work too).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    fn start(cfg: sente_proto::client::ClientConfig, seed: u64, event_buffer: usize) -> Client {
+        let client_id = cfg.client_id.clone();
+        let clock = platform::Clock::new();
+        let mut machine = sente_proto::client::ClientMachine::new(
+            cfg,
+            seed,
+            clock.now_ms(),
+            platform::unix_ms(),
+        );
+        machine.connect(clock.now_ms());
+        let (tx, rx) = events::channel(event_buffer);
+        let shared = Arc::new(Shared::new(machine, clock, platform::Io::new(), tx, event_buffer));
+        platform::spawn_driver(shared.clone());
+        Client {
+            handle: Arc::new(Handle { shared, first_events: Mutex::new(Some(rx)), client_id }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> &ClientId {
+        &self.handle.client_id
+    }
+
+    /// The state map (Sente's `state` atom), updated on every change.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.shared().state_tx.subscribe()
+    }
+
+    /// Whether the connection is open (a handshake was received).
+    pub fn is_open(&self) -> bool {
+        self.shared().lock().machine.is_open()
+    }
+
+    /// The events of this client. The first call returns a stream holding everything since
+    /// the client started (so the first handshake is never missed); later calls return
+    /// streams that start now.
+    pub fn events(&self) -> EventStream {
+        if let Some(first) =
+            self.handle.first_events.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            return first;
+        }
+        let (tx, rx) = events::channel(self.shared().event_buffer);
+        self.shared().lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Waits until the connection is open.
+    pub async fn wait_open(&self) {
+        let mut rx = self.state();
+        let _ = rx.wait_for(|s| s.open).await;
+    }
+
+    /// Sends an event without asking for a reply (Sente's `(send-fn ev)`).
+    pub fn send(&self, event: Event) -> Result<(), SendError> {
+        self.shared().with(|m, now| m.send(event, now))
+    }
+
+    /// Sends an event and waits for the reply (Sente's `(send-fn ev timeout-ms cb)`):
+    /// [`RequestError::Closed`] when the connection is not open, [`RequestError::Timeout`] when
+    /// no reply came within `timeout`, [`RequestError::Error`] when the transport failed.
+    /// Dropping the future forgets the request.
+    pub async fn request(&self, event: Event, timeout: Duration) -> Result<Value, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let id = {
+            let mut inner = self.shared().lock();
+            let now = self.shared().now();
+            let id = inner.machine.request(event, ms, now);
+            inner.waiters.insert(id, tx);
+            id
+        };
+        self.shared().notify.notify_one();
+        let mut guard = CancelOnDrop { shared: self.shared().clone(), id: Some(id) };
+        let result = rx.await.unwrap_or(Err(RequestError::Closed));
+        guard.id = None;
+        result
+    }
+
+    /// [`request`](Self::request), converting the reply through serde
+    /// ([`RequestError::Decode`] when it does not fit `T`).
+    pub async fn request_as<T: DeserializeOwned>(
+        &self,
+        event: Event,
+        timeout: Duration,
+    ) -> Result<T, RequestError> {
+        let v = self.request(event, timeout).await?;
+        sente_edn::from_value(v).map_err(|e| RequestError::Decode(e.to_string()))
+    }
+
+    /// Starts connecting again after [`disconnect`](Self::disconnect) (Sente's
+    /// `chsk-connect!`).
+    pub fn connect(&self) {
+        self.shared().with(sente_proto::client::ClientMachine::connect);
+    }
+
+    /// Closes the connection and stops reconnecting (Sente's `chsk-disconnect!`).
+    pub fn disconnect(&self) {
+        self.shared().with(sente_proto::client::ClientMachine::disconnect);
+    }
+
+    /// Closes the connection and connects again at once (Sente's `chsk-reconnect!`), e.g. to
+    /// pick up a new session uid after login.
+    pub fn reconnect(&self) {
+        self.shared().with(sente_proto::client::ClientMachine::reconnect);
+    }
+}
+
+struct CancelOnDrop {
+    shared: Arc<Shared>,
+    id: Option<sente_proto::client::RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut inner = self.shared.lock();
+            inner.waiters.remove(&id);
+            inner.machine.cancel_request(id);
+            drop(inner);
+            self.shared.notify.notify_one();
+        }
+    }
+}

@@ -123,7 +123,10 @@ pub struct Inst {
 impl Inst {
     /// An instant from milliseconds since the epoch.
     pub fn from_millis(ms: i64) -> Self {
-        Inst { secs: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) as u32) * 1_000_000 }
+        Inst {
+            secs: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) as u32) * 1_000_000,
+        }
     }
 
     /// Milliseconds since the epoch (sub-millisecond digits are dropped).
@@ -180,6 +183,11 @@ impl Map {
         self.0.push((key, value));
     }
 
+    /// A map from entries whose keys are known to be distinct.
+    pub(crate) fn from_entries_unchecked(entries: Vec<(Value, Value)>) -> Self {
+        Map(entries)
+    }
+
     /// The value for `key`.
     pub fn get(&self, key: &Value) -> Option<&Value> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -213,6 +221,11 @@ impl Map {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    /// The entries in insertion order, as a slice.
+    pub fn entries(&self) -> &[(Value, Value)] {
+        &self.0
+    }
+
     /// The entries in insertion order.
     pub fn into_entries(self) -> Vec<(Value, Value)> {
         self.0
@@ -229,7 +242,11 @@ impl Eq for Map {}
 impl Hash for Map {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_usize(self.len());
-        state.write_u64(self.iter().map(|(k, v)| hash_one(&(k, v))).fold(0, u64::wrapping_add));
+        state.write_u64(
+            self.iter()
+                .map(|(k, v)| hash_one(&(k, v)))
+                .fold(0, u64::wrapping_add),
+        );
     }
 }
 
@@ -263,8 +280,14 @@ impl Set {
     }
 
     /// Appends without checking for duplicates (readers check duplicates).
+    #[allow(dead_code)]
     pub(crate) fn push_unchecked(&mut self, value: Value) {
         self.0.push(value);
+    }
+
+    /// A set from elements known to be distinct.
+    pub(crate) fn from_vec_unchecked(items: Vec<Value>) -> Self {
+        Set(items)
     }
 
     /// Whether `value` is an element.
@@ -290,6 +313,15 @@ impl Set {
     /// The elements in insertion order.
     pub fn into_vec(self) -> Vec<Value> {
         self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Set {
+    type Item = &'a Value;
+    type IntoIter = std::slice::Iter<'a, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 

@@ -136,6 +136,14 @@ impl Event {
         Event { id, data: None }
     }
 
+    /// `[id data]` with `data` converted from any serde type (struct fields become keywords).
+    pub fn typed<T: serde::Serialize + ?Sized>(
+        id: EventId,
+        data: &T,
+    ) -> Result<Self, sente_edn::Error> {
+        Ok(Event::new(id, sente_edn::to_value(data)?))
+    }
+
     /// A reserved `chsk/*` event (crate-internal constructor).
     pub(crate) fn reserved(id: &'static str, data: Option<Value>) -> Self {
         Event { id: EventId::reserved(id), data }
@@ -160,6 +168,11 @@ impl Event {
     /// Whether the event has a data slot (`[id data]` rather than `[id]`).
     pub fn has_data(&self) -> bool {
         self.data.is_some()
+    }
+
+    /// The data converted to a serde type.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, sente_edn::Error> {
+        sente_edn::from_value(self.data().clone())
     }
 
     /// Consumes the event into its id and data.

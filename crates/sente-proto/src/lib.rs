@@ -3,10 +3,12 @@
 //! callers pass `now` and random values in.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod envelope;
 pub mod event;
 pub mod limits;
 pub mod packer;
+pub mod server;
 
 pub use envelope::{ClientMsg, Envelope, EnvelopeError, PostReply, ServerMsg, client_msg, server_msg};
 pub use event::{ClientId, Event, EventId, InvalidClientId, InvalidEventId, Uid, ids};

@@ -1,7 +1,41 @@
 //! Packers: how a [`Value`] becomes the bytes of one WebSocket frame or HTTP body, and back.
 
+use std::sync::Arc;
+
 use crate::limits::Limits;
 use sente_edn::Value;
+
+mod edn;
+mod gzip;
+mod json;
+mod json_lex;
+mod msgpack;
+mod transit;
+mod util;
+
+pub use edn::EdnPacker;
+pub use gzip::GzipPacker;
+pub use json::JsonPacker;
+pub use msgpack::MsgpackPacker;
+pub use transit::TransitPacker;
+
+/// The packer for a `packer` query-parameter value: `edn`, `transit`, `json`, `msgpack`, or one
+/// of those with `+gzip` (`edn+gzip`, `transit+gzip`, `json+gzip`, `msgpack+gzip`).
+pub fn by_name(name: &str) -> Option<Arc<dyn Packer>> {
+    let base = |n: &str| -> Option<Arc<dyn Packer>> {
+        Some(match n {
+            "edn" => Arc::new(EdnPacker),
+            "transit" => Arc::new(TransitPacker::new()),
+            "json" => Arc::new(JsonPacker),
+            "msgpack" => Arc::new(MsgpackPacker),
+            _ => return None,
+        })
+    };
+    match name.strip_suffix("+gzip") {
+        Some(inner) => Some(Arc::new(GzipPacker::new(base(inner)?))),
+        None => base(name),
+    }
+}
 
 /// The packed form of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,319 @@
+//! `sente-load`: load tests for sente-rs and its peers. See `sente-load --help` and
+//! BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sente_bench::client::Transport;
+use sente_bench::report::fmt_num;
+use sente_bench::scenario::{self, Endpoint, FanoutOpts, IdleOpts, Metrics, RrOpts, StormOpts};
+use sente_bench::server::{Server, Target, check_available};
+use sente_bench::suite::{self, Mode, SuiteOpts};
+use sente_bench::wire::Proto;
+use sente_bench::{Res, err, peers};
+
+/// Load tool for sente-rs: request/reply, fan-out, idle memory and reconnect storms against
+/// sente-rs and peer servers (raw WebSocket, socketioxide, socket.io for Node).
+#[derive(Parser)]
+#[command(name = "sente-load", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Which server to load: a target the tool spawns, or an external one.
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Spawn this peer (one fresh process per run).
+    #[arg(long, value_enum, default_value = "sente-rs")]
+    target: Target,
+    /// Use an already running server at this loopback address instead.
+    #[arg(long, requires = "proto")]
+    addr: Option<SocketAddr>,
+    /// Wire protocol of the external server.
+    #[arg(long, value_enum)]
+    proto: Option<Proto>,
+    /// Pin spawned servers to these CPUs (taskset list, e.g. `0`).
+    #[arg(long)]
+    pin: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Closed-loop request/reply: req/s and latency percentiles.
+    Rr {
+        #[command(flatten)]
+        t: TargetArgs,
+        /// Client counts to run, one after another.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        clients: Vec<usize>,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: Transport,
+        /// Payload (event data) size in bytes.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+    },
+    /// The server pushes to every client at a fixed rate: delivered/s and delivery latency.
+    Fanout {
+        #[command(flatten)]
+        t: TargetArgs,
+        /// Number of clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Pushes per second to every client.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: Transport,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+    },
+    /// Idle WebSocket connections: the server's resident memory per connection.
+    Idle {
+        /// Peer to spawn (needs its own process to measure).
+        #[arg(long, value_enum, default_value = "sente-rs")]
+        target: Target,
+        /// Connection counts to run, one after another.
+        #[arg(long, value_delimiter = ',', default_value = "5000,10000")]
+        conns: Vec<usize>,
+        /// Connections per worker process.
+        #[arg(long, default_value_t = 9000)]
+        per_worker: usize,
+        /// Seconds to wait before reading the server's memory.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+        /// Pin the server to these CPUs.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Reconnect storm: kill and restart the server under N connected clients.
+    Storm {
+        /// Peer to spawn.
+        #[arg(long, value_enum, default_value = "sente-rs")]
+        target: Target,
+        /// Number of clients.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Seconds to wait for everyone to come back.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Pin the server to these CPUs.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Every scenario against every target, alternating targets; writes
+    /// bench/results/<timestamp>.{json,md} and PNG charts.
+    All {
+        /// A few minutes: small sizes, 3 rounds.
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// The full sizes (1k/10k/19.5k), 5 rounds.
+        #[arg(long)]
+        full: bool,
+        /// Targets (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        targets: Vec<Target>,
+        /// Override every case's number of rounds.
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Only cases whose name starts with one of these (e.g. `rr-ws,idle`).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Output directory.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+        out: PathBuf,
+        /// Pin the servers to CPU 0 and the load tool to CPU 1.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Every scenario at tiny sizes against sente-rs and raw-ws; exits non-zero on failure.
+    Smoke {
+        /// Also write results here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run a peer server (prints `LISTENING <addr>` once it accepts connections).
+    Serve {
+        /// Which peer (socketio-node runs under node, not here).
+        #[arg(value_enum)]
+        peer: Target,
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+    /// Internal: a child process holding idle connections for `idle`.
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long, value_enum)]
+        proto: Proto,
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        src_first: u64,
+        #[arg(long, default_value_t = 900)]
+        max_secs: u64,
+    },
+}
+
+fn print_metrics(label: &str, m: &Metrics) {
+    let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", fmt_num(*v))).collect();
+    println!("{label}: {}", parts.join(" "));
+}
+
+async fn with_server<F, Fut>(t: &TargetArgs, f: F) -> Res<Metrics>
+where
+    F: FnOnce(Endpoint) -> Fut,
+    Fut: Future<Output = Res<Metrics>>,
+{
+    if let (Some(addr), Some(proto)) = (t.addr, t.proto) {
+        return f(Endpoint { addr, proto }).await;
+    }
+    check_available(t.target).await.map_err(err)?;
+    let server = Server::spawn(t.target, "127.0.0.1:0".parse()?, t.pin.as_deref()).await?;
+    let r = f(Endpoint::from(&server)).await;
+    server.kill().await;
+    r
+}
+
+async fn run(cli: Cli) -> Res<ExitCode> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match cli.cmd {
+        Cmd::Rr { t, clients, secs, warmup, transport, bytes } => {
+            for n in clients {
+                let o = RrOpts {
+                    transport,
+                    clients: n,
+                    warmup: Duration::from_secs_f64(warmup),
+                    duration: Duration::from_secs_f64(secs),
+                    bytes,
+                };
+                let m = with_server(&t, |ep| scenario::rr(ep, o)).await?;
+                print_metrics(&format!("rr-{}-{n} {}", transport.name(), t.target.name()), &m);
+            }
+        }
+        Cmd::Fanout { t, clients, rate, secs, warmup, transport, bytes } => {
+            let o = FanoutOpts {
+                transport,
+                clients,
+                rate,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(secs),
+                bytes,
+            };
+            let m = with_server(&t, |ep| scenario::fanout(ep, o)).await?;
+            print_metrics(&format!("fanout-{}-{clients}x{rate} {}", transport.name(), t.target.name()), &m);
+        }
+        Cmd::Idle { target, conns, per_worker, settle, pin } => {
+            check_available(target).await.map_err(err)?;
+            for n in conns {
+                let server = Server::spawn(target, "127.0.0.1:0".parse()?, pin.as_deref()).await?;
+                let o = IdleOpts { conns: n, per_worker, settle: Duration::from_secs_f64(settle) };
+                let r = scenario::idle(&server, o).await;
+                server.kill().await;
+                print_metrics(&format!("idle-{n} {}", target.name()), &r?);
+            }
+        }
+        Cmd::Storm { target, clients, timeout, pin } => {
+            check_available(target).await.map_err(err)?;
+            let o = StormOpts { clients, timeout: Duration::from_secs_f64(timeout), pin };
+            let m = scenario::storm(target, &o).await?;
+            print_metrics(&format!("storm-{clients} {}", target.name()), &m);
+        }
+        Cmd::All { quick: _, full, targets, rounds, only, out, pin } => {
+            let opts = SuiteOpts {
+                mode: if full { Mode::Full } else { Mode::Quick },
+                targets: if targets.is_empty() { Target::ALL.to_vec() } else { targets },
+                rounds,
+                only,
+                out: Some(out),
+                pin,
+                command,
+                progress: true,
+            };
+            let r = suite::run(&opts).await?;
+            println!("{}", sente_bench::report::markdown(&r));
+        }
+        Cmd::Smoke { out } => {
+            let opts = SuiteOpts {
+                mode: Mode::Smoke,
+                targets: vec![Target::SenteRs, Target::RawWs],
+                rounds: None,
+                only: Vec::new(),
+                out,
+                pin: false,
+                command,
+                progress: false,
+            };
+            let r = suite::run(&opts).await?;
+            println!("{}", sente_bench::report::markdown(&r));
+            let problems = suite::smoke_problems(&r);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("smoke: {p}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("smoke: {} trials passed, 0 failed", r.trials.len());
+        }
+        Cmd::Serve { peer, addr } => {
+            if !addr.ip().is_loopback() {
+                return Err(err("peers listen on loopback addresses only"));
+            }
+            match peer {
+                Target::RawWs => peers::raw_ws::run(addr).await?,
+                Target::Socketioxide => peers::socketioxide::run(addr).await?,
+                Target::SenteRs => peers::sente_rs::run(addr).await?,
+                Target::SocketioNode => {
+                    return Err(err("run `node bench/peers/socketio-node/server.js --addr ...`"));
+                }
+            }
+        }
+        Cmd::IdleWorker { proto, addr, first, count, src_first, max_secs } => {
+            scenario::idle_worker(proto, addr, first, count, src_first, max_secs).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sente-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sente-load: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    // Do not wait for lingering client tasks.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}

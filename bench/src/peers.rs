@@ -1,0 +1,57 @@
+//! The peer servers the load tool compares (run with `sente-load serve <peer>`).
+//!
+//! Each does the same work: echo `demo/echo` / `echo` requests with a reply, and on a
+//! `fanout` control request push `rate` timestamped events per second to every connected
+//! client for `ms` milliseconds. The socket.io 4.8 peer for Node lives in
+//! `bench/peers/socketio-node/`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+#[path = "../peers/raw_ws.rs"]
+pub mod raw_ws;
+#[path = "../peers/sente_rs.rs"]
+pub mod sente_rs;
+#[path = "../peers/socketioxide.rs"]
+pub mod socketioxide;
+
+/// The push loop's parameters, as the `fanout` control request carries them.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct FanoutCfg {
+    /// Request id (raw-ws protocol only).
+    #[serde(default)]
+    pub id: u64,
+    /// Pushes per second to every client.
+    pub rate: u32,
+    /// How long the loop runs, in milliseconds.
+    pub ms: u64,
+    /// Size of each event's data object.
+    #[serde(default = "default_bytes")]
+    pub bytes: usize,
+}
+
+fn default_bytes() -> usize {
+    100
+}
+
+impl FanoutCfg {
+    /// The loop's ticker (first tick immediately) and its end. Rate and duration are clamped
+    /// (1..=10 000 Hz, at most 10 minutes) so that every loop stops by itself.
+    pub fn ticker(&self) -> (Interval, Instant) {
+        let rate = self.rate.clamp(1, 10_000);
+        let ms = self.ms.min(600_000);
+        let mut t = tokio::time::interval(Duration::from_secs(1) / rate);
+        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        (t, Instant::now() + Duration::from_millis(ms))
+    }
+}
+
+/// Prints the `LISTENING <addr>` line the load tool waits for.
+pub fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "LISTENING {addr}");
+    let _ = out.flush();
+}

@@ -1,0 +1,511 @@
+//! The scenarios: `rr`, `fanout`, `idle` and `storm` (each over WebSocket or, for `rr` and
+//! `fanout`, long-polling). Each returns its metrics as name -> value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+
+use crate::client::{Conn, Transport};
+use crate::server::{Server, Target};
+use crate::stats::{latency_histogram, quantile_ms, record};
+use crate::wire::{self, Proto};
+use crate::ws::WsClient;
+use crate::{Res, err, net};
+
+/// A trial's measurements, by metric name.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Where the clients connect and what they speak.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// Server address (loopback).
+    pub addr: SocketAddr,
+    /// Its wire protocol.
+    pub proto: Proto,
+}
+
+impl From<&Server> for Endpoint {
+    fn from(s: &Server) -> Self {
+        Self { addr: s.addr, proto: s.target.proto() }
+    }
+}
+
+/// How long one connect + handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request may wait for its reply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connects are in flight at once.
+const CONNECT_CONCURRENCY: usize = 128;
+
+/// Connects `n` clients (ids `0..n`, spread over source addresses) and completes their
+/// handshakes; fails if any of them fails.
+pub async fn connect_many(ep: Endpoint, transport: Transport, n: usize) -> Res<Vec<Conn>> {
+    let first_src = net::reserve_sources(n as u64);
+    let results: Vec<Res<Conn>> = futures_util::stream::iter(0..n as u64)
+        .map(|i| async move {
+            let src = Some(net::source_ip(first_src, i));
+            match timeout(CONNECT_TIMEOUT, Conn::connect(transport, ep.proto, ep.addr, src, i))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(err("connect timed out")),
+            }
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut conns = Vec::with_capacity(n);
+    let mut first_err = None;
+    let mut failed = 0;
+    for r in results {
+        match r {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        for c in conns {
+            c.close().await;
+        }
+        return Err(err(format!("{failed} of {n} clients failed to connect; first error: {e}")));
+    }
+    Ok(conns)
+}
+
+/// Options of the closed-loop request/reply scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct RrOpts {
+    /// Transport of the clients.
+    pub transport: Transport,
+    /// Number of clients, each with one request in flight.
+    pub clients: usize,
+    /// Time before measuring starts.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Size of each request's data object.
+    pub bytes: usize,
+}
+
+/// `rr`: every client sends a request, waits for the reply, and repeats. Reports req/s and
+/// latency percentiles over the measured window.
+pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
+    let conns = connect_many(ep, o.transport, o.clients).await?;
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + o.warmup;
+    let end = measure_from + o.duration;
+    let mut set = JoinSet::new();
+    for mut c in conns {
+        set.spawn(async move {
+            let mut h = latency_histogram();
+            let mut errors = 0u64;
+            let mut buf = String::with_capacity(o.bytes + 16);
+            sleep_until(start).await;
+            for seq in 1u64.. {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                buf.clear();
+                wire::write_data(&mut buf, wire::now_us(), o.bytes);
+                match timeout(REQUEST_TIMEOUT, c.request(seq, &buf)).await {
+                    Ok(Ok(())) => {
+                        if t0 >= measure_from {
+                            record(&mut h, t0.elapsed().as_micros() as u64);
+                        }
+                    }
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            c.close().await;
+            (h, errors)
+        });
+    }
+    let mut h = latency_histogram();
+    let mut errors = 0;
+    while let Some(r) = set.join_next().await {
+        let (ch, ce) = r?;
+        h.add(ch)?;
+        errors += ce;
+    }
+    let mut m = Metrics::new();
+    m.insert("req_per_s".into(), h.len() as f64 / o.duration.as_secs_f64());
+    m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
+    m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
+    m.insert("p999_ms".into(), quantile_ms(&h, 0.999));
+    m.insert("errors".into(), errors as f64);
+    Ok(m)
+}
+
+/// Options of the fan-out scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutOpts {
+    /// Transport of the clients.
+    pub transport: Transport,
+    /// Number of clients (distinct uids).
+    pub clients: usize,
+    /// Pushes per second the server sends to every client.
+    pub rate: u32,
+    /// Time before measuring starts.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Size of each event's data object.
+    pub bytes: usize,
+}
+
+/// `fanout`: the server pushes `rate` events per second to every client; the clients count
+/// events stamped inside the measured window and their delivery latency (server stamp to
+/// client receipt, same machine clock).
+pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
+    let mut conns = connect_many(ep, o.transport, o.clients).await?;
+    let run = o.warmup + o.duration + Duration::from_millis(100);
+    timeout(
+        REQUEST_TIMEOUT,
+        conns[0].start_fanout(u64::from(u32::MAX), o.rate, run.as_millis() as u64, o.bytes),
+    )
+    .await
+    .map_err(|_| err("fanout control request timed out"))??;
+    let start_us = wire::now_us();
+    let win_from = start_us + o.warmup.as_micros() as u64;
+    let win_to = win_from + o.duration.as_micros() as u64;
+    // Events stamped in the window may still arrive a little later.
+    let stop_at = Instant::now() + run + Duration::from_secs(2);
+    let mut set = JoinSet::new();
+    for mut c in conns {
+        set.spawn(async move {
+            let mut h = latency_histogram();
+            let mut errors = 0u64;
+            loop {
+                match timeout_at(stop_at, c.next_push()).await {
+                    Ok(Ok(text)) => {
+                        let now = wire::now_us();
+                        wire::for_each_ts(text.as_str(), |t| {
+                            if (win_from..win_to).contains(&t) {
+                                record(&mut h, now.saturating_sub(t));
+                            }
+                        });
+                    }
+                    Ok(Err(_)) => {
+                        errors += 1;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            c.close().await;
+            (h, errors)
+        });
+    }
+    let mut h = latency_histogram();
+    let mut errors = 0;
+    while let Some(r) = set.join_next().await {
+        let (ch, ce) = r?;
+        h.add(ch)?;
+        errors += ce;
+    }
+    let expected = o.clients as f64 * f64::from(o.rate) * o.duration.as_secs_f64();
+    let mut m = Metrics::new();
+    m.insert("delivered_per_s".into(), h.len() as f64 / o.duration.as_secs_f64());
+    m.insert("delivered_ratio".into(), h.len() as f64 / expected);
+    m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
+    m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
+    m.insert("max_ms".into(), quantile_ms(&h, 1.0));
+    m.insert("errors".into(), errors as f64);
+    Ok(m)
+}
+
+/// Options of the idle-connections scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleOpts {
+    /// Number of idle connections.
+    pub conns: usize,
+    /// At most this many connections per worker process (open-files limit).
+    pub per_worker: usize,
+    /// Wait after the last connect before reading the server's memory.
+    pub settle: Duration,
+}
+
+/// `idle`: opens `conns` idle WebSocket connections from worker processes and reports the
+/// server's resident memory per connection (VmRSS after minus before).
+pub async fn idle(server: &Server, o: IdleOpts) -> Res<Metrics> {
+    let ep = Endpoint::from(server);
+    // Warm the server's code paths and allocator first.
+    for c in connect_many(ep, Transport::Ws, 16).await? {
+        c.close().await;
+    }
+    sleep(Duration::from_millis(300)).await;
+    let before = server.rss_kib().ok_or_else(|| err("cannot read the server's VmRSS"))?;
+    let exe = match std::env::var_os("SENTE_LOAD_EXE") {
+        Some(p) => p.into(),
+        None => std::env::current_exe()?,
+    };
+    let first_src = net::reserve_sources(o.conns as u64);
+    let mut workers = Vec::new();
+    let mut first = 0usize;
+    while first < o.conns {
+        let count = o.per_worker.min(o.conns - first);
+        let mut child = tokio::process::Command::new(&exe)
+            .args([
+                "idle-worker",
+                "--proto",
+                ep.proto.name(),
+                "--addr",
+                &ep.addr.to_string(),
+                "--first",
+                &first.to_string(),
+                "--count",
+                &count.to_string(),
+                "--src-first",
+                &first_src.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = child.stdout.take().ok_or_else(|| err("no worker stdout"))?;
+        workers.push((child, BufReader::new(out).lines()));
+        first += count;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for (_, lines) in &mut workers {
+        let line = timeout_at(deadline, lines.next_line())
+            .await
+            .map_err(|_| err("idle workers did not connect within 300 s"))??
+            .ok_or_else(|| err("idle worker exited"))?;
+        let mut parts = line.split_whitespace().skip(1);
+        ok += parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        failed += parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    sleep(o.settle).await;
+    let after = server.rss_kib().ok_or_else(|| err("cannot read the server's VmRSS"))?;
+    for (mut child, _) in workers {
+        drop(child.stdin.take());
+        let _ = child.start_kill();
+        let _ = timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    let mut m = Metrics::new();
+    m.insert("conns".into(), ok as f64);
+    m.insert("failed".into(), failed as f64);
+    m.insert("rss_before_mib".into(), before as f64 / 1024.0);
+    m.insert("rss_after_mib".into(), after as f64 / 1024.0);
+    m.insert(
+        "kib_per_conn".into(),
+        if ok == 0 { f64::NAN } else { after.saturating_sub(before) as f64 / ok as f64 },
+    );
+    Ok(m)
+}
+
+/// The `idle-worker` child process: connects `count` WebSocket clients (ids
+/// `first..first+count`), prints `READY <ok> <failed>`, answers pings, and exits when its
+/// stdin closes or after `max_secs`.
+pub async fn idle_worker(
+    proto: Proto,
+    addr: SocketAddr,
+    first: u64,
+    count: u64,
+    src_first: u64,
+    max_secs: u64,
+) -> Res<()> {
+    let results: Vec<Res<WsClient>> = futures_util::stream::iter(first..first + count)
+        .map(|i| async move {
+            let src = Some(net::source_ip(src_first, i));
+            timeout(CONNECT_TIMEOUT, WsClient::connect(proto, addr, src, i))
+                .await
+                .unwrap_or_else(|_| Err(err("connect timed out")))
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut set = JoinSet::new();
+    let mut failed = 0;
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(mut c) => {
+                set.spawn(async move {
+                    let _ = c.hold().await;
+                });
+            }
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        eprintln!("idle-worker: {failed} connects failed; first: {e}");
+    }
+    println!("READY {} {failed}", set.len());
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    let _ = timeout(Duration::from_secs(max_secs), async {
+        while stdin.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    set.abort_all();
+    Ok(())
+}
+
+/// Options of the reconnect-storm scenario.
+#[derive(Debug, Clone)]
+pub struct StormOpts {
+    /// Number of connected clients.
+    pub clients: usize,
+    /// How long to wait for everyone to come back.
+    pub timeout: Duration,
+    /// taskset CPU list for the server, if pinned.
+    pub pin: Option<String>,
+}
+
+#[derive(Default)]
+struct StormState {
+    killed_at: OnceLock<Instant>,
+    initial: AtomicU64,
+    back: AtomicU64,
+    failed: AtomicU64,
+    back_times: Mutex<Vec<Duration>>,
+    stop: AtomicBool,
+}
+
+/// Sente's default reconnect backoff (`encore/exp-backoff`): attempt 1 at once, attempt
+/// `n >= 2` after a uniform `[2^(n-1), 2^n)` seconds; capped at 10 s because Sente's client
+/// keepalive re-triggers a connect about every 10 s during an outage.
+pub fn backoff(attempt: u32, rng: &mut u64) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    // xorshift64
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
+    let base = 2f64.powi(attempt.min(30) as i32 - 1);
+    Duration::from_secs_f64(((base + unit * base) * 1.0).min(10.0))
+}
+
+async fn storm_client(proto: Proto, addr: SocketAddr, src: std::net::Ipv4Addr, idx: u64, st: Arc<StormState>) {
+    let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (idx + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut attempt = 0u32;
+    let mut connected_once = false;
+    let mut counted_back = false;
+    while !st.stop.load(Ordering::Relaxed) {
+        match timeout(CONNECT_TIMEOUT, WsClient::connect(proto, addr, Some(src), idx)).await {
+            Ok(Ok(mut c)) => {
+                attempt = 0;
+                if !connected_once {
+                    connected_once = true;
+                    st.initial.fetch_add(1, Ordering::Relaxed);
+                } else if let (Some(k), false) = (st.killed_at.get(), counted_back) {
+                    counted_back = true;
+                    st.back_times.lock().expect("not poisoned").push(k.elapsed());
+                    st.back.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = c.hold().await;
+            }
+            _ => {
+                if st.killed_at.get().is_some() {
+                    st.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        attempt += 1;
+        sleep(backoff(attempt, &mut rng)).await;
+    }
+}
+
+/// `storm`: `clients` connected WebSocket clients; the server is killed (SIGKILL) and
+/// restarted on the same port; reports the time until 99% and 100% have handshaken again
+/// (from the kill), failed connect attempts, and the new server's CPU use meanwhile.
+pub async fn storm(target: Target, o: &StormOpts) -> Res<Metrics> {
+    let server = Server::spawn(target, "127.0.0.1:0".parse()?, o.pin.as_deref()).await?;
+    let addr = server.addr;
+    let proto = target.proto();
+    let st = Arc::new(StormState::default());
+    let first_src = net::reserve_sources(o.clients as u64);
+    let mut set = JoinSet::new();
+    for i in 0..o.clients as u64 {
+        let st = st.clone();
+        set.spawn(storm_client(proto, addr, net::source_ip(first_src, i), i, st));
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let n = o.clients as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while st.initial.load(Ordering::Relaxed) < n {
+        if Instant::now() > deadline {
+            set.abort_all();
+            return Err(err(format!(
+                "only {} of {n} clients connected before the storm",
+                st.initial.load(Ordering::Relaxed)
+            )));
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    let _ = st.killed_at.set(killed);
+    server.kill().await;
+    let mut restarted = None;
+    for _ in 0..50 {
+        match Server::spawn(target, addr, o.pin.as_deref()).await {
+            Ok(s) => {
+                restarted = Some(s);
+                break;
+            }
+            Err(_) => sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let server = restarted.ok_or_else(|| err("the server did not restart"))?;
+    let up_at = killed.elapsed();
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let end = Instant::now() + o.timeout;
+    while st.back.load(Ordering::Relaxed) < n && Instant::now() < end {
+        sleep(Duration::from_millis(10)).await;
+    }
+    let busy = killed.elapsed().saturating_sub(up_at);
+    let cpu = server.cpu_seconds().unwrap_or(0.0) - cpu0;
+    st.stop.store(true, Ordering::Relaxed);
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    server.kill().await;
+    let mut times = st.back_times.lock().expect("not poisoned").clone();
+    times.sort();
+    let at = |frac: f64| {
+        let need = (frac * n as f64).ceil() as usize;
+        if need == 0 {
+            0.0
+        } else {
+            times.get(need - 1).map_or(f64::NAN, Duration::as_secs_f64)
+        }
+    };
+    let mut m = Metrics::new();
+    m.insert("restart_s".into(), up_at.as_secs_f64());
+    m.insert("t99_s".into(), at(0.99));
+    m.insert("t100_s".into(), at(1.0));
+    m.insert("back_ratio".into(), times.len() as f64 / n as f64);
+    m.insert("failed_attempts".into(), st.failed.load(Ordering::Relaxed) as f64);
+    m.insert("server_cpu_s".into(), cpu);
+    m.insert(
+        "server_cpu_pct".into(),
+        if busy.is_zero() { f64::NAN } else { 100.0 * cpu / busy.as_secs_f64() },
+    );
+    Ok(m)
+}

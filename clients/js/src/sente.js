@@ -1,0 +1,745 @@
+// sente-client: browser/Node client for sente-rs (Sente-compatible channel sockets).
+// ES module, zero runtime dependencies. Protocol: Sente >= 1.21 envelopes `[payload, cbId]`
+// with the "json" packer of sente-rs (see README.md for the value mapping).
+
+// ---------------------------------------------------------------------------------------------
+// Values: keywords, tagged values, and the json packer mapping
+
+/** A Clojure keyword, e.g. `kw("my-app/ping")`. Encoded as the string ":my-app/ping". */
+export class Keyword {
+  constructor(name) {
+    this.name = String(name).replace(/^:/, "");
+  }
+  toString() {
+    return ":" + this.name;
+  }
+}
+
+/** Create a keyword (a leading colon is optional). */
+export const kw = (name) => new Keyword(name);
+
+/** A tagged value without a native JS counterpart: char, sym, bigdec, ratio, bytes, map, tag. */
+export class Tagged {
+  constructor(tag, value) {
+    this.tag = tag;
+    this.value = value;
+  }
+}
+
+const isStr = (x) => typeof x == "string";
+const isArr = Array.isArray;
+const escKey = (k) => (k[0] == "~" ? "~" + k : k);
+
+const toB64 = (u8) => {
+  let s = "";
+  for (let i = 0; i < u8.length; i++) s += String.fromCharCode(u8[i]);
+  return btoa(s);
+};
+
+/** Encode a JS value into its JSON wire form (a JSON-compatible JS value). */
+export function encode(x) {
+  if (x == null) return null;
+  const t = typeof x;
+  if (t == "string") return x[0] == ":" || x[0] == "~" ? "~" + x : x;
+  if (t == "number" || t == "boolean") return x;
+  if (t == "bigint") return { "~#bigint": String(x) };
+  if (x instanceof Keyword) return ":" + x.name;
+  if (isArr(x)) return x.map(encode);
+  if (x instanceof Date) return { "~#inst": x.toISOString() };
+  if (x instanceof Set) return { "~#set": [...x].map(encode) };
+  if (x instanceof Tagged) return { ["~#" + x.tag]: isStr(x.value) ? x.value : encode(x.value) };
+  if (x instanceof ArrayBuffer) x = new Uint8Array(x);
+  if (ArrayBuffer.isView(x)) return { "~#bytes": toB64(new Uint8Array(x.buffer, x.byteOffset, x.byteLength)) };
+  const o = {};
+  if (x instanceof Map) {
+    const es = [...x];
+    if (!es.every(([k]) => isStr(k) || k instanceof Keyword))
+      return { "~#map": es.map(([k, v]) => [encode(k), encode(v)]) };
+    for (const [k, v] of es) o[escKey(isStr(k) ? k : k.name)] = encode(v);
+    return o;
+  }
+  if (t == "object") {
+    for (const k of Object.keys(x)) if (x[k] !== undefined) o[escKey(k)] = encode(x[k]);
+    return o;
+  }
+  throw new TypeError("sente: cannot encode " + t);
+}
+
+const TAGS = {
+  set: (v) => new Set(v.map(decode)),
+  inst: (v) => new Date(v),
+  uuid: (v) => v,
+  bigint: (v) => BigInt(v),
+};
+
+/** Decode a JSON wire value: keywords become plain strings without the colon. */
+export function decode(j) {
+  if (isStr(j)) return j[0] == "~" || j[0] == ":" ? j.slice(1) : j;
+  if (j == null || typeof j != "object") return j;
+  if (isArr(j)) return j.map(decode);
+  const ks = Object.keys(j);
+  if (ks.length == 1 && ks[0].startsWith("~#")) {
+    const tag = ks[0].slice(2), v = j[ks[0]];
+    return TAGS[tag] ? TAGS[tag](v) : new Tagged(tag, isStr(v) ? v : decode(v));
+  }
+  const o = {};
+  for (const k of ks) o[k[0] == "~" ? k.slice(1) : k] = decode(j[k]);
+  return o;
+}
+
+/** Encode an event `[id, data]`; the id is always a namespaced keyword. */
+export function encodeEvent(id, data) {
+  id = id instanceof Keyword ? id.name : String(id).replace(/^:/, "");
+  if (!/^[^/]+\/./.test(id)) throw new TypeError("sente: event id must be namespaced: " + id);
+  return data === undefined ? [":" + id] : [":" + id, encode(data)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backoff
+
+/** Full jitter with a cap: attempt 1 -> 0 ms; attempt n -> random in [0, min(cap, 1000 * 2^n)). */
+export const fullJitterBackoff = (attempt, capMs = 30000) =>
+  attempt <= 1 ? 0 : Math.floor(Math.random() * Math.min(capMs, 1000 * 2 ** Math.min(attempt, 40)));
+
+// ---------------------------------------------------------------------------------------------
+// Channel socket
+
+const now = () => Date.now();
+const enc = (s) => encodeURIComponent(s).replace(/\*/g, "%2A");
+const qs = (ps) =>
+  ps
+    .filter(([, v]) => v != null)
+    .map(([k, v]) => enc(k) + "=" + enc(v instanceof Keyword ? v.name : v))
+    .join("&");
+const isKw = (j, name) => j === ":" + name;
+const isEv = (e) => isArr(e) && isStr(e[0]) && /^:[^/]+\/./.test(e[0]);
+const isHandshake = (p) => isArr(p) && isKw(p[0], "chsk/handshake");
+const uuid = () =>
+  globalThis.crypto?.randomUUID?.() ||
+  "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
+    (c ^ ((Math.random() * 16) >> (c / 4))).toString(16),
+  );
+
+/** Error for a failed request; `.code` is "closed" | "timeout" | "error". */
+export class SenteError extends Error {
+  constructor(code, message) {
+    super(message || "sente: " + code);
+    this.name = "SenteError";
+    this.code = code;
+  }
+}
+
+const QUEUE_MAX = 100;
+const REJECTED_ATTEMPT = 6; // backoff attempt used after a 401/403 (slow path)
+const REJECTED_MIN_MS = 5000;
+
+export class ChannelSocket {
+  constructor(path = "/chsk", opts = {}) {
+    const o = (this.opts = {
+      type: "auto",
+      packer: "json",
+      wsKaliveMs: 20000,
+      wsPingTimeoutMs: 5000,
+      backoffCapMs: 30000,
+      reprobeWsMs: 180000,
+      queueWhileClosed: false,
+      ajaxTimeoutMs: 60000,
+      requestTimeoutMs: 10000,
+      autoConnect: true,
+      ...opts,
+    });
+    if (o.packer != "json") throw new Error("sente: only the json packer is supported");
+    this.clientId = o.clientId || uuid();
+    const loc = globalThis.location;
+    let proto = o.protocol || loc?.protocol || "http:",
+      host = o.host || loc?.host;
+    if (/^(https?|wss?):\/\//.test(path)) {
+      const u = new URL(path);
+      proto = u.protocol;
+      host = u.host;
+      path = u.pathname;
+    }
+    if (!host) throw new Error("sente: `host` is required outside a browser");
+    proto = String(proto).replace(/:?$/, ":");
+    const secure = proto == "https:" || proto == "wss:";
+    this._http = (secure ? "https://" : "http://") + host + path;
+    this._wsBase = (secure ? "wss://" : "ws://") + host + path;
+    this._mode = o.type;
+    this._h = new Map(); // event id -> Set of handlers
+    this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
+    this._q = []; // queued sends/requests while closed
+    this._attempt = 0;
+    this._active = false;
+    this._conn = null; // current transport connection
+    this._firstHs = true;
+    this._wsEverHs = false;
+    this._down = false; // auto mode has downgraded to Ajax
+    this._state = Object.freeze({
+      type: o.type,
+      open: false,
+      everOpened: false,
+      uid: null,
+      handshakeData: null,
+      lastWsError: null,
+      lastWsClose: null,
+      lastClose: null,
+      udtNextReconnect: null,
+      firstOpen: false,
+    });
+    if (o.autoConnect) {
+      this._active = true;
+      queueMicrotask(() => this._active && !this._conn && this._start());
+    }
+  }
+
+  get state() {
+    return this._state;
+  }
+
+  /** Subscribe to an event id (or "*" for everything); returns an unsubscribe function. */
+  on(id, fn) {
+    id = String(id).replace(/^:/, "");
+    if (!this._h.has(id)) this._h.set(id, new Set());
+    this._h.get(id).add(fn);
+    return () => this.off(id, fn);
+  }
+
+  off(id, fn) {
+    this._h.get(String(id).replace(/^:/, ""))?.delete(fn);
+  }
+
+  _emit(id, data) {
+    for (const k of [id, "*"])
+      for (const fn of [...(this._h.get(k) || [])]) {
+        try {
+          fn(data, id);
+        } catch (e) {
+          console.error("sente: handler error for", id, e);
+        }
+      }
+  }
+
+  _set(patch, reason, extra) {
+    const old = this._state;
+    const s = { ...old, firstOpen: false, ...patch };
+    if (reason && (old.open || reason == "rejected")) s.lastClose = { udt: now(), reason, ...extra };
+    if (s.open && !old.open && !old.everOpened) s.everOpened = s.firstOpen = true;
+    if (Object.keys(s).every((k) => k == "firstOpen" || s[k] === old[k])) return;
+    this._state = Object.freeze(s);
+    this._emit("chsk/state", [old, this._state]);
+    if (s.open && !old.open) this._flush();
+  }
+
+  _closed(reason, extra) {
+    this._set({ open: false }, reason, extra);
+  }
+
+  /** Start connecting (no-op while already connected or connecting). */
+  connect() {
+    if (this._active && this._conn) return;
+    this._active = true;
+    this._attempt = 0;
+    this._down = false;
+    clearTimeout(this._retryT);
+    this._start();
+  }
+
+  /** Close the connection and stop reconnecting. */
+  disconnect() {
+    this._stop("requested-disconnect");
+    this._failQueue("closed");
+  }
+
+  /** Reconnect (e.g. to pick up a new session uid after login); `opts.type` may switch transport. */
+  reconnect(opts) {
+    this._stop("requested-reconnect");
+    if (opts?.type && opts.type != this._mode) this._set({ type: (this._mode = this.opts.type = opts.type) });
+    this.connect();
+  }
+
+  _stop(reason) {
+    this._active = false;
+    clearTimeout(this._retryT);
+    this._kill();
+    this._failCbs("closed");
+    this._closed(reason);
+    this._set({ udtNextReconnect: null });
+  }
+
+  // Tear down the current connection (and any WS re-probe) without touching state.
+  _kill() {
+    const c = this._conn;
+    this._conn = null;
+    this._stopProbe();
+    if (!c) return;
+    c.dead = true;
+    clearInterval(c.kalive);
+    if (c.ws) {
+      c.ws.onopen = c.ws.onmessage = c.ws.onerror = c.ws.onclose = null;
+      try {
+        c.ws.close(1000, "CLOSE_NORMAL");
+      } catch {}
+    }
+    c.ctl?.abort();
+  }
+
+  _start() {
+    if (!this._active) return;
+    if (this._mode == "ajax" || (this._mode == "auto" && this._down)) this._startAjax();
+    else this._startWs();
+  }
+
+  _retry(rejected) {
+    if (!this._active) return;
+    this._conn = null;
+    const o = this.opts;
+    this._attempt = rejected ? Math.max(this._attempt + 1, REJECTED_ATTEMPT) : this._attempt + 1;
+    let ms = Math.min(o.backoffCapMs, (o.backoff || fullJitterBackoff)(this._attempt, o.backoffCapMs));
+    if (rejected) ms = Math.max(ms, REJECTED_MIN_MS);
+    clearTimeout(this._retryT);
+    this._set({ udtNextReconnect: now() + ms });
+    this._retryT = setTimeout(() => this._active && !this._conn && this._start(), ms);
+  }
+
+  _token() {
+    const t = this.opts.csrfToken;
+    const v = typeof t == "function" ? t() : t;
+    return v == null || v === "" ? null : String(v);
+  }
+
+  _params() {
+    return Object.entries(this.opts.params || {});
+  }
+
+  _wsUrl() {
+    return (
+      this._wsBase +
+      "?" +
+      qs([...this._params(), ["client-id", this.clientId], ["csrf-token", this._token()], ["packer", "json"]])
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // WebSocket transport
+
+  _openWs(onHs, onFail) {
+    const WS = this.opts.WebSocket || globalThis.WebSocket;
+    let ws;
+    try {
+      ws = WS && new WS(this._wsUrl());
+    } catch {}
+    if (!ws) return null;
+    const c = { kind: "ws", ws, hs: false, dead: false, act: 0, onHs, onFail };
+    try {
+      ws.binaryType = "arraybuffer";
+    } catch {}
+    ws.onmessage = (ev) => {
+      if (c.dead) return;
+      c.act = now();
+      let env;
+      try {
+        env = JSON.parse(typeof ev.data == "string" ? ev.data : new TextDecoder().decode(ev.data));
+      } catch {
+        return;
+      }
+      if (!isArr(env)) return;
+      if (!c.hs) {
+        if (isHandshake(env[0])) {
+          c.hs = true;
+          c.onHs(c, env[0]);
+        }
+        return;
+      }
+      this._onWsMsg(c, env[0], env[1]);
+    };
+    ws.onerror = (ev) => {
+      if (c.dead) return;
+      const msg = String(ev?.error?.message || ev?.message || "error");
+      const m = /Unexpected server response: (\d+)/.exec(msg);
+      if (m) c.status = +m[1];
+      c.onFail(c, "error", { udt: now(), message: msg });
+    };
+    ws.onclose = (ev) => {
+      if (c.dead) return;
+      c.onFail(c, "close", {
+        code: ev?.code,
+        reason: ev?.reason || "",
+        clean: !!ev?.wasClean || ev?.code == 1000,
+        udt: now(),
+      });
+    };
+    return c;
+  }
+
+  _wsFail(c, what, info) {
+    const rej = !c.hs && (c.status == 401 || c.status == 403);
+    if (what == "error") {
+      this._set({ lastWsError: info });
+      // Auto mode: a WS that never completed a handshake downgrades (once) to Ajax.
+      if (this._mode == "auto" && !this._wsEverHs && !c.hs && !rej) {
+        this._kill();
+        this._down = true;
+        this._closed("downgrading-ws-to-ajax");
+        this._startAjax();
+      }
+      return;
+    }
+    this._kill();
+    this._failCbs("closed");
+    this._set({ lastWsClose: info });
+    this._closed(rej ? "rejected" : info.clean ? "clean" : "unexpected", rej ? { status: c.status } : undefined);
+    this._retry(rej);
+  }
+
+  _startWs() {
+    const c = this._openWs(
+      (c, p) => this._wsOpened(c, p),
+      (c, what, info) => this._wsFail(c, what, info),
+    );
+    if (!c) {
+      // No WebSocket available or the constructor threw.
+      if (this._mode == "auto") {
+        this._down = true;
+        return this._startAjax();
+      }
+      this._set({ lastWsError: { udt: now(), message: "WebSocket unavailable" } });
+      return this._retry();
+    }
+    this._conn = c;
+  }
+
+  _wsOpened(c, p) {
+    this._wsEverHs = true;
+    c.kalive = setInterval(() => this._kalive(c), this.opts.wsKaliveMs / 2);
+    this._handshake("ws", p);
+  }
+
+  _kalive(c) {
+    if (c.dead || this._conn !== c) return;
+    if (now() - c.act < this.opts.wsKaliveMs / 2) return;
+    this._wsRequest(c, [":chsk/ws-ping"], this.opts.wsPingTimeoutMs).then(
+      (r) => r === "pong" || this._pingFailed(c),
+      () => this._pingFailed(c),
+    );
+  }
+
+  _pingFailed(c) {
+    if (c.dead || this._conn !== c) return;
+    this._kill();
+    this._failCbs("closed");
+    this._closed("ws-ping-timeout");
+    this._retry();
+  }
+
+  _onWsMsg(c, p, cb) {
+    if (cb != null) {
+      const r = this._cbs.get(cb);
+      if (r) {
+        this._cbs.delete(cb);
+        clearTimeout(r.timer);
+        r.ok(decode(p));
+      }
+      return;
+    }
+    if (isKw(p, "chsk/ws-ping")) {
+      this._wsSend(c, [":chsk/ws-pong"], null);
+      this._emit("chsk/ws-ping", null);
+    } else if (isHandshake(p)) this._handshake("ws", p);
+    else this._deliver(p);
+  }
+
+  _wsSend(c, payload, cb) {
+    try {
+      if (c.ws.readyState !== 1) throw 0;
+      c.ws.send(JSON.stringify([payload, cb]));
+      c.act = now();
+      return true;
+    } catch {
+      if (this._conn === c) {
+        this._kill();
+        this._failCbs("error");
+        this._closed("ws-error");
+        this._retry();
+      }
+      return false;
+    }
+  }
+
+  _wsRequest(c, payload, timeoutMs) {
+    return new Promise((ok, fail) => {
+      let id;
+      do id = uuid().slice(0, 6);
+      while (this._cbs.has(id));
+      const timer = setTimeout(() => {
+        this._cbs.delete(id);
+        fail(new SenteError("timeout"));
+      }, timeoutMs);
+      this._cbs.set(id, { ok, fail, timer });
+      if (!this._wsSend(c, payload, id)) {
+        // _wsSend already failed all pending callbacks (including this one) with "error"
+        if (this._cbs.delete(id)) clearTimeout(timer), fail(new SenteError("error"));
+      }
+    });
+  }
+
+  _failCbs(code) {
+    const cbs = [...this._cbs.values()];
+    this._cbs.clear();
+    for (const r of cbs) clearTimeout(r.timer), r.fail(new SenteError(code));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Ajax transport
+
+  _fetch(url, init, timeoutMs, ctl = new AbortController()) {
+    const t = setTimeout(() => ctl.abort(new SenteError("timeout")), timeoutMs);
+    const f = this.opts.fetch || globalThis.fetch;
+    const tok = this._token();
+    init.signal = ctl.signal;
+    init.headers = { "X-Requested-With": "XMLHTTPRequest", ...init.headers };
+    if (tok) init.headers["X-CSRF-Token"] = tok;
+    return f(url, init)
+      .then(async (res) => ({ status: res.status, ok: res.ok, text: await res.text() }))
+      .finally(() => clearTimeout(t));
+  }
+
+  _startAjax() {
+    const c = (this._conn = { kind: "ajax", dead: false });
+    this._poll(c);
+    if (this._mode == "auto" && this.opts.reprobeWsMs > 0) this._scheduleProbe();
+  }
+
+  _poll(c) {
+    if (c.dead) return;
+    c.ctl = new AbortController();
+    const url =
+      this._http +
+      "?" +
+      qs([
+        ...this._params(),
+        ["udt", now()],
+        ["client-id", this.clientId],
+        ["handshake?", this._state.open ? null : 1],
+        ["packer", "json"],
+      ]);
+    this._fetch(url, { method: "GET" }, this.opts.ajaxTimeoutMs, c.ctl).then(
+      (r) => {
+        if (c.dead) return;
+        let env;
+        try {
+          if (!r.ok) throw 0;
+          env = JSON.parse(r.text);
+          if (!isArr(env)) throw 0;
+        } catch {
+          const rej = r.status == 401 || r.status == 403;
+          this._closed(rej ? "rejected" : "unexpected", rej ? { status: r.status } : undefined);
+          return this._retry(rej);
+        }
+        this._attempt = 0;
+        const p = env[0];
+        if (isHandshake(p)) (c.hs = true), this._handshake("ajax", p);
+        else {
+          this._set({ open: true });
+          if (!isKw(p, "chsk/timeout")) this._deliver(p);
+        }
+        this._poll(c);
+      },
+      (e) => {
+        if (c.dead) return;
+        this._closed("unexpected");
+        // Our own XHR-style timeout: re-poll at once; a network error: back off.
+        if (e instanceof SenteError || e?.name == "AbortError" || c.ctl.signal.aborted) this._poll(c);
+        else this._retry();
+      },
+    );
+  }
+
+  _post(payload, wantReply, timeoutMs) {
+    const body = new URLSearchParams({
+      udt: now(),
+      "client-id": this.clientId,
+      ppstr: JSON.stringify([payload, wantReply ? ":ajax" : null]),
+    });
+    return this._fetch(
+      this._http + "?packer=json",
+      {
+        method: "POST",
+        body: body.toString(),
+        headers: { "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8" },
+      },
+      timeoutMs,
+    ).then(
+      (r) => {
+        let env;
+        try {
+          if (!r.ok) throw 0;
+          env = JSON.parse(r.text);
+          if (!isArr(env)) throw 0;
+        } catch {
+          if (!r.ok && this._conn?.kind == "ajax") this._closed("unexpected");
+          throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
+        }
+        if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });
+        const p = env[0];
+        if (isKw(p, "chsk/timeout")) throw new SenteError("timeout");
+        return isKw(p, "chsk/dummy-cb-200") ? undefined : decode(p);
+      },
+      (e) => {
+        if (e instanceof SenteError && e.code) throw e;
+        if (e?.name == "AbortError" || e?.name == "TimeoutError") throw new SenteError("timeout");
+        if (this._conn?.kind == "ajax") this._closed("unexpected");
+        throw new SenteError("error", "sente: " + (e?.message || e));
+      },
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Auto mode: periodically re-probe WebSocket after a downgrade to Ajax
+
+  _scheduleProbe() {
+    this._stopProbe();
+    this._probeT = setTimeout(() => {
+      if (!this._active || this._conn?.kind != "ajax" || this._mode != "auto") return;
+      const p = (this._probe = this._openWs(
+        (wc, hs) => {
+          // Switch over: drop the Ajax poll, adopt the socket. Queued requests survive.
+          this._probe = null;
+          const a = this._conn;
+          if (a) (a.dead = true), a.ctl?.abort();
+          this._conn = wc;
+          this._down = false;
+          wc.onFail = (c, what, info) => this._wsFail(c, what, info);
+          this._wsOpened(wc, hs);
+        },
+        (wc, what) => {
+          if (this._probe !== wc) return;
+          this._stopProbe();
+          this._scheduleProbe();
+        },
+      ));
+      if (!p) this._scheduleProbe();
+    }, this.opts.reprobeWsMs);
+  }
+
+  _stopProbe() {
+    clearTimeout(this._probeT);
+    const p = this._probe;
+    this._probe = null;
+    if (p) {
+      p.dead = true;
+      p.ws.onopen = p.ws.onmessage = p.ws.onerror = p.ws.onclose = null;
+      try {
+        p.ws.close(1000, "CLOSE_NORMAL");
+      } catch {}
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Shared: handshake, push delivery, send/request, queue
+
+  _handshake(type, p) {
+    const [uid, , hd] = decode(p[1] || []);
+    this._attempt = 0;
+    const first = this._firstHs;
+    this._firstHs = false;
+    this._set({
+      type,
+      open: true,
+      uid: uid === undefined ? null : uid,
+      handshakeData: hd === undefined ? null : hd,
+      udtNextReconnect: null,
+    });
+    this._emit("chsk/handshake", [uid, null, hd === undefined ? null : hd, first]);
+  }
+
+  _deliver(batch) {
+    if (!isArr(batch)) return;
+    for (const e of batch) {
+      if (!isEv(e) || e[0].startsWith(":chsk/")) continue;
+      this._emit(e[0].slice(1), e.length > 1 ? decode(e[1]) : null);
+    }
+  }
+
+  /** Fire-and-forget send. Returns false when the event could not be sent (chsk closed). */
+  send(id, data) {
+    return this._sendEv(encodeEvent(id, data));
+  }
+
+  _sendEv(ev) {
+    if (!this._state.open) return this._enqueue(ev, null, this.opts.requestTimeoutMs);
+    const c = this._conn;
+    if (c?.kind == "ws") return this._wsSend(c, ev, null);
+    this._post(ev, false, this.opts.ajaxTimeoutMs).catch(() => {});
+    return true;
+  }
+
+  /** Send an event and wait for the server's reply. Rejects with a SenteError. */
+  request(id, data, timeoutMs = this.opts.requestTimeoutMs) {
+    let ev;
+    try {
+      ev = encodeEvent(id, data);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((ok, fail) => {
+      if (!this._state.open) {
+        if (!this._enqueue(ev, { ok, fail }, timeoutMs)) fail(new SenteError("closed"));
+      } else this._dispatch(ev, { ok, fail }, timeoutMs);
+    });
+  }
+
+  _dispatch(ev, r, timeoutMs) {
+    const c = this._conn;
+    const p = c?.kind == "ws" ? this._wsRequest(c, ev, timeoutMs) : this._post(ev, true, timeoutMs);
+    p.then(r.ok, r.fail);
+  }
+
+  _enqueue(ev, r, timeoutMs) {
+    if (!this.opts.queueWhileClosed || !this._active || this._q.length >= QUEUE_MAX) return false;
+    const item = { ev, r, until: now() + timeoutMs };
+    item.timer = setTimeout(() => {
+      this._q = this._q.filter((x) => x !== item);
+      r?.fail(new SenteError("timeout"));
+    }, timeoutMs);
+    this._q.push(item);
+    return true;
+  }
+
+  _flush() {
+    const q = this._q;
+    this._q = [];
+    for (const it of q) {
+      clearTimeout(it.timer);
+      if (it.r) this._dispatch(it.ev, it.r, Math.max(1, it.until - now()));
+      else this._sendEv(it.ev);
+    }
+  }
+
+  _failQueue(code) {
+    const q = this._q;
+    this._q = [];
+    for (const it of q) clearTimeout(it.timer), it.r?.fail(new SenteError(code));
+  }
+}
+
+/** Create a channel socket (connects on the next microtask unless `autoConnect: false`). */
+export const createChannelSocket = (path, opts) => new ChannelSocket(path, opts);
+
+/**
+ * Route pushed events to handlers by id: `createRouter(chsk, { "chat/msg": (data, id) => ... })`.
+ * A "*" entry handles ids without a handler; `onError(err, id, data)` catches handler errors.
+ * Returns a function that stops the router.
+ */
+export function createRouter(chsk, handlers, { onError } = {}) {
+  return chsk.on("*", (data, id) => {
+    const h = handlers[id] || handlers["*"];
+    if (!h) return;
+    try {
+      const r = h(data, id, chsk);
+      if (r && typeof r.catch == "function") r.catch((e) => (onError ? onError(e, id, data) : console.error(e)));
+    } catch (e) {
+      if (onError) onError(e, id, data);
+      else throw e;
+    }
+  });
+}

@@ -1,0 +1,257 @@
+// State-machine tests of the client against the in-process mock server (tools/mock-server.js),
+// over a real WebSocket (the `ws` dev dependency) and real fetch.
+import { test as nodeTest, before, after } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { startMockServer } from "../tools/mock-server.js";
+import { createChannelSocket, createRouter, kw, SenteError } from "../src/sente.js";
+
+let srv;
+const test = (name, fn) => nodeTest(name, { timeout: 10000 }, fn);
+before(async () => {
+  srv = await startMockServer({ lpTimeoutMs: 300 });
+});
+after(() => srv.close());
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(pred, ms = 3000, what = "condition") {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error("timed out waiting for " + what);
+    await sleep(5);
+  }
+}
+const next = (chsk, id, pred = () => true) =>
+  new Promise((resolve) => {
+    const off = chsk.on(id, (d) => pred(d) && (off(), resolve(d)));
+  });
+
+function make(opts = {}) {
+  return createChannelSocket(srv.url, {
+    csrfToken: "tok",
+    WebSocket,
+    params: { uid: "alice" },
+    backoff: (n) => (n <= 1 ? 0 : 20),
+    ...opts,
+  });
+}
+
+for (const type of ["ws", "ajax"]) {
+  test(`${type}: handshake, state and synthesized events`, async () => {
+    const chsk = make({ type });
+    const states = [];
+    chsk.on("chsk/state", ([o, n]) => states.push([o, n]));
+    const hs = await next(chsk, "chsk/handshake");
+    assert.deepEqual(hs, ["alice", null, { mock: true }, true]);
+    const s = chsk.state;
+    assert.equal(s.type, type);
+    assert.equal(s.open, true);
+    assert.equal(s.everOpened, true);
+    assert.equal(s.firstOpen, true);
+    assert.equal(s.uid, "alice");
+    assert.deepEqual(s.handshakeData, { mock: true });
+    assert.equal(states.length, 1);
+    assert.equal(states[0][0].open, false);
+    chsk.disconnect();
+    assert.equal(chsk.state.open, false);
+    assert.equal(chsk.state.lastClose.reason, "requested-disconnect");
+    assert.equal(chsk.state.firstOpen, false);
+  });
+
+  test(`${type}: request/reply, timeout, closed`, async () => {
+    const chsk = make({ type });
+    await assert.rejects(chsk.request("demo/echo", 1), (e) => e instanceof SenteError && e.code == "closed");
+    assert.equal(chsk.send("demo/echo", 1), false);
+    await next(chsk, "chsk/handshake");
+    const v = { s: ":str", k: kw("a/b"), set: new Set([1, 2]), n: 12n, d: new Date(0), nested: [{ "~x": null }] };
+    const r = await chsk.request("demo/echo", v, 2000);
+    assert.deepEqual(r, { s: ":str", k: "a/b", set: new Set([1, 2]), n: 12n, d: new Date(0), nested: [{ "~x": null }] });
+    assert.equal(await chsk.request("demo/echo", undefined, 2000), null);
+    const t0 = Date.now();
+    await assert.rejects(chsk.request("demo/no-reply", 1, 150), (e) => e.code == "timeout");
+    assert.ok(Date.now() - t0 < 290, "local timeout fires before the server's");
+    assert.equal(chsk.send("demo/echo", "fire-and-forget"), true);
+    await until(() => srv.received.some((r) => r.ev?.[1] === "fire-and-forget"));
+    chsk.disconnect();
+  });
+
+  test(`${type}: push batches are delivered event by event, in order`, async () => {
+    const chsk = make({ type });
+    const got = [];
+    chsk.on("my-app/a", (d, id) => got.push([id, d]));
+    chsk.on("my-app/b", (d, id) => got.push([id, d]));
+    const all = [];
+    chsk.on("*", (d, id) => id.startsWith("my-app/") && all.push(id));
+    await next(chsk, "chsk/handshake");
+    // An idle long-poll that timed out must be re-polled transparently (lpTimeoutMs is 300 ms).
+    if (type == "ajax") await sleep(450);
+    await chsk.request("demo/push", [[kw("my-app/a"), 1], [kw("chsk/handshake"), ["evil"]], [kw("my-app/b"), { x: [1, 2, 3] }], [kw("my-app/a"), 2]]);
+    await until(() => got.length == 3, 2000, "pushes");
+    assert.deepEqual(got, [["my-app/a", 1], ["my-app/b", { x: [1, 2, 3] }], ["my-app/a", 2]]);
+    assert.deepEqual(all, ["my-app/a", "my-app/b", "my-app/a"]);
+    assert.equal(chsk.state.uid, "alice", "a chsk/* event inside a batch is ignored");
+    chsk.disconnect();
+  });
+
+  test(`${type}: reconnects after the server drops the connection`, async () => {
+    const chsk = make({ type });
+    await next(chsk, "chsk/handshake");
+    if (type == "ajax") await until(() => srv.polls.has(chsk.clientId), 2000, "a held poll");
+    const again = next(chsk, "chsk/handshake");
+    srv.dropAll();
+    const hs = await again;
+    assert.equal(hs[3], false, "not the first handshake");
+    assert.equal(chsk.state.open, true);
+    assert.equal(chsk.state.lastClose.reason, "unexpected");
+    if (type == "ws") assert.equal(chsk.state.lastWsClose.clean, false);
+    assert.equal(await chsk.request("demo/echo", "after", 2000), "after");
+    chsk.disconnect();
+  });
+
+  test(`${type}: a 403 handshake is "rejected" and retried on the slow path`, async () => {
+    const chsk = make({ type, csrfToken: "wrong" });
+    const st = await next(chsk, "chsk/state", ([, n]) => n.lastClose?.reason == "rejected");
+    assert.equal(st[1].lastClose.status, 403);
+    assert.equal(st[1].open, false);
+    await until(() => chsk.state.udtNextReconnect);
+    assert.ok(chsk.state.udtNextReconnect - Date.now() > 4000);
+    chsk.disconnect();
+    assert.equal(chsk.state.udtNextReconnect, null);
+  });
+
+  test(`${type}: csrfToken function is re-read, params and packer=json are sent`, async () => {
+    let n = 0;
+    const chsk = make({ type, csrfToken: () => (n++, "tok"), params: { uid: "bob", extra: "a b*" } });
+    await next(chsk, "chsk/handshake");
+    assert.equal(chsk.state.uid, "bob");
+    const before = n;
+    await chsk.request("demo/echo", 1, 2000);
+    if (type == "ajax") assert.ok(n > before);
+    if (type == "ws") {
+      const c = [...srv.wsConns].find((c) => c.clientId == chsk.clientId);
+      assert.equal(c.query.get("packer"), "json");
+      assert.equal(c.query.get("csrf-token"), "tok");
+      assert.equal(c.query.get("extra"), "a b*");
+    }
+    chsk.reconnect();
+    await next(chsk, "chsk/handshake");
+    assert.ok(n > before);
+    chsk.disconnect();
+  });
+}
+
+test("ws: answers server pings with a pong", async () => {
+  const chsk = make({ type: "ws" });
+  await next(chsk, "chsk/handshake");
+  const ping = next(chsk, "chsk/ws-ping");
+  const n = srv.received.filter((r) => r.pong).length;
+  srv.pingAll();
+  await ping;
+  await until(() => srv.received.filter((r) => r.pong).length > n, 2000, "pong");
+  chsk.disconnect();
+});
+
+test("ws: keepalive pings when idle; a missing pong reconnects with ws-ping-timeout", async () => {
+  const chsk = make({ type: "ws", wsKaliveMs: 100, wsPingTimeoutMs: 100 });
+  await next(chsk, "chsk/handshake");
+  await sleep(350); // pongs arrive: still open on the same connection
+  assert.equal(chsk.state.open, true);
+  assert.equal(chsk.state.lastClose, null);
+  srv.opts.noPong = true;
+  try {
+    const st = await next(chsk, "chsk/state", ([, n]) => n.lastClose?.reason == "ws-ping-timeout");
+    assert.equal(st[1].open, false);
+  } finally {
+    srv.opts.noPong = false;
+  }
+  await next(chsk, "chsk/handshake");
+  chsk.disconnect();
+});
+
+test("ws: pending requests fail with 'closed' on disconnect", async () => {
+  const chsk = make({ type: "ws" });
+  await next(chsk, "chsk/handshake");
+  const p = chsk.request("demo/no-reply", 1, 5000);
+  chsk.disconnect();
+  await assert.rejects(p, (e) => e.code == "closed");
+});
+
+test("auto: downgrades to Ajax when WS fails before any handshake, then re-probes WS", async () => {
+  srv.opts.ws = false;
+  const chsk = make({ type: "auto", reprobeWsMs: 200 });
+  try {
+    await next(chsk, "chsk/handshake");
+    assert.equal(chsk.state.type, "ajax");
+    assert.ok(chsk.state.lastWsError);
+    assert.equal(await chsk.request("demo/echo", "via-ajax", 2000), "via-ajax");
+    await sleep(300); // a probe fails while WS is still refused: stay on Ajax
+    assert.equal(chsk.state.type, "ajax");
+    assert.equal(chsk.state.open, true);
+  } finally {
+    srv.opts.ws = true;
+  }
+  const inflight = chsk.request("demo/echo", "in-flight", 3000);
+  const st = await next(chsk, "chsk/state", ([, n]) => n.type == "ws");
+  assert.equal(st[1].open, true);
+  assert.equal(st[0].open, true, "switch-over without closing");
+  assert.equal(await inflight, "in-flight");
+  assert.equal(await chsk.request("demo/echo", "via-ws", 2000), "via-ws");
+  assert.ok([...srv.wsConns].some((c) => c.clientId == chsk.clientId));
+  chsk.disconnect();
+});
+
+test("auto: uses WS when it works", async () => {
+  const chsk = make({ type: "auto" });
+  await next(chsk, "chsk/handshake");
+  assert.equal(chsk.state.type, "ws");
+  chsk.reconnect({ type: "ajax" });
+  await next(chsk, "chsk/handshake");
+  assert.equal(chsk.state.type, "ajax");
+  assert.equal(chsk.state.lastClose.reason, "requested-reconnect");
+  chsk.disconnect();
+});
+
+test("queueWhileClosed: requests wait for the connection, each with its own timeout", async () => {
+  const chsk = make({ type: "ws", queueWhileClosed: true, autoConnect: false });
+  await assert.rejects(chsk.request("demo/echo", 1, 100), (e) => e.code == "closed", "not active: no queueing");
+  chsk.connect();
+  const p = chsk.request("demo/echo", "queued", 2000);
+  assert.equal(chsk.send("demo/echo", "queued-send"), true);
+  assert.equal(await p, "queued");
+  await until(() => srv.received.some((r) => r.ev?.[1] === "queued-send"));
+  srv.opts.ws = false;
+  try {
+    srv.dropAll();
+    await until(() => !chsk.state.open);
+    const t = chsk.request("demo/echo", "late", 50);
+    await assert.rejects(t, (e) => e.code == "timeout");
+    const q = chsk.request("demo/echo", "later", 5000);
+    chsk.disconnect();
+    await assert.rejects(q, (e) => e.code == "closed");
+  } finally {
+    srv.opts.ws = true;
+  }
+});
+
+test("createRouter dispatches by id with a fallback", async () => {
+  const chsk = make({ type: "ws" });
+  const seen = [];
+  const stop = createRouter(chsk, {
+    "my-app/a": (d) => seen.push(["a", d]),
+    "*": (d, id) => id.startsWith("my-app/") && seen.push(["other", id]),
+  });
+  await next(chsk, "chsk/handshake");
+  await chsk.request("demo/push", [[kw("my-app/a"), 1], [kw("my-app/z"), 2]]);
+  await until(() => seen.length == 2);
+  assert.deepEqual(seen, [["a", 1], ["other", "my-app/z"]]);
+  stop();
+  chsk.disconnect();
+});
+
+test("construction checks", () => {
+  assert.throws(() => createChannelSocket("/chsk", { autoConnect: false }), /host/);
+  assert.throws(() => createChannelSocket(srv.url, { packer: "edn", autoConnect: false }), /json/);
+  const c = createChannelSocket("/x", { host: "h:1", protocol: "https", autoConnect: false });
+  assert.equal(c._wsBase, "wss://h:1/x");
+  assert.match(c.clientId, /^[0-9a-f-]{36}$/);
+});

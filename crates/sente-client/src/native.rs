@@ -1,0 +1,300 @@
+//! The tokio shell: tokio-tungstenite for WebSockets, hyper-util's client for Ajax.
+
+use crate::shared::Shared;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sente_proto::Packed;
+use sente_proto::client::{
+    Action, ConnId, HttpFailure, HttpId, HttpMethod, HttpRequest, WsClosed, WsFailure,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Monotonic milliseconds since the client started (tokio's clock, so paused-time tests work).
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock(Instant::now())
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+enum WsCmd {
+    Send(Packed),
+    Close(u16, String),
+}
+
+/// Live IO resources, keyed by the machine's ids.
+pub(crate) struct Io {
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    sockets: Mutex<HashMap<ConnId, mpsc::UnboundedSender<WsCmd>>>,
+    requests: Mutex<HashMap<HttpId, AbortHandle>>,
+}
+
+impl Io {
+    pub(crate) fn new() -> Self {
+        Io {
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            sockets: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+pub(crate) fn spawn_driver(shared: Arc<Shared>) {
+    tokio::spawn(drive(shared));
+}
+
+async fn drive(shared: Arc<Shared>) {
+    loop {
+        let drained = shared.drain();
+        for action in drained.actions {
+            perform(&shared, action);
+        }
+        if drained.shutdown {
+            return;
+        }
+        let sleep = async {
+            match drained.deadline {
+                Some(at) => {
+                    let now = shared.now();
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now))).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = shared.notify.notified() => {}
+            () = sleep => {
+                let mut inner = shared.lock();
+                let now = shared.now();
+                inner.machine.handle_timeout(now);
+            }
+        }
+    }
+}
+
+fn perform(shared: &Arc<Shared>, action: Action) {
+    match action {
+        Action::WsOpen { conn, url, headers } => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            lock(&shared.io.sockets).insert(conn, tx);
+            tokio::spawn(ws_task(shared.clone(), conn, url, headers, rx));
+        }
+        Action::WsSend { conn, frame } => {
+            let sent = lock(&shared.io.sockets).get(&conn).is_some_and(|tx| tx.send(WsCmd::Send(frame)).is_ok());
+            if !sent {
+                shared.with(|m, now| m.handle_ws_send_failed(conn, "socket is gone", now));
+            }
+        }
+        Action::WsClose { conn, code, reason } => {
+            if let Some(tx) = lock(&shared.io.sockets).get(&conn) {
+                let _ = tx.send(WsCmd::Close(code, reason));
+            }
+        }
+        Action::Http { id, request } => {
+            let task = tokio::spawn(http_task(shared.clone(), id, request));
+            lock(&shared.io.requests).insert(id, task.abort_handle());
+        }
+        Action::HttpAbort { id } => {
+            if let Some(h) = lock(&shared.io.requests).remove(&id) {
+                h.abort();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn http_task(shared: Arc<Shared>, id: HttpId, request: HttpRequest) {
+    let timeout = Duration::from_millis(request.timeout_ms);
+    let max = shared.lock().machine.config().limits.max_message_bytes;
+    let result = tokio::time::timeout(timeout, http_call(&shared, request, max)).await;
+    lock(&shared.io.requests).remove(&id);
+    shared.with(|m, now| match result {
+        Ok(Ok((status, body))) => m.handle_http_response(id, status, &body, now),
+        Ok(Err(e)) => m.handle_http_failure(id, HttpFailure::Network(e), now),
+        Err(_) => m.handle_http_failure(id, HttpFailure::Timeout, now),
+    });
+}
+
+async fn http_call(
+    shared: &Shared,
+    request: HttpRequest,
+    max_body: usize,
+) -> Result<(u16, Vec<u8>), String> {
+    let method = match request.method {
+        HttpMethod::Get => http::Method::GET,
+        HttpMethod::Post => http::Method::POST,
+    };
+    let mut builder = http::Request::builder().method(method).uri(&request.url);
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
+    let req = builder.body(body).map_err(|e| format!("bad request: {e}"))?;
+    let resp = shared.io.http.request(req).await.map_err(|e| describe_hyper(&e))?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), max_body.saturating_add(64))
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    Ok((status, body.to_vec()))
+}
+
+fn describe_hyper(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+async fn ws_task(
+    shared: Arc<Shared>,
+    conn: ConnId,
+    url: String,
+    headers: Vec<(String, String)>,
+    mut rx: mpsc::UnboundedReceiver<WsCmd>,
+) {
+    let max = shared.lock().machine.config().limits.max_message_bytes;
+    let result = async {
+        let mut req = url.as_str().into_client_request().map_err(|e| failure(&e))?;
+        for (k, v) in &headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| plain(&e))?;
+            let value = HeaderValue::from_str(v).map_err(|e| plain(&e))?;
+            req.headers_mut().append(name, value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max.saturating_add(64)))
+            .max_frame_size(Some(max.saturating_add(64)));
+        tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+            .await
+            .map_err(|e| failure(&e))
+    };
+    let connected = tokio::select! {
+        r = result => r,
+        // Closed (or the client went away) while connecting: give up quietly.
+        _ = rx.recv() => {
+            lock(&shared.io.sockets).remove(&conn);
+            return;
+        }
+    };
+    let ws = match connected {
+        Ok((ws, _resp)) => ws,
+        Err(f) => {
+            lock(&shared.io.sockets).remove(&conn);
+            shared.with(|m, now| m.handle_ws_connect_failed(conn, f, now));
+            return;
+        }
+    };
+    shared.with(|m, now| m.handle_ws_open(conn, now));
+    let (mut sink, mut stream) = ws.split();
+    let mut close: Option<WsClosed> = None;
+    let mut closing = false;
+    // After we sent a close frame, wait a bounded time for the server's answer.
+    let mut give_up_at = Instant::now() + Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            cmd = rx.recv(), if !closing => match cmd {
+                Some(WsCmd::Send(frame)) => {
+                    let msg = match frame {
+                        Packed::Text(t) => Message::text(t),
+                        Packed::Binary(b) => Message::binary(b),
+                    };
+                    if let Err(e) = sink.send(msg).await {
+                        let text = e.to_string();
+                        shared.with(|m, now| m.handle_ws_send_failed(conn, &text, now));
+                        break;
+                    }
+                }
+                Some(WsCmd::Close(code, reason)) => {
+                    closing = true;
+                    give_up_at = Instant::now() + Duration::from_secs(5);
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                None => {
+                    closing = true;
+                    give_up_at = Instant::now() + Duration::from_secs(5);
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    shared.with(|m, now| m.handle_ws_message(conn, t.as_bytes(), now));
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    shared.with(|m, now| m.handle_ws_message(conn, &b, now));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    close = Some(match frame {
+                        Some(f) => WsClosed {
+                            code: u16::from(f.code),
+                            reason: f.reason.as_str().to_owned(),
+                            clean: true,
+                        },
+                        None => WsClosed { code: 1005, reason: String::new(), clean: true },
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(target: "sente_client", "WebSocket {conn} error: {e}");
+                    break;
+                }
+                None => break,
+            },
+            () = tokio::time::sleep_until(give_up_at), if closing => break,
+        }
+    }
+    lock(&shared.io.sockets).remove(&conn);
+    let close = close.unwrap_or_else(WsClosed::abnormal);
+    shared.with(|m, now| m.handle_ws_closed(conn, close, now));
+}
+
+fn plain(e: &dyn std::fmt::Display) -> WsFailure {
+    WsFailure { status: None, message: e.to_string() }
+}
+
+fn failure(e: &WsError) -> WsFailure {
+    match e {
+        WsError::Http(resp) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            WsFailure {
+                status: Some(resp.status().as_u16()),
+                message: format!("upgrade refused: HTTP {} {body}", resp.status()),
+            }
+        }
+        other => plain(other),
+    }
+}

@@ -1,0 +1,63 @@
+//! [`EdnPacker`]: Sente's default packer (text).
+//!
+//! Packing is Clojure's `pr-str` (see [`sente_edn::write_edn`]). Unpacking checks UTF-8, reads
+//! the first form and ignores the rest; empty or whitespace-only input is `nil`. Tags other than
+//! `#inst` and `#uuid` are an error, as in Sente. [`Value::Bytes`] cannot be packed.
+
+use sente_edn::{ErrorKind, ReadOptions, UnknownTags, Value};
+
+use super::util::{check_size, malformed, utf8};
+use super::{PackError, Packed, Packer, UnpackError};
+use crate::limits::Limits;
+
+const NAME: &str = "edn";
+
+/// Sente's default edn packer (text).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EdnPacker;
+
+impl EdnPacker {
+    /// The packer.
+    pub fn new() -> Self {
+        EdnPacker
+    }
+}
+
+impl Packer for EdnPacker {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn is_binary(&self) -> bool {
+        false
+    }
+
+    fn pack(&self, value: &Value) -> Result<Packed, PackError> {
+        sente_edn::try_to_edn_string(value)
+            .map(Packed::Text)
+            .map_err(|e| PackError::Unsupported {
+                packer: NAME,
+                what: e.to_string(),
+            })
+    }
+
+    fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {
+        check_size(input, limits)?;
+        let text = utf8(input)?;
+        let opts = ReadOptions {
+            max_depth: limits.max_depth,
+            max_collection_len: limits.max_collection_len,
+            unknown_tags: UnknownTags::Error,
+        };
+        sente_edn::read(text, &opts).map_err(|e| match e.kind() {
+            ErrorKind::TooDeep(_) => UnpackError::TooDeep {
+                limit: limits.max_depth,
+            },
+            ErrorKind::TooLong(_) => UnpackError::TooLong {
+                len: limits.max_collection_len as u64 + 1,
+                limit: limits.max_collection_len,
+            },
+            _ => malformed(NAME, e.offset().unwrap_or(0), e.kind().to_string()),
+        })
+    }
+}

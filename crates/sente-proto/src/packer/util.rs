@@ -1,0 +1,340 @@
+//! Helpers shared by the packers: limit checks, number and date formatting, a small hasher.
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+use sente_edn::{BigInt, Inst, Map, Set, Value};
+
+use super::UnpackError;
+use crate::limits::Limits;
+
+/// Fails with [`UnpackError::TooLarge`] when `input` is over the message limit.
+pub(crate) fn check_size(input: &[u8], limits: &Limits) -> Result<(), UnpackError> {
+    if input.len() > limits.max_message_bytes {
+        return Err(UnpackError::TooLarge {
+            size: input.len(),
+            limit: limits.max_message_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Fails with [`UnpackError::TooDeep`] when `depth` (1 = top-level collection) is over the limit.
+#[inline]
+pub(crate) fn check_depth(depth: usize, limits: &Limits) -> Result<(), UnpackError> {
+    if depth > limits.max_depth {
+        return Err(UnpackError::TooDeep {
+            limit: limits.max_depth,
+        });
+    }
+    Ok(())
+}
+
+/// Fails with [`UnpackError::TooLong`] when a collection of `len` elements is over the limit.
+#[inline]
+pub(crate) fn check_len(len: u64, limits: &Limits) -> Result<usize, UnpackError> {
+    if len > limits.max_collection_len as u64 {
+        return Err(UnpackError::TooLong {
+            len,
+            limit: limits.max_collection_len,
+        });
+    }
+    Ok(len as usize)
+}
+
+/// Validates UTF-8 for the text packers.
+pub(crate) fn utf8(input: &[u8]) -> Result<&str, UnpackError> {
+    std::str::from_utf8(input).map_err(|e| UnpackError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })
+}
+
+/// A [`UnpackError::Malformed`].
+pub(crate) fn malformed(
+    packer: &'static str,
+    offset: usize,
+    reason: impl Into<String>,
+) -> UnpackError {
+    UnpackError::Malformed {
+        packer,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Appends the decimal digits of `n` without going through `fmt`.
+pub(crate) fn push_i64(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    // The digits are ASCII.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// Appends a finite float in the shortest form that reads back exactly, always with a fraction
+/// or an exponent (`1.0`, `0.1`, `1e300`, `-1.5e-7`): valid JSON and never mistaken for an int.
+pub(crate) fn push_f64(out: &mut String, f: f64) {
+    use std::fmt::Write;
+    let _ = write!(out, "{f:?}");
+}
+
+/// Parses an integer: `Int` when it fits `i64`, else `BigInt`; `None` if not an integer.
+pub(crate) fn parse_integer(text: &str) -> Option<Value> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Value::Int(i));
+    }
+    BigInt::parse(text).map(Value::BigInt)
+}
+
+/// `BigInt` that fits `i64` becomes `Int` (used for ratio parts).
+pub(crate) fn normalize_int(v: Value) -> Value {
+    match v {
+        Value::BigInt(b) => match b.as_str().parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::BigInt(b),
+        },
+        other => other,
+    }
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Appends an instant as RFC 3339 UTC: `2024-01-02T03:04:05.678Z`; 9 fraction digits when the
+/// instant has sub-millisecond precision; years outside 0..=9999 as `+YYYYYY` / `-YYYYYY`.
+pub(crate) fn push_rfc3339(out: &mut String, inst: Inst) {
+    use std::fmt::Write;
+    let days = inst.secs.div_euclid(86_400);
+    let sod = inst.secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let _ = write!(out, "{y:04}");
+    } else {
+        let _ = write!(out, "{y:+07}");
+    }
+    let _ = write!(
+        out,
+        "-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+    if inst.nanos % 1_000_000 == 0 {
+        let _ = write!(out, ".{:03}Z", inst.nanos / 1_000_000);
+    } else {
+        let _ = write!(out, ".{:09}Z", inst.nanos);
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` (also `+YYYYYY` years).
+#[allow(clippy::many_single_char_names)]
+pub(crate) fn parse_rfc3339(s: &str) -> Option<Inst> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let sign = match b.first()? {
+        b'+' => {
+            i = 1;
+            1
+        }
+        b'-' => {
+            i = 1;
+            -1
+        }
+        _ => 1,
+    };
+    let ystart = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let ylen = i - ystart;
+    if !(4..=12).contains(&ylen) || (ystart == 0 && ylen != 4) {
+        return None;
+    }
+    let year: i64 = sign * s[ystart..i].parse::<i64>().ok()?;
+    let rest = &b[i..];
+    let num2 = |at: usize| -> Option<u32> {
+        let (x, y) = (*rest.get(at)?, *rest.get(at + 1)?);
+        (x.is_ascii_digit() && y.is_ascii_digit())
+            .then(|| u32::from(x - b'0') * 10 + u32::from(y - b'0'))
+    };
+    // -MM-DDTHH:MM:SS
+    if rest.len() < 15 || rest[0] != b'-' || rest[3] != b'-' || !matches!(rest[6], b'T' | b't') {
+        return None;
+    }
+    if rest[9] != b':' || rest[12] != b':' {
+        return None;
+    }
+    let (mo, d, h, mi, se) = (num2(1)?, num2(4)?, num2(7)?, num2(10)?, num2(13)?);
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in_month(year, mo)
+        || h > 23
+        || mi > 59
+        || se > 59
+    {
+        return None;
+    }
+    let mut j = 15;
+    let mut nanos = 0u32;
+    if rest.get(j) == Some(&b'.') {
+        j += 1;
+        let start = j;
+        while j < rest.len() && rest[j].is_ascii_digit() {
+            j += 1;
+        }
+        let n = j - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for &c in &rest[start..j] {
+            nanos = nanos * 10 + u32::from(c - b'0');
+        }
+        nanos *= 10u32.pow((9 - n) as u32);
+    }
+    let offset: i64 = match rest.get(j)? {
+        b'Z' | b'z' if j + 1 == rest.len() => 0,
+        c @ (b'+' | b'-') if j + 6 == rest.len() && rest[j + 3] == b':' => {
+            let (oh, om) = (num2(j + 1)?, num2(j + 4)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = i64::from(oh * 3600 + om * 60);
+            if *c == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, mo, d);
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(i64::from(h * 3600 + mi * 60 + se))?
+        .checked_sub(offset)?;
+    Some(Inst { secs, nanos })
+}
+
+/// Builds a map from decoded entries; a repeated key keeps the last value.
+///
+/// TODO(sente-edn): `Map::insert` scans linearly, so this is quadratic in the entry count; switch
+/// to a public unchecked constructor (after a hash-set duplicate check) once sente-edn has one.
+pub(crate) fn map_from_entries(entries: Vec<(Value, Value)>) -> Map {
+    entries.into_iter().collect()
+}
+
+/// Builds a set from decoded elements (duplicates collapse).
+pub(crate) fn set_from_vec(items: Vec<Value>) -> Set {
+    items.into_iter().collect()
+}
+
+/// FxHash-style hasher for the small per-message caches (keys are short strings).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Build-hasher for [`FastHasher`].
+pub(crate) type FastBuild = BuildHasherDefault<FastHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for ms in [
+            0i64,
+            1_704_164_645_678,
+            -1,
+            -86_400_001,
+            253_402_300_799_999,
+            4_102_444_800_000,
+        ] {
+            let inst = Inst::from_millis(ms);
+            let mut s = String::new();
+            push_rfc3339(&mut s, inst);
+            assert_eq!(parse_rfc3339(&s), Some(inst), "{s}");
+        }
+        let mut s = String::new();
+        push_rfc3339(&mut s, Inst::from_millis(1_704_164_645_678));
+        assert_eq!(s, "2024-01-02T03:04:05.678Z");
+        assert_eq!(
+            parse_rfc3339("2024-01-02T03:04:05.678-00:00"),
+            Some(Inst::from_millis(1_704_164_645_678))
+        );
+        assert_eq!(parse_rfc3339("2024-02-30T03:04:05Z"), None);
+    }
+
+    #[test]
+    fn ints() {
+        for n in [0, -1, 42, i64::MIN, i64::MAX] {
+            let mut s = String::new();
+            push_i64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+}

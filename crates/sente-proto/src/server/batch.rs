@@ -1,0 +1,177 @@
+//! One flushed batch of pushed events, packed lazily and at most once per packer.
+
+use crate::envelope::Envelope;
+use crate::event::Event;
+use crate::packer::{PackError, Packed, Packer};
+use bytes::Bytes;
+use sente_edn::Value;
+use std::sync::{Arc, Mutex};
+
+/// A batch `[[ev1 ev2 ...] nil]` flushed for one uid and transport (spec 5.4, 6.2).
+///
+/// The same `Arc<PushBatch>` goes to every client that should receive it (all clients of the uid,
+/// and every uid of a broadcast flushed in the same round), and [`PushBatch::packed`] packs it once
+/// per packer, so a broadcast costs one pack per distinct batch and packer, not one per client.
+#[derive(Debug)]
+pub struct PushBatch {
+    events: Vec<Arc<Event>>,
+    cache: Mutex<Vec<(usize, Result<PackedBytes, PackError>)>>,
+}
+
+/// A packed message as cheaply clonable bytes, shared by every connection it goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedBytes {
+    /// The bytes (UTF-8 text for a text packer).
+    pub bytes: Bytes,
+    /// Whether the packer is binary (WebSocket binary frame, octet-stream body).
+    pub binary: bool,
+}
+
+impl From<Packed> for PackedBytes {
+    fn from(p: Packed) -> Self {
+        match p {
+            Packed::Text(s) => PackedBytes { bytes: Bytes::from(s), binary: false },
+            Packed::Binary(b) => PackedBytes { bytes: Bytes::from(b), binary: true },
+        }
+    }
+}
+
+impl PushBatch {
+    /// A batch of events, in order.
+    pub fn new(events: Vec<Arc<Event>>) -> Self {
+        PushBatch {
+            events,
+            cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[Arc<Event>] {
+        &self.events
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The envelope `[[ev1 ...] nil]`.
+    pub fn envelope(&self) -> Envelope {
+        Envelope::new(Value::Vector(
+            self.events.iter().map(|e| e.to_value()).collect(),
+        ))
+    }
+
+    /// The batch packed with `packer`, packing it only the first time this packer asks.
+    /// Fails with [`PackError::TooLarge`] over `max_bytes`.
+    pub fn packed(&self, packer: &dyn Packer, max_bytes: usize) -> Result<PackedBytes, PackError> {
+        let key = std::ptr::from_ref(packer).cast::<()>() as usize;
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, r)) = cache.iter().find(|(k, _)| *k == key) {
+            return r.clone();
+        }
+        let result = self.envelope().pack(packer).and_then(|p| {
+            let size = p.as_bytes().len();
+            if size > max_bytes {
+                Err(PackError::TooLarge {
+                    size,
+                    limit: max_bytes,
+                })
+            } else {
+                Ok(p)
+            }
+        });
+        let result = result.map(PackedBytes::from);
+        cache.push((key, result.clone()));
+        result
+    }
+}
+
+/// A quick estimate of the packed size of `value` in bytes (close to its edn text length), used
+/// to bound batches before they are packed. Stops counting once `budget` is exceeded.
+pub fn estimate_size(value: &Value, budget: usize) -> usize {
+    fn walk(v: &Value, acc: &mut usize, budget: usize) {
+        if *acc > budget {
+            return;
+        }
+        *acc += match v {
+            Value::Nil | Value::Bool(_) => 5,
+            Value::Int(_) | Value::Float(_) | Value::Char(_) => 20,
+            Value::BigInt(b) => b.as_str().len() + 1,
+            Value::BigDec(b) => b.as_str().len() + 1,
+            Value::Ratio(_) => 40,
+            Value::Str(s) => s.len() + 2 + s.bytes().filter(|b| matches!(b, b'"' | b'\\')).count(),
+            Value::Keyword(k) => k.as_str().len() + 1,
+            Value::Symbol(s) => s.as_str().len(),
+            Value::Inst(_) => 40,
+            Value::Uuid(_) => 45,
+            Value::Bytes(b) => b.len() * 2 + 8,
+            Value::Tagged(t) => t.tag.as_str().len() + 2,
+            Value::Vector(_) | Value::List(_) | Value::Map(_) | Value::Set(_) => 2,
+        };
+        match v {
+            Value::Vector(xs) | Value::List(xs) => {
+                for x in xs {
+                    *acc += 1;
+                    walk(x, acc, budget);
+                }
+            }
+            Value::Set(s) => {
+                for x in s.iter() {
+                    *acc += 1;
+                    walk(x, acc, budget);
+                }
+            }
+            Value::Map(m) => {
+                for (k, x) in m.iter() {
+                    *acc += 3;
+                    walk(k, acc, budget);
+                    walk(x, acc, budget);
+                }
+            }
+            Value::Tagged(t) => walk(&t.value, acc, budget),
+            Value::Ratio(r) => {
+                walk(&r.numer, acc, budget);
+                walk(&r.denom, acc, budget);
+            }
+            _ => {}
+        }
+    }
+    let mut acc = 0;
+    walk(value, &mut acc, budget);
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventId;
+
+    #[test]
+    fn estimate_grows_with_content_and_stops_at_budget() {
+        let small = Value::Str("x".into());
+        let big = Value::Vector(vec![Value::Str("y".repeat(1000)); 1000]);
+        assert!(estimate_size(&small, 1 << 20) < 10);
+        let e = estimate_size(&big, 10_000);
+        assert!(e > 10_000 && e < 20_000);
+    }
+
+    #[test]
+    fn envelope_shape() {
+        let ev = Arc::new(Event::new(EventId::new("my-app/a").unwrap(), Value::Int(1)));
+        let b = PushBatch::new(vec![ev.clone(), ev]);
+        let v = b.envelope().into_value();
+        let Value::Vector(items) = v else { panic!() };
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1], Value::Nil);
+        assert_eq!(items[0].as_seq().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,827 @@
+//! The server core: clients of every uid on both transports, send buffers, presence, the Ajax
+//! poll hold and the per-client queues. Sans-IO: the caller passes `now` and executes the
+//! returned [`Action`]s; nothing here blocks, sleeps or allocates without bound.
+
+use super::batch::PushBatch;
+use super::limits::ServerLimits;
+use crate::event::{ClientId, Event, EventId, Uid};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// The two transports of Sente.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// Ajax long-polling.
+    Ajax,
+}
+
+impl Transport {
+    /// `"ws"` or `"ajax"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Ajax => "ajax",
+        }
+    }
+}
+
+/// Identifies one WebSocket connection or one Ajax poll request (Sente's conn-id): stale close
+/// events and timers of a replaced connection are ignored by comparing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Timing of the core, in milliseconds (spec 7.1 names and defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Batching window of WebSocket pushes. Default 30.
+    pub send_buf_ms_ws: u64,
+    /// Batching window of Ajax pushes. Default 100.
+    pub send_buf_ms_ajax: u64,
+    /// Grace after a WebSocket closes before its client counts as gone. Default 2 500.
+    pub ms_allow_reconnect_before_close_ws: u64,
+    /// Grace after an Ajax poll ends before its client counts as gone. Default 5 000.
+    pub ms_allow_reconnect_before_close_ajax: u64,
+    /// How long an Ajax poll is held. Default 20 000.
+    pub lp_timeout_ms: u64,
+    /// Bounds.
+    pub limits: ServerLimits,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            send_buf_ms_ws: 30,
+            send_buf_ms_ajax: 100,
+            ms_allow_reconnect_before_close_ws: 2_500,
+            ms_allow_reconnect_before_close_ajax: 5_000,
+            lp_timeout_ms: 20_000,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// A connection was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The uid already has as many clients as allowed.
+    #[error("too many connections for this user (limit {limit})")]
+    TooManyConnections {
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+/// Why `send` refused an event.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The event is larger than the message limit (estimated before packing).
+    #[error("event is about {estimate} bytes, over the message limit of {limit}")]
+    TooLarge {
+        /// The estimated packed size.
+        estimate: usize,
+        /// [`crate::Limits::max_message_bytes`].
+        limit: usize,
+    },
+    /// Events in the reserved `chsk` namespace cannot be pushed (clients reject them), except
+    /// `[:chsk/close]`, which closes the uid's connections.
+    #[error("cannot push reserved event {0}")]
+    Reserved(EventId),
+}
+
+/// How a held Ajax poll is answered.
+#[derive(Clone, Debug)]
+pub enum PollAnswer {
+    /// `[[ev ...] nil]`.
+    Batch(Arc<PushBatch>),
+    /// `[:chsk/timeout nil]`: nothing to deliver within `lp_timeout_ms`, or the poll was
+    /// superseded by a newer poll of the same client.
+    Timeout,
+    /// The server closed the uid's connections (`close_uid`): the poll ends with an error status,
+    /// so the client reconnects with a new handshake.
+    Closed,
+}
+
+/// Something the IO layer must do now, in order, before releasing the core.
+#[derive(Debug)]
+pub enum Action<W, A> {
+    /// Queue a batch on a WebSocket connection.
+    WsDeliver {
+        /// The connection.
+        conn: W,
+        /// The batch.
+        batch: Arc<PushBatch>,
+    },
+    /// Close a WebSocket connection (code 1000) after what is already queued on it.
+    WsClose {
+        /// The connection.
+        conn: W,
+        /// Why (for logs).
+        reason: &'static str,
+    },
+    /// Answer a held Ajax poll. If the request is gone, give the batch back with
+    /// [`Core::handle_poll_undeliverable`].
+    AjaxAnswer {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        client_id: ClientId,
+        /// The poll request.
+        conn: ConnId,
+        /// The responder of the held request.
+        responder: A,
+        /// The answer.
+        answer: PollAnswer,
+    },
+}
+
+/// What the core reports to the application side.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CoreEvent<C> {
+    /// `[:chsk/uidport-open uid]`: the uid got its first connection.
+    UidportOpen {
+        /// The uid.
+        uid: Uid,
+        /// The client whose connection triggered it.
+        client_id: ClientId,
+        /// The context stored with that client.
+        ctx: C,
+    },
+    /// `[:chsk/uidport-close uid]`: the uid's last connection is gone (after the grace period).
+    UidportClose {
+        /// The uid.
+        uid: Uid,
+        /// The client whose departure triggered it.
+        client_id: ClientId,
+        /// The context stored with that client.
+        ctx: C,
+    },
+    /// The uid's membership of the `ws` / `ajax` connected-uid sets changed.
+    Presence {
+        /// The uid.
+        uid: Uid,
+        /// Member of `ws`.
+        ws: bool,
+        /// Member of `ajax`.
+        ajax: bool,
+    },
+    /// A client was forgotten because too many pushes were waiting for it.
+    ClientDropped {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        client_id: ClientId,
+        /// Its transport.
+        transport: Transport,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    batches: VecDeque<Arc<PushBatch>>,
+    events: usize,
+}
+
+impl Queue {
+    fn push(&mut self, b: Arc<PushBatch>, limit: usize) -> bool {
+        if self.events + b.len() > limit {
+            return false;
+        }
+        self.events += b.len();
+        self.batches.push_back(b);
+        true
+    }
+    fn push_front(&mut self, b: Arc<PushBatch>) {
+        self.events += b.len();
+        self.batches.push_front(b);
+    }
+    fn pop(&mut self) -> Option<Arc<PushBatch>> {
+        let b = self.batches.pop_front()?;
+        self.events -= b.len();
+        Some(b)
+    }
+}
+
+#[derive(Debug)]
+enum WsState<W> {
+    Open(W),
+    Closed,
+}
+
+#[derive(Debug)]
+struct WsEntry<W, C> {
+    conn: ConnId,
+    state: WsState<W>,
+    ctx: C,
+    queue: Queue,
+}
+
+#[derive(Debug)]
+enum AjaxState<A> {
+    /// Handshake done, no poll yet: not counted as connected.
+    Known,
+    /// A poll is held.
+    Polling { responder: A },
+    /// Between two polls.
+    Idle,
+}
+
+#[derive(Debug)]
+struct AjaxEntry<A, C> {
+    conn: ConnId,
+    state: AjaxState<A>,
+    ctx: C,
+    queue: Queue,
+}
+
+#[derive(Debug, Default)]
+struct SendBuffer {
+    events: Vec<Arc<Event>>,
+    bytes: usize,
+    deadline: Option<u64>,
+}
+
+#[derive(Debug)]
+struct UidState<W, A, C> {
+    ws: HashMap<ClientId, WsEntry<W, C>>,
+    ajax: HashMap<ClientId, AjaxEntry<A, C>>,
+    ws_buf: SendBuffer,
+    ajax_buf: SendBuffer,
+    in_ws: bool,
+    in_ajax: bool,
+}
+
+impl<W, A, C> UidState<W, A, C> {
+    fn new() -> Self {
+        UidState {
+            ws: HashMap::new(),
+            ajax: HashMap::new(),
+            ws_buf: SendBuffer::default(),
+            ajax_buf: SendBuffer::default(),
+            in_ws: false,
+            in_ajax: false,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.ws.is_empty() && self.ajax.is_empty()
+    }
+    fn buf(&mut self, t: Transport) -> &mut SendBuffer {
+        match t {
+            Transport::Ws => &mut self.ws_buf,
+            Transport::Ajax => &mut self.ajax_buf,
+        }
+    }
+    fn has(&self, t: Transport) -> bool {
+        match t {
+            Transport::Ws => !self.ws.is_empty(),
+            Transport::Ajax => !self.ajax.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Timer {
+    Flush(Uid, Transport),
+    WsGrace(Uid, ClientId, ConnId),
+    AjaxGrace(Uid, ClientId, ConnId),
+    PollTimeout(Uid, ClientId, ConnId),
+}
+
+/// The server core, generic over the IO layer's WebSocket handle `W` (cloned into actions), Ajax
+/// poll responder `A` (moved into the action that answers it) and per-client context `C` (handed
+/// back with uidport events, e.g. the request that opened the connection).
+#[derive(Debug)]
+pub struct Core<W, A, C> {
+    cfg: CoreConfig,
+    uids: HashMap<Uid, UidState<W, A, C>>,
+    timers: BTreeMap<(u64, u64), Timer>,
+    seq: u64,
+    next_conn: u64,
+    actions: Vec<Action<W, A>>,
+    events: Vec<CoreEvent<C>>,
+}
+
+impl<W: Clone, A, C: Clone> Core<W, A, C> {
+    /// An empty core.
+    pub fn new(cfg: CoreConfig) -> Self {
+        Core {
+            cfg,
+            uids: HashMap::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            next_conn: 1,
+            actions: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Actions to execute now, in order.
+    pub fn take_actions(&mut self) -> Vec<Action<W, A>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Events for the application, in order.
+    pub fn take_events(&mut self) -> Vec<CoreEvent<C>> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// When [`Core::poll`] next has something to do (may be early; never late).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// The connected uids right now: `(ws, ajax)` membership per uid.
+    pub fn connected(&self) -> impl Iterator<Item = (&Uid, bool, bool)> {
+        self.uids.iter().filter(|(_, s)| s.in_ws || s.in_ajax).map(|(u, s)| (u, s.in_ws, s.in_ajax))
+    }
+
+    /// Number of clients (entries, on both transports) of a uid.
+    pub fn client_count(&self, uid: &Uid) -> usize {
+        self.uids.get(uid).map_or(0, |s| s.ws.len() + s.ajax.len())
+    }
+
+    fn timer(&mut self, at: u64, t: Timer) {
+        self.seq += 1;
+        self.timers.insert((at, self.seq), t);
+    }
+
+    fn conn_id(&mut self) -> ConnId {
+        let c = ConnId(self.next_conn);
+        self.next_conn += 1;
+        c
+    }
+
+    fn check_limit(&self, uid: &Uid, cid: &ClientId) -> Result<(), ConnectError> {
+        let limit = if uid.is_nil() {
+            self.cfg.limits.max_anonymous_connections
+        } else {
+            self.cfg.limits.max_connections_per_uid
+        };
+        let Some(s) = self.uids.get(uid) else { return Ok(()) };
+        let n = s.ws.keys().filter(|c| *c != cid).count()
+            + s.ajax.keys().filter(|c| *c != cid && !s.ws.contains_key(*c)).count();
+        if n >= limit { Err(ConnectError::TooManyConnections { limit }) } else { Ok(()) }
+    }
+
+    /// Recomputes the uid's presence after a change made by client `cid` with context `ctx`.
+    fn update_presence(&mut self, uid: &Uid, cid: &ClientId, ctx: &C) {
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        let ws = !s.ws.is_empty();
+        let ajax = s.ajax.values().any(|e| !matches!(e.state, AjaxState::Known));
+        let (was_any, now_any) = (s.in_ws || s.in_ajax, ws || ajax);
+        let changed = ws != s.in_ws || ajax != s.in_ajax;
+        s.in_ws = ws;
+        s.in_ajax = ajax;
+        if s.is_empty() {
+            self.uids.remove(uid);
+        }
+        if changed {
+            self.events.push(CoreEvent::Presence { uid: uid.clone(), ws, ajax });
+        }
+        if now_any && !was_any {
+            let ev = CoreEvent::UidportOpen {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                ctx: ctx.clone(),
+            };
+            self.events.push(ev);
+        } else if was_any && !now_any {
+            let ev = CoreEvent::UidportClose {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                ctx: ctx.clone(),
+            };
+            self.events.push(ev);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // WebSocket
+
+    /// A WebSocket of client `cid` opened (after its handshake frame was queued). Replaces any
+    /// earlier socket of the same client (which is closed) and hands it the pushes that were
+    /// waiting for the client.
+    pub fn handle_ws_open(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn_handle: W,
+        ctx: C,
+        _now: u64,
+    ) -> Result<ConnId, ConnectError> {
+        self.check_limit(uid, cid)?;
+        let conn = self.conn_id();
+        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
+        let mut queue = Queue::default();
+        if let Some(old) = s.ws.remove(cid) {
+            if let WsState::Open(w) = old.state {
+                self.actions
+                    .push(Action::WsClose { conn: w, reason: "replaced by a newer connection" });
+            }
+            queue = old.queue;
+        }
+        while let Some(batch) = queue.pop() {
+            self.actions.push(Action::WsDeliver { conn: conn_handle.clone(), batch });
+        }
+        let entry = WsEntry {
+            conn,
+            state: WsState::Open(conn_handle),
+            ctx: ctx.clone(),
+            queue: Queue::default(),
+        };
+        s.ws.insert(cid.clone(), entry);
+        self.update_presence(uid, cid, &ctx);
+        Ok(conn)
+    }
+
+    /// A WebSocket closed. If it is still the client's current one, the client is kept for the
+    /// grace period (pushes meanwhile are queued for a reconnect).
+    pub fn handle_ws_closed(&mut self, uid: &Uid, cid: &ClientId, conn: ConnId, now: u64) {
+        let grace = self.cfg.ms_allow_reconnect_before_close_ws;
+        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ws.get_mut(cid)) else { return };
+        if e.conn != conn || matches!(e.state, WsState::Closed) {
+            return;
+        }
+        e.state = WsState::Closed;
+        self.timer(now + grace, Timer::WsGrace(uid.clone(), cid.clone(), conn));
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Ajax
+
+    /// Whether the server has an Ajax entry for the client (else a GET gets a handshake,
+    /// spec 6.1: this covers a server restart).
+    pub fn ajax_knows(&self, uid: &Uid, cid: &ClientId) -> bool {
+        self.uids.get(uid).is_some_and(|s| s.ajax.contains_key(cid))
+    }
+
+    /// An Ajax handshake GET was answered: the client becomes known (but not connected until its
+    /// first long-poll, spec 7.4).
+    pub fn handle_ajax_handshake(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        ctx: C,
+        now: u64,
+    ) -> Result<(), ConnectError> {
+        if self.ajax_knows(uid, cid) {
+            return Ok(());
+        }
+        self.check_limit(uid, cid)?;
+        let conn = self.conn_id();
+        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
+        let entry = AjaxEntry { conn, state: AjaxState::Known, ctx, queue: Queue::default() };
+        s.ajax.insert(cid.clone(), entry);
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        self.timer(now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn));
+        Ok(())
+    }
+
+    /// A long-poll GET arrived. It is answered at once if pushes are waiting for the client, else
+    /// held until a flush or `lp_timeout_ms`. A poll still held for the same client is answered
+    /// `[:chsk/timeout nil]` (one held poll per client).
+    pub fn handle_ajax_poll(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        responder: A,
+        ctx: C,
+        now: u64,
+    ) -> Result<ConnId, ConnectError> {
+        self.check_limit(uid, cid)?;
+        let conn = self.conn_id();
+        let (lp, grace) = (self.cfg.lp_timeout_ms, self.cfg.ms_allow_reconnect_before_close_ajax);
+        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
+        let e = s.ajax.entry(cid.clone()).or_insert_with(|| AjaxEntry {
+            conn,
+            state: AjaxState::Known,
+            ctx: ctx.clone(),
+            queue: Queue::default(),
+        });
+        let old_conn = e.conn;
+        e.conn = conn;
+        e.ctx = ctx.clone();
+        let old = std::mem::replace(&mut e.state, AjaxState::Idle);
+        let first = e.queue.pop();
+        let mut new_timer = None;
+        if let AjaxState::Polling { responder: old } = old {
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn: old_conn,
+                responder: old,
+                answer: PollAnswer::Timeout,
+            });
+        }
+        if let Some(batch) = first {
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn,
+                responder,
+                answer: PollAnswer::Batch(batch),
+            });
+            new_timer = Some((now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn)));
+        } else {
+            e.state = AjaxState::Polling { responder };
+            new_timer =
+                new_timer.or(Some((now + lp, Timer::PollTimeout(uid.clone(), cid.clone(), conn))));
+        }
+        if let Some((at, t)) = new_timer {
+            self.timer(at, t);
+        }
+        self.update_presence(uid, cid, &ctx);
+        Ok(conn)
+    }
+
+    /// The poll request `conn` ended without being answered by the core (the client went away).
+    pub fn handle_poll_ended(&mut self, uid: &Uid, cid: &ClientId, conn: ConnId, now: u64) {
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) else { return };
+        if e.conn == conn && matches!(e.state, AjaxState::Polling { .. }) {
+            e.state = AjaxState::Idle;
+            self.timer(now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn));
+        }
+    }
+
+    /// An [`Action::AjaxAnswer`] could not be delivered (the request was gone): a batch goes back
+    /// to the front of the client's queue for its next poll.
+    pub fn handle_poll_undeliverable(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn: ConnId,
+        answer: PollAnswer,
+        now: u64,
+    ) {
+        self.handle_poll_ended(uid, cid, conn, now);
+        if let PollAnswer::Batch(b) = answer
+            && let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid))
+        {
+            e.queue.push_front(b);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Pushes
+
+    /// Buffers `event` for every client of `uid` (spec 7.5). The batch goes out after the
+    /// transport's window, or now with `flush`, or early when it reaches the batch or size
+    /// bound. `estimate` is the event's estimated packed size. Pushes to a uid with no client are
+    /// dropped (as in Sente).
+    pub fn send(&mut self, uid: &Uid, event: Arc<Event>, estimate: usize, flush: bool, now: u64) {
+        let max_batch = self.cfg.limits.message.max_batch_len.max(1);
+        let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
+        let windows = [
+            (Transport::Ws, self.cfg.send_buf_ms_ws),
+            (Transport::Ajax, self.cfg.send_buf_ms_ajax),
+        ];
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        // A batch that would grow past the size bound goes out first.
+        let full: Vec<Transport> = windows
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| {
+                let b = s.buf(*t);
+                !b.events.is_empty() && b.bytes + estimate > max_bytes
+            })
+            .collect();
+        for t in full {
+            self.flush_transport(uid, t, now, None);
+        }
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        let mut due = Vec::new();
+        let mut timers = Vec::new();
+        for (t, window) in windows {
+            if !s.has(t) {
+                continue;
+            }
+            let buf = s.buf(t);
+            if buf.events.is_empty() {
+                buf.deadline = Some(now + window);
+                timers.push((now + window, t));
+            }
+            buf.events.push(event.clone());
+            buf.bytes += estimate;
+            if flush || buf.events.len() >= max_batch {
+                due.push(t);
+            }
+        }
+        for (at, t) in timers {
+            self.timer(at, Timer::Flush(uid.clone(), t));
+        }
+        for t in due {
+            self.flush_transport(uid, t, now, None);
+        }
+    }
+
+    /// Flushes both buffers of `uid` now.
+    pub fn flush(&mut self, uid: &Uid, now: u64) {
+        self.flush_transport(uid, Transport::Ws, now, None);
+        self.flush_transport(uid, Transport::Ajax, now, None);
+    }
+
+    /// Closes every connection of `uid` (Sente's `[:chsk/close]`), after flushing what is
+    /// buffered. WebSockets get a close frame after their queued pushes; a held Ajax poll is
+    /// answered [`PollAnswer::Closed`]. The clients reconnect, as with Sente.
+    pub fn close_uid(&mut self, uid: &Uid, now: u64) {
+        self.flush(uid, now);
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        for e in s.ws.values() {
+            if let WsState::Open(w) = &e.state {
+                self.actions
+                    .push(Action::WsClose { conn: w.clone(), reason: "closed by the server" });
+            }
+        }
+        let mut timers = Vec::new();
+        for (cid, e) in &mut s.ajax {
+            if matches!(e.state, AjaxState::Polling { .. }) {
+                let AjaxState::Polling { responder } =
+                    std::mem::replace(&mut e.state, AjaxState::Idle)
+                else {
+                    unreachable!("checked above")
+                };
+                self.actions.push(Action::AjaxAnswer {
+                    uid: uid.clone(),
+                    client_id: cid.clone(),
+                    conn: e.conn,
+                    responder,
+                    answer: PollAnswer::Closed,
+                });
+                timers.push((now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn)));
+            }
+        }
+        for (at, t) in timers {
+            self.timer(at, t);
+        }
+    }
+
+    fn flush_transport(
+        &mut self,
+        uid: &Uid,
+        t: Transport,
+        now: u64,
+        round: Option<&mut HashMap<Vec<usize>, Arc<PushBatch>>>,
+    ) {
+        let limit = self.cfg.limits.max_pending_events_per_client;
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        let buf = s.buf(t);
+        buf.deadline = None;
+        buf.bytes = 0;
+        let events = std::mem::take(&mut buf.events);
+        if events.is_empty() {
+            return;
+        }
+        let batch = match round {
+            Some(cache) => {
+                let key: Vec<usize> = events.iter().map(|e| Arc::as_ptr(e) as usize).collect();
+                cache.entry(key).or_insert_with(|| Arc::new(PushBatch::new(events))).clone()
+            }
+            None => Arc::new(PushBatch::new(events)),
+        };
+        let mut dropped = Vec::new();
+        let mut timers = Vec::new();
+        match t {
+            Transport::Ws => {
+                for (cid, e) in &mut s.ws {
+                    match &e.state {
+                        WsState::Open(w) => self
+                            .actions
+                            .push(Action::WsDeliver { conn: w.clone(), batch: batch.clone() }),
+                        WsState::Closed => {
+                            if !e.queue.push(batch.clone(), limit) {
+                                dropped.push(cid.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Transport::Ajax => {
+                for (cid, e) in &mut s.ajax {
+                    if matches!(e.state, AjaxState::Polling { .. }) {
+                        let AjaxState::Polling { responder } =
+                            std::mem::replace(&mut e.state, AjaxState::Idle)
+                        else {
+                            unreachable!("checked above")
+                        };
+                        self.actions.push(Action::AjaxAnswer {
+                            uid: uid.clone(),
+                            client_id: cid.clone(),
+                            conn: e.conn,
+                            responder,
+                            answer: PollAnswer::Batch(batch.clone()),
+                        });
+                        timers.push((
+                            now + grace,
+                            Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
+                        ));
+                    } else if !e.queue.push(batch.clone(), limit) {
+                        dropped.push(cid.clone());
+                    }
+                }
+            }
+        }
+        for (at, tm) in timers {
+            self.timer(at, tm);
+        }
+        for cid in dropped {
+            self.drop_client(uid, &cid, t);
+        }
+    }
+
+    fn drop_client(&mut self, uid: &Uid, cid: &ClientId, t: Transport) {
+        let Some(s) = self.uids.get_mut(uid) else { return };
+        let ctx = match t {
+            Transport::Ws => s.ws.remove(cid).map(|e| e.ctx),
+            Transport::Ajax => s.ajax.remove(cid).map(|e| e.ctx),
+        };
+        if let Some(ctx) = ctx {
+            self.events.push(CoreEvent::ClientDropped {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                transport: t,
+            });
+            self.update_presence(uid, cid, &ctx);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Time
+
+    /// Runs everything due at `now`: batch windows, poll timeouts, grace-period expiries.
+    pub fn poll(&mut self, now: u64) {
+        let mut round = HashMap::new();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((at, _), timer) = entry.remove_entry();
+            self.fire(at, timer, now, &mut round);
+        }
+    }
+
+    fn fire(
+        &mut self,
+        at: u64,
+        timer: Timer,
+        now: u64,
+        round: &mut HashMap<Vec<usize>, Arc<PushBatch>>,
+    ) {
+        match timer {
+            Timer::Flush(uid, t) => {
+                let due = self.uids.get_mut(&uid).is_some_and(|s| s.buf(t).deadline == Some(at));
+                if due {
+                    self.flush_transport(&uid, t, now, Some(round));
+                }
+            }
+            Timer::WsGrace(uid, cid, conn) => {
+                let Some(s) = self.uids.get_mut(&uid) else { return };
+                let expired =
+                    s.ws.get(&cid)
+                        .is_some_and(|e| e.conn == conn && matches!(e.state, WsState::Closed));
+                if expired && let Some(e) = s.ws.remove(&cid) {
+                    self.update_presence(&uid, &cid, &e.ctx);
+                }
+            }
+            Timer::AjaxGrace(uid, cid, conn) => {
+                let Some(s) = self.uids.get_mut(&uid) else { return };
+                let expired = s.ajax.get(&cid).is_some_and(|e| {
+                    e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
+                });
+                if expired && let Some(e) = s.ajax.remove(&cid) {
+                    self.update_presence(&uid, &cid, &e.ctx);
+                }
+            }
+            Timer::PollTimeout(uid, cid, conn) => {
+                let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+                let Some(e) = self.uids.get_mut(&uid).and_then(|s| s.ajax.get_mut(&cid)) else {
+                    return;
+                };
+                if e.conn != conn || !matches!(e.state, AjaxState::Polling { .. }) {
+                    return;
+                }
+                let AjaxState::Polling { responder } =
+                    std::mem::replace(&mut e.state, AjaxState::Idle)
+                else {
+                    unreachable!("checked above")
+                };
+                self.actions.push(Action::AjaxAnswer {
+                    uid: uid.clone(),
+                    client_id: cid.clone(),
+                    conn,
+                    responder,
+                    answer: PollAnswer::Timeout,
+                });
+                self.timer(now + grace, Timer::AjaxGrace(uid, cid, conn));
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The server's bounds.
+
+use crate::limits::Limits;
+
+/// Everything the server bounds, with the defaults below. Message-level limits (bytes, depth,
+/// batch length) are the shared [`Limits`]; the rest is per client, per uid or per request.
+///
+/// What happens over a limit: an Ajax request gets `413 Payload Too Large` (size) or
+/// `429 Too Many Requests` (counts), a WebSocket is closed with `1009` (message too big) or `1013`
+/// (its send queue is full: a slow or stalled client), `Server::send` returns a typed error, and
+/// a new connection over a count limit is refused with `429`. The connection's other traffic and
+/// the other clients are not affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Message limits: bytes per message (1 MiB), nesting depth, collection and batch length.
+    pub message: Limits,
+    /// Most pushed events waiting for one client (in its WebSocket send queue, or between two
+    /// Ajax polls / during a WebSocket reconnect). Default 1 000. A WebSocket over it is closed
+    /// (1013); an Ajax client over it is forgotten and re-handshakes on its next poll.
+    pub max_pending_events_per_client: usize,
+    /// Most Ajax POSTs of one client id waiting for a reply at once. Default 64; more get 429.
+    pub max_pending_replies_per_client: usize,
+    /// Most clients (WebSocket or Ajax) of one named uid. Default 256; more get 429.
+    pub max_connections_per_uid: usize,
+    /// Most anonymous clients (uid `:sente/nil-uid`, which all of them share). Default 100 000.
+    pub max_anonymous_connections: usize,
+    /// Largest request head (request line + headers) in bytes. Default 16 KiB; larger gets 431.
+    pub max_header_bytes: usize,
+    /// How long the server waits for one WebSocket frame to be written before it gives up on the
+    /// client and drops the connection (ms). Default 10 000.
+    pub ws_write_timeout_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            message: Limits::default(),
+            max_pending_events_per_client: 1_000,
+            max_pending_replies_per_client: 64,
+            max_connections_per_uid: 256,
+            max_anonymous_connections: 100_000,
+            max_header_bytes: 16 * 1024,
+            ws_write_timeout_ms: 10_000,
+        }
+    }
+}

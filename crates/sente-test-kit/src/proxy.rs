@@ -1,0 +1,120 @@
+//! A small TCP proxy in front of the test server. It lets scenarios refuse WebSocket upgrades
+//! (the way a corporate proxy might), cut every connection at once and point at a restarted
+//! server, without the server having to support any of that.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
+
+#[derive(Debug)]
+struct ProxyState {
+    target: Option<SocketAddr>,
+    refuse_ws: bool,
+    conns: Vec<AbortHandle>,
+}
+
+/// A proxy listening on `127.0.0.1:0`. Dropping it stops it and cuts every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    accept: JoinHandle<()>,
+}
+
+fn lock(m: &Mutex<ProxyState>) -> std::sync::MutexGuard<'_, ProxyState> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Proxy {
+    /// Starts a proxy forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(ProxyState {
+            target: Some(target),
+            refuse_ws: false,
+            conns: Vec::new(),
+        }));
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let st2 = st.clone();
+                let task = tokio::spawn(handle(sock, st2));
+                let mut s = lock(&st);
+                s.conns.retain(|h| !h.is_finished());
+                s.conns.push(task.abort_handle());
+            }
+        });
+        Ok(Proxy { addr, state, accept })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answer WebSocket upgrade requests with `403 Forbidden` instead of forwarding them.
+    pub fn refuse_ws_upgrades(&self, refuse: bool) {
+        lock(&self.state).refuse_ws = refuse;
+    }
+
+    /// Cuts every open connection and refuses new ones until [`Proxy::set_target`].
+    pub fn cut(&self) {
+        let mut s = lock(&self.state);
+        s.target = None;
+        for c in s.conns.drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Forwards new connections to `target`.
+    pub fn set_target(&self, target: SocketAddr) {
+        lock(&self.state).target = Some(target);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
+    // Read the first request head to spot WebSocket upgrades.
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return;
+        }
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (target, refuse_ws) = {
+        let s = lock(&state);
+        (s.target, s.refuse_ws)
+    };
+    let Some(target) = target else { return };
+    if refuse_ws {
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if text.lines().any(|l| l.starts_with("upgrade:") && l.contains("websocket")) {
+            let _ = client
+                .write_all(
+                    b"HTTP/1.1 403 Forbidden\r\ncontent-length: 21\r\nconnection: close\r\n\r\nWebSocket not allowed",
+                )
+                .await;
+            let _ = client.shutdown().await;
+            return;
+        }
+    }
+    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+    if upstream.write_all(&head).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

@@ -1,0 +1,260 @@
+//! The test server: the `sente` crate's [`Server`] with a small demo app, served by axum on
+//! `127.0.0.1:0` behind a [`Proxy`].
+
+use crate::proxy::Proxy;
+use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server, ServerLimits};
+use sente_proto::{Event, EventId, Map, Uid, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The CSRF token the test server expects unless a scenario says otherwise.
+pub const CSRF_TOKEN: &str = "tok-123";
+
+/// Settings of one test server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Expected CSRF token; `None` skips the check.
+    pub csrf_token: Option<String>,
+    /// Allowed origins (default: any).
+    pub allowed_origins: AllowedOrigins,
+    /// Largest message in bytes (default 1 MiB).
+    pub max_message_bytes: usize,
+    /// Answer WebSocket upgrades with 403 (through the proxy).
+    pub refuse_ws_upgrades: bool,
+    /// WebSocket grace period before `uidport-close` (ms).
+    pub ws_grace_ms: u64,
+    /// Ajax grace period before `uidport-close` (ms).
+    pub ajax_grace_ms: u64,
+    /// Ajax long-poll timeout (ms).
+    pub lp_timeout_ms: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            csrf_token: Some(CSRF_TOKEN.to_owned()),
+            allowed_origins: AllowedOrigins::All,
+            max_message_bytes: 1 << 20,
+            refuse_ws_upgrades: false,
+            ws_grace_ms: 300,
+            ajax_grace_ms: 600,
+            lp_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// What the demo app saw: uidport events and bad events, in order.
+#[derive(Clone, Debug, Default)]
+pub struct ServerLog(Arc<Mutex<Vec<Event>>>);
+
+impl ServerLog {
+    fn push(&self, ev: Event) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(ev);
+    }
+
+    /// Everything logged so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether `[id uid]` was logged.
+    pub fn has(&self, id: &str, uid: &Uid) -> bool {
+        self.events().iter().any(|e| e.id().as_str() == id && e.data() == &uid.to_value())
+    }
+}
+
+struct Running {
+    server: Server,
+    addr: SocketAddr,
+    serve: JoinHandle<()>,
+    router: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.serve.abort();
+        self.router.abort();
+    }
+}
+
+/// A running test server. The demo app handles:
+/// - `demo/echo`: replies with the data;
+/// - `demo/no-reply`: never replies (holds the reply for a minute);
+/// - `demo/push-me` (data `n`): pushes `[:demo/pushed {:i i}]` for `i` in `0..n` to the caller's
+///   uid, then replies `:ok`;
+/// - `demo/close-me`: closes every connection of the caller's uid (`[:chsk/close]`);
+/// - `demo/uidport-log`: replies with the logged `[:chsk/uidport-open|close uid]` events;
+/// - `chsk/bad-event`: logs it, pushes `[:demo/saw-bad-event payload]` to the uid and replies
+///   `{:bad-event payload}`;
+/// - anything else asking for a reply: `{:unhandled <id>}`.
+///
+/// The uid is the `uid` query parameter (anonymous without it); the handshake data is
+/// `{:hello "world"}`.
+pub struct TestServer {
+    opts: ServerOptions,
+    proxy: Proxy,
+    running: Mutex<Option<Running>>,
+    log: ServerLog,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("url", &self.url()).finish_non_exhaustive()
+    }
+}
+
+fn kw_id(text: &str) -> EventId {
+    EventId::new(text).expect("valid event id")
+}
+
+async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running> {
+    let mut builder = Server::builder()
+        .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
+        .handshake_data_fn(|_| {
+            let mut m = Map::new();
+            m.insert(Value::kw("hello"), Value::from("world"));
+            Value::Map(m)
+        })
+        .allowed_origins(opts.allowed_origins.clone())
+        .ms_allow_reconnect_before_close_ws(opts.ws_grace_ms)
+        .ms_allow_reconnect_before_close_ajax(opts.ajax_grace_ms)
+        .lp_timeout_ms(opts.lp_timeout_ms)
+        .limits(ServerLimits {
+            message: sente_proto::Limits {
+                max_message_bytes: opts.max_message_bytes,
+                ..sente_proto::Limits::default()
+            },
+            ..ServerLimits::default()
+        });
+    builder = match &opts.csrf_token {
+        Some(t) => {
+            let t = t.clone();
+            builder.csrf_token_fn(move |_| CsrfToken::Token(t.clone()))
+        }
+        None => builder.disable_csrf_check().insecure_allow_unprotected(),
+    };
+    let (server, events) = builder.build().map_err(std::io::Error::other)?;
+    let router = app(&server, log).spawn(events);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let svc = server.router("/chsk");
+    let serve = tokio::spawn(async move {
+        let _ = axum::serve(listener, svc).await;
+    });
+    Ok(Running { server, addr, serve, router })
+}
+
+fn app(server: &Server, log: &ServerLog) -> Router {
+    let (s1, s2, s3) = (server.clone(), server.clone(), server.clone());
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    Router::new()
+        .on("demo/echo", |mut msg: EventMsg| async move {
+            let data = msg.data_value().clone();
+            msg.reply(data);
+        })
+        .on("demo/no-reply", |msg: EventMsg| async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(msg);
+            });
+        })
+        .on("demo/push-me", move |mut msg: EventMsg| {
+            let server = s1.clone();
+            async move {
+                let n = msg.data_value().as_i64().unwrap_or(1);
+                for i in 0..n {
+                    let mut m = Map::new();
+                    m.insert(Value::kw("i"), Value::Int(i));
+                    let _ = server.send(&msg.uid, Event::new(kw_id("demo/pushed"), Value::Map(m)));
+                }
+                msg.reply(Value::kw("ok"));
+            }
+        })
+        .on("demo/close-me", move |msg: EventMsg| {
+            let server = s2.clone();
+            async move { server.close_uid(&msg.uid) }
+        })
+        .on("demo/uidport-log", move |mut msg: EventMsg| {
+            let log = l1.clone();
+            async move {
+                let evs = log
+                    .events()
+                    .into_iter()
+                    .filter(|e| e.id().as_str().starts_with("chsk/uidport"))
+                    .map(Event::into_value)
+                    .collect::<Vec<_>>();
+                msg.reply(Value::Vector(evs));
+            }
+        })
+        .on("chsk/uidport-open", move |msg: EventMsg| {
+            let log = l2.clone();
+            async move { log.push(msg.event.clone()) }
+        })
+        .on("chsk/uidport-close", move |msg: EventMsg| {
+            let log = l3.clone();
+            async move { log.push(msg.event.clone()) }
+        })
+        .on("chsk/bad-event", move |mut msg: EventMsg| {
+            let server = s3.clone();
+            async move {
+                let payload = msg.data_value().clone();
+                let _ = server
+                    .send_flush(&msg.uid, Event::new(kw_id("demo/saw-bad-event"), payload.clone()));
+                let mut m = Map::new();
+                m.insert(Value::kw("bad-event"), payload);
+                msg.reply(Value::Map(m));
+            }
+        })
+        .fallback(|mut msg: EventMsg| async move {
+            if msg.reply.is_some() {
+                let mut m = Map::new();
+                m.insert(Value::kw("unhandled"), Value::Keyword(msg.id().keyword().clone()));
+                msg.reply(Value::Map(m));
+            }
+        })
+}
+
+impl TestServer {
+    /// Starts a server with `opts`.
+    pub async fn spawn(opts: ServerOptions) -> std::io::Result<TestServer> {
+        let log = ServerLog::default();
+        let running = start(&opts, &log).await?;
+        let proxy = Proxy::start(running.addr).await?;
+        proxy.refuse_ws_upgrades(opts.refuse_ws_upgrades);
+        Ok(TestServer { opts, proxy, running: Mutex::new(Some(running)), log })
+    }
+
+    /// The chsk URL clients use, e.g. `http://127.0.0.1:41234/chsk`.
+    pub fn url(&self) -> String {
+        format!("http://{}/chsk", self.proxy.addr())
+    }
+
+    /// The proxy in front of the server.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// The demo app's log.
+    pub fn log(&self) -> &ServerLog {
+        &self.log
+    }
+
+    /// The running `sente` server.
+    pub fn server(&self) -> Option<Server> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.server.clone())
+    }
+
+    /// Stops the server (cutting every connection) and starts a fresh one with the same options
+    /// and no memory of its clients, behind the same URL.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.proxy.cut();
+        let old = self.running.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(old);
+        let running = start(&self.opts, &self.log).await?;
+        self.proxy.set_target(running.addr);
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+        Ok(())
+    }
+}

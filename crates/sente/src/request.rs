@@ -1,0 +1,96 @@
+//! The request behind a connection or a message, as hooks and handlers see it.
+
+use crate::params::{Params, cookie};
+use sente_proto::ClientId;
+use std::collections::BTreeSet;
+
+/// The HTTP request that opened a WebSocket, polled, or POSTed an event: method, URI, headers,
+/// extensions (so values that middleware put there, such as a session, are reachable), plus the
+/// parsed query and form parameters and the client id.
+///
+/// Sente calls this the `:ring-req`. For WebSocket messages it is the upgrade request.
+#[derive(Debug)]
+pub struct ChskRequest {
+    parts: http::request::Parts,
+    params: Params,
+    client_id: Option<ClientId>,
+    protocol_extensions: BTreeSet<String>,
+}
+
+impl ChskRequest {
+    pub(crate) fn new(
+        parts: http::request::Parts,
+        params: Params,
+        client_id: Option<ClientId>,
+        protocol_extensions: BTreeSet<String>,
+    ) -> Self {
+        ChskRequest { parts, params, client_id, protocol_extensions }
+    }
+
+    /// The protocol extensions the client asked for (`ext` query parameter, comma-separated).
+    /// The negotiation point for sente-rs extensions; none is enabled yet, so a plain Sente
+    /// client and one asking for extensions are served alike.
+    pub fn protocol_extensions(&self) -> &BTreeSet<String> {
+        &self.protocol_extensions
+    }
+
+    /// Method, URI, version, headers and extensions of the request.
+    pub fn parts(&self) -> &http::request::Parts {
+        &self.parts
+    }
+
+    /// The method.
+    pub fn method(&self) -> &http::Method {
+        &self.parts.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &http::Uri {
+        &self.parts.uri
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The extensions (values inserted by middleware, e.g. a session).
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.parts.extensions
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A query parameter, or (on a POST) a form field; the query wins. The packed message
+    /// (`ppstr`) is not kept.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// Every query parameter and form field, in order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter()
+    }
+
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| cookie(h, name))
+    }
+
+    /// The client id (`client-id` parameter), if valid.
+    pub fn client_id(&self) -> Option<&ClientId> {
+        self.client_id.as_ref()
+    }
+
+    pub(crate) fn params_inner(&self) -> &Params {
+        &self.params
+    }
+}

@@ -1,0 +1,379 @@
+//! The WebSocket transport (spec 5): the upgrade over hyper, and one task per connection that
+//! reads frames, writes the connection's ordered queue, and runs the keepalive.
+
+use crate::msg::{EventMsg, Reply};
+use crate::request::ChskRequest;
+use crate::server::{ConnCtx, Inner};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, PushBatch, Transport};
+use sente_proto::{ClientId, ClientMsg, Envelope, Packer, Uid, Value, ids, server_msg};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Read buffer of a WebSocket connection: small, so an idle connection costs little.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// One item of a connection's ordered send queue.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Batch(Arc<PushBatch>),
+    Reply(Envelope),
+    Close(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct OutQ {
+    items: VecDeque<Out>,
+    events: usize,
+    overflow: bool,
+    gone: bool,
+}
+
+/// The ordered send queue of one WebSocket connection, shared by the registry (pushes), the
+/// replies of its events, and its task (the only writer). Bounded: over
+/// `max_pending_events_per_client` the connection is dropped with close code 1013.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    q: Mutex<OutQ>,
+    notify: Notify,
+    limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Outbox { q: Mutex::new(OutQ::default()), notify: Notify::new(), limit }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutQ> {
+        self.q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, out: Out, weight: usize) -> bool {
+        let mut q = self.lock();
+        if q.gone || q.overflow {
+            return false;
+        }
+        if weight > 0 && q.events + weight > self.limit {
+            q.overflow = true;
+            drop(q);
+            self.notify.notify_one();
+            return false;
+        }
+        q.events += weight;
+        q.items.push_back(out);
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn push_batch(&self, b: Arc<PushBatch>) -> bool {
+        let n = b.len();
+        self.push(Out::Batch(b), n)
+    }
+
+    pub(crate) fn push_reply(&self, out: Out) -> bool {
+        self.push(out, 1)
+    }
+
+    pub(crate) fn push_close(&self, reason: &'static str) {
+        self.push(Out::Close(reason), 0);
+    }
+
+    fn pop(&self) -> Option<Out> {
+        let mut q = self.lock();
+        let out = q.items.pop_front()?;
+        q.events -= match &out {
+            Out::Batch(b) => b.len(),
+            Out::Reply(_) => 1,
+            Out::Close(_) => 0,
+        };
+        Some(out)
+    }
+
+    fn overflowed(&self) -> bool {
+        self.lock().overflow
+    }
+
+    fn set_gone(&self) {
+        let mut q = self.lock();
+        q.gone = true;
+        q.items.clear();
+        q.events = 0;
+    }
+}
+
+/// Whether the request asks for a WebSocket upgrade.
+pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    let has_token = |name: http::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(http::header::UPGRADE, "websocket")
+}
+
+/// Everything a connection task needs.
+pub(crate) struct WsConn {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) uid: Uid,
+    pub(crate) client_id: ClientId,
+    pub(crate) conn: ConnId,
+    pub(crate) packer: Arc<dyn Packer>,
+    pub(crate) request: Arc<ChskRequest>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) handshake: PackedBytes,
+}
+
+fn message(p: &PackedBytes) -> Message {
+    if p.binary {
+        Message::Binary(p.bytes.clone())
+    } else {
+        match Utf8Bytes::try_from(p.bytes.clone()) {
+            Ok(t) => Message::Text(t),
+            Err(_) => Message::Binary(p.bytes.clone()),
+        }
+    }
+}
+
+pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+impl WsConn {
+    /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
+    pub(crate) async fn run(self, on_upgrade: hyper::upgrade::OnUpgrade) {
+        let span = tracing::info_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
+        let _e = span.enter();
+        drop(_e);
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(parent: &span, error = %e, "websocket upgrade failed");
+                self.closed("upgrade failed");
+                return;
+            }
+        };
+        let max = self.inner.limits().message.max_message_bytes;
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(max)),
+        )
+        .await;
+        tracing::debug!(parent: &span, packer = self.packer.name(), "websocket open");
+        let reason = self.serve(ws).await;
+        tracing::info!(parent: &span, reason, "websocket closed");
+        self.closed(reason);
+    }
+
+    fn closed(&self, _reason: &'static str) {
+        self.outbox.set_gone();
+        let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
+        self.inner.with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
+    }
+
+    async fn write<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> Result<(), &'static str>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
+        match tokio::time::timeout(t, ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("write failed"),
+            Err(_) => Err("write timed out (stalled client)"),
+        }
+    }
+
+    async fn close<S>(&self, ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
+        if tokio::time::timeout(t, ws.close(Some(frame))).await.is_err() {
+            return;
+        }
+        // Wait (bounded) for the client's close frame, then let the TCP connection go.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+    }
+
+    async fn serve<S>(&self, mut ws: WebSocketStream<S>) -> &'static str
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let inner = &self.inner;
+        let max = inner.limits().message.max_message_bytes;
+        if let Err(r) = self.write(&mut ws, message(&self.handshake)).await {
+            return r;
+        }
+        let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
+        let mut pending: Option<EventMsg> = None;
+        loop {
+            // Write everything queued, in order.
+            while let Some(out) = self.outbox.pop() {
+                let msg = match out {
+                    Out::Batch(b) => match b.packed(&*self.packer, max) {
+                        Ok(p) => {
+                            ka.handle_activity();
+                            message(&p)
+                        }
+                        Err(e) => {
+                            inner.count_dropped_push(&e, b.len());
+                            continue;
+                        }
+                    },
+                    Out::Reply(env) => match env.pack(&*self.packer) {
+                        Ok(p) if p.as_bytes().len() <= max => message(&p.into()),
+                        Ok(p) => {
+                            let size = p.as_bytes().len();
+                            tracing::warn!(size, limit = max, "reply over the message limit dropped");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reply could not be packed; dropped");
+                            continue;
+                        }
+                    },
+                    Out::Close(reason) => {
+                        self.close(&mut ws, CloseCode::Normal, "").await;
+                        return reason;
+                    }
+                };
+                if let Err(r) = self.write(&mut ws, msg).await {
+                    return r;
+                }
+            }
+            if self.outbox.overflowed() {
+                self.close(&mut ws, CloseCode::Again, "send queue full").await;
+                return "send queue full (slow client)";
+            }
+            let deadline = ka.next_deadline().map(|d| inner.instant(d));
+            tokio::select! {
+                () = self.outbox.notify.notified() => {}
+                frame = ws.next(), if pending.is_none() => {
+                    match frame {
+                        None => return "client went away",
+                        Some(Err(e)) => {
+                            use tokio_tungstenite::tungstenite::Error;
+                            return match e {
+                                Error::Capacity(_) => {
+                                    self.close(&mut ws, CloseCode::Size, "message too big").await;
+                                    "message over the size limit"
+                                }
+                                Error::ConnectionClosed | Error::AlreadyClosed => "closed",
+                                _ => "protocol or IO error",
+                            };
+                        }
+                        Some(Ok(msg)) => {
+                            ka.handle_activity();
+                            match msg {
+                                Message::Text(t) => pending = self.on_data(t.as_bytes(), false),
+                                Message::Binary(b) => pending = self.on_data(&b, true),
+                                Message::Close(_) => {
+                                    // tungstenite answers the close; drain until the end.
+                                    while let Some(Ok(_)) = ws.next().await {}
+                                    return "closed by the client";
+                                }
+                                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                            }
+                        }
+                    }
+                }
+                permit = inner.events_tx.reserve(), if pending.is_some() => {
+                    if let (Ok(permit), Some(msg)) = (permit, pending.take()) {
+                        permit.send(msg);
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    match ka.poll(inner.now()) {
+                        Some(KeepaliveAction::Ping) => {
+                            match server_msg::ws_ping().pack(&*self.packer) {
+                                Ok(p) => {
+                                    if let Err(r) = self.write(&mut ws, message(&p.into())).await {
+                                        return r;
+                                    }
+                                }
+                                Err(e) => tracing::warn!(error = %e, "ping could not be packed"),
+                            }
+                        }
+                        Some(KeepaliveAction::Close) => {
+                            self.close(&mut ws, CloseCode::Normal, "").await;
+                            return "no answer to the keepalive ping";
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One data frame: unpacked and classified, with the automatic pong for a client ping.
+    fn on_data(&self, data: &[u8], binary: bool) -> Option<EventMsg> {
+        let limits = &self.inner.limits().message;
+        let unpacked = if binary == self.packer.is_binary() {
+            if data.is_empty() {
+                Ok(Envelope::new(Value::Nil))
+            } else {
+                Envelope::unpack(&*self.packer, data, limits).map_err(|e| e.to_string())
+            }
+        } else {
+            Err(format!("{} frame for the {} packer", if binary { "binary" } else { "text" }, self.packer.name()))
+        };
+        let (event, reply) = match unpacked {
+            Ok(env) => {
+                let msg = ClientMsg::classify(env);
+                if let ClientMsg::Ping { cb } = &msg {
+                    self.outbox.push_reply(Out::Reply(server_msg::pong(cb.clone())));
+                }
+                let (event, cb) = msg.into_event();
+                (event, cb.map(|cb| Reply::ws(self.outbox.clone(), cb)))
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "frame could not be unpacked");
+                let data = if binary {
+                    Value::Int(data.len() as i64)
+                } else {
+                    Value::Str(String::from_utf8_lossy(data).into_owned())
+                };
+                (crate::server::reserved_event(ids::BAD_PACKAGE, data), None)
+            }
+        };
+        Some(EventMsg {
+            event,
+            uid: self.uid.clone(),
+            client_id: self.client_id.clone(),
+            transport: Transport::Ws,
+            reply,
+            request: self.request.clone(),
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ConnCtx {
+    pub(crate) fn ws(request: Arc<ChskRequest>) -> Self {
+        ConnCtx { request, transport: Transport::Ws }
+    }
+}
+

@@ -1,0 +1,129 @@
+// Shared harness for the browser end-to-end tests: starts the chat demo binary, launches Debian's
+// Chromium through playwright-core, and offers a small proxy for fault injection.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const artifacts = path.join(root, 'e2e', 'artifacts');
+fs.mkdirSync(artifacts, { recursive: true });
+
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target');
+export const chatBin = path.join(targetDir, 'debug', 'chat');
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+/** Starts the chat demo on 127.0.0.1:port and resolves once it listens. */
+export async function startDemo(port, args = []) {
+  if (!fs.existsSync(chatBin)) throw new Error(`${chatBin} missing: run \`cargo build -p chat\` first`);
+  const proc = spawn(chatBin, ['--addr', `127.0.0.1:${port}`, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let out = '';
+  const ready = new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      out += chunk;
+      if (out.includes('listening')) resolve();
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`chat exited early (${code}):\n${out}`)));
+  });
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  try {
+    await ready;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { proc, url: `http://127.0.0.1:${port}`, port };
+}
+
+/** Stops a demo process and waits for it to exit. */
+export async function stopDemo(demo) {
+  if (!demo || demo.proc.exitCode !== null) return;
+  demo.proc.kill('SIGKILL');
+  await once(demo.proc, 'exit');
+}
+
+/** Launches headless Chromium with the flags this machine needs (fresh profile each time). */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+}
+
+/**
+ * An HTTP proxy in front of `targetPort` that forwards plain requests (incl. long-polls) and
+ * refuses every WebSocket upgrade with 403, like a proxy that breaks WebSockets.
+ */
+export async function startUpgradeBlockingProxy(targetPort) {
+  const server = http.createServer((req, res) => {
+    const upstream = http.request(
+      { host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode, up.headers);
+        up.pipe(res);
+      },
+    );
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  });
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nConnection: close\r\n\r\nForbidden');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** Opens the demo in a page and joins the chat as `name`. */
+export async function join(context, url, name, query = '') {
+  const page = await context.newPage();
+  await page.goto(`${url}/${query}`);
+  await page.getByTestId('name-input').fill(name);
+  await page.getByTestId('join-button').click();
+  await waitOpen(page);
+  return page;
+}
+
+/** Waits until the page's channel socket is open. */
+export async function waitOpen(page, timeout = 20_000) {
+  await page.getByTestId('conn-state').filter({ hasText: /^open$/ }).waitFor({ timeout });
+}
+
+/** Saves a screenshot under e2e/artifacts/. */
+export async function shot(page, name) {
+  await page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+}
+
+export const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'sente-e2e-'));

@@ -1,0 +1,20 @@
+//! Fuzz target: `gzip` unpacking never panics and respects the limits; whatever decodes
+//! re-packs without panicking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sente_proto::Limits;
+use sente_proto::packer::{GzipPacker, JsonPacker, Packer};
+use std::sync::Arc;
+
+fuzz_target!(|data: &[u8]| {
+    let packer = GzipPacker::new(Arc::new(JsonPacker));
+    let limits = Limits {
+        max_message_bytes: 1 << 16,
+        max_collection_len: 10_000,
+        ..Limits::default()
+    };
+    if let Ok(value) = packer.unpack(data, &limits) {
+        let _ = packer.pack(&value);
+    }
+});

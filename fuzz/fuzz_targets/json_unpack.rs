@@ -1,0 +1,19 @@
+//! Fuzz target: `json` unpacking never panics and respects the limits; whatever decodes
+//! re-packs without panicking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sente_proto::Limits;
+use sente_proto::packer::{JsonPacker, Packer};
+
+fuzz_target!(|data: &[u8]| {
+    let packer = JsonPacker;
+    let limits = Limits {
+        max_message_bytes: 1 << 16,
+        max_collection_len: 10_000,
+        ..Limits::default()
+    };
+    if let Ok(value) = packer.unpack(data, &limits) {
+        let _ = packer.pack(&value);
+    }
+});

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test suite: Rust (unit, integration, conformance), the JS client, the WASM client in
+# headless Chromium, and the browser end-to-end tests of the demo. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+bash scripts/install-deps.sh
+
+echo "==> cargo test (workspace)"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+echo "==> JS client tests (against a real sente-rs server)"
+(cd clients/js && npm test)
+
+echo "==> browser end-to-end tests"
+cargo build -p chat
+(cd e2e && npm test)
