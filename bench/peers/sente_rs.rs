@@ -1,8 +1,85 @@
-//! Peer (d): our own server, crates/sente (not wired up yet).
+//! Peer (d): our own server, crates/sente, as an application would set it up: a fixed CSRF
+//! token (`bench`, sent by the load tool as `csrf-token` / `X-CSRF-Token`), any Origin, the uid
+//! from the `uid` query parameter, a [`Router`] that echoes `demo/echo` through its reply and
+//! starts a push loop on `bench/fanout`, mounted in axum at `/chsk`. Clients choose the json
+//! packer with `packer=json`.
+//!
+//! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected uid per tick with
+//! [`Server::send_flush`] (Sente's `{:flush? true}`): each tick has one event per uid, so the
+//! default 30 ms batching window would only add latency.
 
 use std::net::SocketAddr;
 
+use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server};
+use sente_proto::Map;
+use sente_proto::{Event, EventId, Uid, Value};
+
+use crate::peers::FanoutCfg;
+use crate::wire;
+
+fn cfg_from(v: &Value) -> FanoutCfg {
+    let get = |k: &str| {
+        v.as_map()
+            .and_then(|m| m.get_kw(k))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    FanoutCfg {
+        id: 0,
+        rate: u32::try_from(get("rate")).unwrap_or(1),
+        ms: u64::try_from(get("ms")).unwrap_or(0),
+        bytes: usize::try_from(get("bytes")).unwrap_or(100),
+    }
+}
+
 /// Runs the server on `addr` until the process is killed.
-pub async fn run(_addr: SocketAddr) -> std::io::Result<()> {
-    Err(std::io::Error::other("the sente-rs peer is not available yet"))
+pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
+    let (server, events) = Server::builder()
+        .csrf_token_fn(|_req| CsrfToken::Token("bench".to_owned()))
+        .allowed_origins(AllowedOrigins::All)
+        .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
+        .build()
+        .map_err(std::io::Error::other)?;
+    let push = server.clone();
+    Router::new()
+        .on("demo/echo", |mut msg: EventMsg| async move {
+            let data = msg.data_value().clone();
+            msg.reply(data);
+        })
+        .on("bench/fanout", move |mut msg: EventMsg| {
+            let server = push.clone();
+            async move {
+                let cfg = cfg_from(msg.data_value());
+                tokio::spawn(push_loop(server, cfg));
+                msg.reply("ok");
+            }
+        })
+        .spawn(events);
+    let app = server.router("/chsk");
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    crate::peers::announce(listener.local_addr()?);
+    axum::serve(listener, app).await
+}
+
+async fn push_loop(server: Server, cfg: FanoutCfg) {
+    let Ok(id) = EventId::new("demo/tick") else {
+        return;
+    };
+    let (mut ticker, end) = cfg.ticker();
+    let pad = "x".repeat(cfg.bytes.saturating_sub(30));
+    let mut uids_rx = server.connected_uids();
+    let mut uids: Vec<Uid> = uids_rx.borrow_and_update().any.iter().cloned().collect();
+    while tokio::time::Instant::now() < end {
+        ticker.tick().await;
+        if uids_rx.has_changed().unwrap_or(false) {
+            uids = uids_rx.borrow_and_update().any.iter().cloned().collect();
+        }
+        let mut data = Map::with_capacity(2);
+        data.insert(Value::kw("t"), Value::Int(wire::now_us() as i64));
+        data.insert(Value::kw("p"), Value::Str(pad.clone()));
+        let data = Value::Map(data);
+        for uid in &uids {
+            let _ = server.send_flush(uid, Event::new(id.clone(), data.clone()));
+        }
+    }
 }

@@ -19,13 +19,19 @@ struct Tick {
 pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
     let (layer, io) = SocketIo::new_layer();
     io.ns("/", async |s: SocketRef| {
-        s.on("echo", async |Data(d): Data<serde_json::Value>, ack: AckSender| {
-            let _ = ack.send(&d);
-        });
-        s.on("fanout", async |io: SocketIo, Data(cfg): Data<FanoutCfg>, ack: AckSender| {
-            tokio::spawn(push_loop(io, cfg));
-            let _ = ack.send("ok");
-        });
+        s.on(
+            "echo",
+            async |Data(d): Data<serde_json::Value>, ack: AckSender| {
+                let _ = ack.send(&d);
+            },
+        );
+        s.on(
+            "fanout",
+            async |io: SocketIo, Data(cfg): Data<FanoutCfg>, ack: AckSender| {
+                tokio::spawn(push_loop(io, cfg));
+                let _ = ack.send("ok");
+            },
+        );
     });
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -38,7 +44,10 @@ async fn push_loop(io: SocketIo, cfg: FanoutCfg) {
     let pad = "x".repeat(cfg.bytes.saturating_sub(30));
     while tokio::time::Instant::now() < end {
         ticker.tick().await;
-        let tick = Tick { t: wire::now_us(), p: pad.clone() };
+        let tick = Tick {
+            t: wire::now_us(),
+            p: pad.clone(),
+        };
         let _ = io.emit("tick", &tick).await;
     }
 }

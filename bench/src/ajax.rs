@@ -34,7 +34,10 @@ impl Http {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self { tx, host: addr.to_string() })
+        Ok(Self {
+            tx,
+            host: addr.to_string(),
+        })
     }
 
     /// Sends one request and returns the body of a 2xx response.
@@ -62,7 +65,10 @@ impl Http {
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            return Err(err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))));
+            return Err(err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
         }
         Ok(bytes)
     }
@@ -92,7 +98,10 @@ impl Drop for AjaxClient {
 
 fn sente_poll_path(idx: u64, handshake: bool) -> String {
     let hs = if handshake { "&handshake%3F=1" } else { "" };
-    format!("/chsk?udt={}&client-id=bench-{idx}{hs}&packer=json&uid=u{idx}", udt())
+    format!(
+        "/chsk?udt={}&client-id=bench-{idx}{hs}&packer=json&uid=u{idx}",
+        udt()
+    )
 }
 
 fn eio_path(idx: u64, sid: &str) -> String {
@@ -118,7 +127,9 @@ impl AjaxClient {
         let mut post = Http::connect(addr, src).await?;
         let sid = match proto {
             Proto::Sente => {
-                let body = poll_http.request(Method::GET, &sente_poll_path(idx, true), None).await?;
+                let body = poll_http
+                    .request(Method::GET, &sente_poll_path(idx, true), None)
+                    .await?;
                 let text = std::str::from_utf8(&body)?;
                 if proto.classify(text) != Incoming::Handshake {
                     return Err(err(format!("expected a handshake, got {text}")));
@@ -126,7 +137,9 @@ impl AjaxClient {
                 String::new()
             }
             Proto::SocketIo => {
-                let body = poll_http.request(Method::GET, &eio_path(idx, ""), None).await?;
+                let body = poll_http
+                    .request(Method::GET, &eio_path(idx, ""), None)
+                    .await?;
                 let text = std::str::from_utf8(&body)?;
                 let sid = text
                     .split("\"sid\":\"")
@@ -135,10 +148,14 @@ impl AjaxClient {
                     .ok_or_else(|| err(format!("no sid in {text}")))?
                     .to_owned();
                 let path = eio_path(idx, &sid);
-                post.request(Method::POST, &path, Some((TEXT_PLAIN, "40".to_owned()))).await?;
+                post.request(Method::POST, &path, Some((TEXT_PLAIN, "40".to_owned())))
+                    .await?;
                 let body = poll_http.request(Method::GET, &path, None).await?;
                 let text = std::str::from_utf8(&body)?;
-                if !text.split('\x1e').any(|p| proto.classify(p) == Incoming::Handshake) {
+                if !text
+                    .split('\x1e')
+                    .any(|p| proto.classify(p) == Incoming::Handshake)
+                {
                     return Err(err(format!("expected a connect ack, got {text}")));
                 }
                 sid
@@ -147,25 +164,34 @@ impl AjaxClient {
         };
         let (tx, rx) = mpsc::channel(64);
         let poll = tokio::spawn(poll_loop(proto, idx, sid.clone(), poll_http, tx));
-        Ok(Self { proto, idx, post, sid, rx, poll, pending: VecDeque::new() })
+        Ok(Self {
+            proto,
+            idx,
+            post,
+            sid,
+            rx,
+            poll,
+            pending: VecDeque::new(),
+        })
     }
 
     async fn post_text(&mut self, text: &str) -> Res<Bytes> {
-        match self.proto {
-            Proto::Sente => {
-                let body = format!(
-                    "udt={}&client-id=bench-{}&ppstr={}",
-                    udt(),
-                    self.idx,
-                    url_encode(text)
-                );
-                let path = format!("/chsk?packer=json&uid=u{}", self.idx);
-                self.post.request(Method::POST, &path, Some((FORM, body))).await
-            }
-            _ => {
-                let path = eio_path(self.idx, &self.sid);
-                self.post.request(Method::POST, &path, Some((TEXT_PLAIN, text.to_owned()))).await
-            }
+        if self.proto == Proto::Sente {
+            let body = format!(
+                "udt={}&client-id=bench-{}&ppstr={}",
+                udt(),
+                self.idx,
+                url_encode(text)
+            );
+            let path = format!("/chsk?packer=json&uid=u{}", self.idx);
+            self.post
+                .request(Method::POST, &path, Some((FORM, body)))
+                .await
+        } else {
+            let path = eio_path(self.idx, &self.sid);
+            self.post
+                .request(Method::POST, &path, Some((TEXT_PLAIN, text.to_owned())))
+                .await
         }
     }
 
@@ -180,7 +206,11 @@ impl AjaxClient {
                 return Err(err("long-poll failed"));
             }
             let text = std::str::from_utf8(&body)?;
-            self.pending.extend(text.split('\x1e').filter(|p| !p.is_empty()).map(str::to_owned));
+            self.pending.extend(
+                text.split('\x1e')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            );
         }
     }
 
@@ -199,41 +229,38 @@ impl AjaxClient {
 
     /// Sends echo request `seq` and waits for its reply.
     pub async fn request(&mut self, seq: u64, data: &str) -> Res<()> {
-        match self.proto {
-            Proto::Sente => {
-                let env = format!("[[\":demo/echo\",{data}],\":ajax\"]");
-                let body = self.post_text(&env).await?;
-                if body.starts_with(b"[{") {
-                    Ok(())
-                } else {
-                    Err(err(format!("unexpected reply {}", String::from_utf8_lossy(&body))))
-                }
+        if self.proto == Proto::Sente {
+            let env = format!("[[\":demo/echo\",{data}],\":ajax\"]");
+            let body = self.post_text(&env).await?;
+            if body.starts_with(b"[{") {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "unexpected reply {}",
+                    String::from_utf8_lossy(&body)
+                )))
             }
-            _ => {
-                let mut buf = String::new();
-                self.proto.encode_echo(&mut buf, seq, data);
-                self.post_text(&buf).await?;
-                self.wait_reply(seq).await
-            }
+        } else {
+            let mut buf = String::new();
+            self.proto.encode_echo(&mut buf, seq, data);
+            self.post_text(&buf).await?;
+            self.wait_reply(seq).await
         }
     }
 
     /// Asks the server to start its push loop and waits for the acknowledgement.
     pub async fn start_fanout(&mut self, seq: u64, rate: u32, ms: u64, bytes: usize) -> Res<()> {
-        match self.proto {
-            Proto::Sente => {
-                let env = format!(
-                    "[[\":bench/fanout\",{{\"rate\":{rate},\"ms\":{ms},\"bytes\":{bytes}}}],\":ajax\"]"
-                );
-                self.post_text(&env).await?;
-                Ok(())
-            }
-            _ => {
-                let mut buf = String::new();
-                self.proto.encode_fanout(&mut buf, seq, rate, ms, bytes);
-                self.post_text(&buf).await?;
-                self.wait_reply(seq).await
-            }
+        if self.proto == Proto::Sente {
+            let env = format!(
+                "[[\":bench/fanout\",{{\"rate\":{rate},\"ms\":{ms},\"bytes\":{bytes}}}],\":ajax\"]"
+            );
+            self.post_text(&env).await?;
+            Ok(())
+        } else {
+            let mut buf = String::new();
+            self.proto.encode_fanout(&mut buf, seq, rate, ms, bytes);
+            self.post_text(&buf).await?;
+            self.wait_reply(seq).await
         }
     }
 
@@ -258,7 +285,10 @@ async fn poll_loop(proto: Proto, idx: u64, sid: String, mut http: Http, tx: mpsc
             Proto::Sente => sente_poll_path(idx, false),
             _ => eio_path(idx, &sid),
         };
-        let body = http.request(Method::GET, &path, None).await.unwrap_or_default();
+        let body = http
+            .request(Method::GET, &path, None)
+            .await
+            .unwrap_or_default();
         let failed = body.is_empty();
         if tx.send(body).await.is_err() || failed {
             return;

@@ -34,10 +34,10 @@ pub fn init_font() -> bool {
 }
 
 const PALETTE: [RGBColor; 6] = [
-    RGBColor(214, 39, 40),  // sente-rs: red
+    RGBColor(214, 39, 40),   // sente-rs: red
     RGBColor(127, 127, 127), // raw-ws: grey
-    RGBColor(31, 119, 180), // socketioxide: blue
-    RGBColor(44, 160, 44),  // socketio-node: green
+    RGBColor(31, 119, 180),  // socketioxide: blue
+    RGBColor(44, 160, 44),   // socketio-node: green
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
 ];
@@ -54,11 +54,15 @@ pub struct Panel {
     pub series: Vec<(String, Vec<f64>)>,
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &Panel) -> Res<()>
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+) -> Res<()>
 where
     DB::ErrorType: 'static,
 {
-    let n = p.groups.len().max(1);
+    let p = panel;
+    let groups = p.groups.len().max(1);
     let max = p
         .series
         .iter()
@@ -71,7 +75,7 @@ where
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..top)
+        .build_cartesian_2d(0f64..groups as f64, 0f64..top)
         .map_err(|e| err(e.to_string()))?;
     chart
         .configure_mesh()
@@ -82,23 +86,34 @@ where
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let k = p.series.len().max(1) as f64;
-    let w = 0.8 / k;
+    let width = 0.8 / p.series.len().max(1) as f64;
     for (si, (name, values)) in p.series.iter().enumerate() {
         let color = PALETTE[si % PALETTE.len()];
-        let bars = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(g, v)| {
-            let x0 = g as f64 + 0.1 + si as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w * 0.92, *v)], color.filled())
-        });
+        let bars = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(g, v)| {
+                let x0 = g as f64 + 0.1 + si as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.92, *v)], color.filled())
+            });
         chart
             .draw_series(bars)
             .map_err(|e| err(e.to_string()))?
             .label(name.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-        let labels = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(g, v)| {
-            let x = g as f64 + 0.1 + (si as f64 + 0.46) * w;
-            Text::new(fmt_num(*v), (x, *v), ("sans-serif", 11).into_font().color(&BLACK))
-        });
+        let labels = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(g, v)| {
+                let x = g as f64 + 0.1 + (si as f64 + 0.46) * width;
+                Text::new(
+                    fmt_num(*v),
+                    (x, *v),
+                    ("sans-serif", 11).into_font().color(&BLACK),
+                )
+            });
         chart.draw_series(labels).map_err(|e| err(e.to_string()))?;
     }
     chart
@@ -112,12 +127,21 @@ where
     // Group names centred under each group.
     for (g, name) in p.groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
-        let style = ("sans-serif", 13).into_font().color(&BLACK).pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Center,
-            plotters::style::text_anchor::VPos::Top,
-        ));
-        area.draw_text(name, &style, (px - area.get_base_pixel().0, py - area.get_base_pixel().1 + 6))
-            .map_err(|e| err(e.to_string()))?;
+        let style = ("sans-serif", 13).into_font().color(&BLACK).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Top,
+            ),
+        );
+        area.draw_text(
+            name,
+            &style,
+            (
+                px - area.get_base_pixel().0,
+                py - area.get_base_pixel().1 + 6,
+            ),
+        )
+        .map_err(|e| err(e.to_string()))?;
     }
     Ok(())
 }
@@ -138,7 +162,13 @@ pub fn draw_png(path: &Path, panels: &[Panel]) -> Res<()> {
     Ok(())
 }
 
-fn panel_for(r: &Results, case_prefix: &str, metrics: &[(&str, &str)], title: &str, y: &str) -> Vec<Panel> {
+fn panel_for(
+    r: &Results,
+    case_prefix: &str,
+    metrics: &[(&str, &str)],
+    title: &str,
+    y: &str,
+) -> Vec<Panel> {
     let mut out = Vec::new();
     for c in r.cases.iter().filter(|c| c.name.starts_with(case_prefix)) {
         let rows: Vec<_> = r.summary.iter().filter(|s| s.case == c.name).collect();
@@ -165,8 +195,18 @@ fn panel_for(r: &Results, case_prefix: &str, metrics: &[(&str, &str)], title: &s
     out
 }
 
-fn single_metric_panel(r: &Results, prefix: &str, metric: &str, title: &str, y: &str) -> Option<Panel> {
-    let cases: Vec<_> = r.cases.iter().filter(|c| c.name.starts_with(prefix)).collect();
+fn single_metric_panel(
+    r: &Results,
+    prefix: &str,
+    metric: &str,
+    title: &str,
+    y: &str,
+) -> Option<Panel> {
+    let cases: Vec<_> = r
+        .cases
+        .iter()
+        .filter(|c| c.name.starts_with(prefix))
+        .collect();
     if cases.is_empty() {
         return None;
     }
@@ -199,7 +239,9 @@ fn single_metric_panel(r: &Results, prefix: &str, metric: &str, title: &str, y: 
 /// `<stem>-storm.png` next to each other; returns the files written.
 pub fn write_all(r: &Results, dir: &Path, stem: &str) -> Res<Vec<PathBuf>> {
     if !init_font() {
-        return Err(err("no TrueType font found (install fonts-liberation); charts skipped"));
+        return Err(err(
+            "no TrueType font found (install fonts-liberation); charts skipped",
+        ));
     }
     let mut written = Vec::new();
     let mut latency = panel_for(
@@ -209,18 +251,58 @@ pub fn write_all(r: &Results, dir: &Path, stem: &str) -> Res<Vec<PathBuf>> {
         "request/reply latency",
         "ms",
     );
-    latency.extend(panel_for(r, "fanout-", &[("p50_ms", "p50"), ("p99_ms", "p99")], "delivery latency", "ms"));
+    latency.extend(panel_for(
+        r,
+        "fanout-",
+        &[("p50_ms", "p50"), ("p99_ms", "p99")],
+        "delivery latency",
+        "ms",
+    ));
     let mut throughput = Vec::new();
-    throughput.extend(single_metric_panel(r, "rr-", "req_per_s", "request/reply throughput", "req/s"));
-    throughput.extend(single_metric_panel(r, "fanout-", "delivered_per_s", "fan-out delivered events", "events/s"));
-    let memory: Vec<Panel> =
-        single_metric_panel(r, "idle-", "kib_per_conn", "server memory per idle connection", "KiB/conn")
-            .into_iter()
-            .collect();
+    throughput.extend(single_metric_panel(
+        r,
+        "rr-",
+        "req_per_s",
+        "request/reply throughput",
+        "req/s",
+    ));
+    throughput.extend(single_metric_panel(
+        r,
+        "fanout-",
+        "delivered_per_s",
+        "fan-out delivered events",
+        "events/s",
+    ));
+    let memory: Vec<Panel> = single_metric_panel(
+        r,
+        "idle-",
+        "kib_per_conn",
+        "server memory per idle connection",
+        "KiB/conn",
+    )
+    .into_iter()
+    .collect();
     let mut storm = Vec::new();
-    storm.extend(single_metric_panel(r, "storm-", "t100_s", "reconnect storm: all clients back", "s"));
-    storm.extend(single_metric_panel(r, "storm-", "server_cpu_pct", "reconnect storm: server CPU", "% of a core"));
-    for (name, panels) in [("latency", latency), ("throughput", throughput), ("memory", memory), ("storm", storm)] {
+    storm.extend(single_metric_panel(
+        r,
+        "storm-",
+        "t100_s",
+        "reconnect storm: all clients back",
+        "s",
+    ));
+    storm.extend(single_metric_panel(
+        r,
+        "storm-",
+        "server_cpu_pct",
+        "reconnect storm: server CPU",
+        "% of a core",
+    ));
+    for (name, panels) in [
+        ("latency", latency),
+        ("throughput", throughput),
+        ("memory", memory),
+        ("storm", storm),
+    ] {
         if panels.is_empty() {
             continue;
         }

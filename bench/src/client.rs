@@ -10,7 +10,9 @@ use crate::wire::Proto;
 use crate::ws::WsClient;
 
 /// Which transport the clients use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// WebSocket.
@@ -32,7 +34,7 @@ impl Transport {
 /// A connected, handshaken client.
 pub enum Conn {
     /// Over WebSocket.
-    Ws(WsClient),
+    Ws(Box<WsClient>),
     /// Over long-polling.
     Ajax(Box<AjaxClient>),
 }
@@ -47,7 +49,7 @@ impl Conn {
         idx: u64,
     ) -> Res<Self> {
         Ok(match transport {
-            Transport::Ws => Conn::Ws(WsClient::connect(proto, addr, src, idx).await?),
+            Transport::Ws => Conn::Ws(Box::new(WsClient::connect(proto, addr, src, idx).await?)),
             Transport::Ajax => {
                 Conn::Ajax(Box::new(AjaxClient::connect(proto, addr, src, idx).await?))
             }

@@ -178,7 +178,10 @@ enum Cmd {
 }
 
 fn print_metrics(label: &str, m: &Metrics) {
-    let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", fmt_num(*v))).collect();
+    let parts: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{k}={}", fmt_num(*v)))
+        .collect();
     println!("{label}: {}", parts.join(" "));
 }
 
@@ -200,7 +203,14 @@ where
 async fn run(cli: Cli) -> Res<ExitCode> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.cmd {
-        Cmd::Rr { t, clients, secs, warmup, transport, bytes } => {
+        Cmd::Rr {
+            t,
+            clients,
+            secs,
+            warmup,
+            transport,
+            bytes,
+        } => {
             for n in clients {
                 let o = RrOpts {
                     transport,
@@ -210,10 +220,21 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                     bytes,
                 };
                 let m = with_server(&t, |ep| scenario::rr(ep, o)).await?;
-                print_metrics(&format!("rr-{}-{n} {}", transport.name(), t.target.name()), &m);
+                print_metrics(
+                    &format!("rr-{}-{n} {}", transport.name(), t.target.name()),
+                    &m,
+                );
             }
         }
-        Cmd::Fanout { t, clients, rate, secs, warmup, transport, bytes } => {
+        Cmd::Fanout {
+            t,
+            clients,
+            rate,
+            secs,
+            warmup,
+            transport,
+            bytes,
+        } => {
             let o = FanoutOpts {
                 transport,
                 clients,
@@ -223,28 +244,66 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 bytes,
             };
             let m = with_server(&t, |ep| scenario::fanout(ep, o)).await?;
-            print_metrics(&format!("fanout-{}-{clients}x{rate} {}", transport.name(), t.target.name()), &m);
+            print_metrics(
+                &format!(
+                    "fanout-{}-{clients}x{rate} {}",
+                    transport.name(),
+                    t.target.name()
+                ),
+                &m,
+            );
         }
-        Cmd::Idle { target, conns, per_worker, settle, pin } => {
+        Cmd::Idle {
+            target,
+            conns,
+            per_worker,
+            settle,
+            pin,
+        } => {
             check_available(target).await.map_err(err)?;
             for n in conns {
                 let server = Server::spawn(target, "127.0.0.1:0".parse()?, pin.as_deref()).await?;
-                let o = IdleOpts { conns: n, per_worker, settle: Duration::from_secs_f64(settle) };
+                let o = IdleOpts {
+                    conns: n,
+                    per_worker,
+                    settle: Duration::from_secs_f64(settle),
+                };
                 let r = scenario::idle(&server, o).await;
                 server.kill().await;
                 print_metrics(&format!("idle-{n} {}", target.name()), &r?);
             }
         }
-        Cmd::Storm { target, clients, timeout, pin } => {
+        Cmd::Storm {
+            target,
+            clients,
+            timeout,
+            pin,
+        } => {
             check_available(target).await.map_err(err)?;
-            let o = StormOpts { clients, timeout: Duration::from_secs_f64(timeout), pin };
+            let o = StormOpts {
+                clients,
+                timeout: Duration::from_secs_f64(timeout),
+                pin,
+            };
             let m = scenario::storm(target, &o).await?;
             print_metrics(&format!("storm-{clients} {}", target.name()), &m);
         }
-        Cmd::All { quick: _, full, targets, rounds, only, out, pin } => {
+        Cmd::All {
+            quick: _,
+            full,
+            targets,
+            rounds,
+            only,
+            out,
+            pin,
+        } => {
             let opts = SuiteOpts {
                 mode: if full { Mode::Full } else { Mode::Quick },
-                targets: if targets.is_empty() { Target::ALL.to_vec() } else { targets },
+                targets: if targets.is_empty() {
+                    Target::ALL.to_vec()
+                } else {
+                    targets
+                },
                 rounds,
                 only,
                 out: Some(out),
@@ -286,11 +345,20 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 Target::Socketioxide => peers::socketioxide::run(addr).await?,
                 Target::SenteRs => peers::sente_rs::run(addr).await?,
                 Target::SocketioNode => {
-                    return Err(err("run `node bench/peers/socketio-node/server.js --addr ...`"));
+                    return Err(err(
+                        "run `node bench/peers/socketio-node/server.js --addr ...`",
+                    ));
                 }
             }
         }
-        Cmd::IdleWorker { proto, addr, first, count, src_first, max_secs } => {
+        Cmd::IdleWorker {
+            proto,
+            addr,
+            first,
+            count,
+            src_first,
+            max_secs,
+        } => {
             scenario::idle_worker(proto, addr, first, count, src_first, max_secs).await?;
         }
     }
@@ -299,7 +367,10 @@ async fn run(cli: Cli) -> Res<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sente-load: cannot start the runtime: {e}");

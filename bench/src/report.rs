@@ -95,8 +95,10 @@ pub fn summarize(cases: &[CaseSpec], targets: &[String], trials: &[Trial]) -> Ve
     let mut out = Vec::new();
     for c in cases {
         for t in targets {
-            let mine: Vec<&Trial> =
-                trials.iter().filter(|x| x.case == c.name && &x.target == t).collect();
+            let mine: Vec<&Trial> = trials
+                .iter()
+                .filter(|x| x.case == c.name && &x.target == t)
+                .collect();
             if mine.is_empty() {
                 continue;
             }
@@ -107,8 +109,10 @@ pub fn summarize(cases: &[CaseSpec], targets: &[String], trials: &[Trial]) -> Ve
             let medians = names
                 .into_iter()
                 .map(|n| {
-                    let v: Vec<f64> =
-                        ok.iter().filter_map(|x| x.metrics.get(n).copied()).collect();
+                    let v: Vec<f64> = ok
+                        .iter()
+                        .filter_map(|x| x.metrics.get(n).copied())
+                        .collect();
                     (n.clone(), median(&v))
                 })
                 .collect();
@@ -152,7 +156,11 @@ pub fn fmt_num(v: f64) -> String {
 /// target for the ratio columns.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Run `{}` ({} mode), started {}.", r.command, r.mode, r.started);
+    let _ = writeln!(
+        s,
+        "Run `{}` ({} mode), started {}.",
+        r.command, r.mode, r.started
+    );
     let _ = writeln!(
         s,
         "Machine: {} x {}, {} GiB RAM, Linux {}, open-files limit {}{}.",
@@ -161,7 +169,11 @@ pub fn markdown(r: &Results) -> String {
         r.machine.mem_gib,
         r.machine.kernel,
         r.machine.nofile,
-        if r.pinned { "; servers pinned to CPU 0, the load tool to CPU 1" } else { "" }
+        if r.pinned {
+            "; servers pinned to CPU 0, the load tool to CPU 1"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(s, "Total wall time {:.0} s.", r.wall_s);
     for (t, why) in &r.skipped {
@@ -215,7 +227,10 @@ pub fn markdown(r: &Results) -> String {
                 "\n`{}` failed {} trial(s): {}",
                 row.target,
                 row.failed_trials,
-                row.first_error.as_deref().unwrap_or_default().replace('\n', " ")
+                row.first_error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .replace('\n', " ")
             );
         }
     }

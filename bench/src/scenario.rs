@@ -34,7 +34,10 @@ pub struct Endpoint {
 
 impl From<&Server> for Endpoint {
     fn from(s: &Server) -> Self {
-        Self { addr: s.addr, proto: s.target.proto() }
+        Self {
+            addr: s.addr,
+            proto: s.target.proto(),
+        }
     }
 }
 
@@ -52,8 +55,11 @@ pub async fn connect_many(ep: Endpoint, transport: Transport, n: usize) -> Res<V
     let results: Vec<Res<Conn>> = futures_util::stream::iter(0..n as u64)
         .map(|i| async move {
             let src = Some(net::source_ip(first_src, i));
-            match timeout(CONNECT_TIMEOUT, Conn::connect(transport, ep.proto, ep.addr, src, i))
-                .await
+            match timeout(
+                CONNECT_TIMEOUT,
+                Conn::connect(transport, ep.proto, ep.addr, src, i),
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(_) => Err(err("connect timed out")),
@@ -78,7 +84,9 @@ pub async fn connect_many(ep: Endpoint, transport: Transport, n: usize) -> Res<V
         for c in conns {
             c.close().await;
         }
-        return Err(err(format!("{failed} of {n} clients failed to connect; first error: {e}")));
+        return Err(err(format!(
+            "{failed} of {n} clients failed to connect; first error: {e}"
+        )));
     }
     Ok(conns)
 }
@@ -119,16 +127,13 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
                 }
                 buf.clear();
                 wire::write_data(&mut buf, wire::now_us(), o.bytes);
-                match timeout(REQUEST_TIMEOUT, c.request(seq, &buf)).await {
-                    Ok(Ok(())) => {
-                        if t0 >= measure_from {
-                            record(&mut h, t0.elapsed().as_micros() as u64);
-                        }
+                if let Ok(Ok(())) = timeout(REQUEST_TIMEOUT, c.request(seq, &buf)).await {
+                    if t0 >= measure_from {
+                        record(&mut h, t0.elapsed().as_micros() as u64);
                     }
-                    _ => {
-                        errors += 1;
-                        break;
-                    }
+                } else {
+                    errors += 1;
+                    break;
                 }
             }
             c.close().await;
@@ -143,7 +148,10 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
         errors += ce;
     }
     let mut m = Metrics::new();
-    m.insert("req_per_s".into(), h.len() as f64 / o.duration.as_secs_f64());
+    m.insert(
+        "req_per_s".into(),
+        h.len() as f64 / o.duration.as_secs_f64(),
+    );
     m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
     m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
     m.insert("p999_ms".into(), quantile_ms(&h, 0.999));
@@ -220,7 +228,10 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     }
     let expected = o.clients as f64 * f64::from(o.rate) * o.duration.as_secs_f64();
     let mut m = Metrics::new();
-    m.insert("delivered_per_s".into(), h.len() as f64 / o.duration.as_secs_f64());
+    m.insert(
+        "delivered_per_s".into(),
+        h.len() as f64 / o.duration.as_secs_f64(),
+    );
     m.insert("delivered_ratio".into(), h.len() as f64 / expected);
     m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
     m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
@@ -249,7 +260,9 @@ pub async fn idle(server: &Server, o: IdleOpts) -> Res<Metrics> {
         c.close().await;
     }
     sleep(Duration::from_millis(300)).await;
-    let before = server.rss_kib().ok_or_else(|| err("cannot read the server's VmRSS"))?;
+    let before = server
+        .rss_kib()
+        .ok_or_else(|| err("cannot read the server's VmRSS"))?;
     let exe = match std::env::var_os("SENTE_LOAD_EXE") {
         Some(p) => p.into(),
         None => std::env::current_exe()?,
@@ -294,7 +307,9 @@ pub async fn idle(server: &Server, o: IdleOpts) -> Res<Metrics> {
         failed += parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     }
     sleep(o.settle).await;
-    let after = server.rss_kib().ok_or_else(|| err("cannot read the server's VmRSS"))?;
+    let after = server
+        .rss_kib()
+        .ok_or_else(|| err("cannot read the server's VmRSS"))?;
     for (mut child, _) in workers {
         drop(child.stdin.take());
         let _ = child.start_kill();
@@ -307,7 +322,11 @@ pub async fn idle(server: &Server, o: IdleOpts) -> Res<Metrics> {
     m.insert("rss_after_mib".into(), after as f64 / 1024.0);
     m.insert(
         "kib_per_conn".into(),
-        if ok == 0 { f64::NAN } else { after.saturating_sub(before) as f64 / ok as f64 },
+        if ok == 0 {
+            f64::NAN
+        } else {
+            after.saturating_sub(before) as f64 / ok as f64
+        },
     );
     Ok(m)
 }
@@ -397,16 +416,27 @@ pub fn backoff(attempt: u32, rng: &mut u64) -> Duration {
     *rng ^= *rng << 17;
     let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
     let base = 2f64.powi(attempt.min(30) as i32 - 1);
-    Duration::from_secs_f64(((base + unit * base) * 1.0).min(10.0))
+    Duration::from_secs_f64((base + unit * base).min(10.0))
 }
 
-async fn storm_client(proto: Proto, addr: SocketAddr, src: std::net::Ipv4Addr, idx: u64, st: Arc<StormState>) {
+async fn storm_client(
+    proto: Proto,
+    addr: SocketAddr,
+    src: std::net::Ipv4Addr,
+    idx: u64,
+    st: Arc<StormState>,
+) {
     let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (idx + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let mut attempt = 0u32;
     let mut connected_once = false;
     let mut counted_back = false;
     while !st.stop.load(Ordering::Relaxed) {
-        match timeout(CONNECT_TIMEOUT, WsClient::connect(proto, addr, Some(src), idx)).await {
+        match timeout(
+            CONNECT_TIMEOUT,
+            WsClient::connect(proto, addr, Some(src), idx),
+        )
+        .await
+        {
             Ok(Ok(mut c)) => {
                 attempt = 0;
                 if !connected_once {
@@ -414,7 +444,10 @@ async fn storm_client(proto: Proto, addr: SocketAddr, src: std::net::Ipv4Addr, i
                     st.initial.fetch_add(1, Ordering::Relaxed);
                 } else if let (Some(k), false) = (st.killed_at.get(), counted_back) {
                     counted_back = true;
-                    st.back_times.lock().expect("not poisoned").push(k.elapsed());
+                    st.back_times
+                        .lock()
+                        .expect("not poisoned")
+                        .push(k.elapsed());
                     st.back.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = c.hold().await;
@@ -442,7 +475,13 @@ pub async fn storm(target: Target, o: &StormOpts) -> Res<Metrics> {
     let mut set = JoinSet::new();
     for i in 0..o.clients as u64 {
         let st = st.clone();
-        set.spawn(storm_client(proto, addr, net::source_ip(first_src, i), i, st));
+        set.spawn(storm_client(
+            proto,
+            addr,
+            net::source_ip(first_src, i),
+            i,
+            st,
+        ));
         if i % 64 == 63 {
             tokio::task::yield_now().await;
         }
@@ -501,11 +540,18 @@ pub async fn storm(target: Target, o: &StormOpts) -> Res<Metrics> {
     m.insert("t99_s".into(), at(0.99));
     m.insert("t100_s".into(), at(1.0));
     m.insert("back_ratio".into(), times.len() as f64 / n as f64);
-    m.insert("failed_attempts".into(), st.failed.load(Ordering::Relaxed) as f64);
+    m.insert(
+        "failed_attempts".into(),
+        st.failed.load(Ordering::Relaxed) as f64,
+    );
     m.insert("server_cpu_s".into(), cpu);
     m.insert(
         "server_cpu_pct".into(),
-        if busy.is_zero() { f64::NAN } else { 100.0 * cpu / busy.as_secs_f64() },
+        if busy.is_zero() {
+            f64::NAN
+        } else {
+            100.0 * cpu / busy.as_secs_f64()
+        },
     );
     Ok(m)
 }

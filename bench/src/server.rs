@@ -16,7 +16,9 @@ use crate::wire::Proto;
 use crate::{Res, err, procfs};
 
 /// A server implementation under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// Our server (crates/sente) with the json packer.
@@ -31,8 +33,12 @@ pub enum Target {
 
 impl Target {
     /// Every target, in the order tables list them.
-    pub const ALL: [Target; 4] =
-        [Target::SenteRs, Target::RawWs, Target::Socketioxide, Target::SocketioNode];
+    pub const ALL: [Target; 4] = [
+        Target::SenteRs,
+        Target::RawWs,
+        Target::Socketioxide,
+        Target::SocketioNode,
+    ];
 
     /// Name used in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -61,7 +67,9 @@ impl Target {
 
 /// Where the node peer lives.
 pub fn node_peer_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers").join("socketio-node")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join("socketio-node")
 }
 
 /// Checks that a target can run here; installs the node peer's npm dependencies on first
@@ -78,7 +86,10 @@ pub async fn check_available(target: Target) -> Result<(), String> {
     if dir.join("node_modules").join("socket.io").exists() {
         return Ok(());
     }
-    eprintln!("installing the socket.io peer's npm packages in {}", dir.display());
+    eprintln!(
+        "installing the socket.io peer's npm packages in {}",
+        dir.display()
+    );
     let status = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir)
@@ -86,7 +97,11 @@ pub async fn check_available(target: Target) -> Result<(), String> {
         .status()
         .await
         .map_err(|e| format!("npm: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("npm install failed: {status}")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("npm install failed: {status}"))
+    }
 }
 
 fn self_exe() -> Res<PathBuf> {
@@ -119,7 +134,10 @@ impl Server {
                 PathBuf::from("node"),
                 vec![node_peer_dir().join("server.js").display().to_string()],
             ),
-            _ => (self_exe()?, vec!["serve".to_owned(), target.name().to_owned()]),
+            _ => (
+                self_exe()?,
+                vec!["serve".to_owned(), target.name().to_owned()],
+            ),
         };
         args.extend(["--addr".to_owned(), addr.to_string()]);
         let mut cmd = if let Some(cpus) = pin {
@@ -131,8 +149,13 @@ impl Server {
             c.args(&args);
             c
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| err(format!("spawn {}: {e}", program.display())))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| err(format!("spawn {}: {e}", program.display())))?;
         let pid = child.id().ok_or_else(|| err("child exited"))?;
         let stdout = child.stdout.take().ok_or_else(|| err("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
@@ -142,12 +165,22 @@ impl Server {
             .ok_or_else(|| err(format!("{} exited before listening", target.name())))?;
         let addr: SocketAddr = first
             .strip_prefix("LISTENING ")
-            .ok_or_else(|| err(format!("unexpected first line from {}: {first}", target.name())))?
+            .ok_or_else(|| {
+                err(format!(
+                    "unexpected first line from {}: {first}",
+                    target.name()
+                ))
+            })?
             .trim()
             .parse()?;
         // Keep draining stdout so that the peer never blocks or dies on a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, pid, addr, target })
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            target,
+        })
     }
 
     /// Resident memory of the server process in KiB.

@@ -14,7 +14,11 @@ pub fn record(h: &mut Histogram<u64>, us: u64) {
 
 /// Value at quantile `q` (0..=1) in milliseconds, or NaN when empty.
 pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() { f64::NAN } else { h.value_at_quantile(q) as f64 / 1000.0 }
+    if h.is_empty() {
+        f64::NAN
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
 }
 
 /// Median of the finite values, or NaN when there are none.
@@ -25,7 +29,11 @@ pub fn median(values: &[f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! raw-ws only, for CI).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::Transport;
 use crate::procfs::Machine;
 use crate::report::{CaseSpec, Column, Results, Trial, markdown, summarize, timestamp};
-use crate::scenario::{
-    self, Endpoint, FanoutOpts, IdleOpts, Metrics, RrOpts, StormOpts,
-};
+use crate::scenario::{self, Endpoint, FanoutOpts, IdleOpts, Metrics, RrOpts, StormOpts};
 use crate::server::{Server, Target, check_available};
 use crate::{Res, charts, err};
 
@@ -73,7 +72,12 @@ pub struct Case {
 }
 
 fn col(metric: &str, label: &str, higher_is_better: bool, ratio: bool) -> Column {
-    Column { metric: metric.into(), label: label.into(), higher_is_better, ratio }
+    Column {
+        metric: metric.into(),
+        label: label.into(),
+        higher_is_better,
+        ratio,
+    }
 }
 
 fn secs(s: f64) -> Duration {
@@ -149,7 +153,11 @@ fn idle_case(conns: usize, settle: f64, rounds: usize) -> Case {
                 col("rss_after_mib", "RSS after MiB", false, false),
             ],
         },
-        kind: Kind::Idle(IdleOpts { conns, per_worker: 9000, settle: secs(settle) }),
+        kind: Kind::Idle(IdleOpts {
+            conns,
+            per_worker: 9000,
+            settle: secs(settle),
+        }),
         rounds,
     }
 }
@@ -170,7 +178,11 @@ fn storm_case(clients: usize, timeout: f64, rounds: usize) -> Case {
                 col("restart_s", "restart s", false, false),
             ],
         },
-        kind: Kind::Storm(StormOpts { clients, timeout: secs(timeout), pin: None }),
+        kind: Kind::Storm(StormOpts {
+            clients,
+            timeout: secs(timeout),
+            pin: None,
+        }),
         rounds,
     }
 }
@@ -290,7 +302,11 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
     };
     let mut cases = cases(opts.mode);
     if !opts.only.is_empty() {
-        cases.retain(|c| opts.only.iter().any(|p| c.spec.name.starts_with(p.as_str())));
+        cases.retain(|c| {
+            opts.only
+                .iter()
+                .any(|p| c.spec.name.starts_with(p.as_str()))
+        });
     }
     for c in &mut cases {
         if let Some(r) = opts.rounds {
@@ -299,9 +315,19 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
     }
     let total: usize = cases
         .iter()
-        .map(|c| c.rounds * targets.iter().filter(|t| t.supports(c.kind.transport())).count())
+        .map(|c| {
+            c.rounds
+                * targets
+                    .iter()
+                    .filter(|t| t.supports(c.kind.transport()))
+                    .count()
+        })
         .sum();
-    let bar = if opts.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .map_err(|e| err(e.to_string()))?
@@ -309,12 +335,20 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
     );
     let mut trials = Vec::new();
     for case in &cases {
-        let eligible: Vec<Target> =
-            targets.iter().copied().filter(|t| t.supports(case.kind.transport())).collect();
+        let eligible: Vec<Target> = targets
+            .iter()
+            .copied()
+            .filter(|t| t.supports(case.kind.transport()))
+            .collect();
         for round in 0..case.rounds {
             for k in 0..eligible.len() {
                 let target = eligible[(k + round) % eligible.len()];
-                bar.set_message(format!("{} round {} {}", case.spec.name, round + 1, target.name()));
+                bar.set_message(format!(
+                    "{} round {} {}",
+                    case.spec.name,
+                    round + 1,
+                    target.name()
+                ));
                 let r = run_trial(target, case, pin).await;
                 let (metrics, error) = match r {
                     Ok(m) => (m, None),
@@ -362,17 +396,25 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
 pub fn write(r: &Results, dir: &Path) -> Res<()> {
     std::fs::create_dir_all(dir)?;
     let stem = r.started.clone();
-    std::fs::write(dir.join(format!("{stem}.json")), serde_json::to_string_pretty(r)?)?;
+    std::fs::write(
+        dir.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(r)?,
+    )?;
     let mut md = markdown(r);
     match charts::write_all(r, dir, &stem) {
         Ok(files) => {
             md.push('\n');
             for f in files {
-                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                md.push_str(&format!("\n![{name}]({name})\n"));
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let _ = write!(md, "\n![{name}]({name})\n");
             }
         }
-        Err(e) => md.push_str(&format!("\n(no charts: {e})\n")),
+        Err(e) => {
+            let _ = write!(md, "\n(no charts: {e})\n");
+        }
     }
     std::fs::write(dir.join(format!("{stem}.md")), md)?;
     eprintln!("wrote {}/{stem}.{{json,md}} and charts", dir.display());
@@ -393,7 +435,9 @@ pub fn smoke_problems(r: &Results) -> Vec<String> {
             (get("errors") != 0.0 || get("req_per_s").is_nan() || get("req_per_s") <= 0.0)
                 .then_some("request errors or no replies")
         } else if t.case.starts_with("fanout-") {
-            (get("errors") != 0.0 || get("delivered_ratio").is_nan() || get("delivered_ratio") <= 0.0)
+            (get("errors") != 0.0
+                || get("delivered_ratio").is_nan()
+                || get("delivered_ratio") <= 0.0)
                 .then_some("no pushes delivered")
         } else if t.case.starts_with("idle-") {
             (get("failed") != 0.0).then_some("idle connects failed")

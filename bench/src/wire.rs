@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which wire protocol a target speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Proto {
     /// Sente's envelope with the json packer.
@@ -46,7 +48,9 @@ pub enum Incoming {
 /// Microseconds since the Unix epoch from the machine's wall clock (servers and clients run
 /// on the same machine, so push timestamps compare directly).
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Appends the event data object `{"t":<t>,"p":"xxx.."}` to `out`, padded so that the
@@ -84,9 +88,9 @@ impl Proto {
     /// Path and query of the WebSocket endpoint for client `idx`.
     pub fn ws_path(self, idx: u64) -> String {
         match self {
-            Proto::Sente => format!(
-                "/chsk?client-id=bench-{idx}&csrf-token=bench&packer=json&uid=u{idx}"
-            ),
+            Proto::Sente => {
+                format!("/chsk?client-id=bench-{idx}&csrf-token=bench&packer=json&uid=u{idx}")
+            }
             Proto::Raw => format!("/ws?uid=u{idx}"),
             Proto::SocketIo => format!("/socket.io/?EIO=4&transport=websocket&uid=u{idx}"),
         }
@@ -106,7 +110,11 @@ impl Proto {
         out.clear();
         match self {
             Proto::Sente => {
-                let _ = write!(out, "[[\":demo/echo\",{data}],\"{:06x}\"]", seq & SENTE_ID_MASK);
+                let _ = write!(
+                    out,
+                    "[[\":demo/echo\",{data}],\"{:06x}\"]",
+                    seq & SENTE_ID_MASK
+                );
             }
             Proto::Raw => {
                 // {"id":n, + the data object's members
@@ -125,7 +133,11 @@ impl Proto {
         let cfg = format!("{{\"rate\":{rate},\"ms\":{ms},\"bytes\":{bytes}}}");
         match self {
             Proto::Sente => {
-                let _ = write!(out, "[[\":bench/fanout\",{cfg}],\"{:06x}\"]", seq & SENTE_ID_MASK);
+                let _ = write!(
+                    out,
+                    "[[\":bench/fanout\",{cfg}],\"{:06x}\"]",
+                    seq & SENTE_ID_MASK
+                );
             }
             Proto::Raw => {
                 let _ = write!(
@@ -183,7 +195,10 @@ fn classify_sente(text: &str) -> Incoming {
 }
 
 fn leading_u64(s: &str) -> Option<u64> {
-    let end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
     if end == 0 {
         return None;
     }
@@ -262,13 +277,22 @@ mod tests {
         let mut s = String::new();
         Proto::Sente.encode_echo(&mut s, 0x3f_2a9c, "{\"t\":123}");
         assert_eq!(s, "[[\":demo/echo\",{\"t\":123}],\"3f2a9c\"]");
-        assert_eq!(Proto::Sente.classify("[{\"t\":123},\"3f2a9c\"]"), Incoming::Reply(0x3f_2a9c));
+        assert_eq!(
+            Proto::Sente.classify("[{\"t\":123},\"3f2a9c\"]"),
+            Incoming::Reply(0x3f_2a9c)
+        );
         assert_eq!(
             Proto::Sente.classify("[[\":chsk/handshake\",[\"u1\",null,null]],null]"),
             Incoming::Handshake
         );
-        assert_eq!(Proto::Sente.classify("[\":chsk/ws-ping\",null]"), Incoming::Ping);
-        assert_eq!(Proto::Sente.classify("[[[\":demo/tick\",{\"t\":123}]],null]"), Incoming::Push);
+        assert_eq!(
+            Proto::Sente.classify("[\":chsk/ws-ping\",null]"),
+            Incoming::Ping
+        );
+        assert_eq!(
+            Proto::Sente.classify("[[[\":demo/tick\",{\"t\":123}]],null]"),
+            Incoming::Push
+        );
     }
 
     #[test]
@@ -279,18 +303,30 @@ mod tests {
         assert_eq!(Proto::Raw.classify(&s), Incoming::Reply(7));
         Proto::SocketIo.encode_echo(&mut s, 12, "{\"t\":1}");
         assert_eq!(s, "4212[\"echo\",{\"t\":1}]");
-        assert_eq!(Proto::SocketIo.classify("4312[{\"t\":1}]"), Incoming::Reply(12));
-        assert_eq!(Proto::SocketIo.classify("0{\"sid\":\"a\"}"), Incoming::EioOpen);
-        assert_eq!(Proto::SocketIo.classify("40{\"sid\":\"a\"}"), Incoming::Handshake);
+        assert_eq!(
+            Proto::SocketIo.classify("4312[{\"t\":1}]"),
+            Incoming::Reply(12)
+        );
+        assert_eq!(
+            Proto::SocketIo.classify("0{\"sid\":\"a\"}"),
+            Incoming::EioOpen
+        );
+        assert_eq!(
+            Proto::SocketIo.classify("40{\"sid\":\"a\"}"),
+            Incoming::Handshake
+        );
         assert_eq!(Proto::SocketIo.classify("2"), Incoming::Ping);
     }
 
     #[test]
     fn timestamps() {
         let mut v = Vec::new();
-        for_each_ts("[[[\":demo/tick\",{\"t\":5,\"p\":\"\"}],[\":demo/tick\",{\"t\":6}]],null]", |t| {
-            v.push(t);
-        });
+        for_each_ts(
+            "[[[\":demo/tick\",{\"t\":5,\"p\":\"\"}],[\":demo/tick\",{\"t\":6}]],null]",
+            |t| {
+                v.push(t);
+            },
+        );
         assert_eq!(v, [5, 6]);
     }
 }

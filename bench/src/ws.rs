@@ -40,7 +40,11 @@ impl WsClient {
         let stream = net::connect(addr, src).await?;
         let url = format!("ws://{addr}{}", proto.ws_path(idx));
         let (ws, _resp) = client_async_with_config(url, stream, Some(client_config())).await?;
-        let mut c = Self { ws, proto, buf: String::with_capacity(256) };
+        let mut c = Self {
+            ws,
+            proto,
+            buf: String::with_capacity(256),
+        };
         loop {
             let text = c.next_text().await?;
             match proto.classify(&text) {
@@ -97,7 +101,8 @@ impl WsClient {
     /// Asks the server to push `rate` events per second to every client for `ms`
     /// milliseconds and waits for its acknowledgement.
     pub async fn start_fanout(&mut self, seq: u64, rate: u32, ms: u64, bytes: usize) -> Res<()> {
-        self.proto.encode_fanout(&mut self.buf, seq, rate, ms, bytes);
+        self.proto
+            .encode_fanout(&mut self.buf, seq, rate, ms, bytes);
         self.send_buf().await?;
         self.wait_reply(seq).await
     }

@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
             let bytes = p.pack(&value).unwrap().into_bytes().len();
             g.throughput(Throughput::Bytes(bytes as u64));
             g.bench_function(BenchmarkId::from_parameter(&name), |b| {
-                b.iter(|| p.pack(black_box(&value)).unwrap())
+                b.iter(|| p.pack(black_box(&value)).unwrap());
             });
         }
         let json_text = JsonPacker::pack_string(&value).unwrap();

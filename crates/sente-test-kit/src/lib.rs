@@ -1,1 +1,37 @@
-//! sente-test-kit (in progress).
+//! Conformance kit for sente-rs (not published): a test server with a small demo app, and named
+//! scenarios that every client (the Rust client natively and in wasm, the JS client) and every
+//! server adapter must pass, for each transport and packer.
+//!
+//! - [`TestServer`] runs the `sente` server on `127.0.0.1:0` behind a [`Proxy`] that can refuse
+//!   WebSocket upgrades and cut connections (server restarts).
+//! - [`scenarios`] lists the scenarios; [`run_matrix`] runs them for a [`ClientFactory`] over a
+//!   [`Matrix`] of adapters x transports x packers; failures name client, adapter, transport,
+//!   packer and scenario.
+//! - Clients outside this process (node, a browser) use the `sente-test-server` binary, which
+//!   starts a [`TestServer`] and prints its URL as one JSON line.
+//!
+//! ```no_run
+//! use sente_test_kit::{Matrix, RustClient, run_matrix};
+//! use std::sync::Arc;
+//!
+//! # async fn demo() {
+//! let report = run_matrix(Arc::new(RustClient), &Matrix::default()).await;
+//! report.assert_ok();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod proxy;
+pub mod raw;
+mod rust_client;
+mod scenario;
+mod server;
+
+pub use proxy::Proxy;
+pub use rust_client::RustClient;
+pub use scenario::{
+    Adapter, BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix,
+    OPEN_TIMEOUT, REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get,
+    wait_event,
+};
+pub use server::{CSRF_TOKEN, ServerLog, ServerOptions, TestServer};

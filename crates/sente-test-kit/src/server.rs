@@ -4,6 +4,7 @@
 use crate::proxy::Proxy;
 use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server, ServerLimits};
 use sente_proto::{Event, EventId, Map, Uid, Value};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -90,7 +91,8 @@ impl Drop for Running {
 ///   `{:bad-event payload}`;
 /// - anything else asking for a reply: `{:unhandled <id>}`.
 ///
-/// The uid is the `uid` query parameter (anonymous without it); the handshake data is
+/// The uid is the `uid` query parameter, remembered per client id for Ajax POSTs (anonymous
+/// without it); the handshake data is
 /// `{:hello "world"}`.
 pub struct TestServer {
     opts: ServerOptions,
@@ -109,9 +111,30 @@ fn kw_id(text: &str) -> EventId {
     EventId::new(text).expect("valid event id")
 }
 
+/// The uid of a request: its `uid` query parameter, remembered per client id so that Ajax
+/// POSTs (which carry no user parameters, as in Sente >= 1.21) get the same uid. This stands in
+/// for a session cookie.
+fn user_id(req: &sente::ChskRequest, sessions: &Mutex<HashMap<String, Uid>>) -> Uid {
+    let client = req.client_id().map(|c| c.as_str().to_owned());
+    let mut sessions = sessions.lock().unwrap_or_else(PoisonError::into_inner);
+    match (req.param("uid"), client) {
+        (Some(uid), Some(client)) => {
+            if sessions.len() > 10_000 {
+                sessions.clear();
+            }
+            sessions.insert(client, Uid::from(uid));
+            Uid::from(uid)
+        }
+        (Some(uid), None) => Uid::from(uid),
+        (None, Some(client)) => sessions.get(&client).cloned().unwrap_or(Uid::Nil),
+        (None, None) => Uid::Nil,
+    }
+}
+
 async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running> {
+    let sessions = Arc::new(Mutex::new(HashMap::new()));
     let mut builder = Server::builder()
-        .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
+        .user_id_fn(move |req| user_id(req, &sessions))
         .handshake_data_fn(|_| {
             let mut m = Map::new();
             m.insert(Value::kw("hello"), Value::from("world"));

@@ -52,7 +52,9 @@ impl std::fmt::Debug for LocalBackplane {
 impl LocalBackplane {
     /// A backplane with no subscriber yet.
     pub fn new() -> Self {
-        LocalBackplane { sink: OnceLock::new() }
+        LocalBackplane {
+            sink: OnceLock::new(),
+        }
     }
 }
 

@@ -114,7 +114,9 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             user_id_fn: Arc::new(|req: &ChskRequest| {
-                req.extensions().get::<UserId>().map_or(Uid::Nil, |u| u.0.clone())
+                req.extensions()
+                    .get::<UserId>()
+                    .map_or(Uid::Nil, |u| u.0.clone())
             }),
             csrf_token_fn: Some(Arc::new(|req: &ChskRequest| {
                 req.extensions()
@@ -182,7 +184,10 @@ impl Builder {
     }
 
     /// Authorizes a request (Sente `:authorized?-fn`); `false` gets `unauthorized_fn`'s answer.
-    pub fn authorized_fn(mut self, f: impl Fn(&ChskRequest) -> bool + Send + Sync + 'static) -> Self {
+    pub fn authorized_fn(
+        mut self,
+        f: impl Fn(&ChskRequest) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.authorized_fn = Some(Arc::new(f));
         self
     }
@@ -225,7 +230,10 @@ impl Builder {
     }
 
     /// Data for the handshake `[:chsk/handshake [uid nil data]]`. Default: `nil`.
-    pub fn handshake_data_fn(mut self, f: impl Fn(&ChskRequest) -> Value + Send + Sync + 'static) -> Self {
+    pub fn handshake_data_fn(
+        mut self,
+        f: impl Fn(&ChskRequest) -> Value + Send + Sync + 'static,
+    ) -> Self {
         self.handshake_data_fn = Arc::new(f);
         self
     }
@@ -277,7 +285,7 @@ impl Builder {
     /// The default packer, for connections without a `packer` query parameter (default: edn,
     /// as in Sente).
     pub fn packer(mut self, packer: Arc<dyn Packer>) -> Self {
-        self.packer_name = packer.name().to_owned();
+        packer.name().clone_into(&mut self.packer_name);
         self.packer = Some(packer);
         self
     }

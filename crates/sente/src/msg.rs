@@ -82,11 +82,15 @@ enum ReplyInner {
 
 impl Reply {
     pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value) -> Self {
-        Reply { inner: ReplyInner::Ws { outbox, cb } }
+        Reply {
+            inner: ReplyInner::Ws { outbox, cb },
+        }
     }
 
     pub(crate) fn ajax(tx: oneshot::Sender<Value>) -> Self {
-        Reply { inner: ReplyInner::Ajax { tx } }
+        Reply {
+            inner: ReplyInner::Ajax { tx },
+        }
     }
 
     /// Sends the reply. Returns `false` when the connection or request is already gone.

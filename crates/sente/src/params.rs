@@ -20,7 +20,10 @@ impl Params {
 
     /// The first value of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether `name` is present (any value, even empty: Sente's truthiness of strings).
@@ -64,25 +67,23 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes form text (`+` is a space).
-pub(crate) fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
+pub(crate) fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match bytes[pos] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if pos + 2 < bytes.len() => match (hex(bytes[pos + 1]), hex(bytes[pos + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high * 16 + low);
+                    pos += 2;
                 }
-            }
-            c => out.push(c),
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
         }
-        i += 1;
+        pos += 1;
     }
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }

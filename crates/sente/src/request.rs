@@ -24,7 +24,12 @@ impl ChskRequest {
         client_id: Option<ClientId>,
         protocol_extensions: BTreeSet<String>,
     ) -> Self {
-        ChskRequest { parts, params, client_id, protocol_extensions }
+        ChskRequest {
+            parts,
+            params,
+            client_id,
+            protocol_extensions,
+        }
     }
 
     /// The protocol extensions the client asked for (`ext` query parameter, comma-separated).

@@ -110,7 +110,10 @@ impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut ids: Vec<_> = self.handlers.keys().collect();
         ids.sort();
-        f.debug_struct("Router").field("ids", &ids).field("concurrency", &self.concurrency).finish_non_exhaustive()
+        f.debug_struct("Router")
+            .field("ids", &ids)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,12 +172,20 @@ impl Router {
 
     /// Runs one event through its handler.
     pub async fn dispatch(&self, msg: EventMsg) {
-        let handler = self.handlers.get(msg.id().as_str()).or(self.fallback.as_ref()).cloned();
+        let handler = self
+            .handlers
+            .get(msg.id().as_str())
+            .or(self.fallback.as_ref())
+            .cloned();
         let Some(handler) = handler else {
             tracing::debug!(id = %msg.id(), "no handler for event");
             return;
         };
-        let info = EventInfo { id: msg.id().clone(), uid: msg.uid.clone(), client_id: msg.client_id.clone() };
+        let info = EventInfo {
+            id: msg.id().clone(),
+            uid: msg.uid.clone(),
+            client_id: msg.client_id.clone(),
+        };
         let result = AssertUnwindSafe(handler(msg)).catch_unwind().await;
         let err = match result {
             Ok(Ok(())) => return,
@@ -187,14 +198,12 @@ impl Router {
                     .unwrap_or_else(|| "non-string panic".to_owned()),
             ),
         };
-        match &self.on_error {
-            Some(f) => {
-                let f = f.clone();
-                if std::panic::catch_unwind(AssertUnwindSafe(|| f(err, info.clone()))).is_err() {
-                    tracing::error!(id = %info.id, "error handler panicked");
-                }
+        if let Some(f) = &self.on_error {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| f(err, info.clone()))).is_err() {
+                tracing::error!(id = %info.id, "error handler panicked");
             }
-            None => tracing::error!(id = %info.id, uid = %info.uid, client_id = %info.client_id, error = %err, "event handler error"),
+        } else {
+            tracing::error!(id = %info.id, uid = %info.uid, client_id = %info.client_id, error = %err, "event handler error");
         }
     }
 
@@ -206,7 +215,8 @@ impl Router {
     /// Handles every event of the stream until it ends.
     pub async fn run(self, mut events: EventStream) {
         let this = Arc::new(self);
-        let mut workers: HashMap<ClientId, (mpsc::Sender<EventMsg>, JoinHandle<()>)> = HashMap::new();
+        let mut workers: HashMap<ClientId, (mpsc::Sender<EventMsg>, JoinHandle<()>)> =
+            HashMap::new();
         let mut seen = 0u32;
         while let Some(msg) = events.recv().await {
             match this.concurrency {
@@ -247,7 +257,11 @@ impl Router {
 }
 
 /// Runs one client's events in order; exits after a while without events.
-async fn worker(router: Arc<Router>, mut rx: mpsc::Receiver<EventMsg>, prev: Option<JoinHandle<()>>) {
+async fn worker(
+    router: Arc<Router>,
+    mut rx: mpsc::Receiver<EventMsg>,
+    prev: Option<JoinHandle<()>>,
+) {
     if let Some(prev) = prev {
         let _ = prev.await;
     }

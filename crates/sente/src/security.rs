@@ -83,7 +83,11 @@ impl Origin {
     pub(crate) fn parse(text: &str) -> Option<Origin> {
         let (scheme, rest) = text.trim().split_once("://")?;
         let scheme = scheme.to_ascii_lowercase();
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
             return None;
         }
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -95,7 +99,11 @@ impl Origin {
     fn same_as_host(host: &str) -> impl Iterator<Item = Origin> + '_ {
         ["http", "https"].into_iter().filter_map(move |scheme| {
             let (h, port) = host_port(host.trim(), scheme)?;
-            Some(Origin { scheme: scheme.to_owned(), host: h, port })
+            Some(Origin {
+                scheme: scheme.to_owned(),
+                host: h,
+                port,
+            })
         })
     }
 }
@@ -121,7 +129,10 @@ pub(crate) fn origin_allowed(
         AllowedOrigins::SameOrigin => {
             host.is_some_and(|h| Origin::same_as_host(h).any(|o| o == claimed))
         }
-        AllowedOrigins::List(list) => list.iter().filter_map(|o| Origin::parse(o)).any(|o| o == claimed),
+        AllowedOrigins::List(list) => list
+            .iter()
+            .filter_map(|o| Origin::parse(o))
+            .any(|o| o == claimed),
     }
 }
 
@@ -149,7 +160,12 @@ mod tests {
         assert!(origin_allowed(&a, None, Some("http://site.com/x"), None));
         assert!(!origin_allowed(&a, None, None, None));
         assert!(!origin_allowed(&a, Some("http://evil.com"), None, None));
-        assert!(!origin_allowed(&a, None, Some("http://site.com.evil.com/"), None));
+        assert!(!origin_allowed(
+            &a,
+            None,
+            Some("http://site.com.evil.com/"),
+            None
+        ));
     }
 
     #[test]
@@ -172,26 +188,70 @@ mod tests {
         ] {
             assert!(!origin_allowed(&a, Some(bad), None, None), "{bad}");
         }
-        for ok in ["http://site.com", "HTTP://SITE.com", "http://site.com:80", "http://Site.Com/"] {
+        for ok in [
+            "http://site.com",
+            "HTTP://SITE.com",
+            "http://site.com:80",
+            "http://Site.Com/",
+        ] {
             assert!(origin_allowed(&a, Some(ok), None, None), "{ok}");
         }
         // Referer prefix spoofing and userinfo tricks.
-        for bad in ["http://site.com.evil.com/x", "http://site.com@evil.com/", "http://evil.com/http://site.com/"] {
+        for bad in [
+            "http://site.com.evil.com/x",
+            "http://site.com@evil.com/",
+            "http://evil.com/http://site.com/",
+        ] {
             assert!(!origin_allowed(&a, None, Some(bad), None), "{bad}");
         }
         // An Origin header that is present wins over the Referer.
-        assert!(!origin_allowed(&a, Some("http://evil.com"), Some("http://site.com/"), None));
+        assert!(!origin_allowed(
+            &a,
+            Some("http://evil.com"),
+            Some("http://site.com/"),
+            None
+        ));
     }
 
     #[test]
     fn same_origin_default() {
         let a = AllowedOrigins::SameOrigin;
-        assert!(origin_allowed(&a, Some("http://127.0.0.1:8300"), None, Some("127.0.0.1:8300")));
-        assert!(origin_allowed(&a, Some("https://example.com"), None, Some("example.com")));
-        assert!(origin_allowed(&a, Some("http://example.com"), None, Some("Example.com:80")));
-        assert!(origin_allowed(&a, None, Some("http://[::1]:3000/p"), Some("[::1]:3000")));
-        assert!(!origin_allowed(&a, Some("http://127.0.0.1:8301"), None, Some("127.0.0.1:8300")));
-        assert!(!origin_allowed(&a, Some("http://example.com.evil.com"), None, Some("example.com")));
+        assert!(origin_allowed(
+            &a,
+            Some("http://127.0.0.1:8300"),
+            None,
+            Some("127.0.0.1:8300")
+        ));
+        assert!(origin_allowed(
+            &a,
+            Some("https://example.com"),
+            None,
+            Some("example.com")
+        ));
+        assert!(origin_allowed(
+            &a,
+            Some("http://example.com"),
+            None,
+            Some("Example.com:80")
+        ));
+        assert!(origin_allowed(
+            &a,
+            None,
+            Some("http://[::1]:3000/p"),
+            Some("[::1]:3000")
+        ));
+        assert!(!origin_allowed(
+            &a,
+            Some("http://127.0.0.1:8301"),
+            None,
+            Some("127.0.0.1:8300")
+        ));
+        assert!(!origin_allowed(
+            &a,
+            Some("http://example.com.evil.com"),
+            None,
+            Some("example.com")
+        ));
         assert!(!origin_allowed(&a, Some("null"), None, Some("example.com")));
         assert!(!origin_allowed(&a, Some("http://example.com"), None, None));
         assert!(!origin_allowed(&a, None, None, Some("example.com")));

@@ -64,7 +64,9 @@ pub(crate) struct SystemQueue {
 
 impl SystemQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<EventMsg>> {
-        self.q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.q
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -157,7 +159,10 @@ impl Inner {
         if name == self.packer.name() {
             return Some(self.packer.clone());
         }
-        let mut cache = self.packers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .packers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = cache.iter().find(|p| p.name() == name) {
             return Some(p.clone());
         }
@@ -186,7 +191,10 @@ impl Inner {
     /// deliveries of successive flushes can never be reordered.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut ServerCore, u64) -> R) -> R {
         let now = self.now();
-        let mut core = self.core.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut core = self
+            .core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = f(&mut core, now);
         self.execute(&mut core, now);
         let next = core.next_deadline().unwrap_or(u64::MAX);
@@ -204,7 +212,13 @@ impl Inner {
                     conn.push_batch(batch);
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
-                Action::AjaxAnswer { uid, client_id, conn, responder, answer } => {
+                Action::AjaxAnswer {
+                    uid,
+                    client_id,
+                    conn,
+                    responder,
+                    answer,
+                } => {
                     if let Err(answer) = responder.send(answer) {
                         core.handle_poll_undeliverable(&uid, &client_id, conn, answer, now);
                     }
@@ -220,15 +234,27 @@ impl Inner {
                         set(&mut c.any, &uid, ws || ajax);
                     });
                 }
-                CoreEvent::UidportOpen { uid, client_id, ctx } => {
+                CoreEvent::UidportOpen {
+                    uid,
+                    client_id,
+                    ctx,
+                } => {
                     tracing::debug!(%uid, %client_id, "uidport open");
                     self.system_event(ids::UIDPORT_OPEN, uid, client_id, ctx);
                 }
-                CoreEvent::UidportClose { uid, client_id, ctx } => {
+                CoreEvent::UidportClose {
+                    uid,
+                    client_id,
+                    ctx,
+                } => {
                     tracing::debug!(%uid, %client_id, "uidport close");
                     self.system_event(ids::UIDPORT_CLOSE, uid, client_id, ctx);
                 }
-                CoreEvent::ClientDropped { uid, client_id, transport } => {
+                CoreEvent::ClientDropped {
+                    uid,
+                    client_id,
+                    transport,
+                } => {
                     self.dropped_clients.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%uid, %client_id, transport = transport.as_str(),
                         "client dropped: too many pushes waiting for it");
@@ -237,7 +263,13 @@ impl Inner {
         }
     }
 
-    fn system_event(&self, id: &'static str, uid: Uid, client_id: sente_proto::ClientId, ctx: ConnCtx) {
+    fn system_event(
+        &self,
+        id: &'static str,
+        uid: Uid,
+        client_id: sente_proto::ClientId,
+        ctx: ConnCtx,
+    ) {
         let msg = EventMsg {
             event: reserved_event(id, uid.to_value()),
             uid,
@@ -259,15 +291,21 @@ impl Inner {
     }
 
     pub(crate) fn count_dropped_push(&self, e: &sente_proto::PackError, events: usize) {
-        self.dropped_push.fetch_add(events as u64, Ordering::Relaxed);
+        self.dropped_push
+            .fetch_add(events as u64, Ordering::Relaxed);
         tracing::warn!(error = %e, events, "pushed batch could not be packed; dropped");
     }
 
     /// Applies a message from the backplane to this node's connections.
     pub(crate) fn apply(&self, msg: BackplaneMsg) {
         match msg {
-            BackplaneMsg::Push { uid, event, estimate, flush } => {
-                self.with_core(|c, now| c.send(&uid, event, estimate, flush, now));
+            BackplaneMsg::Push {
+                uid,
+                event,
+                estimate,
+                flush,
+            } => {
+                self.with_core(|c, now| c.send(&uid, &event, estimate, flush, now));
             }
             BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
         }
@@ -319,7 +357,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("packer", &self.inner.packer.name()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("packer", &self.inner.packer.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -429,7 +469,9 @@ impl Server {
     /// `410 Gone`, so the client reconnects with a new handshake. Clients come back (this is a
     /// kick, not a ban: refuse them in `authorized_fn` to keep them out).
     pub fn close_uid(&self, uid: &Uid) {
-        self.inner.backplane.publish(BackplaneMsg::CloseUid { uid: uid.clone() });
+        self.inner
+            .backplane
+            .publish(BackplaneMsg::CloseUid { uid: uid.clone() });
     }
 
     /// The connected uids, as a watch channel updated on every change.

@@ -46,7 +46,9 @@ pub struct ChskService {
 
 impl std::fmt::Debug for ChskService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChskService").field("mount", &self.mount).finish_non_exhaustive()
+        f.debug_struct("ChskService")
+            .field("mount", &self.mount)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,13 +57,19 @@ impl Server {
     /// other path).
     pub fn service_at(&self, mount: &str) -> ChskService {
         let mount = mount.trim_end_matches('/');
-        ChskService { inner: self.inner.clone(), mount: Some(Arc::from(mount)) }
+        ChskService {
+            inner: self.inner.clone(),
+            mount: Some(Arc::from(mount)),
+        }
     }
 
     /// The service, answering every path it is given (mount it at one path of your router; a
     /// path ending in `/client.js` gets the JavaScript client).
     pub fn service(&self) -> ChskService {
-        ChskService { inner: self.inner.clone(), mount: None }
+        ChskService {
+            inner: self.inner.clone(),
+            mount: None,
+        }
     }
 }
 
@@ -89,8 +97,10 @@ where
 fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ChskBody> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -109,24 +119,40 @@ fn packed_response(packer: &dyn Packer, env: &Envelope, max: usize) -> Response<
         Ok(p) => {
             let size = p.as_bytes().len();
             tracing::warn!(size, limit = max, "response over the message limit");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "Response over the message size limit")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Response over the message size limit",
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "response could not be packed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("Response could not be packed: {e}"))
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Response could not be packed: {e}"),
+            )
         }
     }
 }
 
 fn ok_bytes(p: sente_proto::server::PackedBytes) -> Response<ChskBody> {
-    let ct = if p.binary { "application/octet-stream" } else { "text/plain; charset=utf-8" };
+    let ct = if p.binary {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let mut r = Response::new(Full::new(p.bytes));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-async fn handle<B>(inner: Arc<Inner>, mount: Option<Arc<str>>, req: Request<B>) -> Response<ChskBody>
+async fn handle<B>(
+    inner: Arc<Inner>,
+    mount: Option<Arc<str>>,
+    req: Request<B>,
+) -> Response<ChskBody>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -134,7 +160,9 @@ where
 {
     let path = req.uri().path();
     if path.ends_with("/client.js")
-        && mount.as_deref().is_none_or(|m| path.strip_suffix("/client.js") == Some(m))
+        && mount
+            .as_deref()
+            .is_none_or(|m| path.strip_suffix("/client.js") == Some(m))
     {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
@@ -153,7 +181,11 @@ where
         return plain(StatusCode::NOT_FOUND, "Not found");
     }
     let head_bytes: usize = req.uri().to_string().len()
-        + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
     if head_bytes > inner.limits().max_header_bytes {
         return reject(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -172,18 +204,21 @@ fn client_id(params: &Params) -> Option<ClientId> {
     params.get("client-id").and_then(|c| ClientId::new(c).ok())
 }
 
-fn resolve_packer(inner: &Inner, params: &Params) -> Result<Arc<dyn Packer>, Response<ChskBody>> {
+fn resolve_packer(
+    inner: &Inner,
+    params: &Params,
+) -> Result<Arc<dyn Packer>, Box<Response<ChskBody>>> {
     match params.get("packer") {
         None => Ok(inner.packer.clone()),
         Some(name) => inner.packer_named(name).ok_or_else(|| {
             let name: String = name.chars().take(64).collect();
-            reject(
+            Box::new(reject(
                 StatusCode::BAD_REQUEST,
                 "unknown packer",
                 format!(
                     "Unknown packer {name:?}: the `packer` parameter must be one of edn, transit, json, msgpack (optionally with +gzip)"
                 ),
-            )
+            ))
         }),
     }
 }
@@ -193,7 +228,14 @@ fn resolve_packer(inner: &Inner, params: &Params) -> Result<Arc<dyn Packer>, Res
 pub(crate) fn requested_extensions(params: &Params) -> BTreeSet<String> {
     params
         .get("ext")
-        .map(|e| e.split(',').map(str::trim).filter(|s| !s.is_empty()).take(16).map(str::to_owned).collect())
+        .map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(16)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -203,7 +245,11 @@ fn check(inner: &Inner, req: &ChskRequest) -> Option<Response<ChskBody>> {
     if let Some(f) = &inner.reject_fn
         && let Some(r) = f(req)
     {
-        tracing::info!(status = r.status().as_u16(), reason = "reject_fn", "request rejected");
+        tracing::info!(
+            status = r.status().as_u16(),
+            reason = "reject_fn",
+            "request rejected"
+        );
         return Some(hook(r));
     }
     if let Some(f) = &inner.csrf_token_fn {
@@ -227,7 +273,11 @@ fn check(inner: &Inner, req: &ChskRequest) -> Option<Response<ChskBody>> {
         req.header("referer"),
         req.header("host"),
     ) {
-        tracing::info!(reason = "origin not allowed", origin = req.header("origin"), "request rejected");
+        tracing::info!(
+            reason = "origin not allowed",
+            origin = req.header("origin"),
+            "request rejected"
+        );
         return Some(hook((inner.bad_origin_fn)(req)));
     }
     if let Some(f) = &inner.authorized_fn
@@ -243,14 +293,22 @@ async fn get<B>(inner: Arc<Inner>, req: Request<B>) -> Response<ChskBody> {
     let (mut parts, _body) = req.into_parts();
     let params = Params::parse(parts.uri.query().unwrap_or(""));
     let Some(cid) = client_id(&params) else {
-        return reject(StatusCode::BAD_REQUEST, "missing client-id", MISSING_CLIENT_ID);
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "missing client-id",
+            MISSING_CLIENT_ID,
+        );
     };
     let packer = match resolve_packer(&inner, &params) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ws = is_upgrade(&parts.headers);
-    let on_upgrade = if ws { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let on_upgrade = if ws {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let ws_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let exts = requested_extensions(&params);
     let request = Arc::new(ChskRequest::new(parts, params, Some(cid.clone()), exts));
@@ -273,14 +331,19 @@ fn upgrade(
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     key: Option<HeaderValue>,
 ) -> Response<ChskBody> {
-    let version_ok = request.header("sec-websocket-version").is_some_and(|v| v.trim() == "13");
+    let version_ok = request
+        .header("sec-websocket-version")
+        .is_some_and(|v| v.trim() == "13");
     let Some(key) = key.filter(|_| version_ok) else {
         let mut r = reject(
             StatusCode::BAD_REQUEST,
             "bad websocket handshake",
             "Bad WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
         );
-        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return r;
     };
     let Some(on_upgrade) = on_upgrade else {
@@ -294,9 +357,17 @@ fn upgrade(
     let max = inner.limits().message.max_message_bytes;
     let handshake = match server_msg::handshake(&uid, hd).pack(&*packer) {
         Ok(p) if p.as_bytes().len() <= max => p.into(),
-        Ok(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "Handshake data over the message size limit"),
+        Ok(_) => {
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Handshake data over the message size limit",
+            );
+        }
         Err(e) => {
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("Handshake could not be packed: {e}"));
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Handshake could not be packed: {e}"),
+            );
         }
     };
     let outbox = Arc::new(Outbox::new(inner.limits().max_pending_events_per_client));
@@ -304,11 +375,26 @@ fn upgrade(
     let opened = inner.with_core(|c, now| c.handle_ws_open(&uid, &cid, outbox.clone(), ctx, now));
     let conn = match opened {
         Ok(c) => c,
-        Err(e) => return reject(StatusCode::TOO_MANY_REQUESTS, "connection limit", e.to_string()),
+        Err(e) => {
+            return reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "connection limit",
+                e.to_string(),
+            );
+        }
     };
     tracing::info!(%uid, client_id = %cid, packer = packer.name(), "websocket connect");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let task = WsConn { inner, uid, client_id: cid, conn, packer, request, outbox, handshake };
+    let task = WsConn {
+        inner,
+        uid,
+        client_id: cid,
+        conn,
+        packer,
+        request,
+        outbox,
+        handshake,
+    };
     tokio::spawn(task.run(on_upgrade));
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -332,7 +418,8 @@ struct PollGuard {
 impl Drop for PollGuard {
     fn drop(&mut self) {
         let (uid, cid, conn) = (&self.uid, &self.cid, self.conn);
-        self.inner.with_core(|c, now| c.handle_poll_ended(uid, cid, conn, now));
+        self.inner
+            .with_core(|c, now| c.handle_poll_ended(uid, cid, conn, now));
     }
 }
 
@@ -345,7 +432,10 @@ async fn ajax_get(
 ) -> Response<ChskBody> {
     let max = inner.limits().message.max_message_bytes;
     let handshake = request.params_inner().has("handshake?");
-    let ctx = ConnCtx { request: request.clone(), transport: Transport::Ajax };
+    let ctx = ConnCtx {
+        request: request.clone(),
+        transport: Transport::Ajax,
+    };
     let (tx, rx) = oneshot::channel();
     let started = inner.with_core(|c, now| {
         if handshake || !c.ajax_knows(&uid, &cid) {
@@ -355,7 +445,13 @@ async fn ajax_get(
         }
     });
     let conn = match started {
-        Err(e) => return reject(StatusCode::TOO_MANY_REQUESTS, "connection limit", e.to_string()),
+        Err(e) => {
+            return reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "connection limit",
+                e.to_string(),
+            );
+        }
         Ok(None) => {
             tracing::debug!(%uid, client_id = %cid, "ajax handshake");
             let hd = (inner.handshake_data_fn)(&request);
@@ -363,7 +459,12 @@ async fn ajax_get(
         }
         Ok(Some(conn)) => conn,
     };
-    let _guard = PollGuard { inner: inner.clone(), uid, cid, conn };
+    let _guard = PollGuard {
+        inner: inner.clone(),
+        uid,
+        cid,
+        conn,
+    };
     match rx.await {
         Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
             Ok(p) => ok_bytes(p),
@@ -385,20 +486,29 @@ struct PendingReply {
 
 impl PendingReply {
     fn acquire(inner: &Arc<Inner>, cid: &ClientId) -> Option<Self> {
-        let mut m = inner.pending_replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = inner
+            .pending_replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = m.entry(cid.clone()).or_insert(0);
         if *n >= inner.limits().max_pending_replies_per_client {
             return None;
         }
         *n += 1;
-        Some(PendingReply { inner: inner.clone(), cid: cid.clone() })
+        Some(PendingReply {
+            inner: inner.clone(),
+            cid: cid.clone(),
+        })
     }
 }
 
 impl Drop for PendingReply {
     fn drop(&mut self) {
-        let mut m =
-            self.inner.pending_replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .inner
+            .pending_replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = m.get_mut(&self.cid) {
             *n -= 1;
             if *n == 0 {
@@ -419,22 +529,41 @@ where
     let max = inner.limits().message.max_message_bytes;
     let binary = params.has("binary?");
     // An urlencoded body can be up to 3x the message (percent-encoding) plus the other fields.
-    let body_limit = if binary { max } else { max.saturating_mul(3).saturating_add(4096) };
+    let body_limit = if binary {
+        max
+    } else {
+        max.saturating_mul(3).saturating_add(4096)
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit as u64) {
-        return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large", "Message over the size limit");
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large",
+            "Message over the size limit",
+        );
     }
     let body = match Limited::new(body, body_limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large", "Message over the size limit")
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body too large",
+                    "Message over the size limit",
+                )
             } else {
-                reject(StatusCode::BAD_REQUEST, "body read error", "The request body could not be read")
+                reject(
+                    StatusCode::BAD_REQUEST,
+                    "body read error",
+                    "The request body could not be read",
+                )
             };
         }
     };
@@ -448,11 +577,15 @@ where
         Bytes::from(ppstr)
     };
     let Some(cid) = client_id(&params) else {
-        return reject(StatusCode::BAD_REQUEST, "missing client-id", MISSING_CLIENT_ID);
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "missing client-id",
+            MISSING_CLIENT_ID,
+        );
     };
     let packer = match resolve_packer(&inner, &params) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let exts = requested_extensions(&params);
     let request = Arc::new(ChskRequest::new(parts, params, Some(cid.clone()), exts));
@@ -468,7 +601,11 @@ where
     let env = match env {
         Ok(env) => env,
         Err(sente_proto::EnvelopeError::Unpack(e @ sente_proto::UnpackError::TooLarge { .. })) => {
-            return reject(StatusCode::PAYLOAD_TOO_LARGE, "message too large", e.to_string());
+            return reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message too large",
+                e.to_string(),
+            );
         }
         Err(e) => {
             return reject(
@@ -483,8 +620,14 @@ where
         return packed_response(&*packer, &server_msg::ajax_reply(Value::from("pong")), max);
     }
     let (event, cb) = msg.into_event();
-    let mut msg =
-        EventMsg { event, uid, client_id: cid.clone(), transport: Transport::Ajax, reply: None, request };
+    let mut msg = EventMsg {
+        event,
+        uid,
+        client_id: cid.clone(),
+        transport: Transport::Ajax,
+        reply: None,
+        request,
+    };
     if cb.is_none() {
         let _ = inner.events_tx.send(msg).await;
         return packed_response(&*packer, &server_msg::dummy_cb_200(), max);

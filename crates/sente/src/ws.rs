@@ -48,11 +48,17 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
-        Outbox { q: Mutex::new(OutQ::default()), notify: Notify::new(), limit }
+        Outbox {
+            q: Mutex::new(OutQ::default()),
+            notify: Notify::new(),
+            limit,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutQ> {
-        self.q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.q
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn push(&self, out: Out, weight: usize) -> bool {
@@ -155,8 +161,6 @@ impl WsConn {
     /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
     pub(crate) async fn run(self, on_upgrade: hyper::upgrade::OnUpgrade) {
         let span = tracing::info_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
-        let _e = span.enter();
-        drop(_e);
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -181,7 +185,8 @@ impl WsConn {
     fn closed(&self, _reason: &'static str) {
         self.outbox.set_gone();
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
-        self.inner.with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
+        self.inner
+            .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
     async fn write<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> Result<(), &'static str>
@@ -200,9 +205,15 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
         let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
-        if tokio::time::timeout(t, ws.close(Some(frame))).await.is_err() {
+        if tokio::time::timeout(t, ws.close(Some(frame)))
+            .await
+            .is_err()
+        {
             return;
         }
         // Wait (bounded) for the client's close frame, then let the TCP connection go.
@@ -241,7 +252,11 @@ impl WsConn {
                         Ok(p) if p.as_bytes().len() <= max => message(&p.into()),
                         Ok(p) => {
                             let size = p.as_bytes().len();
-                            tracing::warn!(size, limit = max, "reply over the message limit dropped");
+                            tracing::warn!(
+                                size,
+                                limit = max,
+                                "reply over the message limit dropped"
+                            );
                             continue;
                         }
                         Err(e) => {
@@ -259,7 +274,8 @@ impl WsConn {
                 }
             }
             if self.outbox.overflowed() {
-                self.close(&mut ws, CloseCode::Again, "send queue full").await;
+                self.close(&mut ws, CloseCode::Again, "send queue full")
+                    .await;
                 return "send queue full (slow client)";
             }
             let deadline = ka.next_deadline().map(|d| inner.instant(d));
@@ -282,8 +298,8 @@ impl WsConn {
                         Some(Ok(msg)) => {
                             ka.handle_activity();
                             match msg {
-                                Message::Text(t) => pending = self.on_data(t.as_bytes(), false),
-                                Message::Binary(b) => pending = self.on_data(&b, true),
+                                Message::Text(t) => pending = Some(self.on_data(t.as_bytes(), false)),
+                                Message::Binary(b) => pending = Some(self.on_data(&b, true)),
                                 Message::Close(_) => {
                                     // tungstenite answers the close; drain until the end.
                                     while let Some(Ok(_)) = ws.next().await {}
@@ -323,7 +339,7 @@ impl WsConn {
     }
 
     /// One data frame: unpacked and classified, with the automatic pong for a client ping.
-    fn on_data(&self, data: &[u8], binary: bool) -> Option<EventMsg> {
+    fn on_data(&self, data: &[u8], binary: bool) -> EventMsg {
         let limits = &self.inner.limits().message;
         let unpacked = if binary == self.packer.is_binary() {
             if data.is_empty() {
@@ -332,13 +348,18 @@ impl WsConn {
                 Envelope::unpack(&*self.packer, data, limits).map_err(|e| e.to_string())
             }
         } else {
-            Err(format!("{} frame for the {} packer", if binary { "binary" } else { "text" }, self.packer.name()))
+            Err(format!(
+                "{} frame for the {} packer",
+                if binary { "binary" } else { "text" },
+                self.packer.name()
+            ))
         };
         let (event, reply) = match unpacked {
             Ok(env) => {
                 let msg = ClientMsg::classify(env);
                 if let ClientMsg::Ping { cb } = &msg {
-                    self.outbox.push_reply(Out::Reply(server_msg::pong(cb.clone())));
+                    self.outbox
+                        .push_reply(Out::Reply(server_msg::pong(cb.clone())));
                 }
                 let (event, cb) = msg.into_event();
                 (event, cb.map(|cb| Reply::ws(self.outbox.clone(), cb)))
@@ -353,14 +374,14 @@ impl WsConn {
                 (crate::server::reserved_event(ids::BAD_PACKAGE, data), None)
             }
         };
-        Some(EventMsg {
+        EventMsg {
             event,
             uid: self.uid.clone(),
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
             reply,
             request: self.request.clone(),
-        })
+        }
     }
 }
 
@@ -373,7 +394,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 impl ConnCtx {
     pub(crate) fn ws(request: Arc<ChskRequest>) -> Self {
-        ConnCtx { request, transport: Transport::Ws }
+        ConnCtx {
+            request,
+            transport: Transport::Ws,
+        }
     }
 }
-

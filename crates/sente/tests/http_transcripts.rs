@@ -3,6 +3,12 @@
 //! own connection), aborted where the recorded client gave up, and its response compared with the
 //! recorded one, modulo the documented improvements. The events that reach the handler are
 //! compared too, in order.
+#![allow(
+    clippy::format_push_string,
+    clippy::type_complexity,
+    clippy::assigning_clones
+)]
+#![allow(clippy::duration_suboptimal_units, clippy::cast_lossless)]
 
 mod common;
 
@@ -13,8 +19,15 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 fn load(name: &str) -> Vec<J> {
-    let path = format!("{}/../../tests/data/sente-transcripts/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let path = format!(
+        "{}/../../tests/data/sente-transcripts/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -44,12 +57,22 @@ fn expected(req: &Req, recorded: Option<Expect>) -> Option<Expect> {
     let has_cid = req.target.contains("client-id=") && !req.target.contains("client-id=&")
         || req.body.contains("client-id=");
     Some(match rec.status {
-        500 if rec.body.contains("client id") => Expect { status: 400, body: MISSING.into() },
-        500 if req.body.contains("legacy-plus") => {
-            Expect { status: 200, body: "[{:echo \"legacy-plus\"} nil]".into() }
-        }
-        500 => Expect { status: 400, body: UNPACK.into() },
-        200 if req.method == "POST" && !has_cid => Expect { status: 400, body: MISSING.into() },
+        500 if rec.body.contains("client id") => Expect {
+            status: 400,
+            body: MISSING.into(),
+        },
+        500 if req.body.contains("legacy-plus") => Expect {
+            status: 200,
+            body: "[{:echo \"legacy-plus\"} nil]".into(),
+        },
+        500 => Expect {
+            status: 400,
+            body: UNPACK.into(),
+        },
+        200 if req.method == "POST" && !has_cid => Expect {
+            status: 400,
+            body: MISSING.into(),
+        },
         _ => rec,
     })
 }
@@ -70,7 +93,10 @@ fn parse(records: &[J]) -> (Vec<Req>, HashMap<u64, Expect>, Vec<(u64, String, bo
     let mut last_xid = 0;
     for r in records {
         let t = r["t_ms"].as_f64().unwrap_or(0.0);
-        match (r["dir"].as_str().unwrap_or(""), r["kind"].as_str().unwrap_or("")) {
+        match (
+            r["dir"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+        ) {
             ("driver", _) => {
                 let text = r["text"].as_str().unwrap_or("");
                 if let Some(l) = text.strip_prefix("raw request: ") {
@@ -99,7 +125,13 @@ fn parse(records: &[J]) -> (Vec<Req>, HashMap<u64, Expect>, Vec<(u64, String, bo
             }
             ("s2c", "http-response") => {
                 let body = r["body"].as_str().unwrap_or("").to_owned();
-                resps.insert(r["xid"].as_u64().unwrap(), Expect { status: r["status"].as_u64().unwrap() as u16, body });
+                resps.insert(
+                    r["xid"].as_u64().unwrap(),
+                    Expect {
+                        status: r["status"].as_u64().unwrap() as u16,
+                        body,
+                    },
+                );
             }
             ("c2s", "tcp-fin") => {
                 for x in r["pending_xids"].as_array().into_iter().flatten() {
@@ -132,7 +164,11 @@ fn request_bytes(req: &Req) -> Vec<u8> {
     if upgrade {
         s.push_str("Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     } else {
-        s.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{}", req.body.len(), req.body));
+        s.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            req.body.len(),
+            req.body
+        ));
     }
     s.into_bytes()
 }
@@ -163,12 +199,21 @@ async fn replay(name: &str, builder: sente::Builder) -> common::Harness {
             let got = send(addr, &req).await;
             match (got, exp) {
                 (Some(got), Some(exp)) => {
-                    assert_eq!(got.status, exp.status, "{} ({} {})", req.label, req.method, req.target);
+                    assert_eq!(
+                        got.status, exp.status,
+                        "{} ({} {})",
+                        req.label, req.method, req.target
+                    );
                     if exp.status == 101 {
                         return;
                     }
                     let text = got.text();
-                    assert!(text.starts_with(&exp.body), "{}: got {text:?}, want {:?}", req.label, exp.body);
+                    assert!(
+                        text.starts_with(&exp.body),
+                        "{}: got {text:?}, want {:?}",
+                        req.label,
+                        exp.body
+                    );
                     if exp.body == MISSING || exp.body == UNPACK {
                         return;
                     }
@@ -182,12 +227,19 @@ async fn replay(name: &str, builder: sente::Builder) -> common::Harness {
     // Handler events, in recorded order (our per-request adjustments applied).
     let mut want = Vec::new();
     for req in &reqs {
-        let rec: Vec<_> = handled.iter().filter(|(x, ..)| *x == req.xid).map(|(_, e, r)| (e.clone(), *r)).collect();
+        let rec: Vec<_> = handled
+            .iter()
+            .filter(|(x, ..)| *x == req.xid)
+            .map(|(_, e, r)| (e.clone(), *r))
+            .collect();
         want.extend(expected_handled(req, rec));
     }
     for (event, has_reply) in want {
         let got = h.next_app().await;
-        assert_eq!((got.event.as_str(), got.has_reply), (event.as_str(), has_reply));
+        assert_eq!(
+            (got.event.as_str(), got.has_reply),
+            (event.as_str(), has_reply)
+        );
     }
     for t in tasks {
         t.await.unwrap();
@@ -207,11 +259,17 @@ async fn transcript_2_ajax() {
     // The client disconnected (its last poll was aborted): uidport-close after the 5 s grace.
     let mut events = Vec::new();
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(15), h.handled.recv()).await.unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(15), h.handled.recv())
+            .await
+            .unwrap()
+            .unwrap();
         events.push(e.event.clone());
         if e.event.starts_with("[:chsk/uidport-close") {
             break;
         }
     }
-    assert_eq!(events.last().unwrap(), "[:chsk/uidport-close :sente/nil-uid]");
+    assert_eq!(
+        events.last().unwrap(),
+        "[:chsk/uidport-close :sente/nil-uid]"
+    );
 }

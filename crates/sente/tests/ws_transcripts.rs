@@ -1,6 +1,12 @@
 //! Replays the WebSocket exchanges of the recorded Sente 1.21 transcripts (`1-ws`, `7-raw-ws`)
 //! against our server with the same options, frame by frame, and checks the same frames come
 //! back and the same events reach the handler, modulo the documented improvements.
+#![allow(
+    clippy::format_push_string,
+    clippy::type_complexity,
+    clippy::assigning_clones
+)]
+#![allow(clippy::duration_suboptimal_units, clippy::cast_lossless)]
 
 mod common;
 
@@ -12,7 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 fn load(name: &str) -> Vec<J> {
-    let path = format!("{}/../../tests/data/sente-transcripts/{name}.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../tests/data/sente-transcripts/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -38,12 +47,19 @@ fn steps(records: &[J]) -> (String, Vec<Step>) {
             ("c2s", "http-request") if r["transport"] == "ws" && target.is_empty() => {
                 target = r["target"].as_str().unwrap().to_owned();
             }
-            ("c2s", "ws-frame") => steps.push(Step { send: Some(r.clone()), ..Step::default() }),
+            ("c2s", "ws-frame") => steps.push(Step {
+                send: Some(r.clone()),
+                ..Step::default()
+            }),
             ("s2c", "ws-frame") => steps.last_mut().unwrap().frames.push(r.clone()),
             ("server-handler", _) => {
                 let event = r["event"].as_str().unwrap().to_owned();
                 if !event.starts_with("[:chsk/uidport") {
-                    steps.last_mut().unwrap().handled.push((event, r["has_reply_fn"].as_bool().unwrap()));
+                    steps
+                        .last_mut()
+                        .unwrap()
+                        .handled
+                        .push((event, r["has_reply_fn"].as_bool().unwrap()));
                 }
             }
             _ => {}
@@ -70,9 +86,10 @@ fn improved(sent: &J) -> Option<(Vec<String>, Vec<(String, bool)>)> {
             vec!["[{:echo \"legacy-plus\"} \"cb0016\"]".to_owned()],
             vec![("[:test/echo \"legacy-plus\"]".to_owned(), true)],
         ),
-        "-[:test/echo \"legacy-minus\"]" => {
-            (vec![], vec![("[:test/echo \"legacy-minus\"]".to_owned(), false)])
-        }
+        "-[:test/echo \"legacy-minus\"]" => (
+            vec![],
+            vec![("[:test/echo \"legacy-minus\"]".to_owned(), false)],
+        ),
         _ => return None,
     })
 }
@@ -82,12 +99,21 @@ async fn replay(name: &str) {
     let mut h = start(transcript_builder()).await;
     let query = target.split_once('?').unwrap().1;
     let mut ws = ws_connect(h.addr, query).await;
-    let uid = if query.contains("uid=u1") { "\"u1\"" } else { "\"u7\"" };
+    let uid = if query.contains("uid=u1") {
+        "\"u1\""
+    } else {
+        "\"u7\""
+    };
     let open = h.next().await;
     assert_eq!(open.event, format!("[:chsk/uidport-open {uid}]"));
     for step in steps {
         let (frames, handled) = match step.send.as_ref().and_then(improved) {
-            Some((f, hd)) => (f.into_iter().map(|t| serde_json::json!({"opcode": "text", "payload": t})).collect(), hd),
+            Some((f, hd)) => (
+                f.into_iter()
+                    .map(|t| serde_json::json!({"opcode": "text", "payload": t}))
+                    .collect(),
+                hd,
+            ),
             None => (step.frames.clone(), step.handled.clone()),
         };
         if let Some(sent) = &step.send {
@@ -97,22 +123,37 @@ async fn replay(name: &str) {
                     let bytes = hex(sent["payload_hex"].as_str().unwrap());
                     ws.send(Message::binary(bytes)).await.unwrap();
                 }
-                "ping" => ws.send(Message::Ping(hex(sent["payload_hex"].as_str().unwrap()).into())).await.unwrap(),
+                "ping" => ws
+                    .send(Message::Ping(
+                        hex(sent["payload_hex"].as_str().unwrap()).into(),
+                    ))
+                    .await
+                    .unwrap(),
                 "close" => {
                     let code = sent["close_code"].as_u64().unwrap() as u16;
                     let reason = sent["close_reason"].as_str().unwrap_or("").to_owned();
-                    ws.send(Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into() })))
-                        .await
-                        .unwrap();
+                    ws.send(Message::Close(Some(CloseFrame {
+                        code: code.into(),
+                        reason: reason.into(),
+                    })))
+                    .await
+                    .unwrap();
                 }
                 other => panic!("unexpected opcode {other}"),
             }
         }
         for f in &frames {
             match f["opcode"].as_str().unwrap() {
-                "text" => assert_eq!(ws_text(&mut ws).await, f["payload"].as_str().unwrap(), "after {:?}", step.send),
+                "text" => assert_eq!(
+                    ws_text(&mut ws).await,
+                    f["payload"].as_str().unwrap(),
+                    "after {:?}",
+                    step.send
+                ),
                 "pong" => match ws_frame(&mut ws, 5000).await {
-                    Some(Message::Pong(p)) => assert_eq!(&p[..], &hex(f["payload_hex"].as_str().unwrap())[..]),
+                    Some(Message::Pong(p)) => {
+                        assert_eq!(&p[..], &hex(f["payload_hex"].as_str().unwrap())[..]);
+                    }
                     other => panic!("expected pong, got {other:?}"),
                 },
                 "close" => match ws_frame(&mut ws, 5000).await {
@@ -127,7 +168,12 @@ async fn replay(name: &str) {
         }
         for (event, has_reply) in &handled {
             let got = h.next_app().await;
-            assert_eq!((&got.event, got.has_reply), (event, *has_reply), "after {:?}", step.send);
+            assert_eq!(
+                (&got.event, got.has_reply),
+                (event, *has_reply),
+                "after {:?}",
+                step.send
+            );
             assert_eq!(got.uid, uid);
         }
         if step.send.as_ref().is_some_and(|s| s["opcode"] != "close") && frames.is_empty() {
@@ -142,7 +188,10 @@ async fn replay(name: &str) {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[tokio::test]

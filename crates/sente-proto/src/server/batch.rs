@@ -30,8 +30,14 @@ pub struct PackedBytes {
 impl From<Packed> for PackedBytes {
     fn from(p: Packed) -> Self {
         match p {
-            Packed::Text(s) => PackedBytes { bytes: Bytes::from(s), binary: false },
-            Packed::Binary(b) => PackedBytes { bytes: Bytes::from(b), binary: true },
+            Packed::Text(s) => PackedBytes {
+                bytes: Bytes::from(s),
+                binary: false,
+            },
+            Packed::Binary(b) => PackedBytes {
+                bytes: Bytes::from(b),
+                binary: true,
+            },
         }
     }
 }
@@ -107,11 +113,10 @@ pub fn estimate_size(value: &Value, budget: usize) -> usize {
             Value::Int(_) | Value::Float(_) | Value::Char(_) => 20,
             Value::BigInt(b) => b.as_str().len() + 1,
             Value::BigDec(b) => b.as_str().len() + 1,
-            Value::Ratio(_) => 40,
             Value::Str(s) => s.len() + 2 + s.bytes().filter(|b| matches!(b, b'"' | b'\\')).count(),
             Value::Keyword(k) => k.as_str().len() + 1,
             Value::Symbol(s) => s.as_str().len(),
-            Value::Inst(_) => 40,
+            Value::Inst(_) | Value::Ratio(_) => 40,
             Value::Uuid(_) => 45,
             Value::Bytes(b) => b.len() * 2 + 8,
             Value::Tagged(t) => t.tag.as_str().len() + 2,
@@ -125,7 +130,7 @@ pub fn estimate_size(value: &Value, budget: usize) -> usize {
                 }
             }
             Value::Set(s) => {
-                for x in s.iter() {
+                for x in s {
                     *acc += 1;
                     walk(x, acc, budget);
                 }

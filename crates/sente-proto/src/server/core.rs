@@ -338,7 +338,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
 
     /// The connected uids right now: `(ws, ajax)` membership per uid.
     pub fn connected(&self) -> impl Iterator<Item = (&Uid, bool, bool)> {
-        self.uids.iter().filter(|(_, s)| s.in_ws || s.in_ajax).map(|(u, s)| (u, s.in_ws, s.in_ajax))
+        self.uids
+            .iter()
+            .filter(|(_, s)| s.in_ws || s.in_ajax)
+            .map(|(u, s)| (u, s.in_ws, s.in_ajax))
     }
 
     /// Number of clients (entries, on both transports) of a uid.
@@ -363,17 +366,31 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         } else {
             self.cfg.limits.max_connections_per_uid
         };
-        let Some(s) = self.uids.get(uid) else { return Ok(()) };
+        let Some(s) = self.uids.get(uid) else {
+            return Ok(());
+        };
         let n = s.ws.keys().filter(|c| *c != cid).count()
-            + s.ajax.keys().filter(|c| *c != cid && !s.ws.contains_key(*c)).count();
-        if n >= limit { Err(ConnectError::TooManyConnections { limit }) } else { Ok(()) }
+            + s.ajax
+                .keys()
+                .filter(|c| *c != cid && !s.ws.contains_key(*c))
+                .count();
+        if n >= limit {
+            Err(ConnectError::TooManyConnections { limit })
+        } else {
+            Ok(())
+        }
     }
 
     /// Recomputes the uid's presence after a change made by client `cid` with context `ctx`.
     fn update_presence(&mut self, uid: &Uid, cid: &ClientId, ctx: &C) {
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         let ws = !s.ws.is_empty();
-        let ajax = s.ajax.values().any(|e| !matches!(e.state, AjaxState::Known));
+        let ajax = s
+            .ajax
+            .values()
+            .any(|e| !matches!(e.state, AjaxState::Known));
         let (was_any, now_any) = (s.in_ws || s.in_ajax, ws || ajax);
         let changed = ws != s.in_ws || ajax != s.in_ajax;
         s.in_ws = ws;
@@ -382,7 +399,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             self.uids.remove(uid);
         }
         if changed {
-            self.events.push(CoreEvent::Presence { uid: uid.clone(), ws, ajax });
+            self.events.push(CoreEvent::Presence {
+                uid: uid.clone(),
+                ws,
+                ajax,
+            });
         }
         if now_any && !was_any {
             let ev = CoreEvent::UidportOpen {
@@ -421,13 +442,18 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let mut queue = Queue::default();
         if let Some(old) = s.ws.remove(cid) {
             if let WsState::Open(w) = old.state {
-                self.actions
-                    .push(Action::WsClose { conn: w, reason: "replaced by a newer connection" });
+                self.actions.push(Action::WsClose {
+                    conn: w,
+                    reason: "replaced by a newer connection",
+                });
             }
             queue = old.queue;
         }
         while let Some(batch) = queue.pop() {
-            self.actions.push(Action::WsDeliver { conn: conn_handle.clone(), batch });
+            self.actions.push(Action::WsDeliver {
+                conn: conn_handle.clone(),
+                batch,
+            });
         }
         let entry = WsEntry {
             conn,
@@ -444,7 +470,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// grace period (pushes meanwhile are queued for a reconnect).
     pub fn handle_ws_closed(&mut self, uid: &Uid, cid: &ClientId, conn: ConnId, now: u64) {
         let grace = self.cfg.ms_allow_reconnect_before_close_ws;
-        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ws.get_mut(cid)) else { return };
+        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ws.get_mut(cid)) else {
+            return;
+        };
         if e.conn != conn || matches!(e.state, WsState::Closed) {
             return;
         }
@@ -476,10 +504,18 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
         let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
-        let entry = AjaxEntry { conn, state: AjaxState::Known, ctx, queue: Queue::default() };
+        let entry = AjaxEntry {
+            conn,
+            state: AjaxState::Known,
+            ctx,
+            queue: Queue::default(),
+        };
         s.ajax.insert(cid.clone(), entry);
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-        self.timer(now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn));
+        self.timer(
+            now + grace,
+            Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+        );
         Ok(())
     }
 
@@ -496,7 +532,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     ) -> Result<ConnId, ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
-        let (lp, grace) = (self.cfg.lp_timeout_ms, self.cfg.ms_allow_reconnect_before_close_ajax);
+        let (lp, grace) = (
+            self.cfg.lp_timeout_ms,
+            self.cfg.ms_allow_reconnect_before_close_ajax,
+        );
         let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
         let e = s.ajax.entry(cid.clone()).or_insert_with(|| AjaxEntry {
             conn,
@@ -527,11 +566,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 responder,
                 answer: PollAnswer::Batch(batch),
             });
-            new_timer = Some((now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn)));
+            new_timer = Some((
+                now + grace,
+                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+            ));
         } else {
             e.state = AjaxState::Polling { responder };
-            new_timer =
-                new_timer.or(Some((now + lp, Timer::PollTimeout(uid.clone(), cid.clone(), conn))));
+            new_timer = new_timer.or(Some((
+                now + lp,
+                Timer::PollTimeout(uid.clone(), cid.clone(), conn),
+            )));
         }
         if let Some((at, t)) = new_timer {
             self.timer(at, t);
@@ -543,10 +587,15 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// The poll request `conn` ended without being answered by the core (the client went away).
     pub fn handle_poll_ended(&mut self, uid: &Uid, cid: &ClientId, conn: ConnId, now: u64) {
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) else { return };
+        let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) else {
+            return;
+        };
         if e.conn == conn && matches!(e.state, AjaxState::Polling { .. }) {
             e.state = AjaxState::Idle;
-            self.timer(now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), conn));
+            self.timer(
+                now + grace,
+                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+            );
         }
     }
 
@@ -575,14 +624,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// transport's window, or now with `flush`, or early when it reaches the batch or size
     /// bound. `estimate` is the event's estimated packed size. Pushes to a uid with no client are
     /// dropped (as in Sente).
-    pub fn send(&mut self, uid: &Uid, event: Arc<Event>, estimate: usize, flush: bool, now: u64) {
+    pub fn send(&mut self, uid: &Uid, event: &Arc<Event>, estimate: usize, flush: bool, now: u64) {
         let max_batch = self.cfg.limits.message.max_batch_len.max(1);
         let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
         let windows = [
             (Transport::Ws, self.cfg.send_buf_ms_ws),
             (Transport::Ajax, self.cfg.send_buf_ms_ajax),
         ];
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         // A batch that would grow past the size bound goes out first.
         let full: Vec<Transport> = windows
             .iter()
@@ -595,7 +646,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         for t in full {
             self.flush_transport(uid, t, now, None);
         }
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         let mut due = Vec::new();
         let mut timers = Vec::new();
         for (t, window) in windows {
@@ -633,11 +686,15 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     pub fn close_uid(&mut self, uid: &Uid, now: u64) {
         self.flush(uid, now);
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         for e in s.ws.values() {
             if let WsState::Open(w) = &e.state {
-                self.actions
-                    .push(Action::WsClose { conn: w.clone(), reason: "closed by the server" });
+                self.actions.push(Action::WsClose {
+                    conn: w.clone(),
+                    reason: "closed by the server",
+                });
             }
         }
         let mut timers = Vec::new();
@@ -655,7 +712,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     responder,
                     answer: PollAnswer::Closed,
                 });
-                timers.push((now + grace, Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn)));
+                timers.push((
+                    now + grace,
+                    Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
+                ));
             }
         }
         for (at, t) in timers {
@@ -672,7 +732,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     ) {
         let limit = self.cfg.limits.max_pending_events_per_client;
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         let buf = s.buf(t);
         buf.deadline = None;
         buf.bytes = 0;
@@ -683,7 +745,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let batch = match round {
             Some(cache) => {
                 let key: Vec<usize> = events.iter().map(|e| Arc::as_ptr(e) as usize).collect();
-                cache.entry(key).or_insert_with(|| Arc::new(PushBatch::new(events))).clone()
+                cache
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(PushBatch::new(events)))
+                    .clone()
             }
             None => Arc::new(PushBatch::new(events)),
         };
@@ -693,9 +758,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             Transport::Ws => {
                 for (cid, e) in &mut s.ws {
                     match &e.state {
-                        WsState::Open(w) => self
-                            .actions
-                            .push(Action::WsDeliver { conn: w.clone(), batch: batch.clone() }),
+                        WsState::Open(w) => self.actions.push(Action::WsDeliver {
+                            conn: w.clone(),
+                            batch: batch.clone(),
+                        }),
                         WsState::Closed => {
                             if !e.queue.push(batch.clone(), limit) {
                                 dropped.push(cid.clone());
@@ -738,7 +804,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     }
 
     fn drop_client(&mut self, uid: &Uid, cid: &ClientId, t: Transport) {
-        let Some(s) = self.uids.get_mut(uid) else { return };
+        let Some(s) = self.uids.get_mut(uid) else {
+            return;
+        };
         let ctx = match t {
             Transport::Ws => s.ws.remove(cid).map(|e| e.ctx),
             Transport::Ajax => s.ajax.remove(cid).map(|e| e.ctx),
@@ -777,13 +845,18 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     ) {
         match timer {
             Timer::Flush(uid, t) => {
-                let due = self.uids.get_mut(&uid).is_some_and(|s| s.buf(t).deadline == Some(at));
+                let due = self
+                    .uids
+                    .get_mut(&uid)
+                    .is_some_and(|s| s.buf(t).deadline == Some(at));
                 if due {
                     self.flush_transport(&uid, t, now, Some(round));
                 }
             }
             Timer::WsGrace(uid, cid, conn) => {
-                let Some(s) = self.uids.get_mut(&uid) else { return };
+                let Some(s) = self.uids.get_mut(&uid) else {
+                    return;
+                };
                 let expired =
                     s.ws.get(&cid)
                         .is_some_and(|e| e.conn == conn && matches!(e.state, WsState::Closed));
@@ -792,7 +865,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 }
             }
             Timer::AjaxGrace(uid, cid, conn) => {
-                let Some(s) = self.uids.get_mut(&uid) else { return };
+                let Some(s) = self.uids.get_mut(&uid) else {
+                    return;
+                };
                 let expired = s.ajax.get(&cid).is_some_and(|e| {
                     e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
                 });

@@ -6,6 +6,7 @@ use futures::{SinkExt, StreamExt};
 use sente::{AllowedOrigins, Builder, CsrfToken, EventMsg, Reply, Server, Transport};
 use sente_proto::edn::{self, Map, ReadOptions};
 use sente_proto::{Event, EventId, Uid, Value};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,7 +90,11 @@ pub async fn start(builder: Builder) -> Harness {
     let addr = listener.local_addr().unwrap();
     let app = server.router::<()>("/chsk");
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Harness { addr, server, handled }
+    Harness {
+        addr,
+        server,
+        handled,
+    }
 }
 
 fn app(server: &Server, msg: &mut EventMsg, held: &mut Vec<Reply>) {
@@ -100,7 +105,9 @@ fn app(server: &Server, msg: &mut EventMsg, held: &mut Vec<Reply>) {
             msg.reply(Value::Map(m));
         }
         "test/no-reply" => held.extend(msg.take_reply()),
-        "test/close-me" => server.send(&msg.uid, ev("chsk/close", Value::Nil)).unwrap_or(()),
+        "test/close-me" => server
+            .send(&msg.uid, ev("chsk/close", Value::Nil))
+            .unwrap_or(()),
         "test/push-me" => {
             let (server, uid) = (server.clone(), msg.uid.clone());
             tokio::spawn(async move {
@@ -108,10 +115,14 @@ fn app(server: &Server, msg: &mut EventMsg, held: &mut Vec<Reply>) {
                     server.send(&uid, ev("test/push", n_map(n))).unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(400)).await;
-                server.send_flush(&uid, ev("test/push-flush", n_map(4))).unwrap();
+                server
+                    .send_flush(&uid, ev("test/push-flush", n_map(4)))
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(400)).await;
                 server.send(&uid, ev("test/push", n_map(5))).unwrap();
-                server.send_flush(&uid, ev("test/push-flush", n_map(6))).unwrap();
+                server
+                    .send_flush(&uid, ev("test/push-flush", n_map(6)))
+                    .unwrap();
             });
         }
         _ => {}
@@ -149,6 +160,15 @@ impl Harness {
         }
     }
 
+    /// Asserts that no event at all (uidport included) reaches the handler within `ms`.
+    pub async fn silent_within(&mut self, ms: u64) {
+        if let Ok(Some(h)) =
+            tokio::time::timeout(Duration::from_millis(ms), self.handled.recv()).await
+        {
+            panic!("unexpected event {h:?}");
+        }
+    }
+
     pub fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/chsk?{query}", self.addr)
     }
@@ -167,7 +187,10 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -191,7 +214,8 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
             return r;
         }
     }
-    parse(&buf).unwrap_or_else(|| panic!("incomplete response: {:?}", String::from_utf8_lossy(&buf)))
+    parse(&buf)
+        .unwrap_or_else(|| panic!("incomplete response: {:?}", String::from_utf8_lossy(&buf)))
 }
 
 fn parse(buf: &[u8]) -> Option<Resp> {
@@ -205,20 +229,28 @@ fn parse(buf: &[u8]) -> Option<Resp> {
         .collect();
     let body = &buf[end + 4..];
     if status == 101 {
-        return Some(Resp { status, headers, body: Vec::new() });
+        return Some(Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        });
     }
     let len: usize = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse().ok())?;
-    (body.len() >= len).then(|| Resp { status, headers, body: body[..len].to_vec() })
+    (body.len() >= len).then(|| Resp {
+        status,
+        headers,
+        body: body[..len].to_vec(),
+    })
 }
 
 /// A GET with the headers of the browser client (`Host`, `Origin`/`Referer`, CSRF header).
 pub fn get_req(target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let mut r = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\n");
     for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(r, "{k}: {v}\r\n");
     }
     r.push_str("Connection: close\r\n\r\n");
     r.into_bytes()
@@ -227,9 +259,12 @@ pub fn get_req(target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
 pub fn post_req(target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut r = format!("POST {target} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\n");
     for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(r, "{k}: {v}\r\n");
     }
-    r.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    let _ = write!(r, "Content-Length: {}
+Connection: close
+
+", body.len());
     let mut b = r.into_bytes();
     b.extend_from_slice(body);
     b
@@ -242,7 +277,7 @@ pub fn enc(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -250,14 +285,21 @@ pub fn enc(s: &str) -> String {
 
 /// The standard headers of the browser's Ajax requests.
 pub fn ajax_headers() -> Vec<(&'static str, &'static str)> {
-    vec![("Origin", ORIGIN), ("X-CSRF-Token", TOKEN), ("X-Requested-With", "XMLHTTPRequest")]
+    vec![
+        ("Origin", ORIGIN),
+        ("X-CSRF-Token", TOKEN),
+        ("X-Requested-With", "XMLHTTPRequest"),
+    ]
 }
 
 /// A form POST of `ppstr` (the packed envelope) as the Sente client sends it.
 pub async fn post_ppstr(addr: SocketAddr, client_id: &str, ppstr: &str) -> Resp {
     let body = format!("udt=1&client-id={}&ppstr={}", enc(client_id), enc(ppstr));
     let mut h = ajax_headers();
-    h.push(("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8"));
+    h.push((
+        "Content-Type",
+        "application/x-www-form-urlencoded;charset=UTF-8",
+    ));
     raw(addr, &post_req("/chsk", &h, body.as_bytes())).await
 }
 
@@ -266,9 +308,13 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// Opens a WebSocket like the browser client (Origin header, token in the URL).
 pub async fn ws_connect(addr: SocketAddr, query: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{addr}/chsk?{query}").into_client_request().unwrap();
+    let mut req = format!("ws://{addr}/chsk?{query}")
+        .into_client_request()
+        .unwrap();
     req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
     assert_eq!(resp.status(), 101);
     ws
 }

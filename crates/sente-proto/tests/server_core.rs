@@ -1,0 +1,489 @@
+//! The server core in virtual time: batching windows, fan-out, presence with grace periods,
+//! uidport events, the Ajax poll hold, queues between polls and reconnects, limits.
+#![allow(clippy::too_many_lines)]
+
+use sente_proto::server::{
+    Action, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, PushBatch, ServerLimits,
+    Transport,
+};
+use sente_proto::{ClientId, Event, EventId, Uid, Value};
+use std::sync::Arc;
+
+type C = Core<u32, u32, &'static str>;
+
+fn core() -> C {
+    Core::new(CoreConfig::default())
+}
+
+fn uid(s: &str) -> Uid {
+    Uid::from(s)
+}
+
+fn cid(s: &str) -> ClientId {
+    ClientId::new(s).unwrap()
+}
+
+fn ev(n: i64) -> Arc<Event> {
+    Arc::new(Event::new(EventId::new("my-app/a").unwrap(), Value::Int(n)))
+}
+
+fn pr(uid: &Uid) -> String {
+    sente_proto::edn::to_edn_string(&uid.to_value())
+        .trim_matches('"')
+        .to_owned()
+}
+
+fn nums(b: &PushBatch) -> Vec<i64> {
+    b.events()
+        .iter()
+        .map(|e| e.data().as_i64().unwrap())
+        .collect()
+}
+
+/// `(conn, event numbers)` of every WebSocket delivery.
+fn ws_deliveries(actions: Vec<Action<u32, u32>>) -> Vec<(u32, Vec<i64>)> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::WsDeliver { conn, batch } => Some((conn, nums(&batch))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn uidport(events: &[CoreEvent<&'static str>]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::UidportOpen { uid, .. } => Some(format!("open {}", pr(uid))),
+            CoreEvent::UidportClose { uid, .. } => Some(format!("close {}", pr(uid))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ws_pushes_within_the_window_form_one_batch() {
+    let mut c = core();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.take_actions();
+    for n in 1..=3 {
+        c.send(&uid("u1"), &ev(n), 10, false, 5 + n as u64);
+    }
+    c.poll(35);
+    assert!(c.take_actions().is_empty(), "window not over yet");
+    assert_eq!(c.next_deadline(), Some(36));
+    c.poll(36);
+    assert_eq!(ws_deliveries(c.take_actions()), vec![(1, vec![1, 2, 3])]);
+}
+
+#[test]
+fn flush_sends_the_buffer_at_once_and_order_is_kept_across_batches() {
+    let mut c = core();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.take_actions();
+    c.send(&uid("u1"), &ev(1), 10, false, 100);
+    c.send(&uid("u1"), &ev(2), 10, true, 101);
+    c.send(&uid("u1"), &ev(3), 10, false, 102);
+    c.poll(200);
+    assert_eq!(
+        ws_deliveries(c.take_actions()),
+        vec![(1, vec![1, 2]), (1, vec![3])]
+    );
+}
+
+#[test]
+fn every_client_of_the_uid_gets_the_same_batch() {
+    let mut c = core();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.handle_ws_open(&uid("u1"), &cid("b"), 2, "req", 0)
+        .unwrap();
+    c.handle_ws_open(&uid("u2"), &cid("c"), 3, "req", 0)
+        .unwrap();
+    c.take_actions();
+    c.send(&uid("u1"), &ev(1), 10, true, 10);
+    let batches: Vec<_> = c
+        .take_actions()
+        .into_iter()
+        .map(|a| match a {
+            Action::WsDeliver { conn, batch } => (conn, batch),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(batches.len(), 2);
+    assert!(
+        Arc::ptr_eq(&batches[0].1, &batches[1].1),
+        "packed once, shared"
+    );
+    let mut conns: Vec<u32> = batches.iter().map(|b| b.0).collect();
+    conns.sort_unstable();
+    assert_eq!(conns, vec![1, 2]);
+}
+
+#[test]
+fn a_broadcast_flushed_in_one_round_shares_one_batch_across_uids() {
+    let mut c = core();
+    for i in 0..10u32 {
+        c.handle_ws_open(&uid(&format!("u{i}")), &cid(&format!("c{i}")), i, "req", 0)
+            .unwrap();
+    }
+    c.take_actions();
+    let e = ev(7);
+    for i in 0..10 {
+        c.send(&uid(&format!("u{i}")), &e, 10, false, 1);
+    }
+    c.poll(31);
+    let batches: Vec<Arc<PushBatch>> = c
+        .take_actions()
+        .into_iter()
+        .map(|a| match a {
+            Action::WsDeliver { batch, .. } => batch,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(batches.len(), 10);
+    assert!(batches.iter().all(|b| Arc::ptr_eq(b, &batches[0])));
+}
+
+#[test]
+fn batch_length_bound_flushes_early() {
+    let mut cfg = CoreConfig::default();
+    cfg.limits.message.max_batch_len = 2;
+    let mut c: C = Core::new(cfg);
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.take_actions();
+    for n in 1..=5 {
+        c.send(&uid("u1"), &ev(n), 10, false, 0);
+    }
+    c.poll(30);
+    assert_eq!(
+        ws_deliveries(c.take_actions()),
+        vec![(1, vec![1, 2]), (1, vec![3, 4]), (1, vec![5])]
+    );
+}
+
+#[test]
+fn batch_size_bound_flushes_early() {
+    let mut c = core();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.take_actions();
+    let half = (1 << 20) / 2;
+    c.send(&uid("u1"), &ev(1), half - 10, false, 0);
+    c.send(&uid("u1"), &ev(2), 100, false, 0);
+    assert_eq!(ws_deliveries(c.take_actions()), vec![(1, vec![1])]);
+    c.poll(30);
+    assert_eq!(ws_deliveries(c.take_actions()), vec![(1, vec![2])]);
+}
+
+#[test]
+fn ws_presence_grace_period_and_uidport_events() {
+    let mut c = core();
+    let u = uid("u1");
+    let conn = c.handle_ws_open(&u, &cid("a"), 1, "req-a", 0).unwrap();
+    let evs = c.take_events();
+    assert_eq!(uidport(&evs), vec!["open u1"]);
+    assert!(evs.contains(&CoreEvent::Presence {
+        uid: u.clone(),
+        ws: true,
+        ajax: false
+    }));
+    // A second tab: no event.
+    let conn_b = c.handle_ws_open(&u, &cid("b"), 2, "req-b", 10).unwrap();
+    assert!(c.take_events().is_empty());
+    // Closing one tab: still connected.
+    c.handle_ws_closed(&u, &cid("b"), conn_b, 100);
+    c.poll(100 + 2_500);
+    assert!(uidport(&c.take_events()).is_empty());
+    // Closing the last tab: uidport-close exactly after the grace period.
+    c.handle_ws_closed(&u, &cid("a"), conn, 5_000);
+    c.poll(7_499);
+    assert!(c.take_events().is_empty());
+    assert_eq!(
+        c.connected().count(),
+        1,
+        "still connected during the grace period"
+    );
+    c.poll(7_500);
+    let evs = c.take_events();
+    assert_eq!(uidport(&evs), vec!["close u1"]);
+    assert!(matches!(
+        &evs[..],
+        [
+            CoreEvent::Presence {
+                ws: false,
+                ajax: false,
+                ..
+            },
+            CoreEvent::UidportClose { ctx: "req-a", .. }
+        ]
+    ));
+    assert_eq!(c.connected().count(), 0);
+    assert_eq!(c.client_count(&u), 0);
+}
+
+#[test]
+fn ws_reconnect_within_grace_gets_the_pushes_made_meanwhile_in_order() {
+    let mut c = core();
+    let u = uid("u1");
+    let conn = c.handle_ws_open(&u, &cid("a"), 1, "req", 0).unwrap();
+    c.take_events();
+    c.handle_ws_closed(&u, &cid("a"), conn, 100);
+    c.send(&u, &ev(1), 10, true, 200);
+    c.send(&u, &ev(2), 10, true, 300);
+    assert!(ws_deliveries(c.take_actions()).is_empty());
+    c.handle_ws_open(&u, &cid("a"), 9, "req", 2_000).unwrap();
+    assert_eq!(
+        ws_deliveries(c.take_actions()),
+        vec![(9, vec![1]), (9, vec![2])]
+    );
+    c.poll(10_000);
+    assert!(
+        uidport(&c.take_events()).is_empty(),
+        "no close/open pair for a reload"
+    );
+    // A stale close of the old socket is ignored.
+    c.handle_ws_closed(&u, &cid("a"), conn, 10_001);
+    c.poll(20_000);
+    assert_eq!(c.connected().count(), 1);
+}
+
+#[test]
+fn ws_same_client_id_replaces_and_closes_the_old_socket() {
+    let mut c = core();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 1, "req", 0)
+        .unwrap();
+    c.handle_ws_open(&uid("u1"), &cid("a"), 2, "req", 5)
+        .unwrap();
+    let a = c.take_actions();
+    assert!(matches!(&a[..], [Action::WsClose { conn: 1, .. }]));
+    c.send(&uid("u1"), &ev(1), 10, true, 10);
+    assert_eq!(ws_deliveries(c.take_actions()), vec![(2, vec![1])]);
+}
+
+fn ajax_answers(actions: Vec<Action<u32, u32>>) -> Vec<(u32, String)> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::AjaxAnswer {
+                responder, answer, ..
+            } => Some((
+                responder,
+                match answer {
+                    PollAnswer::Batch(b) => format!("{:?}", nums(&b)),
+                    PollAnswer::Timeout => "timeout".into(),
+                    PollAnswer::Closed => "closed".into(),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ajax_handshake_poll_hold_flush_timeout_and_grace() {
+    let mut c = core();
+    let (u, a) = (Uid::Nil, cid("a"));
+    assert!(!c.ajax_knows(&u, &a));
+    c.handle_ajax_handshake(&u, &a, "hs", 0).unwrap();
+    assert!(c.ajax_knows(&u, &a));
+    assert!(
+        c.take_events().is_empty(),
+        "a handshake alone does not connect"
+    );
+    // First long-poll: connected.
+    c.handle_ajax_poll(&u, &a, 1, "poll", 10).unwrap();
+    assert_eq!(uidport(&c.take_events()), vec!["open :sente/nil-uid"]);
+    // Pushes are held for 100 ms, then answer the poll.
+    c.send(&u, &ev(1), 10, false, 20);
+    c.send(&u, &ev(2), 10, false, 30);
+    c.poll(119);
+    assert!(c.take_actions().is_empty());
+    c.poll(120);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(1, "[1, 2]".into())]);
+    // The client polls again; nothing comes: timeout after lp_timeout_ms.
+    c.handle_ajax_poll(&u, &a, 2, "poll", 130).unwrap();
+    c.poll(20_129);
+    assert!(c.take_actions().is_empty());
+    c.poll(20_130);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(2, "timeout".into())]);
+    // It does not poll again: gone after the 5 s grace.
+    c.poll(25_129);
+    assert!(c.take_events().is_empty());
+    c.poll(25_130);
+    assert_eq!(uidport(&c.take_events()), vec!["close :sente/nil-uid"]);
+    assert!(!c.ajax_knows(&u, &a));
+}
+
+#[test]
+fn ajax_pushes_between_polls_wait_for_the_next_poll() {
+    let mut c = core();
+    let (u, a) = (uid("u"), cid("a"));
+    c.handle_ajax_handshake(&u, &a, "hs", 0).unwrap();
+    c.handle_ajax_poll(&u, &a, 1, "poll", 0).unwrap();
+    c.send(&u, &ev(1), 10, true, 10);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(1, "[1]".into())]);
+    c.send(&u, &ev(2), 10, true, 11);
+    c.send(&u, &ev(3), 10, true, 12);
+    assert!(c.take_actions().is_empty());
+    c.handle_ajax_poll(&u, &a, 2, "poll", 20).unwrap();
+    assert_eq!(ajax_answers(c.take_actions()), vec![(2, "[2]".into())]);
+    c.handle_ajax_poll(&u, &a, 3, "poll", 21).unwrap();
+    assert_eq!(ajax_answers(c.take_actions()), vec![(3, "[3]".into())]);
+    c.handle_ajax_poll(&u, &a, 4, "poll", 22).unwrap();
+    assert!(c.take_actions().is_empty(), "held");
+}
+
+#[test]
+fn ajax_undeliverable_answer_goes_back_to_the_queue() {
+    let mut c = core();
+    let (u, a) = (uid("u"), cid("a"));
+    let conn = c.handle_ajax_poll(&u, &a, 1, "poll", 0).unwrap();
+    c.send(&u, &ev(1), 10, true, 10);
+    let Some(Action::AjaxAnswer { answer, .. }) = c.take_actions().pop() else {
+        panic!()
+    };
+    c.handle_poll_undeliverable(&u, &a, conn, answer, 11);
+    c.handle_ajax_poll(&u, &a, 2, "poll", 20).unwrap();
+    assert_eq!(ajax_answers(c.take_actions()), vec![(2, "[1]".into())]);
+}
+
+#[test]
+fn ajax_a_newer_poll_supersedes_the_held_one() {
+    let mut c = core();
+    let (u, a) = (uid("u"), cid("a"));
+    for i in 1..=1000 {
+        c.handle_ajax_poll(&u, &a, i, "poll", u64::from(i)).unwrap();
+    }
+    let answers = ajax_answers(c.take_actions());
+    assert_eq!(answers.len(), 999);
+    assert!(answers.iter().all(|(_, a)| a == "timeout"));
+    c.send(&u, &ev(1), 10, true, 2000);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(1000, "[1]".into())]);
+}
+
+#[test]
+fn ajax_aborted_poll_starts_the_grace_period() {
+    let mut c = core();
+    let (u, a) = (uid("u"), cid("a"));
+    let conn = c.handle_ajax_poll(&u, &a, 1, "poll", 0).unwrap();
+    c.take_events();
+    c.handle_poll_ended(&u, &a, conn, 1_000);
+    c.poll(5_999);
+    assert!(c.take_events().is_empty());
+    c.poll(6_000);
+    assert_eq!(uidport(&c.take_events()), vec!["close u"]);
+}
+
+#[test]
+fn close_uid_closes_every_connection_after_flushing() {
+    let mut c = core();
+    let u = uid("u");
+    c.handle_ws_open(&u, &cid("a"), 1, "req", 0).unwrap();
+    c.handle_ajax_poll(&u, &cid("b"), 7, "poll", 0).unwrap();
+    c.take_actions();
+    c.send(&u, &ev(1), 10, false, 1);
+    c.close_uid(&u, 2);
+    let actions = c.take_actions();
+    let kinds: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            Action::WsDeliver { conn, .. } => format!("deliver {conn}"),
+            Action::WsClose { conn, .. } => format!("close {conn}"),
+            Action::AjaxAnswer {
+                responder, answer, ..
+            } => format!("answer {responder} {answer:?}")
+                .chars()
+                .take(15)
+                .collect(),
+        })
+        .collect();
+    assert_eq!(kinds, vec!["deliver 1", "answer 7 Batch(", "close 1"]);
+}
+
+#[test]
+fn connected_uids_has_ws_and_ajax_membership() {
+    let mut c = core();
+    c.handle_ws_open(&uid("w"), &cid("a"), 1, "req", 0).unwrap();
+    c.handle_ajax_poll(&uid("x"), &cid("b"), 1, "req", 0)
+        .unwrap();
+    c.handle_ajax_handshake(&uid("y"), &cid("c"), "req", 0)
+        .unwrap();
+    let mut got: Vec<(String, bool, bool)> = c
+        .connected()
+        .map(|(u, w, a)| (u.to_string(), w, a))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("w".into(), true, false), ("x".into(), false, true)]
+    );
+}
+
+#[test]
+fn connection_limits() {
+    let cfg = CoreConfig {
+        limits: ServerLimits {
+            max_connections_per_uid: 2,
+            max_anonymous_connections: 3,
+            ..ServerLimits::default()
+        },
+        ..CoreConfig::default()
+    };
+    let mut c: C = Core::new(cfg);
+    c.handle_ws_open(&uid("u"), &cid("a"), 1, "req", 0).unwrap();
+    c.handle_ajax_poll(&uid("u"), &cid("b"), 1, "req", 0)
+        .unwrap();
+    assert_eq!(
+        c.handle_ws_open(&uid("u"), &cid("c"), 3, "req", 0),
+        Err(ConnectError::TooManyConnections { limit: 2 })
+    );
+    // The same client reconnecting is fine.
+    c.handle_ws_open(&uid("u"), &cid("a"), 4, "req", 0).unwrap();
+    for i in 0..3 {
+        c.handle_ws_open(&Uid::Nil, &cid(&format!("n{i}")), 10, "req", 0)
+            .unwrap();
+    }
+    assert!(
+        c.handle_ajax_handshake(&Uid::Nil, &cid("n9"), "req", 0)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_client_with_too_many_waiting_pushes_is_dropped() {
+    let mut cfg = CoreConfig::default();
+    cfg.limits.max_pending_events_per_client = 3;
+    let mut c: C = Core::new(cfg);
+    let (u, a) = (uid("u"), cid("a"));
+    let conn = c.handle_ws_open(&u, &a, 1, "req", 0).unwrap();
+    c.handle_ws_open(&u, &cid("b"), 2, "req", 0).unwrap();
+    c.handle_ws_closed(&u, &a, conn, 1);
+    c.take_events();
+    for n in 0..4 {
+        c.send(&u, &ev(n), 10, true, 2);
+    }
+    let evs = c.take_events();
+    assert!(evs.iter().any(|e| matches!(
+        e,
+        CoreEvent::ClientDropped {
+            transport: Transport::Ws,
+            ..
+        }
+    )));
+    assert_eq!(c.client_count(&u), 1, "the other client is unaffected");
+    assert_eq!(ws_deliveries(c.take_actions()).len(), 4);
+}
+
+#[test]
+fn pushes_to_a_uid_without_clients_are_dropped() {
+    let mut c = core();
+    c.send(&uid("nobody"), &ev(1), 10, true, 0);
+    c.poll(1000);
+    assert!(c.take_actions().is_empty());
+    assert_eq!(c.next_deadline(), None);
+}

@@ -1,0 +1,222 @@
+//! Server pushes: batching, fan-out to every client of a uid on both transports, in-order
+//! delivery across batches and flushes, `Uid::AllWithoutUid`, `close_uid`, send errors.
+#![allow(clippy::format_push_string)]
+
+mod common;
+
+use common::*;
+use sente::{SendError, Uid};
+use sente_proto::Value;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The event numbers of a pushed batch frame `[[[:t/n 1] ...] nil]`.
+fn batch_nums(text: &str) -> Vec<i64> {
+    let v = read(text);
+    let items = v.as_seq().unwrap();
+    assert_eq!(items[1], Value::Nil);
+    items[0]
+        .as_seq()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_seq().unwrap()[1].as_i64().unwrap())
+        .collect()
+}
+
+async fn ws_open(h: &mut Harness, query: &str) -> Ws {
+    let mut ws = ws_connect(h.addr, query).await;
+    let hs = ws_text(&mut ws).await;
+    assert!(hs.starts_with("[[:chsk/handshake "), "{hs}");
+    ws
+}
+
+async fn ajax_handshake(h: &Harness, query: &str) {
+    let r = raw(
+        h.addr,
+        &get_req(&format!("/chsk?{query}&handshake%3F=1"), &ajax_headers()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("[[:chsk/handshake "));
+}
+
+#[tokio::test]
+async fn pushes_arrive_in_send_order_across_batches_and_flushes_on_ws() {
+    let mut h = start(transcript_builder()).await;
+    let mut ws = ws_open(&mut h, "uid=o&client-id=c1&csrf-token=tok-123").await;
+    let uid = Uid::from("o");
+    let mut expected = Vec::new();
+    for n in 0..300i64 {
+        let e = ev("t/n", Value::Int(n));
+        if n % 7 == 0 {
+            h.server.send_flush(&uid, e).unwrap();
+        } else {
+            h.server.send(&uid, e).unwrap();
+        }
+        expected.push(n);
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(35)).await;
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        got.extend(batch_nums(&ws_text(&mut ws).await));
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn pushes_arrive_in_send_order_on_ajax() {
+    let h = start(transcript_builder()).await;
+    let q = "uid=o&client-id=a1";
+    ajax_handshake(&h, q).await;
+    let uid = Uid::from("o");
+    let poller = {
+        let addr = h.addr;
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 100 {
+                let r = raw(addr, &get_req(&format!("/chsk?{q}"), &ajax_headers())).await;
+                assert_eq!(r.status, 200);
+                if r.text() != "[:chsk/timeout nil]" {
+                    got.extend(batch_nums(&r.text()));
+                }
+            }
+            got
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..100i64 {
+        let e = ev("t/n", Value::Int(n));
+        if n % 3 == 0 {
+            h.server.send_flush(&uid, e).unwrap();
+        } else {
+            h.server.send(&uid, e).unwrap();
+        }
+    }
+    assert_eq!(poller.await.unwrap(), (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn one_push_reaches_every_client_of_the_uid_on_both_transports() {
+    let mut h = start(transcript_builder()).await;
+    let mut a = ws_open(&mut h, "uid=u6&client-id=A&csrf-token=tok-123").await;
+    let mut b = ws_open(&mut h, "uid=u6&client-id=B&csrf-token=tok-123").await;
+    let mut other = ws_open(&mut h, "uid=zz&client-id=Z&csrf-token=tok-123").await;
+    ajax_handshake(&h, "uid=u6&client-id=C").await;
+    let poll = {
+        let addr = h.addr;
+        tokio::spawn(async move {
+            raw(addr, &get_req("/chsk?uid=u6&client-id=C", &ajax_headers())).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = h.server.connected_uids().borrow().clone();
+    assert!(c.ws.contains(&Uid::from("u6")) && c.ajax.contains(&Uid::from("u6")));
+    h.server
+        .send(&Uid::from("u6"), ev("t/hi", n_map(1)))
+        .unwrap();
+    let frame = "[[[:t/hi {:n 1}]] nil]";
+    assert_eq!(ws_text(&mut a).await, frame);
+    assert_eq!(ws_text(&mut b).await, frame);
+    assert_eq!(poll.await.unwrap().text(), frame);
+    ws_silent(&mut other, 200).await;
+}
+
+#[tokio::test]
+async fn all_without_uid_reaches_every_anonymous_client() {
+    let mut h = start(transcript_builder()).await;
+    let mut anon1 = ws_open(&mut h, "client-id=n1&csrf-token=tok-123").await;
+    let mut anon2 = ws_open(&mut h, "client-id=n2&csrf-token=tok-123").await;
+    let mut named = ws_open(&mut h, "uid=u&client-id=n3&csrf-token=tok-123").await;
+    h.server
+        .send_flush(&Uid::AllWithoutUid, ev("t/all", Value::Nil))
+        .unwrap();
+    assert_eq!(ws_text(&mut anon1).await, "[[[:t/all nil]] nil]");
+    assert_eq!(ws_text(&mut anon2).await, "[[[:t/all nil]] nil]");
+    ws_silent(&mut named, 200).await;
+}
+
+#[tokio::test]
+async fn close_uid_closes_ws_with_1000_and_ends_ajax_polls_the_client_comes_back() {
+    let mut h = start(transcript_builder()).await;
+    let mut ws = ws_open(&mut h, "uid=k&client-id=w&csrf-token=tok-123").await;
+    ajax_handshake(&h, "uid=k&client-id=x").await;
+    let poll = {
+        let addr = h.addr;
+        tokio::spawn(async move {
+            raw(addr, &get_req("/chsk?uid=k&client-id=x", &ajax_headers())).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Buffered pushes go out before the close.
+    h.server
+        .send(&Uid::from("k"), ev("t/bye", Value::Nil))
+        .unwrap();
+    h.server
+        .send(&Uid::from("k"), ev("chsk/close", Value::Nil))
+        .unwrap();
+    assert_eq!(ws_text(&mut ws).await, "[[[:t/bye nil]] nil]");
+    match ws_frame(&mut ws, 5000).await {
+        Some(Message::Close(Some(c))) => {
+            assert_eq!(u16::from(c.code), 1000);
+            assert_eq!(c.reason.as_str(), "");
+        }
+        other => panic!("expected close, got {other:?}"),
+    }
+    assert_eq!(poll.await.unwrap().text(), "[[[:t/bye nil]] nil]");
+    // The Ajax client polls again: this poll is ended by the next close.
+    let poll = {
+        let addr = h.addr;
+        tokio::spawn(async move {
+            raw(addr, &get_req("/chsk?uid=k&client-id=x", &ajax_headers())).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.server.close_uid(&Uid::from("k"));
+    assert_eq!(poll.await.unwrap().status, 410);
+    // WebSocket clients reconnect (a kick, not a ban).
+    let mut ws = ws_open(&mut h, "uid=k&client-id=w&csrf-token=tok-123").await;
+    h.server
+        .send_flush(&Uid::from("k"), ev("t/again", Value::Nil))
+        .unwrap();
+    assert_eq!(ws_text(&mut ws).await, "[[[:t/again nil]] nil]");
+}
+
+#[tokio::test]
+async fn replies_never_overtake_earlier_pushes() {
+    let mut h = start(transcript_builder()).await;
+    let mut ws = ws_open(&mut h, "uid=r&client-id=r1&csrf-token=tok-123").await;
+    // push-me's first three pushes are buffered for 30 ms; a flushed push then the echo reply.
+    h.server
+        .send(&Uid::from("r"), ev("t/first", Value::Nil))
+        .unwrap();
+    h.server
+        .send_flush(&Uid::from("r"), ev("t/second", Value::Nil))
+        .unwrap();
+    ws_send(&mut ws, "[[:test/echo 1] \"cb0001\"]").await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        "[[[:t/first nil] [:t/second nil]] nil]"
+    );
+    assert_eq!(ws_text(&mut ws).await, "[{:echo 1} \"cb0001\"]");
+}
+
+#[tokio::test]
+async fn send_errors_are_typed() {
+    let h = start(transcript_builder()).await;
+    let uid = Uid::from("u");
+    assert!(matches!(
+        h.server.send(&uid, ev("chsk/handshake", Value::Nil)),
+        Err(SendError::Reserved(_))
+    ));
+    let big = Value::Str("x".repeat(2 << 20));
+    assert!(matches!(
+        h.server.send(&uid, ev("t/big", big)),
+        Err(SendError::TooLarge { .. })
+    ));
+    // Sending to a uid with no client is fine (dropped, as in Sente).
+    h.server
+        .send(&Uid::from("nobody"), ev("t/x", Value::Nil))
+        .unwrap();
+}
