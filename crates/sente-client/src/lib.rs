@@ -41,6 +41,8 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+// In the browser everything runs on one thread and the shared state holds JS objects.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 extern crate tokio_sync as tokio;
 

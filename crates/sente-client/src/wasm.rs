@@ -28,23 +28,28 @@ fn global_fn(name: &str) -> Option<Function> {
     Reflect::get(&global(), &JsValue::from_str(name)).ok()?.dyn_into::<Function>().ok()
 }
 
-/// Milliseconds from `performance.now()` (monotonic), falling back to `Date.now()`.
-pub(crate) struct Clock;
+/// Milliseconds since the client started, from `performance.now()` (monotonic), falling back
+/// to `Date.now()`.
+pub(crate) struct Clock {
+    origin: f64,
+}
+
+fn js_now() -> f64 {
+    let perf = Reflect::get(&global(), &JsValue::from_str("performance")).ok();
+    perf.and_then(|p| {
+        let f = Reflect::get(&p, &JsValue::from_str("now")).ok()?.dyn_into::<Function>().ok()?;
+        f.call0(&p).ok()?.as_f64()
+    })
+    .unwrap_or_else(js_sys::Date::now)
+}
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Clock
+        Clock { origin: js_now() }
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        let perf = Reflect::get(&global(), &JsValue::from_str("performance")).ok();
-        let now = perf
-            .and_then(|p| {
-                let f = Reflect::get(&p, &JsValue::from_str("now")).ok()?.dyn_into::<Function>().ok()?;
-                f.call0(&p).ok()?.as_f64()
-            })
-            .unwrap_or_else(js_sys::Date::now);
-        now as u64
+        (js_now() - self.origin).max(0.0) as u64
     }
 }
 

@@ -188,6 +188,14 @@ impl Map {
         Map(entries)
     }
 
+    /// Builds a map from entries in expected O(n) (decoders use this: `insert` scans linearly).
+    /// A repeated key keeps its first position and its last value.
+    pub fn from_entries(entries: Vec<(Value, Value)>) -> Self {
+        let mut out: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
+        dedup_into(entries, &mut out, |e| &e.0, |slot, e| slot.1 = e.1);
+        Map(out)
+    }
+
     /// The value for `key`.
     pub fn get(&self, key: &Value) -> Option<&Value> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -290,6 +298,14 @@ impl Set {
         Set(items)
     }
 
+    /// Builds a set from values in expected O(n), dropping repeated elements (decoders use this:
+    /// `insert` scans linearly).
+    pub fn from_values(items: Vec<Value>) -> Self {
+        let mut out = Vec::with_capacity(items.len());
+        dedup_into(items, &mut out, |v| v, |_, _| {});
+        Set(out)
+    }
+
     /// Whether `value` is an element.
     pub fn contains(&self, value: &Value) -> bool {
         self.0.contains(value)
@@ -346,6 +362,39 @@ impl FromIterator<Value> for Set {
             s.insert(v);
         }
         s
+    }
+}
+
+/// Moves `items` into `out`, merging items with an equal key via `merge` (expected O(n): a
+/// randomly keyed hash indexes `out`, so hostile input cannot aim for collisions).
+fn dedup_into<T>(
+    items: Vec<T>,
+    out: &mut Vec<T>,
+    key: impl Fn(&T) -> &Value,
+    merge: impl Fn(&mut T, T),
+) {
+    use std::hash::BuildHasher;
+    if items.len() <= 8 {
+        for item in items {
+            match out.iter_mut().find(|o| key(o) == key(&item)) {
+                Some(slot) => merge(slot, item),
+                None => out.push(item),
+            }
+        }
+        return;
+    }
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut index: std::collections::HashMap<u64, Vec<usize>> =
+        std::collections::HashMap::with_capacity(items.len());
+    for item in items {
+        let bucket = index.entry(hasher.hash_one(key(&item))).or_default();
+        match bucket.iter().copied().find(|&i| key(&out[i]) == key(&item)) {
+            Some(i) => merge(&mut out[i], item),
+            None => {
+                bucket.push(out.len());
+                out.push(item);
+            }
+        }
     }
 }
 

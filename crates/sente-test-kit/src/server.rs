@@ -30,6 +30,9 @@ pub struct ServerOptions {
     pub ajax_grace_ms: u64,
     /// Ajax long-poll timeout (ms).
     pub lp_timeout_ms: u64,
+    /// Answer CORS preflights and allow any origin to read responses (for browser tests whose
+    /// page is served from another origin).
+    pub cors: bool,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +45,7 @@ impl Default for ServerOptions {
             ws_grace_ms: 300,
             ajax_grace_ms: 600,
             lp_timeout_ms: 5_000,
+            cors: false,
         }
     }
 }
@@ -162,11 +166,38 @@ async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running
     let router = app(&server, log).spawn(events);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let svc = server.router("/chsk");
+    let mut svc = server.router("/chsk");
+    if opts.cors {
+        svc = svc.layer(axum::middleware::from_fn(cors));
+    }
     let serve = tokio::spawn(async move {
         let _ = axum::serve(listener, svc).await;
     });
     Ok(Running { server, addr, serve, router })
+}
+
+/// Permissive CORS for browser tests: preflights are answered, every response may be read.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, Method, StatusCode, header};
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = axum::response::Response::new(axum::body::Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        if let Some(req_headers) = requested {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
+        }
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        r
+    } else {
+        next.run(req).await
+    };
+    let allow = origin.unwrap_or_else(|| HeaderValue::from_static("*"));
+    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    resp
 }
 
 fn app(server: &Server, log: &ServerLog) -> Router {

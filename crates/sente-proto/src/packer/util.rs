@@ -250,17 +250,14 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<Inst> {
     Some(Inst { secs, nanos })
 }
 
-/// Builds a map from decoded entries; a repeated key keeps the last value.
-///
-/// TODO(sente-edn): `Map::insert` scans linearly, so this is quadratic in the entry count; switch
-/// to a public unchecked constructor (after a hash-set duplicate check) once sente-edn has one.
+/// Builds a map from decoded entries in expected O(n); a repeated key keeps the last value.
 pub(crate) fn map_from_entries(entries: Vec<(Value, Value)>) -> Map {
-    entries.into_iter().collect()
+    Map::from_entries(entries)
 }
 
-/// Builds a set from decoded elements (duplicates collapse).
+/// Builds a set from decoded elements in expected O(n) (duplicates collapse).
 pub(crate) fn set_from_vec(items: Vec<Value>) -> Set {
-    items.into_iter().collect()
+    Set::from_values(items)
 }
 
 /// FxHash-style hasher for the small per-message caches (keys are short strings).

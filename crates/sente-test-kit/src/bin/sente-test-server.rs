@@ -1,45 +1,92 @@
-//! Starts the conformance test server and prints one JSON line with its URL, for clients that
-//! run in another process (node, a browser):
+//! Starts conformance test servers for clients that run in another process (node, a browser)
+//! and prints one JSON line with their URLs:
 //!
 //! ```text
-//! $ sente-test-server [--refuse-ws] [--no-csrf] [--max-message-bytes N]
-//! {"url":"http://127.0.0.1:41234/chsk","csrf_token":"tok-123"}
+//! $ sente-test-server [--cors] [--forever]
+//! {"url":"http://127.0.0.1:41234/chsk","refuse_ws_url":"http://127.0.0.1:41236/chsk",
+//!  "small_url":"http://127.0.0.1:41238/chsk","control_url":"http://127.0.0.1:41240",
+//!  "csrf_token":"tok-123"}
 //! ```
 //!
-//! It serves until stdin closes (or forever with `--forever`).
+//! - `url`: the default server (CSRF token `tok-123`, any origin);
+//! - `refuse_ws_url`: the same app behind a proxy that refuses WebSocket upgrades;
+//! - `small_url`: messages limited to 16 KiB (oversize scenario);
+//! - `control_url`: `POST /restart` restarts the default server (server-restart scenario);
+//!   `GET /log` returns the default server's uidport log as edn.
+//!
+//! With `--cors` the servers answer CORS preflights (browser tests served from another origin).
+//! It serves until stdin closes, or forever with `--forever`.
 
 use sente_test_kit::{CSRF_TOKEN, ServerOptions, TestServer};
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let mut opts = ServerOptions::default();
+    let mut cors = false;
     let mut forever = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
+    for a in std::env::args().skip(1) {
         match a.as_str() {
-            "--refuse-ws" => opts.refuse_ws_upgrades = true,
-            "--no-csrf" => opts.csrf_token = None,
+            "--cors" => cors = true,
             "--forever" => forever = true,
-            "--max-message-bytes" => {
-                opts.max_message_bytes =
-                    args.next().and_then(|v| v.parse().ok()).unwrap_or(opts.max_message_bytes);
-            }
             other => {
-                eprintln!("unknown argument {other:?}");
+                eprintln!("unknown argument {other:?}; usage: sente-test-server [--cors] [--forever]");
                 std::process::exit(2);
             }
         }
     }
-    let csrf = opts.csrf_token.clone();
-    let server = TestServer::spawn(opts).await?;
-    let token = csrf.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\""));
-    println!("{{\"url\":\"{}\",\"csrf_token\":{token}}}", server.url());
-    let _ = CSRF_TOKEN;
+    let base = ServerOptions { cors, ..ServerOptions::default() };
+    let main = Arc::new(TestServer::spawn(base.clone()).await?);
+    let refuse =
+        TestServer::spawn(ServerOptions { refuse_ws_upgrades: true, ..base.clone() }).await?;
+    let small = TestServer::spawn(ServerOptions { max_message_bytes: 16 * 1024, ..base }).await?;
+    let control = control_app(main.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let control_addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, control).await;
+    });
+    println!(
+        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"csrf_token\":\"{CSRF_TOKEN}\"}}",
+        main.url(),
+        refuse.url(),
+        small.url()
+    );
     if forever {
         std::future::pending::<()>().await;
     }
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     Ok(())
+}
+
+fn control_app(server: Arc<TestServer>) -> axum::Router {
+    use axum::http::header;
+    let s2 = server.clone();
+    axum::Router::new()
+        .route(
+            "/restart",
+            axum::routing::post(move || {
+                let server = server.clone();
+                async move {
+                    let status = match server.restart().await {
+                        Ok(()) => "restarted".to_owned(),
+                        Err(e) => format!("restart failed: {e}"),
+                    };
+                    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], status)
+                }
+            }),
+        )
+        .route(
+            "/log",
+            axum::routing::get(move || {
+                let server = s2.clone();
+                async move {
+                    let log: Vec<_> =
+                        server.log().events().into_iter().map(|e| e.into_value()).collect();
+                    let text = sente_proto::Value::Vector(log).to_string();
+                    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], text)
+                }
+            }),
+        )
 }
