@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::{Results, fmt_num};
 use crate::{Res, err};
@@ -42,6 +43,16 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(148, 103, 189),
 ];
 
+fn color_of(series: &str, index: usize) -> RGBColor {
+    match series {
+        "sente-rs" => PALETTE[0],
+        "raw-ws" => PALETTE[1],
+        "socketioxide" => PALETTE[2],
+        "socketio-node" => PALETTE[3],
+        _ => PALETTE[4 + index % 2],
+    }
+}
+
 /// One panel of grouped bars: `groups` along x, one bar per series in each group.
 pub struct Panel {
     /// Panel title.
@@ -69,7 +80,7 @@ where
         .flat_map(|(_, v)| v.iter().copied())
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+    let top = if max > 0.0 { max * 1.6 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 18))
         .margin(8)
@@ -80,6 +91,7 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_max_light_lines(0)
         .x_labels(0)
         .y_desc(p.y_label.as_str())
         .y_label_formatter(&|v| fmt_num(*v))
@@ -88,7 +100,7 @@ where
         .map_err(|e| err(e.to_string()))?;
     let width = 0.8 / p.series.len().max(1) as f64;
     for (si, (name, values)) in p.series.iter().enumerate() {
-        let color = PALETTE[si % PALETTE.len()];
+        let color = color_of(name, si);
         let bars = values
             .iter()
             .enumerate()
@@ -108,11 +120,11 @@ where
             .filter(|(_, v)| v.is_finite())
             .map(|(g, v)| {
                 let x = g as f64 + 0.1 + (si as f64 + 0.46) * width;
-                Text::new(
-                    fmt_num(*v),
-                    (x, *v),
-                    ("sans-serif", 11).into_font().color(&BLACK),
-                )
+                let style = ("sans-serif", 11)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom));
+                Text::new(fmt_num(*v), (x, *v), style)
             });
         chart.draw_series(labels).map_err(|e| err(e.to_string()))?;
     }
@@ -127,12 +139,10 @@ where
     // Group names centred under each group.
     for (g, name) in p.groups.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
-        let style = ("sans-serif", 13).into_font().color(&BLACK).pos(
-            plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Top,
-            ),
-        );
+        let style = ("sans-serif", 13)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Top));
         area.draw_text(
             name,
             &style,
@@ -151,8 +161,8 @@ pub fn draw_png(path: &Path, panels: &[Panel]) -> Res<()> {
     if panels.is_empty() {
         return Ok(());
     }
-    let h = 320 * panels.len() as u32;
-    let root = BitMapBackend::new(path, (900, h)).into_drawing_area();
+    let h = 280 * panels.len() as u32;
+    let root = BitMapBackend::new(path, (860, h)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let areas = root.split_evenly((panels.len(), 1));
     for (a, p) in areas.iter().zip(panels) {
@@ -244,20 +254,20 @@ pub fn write_all(r: &Results, dir: &Path, stem: &str) -> Res<Vec<PathBuf>> {
         ));
     }
     let mut written = Vec::new();
-    let mut latency = panel_for(
+    let latency = panel_for(
         r,
         "rr-",
         &[("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")],
         "request/reply latency",
         "ms",
     );
-    latency.extend(panel_for(
+    let fanout_latency = panel_for(
         r,
         "fanout-",
         &[("p50_ms", "p50"), ("p99_ms", "p99")],
         "delivery latency",
         "ms",
-    ));
+    );
     let mut throughput = Vec::new();
     throughput.extend(single_metric_panel(
         r,
@@ -299,6 +309,7 @@ pub fn write_all(r: &Results, dir: &Path, stem: &str) -> Res<Vec<PathBuf>> {
     ));
     for (name, panels) in [
         ("latency", latency),
+        ("fanout-latency", fanout_latency),
         ("throughput", throughput),
         ("memory", memory),
         ("storm", storm),

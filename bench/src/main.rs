@@ -150,6 +150,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Rewrite the markdown and the charts of a results JSON file (next to it).
+    Report {
+        /// A `<timestamp>.json` written by `all` or `smoke`.
+        json: PathBuf,
+    },
     /// Run a peer server (prints `LISTENING <addr>` once it accepts connections).
     Serve {
         /// Which peer (socketio-node runs under node, not here).
@@ -335,6 +340,14 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             println!("smoke: {} trials passed, 0 failed", r.trials.len());
+        }
+        Cmd::Report { json } => {
+            let r: sente_bench::report::Results =
+                serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            let dir = json
+                .parent()
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            suite::write(&r, &dir)?;
         }
         Cmd::Serve { peer, addr } => {
             if !addr.ip().is_loopback() {

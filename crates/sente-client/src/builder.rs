@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 enum PackerChoice {
-    Named(String),
     Given(Arc<dyn Packer>),
+    /// `packer_name` with a name no packer has; reported by `config`.
+    Unknown(String),
 }
 
 /// Builds a [`Client`]. Defaults follow Sente: [`Kind::Auto`], a random UUID v4 client id, the
@@ -48,7 +49,7 @@ impl ClientBuilder {
             csrf_token: CsrfToken::None,
             params: Vec::new(),
             headers: Vec::new(),
-            packer: PackerChoice::Named("edn".to_owned()),
+            packer: PackerChoice::Given(Arc::new(sente_proto::packer::EdnPacker)),
             limits: Limits::default(),
             ws_kalive_ms: Some(20_000),
             ws_ping_timeout_ms: 5_000,
@@ -109,7 +110,12 @@ impl ClientBuilder {
     /// A packer by name: `edn`, `transit`, `json`, `msgpack`, or one of those with `+gzip`.
     /// Unknown names fail at [`connect`](Self::connect).
     pub fn packer_name(mut self, name: impl Into<String>) -> Self {
-        self.packer = PackerChoice::Named(name.into());
+        // Resolved here, so builds that never call this do not link every packer.
+        let name = name.into();
+        self.packer = match sente_proto::packer::by_name(&name) {
+            Some(p) => PackerChoice::Given(p),
+            None => PackerChoice::Unknown(name),
+        };
         self
     }
 
@@ -168,7 +174,10 @@ impl ClientBuilder {
     /// Queue sends and requests made while (re)connecting, at most `max_len` of them for at
     /// most `max_wait` each, instead of failing them at once with `Closed` (off by default).
     pub fn queue_while_connecting(mut self, max_len: usize, max_wait: Duration) -> Self {
-        self.queue = Some(QueueConfig { max_len, max_wait_ms: ms(max_wait) });
+        self.queue = Some(QueueConfig {
+            max_len,
+            max_wait_ms: ms(max_wait),
+        });
         self
     }
 
@@ -193,8 +202,7 @@ impl ClientBuilder {
         };
         let packer = match &self.packer {
             PackerChoice::Given(p) => p.clone(),
-            PackerChoice::Named(name) => sente_proto::packer::by_name(name)
-                .ok_or_else(|| ConnectError::UnknownPacker(name.clone()))?,
+            PackerChoice::Unknown(name) => return Err(ConnectError::UnknownPacker(name.clone())),
         };
         let mut cfg = ClientConfig::new(url, client_id, packer);
         cfg.kind = self.kind;
@@ -216,7 +224,9 @@ impl ClientBuilder {
     /// [`disconnect`](Client::disconnect)ed. Natively this must run inside a tokio runtime.
     pub fn connect(self) -> Result<Client, ConnectError> {
         let cfg = self.config()?;
-        let seed = self.seed.unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let seed = self
+            .seed
+            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
         Ok(Client::start(cfg, seed, self.event_buffer))
     }
 }

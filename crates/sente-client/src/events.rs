@@ -47,7 +47,10 @@ pub(crate) fn channel(capacity: usize) -> (EventSender, EventStream) {
 impl EventSender {
     /// Queues an event; returns false when the stream was dropped (the sender can be removed).
     pub(crate) fn push(&self, event: ClientEvent) -> bool {
-        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if s.receiver_gone {
             return false;
         }
@@ -64,7 +67,10 @@ impl EventSender {
 
     /// Ends the stream once the queued events are consumed.
     pub(crate) fn close(&self) {
-        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.closed = true;
         if let Some(w) = s.waker.take() {
             w.wake();
@@ -75,12 +81,19 @@ impl EventSender {
 impl EventStream {
     /// How many events were dropped because the consumer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).dropped
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .dropped
     }
 
     /// The next event without waiting, if one is queued.
     pub fn try_next(&mut self) -> Option<ClientEvent> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).queue.pop_front()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .queue
+            .pop_front()
     }
 }
 
@@ -88,7 +101,10 @@ impl Stream for EventStream {
     type Item = ClientEvent;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(ev) = s.queue.pop_front() {
             return Poll::Ready(Some(ev));
         }
@@ -102,7 +118,10 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.receiver_gone = true;
         s.queue.clear();
     }

@@ -153,18 +153,24 @@ impl Client {
     fn start(cfg: sente_proto::client::ClientConfig, seed: u64, event_buffer: usize) -> Client {
         let client_id = cfg.client_id.clone();
         let clock = platform::Clock::new();
-        let mut machine = sente_proto::client::ClientMachine::new(
-            cfg,
-            seed,
-            clock.now_ms(),
-            platform::unix_ms(),
-        );
+        let mut machine =
+            sente_proto::client::ClientMachine::new(cfg, seed, clock.now_ms(), platform::unix_ms());
         machine.connect(clock.now_ms());
         let (tx, rx) = events::channel(event_buffer);
-        let shared = Arc::new(Shared::new(machine, clock, platform::Io::new(), tx, event_buffer));
+        let shared = Arc::new(Shared::new(
+            machine,
+            clock,
+            platform::Io::new(),
+            tx,
+            event_buffer,
+        ));
         platform::spawn_driver(shared.clone());
         Client {
-            handle: Arc::new(Handle { shared, first_events: Mutex::new(Some(rx)), client_id }),
+            handle: Arc::new(Handle {
+                shared,
+                first_events: Mutex::new(Some(rx)),
+                client_id,
+            }),
         }
     }
 
@@ -191,8 +197,12 @@ impl Client {
     /// the client started (so the first handshake is never missed); later calls return
     /// streams that start now.
     pub fn events(&self) -> EventStream {
-        if let Some(first) =
-            self.handle.first_events.lock().unwrap_or_else(PoisonError::into_inner).take()
+        if let Some(first) = self
+            .handle
+            .first_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
         {
             return first;
         }
@@ -227,7 +237,10 @@ impl Client {
             id
         };
         self.shared().notify.notify_one();
-        let mut guard = CancelOnDrop { shared: self.shared().clone(), id: Some(id) };
+        let mut guard = CancelOnDrop {
+            shared: self.shared().clone(),
+            id: Some(id),
+        };
         let result = rx.await.unwrap_or(Err(RequestError::Closed));
         guard.id = None;
         result
@@ -247,18 +260,21 @@ impl Client {
     /// Starts connecting again after [`disconnect`](Self::disconnect) (Sente's
     /// `chsk-connect!`).
     pub fn connect(&self) {
-        self.shared().with(sente_proto::client::ClientMachine::connect);
+        self.shared()
+            .with(sente_proto::client::ClientMachine::connect);
     }
 
     /// Closes the connection and stops reconnecting (Sente's `chsk-disconnect!`).
     pub fn disconnect(&self) {
-        self.shared().with(sente_proto::client::ClientMachine::disconnect);
+        self.shared()
+            .with(sente_proto::client::ClientMachine::disconnect);
     }
 
     /// Closes the connection and connects again at once (Sente's `chsk-reconnect!`), e.g. to
     /// pick up a new session uid after login.
     pub fn reconnect(&self) {
-        self.shared().with(sente_proto::client::ClientMachine::reconnect);
+        self.shared()
+            .with(sente_proto::client::ClientMachine::reconnect);
     }
 }
 
@@ -276,5 +292,44 @@ impl Drop for CancelOnDrop {
             drop(inner);
             self.shared.notify.notify_one();
         }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn native_handles_are_send_and_sync() {
+        send_sync::<super::Client>();
+        send_sync::<super::EventStream>();
+        send_sync::<super::ClientBuilder>();
+    }
+
+    #[test]
+    fn builder_errors() {
+        use super::{Client, ConnectError};
+        assert!(matches!(
+            Client::builder("ftp://x").config(),
+            Err(ConnectError::Url(_))
+        ));
+        assert!(matches!(
+            Client::builder("http://x/chsk").client_id(" ").config(),
+            Err(ConnectError::ClientId(_))
+        ));
+        assert!(matches!(
+            Client::builder("http://x/chsk").packer_name("nope").config(),
+            Err(ConnectError::UnknownPacker(n)) if n == "nope"
+        ));
+        let cfg = Client::builder("http://x/chsk")
+            .packer_name("msgpack")
+            .config()
+            .unwrap();
+        assert_eq!(cfg.packer.name(), "msgpack");
+        assert_eq!(cfg.url.ws(), "ws://x/chsk");
+        assert_eq!(
+            uuid::Uuid::parse_str(cfg.client_id.as_str()).map(|u| u.get_version_num()),
+            Ok(4)
+        );
     }
 }

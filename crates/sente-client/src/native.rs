@@ -105,7 +105,9 @@ fn perform(shared: &Arc<Shared>, action: Action) {
             tokio::spawn(ws_task(shared.clone(), conn, url, headers, rx));
         }
         Action::WsSend { conn, frame } => {
-            let sent = lock(&shared.io.sockets).get(&conn).is_some_and(|tx| tx.send(WsCmd::Send(frame)).is_ok());
+            let sent = lock(&shared.io.sockets)
+                .get(&conn)
+                .is_some_and(|tx| tx.send(WsCmd::Send(frame)).is_ok());
             if !sent {
                 shared.with(|m, now| m.handle_ws_send_failed(conn, "socket is gone", now));
             }
@@ -157,8 +159,15 @@ async fn http_call(
         builder = builder.header(k.as_str(), v.as_str());
     }
     let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
-    let req = builder.body(body).map_err(|e| format!("bad request: {e}"))?;
-    let resp = shared.io.http.request(req).await.map_err(|e| describe_hyper(&e))?;
+    let req = builder
+        .body(body)
+        .map_err(|e| format!("bad request: {e}"))?;
+    let resp = shared
+        .io
+        .http
+        .request(req)
+        .await
+        .map_err(|e| describe_hyper(&e))?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), max_body.saturating_add(64))
         .collect()
@@ -188,7 +197,10 @@ async fn ws_task(
 ) {
     let max = shared.lock().machine.config().limits.max_message_bytes;
     let result = async {
-        let mut req = url.as_str().into_client_request().map_err(|e| failure(&e))?;
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failure(&e))?;
         for (k, v) in &headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| plain(&e))?;
             let value = HeaderValue::from_str(v).map_err(|e| plain(&e))?;
@@ -283,13 +295,20 @@ async fn ws_task(
 }
 
 fn plain(e: &dyn std::fmt::Display) -> WsFailure {
-    WsFailure { status: None, message: e.to_string() }
+    WsFailure {
+        status: None,
+        message: e.to_string(),
+    }
 }
 
 fn failure(e: &WsError) -> WsFailure {
     match e {
         WsError::Http(resp) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             WsFailure {
                 status: Some(resp.status().as_u16()),
                 message: format!("upgrade refused: HTTP {} {body}", resp.status()),

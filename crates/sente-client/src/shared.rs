@@ -113,6 +113,10 @@ impl Shared {
                 let _ = tx.send(Err(RequestError::Closed));
             }
         }
-        Drained { actions, deadline: inner.machine.poll_timeout(), shutdown }
+        Drained {
+            actions,
+            deadline: inner.machine.poll_timeout(),
+            shutdown,
+        }
     }
 }

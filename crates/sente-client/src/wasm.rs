@@ -25,7 +25,10 @@ fn global() -> JsValue {
 }
 
 fn global_fn(name: &str) -> Option<Function> {
-    Reflect::get(&global(), &JsValue::from_str(name)).ok()?.dyn_into::<Function>().ok()
+    Reflect::get(&global(), &JsValue::from_str(name))
+        .ok()?
+        .dyn_into::<Function>()
+        .ok()
 }
 
 /// Milliseconds since the client started, from `performance.now()` (monotonic), falling back
@@ -37,7 +40,10 @@ pub(crate) struct Clock {
 fn js_now() -> f64 {
     let perf = Reflect::get(&global(), &JsValue::from_str("performance")).ok();
     perf.and_then(|p| {
-        let f = Reflect::get(&p, &JsValue::from_str("now")).ok()?.dyn_into::<Function>().ok()?;
+        let f = Reflect::get(&p, &JsValue::from_str("now"))
+            .ok()?
+            .dyn_into::<Function>()
+            .ok()?;
         f.call0(&p).ok()?.as_f64()
     })
     .unwrap_or_else(js_sys::Date::now)
@@ -75,7 +81,10 @@ pub(crate) struct Io {
 
 impl Io {
     pub(crate) fn new() -> Self {
-        Io { sockets: Mutex::new(HashMap::new()), fetches: Mutex::new(HashMap::new()) }
+        Io {
+            sockets: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -97,7 +106,10 @@ fn sleep_ms(ms: u64) -> Sleep {
             handle = set_timeout.call2(&global(), &resolve, &ms).ok();
         }
     });
-    Sleep { promise: JsFuture::from(promise), handle }
+    Sleep {
+        promise: JsFuture::from(promise),
+        handle,
+    }
 }
 
 impl Future for Sleep {
@@ -149,7 +161,11 @@ async fn drive(shared: Arc<Shared>) {
 
 fn perform(shared: &Arc<Shared>, action: Action) {
     match action {
-        Action::WsOpen { conn, url, headers: _ } => open_ws(shared, conn, &url),
+        Action::WsOpen {
+            conn,
+            url,
+            headers: _,
+        } => open_ws(shared, conn, &url),
         Action::WsSend { conn, frame } => {
             let result = lock(&shared.io.sockets).get(&conn).map(|s| match &frame {
                 Packed::Text(t) => s.ws.send_with_str(t),
@@ -183,7 +199,14 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
         Err(e) => {
             let message = format!("cannot create WebSocket: {e:?}");
             shared.with(|m, now| {
-                m.handle_ws_connect_failed(conn, WsFailure { status: None, message }, now);
+                m.handle_ws_connect_failed(
+                    conn,
+                    WsFailure {
+                        status: None,
+                        message,
+                    },
+                    now,
+                );
             });
             return;
         }
@@ -195,7 +218,9 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
     });
     let s = shared.clone();
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
-        let Ok(e) = e.dyn_into::<MessageEvent>() else { return };
+        let Ok(e) = e.dyn_into::<MessageEvent>() else {
+            return;
+        };
         let data = e.data();
         let bytes = match data.as_string() {
             Some(text) => text.into_bytes(),
@@ -205,13 +230,20 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
     });
     let s = shared.clone();
     let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        let failure = WsFailure { status: None, message: "WebSocket error".to_owned() };
+        let failure = WsFailure {
+            status: None,
+            message: "WebSocket error".to_owned(),
+        };
         s.with(|m, now| m.handle_ws_error(conn, failure, now));
     });
     let s = shared.clone();
     let on_close = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
         let close = match e.dyn_into::<CloseEvent>() {
-            Ok(e) => WsClosed { code: e.code(), reason: e.reason(), clean: e.was_clean() },
+            Ok(e) => WsClosed {
+                code: e.code(),
+                reason: e.reason(),
+                clean: e.was_clean(),
+            },
             Err(_) => WsClosed::abnormal(),
         };
         s.with(|m, now| m.handle_ws_closed(conn, close, now));
@@ -225,13 +257,20 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    lock(&shared.io.sockets)
-        .insert(conn, Socket { ws, _handlers: vec![on_open, on_message, on_error, on_close] });
+    lock(&shared.io.sockets).insert(
+        conn,
+        Socket {
+            ws,
+            _handlers: vec![on_open, on_message, on_error, on_close],
+        },
+    );
 }
 
 async fn fetch(shared: Arc<Shared>, id: HttpId, request: HttpRequest) {
     let result = fetch_inner(&shared, id, request).await;
-    let aborted = lock(&shared.io.fetches).remove(&id).is_none_or(|f| *f.aborted.borrow());
+    let aborted = lock(&shared.io.fetches)
+        .remove(&id)
+        .is_none_or(|f| *f.aborted.borrow());
     if aborted {
         return;
     }
@@ -249,8 +288,13 @@ async fn fetch_inner(
     let net = |e: JsValue| HttpFailure::Network(format!("{e:?}"));
     let controller = AbortController::new().map_err(net)?;
     let timed_out = Rc::new(RefCell::new(false));
-    lock(&shared.io.fetches)
-        .insert(id, Fetch { controller: controller.clone(), aborted: Rc::new(RefCell::new(false)) });
+    lock(&shared.io.fetches).insert(
+        id,
+        Fetch {
+            controller: controller.clone(),
+            aborted: Rc::new(RefCell::new(false)),
+        },
+    );
     let init = web_sys::RequestInit::new();
     init.set_method(match request.method {
         HttpMethod::Get => "GET",
@@ -267,7 +311,10 @@ async fn fetch_inner(
     init.set_signal(Some(&controller.signal()));
     let req = web_sys::Request::new_with_str_and_init(&request.url, &init).map_err(net)?;
     let fetch_fn = global_fn("fetch").ok_or_else(|| HttpFailure::Network("no fetch".into()))?;
-    let promise: Promise = fetch_fn.call1(&global(), &req).map_err(net)?.unchecked_into();
+    let promise: Promise = fetch_fn
+        .call1(&global(), &req)
+        .map_err(net)?
+        .unchecked_into();
     let t = timed_out.clone();
     let c = controller.clone();
     let timer = async move {

@@ -824,7 +824,12 @@ impl<'a> Parser<'a> {
 fn qualify_key(k: &mut Value, ns: &str) {
     let qualified = |text: &str| -> Option<String> {
         if text.contains('/') && text != "/" {
-            return text.strip_prefix("_/").map(str::to_owned);
+            // `_/name` drops the namespace; a remainder that would not read back on its own
+            // (`_/:b` would print as `::b`) keeps the key as written.
+            return text
+                .strip_prefix("_/")
+                .filter(|rest| !rest.is_empty() && !rest.starts_with(':') && !rest.contains('/'))
+                .map(str::to_owned);
         }
         Some(format!("{ns}/{text}"))
     };

@@ -646,3 +646,12 @@ fn hostile_input_never_panics() {
     }
     assert!(read(text, &opts).is_ok());
 }
+
+/// Found by fuzzing (edn_read): `#:ns{:_/:b 2}` must not produce a keyword that prints as the
+/// unreadable `::b`; whatever is read prints back to something that reads to the same value.
+#[test]
+fn namespaced_map_keeps_keys_that_would_not_read_back() {
+    let v = r("#:ns{:a 1 :_/:b 2 :_/c 3}");
+    assert_eq!(p("#:ns{:a 1 :_/:b 2 :_/c 3}"), "{:ns/a 1, :_/:b 2, :c 3}");
+    assert_eq!(r(&v.to_string()), v);
+}

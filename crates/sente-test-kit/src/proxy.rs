@@ -47,7 +47,11 @@ impl Proxy {
                 s.conns.push(task.abort_handle());
             }
         });
-        Ok(Proxy { addr, state, accept })
+        Ok(Proxy {
+            addr,
+            state,
+            accept,
+        })
     }
 
     /// The address clients connect to.
@@ -102,7 +106,10 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
     let Some(target) = target else { return };
     if refuse_ws {
         let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        if text.lines().any(|l| l.starts_with("upgrade:") && l.contains("websocket")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("upgrade:") && l.contains("websocket"))
+        {
             let _ = client
                 .write_all(
                     b"HTTP/1.1 403 Forbidden\r\ncontent-length: 21\r\nconnection: close\r\n\r\nWebSocket not allowed",
@@ -112,7 +119,9 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
             return;
         }
     }
-    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+    let Ok(mut upstream) = TcpStream::connect(target).await else {
+        return;
+    };
     if upstream.write_all(&head).await.is_err() {
         return;
     }

@@ -15,14 +15,26 @@ pub async fn post_edn(
     csrf_token: &str,
 ) -> Result<(u16, String), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let body = format!("udt=0&client-id=raw-{}&ppstr={}", url_encode(uid), url_encode(ppstr));
+    let body = format!(
+        "udt=0&client-id=raw-{}&ppstr={}",
+        url_encode(uid),
+        url_encode(ppstr)
+    );
     let req = http::Request::post(format!("{url}?uid={}", url_encode(uid)))
-        .header("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+        )
         .header("X-CSRF-Token", csrf_token)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

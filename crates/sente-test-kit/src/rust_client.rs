@@ -17,7 +17,7 @@ struct Cut {
 }
 
 impl ClientFactory for RustClient {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "rust-native"
     }
 
@@ -31,7 +31,9 @@ impl ClientFactory for RustClient {
 
     fn connect(&self, spec: ClientSpec) -> BoxFut<'_, Result<Box<dyn ClientUnderTest>, String>> {
         Box::pin(async move {
-            let mut b = Client::builder(spec.url).kind(spec.kind).packer_name(spec.packer);
+            let mut b = Client::builder(spec.url)
+                .kind(spec.kind)
+                .packer_name(spec.packer);
             if let Some(t) = spec.csrf_token {
                 b = b.csrf_token(t);
             }

@@ -51,8 +51,11 @@ pub trait ClientUnderTest: Send {
     /// Sends an event without asking for a reply.
     fn send(&mut self, event: Event) -> Result<(), String>;
     /// Sends an event and waits for its reply.
-    fn request(&mut self, event: Event, timeout: Duration)
-    -> BoxFut<'_, Result<Value, RequestError>>;
+    fn request(
+        &mut self,
+        event: Event,
+        timeout: Duration,
+    ) -> BoxFut<'_, Result<Value, RequestError>>;
     /// The next event (`chsk/state`, `chsk/handshake`, `chsk/ws-ping` or a push), if one comes
     /// within `timeout`.
     fn next_event(&mut self, timeout: Duration) -> BoxFut<'_, Option<Event>>;
@@ -108,7 +111,9 @@ impl Ctx {
             kind: self.combo.kind,
             packer: self.combo.packer.clone(),
             csrf_token: Some(CSRF_TOKEN.to_owned()),
-            params: uid.map(|u| vec![("uid".to_owned(), u.to_owned())]).unwrap_or_default(),
+            params: uid
+                .map(|u| vec![("uid".to_owned(), u.to_owned())])
+                .unwrap_or_default(),
             headers: Vec::new(),
         }
     }
@@ -121,7 +126,10 @@ impl Ctx {
     /// Connects a client and waits for its first handshake.
     pub async fn open(&self, spec: ClientSpec) -> Result<Box<dyn ClientUnderTest>, String> {
         let mut c = self.factory.connect(spec).await?;
-        wait_event(&mut *c, OPEN_TIMEOUT, |e| e.id().as_str() == "chsk/handshake").await?;
+        wait_event(&mut *c, OPEN_TIMEOUT, |e| {
+            e.id().as_str() == "chsk/handshake"
+        })
+        .await?;
         Ok(c)
     }
 }
@@ -149,7 +157,9 @@ pub struct Scenario {
 
 impl fmt::Debug for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scenario").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,7 +190,9 @@ pub async fn wait_event(
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
-            return Err(format!("no matching event within {timeout:?}; saw {seen:?}"));
+            return Err(format!(
+                "no matching event within {timeout:?}; saw {seen:?}"
+            ));
         }
         match c.next_event(left).await {
             Some(e) if pred(&e) => return Ok(e),
@@ -201,8 +213,12 @@ fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 
 async fn echo_ok(c: &mut dyn ClientUnderTest, n: i64) -> Result<(), String> {
     let data = kw_map(&[("n", Value::Int(n))]);
-    let r = c.request(ev("demo/echo", data.clone()), REQUEST_TIMEOUT).await;
-    ensure(r.as_ref() == Ok(&data), || format!("echo: expected {data}, got {r:?}"))
+    let r = c
+        .request(ev("demo/echo", data.clone()), REQUEST_TIMEOUT)
+        .await;
+    ensure(r.as_ref() == Ok(&data), || {
+        format!("echo: expected {data}, got {r:?}")
+    })
 }
 
 async fn wait_state(
@@ -239,19 +255,42 @@ fn handshake(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
         let mut c = ctx.factory.connect(ctx.spec(Some(&uid))).await?;
         let st = wait_event(&mut *c, OPEN_TIMEOUT, |e| e.id().as_str() == "chsk/state").await?;
         let new = &st.data().as_seq().ok_or("state data")?[1];
-        ensure(state_get(new, "first-open?") == Some(&Value::Bool(true)), || {
-            format!("first chsk/state should carry :first-open? true: {}", st.to_value())
-        })?;
-        let hs = wait_event(&mut *c, OPEN_TIMEOUT, |e| e.id().as_str() == "chsk/handshake").await?;
+        ensure(
+            state_get(new, "first-open?") == Some(&Value::Bool(true)),
+            || {
+                format!(
+                    "first chsk/state should carry :first-open? true: {}",
+                    st.to_value()
+                )
+            },
+        )?;
+        let hs = wait_event(&mut *c, OPEN_TIMEOUT, |e| {
+            e.id().as_str() == "chsk/handshake"
+        })
+        .await?;
         let hd = kw_map(&[("hello", Value::from("world"))]);
-        let expected =
-            Value::Vector(vec![Value::from(uid.as_str()), Value::Nil, hd, Value::Bool(true)]);
-        ensure(hs.data() == &expected, || format!("handshake {}, expected data {expected}", hs.to_value()))?;
+        let expected = Value::Vector(vec![
+            Value::from(uid.as_str()),
+            Value::Nil,
+            hd,
+            Value::Bool(true),
+        ]);
+        ensure(hs.data() == &expected, || {
+            format!("handshake {}, expected data {expected}", hs.to_value())
+        })?;
         let state = c.state();
-        ensure(state_get(&state, "open?") == Some(&Value::Bool(true)), || format!("{state}"))?;
+        ensure(
+            state_get(&state, "open?") == Some(&Value::Bool(true)),
+            || format!("{state}"),
+        )?;
         let ty = Value::kw(expected_type(ctx.combo.kind));
-        ensure(state_get(&state, "type") == Some(&ty), || format!("type: {state}"))?;
-        ensure(state_get(&state, "uid") == Some(&Value::from(uid.as_str())), || format!("{state}"))
+        ensure(state_get(&state, "type") == Some(&ty), || {
+            format!("type: {state}")
+        })?;
+        ensure(
+            state_get(&state, "uid") == Some(&Value::from(uid.as_str())),
+            || format!("{state}"),
+        )
     })
 }
 
@@ -264,19 +303,33 @@ fn echo(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
             ("x", Value::Float(1.5)),
             ("ok?", Value::Bool(true)),
             ("nothing", Value::Nil),
-            ("tags", Value::Vector(vec![Value::kw("a/b"), Value::from("s"), Value::Int(3)])),
-            ("nested", kw_map(&[("deep", kw_map(&[("er", Value::Vector(vec![]))]))])),
+            (
+                "tags",
+                Value::Vector(vec![Value::kw("a/b"), Value::from("s"), Value::Int(3)]),
+            ),
+            (
+                "nested",
+                kw_map(&[("deep", kw_map(&[("er", Value::Vector(vec![]))]))]),
+            ),
             (
                 "id",
                 Value::Uuid(
-                    "66d96ab4-9834-40db-a3cd-42b361503ab9".parse().map_err(|e| format!("{e}"))?,
+                    "66d96ab4-9834-40db-a3cd-42b361503ab9"
+                        .parse()
+                        .map_err(|e| format!("{e}"))?,
                 ),
             ),
         ]);
         c.send(ev("demo/echo", "fire and forget"))?;
-        let r = c.request(ev("demo/echo", data.clone()), REQUEST_TIMEOUT).await;
-        ensure(r.as_ref() == Ok(&data), || format!("echo: sent {data}, got {r:?}"))?;
-        let r = c.request(ev("demo/echo", Value::Nil), REQUEST_TIMEOUT).await;
+        let r = c
+            .request(ev("demo/echo", data.clone()), REQUEST_TIMEOUT)
+            .await;
+        ensure(r.as_ref() == Ok(&data), || {
+            format!("echo: sent {data}, got {r:?}")
+        })?;
+        let r = c
+            .request(ev("demo/echo", Value::Nil), REQUEST_TIMEOUT)
+            .await;
         ensure(r == Ok(Value::Nil), || format!("echo nil: {r:?}"))
     })
 }
@@ -284,12 +337,17 @@ fn echo(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
 fn reply_timeout(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     Box::pin(async move {
         let mut c = ctx.open(ctx.spec(None)).await?;
-        let r = c.request(ev("demo/no-reply", 1), Duration::from_millis(400)).await;
-        ensure(r == Err(RequestError::Timeout), || format!("expected Timeout, got {r:?}"))?;
-        let state = c.state();
-        ensure(state_get(&state, "open?") == Some(&Value::Bool(true)), || {
-            format!("a timeout must not close: {state}")
+        let r = c
+            .request(ev("demo/no-reply", 1), Duration::from_millis(400))
+            .await;
+        ensure(r == Err(RequestError::Timeout), || {
+            format!("expected Timeout, got {r:?}")
         })?;
+        let state = c.state();
+        ensure(
+            state_get(&state, "open?") == Some(&Value::Bool(true)),
+            || format!("a timeout must not close: {state}"),
+        )?;
         echo_ok(&mut *c, 1).await
     })
 }
@@ -301,9 +359,14 @@ fn push_batch(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
         let r = c.request(ev("demo/push-me", 5), REQUEST_TIMEOUT).await;
         ensure(r == Ok(Value::kw("ok")), || format!("push-me reply {r:?}"))?;
         for i in 0..5 {
-            let e = wait_event(&mut *c, REQUEST_TIMEOUT, |e| e.id().as_str() == "demo/pushed").await?;
+            let e = wait_event(&mut *c, REQUEST_TIMEOUT, |e| {
+                e.id().as_str() == "demo/pushed"
+            })
+            .await?;
             let want = kw_map(&[("i", Value::Int(i))]);
-            ensure(e.data() == &want, || format!("push {i}: got {}", e.to_value()))?;
+            ensure(e.data() == &want, || {
+                format!("push {i}: got {}", e.to_value())
+            })?;
         }
         Ok(())
     })
@@ -319,18 +382,24 @@ fn fan_out(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
         ensure(r == Ok(Value::kw("ok")), || format!("push-me reply {r:?}"))?;
         for (name, c) in [("a", &mut a), ("b", &mut b)] {
             for i in 0..3 {
-                let e = wait_event(&mut **c, REQUEST_TIMEOUT, |e| e.id().as_str() == "demo/pushed")
-                    .await
-                    .map_err(|e| format!("client {name}: {e}"))?;
+                let e = wait_event(&mut **c, REQUEST_TIMEOUT, |e| {
+                    e.id().as_str() == "demo/pushed"
+                })
+                .await
+                .map_err(|e| format!("client {name}: {e}"))?;
                 let want = kw_map(&[("i", Value::Int(i))]);
-                ensure(e.data() == &want, || format!("client {name} push {i}: got {}", e.to_value()))?;
+                ensure(e.data() == &want, || {
+                    format!("client {name} push {i}: got {}", e.to_value())
+                })?;
             }
         }
         let stray = wait_event(&mut *other, Duration::from_millis(500), |e| {
             e.id().as_str() == "demo/pushed"
         })
         .await;
-        ensure(stray.is_err(), || format!("another uid got the push: {stray:?}"))
+        ensure(stray.is_err(), || {
+            format!("another uid got the push: {stray:?}")
+        })
     })
 }
 
@@ -348,9 +417,17 @@ fn uidport(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
             let _ = c.next_event(Duration::from_millis(50)).await;
         }
         // The log is visible to clients too.
-        let r = c.request(ev("demo/uidport-log", Value::Nil), REQUEST_TIMEOUT).await.map_err(|e| format!("uidport-log: {e}"))?;
-        let open = Value::Vector(vec![Value::kw("chsk/uidport-open"), Value::from(uid.as_str())]);
-        ensure(r.as_seq().is_some_and(|s| s.contains(&open)), || format!("uidport-log {r}"))?;
+        let r = c
+            .request(ev("demo/uidport-log", Value::Nil), REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| format!("uidport-log: {e}"))?;
+        let open = Value::Vector(vec![
+            Value::kw("chsk/uidport-open"),
+            Value::from(uid.as_str()),
+        ]);
+        ensure(r.as_seq().is_some_and(|s| s.contains(&open)), || {
+            format!("uidport-log {r}")
+        })?;
         c.disconnect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while !log.has("chsk/uidport-close", &u) {
@@ -367,13 +444,18 @@ fn server_restart(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     Box::pin(async move {
         let mut c = ctx.open(ctx.spec(Some(&ctx.uid("restart")))).await?;
         echo_ok(&mut *c, 1).await?;
-        ctx.server.restart().await.map_err(|e| format!("restart: {e}"))?;
+        ctx.server
+            .restart()
+            .await
+            .map_err(|e| format!("restart: {e}"))?;
         let hs = wait_event(&mut *c, Duration::from_secs(40), |e| {
             e.id().as_str() == "chsk/handshake"
         })
         .await?;
         let first = hs.data().as_seq().and_then(|s| s.get(3)).cloned();
-        ensure(first == Some(Value::Bool(false)), || format!("second handshake: {}", hs.to_value()))?;
+        ensure(first == Some(Value::Bool(false)), || {
+            format!("second handshake: {}", hs.to_value())
+        })?;
         echo_ok(&mut *c, 2).await
     })
 }
@@ -392,7 +474,9 @@ fn server_close(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
         })
         .await?;
         let first = hs.data().as_seq().and_then(|s| s.get(3)).cloned();
-        ensure(first == Some(Value::Bool(false)), || format!("handshake {}", hs.to_value()))?;
+        ensure(first == Some(Value::Bool(false)), || {
+            format!("handshake {}", hs.to_value())
+        })?;
         echo_ok(&mut *c, 3).await
     })
 }
@@ -401,10 +485,13 @@ fn auto_downgrade(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     Box::pin(async move {
         let mut c = ctx.open(ctx.spec(None)).await?;
         let state = c.state();
-        ensure(state_get(&state, "type") == Some(&Value::kw("ajax")), || {
-            format!("expected an Ajax fallback: {state}")
+        ensure(
+            state_get(&state, "type") == Some(&Value::kw("ajax")),
+            || format!("expected an Ajax fallback: {state}"),
+        )?;
+        ensure(state_get(&state, "last-ws-error").is_some(), || {
+            format!("{state}")
         })?;
-        ensure(state_get(&state, "last-ws-error").is_some(), || format!("{state}"))?;
         echo_ok(&mut *c, 1).await
     })
 }
@@ -414,7 +501,10 @@ async fn expect_rejected(
     c: &mut dyn ClientUnderTest,
     status: i64,
 ) -> Result<(), String> {
-    let hs = wait_event(c, Duration::from_secs(2), |e| e.id().as_str() == "chsk/handshake").await;
+    let hs = wait_event(c, Duration::from_secs(2), |e| {
+        e.id().as_str() == "chsk/handshake"
+    })
+    .await;
     ensure(hs.is_err(), || format!("must not open: {hs:?}"))?;
     if ctx.factory.reports_rejection_status() {
         let st = wait_state(c, Duration::from_secs(10), |s| {
@@ -423,12 +513,19 @@ async fn expect_rejected(
         })
         .await?;
         let lc = state_get(&st, "last-close").cloned().unwrap_or(Value::Nil);
-        ensure(state_get(&lc, "status") == Some(&Value::Int(status)), || format!("{st}"))?;
+        ensure(
+            state_get(&lc, "status") == Some(&Value::Int(status)),
+            || format!("{st}"),
+        )?;
     }
     let st = c.state();
-    ensure(state_get(&st, "open?") == Some(&Value::Bool(false)), || format!("{st}"))?;
+    ensure(state_get(&st, "open?") == Some(&Value::Bool(false)), || {
+        format!("{st}")
+    })?;
     let r = c.request(ev("demo/echo", 1), Duration::from_secs(1)).await;
-    ensure(r == Err(RequestError::Closed), || format!("request while rejected: {r:?}"))
+    ensure(r == Err(RequestError::Closed), || {
+        format!("request while rejected: {r:?}")
+    })
 }
 
 fn csrf_rejected(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
@@ -463,13 +560,20 @@ fn oversize(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     Box::pin(async move {
         let mut c = ctx.open(ctx.spec(None)).await?;
         let big = Value::from("x".repeat(64 * 1024));
-        let r = c.request(ev("demo/echo", big), Duration::from_secs(5)).await;
-        ensure(r.is_err(), || "an oversize message must not be echoed".to_owned())?;
+        let r = c
+            .request(ev("demo/echo", big), Duration::from_secs(5))
+            .await;
+        ensure(r.is_err(), || {
+            "an oversize message must not be echoed".to_owned()
+        })?;
         // The client recovers (reconnecting if the server closed the socket).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let data = kw_map(&[("after", Value::Bool(true))]);
-            match c.request(ev("demo/echo", data.clone()), Duration::from_secs(2)).await {
+            match c
+                .request(ev("demo/echo", data.clone()), Duration::from_secs(2))
+                .await
+            {
                 Ok(v) if v == data => return Ok(()),
                 other => {
                     ensure(tokio::time::Instant::now() < deadline, || {
@@ -495,11 +599,17 @@ fn bad_event(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
         )
         .await?;
         ensure(status == 200, || format!("raw POST: HTTP {status} {body}"))?;
-        ensure(body.contains(":bad-event [:not-namespaced 1]"), || format!("raw reply {body}"))?;
-        let e = wait_event(&mut *c, REQUEST_TIMEOUT, |e| e.id().as_str() == "demo/saw-bad-event")
-            .await?;
+        ensure(body.contains(":bad-event [:not-namespaced 1]"), || {
+            format!("raw reply {body}")
+        })?;
+        let e = wait_event(&mut *c, REQUEST_TIMEOUT, |e| {
+            e.id().as_str() == "demo/saw-bad-event"
+        })
+        .await?;
         let want = Value::Vector(vec![Value::kw("not-namespaced"), Value::Int(1)]);
-        ensure(e.data() == &want, || format!("saw-bad-event {}", e.to_value()))?;
+        ensure(e.data() == &want, || {
+            format!("saw-bad-event {}", e.to_value())
+        })?;
         echo_ok(&mut *c, 1).await
     })
 }
@@ -566,7 +676,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "auto-downgrade",
             about: "Auto falls back to Ajax when the WebSocket upgrade is refused",
-            server: || ServerOptions { refuse_ws_upgrades: true, ..ServerOptions::default() },
+            server: || ServerOptions {
+                refuse_ws_upgrades: true,
+                ..ServerOptions::default()
+            },
             applies: |combo, _| combo.kind == Kind::Auto,
             run: auto_downgrade,
         },
@@ -590,7 +703,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "oversize",
             about: "a message over the server's limit fails; the client recovers",
-            server: || ServerOptions { max_message_bytes: 16 * 1024, ..ServerOptions::default() },
+            server: || ServerOptions {
+                max_message_bytes: 16 * 1024,
+                ..ServerOptions::default()
+            },
             applies: always,
             run: oversize,
         },
@@ -624,10 +740,17 @@ impl Default for Matrix {
         Matrix {
             adapters: vec![Adapter::Axum],
             kinds: vec![Kind::Ws, Kind::Ajax, Kind::Auto],
-            packers: ["edn", "transit", "json", "msgpack", "edn+gzip", "msgpack+gzip"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            packers: [
+                "edn",
+                "transit",
+                "json",
+                "msgpack",
+                "edn+gzip",
+                "msgpack+gzip",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
             only: Vec::new(),
             parallel: 4,
         }
@@ -679,7 +802,11 @@ impl Report {
             "{} passed, {} failed:\n{}",
             self.passed,
             self.failures.len(),
-            self.failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            self.failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -692,11 +819,17 @@ pub async fn run_one(
     combo: Combo,
     scenario: &Scenario,
 ) -> Result<(), String> {
-    let server =
-        TestServer::spawn((scenario.server)()).await.map_err(|e| format!("server: {e}"))?;
+    let server = TestServer::spawn((scenario.server)())
+        .await
+        .map_err(|e| format!("server: {e}"))?;
     let n = RUN.fetch_add(1, Ordering::Relaxed);
     let tag = format!("{}-{}-{}-{n}", scenario.name, combo.kind, combo.packer);
-    let mut ctx = Ctx { server, factory, combo, tag };
+    let mut ctx = Ctx {
+        server,
+        factory,
+        combo,
+        tag,
+    };
     match tokio::time::timeout(Duration::from_secs(90), (scenario.run)(&mut ctx)).await {
         Ok(r) => r,
         Err(_) => Err("scenario did not finish within 90 s".to_owned()),
@@ -710,7 +843,11 @@ pub async fn run_matrix(factory: Arc<dyn ClientFactory>, matrix: &Matrix) -> Rep
     for adapter in &matrix.adapters {
         for kind in &matrix.kinds {
             for packer in &matrix.packers {
-                let combo = Combo { adapter: *adapter, kind: *kind, packer: packer.clone() };
+                let combo = Combo {
+                    adapter: *adapter,
+                    kind: *kind,
+                    packer: packer.clone(),
+                };
                 for s in &all {
                     if (matrix.only.is_empty() || matrix.only.iter().any(|o| o == s.name))
                         && (s.applies)(&combo, &*factory)
@@ -736,7 +873,12 @@ pub async fn run_matrix(factory: Arc<dyn ClientFactory>, matrix: &Matrix) -> Rep
     for (combo, scenario, r, client) in results {
         match r {
             Ok(()) => report.passed += 1,
-            Err(message) => report.failures.push(Failure { client, combo, scenario, message }),
+            Err(message) => report.failures.push(Failure {
+                client,
+                combo,
+                scenario,
+                message,
+            }),
         }
     }
     report

@@ -56,17 +56,25 @@ pub struct ServerLog(Arc<Mutex<Vec<Event>>>);
 
 impl ServerLog {
     fn push(&self, ev: Event) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(ev);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ev);
     }
 
     /// Everything logged so far.
     pub fn events(&self) -> Vec<Event> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether `[id uid]` was logged.
     pub fn has(&self, id: &str, uid: &Uid) -> bool {
-        self.events().iter().any(|e| e.id().as_str() == id && e.data() == &uid.to_value())
+        self.events()
+            .iter()
+            .any(|e| e.id().as_str() == id && e.data() == &uid.to_value())
     }
 }
 
@@ -107,7 +115,9 @@ pub struct TestServer {
 
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer").field("url", &self.url()).finish_non_exhaustive()
+        f.debug_struct("TestServer")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,30 +183,49 @@ async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running
     let serve = tokio::spawn(async move {
         let _ = axum::serve(listener, svc).await;
     });
-    Ok(Running { server, addr, serve, router })
+    Ok(Running {
+        server,
+        addr,
+        serve,
+        router,
+    })
 }
 
 /// Permissive CORS for browser tests: preflights are answered, every response may be read.
-async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn cors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::http::{HeaderValue, Method, StatusCode, header};
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let requested = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         let mut r = axum::response::Response::new(axum::body::Body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;
         let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
         if let Some(req_headers) = requested {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
         }
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
         r
     } else {
         next.run(req).await
     };
     let allow = origin.unwrap_or_else(|| HeaderValue::from_static("*"));
-    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    resp.headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Origin"));
     resp
 }
 
@@ -254,8 +283,10 @@ fn app(server: &Server, log: &ServerLog) -> Router {
             let server = s3.clone();
             async move {
                 let payload = msg.data_value().clone();
-                let _ = server
-                    .send_flush(&msg.uid, Event::new(kw_id("demo/saw-bad-event"), payload.clone()));
+                let _ = server.send_flush(
+                    &msg.uid,
+                    Event::new(kw_id("demo/saw-bad-event"), payload.clone()),
+                );
                 let mut m = Map::new();
                 m.insert(Value::kw("bad-event"), payload);
                 msg.reply(Value::Map(m));
@@ -264,7 +295,10 @@ fn app(server: &Server, log: &ServerLog) -> Router {
         .fallback(|mut msg: EventMsg| async move {
             if msg.reply.is_some() {
                 let mut m = Map::new();
-                m.insert(Value::kw("unhandled"), Value::Keyword(msg.id().keyword().clone()));
+                m.insert(
+                    Value::kw("unhandled"),
+                    Value::Keyword(msg.id().keyword().clone()),
+                );
                 msg.reply(Value::Map(m));
             }
         })
@@ -277,7 +311,12 @@ impl TestServer {
         let running = start(&opts, &log).await?;
         let proxy = Proxy::start(running.addr).await?;
         proxy.refuse_ws_upgrades(opts.refuse_ws_upgrades);
-        Ok(TestServer { opts, proxy, running: Mutex::new(Some(running)), log })
+        Ok(TestServer {
+            opts,
+            proxy,
+            running: Mutex::new(Some(running)),
+            log,
+        })
     }
 
     /// The chsk URL clients use, e.g. `http://127.0.0.1:41234/chsk`.
@@ -297,14 +336,22 @@ impl TestServer {
 
     /// The running `sente` server.
     pub fn server(&self) -> Option<Server> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.server.clone())
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.server.clone())
     }
 
     /// Stops the server (cutting every connection) and starts a fresh one with the same options
     /// and no memory of its clients, behind the same URL.
     pub async fn restart(&self) -> std::io::Result<()> {
         self.proxy.cut();
-        let old = self.running.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let old = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         drop(old);
         let running = start(&self.opts, &self.log).await?;
         self.proxy.set_target(running.addr);

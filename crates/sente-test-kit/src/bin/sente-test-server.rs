@@ -30,16 +30,28 @@ async fn main() -> std::io::Result<()> {
             "--cors" => cors = true,
             "--forever" => forever = true,
             other => {
-                eprintln!("unknown argument {other:?}; usage: sente-test-server [--cors] [--forever]");
+                eprintln!(
+                    "unknown argument {other:?}; usage: sente-test-server [--cors] [--forever]"
+                );
                 std::process::exit(2);
             }
         }
     }
-    let base = ServerOptions { cors, ..ServerOptions::default() };
+    let base = ServerOptions {
+        cors,
+        ..ServerOptions::default()
+    };
     let main = Arc::new(TestServer::spawn(base.clone()).await?);
-    let refuse =
-        TestServer::spawn(ServerOptions { refuse_ws_upgrades: true, ..base.clone() }).await?;
-    let small = TestServer::spawn(ServerOptions { max_message_bytes: 16 * 1024, ..base }).await?;
+    let refuse = TestServer::spawn(ServerOptions {
+        refuse_ws_upgrades: true,
+        ..base.clone()
+    })
+    .await?;
+    let small = TestServer::spawn(ServerOptions {
+        max_message_bytes: 16 * 1024,
+        ..base
+    })
+    .await?;
     let control = control_app(main.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let control_addr = listener.local_addr()?;
@@ -82,8 +94,12 @@ fn control_app(server: Arc<TestServer>) -> axum::Router {
             axum::routing::get(move || {
                 let server = s2.clone();
                 async move {
-                    let log: Vec<_> =
-                        server.log().events().into_iter().map(|e| e.into_value()).collect();
+                    let log: Vec<_> = server
+                        .log()
+                        .events()
+                        .into_iter()
+                        .map(sente_proto::Event::into_value)
+                        .collect();
                     let text = sente_proto::Value::Vector(log).to_string();
                     ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], text)
                 }
