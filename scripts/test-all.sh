@@ -11,8 +11,11 @@ echo "==> cargo test (workspace)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+echo "==> WASM client conformance in headless Chromium (+ size budget)"
+bash scripts/test-wasm-client.sh
+
 echo "==> JS client tests (against a real sente-rs server)"
-(cd clients/js && npm test)
+bash scripts/test-js-client.sh
 
 echo "==> browser end-to-end tests"
 cargo build -p chat

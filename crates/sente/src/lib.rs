@@ -61,6 +61,7 @@
 //!   is known (its grace period), bounded by `max_pending_events_per_client`.
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum_glue;
 pub mod backplane;

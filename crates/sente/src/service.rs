@@ -305,7 +305,7 @@ async fn get<B>(inner: Arc<Inner>, req: Request<B>) -> Response<ChskBody> {
     };
     let ws = is_upgrade(&parts.headers);
     let on_upgrade = if ws {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        crate::adapter::Upgrade::take(&mut parts.extensions)
     } else {
         None
     };
@@ -328,7 +328,7 @@ fn upgrade(
     uid: Uid,
     cid: ClientId,
     packer: Arc<dyn Packer>,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    on_upgrade: Option<crate::adapter::Upgrade>,
     key: Option<HeaderValue>,
 ) -> Response<ChskBody> {
     let version_ok = request
@@ -395,7 +395,7 @@ fn upgrade(
         outbox,
         handshake,
     };
-    tokio::spawn(task.run(on_upgrade));
+    on_upgrade.start(task);
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();

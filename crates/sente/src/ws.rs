@@ -182,7 +182,7 @@ impl WsConn {
         self.closed(reason);
     }
 
-    fn closed(&self, _reason: &'static str) {
+    pub(crate) fn closed(&self, _reason: &'static str) {
         self.outbox.set_gone();
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
         self.inner
@@ -223,7 +223,7 @@ impl WsConn {
         .await;
     }
 
-    async fn serve<S>(&self, mut ws: WebSocketStream<S>) -> &'static str
+    pub(crate) async fn serve<S>(&self, mut ws: WebSocketStream<S>) -> &'static str
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
