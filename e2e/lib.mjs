@@ -127,3 +127,77 @@ export async function shot(page, name) {
 }
 
 export const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'sente-e2e-'));
+
+export const testServerBin = path.join(targetDir, 'debug', 'sente-test-server');
+
+/**
+ * Starts the test kit's `sente-test-server` (with `args`, e.g. `['--cors']`) and resolves with
+ * its URLs (`url`, `refuse_ws_url`, `small_url`, `control_url`, `csrf_token`, ...) and `proc`.
+ * It serves until its stdin closes: stop it with `stopTestServer`.
+ */
+export async function startTestServer(args = []) {
+  if (!fs.existsSync(testServerBin)) {
+    throw new Error(`${testServerBin} missing: run \`cargo build -p sente-test-kit --bin sente-test-server\` first`);
+  }
+  const proc = spawn(testServerBin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.stderr.on('data', (chunk) => (err += chunk));
+  const line = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sente-test-server printed nothing:\n${err}`)), 30_000);
+    proc.stdout.on('data', (chunk) => {
+      out += chunk;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) clearTimeout(timer), resolve(out.slice(0, nl));
+    });
+    proc.once('exit', (code) => (clearTimeout(timer), reject(new Error(`sente-test-server exited (${code}):\n${err}`))));
+  });
+  return { ...JSON.parse(line), proc };
+}
+
+/** Stops a server started by `startTestServer` and waits for it to exit. */
+export async function stopTestServer(srv) {
+  if (!srv || srv.proc.exitCode !== null || srv.proc.signalCode !== null) return;
+  const exited = once(srv.proc, 'exit');
+  srv.proc.stdin.end();
+  const timer = setTimeout(() => srv.proc.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.ts': 'text/plain; charset=utf-8',
+};
+
+/** Serves the files under `dir` on 127.0.0.1 (GET only, no directory listings). */
+export async function startStaticServer(dir) {
+  const base = path.resolve(dir);
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const file = path.resolve(base, '.' + (rel.endsWith('/') ? rel + 'index.html' : rel));
+    if (req.method !== 'GET' || (file !== base && !file.startsWith(base + path.sep))) {
+      res.writeHead(404).end();
+      return;
+    }
+    fs.readFile(file, (e, body) => {
+      if (e) {
+        res.writeHead(404).end('not found');
+        return;
+      }
+      res.writeHead(200, {
+        'Content-Type': MIME[path.extname(file)] ?? 'application/octet-stream',
+        'Cache-Control': 'no-store',
+      });
+      res.end(body);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, url: `http://127.0.0.1:${server.address().port}` };
+}

@@ -19,4 +19,9 @@ bash scripts/test-js-client.sh
 
 echo "==> browser end-to-end tests"
 cargo build -p chat
+cargo build -p sente-test-kit --bin sente-test-server
+# The WASM client's browser build, loaded by e2e/wasm-page/index.html (e2e/tests/wasm.test.mjs).
+cargo build -p sente-client --target wasm32-unknown-unknown --profile wasm --example browser
+wasm-bindgen --target web --out-dir e2e/wasm-page/pkg \
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm/examples/browser.wasm"
 (cd e2e && npm test)

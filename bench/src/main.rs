@@ -120,9 +120,9 @@ enum Cmd {
         pin: Option<String>,
     },
     /// Every scenario against every target, alternating targets; writes
-    /// bench/results/<timestamp>.{json,md} and PNG charts.
+    /// `bench/results/<timestamp>.{json,md}` and PNG charts.
     All {
-        /// A few minutes: small sizes, 3 rounds.
+        /// About 15 minutes: 3 s trials, 1-5 rounds per case.
         #[arg(long, conflicts_with = "full")]
         quick: bool,
         /// The full sizes (1k/10k/19.5k), 5 rounds.
@@ -196,7 +196,12 @@ where
     Fut: Future<Output = Res<Metrics>>,
 {
     if let (Some(addr), Some(proto)) = (t.addr, t.proto) {
-        return f(Endpoint { addr, proto }).await;
+        return f(Endpoint {
+            addr,
+            proto,
+            pid: None,
+        })
+        .await;
     }
     check_available(t.target).await.map_err(err)?;
     let server = Server::spawn(t.target, "127.0.0.1:0".parse()?, t.pin.as_deref()).await?;

@@ -18,7 +18,7 @@ use crate::server::{Server, Target};
 use crate::stats::{latency_histogram, quantile_ms, record};
 use crate::wire::{self, Proto};
 use crate::ws::WsClient;
-use crate::{Res, err, net};
+use crate::{Res, err, net, procfs};
 
 /// A trial's measurements, by metric name.
 pub type Metrics = BTreeMap<String, f64>;
@@ -30,6 +30,47 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Its wire protocol.
     pub proto: Proto,
+    /// The server's process id, when known (for its CPU time).
+    pub pid: Option<u32>,
+}
+
+/// CPU seconds used by the server (if its pid is known) and by this tool at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuWindow {
+    server: Option<f64>,
+    tool: Option<f64>,
+}
+
+impl CpuWindow {
+    fn read(ep: Endpoint) -> Self {
+        Self {
+            server: ep.pid.and_then(procfs::cpu_seconds),
+            tool: procfs::cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Reads the CPU counters at `from` and at `to` (in a background task).
+    fn spawn(ep: Endpoint, from: Instant, to: Instant) -> tokio::task::JoinHandle<(Self, Self)> {
+        tokio::spawn(async move {
+            sleep_until(from).await;
+            let a = Self::read(ep);
+            sleep_until(to).await;
+            (a, Self::read(ep))
+        })
+    }
+
+    /// Adds `server_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over `secs`; returns
+    /// the server's CPU seconds.
+    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> Option<f64> {
+        let server = a.server.zip(b.server).map(|(x, y)| y - x);
+        if let Some(cpu) = server {
+            m.insert("server_cpu_pct".into(), 100.0 * cpu / secs);
+        }
+        if let Some((x, y)) = a.tool.zip(b.tool) {
+            m.insert("tool_cpu_pct".into(), 100.0 * (y - x) / secs);
+        }
+        server
+    }
 }
 
 impl From<&Server> for Endpoint {
@@ -37,6 +78,7 @@ impl From<&Server> for Endpoint {
         Self {
             addr: s.addr,
             proto: s.target.proto(),
+            pid: Some(s.pid),
         }
     }
 }
@@ -113,6 +155,7 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + o.warmup;
     let end = measure_from + o.duration;
+    let cpu = CpuWindow::spawn(ep, measure_from, end);
     let mut set = JoinSet::new();
     for mut c in conns {
         set.spawn(async move {
@@ -156,6 +199,12 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
     m.insert("p999_ms".into(), quantile_ms(&h, 0.999));
     m.insert("errors".into(), errors as f64);
+    let (a, b) = cpu.await?;
+    if let Some(cpu) = CpuWindow::record(a, b, o.duration.as_secs_f64(), &mut m) {
+        if !h.is_empty() {
+            m.insert("server_cpu_us_per_req".into(), cpu * 1e6 / h.len() as f64);
+        }
+    }
     Ok(m)
 }
 
@@ -192,7 +241,9 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     let win_from = start_us + o.warmup.as_micros() as u64;
     let win_to = win_from + o.duration.as_micros() as u64;
     // Events stamped in the window may still arrive a little later.
-    let stop_at = Instant::now() + run + Duration::from_secs(2);
+    let now = Instant::now();
+    let stop_at = now + run + Duration::from_secs(2);
+    let cpu = CpuWindow::spawn(ep, now + o.warmup, now + o.warmup + o.duration);
     let mut set = JoinSet::new();
     for mut c in conns {
         set.spawn(async move {
@@ -237,6 +288,12 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
     m.insert("max_ms".into(), quantile_ms(&h, 1.0));
     m.insert("errors".into(), errors as f64);
+    let (a, b) = cpu.await?;
+    if let Some(cpu) = CpuWindow::record(a, b, o.duration.as_secs_f64(), &mut m) {
+        if !h.is_empty() {
+            m.insert("server_cpu_us_per_event".into(), cpu * 1e6 / h.len() as f64);
+        }
+    }
     Ok(m)
 }
 

@@ -19,7 +19,7 @@ use crate::{Res, charts, err};
 /// How big and long the suite is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// A few minutes: small sizes, short trials, 3 rounds.
+    /// About 15 minutes: 3 s trials, 1-5 rounds, the 1k/15k/10k sizes once.
     Quick,
     /// The sizes (1k/10k/~20k), longer trials, 5 rounds.
     Full,
@@ -97,6 +97,8 @@ fn rr_case(transport: Transport, clients: usize, warmup: f64, dur: f64, rounds: 
                 col("p50_ms", "p50 ms", false, true),
                 col("p99_ms", "p99 ms", false, false),
                 col("p999_ms", "p99.9 ms", false, false),
+                col("server_cpu_us_per_req", "server CPU µs/req", false, true),
+                col("tool_cpu_pct", "tool CPU %", false, false),
                 col("errors", "errors", false, false),
             ],
         },
@@ -125,6 +127,13 @@ fn fanout_case(transport: Transport, clients: usize, rate: u32, dur: f64, rounds
                 col("p50_ms", "p50 ms", false, false),
                 col("p99_ms", "p99 ms", false, true),
                 col("max_ms", "max ms", false, false),
+                col(
+                    "server_cpu_us_per_event",
+                    "server CPU µs/event",
+                    false,
+                    true,
+                ),
+                col("tool_cpu_pct", "tool CPU %", false, false),
             ],
         },
         kind: Kind::Fanout(FanoutOpts {
@@ -201,15 +210,17 @@ pub fn cases(mode: Mode) -> Vec<Case> {
             storm_case(20, 20.0, 1),
         ],
         Mode::Quick => vec![
-            rr_case(Ws, 1, 0.5, 3.0, 3),
-            rr_case(Ws, 100, 0.5, 3.0, 3),
+            rr_case(Ws, 1, 0.5, 3.0, 5),
+            rr_case(Ws, 100, 0.5, 3.0, 5),
             rr_case(Ws, 1000, 1.0, 3.0, 3),
             fanout_case(Ws, 1000, 100, 4.0, 3),
             idle_case(5000, 1.0, 2),
+            idle_case(15_000, 1.0, 1),
             rr_case(Ajax, 1, 0.5, 3.0, 3),
             rr_case(Ajax, 100, 0.5, 3.0, 3),
             fanout_case(Ajax, 200, 20, 4.0, 3),
             storm_case(1000, 30.0, 2),
+            storm_case(10_000, 60.0, 1),
         ],
         Mode::Full => vec![
             rr_case(Ws, 1, 1.0, 10.0, 5),

@@ -78,7 +78,8 @@ export interface ChskState {
   readonly everOpened: boolean;
   readonly uid: any;
   readonly handshakeData: any;
-  readonly lastWsError: { readonly udt: number; readonly message: string } | null;
+  /** The last WebSocket error; `status` is the refused upgrade's HTTP status where the runtime reveals it (Node's `ws`). */
+  readonly lastWsError: { readonly udt: number; readonly message: string; readonly status?: number } | null;
   readonly lastWsClose: {
     readonly code: number;
     readonly reason: string;
@@ -137,8 +138,14 @@ export interface ChannelSocketOptions {
   requestTimeoutMs?: number;
   /** Connect on creation (on the next microtask). Default true. */
   autoConnect?: boolean;
+  /**
+   * Extra HTTP headers (e.g. `Origin` in Node), sent on Ajax requests and on the WebSocket
+   * handshake. For the handshake the constructor is called as `new WebSocket(url, [], { headers })`,
+   * which Node's `ws` understands; browsers ignore it (and drop forbidden headers from fetch).
+   */
+  headers?: Record<string, string>;
   /** WebSocket constructor (e.g. the `ws` package in Node). Default: globalThis.WebSocket. */
-  WebSocket?: new (url: string) => WebSocketLike;
+  WebSocket?: new (url: string, protocols?: string[], options?: { headers?: Record<string, string> }) => WebSocketLike;
   /** fetch implementation. Default: globalThis.fetch. */
   fetch?: typeof fetch;
 }

@@ -325,8 +325,10 @@ export class ChannelSocket {
   _openWs(onHs, onFail) {
     const WS = this.opts.WebSocket || globalThis.WebSocket;
     let ws;
+    const h = this.opts.headers;
     try {
-      ws = WS && new WS(this._wsUrl());
+      // Custom headers need a constructor that takes options (Node's `ws`); browsers cannot.
+      ws = WS && (h ? new WS(this._wsUrl(), [], { headers: h }) : new WS(this._wsUrl()));
     } catch {}
     if (!ws) return null;
     const c = { kind: "ws", ws, hs: false, dead: false, act: 0, onHs, onFail };
@@ -374,9 +376,11 @@ export class ChannelSocket {
   _wsFail(c, what, info) {
     const rej = !c.hs && (c.status == 401 || c.status == 403);
     if (what == "error") {
-      this._set({ lastWsError: info });
-      // Auto mode: a WS that never completed a handshake downgrades (once) to Ajax.
-      if (this._mode == "auto" && !this._wsEverHs && !c.hs && !rej) {
+      this._set({ lastWsError: c.status ? { ...info, status: c.status } : info });
+      // Auto mode: a WS that never completed a handshake downgrades (once) to Ajax, whatever the
+      // status (as Sente): a proxy may refuse upgrades with 403; a real rejection (CSRF, auth)
+      // is then reported by the Ajax GET.
+      if (this._mode == "auto" && !this._wsEverHs && !c.hs) {
         this._kill();
         this._down = true;
         this._closed("downgrading-ws-to-ajax");
@@ -496,7 +500,7 @@ export class ChannelSocket {
     const f = this.opts.fetch || globalThis.fetch;
     const tok = this._token();
     init.signal = ctl.signal;
-    init.headers = { "X-Requested-With": "XMLHTTPRequest", ...init.headers };
+    init.headers = { ...this.opts.headers, "X-Requested-With": "XMLHTTPRequest", ...init.headers };
     if (tok) init.headers["X-CSRF-Token"] = tok;
     return f(url, init)
       .then(async (res) => ({ status: res.status, ok: res.ok, text: await res.text() }))
@@ -576,7 +580,8 @@ export class ChannelSocket {
           env = JSON.parse(r.text);
           if (!isArr(env)) throw 0;
         } catch {
-          if (!r.ok && this._conn?.kind == "ajax") this._closed("unexpected");
+          // The server answered (e.g. 413 for an oversize message): only this request fails;
+          // the long-poll, which decides whether the connection is open, is unaffected.
           throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
         }
         if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });

@@ -200,6 +200,68 @@ test("auto: downgrades to Ajax when WS fails before any handshake, then re-probe
   chsk.disconnect();
 });
 
+// A proxy that refuses WebSocket upgrades with 403, as Node's `ws` reports it: error, then close.
+class Refused403 {
+  constructor() {
+    this.readyState = 0;
+    setTimeout(() => {
+      this.readyState = 3;
+      this.onerror?.({ message: "Unexpected server response: 403" });
+      this.onclose?.({ code: 1006, reason: "", wasClean: false });
+    }, 1);
+  }
+  send() {
+    throw new Error("not open");
+  }
+  close() {}
+}
+
+test("auto: a WS upgrade refused with 403 still downgrades to Ajax (and records the status)", async () => {
+  const chsk = make({ type: "auto", WebSocket: Refused403 });
+  try {
+    await Promise.race([next(chsk, "chsk/handshake"), sleep(5000).then(() => assert.fail("no handshake"))]);
+    assert.equal(chsk.state.type, "ajax");
+    assert.equal(chsk.state.open, true);
+    assert.equal(chsk.state.lastWsError.status, 403);
+    assert.equal(await chsk.request("demo/echo", "via-ajax", 2000), "via-ajax");
+  } finally {
+    chsk.disconnect();
+  }
+});
+
+test("ws: a WS upgrade refused with 403 is rejected (no fallback outside auto mode)", async () => {
+  const chsk = make({ type: "ws", WebSocket: Refused403 });
+  const st = await next(chsk, "chsk/state", ([, n]) => n.lastClose?.reason == "rejected");
+  assert.equal(st[1].lastClose.status, 403);
+  assert.equal(chsk.state.type, "ws");
+  chsk.disconnect();
+});
+
+test("headers option: sent on Ajax requests and on the WS handshake", async () => {
+  const seen = [];
+  const fetchSpy = (url, init) => (seen.push(["fetch", init.headers]), fetch(url, init));
+  class WsSpy extends WebSocket {
+    constructor(url, protocols, options) {
+      seen.push(["ws", options?.headers]);
+      super(url, protocols, options);
+    }
+  }
+  for (const type of ["ws", "ajax"]) {
+    const chsk = make({ type, fetch: fetchSpy, WebSocket: WsSpy, headers: { "X-Extra": "1", Origin: "http://a.example" } });
+    await next(chsk, "chsk/handshake");
+    assert.equal(await chsk.request("demo/echo", type, 2000), type);
+    chsk.disconnect();
+  }
+  assert.deepEqual(seen.find(([k]) => k == "ws")[1], { "X-Extra": "1", Origin: "http://a.example" });
+  const posts = seen.filter(([k, h]) => k == "fetch" && h["Content-Type"]);
+  assert.ok(posts.length > 0);
+  for (const [, h] of seen.filter(([k]) => k == "fetch")) {
+    assert.equal(h["X-Extra"], "1");
+    assert.equal(h.Origin, "http://a.example");
+    assert.equal(h["X-CSRF-Token"], "tok");
+  }
+});
+
 test("auto: uses WS when it works", async () => {
   const chsk = make({ type: "auto" });
   await next(chsk, "chsk/handshake");

@@ -26,7 +26,7 @@
 //! // Typed requests go through serde (edn maps with keyword keys).
 //! #[derive(serde::Serialize)]
 //! struct Greet { name: String }
-//! let ev = sente_client::event("demo/echo", &Greet { name: "ann".into() })?;
+//! let ev = Event::typed("demo/echo".parse()?, &Greet { name: "ann".into() })?;
 //! let name: std::collections::HashMap<String, String> =
 //!     client.request_as(ev, Duration::from_secs(5)).await?;
 //! println!("{name:?}");
@@ -63,9 +63,8 @@ pub use sente_proto::client::{
     Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, Kind, RequestError, SendError, State,
     StateChange, Transport, WsCloseInfo, WsErrorInfo,
 };
-pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value};
+pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::Shared;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -84,30 +83,6 @@ pub enum ConnectError {
     /// No packer has this name.
     #[error("unknown packer {0:?}")]
     UnknownPacker(String),
-}
-
-/// Why a typed event could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    /// The id is not a namespaced keyword.
-    #[error(transparent)]
-    Id(#[from] sente_proto::InvalidEventId),
-    /// The data could not be converted to edn.
-    #[error("cannot convert event data: {0}")]
-    Data(String),
-}
-
-/// An event `[id data]` with `data` converted through serde (structs become maps with keyword
-/// keys; see `sente_edn`).
-pub fn event(id: &str, data: &impl Serialize) -> Result<Event, EventError> {
-    let id = EventId::new(id)?;
-    let data = sente_edn::to_value(data).map_err(|e| EventError::Data(e.to_string()))?;
-    Ok(Event::new(id, data))
-}
-
-/// Converts an event's data (or a reply) to a Rust type through serde.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, sente_edn::Error> {
-    sente_edn::from_value(value)
 }
 
 struct Handle {

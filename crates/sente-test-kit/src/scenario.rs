@@ -65,17 +65,33 @@ pub trait ClientUnderTest: Send {
     fn disconnect(&mut self);
 }
 
-/// A server adapter the scenarios run against.
+/// A server adapter the scenarios run against: the same `sente` server and demo app, served by
+/// another HTTP framework.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Adapter {
-    /// The `sente` crate's tower service mounted in axum.
+    /// The `sente` crate's tower service mounted in axum (`server.router("/chsk")`).
     Axum,
+    /// The tower service on a bare hyper 1 connection (`service_fn`, `with_upgrades`).
+    Hyper,
+    /// actix-web 4 through the `sente-actix` crate.
+    Actix,
+    /// poem 3 through an endpoint over `ChskService::call_with_upgrade` (as in
+    /// `examples/poem-echo`).
+    Poem,
+}
+
+impl Adapter {
+    /// Every adapter.
+    pub const ALL: [Adapter; 4] = [Adapter::Axum, Adapter::Hyper, Adapter::Actix, Adapter::Poem];
 }
 
 impl fmt::Display for Adapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Adapter::Axum => "axum",
+            Adapter::Hyper => "hyper",
+            Adapter::Actix => "actix",
+            Adapter::Poem => "poem",
         })
     }
 }
@@ -819,11 +835,14 @@ pub async fn run_one(
     combo: Combo,
     scenario: &Scenario,
 ) -> Result<(), String> {
-    let server = TestServer::spawn((scenario.server)())
+    let server = TestServer::spawn_on(combo.adapter, (scenario.server)())
         .await
-        .map_err(|e| format!("server: {e}"))?;
+        .map_err(|e| format!("server ({}): {e}", combo.adapter))?;
     let n = RUN.fetch_add(1, Ordering::Relaxed);
-    let tag = format!("{}-{}-{}-{n}", scenario.name, combo.kind, combo.packer);
+    let tag = format!(
+        "{}-{}-{}-{}-{n}",
+        scenario.name, combo.adapter, combo.kind, combo.packer
+    );
     let mut ctx = Ctx {
         server,
         factory,

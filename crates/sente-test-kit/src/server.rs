@@ -1,8 +1,9 @@
-//! The test server: the `sente` crate's [`Server`] with a small demo app, served by axum on
-//! `127.0.0.1:0` behind a [`Proxy`].
+//! The test server: the `sente` crate's [`Server`] with a small demo app, served on
+//! `127.0.0.1:0` by one of the [`Adapter`]s (axum by default) behind a [`Proxy`].
 
 use crate::proxy::Proxy;
-use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server, ServerLimits};
+use crate::scenario::Adapter;
+use sente::{AllowedOrigins, ChskService, CsrfToken, EventMsg, Router, Server, ServerLimits};
 use sente_proto::{Event, EventId, Map, Uid, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ pub struct ServerOptions {
     /// Ajax long-poll timeout (ms).
     pub lp_timeout_ms: u64,
     /// Answer CORS preflights and allow any origin to read responses (for browser tests whose
-    /// page is served from another origin).
+    /// page is served from another origin). Axum adapter only.
     pub cors: bool,
 }
 
@@ -81,13 +82,25 @@ impl ServerLog {
 struct Running {
     server: Server,
     addr: SocketAddr,
-    serve: JoinHandle<()>,
+    serve: Serving,
     router: JoinHandle<()>,
+}
+
+/// How to stop the HTTP server of an adapter.
+enum Serving {
+    /// A task serving the listener (axum, hyper, poem).
+    Task(JoinHandle<()>),
+    /// actix-web's server (its own accept and worker threads); it stops on command.
+    Actix(actix_web::dev::ServerHandle),
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.serve.abort();
+        match &self.serve {
+            Serving::Task(t) => t.abort(),
+            // The command is sent at once; the server task then winds down by itself.
+            Serving::Actix(h) => drop(h.stop(false)),
+        }
         self.router.abort();
     }
 }
@@ -107,6 +120,7 @@ impl Drop for Running {
 /// without it); the handshake data is
 /// `{:hello "world"}`.
 pub struct TestServer {
+    adapter: Adapter,
     opts: ServerOptions,
     proxy: Proxy,
     running: Mutex<Option<Running>>,
@@ -116,6 +130,7 @@ pub struct TestServer {
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestServer")
+            .field("adapter", &self.adapter)
             .field("url", &self.url())
             .finish_non_exhaustive()
     }
@@ -145,7 +160,11 @@ fn user_id(req: &sente::ChskRequest, sessions: &Mutex<HashMap<String, Uid>>) -> 
     }
 }
 
-async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running> {
+async fn start(
+    adapter: Adapter,
+    opts: &ServerOptions,
+    log: &ServerLog,
+) -> std::io::Result<Running> {
     let sessions = Arc::new(Mutex::new(HashMap::new()));
     let mut builder = Server::builder()
         .user_id_fn(move |req| user_id(req, &sessions))
@@ -176,19 +195,97 @@ async fn start(opts: &ServerOptions, log: &ServerLog) -> std::io::Result<Running
     let router = app(&server, log).spawn(events);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let mut svc = server.router("/chsk");
-    if opts.cors {
-        svc = svc.layer(axum::middleware::from_fn(cors));
-    }
-    let serve = tokio::spawn(async move {
-        let _ = axum::serve(listener, svc).await;
-    });
+    let serve = match adapter {
+        Adapter::Axum => {
+            let mut svc = server.router("/chsk");
+            if opts.cors {
+                svc = svc.layer(axum::middleware::from_fn(cors));
+            }
+            Serving::Task(tokio::spawn(async move {
+                let _ = axum::serve(listener, svc).await;
+            }))
+        }
+        Adapter::Hyper => Serving::Task(tokio::spawn(serve_hyper(
+            listener,
+            server.service_at("/chsk"),
+        ))),
+        Adapter::Actix => {
+            let s = server.clone();
+            let http = actix_web::HttpServer::new(move || {
+                actix_web::App::new().service(sente_actix::scope(&s, "/chsk"))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener.into_std()?)?
+            .run();
+            let handle = http.handle();
+            tokio::spawn(http);
+            Serving::Actix(handle)
+        }
+        Adapter::Poem => {
+            let chsk = PoemChsk(server.service_at("/chsk"));
+            let app = poem::Route::new()
+                .at("/chsk", chsk.clone())
+                .at("/chsk/client.js", chsk);
+            let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+            Serving::Task(tokio::spawn(async move {
+                let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+            }))
+        }
+    };
     Ok(Running {
         server,
         addr,
         serve,
         router,
     })
+}
+
+/// hyper 1 with the tower service: one task per connection, upgrades on.
+async fn serve_hyper(listener: tokio::net::TcpListener, svc: ChskService) {
+    use tower_service::Service;
+    while let Ok((tcp, _)) = listener.accept().await {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let handler = hyper::service::service_fn(move |req| svc.clone().call(req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), handler)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// poem: sente's service through `call_with_upgrade`, the WebSocket over poem's upgrade (its
+/// tower compat layer keeps hyper's upgrade away from the service).
+#[derive(Clone)]
+struct PoemChsk(ChskService);
+
+impl poem::Endpoint for PoemChsk {
+    type Output = poem::Response;
+
+    async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
+        let upgrade = req.take_upgrade().ok();
+        let handled = self.0.call_with_upgrade(http::Request::from(req)).await;
+        if let (Some(ws), Some(upgrade)) = (handled.websocket, upgrade) {
+            tokio::spawn(async move {
+                if let Ok(io) = upgrade.await {
+                    ws.serve(io).await;
+                }
+            });
+        }
+        let (parts, body) = handled.response.into_parts();
+        let parts = poem::ResponseParts {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            extensions: parts.extensions,
+        };
+        Ok(poem::Response::from_parts(
+            parts,
+            sente::adapter::body_bytes(body).into(),
+        ))
+    }
 }
 
 /// Permissive CORS for browser tests: preflights are answered, every response may be read.
@@ -320,13 +417,19 @@ fn app(server: &Server, log: &ServerLog) -> Router {
 }
 
 impl TestServer {
-    /// Starts a server with `opts`.
+    /// Starts a server with `opts`, served by axum.
     pub async fn spawn(opts: ServerOptions) -> std::io::Result<TestServer> {
+        Self::spawn_on(Adapter::Axum, opts).await
+    }
+
+    /// Starts a server with `opts`, served by `adapter`.
+    pub async fn spawn_on(adapter: Adapter, opts: ServerOptions) -> std::io::Result<TestServer> {
         let log = ServerLog::default();
-        let running = start(&opts, &log).await?;
+        let running = start(adapter, &opts, &log).await?;
         let proxy = Proxy::start(running.addr).await?;
         proxy.refuse_ws_upgrades(opts.refuse_ws_upgrades);
         Ok(TestServer {
+            adapter,
             opts,
             proxy,
             running: Mutex::new(Some(running)),
@@ -337,6 +440,11 @@ impl TestServer {
     /// The chsk URL clients use, e.g. `http://127.0.0.1:41234/chsk`.
     pub fn url(&self) -> String {
         format!("http://{}/chsk", self.proxy.addr())
+    }
+
+    /// The adapter serving it.
+    pub fn adapter(&self) -> Adapter {
+        self.adapter
     }
 
     /// The proxy in front of the server.
@@ -368,7 +476,7 @@ impl TestServer {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(old);
-        let running = start(&self.opts, &self.log).await?;
+        let running = start(self.adapter, &self.opts, &self.log).await?;
         self.proxy.set_target(running.addr);
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         Ok(())

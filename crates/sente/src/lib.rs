@@ -6,6 +6,7 @@
 //!   an [`EventStream`] of [`EventMsg`]s.
 //! - One tower service serves GET (Ajax handshake and long-poll), POST (Ajax send), the WebSocket
 //!   upgrade and `GET <mount>/client.js`; [`Server::router`] mounts it in axum.
+//!   Other frameworks (hyper, actix-web, poem...): see [`adapter`], with a table of setups.
 //! - [`Server::send`] pushes to every client of a uid, in order, batched like Sente.
 //! - [`Router`] dispatches events to handlers by event id.
 //!

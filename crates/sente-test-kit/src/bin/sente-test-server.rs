@@ -5,18 +5,21 @@
 //! $ sente-test-server [--cors] [--forever]
 //! {"url":"http://127.0.0.1:41234/chsk","refuse_ws_url":"http://127.0.0.1:41236/chsk",
 //!  "small_url":"http://127.0.0.1:41238/chsk","control_url":"http://127.0.0.1:41240",
-//!  "csrf_token":"tok-123"}
+//!  "origin_url":"http://127.0.0.1:41242/chsk","csrf_token":"tok-123"}
 //! ```
 //!
 //! - `url`: the default server (CSRF token `tok-123`, any origin);
 //! - `refuse_ws_url`: the same app behind a proxy that refuses WebSocket upgrades;
 //! - `small_url`: messages limited to 16 KiB (oversize scenario);
+//! - `origin_url`: only the origin `http://good.example` is allowed (origin-rejected scenario,
+//!   for clients that can set an `Origin` header);
 //! - `control_url`: `POST /restart` restarts the default server (server-restart scenario);
 //!   `GET /log` returns the default server's uidport log as edn.
 //!
 //! With `--cors` the servers answer CORS preflights (browser tests served from another origin).
 //! It serves until stdin closes, or forever with `--forever`.
 
+use sente::AllowedOrigins;
 use sente_test_kit::{CSRF_TOKEN, ServerOptions, TestServer};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -49,6 +52,11 @@ async fn main() -> std::io::Result<()> {
     .await?;
     let small = TestServer::spawn(ServerOptions {
         max_message_bytes: 16 * 1024,
+        ..base.clone()
+    })
+    .await?;
+    let origin = TestServer::spawn(ServerOptions {
+        allowed_origins: AllowedOrigins::list(["http://good.example"]),
         ..base
     })
     .await?;
@@ -59,10 +67,11 @@ async fn main() -> std::io::Result<()> {
         let _ = axum::serve(listener, control).await;
     });
     println!(
-        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"csrf_token\":\"{CSRF_TOKEN}\"}}",
+        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"origin_url\":\"{}\",\"csrf_token\":\"{CSRF_TOKEN}\"}}",
         main.url(),
         refuse.url(),
-        small.url()
+        small.url(),
+        origin.url()
     );
     if forever {
         std::future::pending::<()>().await;

@@ -1,0 +1,45 @@
+//! sente-rs on actix-web 4 through `sente-actix`: `echo/req` is answered with its own data, and
+//! `echo/push-me` makes the server push `[:echo/pushed n]` three times to the caller's uid.
+//!
+//! No session, no cookies: the CSRF check is skipped, and the Origin check (same origin as the
+//! request's Host, the default) stays on.
+
+use sente::{CsrfToken, EventMsg, Router, Server};
+use sente_proto::{Event, EventId, Value};
+
+/// The Sente server with its event handlers running. Call inside a tokio runtime.
+pub fn sente_server() -> Result<Server, sente::BuildError> {
+    let (server, events) = Server::builder()
+        .csrf_token_fn(|_| CsrfToken::Skip)
+        .build()?;
+    let push = server.clone();
+    Router::new()
+        .on("echo/req", |mut msg: EventMsg| async move {
+            let data = msg.data_value().clone();
+            msg.reply(data);
+        })
+        .on("echo/push-me", move |msg: EventMsg| {
+            let server = push.clone();
+            async move {
+                for n in 1..=3 {
+                    let event = Event::new(EventId::new("echo/pushed")?, Value::Int(n));
+                    server.send(&msg.uid, event)?;
+                }
+                Ok::<(), sente::BoxError>(())
+            }
+        })
+        .spawn(events);
+    Ok(server)
+}
+
+/// The actix-web server: Sente at `/chsk` (and the JavaScript client at `/chsk/client.js`) on
+/// `listener`. Await the returned server to run it (in a tokio or actix runtime).
+pub fn app(listener: std::net::TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let server = sente_server().map_err(std::io::Error::other)?;
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new().service(sente_actix::scope(&server, "/chsk"))
+    })
+    .workers(2)
+    .listen(listener)?
+    .run())
+}

@@ -1,0 +1,58 @@
+//! sente-rs on a bare hyper 1 server, with sente's tower service: `echo/req` is answered with its
+//! own data, and `echo/push-me` makes the server push `[:echo/pushed n]` three times to the
+//! caller's uid.
+//!
+//! No session, no cookies: the CSRF check is skipped, and the Origin check (same origin as the
+//! request's Host, the default) stays on.
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sente::{CsrfToken, EventMsg, Router, Server};
+use sente_proto::{Event, EventId, Value};
+use tower_service::Service;
+
+/// The Sente server with its event handlers running. Call inside a tokio runtime.
+pub fn sente_server() -> Result<Server, sente::BuildError> {
+    let (server, events) = Server::builder()
+        .csrf_token_fn(|_| CsrfToken::Skip)
+        .build()?;
+    let push = server.clone();
+    Router::new()
+        .on("echo/req", |mut msg: EventMsg| async move {
+            let data = msg.data_value().clone();
+            msg.reply(data);
+        })
+        .on("echo/push-me", move |msg: EventMsg| {
+            let server = push.clone();
+            async move {
+                for n in 1..=3 {
+                    let event = Event::new(EventId::new("echo/pushed")?, Value::Int(n));
+                    server.send(&msg.uid, event)?;
+                }
+                Ok::<(), sente::BoxError>(())
+            }
+        })
+        .spawn(events);
+    Ok(server)
+}
+
+/// Serves Sente at `/chsk` (and the JavaScript client at `/chsk/client.js`) on `listener`,
+/// one task per connection, until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let svc = sente_server()
+        .map_err(std::io::Error::other)?
+        .service_at("/chsk");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let handler = service_fn(move |req| svc.clone().call(req));
+            // `with_upgrades` lets sente take the connection over for WebSockets.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), handler)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
