@@ -150,13 +150,26 @@ impl AjaxClient {
                 let path = eio_path(idx, &sid);
                 post.request(Method::POST, &path, Some((TEXT_PLAIN, "40".to_owned())))
                     .await?;
-                let body = poll_http.request(Method::GET, &path, None).await?;
-                let text = std::str::from_utf8(&body)?;
-                if !text
-                    .split('\x1e')
-                    .any(|p| proto.classify(p) == Incoming::Handshake)
-                {
-                    return Err(err(format!("expected a connect ack, got {text}")));
+                // The connect ack may come after a ping (socketioxide pings early).
+                let mut acked = false;
+                for _ in 0..5 {
+                    let body = poll_http.request(Method::GET, &path, None).await?;
+                    for p in std::str::from_utf8(&body)?.split('\x1e') {
+                        match proto.classify(p) {
+                            Incoming::Handshake => acked = true,
+                            Incoming::Ping => {
+                                let pong = Some((TEXT_PLAIN, proto.pong().to_owned()));
+                                post.request(Method::POST, &path, pong).await?;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if acked {
+                        break;
+                    }
+                }
+                if !acked {
+                    return Err(err("no socket.io connect ack within 5 polls"));
                 }
                 sid
             }

@@ -80,7 +80,7 @@ where
         .flat_map(|(_, v)| v.iter().copied())
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max * 1.6 } else { 1.0 };
+    let top = if max > 0.0 { max * 1.9 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 18))
         .margin(8)

@@ -18,7 +18,8 @@ pub struct Trial {
     pub round: usize,
     /// Why the trial failed, if it did.
     pub error: Option<String>,
-    /// Measurements.
+    /// Measurements (NaN is written as `null`).
+    #[serde(deserialize_with = "nan_as_null")]
     pub metrics: Metrics,
 }
 
@@ -57,7 +58,8 @@ pub struct Summary {
     pub ok_trials: usize,
     /// Failed trials.
     pub failed_trials: usize,
-    /// Median of every metric over the successful trials.
+    /// Median of every metric over the successful trials (NaN is written as `null`).
+    #[serde(deserialize_with = "nan_as_null")]
     pub medians: Metrics,
     /// First error, if any trial failed.
     pub first_error: Option<String>,
@@ -88,6 +90,14 @@ pub struct Results {
     pub summary: Vec<Summary>,
     /// Wall time of the whole run in seconds.
     pub wall_s: f64,
+}
+
+/// Reads metrics written by serde_json, which writes NaN as `null`.
+fn nan_as_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Metrics, D::Error> {
+    let m: BTreeMap<String, Option<f64>> = serde::Deserialize::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
 }
 
 /// Computes [`Results::summary`] from the trials.
@@ -265,6 +275,22 @@ mod tests {
     fn timestamps() {
         assert_eq!(super::timestamp(0), "1970-01-01T00-00-00Z");
         assert_eq!(super::timestamp(1_709_251_199), "2024-02-29T23-59-59Z");
+    }
+
+    #[test]
+    fn nan_metrics_round_trip() {
+        let mut metrics = super::Metrics::new();
+        metrics.insert("t100_s".into(), f64::NAN);
+        let t = super::Trial {
+            case: "c".into(),
+            target: "t".into(),
+            round: 0,
+            error: None,
+            metrics,
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        let back: super::Trial = serde_json::from_str(&text).unwrap();
+        assert!(back.metrics["t100_s"].is_nan());
     }
 
     #[test]

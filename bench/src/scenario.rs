@@ -183,26 +183,29 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
             (h, errors)
         });
     }
-    let mut h = latency_histogram();
+    let mut hist = latency_histogram();
     let mut errors = 0;
     while let Some(r) = set.join_next().await {
         let (ch, ce) = r?;
-        h.add(ch)?;
+        hist.add(ch)?;
         errors += ce;
     }
     let mut m = Metrics::new();
     m.insert(
         "req_per_s".into(),
-        h.len() as f64 / o.duration.as_secs_f64(),
+        hist.len() as f64 / o.duration.as_secs_f64(),
     );
-    m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
-    m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
-    m.insert("p999_ms".into(), quantile_ms(&h, 0.999));
+    m.insert("p50_ms".into(), quantile_ms(&hist, 0.5));
+    m.insert("p99_ms".into(), quantile_ms(&hist, 0.99));
+    m.insert("p999_ms".into(), quantile_ms(&hist, 0.999));
     m.insert("errors".into(), errors as f64);
-    let (a, b) = cpu.await?;
-    if let Some(cpu) = CpuWindow::record(a, b, o.duration.as_secs_f64(), &mut m) {
-        if !h.is_empty() {
-            m.insert("server_cpu_us_per_req".into(), cpu * 1e6 / h.len() as f64);
+    let (cpu_from, cpu_to) = cpu.await?;
+    if let Some(cpu) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
+        if !hist.is_empty() {
+            m.insert(
+                "server_cpu_us_per_req".into(),
+                cpu * 1e6 / hist.len() as f64,
+            );
         }
     }
     Ok(m)
@@ -270,28 +273,31 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
             (h, errors)
         });
     }
-    let mut h = latency_histogram();
+    let mut hist = latency_histogram();
     let mut errors = 0;
     while let Some(r) = set.join_next().await {
         let (ch, ce) = r?;
-        h.add(ch)?;
+        hist.add(ch)?;
         errors += ce;
     }
     let expected = o.clients as f64 * f64::from(o.rate) * o.duration.as_secs_f64();
     let mut m = Metrics::new();
     m.insert(
         "delivered_per_s".into(),
-        h.len() as f64 / o.duration.as_secs_f64(),
+        hist.len() as f64 / o.duration.as_secs_f64(),
     );
-    m.insert("delivered_ratio".into(), h.len() as f64 / expected);
-    m.insert("p50_ms".into(), quantile_ms(&h, 0.5));
-    m.insert("p99_ms".into(), quantile_ms(&h, 0.99));
-    m.insert("max_ms".into(), quantile_ms(&h, 1.0));
+    m.insert("delivered_ratio".into(), hist.len() as f64 / expected);
+    m.insert("p50_ms".into(), quantile_ms(&hist, 0.5));
+    m.insert("p99_ms".into(), quantile_ms(&hist, 0.99));
+    m.insert("max_ms".into(), quantile_ms(&hist, 1.0));
     m.insert("errors".into(), errors as f64);
-    let (a, b) = cpu.await?;
-    if let Some(cpu) = CpuWindow::record(a, b, o.duration.as_secs_f64(), &mut m) {
-        if !h.is_empty() {
-            m.insert("server_cpu_us_per_event".into(), cpu * 1e6 / h.len() as f64);
+    let (cpu_from, cpu_to) = cpu.await?;
+    if let Some(cpu) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
+        if !hist.is_empty() {
+            m.insert(
+                "server_cpu_us_per_event".into(),
+                cpu * 1e6 / hist.len() as f64,
+            );
         }
     }
     Ok(m)

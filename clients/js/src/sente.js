@@ -129,6 +129,17 @@ export class SenteError extends Error {
   }
 }
 
+// Closes a socket we no longer listen to. Its error handler stays a no-op: Node's `ws` emits
+// "WebSocket was closed before the connection was established" when a connecting socket is
+// closed, and an EventEmitter error without a listener is an uncaught exception.
+const quiet = (ws) => {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.onerror = () => {};
+  try {
+    ws.close(1000, "CLOSE_NORMAL");
+  } catch {}
+};
+
 const QUEUE_MAX = 100;
 const REJECTED_ATTEMPT = 6; // backoff attempt used after a 401/403 (slow path)
 const REJECTED_MIN_MS = 5000;
@@ -274,12 +285,7 @@ export class ChannelSocket {
     if (!c) return;
     c.dead = true;
     clearInterval(c.kalive);
-    if (c.ws) {
-      c.ws.onopen = c.ws.onmessage = c.ws.onerror = c.ws.onclose = null;
-      try {
-        c.ws.close(1000, "CLOSE_NORMAL");
-      } catch {}
-    }
+    if (c.ws) quiet(c.ws);
     c.ctl?.abort();
   }
 
@@ -580,8 +586,8 @@ export class ChannelSocket {
           env = JSON.parse(r.text);
           if (!isArr(env)) throw 0;
         } catch {
-          // The server answered (e.g. 413 for an oversize message): only this request fails;
-          // the long-poll, which decides whether the connection is open, is unaffected.
+          // E.g. 413 for an oversize message: only this request fails; the long-poll decides
+          // whether the connection is open.
           throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
         }
         if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });
@@ -592,7 +598,7 @@ export class ChannelSocket {
       (e) => {
         if (e instanceof SenteError && e.code) throw e;
         if (e?.name == "AbortError" || e?.name == "TimeoutError") throw new SenteError("timeout");
-        if (this._conn?.kind == "ajax") this._closed("unexpected");
+        // Only this request fails; a dead server also fails the long-poll, which closes.
         throw new SenteError("error", "sente: " + (e?.message || e));
       },
     );
@@ -632,10 +638,7 @@ export class ChannelSocket {
     this._probe = null;
     if (p) {
       p.dead = true;
-      p.ws.onopen = p.ws.onmessage = p.ws.onerror = p.ws.onclose = null;
-      try {
-        p.ws.close(1000, "CLOSE_NORMAL");
-      } catch {}
+      quiet(p.ws);
     }
   }
 

@@ -3,6 +3,8 @@
 import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
+import net from "node:net";
+import { once } from "node:events";
 import { startMockServer } from "../tools/mock-server.js";
 import { createChannelSocket, createRouter, kw, SenteError } from "../src/sente.js";
 
@@ -259,6 +261,52 @@ test("headers option: sent on Ajax requests and on the WS handshake", async () =
     assert.equal(h["X-Extra"], "1");
     assert.equal(h.Origin, "http://a.example");
     assert.equal(h["X-CSRF-Token"], "tok");
+  }
+});
+
+test("disconnect/reconnect while the WebSocket is still connecting raise no uncaught error (Node's ws)", async () => {
+  // A server that accepts connections and never answers the upgrade: the socket stays CONNECTING.
+  const socks = new Set();
+  const hang = net.createServer((sock) => socks.add(sock));
+  hang.listen(0, "127.0.0.1");
+  await once(hang, "listening");
+  const uncaught = [];
+  const onUncaught = (e) => uncaught.push(e);
+  process.on("uncaughtException", onUncaught);
+  try {
+    const stuck = createChannelSocket(`http://127.0.0.1:${hang.address().port}/chsk`, { type: "ws", WebSocket });
+    await until(() => socks.size == 1, 3000, "a connecting socket");
+    stuck.reconnect();
+    await until(() => socks.size == 2, 3000, "a second connecting socket");
+    stuck.disconnect();
+    await sleep(200);
+    assert.deepEqual(uncaught.map(String), []);
+  } finally {
+    process.off("uncaughtException", onUncaught);
+    for (const sock of socks) sock.destroy();
+    hang.close();
+  }
+});
+
+test("ajax: a failed POST fails only that request; the connection stays open", async () => {
+  let failPosts = true;
+  const flaky = (url, init) =>
+    failPosts && init.method == "POST"
+      ? Promise.reject(new TypeError("fetch failed"))
+      : init.method == "POST" && /demo%2Fbig/.test(init.body)
+        ? Promise.resolve(new Response("Payload Too Large", { status: 413 }))
+        : fetch(url, init);
+  const chsk = make({ type: "ajax", fetch: flaky });
+  try {
+    await next(chsk, "chsk/handshake");
+    await assert.rejects(chsk.request("demo/echo", 1, 2000), (e) => e.code == "error");
+    assert.equal(chsk.state.open, true, "a network error on a POST does not close");
+    failPosts = false;
+    await assert.rejects(chsk.request("demo/big", 1, 2000), (e) => e.code == "error" && /413/.test(e.message));
+    assert.equal(chsk.state.open, true, "an HTTP error on a POST does not close");
+    assert.equal(await chsk.request("demo/echo", "next", 2000), "next");
+  } finally {
+    chsk.disconnect();
   }
 });
 

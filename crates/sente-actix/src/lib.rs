@@ -45,7 +45,8 @@
 //! | poem 3 | an endpoint over `ChskService::call_with_upgrade` and `Request::take_upgrade` (`examples/poem-echo`) |
 //!
 //! Details in [`sente::adapter`]. The `sente-test-kit` conformance suite runs against each of
-//! them, over WebSocket and Ajax.
+//! them: every scenario over WebSocket, Ajax and Auto, with every packer on axum and with edn,
+//! json and msgpack on the others.
 #![forbid(unsafe_code)]
 
 use actix_web::dev::Payload;

@@ -6,7 +6,7 @@ use sente::{CsrfToken, Limits, Server, ServerLimits};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn start() -> (SocketAddr, actix_web::dev::ServerHandle) {
+fn start() -> (SocketAddr, actix_web::dev::ServerHandle) {
     let (server, events) = Server::builder()
         .csrf_token_fn(|_| CsrfToken::Token("t".to_owned()))
         .limits(ServerLimits {
@@ -64,7 +64,7 @@ fn upgrade_head(addr: SocketAddr, csrf: &str) -> String {
 
 #[tokio::test]
 async fn websocket_upgrade_is_checked_before_the_101() {
-    let (addr, handle) = start().await;
+    let (addr, handle) = start();
     let bad = exchange(addr, &upgrade_head(addr, "wrong"), b"").await;
     assert!(bad.starts_with("HTTP/1.1 403"), "{bad}");
     let ok = exchange(addr, &upgrade_head(addr, "t"), b"").await;
@@ -80,7 +80,7 @@ async fn websocket_upgrade_is_checked_before_the_101() {
 
 #[tokio::test]
 async fn a_streamed_post_over_the_limit_gets_413() {
-    let (addr, handle) = start().await;
+    let (addr, handle) = start();
     let head = format!(
         "POST /chsk?client-id=c1&csrf-token=t HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -99,7 +99,7 @@ async fn a_streamed_post_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn paths_under_the_scope() {
-    let (addr, handle) = start().await;
+    let (addr, handle) = start();
     let js = exchange(
         addr,
         &format!("GET /chsk/client.js HTTP/1.1\r\nHost: {addr}\r\n\r\n"),

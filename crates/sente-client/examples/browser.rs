@@ -41,6 +41,7 @@ pub mod browser {
     /// `on_event(edn)` with every event (`[:chsk/state ..]`, `[:chsk/handshake ..]`, pushes), or
     /// logs them to the console.
     #[wasm_bindgen]
+    #[allow(clippy::needless_pass_by_value)] // wasm-bindgen passes JS arguments by value
     pub fn start(
         url: &str,
         csrf_token: Option<String>,

@@ -388,12 +388,11 @@ fn dedup_into<T>(
         std::collections::HashMap::with_capacity(items.len());
     for item in items {
         let bucket = index.entry(hasher.hash_one(key(&item))).or_default();
-        match bucket.iter().copied().find(|&i| key(&out[i]) == key(&item)) {
-            Some(i) => merge(&mut out[i], item),
-            None => {
-                bucket.push(out.len());
-                out.push(item);
-            }
+        if let Some(i) = bucket.iter().copied().find(|&i| key(&out[i]) == key(&item)) {
+            merge(&mut out[i], item);
+        } else {
+            bucket.push(out.len());
+            out.push(item);
         }
     }
 }

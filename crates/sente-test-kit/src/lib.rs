@@ -3,7 +3,8 @@
 //! server adapter must pass, for each transport and packer.
 //!
 //! - [`TestServer`] runs the `sente` server on `127.0.0.1:0` behind a [`Proxy`] that can refuse
-//!   WebSocket upgrades and cut connections (server restarts).
+//!   WebSocket upgrades and cut connections (server restarts), served by one [`Adapter`]: axum
+//!   by default, or hyper, actix-web (`sente-actix`), poem ([`TestServer::spawn_on`]).
 //! - [`scenarios`] lists the scenarios; [`run_matrix`] runs them for a [`ClientFactory`] over a
 //!   [`Matrix`] of adapters x transports x packers; failures name client, adapter, transport,
 //!   packer and scenario.

@@ -13,12 +13,13 @@
 //! |---|---|---|
 //! | axum 0.8 | `app.merge(server.router("/chsk"))` | feature `axum` (default); serve with `axum::serve` |
 //! | hyper 1 | `http1::Builder::new().serve_connection(io, service_fn(..svc.call(req)..)).with_upgrades()` with `svc = server.service_at("/chsk")` | any hyper-based tower stack the same way; `with_upgrades()` is required for WebSockets |
-//! | tower stacks (tonic-style routers, hyper-util `TowerToHyperService`) | `server.service_at("/chsk")` as the route's service | the request must keep hyper's `OnUpgrade` extension |
+//! | other hyper-based tower stacks (hyper-util's `TowerToHyperService`, tower routers) | `server.service_at("/chsk")` as the route's service | the request must keep hyper's `OnUpgrade` extension |
 //! | actix-web 4 | `App::new().service(sente_actix::scope(&server, "/chsk"))` | crate `sente-actix`: IO glue over [`ChskService::call_with_upgrade`] |
 //! | poem 3 | `Route::new().at("/chsk", endpoint)` with a ~15-line endpoint over [`ChskService::call_with_upgrade`] and `Request::take_upgrade` (see `examples/poem-echo`) | poem's `TowerCompatExt::compat()` one-liner serves Ajax only: poem moves hyper's upgrade out of the request, so WebSockets need the endpoint |
 //!
-//! Every adapter above runs the `sente-test-kit` conformance suite (both transports; the full
-//! packer matrix on axum, edn and json on the others).
+//! Every adapter above runs the `sente-test-kit` conformance suite: every scenario over
+//! WebSocket, Ajax and Auto; every packer on axum, and edn, json and msgpack (text and binary
+//! frames) on the others (`cargo test -p sente-test-kit`).
 //!
 //! Writing an adapter for another framework:
 //!

@@ -97,7 +97,7 @@ impl Reply {
     pub fn send(self, value: impl Into<Value>) -> bool {
         match self.inner {
             ReplyInner::Ws { outbox, cb } => {
-                outbox.push_reply(Out::Reply(server_msg::ws_reply(value.into(), cb)))
+                outbox.push_reply(Out::Reply(Box::new(server_msg::ws_reply(value.into(), cb))))
             }
             ReplyInner::Ajax { tx } => tx.send(value.into()).is_ok(),
         }

@@ -4,6 +4,48 @@ use crate::params::{Params, cookie};
 use sente_proto::ClientId;
 use std::collections::BTreeSet;
 
+/// Headers only needed for the WebSocket handshake, not kept for the connection's lifetime.
+const HANDSHAKE_ONLY: [http::header::HeaderName; 2] =
+    [http::header::SEC_WEBSOCKET_KEY, http::header::SEC_WEBSOCKET_EXTENSIONS];
+
+/// Copies the URI and header values out of the server's read buffer. hyper parses them as
+/// slices of its (8 KiB or larger) read buffer, and keeping one of them keeps that whole buffer
+/// alive for as long as a WebSocket connection lasts.
+fn compact(mut parts: http::request::Parts) -> http::request::Parts {
+    if std::env::var("SENTE_EXP").as_deref() == Ok("1") {
+        return http::Request::new(()).into_parts().0;
+    }
+    if std::env::var("SENTE_EXP").as_deref() == Ok("2") {
+        parts.extensions = http::Extensions::new();
+    }
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+    let mut last = None;
+    for (name, value) in std::mem::take(&mut parts.headers) {
+        let name = match name {
+            Some(n) => n,
+            None => match &last {
+                Some(n) => http::header::HeaderName::clone(n),
+                None => continue,
+            },
+        };
+        if HANDSHAKE_ONLY.contains(&name) {
+            last = Some(name);
+            continue;
+        }
+        let sensitive = value.is_sensitive();
+        let mut copy = http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value);
+        copy.set_sensitive(sensitive);
+        headers.append(name.clone(), copy);
+        last = Some(name);
+    }
+    parts.headers = headers;
+    let copy_uri = |uri: &http::Uri| http::Uri::try_from(uri.to_string()).ok();
+    if let Some(uri) = copy_uri(&parts.uri) {
+        parts.uri = uri;
+    }
+    parts
+}
+
 /// The HTTP request that opened a WebSocket, polled, or POSTed an event: method, URI, headers,
 /// extensions (so values that middleware put there, such as a session, are reachable), plus the
 /// parsed query and form parameters and the client id.
@@ -25,7 +67,7 @@ impl ChskRequest {
         protocol_extensions: BTreeSet<String>,
     ) -> Self {
         ChskRequest {
-            parts,
+            parts: compact(parts),
             params,
             client_id,
             protocol_extensions,

@@ -11,20 +11,31 @@ use sente_proto::{ClientId, ClientMsg, Envelope, Packer, Uid, Value, ids, server
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-/// Read buffer of a WebSocket connection: small, so an idle connection costs little.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a WebSocket connection (and the most read per syscall). Small, so an idle
+/// connection costs little; tungstenite grows it for a larger incoming message (up to the message
+/// limit), which then takes one read per KiB.
+const READ_BUFFER: usize = 1024;
+
+/// Outgoing messages larger than this are sent as fragments of this size, so the socket's write
+/// buffer never grows past it (tungstenite keeps its write buffer's capacity for the connection's
+/// lifetime). Clients reassemble fragments transparently.
+const FRAGMENT: usize = 16 * 1024;
 
 /// One item of a connection's ordered send queue.
 #[derive(Debug)]
 pub(crate) enum Out {
     Batch(Arc<PushBatch>),
-    Reply(Envelope),
+    Reply(Box<Envelope>),
     Close(&'static str),
 }
 
@@ -42,7 +53,7 @@ struct OutQ {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     q: Mutex<OutQ>,
-    notify: Notify,
+    waker: AtomicWaker,
     limit: usize,
 }
 
@@ -50,7 +61,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
         Outbox {
             q: Mutex::new(OutQ::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             limit,
         }
     }
@@ -69,13 +80,13 @@ impl Outbox {
         if weight > 0 && q.events + weight > self.limit {
             q.overflow = true;
             drop(q);
-            self.notify.notify_one();
+            self.waker.wake();
             return false;
         }
         q.events += weight;
         q.items.push_back(out);
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
         true
     }
 
@@ -101,6 +112,13 @@ impl Outbox {
             Out::Close(_) => 0,
         };
         Some(out)
+    }
+
+    /// Ready when something is queued (or the queue overflowed).
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        let q = self.lock();
+        if q.items.is_empty() && !q.overflow { Poll::Pending } else { Poll::Ready(()) }
     }
 
     fn overflowed(&self) -> bool {
@@ -149,6 +167,21 @@ fn message(p: &PackedBytes) -> Message {
     }
 }
 
+/// The frames of one outgoing message: one frame, or `FRAGMENT`-sized fragments.
+fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
+    let len = p.bytes.len();
+    let whole = (len <= FRAGMENT).then(|| message(p));
+    let opcode = if p.binary { Data::Binary } else { Data::Text };
+    let fragments = (len > FRAGMENT).then(|| {
+        (0..len).step_by(FRAGMENT).map(move |start| {
+            let end = (start + FRAGMENT).min(len);
+            let op = if start == 0 { opcode } else { Data::Continue };
+            Message::Frame(Frame::message(p.bytes.slice(start..end), OpCode::Data(op), end == len))
+        })
+    });
+    whole.into_iter().chain(fragments.into_iter().flatten())
+}
+
 pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -177,7 +210,9 @@ impl WsConn {
         )
         .await;
         tracing::debug!(parent: &span, packer = self.packer.name(), "websocket open");
-        let reason = self.serve(ws).await;
+        let fut = self.serve(ws);
+        if std::env::var("SENTE_EXP").is_ok() { eprintln!("serve future {} bytes, ws {} bytes, EventMsg {}, Out {}", std::mem::size_of_val(&fut), std::mem::size_of::<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>(), std::mem::size_of::<EventMsg>(), std::mem::size_of::<Out>()); }
+        let reason = fut.await;
         tracing::info!(parent: &span, reason, "websocket closed");
         self.closed(reason);
     }
@@ -189,38 +224,39 @@ impl WsConn {
             .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
-    async fn write<S>(&self, ws: &mut WebSocketStream<S>, msg: Message) -> Result<(), &'static str>
+    /// Writes one message (fragmented when large), each frame within the write timeout. Uses
+    /// the connection's one timer (the caller re-arms it for the keepalive afterwards).
+    async fn write<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        timer: &mut Pin<&mut Sleep>,
+        p: &PackedBytes,
+    ) -> Result<(), &'static str>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
-        match tokio::time::timeout(t, ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("write failed"),
-            Err(_) => Err("write timed out (stalled client)"),
+        for msg in frames(p) {
+            timer.as_mut().reset(Instant::now() + t);
+            tokio::select! {
+                r = ws.send(msg) => if r.is_err() { return Err("write failed") },
+                () = timer.as_mut() => return Err("write timed out (stalled client)"),
+            }
         }
+        Ok(())
     }
 
+    /// Sends a close frame and waits (bounded) for the client's, then lets the connection go.
     async fn close<S>(&self, ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
-        if tokio::time::timeout(t, ws.close(Some(frame)))
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(t, ws.close(Some(frame))).await.is_err() {
             return;
         }
-        // Wait (bounded) for the client's close frame, then let the TCP connection go.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        drain(ws).await;
     }
 
     pub(crate) async fn serve<S>(&self, mut ws: WebSocketStream<S>) -> &'static str
@@ -229,19 +265,29 @@ impl WsConn {
     {
         let inner = &self.inner;
         let max = inner.limits().message.max_message_bytes;
-        if let Err(r) = self.write(&mut ws, message(&self.handshake)).await {
+        // One timer for everything: write timeouts and the keepalive.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        if std::env::var("SENTE_EXP").is_ok() {
+            let w = std::mem::size_of_val(&self.write(&mut ws, &mut timer, &self.handshake));
+            let n = std::mem::size_of_val(&ws.next());
+            let sd = std::mem::size_of_val(&ws.send(Message::Pong(Default::default())));
+            eprintln!("write fut {w}, next {n}, send {sd}");
+        }
+        if let Err(r) = self.write(&mut ws, &mut timer, &self.handshake).await {
             return r;
         }
         let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
-        let mut pending: Option<EventMsg> = None;
+        // Boxed: it is rarely set, and the connection's future stays small.
+        let mut pending: Option<Box<EventMsg>> = None;
         loop {
             // Write everything queued, in order.
             while let Some(out) = self.outbox.pop() {
-                let msg = match out {
+                let packed = match out {
                     Out::Batch(b) => match b.packed(&*self.packer, max) {
                         Ok(p) => {
                             ka.handle_activity();
-                            message(&p)
+                            p
                         }
                         Err(e) => {
                             inner.count_dropped_push(&e, b.len());
@@ -249,14 +295,10 @@ impl WsConn {
                         }
                     },
                     Out::Reply(env) => match env.pack(&*self.packer) {
-                        Ok(p) if p.as_bytes().len() <= max => message(&p.into()),
+                        Ok(p) if p.as_bytes().len() <= max => p.into(),
                         Ok(p) => {
                             let size = p.as_bytes().len();
-                            tracing::warn!(
-                                size,
-                                limit = max,
-                                "reply over the message limit dropped"
-                            );
+                            tracing::warn!(size, limit = max, "reply over the message limit dropped");
                             continue;
                         }
                         Err(e) => {
@@ -265,22 +307,22 @@ impl WsConn {
                         }
                     },
                     Out::Close(reason) => {
-                        self.close(&mut ws, CloseCode::Normal, "").await;
+                        Box::pin(self.close(&mut ws, CloseCode::Normal, "")).await;
                         return reason;
                     }
                 };
-                if let Err(r) = self.write(&mut ws, msg).await {
+                if let Err(r) = self.write(&mut ws, &mut timer, &packed).await {
                     return r;
                 }
             }
             if self.outbox.overflowed() {
-                self.close(&mut ws, CloseCode::Again, "send queue full")
-                    .await;
+                Box::pin(self.close(&mut ws, CloseCode::Again, "send queue full")).await;
                 return "send queue full (slow client)";
             }
-            let deadline = ka.next_deadline().map(|d| inner.instant(d));
+            let keepalive = ka.next_deadline().map(|d| inner.instant(d));
+            timer.as_mut().reset(keepalive.unwrap_or_else(far_future));
             tokio::select! {
-                () = self.outbox.notify.notified() => {}
+                () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
                 frame = ws.next(), if pending.is_none() => {
                     match frame {
                         None => return "client went away",
@@ -288,7 +330,7 @@ impl WsConn {
                             use tokio_tungstenite::tungstenite::Error;
                             return match e {
                                 Error::Capacity(_) => {
-                                    self.close(&mut ws, CloseCode::Size, "message too big").await;
+                                    Box::pin(self.close(&mut ws, CloseCode::Size, "message too big")).await;
                                     "message over the size limit"
                                 }
                                 Error::ConnectionClosed | Error::AlreadyClosed => "closed",
@@ -298,11 +340,11 @@ impl WsConn {
                         Some(Ok(msg)) => {
                             ka.handle_activity();
                             match msg {
-                                Message::Text(t) => pending = Some(self.on_data(t.as_bytes(), false)),
-                                Message::Binary(b) => pending = Some(self.on_data(&b, true)),
+                                Message::Text(t) => pending = Some(Box::new(self.on_data(t.as_bytes(), false))),
+                                Message::Binary(b) => pending = Some(Box::new(self.on_data(&b, true))),
                                 Message::Close(_) => {
-                                    // tungstenite answers the close; drain until the end.
-                                    while let Some(Ok(_)) = ws.next().await {}
+                                    // tungstenite answers the close; let the client end it.
+                                    Box::pin(drain(&mut ws)).await;
                                     return "closed by the client";
                                 }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -312,15 +354,15 @@ impl WsConn {
                 }
                 permit = inner.events_tx.reserve(), if pending.is_some() => {
                     if let (Ok(permit), Some(msg)) = (permit, pending.take()) {
-                        permit.send(msg);
+                        permit.send(*msg);
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = timer.as_mut(), if keepalive.is_some() => {
                     match ka.poll(inner.now()) {
                         Some(KeepaliveAction::Ping) => {
                             match server_msg::ws_ping().pack(&*self.packer) {
                                 Ok(p) => {
-                                    if let Err(r) = self.write(&mut ws, message(&p.into())).await {
+                                    if let Err(r) = self.write(&mut ws, &mut timer, &p.into()).await {
                                         return r;
                                     }
                                 }
@@ -328,7 +370,7 @@ impl WsConn {
                             }
                         }
                         Some(KeepaliveAction::Close) => {
-                            self.close(&mut ws, CloseCode::Normal, "").await;
+                            Box::pin(self.close(&mut ws, CloseCode::Normal, "")).await;
                             return "no answer to the keepalive ping";
                         }
                         None => {}
@@ -359,7 +401,7 @@ impl WsConn {
                 let msg = ClientMsg::classify(env);
                 if let ClientMsg::Ping { cb } = &msg {
                     self.outbox
-                        .push_reply(Out::Reply(server_msg::pong(cb.clone())));
+                        .push_reply(Out::Reply(Box::new(server_msg::pong(cb.clone()))));
                 }
                 let (event, cb) = msg.into_event();
                 (event, cb.map(|cb| Reply::ws(self.outbox.clone(), cb)))
@@ -385,11 +427,19 @@ impl WsConn {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Reads until the client ends the connection (bounded: 5 s).
+async fn drain<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
 }
 
 impl ConnCtx {
