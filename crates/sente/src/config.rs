@@ -100,6 +100,7 @@ pub struct Builder {
     pub(crate) packer_name: String,
     pub(crate) recv_buf: usize,
     pub(crate) insecure_ok: bool,
+    pub(crate) backplane: Option<Arc<dyn crate::backplane::Backplane>>,
 }
 
 pub(crate) fn text_response(status: u16, body: &'static str) -> HookResponse {
@@ -137,6 +138,7 @@ impl Default for Builder {
             packer_name: "edn".to_owned(),
             recv_buf: 1_000,
             insecure_ok: false,
+            backplane: None,
         }
     }
 }
@@ -307,6 +309,13 @@ impl Builder {
     /// All limits (see [`ServerLimits`] for the defaults).
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.core.limits = limits;
+        self
+    }
+
+    /// The backplane that carries pushes and closes to every node (default: a
+    /// [`LocalBackplane`](crate::backplane::LocalBackplane), for a single node).
+    pub fn backplane(mut self, backplane: Arc<dyn crate::backplane::Backplane>) -> Self {
+        self.backplane = Some(backplane);
         self
     }
 

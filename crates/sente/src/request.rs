@@ -5,19 +5,15 @@ use sente_proto::ClientId;
 use std::collections::BTreeSet;
 
 /// Headers only needed for the WebSocket handshake, not kept for the connection's lifetime.
-const HANDSHAKE_ONLY: [http::header::HeaderName; 2] =
-    [http::header::SEC_WEBSOCKET_KEY, http::header::SEC_WEBSOCKET_EXTENSIONS];
+const HANDSHAKE_ONLY: [http::header::HeaderName; 2] = [
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+];
 
 /// Copies the URI and header values out of the server's read buffer. hyper parses them as
 /// slices of its (8 KiB or larger) read buffer, and keeping one of them keeps that whole buffer
 /// alive for as long as a WebSocket connection lasts.
 fn compact(mut parts: http::request::Parts) -> http::request::Parts {
-    if std::env::var("SENTE_EXP").as_deref() == Ok("1") {
-        return http::Request::new(()).into_parts().0;
-    }
-    if std::env::var("SENTE_EXP").as_deref() == Ok("2") {
-        parts.extensions = http::Extensions::new();
-    }
     let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
     let mut last = None;
     for (name, value) in std::mem::take(&mut parts.headers) {

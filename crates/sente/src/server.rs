@@ -373,7 +373,9 @@ impl Server {
         let (events_tx, rx) = mpsc::channel(b.recv_buf);
         let system = Arc::new(SystemQueue::default());
         let notify = Arc::new(Notify::new());
-        let backplane: Arc<dyn Backplane> = Arc::new(LocalBackplane::new());
+        let backplane: Arc<dyn Backplane> = b
+            .backplane
+            .unwrap_or_else(|| Arc::new(LocalBackplane::new()));
         let inner = Arc::new(Inner {
             user_id_fn: b.user_id_fn,
             csrf_token_fn: b.csrf_token_fn,
@@ -457,6 +459,34 @@ impl Server {
     /// Like [`Server::send`], then sends the uid's buffered pushes at once (`{:flush? true}`).
     pub fn send_flush(&self, uid: &Uid, event: Event) -> Result<(), SendError> {
         self.push(uid, event, true)
+    }
+
+    /// Pushes one event to every uid of `uids` (their batching windows apply). The event is
+    /// shared, and uids whose batches hold the same events are flushed together, so a broadcast
+    /// is packed once per packer rather than once per uid or client.
+    pub fn send_many<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a Uid>,
+        event: Event,
+    ) -> Result<(), SendError> {
+        let estimate = self.prepare(&event)?;
+        let event = Arc::new(event);
+        for uid in uids {
+            self.inner.backplane.publish(BackplaneMsg::Push {
+                uid: uid.clone(),
+                event: event.clone(),
+                estimate,
+                flush: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pushes one event to every connected uid (`connected_uids().any`), like
+    /// [`Server::send_many`]. Sente has no broadcast primitive; this is its idiom, made cheap.
+    pub fn broadcast(&self, event: Event) -> Result<(), SendError> {
+        let uids: Vec<Uid> = self.inner.connected.borrow().any.iter().cloned().collect();
+        self.send_many(&uids, event)
     }
 
     /// Sends what is buffered for `uid` now.

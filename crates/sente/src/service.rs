@@ -383,7 +383,7 @@ fn upgrade(
             );
         }
     };
-    tracing::info!(%uid, client_id = %cid, packer = packer.name(), "websocket connect");
+    tracing::debug!(%uid, client_id = %cid, packer = packer.name(), "websocket connect");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let task = WsConn {
         inner,

@@ -4,16 +4,16 @@
 use crate::msg::{EventMsg, Reply};
 use crate::request::ChskRequest;
 use crate::server::{ConnCtx, Inner};
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, PushBatch, Transport};
 use sente_proto::{ClientId, ClientMsg, Envelope, Packer, Uid, Value, ids, server_msg};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use futures_util::task::AtomicWaker;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -118,7 +118,11 @@ impl Outbox {
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.waker.register(cx.waker());
         let q = self.lock();
-        if q.items.is_empty() && !q.overflow { Poll::Pending } else { Poll::Ready(()) }
+        if q.items.is_empty() && !q.overflow {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     fn overflowed(&self) -> bool {
@@ -176,7 +180,11 @@ fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
         (0..len).step_by(FRAGMENT).map(move |start| {
             let end = (start + FRAGMENT).min(len);
             let op = if start == 0 { opcode } else { Data::Continue };
-            Message::Frame(Frame::message(p.bytes.slice(start..end), OpCode::Data(op), end == len))
+            Message::Frame(Frame::message(
+                p.bytes.slice(start..end),
+                OpCode::Data(op),
+                end == len,
+            ))
         })
     });
     whole.into_iter().chain(fragments.into_iter().flatten())
@@ -193,7 +201,7 @@ pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
 impl WsConn {
     /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
     pub(crate) async fn run(self, on_upgrade: hyper::upgrade::OnUpgrade) {
-        let span = tracing::info_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
+        let span = tracing::debug_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -210,10 +218,8 @@ impl WsConn {
         )
         .await;
         tracing::debug!(parent: &span, packer = self.packer.name(), "websocket open");
-        let fut = self.serve(ws);
-        if std::env::var("SENTE_EXP").is_ok() { eprintln!("serve future {} bytes, ws {} bytes, EventMsg {}, Out {}", std::mem::size_of_val(&fut), std::mem::size_of::<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>(), std::mem::size_of::<EventMsg>(), std::mem::size_of::<Out>()); }
-        let reason = fut.await;
-        tracing::info!(parent: &span, reason, "websocket closed");
+        let reason = self.serve(ws).await;
+        tracing::debug!(parent: &span, reason, "websocket closed");
         self.closed(reason);
     }
 
@@ -251,9 +257,15 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
         let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
-        if tokio::time::timeout(t, ws.close(Some(frame))).await.is_err() {
+        if tokio::time::timeout(t, ws.close(Some(frame)))
+            .await
+            .is_err()
+        {
             return;
         }
         drain(ws).await;
@@ -268,13 +280,7 @@ impl WsConn {
         // One timer for everything: write timeouts and the keepalive.
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
-        if std::env::var("SENTE_EXP").is_ok() {
-            let w = std::mem::size_of_val(&self.write(&mut ws, &mut timer, &self.handshake));
-            let n = std::mem::size_of_val(&ws.next());
-            let sd = std::mem::size_of_val(&ws.send(Message::Pong(Default::default())));
-            eprintln!("write fut {w}, next {n}, send {sd}");
-        }
-        if let Err(r) = self.write(&mut ws, &mut timer, &self.handshake).await {
+        if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &self.handshake)).await {
             return r;
         }
         let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
@@ -298,7 +304,11 @@ impl WsConn {
                         Ok(p) if p.as_bytes().len() <= max => p.into(),
                         Ok(p) => {
                             let size = p.as_bytes().len();
-                            tracing::warn!(size, limit = max, "reply over the message limit dropped");
+                            tracing::warn!(
+                                size,
+                                limit = max,
+                                "reply over the message limit dropped"
+                            );
                             continue;
                         }
                         Err(e) => {
@@ -311,7 +321,7 @@ impl WsConn {
                         return reason;
                     }
                 };
-                if let Err(r) = self.write(&mut ws, &mut timer, &packed).await {
+                if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &packed)).await {
                     return r;
                 }
             }
@@ -362,7 +372,7 @@ impl WsConn {
                         Some(KeepaliveAction::Ping) => {
                             match server_msg::ws_ping().pack(&*self.packer) {
                                 Ok(p) => {
-                                    if let Err(r) = self.write(&mut ws, &mut timer, &p.into()).await {
+                                    if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &p.into())).await {
                                         return r;
                                     }
                                 }

@@ -28,12 +28,17 @@ fn rss_kib() -> u64 {
 /// "ready", and keeps them open until the control connection closes.
 #[test]
 fn client_process() {
-    let Ok(spec) = std::env::var("SENTE_MEMORY_CLIENT") else { return };
+    let Ok(spec) = std::env::var("SENTE_MEMORY_CLIENT") else {
+        return;
+    };
     let (addr, control) = spec.split_once(',').unwrap();
     let control = std::net::TcpStream::connect(control).unwrap();
     let mut reader = BufReader::new(control.try_clone().unwrap());
     let mut writer = control;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let addr = addr.parse().unwrap();
         let mut conns = Vec::new();
@@ -67,7 +72,10 @@ async fn idle_ws_connection_memory() {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["client_process", "--exact", "--test-threads=1"])
-        .env("SENTE_MEMORY_CLIENT", format!("{},{}", h.addr, control.local_addr().unwrap()))
+        .env(
+            "SENTE_MEMORY_CLIENT",
+            format!("{},{}", h.addr, control.local_addr().unwrap()),
+        )
         .spawn()
         .unwrap();
     let (mut writer, mut reader) = tokio::task::spawn_blocking(move || {

@@ -164,3 +164,122 @@ async fn works_under_plain_hyper() {
         "[[:chsk/handshake [\"u\" nil {:hello \"world\"}]] nil]"
     );
 }
+
+#[tokio::test]
+async fn session_middleware_values_are_reachable_from_events() {
+    use axum::routing::get;
+    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+    let (server, mut events) = transcript_builder().build().unwrap();
+    tokio::spawn(async move {
+        while let Some(mut msg) = events.recv().await {
+            let Some(session) = msg.request().extensions().get::<Session>().cloned() else {
+                continue;
+            };
+            let name: Option<String> = session.get("name").await.unwrap();
+            msg.reply(sente_proto::Value::from(name.unwrap_or_default().as_str()));
+        }
+    });
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            get(|session: Session| async move {
+                session.insert("name", "ada").await.unwrap();
+                "ok"
+            }),
+        )
+        .merge(server.router("/chsk"))
+        .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = raw(
+        addr,
+        b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = format!("udt=1&client-id=s&ppstr={}", enc("[[:my/who] :ajax]"));
+    let mut hd = ajax_headers();
+    hd.push(("Cookie", &cookie));
+    hd.push(("Content-Type", "application/x-www-form-urlencoded"));
+    let r = raw(addr, &post_req("/chsk", &hd, body.as_bytes())).await;
+    assert_eq!(r.text(), "[\"ada\" nil]");
+}
+
+#[tokio::test]
+async fn pushes_go_through_the_backplane() {
+    use sente::backplane::{Backplane, BackplaneMsg, BackplaneSink, LocalBackplane};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Recording {
+        local: LocalBackplane,
+        seen: Mutex<Vec<String>>,
+    }
+    impl Backplane for Recording {
+        fn publish(&self, msg: BackplaneMsg) {
+            let what = match &msg {
+                BackplaneMsg::Push { event, .. } => format!("push {}", event.id()),
+                BackplaneMsg::CloseUid { .. } => "close".to_owned(),
+            };
+            self.seen.lock().unwrap().push(what);
+            self.local.publish(msg);
+        }
+        fn subscribe(&self, sink: BackplaneSink) {
+            self.local.subscribe(sink);
+        }
+    }
+    let bp = Arc::new(Recording::default());
+    let mut h = start(transcript_builder().backplane(bp.clone())).await;
+    let mut ws = ws_connect(h.addr, "uid=b&client-id=b&csrf-token=tok-123").await;
+    ws_text(&mut ws).await;
+    h.server
+        .send_flush(&sente::Uid::from("b"), ev("t/x", sente_proto::Value::Nil))
+        .unwrap();
+    assert_eq!(ws_text(&mut ws).await, "[[[:t/x nil]] nil]");
+    h.server.close_uid(&sente::Uid::from("b"));
+    assert_eq!(*bp.seen.lock().unwrap(), vec!["push :t/x", "close"]);
+    let _ = h.next().await;
+}
+
+#[tokio::test]
+async fn csrf_check_can_be_disabled_and_skipped_per_request() {
+    let h = start(transcript_builder().disable_csrf_check()).await;
+    let r = raw(
+        h.addr,
+        &get_req("/chsk?client-id=c&handshake%3F=1", &[("Origin", ORIGIN)]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let b = transcript_builder().csrf_token_fn(|r| {
+        if r.param("public").is_some() {
+            CsrfToken::Skip
+        } else {
+            CsrfToken::Missing
+        }
+    });
+    let h = start(b).await;
+    let ok = raw(
+        h.addr,
+        &get_req(
+            "/chsk?client-id=c&public=1&handshake%3F=1",
+            &[("Origin", ORIGIN)],
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let no = raw(
+        h.addr,
+        &get_req("/chsk?client-id=c&handshake%3F=1", &ajax_headers()),
+    )
+    .await;
+    assert_eq!(
+        no.status, 403,
+        "a missing reference token fails even with a client token"
+    );
+}

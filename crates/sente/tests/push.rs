@@ -220,3 +220,79 @@ async fn send_errors_are_typed() {
         .send(&Uid::from("nobody"), ev("t/x", Value::Nil))
         .unwrap();
 }
+
+#[tokio::test]
+async fn large_pushes_and_replies_arrive_whole() {
+    let mut h = start(transcript_builder()).await;
+    let mut ws = ws_open(&mut h, "uid=big&client-id=b1&csrf-token=tok-123").await;
+    let text = "é".repeat(60_000);
+    h.server
+        .send_flush(&Uid::from("big"), ev("t/big", Value::from(text.as_str())))
+        .unwrap();
+    assert_eq!(
+        ws_text(&mut ws).await,
+        format!("[[[:t/big \"{text}\"]] nil]")
+    );
+    ws_send(&mut ws, &format!("[[:test/echo \"{text}\"] \"cb0001\"]")).await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        format!("[{{:echo \"{text}\"}} \"cb0001\"]")
+    );
+}
+
+/// An edn packer that counts how many messages it packs.
+#[derive(Debug, Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl sente_proto::Packer for Counting {
+    fn name(&self) -> &'static str {
+        "edn"
+    }
+    fn is_binary(&self) -> bool {
+        false
+    }
+    fn pack(&self, value: &Value) -> Result<sente_proto::Packed, sente_proto::PackError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        sente_proto::packer::EdnPacker.pack(value)
+    }
+    fn unpack(
+        &self,
+        input: &[u8],
+        limits: &sente_proto::Limits,
+    ) -> Result<Value, sente_proto::UnpackError> {
+        sente_proto::packer::EdnPacker.unpack(input, limits)
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_is_packed_once() {
+    let packer = std::sync::Arc::new(Counting::default());
+    let mut h = start(transcript_builder().packer(packer.clone())).await;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        // Two tabs for some uids, to check fan-out within a uid too.
+        clients.push(
+            ws_open(
+                &mut h,
+                &format!("uid=b{}&client-id=t{i}&csrf-token=tok-123", i % 20),
+            )
+            .await,
+        );
+    }
+    let mut rx = h.server.connected_uids();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|c| c.any.len() == 20))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = packer.0.load(std::sync::atomic::Ordering::SeqCst);
+    h.server
+        .broadcast(ev("t/news", Value::from("hello")))
+        .unwrap();
+    for ws in &mut clients {
+        assert_eq!(ws_text(ws).await, "[[[:t/news \"hello\"]] nil]");
+    }
+    assert_eq!(
+        packer.0.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1
+    );
+}

@@ -250,6 +250,8 @@ struct UidState<W, A, C> {
     ajax_buf: SendBuffer,
     in_ws: bool,
     in_ajax: bool,
+    /// Ajax entries past their handshake (polling or between polls): they count as connected.
+    ajax_live: usize,
 }
 
 impl<W, A, C> UidState<W, A, C> {
@@ -261,6 +263,7 @@ impl<W, A, C> UidState<W, A, C> {
             ajax_buf: SendBuffer::default(),
             in_ws: false,
             in_ajax: false,
+            ajax_live: 0,
         }
     }
     fn is_empty(&self) -> bool {
@@ -369,11 +372,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let Some(s) = self.uids.get(uid) else {
             return Ok(());
         };
-        let n = s.ws.keys().filter(|c| *c != cid).count()
-            + s.ajax
-                .keys()
-                .filter(|c| *c != cid && !s.ws.contains_key(*c))
-                .count();
+        // O(1): a client with both a WebSocket and an Ajax entry (a downgrade) counts twice.
+        let n = s.ws.len() - usize::from(s.ws.contains_key(cid)) + s.ajax.len()
+            - usize::from(s.ajax.contains_key(cid));
         if n >= limit {
             Err(ConnectError::TooManyConnections { limit })
         } else {
@@ -387,10 +388,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             return;
         };
         let ws = !s.ws.is_empty();
-        let ajax = s
-            .ajax
-            .values()
-            .any(|e| !matches!(e.state, AjaxState::Known));
+        let ajax = s.ajax_live > 0;
         let (was_any, now_any) = (s.in_ws || s.in_ajax, ws || ajax);
         let changed = ws != s.in_ws || ajax != s.in_ajax;
         s.in_ws = ws;
@@ -548,6 +546,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         e.ctx = ctx.clone();
         let old = std::mem::replace(&mut e.state, AjaxState::Idle);
         let first = e.queue.pop();
+        if matches!(old, AjaxState::Known) {
+            s.ajax_live += 1;
+        }
         let mut new_timer = None;
         if let AjaxState::Polling { responder: old } = old {
             self.actions.push(Action::AjaxAnswer {
@@ -809,7 +810,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         };
         let ctx = match t {
             Transport::Ws => s.ws.remove(cid).map(|e| e.ctx),
-            Transport::Ajax => s.ajax.remove(cid).map(|e| e.ctx),
+            Transport::Ajax => s.ajax.remove(cid).map(|e| {
+                if !matches!(e.state, AjaxState::Known) {
+                    s.ajax_live -= 1;
+                }
+                e.ctx
+            }),
         };
         if let Some(ctx) = ctx {
             self.events.push(CoreEvent::ClientDropped {
@@ -872,6 +878,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
                 });
                 if expired && let Some(e) = s.ajax.remove(&cid) {
+                    if !matches!(e.state, AjaxState::Known) {
+                        s.ajax_live -= 1;
+                    }
                     self.update_presence(&uid, &cid, &e.ctx);
                 }
             }

@@ -261,10 +261,14 @@ pub fn post_req(target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> 
     for (k, v) in headers {
         let _ = write!(r, "{k}: {v}\r\n");
     }
-    let _ = write!(r, "Content-Length: {}
+    let _ = write!(
+        r,
+        "Content-Length: {}
 Connection: close
 
-", body.len());
+",
+        body.len()
+    );
     let mut b = r.into_bytes();
     b.extend_from_slice(body);
     b
