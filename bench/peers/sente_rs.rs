@@ -5,8 +5,8 @@
 //! packer with `packer=json`.
 //!
 //! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected uid per tick with
-//! [`Server::send_flush`] (Sente's `{:flush? true}`): each tick has one event per uid, so the
-//! default 30 ms batching window would only add latency.
+//! [`Server::send_many_flush`] (Sente's `{:flush? true}` for each uid, the event packed once):
+//! each tick has one event per uid, so the default 30 ms batching window would only add latency.
 
 use std::net::SocketAddr;
 
@@ -77,9 +77,6 @@ async fn push_loop(server: Server, cfg: FanoutCfg) {
         let mut data = Map::with_capacity(2);
         data.insert(Value::kw("t"), Value::Int(wire::now_us() as i64));
         data.insert(Value::kw("p"), Value::Str(pad.clone()));
-        let data = Value::Map(data);
-        for uid in &uids {
-            let _ = server.send_flush(uid, Event::new(id.clone(), data.clone()));
-        }
+        let _ = server.send_many_flush(&uids, Event::new(id.clone(), Value::Map(data)));
     }
 }

@@ -8,7 +8,10 @@ fn edn_read_corpus_seeds_round_trip() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/edn_read");
     let opts = ReadOptions::default();
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).expect("fuzz corpus present").flatten() {
+    for entry in std::fs::read_dir(&dir)
+        .expect("fuzz corpus present")
+        .flatten()
+    {
         let bytes = std::fs::read(entry.path()).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         if let Ok(v) = read(&text, &opts) {

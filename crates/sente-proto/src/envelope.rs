@@ -35,7 +35,10 @@ impl Envelope {
 
     /// `[payload cb]`.
     pub fn with_cb(payload: Value, cb: Value) -> Self {
-        Envelope { payload, cb: cb.is_truthy().then_some(cb) }
+        Envelope {
+            payload,
+            cb: cb.is_truthy().then_some(cb),
+        }
     }
 
     /// Destructures `[payload cb]` positionally, as Sente does: extra elements are ignored, a
@@ -56,13 +59,16 @@ impl Envelope {
                 let cb = chars.next().map_or(Value::Nil, Value::Char);
                 Ok(Envelope::with_cb(payload, cb))
             }
-            other => Err(EnvelopeError::NotIndexable(format!("{other:?}"))),
+            other => Err(EnvelopeError::NotIndexable(other.to_string())),
         }
     }
 
     /// The wire value `[payload cb]` (always two elements).
     pub fn to_value(&self) -> Value {
-        Value::Vector(vec![self.payload.clone(), self.cb.clone().unwrap_or(Value::Nil)])
+        Value::Vector(vec![
+            self.payload.clone(),
+            self.cb.clone().unwrap_or(Value::Nil),
+        ])
     }
 
     /// The wire value, consuming the envelope.
@@ -115,17 +121,25 @@ pub mod server_msg {
 
     /// `["pong" cb]`: the automatic answer to a client ping.
     pub fn pong(cb: Value) -> Envelope {
-        Envelope { payload: Value::Str("pong".to_owned()), cb: Some(cb) }
+        Envelope {
+            payload: Value::Str("pong".to_owned()),
+            cb: Some(cb),
+        }
     }
 
     /// `[[ev1 ev2 ...] nil]`: a batch of pushed events.
     pub fn push_batch(events: impl IntoIterator<Item = Event>) -> Envelope {
-        Envelope::new(Value::Vector(events.into_iter().map(Event::into_value).collect()))
+        Envelope::new(Value::Vector(
+            events.into_iter().map(Event::into_value).collect(),
+        ))
     }
 
     /// `[reply cb]`: a WebSocket reply.
     pub fn ws_reply(reply: Value, cb: Value) -> Envelope {
-        Envelope { payload: reply, cb: Some(cb) }
+        Envelope {
+            payload: reply,
+            cb: Some(cb),
+        }
     }
 
     /// `[reply nil]`: an Ajax POST reply (correlated by the HTTP exchange).
@@ -155,7 +169,10 @@ pub mod client_msg {
 
     /// `[[:chsk/ws-ping] cb]`: the client's keepalive ping; the server answers `"pong"`.
     pub fn ws_ping(cb: &str) -> Envelope {
-        Envelope::with_cb(Event::reserved(ids::WS_PING, None).into_value(), Value::from(cb))
+        Envelope::with_cb(
+            Event::reserved(ids::WS_PING, None).into_value(),
+            Value::from(cb),
+        )
     }
 
     /// `[event cb]`: an event, asking for a reply when `cb` is given (a 6-hex id on WebSocket).
@@ -165,7 +182,11 @@ pub mod client_msg {
 
     /// `[event :ajax]` or `[event nil]`: an Ajax POST body.
     pub fn ajax_event(event: Event, wants_reply: bool) -> Envelope {
-        let cb = if wants_reply { Value::kw("ajax") } else { Value::Nil };
+        let cb = if wants_reply {
+            Value::kw("ajax")
+        } else {
+            Value::Nil
+        };
         Envelope::with_cb(event.into_value(), cb)
     }
 }
@@ -221,7 +242,11 @@ impl ClientMsg {
             ClientMsg::Ping { .. } => (Event::reserved(ids::WS_PING, None), None),
             ClientMsg::Event { event, cb } => {
                 // A pong never carries a reply.
-                let cb = if event.id().as_str() == ids::WS_PONG { None } else { cb };
+                let cb = if event.id().as_str() == ids::WS_PONG {
+                    None
+                } else {
+                    cb
+                };
                 (event, cb)
             }
             ClientMsg::BadEvent { payload, cb } => (Event::bad_event(payload), cb),
@@ -270,7 +295,9 @@ impl ServerMsg {
         if payload.is_kw(ids::TIMEOUT) {
             return ServerMsg::PollTimeout;
         }
-        let Value::Vector(items) = payload else { return ServerMsg::Invalid(payload) };
+        let Value::Vector(items) = payload else {
+            return ServerMsg::Invalid(payload);
+        };
         if items.first().is_some_and(|v| v.is_kw(ids::HANDSHAKE)) {
             if let Some(Value::Vector(data)) = items.get(1)
                 && (2..=4).contains(&data.len())

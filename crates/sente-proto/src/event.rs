@@ -63,7 +63,13 @@ impl EventId {
         let ok = kw.namespace().is_some_and(|ns| !ns.is_empty())
             && !kw.name().is_empty()
             && !kw.as_str().chars().any(char::is_whitespace);
-        if ok { Ok(EventId(kw)) } else { Err(InvalidEventId { text: kw.as_str().to_owned() }) }
+        if ok {
+            Ok(EventId(kw))
+        } else {
+            Err(InvalidEventId {
+                text: kw.as_str().to_owned(),
+            })
+        }
     }
 
     /// An id from a constant known to be valid (the reserved ids in [`ids`]).
@@ -128,7 +134,10 @@ pub struct Event {
 impl Event {
     /// `[id data]`.
     pub fn new(id: EventId, data: impl Into<Value>) -> Self {
-        Event { id, data: Some(data.into()) }
+        Event {
+            id,
+            data: Some(data.into()),
+        }
     }
 
     /// `[id]`, with no data slot.
@@ -146,7 +155,10 @@ impl Event {
 
     /// A reserved `chsk/*` event (crate-internal constructor).
     pub(crate) fn reserved(id: &'static str, data: Option<Value>) -> Self {
-        Event { id: EventId::reserved(id), data }
+        Event {
+            id: EventId::reserved(id),
+            data,
+        }
     }
 
     /// `[:chsk/bad-event original]`: how an invalid payload reaches handlers.
@@ -204,20 +216,35 @@ impl Event {
     /// first element is a namespaced keyword). On failure the original value is returned, ready
     /// for [`Event::bad_event`].
     pub fn from_value(value: Value) -> Result<Self, Value> {
-        let Value::Vector(items) = value else { return Err(value) };
+        let Value::Vector(items) = value else {
+            return Err(value);
+        };
         if !(1..=2).contains(&items.len()) {
             return Err(Value::Vector(items));
         }
-        let Value::Keyword(kw) = &items[0] else { return Err(Value::Vector(items)) };
+        let Value::Keyword(kw) = &items[0] else {
+            return Err(Value::Vector(items));
+        };
         if EventId::from_keyword(kw.clone()).is_err() {
             return Err(Value::Vector(items));
         }
         let mut it = items.into_iter();
-        let Some(Value::Keyword(kw)) = it.next() else { unreachable!("checked above") };
-        Ok(Event { id: EventId(kw), data: it.next() })
+        let Some(Value::Keyword(kw)) = it.next() else {
+            unreachable!("checked above")
+        };
+        Ok(Event {
+            id: EventId(kw),
+            data: it.next(),
+        })
     }
 }
 
+impl fmt::Display for Event {
+    /// The edn form, e.g. `[:my-app/req {:n 42}]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_value(), f)
+    }
+}
 
 /// A user id, computed by the server from the request. One uid may have many clients (tabs,
 /// devices); the server pushes to a uid, reaching all of them.
@@ -271,7 +298,7 @@ impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Uid::Id(Value::Str(s)) => f.write_str(s),
-            other => write!(f, "{:?}", other.to_value()),
+            other => fmt::Display::fmt(&other.to_value(), f),
         }
     }
 }

@@ -10,7 +10,9 @@ pub mod limits;
 pub mod packer;
 pub mod server;
 
-pub use envelope::{ClientMsg, Envelope, EnvelopeError, PostReply, ServerMsg, client_msg, server_msg};
+pub use envelope::{
+    ClientMsg, Envelope, EnvelopeError, PostReply, ServerMsg, client_msg, server_msg,
+};
 pub use event::{ClientId, Event, EventId, InvalidClientId, InvalidEventId, Uid, ids};
 pub use limits::Limits;
 pub use packer::{PackError, Packed, Packer, UnpackError};

@@ -886,13 +886,14 @@ fn auto_reprobes_ws_after_ajax_fallback_and_keeps_requests() {
 }
 
 #[test]
+#[allow(clippy::many_single_char_names)] // a, b, c, d: the queued requests, in order
 fn queue_holds_messages_until_open_with_bounds() {
-    let mut c = config(Kind::Ws);
-    c.queue = Some(QueueConfig {
+    let mut cfg = config(Kind::Ws);
+    cfg.queue = Some(QueueConfig {
         max_len: 3,
         max_wait_ms: 4000,
     });
-    let mut h = H::new(c);
+    let mut h = H::new(cfg);
     // Before connect: nothing to wait for.
     assert_eq!(h.m.send(ev("demo/x", 0), 0), Err(SendError::Closed));
     h.m.connect(0);

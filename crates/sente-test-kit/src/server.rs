@@ -327,7 +327,12 @@ async fn cors(
 }
 
 fn app(server: &Server, log: &ServerLog) -> Router {
-    let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server.clone());
+    let (s1, s2, s3, s4) = (
+        server.clone(),
+        server.clone(),
+        server.clone(),
+        server.clone(),
+    );
     let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
     Router::new()
         .on("demo/echo", |mut msg: EventMsg| async move {
@@ -356,7 +361,11 @@ fn app(server: &Server, log: &ServerLog) -> Router {
         .on("demo/push", move |mut msg: EventMsg| {
             let server = s4.clone();
             async move {
-                let events = msg.data_value().as_seq().map(<[Value]>::to_vec).unwrap_or_default();
+                let events = msg
+                    .data_value()
+                    .as_seq()
+                    .map(<[Value]>::to_vec)
+                    .unwrap_or_default();
                 let mut pushed = 0;
                 for ev in events.into_iter().filter_map(|v| Event::from_value(v).ok()) {
                     if server.send(&msg.uid, ev).is_ok() {

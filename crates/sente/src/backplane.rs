@@ -18,6 +18,18 @@ pub enum BackplaneMsg {
         /// Flush the uid's buffer now.
         flush: bool,
     },
+    /// Push `event` to every client of each of `uids` (`Server::send_many`, `broadcast`): one
+    /// message for all of them, applied like a `Push` per uid, in order.
+    PushMany {
+        /// The uids.
+        uids: Arc<[Uid]>,
+        /// The event.
+        event: Arc<Event>,
+        /// Its estimated packed size.
+        estimate: usize,
+        /// Flush each uid's buffer now.
+        flush: bool,
+    },
     /// Close every connection of `uid`.
     CloseUid {
         /// The uid.

@@ -307,6 +307,14 @@ impl Inner {
             } => {
                 self.with_core(|c, now| c.send(&uid, &event, estimate, flush, now));
             }
+            BackplaneMsg::PushMany {
+                uids,
+                event,
+                estimate,
+                flush,
+            } => {
+                self.with_core(|c, now| c.send_many(uids.iter(), &event, estimate, flush, now));
+            }
             BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
         }
     }
@@ -461,32 +469,71 @@ impl Server {
         self.push(uid, event, true)
     }
 
-    /// Pushes one event to every uid of `uids` (their batching windows apply). The event is
-    /// shared, and uids whose batches hold the same events are flushed together, so a broadcast
-    /// is packed once per packer rather than once per uid or client.
+    /// Pushes one event to every uid of `uids` (their batching windows apply), in the order of
+    /// the calls per uid like [`Server::send`]. The event is shared, and uids whose batches hold
+    /// the same events are flushed together, so a broadcast is packed once per packer rather than
+    /// once per uid or client. One backplane message carries all the uids.
+    ///
+    /// Errors: as [`Server::send`] (nothing is sent). A `[:chsk/close]` event closes every uid.
     pub fn send_many<'a>(
         &self,
         uids: impl IntoIterator<Item = &'a Uid>,
         event: Event,
     ) -> Result<(), SendError> {
-        let estimate = self.prepare(&event)?;
-        let event = Arc::new(event);
-        for uid in uids {
-            self.inner.backplane.publish(BackplaneMsg::Push {
-                uid: uid.clone(),
-                event: event.clone(),
-                estimate,
-                flush: false,
-            });
-        }
-        Ok(())
+        self.push_many(uids, event, false)
+    }
+
+    /// Like [`Server::send_many`], then sends each uid's buffered pushes at once
+    /// (`{:flush? true}` for every uid). Still packed once per distinct batch and packer: the
+    /// uids with nothing else buffered share one batch.
+    pub fn send_many_flush<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a Uid>,
+        event: Event,
+    ) -> Result<(), SendError> {
+        self.push_many(uids, event, true)
     }
 
     /// Pushes one event to every connected uid (`connected_uids().any`), like
     /// [`Server::send_many`]. Sente has no broadcast primitive; this is its idiom, made cheap.
     pub fn broadcast(&self, event: Event) -> Result<(), SendError> {
+        self.broadcast_with(event, false)
+    }
+
+    /// [`Server::broadcast`] with a flush, like [`Server::send_many_flush`].
+    pub fn broadcast_flush(&self, event: Event) -> Result<(), SendError> {
+        self.broadcast_with(event, true)
+    }
+
+    fn broadcast_with(&self, event: Event, flush: bool) -> Result<(), SendError> {
         let uids: Vec<Uid> = self.inner.connected.borrow().any.iter().cloned().collect();
-        self.send_many(&uids, event)
+        self.push_many(&uids, event, flush)
+    }
+
+    fn push_many<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a Uid>,
+        event: Event,
+        flush: bool,
+    ) -> Result<(), SendError> {
+        if event.id().as_str() == ids::CLOSE {
+            for uid in uids {
+                self.push(uid, event.clone(), flush)?;
+            }
+            return Ok(());
+        }
+        let estimate = self.prepare(&event)?;
+        let uids: Arc<[Uid]> = uids.into_iter().cloned().collect();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        self.inner.backplane.publish(BackplaneMsg::PushMany {
+            uids,
+            event: Arc::new(event),
+            estimate,
+            flush,
+        });
+        Ok(())
     }
 
     /// Sends what is buffered for `uid` now.

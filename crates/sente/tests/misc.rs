@@ -224,7 +224,9 @@ async fn pushes_go_through_the_backplane() {
     impl Backplane for Recording {
         fn publish(&self, msg: BackplaneMsg) {
             let what = match &msg {
-                BackplaneMsg::Push { event, .. } => format!("push {}", event.id()),
+                BackplaneMsg::Push { event, .. } | BackplaneMsg::PushMany { event, .. } => {
+                    format!("push {}", event.id())
+                }
                 BackplaneMsg::CloseUid { .. } => "close".to_owned(),
             };
             self.seen.lock().unwrap().push(what);

@@ -296,3 +296,62 @@ async fn a_broadcast_is_packed_once() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_flushed_send_many_reaches_every_client_in_order_and_is_packed_once() {
+    let packer = std::sync::Arc::new(Counting::default());
+    // A long window, so the earlier pushes are still buffered when the flush comes.
+    let b = transcript_builder()
+        .packer(packer.clone())
+        .send_buf_ms_ws(600_000);
+    let mut h = start(b).await;
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        let uid = i % 20;
+        let ws = ws_open(
+            &mut h,
+            &format!("uid=m{uid}&client-id=t{i}&csrf-token=tok-123"),
+        )
+        .await;
+        clients.push((uid, ws));
+    }
+    let mut rx = h.server.connected_uids();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|c| c.any.len() == 20))
+        .await
+        .unwrap()
+        .unwrap();
+    let uids: Vec<Uid> = (0..20).map(|i| Uid::from(format!("m{i}"))).collect();
+    // Earlier buffered pushes to uids 0 and 1 (the same event: one shared batch) and to 2.
+    h.server
+        .send_many(&uids[..2], ev("t/n", Value::Int(1)))
+        .unwrap();
+    h.server.send(&uids[2], ev("t/n", Value::Int(2))).unwrap();
+    let before = packer.0.load(std::sync::atomic::Ordering::SeqCst);
+    h.server
+        .send_many_flush(&uids, ev("t/n", Value::Int(3)))
+        .unwrap();
+    for (uid, ws) in &mut clients {
+        let expected = match uid {
+            0 | 1 => vec![1, 3],
+            2 => vec![2, 3],
+            _ => vec![3],
+        };
+        assert_eq!(batch_nums(&ws_text(ws).await), expected, "uid m{uid}");
+    }
+    // Three distinct batches: [1 3], [2 3] and [3].
+    assert_eq!(
+        packer.0.load(std::sync::atomic::Ordering::SeqCst) - before,
+        3
+    );
+    // broadcast_flush: every connected uid, packed once.
+    h.server
+        .broadcast_flush(ev("t/n", Value::Int(4)))
+        .unwrap();
+    for (_, ws) in &mut clients {
+        assert_eq!(batch_nums(&ws_text(ws).await), vec![4]);
+    }
+    assert_eq!(
+        packer.0.load(std::sync::atomic::Ordering::SeqCst) - before,
+        4
+    );
+}

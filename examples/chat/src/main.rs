@@ -63,8 +63,14 @@ async fn main() -> Result<(), BoxError> {
         .with_same_site(tower_sessions::cookie::SameSite::Lax);
     let app = axum::Router::new()
         .route("/", get(index))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/login", post(login))
         .route("/logout", post(logout))
         .merge(server.router("/chsk"))
@@ -108,7 +114,12 @@ async fn identify(session: Session, mut req: Request, next: Next) -> Response {
 }
 
 async fn index(session: Session, headers: HeaderMap) -> Response {
-    let name = session.get::<String>(NAME_KEY).await.ok().flatten().unwrap_or_default();
+    let name = session
+        .get::<String>(NAME_KEY)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let (token, new_cookie) = match cookie(&headers, CSRF_COOKIE) {
         Some(t) if is_token(t) => (t.to_owned(), None),
         _ => {
@@ -121,7 +132,8 @@ async fn index(session: Session, headers: HeaderMap) -> Response {
         .replace("{{CSRF_TOKEN}}", &token)
         .replace("{{NAME}}", &html_escape(&name));
     let mut resp = Html(page).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(c) = new_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }
@@ -142,7 +154,11 @@ async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>
     }
     let name = form.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return (StatusCode::BAD_REQUEST, "A name is 1 to 32 printable characters").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "A name is 1 to 32 printable characters",
+        )
+            .into_response();
     }
     // A new session id on login (no session fixation); the uid is fixed per connection, so the
     // page reloads and reconnects with it.
@@ -185,7 +201,13 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
         .into_response()
 }
 
@@ -246,7 +268,14 @@ fn event_router(server: &Server) -> EventRouter {
                 let from = signed_in(&msg)?;
                 let Say { text } = msg.data()?;
                 let text = checked_text(&text)?;
-                let ev = event("chat/msg", &ChatMsg { from: &from, text, at: now_ms() })?;
+                let ev = event(
+                    "chat/msg",
+                    &ChatMsg {
+                        from: &from,
+                        text,
+                        at: now_ms(),
+                    },
+                )?;
                 broadcast(&server, &ev);
                 msg.reply(true);
                 Ok::<(), BoxError>(())
@@ -258,7 +287,12 @@ fn event_router(server: &Server) -> EventRouter {
                 let from = signed_in(&msg)?;
                 let PrivateIn { to, text } = msg.data()?;
                 let text = checked_text(&text)?;
-                let out = PrivateOut { from: &from, to: &to, text, at: now_ms() };
+                let out = PrivateOut {
+                    from: &from,
+                    to: &to,
+                    text,
+                    at: now_ms(),
+                };
                 let ev = event("chat/private", &out)?;
                 server.send(&Uid::from(to.as_str()), ev.clone())?;
                 if to != from {
@@ -292,7 +326,10 @@ fn event_router(server: &Server) -> EventRouter {
 
 /// The sender's name, or an error for anonymous clients.
 fn signed_in(msg: &EventMsg) -> Result<String, BoxError> {
-    msg.uid.as_str().map(str::to_owned).ok_or_else(|| "pick a name first".into())
+    msg.uid
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "pick a name first".into())
 }
 
 fn checked_text(text: &str) -> Result<&str, BoxError> {
@@ -308,7 +345,9 @@ fn event<T: Serialize>(id: &str, data: &T) -> Result<Event, BoxError> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The names of the signed-in connected users, sorted.
@@ -324,13 +363,10 @@ fn user_names(server: &Server) -> Vec<String> {
     names
 }
 
-/// Sends `ev` to every connected uid (anonymous clients included).
+/// Sends `ev` to every connected uid (anonymous clients included), packed once.
 fn broadcast(server: &Server, ev: &Event) {
-    let uids: Vec<Uid> = server.connected_uids().borrow().any.iter().cloned().collect();
-    for uid in uids {
-        if let Err(e) = server.send(&uid, ev.clone()) {
-            tracing::warn!(%uid, error = %e, "broadcast failed for one uid");
-        }
+    if let Err(e) = server.broadcast(ev.clone()) {
+        tracing::warn!(error = %e, "broadcast failed");
     }
 }
 
@@ -353,7 +389,9 @@ async fn push_clock(server: Server) {
 async fn push_user_list(server: Server) {
     let mut uids = server.connected_uids();
     while uids.changed().await.is_ok() {
-        let users = Users { users: user_names(&server) };
+        let users = Users {
+            users: user_names(&server),
+        };
         if let Ok(ev) = event("chat/users", &users) {
             broadcast(&server, &ev);
         }

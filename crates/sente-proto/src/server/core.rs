@@ -283,6 +283,11 @@ impl<W, A, C> UidState<W, A, C> {
     }
 }
 
+/// The batches flushed in one round (one timer poll, or one `send_many`), keyed by the
+/// addresses of their events: uids whose buffers hold the same events share one batch. The
+/// batches keep their events alive, so an address cannot be reused within the round.
+type Round = HashMap<Vec<usize>, Arc<PushBatch>>;
+
 #[derive(Debug, Clone)]
 enum Timer {
     Flush(Uid, Transport),
@@ -626,52 +631,84 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// bound. `estimate` is the event's estimated packed size. Pushes to a uid with no client are
     /// dropped (as in Sente).
     pub fn send(&mut self, uid: &Uid, event: &Arc<Event>, estimate: usize, flush: bool, now: u64) {
+        self.send_many(std::iter::once(uid), event, estimate, flush, now);
+    }
+
+    /// [`Core::send`] for each of `uids`, in order. Batches flushed by this call that hold the
+    /// same events (e.g. just `event`, for every uid with nothing else buffered) are one shared
+    /// [`PushBatch`], so they are packed once per packer.
+    pub fn send_many<'a>(
+        &mut self,
+        uids: impl IntoIterator<Item = &'a Uid>,
+        event: &Arc<Event>,
+        estimate: usize,
+        flush: bool,
+        now: u64,
+    ) {
+        let mut round = HashMap::new();
+        for uid in uids {
+            self.send_one(uid, event, estimate, flush, now, &mut round);
+        }
+    }
+
+    fn send_one(
+        &mut self,
+        uid: &Uid,
+        event: &Arc<Event>,
+        estimate: usize,
+        flush: bool,
+        now: u64,
+        round: &mut Round,
+    ) {
+        const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Ajax];
         let max_batch = self.cfg.limits.message.max_batch_len.max(1);
         let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
-        let windows = [
-            (Transport::Ws, self.cfg.send_buf_ms_ws),
-            (Transport::Ajax, self.cfg.send_buf_ms_ajax),
-        ];
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
         // A batch that would grow past the size bound goes out first.
-        let full: Vec<Transport> = windows
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| {
-                let b = s.buf(*t);
-                !b.events.is_empty() && b.bytes + estimate > max_bytes
-            })
-            .collect();
-        for t in full {
-            self.flush_transport(uid, t, now, None);
+        let full = TRANSPORTS.map(|t| {
+            let b = s.buf(t);
+            !b.events.is_empty() && b.bytes + estimate > max_bytes
+        });
+        if full.contains(&true) {
+            for (t, _) in TRANSPORTS.iter().zip(full).filter(|(_, f)| *f) {
+                self.flush_transport(uid, *t, now, Some(round));
+            }
         }
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
-        let mut due = Vec::new();
-        let mut timers = Vec::new();
-        for (t, window) in windows {
+        let mut due = [false; 2];
+        let mut timers = [None; 2];
+        for (i, t) in TRANSPORTS.into_iter().enumerate() {
             if !s.has(t) {
                 continue;
             }
+            let window = match t {
+                Transport::Ws => self.cfg.send_buf_ms_ws,
+                Transport::Ajax => self.cfg.send_buf_ms_ajax,
+            };
             let buf = s.buf(t);
-            if buf.events.is_empty() {
+            let go = flush || buf.events.len() + 1 >= max_batch;
+            // A batch that goes out now needs no window timer.
+            if buf.events.is_empty() && !go {
                 buf.deadline = Some(now + window);
-                timers.push((now + window, t));
+                timers[i] = Some(now + window);
             }
             buf.events.push(event.clone());
             buf.bytes += estimate;
-            if flush || buf.events.len() >= max_batch {
-                due.push(t);
+            due[i] = go;
+        }
+        for (t, at) in TRANSPORTS.into_iter().zip(timers) {
+            if let Some(at) = at {
+                self.timer(at, Timer::Flush(uid.clone(), t));
             }
         }
-        for (at, t) in timers {
-            self.timer(at, Timer::Flush(uid.clone(), t));
-        }
-        for t in due {
-            self.flush_transport(uid, t, now, None);
+        for (t, go) in TRANSPORTS.into_iter().zip(due) {
+            if go {
+                self.flush_transport(uid, t, now, Some(round));
+            }
         }
     }
 
@@ -724,13 +761,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
-    fn flush_transport(
-        &mut self,
-        uid: &Uid,
-        t: Transport,
-        now: u64,
-        round: Option<&mut HashMap<Vec<usize>, Arc<PushBatch>>>,
-    ) {
+    fn flush_transport(&mut self, uid: &Uid, t: Transport, now: u64, round: Option<&mut Round>) {
         let limit = self.cfg.limits.max_pending_events_per_client;
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let Some(s) = self.uids.get_mut(uid) else {
@@ -842,13 +873,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
-    fn fire(
-        &mut self,
-        at: u64,
-        timer: Timer,
-        now: u64,
-        round: &mut HashMap<Vec<usize>, Arc<PushBatch>>,
-    ) {
+    fn fire(&mut self, at: u64, timer: Timer, now: u64, round: &mut Round) {
         match timer {
             Timer::Flush(uid, t) => {
                 let due = self
