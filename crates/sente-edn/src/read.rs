@@ -828,10 +828,17 @@ fn qualify_key(k: &mut Value, ns: &str) {
             // (`_/:b` would print as `::b`) keeps the key as written.
             return text
                 .strip_prefix("_/")
-                .filter(|rest| !rest.is_empty() && !rest.starts_with(':') && !rest.contains('/'))
+                .filter(|rest| {
+                    !rest.is_empty()
+                        && !rest
+                            .starts_with([':', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+                        && !rest.contains('/')
+                })
                 .map(str::to_owned);
         }
-        Some(format!("{ns}/{text}"))
+        // A qualified name may not start with a digit (`:a/1n` does not read back): keep such a
+        // key as written.
+        (!text.starts_with(|c: char| c.is_ascii_digit())).then(|| format!("{ns}/{text}"))
     };
     match k {
         Value::Keyword(kw) => {

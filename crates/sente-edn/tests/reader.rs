@@ -655,3 +655,9 @@ fn namespaced_map_keeps_keys_that_would_not_read_back() {
     assert_eq!(p("#:ns{:a 1 :_/:b 2 :_/c 3}"), "{:ns/a 1, :_/:b 2, :c 3}");
     assert_eq!(r(&v.to_string()), v);
 }
+
+/// Found by fuzzing (edn_read): `#:a{:1n 1}` must not produce `:a/1n`, which does not read back.
+#[test]
+fn namespaced_map_does_not_qualify_names_starting_with_a_digit() {
+    assert_eq!(p("#:a{:1n 1, :b 2}"), "{:1n 1, :a/b 2}");
+}
