@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use sente::{AntiForgeryToken, CsrfToken, EventMsg, Router as EventRouter, Server, UserId};
+use sente::{
+    AllowedOrigins, AntiForgeryToken, CsrfToken, EventMsg, Router as EventRouter, Server, UserId,
+};
 use sente_proto::{Event, EventId, Uid};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -45,13 +47,17 @@ async fn main() -> Result<(), BoxError> {
     let addr = parse_addr()?;
 
     let (server, events) = Server::builder()
-        // Defaults read `UserId` and `AntiForgeryToken` request extensions, which `identify`
-        // below fills in from the session and the CSRF cookie.
-        .csrf_token_fn(|req| {
-            req.extensions()
-                .get::<AntiForgeryToken>()
-                .map_or(CsrfToken::Missing, |t| CsrfToken::Token(t.0.clone()))
+        // The CSRF token is the double-submit cookie that `identify` below puts in a request
+        // extension. A request without any cookie carries no credentials to abuse (a service
+        // or the native Rust client, anonymous here), so it needs no token.
+        .csrf_token_fn(|req| match req.extensions().get::<AntiForgeryToken>() {
+            Some(t) => CsrfToken::Token(t.0.clone()),
+            None if req.header("cookie").is_none() => CsrfToken::Skip,
+            None => CsrfToken::Missing,
         })
+        // Cookie-bearing requests must show the token whatever their origin, so any origin
+        // may connect; the user id comes from the session (see `identify`).
+        .allowed_origins(AllowedOrigins::All)
         .build()?;
 
     event_router(&server).spawn(events);
