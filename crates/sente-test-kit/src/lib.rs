@@ -36,3 +36,8 @@ pub use scenario::{
     wait_event,
 };
 pub use server::{CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
+
+/// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
