@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod example_check;
 mod proxy;
 pub mod raw;
 mod rust_client;
@@ -35,6 +36,7 @@ pub use scenario::{
     OPEN_TIMEOUT, REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get,
     wait_event,
 };
+pub use example_check::check_echo_example;
 pub use server::{CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
 
 /// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.

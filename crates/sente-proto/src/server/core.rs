@@ -283,10 +283,47 @@ impl<W, A, C> UidState<W, A, C> {
     }
 }
 
-/// The batches flushed in one round (one timer poll, or one `send_many`), keyed by the
-/// addresses of their events: uids whose buffers hold the same events share one batch. The
-/// batches keep their events alive, so an address cannot be reused within the round.
-type Round = HashMap<Vec<usize>, Arc<PushBatch>>;
+/// The batches flushed in one round (one timer poll, or one `send_many`): uids whose buffers
+/// hold the same events (compared by address) share one batch. The batches keep their events
+/// alive, so an address cannot be reused within the round.
+#[derive(Debug, Default)]
+struct Round {
+    /// The batch made or reused last: a broadcast hits it for every uid without a lookup.
+    last: Option<Arc<PushBatch>>,
+    /// The other batches of the round, keyed by their events' addresses (used once a round has
+    /// more than one distinct batch).
+    others: HashMap<Vec<usize>, Arc<PushBatch>>,
+}
+
+impl Round {
+    /// The round's batch of `events` (taken; left empty with its capacity when a batch is
+    /// reused, so the uid's buffer does not reallocate for its next push).
+    fn batch(&mut self, events: &mut Vec<Arc<Event>>) -> Arc<PushBatch> {
+        let same = |b: &PushBatch| {
+            b.len() == events.len()
+                && b.events().iter().zip(events.iter()).all(|(a, e)| Arc::ptr_eq(a, e))
+        };
+        if let Some(last) = &self.last
+            && same(last)
+        {
+            events.clear();
+            return last.clone();
+        }
+        let key = |evs: &[Arc<Event>]| -> Vec<usize> {
+            evs.iter().map(|e| Arc::as_ptr(e) as usize).collect()
+        };
+        let batch = if let Some(b) = self.others.get(&key(events)) {
+            events.clear();
+            b.clone()
+        } else {
+            Arc::new(PushBatch::new(std::mem::take(events)))
+        };
+        if let Some(last) = self.last.replace(batch.clone()) {
+            self.others.entry(key(last.events())).or_insert(last);
+        }
+        batch
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Timer {
@@ -645,7 +682,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         flush: bool,
         now: u64,
     ) {
-        let mut round = HashMap::new();
+        let mut round = Round::default();
         for uid in uids {
             self.send_one(uid, event, estimate, flush, now, &mut round);
         }
@@ -770,19 +807,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let buf = s.buf(t);
         buf.deadline = None;
         buf.bytes = 0;
-        let events = std::mem::take(&mut buf.events);
-        if events.is_empty() {
+        if buf.events.is_empty() {
             return;
         }
         let batch = match round {
-            Some(cache) => {
-                let key: Vec<usize> = events.iter().map(|e| Arc::as_ptr(e) as usize).collect();
-                cache
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(PushBatch::new(events)))
-                    .clone()
-            }
-            None => Arc::new(PushBatch::new(events)),
+            Some(round) => round.batch(&mut buf.events),
+            None => Arc::new(PushBatch::new(std::mem::take(&mut buf.events))),
         };
         let mut dropped = Vec::new();
         let mut timers = Vec::new();
@@ -863,7 +893,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
 
     /// Runs everything due at `now`: batch windows, poll timeouts, grace-period expiries.
     pub fn poll(&mut self, now: u64) {
-        let mut round = HashMap::new();
+        let mut round = Round::default();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
