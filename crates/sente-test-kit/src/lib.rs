@@ -29,6 +29,7 @@ mod rust_client;
 mod scenario;
 mod server;
 
+pub use example_check::check_echo_example;
 pub use proxy::Proxy;
 pub use rust_client::RustClient;
 pub use scenario::{
@@ -36,7 +37,6 @@ pub use scenario::{
     OPEN_TIMEOUT, REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get,
     wait_event,
 };
-pub use example_check::check_echo_example;
 pub use server::{CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
 
 /// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.

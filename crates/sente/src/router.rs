@@ -170,6 +170,11 @@ impl Router {
         self
     }
 
+    /// Whether an event has a handler (its own or the fallback).
+    fn handles(&self, msg: &EventMsg) -> bool {
+        self.fallback.is_some() || self.handlers.contains_key(msg.id().as_str())
+    }
+
     /// Runs one event through its handler.
     pub async fn dispatch(&self, msg: EventMsg) {
         let handler = self
@@ -224,6 +229,12 @@ impl Router {
                 Concurrency::Concurrent => {
                     let r = this.clone();
                     tokio::spawn(async move { r.dispatch(msg).await });
+                }
+                // An event without a handler and without a reply to answer has nothing to run
+                // (e.g. `chsk/uidport-open` when the app does not handle it): no worker, so an
+                // idle client costs no queue.
+                Concurrency::PerClient if msg.reply.is_none() && !this.handles(&msg) => {
+                    tracing::debug!(id = %msg.id(), "no handler for event");
                 }
                 Concurrency::PerClient => {
                     seen = seen.wrapping_add(1);

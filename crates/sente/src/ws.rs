@@ -5,7 +5,7 @@ use crate::msg::{EventMsg, Reply};
 use crate::request::ChskRequest;
 use crate::server::{ConnCtx, Inner};
 use futures_util::task::AtomicWaker;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, PushBatch, Transport};
 use sente_proto::{ClientId, ClientMsg, Envelope, Packer, Uid, Value, ids, server_msg};
@@ -243,10 +243,20 @@ impl WsConn {
     {
         let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
         for msg in frames(p) {
-            timer.as_mut().reset(Instant::now() + t);
-            tokio::select! {
-                r = ws.send(msg) => if r.is_err() { return Err("write failed") },
-                () = timer.as_mut() => return Err("write timed out (stalled client)"),
+            let mut send = ws.send(msg);
+            // Most writes complete at once: arm the write timeout only for one that must wait
+            // (the send future is kept and polled on, so nothing is lost or reordered).
+            let r = if let Some(r) = (&mut send).now_or_never() {
+                r
+            } else {
+                timer.as_mut().reset(Instant::now() + t);
+                tokio::select! {
+                    r = send => r,
+                    () = timer.as_mut() => return Err("write timed out (stalled client)"),
+                }
+            };
+            if r.is_err() {
+                return Err("write failed");
             }
         }
         Ok(())

@@ -344,9 +344,7 @@ async fn a_flushed_send_many_reaches_every_client_in_order_and_is_packed_once() 
         3
     );
     // broadcast_flush: every connected uid, packed once.
-    h.server
-        .broadcast_flush(ev("t/n", Value::Int(4)))
-        .unwrap();
+    h.server.broadcast_flush(ev("t/n", Value::Int(4))).unwrap();
     for (_, ws) in &mut clients {
         assert_eq!(batch_nums(&ws_text(ws).await), vec![4]);
     }

@@ -301,7 +301,10 @@ impl Round {
     fn batch(&mut self, events: &mut Vec<Arc<Event>>) -> Arc<PushBatch> {
         let same = |b: &PushBatch| {
             b.len() == events.len()
-                && b.events().iter().zip(events.iter()).all(|(a, e)| Arc::ptr_eq(a, e))
+                && b.events()
+                    .iter()
+                    .zip(events.iter())
+                    .all(|(a, e)| Arc::ptr_eq(a, e))
         };
         if let Some(last) = &self.last
             && same(last)
