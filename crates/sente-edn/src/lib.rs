@@ -83,6 +83,12 @@
 mod de;
 mod error;
 mod inst;
+
+/// Proleptic Gregorian calendar arithmetic behind `#inst` (shared with the packers' RFC 3339
+/// codecs).
+pub mod calendar {
+    pub use crate::inst::{civil_from_days, days_from_civil, days_in_month, is_leap};
+}
 mod print;
 mod read;
 mod ser;
