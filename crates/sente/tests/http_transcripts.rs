@@ -18,18 +18,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-fn load(name: &str) -> Vec<J> {
-    let path = format!(
-        "{}/../../tests/data/sente-transcripts/{name}.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[derive(Clone, Debug)]
 struct Req {
     xid: u64,
@@ -187,7 +175,7 @@ async fn send(addr: std::net::SocketAddr, req: &Req) -> Option<Resp> {
 }
 
 async fn replay(name: &str, builder: sente::Builder) -> common::Harness {
-    let (reqs, resps, handled) = parse(&load(name));
+    let (reqs, resps, handled) = parse(&load_transcript(name));
     let mut h = start(builder).await;
     let t0 = tokio::time::Instant::now();
     let mut tasks = Vec::new();

@@ -17,18 +17,6 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-fn load(name: &str) -> Vec<J> {
-    let path = format!(
-        "{}/../../tests/data/sente-transcripts/{name}.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[derive(Debug, Default)]
 struct Step {
     send: Option<J>,
@@ -95,7 +83,7 @@ fn improved(sent: &J) -> Option<(Vec<String>, Vec<(String, bool)>)> {
 }
 
 async fn replay(name: &str) {
-    let (target, steps) = steps(&load(name));
+    let (target, steps) = steps(&load_transcript(name));
     let mut h = start(transcript_builder()).await;
     let query = target.split_once('?').unwrap().1;
     let mut ws = ws_connect(h.addr, query).await;

@@ -362,3 +362,16 @@ pub async fn ws_silent(ws: &mut Ws, ms: u64) {
 pub async fn ws_send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
 }
+
+/// The records of one recorded transcript (`tests/data/sente-transcripts/<name>.jsonl`).
+pub fn load_transcript(name: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../../tests/data/sente-transcripts/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
