@@ -235,6 +235,20 @@ struct AjaxEntry<A, C> {
     queue: Queue,
 }
 
+impl<A, C> AjaxEntry<A, C> {
+    /// Takes the held poll's responder, leaving the entry idle (between polls); `None` when no
+    /// poll is held.
+    fn take_poll(&mut self) -> Option<A> {
+        if !matches!(self.state, AjaxState::Polling { .. }) {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, AjaxState::Idle) {
+            AjaxState::Polling { responder } => Some(responder),
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SendBuffer {
     events: Vec<Arc<Event>>,
@@ -777,12 +791,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         let mut timers = Vec::new();
         for (cid, e) in &mut s.ajax {
-            if matches!(e.state, AjaxState::Polling { .. }) {
-                let AjaxState::Polling { responder } =
-                    std::mem::replace(&mut e.state, AjaxState::Idle)
-                else {
-                    unreachable!("checked above")
-                };
+            if let Some(responder) = e.take_poll() {
                 self.actions.push(Action::AjaxAnswer {
                     uid: uid.clone(),
                     client_id: cid.clone(),
@@ -837,12 +846,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             }
             Transport::Ajax => {
                 for (cid, e) in &mut s.ajax {
-                    if matches!(e.state, AjaxState::Polling { .. }) {
-                        let AjaxState::Polling { responder } =
-                            std::mem::replace(&mut e.state, AjaxState::Idle)
-                        else {
-                            unreachable!("checked above")
-                        };
+                    if let Some(responder) = e.take_poll() {
                         self.actions.push(Action::AjaxAnswer {
                             uid: uid.clone(),
                             client_id: cid.clone(),
@@ -947,13 +951,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 let Some(e) = self.uids.get_mut(&uid).and_then(|s| s.ajax.get_mut(&cid)) else {
                     return;
                 };
-                if e.conn != conn || !matches!(e.state, AjaxState::Polling { .. }) {
+                if e.conn != conn {
                     return;
                 }
-                let AjaxState::Polling { responder } =
-                    std::mem::replace(&mut e.state, AjaxState::Idle)
-                else {
-                    unreachable!("checked above")
+                let Some(responder) = e.take_poll() else {
+                    return;
                 };
                 self.actions.push(Action::AjaxAnswer {
                     uid: uid.clone(),
