@@ -4,6 +4,7 @@
 //! * [`peers`]: raw-ws (the floor), socketioxide, sente-rs (plus socket.io for Node in
 //!   `bench/peers/socketio-node/`), all run as child processes by [`server::Server`].
 //! * [`suite`]: `all` (every scenario against every peer, alternating) and `smoke`.
+//! * [`knee`]: the highest fan-out rate each target sustains, raising the rate step by step.
 //! * [`report`] and [`charts`]: JSON, markdown and PNG output.
 //!
 //! All traffic goes to loopback addresses; every loop is bounded in time.
@@ -11,6 +12,7 @@
 pub mod ajax;
 pub mod charts;
 pub mod client;
+pub mod knee;
 pub mod net;
 pub mod peers;
 pub mod procfs;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sente_bench::client::Transport;
+use sente_bench::knee::{self, KneeOpts};
 use sente_bench::report::fmt_num;
 use sente_bench::scenario::{self, Endpoint, FanoutOpts, IdleOpts, Metrics, RrOpts, StormOpts};
 use sente_bench::server::{Server, Target, check_available};
@@ -144,7 +145,60 @@ enum Cmd {
         #[arg(long)]
         pin: bool,
     },
-    /// Every scenario at tiny sizes against sente-rs and raw-ws; exits non-zero on failure.
+    /// Fan-out knee search: runs `fanout` at rising per-client rates (targets alternating at
+    /// every step, a fresh server per trial) until each target no longer sustains the rate;
+    /// writes `bench/results/<timestamp>-knee.{json,md}`.
+    Knee {
+        /// Targets.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sente-rs,socketioxide"
+        )]
+        targets: Vec<Target>,
+        /// Number of clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// First rate: pushes per second to every client.
+        #[arg(long, default_value_t = 100)]
+        start: u32,
+        /// Each step multiplies the rate by this.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        /// Highest rate to try (at most 10000, where the push loops clamp).
+        #[arg(long, default_value_t = knee::MAX_RATE)]
+        max_rate: u32,
+        /// Sustained: delivery p99 at most this many milliseconds...
+        #[arg(long, default_value_t = 100.0)]
+        p99_ms: f64,
+        /// ... and at least this percentage of the expected events delivered.
+        #[arg(long, default_value_t = 99.0)]
+        min_delivered_pct: f64,
+        /// Extra attempts at a failing rate before a target stops.
+        #[arg(long, default_value_t = 1)]
+        retries: usize,
+        /// Measured seconds of every trial.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Warm-up seconds of every trial.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: Transport,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+        /// Output directory.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+        out: PathBuf,
+        /// Pin the servers to CPU 0 and the load tool to CPU 1.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Every scenario at tiny sizes against sente-rs and raw-ws, and a two-step knee search;
+    /// exits non-zero on failure.
     Smoke {
         /// Also write results here.
         #[arg(long)]
@@ -324,18 +378,59 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             let r = suite::run(&opts).await?;
             println!("{}", sente_bench::report::markdown(&r));
         }
+        Cmd::Knee {
+            targets,
+            clients,
+            start,
+            factor,
+            max_rate,
+            p99_ms,
+            min_delivered_pct,
+            retries,
+            secs,
+            warmup,
+            transport,
+            bytes,
+            out,
+            pin,
+        } => {
+            let o = KneeOpts {
+                targets,
+                transport,
+                clients,
+                start,
+                factor,
+                max_rate,
+                max_steps: usize::MAX,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(secs),
+                bytes,
+                min_share: min_delivered_pct / 100.0,
+                p99_ms,
+                retries,
+                pin,
+            };
+            let r = knee::run(&o, command).await?;
+            suite::write(&r, &out)?;
+            println!("{}", sente_bench::report::markdown(&r));
+        }
         Cmd::Smoke { out } => {
+            let targets = vec![Target::SenteRs, Target::RawWs];
             let opts = SuiteOpts {
                 mode: Mode::Smoke,
-                targets: vec![Target::SenteRs, Target::RawWs],
+                targets: targets.clone(),
                 rounds: None,
                 only: Vec::new(),
-                out,
+                out: None,
                 pin: false,
                 command,
                 progress: false,
             };
-            let r = suite::run(&opts).await?;
+            let mut r = suite::run(&opts).await?;
+            knee::append(&mut r, &KneeOpts::smoke(targets)).await?;
+            if let Some(dir) = &out {
+                suite::write(&r, dir)?;
+            }
             println!("{}", sente_bench::report::markdown(&r));
             let problems = suite::smoke_problems(&r);
             if !problems.is_empty() {

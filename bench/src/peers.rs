@@ -40,6 +40,12 @@ fn default_bytes() -> usize {
 impl FanoutCfg {
     /// The loop's ticker (first tick immediately) and its end. Rate and duration are clamped
     /// (1..=10 000 Hz, at most 10 minutes) so that every loop stops by itself.
+    ///
+    /// Missed ticks burst: a loop that falls behind (a slow tick, or periods shorter than the
+    /// timer's 1 ms resolution) pushes the due ticks back to back, so every peer tries to push
+    /// `rate` events a second (the Node peer does the same). A loop that cannot keep up pushes
+    /// fewer events inside the measured window, which the delivered share shows; `Delay` or
+    /// `Skip` would instead lower the rate silently.
     pub fn ticker(&self) -> (Interval, Instant) {
         let rate = self.rate.clamp(1, 10_000);
         let ms = self.ms.min(600_000);

@@ -90,6 +90,191 @@ pub struct Results {
     pub summary: Vec<Summary>,
     /// Wall time of the whole run in seconds.
     pub wall_s: f64,
+    /// The fan-out knee search, if the run did one (its trials are the `knee-*` cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knee: Option<Knee>,
+}
+
+impl Results {
+    /// File name stem of the run's outputs: the start time, plus `-knee` for a knee search.
+    pub fn stem(&self) -> String {
+        if self.mode == "knee" {
+            format!("{}-knee", self.started)
+        } else {
+            self.started.clone()
+        }
+    }
+}
+
+/// A fan-out knee search: for each target, the highest per-client push rate on a ladder that
+/// it sustains (delivered share and p99 within bounds).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Knee {
+    /// Transport of the clients.
+    pub transport: String,
+    /// Number of clients.
+    pub clients: usize,
+    /// The rates tried, per client and second, in order.
+    pub rates: Vec<u32>,
+    /// A rate is sustained when at least this share of the expected events is delivered...
+    pub min_share: f64,
+    /// ... and the delivery p99 is at most this many milliseconds.
+    pub p99_ms: f64,
+    /// How many times a failing step is run again before the target stops.
+    pub retries: usize,
+    /// One row per target.
+    pub rows: Vec<KneeRow>,
+}
+
+/// The knee of one target.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KneeRow {
+    /// Target name.
+    pub target: String,
+    /// The highest rate sustained below the first failing one (None: the first rate failed).
+    pub knee_rate: Option<u32>,
+    /// The metrics of the passing trial at the knee (NaN is written as `null`).
+    #[serde(deserialize_with = "nan_as_null")]
+    pub at_knee: Metrics,
+    /// The first rate that failed every attempt (None: none up to the last rate).
+    pub failed_rate: Option<u32>,
+    /// Why it failed.
+    pub why: Option<String>,
+    /// Trials run for this target.
+    pub trials: usize,
+}
+
+impl Knee {
+    /// Why a fan-out trial's metrics do not sustain the rate, or None if they do.
+    pub fn verdict(&self, m: &Metrics) -> Option<String> {
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        let mut why = Vec::new();
+        let share = get("delivered_ratio");
+        if share.is_nan() || share < self.min_share {
+            why.push(format!(
+                "delivered {} < {}%",
+                share_pct(share),
+                fmt_num(self.min_share * 100.0)
+            ));
+        }
+        let p99 = get("p99_ms");
+        if p99.is_nan() || p99 > self.p99_ms {
+            why.push(format!(
+                "p99 {} ms > {} ms",
+                fmt_num(p99),
+                fmt_num(self.p99_ms)
+            ));
+        }
+        let errors = m.get("errors").copied().unwrap_or(0.0);
+        if errors > 0.0 {
+            why.push(format!("{errors} client(s) lost their connection"));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+
+    /// The knee table, the ratios of sente-rs's knee to the others', and every trial.
+    fn markdown(&self, trials: &[Trial], s: &mut String) {
+        let ladder: Vec<String> = self.rates.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            s,
+            "\n#### Fan-out knee: {} clients over {}\n\nRates tried (pushes per client and second): {}. \
+             Sustained: >= {}% of the expected events delivered in the measured window and delivery \
+             p99 <= {} ms; a failing rate is run {} more time(s) before the target stops.\n",
+            self.clients,
+            self.transport,
+            ladder.join(", "),
+            fmt_num(self.min_share * 100.0),
+            fmt_num(self.p99_ms),
+            self.retries
+        );
+        let _ = writeln!(
+            s,
+            "| target | knee /s per client | delivered/s at knee | p99 ms at knee | server CPU µs/event at knee | tool CPU % at knee | first failing /s | why |\n|---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for row in &self.rows {
+            let at = |k: &str| fmt_num(row.at_knee.get(k).copied().unwrap_or(f64::NAN));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.target,
+                row.knee_rate.map_or("none".to_owned(), |r| r.to_string()),
+                at("delivered_per_s"),
+                at("p99_ms"),
+                at("server_cpu_us_per_event"),
+                at("tool_cpu_pct"),
+                row.failed_rate.map_or("none".to_owned(), |r| r.to_string()),
+                row.why.as_deref().unwrap_or("sustained every rate tried")
+            );
+        }
+        if let Some(ours) = self.rows.iter().find(|r| r.target == "sente-rs") {
+            for theirs in self.rows.iter().filter(|r| r.target != "sente-rs") {
+                let _ = writeln!(s, "\n{}", knee_ratio(ours, theirs));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n| rate /s | target | attempt | delivered/s | share | p99 ms | server CPU µs/event | tool CPU % | verdict |\n|---:|---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for t in trials.iter().filter(|t| t.case.starts_with("knee-")) {
+            let val = |k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
+            let get = |k: &str| fmt_num(val(k));
+            let verdict = match &t.error {
+                Some(e) => format!("error: {}", e.replace('\n', " ")),
+                None => self
+                    .verdict(&t.metrics)
+                    .map_or("ok".to_owned(), |w| format!("fail: {w}")),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+                val("rate"),
+                t.target,
+                t.round + 1,
+                get("delivered_per_s"),
+                share_pct(val("delivered_ratio")),
+                get("p99_ms"),
+                get("server_cpu_us_per_event"),
+                get("tool_cpu_pct"),
+            );
+        }
+    }
+}
+
+/// A delivered share as a percentage with one decimal (`99.4%`).
+pub fn share_pct(share: f64) -> String {
+    if share.is_finite() {
+        format!("{:.1}%", share * 100.0)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// "sente-rs / them: R x the knee rate", qualified when a side never failed or never passed.
+pub fn knee_ratio(ours: &KneeRow, theirs: &KneeRow) -> String {
+    let head = format!("{} / {}:", ours.target, theirs.target);
+    let (Some(a), Some(b)) = (ours.knee_rate, theirs.knee_rate) else {
+        return format!("{head} n/a (a target failed the first rate)");
+    };
+    let ratio = f64::from(a) / f64::from(b);
+    let bound = match (ours.failed_rate.is_none(), theirs.failed_rate.is_none()) {
+        (true, true) => " (neither failed up to the last rate: no ratio)",
+        (true, false) => " or more (sente-rs never failed)",
+        (false, true) => " or less (it never failed)",
+        (false, false) => "",
+    };
+    if bound.starts_with(" (") {
+        return format!("{head} n/a{bound}");
+    }
+    let delivered = |r: &KneeRow| {
+        r.at_knee
+            .get("delivered_per_s")
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    format!(
+        "{head} **{ratio:.2}x** the knee rate{bound} ({a} against {b} pushes per client and second; delivered/s at the knee {:.2}x)",
+        delivered(ours) / delivered(theirs)
+    )
 }
 
 /// Reads metrics written by serde_json, which writes NaN as `null`.
@@ -189,7 +374,8 @@ pub fn markdown(r: &Results) -> String {
     for (t, why) in &r.skipped {
         let _ = writeln!(s, "\nSkipped `{t}`: {why}.");
     }
-    for c in &r.cases {
+    // Knee steps are listed trial by trial in the knee section instead.
+    for c in r.cases.iter().filter(|c| !c.name.starts_with("knee-")) {
         let rows: Vec<&Summary> = r.summary.iter().filter(|x| x.case == c.name).collect();
         if rows.is_empty() {
             continue;
@@ -243,6 +429,9 @@ pub fn markdown(r: &Results) -> String {
                     .replace('\n', " ")
             );
         }
+    }
+    if let Some(k) = &r.knee {
+        k.markdown(&r.trials, &mut s);
     }
     s
 }

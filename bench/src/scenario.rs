@@ -231,6 +231,11 @@ pub struct FanoutOpts {
 /// `fanout`: the server pushes `rate` events per second to every client; the clients count
 /// events stamped inside the measured window and their delivery latency (server stamp to
 /// client receipt, same machine clock).
+///
+/// A client stops listening once it has received an event stamped at or after the window's
+/// end (every peer delivers a connection's pushes in order, so nothing from the window can
+/// follow), or 2 s after the push loop's end: events from the window that have not arrived by
+/// then count as not delivered.
 pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     let mut conns = connect_many(ep, o.transport, o.clients).await?;
     let run = o.warmup + o.duration + Duration::from_millis(100);
@@ -256,11 +261,16 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
                 match timeout_at(stop_at, c.next_push()).await {
                     Ok(Ok(text)) => {
                         let now = wire::now_us();
+                        let mut past_window = false;
                         wire::for_each_ts(text.as_str(), |t| {
                             if (win_from..win_to).contains(&t) {
                                 record(&mut h, now.saturating_sub(t));
                             }
+                            past_window |= t >= win_to;
                         });
+                        if past_window {
+                            break;
+                        }
                     }
                     Ok(Err(_)) => {
                         errors += 1;

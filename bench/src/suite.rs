@@ -114,12 +114,26 @@ fn rr_case(transport: Transport, clients: usize, warmup: f64, dur: f64, rounds: 
 }
 
 fn fanout_case(transport: Transport, clients: usize, rate: u32, dur: f64, rounds: usize) -> Case {
+    let o = FanoutOpts {
+        transport,
+        clients,
+        rate,
+        warmup: secs(1.0_f64.min(dur)),
+        duration: secs(dur),
+        bytes: 100,
+    };
+    fanout_case_named("fanout", o, rounds)
+}
+
+/// A fan-out case named `<prefix>-<transport>-<clients>x<rate>`.
+pub(crate) fn fanout_case_named(prefix: &str, o: FanoutOpts, rounds: usize) -> Case {
+    let (clients, rate, t) = (o.clients, o.rate, o.transport.name());
     Case {
         spec: CaseSpec {
-            name: format!("fanout-{}-{clients}x{rate}", transport.name()),
+            name: format!("{prefix}-{t}-{clients}x{rate}"),
             title: format!(
-                "server pushes to {clients} clients (distinct uids) {rate} times a second over {}, {dur} s measured",
-                transport.name()
+                "server pushes to {clients} clients (distinct uids) {rate} times a second over {t}, {} s measured",
+                o.duration.as_secs_f64()
             ),
             columns: vec![
                 col("delivered_per_s", "delivered/s", true, true),
@@ -136,14 +150,7 @@ fn fanout_case(transport: Transport, clients: usize, rate: u32, dur: f64, rounds
                 col("tool_cpu_pct", "tool CPU %", false, false),
             ],
         },
-        kind: Kind::Fanout(FanoutOpts {
-            transport,
-            clients,
-            rate,
-            warmup: secs(1.0_f64.min(dur)),
-            duration: secs(dur),
-            bytes: 100,
-        }),
+        kind: Kind::Fanout(o),
         rounds,
     }
 }
@@ -261,7 +268,8 @@ pub struct SuiteOpts {
     pub progress: bool,
 }
 
-async fn run_trial(target: Target, case: &Case, pin: Option<&str>) -> Res<Metrics> {
+/// Runs one trial of `case` against `target` (a fresh server).
+pub(crate) async fn run_trial(target: Target, case: &Case, pin: Option<&str>) -> Res<Metrics> {
     if let Kind::Storm(o) = &case.kind {
         let mut o = o.clone();
         o.pin = pin.map(str::to_owned);
@@ -279,7 +287,8 @@ async fn run_trial(target: Target, case: &Case, pin: Option<&str>) -> Res<Metric
     r
 }
 
-fn pin_self(cpus: &str) {
+/// Pins this process's threads to `cpus` (a taskset list).
+pub(crate) fn pin_self(cpus: &str) {
     let pid = std::process::id().to_string();
     let _ = std::process::Command::new("taskset")
         .args(["-a", "-p", "-c", cpus, &pid])
@@ -287,13 +296,11 @@ fn pin_self(cpus: &str) {
         .status();
 }
 
-/// Runs a suite and writes its results; returns them.
-pub async fn run(opts: &SuiteOpts) -> Res<Results> {
-    let started_at = Instant::now();
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+/// The targets that can run here, and why the others cannot; fails if none can.
+pub(crate) async fn available(wanted: &[Target]) -> Res<(Vec<Target>, BTreeMap<String, String>)> {
     let mut skipped = BTreeMap::new();
     let mut targets = Vec::new();
-    for &t in &opts.targets {
+    for &t in wanted {
         match check_available(t).await {
             Ok(()) => targets.push(t),
             Err(why) => {
@@ -305,12 +312,28 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
     if targets.is_empty() {
         return Err(err("no target is available"));
     }
-    let pin = if opts.pin {
+    Ok((targets, skipped))
+}
+
+/// With `pin`: pins this process to CPU 1 and returns the servers' CPU list (`0`).
+pub(crate) fn pin_split(pin: bool) -> Option<&'static str> {
+    pin.then(|| {
         pin_self("1");
-        Some("0")
-    } else {
-        None
-    };
+        "0"
+    })
+}
+
+/// Now as Unix seconds.
+pub(crate) fn unix_now() -> Res<u64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
+}
+
+/// Runs a suite and writes its results; returns them.
+pub async fn run(opts: &SuiteOpts) -> Res<Results> {
+    let started_at = Instant::now();
+    let unix = unix_now()?;
+    let (targets, skipped) = available(&opts.targets).await?;
+    let pin = pin_split(opts.pin);
     let mut cases = cases(opts.mode);
     if !opts.only.is_empty() {
         cases.retain(|c| {
@@ -396,6 +419,7 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
         trials,
         summary,
         wall_s: started_at.elapsed().as_secs_f64(),
+        knee: None,
     };
     if let Some(dir) = &opts.out {
         write(&results, dir)?;
@@ -403,10 +427,10 @@ pub async fn run(opts: &SuiteOpts) -> Res<Results> {
     Ok(results)
 }
 
-/// Writes `<dir>/<started>.json`, `.md` and the charts.
+/// Writes `<dir>/<stem>.json`, `.md` and the charts (see [`Results::stem`]).
 pub fn write(r: &Results, dir: &Path) -> Res<()> {
     std::fs::create_dir_all(dir)?;
-    let stem = r.started.clone();
+    let stem = r.stem();
     std::fs::write(
         dir.join(format!("{stem}.json")),
         serde_json::to_string_pretty(r)?,
@@ -445,7 +469,7 @@ pub fn smoke_problems(r: &Results) -> Vec<String> {
         let bad = if t.case.starts_with("rr-") {
             (get("errors") != 0.0 || get("req_per_s").is_nan() || get("req_per_s") <= 0.0)
                 .then_some("request errors or no replies")
-        } else if t.case.starts_with("fanout-") {
+        } else if t.case.starts_with("fanout-") || t.case.starts_with("knee-") {
             (get("errors") != 0.0
                 || get("delivered_ratio").is_nan()
                 || get("delivered_ratio") <= 0.0)
@@ -460,6 +484,18 @@ pub fn smoke_problems(r: &Results) -> Vec<String> {
         };
         if let Some(b) = bad {
             problems.push(format!("{what}: {b} ({:?})", t.metrics));
+        }
+    }
+    if let Some(k) = &r.knee {
+        for t in &r.targets {
+            match k.rows.iter().find(|row| &row.target == t) {
+                None => problems.push(format!("knee {t}: no result")),
+                Some(row) if row.knee_rate.is_none() => problems.push(format!(
+                    "knee {t}: even the first rate failed: {}",
+                    row.why.as_deref().unwrap_or("?")
+                )),
+                Some(_) => {}
+            }
         }
     }
     problems

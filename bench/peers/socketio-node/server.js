@@ -41,11 +41,16 @@ io.on('connection', (socket) => {
     const end = Date.now() + ms;
     const period = 1000 / rate;
     let next = performance.now();
+    // Like the Rust peers' tokio interval with MissedTickBehavior::Burst: every tick that is
+    // due is emitted at once (a timer per missed tick would wait >= 1 ms each), so the loop
+    // tries to push `rate` events a second and a loop that falls behind delivers fewer.
     const tick = () => {
-      if (Date.now() >= end) return;
-      io.emit('tick', { t: nowUs(), p: pad });
-      next += period;
-      setTimeout(tick, Math.max(0, next - performance.now()));
+      while (next <= performance.now()) {
+        if (Date.now() >= end) return;
+        io.emit('tick', { t: nowUs(), p: pad });
+        next += period;
+      }
+      setTimeout(tick, next - performance.now());
     };
     tick();
     if (typeof ack === 'function') ack('ok');

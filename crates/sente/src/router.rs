@@ -5,10 +5,11 @@ use crate::server::EventStream;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sente_proto::ClientId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -214,53 +215,74 @@ impl Router {
 
     /// Spawns [`Router::run`] on the current tokio runtime.
     pub fn spawn(self, events: EventStream) -> JoinHandle<()> {
-        tokio::spawn(self.run(events))
+        let this = Arc::new(self);
+        this.attach(&events);
+        tokio::spawn(run_loop(this, events))
     }
 
     /// Handles every event of the stream until it ends.
-    pub async fn run(self, mut events: EventStream) {
+    ///
+    /// With [`Concurrency::PerClient`] (the default) or [`Concurrency::Concurrent`], the router
+    /// also attaches itself to the stream's server: from then on each WebSocket connection runs
+    /// the handlers of its own events in its own task (per-client order is the connection's
+    /// read order), instead of passing them through the stream and a worker task. Ajax events
+    /// and server-synthesized `chsk/uidport-*` events still come through the stream. Attach
+    /// before serving (as [`Router::spawn`] does) so that no client has events on both paths.
+    pub async fn run(self, events: EventStream) {
         let this = Arc::new(self);
-        let mut workers: HashMap<ClientId, (mpsc::Sender<EventMsg>, JoinHandle<()>)> =
-            HashMap::new();
-        let mut seen = 0u32;
-        while let Some(msg) = events.recv().await {
-            match this.concurrency {
-                Concurrency::Sequential => this.dispatch(msg).await,
-                Concurrency::Concurrent => {
-                    let r = this.clone();
-                    tokio::spawn(async move { r.dispatch(msg).await });
+        this.attach(&events);
+        run_loop(this, events).await;
+    }
+
+    /// Lets the stream's server run this router's handlers on WebSocket connection tasks.
+    fn attach(self: &Arc<Self>, events: &EventStream) {
+        if self.concurrency != Concurrency::Sequential {
+            events.attach(self);
+        }
+    }
+}
+
+/// [`Router::run`]'s loop over the events that come through the stream.
+async fn run_loop(this: Arc<Router>, mut events: EventStream) {
+    let mut workers: HashMap<ClientId, (mpsc::Sender<EventMsg>, JoinHandle<()>)> = HashMap::new();
+    let mut seen = 0u32;
+    while let Some(msg) = events.recv().await {
+        match this.concurrency {
+            Concurrency::Sequential => this.dispatch(msg).await,
+            Concurrency::Concurrent => {
+                let r = this.clone();
+                tokio::spawn(async move { r.dispatch(msg).await });
+            }
+            // An event without a handler and without a reply to answer has nothing to run
+            // (e.g. `chsk/uidport-open` when the app does not handle it): no worker, so an
+            // idle client costs no queue.
+            Concurrency::PerClient if msg.reply.is_none() && !this.handles(&msg) => {
+                tracing::debug!(id = %msg.id(), "no handler for event");
+            }
+            Concurrency::PerClient => {
+                seen = seen.wrapping_add(1);
+                if seen % 1024 == 0 {
+                    workers.retain(|_, (_, h)| !h.is_finished());
                 }
-                // An event without a handler and without a reply to answer has nothing to run
-                // (e.g. `chsk/uidport-open` when the app does not handle it): no worker, so an
-                // idle client costs no queue.
-                Concurrency::PerClient if msg.reply.is_none() && !this.handles(&msg) => {
-                    tracing::debug!(id = %msg.id(), "no handler for event");
-                }
-                Concurrency::PerClient => {
-                    seen = seen.wrapping_add(1);
-                    if seen % 1024 == 0 {
-                        workers.retain(|_, (_, h)| !h.is_finished());
-                    }
-                    let mut msg = msg;
-                    loop {
-                        let key = msg.client_id.clone();
-                        let prev = match workers.remove(&key) {
-                            Some((tx, h)) => match tx.send(msg).await {
-                                Ok(()) => {
-                                    workers.insert(key, (tx, h));
-                                    break;
-                                }
-                                Err(mpsc::error::SendError(m)) => {
-                                    msg = m;
-                                    Some(h)
-                                }
-                            },
-                            None => None,
-                        };
-                        let (tx, rx) = mpsc::channel(64);
-                        let h = tokio::spawn(worker(this.clone(), rx, prev));
-                        workers.insert(key, (tx, h));
-                    }
+                let mut msg = msg;
+                loop {
+                    let key = msg.client_id.clone();
+                    let prev = match workers.remove(&key) {
+                        Some((tx, h)) => match tx.send(msg).await {
+                            Ok(()) => {
+                                workers.insert(key, (tx, h));
+                                break;
+                            }
+                            Err(mpsc::error::SendError(m)) => {
+                                msg = m;
+                                Some(h)
+                            }
+                        },
+                        None => None,
+                    };
+                    let (tx, rx) = mpsc::channel(64);
+                    let h = tokio::spawn(worker(this.clone(), rx, prev));
+                    workers.insert(key, (tx, h));
                 }
             }
         }
@@ -288,5 +310,103 @@ async fn worker(
                 return;
             }
         }
+    }
+}
+
+/// How many events of one WebSocket connection may wait behind its running handler before the
+/// connection stops reading (TCP then pushes back on the client).
+pub(crate) const INLINE_BACKLOG: usize = 64;
+
+/// The handlers of one WebSocket connection's events, run by the connection's own task when a
+/// router is attached ([`Router::run`]): one at a time in read order ([`Concurrency::PerClient`])
+/// or each in a task of its own ([`Concurrency::Concurrent`]). This saves the two task hand-offs
+/// of the stream and of a per-client worker. Whatever is still running or waiting when the
+/// connection ends goes on in a task of its own, so no event that was read is dropped.
+#[derive(Default)]
+pub(crate) struct InlineRunner {
+    router: Option<Arc<Router>>,
+    running: Option<BoxFuture<'static, ()>>,
+    backlog: VecDeque<EventMsg>,
+}
+
+impl InlineRunner {
+    /// Whether another event may be read.
+    pub(crate) fn has_room(&self) -> bool {
+        self.backlog.len() < INLINE_BACKLOG
+    }
+
+    /// Whether a handler is running (poll [`InlineRunner::poll_progress`]).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Takes an event for `router`'s handlers.
+    pub(crate) fn offer(&mut self, router: &Arc<Router>, msg: EventMsg) {
+        let router = self.router.get_or_insert_with(|| router.clone());
+        if router.concurrency == Concurrency::Concurrent {
+            let r = router.clone();
+            tokio::spawn(async move { r.dispatch(msg).await });
+        } else if self.running.is_some() {
+            self.backlog.push_back(msg);
+        } else {
+            self.running = start(router, msg);
+        }
+    }
+
+    /// Drives the running handler; ready once it finished and the next one (if any) started.
+    pub(crate) fn poll_progress(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(fut) = self.running.as_mut() else {
+            return Poll::Ready(());
+        };
+        if fut.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.running = None;
+        if let Some(router) = &self.router {
+            while self.running.is_none() {
+                let Some(msg) = self.backlog.pop_front() else {
+                    break;
+                };
+                self.running = start(router, msg);
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Starts an event's handler: polled once at once (most handlers finish there); `None` when
+/// nothing is left to run.
+fn start(router: &Arc<Router>, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
+    if msg.reply.is_none() && !router.handles(&msg) {
+        tracing::debug!(id = %msg.id(), "no handler for event");
+        return None;
+    }
+    let r = router.clone();
+    let mut fut = async move { r.dispatch(msg).await }.boxed();
+    (&mut fut).now_or_never().is_none().then_some(fut)
+}
+
+impl Drop for InlineRunner {
+    fn drop(&mut self) {
+        let (running, backlog) = (self.running.take(), std::mem::take(&mut self.backlog));
+        let (Some(router), true) = (self.router.take(), running.is_some() || !backlog.is_empty())
+        else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                events = backlog.len(),
+                "no runtime: events of a closed connection dropped"
+            );
+            return;
+        };
+        rt.spawn(async move {
+            if let Some(f) = running {
+                f.await;
+            }
+            for msg in backlog {
+                router.dispatch(msg).await;
+            }
+        });
     }
 }

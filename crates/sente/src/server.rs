@@ -4,6 +4,7 @@ use crate::backplane::{Backplane, BackplaneMsg, LocalBackplane};
 use crate::config::{Builder, CsrfFn, PredFn, RejectFn, RespFn, UserIdFn, ValueFn};
 use crate::msg::EventMsg;
 use crate::request::ChskRequest;
+use crate::router::Router;
 use crate::security::AllowedOrigins;
 use crate::ws::Outbox;
 use futures_util::task::AtomicWaker;
@@ -14,7 +15,7 @@ use sente_proto::{Event, EventId, Packer, Uid, Value, ids};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -81,6 +82,7 @@ impl SystemQueue {
 pub struct EventStream {
     rx: mpsc::Receiver<EventMsg>,
     system: Arc<SystemQueue>,
+    server: Weak<Inner>,
 }
 
 impl futures_util::Stream for EventStream {
@@ -106,6 +108,13 @@ impl EventStream {
     pub async fn recv(&mut self) -> Option<EventMsg> {
         futures_util::StreamExt::next(self).await
     }
+
+    /// Lets WebSocket connections run `router`'s handlers themselves (the first router wins).
+    pub(crate) fn attach(&self, router: &Arc<Router>) {
+        if let Some(inner) = self.server.upgrade() {
+            let _ = inner.router.set(router.clone());
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -129,6 +138,8 @@ pub(crate) struct Inner {
     driver: Arc<Notify>,
     armed: AtomicU64,
     pub(crate) events_tx: mpsc::Sender<EventMsg>,
+    /// The router attached by [`Router::run`], whose handlers WebSocket connections run.
+    pub(crate) router: OnceLock<Arc<Router>>,
     system: Arc<SystemQueue>,
     connected: watch::Sender<ConnectedUids>,
     backplane: Arc<dyn Backplane>,
@@ -405,6 +416,7 @@ impl Server {
             driver: notify.clone(),
             armed: AtomicU64::new(u64::MAX),
             events_tx,
+            router: OnceLock::new(),
             system: system.clone(),
             connected: watch::Sender::new(ConnectedUids::default()),
             backplane: backplane.clone(),
@@ -415,13 +427,21 @@ impl Server {
             dropped_clients: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
+        let from_backplane = weak.clone();
         backplane.subscribe(Arc::new(move |msg| {
-            if let Some(inner) = weak.upgrade() {
+            if let Some(inner) = from_backplane.upgrade() {
                 inner.apply(msg);
             }
         }));
-        tokio::spawn(driver(Arc::downgrade(&inner), notify));
-        (Server { inner }, EventStream { rx, system })
+        tokio::spawn(driver(weak.clone(), notify));
+        (
+            Server { inner },
+            EventStream {
+                rx,
+                system,
+                server: weak,
+            },
+        )
     }
 
     fn prepare(&self, event: &Event) -> Result<usize, SendError> {

@@ -3,6 +3,7 @@
 
 use crate::msg::{EventMsg, Reply};
 use crate::request::ChskRequest;
+use crate::router::InlineRunner;
 use crate::server::{ConnCtx, Inner};
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -26,9 +27,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 /// limit), which then takes one read per KiB.
 const READ_BUFFER: usize = 1024;
 
-/// Outgoing messages larger than this are sent as fragments of this size, so the socket's write
-/// buffer never grows past it (tungstenite keeps its write buffer's capacity for the connection's
-/// lifetime). Clients reassemble fragments transparently.
+/// Outgoing messages larger than this are sent as fragments of this size, and the socket's write
+/// buffer writes to the socket once it holds more than this, so it never grows past two
+/// fragments (tungstenite keeps its write buffer's capacity for the connection's lifetime).
+/// Messages queued together go out in one write. Clients reassemble fragments transparently.
 const FRAGMENT: usize = 16 * 1024;
 
 /// One item of a connection's ordered send queue.
@@ -193,7 +195,7 @@ fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
 pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(FRAGMENT)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
@@ -230,8 +232,38 @@ impl WsConn {
             .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
-    /// Writes one message (fragmented when large), each frame within the write timeout. Uses
-    /// the connection's one timer (the caller re-arms it for the keepalive afterwards).
+    /// Queues one message (fragmented when large) in the socket's write buffer, which writes to
+    /// the socket once it holds more than `FRAGMENT` bytes; [`WsConn::flush`] writes the rest.
+    /// Each step runs within the write timeout, on the connection's one timer (the caller
+    /// re-arms it for the keepalive afterwards).
+    async fn feed<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        timer: &mut Pin<&mut Sleep>,
+        p: &PackedBytes,
+    ) -> Result<(), &'static str>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        for msg in frames(p) {
+            self.within_write_timeout(timer, ws.feed(msg)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything fed so far to the socket.
+    async fn flush<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        timer: &mut Pin<&mut Sleep>,
+    ) -> Result<(), &'static str>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.within_write_timeout(timer, ws.flush()).await
+    }
+
+    /// Feeds and flushes one message.
     async fn write<S>(
         &self,
         ws: &mut WebSocketStream<S>,
@@ -241,25 +273,33 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
-        for msg in frames(p) {
-            let mut send = ws.send(msg);
-            // Most writes complete at once: arm the write timeout only for one that must wait
-            // (the send future is kept and polled on, so nothing is lost or reordered).
-            let r = if let Some(r) = (&mut send).now_or_never() {
-                r
-            } else {
-                timer.as_mut().reset(Instant::now() + t);
-                tokio::select! {
-                    r = send => r,
-                    () = timer.as_mut() => return Err("write timed out (stalled client)"),
-                }
-            };
-            if r.is_err() {
-                return Err("write failed");
+        self.feed(ws, timer, p).await?;
+        self.flush(ws, timer).await
+    }
+
+    /// Runs one socket operation; a stalled client fails it after `ws_write_timeout_ms`.
+    async fn within_write_timeout<F>(
+        &self,
+        timer: &mut Pin<&mut Sleep>,
+        op: F,
+    ) -> Result<(), &'static str>
+    where
+        F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+    {
+        let mut op = std::pin::pin!(op);
+        // Most operations complete at once: arm the timer only for one that must wait (the
+        // operation is kept and polled on, so nothing is lost or reordered).
+        let r = if let Some(r) = op.as_mut().now_or_never() {
+            r
+        } else {
+            let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
+            timer.as_mut().reset(Instant::now() + t);
+            tokio::select! {
+                r = op => r,
+                () = timer.as_mut() => return Err("write timed out (stalled client)"),
             }
-        }
-        Ok(())
+        };
+        r.map_err(|_| "write failed")
     }
 
     /// Sends a close frame and waits (bounded) for the client's, then lets the connection go.
@@ -296,8 +336,11 @@ impl WsConn {
         let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
         // Boxed: it is rarely set, and the connection's future stays small.
         let mut pending: Option<Box<EventMsg>> = None;
+        let mut inline = InlineRunner::default();
+        let idle_deadline = far_future();
         loop {
-            // Write everything queued, in order.
+            // Write everything queued, in order, in as few syscalls as the write buffer allows.
+            let mut fed = false;
             while let Some(out) = self.outbox.pop() {
                 let packed = match out {
                     Out::Batch(b) => match b.packed(&*self.packer, max) {
@@ -331,7 +374,13 @@ impl WsConn {
                         return reason;
                     }
                 };
-                if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &packed)).await {
+                if let Err(r) = Box::pin(self.feed(&mut ws, &mut timer, &packed)).await {
+                    return r;
+                }
+                fed = true;
+            }
+            if fed {
+                if let Err(r) = Box::pin(self.flush(&mut ws, &mut timer)).await {
                     return r;
                 }
             }
@@ -340,10 +389,15 @@ impl WsConn {
                 return "send queue full (slow client)";
             }
             let keepalive = ka.next_deadline().map(|d| inner.instant(d));
-            timer.as_mut().reset(keepalive.unwrap_or_else(far_future));
+            let deadline = keepalive.unwrap_or(idle_deadline);
+            // Re-arming a timer costs a trip through the timer wheel: only when it changed.
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
-                frame = ws.next(), if pending.is_none() => {
+                () = std::future::poll_fn(|cx| inline.poll_progress(cx)), if inline.is_busy() => {}
+                frame = ws.next(), if pending.is_none() && inline.has_room() => {
                     match frame {
                         None => return "client went away",
                         Some(Err(e)) => {
@@ -360,8 +414,8 @@ impl WsConn {
                         Some(Ok(msg)) => {
                             ka.handle_activity();
                             match msg {
-                                Message::Text(t) => pending = Some(Box::new(self.on_data(t.as_bytes(), false))),
-                                Message::Binary(b) => pending = Some(Box::new(self.on_data(&b, true))),
+                                Message::Text(t) => self.received(self.on_data(t.as_bytes(), false), &mut inline, &mut pending),
+                                Message::Binary(b) => self.received(self.on_data(&b, true), &mut inline, &mut pending),
                                 Message::Close(_) => {
                                     // tungstenite answers the close; let the client end it.
                                     Box::pin(drain(&mut ws)).await;
@@ -397,6 +451,20 @@ impl WsConn {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands a received event to the attached router's handlers, run by this task, or else to
+    /// the [`crate::EventStream`] (sent by the main loop as soon as the stream has room).
+    fn received(
+        &self,
+        msg: EventMsg,
+        inline: &mut InlineRunner,
+        pending: &mut Option<Box<EventMsg>>,
+    ) {
+        match self.inner.router.get() {
+            Some(router) => inline.offer(router, msg),
+            None => *pending = Some(Box::new(msg)),
         }
     }
 

@@ -119,3 +119,54 @@ async fn one_clients_events_run_in_order_clients_run_concurrently() {
     let b_pos = log.iter().position(|s| s == "B 9").unwrap();
     assert!(b_pos < 10, "B did not wait for all of A's events: {log:?}");
 }
+
+/// The attached router's handlers run on the connection's own task: a slow handler must not
+/// stall the connection (pushes and pongs still flow, later events queue behind it in order),
+/// and events already read when the client goes away still run.
+#[tokio::test]
+async fn a_slow_handler_does_not_stall_its_connection_and_read_events_survive_a_close() {
+    let (server, events) = transcript_builder().build().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    Router::new()
+        .on("t/slow", move |msg: EventMsg| {
+            let (tx, g) = (tx.clone(), g.clone());
+            async move {
+                tx.send(format!("start {}", msg.data_value())).unwrap();
+                g.notified().await;
+                tx.send(format!("end {}", msg.data_value())).unwrap();
+            }
+        })
+        .spawn(events);
+    let addr = serve(&server).await;
+    let mut ws = ws_connect(addr, "uid=u1&client-id=s&csrf-token=tok-123").await;
+    ws_text(&mut ws).await;
+    ws_send(&mut ws, "[[:t/slow 1] nil]").await;
+    assert_eq!(next(&mut rx).await, "start 1");
+    ws_send(&mut ws, "[[:t/slow 2] nil]").await;
+    // While handler 1 waits: a ping is answered and a push is delivered.
+    ws_send(&mut ws, "[[:chsk/ws-ping] \"cb01\"]").await;
+    assert_eq!(ws_text(&mut ws).await, "[\"pong\" \"cb01\"]");
+    let ev = sente_proto::Event::new(
+        sente_proto::EventId::new("t/push").unwrap(),
+        sente_proto::Value::Int(7),
+    );
+    server
+        .send_flush(&sente_proto::Uid::from("u1"), ev)
+        .unwrap();
+    assert_eq!(ws_text(&mut ws).await, "[[[:t/push 7]] nil]");
+    // Event 2 waits for event 1, then runs: per-client order.
+    gate.notify_one();
+    assert_eq!(next(&mut rx).await, "end 1");
+    assert_eq!(next(&mut rx).await, "start 2");
+    // The client leaves while event 2 runs and event 3 waits: both still complete.
+    ws_send(&mut ws, "[[:t/slow 3] nil]").await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.notify_one();
+    assert_eq!(next(&mut rx).await, "end 2");
+    assert_eq!(next(&mut rx).await, "start 3");
+    gate.notify_one();
+    assert_eq!(next(&mut rx).await, "end 3");
+}
