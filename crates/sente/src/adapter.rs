@@ -110,11 +110,11 @@ impl WsAccept {
     ///
     /// The future is `Send` when `io` is; a `!Send` IO (actix-web's payload) runs on a local
     /// task. It needs a tokio runtime with timers (actix-rt's workers have one).
-    pub async fn serve<S>(self, io: S)
+    pub async fn serve<S>(mut self, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(conn) = &self.conn else { return };
+        let Some(conn) = &mut self.conn else { return };
         let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
         let max = conn.inner.limits().message.max_message_bytes;
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max))).await;

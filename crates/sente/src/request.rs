@@ -4,17 +4,26 @@ use crate::params::{Params, cookie};
 use sente_proto::ClientId;
 use std::collections::BTreeSet;
 
-/// Headers only needed for the WebSocket handshake, not kept for the connection's lifetime.
-const HANDSHAKE_ONLY: [http::header::HeaderName; 2] = [
+/// Headers that only describe the WebSocket handshake itself, not kept for the connection's
+/// lifetime (each kept header costs about 100 bytes per connection).
+const HANDSHAKE_ONLY: [http::header::HeaderName; 5] = [
     http::header::SEC_WEBSOCKET_KEY,
     http::header::SEC_WEBSOCKET_EXTENSIONS,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::UPGRADE,
+    http::header::CONNECTION,
 ];
 
 /// Copies the URI and header values out of the server's read buffer. hyper parses them as
 /// slices of its (8 KiB or larger) read buffer, and keeping one of them keeps that whole buffer
 /// alive for as long as a WebSocket connection lasts.
 fn compact(mut parts: http::request::Parts) -> http::request::Parts {
-    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+    let kept = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !HANDSHAKE_ONLY.contains(name))
+        .count();
+    let mut headers = http::HeaderMap::with_capacity(kept);
     let mut last = None;
     for (name, value) in std::mem::take(&mut parts.headers) {
         let name = match name {

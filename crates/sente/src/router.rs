@@ -171,22 +171,29 @@ impl Router {
         self
     }
 
+    /// The handler of an event: its own or the fallback.
+    fn handler(&self, msg: &EventMsg) -> Option<&HandlerFn> {
+        self.handlers
+            .get(msg.id().as_str())
+            .or(self.fallback.as_ref())
+    }
+
     /// Whether an event has a handler (its own or the fallback).
     fn handles(&self, msg: &EventMsg) -> bool {
-        self.fallback.is_some() || self.handlers.contains_key(msg.id().as_str())
+        self.handler(msg).is_some()
     }
 
     /// Runs one event through its handler.
     pub async fn dispatch(&self, msg: EventMsg) {
-        let handler = self
-            .handlers
-            .get(msg.id().as_str())
-            .or(self.fallback.as_ref())
-            .cloned();
-        let Some(handler) = handler else {
+        let Some(handler) = self.handler(&msg).cloned() else {
             tracing::debug!(id = %msg.id(), "no handler for event");
             return;
         };
+        self.run_handler(&handler, msg).await;
+    }
+
+    /// Runs `handler` on `msg`, catching its error or panic.
+    async fn run_handler(&self, handler: &HandlerFn, msg: EventMsg) {
         let info = EventInfo {
             id: msg.id().clone(),
             uid: msg.uid.clone(),
@@ -377,12 +384,13 @@ impl InlineRunner {
 /// Starts an event's handler: polled once at once (most handlers finish there); `None` when
 /// nothing is left to run.
 fn start(router: &Arc<Router>, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
-    if msg.reply.is_none() && !router.handles(&msg) {
+    let Some(handler) = router.handler(&msg).cloned() else {
+        // Without a handler a requested reply is dropped (on WebSocket the client times out).
         tracing::debug!(id = %msg.id(), "no handler for event");
         return None;
-    }
+    };
     let r = router.clone();
-    let mut fut = async move { r.dispatch(msg).await }.boxed();
+    let mut fut = async move { r.run_handler(&handler, msg).await }.boxed();
     (&mut fut).now_or_never().is_none().then_some(fut)
 }
 

@@ -309,7 +309,17 @@ async fn get<B>(inner: Arc<Inner>, req: Request<B>) -> Response<ChskBody> {
     } else {
         None
     };
-    let ws_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    // Read before the request is kept: it drops the headers that only describe the handshake.
+    let version_13 = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "13");
+    let ws_key = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| version_13)
+        .cloned();
     let exts = requested_extensions(&params);
     let request = Arc::new(ChskRequest::new(parts, params, Some(cid.clone()), exts));
     if let Some(r) = check(&inner, &request) {
@@ -329,12 +339,10 @@ fn upgrade(
     cid: ClientId,
     packer: Arc<dyn Packer>,
     on_upgrade: Option<crate::adapter::Upgrade>,
+    // `Sec-WebSocket-Key`, when `Sec-WebSocket-Version` is 13.
     key: Option<HeaderValue>,
 ) -> Response<ChskBody> {
-    let version_ok = request
-        .header("sec-websocket-version")
-        .is_some_and(|v| v.trim() == "13");
-    let Some(key) = key.filter(|_| version_ok) else {
+    let Some(key) = key else {
         let mut r = reject(
             StatusCode::BAD_REQUEST,
             "bad websocket handshake",

@@ -47,6 +47,9 @@ struct OutQ {
     events: usize,
     overflow: bool,
     gone: bool,
+    /// The connection task is running and drains the queue before it waits again: a push
+    /// needs no wake-up (saves a spurious re-poll of the task per reply it sends itself).
+    awake: bool,
 }
 
 /// The ordered send queue of one WebSocket connection, shared by the registry (pushes), the
@@ -87,9 +90,19 @@ impl Outbox {
         }
         q.events += weight;
         q.items.push_back(out);
+        let wake = !q.awake;
         drop(q);
-        self.waker.wake();
+        if wake {
+            self.waker.wake();
+        }
         true
+    }
+
+    /// Marks the connection task as running (see `OutQ::awake`). Only for code that the task
+    /// runs between a wake-up and its next loop iteration, which drains the queue and polls
+    /// [`Outbox::poll_ready`] (clearing the mark) before it can wait again.
+    fn set_awake(&self) {
+        self.lock().awake = true;
     }
 
     pub(crate) fn push_batch(&self, b: Arc<PushBatch>) -> bool {
@@ -119,8 +132,9 @@ impl Outbox {
     /// Ready when something is queued (or the queue overflowed).
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.waker.register(cx.waker());
-        let q = self.lock();
+        let mut q = self.lock();
         if q.items.is_empty() && !q.overflow {
+            q.awake = false;
             Poll::Pending
         } else {
             Poll::Ready(())
@@ -202,7 +216,7 @@ pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
 
 impl WsConn {
     /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
-    pub(crate) async fn run(self, on_upgrade: hyper::upgrade::OnUpgrade) {
+    pub(crate) async fn run(mut self, on_upgrade: hyper::upgrade::OnUpgrade) {
         let span = tracing::debug_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -321,7 +335,7 @@ impl WsConn {
         drain(ws).await;
     }
 
-    pub(crate) async fn serve<S>(&self, mut ws: WebSocketStream<S>) -> &'static str
+    pub(crate) async fn serve<S>(&mut self, mut ws: WebSocketStream<S>) -> &'static str
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -330,9 +344,12 @@ impl WsConn {
         // One timer for everything: write timeouts and the keepalive.
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
-        if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &self.handshake)).await {
+        // Sent once: not kept for the connection's lifetime.
+        let handshake = std::mem::take(&mut self.handshake);
+        if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &handshake)).await {
             return r;
         }
+        drop(handshake);
         let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
         // Boxed: it is rarely set, and the connection's future stays small.
         let mut pending: Option<Box<EventMsg>> = None;
@@ -413,6 +430,9 @@ impl WsConn {
                         }
                         Some(Ok(msg)) => {
                             ka.handle_activity();
+                            // Pongs and the replies of handlers run right here go to this
+                            // task's own outbox: no wake-up needed, the loop drains it next.
+                            self.outbox.set_awake();
                             match msg {
                                 Message::Text(t) => self.received(self.on_data(t.as_bytes(), false), &mut inline, &mut pending),
                                 Message::Binary(b) => self.received(self.on_data(&b, true), &mut inline, &mut pending),

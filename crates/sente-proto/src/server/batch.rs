@@ -19,7 +19,7 @@ pub struct PushBatch {
 }
 
 /// A packed message as cheaply clonable bytes, shared by every connection it goes to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackedBytes {
     /// The bytes (UTF-8 text for a text packer).
     pub bytes: Bytes,

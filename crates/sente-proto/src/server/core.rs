@@ -3,15 +3,11 @@
 //! returned [`Action`]s; nothing here blocks, sleeps or allocates without bound.
 
 use super::batch::PushBatch;
+use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
 use crate::event::{ClientId, Event, EventId, Uid};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-
-/// The registry's maps: foldhash (randomly seeded, so keys chosen by clients cannot be aimed at
-/// one bucket) is several times faster than SipHash for the short uid and client-id keys that
-/// every push and event looks up.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The two transports of Sente.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -263,8 +259,8 @@ struct SendBuffer {
 
 #[derive(Debug)]
 struct UidState<W, A, C> {
-    ws: HashMap<ClientId, WsEntry<W, C>>,
-    ajax: HashMap<ClientId, AjaxEntry<A, C>>,
+    ws: ClientMap<WsEntry<W, C>>,
+    ajax: ClientMap<AjaxEntry<A, C>>,
     ws_buf: SendBuffer,
     ajax_buf: SendBuffer,
     in_ws: bool,
@@ -276,8 +272,8 @@ struct UidState<W, A, C> {
 impl<W, A, C> UidState<W, A, C> {
     fn new() -> Self {
         UidState {
-            ws: HashMap::default(),
-            ajax: HashMap::default(),
+            ws: ClientMap::default(),
+            ajax: ClientMap::default(),
             ws_buf: SendBuffer::default(),
             ajax_buf: SendBuffer::default(),
             in_ws: false,
@@ -361,7 +357,8 @@ enum Timer {
 #[derive(Debug)]
 pub struct Core<W, A, C> {
     cfg: CoreConfig,
-    uids: HashMap<Uid, UidState<W, A, C>>,
+    /// Boxed: the table then holds a key and a pointer per uid, not the whole state.
+    uids: HashMap<Uid, Box<UidState<W, A, C>>>,
     timers: BTreeMap<(u64, u64), Timer>,
     seq: u64,
     next_conn: u64,
@@ -500,7 +497,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     ) -> Result<ConnId, ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
-        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
+        let s = self
+            .uids
+            .entry(uid.clone())
+            .or_insert_with(|| Box::new(UidState::new()));
         let mut queue = Queue::default();
         if let Some(old) = s.ws.remove(cid) {
             if let WsState::Open(w) = old.state {
@@ -565,7 +565,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
-        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
+        let s = self
+            .uids
+            .entry(uid.clone())
+            .or_insert_with(|| Box::new(UidState::new()));
         let entry = AjaxEntry {
             conn,
             state: AjaxState::Known,
@@ -598,8 +601,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             self.cfg.lp_timeout_ms,
             self.cfg.ms_allow_reconnect_before_close_ajax,
         );
-        let s = self.uids.entry(uid.clone()).or_insert_with(UidState::new);
-        let e = s.ajax.entry(cid.clone()).or_insert_with(|| AjaxEntry {
+        let s = self
+            .uids
+            .entry(uid.clone())
+            .or_insert_with(|| Box::new(UidState::new()));
+        let e = s.ajax.get_or_insert_with(cid, || AjaxEntry {
             conn,
             state: AjaxState::Known,
             ctx: ctx.clone(),
@@ -795,7 +801,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             }
         }
         let mut timers = Vec::new();
-        for (cid, e) in &mut s.ajax {
+        for (cid, e) in s.ajax.iter_mut() {
             if let Some(responder) = e.take_poll() {
                 self.actions.push(Action::AjaxAnswer {
                     uid: uid.clone(),
@@ -835,7 +841,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let mut timers = Vec::new();
         match t {
             Transport::Ws => {
-                for (cid, e) in &mut s.ws {
+                for (cid, e) in s.ws.iter_mut() {
                     match &e.state {
                         WsState::Open(w) => self.actions.push(Action::WsDeliver {
                             conn: w.clone(),
@@ -850,7 +856,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 }
             }
             Transport::Ajax => {
-                for (cid, e) in &mut s.ajax {
+                for (cid, e) in s.ajax.iter_mut() {
                     if let Some(responder) = e.take_poll() {
                         self.actions.push(Action::AjaxAnswer {
                             uid: uid.clone(),

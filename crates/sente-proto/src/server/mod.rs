@@ -12,6 +12,7 @@
 //! - [`ServerLimits`]: the server's bounds, on top of the message [`Limits`](crate::Limits).
 
 mod batch;
+mod clients;
 mod core;
 mod keepalive;
 mod limits;
