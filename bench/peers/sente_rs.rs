@@ -42,9 +42,12 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let push = server.clone();
     Router::new()
-        .on("demo/echo", |mut msg: EventMsg| async move {
-            let data = msg.data_value().clone();
-            msg.reply(data);
+        .on("demo/echo", |msg: EventMsg| async move {
+            // The data moves into the reply (socketioxide's handler owns its data too).
+            let EventMsg { event, reply, .. } = msg;
+            if let Some(reply) = reply {
+                reply.send(event.into_parts().1);
+            }
         })
         .on("bench/fanout", move |mut msg: EventMsg| {
             let server = push.clone();
