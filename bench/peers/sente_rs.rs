@@ -7,6 +7,9 @@
 //! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected uid per tick with
 //! [`Server::send_many_flush`] (Sente's `{:flush? true}` for each uid, the event packed once):
 //! each tick has one event per uid, so the default 30 ms batching window would only add latency.
+//! With `buffered` in the control request it calls [`Server::send_many`] instead: every push
+//! waits in the send buffer for Sente's window (`send-buf-ms-ws` 30 ms, `send-buf-ms-ajax`
+//! 100 ms), which `sente-load fanout --buffered` measures.
 
 use std::net::SocketAddr;
 
@@ -29,6 +32,10 @@ fn cfg_from(v: &Value) -> FanoutCfg {
         rate: u32::try_from(get("rate")).unwrap_or(1),
         ms: u64::try_from(get("ms")).unwrap_or(0),
         bytes: usize::try_from(get("bytes")).unwrap_or(100),
+        buffered: v
+            .as_map()
+            .and_then(|m| m.get_kw("buffered"))
+            .is_some_and(|b| *b == Value::Bool(true)),
     }
 }
 
@@ -80,6 +87,11 @@ async fn push_loop(server: Server, cfg: FanoutCfg) {
         let mut data = Map::with_capacity(2);
         data.insert(Value::kw("t"), Value::Int(wire::now_us() as i64));
         data.insert(Value::kw("p"), Value::Str(pad.clone()));
-        let _ = server.send_many_flush(&uids, Event::new(id.clone(), Value::Map(data)));
+        let event = Event::new(id.clone(), Value::Map(data));
+        let _ = if cfg.buffered {
+            server.send_many(&uids, event)
+        } else {
+            server.send_many_flush(&uids, event)
+        };
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::peers::FanoutCfg;
 use crate::wire::{Incoming, Proto, url_encode};
 use crate::{Res, err, net};
 
@@ -262,16 +263,14 @@ impl AjaxClient {
     }
 
     /// Asks the server to start its push loop and waits for the acknowledgement.
-    pub async fn start_fanout(&mut self, seq: u64, rate: u32, ms: u64, bytes: usize) -> Res<()> {
+    pub async fn start_fanout(&mut self, seq: u64, cfg: &FanoutCfg) -> Res<()> {
         if self.proto == Proto::Sente {
-            let env = format!(
-                "[[\":bench/fanout\",{{\"rate\":{rate},\"ms\":{ms},\"bytes\":{bytes}}}],\":ajax\"]"
-            );
+            let env = format!("[[\":bench/fanout\",{}],\":ajax\"]", cfg.to_json());
             self.post_text(&env).await?;
             Ok(())
         } else {
             let mut buf = String::new();
-            self.proto.encode_fanout(&mut buf, seq, rate, ms, bytes);
+            self.proto.encode_fanout(&mut buf, seq, cfg);
             self.post_text(&buf).await?;
             self.wait_reply(seq).await
         }

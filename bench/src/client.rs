@@ -6,6 +6,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::Res;
 use crate::ajax::AjaxClient;
+use crate::peers::FanoutCfg;
 use crate::wire::Proto;
 use crate::ws::WsClient;
 
@@ -65,10 +66,10 @@ impl Conn {
     }
 
     /// Starts the server's push loop.
-    pub async fn start_fanout(&mut self, seq: u64, rate: u32, ms: u64, bytes: usize) -> Res<()> {
+    pub async fn start_fanout(&mut self, seq: u64, cfg: &FanoutCfg) -> Res<()> {
         match self {
-            Conn::Ws(c) => c.start_fanout(seq, rate, ms, bytes).await,
-            Conn::Ajax(c) => c.start_fanout(seq, rate, ms, bytes).await,
+            Conn::Ws(c) => c.start_fanout(seq, cfg).await,
+            Conn::Ajax(c) => c.start_fanout(seq, cfg).await,
         }
     }
 

@@ -163,6 +163,7 @@ pub async fn search(
                 warmup: o.warmup,
                 duration: o.duration,
                 bytes: o.bytes,
+                buffered: false,
             },
             1 + o.retries,
         );

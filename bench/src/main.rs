@@ -86,6 +86,10 @@ enum Cmd {
         /// Payload size in bytes.
         #[arg(long, default_value_t = 100)]
         bytes: usize,
+        /// sente-rs only: push through the server's send buffer (Sente's batching window)
+        /// instead of flushing each push; the latency then includes the window.
+        #[arg(long)]
+        buffered: bool,
     },
     /// Idle WebSocket connections: the server's resident memory per connection.
     Idle {
@@ -298,6 +302,7 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             warmup,
             transport,
             bytes,
+            buffered,
         } => {
             let o = FanoutOpts {
                 transport,
@@ -306,6 +311,7 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 warmup: Duration::from_secs_f64(warmup),
                 duration: Duration::from_secs_f64(secs),
                 bytes,
+                buffered,
             };
             let m = with_server(&t, |ep| scenario::fanout(ep, o)).await?;
             print_metrics(

@@ -31,6 +31,10 @@ pub struct FanoutCfg {
     /// Size of each event's data object.
     #[serde(default = "default_bytes")]
     pub bytes: usize,
+    /// sente-rs only: push through the server's send buffer (Sente's batching window,
+    /// `send-buf-ms-*`) instead of flushing every push at once. The other peers have no window.
+    #[serde(default)]
+    pub buffered: bool,
 }
 
 fn default_bytes() -> usize {
@@ -38,6 +42,14 @@ fn default_bytes() -> usize {
 }
 
 impl FanoutCfg {
+    /// The JSON object the control request carries.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"rate\":{},\"ms\":{},\"bytes\":{},\"buffered\":{}}}",
+            self.rate, self.ms, self.bytes, self.buffered
+        )
+    }
+
     /// The loop's ticker (first tick immediately) and its end. Rate and duration are clamped
     /// (1..=10 000 Hz, at most 10 minutes) so that every loop stops by itself.
     ///

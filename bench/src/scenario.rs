@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 use crate::client::{Conn, Transport};
+use crate::peers::FanoutCfg;
 use crate::server::{Server, Target};
 use crate::stats::{latency_histogram, quantile_ms, record};
 use crate::wire::{self, Proto};
@@ -226,6 +227,8 @@ pub struct FanoutOpts {
     pub duration: Duration,
     /// Size of each event's data object.
     pub bytes: usize,
+    /// sente-rs: push through Sente's send buffer instead of flushing each push.
+    pub buffered: bool,
 }
 
 /// `fanout`: the server pushes `rate` events per second to every client; the clients count
@@ -241,7 +244,16 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     let run = o.warmup + o.duration + Duration::from_millis(100);
     timeout(
         REQUEST_TIMEOUT,
-        conns[0].start_fanout(u64::from(u32::MAX), o.rate, run.as_millis() as u64, o.bytes),
+        conns[0].start_fanout(
+            u64::from(u32::MAX),
+            &FanoutCfg {
+                id: 0,
+                rate: o.rate,
+                ms: run.as_millis() as u64,
+                bytes: o.bytes,
+                buffered: o.buffered,
+            },
+        ),
     )
     .await
     .map_err(|_| err("fanout control request timed out"))??;

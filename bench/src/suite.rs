@@ -115,6 +115,7 @@ fn rr_case(transport: Transport, clients: usize, warmup: f64, dur: f64, rounds: 
 
 fn fanout_case(transport: Transport, clients: usize, rate: u32, dur: f64, rounds: usize) -> Case {
     let o = FanoutOpts {
+        buffered: false,
         transport,
         clients,
         rate,

@@ -10,6 +10,8 @@
 //! every protocol, so the client-side cost is equal for all targets.
 
 use std::fmt::Write as _;
+
+use crate::peers::FanoutCfg;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which wire protocol a target speaks.
@@ -128,9 +130,12 @@ impl Proto {
 
     /// Writes the control request that starts the server's push loop: `rate` pushes per
     /// second to every connected client for `ms` milliseconds, `bytes` of event data each.
-    pub fn encode_fanout(self, out: &mut String, seq: u64, rate: u32, ms: u64, bytes: usize) {
+    pub fn encode_fanout(self, out: &mut String, seq: u64, fanout: &FanoutCfg) {
         out.clear();
-        let cfg = format!("{{\"rate\":{rate},\"ms\":{ms},\"bytes\":{bytes}}}");
+        let cfg = fanout.to_json();
+        let FanoutCfg {
+            rate, ms, bytes, ..
+        } = *fanout;
         match self {
             Proto::Sente => {
                 let _ = write!(

@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use crate::peers::FanoutCfg;
 use crate::wire::{Incoming, Proto};
 use crate::{Res, err, net};
 
@@ -100,9 +101,8 @@ impl WsClient {
 
     /// Asks the server to push `rate` events per second to every client for `ms`
     /// milliseconds and waits for its acknowledgement.
-    pub async fn start_fanout(&mut self, seq: u64, rate: u32, ms: u64, bytes: usize) -> Res<()> {
-        self.proto
-            .encode_fanout(&mut self.buf, seq, rate, ms, bytes);
+    pub async fn start_fanout(&mut self, seq: u64, cfg: &FanoutCfg) -> Res<()> {
+        self.proto.encode_fanout(&mut self.buf, seq, cfg);
         self.send_buf().await?;
         self.wait_reply(seq).await
     }

@@ -330,12 +330,33 @@ fn ajax_pushes_between_polls_wait_for_the_next_poll() {
     c.send(&u, &ev(2), 10, true, 11);
     c.send(&u, &ev(3), 10, true, 12);
     assert!(c.take_actions().is_empty());
+    // Everything that waited goes in the next poll's answer, in order.
     c.handle_ajax_poll(&u, &a, 2, "poll", 20).unwrap();
-    assert_eq!(ajax_answers(c.take_actions()), vec![(2, "[2]".into())]);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(2, "[2, 3]".into())]);
     c.handle_ajax_poll(&u, &a, 3, "poll", 21).unwrap();
-    assert_eq!(ajax_answers(c.take_actions()), vec![(3, "[3]".into())]);
-    c.handle_ajax_poll(&u, &a, 4, "poll", 22).unwrap();
     assert!(c.take_actions().is_empty(), "held");
+}
+
+#[test]
+fn one_poll_answer_carries_at_most_max_batch_len_waiting_events() {
+    let mut cfg = CoreConfig::default();
+    cfg.limits.message.max_batch_len = 3;
+    let mut c: C = Core::new(cfg);
+    let (u, a) = (uid("u"), cid("a"));
+    c.handle_ajax_handshake(&u, &a, "hs", 0).unwrap();
+    c.handle_ajax_poll(&u, &a, 1, "poll", 0).unwrap();
+    c.send(&u, &ev(0), 10, true, 1);
+    c.take_actions();
+    for n in 1..=5 {
+        c.send(&u, &ev(n), 10, true, 10);
+    }
+    c.handle_ajax_poll(&u, &a, 2, "poll", 20).unwrap();
+    assert_eq!(
+        ajax_answers(c.take_actions()),
+        vec![(2, "[1, 2, 3]".into())]
+    );
+    c.handle_ajax_poll(&u, &a, 3, "poll", 21).unwrap();
+    assert_eq!(ajax_answers(c.take_actions()), vec![(3, "[4, 5]".into())]);
 }
 
 #[test]

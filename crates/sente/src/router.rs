@@ -70,12 +70,14 @@ pub struct EventInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Concurrency {
     /// The events of one client run one after the other, in arrival order; different clients
-    /// run concurrently. The default.
+    /// run concurrently. The default. A WebSocket connection runs its own events' handlers in
+    /// its task (no hand-off to another task); Ajax events run in a per-client worker task.
     #[default]
     PerClient,
     /// Every event runs after the previous one finished (Sente's default go-loop).
     Sequential,
-    /// Every event runs in its own task, with no order (Sente's `:simple-auto-threading?`).
+    /// Every event runs in its own task, with no order (Sente's `:simple-auto-threading?`),
+    /// spawned by the connection that read it.
     Concurrent,
 }
 

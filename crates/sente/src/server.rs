@@ -78,6 +78,11 @@ impl SystemQueue {
 /// an Ajax POST waits; nothing is dropped. Server-synthesized `chsk/uidport-*` events never block
 /// the server: beyond `recv_buf` of them waiting, they are dropped, counted in [`Stats`] and
 /// logged with `tracing::warn!`.
+///
+/// Once a [`Router`] runs the stream (with [`Concurrency::PerClient`](crate::Concurrency), the
+/// default, or `Concurrent`), WebSocket events no longer pass through it: each connection runs
+/// the router's handlers itself, and stops reading while 64 of its events wait behind a running
+/// handler. Ajax events and the server's own events still come through the stream.
 #[derive(Debug)]
 pub struct EventStream {
     rx: mpsc::Receiver<EventMsg>,

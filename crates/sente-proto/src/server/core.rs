@@ -2,7 +2,7 @@
 //! poll hold and the per-client queues. Sans-IO: the caller passes `now` and executes the
 //! returned [`Action`]s; nothing here blocks, sleeps or allocates without bound.
 
-use super::batch::PushBatch;
+use super::batch::{PushBatch, estimate_size};
 use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
 use crate::event::{ClientId, Event, EventId, Uid};
@@ -201,6 +201,35 @@ impl Queue {
         let b = self.batches.pop_front()?;
         self.events -= b.len();
         Some(b)
+    }
+
+    /// The first waiting batch, merged with the batches behind it up to `max_events` events and
+    /// about `max_bytes` (estimated): what one Ajax poll answer carries. A client that polls
+    /// less often than pushes arrive gets them all in one response instead of one poll round
+    /// trip per push. A single batch is returned as is (packed once for all its clients).
+    fn pop_merged(&mut self, max_events: usize, max_bytes: usize) -> Option<Arc<PushBatch>> {
+        let first = self.pop()?;
+        if self.batches.is_empty() {
+            return Some(first);
+        }
+        let size = |b: &PushBatch| -> usize {
+            b.events()
+                .iter()
+                .map(|e| e.id().as_str().len() + 4 + estimate_size(e.data(), max_bytes))
+                .sum()
+        };
+        let mut bytes = size(&first);
+        let mut events = first.events().to_vec();
+        while let Some(next) = self.batches.front() {
+            let more = size(next);
+            if events.len() + next.len() > max_events || bytes + more > max_bytes {
+                break;
+            }
+            bytes += more;
+            events.extend(next.events().iter().cloned());
+            self.pop();
+        }
+        Some(Arc::new(PushBatch::new(events)))
     }
 }
 
@@ -615,7 +644,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         e.conn = conn;
         e.ctx = ctx.clone();
         let old = std::mem::replace(&mut e.state, AjaxState::Idle);
-        let first = e.queue.pop();
+        let first = e.queue.pop_merged(
+            self.cfg.limits.message.max_batch_len.max(1),
+            self.cfg.limits.message.max_message_bytes / 2,
+        );
         if matches!(old, AjaxState::Known) {
             s.ajax_live += 1;
         }
