@@ -81,6 +81,11 @@ impl Envelope {
         packer.pack(&self.to_value())
     }
 
+    /// Packs the envelope with `packer`, consuming it: no copy of the payload is made.
+    pub fn into_packed(self, packer: &dyn Packer) -> Result<Packed, PackError> {
+        packer.pack(&self.into_value())
+    }
+
     /// Unpacks and destructures one message. With a text packer, Sente <= 1.17's prefixed form
     /// is accepted too: `+<[payload cb]>` or `-<payload>` (spec 2.3).
     pub fn unpack(

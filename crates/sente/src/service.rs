@@ -113,8 +113,8 @@ fn reject(status: StatusCode, reason: &str, body: impl Into<Bytes>) -> Response<
     plain(status, body)
 }
 
-fn packed_response(packer: &dyn Packer, env: &Envelope, max: usize) -> Response<ChskBody> {
-    match env.pack(packer) {
+fn packed_response(packer: &dyn Packer, env: Envelope, max: usize) -> Response<ChskBody> {
+    match env.into_packed(packer) {
         Ok(p) if p.as_bytes().len() <= max => ok_bytes(p.into()),
         Ok(p) => {
             let size = p.as_bytes().len();
@@ -363,7 +363,7 @@ fn upgrade(
     };
     let hd = (inner.handshake_data_fn)(&request);
     let max = inner.limits().message.max_message_bytes;
-    let handshake = match server_msg::handshake(&uid, hd).pack(&*packer) {
+    let handshake = match server_msg::handshake(&uid, hd).into_packed(&*packer) {
         Ok(p) if p.as_bytes().len() <= max => p.into(),
         Ok(_) => {
             return plain(
@@ -463,7 +463,7 @@ async fn ajax_get(
         Ok(None) => {
             tracing::debug!(%uid, client_id = %cid, "ajax handshake");
             let hd = (inner.handshake_data_fn)(&request);
-            return packed_response(&*packer, &server_msg::handshake(&uid, hd), max);
+            return packed_response(&*packer, server_msg::handshake(&uid, hd), max);
         }
         Ok(Some(conn)) => conn,
     };
@@ -478,10 +478,10 @@ async fn ajax_get(
             Ok(p) => ok_bytes(p),
             Err(e) => {
                 inner.count_dropped_push(&e, b.len());
-                packed_response(&*packer, &server_msg::timeout(), max)
+                packed_response(&*packer, server_msg::timeout(), max)
             }
         },
-        Ok(PollAnswer::Timeout) | Err(_) => packed_response(&*packer, &server_msg::timeout(), max),
+        Ok(PollAnswer::Timeout) | Err(_) => packed_response(&*packer, server_msg::timeout(), max),
         Ok(PollAnswer::Closed) => plain(StatusCode::GONE, "Connection closed by the server"),
     }
 }
@@ -625,7 +625,7 @@ where
     };
     let msg = ClientMsg::classify(env);
     if let ClientMsg::Ping { .. } = &msg {
-        return packed_response(&*packer, &server_msg::ajax_reply(Value::from("pong")), max);
+        return packed_response(&*packer, server_msg::ajax_reply(Value::from("pong")), max);
     }
     let (event, cb) = msg.into_event();
     let mut msg = EventMsg {
@@ -638,7 +638,7 @@ where
     };
     if cb.is_none() {
         let _ = inner.events_tx.send(msg).await;
-        return packed_response(&*packer, &server_msg::dummy_cb_200(), max);
+        return packed_response(&*packer, server_msg::dummy_cb_200(), max);
     }
     let Some(_pending) = PendingReply::acquire(&inner, &cid) else {
         return reject(
@@ -658,7 +658,7 @@ where
     })
     .await;
     match answer {
-        Ok(Some(value)) => packed_response(&*packer, &server_msg::ajax_reply(value), max),
-        _ => packed_response(&*packer, &server_msg::timeout(), max),
+        Ok(Some(value)) => packed_response(&*packer, server_msg::ajax_reply(value), max),
+        _ => packed_response(&*packer, server_msg::timeout(), max),
     }
 }

@@ -370,7 +370,7 @@ impl WsConn {
                             continue;
                         }
                     },
-                    Out::Reply(env) => match env.pack(&*self.packer) {
+                    Out::Reply(env) => match env.into_packed(&*self.packer) {
                         Ok(p) if p.as_bytes().len() <= max => p.into(),
                         Ok(p) => {
                             let size = p.as_bytes().len();
@@ -454,7 +454,7 @@ impl WsConn {
                 () = timer.as_mut(), if keepalive.is_some() => {
                     match ka.poll(inner.now()) {
                         Some(KeepaliveAction::Ping) => {
-                            match server_msg::ws_ping().pack(&*self.packer) {
+                            match server_msg::ws_ping().into_packed(&*self.packer) {
                                 Ok(p) => {
                                     if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &p.into())).await {
                                         return r;

@@ -84,7 +84,7 @@ impl PushBatch {
         if let Some((_, r)) = cache.iter().find(|(k, _)| *k == key) {
             return r.clone();
         }
-        let result = self.envelope().pack(packer).and_then(|p| {
+        let result = self.envelope().into_packed(packer).and_then(|p| {
             let size = p.as_bytes().len();
             if size > max_bytes {
                 Err(PackError::TooLarge {
