@@ -48,13 +48,6 @@ fn compact(mut parts: http::request::Parts) -> http::request::Parts {
     if let Some(uri) = copy_uri(&parts.uri) {
         parts.uri = uri;
     }
-    // axum's router keeps a clone of the URI (also a slice of hyper's buffer) in the extensions.
-    #[cfg(feature = "axum")]
-    if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>()
-        && let Some(uri) = copy_uri(&original.0)
-    {
-        original.0 = uri;
-    }
     parts
 }
 
