@@ -42,6 +42,33 @@ struct TargetArgs {
     pin: Option<String>,
 }
 
+/// One trial's shape, shared by `rr`, `fanout` and `knee`.
+#[derive(Args, Clone, Copy)]
+struct TrialArgs {
+    /// Measured seconds (of every trial).
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Transport.
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
+    /// Payload (event data) size in bytes.
+    #[arg(long, default_value_t = 100)]
+    bytes: usize,
+}
+
+impl TrialArgs {
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.secs)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Closed-loop request/reply: req/s and latency percentiles.
@@ -51,18 +78,8 @@ enum Cmd {
         /// Client counts to run, one after another.
         #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
         clients: Vec<usize>,
-        /// Measured seconds.
-        #[arg(long, default_value_t = 5.0)]
-        secs: f64,
-        /// Warm-up seconds.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Transport.
-        #[arg(long, value_enum, default_value = "ws")]
-        transport: Transport,
-        /// Payload (event data) size in bytes.
-        #[arg(long, default_value_t = 100)]
-        bytes: usize,
+        #[command(flatten)]
+        trial: TrialArgs,
     },
     /// The server pushes to every client at a fixed rate: delivered/s and delivery latency.
     Fanout {
@@ -74,18 +91,8 @@ enum Cmd {
         /// Pushes per second to every client.
         #[arg(long, default_value_t = 100)]
         rate: u32,
-        /// Measured seconds.
-        #[arg(long, default_value_t = 5.0)]
-        secs: f64,
-        /// Warm-up seconds.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Transport.
-        #[arg(long, value_enum, default_value = "ws")]
-        transport: Transport,
-        /// Payload size in bytes.
-        #[arg(long, default_value_t = 100)]
-        bytes: usize,
+        #[command(flatten)]
+        trial: TrialArgs,
         /// sente-rs only: push through the server's send buffer (Sente's batching window)
         /// instead of flushing each push; the latency then includes the window.
         #[arg(long)]
@@ -182,18 +189,8 @@ enum Cmd {
         /// Extra attempts at a failing rate before a target stops.
         #[arg(long, default_value_t = 1)]
         retries: usize,
-        /// Measured seconds of every trial.
-        #[arg(long, default_value_t = 3.0)]
-        secs: f64,
-        /// Warm-up seconds of every trial.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Transport.
-        #[arg(long, value_enum, default_value = "ws")]
-        transport: Transport,
-        /// Payload size in bytes.
-        #[arg(long, default_value_t = 100)]
-        bytes: usize,
+        #[command(flatten)]
+        trial: TrialArgs,
         /// Output directory.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
         out: PathBuf,
@@ -271,21 +268,15 @@ where
 async fn run(cli: Cli) -> Res<ExitCode> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.cmd {
-        Cmd::Rr {
-            t,
-            clients,
-            secs,
-            warmup,
-            transport,
-            bytes,
-        } => {
+        Cmd::Rr { t, clients, trial } => {
+            let transport = trial.transport;
             for n in clients {
                 let o = RrOpts {
                     transport,
                     clients: n,
-                    warmup: Duration::from_secs_f64(warmup),
-                    duration: Duration::from_secs_f64(secs),
-                    bytes,
+                    warmup: trial.warmup(),
+                    duration: trial.duration(),
+                    bytes: trial.bytes,
                 };
                 let m = with_server(&t, |ep| scenario::rr(ep, o)).await?;
                 print_metrics(
@@ -298,19 +289,17 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             t,
             clients,
             rate,
-            secs,
-            warmup,
-            transport,
-            bytes,
+            trial,
             buffered,
         } => {
+            let transport = trial.transport;
             let o = FanoutOpts {
                 transport,
                 clients,
                 rate,
-                warmup: Duration::from_secs_f64(warmup),
-                duration: Duration::from_secs_f64(secs),
-                bytes,
+                warmup: trial.warmup(),
+                duration: trial.duration(),
+                bytes: trial.bytes,
                 buffered,
             };
             let m = with_server(&t, |ep| scenario::fanout(ep, o)).await?;
@@ -393,24 +382,21 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             p99_ms,
             min_delivered_pct,
             retries,
-            secs,
-            warmup,
-            transport,
-            bytes,
+            trial,
             out,
             pin,
         } => {
             let o = KneeOpts {
                 targets,
-                transport,
+                transport: trial.transport,
                 clients,
                 start,
                 factor,
                 max_rate,
                 max_steps: usize::MAX,
-                warmup: Duration::from_secs_f64(warmup),
-                duration: Duration::from_secs_f64(secs),
-                bytes,
+                warmup: trial.warmup(),
+                duration: trial.duration(),
+                bytes: trial.bytes,
                 min_share: min_delivered_pct / 100.0,
                 p99_ms,
                 retries,

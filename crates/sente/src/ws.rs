@@ -246,49 +246,27 @@ impl WsConn {
             .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
-    /// Queues one message (fragmented when large) in the socket's write buffer, which writes to
-    /// the socket once it holds more than `FRAGMENT` bytes; [`WsConn::flush`] writes the rest.
-    /// Each step runs within the write timeout, on the connection's one timer (the caller
+    /// Queues `p` (fragmented when large) in the socket's write buffer, which writes to the
+    /// socket once it holds more than `FRAGMENT` bytes; with `flush`, then writes everything
+    /// queued. Each step runs within the write timeout, on the connection's one timer (the caller
     /// re-arms it for the keepalive afterwards).
-    async fn feed<S>(
+    async fn send<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         timer: &mut Pin<&mut Sleep>,
-        p: &PackedBytes,
+        p: Option<&PackedBytes>,
+        flush: bool,
     ) -> Result<(), &'static str>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        for msg in frames(p) {
+        for msg in p.into_iter().flat_map(frames) {
             self.within_write_timeout(timer, ws.feed(msg)).await?;
         }
+        if flush {
+            self.within_write_timeout(timer, ws.flush()).await?;
+        }
         Ok(())
-    }
-
-    /// Writes everything fed so far to the socket.
-    async fn flush<S>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        timer: &mut Pin<&mut Sleep>,
-    ) -> Result<(), &'static str>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        self.within_write_timeout(timer, ws.flush()).await
-    }
-
-    /// Feeds and flushes one message.
-    async fn write<S>(
-        &self,
-        ws: &mut WebSocketStream<S>,
-        timer: &mut Pin<&mut Sleep>,
-        p: &PackedBytes,
-    ) -> Result<(), &'static str>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        self.feed(ws, timer, p).await?;
-        self.flush(ws, timer).await
     }
 
     /// Runs one socket operation; a stalled client fails it after `ws_write_timeout_ms`.
@@ -346,7 +324,7 @@ impl WsConn {
         tokio::pin!(timer);
         // Sent once: not kept for the connection's lifetime.
         let handshake = std::mem::take(&mut self.handshake);
-        if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &handshake)).await {
+        if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&handshake), true)).await {
             return r;
         }
         drop(handshake);
@@ -391,13 +369,14 @@ impl WsConn {
                         return reason;
                     }
                 };
-                if let Err(r) = Box::pin(self.feed(&mut ws, &mut timer, &packed)).await {
+                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&packed), false)).await
+                {
                     return r;
                 }
                 fed = true;
             }
             if fed {
-                if let Err(r) = Box::pin(self.flush(&mut ws, &mut timer)).await {
+                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, None, true)).await {
                     return r;
                 }
             }
@@ -456,7 +435,7 @@ impl WsConn {
                         Some(KeepaliveAction::Ping) => {
                             match server_msg::ws_ping().into_packed(&*self.packer) {
                                 Ok(p) => {
-                                    if let Err(r) = Box::pin(self.write(&mut ws, &mut timer, &p.into())).await {
+                                    if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&p.into()), true)).await {
                                         return r;
                                     }
                                 }
