@@ -9,7 +9,7 @@ use crate::security::AllowedOrigins;
 use crate::ws::Outbox;
 use futures_util::task::AtomicWaker;
 use sente_proto::server::{
-    Action, Core, CoreEvent, PollAnswer, ServerLimits, Transport, estimate_size,
+    Action, Core, CoreEvent, PollAnswer, ServerLimits, Transport, estimate_event_size,
 };
 use sente_proto::{Event, EventId, Packer, Uid, Value, ids};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -454,7 +454,7 @@ impl Server {
             return Err(SendError::Reserved(event.id().clone()));
         }
         let limit = self.inner.limits.message.max_message_bytes;
-        let estimate = estimate_size(event.data(), limit) + event.id().as_str().len() + 8;
+        let estimate = estimate_event_size(event, limit);
         if estimate > limit {
             return Err(SendError::TooLarge { estimate, limit });
         }

@@ -101,6 +101,12 @@ impl PushBatch {
     }
 }
 
+/// A quick estimate of the packed size of `event` (`[id data]`) in bytes, bounded like
+/// [`estimate_size`]: what a push adds to a batch.
+pub fn estimate_event_size(event: &Event, budget: usize) -> usize {
+    estimate_size(event.data(), budget) + event.id().as_str().len() + 8
+}
+
 /// A quick estimate of the packed size of `value` in bytes (close to its edn text length), used
 /// to bound batches before they are packed. Stops counting once `budget` is exceeded.
 pub fn estimate_size(value: &Value, budget: usize) -> usize {

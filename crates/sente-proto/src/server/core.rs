@@ -2,7 +2,7 @@
 //! poll hold and the per-client queues. Sans-IO: the caller passes `now` and executes the
 //! returned [`Action`]s; nothing here blocks, sleeps or allocates without bound.
 
-use super::batch::{PushBatch, estimate_size};
+use super::batch::{PushBatch, estimate_event_size};
 use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
 use crate::event::{ClientId, Event, EventId, Uid};
@@ -215,7 +215,7 @@ impl Queue {
         let size = |b: &PushBatch| -> usize {
             b.events()
                 .iter()
-                .map(|e| e.id().as_str().len() + 4 + estimate_size(e.data(), max_bytes))
+                .map(|e| estimate_event_size(e, max_bytes))
                 .sum()
         };
         let mut bytes = size(&first);
@@ -312,6 +312,14 @@ impl<W, A, C> UidState<W, A, C> {
     }
     fn is_empty(&self) -> bool {
         self.ws.is_empty() && self.ajax.is_empty()
+    }
+    /// Removes an Ajax client, keeping `ajax_live` in step.
+    fn remove_ajax(&mut self, cid: &ClientId) -> Option<AjaxEntry<A, C>> {
+        let e = self.ajax.remove(cid)?;
+        if !matches!(e.state, AjaxState::Known) {
+            self.ajax_live -= 1;
+        }
+        Some(e)
     }
     fn buf(&mut self, t: Transport) -> &mut SendBuffer {
         match t {
@@ -921,12 +929,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         };
         let ctx = match t {
             Transport::Ws => s.ws.remove(cid).map(|e| e.ctx),
-            Transport::Ajax => s.ajax.remove(cid).map(|e| {
-                if !matches!(e.state, AjaxState::Known) {
-                    s.ajax_live -= 1;
-                }
-                e.ctx
-            }),
+            Transport::Ajax => s.remove_ajax(cid).map(|e| e.ctx),
         };
         if let Some(ctx) = ctx {
             self.events.push(CoreEvent::ClientDropped {
@@ -982,10 +985,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 let expired = s.ajax.get(&cid).is_some_and(|e| {
                     e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
                 });
-                if expired && let Some(e) = s.ajax.remove(&cid) {
-                    if !matches!(e.state, AjaxState::Known) {
-                        s.ajax_live -= 1;
-                    }
+                if expired && let Some(e) = s.remove_ajax(&cid) {
                     self.update_presence(&uid, &cid, &e.ctx);
                 }
             }

@@ -17,7 +17,7 @@ mod core;
 mod keepalive;
 mod limits;
 
-pub use batch::{PackedBytes, PushBatch, estimate_size};
+pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{
     Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, SendError, Transport,
 };
