@@ -57,7 +57,7 @@
 //!   `[:chsk/bad-package text-or-byte-length]` and the socket stays usable.
 //! - Limits on every transport ([`ServerLimits`]), and bounded memory for slow clients: a
 //!   WebSocket whose send queue is full is closed (1013), a stalled write times out.
-//! - Lean: an idle WebSocket costs about 5.3 KB of heap (6.0 KB of RSS) on the server
+//! - Lean: an idle WebSocket costs about 5.4 KB of RSS on the server
 //!   (`cargo test --release -p sente --test memory -- --ignored --nocapture`); a batch is packed
 //!   once per packer and shared by every connection it goes to, broadcasts included.
 //! - `[:chsk/close]` answers a held Ajax poll `410 Gone` (Sente leaves it hanging for 60 s).
