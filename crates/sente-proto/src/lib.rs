@@ -9,11 +9,13 @@ pub mod event;
 pub mod limits;
 pub mod packer;
 pub mod server;
+mod transport;
 
 pub use envelope::{
     ClientMsg, Envelope, EnvelopeError, PostReply, ServerMsg, client_msg, server_msg,
 };
 pub use event::{ClientId, Event, EventId, InvalidClientId, InvalidEventId, Uid, ids};
 pub use limits::Limits;
+pub use transport::Transport;
 pub use packer::{PackError, Packed, Packer, UnpackError};
 pub use sente_edn::{self as edn, Keyword, Map, Value};

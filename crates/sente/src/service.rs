@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 pub type ChskBody = Full<Bytes>;
 
 /// The JavaScript client served at `<mount>/client.js`.
-const CLIENT_JS: &str = include_str!("../../../clients/js/src/sente.js");
+const CLIENT_JS: &str = include_str!("../js/sente.js");
 
 const MISSING_CLIENT_ID: &str = "Missing client-id: every Sente request (Ajax GET, WebSocket upgrade and POST) \
 must carry a non-blank `client-id` parameter of at most 128 bytes.";

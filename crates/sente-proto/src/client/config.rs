@@ -6,6 +6,7 @@ use crate::limits::Limits;
 use crate::packer::Packer;
 use std::fmt;
 use std::sync::Arc;
+pub use crate::transport::Transport;
 
 /// Which transport to use (Sente's `:type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -31,39 +32,6 @@ impl Kind {
 }
 
 impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A concrete transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// WebSocket.
-    Ws,
-    /// Ajax long-polling.
-    Ajax,
-}
-
-impl Transport {
-    /// `ws` or `ajax`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Ajax => "ajax",
-        }
-    }
-
-    /// The same transport as a [`Kind`].
-    pub fn kind(self) -> Kind {
-        match self {
-            Transport::Ws => Kind::Ws,
-            Transport::Ajax => Kind::Ajax,
-        }
-    }
-}
-
-impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -6,27 +6,9 @@ use super::batch::{PushBatch, estimate_event_size};
 use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
 use crate::event::{ClientId, Event, EventId, Uid};
+pub use crate::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-
-/// The two transports of Sente.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// WebSocket.
-    Ws,
-    /// Ajax long-polling.
-    Ajax,
-}
-
-impl Transport {
-    /// `"ws"` or `"ajax"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Ajax => "ajax",
-        }
-    }
-}
 
 /// Identifies one WebSocket connection or one Ajax poll request (Sente's conn-id): stale close
 /// events and timers of a replaced connection are ignored by comparing it.
