@@ -41,14 +41,7 @@ fn cfg_from(v: &Value) -> FanoutCfg {
 
 /// Runs the server on `addr` until the process is killed.
 pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
-    let (server, events) = Server::builder()
-        .csrf_token_fn(|_req| CsrfToken::Token("bench".to_owned()))
-        .allowed_origins(AllowedOrigins::All)
-        .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
-        .build()
-        .map_err(std::io::Error::other)?;
-    let push = server.clone();
-    Router::new()
+    let router = Router::new()
         .on("demo/echo", |msg: EventMsg| async move {
             // The data moves into the reply (socketioxide's handler owns its data too).
             let EventMsg { event, reply, .. } = msg;
@@ -56,22 +49,25 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
                 reply.send(event.into_parts().1);
             }
         })
-        .on("bench/fanout", move |mut msg: EventMsg| {
-            let server = push.clone();
-            async move {
-                let cfg = cfg_from(msg.data_value());
-                tokio::spawn(push_loop(server, cfg));
-                msg.reply("ok");
-            }
-        })
-        .spawn(events);
+        .on("bench/fanout", |mut msg: EventMsg| async move {
+            let cfg = cfg_from(msg.data_value());
+            tokio::spawn(push_loop(msg.server().clone(), cfg));
+            msg.reply("ok");
+        });
+    let server = Server::builder()
+        .csrf_token_fn(|_req| CsrfToken::Token("bench".to_owned()))
+        .allowed_origins(AllowedOrigins::All)
+        .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
+        .handler(router)
+        .build()
+        .map_err(std::io::Error::other)?;
     let app = server.router("/chsk");
     let listener = tokio::net::TcpListener::bind(addr).await?;
     crate::peers::announce(listener.local_addr()?);
     axum::serve(listener, app).await
 }
 
-async fn push_loop(server: Server, cfg: FanoutCfg) {
+async fn push_loop(server: sente::ServerHandle, cfg: FanoutCfg) {
     let Ok(id) = EventId::new("demo/tick") else {
         return;
     };

@@ -7,11 +7,11 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let (server, events) = Server::builder()
+//!     let server = Server::builder()
 //!         .csrf_token_fn(|_| CsrfToken::Skip) // use your session's anti-forgery token
+//!         .handler(sente::Router::new()) // your handlers
 //!         .build()
 //!         .map_err(std::io::Error::other)?;
-//!     sente::Router::new().spawn(events); // your handlers
 //!     HttpServer::new(move || App::new().service(sente_actix::scope(&server, "/chsk")))
 //!         .bind("127.0.0.1:3000")?
 //!         .run()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start() -> (SocketAddr, actix_web::dev::ServerHandle) {
-    let (server, events) = Server::builder()
+    let server = Server::builder()
         .csrf_token_fn(|_| CsrfToken::Token("t".to_owned()))
         .limits(ServerLimits {
             message: Limits {
@@ -18,7 +18,6 @@ fn start() -> (SocketAddr, actix_web::dev::ServerHandle) {
         })
         .build()
         .unwrap();
-    sente::Router::new().spawn(events);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let http = actix_web::HttpServer::new(move || {

@@ -39,6 +39,30 @@ pub mod ids {
     pub const ALL_USERS_WITHOUT_UID: &str = "sente/all-users-without-uid";
 }
 
+/// Whether `text` is a valid event id literal (`ns/name`, an optional leading `:`, no ASCII
+/// whitespace), usable in constants: what [`event_id!`](crate::event_id) checks at compile
+/// time. [`EventId::new`] also refuses non-ASCII whitespace.
+#[doc(hidden)]
+pub const fn valid_id_literal(text: &str) -> bool {
+    let b = text.as_bytes();
+    let start = if !b.is_empty() && b[0] == b':' { 1 } else { 0 };
+    let mut slash = None;
+    let mut i = start;
+    while i < b.len() {
+        if b[i].is_ascii_whitespace() {
+            return false;
+        }
+        if b[i] == b'/' && slash.is_none() {
+            slash = Some(i);
+        }
+        i += 1;
+    }
+    match slash {
+        Some(i) => i > start && i + 1 < b.len(),
+        None => false,
+    }
+}
+
 /// Why an event id was refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error("invalid event id {text:?}: an event id is a namespaced keyword such as `my-app/some-req`")]
@@ -56,6 +80,17 @@ impl EventId {
     pub fn new(text: &str) -> Result<Self, InvalidEventId> {
         let bare = text.strip_prefix(':').unwrap_or(text);
         Self::from_keyword(Keyword::new(bare))
+    }
+
+    /// An id from a literal known when the code is written, such as `"my-app/notice"`: panics
+    /// at the caller's line, with the reason, if `text` is not a valid id. Use [`EventId::new`]
+    /// for input; the [`event_id!`](crate::event_id) macro checks a literal at compile time.
+    #[track_caller]
+    pub fn from_static(text: &'static str) -> Self {
+        match Self::new(text) {
+            Ok(id) => id,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// Validates a keyword as an event id.
@@ -159,6 +194,23 @@ impl Event {
             id: EventId::reserved(id),
             data,
         }
+    }
+
+    /// `[:chsk/uidport-open uid]` (`open`) or `[:chsk/uidport-close uid]`: the server's
+    /// presence events.
+    pub fn uidport(open: bool, uid: &Uid) -> Self {
+        let id = if open {
+            ids::UIDPORT_OPEN
+        } else {
+            ids::UIDPORT_CLOSE
+        };
+        Event::reserved(id, Some(uid.to_value()))
+    }
+
+    /// `[:chsk/bad-package data]`: how a message that could not be unpacked reaches handlers
+    /// (`data`: the text of a text frame, or the length of a binary one).
+    pub fn bad_package(data: Value) -> Self {
+        Event::reserved(ids::BAD_PACKAGE, Some(data))
     }
 
     /// `[:chsk/bad-event original]`: how an invalid payload reaches handlers.

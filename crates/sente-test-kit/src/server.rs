@@ -83,7 +83,6 @@ struct Running {
     server: Server,
     addr: SocketAddr,
     serve: Serving,
-    router: JoinHandle<()>,
 }
 
 /// How to stop the HTTP server of an adapter.
@@ -101,7 +100,6 @@ impl Drop for Running {
             // The command is sent at once; the server task then winds down by itself.
             Serving::Actix(h) => drop(h.stop(false)),
         }
-        self.router.abort();
     }
 }
 
@@ -191,8 +189,10 @@ async fn start(
         }
         None => builder.disable_csrf_check().insecure_allow_unprotected(),
     };
-    let (server, events) = builder.build().map_err(std::io::Error::other)?;
-    let router = app(&server, log).spawn(events);
+    let server = builder
+        .handler(app(log))
+        .build()
+        .map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let serve = match adapter {
@@ -237,7 +237,6 @@ async fn start(
         server,
         addr,
         serve,
-        router,
     })
 }
 
@@ -326,15 +325,8 @@ async fn cors(
     resp
 }
 
-fn app(server: &Server, log: &ServerLog) -> Router {
-    let (s1, s2, s3, s4) = (
-        server.clone(),
-        server.clone(),
-        server.clone(),
-        server.clone(),
-    );
-    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
-    Router::new()
+fn app(log: &ServerLog) -> Router<ServerLog> {
+    Router::with_state(log.clone())
         .on("demo/echo", |mut msg: EventMsg| async move {
             let data = msg.data_value().clone();
             msg.reply(data);
@@ -345,44 +337,38 @@ fn app(server: &Server, log: &ServerLog) -> Router {
                 drop(msg);
             });
         })
-        .on("demo/push-me", move |mut msg: EventMsg| {
-            let server = s1.clone();
-            async move {
-                let n = msg.data_value().as_i64().unwrap_or(1);
-                for i in 0..n {
-                    let mut m = Map::new();
-                    m.insert(Value::kw("i"), Value::Int(i));
-                    let _ = server.send(&msg.uid, Event::new(kw_id("demo/pushed"), Value::Map(m)));
-                }
-                msg.reply(Value::kw("ok"));
+        .on("demo/push-me", |mut msg: EventMsg| async move {
+            let n = msg.data_value().as_i64().unwrap_or(1);
+            for i in 0..n {
+                let mut m = Map::new();
+                m.insert(Value::kw("i"), Value::Int(i));
+                let ev = Event::new(kw_id("demo/pushed"), Value::Map(m));
+                let _ = msg.server().send(&msg.uid, ev);
             }
+            msg.reply(Value::kw("ok"));
         })
         // Data: a vector of events; pushes them to the caller's uid as one batch, then replies.
-        .on("demo/push", move |mut msg: EventMsg| {
-            let server = s4.clone();
-            async move {
-                let events = msg
-                    .data_value()
-                    .as_seq()
-                    .map(<[Value]>::to_vec)
-                    .unwrap_or_default();
-                let mut pushed = 0;
-                for ev in events.into_iter().filter_map(|v| Event::from_value(v).ok()) {
-                    if server.send(&msg.uid, ev).is_ok() {
-                        pushed += 1;
-                    }
+        .on("demo/push", |mut msg: EventMsg| async move {
+            let events = msg
+                .data_value()
+                .as_seq()
+                .map(<[Value]>::to_vec)
+                .unwrap_or_default();
+            let mut pushed = 0;
+            for ev in events.into_iter().filter_map(|v| Event::from_value(v).ok()) {
+                if msg.server().send(&msg.uid, ev).is_ok() {
+                    pushed += 1;
                 }
-                server.flush(&msg.uid);
-                msg.reply(Value::Int(pushed));
             }
+            msg.server().flush(&msg.uid);
+            msg.reply(Value::Int(pushed));
         })
-        .on("demo/close-me", move |msg: EventMsg| {
-            let server = s2.clone();
-            async move { server.close_uid(&msg.uid) }
+        .on("demo/close-me", |msg: EventMsg| async move {
+            msg.server().close_uid(&msg.uid);
         })
-        .on("demo/uidport-log", move |mut msg: EventMsg| {
-            let log = l1.clone();
-            async move {
+        .on(
+            "demo/uidport-log",
+            |mut msg: EventMsg, log: ServerLog| async move {
                 let evs = log
                     .events()
                     .into_iter()
@@ -390,28 +376,27 @@ fn app(server: &Server, log: &ServerLog) -> Router {
                     .map(Event::into_value)
                     .collect::<Vec<_>>();
                 msg.reply(Value::Vector(evs));
-            }
-        })
-        .on("chsk/uidport-open", move |msg: EventMsg| {
-            let log = l2.clone();
-            async move { log.push(msg.event.clone()) }
-        })
-        .on("chsk/uidport-close", move |msg: EventMsg| {
-            let log = l3.clone();
-            async move { log.push(msg.event.clone()) }
-        })
-        .on("chsk/bad-event", move |mut msg: EventMsg| {
-            let server = s3.clone();
-            async move {
-                let payload = msg.data_value().clone();
-                let _ = server.send_flush(
-                    &msg.uid,
-                    Event::new(kw_id("demo/saw-bad-event"), payload.clone()),
-                );
-                let mut m = Map::new();
-                m.insert(Value::kw("bad-event"), payload);
-                msg.reply(Value::Map(m));
-            }
+            },
+        )
+        .on(
+            "chsk/uidport-open",
+            |msg: EventMsg, log: ServerLog| async move {
+                log.push(msg.event.clone());
+            },
+        )
+        .on(
+            "chsk/uidport-close",
+            |msg: EventMsg, log: ServerLog| async move {
+                log.push(msg.event.clone());
+            },
+        )
+        .on("chsk/bad-event", |mut msg: EventMsg| async move {
+            let payload = msg.data_value().clone();
+            let ev = Event::new(kw_id("demo/saw-bad-event"), payload.clone());
+            let _ = msg.server().send_flush(&msg.uid, ev);
+            let mut m = Map::new();
+            m.insert(Value::kw("bad-event"), payload);
+            msg.reply(Value::Map(m));
         })
         .fallback(|mut msg: EventMsg| async move {
             if msg.reply.is_some() {

@@ -32,7 +32,8 @@
 //!    `AsyncRead + AsyncWrite + Unpin`; spawn it on the framework's runtime). Dropping the
 //!    [`WsAccept`] instead ends the connection cleanly (the uid's grace period starts).
 
-use crate::service::{ChskBody, ChskService};
+use crate::response::ChskBody;
+use crate::service::ChskService;
 use crate::ws::{WsConn, is_upgrade, ws_config};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -116,7 +117,7 @@ impl WsAccept {
     {
         let Some(conn) = &mut self.conn else { return };
         let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
-        let max = conn.inner.limits().message.max_message_bytes;
+        let max = conn.shell.max_message();
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max))).await;
         tracing::debug!(parent: &span, packer = conn.packer.name(), "websocket open");
         let reason = conn.serve(ws).await;

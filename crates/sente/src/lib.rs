@@ -2,42 +2,39 @@
 //! sente-rs Rust and JavaScript clients) talks to it over WebSocket or Ajax long-polling.
 //!
 //! - [`Server::builder`] takes the options of Sente's `make-channel-socket-server!` (snake case,
-//!   same defaults, with secure defaults for CSRF and Origin) and gives a [`Server`] handle plus
-//!   an [`EventStream`] of [`EventMsg`]s.
+//!   same defaults, with secure defaults for CSRF and Origin) and the handler of every event (a
+//!   [`Router`], or any [`Dispatch`]); it gives a [`Server`]. Prefer a stream of events (Sente's
+//!   `ch-recv`)? [`Builder::build_with_events`] gives an [`EventStream`] of [`EventMsg`]s.
 //! - One tower service serves GET (Ajax handshake and long-poll), POST (Ajax send), the WebSocket
 //!   upgrade and `GET <mount>/client.js`; [`Server::router`] mounts it in axum.
 //!   Other frameworks (hyper, actix-web, poem...): see [`adapter`], with a table of setups.
-//! - [`Server::send`] pushes to every client of a uid, in order, batched like Sente.
-//! - [`Router`] dispatches events to handlers by event id.
+//! - [`ServerHandle::send`] (on the server, and on every event as [`EventMsg::server`]) pushes
+//!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
+//!   several nodes can share the work; [`ServerHandle::shutdown`] closes clients and drains.
+//! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
 //!
 //! The packer is chosen per connection by the `packer` query parameter (`edn`, `transit`,
 //! `json`, `msgpack`); without it the server's default (edn) is used, as in Sente.
 //!
 //! ```no_run
-//! use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server};
-//! use sente_proto::{Event, EventId, Uid, Value};
+//! use sente::{AllowedOrigins, CsrfToken, Event, EventMsg, Router, Server, Value, event_id};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let (server, events) = Server::builder()
-//!         .csrf_token_fn(|_req| CsrfToken::Skip) // use your session's anti-forgery token
-//!         .allowed_origins(AllowedOrigins::list(["http://localhost:3000"]))
-//!         .build()?;
-//!     let push = server.clone();
-//!     Router::new()
+//!     let router = Router::new()
 //!         .on("echo/req", |mut msg: EventMsg| async move {
 //!             let data = msg.data_value().clone();
 //!             msg.reply(data);
 //!         })
-//!         .on("echo/push-me", move |msg: EventMsg| {
-//!             let server = push.clone();
-//!             async move {
-//!                 let ev = Event::new(EventId::new("echo/pushed")?, Value::from("hi"));
-//!                 server.send(&msg.uid, ev)?;
-//!                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-//!             }
-//!         })
-//!         .spawn(events);
+//!         .on("echo/push-me", |msg: EventMsg| async move {
+//!             let ev = Event::new(event_id!("echo/pushed"), Value::from("hi"));
+//!             msg.server().send(&msg.uid, ev) // every tab of this user gets it
+//!         });
+//!     let server = Server::builder()
+//!         .csrf_token_fn(|_req| CsrfToken::Skip) // use your session's anti-forgery token
+//!         .allowed_origins(AllowedOrigins::list(["http://localhost:3000"]))
+//!         .handler(router)
+//!         .build()?;
 //!     let app = server.router("/chsk");
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     axum::serve(listener, app).await?;
@@ -66,26 +63,61 @@
 //!   is known (its grace period), bounded by `max_pending_events_per_client`.
 #![forbid(unsafe_code)]
 
+// Floors, bottom up (a module imports only from floors below it):
+// params, origin, outbox, packers, response | request | guard, registry | handle | msg |
+// dispatch | router, stream, shell | ajax, ws | adapter, service | server, axum_glue | builder.
 pub mod adapter;
+mod ajax;
 #[cfg(feature = "axum")]
 mod axum_glue;
-pub mod backplane;
-mod config;
+mod builder;
+mod dispatch;
+mod guard;
+mod handle;
 mod msg;
+mod origin;
+mod outbox;
+mod packers;
 mod params;
+mod registry;
 mod request;
+mod response;
 mod router;
-mod security;
 mod server;
 mod service;
+mod shell;
+mod stream;
 mod ws;
 
-pub use config::{AntiForgeryToken, BuildError, Builder, CsrfToken, HookResponse, UserId};
+/// The seam for several server nodes (re-exported from `sente-proto`, which backplane crates
+/// depend on alone).
+pub mod backplane {
+    pub use sente_proto::backplane::*;
+}
+
+/// The packers (re-exported from `sente-proto`): choose the default with
+/// [`Builder::packer`](crate::Builder::packer) or [`Builder::packer_name`](crate::Builder::packer_name).
+pub mod packer {
+    pub use sente_proto::packer::*;
+}
+
+pub use builder::{BuildError, Builder};
+pub use dispatch::{Concurrency, Dispatch};
+pub use guard::{AntiForgeryToken, CsrfToken, HookResponse, Rejection, UserId};
+pub use handle::{ServerHandle, WeakServerHandle};
 pub use msg::{EventMsg, Reply};
+pub use origin::AllowedOrigins;
+pub use registry::{ConnectedUids, Stats};
 pub use request::ChskRequest;
-pub use router::{BoxError, Concurrency, EventInfo, HandlerError, HandlerResult, Router};
-pub use security::AllowedOrigins;
-pub use sente_proto::server::{ServerLimits, Transport};
-pub use sente_proto::{ClientId, Event, EventId, Limits, Uid, Value};
-pub use server::{ConnectedUids, EventStream, SendError, Server, Stats};
-pub use service::{ChskBody, ChskService};
+pub use response::ChskBody;
+pub use router::{
+    BoxError, EventAndState, EventInfo, EventOnly, Handler, HandlerError, HandlerResult, Router,
+};
+pub use sente_proto::server::{SendError, ServerLimits};
+pub use sente_proto::{
+    ClientId, Event, EventId, InvalidEventId, Keyword, Limits, Packer, Transport, Uid, Value,
+    event_id,
+};
+pub use server::Server;
+pub use service::ChskService;
+pub use stream::EventStream;

@@ -1,16 +1,18 @@
 //! What handlers receive: [`EventMsg`] and its [`Reply`].
 
+use crate::handle::ServerHandle;
+use crate::outbox::{Out, Outbox};
 use crate::request::ChskRequest;
-use crate::ws::{Out, Outbox};
-use sente_proto::server::Transport;
-use sente_proto::{ClientId, Event, EventId, Uid, Value, server_msg};
+use sente_proto::server::{Transport, message};
+use sente_proto::{ClientId, Event, EventId, Uid, Value};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// One event from a client (or synthesized by the server: `chsk/uidport-open`,
 /// `chsk/uidport-close`, `chsk/ws-ping`, `chsk/bad-event`, `chsk/bad-package`). Sente's server
-/// event-msg.
+/// event-msg, with its `send-fn` and `connected-uids` as [`EventMsg::server`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct EventMsg {
     /// The event (`[:chsk/bad-event payload]` for an invalid payload).
     pub event: Event,
@@ -23,6 +25,7 @@ pub struct EventMsg {
     /// Present when the client asked for a reply (Sente's `?reply-fn`).
     pub reply: Option<Reply>,
     pub(crate) request: Arc<ChskRequest>,
+    pub(crate) server: ServerHandle,
 }
 
 impl EventMsg {
@@ -36,9 +39,16 @@ impl EventMsg {
         self.event.data()
     }
 
-    /// The event data deserialized into `T` (serde, through the edn value model).
-    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T, sente_proto::edn::Error> {
-        sente_proto::edn::from_value(self.event.data().clone())
+    /// The event data deserialized into `T` (serde, through the edn value model), read in
+    /// place: the payload is not copied first.
+    pub fn data<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, sente_proto::edn::Error> {
+        sente_proto::edn::from_value_ref(self.event.data())
+    }
+
+    /// The server: push to users, close them, watch who is connected (Sente's `send-fn` and
+    /// `connected-uids` of the event-msg).
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
     }
 
     /// The request behind the message (for WebSocket messages: the upgrade request).
@@ -97,7 +107,7 @@ impl Reply {
     pub fn send(self, value: impl Into<Value>) -> bool {
         match self.inner {
             ReplyInner::Ws { outbox, cb } => {
-                outbox.push_reply(Out::Reply(Box::new(server_msg::ws_reply(value.into(), cb))))
+                outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value.into(), cb))))
             }
             ReplyInner::Ajax { tx } => tx.send(value.into()).is_ok(),
         }

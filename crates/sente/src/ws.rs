@@ -1,19 +1,24 @@
 //! The WebSocket transport (spec 5): the upgrade over hyper, and one task per connection that
 //! reads frames, writes the connection's ordered queue, and runs the keepalive.
 
+use crate::adapter::Upgrade;
+use crate::dispatch::InlineRunner;
 use crate::msg::{EventMsg, Reply};
+use crate::outbox::{Out, Outbox};
+use crate::registry::{ConnCtx, LiveGuard};
 use crate::request::ChskRequest;
-use crate::router::InlineRunner;
-use crate::server::{ConnCtx, Inner};
-use futures_util::task::AtomicWaker;
+use crate::response::{ChskBody, plain, reject};
+use crate::shell::{Admitted, Shell};
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, PushBatch, Transport};
-use sente_proto::{ClientId, ClientMsg, Envelope, Packer, Uid, Value, ids, server_msg};
-use std::collections::VecDeque;
+use sente_proto::server::message;
+use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, Transport};
+use sente_proto::{ClientId, Packer, Uid};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
@@ -33,126 +38,6 @@ const READ_BUFFER: usize = 1024;
 /// Messages queued together go out in one write. Clients reassemble fragments transparently.
 const FRAGMENT: usize = 16 * 1024;
 
-/// One item of a connection's ordered send queue.
-#[derive(Debug)]
-pub(crate) enum Out {
-    Batch(Arc<PushBatch>),
-    Reply(Box<Envelope>),
-    Close(&'static str),
-}
-
-#[derive(Debug, Default)]
-struct OutQ {
-    items: VecDeque<Out>,
-    events: usize,
-    overflow: bool,
-    gone: bool,
-    /// The connection task is running and drains the queue before it waits again: a push
-    /// needs no wake-up (saves a spurious re-poll of the task per reply it sends itself).
-    awake: bool,
-}
-
-/// The ordered send queue of one WebSocket connection, shared by the registry (pushes), the
-/// replies of its events, and its task (the only writer). Bounded: over
-/// `max_pending_events_per_client` the connection is dropped with close code 1013.
-#[derive(Debug)]
-pub(crate) struct Outbox {
-    q: Mutex<OutQ>,
-    waker: AtomicWaker,
-    limit: usize,
-}
-
-impl Outbox {
-    pub(crate) fn new(limit: usize) -> Self {
-        Outbox {
-            q: Mutex::new(OutQ::default()),
-            waker: AtomicWaker::new(),
-            limit,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutQ> {
-        self.q
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn push(&self, out: Out, weight: usize) -> bool {
-        let mut q = self.lock();
-        if q.gone || q.overflow {
-            return false;
-        }
-        if weight > 0 && q.events + weight > self.limit {
-            q.overflow = true;
-            drop(q);
-            self.waker.wake();
-            return false;
-        }
-        q.events += weight;
-        q.items.push_back(out);
-        let wake = !q.awake;
-        drop(q);
-        if wake {
-            self.waker.wake();
-        }
-        true
-    }
-
-    /// Marks the connection task as running (see `OutQ::awake`). Only for code that the task
-    /// runs between a wake-up and its next loop iteration, which drains the queue and polls
-    /// [`Outbox::poll_ready`] (clearing the mark) before it can wait again.
-    fn set_awake(&self) {
-        self.lock().awake = true;
-    }
-
-    pub(crate) fn push_batch(&self, b: Arc<PushBatch>) -> bool {
-        let n = b.len();
-        self.push(Out::Batch(b), n)
-    }
-
-    pub(crate) fn push_reply(&self, out: Out) -> bool {
-        self.push(out, 1)
-    }
-
-    pub(crate) fn push_close(&self, reason: &'static str) {
-        self.push(Out::Close(reason), 0);
-    }
-
-    fn pop(&self) -> Option<Out> {
-        let mut q = self.lock();
-        let out = q.items.pop_front()?;
-        q.events -= match &out {
-            Out::Batch(b) => b.len(),
-            Out::Reply(_) => 1,
-            Out::Close(_) => 0,
-        };
-        Some(out)
-    }
-
-    /// Ready when something is queued (or the queue overflowed).
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.waker.register(cx.waker());
-        let mut q = self.lock();
-        if q.items.is_empty() && !q.overflow {
-            q.awake = false;
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    }
-
-    fn overflowed(&self) -> bool {
-        self.lock().overflow
-    }
-
-    fn set_gone(&self) {
-        let mut q = self.lock();
-        q.gone = true;
-        q.items.clear();
-        q.events = 0;
-    }
-}
-
 /// Whether the request asks for a WebSocket upgrade.
 pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
     let has_token = |name: http::header::HeaderName, token: &str| {
@@ -166,7 +51,7 @@ pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
 
 /// Everything a connection task needs.
 pub(crate) struct WsConn {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) shell: Arc<Shell>,
     pub(crate) uid: Uid,
     pub(crate) client_id: ClientId,
     pub(crate) conn: ConnId,
@@ -174,6 +59,95 @@ pub(crate) struct WsConn {
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) handshake: PackedBytes,
+    /// Counts the connection for a shutdown's wait.
+    pub(crate) _live: LiveGuard,
+}
+
+/// Accepts an admitted WebSocket upgrade: registers the connection, starts it (over hyper, or
+/// hands it back to an adapter) and answers `101 Switching Protocols`.
+pub(crate) fn accept(
+    shell: Arc<Shell>,
+    a: Admitted,
+    on_upgrade: Option<Upgrade>,
+    // `Sec-WebSocket-Key`, when `Sec-WebSocket-Version` is 13.
+    key: Option<HeaderValue>,
+) -> Response<ChskBody> {
+    let Some(key) = key else {
+        let mut r = reject(
+            StatusCode::BAD_REQUEST,
+            "bad websocket handshake",
+            "Bad WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no upgrade support",
+            "This HTTP server does not support connection upgrades (serve with hyper upgrades enabled)",
+        );
+    };
+    let Admitted {
+        request,
+        uid,
+        client_id,
+        packer,
+    } = a;
+    let data = shell.guard.handshake_data(&request);
+    let handshake = match message::handshake(&uid, data, &*packer, shell.max_message()) {
+        Ok(p) => p,
+        Err(e) => {
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Handshake could not be packed: {e}"),
+            );
+        }
+    };
+    let registry = shell.registry().clone();
+    let outbox = Arc::new(Outbox::new(registry.limits().max_pending_events_per_client));
+    let ctx = ConnCtx {
+        request: request.clone(),
+        transport: Transport::Ws,
+    };
+    let opened =
+        registry.with_core(|c, now| c.handle_ws_open(&uid, &client_id, outbox.clone(), ctx, now));
+    let conn = match opened {
+        Ok(c) => c,
+        Err(e) => {
+            return reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "connection limit",
+                e.to_string(),
+            );
+        }
+    };
+    tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let task = WsConn {
+        _live: registry.live(),
+        shell,
+        uid,
+        client_id,
+        conn,
+        packer,
+        request,
+        outbox,
+        handshake,
+    };
+    on_upgrade.start(task);
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
 }
 
 fn message(p: &PackedBytes) -> Message {
@@ -226,7 +200,7 @@ impl WsConn {
                 return;
             }
         };
-        let max = self.inner.limits().message.max_message_bytes;
+        let max = self.shell.max_message();
         let ws = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             Role::Server,
@@ -242,7 +216,8 @@ impl WsConn {
     pub(crate) fn closed(&self, _reason: &'static str) {
         self.outbox.set_gone();
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
-        self.inner
+        self.shell
+            .registry()
             .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
@@ -284,7 +259,7 @@ impl WsConn {
         let r = if let Some(r) = op.as_mut().now_or_never() {
             r
         } else {
-            let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
+            let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
             timer.as_mut().reset(Instant::now() + t);
             tokio::select! {
                 r = op => r,
@@ -303,7 +278,7 @@ impl WsConn {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let t = Duration::from_millis(self.inner.limits().ws_write_timeout_ms);
+        let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
         if tokio::time::timeout(t, ws.close(Some(frame)))
             .await
             .is_err()
@@ -317,8 +292,8 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let inner = &self.inner;
-        let max = inner.limits().message.max_message_bytes;
+        let registry = self.shell.registry().clone();
+        let max = self.shell.max_message();
         // One timer for everything: write timeouts and the keepalive.
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
@@ -328,10 +303,14 @@ impl WsConn {
             return r;
         }
         drop(handshake);
-        let mut ka = Keepalive::new(inner.now(), inner.ws_kalive_ms, inner.ws_ping_timeout_ms);
-        // Boxed: it is rarely set, and the connection's future stays small.
-        let mut pending: Option<Box<EventMsg>> = None;
-        let mut inline = InlineRunner::default();
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+        let timing = self.shell.timing;
+        let mut ka = Keepalive::new(
+            registry.now(),
+            ms(timing.ws_kalive),
+            ms(timing.ws_ping_timeout),
+        );
+        let mut inline: InlineRunner = self.shell.dispatcher.inline();
         let idle_deadline = far_future();
         loop {
             // Write everything queued, in order, in as few syscalls as the write buffer allows.
@@ -344,21 +323,12 @@ impl WsConn {
                             p
                         }
                         Err(e) => {
-                            inner.count_dropped_push(&e, b.len());
+                            registry.count_dropped_push(&e, b.len());
                             continue;
                         }
                     },
-                    Out::Reply(env) => match env.into_packed(&*self.packer) {
-                        Ok(p) if p.as_bytes().len() <= max => p.into(),
-                        Ok(p) => {
-                            let size = p.as_bytes().len();
-                            tracing::warn!(
-                                size,
-                                limit = max,
-                                "reply over the message limit dropped"
-                            );
-                            continue;
-                        }
+                    Out::Reply(env) => match message::pack(*env, &*self.packer, max) {
+                        Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(error = %e, "reply could not be packed; dropped");
                             continue;
@@ -384,7 +354,7 @@ impl WsConn {
                 Box::pin(self.close(&mut ws, CloseCode::Again, "send queue full")).await;
                 return "send queue full (slow client)";
             }
-            let keepalive = ka.next_deadline().map(|d| inner.instant(d));
+            let keepalive = ka.next_deadline().map(|d| registry.instant(d));
             let deadline = keepalive.unwrap_or(idle_deadline);
             // Re-arming a timer costs a trip through the timer wheel: only when it changed.
             if timer.deadline() != deadline {
@@ -393,7 +363,7 @@ impl WsConn {
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
                 () = std::future::poll_fn(|cx| inline.poll_progress(cx)), if inline.is_busy() => {}
-                frame = ws.next(), if pending.is_none() && inline.has_room() => {
+                frame = ws.next(), if inline.has_room() => {
                     match frame {
                         None => return "client went away",
                         Some(Err(e)) => {
@@ -413,8 +383,8 @@ impl WsConn {
                             // task's own outbox: no wake-up needed, the loop drains it next.
                             self.outbox.set_awake();
                             match msg {
-                                Message::Text(t) => self.received(self.on_data(t.as_bytes(), false), &mut inline, &mut pending),
-                                Message::Binary(b) => self.received(self.on_data(&b, true), &mut inline, &mut pending),
+                                Message::Text(t) => self.on_data(t.as_bytes(), false, &mut inline),
+                                Message::Binary(b) => self.on_data(&b, true, &mut inline),
                                 Message::Close(_) => {
                                     // tungstenite answers the close; let the client end it.
                                     Box::pin(drain(&mut ws)).await;
@@ -425,17 +395,12 @@ impl WsConn {
                         }
                     }
                 }
-                permit = inner.events_tx.reserve(), if pending.is_some() => {
-                    if let (Ok(permit), Some(msg)) = (permit, pending.take()) {
-                        permit.send(*msg);
-                    }
-                }
                 () = timer.as_mut(), if keepalive.is_some() => {
-                    match ka.poll(inner.now()) {
+                    match ka.poll(registry.now()) {
                         Some(KeepaliveAction::Ping) => {
-                            match server_msg::ws_ping().into_packed(&*self.packer) {
+                            match message::ws_ping(&*self.packer) {
                                 Ok(p) => {
-                                    if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&p.into()), true)).await {
+                                    if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&p), true)).await {
                                         return r;
                                     }
                                 }
@@ -453,64 +418,26 @@ impl WsConn {
         }
     }
 
-    /// Hands a received event to the attached router's handlers, run by this task, or else to
-    /// the [`crate::EventStream`] (sent by the main loop as soon as the stream has room).
-    fn received(
-        &self,
-        msg: EventMsg,
-        inline: &mut InlineRunner,
-        pending: &mut Option<Box<EventMsg>>,
-    ) {
-        match self.inner.router.get() {
-            Some(router) => inline.offer(router, msg),
-            None => *pending = Some(Box::new(msg)),
+    /// One data frame: the protocol's decision ([`message::ws_message`]): the pong of a ping
+    /// goes to this connection's queue, the event to the handlers run by this task.
+    fn on_data(&self, data: &[u8], binary: bool, inline: &mut InlineRunner) {
+        let limits = &self.shell.registry().limits().message;
+        let inbound = message::ws_message(&*self.packer, data, binary, limits);
+        if let Some(answer) = inbound.answer {
+            self.outbox.push_reply(Out::Reply(Box::new(answer)));
         }
-    }
-
-    /// One data frame: unpacked and classified, with the automatic pong for a client ping.
-    fn on_data(&self, data: &[u8], binary: bool) -> EventMsg {
-        let limits = &self.inner.limits().message;
-        let unpacked = if binary == self.packer.is_binary() {
-            if data.is_empty() {
-                Ok(Envelope::new(Value::Nil))
-            } else {
-                Envelope::unpack(&*self.packer, data, limits).map_err(|e| e.to_string())
-            }
-        } else {
-            Err(format!(
-                "{} frame for the {} packer",
-                if binary { "binary" } else { "text" },
-                self.packer.name()
-            ))
-        };
-        let (event, reply) = match unpacked {
-            Ok(env) => {
-                let msg = ClientMsg::classify(env);
-                if let ClientMsg::Ping { cb } = &msg {
-                    self.outbox
-                        .push_reply(Out::Reply(Box::new(server_msg::pong(cb.clone()))));
-                }
-                let (event, cb) = msg.into_event();
-                (event, cb.map(|cb| Reply::ws(self.outbox.clone(), cb)))
-            }
-            Err(reason) => {
-                tracing::debug!(%reason, "frame could not be unpacked");
-                let data = if binary {
-                    Value::Int(data.len() as i64)
-                } else {
-                    Value::Str(String::from_utf8_lossy(data).into_owned())
-                };
-                (crate::server::reserved_event(ids::BAD_PACKAGE, data), None)
-            }
-        };
-        EventMsg {
+        let Some(event) = inbound.event else { return };
+        inline.offer(EventMsg {
             event,
             uid: self.uid.clone(),
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
-            reply,
+            reply: inbound
+                .reply_to
+                .map(|cb| Reply::ws(self.outbox.clone(), cb)),
             request: self.request.clone(),
-        }
+            server: self.shell.server().clone(),
+        });
     }
 }
 
@@ -527,13 +454,4 @@ where
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
-}
-
-impl ConnCtx {
-    pub(crate) fn ws(request: Arc<ChskRequest>) -> Self {
-        ConnCtx {
-            request,
-            transport: Transport::Ws,
-        }
-    }
 }

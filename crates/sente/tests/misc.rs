@@ -130,7 +130,7 @@ async fn serves_the_javascript_client() {
 
 #[tokio::test]
 async fn works_under_plain_hyper() {
-    let (server, mut events) = transcript_builder().build().unwrap();
+    let (server, mut events) = transcript_builder().build_with_events().unwrap();
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -169,7 +169,7 @@ async fn works_under_plain_hyper() {
 async fn session_middleware_values_are_reachable_from_events() {
     use axum::routing::get;
     use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    let (server, mut events) = transcript_builder().build().unwrap();
+    let (server, mut events) = transcript_builder().build_with_events().unwrap();
     tokio::spawn(async move {
         while let Some(mut msg) = events.recv().await {
             let Some(session) = msg.request().extensions().get::<Session>().cloned() else {
@@ -227,7 +227,11 @@ async fn pushes_go_through_the_backplane() {
                 BackplaneMsg::Push { event, .. } | BackplaneMsg::PushMany { event, .. } => {
                     format!("push {}", event.id())
                 }
+                BackplaneMsg::Broadcast { event, .. } => format!("broadcast {}", event.id()),
+                BackplaneMsg::Flush { .. } => "flush".to_owned(),
                 BackplaneMsg::CloseUid { .. } => "close".to_owned(),
+                BackplaneMsg::Presence { uid, ws, .. } => format!("presence {uid} {ws}"),
+                _ => "other".to_owned(),
             };
             self.seen.lock().unwrap().push(what);
             self.local.publish(msg);
@@ -244,8 +248,23 @@ async fn pushes_go_through_the_backplane() {
         .send_flush(&sente::Uid::from("b"), ev("t/x", sente_proto::Value::Nil))
         .unwrap();
     assert_eq!(ws_text(&mut ws).await, "[[[:t/x nil]] nil]");
+    h.server
+        .broadcast(ev("t/all", sente_proto::Value::Nil))
+        .unwrap();
+    h.server.flush(&sente::Uid::from("b"));
+    assert_eq!(ws_text(&mut ws).await, "[[[:t/all nil]] nil]");
     h.server.close_uid(&sente::Uid::from("b"));
-    assert_eq!(*bp.seen.lock().unwrap(), vec!["push :t/x", "close"]);
+    // Presence goes to the backplane too (a cluster's connected uids are built from it).
+    assert_eq!(
+        *bp.seen.lock().unwrap(),
+        vec![
+            "presence b true",
+            "push :t/x",
+            "broadcast :t/all",
+            "flush",
+            "close"
+        ]
+    );
     let _ = h.next().await;
 }
 

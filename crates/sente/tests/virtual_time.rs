@@ -42,7 +42,7 @@ async fn next_event(events: &mut EventStream) -> (String, Instant) {
 
 #[tokio::test(start_paused = true)]
 async fn ajax_poll_hold_batch_window_lp_timeout_and_grace() {
-    let (server, mut events) = transcript_builder().build().unwrap();
+    let (server, mut events) = transcript_builder().build_with_events().unwrap();
     let svc = server.service_at("/chsk");
     let hs = get(&svc, "/chsk?uid=v&client-id=c&handshake%3F=1").await;
     assert!(hs.starts_with("[[:chsk/handshake [\"v\" nil"));
@@ -90,7 +90,10 @@ async fn ajax_poll_hold_batch_window_lp_timeout_and_grace() {
 
 #[tokio::test(start_paused = true)]
 async fn a_poll_within_the_grace_period_keeps_the_uid_connected() {
-    let (server, mut events) = transcript_builder().lp_timeout_ms(1000).build().unwrap();
+    let (server, mut events) = transcript_builder()
+        .lp_timeout_ms(1000)
+        .build_with_events()
+        .unwrap();
     let svc = server.service_at("/chsk");
     get(&svc, "/chsk?uid=w&client-id=c&handshake%3F=1").await;
     let t0 = Instant::now();
@@ -113,7 +116,10 @@ async fn a_poll_within_the_grace_period_keeps_the_uid_connected() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ajax_reply_that_never_comes_times_out_after_lp_timeout() {
-    let (server, mut events) = transcript_builder().lp_timeout_ms(3000).build().unwrap();
+    let (server, mut events) = transcript_builder()
+        .lp_timeout_ms(3000)
+        .build_with_events()
+        .unwrap();
     let svc = server.service_at("/chsk");
     let mut held = Vec::new();
     let t0 = Instant::now();

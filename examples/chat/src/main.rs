@@ -14,7 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use sente::{
-    AllowedOrigins, AntiForgeryToken, CsrfToken, EventMsg, Router as EventRouter, Server, UserId,
+    AllowedOrigins, AntiForgeryToken, CsrfToken, EventMsg, Router as EventRouter, Server,
+    ServerHandle, UserId,
 };
 use sente_proto::{Event, EventId, Uid};
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,7 @@ async fn main() -> Result<(), BoxError> {
         .init();
     let addr = parse_addr()?;
 
-    let (server, events) = Server::builder()
+    let server = Server::builder()
         // The CSRF token is the double-submit cookie that `identify` below puts in a request
         // extension. A request without any cookie carries no credentials to abuse (a service
         // or the native Rust client, anonymous here), so it needs no token.
@@ -58,11 +59,11 @@ async fn main() -> Result<(), BoxError> {
         // Cookie-bearing requests must show the token whatever their origin, so any origin
         // may connect; the user id comes from the session (see `identify`).
         .allowed_origins(AllowedOrigins::All)
+        .handler(event_router())
         .build()?;
 
-    event_router(&server).spawn(events);
-    tokio::spawn(push_clock(server.clone()));
-    tokio::spawn(push_user_list(server.clone()));
+    tokio::spawn(push_clock(server.handle().clone()));
+    tokio::spawn(push_user_list(server.handle().clone()));
 
     let sessions = SessionManagerLayer::new(MemoryStore::default())
         .with_secure(false)
@@ -265,56 +266,45 @@ struct Users {
     users: Vec<String>,
 }
 
-fn event_router(server: &Server) -> EventRouter {
-    let (s1, s2, s3) = (server.clone(), server.clone(), server.clone());
+fn event_router() -> EventRouter {
     EventRouter::new()
-        .on("chat/say", move |mut msg: EventMsg| {
-            let server = s1.clone();
-            async move {
-                let from = signed_in(&msg)?;
-                let Say { text } = msg.data()?;
-                let text = checked_text(&text)?;
-                let ev = event(
-                    "chat/msg",
-                    &ChatMsg {
-                        from: &from,
-                        text,
-                        at: now_ms(),
-                    },
-                )?;
-                broadcast(&server, &ev);
-                msg.reply(true);
-                Ok::<(), BoxError>(())
-            }
+        .on("chat/say", |mut msg: EventMsg| async move {
+            let from = signed_in(&msg)?;
+            let Say { text } = msg.data()?;
+            let text = checked_text(&text)?;
+            let chat = ChatMsg {
+                from: &from,
+                text,
+                at: now_ms(),
+            };
+            broadcast(msg.server(), &event("chat/msg", &chat)?);
+            msg.reply(true);
+            Ok::<(), BoxError>(())
         })
-        .on("chat/private", move |mut msg: EventMsg| {
-            let server = s2.clone();
-            async move {
-                let from = signed_in(&msg)?;
-                let PrivateIn { to, text } = msg.data()?;
-                let text = checked_text(&text)?;
-                let out = PrivateOut {
-                    from: &from,
-                    to: &to,
-                    text,
-                    at: now_ms(),
-                };
-                let ev = event("chat/private", &out)?;
-                server.send(&Uid::from(to.as_str()), ev.clone())?;
-                if to != from {
-                    server.send(&Uid::from(from.as_str()), ev)?;
-                }
-                msg.reply(true);
-                Ok::<(), BoxError>(())
+        .on("chat/private", |mut msg: EventMsg| async move {
+            let from = signed_in(&msg)?;
+            let PrivateIn { to, text } = msg.data()?;
+            let text = checked_text(&text)?;
+            let out = PrivateOut {
+                from: &from,
+                to: &to,
+                text,
+                at: now_ms(),
+            };
+            let ev = event("chat/private", &out)?;
+            msg.server().send(&Uid::from(to.as_str()), ev.clone())?;
+            if to != from {
+                msg.server().send(&Uid::from(from.as_str()), ev)?;
             }
+            msg.reply(true);
+            Ok::<(), BoxError>(())
         })
-        .on("chat/who", move |mut msg: EventMsg| {
-            let users = user_names(&s3);
-            async move {
-                let users = sente_proto::edn::to_value(&Users { users })?;
-                msg.reply(users);
-                Ok::<(), BoxError>(())
-            }
+        .on("chat/who", |mut msg: EventMsg| async move {
+            let users = sente_proto::edn::to_value(&Users {
+                users: user_names(msg.server()),
+            })?;
+            msg.reply(users);
+            Ok::<(), BoxError>(())
         })
         // Replies with the data it got: the page's ping button, and scripted checks.
         .on("demo/echo", |mut msg: EventMsg| async move {
@@ -357,7 +347,7 @@ fn now_ms() -> u64 {
 }
 
 /// The names of the signed-in connected users, sorted.
-fn user_names(server: &Server) -> Vec<String> {
+fn user_names(server: &ServerHandle) -> Vec<String> {
     let mut names: Vec<String> = server
         .connected_uids()
         .borrow()
@@ -370,14 +360,14 @@ fn user_names(server: &Server) -> Vec<String> {
 }
 
 /// Sends `ev` to every connected uid (anonymous clients included), packed once.
-fn broadcast(server: &Server, ev: &Event) {
+fn broadcast(server: &ServerHandle, ev: &Event) {
     if let Err(e) = server.broadcast(ev.clone()) {
         tracing::warn!(error = %e, "broadcast failed");
     }
 }
 
 /// Pushes `demo/clock {:now ms}` to everyone once a second.
-async fn push_clock(server: Server) {
+async fn push_clock(server: ServerHandle) {
     #[derive(Serialize)]
     struct Clock {
         now: u64,
@@ -392,7 +382,7 @@ async fn push_clock(server: Server) {
 }
 
 /// Pushes `chat/users {:users [...]}` to everyone whenever the connected uids change.
-async fn push_user_list(server: Server) {
+async fn push_user_list(server: ServerHandle) {
     let mut uids = server.connected_uids();
     while uids.changed().await.is_ok() {
         let users = Users {

@@ -11,31 +11,26 @@
 
 use poem::{Endpoint, Request, Response, Route};
 use sente::adapter::body_bytes;
-use sente::{ChskService, CsrfToken, EventMsg, Router, Server};
-use sente_proto::{Event, EventId, Value};
+use sente::{ChskService, CsrfToken, Event, EventMsg, Router, Server, Value, event_id};
 
 /// The Sente server with its event handlers running. Call inside a tokio runtime.
 pub fn sente_server() -> Result<Server, sente::BuildError> {
-    let (server, events) = Server::builder()
-        .csrf_token_fn(|_| CsrfToken::Skip)
-        .build()?;
-    let push = server.clone();
-    Router::new()
+    let router = Router::new()
         .on("echo/req", |mut msg: EventMsg| async move {
             let data = msg.data_value().clone();
             msg.reply(data);
         })
-        .on("echo/push-me", move |msg: EventMsg| {
-            let server = push.clone();
-            async move {
-                for n in 1..=3 {
-                    let event = Event::new(EventId::new("echo/pushed")?, Value::Int(n));
-                    server.send(&msg.uid, event)?;
-                }
-                Ok::<(), sente::BoxError>(())
+        .on("echo/push-me", |msg: EventMsg| async move {
+            for n in 1..=3 {
+                let event = Event::new(event_id!("echo/pushed"), Value::Int(n));
+                msg.server().send(&msg.uid, event)?;
             }
-        })
-        .spawn(events);
+            Ok::<(), sente::BoxError>(())
+        });
+    let server = Server::builder()
+        .csrf_token_fn(|_| CsrfToken::Skip)
+        .handler(router)
+        .build()?;
     Ok(server)
 }
 

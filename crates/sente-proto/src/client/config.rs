@@ -4,9 +4,9 @@
 use crate::event::ClientId;
 use crate::limits::Limits;
 use crate::packer::Packer;
+pub use crate::transport::Transport;
 use std::fmt;
 use std::sync::Arc;
-pub use crate::transport::Transport;
 
 /// Which transport to use (Sente's `:type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -427,6 +427,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             .map(|(u, s)| (u, s.in_ws, s.in_ajax))
     }
 
+    /// Every uid the core knows (with a client, or in its grace period).
+    pub fn uids(&self) -> impl Iterator<Item = &Uid> {
+        self.uids.keys()
+    }
+
     /// Number of clients (entries, on both transports) of a uid.
     pub fn client_count(&self, uid: &Uid) -> usize {
         self.uids.get(uid).map_or(0, |s| s.ws.len() + s.ajax.len())
@@ -797,6 +802,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 self.flush_transport(uid, t, now, Some(round));
             }
         }
+    }
+
+    /// [`Core::send_many`] to every connected uid (those of [`Core::connected`]).
+    pub fn broadcast(&mut self, event: &Arc<Event>, estimate: usize, flush: bool, now: u64) {
+        let uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
+        self.send_many(&uids, event, estimate, flush, now);
     }
 
     /// Flushes both buffers of `uid` now.

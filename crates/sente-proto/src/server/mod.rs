@@ -9,6 +9,8 @@
 //!   the Ajax long-poll hold (spec 6.2) and the per-client queues that carry pushes across the gap
 //!   between two polls or a WebSocket reconnect.
 //! - [`PushBatch`]: one flushed batch, packed at most once per packer.
+//! - [`message`]: what one client message means (deliver, pong, `chsk/bad-package`, a reply to
+//!   wait for), what a push is, replies a client waits for, and handshake packing.
 //! - [`ServerLimits`]: the server's bounds, on top of the message [`Limits`](crate::Limits).
 
 mod batch;
@@ -16,6 +18,7 @@ mod clients;
 mod core;
 mod keepalive;
 mod limits;
+pub mod message;
 
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{

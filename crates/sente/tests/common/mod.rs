@@ -68,7 +68,7 @@ pub struct Harness {
 
 /// Starts the server with the transcripts' test app (echo, push-me, no-reply, close-me).
 pub async fn start(builder: Builder) -> Harness {
-    let (server, mut events) = builder.build().expect("valid config");
+    let (server, mut events) = builder.build_with_events().expect("valid config");
     let (tx, handled) = mpsc::unbounded_channel();
     let app_server = server.clone();
     tokio::spawn(async move {

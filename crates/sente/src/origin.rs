@@ -1,4 +1,4 @@
-//! CSRF and Origin checks (spec 4.2), exact and conservative.
+//! Origin checks (spec 4.2), exact and conservative, and the constant-time token comparison.
 
 use std::collections::HashSet;
 

@@ -1,0 +1,260 @@
+//! The Ajax transport (spec 6): the handshake and the long-poll (`GET`), and events sent with
+//! `POST`, answered at once (`:chsk/dummy-cb-200`, `"pong"`) or with the handler's reply.
+
+use crate::msg::{EventMsg, Reply};
+use crate::params::Params;
+use crate::registry::{ConnCtx, Registry};
+use crate::response::{ChskBody, envelope, packed, plain, reject};
+use crate::shell::{Admitted, Shell};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use sente_proto::server::message::{self, InboundError};
+use sente_proto::server::{ConnId, PollAnswer, Transport};
+use sente_proto::{ClientId, Uid};
+use std::sync::{Arc, PoisonError};
+use tokio::sync::oneshot;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Tells the core when a held poll request goes away without an answer.
+struct PollGuard {
+    registry: Arc<Registry>,
+    uid: Uid,
+    cid: ClientId,
+    conn: ConnId,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        let (uid, cid, conn) = (&self.uid, &self.cid, self.conn);
+        self.registry
+            .with_core(|c, now| c.handle_poll_ended(uid, cid, conn, now));
+    }
+}
+
+/// `GET`: the handshake (`handshake?` parameter, or a client the server does not know), or a
+/// long-poll held until pushes arrive, `lp_timeout_ms` passes, or the uid is closed.
+pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
+    let registry = shell.registry().clone();
+    let max = shell.max_message();
+    let Admitted {
+        request,
+        uid,
+        client_id: cid,
+        packer,
+    } = a;
+    let handshake = request.params_inner().has("handshake?");
+    let ctx = ConnCtx {
+        request: request.clone(),
+        transport: Transport::Ajax,
+    };
+    let (tx, rx) = oneshot::channel();
+    let started = registry.with_core(|c, now| {
+        if handshake || !c.ajax_knows(&uid, &cid) {
+            c.handle_ajax_handshake(&uid, &cid, ctx, now).map(|()| None)
+        } else {
+            c.handle_ajax_poll(&uid, &cid, tx, ctx, now).map(Some)
+        }
+    });
+    let conn = match started {
+        Err(e) => {
+            return reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "connection limit",
+                e.to_string(),
+            );
+        }
+        Ok(None) => {
+            tracing::debug!(%uid, client_id = %cid, "ajax handshake");
+            let data = shell.guard.handshake_data(&request);
+            return match message::handshake(&uid, data, &*packer, max) {
+                Ok(p) => packed(p),
+                Err(e) => plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Handshake could not be packed: {e}"),
+                ),
+            };
+        }
+        Ok(Some(conn)) => conn,
+    };
+    let _live = registry.live();
+    let _guard = PollGuard {
+        registry: registry.clone(),
+        uid,
+        cid,
+        conn,
+    };
+    match rx.await {
+        Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
+            Ok(p) => packed(p),
+            Err(e) => {
+                registry.count_dropped_push(&e, b.len());
+                envelope(&*packer, message::ajax_reply(None), max)
+            }
+        },
+        Ok(PollAnswer::Timeout) | Err(_) => envelope(&*packer, message::ajax_reply(None), max),
+        Ok(PollAnswer::Closed) => plain(StatusCode::GONE, "Connection closed by the server"),
+    }
+}
+
+/// Counts a reply the client waits for; released on drop.
+struct PendingReply {
+    shell: Arc<Shell>,
+    cid: ClientId,
+}
+
+impl PendingReply {
+    fn acquire(shell: &Arc<Shell>, cid: &ClientId) -> Option<Self> {
+        let limit = shell.registry().limits().max_pending_replies_per_client;
+        let ok = shell
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .acquire(cid, limit);
+        ok.then(|| PendingReply {
+            shell: shell.clone(),
+            cid: cid.clone(),
+        })
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.shell
+            .replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(&self.cid);
+    }
+}
+
+fn busy() -> Response<ChskBody> {
+    reject(
+        StatusCode::TOO_MANY_REQUESTS,
+        "client's event queue full",
+        "Too many events of this client are waiting for their handlers",
+    )
+}
+
+/// `POST`: one event (`ppstr` form field, or the body itself with `binary?`).
+pub(crate) async fn post<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let _live = shell.registry().live();
+    let (parts, body) = req.into_parts();
+    let mut params = Params::parse(parts.uri.query().unwrap_or(""));
+    let max = shell.max_message();
+    let binary = params.has("binary?");
+    // An urlencoded body can be up to 3x the message (percent-encoding) plus the other fields.
+    let body_limit = if binary {
+        max
+    } else {
+        max.saturating_mul(3).saturating_add(4096)
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit as u64) {
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large",
+            "Message over the size limit",
+        );
+    }
+    let body = match Limited::new(body, body_limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body too large",
+                    "Message over the size limit",
+                )
+            } else {
+                reject(
+                    StatusCode::BAD_REQUEST,
+                    "body read error",
+                    "The request body could not be read",
+                )
+            };
+        }
+    };
+    let packed_msg: Bytes = if binary {
+        body
+    } else {
+        let text = String::from_utf8_lossy(&body);
+        let mut form = Params::parse(&text);
+        let ppstr = form.take("ppstr").unwrap_or_default();
+        params.extend(form);
+        Bytes::from(ppstr)
+    };
+    let a = match shell.admit(parts, params) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let inbound =
+        match message::ajax_post(&*a.packer, &packed_msg, &shell.registry().limits().message) {
+            Ok(i) => i,
+            Err(e @ InboundError::TooLarge(_)) => {
+                return reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message too large",
+                    e.to_string(),
+                );
+            }
+            Err(e) => {
+                return reject(
+                    StatusCode::BAD_REQUEST,
+                    "message could not be unpacked",
+                    e.to_string(),
+                );
+            }
+        };
+    let Some(event) = inbound.event else {
+        // A ping: answered here, nothing for the handlers.
+        let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
+        return envelope(&*a.packer, answer, max);
+    };
+    let mut msg = EventMsg {
+        event,
+        uid: a.uid,
+        client_id: a.client_id.clone(),
+        transport: Transport::Ajax,
+        reply: None,
+        request: a.request,
+        server: shell.server().clone(),
+    };
+    if inbound.reply_to.is_none() {
+        if shell.dispatcher.submit(msg).is_err() {
+            return busy();
+        }
+        let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
+        return envelope(&*a.packer, answer, max);
+    }
+    let Some(_pending) = PendingReply::acquire(&shell, &a.client_id) else {
+        return reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many pending replies",
+            "Too many requests waiting for a reply",
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    msg.reply = Some(Reply::ajax(tx));
+    if shell.dispatcher.submit(msg).is_err() {
+        return busy();
+    }
+    let reply = tokio::time::timeout(shell.timing.lp_timeout, rx)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    envelope(&*a.packer, message::ajax_reply(reply), max)
+}

@@ -1,0 +1,188 @@
+//! The security guard: owns the application's request hooks (Sente's `:user-id-fn`,
+//! `:csrf-token-fn`, `:allowed-origins`, `:authorized?-fn`, `:reject-fn` and the answers to
+//! refused requests, `:handshake-data-fn`) and runs the rejection pipeline of spec 4.2 on every
+//! GET, POST and WebSocket upgrade.
+
+use crate::origin::{AllowedOrigins, origin_allowed, token_eq};
+use crate::request::ChskRequest;
+use bytes::Bytes;
+use sente_proto::{Uid, Value};
+use std::sync::Arc;
+
+/// A response a hook returns (rejections): status, headers and a body.
+pub type HookResponse = http::Response<Bytes>;
+
+pub(crate) type UserIdFn = Arc<dyn Fn(&ChskRequest) -> Uid + Send + Sync>;
+pub(crate) type CsrfFn = Arc<dyn Fn(&ChskRequest) -> CsrfToken + Send + Sync>;
+pub(crate) type PredFn = Arc<dyn Fn(&ChskRequest) -> bool + Send + Sync>;
+pub(crate) type RespFn = Arc<dyn Fn(&ChskRequest) -> HookResponse + Send + Sync>;
+pub(crate) type RejectFn = Arc<dyn Fn(&ChskRequest) -> Option<HookResponse> + Send + Sync>;
+pub(crate) type ValueFn = Arc<dyn Fn(&ChskRequest) -> Value + Send + Sync>;
+
+/// What `csrf_token_fn` returns: the reference token the request's token must equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CsrfToken {
+    /// The expected token.
+    Token(String),
+    /// No token is available: the check fails (Sente: a nil reference token means 403).
+    Missing,
+    /// Pass this request without a check (Sente's `:sente/skip-CSRF-check`).
+    Skip,
+}
+
+impl From<Option<String>> for CsrfToken {
+    fn from(t: Option<String>) -> Self {
+        t.map_or(CsrfToken::Missing, CsrfToken::Token)
+    }
+}
+
+impl From<String> for CsrfToken {
+    fn from(t: String) -> Self {
+        CsrfToken::Token(t)
+    }
+}
+
+impl From<&str> for CsrfToken {
+    fn from(t: &str) -> Self {
+        CsrfToken::Token(t.to_owned())
+    }
+}
+
+/// Request extension read by the default `user_id_fn` (Sente's default reads the session's
+/// `:uid`): a middleware that knows the user inserts `UserId(uid)` into the request extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserId(pub Uid);
+
+/// Request extension read by the default `csrf_token_fn` (Sente's default reads the
+/// anti-forgery token of the request or session): a middleware inserts the session's token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AntiForgeryToken(pub String);
+
+/// Why a request was refused (for logs and counters; the client gets the hook's response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `reject_fn` answered.
+    RejectFn,
+    /// The CSRF token is missing or wrong.
+    Csrf,
+    /// The page's origin is not allowed.
+    Origin,
+    /// `authorized_fn` said no.
+    Unauthorized,
+}
+
+impl Rejection {
+    /// A short name: `reject-fn`, `csrf`, `origin`, `unauthorized`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::RejectFn => "reject-fn",
+            Rejection::Csrf => "csrf",
+            Rejection::Origin => "origin",
+            Rejection::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// A refused request: why, and the hook's answer.
+pub(crate) type Refusal = Box<(Rejection, HookResponse)>;
+
+pub(crate) fn text_response(status: u16, body: &'static str) -> HookResponse {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from_static(body.as_bytes()))
+        .unwrap_or_else(|_| http::Response::new(Bytes::from_static(body.as_bytes())))
+}
+
+/// The hooks and the checks they drive. Built by [`crate::Builder`], owned by the server.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub(crate) user_id_fn: UserIdFn,
+    pub(crate) csrf_token_fn: Option<CsrfFn>,
+    pub(crate) allowed_origins: AllowedOrigins,
+    pub(crate) authorized_fn: Option<PredFn>,
+    pub(crate) unauthorized_fn: RespFn,
+    pub(crate) bad_csrf_fn: RespFn,
+    pub(crate) bad_origin_fn: RespFn,
+    pub(crate) reject_fn: Option<RejectFn>,
+    pub(crate) handshake_data_fn: ValueFn,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            user_id_fn: Arc::new(|req: &ChskRequest| {
+                req.extensions()
+                    .get::<UserId>()
+                    .map_or(Uid::Nil, |u| u.0.clone())
+            }),
+            csrf_token_fn: Some(Arc::new(|req: &ChskRequest| {
+                req.extensions()
+                    .get::<AntiForgeryToken>()
+                    .map_or(CsrfToken::Missing, |t| CsrfToken::Token(t.0.clone()))
+            })),
+            allowed_origins: AllowedOrigins::SameOrigin,
+            authorized_fn: None,
+            unauthorized_fn: Arc::new(|_: &ChskRequest| text_response(401, "Unauthorized request")),
+            bad_csrf_fn: Arc::new(|_: &ChskRequest| text_response(403, "Bad CSRF token")),
+            bad_origin_fn: Arc::new(|_: &ChskRequest| text_response(403, "Unauthorized origin")),
+            reject_fn: None,
+            handshake_data_fn: Arc::new(|_: &ChskRequest| Value::Nil),
+        }
+    }
+}
+
+impl Guard {
+    /// Whether both the CSRF and the Origin checks are off.
+    pub(crate) fn unprotected(&self) -> bool {
+        self.csrf_token_fn.is_none() && self.allowed_origins == AllowedOrigins::All
+    }
+
+    /// The rejection pipeline of spec 4.2 (after the client-id check): `reject_fn`, CSRF, Origin,
+    /// authorization. `Ok` carries the request's uid.
+    pub(crate) fn admit(&self, req: &ChskRequest) -> Result<Uid, Refusal> {
+        if let Some(f) = &self.reject_fn
+            && let Some(r) = f(req)
+        {
+            return Err(Box::new((Rejection::RejectFn, r)));
+        }
+        if let Some(f) = &self.csrf_token_fn {
+            let ok = match f(req) {
+                CsrfToken::Skip => true,
+                CsrfToken::Missing => false,
+                CsrfToken::Token(expected) => req
+                    .param("csrf-token")
+                    .or_else(|| req.header("x-csrf-token"))
+                    .or_else(|| req.header("x-xsrf-token"))
+                    .is_some_and(|got| token_eq(got, &expected)),
+            };
+            if !ok {
+                return Err(Box::new((Rejection::Csrf, (self.bad_csrf_fn)(req))));
+            }
+        }
+        if !origin_allowed(
+            &self.allowed_origins,
+            req.header("origin"),
+            req.header("referer"),
+            req.header("host"),
+        ) {
+            return Err(Box::new((Rejection::Origin, (self.bad_origin_fn)(req))));
+        }
+        if let Some(f) = &self.authorized_fn
+            && !f(req)
+        {
+            return Err(Box::new((
+                Rejection::Unauthorized,
+                (self.unauthorized_fn)(req),
+            )));
+        }
+        Ok((self.user_id_fn)(req))
+    }
+
+    /// The application's handshake data for a connection.
+    pub(crate) fn handshake_data(&self, req: &ChskRequest) -> Value {
+        (self.handshake_data_fn)(req)
+    }
+}

@@ -1,0 +1,129 @@
+//! The ordered send queue of one WebSocket connection: pushes from the registry, replies of
+//! its events and pongs, and the close, written by the connection's task only.
+
+use futures_util::task::AtomicWaker;
+use sente_proto::Envelope;
+use sente_proto::server::PushBatch;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// One item of a connection's ordered send queue.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Batch(Arc<PushBatch>),
+    Reply(Box<Envelope>),
+    Close(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct OutQ {
+    items: VecDeque<Out>,
+    events: usize,
+    overflow: bool,
+    gone: bool,
+    /// The connection task is running and drains the queue before it waits again: a push
+    /// needs no wake-up (saves a spurious re-poll of the task per reply it sends itself).
+    awake: bool,
+}
+
+/// The ordered send queue of one WebSocket connection, shared by the registry (pushes), the
+/// replies of its events, and its task (the only writer). Bounded: over
+/// `max_pending_events_per_client` the connection is dropped with close code 1013.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    q: Mutex<OutQ>,
+    waker: AtomicWaker,
+    limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Self {
+        Outbox {
+            q: Mutex::new(OutQ::default()),
+            waker: AtomicWaker::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutQ> {
+        self.q
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, out: Out, weight: usize) -> bool {
+        let mut q = self.lock();
+        if q.gone || q.overflow {
+            return false;
+        }
+        if weight > 0 && q.events + weight > self.limit {
+            q.overflow = true;
+            drop(q);
+            self.waker.wake();
+            return false;
+        }
+        q.events += weight;
+        q.items.push_back(out);
+        let wake = !q.awake;
+        drop(q);
+        if wake {
+            self.waker.wake();
+        }
+        true
+    }
+
+    /// Marks the connection task as running (see `OutQ::awake`). Only for code that the task
+    /// runs between a wake-up and its next loop iteration, which drains the queue and polls
+    /// [`Outbox::poll_ready`] (clearing the mark) before it can wait again.
+    pub(crate) fn set_awake(&self) {
+        self.lock().awake = true;
+    }
+
+    pub(crate) fn push_batch(&self, b: Arc<PushBatch>) -> bool {
+        let n = b.len();
+        self.push(Out::Batch(b), n)
+    }
+
+    pub(crate) fn push_reply(&self, out: Out) -> bool {
+        self.push(out, 1)
+    }
+
+    pub(crate) fn push_close(&self, reason: &'static str) {
+        self.push(Out::Close(reason), 0);
+    }
+
+    pub(crate) fn pop(&self) -> Option<Out> {
+        let mut q = self.lock();
+        let out = q.items.pop_front()?;
+        q.events -= match &out {
+            Out::Batch(b) => b.len(),
+            Out::Reply(_) => 1,
+            Out::Close(_) => 0,
+        };
+        Some(out)
+    }
+
+    /// Ready when something is queued (or the queue overflowed).
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        let mut q = self.lock();
+        if q.items.is_empty() && !q.overflow {
+            q.awake = false;
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    pub(crate) fn overflowed(&self) -> bool {
+        self.lock().overflow
+    }
+
+    pub(crate) fn set_gone(&self) {
+        let mut q = self.lock();
+        q.gone = true;
+        q.items.clear();
+        q.events = 0;
+    }
+}

@@ -1,0 +1,423 @@
+//! The connection registry: the sans-IO server [`Core`] behind a lock, its clock and timer task,
+//! the execution of what the core decides (deliveries, closes, poll answers), the cluster's
+//! connected uids, what arrives from the backplane, and the drop counters.
+
+use crate::outbox::Outbox;
+use crate::request::ChskRequest;
+use sente_proto::backplane::{Backplane, BackplaneMsg, NodeId, PresenceView};
+use sente_proto::server::{
+    Action, Core, CoreConfig, CoreEvent, PollAnswer, ServerLimits, Transport,
+};
+use sente_proto::{ClientId, Event, Uid};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::time::Instant;
+
+/// The uids with at least one connection (Sente's `connected-uids`), with the grace periods of
+/// spec 7.4: a uid stays for `ms_allow_reconnect_before_close_*` after its last connection ends.
+/// With a cluster backplane, the uids connected to any node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectedUids {
+    /// Uids with a WebSocket client.
+    pub ws: HashSet<Uid>,
+    /// Uids with an Ajax client that has long-polled (a handshake alone does not count).
+    pub ajax: HashSet<Uid>,
+    /// The union.
+    pub any: HashSet<Uid>,
+}
+
+/// Counters of what the server dropped (each drop is also logged with `tracing::warn!`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Server-synthesized events (uidport) dropped because their client's queue was full.
+    pub dropped_system_events: u64,
+    /// Pushed events dropped because a batch could not be packed within the message limit.
+    pub dropped_push_events: u64,
+    /// Clients dropped because too many pushes were waiting for them.
+    pub dropped_clients: u64,
+}
+
+/// The per-connection context kept by the core (returned with uidport events).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) request: Arc<ChskRequest>,
+    pub(crate) transport: Transport,
+}
+
+pub(crate) type Responder = oneshot::Sender<PollAnswer>;
+pub(crate) type ServerCore = Core<Arc<Outbox>, Responder, ConnCtx>;
+
+/// A `chsk/uidport-*` event the core produced, for the dispatcher.
+pub(crate) struct SystemEvent {
+    pub(crate) event: Event,
+    pub(crate) uid: Uid,
+    pub(crate) client_id: ClientId,
+    pub(crate) ctx: ConnCtx,
+}
+
+/// Receives the core's `chsk/uidport-*` events (called with the core locked: must not block).
+pub(crate) type SystemSink = Box<dyn Fn(SystemEvent) + Send + Sync>;
+
+pub(crate) struct Registry {
+    core: Mutex<ServerCore>,
+    limits: ServerLimits,
+    start: Instant,
+    driver: Arc<Notify>,
+    armed: AtomicU64,
+    node: NodeId,
+    backplane: Arc<dyn Backplane>,
+    presence: Mutex<PresenceView>,
+    connected: watch::Sender<ConnectedUids>,
+    system: OnceLock<SystemSink>,
+    /// WebSocket connections, held polls and POSTs in flight (what a shutdown waits for).
+    live: AtomicUsize,
+    idle: Notify,
+    closing: AtomicBool,
+    on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    dropped_system: AtomicU64,
+    dropped_push: AtomicU64,
+    dropped_clients: AtomicU64,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.driver.notify_one();
+    }
+}
+
+impl Registry {
+    /// A registry around a new core; starts its timer task and subscribes to the backplane.
+    pub(crate) fn start(cfg: CoreConfig, backplane: Arc<dyn Backplane>) -> Arc<Registry> {
+        let driver = Arc::new(Notify::new());
+        let registry = Arc::new(Registry {
+            limits: cfg.limits.clone(),
+            core: Mutex::new(Core::new(cfg)),
+            start: Instant::now(),
+            driver: driver.clone(),
+            armed: AtomicU64::new(u64::MAX),
+            node: NodeId(uuid::Uuid::new_v4().as_u64_pair().0),
+            backplane,
+            presence: Mutex::new(PresenceView::new()),
+            connected: watch::Sender::new(ConnectedUids::default()),
+            system: OnceLock::new(),
+            live: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closing: AtomicBool::new(false),
+            on_shutdown: Mutex::new(Vec::new()),
+            dropped_system: AtomicU64::new(0),
+            dropped_push: AtomicU64::new(0),
+            dropped_clients: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&registry);
+        let from_backplane = weak.clone();
+        registry.backplane.subscribe(Arc::new(move |msg| {
+            if let Some(r) = from_backplane.upgrade() {
+                r.apply(msg);
+            }
+        }));
+        tokio::spawn(run_timers(weak, driver));
+        registry
+    }
+
+    /// Where the core's `chsk/uidport-*` events go (set once, when the server is built).
+    pub(crate) fn set_system_sink(&self, sink: SystemSink) {
+        let _ = self.system.set(sink);
+    }
+
+    /// Runs `f` when the server shuts down (the dispatcher lets go of the handlers there).
+    pub(crate) fn on_shutdown(&self, f: Box<dyn FnOnce() + Send>) {
+        self.on_shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(f);
+    }
+
+    pub(crate) fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
+    pub(crate) fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ServerCore> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Milliseconds since the server started (the core's clock).
+    pub(crate) fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The instant of a core time.
+    pub(crate) fn instant(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+
+    /// Runs `f` on the core, then executes what it asked for while still holding the core, so
+    /// deliveries of successive flushes can never be reordered.
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut ServerCore, u64) -> R) -> R {
+        let now = self.now();
+        let mut core = self.lock();
+        let r = f(&mut core, now);
+        self.execute(&mut core, now);
+        let next = core.next_deadline().unwrap_or(u64::MAX);
+        drop(core);
+        if next < self.armed.load(Ordering::Acquire) {
+            self.driver.notify_one();
+        }
+        r
+    }
+
+    fn execute(&self, core: &mut ServerCore, now: u64) {
+        for action in core.take_actions() {
+            match action {
+                Action::WsDeliver { conn, batch } => {
+                    conn.push_batch(batch);
+                }
+                Action::WsClose { conn, reason } => conn.push_close(reason),
+                Action::AjaxAnswer {
+                    uid,
+                    client_id,
+                    conn,
+                    responder,
+                    answer,
+                } => {
+                    if let Err(answer) = responder.send(answer) {
+                        core.handle_poll_undeliverable(&uid, &client_id, conn, answer, now);
+                    }
+                }
+            }
+        }
+        for ev in core.take_events() {
+            match ev {
+                CoreEvent::Presence { uid, ws, ajax } => {
+                    self.set_presence(self.node, &uid, ws, ajax);
+                    self.backplane.publish(BackplaneMsg::Presence {
+                        node: self.node,
+                        uid,
+                        ws,
+                        ajax,
+                    });
+                }
+                CoreEvent::UidportOpen {
+                    uid,
+                    client_id,
+                    ctx,
+                } => self.system_event(true, uid, client_id, ctx),
+                CoreEvent::UidportClose {
+                    uid,
+                    client_id,
+                    ctx,
+                } => self.system_event(false, uid, client_id, ctx),
+                CoreEvent::ClientDropped {
+                    uid,
+                    client_id,
+                    transport,
+                } => {
+                    self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%uid, %client_id, transport = transport.as_str(),
+                        "client dropped: too many pushes waiting for it");
+                }
+            }
+        }
+    }
+
+    fn system_event(&self, open: bool, uid: Uid, client_id: ClientId, ctx: ConnCtx) {
+        tracing::debug!(%uid, %client_id, open, "uidport");
+        if let Some(sink) = self.system.get() {
+            sink(SystemEvent {
+                event: Event::uidport(open, &uid),
+                uid,
+                client_id,
+                ctx,
+            });
+        }
+    }
+
+    /// Records a node's presence of `uid` and updates the connected uids.
+    fn set_presence(&self, node: NodeId, uid: &Uid, ws: bool, ajax: bool) {
+        let (ws, ajax) = self
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(node, uid, ws, ajax);
+        self.connected.send_if_modified(|c| {
+            let a = set(&mut c.ws, uid, ws);
+            let b = set(&mut c.ajax, uid, ajax);
+            let d = set(&mut c.any, uid, ws || ajax);
+            a | b | d
+        });
+    }
+
+    /// Applies a message from the backplane to this node's connections.
+    pub(crate) fn apply(&self, msg: BackplaneMsg) {
+        match msg {
+            BackplaneMsg::Push {
+                uid,
+                event,
+                estimate,
+                flush,
+            } => self.with_core(|c, now| c.send(&uid, &event, estimate, flush, now)),
+            BackplaneMsg::PushMany {
+                uids,
+                event,
+                estimate,
+                flush,
+            } => self.with_core(|c, now| c.send_many(uids.iter(), &event, estimate, flush, now)),
+            BackplaneMsg::Broadcast {
+                event,
+                estimate,
+                flush,
+            } => self.with_core(|c, now| c.broadcast(&event, estimate, flush, now)),
+            BackplaneMsg::Flush { uid } => self.with_core(|c, now| c.flush(&uid, now)),
+            BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
+            BackplaneMsg::Presence {
+                node,
+                uid,
+                ws,
+                ajax,
+            } if node != self.node => self.set_presence(node, &uid, ws, ajax),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn connected_uids(&self) -> watch::Receiver<ConnectedUids> {
+        self.connected.subscribe()
+    }
+
+    pub(crate) fn count_dropped_push(&self, e: &sente_proto::PackError, events: usize) {
+        self.dropped_push
+            .fetch_add(events as u64, Ordering::Relaxed);
+        tracing::warn!(error = %e, events, "pushed batch could not be packed; dropped");
+    }
+
+    pub(crate) fn count_dropped_system(&self) {
+        self.dropped_system.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            dropped_system_events: self.dropped_system.load(Ordering::Relaxed),
+            dropped_push_events: self.dropped_push.load(Ordering::Relaxed),
+            dropped_clients: self.dropped_clients.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the server is shutting down (new connections and requests are refused).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection or request in progress until the guard is dropped.
+    pub(crate) fn live(self: &Arc<Self>) -> LiveGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(self.clone())
+    }
+
+    /// Stops accepting, closes every client of this node (spread over `stagger`, so they do not
+    /// all reconnect at once), and waits until every connection and request has ended or
+    /// `timeout` has passed. Then the handlers are let go.
+    pub(crate) async fn shutdown(&self, stagger: Duration, timeout: Duration) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            self.wait_idle(timeout).await;
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let uids: Vec<Uid> = self.lock().uids().cloned().collect();
+        tracing::info!(uids = uids.len(), "shutting down");
+        const STEP: Duration = Duration::from_millis(10);
+        let steps = (stagger.as_millis() / STEP.as_millis()).max(1) as usize;
+        let per_step = uids.len().div_ceil(steps).max(1);
+        for (i, chunk) in uids.chunks(per_step).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(STEP).await;
+            }
+            self.with_core(|c, now| {
+                for uid in chunk {
+                    c.close_uid(uid, now);
+                }
+            });
+        }
+        self.wait_idle(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        let hooks = std::mem::take(
+            &mut *self
+                .on_shutdown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for f in hooks {
+            f();
+        }
+        self.driver.notify_one();
+    }
+
+    async fn wait_idle(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                let idle = self.idle.notified();
+                if self.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// A connection or request in progress (see [`Registry::live`]).
+pub(crate) struct LiveGuard(Arc<Registry>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn set(s: &mut HashSet<Uid>, uid: &Uid, member: bool) -> bool {
+    if member {
+        if s.contains(uid) {
+            false
+        } else {
+            s.insert(uid.clone())
+        }
+    } else {
+        s.remove(uid)
+    }
+}
+
+/// The core's timers: sleeps until the next deadline (or a wake-up), then polls the core.
+async fn run_timers(weak: Weak<Registry>, notify: Arc<Notify>) {
+    loop {
+        let deadline = {
+            let Some(r) = weak.upgrade() else { return };
+            let next = r.with_core(|c, now| {
+                c.poll(now);
+                let next = c.next_deadline().unwrap_or(u64::MAX);
+                // Stored under the core's lock: whoever adds an earlier deadline afterwards
+                // sees it and wakes us.
+                r.armed.store(next, Ordering::Release);
+                next
+            });
+            (next != u64::MAX).then(|| r.instant(next))
+        };
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(d) => {}
+                    () = notify.notified() => {}
+                }
+            }
+            None => notify.notified().await,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The HTTP answers of the service: plain-text errors, rejections (logged), and packed
+//! messages.
+
+use crate::guard::{HookResponse, Rejection};
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use sente_proto::server::PackedBytes;
+use sente_proto::server::message;
+use sente_proto::{Envelope, Packer};
+
+/// The response body of the service.
+pub type ChskBody = Full<Bytes>;
+
+pub(crate) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ChskBody> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A refused request, logged with its reason.
+pub(crate) fn reject(
+    status: StatusCode,
+    reason: &str,
+    body: impl Into<Bytes>,
+) -> Response<ChskBody> {
+    tracing::info!(status = status.as_u16(), reason, "request rejected");
+    plain(status, body)
+}
+
+/// A request the guard refused: the hook's response, logged with the reason.
+pub(crate) fn refused((why, resp): (Rejection, HookResponse)) -> Response<ChskBody> {
+    tracing::info!(
+        status = resp.status().as_u16(),
+        reason = why.as_str(),
+        "request rejected"
+    );
+    resp.map(Full::new)
+}
+
+/// A packed message as a response body.
+pub(crate) fn packed(p: PackedBytes) -> Response<ChskBody> {
+    let ct = if p.binary {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut r = Response::new(Full::new(p.bytes));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `env` packed within the message limit, or a `500` saying why not.
+pub(crate) fn envelope(packer: &dyn Packer, env: Envelope, max: usize) -> Response<ChskBody> {
+    match message::pack(env, packer, max) {
+        Ok(p) => packed(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "response could not be packed");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Response could not be packed: {e}"),
+            )
+        }
+    }
+}

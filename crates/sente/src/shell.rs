@@ -1,0 +1,121 @@
+//! What the transports share: the security guard, the packer registry, the dispatcher (with the
+//! server handle) and the transports' timing. Built once by [`crate::Builder`].
+
+use crate::dispatch::Dispatcher;
+use crate::guard::Guard;
+use crate::handle::ServerHandle;
+use crate::packers::Packers;
+use crate::params::Params;
+use crate::registry::Registry;
+use crate::request::ChskRequest;
+use crate::response::{ChskBody, refused, reject};
+use http::{Response, StatusCode};
+use sente_proto::server::message::PendingReplies;
+use sente_proto::{ClientId, Packer, Uid};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Timing of the transports (Sente's `:ws-kalive-ms`, `:lp-timeout-ms`, ...).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// WebSocket keepalive interval (`None`: no pings).
+    pub(crate) ws_kalive: Option<Duration>,
+    /// How long to wait for any frame after a ping (`None`: never close).
+    pub(crate) ws_ping_timeout: Option<Duration>,
+    /// How long an Ajax reply is waited for.
+    pub(crate) lp_timeout: Duration,
+}
+
+pub(crate) struct Shell {
+    pub(crate) guard: Guard,
+    pub(crate) packers: Packers,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) timing: Timing,
+    /// The Ajax POSTs each client waits on for a reply.
+    pub(crate) replies: Mutex<PendingReplies>,
+}
+
+impl Shell {
+    pub(crate) fn server(&self) -> &ServerHandle {
+        self.dispatcher.server()
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        self.server().registry()
+    }
+
+    /// The message limit, in bytes.
+    pub(crate) fn max_message(&self) -> usize {
+        self.registry().limits().message.max_message_bytes
+    }
+}
+
+/// A request the guard let in: who it is and how to talk to it.
+pub(crate) struct Admitted {
+    pub(crate) request: Arc<ChskRequest>,
+    pub(crate) uid: Uid,
+    pub(crate) client_id: ClientId,
+    pub(crate) packer: Arc<dyn Packer>,
+}
+
+const MISSING_CLIENT_ID: &str = "Missing client-id: every Sente request (Ajax GET, WebSocket upgrade and POST) \
+must carry a non-blank `client-id` parameter of at most 128 bytes.";
+
+/// The protocol extensions a client asked for (`ext` parameter, comma-separated). The
+/// negotiation point for later extensions; none is implemented yet.
+fn requested_extensions(params: &Params) -> BTreeSet<String> {
+    params
+        .get("ext")
+        .map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(16)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Shell {
+    /// The admission of every GET, POST and WebSocket upgrade: the client id, the packer, then
+    /// the guard's rejection pipeline. `Err` is the answer to send.
+    pub(crate) fn admit(
+        &self,
+        parts: http::request::Parts,
+        params: Params,
+    ) -> Result<Admitted, Box<Response<ChskBody>>> {
+        let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
+            return Err(Box::new(reject(
+                StatusCode::BAD_REQUEST,
+                "missing client-id",
+                MISSING_CLIENT_ID,
+            )));
+        };
+        let packer = self.packers.resolve(params.get("packer")).map_err(|e| {
+            Box::new(reject(
+                StatusCode::BAD_REQUEST,
+                "unknown packer",
+                e.to_string(),
+            ))
+        })?;
+        let exts = requested_extensions(&params);
+        let request = Arc::new(ChskRequest::new(
+            parts,
+            params,
+            Some(client_id.clone()),
+            exts,
+        ));
+        let uid = self
+            .guard
+            .admit(&request)
+            .map_err(|r| Box::new(refused(*r)))?;
+        Ok(Admitted {
+            request,
+            uid,
+            client_id,
+            packer,
+        })
+    }
+}
