@@ -6,35 +6,51 @@ use crate::limits::Limits;
 use sente_edn::Value;
 
 mod edn;
+#[cfg(feature = "gzip")]
 mod gzip;
 mod json;
 mod json_lex;
+#[cfg(feature = "msgpack")]
 mod msgpack;
+#[cfg(feature = "transit")]
 mod transit;
 mod util;
 
 pub use edn::EdnPacker;
+#[cfg(feature = "gzip")]
 pub use gzip::GzipPacker;
 pub use json::JsonPacker;
+#[cfg(feature = "msgpack")]
 pub use msgpack::MsgpackPacker;
+#[cfg(feature = "transit")]
 pub use transit::TransitPacker;
 
 /// The packer for a `packer` query-parameter value: `edn`, `transit`, `json`, `msgpack`, or one
 /// of those with `+gzip` (`edn+gzip`, `transit+gzip`, `json+gzip`, `msgpack+gzip`).
+///
+/// `None` for an unknown name, and for a packer whose cargo feature (`transit`, `msgpack`,
+/// `gzip`) is off.
 pub fn by_name(name: &str) -> Option<Arc<dyn Packer>> {
-    let base = |n: &str| -> Option<Arc<dyn Packer>> {
-        Some(match n {
-            "edn" => Arc::new(EdnPacker),
-            "transit" => Arc::new(TransitPacker::new()),
-            "json" => Arc::new(JsonPacker),
-            "msgpack" => Arc::new(MsgpackPacker),
-            _ => return None,
-        })
-    };
     match name.strip_suffix("+gzip") {
-        Some(inner) => Some(Arc::new(GzipPacker::new(base(inner)?))),
-        None => base(name),
+        #[cfg(feature = "gzip")]
+        Some(inner) => Some(Arc::new(GzipPacker::new(base_by_name(inner)?))),
+        #[cfg(not(feature = "gzip"))]
+        Some(_) => None,
+        None => base_by_name(name),
     }
+}
+
+/// A packer without the `+gzip` suffix.
+fn base_by_name(name: &str) -> Option<Arc<dyn Packer>> {
+    Some(match name {
+        "edn" => Arc::new(EdnPacker),
+        "json" => Arc::new(JsonPacker),
+        #[cfg(feature = "transit")]
+        "transit" => Arc::new(TransitPacker::new()),
+        #[cfg(feature = "msgpack")]
+        "msgpack" => Arc::new(MsgpackPacker),
+        _ => return None,
+    })
 }
 
 /// The packed form of one message.

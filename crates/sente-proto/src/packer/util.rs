@@ -1,9 +1,8 @@
 //! Helpers shared by the packers: limit checks, number and date formatting, a small hasher.
 
 use sente_edn::calendar::{civil_from_days, days_from_civil, days_in_month};
-use std::hash::{BuildHasherDefault, Hasher};
 
-use sente_edn::{BigInt, Inst, Map, Set, Value};
+use sente_edn::{Inst, Map, Set, Value};
 
 use super::UnpackError;
 use crate::limits::Limits;
@@ -90,14 +89,16 @@ pub(crate) fn push_f64(out: &mut String, f: f64) {
 }
 
 /// Parses an integer: `Int` when it fits `i64`, else `BigInt`; `None` if not an integer.
+#[cfg(feature = "transit")]
 pub(crate) fn parse_integer(text: &str) -> Option<Value> {
     if let Ok(i) = text.parse::<i64>() {
         return Some(Value::Int(i));
     }
-    BigInt::parse(text).map(Value::BigInt)
+    sente_edn::BigInt::parse(text).map(Value::BigInt)
 }
 
 /// `BigInt` that fits `i64` becomes `Int` (used for ratio parts).
+#[cfg(feature = "transit")]
 pub(crate) fn normalize_int(v: Value) -> Value {
     match v {
         Value::BigInt(b) => match b.as_str().parse::<i64>() {
@@ -230,10 +231,12 @@ pub(crate) fn set_from_vec(items: Vec<Value>) -> Set {
 }
 
 /// FxHash-style hasher for the small per-message caches (keys are short strings).
+#[cfg(any(feature = "transit", feature = "msgpack"))]
 #[derive(Default, Clone, Copy)]
 pub(crate) struct FastHasher(u64);
 
-impl Hasher for FastHasher {
+#[cfg(any(feature = "transit", feature = "msgpack"))]
+impl std::hash::Hasher for FastHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         const K: u64 = 0x517c_c1b7_2722_0a95;
@@ -264,7 +267,8 @@ impl Hasher for FastHasher {
 }
 
 /// Build-hasher for [`FastHasher`].
-pub(crate) type FastBuild = BuildHasherDefault<FastHasher>;
+#[cfg(any(feature = "transit", feature = "msgpack"))]
+pub(crate) type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 
 #[cfg(test)]
 mod tests {
