@@ -174,10 +174,7 @@ impl ClientBuilder {
     /// Queue sends and requests made while (re)connecting, at most `max_len` of them for at
     /// most `max_wait` each, instead of failing them at once with `Closed` (off by default).
     pub fn queue_while_connecting(mut self, max_len: usize, max_wait: Duration) -> Self {
-        self.queue = Some(QueueConfig {
-            max_len,
-            max_wait_ms: ms(max_wait),
-        });
+        self.queue = Some(QueueConfig::new(max_len, ms(max_wait)));
         self
     }
 

@@ -60,10 +60,12 @@ mod platform;
 pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
-    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, Kind, RequestError, SendError, State,
-    StateChange, Transport, WsCloseInfo, WsErrorInfo,
+    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind, QueueConfig,
+    RequestError, RequestFailure, SendError, State, StateChange, Transport, WsCloseInfo,
+    WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
+pub use sente_proto::{EnvelopeError, PackError, UnpackError};
 
 use serde::de::DeserializeOwned;
 use shared::Shared;
@@ -73,6 +75,7 @@ use tokio::sync::{oneshot, watch};
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The URL is not `http(s)://` or `ws(s)://` with a host.
     #[error(transparent)]
@@ -229,7 +232,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, RequestError> {
         let v = self.request(event, timeout).await?;
-        sente_edn::from_value(v).map_err(|e| RequestError::Decode(e.to_string()))
+        sente_edn::from_value(v).map_err(RequestError::Decode)
     }
 
     /// Starts connecting again after [`disconnect`](Self::disconnect) (Sente's
