@@ -310,4 +310,52 @@ mod tests {
             Ok(4)
         );
     }
+
+    #[test]
+    fn builder_wraps_the_machine_config() {
+        use super::Client;
+        use sente_proto::client::{ClientConfig, Kind, QueueConfig};
+        use std::time::Duration;
+        let built = Client::builder("http://x/chsk").config().unwrap();
+        let defaults = ClientConfig::new(
+            built.url.clone(),
+            built.client_id.clone(),
+            built.packer.clone(),
+        );
+        assert_eq!(format!("{built:?}"), format!("{defaults:?}"));
+        assert_eq!(built.packer.name(), "edn");
+
+        let cfg = Client::builder("ws://x/chsk")
+            .client_id(" ")
+            .client_id("c-1")
+            .packer_name("nope")
+            .packer_name("json")
+            .kind(Kind::Ajax)
+            .keepalive(None)
+            .ping_timeout(Duration::from_secs(2))
+            .ajax_timeout(Duration::from_secs(30))
+            .rejected_retry(Duration::from_secs(3))
+            .ws_reprobe(Some(Duration::from_secs(60)))
+            .queue_while_connecting(5, Duration::from_millis(1500))
+            .param("k", "v")
+            .header("h", "w")
+            .config()
+            .unwrap();
+        assert_eq!(cfg.client_id.as_str(), "c-1");
+        assert_eq!(cfg.packer.name(), "json");
+        assert_eq!(cfg.kind, Kind::Ajax);
+        assert_eq!(cfg.ws_kalive_ms, None);
+        assert_eq!(cfg.ws_ping_timeout_ms, 2000);
+        assert_eq!(cfg.ajax_timeout_ms, 30_000);
+        assert_eq!(cfg.rejected_retry_ms, 3000);
+        assert_eq!(cfg.ws_reprobe_ms, Some(60_000));
+        assert_eq!(cfg.queue, Some(QueueConfig::new(5, 1500)));
+        assert_eq!(cfg.params, [("k".to_owned(), "v".to_owned())]);
+        assert_eq!(cfg.headers, [("h".to_owned(), "w".to_owned())]);
+
+        let again = super::ClientBuilder::from_config(cfg.clone())
+            .config()
+            .unwrap();
+        assert_eq!(format!("{again:?}"), format!("{cfg:?}"));
+    }
 }
