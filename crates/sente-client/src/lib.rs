@@ -5,6 +5,11 @@
 //! is the IO around it: tokio-tungstenite and hyper natively, `WebSocket` and `fetch` in the
 //! browser, chosen by `target_arch`.
 //!
+//! [`ClientBuilder`] wraps the machine's [`ClientConfig`](sente_proto::client::ClientConfig),
+//! whose `new` holds every default. Errors are typed: [`RequestError`] (Sente's `chsk/closed`,
+//! `chsk/timeout`, `chsk/error`, the last with a [`RequestFailure`] to match on), [`SendError`]
+//! and [`ConnectError`]; the state's `last_close` carries a [`CloseReason`].
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use sente_client::{Client, ClientEvent, Event, Kind};
