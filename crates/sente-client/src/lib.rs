@@ -5,6 +5,11 @@
 //! is the IO around it: tokio-tungstenite and hyper natively, `WebSocket` and `fetch` in the
 //! browser, chosen by `target_arch`.
 //!
+//! [`ClientBuilder`] wraps the machine's [`ClientConfig`](sente_proto::client::ClientConfig),
+//! whose `new` holds every default. Errors are typed: [`RequestError`] (Sente's `chsk/closed`,
+//! `chsk/timeout`, `chsk/error`, the last with a [`RequestFailure`] to match on), [`SendError`]
+//! and [`ConnectError`]; the state's `last_close` carries a [`CloseReason`].
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use sente_client::{Client, ClientEvent, Event, Kind};
@@ -60,10 +65,12 @@ mod platform;
 pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
-    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, Kind, RequestError, SendError, State,
-    StateChange, Transport, WsCloseInfo, WsErrorInfo,
+    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind, QueueConfig,
+    RequestError, RequestFailure, SendError, State, StateChange, Transport, WsCloseInfo,
+    WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
+pub use sente_proto::{EnvelopeError, PackError, UnpackError};
 
 use serde::de::DeserializeOwned;
 use shared::Shared;
@@ -73,6 +80,7 @@ use tokio::sync::{oneshot, watch};
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The URL is not `http(s)://` or `ws(s)://` with a host.
     #[error(transparent)]
@@ -229,7 +237,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, RequestError> {
         let v = self.request(event, timeout).await?;
-        sente_edn::from_value(v).map_err(|e| RequestError::Decode(e.to_string()))
+        sente_edn::from_value(v).map_err(RequestError::Decode)
     }
 
     /// Starts connecting again after [`disconnect`](Self::disconnect) (Sente's
@@ -306,5 +314,53 @@ mod tests {
             uuid::Uuid::parse_str(cfg.client_id.as_str()).map(|u| u.get_version_num()),
             Ok(4)
         );
+    }
+
+    #[test]
+    fn builder_wraps_the_machine_config() {
+        use super::Client;
+        use sente_proto::client::{ClientConfig, Kind, QueueConfig};
+        use std::time::Duration;
+        let built = Client::builder("http://x/chsk").config().unwrap();
+        let defaults = ClientConfig::new(
+            built.url.clone(),
+            built.client_id.clone(),
+            built.packer.clone(),
+        );
+        assert_eq!(format!("{built:?}"), format!("{defaults:?}"));
+        assert_eq!(built.packer.name(), "edn");
+
+        let cfg = Client::builder("ws://x/chsk")
+            .client_id(" ")
+            .client_id("c-1")
+            .packer_name("nope")
+            .packer_name("json")
+            .kind(Kind::Ajax)
+            .keepalive(None)
+            .ping_timeout(Duration::from_secs(2))
+            .ajax_timeout(Duration::from_secs(30))
+            .rejected_retry(Duration::from_secs(3))
+            .ws_reprobe(Some(Duration::from_secs(60)))
+            .queue_while_connecting(5, Duration::from_millis(1500))
+            .param("k", "v")
+            .header("h", "w")
+            .config()
+            .unwrap();
+        assert_eq!(cfg.client_id.as_str(), "c-1");
+        assert_eq!(cfg.packer.name(), "json");
+        assert_eq!(cfg.kind, Kind::Ajax);
+        assert_eq!(cfg.ws_kalive_ms, None);
+        assert_eq!(cfg.ws_ping_timeout_ms, 2000);
+        assert_eq!(cfg.ajax_timeout_ms, 30_000);
+        assert_eq!(cfg.rejected_retry_ms, 3000);
+        assert_eq!(cfg.ws_reprobe_ms, Some(60_000));
+        assert_eq!(cfg.queue, Some(QueueConfig::new(5, 1500)));
+        assert_eq!(cfg.params, [("k".to_owned(), "v".to_owned())]);
+        assert_eq!(cfg.headers, [("h".to_owned(), "w".to_owned())]);
+
+        let again = super::ClientBuilder::from_config(cfg.clone())
+            .config()
+            .unwrap();
+        assert_eq!(format!("{again:?}"), format!("{cfg:?}"));
     }
 }

@@ -8,9 +8,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sente_proto::Packed;
-use sente_proto::client::{
-    Action, ConnId, HttpFailure, HttpId, HttpMethod, HttpRequest, WsClosed, WsFailure,
-};
+use sente_proto::client::{Action, ConnId, HttpFailure, HttpId, HttpRequest, WsClosed, WsFailure};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -126,6 +124,7 @@ fn perform(shared: &Arc<Shared>, action: Action) {
                 h.abort();
             }
         }
+        other => tracing::debug!(target: "sente_client", "ignoring action {other:?}"),
     }
 }
 
@@ -140,7 +139,7 @@ async fn http_task(shared: Arc<Shared>, id: HttpId, request: HttpRequest) {
     lock(&shared.io.requests).remove(&id);
     shared.with(|m, now| match result {
         Ok(Ok((status, body))) => m.handle_http_response(id, status, &body, now),
-        Ok(Err(e)) => m.handle_http_failure(id, HttpFailure::Network(e), now),
+        Ok(Err(failure)) => m.handle_http_failure(id, failure, now),
         Err(_) => m.handle_http_failure(id, HttpFailure::Timeout, now),
     });
 }
@@ -149,37 +148,44 @@ async fn http_call(
     shared: &Shared,
     request: HttpRequest,
     max_body: usize,
-) -> Result<(u16, Vec<u8>), String> {
-    let method = match request.method {
-        HttpMethod::Get => http::Method::GET,
-        HttpMethod::Post => http::Method::POST,
-    };
-    let mut builder = http::Request::builder().method(method).uri(&request.url);
+) -> Result<(u16, Vec<u8>), HttpFailure> {
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(&request.url);
     for (k, v) in &request.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
     let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
     let req = builder
         .body(body)
-        .map_err(|e| format!("bad request: {e}"))?;
-    let resp = shared
-        .io
-        .http
-        .request(req)
-        .await
-        .map_err(|e| describe_hyper(&e))?;
+        .map_err(|e| HttpFailure::InvalidRequest(e.to_string()))?;
+    let resp = shared.io.http.request(req).await.map_err(|e| {
+        if e.is_connect() {
+            HttpFailure::Connect(describe(&e))
+        } else {
+            HttpFailure::Network(describe(&e))
+        }
+    })?;
     let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), max_body.saturating_add(64))
+    let limit = max_body.saturating_add(64);
+    let body = Limited::new(resp.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| format!("reading the body: {e}"))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                HttpFailure::BodyTooLarge { limit }
+            } else {
+                HttpFailure::Network(format!("reading the body: {}", describe(&*e)))
+            }
+        })?
         .to_bytes();
     Ok((status, body.to_vec()))
 }
 
-fn describe_hyper(e: &hyper_util::client::legacy::Error) -> String {
+/// An error and its sources, joined with `": "`.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());

@@ -98,10 +98,12 @@ impl Shared {
                         let _ = tx.send(result);
                     }
                 }
-                Output::Log { level, message } => match level {
-                    LogLevel::Debug => tracing::debug!(target: "sente_client", "{message}"),
-                    LogLevel::Warn => tracing::warn!(target: "sente_client", "{message}"),
-                },
+                Output::Log {
+                    level: LogLevel::Warn,
+                    message,
+                } => tracing::warn!(target: "sente_client", "{message}"),
+                Output::Log { message, .. } => tracing::debug!(target: "sente_client", "{message}"),
+                other => tracing::debug!(target: "sente_client", "ignoring output {other:?}"),
             }
         }
         let shutdown = inner.shutdown;

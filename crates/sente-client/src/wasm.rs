@@ -5,9 +5,7 @@ use crate::shared::Shared;
 use futures_util::future::{Either, select};
 use js_sys::{Function, Promise, Reflect, Uint8Array};
 use sente_proto::Packed;
-use sente_proto::client::{
-    Action, ConnId, HttpFailure, HttpId, HttpMethod, HttpRequest, WsClosed, WsFailure,
-};
+use sente_proto::client::{Action, ConnId, HttpFailure, HttpId, HttpRequest, WsClosed, WsFailure};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -190,6 +188,7 @@ fn perform(shared: &Arc<Shared>, action: Action) {
                 f.controller.abort();
             }
         }
+        other => tracing::debug!(target: "sente_client", "ignoring action {other:?}"),
     }
 }
 
@@ -286,6 +285,7 @@ async fn fetch_inner(
     request: HttpRequest,
 ) -> Result<(u16, Vec<u8>), HttpFailure> {
     let net = |e: JsValue| HttpFailure::Network(format!("{e:?}"));
+    let invalid = |e: JsValue| HttpFailure::InvalidRequest(format!("{e:?}"));
     let controller = AbortController::new().map_err(net)?;
     let timed_out = Rc::new(RefCell::new(false));
     lock(&shared.io.fetches).insert(
@@ -296,21 +296,19 @@ async fn fetch_inner(
         },
     );
     let init = web_sys::RequestInit::new();
-    init.set_method(match request.method {
-        HttpMethod::Get => "GET",
-        HttpMethod::Post => "POST",
-    });
+    init.set_method(request.method.as_str());
     let headers = web_sys::Headers::new().map_err(net)?;
     for (k, v) in &request.headers {
-        headers.append(k, v).map_err(net)?;
+        headers.append(k, v).map_err(invalid)?;
     }
     init.set_headers(&headers);
     if let Some(body) = &request.body {
         init.set_body(&Uint8Array::from(body.as_slice()));
     }
     init.set_signal(Some(&controller.signal()));
-    let req = web_sys::Request::new_with_str_and_init(&request.url, &init).map_err(net)?;
-    let fetch_fn = global_fn("fetch").ok_or_else(|| HttpFailure::Network("no fetch".into()))?;
+    let req = web_sys::Request::new_with_str_and_init(&request.url, &init).map_err(invalid)?;
+    let fetch_fn = global_fn("fetch")
+        .ok_or_else(|| HttpFailure::InvalidRequest("fetch is not available".into()))?;
     let promise: Promise = fetch_fn
         .call1(&global(), &req)
         .map_err(net)?

@@ -3,7 +3,7 @@
 use sente_proto::client::{
     Action, Backoff, ChskUrl, ClientConfig, ClientEvent, ClientMachine, CloseReason, ConnId,
     CsrfToken, HttpFailure, HttpId, HttpMethod, HttpRequest, Kind, Output, QueueConfig,
-    RequestError, RequestId, SendError, StateChange, WsClosed, WsFailure,
+    RequestError, RequestFailure, RequestId, SendError, StateChange, WsClosed, WsFailure,
 };
 use sente_proto::packer::{PackError, Packed, Packer, UnpackError};
 use sente_proto::{ClientId, Envelope, Event, EventId, Limits, Uid, Value, server_msg};
@@ -351,6 +351,24 @@ fn closed_send_and_request_fail_at_once() {
     h.drain();
     let id = h.m.request(ev("demo/x", 1), 1000, 0);
     assert_eq!(replies(&h.drain()), vec![(id, Err(RequestError::Closed))]);
+}
+
+#[test]
+fn oversized_send_and_request_fail_with_the_pack_error() {
+    let mut cfg = config(Kind::Ws);
+    cfg.limits.max_message_bytes = 1;
+    let mut h = H::new(cfg);
+    h.open_ws("u1");
+    h.drain();
+    let too_large = |e: &PackError| matches!(e, PackError::TooLarge { limit: 1, .. });
+    assert!(matches!(h.m.send(ev("demo/x", 1), h.now), Err(SendError::Pack(e)) if too_large(&e)));
+    let id = h.m.request(ev("demo/x", 1), 1000, h.now);
+    assert!(matches!(&replies(&h.drain())[..],
+        [(rid, Err(RequestError::Error(RequestFailure::Pack(e))))] if *rid == id && too_large(e)));
+    assert!(
+        h.m.is_open(),
+        "a refused send does not close the connection"
+    );
 }
 
 #[test]
@@ -707,11 +725,15 @@ fn ajax_post_errors_fail_the_request() {
     let (post, _) = http_of(&h.drain());
     h.m.handle_http_response(post, 500, b"boom", h.now);
     let r = replies(&h.drain());
-    assert!(matches!(&r[0], (id, Err(RequestError::Error(m))) if *id == rid && m.contains("500")));
+    assert!(matches!(&r[0],
+        (id, Err(RequestError::Error(RequestFailure::Status { status: 500, body })))
+            if *id == rid && body == "boom"));
     let rid = h.m.request(ev("demo/x", 1), 5000, h.now);
     let (post, _) = http_of(&h.drain());
     h.m.handle_http_failure(post, HttpFailure::Network("reset".into()), h.now);
-    assert!(matches!(&replies(&h.drain())[0], (id, Err(RequestError::Error(_))) if *id == rid));
+    assert!(matches!(&replies(&h.drain())[0],
+        (id, Err(RequestError::Error(RequestFailure::Http(HttpFailure::Network(m)))))
+            if *id == rid && m == "reset"));
 }
 
 #[test]
@@ -889,10 +911,7 @@ fn auto_reprobes_ws_after_ajax_fallback_and_keeps_requests() {
 #[allow(clippy::many_single_char_names)] // a, b, c, d: the queued requests, in order
 fn queue_holds_messages_until_open_with_bounds() {
     let mut cfg = config(Kind::Ws);
-    cfg.queue = Some(QueueConfig {
-        max_len: 3,
-        max_wait_ms: 4000,
-    });
+    cfg.queue = Some(QueueConfig::new(3, 4000));
     let mut h = H::new(cfg);
     // Before connect: nothing to wait for.
     assert_eq!(h.m.send(ev("demo/x", 0), 0), Err(SendError::Closed));
@@ -946,7 +965,8 @@ fn disconnect_and_reconnect() {
     let out = h.drain();
     assert!(has_action(&out, |a| matches!(a,
         Action::WsClose { conn: c, code: 1000, reason } if *c == conn && reason == "CLOSE_NORMAL")));
-    assert!(matches!(&replies(&out)[0], (id, Err(RequestError::Error(_))) if *id == rid));
+    assert!(matches!(&replies(&out)[0],
+        (id, Err(RequestError::Error(RequestFailure::ConnectionLost))) if *id == rid));
     let st = h.m.state();
     assert_eq!(
         st.last_close.as_ref().unwrap().reason,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 /// Which transport to use (Sente's `:type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Kind {
     /// WebSocket first, Ajax long-polling when the WebSocket cannot be established (spec 8.6).
     #[default]
@@ -40,6 +41,7 @@ impl fmt::Display for Kind {
 /// The CSRF token: none, a fixed value, or a function re-read on every connect and request
 /// (Sente's `?csrf-token-or-fn`). Blank values count as none.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum CsrfToken {
     /// No token.
     #[default]
@@ -75,6 +77,7 @@ impl fmt::Debug for CsrfToken {
 /// How long to wait before reconnect attempt `n` (`n >= 2`; the first retry is always
 /// immediate, as in Sente).
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Backoff {
     /// "Full jitter": uniform in `[0, min(cap_ms, base_ms * 2^n))`. The default,
     /// `base_ms = 1000, cap_ms = 30_000`, gives attempt 2 up to 4 s, attempt 3 up to 8 s, ...,
@@ -138,6 +141,7 @@ impl fmt::Debug for Backoff {
 /// Opt-in queue for sends and requests made while the connection is (re)connecting: they go
 /// out in order once it opens, instead of failing at once with `Closed` as in Sente.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// Most queued messages; beyond it new ones fail with `Closed`.
     pub max_len: usize,
@@ -146,18 +150,28 @@ pub struct QueueConfig {
     pub max_wait_ms: u64,
 }
 
-impl Default for QueueConfig {
-    fn default() -> Self {
+impl QueueConfig {
+    /// A queue of at most `max_len` messages, each waiting at most `max_wait_ms`.
+    pub fn new(max_len: usize, max_wait_ms: u64) -> Self {
         QueueConfig {
-            max_len: 256,
-            max_wait_ms: 10_000,
+            max_len,
+            max_wait_ms,
         }
     }
 }
 
+impl Default for QueueConfig {
+    /// 256 messages, 10 s each.
+    fn default() -> Self {
+        QueueConfig::new(256, 10_000)
+    }
+}
+
 /// Everything the client state machine needs to know. Built by `sente-client`'s builder;
-/// usable directly for custom shells.
+/// usable directly for custom shells: start from [`ClientConfig::new`] (the one place the
+/// defaults are written) and set the public fields.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The chsk endpoint, e.g. `http://127.0.0.1:3000/chsk` (any of http, https, ws, wss).
     pub url: super::ChskUrl,

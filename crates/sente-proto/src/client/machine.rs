@@ -3,13 +3,13 @@
 use super::config::{ClientConfig, Kind, Transport};
 use super::rng::Rng;
 use super::state::{
-    ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, SendError, State, StateChange,
-    WsCloseInfo, WsErrorInfo,
+    ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, RequestFailure, SendError, State,
+    StateChange, WsCloseInfo, WsErrorInfo,
 };
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
 use crate::event::{Event, Uid};
-use crate::packer::Packed;
+use crate::packer::{PackError, Packed};
 use sente_edn::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -45,11 +45,28 @@ impl fmt::Display for RequestId {
 
 /// HTTP method of a [`HttpRequest`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HttpMethod {
     /// Handshake or long-poll.
     Get,
     /// Client -> server event.
     Post,
+}
+
+impl HttpMethod {
+    /// `GET` or `POST`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+        }
+    }
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An HTTP request the shell must issue.
@@ -69,6 +86,7 @@ pub struct HttpRequest {
 
 /// Something the shell must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Open a WebSocket to `url` (with `headers` where the platform allows), then report
     /// [`ClientMachine::handle_ws_open`] or a failure.
@@ -113,6 +131,7 @@ pub enum Action {
 
 /// Severity of a [`Output::Log`] line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogLevel {
     /// Routine detail.
     Debug,
@@ -122,6 +141,7 @@ pub enum LogLevel {
 
 /// One output of the machine, in the order it must be handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// IO for the shell to perform.
     Action(Action),
@@ -143,12 +163,33 @@ pub enum Output {
     },
 }
 
-/// Why an HTTP request produced no response.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an HTTP request produced no response (reported by the shell through
+/// [`ClientMachine::handle_http_failure`]; requests see it as [`RequestFailure::Http`]).
+///
+/// The variant is the kind of failure; the text, where there is one, is the platform's
+/// description, for logs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HttpFailure {
     /// The request's `timeout_ms` passed.
+    #[error("timed out")]
     Timeout,
-    /// Connection refused, reset, DNS failure, ...
+    /// No connection could be made: refused, DNS failure, TLS failure.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The shell could not build the request (an invalid URL or header).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The response body was larger than the limit (a little over
+    /// [`Limits::max_message_bytes`](crate::Limits::max_message_bytes)).
+    #[error("response body over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The connection failed during the exchange (reset, closed early), or the platform
+    /// reported a network error without saying more (a browser `fetch` rejection).
+    #[error("network error: {0}")]
     Network(String),
 }
 
@@ -411,7 +452,7 @@ impl ClientMachine {
     /// [`SendError::Closed`].
     pub fn send(&mut self, event: Event, now: u64) -> Result<(), SendError> {
         if self.is_open() {
-            return self.transmit(event, None, now).map_err(SendError::Pack);
+            return self.transmit(event, None, now);
         }
         if self.can_queue() {
             let expires = now + self.cfg.queue.map_or(0, |q| q.max_wait_ms);
@@ -435,7 +476,7 @@ impl ClientMachine {
             self.add_deadline(id, deadline);
             self.pending.insert(id, Pending::Queued);
             if let Err(e) = self.transmit(event, Some(id), now) {
-                self.finish(id, Err(RequestError::Error(e)));
+                self.finish(id, Err(send_failed(e)));
             }
         } else if self.can_queue() {
             let expires = now + self.cfg.queue.map_or(0, |q| q.max_wait_ms);
@@ -620,7 +661,7 @@ impl ClientMachine {
         self.action(Action::WsClose {
             conn,
             code: NORMAL_CLOSE,
-            reason: "ws-error".to_owned(),
+            reason: CloseReason::WsError.as_str().to_owned(),
         });
         self.link_lost(CloseReason::WsError, now);
     }
@@ -714,13 +755,9 @@ impl ClientMachine {
     pub fn handle_http_failure(&mut self, id: HttpId, failure: HttpFailure, now: u64) {
         if let Some(req) = self.posts.remove(&id) {
             if let Some(req) = req {
-                let msg = match failure {
-                    HttpFailure::Timeout => "Ajax POST timed out".to_owned(),
-                    HttpFailure::Network(m) => format!("Ajax POST failed: {m}"),
-                };
-                self.finish(req, Err(RequestError::Error(msg)));
+                self.finish(req, Err(RequestFailure::Http(failure).into()));
             } else {
-                self.log(LogLevel::Warn, format!("Ajax POST failed: {failure:?}"));
+                self.log(LogLevel::Warn, format!("Ajax POST failed: {failure}"));
             }
             return;
         }
@@ -730,7 +767,7 @@ impl ClientMachine {
         if poll != id {
             return;
         }
-        self.log(LogLevel::Warn, format!("Ajax poll failed: {failure:?}"));
+        self.log(LogLevel::Warn, format!("Ajax poll failed: {failure}"));
         self.link_lost(CloseReason::Unexpected, now);
     }
 
@@ -951,29 +988,30 @@ impl ClientMachine {
         id
     }
 
-    fn ws_send(&mut self, conn: ConnId, envelope: &Envelope, now: u64) -> Result<(), String> {
+    fn ws_send(&mut self, conn: ConnId, envelope: &Envelope, now: u64) -> Result<(), PackError> {
         let frame = self.pack(envelope)?;
         self.last_activity = now;
         self.action(Action::WsSend { conn, frame });
         Ok(())
     }
 
-    fn pack(&self, envelope: &Envelope) -> Result<Packed, String> {
-        let frame = envelope
-            .pack(&*self.cfg.packer)
-            .map_err(|e| e.to_string())?;
+    fn pack(&self, envelope: &Envelope) -> Result<Packed, PackError> {
+        let frame = envelope.pack(&*self.cfg.packer)?;
         let size = frame.as_bytes().len();
         let limit = self.cfg.limits.max_message_bytes;
         if size > limit {
-            return Err(format!(
-                "packed message is {size} bytes, over the limit of {limit}"
-            ));
+            return Err(PackError::TooLarge { size, limit });
         }
         Ok(frame)
     }
 
     /// Sends over the open link. Requests must already be in `pending`.
-    fn transmit(&mut self, event: Event, req: Option<RequestId>, now: u64) -> Result<(), String> {
+    fn transmit(
+        &mut self,
+        event: Event,
+        req: Option<RequestId>,
+        now: u64,
+    ) -> Result<(), SendError> {
         match self.link {
             Link::Ws(ws) => {
                 let cb = req.map(|_| self.fresh_cb());
@@ -1001,7 +1039,7 @@ impl ClientMachine {
                 self.action(Action::Http { id, request });
                 Ok(())
             }
-            Link::Idle | Link::Retry { .. } => Err("not connected".to_owned()),
+            Link::Idle | Link::Retry { .. } => Err(SendError::Closed),
         }
     }
 
@@ -1109,7 +1147,7 @@ impl ClientMachine {
                         continue;
                     }
                     if let Err(e) = self.transmit(q.event, Some(id), now) {
-                        self.finish(id, Err(RequestError::Error(e)));
+                        self.finish(id, Err(send_failed(e)));
                     }
                 }
                 None => {
@@ -1138,12 +1176,7 @@ impl ClientMachine {
     fn fail_ws_requests(&mut self) {
         let ids: Vec<RequestId> = self.ws_cbs.values().copied().collect();
         for id in ids {
-            self.finish(
-                id,
-                Err(RequestError::Error(
-                    "connection lost before the reply arrived".to_owned(),
-                )),
-            );
+            self.finish(id, Err(RequestFailure::ConnectionLost.into()));
         }
         self.ping = None;
     }
@@ -1222,7 +1255,7 @@ impl ClientMachine {
         self.action(Action::WsClose {
             conn,
             code: NORMAL_CLOSE,
-            reason: "downgrading-ws-to-ajax".to_owned(),
+            reason: CloseReason::DowngradingWsToAjax.as_str().to_owned(),
         });
         self.auto_ws = false;
         self.stop_link_timers();
@@ -1299,7 +1332,7 @@ impl ClientMachine {
         self.action(Action::WsClose {
             conn: ws.conn,
             code: NORMAL_CLOSE,
-            reason: "ws-ping-timeout".to_owned(),
+            reason: CloseReason::WsPingTimeout.as_str().to_owned(),
         });
         self.link_lost(CloseReason::WsPingTimeout, now);
     }
@@ -1320,13 +1353,13 @@ impl ClientMachine {
             return;
         };
         let result = if !ok {
-            Err(RequestError::Error(format!(
-                "HTTP {}: {}",
+            Err(RequestFailure::Status {
                 status,
-                String::from_utf8_lossy(body)
-            )))
+                body: String::from_utf8_lossy(body).into_owned(),
+            }
+            .into())
         } else if body.is_empty() {
-            Err(RequestError::Error("empty response".to_owned()))
+            Err(RequestFailure::EmptyResponse.into())
         } else {
             match Envelope::unpack(&*self.cfg.packer, body, &self.cfg.limits) {
                 Ok(env) => match PostReply::classify(env) {
@@ -1334,7 +1367,7 @@ impl ClientMachine {
                     PostReply::Reply(v) => Ok(v),
                     PostReply::Ack => Ok(Value::kw(crate::event::ids::DUMMY_CB_200)),
                 },
-                Err(e) => Err(RequestError::Error(format!("cannot unpack the reply: {e}"))),
+                Err(e) => Err(RequestFailure::Unpack(e).into()),
             }
         };
         self.finish(id, result);
@@ -1402,5 +1435,13 @@ impl ClientMachine {
             rejected: None,
         });
         self.on_handshake(Transport::Ws, uid, data, now);
+    }
+}
+
+/// The outcome of a request whose transmission failed.
+fn send_failed(e: SendError) -> RequestError {
+    match e {
+        SendError::Pack(e) => RequestFailure::Pack(e).into(),
+        SendError::Closed => RequestError::Closed,
     }
 }

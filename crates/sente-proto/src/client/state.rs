@@ -2,12 +2,20 @@
 //! `chsk/handshake`) and request errors.
 
 use super::config::Kind;
+use super::machine::HttpFailure;
+use crate::envelope::EnvelopeError;
 use crate::event::{Event, Uid, ids};
+use crate::packer::PackError;
 use sente_edn::{Map, Value};
 use std::fmt;
 
 /// Why the connection closed (Sente's `:last-close :reason`, plus `rejected`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// [`as_str`](Self::as_str) gives Sente's keyword name, which is what the `chsk/state` event
+/// carries on the wire; the machine also uses it as the WebSocket close-frame reason when it
+/// closes a socket itself (`ws-error`, `ws-ping-timeout`, `downgrading-ws-to-ajax`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// `:clean`: WebSocket close code 1000.
     Clean,
@@ -33,7 +41,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The keyword name Sente uses (`clean`, `unexpected`, ...).
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Clean => "clean",
             CloseReason::Unexpected => "unexpected",
@@ -263,6 +271,7 @@ impl Handshake {
 
 /// What the client delivers to the app, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// The state changed (`chsk/state`).
     State(Box<StateChange>),
@@ -288,6 +297,7 @@ impl ClientEvent {
 
 /// Why a request got no reply (Sente's `:chsk/closed`, `:chsk/timeout`, `:chsk/error`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// `:chsk/closed`: the connection was not open, so nothing was sent.
     #[error("connection is closed (chsk/closed)")]
@@ -295,13 +305,12 @@ pub enum RequestError {
     /// `:chsk/timeout`: no reply within the timeout (local timer or the server's Ajax timeout).
     #[error("request timed out (chsk/timeout)")]
     Timeout,
-    /// `:chsk/error`: the transport failed (send failure, HTTP or network error, connection lost
-    /// while waiting, bad response).
+    /// `:chsk/error`: the transport failed; the [`RequestFailure`] says how.
     #[error("request failed (chsk/error): {0}")]
-    Error(String),
+    Error(#[source] RequestFailure),
     /// The reply arrived but could not be converted to the requested type (typed requests).
     #[error("reply could not be decoded: {0}")]
-    Decode(String),
+    Decode(#[source] sente_edn::Error),
 }
 
 impl RequestError {
@@ -316,16 +325,54 @@ impl RequestError {
     }
 }
 
+impl From<RequestFailure> for RequestError {
+    fn from(failure: RequestFailure) -> Self {
+        RequestError::Error(failure)
+    }
+}
+
+/// How a request failed at the transport level ([`RequestError::Error`], Sente's
+/// `:chsk/error`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// The request could not be packed, or is larger than the limit; nothing was sent.
+    #[error("cannot pack the request: {0}")]
+    Pack(#[source] PackError),
+    /// The WebSocket closed (or the client disconnected) before the reply arrived.
+    #[error("connection lost before the reply arrived")]
+    ConnectionLost,
+    /// The Ajax POST produced no response.
+    #[error("Ajax POST failed: {0}")]
+    Http(#[source] HttpFailure),
+    /// The Ajax POST was answered with a non-2xx HTTP status.
+    #[error("Ajax POST answered HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The response body (lossily decoded as UTF-8).
+        body: String,
+    },
+    /// The Ajax POST was answered 2xx with an empty body.
+    #[error("Ajax POST answered with an empty body")]
+    EmptyResponse,
+    /// The reply could not be unpacked.
+    #[error("cannot unpack the reply: {0}")]
+    Unpack(#[source] EnvelopeError),
+}
+
 /// Why a fire-and-forget send was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The connection is not open (and the queue is off, full, or the client was
     /// disconnected on purpose).
     #[error("connection is closed (chsk/closed)")]
     Closed,
-    /// The event could not be packed, or is larger than the limit.
+    /// The event could not be packed, or is larger than the limit
+    /// ([`PackError::TooLarge`]).
     #[error("cannot pack the event: {0}")]
-    Pack(String),
+    Pack(#[from] PackError),
 }
 
 #[cfg(test)]
