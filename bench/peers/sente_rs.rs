@@ -5,9 +5,9 @@
 //! packer with `packer=json`.
 //!
 //! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected uid per tick with
-//! [`Server::send_many_flush`] (Sente's `{:flush? true}` for each uid, the event packed once):
+//! [`ServerHandle::send_many_flush`](sente::ServerHandle::send_many_flush) (Sente's `{:flush? true}` for each uid, the event packed once):
 //! each tick has one event per uid, so the default 30 ms batching window would only add latency.
-//! With `buffered` in the control request it calls [`Server::send_many`] instead: every push
+//! With `buffered` in the control request it calls [`ServerHandle::send_many`](sente::ServerHandle::send_many) instead: every push
 //! waits in the send buffer for Sente's window (`send-buf-ms-ws` 30 ms, `send-buf-ms-ajax`
 //! 100 ms), which `sente-load fanout --buffered` measures.
 
