@@ -34,15 +34,13 @@
 
 use crate::response::ChskBody;
 use crate::service::ChskService;
-use crate::ws::{WsConn, is_upgrade, ws_config};
+use crate::ws::{WsConn, is_upgrade};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -117,10 +115,8 @@ impl WsAccept {
     {
         let Some(conn) = &mut self.conn else { return };
         let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
-        let max = conn.shell.max_message();
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max))).await;
         tracing::debug!(parent: &span, packer = conn.packer.name(), "websocket open");
-        let reason = conn.serve(ws).await;
+        let reason = conn.serve(io).await;
         tracing::info!(parent: &span, reason, "websocket closed");
         // Dropping `self` tells the server the connection ended.
     }

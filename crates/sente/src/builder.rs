@@ -5,7 +5,7 @@
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::guard::{CsrfToken, Guard, HookResponse};
 use crate::handle::{ServerHandle, ShutdownTiming};
-use crate::origin::AllowedOrigins;
+use crate::origin::{AllowedHosts, AllowedOrigins};
 use crate::packers::Packers;
 use crate::registry::Registry;
 use crate::request::ChskRequest;
@@ -116,6 +116,13 @@ impl Builder {
     /// ([`AllowedOrigins::SameOrigin`]; Sente's default is `:all`).
     pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
         self.guard.allowed_origins = origins;
+        self
+    }
+
+    /// The `Host` headers the server answers (default: any). With the default same-origin check,
+    /// set it on every server reachable beyond loopback: see [`AllowedHosts`] (DNS rebinding).
+    pub fn allowed_hosts(mut self, hosts: AllowedHosts) -> Self {
+        self.guard.allowed_hosts = hosts;
         self
     }
 

@@ -3,7 +3,7 @@
 //! refused requests, `:handshake-data-fn`) and runs the rejection pipeline of spec 4.2 on every
 //! GET, POST and WebSocket upgrade.
 
-use crate::origin::{AllowedOrigins, origin_allowed, token_eq};
+use crate::origin::{AllowedHosts, AllowedOrigins, host_allowed, origin_allowed, token_eq};
 use crate::request::ChskRequest;
 use bytes::Bytes;
 use sente_proto::{Uid, Value};
@@ -63,6 +63,8 @@ pub struct AntiForgeryToken(pub String);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
+    /// The `Host` is not one of [`AllowedHosts`].
+    Host,
     /// `reject_fn` answered.
     RejectFn,
     /// The CSRF token is missing or wrong.
@@ -74,9 +76,10 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A short name: `reject-fn`, `csrf`, `origin`, `unauthorized`.
+    /// A short name: `host`, `reject-fn`, `csrf`, `origin`, `unauthorized`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Rejection::Host => "host",
             Rejection::RejectFn => "reject-fn",
             Rejection::Csrf => "csrf",
             Rejection::Origin => "origin",
@@ -102,6 +105,7 @@ pub(crate) struct Guard {
     pub(crate) user_id_fn: UserIdFn,
     pub(crate) csrf_token_fn: Option<CsrfFn>,
     pub(crate) allowed_origins: AllowedOrigins,
+    pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) authorized_fn: Option<PredFn>,
     pub(crate) unauthorized_fn: RespFn,
     pub(crate) bad_csrf_fn: RespFn,
@@ -124,6 +128,7 @@ impl Default for Guard {
                     .map_or(CsrfToken::Missing, |t| CsrfToken::Token(t.0.clone()))
             })),
             allowed_origins: AllowedOrigins::SameOrigin,
+            allowed_hosts: AllowedHosts::Any,
             authorized_fn: None,
             unauthorized_fn: Arc::new(|_: &ChskRequest| text_response(401, "Unauthorized request")),
             bad_csrf_fn: Arc::new(|_: &ChskRequest| text_response(403, "Bad CSRF token")),
@@ -140,9 +145,18 @@ impl Guard {
         self.csrf_token_fn.is_none() && self.allowed_origins == AllowedOrigins::All
     }
 
-    /// The rejection pipeline of spec 4.2 (after the client-id check): `reject_fn`, CSRF, Origin,
-    /// authorization. `Ok` carries the request's uid.
+    /// The rejection pipeline of spec 4.2 (after the client-id check): the `Host`, `reject_fn`,
+    /// CSRF, Origin, authorization. `Ok` carries the request's uid.
     pub(crate) fn admit(&self, req: &ChskRequest) -> Result<Uid, Refusal> {
+        if !host_allowed(&self.allowed_hosts, req.header("host")) {
+            return Err(Box::new((
+                Rejection::Host,
+                text_response(
+                    421,
+                    "Misdirected request: this server does not answer that Host",
+                ),
+            )));
+        }
         if let Some(f) = &self.reject_fn
             && let Some(r) = f(req)
         {

@@ -64,7 +64,7 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response | request | guard, registry | handle | msg |
+// params, origin, outbox, packers, response, framing | request | guard, registry | handle | msg |
 // dispatch | router, stream, shell | ajax, ws | adapter, service | server, axum_glue | builder.
 pub mod adapter;
 mod ajax;
@@ -72,6 +72,7 @@ mod ajax;
 mod axum_glue;
 mod builder;
 mod dispatch;
+mod framing;
 mod guard;
 mod handle;
 mod msg;
@@ -106,7 +107,7 @@ pub use dispatch::{Concurrency, Dispatch};
 pub use guard::{AntiForgeryToken, CsrfToken, HookResponse, Rejection, UserId};
 pub use handle::{ServerHandle, WeakServerHandle};
 pub use msg::{EventMsg, Reply};
-pub use origin::AllowedOrigins;
+pub use origin::{AllowedHosts, AllowedOrigins};
 pub use registry::{ConnectedUids, Stats};
 pub use request::ChskRequest;
 pub use response::ChskBody;

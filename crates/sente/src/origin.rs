@@ -136,6 +136,71 @@ pub(crate) fn origin_allowed(
     }
 }
 
+/// Which `Host` headers the server answers (checked on every GET, POST and WebSocket upgrade,
+/// before the other checks).
+///
+/// [`AllowedOrigins::SameOrigin`] compares the page's origin with the request's own `Host`
+/// header, which the browser sets from the page's address. A DNS-rebinding page (an attacker's
+/// domain that resolves to your server's address) is then "same origin" with itself. Listing
+/// your server's host names closes that door: a request for any other `Host` gets `421
+/// Misdirected Request`. Set it for every server reachable beyond loopback.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AllowedHosts {
+    /// Any `Host` (the default).
+    #[default]
+    Any,
+    /// These hosts: `example.com` (any port) or `example.com:8443` (that port only); IPv6 in
+    /// brackets. Case-insensitive.
+    List(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// A list of allowed hosts.
+    pub fn list<I, S>(hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        AllowedHosts::List(hosts.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Splits `host[:port]` without defaulting the port.
+fn split_host(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim();
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let end = rest.find(']')?;
+        (&text[..end + 2], rest[end + 1..].strip_prefix(':'))
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.contains(['@', ' ', '/', '\\']) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// The host check: whether `host` (the `Host` header) is one the server answers.
+pub(crate) fn host_allowed(allowed: &AllowedHosts, host: Option<&str>) -> bool {
+    let AllowedHosts::List(list) = allowed else {
+        return true;
+    };
+    let Some((host, port)) = host.and_then(split_host) else {
+        return false;
+    };
+    list.iter()
+        .filter_map(|h| split_host(h))
+        .any(|(h, p)| h == host && (p.is_none() || p == port))
+}
+
 /// Constant-time string equality.
 pub(crate) fn token_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -255,6 +320,32 @@ mod tests {
         assert!(!origin_allowed(&a, Some("null"), None, Some("example.com")));
         assert!(!origin_allowed(&a, Some("http://example.com"), None, None));
         assert!(!origin_allowed(&a, None, None, Some("example.com")));
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let a = AllowedHosts::list(["example.com", "localhost:3000", "[::1]:3000"]);
+        for ok in [
+            "example.com",
+            "EXAMPLE.com:443",
+            "localhost:3000",
+            "[::1]:3000",
+        ] {
+            assert!(host_allowed(&a, Some(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "localhost:3001",
+            "localhost",
+            "example.com.evil.com",
+            "example.com@evil.com",
+            "",
+            "[::1]:3001",
+        ] {
+            assert!(!host_allowed(&a, Some(bad)), "{bad}");
+        }
+        assert!(!host_allowed(&a, None));
+        assert!(host_allowed(&AllowedHosts::Any, None));
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl Server {
         ChskService::new(self.shell.clone(), None)
     }
 
+    /// The `Host` headers the server answers (serving helpers warn when a server reachable
+    /// beyond loopback answers any).
+    pub fn allowed_hosts(&self) -> &crate::AllowedHosts {
+        &self.shell.guard.allowed_hosts
+    }
+
     /// The default packer (for connections without a `packer` parameter).
     pub fn packer(&self) -> &Arc<dyn Packer> {
         self.shell.packers.default_packer()

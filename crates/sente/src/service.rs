@@ -140,16 +140,7 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
         None
     };
     // Read before the request is kept: it drops the headers that only describe the handshake.
-    let version_13 = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "13");
-    let ws_key = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|_| version_13)
-        .cloned();
+    let ws_key = ws::handshake_key(&parts);
     let admitted = match shell.admit(parts, params) {
         Ok(a) => a,
         Err(r) => return *r,

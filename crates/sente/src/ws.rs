@@ -3,6 +3,7 @@
 
 use crate::adapter::Upgrade;
 use crate::dispatch::InlineRunner;
+use crate::framing::FrameBoundedIo;
 use crate::msg::{EventMsg, Reply};
 use crate::outbox::{Out, Outbox};
 use crate::registry::{ConnCtx, LiveGuard};
@@ -40,13 +41,38 @@ const FRAGMENT: usize = 16 * 1024;
 
 /// Whether the request asks for a WebSocket upgrade.
 pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
-    let has_token = |name: http::header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    has_token(http::header::UPGRADE, "websocket")
+    has_token(headers, &header::UPGRADE, "websocket")
+}
+
+/// Whether a comma-separated header holds `token` (ASCII case-insensitive).
+fn has_token(headers: &http::HeaderMap, name: &header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The `Sec-WebSocket-Key` of an upgrade request whose handshake is well-formed (RFC 6455
+/// 4.2.1: HTTP/1.1 or later, `Connection: Upgrade`, `Sec-WebSocket-Version: 13`, a key), or
+/// what is wrong with it.
+pub(crate) fn handshake_key(parts: &http::request::Parts) -> Result<HeaderValue, &'static str> {
+    if parts.version < http::Version::HTTP_11 {
+        return Err("Bad WebSocket handshake: an upgrade needs HTTP/1.1");
+    }
+    if !has_token(&parts.headers, &header::CONNECTION, "upgrade") {
+        return Err("Bad WebSocket handshake: `Connection: Upgrade` is required");
+    }
+    let version_13 = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "13");
+    match parts.headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if version_13 => Ok(key.clone()),
+        _ => Err(
+            "Bad WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
+        ),
+    }
 }
 
 /// Everything a connection task needs.
@@ -63,26 +89,28 @@ pub(crate) struct WsConn {
     pub(crate) _live: LiveGuard,
 }
 
+/// `400` for a malformed upgrade, naming the WebSocket version the server speaks.
+fn bad_handshake(why: &'static str) -> Response<ChskBody> {
+    let mut r = reject(StatusCode::BAD_REQUEST, "bad websocket handshake", why);
+    r.headers_mut().insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    r
+}
+
 /// Accepts an admitted WebSocket upgrade: registers the connection, starts it (over hyper, or
 /// hands it back to an adapter) and answers `101 Switching Protocols`.
 pub(crate) fn accept(
     shell: Arc<Shell>,
     a: Admitted,
     on_upgrade: Option<Upgrade>,
-    // `Sec-WebSocket-Key`, when `Sec-WebSocket-Version` is 13.
-    key: Option<HeaderValue>,
+    // From [`handshake_key`].
+    key: Result<HeaderValue, &'static str>,
 ) -> Response<ChskBody> {
-    let Some(key) = key else {
-        let mut r = reject(
-            StatusCode::BAD_REQUEST,
-            "bad websocket handshake",
-            "Bad WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
-        );
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return r;
+    let key = match key {
+        Ok(key) => key,
+        Err(why) => return bad_handshake(why),
     };
     let Some(on_upgrade) = on_upgrade else {
         return reject(
@@ -180,7 +208,18 @@ fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
     whole.into_iter().chain(fragments.into_iter().flatten())
 }
 
-pub(crate) fn ws_config(max_message: usize) -> WebSocketConfig {
+/// The reader and writer of a connection over `io` (see [`FrameBoundedIo`]).
+async fn websocket<S>(
+    io: FrameBoundedIo<S>,
+    max_message: usize,
+) -> WebSocketStream<FrameBoundedIo<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max_message))).await
+}
+
+fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(FRAGMENT)
@@ -200,15 +239,8 @@ impl WsConn {
                 return;
             }
         };
-        let max = self.shell.max_message();
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(max)),
-        )
-        .await;
         tracing::debug!(parent: &span, packer = self.packer.name(), "websocket open");
-        let reason = self.serve(ws).await;
+        let reason = self.serve(TokioIo::new(upgraded)).await;
         tracing::debug!(parent: &span, reason, "websocket closed");
         self.closed(reason);
     }
@@ -288,10 +320,12 @@ impl WsConn {
         drain(ws).await;
     }
 
-    pub(crate) async fn serve<S>(&mut self, mut ws: WebSocketStream<S>) -> &'static str
+    /// Serves the connection over `io` (the bytes after the `101` response) until it ends.
+    pub(crate) async fn serve<S>(&mut self, io: S) -> &'static str
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        let mut ws = websocket(FrameBoundedIo::new(io), self.shell.max_message()).await;
         let registry = self.shell.registry().clone();
         let max = self.shell.max_message();
         // One timer for everything: write timeouts and the keepalive.
@@ -373,6 +407,14 @@ impl WsConn {
                                     Box::pin(self.close(&mut ws, CloseCode::Size, "message too big")).await;
                                     "message over the size limit"
                                 }
+                                Error::Protocol(_) => {
+                                    Box::pin(self.close(&mut ws, CloseCode::Protocol, "protocol error")).await;
+                                    "protocol error"
+                                }
+                                Error::Utf8(_) => {
+                                    Box::pin(self.close(&mut ws, CloseCode::Invalid, "invalid UTF-8")).await;
+                                    "invalid UTF-8 in a text frame"
+                                }
                                 Error::ConnectionClosed | Error::AlreadyClosed => "closed",
                                 _ => "protocol or IO error",
                             };
@@ -391,6 +433,14 @@ impl WsConn {
                                     return "closed by the client";
                                 }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                            }
+                            // After a large message, a fresh reader: the old one's buffer grew
+                            // to the message's size and would keep it.
+                            if ws.get_mut().take_boundary() {
+                                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, None, true)).await {
+                                    return r;
+                                }
+                                ws = websocket(ws.into_inner(), max).await;
                             }
                         }
                     }

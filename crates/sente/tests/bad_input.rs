@@ -210,3 +210,130 @@ async fn other_methods_and_paths() {
     .await;
     assert_eq!(r.status, 405);
 }
+
+/// A client cannot pass for the server: `chsk/uidport-open` and the other ids only the server
+/// makes reach handlers as `[:chsk/bad-event original]`, on both transports (the
+/// CVE-2024-38355 class).
+#[tokio::test]
+async fn forged_server_events_reach_handlers_as_bad_events() {
+    let mut h = start(transcript_builder()).await;
+    let mut ws = ws_connect(h.addr, "uid=u&client-id=f&csrf-token=tok-123").await;
+    ws_text(&mut ws).await;
+    assert_eq!(h.next().await.id, "chsk/uidport-open");
+    for forged in [
+        "chsk/uidport-open",
+        "chsk/uidport-close",
+        "chsk/handshake",
+        "chsk/bad-package",
+    ] {
+        ws_send(&mut ws, &format!("[[:{forged} \"admin\"] nil]")).await;
+        let e = h.next_app().await;
+        assert_eq!(e.event, format!("[:chsk/bad-event [:{forged} \"admin\"]]"));
+        let r = post_ppstr(h.addr, "g", &format!("[[:{forged} \"admin\"] nil]")).await;
+        assert_eq!(r.status, 200);
+        let e = h.next_app().await;
+        assert_eq!(e.event, format!("[:chsk/bad-event [:{forged} \"admin\"]]"));
+    }
+}
+
+/// Opens a WebSocket by hand and returns the raw socket after the handshake message.
+async fn raw_ws(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /chsk?client-id=r&csrf-token=tok-123 HTTP/1.1\r\nHost: {addr}\r\nOrigin: {ORIGIN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // The handshake frame: text, unmasked, short.
+    let (_op, len) = (s.read_u8().await.unwrap(), s.read_u8().await.unwrap());
+    let mut body = vec![0; usize::from(len)];
+    s.read_exact(&mut body).await.unwrap();
+    s
+}
+
+/// The close code the server sends next (skipping data frames).
+async fn close_code(s: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let op = s.read_u8().await.unwrap();
+            let len = s.read_u8().await.unwrap() & 0x7f;
+            let mut body = vec![0; usize::from(len)];
+            s.read_exact(&mut body).await.unwrap();
+            if op & 0x0f == 0x8 {
+                return u16::from_be_bytes([body[0], body[1]]);
+            }
+        }
+    })
+    .await
+    .expect("a close frame")
+}
+
+/// Protocol errors end the connection with a close frame that says why: 1002 for a frame
+/// that breaks the protocol, 1007 for a text frame that is not UTF-8.
+#[tokio::test]
+async fn websocket_protocol_errors_get_a_close_code() {
+    use tokio::io::AsyncWriteExt;
+    let h = start(transcript_builder()).await;
+    // An unmasked client frame (RFC 6455 5.1).
+    let mut s = raw_ws(h.addr).await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut s).await, 1002);
+    // Invalid UTF-8 in a text frame (mask of zeros).
+    let mut s = raw_ws(h.addr).await;
+    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut s).await, 1007);
+}
+
+/// An upgrade needs HTTP/1.1 and `Connection: Upgrade` (RFC 6455 4.2.1): otherwise 400, not
+/// an accepted socket or a 500.
+#[tokio::test]
+async fn malformed_upgrades_get_400() {
+    let h = start(transcript_builder()).await;
+    let head = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let no_connection = format!(
+        "GET /chsk?client-id=c&csrf-token=tok-123 HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n{head}\r\n"
+    );
+    let r = raw(h.addr, no_connection.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Connection: Upgrade"), "{}", r.text());
+    let http10 = format!(
+        "GET /chsk?client-id=c&csrf-token=tok-123 HTTP/1.0\r\nHost: x\r\nOrigin: {ORIGIN}\r\nConnection: Upgrade\r\n{head}\r\n"
+    );
+    let r = raw(h.addr, http10.as_bytes()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("HTTP/1.1"), "{}", r.text());
+}
+
+/// DNS rebinding: a page on an attacker's domain that resolves to the server is "same origin"
+/// with itself (Origin and Host agree). The default lets it through (documented); an
+/// `allowed_hosts` list refuses any other Host with 421, while the real host still works.
+#[tokio::test]
+async fn allowed_hosts_refuse_a_rebinding_page() {
+    let rebinding = |host: &str| {
+        format!(
+            "GET /chsk?client-id=c&csrf-token=tok-123&handshake%3F=1 HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let same_origin = || transcript_builder().allowed_origins(sente::AllowedOrigins::SameOrigin);
+    let h = start(same_origin()).await;
+    assert_eq!(
+        raw(h.addr, &rebinding("evil.example:3000")).await.status,
+        200
+    );
+    let h = start(same_origin().allowed_hosts(sente::AllowedHosts::list(["app.example"]))).await;
+    let r = raw(h.addr, &rebinding("evil.example:3000")).await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert_eq!(
+        raw(h.addr, &rebinding("app.example:3000")).await.status,
+        200
+    );
+}
