@@ -9,8 +9,8 @@
 
 use sente_proto::client::{
     Action as Io, Backoff, ChskUrl, ClientConfig, ClientEvent, ClientMachine, CloseReason, ConnId,
-    Handshake, HttpFailure, HttpId, HttpMethod, Kind, Output, RequestError, RequestFailure,
-    RequestId, WsClosed, WsFailure,
+    Handshake, HttpFailure, HttpId, HttpMethod, Kind, Output, QueueConfig, RequestError,
+    RequestFailure, RequestId, WsClosed, WsFailure,
 };
 use sente_proto::packer::EdnPacker;
 use sente_proto::server::message::{self, PendingReplies, Push};
@@ -984,4 +984,24 @@ fn auto_falls_back_to_ajax_and_returns_to_ws_when_it_works_again() {
     assert_eq!(connected, vec![(Pair::uid(), true, false)]);
     assert_eq!(p.uidport_events(), vec![(0, "open")]);
     assert_eq!(p.pushes().len(), 1);
+}
+
+#[test]
+fn a_request_queued_during_the_outage_goes_out_after_the_reconnect() {
+    let mut p = Pair::connected(Kind::Ws, |c| {
+        quarter_jitter(c);
+        c.queue = Some(QueueConfig::default());
+    });
+    p.advance_to(1_000);
+    p.server_down = true;
+    p.drop_connections();
+    p.advance_to(1_500);
+    let id = p.request(1, 5_000); // queued: the client is reconnecting
+    assert_eq!(p.client.pending_requests(), 1);
+    p.server_down = false;
+    p.advance_to(2_000);
+    let (t, ev, to) = p.last_inbox();
+    assert_eq!((t, ev.data()), (2_000, &Value::Int(1)));
+    p.reply(&to.unwrap(), Value::Int(2));
+    assert_eq!(p.reply_of(id), Some((2_000, Ok(Value::Int(2)))));
 }
