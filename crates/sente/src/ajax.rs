@@ -43,11 +43,13 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         uid,
         client_id: cid,
         packer,
+        ..
     } = a;
     let handshake = request.params_inner().has("handshake?");
     let ctx = ConnCtx {
         request: request.clone(),
         transport: Transport::Ajax,
+        packer: packer.clone(),
     };
     let (tx, rx) = oneshot::channel();
     let started = registry.with_core(|c, now| {
@@ -197,28 +199,62 @@ where
         params.extend(form);
         Bytes::from(ppstr)
     };
-    let a = match shell.admit(parts, params) {
+    let mut a = match shell.admit(parts, params) {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let inbound =
-        match message::ajax_post(&*a.packer, &packed_msg, &shell.registry().limits().message) {
-            Ok(i) => i,
-            Err(e @ InboundError::TooLarge(_)) => {
-                return reject(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "message too large",
-                    e.to_string(),
-                );
-            }
-            Err(e) => {
-                return reject(
-                    StatusCode::BAD_REQUEST,
-                    "message could not be unpacked",
-                    e.to_string(),
-                );
-            }
-        };
+    // The packer the client handshook with (Sente >= 1.21 clients name it on the handshake
+    // and polls only); a POST that names another one is refused.
+    let handshook = shell.registry().with_core(|c, _| {
+        c.ajax_ctx(&a.uid, &a.client_id)
+            .map(|ctx| ctx.packer.clone())
+    });
+    if let Some(p) = handshook {
+        if a.packer_named && p.name() != a.packer.name() {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "packer differs from the handshake's",
+                format!(
+                    "This POST names the packer {:?}, but client-id {} handshook with {:?}",
+                    a.packer.name(),
+                    a.client_id,
+                    p.name()
+                ),
+            );
+        }
+        a.packer = p;
+    }
+    let limits = shell.registry().limits().message.clone();
+    let packer = a.packer.clone();
+    let decoded = shell
+        .unpack(packed_msg.len(), move || {
+            message::ajax_post(&*packer, &packed_msg, &limits)
+        })
+        .await;
+    let Some(decoded) = decoded else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "message could not be unpacked",
+            "The message could not be unpacked",
+        );
+    };
+    let inbound = match decoded {
+        Ok(i) => i,
+        Err(e @ InboundError::TooLarge(_)) => {
+            return reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message too large",
+                e.to_string(),
+            );
+        }
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "message could not be unpacked",
+                e.to_string(),
+            );
+        }
+    };
     let Some(event) = inbound.event else {
         // A ping: answered here, nothing for the handlers.
         let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));

@@ -401,6 +401,7 @@ impl Builder {
             dispatcher,
             timing,
             replies: Mutex::default(),
+            unpacking: tokio::sync::Semaphore::new(crate::shell::unpack_slots()),
         });
         Ok(Server::new(handle, shell))
     }

@@ -8,7 +8,7 @@ use sente_proto::backplane::{Backplane, BackplaneMsg, NodeId, PresenceView};
 use sente_proto::server::{
     Action, Core, CoreConfig, CoreEvent, PollAnswer, ServerLimits, Transport,
 };
-use sente_proto::{ClientId, Event, Uid};
+use sente_proto::{ClientId, Event, Packer, Uid};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
@@ -47,6 +47,8 @@ pub struct Stats {
 pub(crate) struct ConnCtx {
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) transport: Transport,
+    /// The packer the connection handshook with (an Ajax client's POSTs use it).
+    pub(crate) packer: Arc<dyn Packer>,
 }
 
 pub(crate) type Responder = oneshot::Sender<PollAnswer>;

@@ -34,9 +34,38 @@ pub(crate) struct Shell {
     pub(crate) timing: Timing,
     /// The Ajax POSTs each client waits on for a reply.
     pub(crate) replies: Mutex<PendingReplies>,
+    /// Bounds the large messages being unpacked at once (see [`Shell::unpack`]).
+    pub(crate) unpacking: tokio::sync::Semaphore,
+}
+
+/// Messages at least this large are unpacked on tokio's blocking pool, not on the worker that
+/// serves the connection: a client sending large (costly) messages then slows only itself,
+/// never the other connections served by the same worker.
+const UNPACK_ELSEWHERE: usize = 64 * 1024;
+
+/// How many large messages may be unpacked at once (the others wait, and their connections
+/// with them): about the machine's cores.
+pub(crate) fn unpack_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 impl Shell {
+    /// Runs `unpack` (a message's decoding, `len` bytes) where it cannot stall other clients:
+    /// in place for a small message, on the blocking pool for a large one (at most
+    /// [`unpack_slots`] at a time). `None` if the decoder panicked (decoders do not; the caller
+    /// treats it as a message that could not be unpacked).
+    pub(crate) async fn unpack<T: Send + 'static>(
+        &self,
+        len: usize,
+        unpack: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        if len < UNPACK_ELSEWHERE {
+            return Some(unpack());
+        }
+        let _slot = self.unpacking.acquire().await.ok()?;
+        tokio::task::spawn_blocking(unpack).await.ok()
+    }
+
     pub(crate) fn server(&self) -> &ServerHandle {
         self.dispatcher.server()
     }
@@ -57,6 +86,8 @@ pub(crate) struct Admitted {
     pub(crate) uid: Uid,
     pub(crate) client_id: ClientId,
     pub(crate) packer: Arc<dyn Packer>,
+    /// The request named its packer (`packer` parameter).
+    pub(crate) packer_named: bool,
 }
 
 const MISSING_CLIENT_ID: &str = "Missing client-id: every Sente request (Ajax GET, WebSocket upgrade and POST) \
@@ -100,6 +131,7 @@ impl Shell {
                 e.to_string(),
             ))
         })?;
+        let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(&params);
         let request = Arc::new(ChskRequest::new(
             parts,
@@ -116,6 +148,7 @@ impl Shell {
             uid,
             client_id,
             packer,
+            packer_named,
         })
     }
 }

@@ -124,6 +124,7 @@ pub(crate) fn accept(
         uid,
         client_id,
         packer,
+        ..
     } = a;
     let data = shell.guard.handshake_data(&request);
     let handshake = match message::handshake(&uid, data, &*packer, shell.max_message()) {
@@ -140,6 +141,7 @@ pub(crate) fn accept(
     let ctx = ConnCtx {
         request: request.clone(),
         transport: Transport::Ws,
+        packer: packer.clone(),
     };
     let opened =
         registry.with_core(|c, now| c.handle_ws_open(&uid, &client_id, outbox.clone(), ctx, now));
@@ -425,8 +427,8 @@ impl WsConn {
                             // task's own outbox: no wake-up needed, the loop drains it next.
                             self.outbox.set_awake();
                             match msg {
-                                Message::Text(t) => self.on_data(t.as_bytes(), false, &mut inline),
-                                Message::Binary(b) => self.on_data(&b, true, &mut inline),
+                                Message::Text(t) => Box::pin(self.on_data(t.into(), false, &mut inline)).await,
+                                Message::Binary(b) => Box::pin(self.on_data(b, true, &mut inline)).await,
                                 Message::Close(_) => {
                                     // tungstenite answers the close; let the client end it.
                                     Box::pin(drain(&mut ws)).await;
@@ -470,9 +472,18 @@ impl WsConn {
 
     /// One data frame: the protocol's decision ([`message::ws_message`]): the pong of a ping
     /// goes to this connection's queue, the event to the handlers run by this task.
-    fn on_data(&self, data: &[u8], binary: bool, inline: &mut InlineRunner) {
-        let limits = &self.shell.registry().limits().message;
-        let inbound = message::ws_message(&*self.packer, data, binary, limits);
+    async fn on_data(&self, data: Bytes, binary: bool, inline: &mut InlineRunner) {
+        let limits = self.shell.registry().limits().message.clone();
+        let packer = self.packer.clone();
+        let len = data.len();
+        let fallback = data.clone();
+        let inbound = self
+            .shell
+            .unpack(len, move || {
+                message::ws_message(&*packer, &data, binary, &limits)
+            })
+            .await
+            .unwrap_or_else(|| message::undecodable(&fallback, binary));
         if let Some(answer) = inbound.answer {
             self.outbox.push_reply(Out::Reply(Box::new(answer)));
         }

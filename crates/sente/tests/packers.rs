@@ -177,3 +177,87 @@ async fn frame_of_the_wrong_kind_is_a_bad_package() {
     ws.send(Message::binary(vec![0xc1, 0xc1])).await.unwrap();
     assert_eq!(h.next_app().await.event, "[:chsk/bad-package 2]");
 }
+
+/// Sente >= 1.21 clients name their packer on the handshake and polls only: a POST without a
+/// `packer` parameter is read with the packer its client-id handshook with (text and binary),
+/// and a POST that names another packer gets a clear 400.
+#[tokio::test]
+async fn ajax_posts_use_the_packer_of_their_handshake() {
+    let h = start(transcript_builder()).await;
+    let form = |cid: &str, p: &dyn Packer| {
+        let env = client_msg::ajax_event(ev("test/echo", Value::Int(3)), true)
+            .pack(p)
+            .unwrap();
+        format!(
+            "udt=1&client-id={cid}&ppstr={}",
+            enc(std::str::from_utf8(env.as_bytes()).unwrap())
+        )
+    };
+    let mut hd = ajax_headers();
+    hd.push((
+        "Content-Type",
+        "application/x-www-form-urlencoded;charset=UTF-8",
+    ));
+    let t = packer("transit");
+    let r = raw(
+        h.addr,
+        &get_req(
+            "/chsk?client-id=t&packer=transit&handshake%3F=1",
+            &ajax_headers(),
+        ),
+    )
+    .await;
+    assert!(unpack(&*t, &r.body).payload.as_seq().is_some());
+    let r = raw(h.addr, &post_req("/chsk", &hd, form("t", &*t).as_bytes())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reply = unpack(&*t, &r.body);
+    assert_eq!(
+        reply.payload.as_map().unwrap().get_kw("echo"),
+        Some(&Value::Int(3))
+    );
+    let r = raw(
+        h.addr,
+        &post_req(
+            "/chsk?packer=edn",
+            &hd,
+            form("t", &*packer("edn")).as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("handshook with \"transit\""),
+        "{}",
+        r.text()
+    );
+    // Binary: msgpack handshake, then a raw body with only `binary?` and the client id.
+    let m = packer("msgpack");
+    raw(
+        h.addr,
+        &get_req(
+            "/chsk?client-id=m&packer=msgpack&handshake%3F=1",
+            &ajax_headers(),
+        ),
+    )
+    .await;
+    let body = client_msg::ajax_event(ev("test/echo", Value::Int(4)), true)
+        .pack(&*m)
+        .unwrap()
+        .into_bytes();
+    let mut hd = ajax_headers();
+    hd.push(("Content-Type", "application/octet-stream"));
+    let r = raw(
+        h.addr,
+        &post_req("/chsk?udt=1&client-id=m&binary%3F=true", &hd, &body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        unpack(&*m, &r.body)
+            .payload
+            .as_map()
+            .unwrap()
+            .get_kw("echo"),
+        Some(&Value::Int(4))
+    );
+}

@@ -427,6 +427,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             .map(|(u, s)| (u, s.in_ws, s.in_ajax))
     }
 
+    /// The context stored with Ajax client `cid` of `uid` (from its handshake or last poll).
+    pub fn ajax_ctx(&self, uid: &Uid, cid: &ClientId) -> Option<&C> {
+        self.uids.get(uid)?.ajax.get(cid).map(|e| &e.ctx)
+    }
+
     /// Every uid the core knows (with a client, or in its grace period).
     pub fn uids(&self) -> impl Iterator<Item = &Uid> {
         self.uids.keys()

@@ -93,16 +93,7 @@ pub fn ws_message(packer: &dyn Packer, data: &[u8], binary: bool, limits: &Limit
         .then(|| unpack(packer, data, limits).ok())
         .flatten();
     let Some(env) = unpacked else {
-        let data = if binary {
-            Value::Int(data.len() as i64)
-        } else {
-            Value::Str(String::from_utf8_lossy(data).into_owned())
-        };
-        return Inbound {
-            answer: None,
-            event: Some(Event::bad_package(data)),
-            reply_to: None,
-        };
+        return undecodable(data, binary);
     };
     let msg = ClientMsg::classify(env);
     let answer = match &msg {
@@ -114,6 +105,21 @@ pub fn ws_message(packer: &dyn Packer, data: &[u8], binary: bool, limits: &Limit
         answer,
         event: Some(event),
         reply_to,
+    }
+}
+
+/// A WebSocket frame that could not be unpacked: `[:chsk/bad-package text-or-byte-length]` for
+/// the handlers.
+pub fn undecodable(data: &[u8], binary: bool) -> Inbound {
+    let data = if binary {
+        Value::Int(data.len() as i64)
+    } else {
+        Value::Str(String::from_utf8_lossy(data).into_owned())
+    };
+    Inbound {
+        answer: None,
+        event: Some(Event::bad_package(data)),
+        reply_to: None,
     }
 }
 
