@@ -33,11 +33,10 @@ pub use example_check::check_echo_example;
 pub use proxy::Proxy;
 pub use rust_client::RustClient;
 pub use scenario::{
-    Adapter, BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix,
-    OPEN_TIMEOUT, REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get,
-    wait_event,
+    BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix, OPEN_TIMEOUT,
+    REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get, wait_event,
 };
-pub use server::{CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
+pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
 
 /// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.
 #[cfg(doctest)]

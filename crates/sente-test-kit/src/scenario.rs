@@ -1,6 +1,6 @@
 //! Named conformance scenarios, run for every client x adapter x transport x packer.
 
-use crate::server::{CSRF_TOKEN, ServerOptions, TestServer};
+use crate::server::{Adapter, CSRF_TOKEN, ServerOptions, TestServer};
 use futures_util::StreamExt;
 use sente::AllowedOrigins;
 use sente_proto::client::{Kind, RequestError};
@@ -63,37 +63,6 @@ pub trait ClientUnderTest: Send {
     fn state(&mut self) -> Value;
     /// Closes the connection and stops reconnecting.
     fn disconnect(&mut self);
-}
-
-/// A server adapter the scenarios run against: the same `sente` server and demo app, served by
-/// another HTTP framework.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Adapter {
-    /// The `sente` crate's tower service mounted in axum (`server.router("/chsk")`).
-    Axum,
-    /// The tower service on a bare hyper 1 connection (`service_fn`, `with_upgrades`).
-    Hyper,
-    /// actix-web 4 through the `sente-actix` crate.
-    Actix,
-    /// poem 3 through an endpoint over `ChskService::call_with_upgrade` (as in
-    /// `examples/poem-echo`).
-    Poem,
-}
-
-impl Adapter {
-    /// Every adapter.
-    pub const ALL: [Adapter; 4] = [Adapter::Axum, Adapter::Hyper, Adapter::Actix, Adapter::Poem];
-}
-
-impl fmt::Display for Adapter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Adapter::Axum => "axum",
-            Adapter::Hyper => "hyper",
-            Adapter::Actix => "actix",
-            Adapter::Poem => "poem",
-        })
-    }
 }
 
 /// One cell of the matrix.

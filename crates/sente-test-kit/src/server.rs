@@ -2,7 +2,6 @@
 //! `127.0.0.1:0` by one of the [`Adapter`]s (axum by default) behind a [`Proxy`].
 
 use crate::proxy::Proxy;
-use crate::scenario::Adapter;
 use sente::{AllowedOrigins, ChskService, CsrfToken, EventMsg, Router, Server, ServerLimits};
 use sente_proto::{Event, EventId, Map, Uid, Value};
 use std::collections::HashMap;
@@ -10,6 +9,37 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// A server adapter the scenarios run against: the same `sente` server and demo app, served by
+/// another HTTP framework.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adapter {
+    /// The `sente` crate's tower service mounted in axum (`server.router("/chsk")`).
+    Axum,
+    /// The tower service on a bare hyper 1 connection (`service_fn`, `with_upgrades`).
+    Hyper,
+    /// actix-web 4 through the `sente-actix` crate.
+    Actix,
+    /// poem 3 through an endpoint over `ChskService::call_with_upgrade` (as in
+    /// `examples/poem-echo`).
+    Poem,
+}
+
+impl Adapter {
+    /// Every adapter.
+    pub const ALL: [Adapter; 4] = [Adapter::Axum, Adapter::Hyper, Adapter::Actix, Adapter::Poem];
+}
+
+impl std::fmt::Display for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Adapter::Axum => "axum",
+            Adapter::Hyper => "hyper",
+            Adapter::Actix => "actix",
+            Adapter::Poem => "poem",
+        })
+    }
+}
 
 /// The CSRF token the test server expects unless a scenario says otherwise.
 pub const CSRF_TOKEN: &str = "tok-123";

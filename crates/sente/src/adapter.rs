@@ -34,72 +34,27 @@
 
 use crate::response::ChskBody;
 use crate::service::ChskService;
-use crate::ws::{WsConn, is_upgrade};
+use crate::ws::{Accepted, Slot, is_upgrade};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Where the service leaves an accepted WebSocket when the request has no hyper upgrade.
-#[derive(Clone, Default)]
-pub(crate) struct Slot(Arc<Mutex<Option<WsAccept>>>);
-
-impl Slot {
-    fn put(&self, ws: WsAccept) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(ws);
-    }
-
-    fn take(&self) -> Option<WsAccept> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-}
-
-/// How the service runs a WebSocket it accepted.
-pub(crate) enum Upgrade {
-    /// hyper's upgrade: the service spawns the connection task itself.
-    Hyper(hyper::upgrade::OnUpgrade),
-    /// An adapter's slot: the connection goes back to the adapter.
-    Detached(Slot),
-}
-
-impl Upgrade {
-    /// The upgrade of a request: hyper's when the HTTP server gave one, else an adapter's slot.
-    pub(crate) fn take(ext: &mut http::Extensions) -> Option<Upgrade> {
-        if let Some(on) = ext.remove::<hyper::upgrade::OnUpgrade>() {
-            return Some(Upgrade::Hyper(on));
-        }
-        ext.remove::<Slot>().map(Upgrade::Detached)
-    }
-
-    /// Runs an accepted connection (called right before the `101` is returned).
-    pub(crate) fn start(self, conn: WsConn) {
-        match self {
-            Upgrade::Hyper(on) => {
-                tokio::spawn(conn.run(on));
-            }
-            Upgrade::Detached(slot) => slot.put(WsAccept { conn: Some(conn) }),
-        }
-    }
-}
 
 /// A WebSocket connection the server accepted (its `101` response is in [`Handled::response`]),
 /// waiting for the raw connection. Registered with the server already: run it with
 /// [`WsAccept::serve`]; dropping it closes the connection on the server's side.
 pub struct WsAccept {
-    conn: Option<WsConn>,
+    accepted: Accepted,
 }
 
 impl std::fmt::Debug for WsAccept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut d = f.debug_struct("WsAccept");
-        if let Some(c) = &self.conn {
-            d.field("uid", &c.uid).field("client_id", &c.client_id);
-        }
-        d.finish_non_exhaustive()
+        f.debug_struct("WsAccept")
+            .field("uid", &self.accepted.uid())
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,24 +64,11 @@ impl WsAccept {
     ///
     /// The future is `Send` when `io` is; a `!Send` IO (actix-web's payload) runs on a local
     /// task. It needs a tokio runtime with timers (actix-rt's workers have one).
-    pub async fn serve<S>(mut self, io: S)
+    pub async fn serve<S>(self, io: S)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(conn) = &mut self.conn else { return };
-        let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
-        tracing::debug!(parent: &span, packer = conn.packer.name(), "websocket open");
-        let reason = conn.serve(io).await;
-        tracing::info!(parent: &span, reason, "websocket closed");
-        // Dropping `self` tells the server the connection ended.
-    }
-}
-
-impl Drop for WsAccept {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.closed("connection ended");
-        }
+        self.accepted.serve(io).await;
     }
 }
 
@@ -162,7 +104,9 @@ impl ChskService {
         };
         Handled {
             response,
-            websocket: slot.and_then(|s| s.take()),
+            websocket: slot
+                .and_then(|s| s.take())
+                .map(|accepted| WsAccept { accepted }),
         }
     }
 }

@@ -62,6 +62,13 @@ pub struct Builder {
     shutdown: ShutdownTiming,
 }
 
+impl Server {
+    /// A builder with Sente's defaults (spec 7.1) and secure checks on.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
 impl Default for Builder {
     fn default() -> Self {
         let core = CoreConfig::default();

@@ -1,7 +1,6 @@
 //! [`Server`]: the built server. It derefs to its [`ServerHandle`] (pushes, connected uids,
 //! shutdown) and gives the tower service to mount.
 
-use crate::builder::Builder;
 use crate::handle::ServerHandle;
 use crate::service::ChskService;
 use crate::shell::Shell;
@@ -39,11 +38,6 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
-    /// A builder with Sente's defaults (spec 7.1) and secure checks on.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     pub(crate) fn new(handle: ServerHandle, shell: Arc<Shell>) -> Self {
         Server { handle, shell }
     }

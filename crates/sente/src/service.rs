@@ -2,11 +2,11 @@
 //! handshake and long-poll), `POST` (Ajax send), the WebSocket upgrade, and `GET <mount>/client.js`.
 //! It routes each request to its transport; the transports do the rest.
 
-use crate::adapter::Upgrade;
+use crate::ajax;
 use crate::params::Params;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::Shell;
-use crate::{ajax, ws};
+use crate::ws::{self, Upgrade};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;

@@ -1,7 +1,6 @@
 //! The WebSocket transport (spec 5): the upgrade over hyper, and one task per connection that
 //! reads frames, writes the connection's ordered queue, and runs the keepalive.
 
-use crate::adapter::Upgrade;
 use crate::dispatch::InlineRunner;
 use crate::framing::FrameBoundedIo;
 use crate::msg::{EventMsg, Reply};
@@ -19,7 +18,7 @@ use sente_proto::server::message;
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, Transport};
 use sente_proto::{ClientId, Packer, Uid};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
@@ -72,6 +71,80 @@ pub(crate) fn handshake_key(parts: &http::request::Parts) -> Result<HeaderValue,
         _ => Err(
             "Bad WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
         ),
+    }
+}
+
+/// How the service runs a WebSocket it accepted.
+pub(crate) enum Upgrade {
+    /// hyper's upgrade: the service spawns the connection task itself.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// An adapter's slot: the connection goes back to the adapter
+    /// ([`ChskService::call_with_upgrade`](crate::ChskService::call_with_upgrade)).
+    Detached(Slot),
+}
+
+impl Upgrade {
+    /// The upgrade of a request: hyper's when the HTTP server gave one, else an adapter's slot.
+    pub(crate) fn take(ext: &mut http::Extensions) -> Option<Upgrade> {
+        if let Some(on) = ext.remove::<hyper::upgrade::OnUpgrade>() {
+            return Some(Upgrade::Hyper(on));
+        }
+        ext.remove::<Slot>().map(Upgrade::Detached)
+    }
+
+    /// Runs an accepted connection (called right before the `101` is returned).
+    fn start(self, conn: WsConn) {
+        match self {
+            Upgrade::Hyper(on) => {
+                tokio::spawn(conn.run(on));
+            }
+            Upgrade::Detached(slot) => slot.put(Accepted(Some(conn))),
+        }
+    }
+}
+
+/// Where the service leaves an accepted WebSocket when the request has no hyper upgrade.
+#[derive(Clone, Default)]
+pub(crate) struct Slot(Arc<Mutex<Option<Accepted>>>);
+
+impl Slot {
+    fn put(&self, accepted: Accepted) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(accepted);
+    }
+
+    pub(crate) fn take(&self) -> Option<Accepted> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// A connection accepted for an adapter, not yet running; dropping it ends it on the server's
+/// side.
+pub(crate) struct Accepted(Option<WsConn>);
+
+impl Accepted {
+    pub(crate) fn uid(&self) -> Option<&Uid> {
+        self.0.as_ref().map(|c| &c.uid)
+    }
+
+    /// Serves the connection over `io` until it closes.
+    pub(crate) async fn serve<S>(mut self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Some(conn) = &mut self.0 else { return };
+        let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
+        tracing::debug!(parent: &span, packer = conn.packer.name(), "websocket open");
+        let reason = conn.serve(io).await;
+        tracing::info!(parent: &span, reason, "websocket closed");
+        // Dropping `self` tells the server the connection ended.
+    }
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.closed("connection ended");
+        }
     }
 }
 

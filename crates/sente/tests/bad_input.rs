@@ -36,7 +36,7 @@ async fn unknown_packer_is_400_on_every_transport() {
         &[("Origin", ORIGIN)],
     );
     req.truncate(req.len() - 2);
-    req.extend_from_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    req.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     let r = raw(h.addr, &req).await;
     assert_eq!(r.status, 400);
 }
@@ -188,7 +188,7 @@ async fn bad_websocket_handshakes_are_rejected() {
         &[("Origin", ORIGIN)],
     );
     req.truncate(req.len() - 2);
-    req.extend_from_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    req.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n");
     assert_eq!(raw(h.addr, &req).await.status, 400);
     // Wrong version.
     let mut req = get_req(
@@ -196,7 +196,7 @@ async fn bad_websocket_handshakes_are_rejected() {
         &[("Origin", ORIGIN)],
     );
     req.truncate(req.len() - 2);
-    req.extend_from_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    req.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     assert_eq!(raw(h.addr, &req).await.status, 400);
 }
 

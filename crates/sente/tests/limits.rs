@@ -115,7 +115,7 @@ async fn connections_per_uid_over_the_limit_is_429() {
         &[("Origin", ORIGIN)],
     );
     req.truncate(req.len() - 2);
-    req.extend_from_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    req.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     let r = raw(h.addr, &req).await;
     assert_eq!(r.status, 429);
     // Ajax too.

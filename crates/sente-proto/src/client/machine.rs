@@ -3,8 +3,8 @@
 use super::config::{ClientConfig, Kind, Transport};
 use super::rng::Rng;
 use super::state::{
-    ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, RequestFailure, SendError, State,
-    StateChange, WsCloseInfo, WsErrorInfo,
+    ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError, RequestFailure,
+    SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
@@ -161,36 +161,6 @@ pub enum Output {
         /// The message.
         message: String,
     },
-}
-
-/// Why an HTTP request produced no response (reported by the shell through
-/// [`ClientMachine::handle_http_failure`]; requests see it as [`RequestFailure::Http`]).
-///
-/// The variant is the kind of failure; the text, where there is one, is the platform's
-/// description, for logs.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HttpFailure {
-    /// The request's `timeout_ms` passed.
-    #[error("timed out")]
-    Timeout,
-    /// No connection could be made: refused, DNS failure, TLS failure.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The shell could not build the request (an invalid URL or header).
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    /// The response body was larger than the limit (a little over
-    /// [`Limits::max_message_bytes`](crate::Limits::max_message_bytes)).
-    #[error("response body over the limit of {limit} bytes")]
-    BodyTooLarge {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// The connection failed during the exchange (reset, closed early), or the platform
-    /// reported a network error without saying more (a browser `fetch` rejection).
-    #[error("network error: {0}")]
-    Network(String),
 }
 
 /// A WebSocket error (browser `onerror`, or a failed connect).

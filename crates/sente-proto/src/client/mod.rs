@@ -40,11 +40,11 @@ pub mod url;
 
 pub use config::{Backoff, ClientConfig, CsrfToken, Kind, QueueConfig, Transport};
 pub use machine::{
-    Action, ClientMachine, ConnId, HttpFailure, HttpId, HttpMethod, HttpRequest, LogLevel, Output,
-    RequestId, WsClosed, WsFailure,
+    Action, ClientMachine, ConnId, HttpId, HttpMethod, HttpRequest, LogLevel, Output, RequestId,
+    WsClosed, WsFailure,
 };
 pub use state::{
-    ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, RequestFailure, SendError, State,
-    StateChange, WsCloseInfo, WsErrorInfo,
+    ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError, RequestFailure,
+    SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 pub use url::{ChskUrl, InvalidUrl};

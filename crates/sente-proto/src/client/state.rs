@@ -2,7 +2,6 @@
 //! `chsk/handshake`) and request errors.
 
 use super::config::Kind;
-use super::machine::HttpFailure;
 use crate::envelope::EnvelopeError;
 use crate::event::{Event, Uid, ids};
 use crate::packer::PackError;
@@ -373,6 +372,36 @@ pub enum SendError {
     /// ([`PackError::TooLarge`]).
     #[error("cannot pack the event: {0}")]
     Pack(#[from] PackError),
+}
+
+/// Why an HTTP request produced no response (reported by the shell through
+/// [`ClientMachine::handle_http_failure`](super::ClientMachine::handle_http_failure); requests see it as [`RequestFailure::Http`]).
+///
+/// The variant is the kind of failure; the text, where there is one, is the platform's
+/// description, for logs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpFailure {
+    /// The request's `timeout_ms` passed.
+    #[error("timed out")]
+    Timeout,
+    /// No connection could be made: refused, DNS failure, TLS failure.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The shell could not build the request (an invalid URL or header).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The response body was larger than the limit (a little over
+    /// [`Limits::max_message_bytes`](crate::Limits::max_message_bytes)).
+    #[error("response body over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The connection failed during the exchange (reset, closed early), or the platform
+    /// reported a network error without saying more (a browser `fetch` rejection).
+    #[error("network error: {0}")]
+    Network(String),
 }
 
 #[cfg(test)]
