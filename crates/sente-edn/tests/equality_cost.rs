@@ -49,7 +49,10 @@ fn reordered_equality_is_not_quadratic() {
     let reordered = cost(|| assert!(Map::clone(&a) == Map::clone(&b)));
     let same = cost(|| assert!(Map::clone(&a).entries() == Map::clone(&c).entries()));
     let ratio = reordered.as_secs_f64() / same.as_secs_f64();
-    assert!(ratio < 20.0, "reordered {reordered:?} vs entry lists {same:?}");
+    assert!(
+        ratio < 20.0,
+        "reordered {reordered:?} vs entry lists {same:?}"
+    );
 
     let s1 = Set::from_values((0..60_000).map(Value::Int).collect());
     let s2 = Set::from_values((0..60_000).rev().map(Value::Int).collect());

@@ -138,3 +138,48 @@ fn hostile_shapes_decode_correctly() {
         }
     }
 }
+
+/// The measurement in BENCHMARKS.md ("Decoder worst cases"): median CPU milliseconds per MiB of
+/// decoded input for every packer and shape, at 1 MiB. Run with
+/// `cargo test --release -p sente-proto --test decoder_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run by hand in release"]
+fn worst_case_table() {
+    use std::fmt::Write as _;
+    use worst_cases::thread_cpu;
+    let limits = limits();
+    let bytes = 1 << 20;
+    let cases: Vec<(&str, sente_edn::Value)> = std::iter::once(("plain", plain(bytes)))
+        .chain(WORST.iter().map(|c| (c.name, (c.build)(bytes))))
+        .collect();
+    println!("| shape | {} |", PACKERS.join(" | "));
+    println!("|---|{}", "---:|".repeat(PACKERS.len()));
+    for (case, value) in &cases {
+        let mut row = format!("| {case} |");
+        for name in PACKERS {
+            let p = packer::by_name(name).unwrap();
+            let w = wire(name, value);
+            let mut runs = Vec::new();
+            // Each sample: decodes until 50 ms of CPU have passed (the clock moves at ticks).
+            while runs.len() < 5 {
+                let (t, mut n) = (thread_cpu(), 0u32);
+                let spent = loop {
+                    drop(p.unpack(&w, &limits));
+                    n += 1;
+                    let spent = thread_cpu().saturating_sub(t).as_secs_f64();
+                    if spent >= 0.05 {
+                        break spent;
+                    }
+                };
+                runs.push(spent / f64::from(n));
+                if runs.iter().sum::<f64>() > 3.0 {
+                    break;
+                }
+            }
+            runs.sort_by(f64::total_cmp);
+            let mib = decoded_len(name, &w) as f64 / f64::from(1 << 20);
+            let _ = write!(row, " {:.1} |", runs[runs.len() / 2] * 1000.0 / mib);
+        }
+        println!("{row}");
+    }
+}
