@@ -855,9 +855,13 @@ fn qualify_key(k: &mut Value, ns: &str) {
     }
 }
 
-/// Index of an item whose key equals an earlier item's key, in O(n log n).
+/// The least index of an item whose key equals an earlier item's key, in O(n log n) whatever the
+/// items: only items whose keys hash alike (under a random key) are compared, each against the
+/// distinct keys before it in its hash group, so many duplicates cost one comparison each.
 pub(crate) fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> &Value) -> Option<usize> {
-    if items.len() <= 16 {
+    // A few scalars: comparing them all is cheaper than hashing. (Comparing nested values
+    // pairwise would compound across levels.)
+    if items.len() <= 16 && items.iter().all(|x| key(x).is_scalar()) {
         for i in 1..items.len() {
             if items[..i].iter().any(|x| key(x) == key(&items[i])) {
                 return Some(i);
@@ -865,31 +869,27 @@ pub(crate) fn first_duplicate<T>(items: &[T], key: impl Fn(&T) -> &Value) -> Opt
         }
         return None;
     }
-    use std::hash::BuildHasher;
-    // Randomly keyed, so hostile input cannot aim for hash collisions.
-    let hasher = std::collections::hash_map::RandomState::new();
     let mut hashed: Vec<(u64, usize)> = items
         .iter()
         .enumerate()
-        .map(|(i, x)| (hasher.hash_one(key(x)), i))
+        .map(|(i, x)| (crate::value::keyed_hash(key(x)), i))
         .collect();
+    // By hash, then by index: each group lists its items in input order.
     hashed.sort_unstable();
     let mut found: Option<usize> = None;
-    let mut g = 0;
-    while g < hashed.len() {
-        let mut e = g + 1;
-        while e < hashed.len() && hashed[e].0 == hashed[g].0 {
-            e += 1;
-        }
-        for a in g..e {
-            for b in a + 1..e {
-                if key(&items[hashed[a].1]) == key(&items[hashed[b].1]) {
-                    let later = hashed[a].1.max(hashed[b].1);
-                    found = Some(found.map_or(later, |f| f.min(later)));
-                }
+    let mut distinct: Vec<usize> = Vec::new();
+    for group in hashed.chunk_by(|a, b| a.0 == b.0) {
+        distinct.clear();
+        for &(_, i) in group {
+            if found.is_some_and(|f| i >= f) {
+                break;
             }
+            if distinct.iter().any(|&d| key(&items[d]) == key(&items[i])) {
+                found = Some(i);
+                break;
+            }
+            distinct.push(i);
         }
-        g = e;
     }
     found
 }

@@ -1,6 +1,8 @@
 //! The dynamic edn [`Value`] and its building blocks.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A keyword such as `:chsk/handshake`, stored without the leading colon (`chsk/handshake`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,22 +157,27 @@ pub struct Ratio {
 
 /// An edn map. Keys may be any value. Entries keep insertion order (which is also how Clojure
 /// prints maps of up to 8 entries); equality ignores order.
-#[derive(Clone, Debug, Default)]
-pub struct Map(Vec<(Value, Value)>);
+///
+/// Equality and hashing cost O(n log n) in the size of the map, whatever its nesting: a map
+/// remembers its own hash once computed, and compares entries through their hashes.
+#[derive(Default)]
+pub struct Map(Vec<(Value, Value)>, HashCache);
 
 impl Map {
     /// An empty map.
     pub fn new() -> Self {
-        Map(Vec::new())
+        Map(Vec::new(), HashCache::default())
     }
 
     /// An empty map with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
-        Map(Vec::with_capacity(n))
+        Map(Vec::with_capacity(n), HashCache::default())
     }
 
-    /// Inserts or replaces the value for `key`, returning the old value.
+    /// Inserts or replaces the value for `key`, returning the old value. This scans the entries
+    /// (O(n)); build large maps with [`Map::from_entries`] or `collect`.
     pub fn insert(&mut self, key: Value, value: Value) -> Option<Value> {
+        self.1.clear();
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
             return Some(std::mem::replace(&mut slot.1, value));
         }
@@ -180,20 +187,34 @@ impl Map {
 
     /// Appends an entry without checking for an existing key (readers check duplicates).
     pub(crate) fn push_unchecked(&mut self, key: Value, value: Value) {
+        self.1.clear();
         self.0.push((key, value));
     }
 
     /// A map from entries whose keys are known to be distinct.
     pub(crate) fn from_entries_unchecked(entries: Vec<(Value, Value)>) -> Self {
-        Map(entries)
+        Map(entries, HashCache::default())
     }
 
-    /// Builds a map from entries in expected O(n) (decoders use this: `insert` scans linearly).
-    /// A repeated key keeps its first position and its last value.
+    /// Builds a map from entries in expected O(n log n) (decoders use this: `insert` scans
+    /// linearly). A repeated key keeps its first position and its last value.
     pub fn from_entries(entries: Vec<(Value, Value)>) -> Self {
         let mut out: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
         dedup_into(entries, &mut out, |e| &e.0, |slot, e| slot.1 = e.1);
-        Map(out)
+        Map(out, HashCache::default())
+    }
+
+    /// This map's hash under the process-wide key, computed once: the number of entries and the
+    /// (order-independent) sum of the entries' hashes.
+    fn structural_hash(&self) -> u64 {
+        self.1.get_or_compute(|| {
+            let sum = self
+                .0
+                .iter()
+                .map(|(k, v)| keyed_hash(&(k, v)))
+                .fold(0, u64::wrapping_add);
+            keyed_hash(&(self.0.len(), sum))
+        })
     }
 
     /// The value for `key`.
@@ -240,49 +261,63 @@ impl Map {
     }
 }
 
+impl Clone for Map {
+    fn clone(&self) -> Self {
+        Map(self.0.clone(), self.1.clone())
+    }
+}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Map").field(&self.0).finish()
+    }
+}
+
 impl PartialEq for Map {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        self.len() == other.len()
+            && self.structural_hash() == other.structural_hash()
+            && same_members(&self.0, &other.0, |e| &e.0, |a, b| a.1 == b.1)
     }
 }
 impl Eq for Map {}
 
 impl Hash for Map {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_usize(self.len());
-        state.write_u64(
-            self.iter()
-                .map(|(k, v)| hash_one(&(k, v)))
-                .fold(0, u64::wrapping_add),
-        );
+        state.write_u64(self.structural_hash());
     }
 }
 
 impl FromIterator<(Value, Value)> for Map {
+    /// A repeated key keeps its first position and its last value, as with [`Map::insert`].
     fn from_iter<I: IntoIterator<Item = (Value, Value)>>(iter: I) -> Self {
-        let mut m = Map::new();
-        for (k, v) in iter {
-            m.insert(k, v);
-        }
-        m
+        Map::from_entries(iter.into_iter().collect())
     }
 }
 
 /// An edn set. Elements keep insertion order; equality ignores order.
-#[derive(Clone, Debug, Default)]
-pub struct Set(Vec<Value>);
+///
+/// Equality and hashing cost O(n log n) in the size of the set, whatever its nesting (see
+/// [`Map`]).
+#[derive(Default)]
+pub struct Set(Vec<Value>, HashCache);
 
 impl Set {
     /// An empty set.
     pub fn new() -> Self {
-        Set(Vec::new())
+        Set(Vec::new(), HashCache::default())
     }
 
-    /// Adds `value`; returns false if it was already present.
+    /// Adds `value`; returns false if it was already present. This scans the elements (O(n));
+    /// build large sets with [`Set::from_values`] or `collect`.
     pub fn insert(&mut self, value: Value) -> bool {
         if self.contains(&value) {
             return false;
         }
+        self.1.clear();
         self.0.push(value);
         true
     }
@@ -290,20 +325,29 @@ impl Set {
     /// Appends without checking for duplicates (readers check duplicates).
     #[allow(dead_code)]
     pub(crate) fn push_unchecked(&mut self, value: Value) {
+        self.1.clear();
         self.0.push(value);
     }
 
     /// A set from elements known to be distinct.
     pub(crate) fn from_vec_unchecked(items: Vec<Value>) -> Self {
-        Set(items)
+        Set(items, HashCache::default())
     }
 
-    /// Builds a set from values in expected O(n), dropping repeated elements (decoders use this:
-    /// `insert` scans linearly).
+    /// Builds a set from values in expected O(n log n), dropping repeated elements (decoders use
+    /// this: `insert` scans linearly).
     pub fn from_values(items: Vec<Value>) -> Self {
         let mut out = Vec::with_capacity(items.len());
         dedup_into(items, &mut out, |v| v, |_, _| {});
-        Set(out)
+        Set(out, HashCache::default())
+    }
+
+    /// This set's hash under the process-wide key, computed once (see [`Map`]).
+    fn structural_hash(&self) -> u64 {
+        self.1.get_or_compute(|| {
+            let sum = self.0.iter().map(keyed_hash).fold(0, u64::wrapping_add);
+            keyed_hash(&(self.0.len(), sum))
+        })
     }
 
     /// Whether `value` is an element.
@@ -341,40 +385,116 @@ impl<'a> IntoIterator for &'a Set {
     }
 }
 
+impl Clone for Set {
+    fn clone(&self) -> Self {
+        Set(self.0.clone(), self.1.clone())
+    }
+}
+
+impl std::fmt::Debug for Set {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Set").field(&self.0).finish()
+    }
+}
+
 impl PartialEq for Set {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|v| other.contains(v))
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        self.len() == other.len()
+            && self.structural_hash() == other.structural_hash()
+            && same_members(&self.0, &other.0, |v| v, |_, _| true)
     }
 }
 impl Eq for Set {}
 
 impl Hash for Set {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_usize(self.len());
-        state.write_u64(self.iter().map(hash_one).fold(0, u64::wrapping_add));
+        state.write_u64(self.structural_hash());
     }
 }
 
 impl FromIterator<Value> for Set {
+    /// A repeated element keeps its first position, as with [`Set::insert`].
     fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
-        let mut s = Set::new();
-        for v in iter {
-            s.insert(v);
-        }
-        s
+        Set::from_values(iter.into_iter().collect())
     }
 }
 
-/// Moves `items` into `out`, merging items with an equal key via `merge` (expected O(n): a
-/// randomly keyed hash indexes `out`, so hostile input cannot aim for collisions).
+/// A map's or set's hash once computed (0: not yet). Recomputing is harmless, so relaxed
+/// atomics suffice, and `Value` stays `Sync`.
+#[derive(Default)]
+struct HashCache(AtomicU64);
+
+impl HashCache {
+    fn get_or_compute(&self, compute: impl FnOnce() -> u64) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            0 => {
+                let h = compute().max(1);
+                self.0.store(h, Ordering::Relaxed);
+                h
+            }
+            h => h,
+        }
+    }
+
+    fn clear(&mut self) {
+        *self.0.get_mut() = 0;
+    }
+}
+
+impl Clone for HashCache {
+    fn clone(&self) -> Self {
+        HashCache(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Hashes with a key chosen at random once per process, so hostile input cannot aim for
+/// collisions (the cached hashes of maps and sets must all use the same key).
+pub(crate) fn keyed_hash<T: Hash + ?Sized>(value: &T) -> u64 {
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(value)
+}
+
+/// Whether every item of `a` has an item of `b` with an equal key for which `matches` holds.
+/// Both hold distinct keys and have the same length. O(n log n): items are paired through their
+/// keys' hashes, so only equal keys (or a 64-bit hash collision) are ever compared.
+fn same_members<T>(
+    a: &[T],
+    b: &[T],
+    key: impl Fn(&T) -> &Value,
+    matches: impl Fn(&T, &T) -> bool,
+) -> bool {
+    let mut index: Vec<(u64, usize)> = b
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (keyed_hash(key(x)), i))
+        .collect();
+    index.sort_unstable();
+    a.iter().all(|x| {
+        let (k, h) = (key(x), keyed_hash(key(x)));
+        let from = index.partition_point(|&(hb, _)| hb < h);
+        index[from..]
+            .iter()
+            .take_while(|&&(hb, _)| hb == h)
+            .any(|&(_, i)| key(&b[i]) == k && matches(x, &b[i]))
+    })
+}
+
+/// Moves `items` into `out`, merging items with an equal key via `merge` (expected O(n log n)
+/// whatever the items: a randomly keyed hash indexes `out`, so hostile input cannot aim for
+/// collisions, and only items with equal hashes are compared).
 fn dedup_into<T>(
     items: Vec<T>,
     out: &mut Vec<T>,
     key: impl Fn(&T) -> &Value,
     merge: impl Fn(&mut T, T),
 ) {
-    use std::hash::BuildHasher;
-    if items.len() <= 8 {
+    // A few scalars: comparing them all is cheaper than hashing. (Comparing nested values
+    // pairwise would compound across levels.)
+    if items.len() <= 8 && items.iter().all(|x| key(x).is_scalar()) {
         for item in items {
             match out.iter_mut().find(|o| key(o) == key(&item)) {
                 Some(slot) => merge(slot, item),
@@ -395,12 +515,6 @@ fn dedup_into<T>(
             out.push(item);
         }
     }
-}
-
-fn hash_one<T: Hash>(value: &T) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
 }
 
 /// Any edn value.
@@ -508,6 +622,19 @@ impl Value {
             _ => None,
         }
     }
+
+    /// Whether this value holds no other value (so comparing it never recurses).
+    pub(crate) fn is_scalar(&self) -> bool {
+        !matches!(
+            self,
+            Value::Vector(_)
+                | Value::List(_)
+                | Value::Map(_)
+                | Value::Set(_)
+                | Value::Ratio(_)
+                | Value::Tagged(_)
+        )
+    }
 }
 
 impl PartialEq for Value {
@@ -540,33 +667,81 @@ impl PartialEq for Value {
 impl Eq for Value {}
 
 impl Hash for Value {
+    /// Every kind writes its own tag first (vectors and lists share one, as they are equal), so
+    /// values that are not equal do not hash alike by construction (`0` and `0.0`, `nil` and
+    /// `false`, a string and a symbol with the same text).
     fn hash<H: Hasher>(&self, state: &mut H) {
         use Value as V;
         match self {
             V::Nil => state.write_u8(0),
-            V::Bool(b) => b.hash(state),
-            V::Int(i) => i.hash(state),
-            V::BigInt(b) => b.hash(state),
-            V::Float(f) => f.to_bits().hash(state),
-            V::BigDec(d) => d.hash(state),
-            V::Ratio(r) => r.hash(state),
-            V::Str(s) => s.hash(state),
-            V::Char(c) => c.hash(state),
-            V::Keyword(k) => {
+            V::Bool(b) => {
                 state.write_u8(1);
+                b.hash(state);
+            }
+            V::Int(i) => {
+                state.write_u8(2);
+                i.hash(state);
+            }
+            V::BigInt(b) => {
+                state.write_u8(3);
+                b.hash(state);
+            }
+            V::Float(f) => {
+                state.write_u8(4);
+                f.to_bits().hash(state);
+            }
+            V::BigDec(d) => {
+                state.write_u8(5);
+                d.hash(state);
+            }
+            V::Ratio(r) => {
+                state.write_u8(6);
+                r.hash(state);
+            }
+            V::Str(s) => {
+                state.write_u8(7);
+                s.hash(state);
+            }
+            V::Char(c) => {
+                state.write_u8(8);
+                c.hash(state);
+            }
+            V::Keyword(k) => {
+                state.write_u8(9);
                 k.hash(state);
             }
             V::Symbol(s) => {
-                state.write_u8(2);
+                state.write_u8(10);
                 s.hash(state);
             }
-            V::Vector(v) | V::List(v) => v.hash(state),
-            V::Map(m) => m.hash(state),
-            V::Set(s) => s.hash(state),
-            V::Inst(i) => i.hash(state),
-            V::Uuid(u) => u.hash(state),
-            V::Bytes(b) => b.hash(state),
-            V::Tagged(t) => t.hash(state),
+            V::Vector(v) | V::List(v) => {
+                state.write_u8(11);
+                v.hash(state);
+            }
+            V::Map(m) => {
+                state.write_u8(12);
+                m.hash(state);
+            }
+            V::Set(s) => {
+                state.write_u8(13);
+                s.hash(state);
+            }
+            V::Inst(i) => {
+                state.write_u8(14);
+                i.hash(state);
+            }
+            V::Uuid(u) => {
+                state.write_u8(15);
+                u.hash(state);
+            }
+            V::Bytes(b) => {
+                state.write_u8(16);
+                b.hash(state);
+            }
+            V::Tagged(t) => {
+                state.write_u8(17);
+                t.hash(state);
+            }
         }
     }
 }

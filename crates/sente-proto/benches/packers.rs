@@ -1,6 +1,7 @@
 //! Pack/unpack throughput of every packer on small (~100 B), medium (~4 KiB) and large
 //! (~256 KiB) events, with serde_json (to/from `serde_json::Value` of the same data as JSON) as
-//! the baseline.
+//! the baseline. `unpack-worst/*`: the hostile decoder inputs of issue 12 (tests/worst_cases)
+//! at 1 MiB, next to a plain input of the same size.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,6 +10,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use sente_edn::{Keyword, Map, Value};
 use sente_proto::Limits;
 use sente_proto::packer::{self, JsonPacker, Packer, TransitPacker};
+
+#[path = "../tests/worst_cases/mod.rs"]
+mod worst_cases;
 
 fn kw(s: &str) -> Value {
     Value::Keyword(Keyword::new(s))
@@ -107,8 +111,34 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// Decode cost of the hostile shapes at 1 MiB, per packer (throughput in decoded bytes).
+fn worst(c: &mut Criterion) {
+    let limits = worst_cases::limits();
+    let bytes = 1 << 20;
+    let shapes = std::iter::once(("plain", worst_cases::plain(bytes))).chain(
+        worst_cases::WORST
+            .iter()
+            .map(|c| (c.name, (c.build)(bytes))),
+    );
+    for (shape, value) in shapes {
+        let mut g = c.benchmark_group(format!("unpack-worst/{shape}"));
+        g.sample_size(10);
+        for name in worst_cases::PACKERS {
+            let p = packer::by_name(name).unwrap();
+            let wire = worst_cases::wire(name, &value);
+            g.throughput(Throughput::Bytes(
+                worst_cases::decoded_len(name, &wire) as u64
+            ));
+            g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| p.unpack(black_box(&wire), &limits));
+            });
+        }
+        g.finish();
+    }
+}
+
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::bench);
+    criterion::criterion_group!(benches, super::bench, super::worst);
 }
 criterion_main!(group::benches);

@@ -188,7 +188,9 @@ async fn bad_websocket_handshakes_are_rejected() {
         &[("Origin", ORIGIN)],
     );
     req.truncate(req.len() - 2);
-    req.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    req.extend_from_slice(
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
     assert_eq!(raw(h.addr, &req).await.status, 400);
     // Wrong version.
     let mut req = get_req(

@@ -4,12 +4,12 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sente_edn::{BigDec, BigInt, Keyword, Map, Ratio, Symbol, Tagged, Value};
+use sente_edn::{BigDec, BigInt, Keyword, Map, Symbol, Tagged, Value};
 
 use super::json_lex::{Lexer, Number, push_string};
 use super::util::{
     check_depth, check_len, check_size, map_from_entries, parse_rfc3339, push_f64, push_i64,
-    push_rfc3339, set_from_vec, utf8,
+    push_rfc3339, ratio, set_from_vec, utf8,
 };
 use super::{PackError, Packed, Packer, UnpackError};
 use crate::limits::Limits;
@@ -29,7 +29,7 @@ const NAME: &str = "json";
 /// | float (finite) | number with a fraction or exponent: `1.0`, `0.5`, `1e300` | `Float` (non-finite floats cannot be packed) |
 /// | bigint `123N` | `{"~#bigint":"123"}` | `BigInt` |
 /// | bigdec `1.5M` | `{"~#bigdec":"1.5"}` | `BigDec` |
-/// | ratio `1/3` | `{"~#ratio":[1,3]}` | `Ratio` |
+/// | ratio `1/3` | `{"~#ratio":[1,3]}` | `Ratio` (a zero denominator is an error, as in edn) |
 /// | keyword `:ns/name` | `":ns/name"` | keyword |
 /// | string `"s"` | `"s"`; a string starting with `:` or `~` gets one extra `~` (`":x"` → `"~:x"`, `"~a"` → `"~~a"`) | string |
 /// | vector, list | array | vector (lists come back as vectors) |
@@ -389,7 +389,7 @@ fn decode_tagged(tag: &str, rep: Value) -> Result<Value, String> {
             let items = take_vec(rep)?;
             let [numer, denom]: [Value; 2] =
                 items.try_into().map_err(|_| bad("expected [n, d]"))?;
-            Value::Ratio(Box::new(Ratio { numer, denom }))
+            ratio(numer, denom)?
         }
         "map" => {
             let entries = take_vec(rep)?;

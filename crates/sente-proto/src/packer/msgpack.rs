@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use sente_edn::{BigInt, Inst, Keyword, Ratio, Symbol, Tagged, Value};
+use sente_edn::{BigInt, Inst, Keyword, Symbol, Tagged, Value};
 
 use super::util::{
-    FastBuild, check_depth, check_len, check_size, malformed, map_from_entries, set_from_vec,
+    FastBuild, check_depth, check_len, check_size, malformed, map_from_entries, ratio, set_from_vec,
 };
 use super::{PackError, Packed, Packer, UnpackError};
 use crate::limits::Limits;
@@ -626,7 +626,7 @@ impl<'a> Reader<'a, '_> {
                         check_depth(depth + 1, self.limits)?;
                         let numer = self.value(depth + 1)?;
                         let denom = self.value(depth + 1)?;
-                        Value::Ratio(Box::new(Ratio { numer, denom }))
+                        ratio(numer, denom).map_err(|why| malformed(NAME, start, why))?
                     }
                     4 => {
                         let b = self.u8()?;

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sente_edn::{BigDec, BigInt, Inst, Keyword, Map, Ratio, Symbol, Tagged, Value};
+use sente_edn::{BigDec, BigInt, Inst, Keyword, Map, Symbol, Tagged, Value};
 
 use super::json_lex::{Lexer, Number, push_escaped};
 use super::util::{
     FastBuild, check_depth, check_len, check_size, map_from_entries, normalize_int, parse_integer,
-    parse_rfc3339, push_f64, push_i64, push_rfc3339, set_from_vec, utf8,
+    parse_rfc3339, push_f64, push_i64, push_rfc3339, ratio, set_from_vec, utf8,
 };
 use super::{PackError, Packed, Packer, UnpackError};
 use crate::limits::Limits;
@@ -597,10 +597,7 @@ fn apply_tag(tag: &str, rep: Value) -> Result<Value, String> {
             let [n, d]: [Value; 2] = items(rep)?
                 .try_into()
                 .map_err(|_| "~#ratio expects [n, d]".to_owned())?;
-            Value::Ratio(Box::new(Ratio {
-                numer: normalize_int(n),
-                denom: normalize_int(d),
-            }))
+            ratio(normalize_int(n), normalize_int(d))?
         }
         "" => return Err("empty tag".to_owned()),
         _ => Value::Tagged(Box::new(Tagged {

@@ -2,7 +2,7 @@
 
 use sente_edn::calendar::{civil_from_days, days_from_civil, days_in_month};
 
-use sente_edn::{Inst, Map, Set, Value};
+use sente_edn::{Inst, Map, Ratio, Set, Value};
 
 use super::UnpackError;
 use crate::limits::Limits;
@@ -218,6 +218,28 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<Inst> {
         .checked_add(i64::from(h * 3600 + mi * 60 + se))?
         .checked_sub(offset)?;
     Some(Inst { secs, nanos })
+}
+
+/// Why [`ratio`] refuses a ratio (the same words in every packer).
+pub(crate) const ZERO_DENOMINATOR: &str = "ratio with a zero denominator";
+
+/// A decoded ratio, refused (like the edn reader does) when its denominator is zero.
+pub(crate) fn ratio(numer: Value, denom: Value) -> Result<Value, &'static str> {
+    let zero = match &denom {
+        Value::Int(i) => *i == 0,
+        Value::BigInt(b) => b.as_str() == "0",
+        Value::Float(f) => *f == 0.0,
+        Value::BigDec(d) => d
+            .as_str()
+            .split(['e', 'E'])
+            .next()
+            .is_some_and(|m| m.bytes().all(|b| matches!(b, b'0' | b'.' | b'-' | b'+'))),
+        _ => false,
+    };
+    if zero {
+        return Err(ZERO_DENOMINATOR);
+    }
+    Ok(Value::Ratio(Box::new(Ratio { numer, denom })))
 }
 
 /// Builds a map from decoded entries in expected O(n); a repeated key keeps the last value.
