@@ -27,6 +27,22 @@ if (!myName) {
   startChat();
 }
 
+// The session of this page may have been replaced since it loaded (logged out in another tab,
+// server restart): post the login and logout forms with the current session's token.
+async function refreshToken() {
+  try {
+    const r = await fetch("/session", { cache: "no-store" });
+    if (r.ok) setToken((await r.json()).csrfToken);
+  } catch {}
+}
+for (const form of [$("login-form"), $("logout-form")]) {
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    await refreshToken();
+    form.submit();
+  });
+}
+
 /** Shows the login form (with `message` as its error, if any). */
 function showLogin(message) {
   $("chat-view").hidden = true;
@@ -126,13 +142,10 @@ function startChat() {
   async function signOut(message) {
     signedOut = true;
     chsk.disconnect();
-    try {
-      const r = await fetch("/session", { cache: "no-store" });
-      if (r.ok) setToken((await r.json()).csrfToken);
-    } catch {}
+    await refreshToken();
     showLogin(message);
   }
-  chsk.on("chat/signed-out", () => signOut("You logged out (in another tab). Join again to chat."));
+  chsk.on("chat/signed-out", () => signOut("Logged out in another tab. Join again to chat."));
 
   // The server forgot our session (it restarted: sessions live in memory), so our CSRF token no
   // longer works and the socket cannot reconnect. Checked while the socket is closed: take the
