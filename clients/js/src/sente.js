@@ -114,11 +114,18 @@ const qs = (ps) =>
 const isKw = (j, name) => j === ":" + name;
 const isEv = (e) => isArr(e) && isStr(e[0]) && /^:[^/]+\/./.test(e[0]);
 const isHandshake = (p) => isArr(p) && isKw(p[0], "chsk/handshake");
-const uuid = () =>
-  globalThis.crypto?.randomUUID?.() ||
-  "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (c) =>
-    (c ^ ((Math.random() * 16) >> (c / 4))).toString(16),
-  );
+// Client ids are unguessable: crypto.randomUUID where available (secure contexts), else a v4
+// UUID from crypto.getRandomValues (plain-http pages); never Math.random.
+const uuid = (c = globalThis.crypto) => {
+  if (c.randomUUID) return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 15) | 64;
+  b[8] = (b[8] & 63) | 128;
+  return [...b]
+    .map((x) => (x | 256).toString(16).slice(1))
+    .join("")
+    .replace(/(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-");
+};
 
 /** Error for a failed request; `.code` is "closed" | "timeout" | "error". */
 export class SenteError extends Error {

@@ -365,3 +365,32 @@ test("construction checks", () => {
   assert.equal(c._wsBase, "wss://h:1/x");
   assert.match(c.clientId, /^[0-9a-f-]{36}$/);
 });
+
+test("client ids come from crypto.getRandomValues where crypto.randomUUID is missing", () => {
+  // Plain-http pages (not a secure context) have no crypto.randomUUID; Math.random must not be
+  // the fallback (guessable ids).
+  const desc = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  const real = globalThis.crypto;
+  const random = Math.random;
+  let draws = 0;
+  Object.defineProperty(globalThis, "crypto", {
+    configurable: true,
+    value: { getRandomValues: (a) => (draws++, real.getRandomValues(a)) },
+  });
+  Math.random = () => {
+    throw new Error("Math.random used for a client id");
+  };
+  try {
+    const ids = new Set();
+    for (let i = 0; i < 200; i++) {
+      const c = createChannelSocket("/x", { host: "h:1", autoConnect: false });
+      assert.match(c.clientId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      ids.add(c.clientId);
+    }
+    assert.equal(ids.size, 200);
+    assert.equal(draws, 200);
+  } finally {
+    Math.random = random;
+    Object.defineProperty(globalThis, "crypto", desc);
+  }
+});

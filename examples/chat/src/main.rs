@@ -3,37 +3,53 @@
 //!
 //! Run it with `cargo run -p chat` and open <http://127.0.0.1:3000> in two browsers.
 //!
-//! It follows Sente's getting-started guide: the user id comes from the session (tower-sessions),
-//! and the CSRF token is embedded in the page. The token is a double-submit cookie, so it stays
-//! valid across server restarts; the in-memory session does not, and the page logs itself in
-//! again after a restart (see `static/app.js`).
+//! It follows Sente's getting-started guide and shows the safe setup:
+//! - the user id comes from the session (tower-sessions), and a name belongs to one session at a
+//!   time: while "bob" is online (or just signed in), a second "bob" is refused;
+//! - the CSRF token is generated per session, kept in the session, embedded in the page and
+//!   checked on `/chsk` by the library's default `csrf_token_fn` (the `AntiForgeryToken` request
+//!   extension that `identify` inserts), and by `/login` and `/logout`;
+//! - the library's default Origin check (same origin only);
+//! - logging out closes every connection of that user (`close_uid`), so no tab stays identified;
+//! - chat messages are rate limited per user (5 a second, bursts of 10).
+//!
+//! Sessions live in memory: after a server restart the page fetches its new session's token from
+//! `/session` and signs in again under the same name (see `static/app.js`).
 
-use axum::extract::{Form, Request};
+use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use sente::{
-    AllowedOrigins, AntiForgeryToken, CsrfToken, EventMsg, Router as EventRouter, Server,
-    ServerHandle, UserId,
-};
-use sente_proto::{Event, EventId, Uid};
+use sente::{AntiForgeryToken, EventMsg, Router as EventRouter, Server, ServerHandle, UserId};
+use sente_proto::{Event, EventId, Uid, Value};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
-/// Cookie holding the CSRF token (double-submit: the page echoes it in every request).
-const CSRF_COOKIE: &str = "chat_csrf";
-/// Session key of the chosen name.
+/// Session keys: the CSRF token, the chosen name, the owner key of that name (see [`Names`]) and
+/// a one-time login error for the next page.
+const CSRF_KEY: &str = "csrf";
 const NAME_KEY: &str = "name";
+const OWNER_KEY: &str = "owner";
+const FLASH_KEY: &str = "flash";
 /// Longest name and message accepted.
 const MAX_NAME: usize = 32;
 const MAX_TEXT: usize = 2000;
+/// A name stays reserved this long after its owner was last seen, so that signing in (the page
+/// reloads) or reloading does not free it for someone else in between.
+const NAME_GRACE: Duration = Duration::from_secs(10);
+/// Chat messages (room and private) per user: a bucket of `RATE_BURST`, refilled `RATE_PER_SEC`
+/// a second.
+const RATE_PER_SEC: f64 = 5.0;
+const RATE_BURST: f64 = 10.0;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,30 +62,28 @@ async fn main() -> Result<(), BoxError> {
         )
         .init();
     let addr = parse_addr()?;
+    let app_state = Arc::new(App::default());
 
+    // The library's defaults do the checks: the CSRF token is the `AntiForgeryToken` request
+    // extension (the session's token, put there by `identify`; no session, no token: 403), and
+    // only pages of this origin may connect (`AllowedOrigins::SameOrigin`).
     let server = Server::builder()
-        // The CSRF token is the double-submit cookie that `identify` below puts in a request
-        // extension. A request without any cookie carries no credentials to abuse (a service
-        // or the native Rust client, anonymous here), so it needs no token.
-        .csrf_token_fn(|req| match req.extensions().get::<AntiForgeryToken>() {
-            Some(t) => CsrfToken::Token(t.0.clone()),
-            None if req.header("cookie").is_none() => CsrfToken::Skip,
-            None => CsrfToken::Missing,
-        })
-        // Cookie-bearing requests must show the token whatever their origin, so any origin
-        // may connect; the user id comes from the session (see `identify`).
-        .allowed_origins(AllowedOrigins::All)
-        .handler(event_router())
+        .handler(event_router(app_state.clone()))
         .build()?;
 
     tokio::spawn(push_clock(server.handle().clone()));
     tokio::spawn(push_user_list(server.handle().clone()));
 
+    let http = Http {
+        app: app_state.clone(),
+        server: server.handle().clone(),
+    };
     let sessions = SessionManagerLayer::new(MemoryStore::default())
         .with_secure(false)
         .with_same_site(tower_sessions::cookie::SameSite::Lax);
     let app = axum::Router::new()
         .route("/", get(index))
+        .route("/session", get(session_info))
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -80,8 +94,9 @@ async fn main() -> Result<(), BoxError> {
         )
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .with_state(http)
         .merge(server.router("/chsk"))
-        .layer(middleware::from_fn(identify))
+        .layer(middleware::from_fn_with_state(app_state, identify))
         .layer(sessions);
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -107,43 +122,243 @@ fn parse_addr() -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
+// ---- application state -------------------------------------------------------------------
+
+/// What the HTTP routes and the event handlers share.
+#[derive(Default)]
+struct App {
+    names: Names,
+    limiter: RateLimiter,
+}
+
+/// State of the HTTP routes.
+#[derive(Clone)]
+struct Http {
+    app: Arc<App>,
+    server: ServerHandle,
+}
+
+/// Who holds which name. A session that signs in gets a random owner key; the name is its own
+/// while the claim here carries that key. Names compare case-insensitively ("Bob" is "bob").
+#[derive(Default)]
+struct Names(Mutex<HashMap<String, Claim>>);
+
+struct Claim {
+    owner: String,
+    seen: Instant,
+}
+
+/// Most claims kept before the stale ones (offline and past the grace period) are dropped.
+const MAX_CLAIMS: usize = 10_000;
+
+impl Names {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `owner` holds `name` (and notes that it was seen now).
+    fn holds(&self, name: &str, owner: &str) -> bool {
+        match self.lock().get_mut(&name.to_lowercase()) {
+            Some(c) if c.owner == owner => {
+                c.seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives `name` to `owner`, unless someone else holds it and is online or was seen within
+    /// [`NAME_GRACE`].
+    fn claim(&self, name: &str, owner: &str, server: &ServerHandle) -> Result<(), String> {
+        let key = name.to_lowercase();
+        let online = online_names(server);
+        let mut claims = self.lock();
+        let taken = match claims.get(&key) {
+            Some(c) => c.owner != owner && (online.contains(&key) || c.seen.elapsed() < NAME_GRACE),
+            None => online.contains(&key),
+        };
+        if taken {
+            return Err(format!(
+                "The name \"{name}\" is taken: someone with that name is online. Pick another name."
+            ));
+        }
+        if claims.len() >= MAX_CLAIMS {
+            claims.retain(|k, c| online.contains(k) || c.seen.elapsed() < NAME_GRACE);
+        }
+        claims.insert(
+            key,
+            Claim {
+                owner: owner.to_owned(),
+                seen: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Frees `name` if `owner` holds it.
+    fn release(&self, name: &str, owner: &str) {
+        let mut claims = self.lock();
+        let key = name.to_lowercase();
+        if claims.get(&key).is_some_and(|c| c.owner == owner) {
+            claims.remove(&key);
+        }
+    }
+}
+
+/// The lower-cased names of the connected users.
+fn online_names(server: &ServerHandle) -> Vec<String> {
+    server
+        .connected_uids()
+        .borrow()
+        .any
+        .iter()
+        .filter_map(|u| u.as_str().map(str::to_lowercase))
+        .collect()
+}
+
+/// A token bucket per user for chat messages.
+#[derive(Default)]
+struct RateLimiter(Mutex<HashMap<String, Bucket>>);
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Most buckets kept before the full ones (idle users) are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    /// Takes one token of `user`'s bucket, or says how to behave.
+    fn check(&self, user: &str) -> Result<(), BoxError> {
+        let now = Instant::now();
+        let refill = |b: &Bucket| {
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST)
+        };
+        let mut buckets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(user) {
+            buckets.retain(|_, b| refill(b) < RATE_BURST);
+        }
+        let b = buckets.entry(user.to_owned()).or_insert(Bucket {
+            tokens: RATE_BURST,
+            at: now,
+        });
+        b.tokens = refill(b);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return Err(format!(
+                "Slow down: at most {RATE_PER_SEC} messages a second (bursts of {RATE_BURST}). \
+                 This one was not sent."
+            )
+            .into());
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+}
+
 // ---- HTTP side ---------------------------------------------------------------------------
 
-/// Puts the session's user id and the CSRF cookie's token where the sente server looks for them.
-async fn identify(session: Session, mut req: Request, next: Next) -> Response {
-    if let Ok(Some(name)) = session.get::<String>(NAME_KEY).await {
-        req.extensions_mut().insert(UserId(Uid::from(name)));
-    }
-    if let Some(token) = cookie(req.headers(), CSRF_COOKIE).map(str::to_owned) {
+/// Puts the session's CSRF token and user id where the sente server looks for them: the
+/// `AntiForgeryToken` and `UserId` request extensions.
+async fn identify(
+    State(app): State<Arc<App>>,
+    session: Session,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Ok(Some(token)) = session.get::<String>(CSRF_KEY).await {
         req.extensions_mut().insert(AntiForgeryToken(token));
+    }
+    if let Some(name) = signed_in_name(&app, &session).await {
+        req.extensions_mut().insert(UserId(Uid::from(name)));
     }
     next.run(req).await
 }
 
-async fn index(session: Session, headers: HeaderMap) -> Response {
-    let name = session
-        .get::<String>(NAME_KEY)
+/// The session's name, if the session still holds it.
+async fn signed_in_name(app: &App, session: &Session) -> Option<String> {
+    let name = session.get::<String>(NAME_KEY).await.ok().flatten()?;
+    let owner = session.get::<String>(OWNER_KEY).await.ok().flatten()?;
+    app.names.holds(&name, &owner).then_some(name)
+}
+
+/// The session's CSRF token, made on first use.
+async fn session_token(session: &Session) -> Result<String, tower_sessions::session::Error> {
+    if let Some(t) = session.get::<String>(CSRF_KEY).await? {
+        return Ok(t);
+    }
+    let t = random_token();
+    session.insert(CSRF_KEY, &t).await?;
+    Ok(t)
+}
+
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether `sent` is this session's CSRF token.
+async fn csrf_ok(session: &Session, sent: &str) -> bool {
+    match session.get::<String>(CSRF_KEY).await {
+        Ok(Some(t)) => !sent.is_empty() && constant_time_eq(t.as_bytes(), sent.as_bytes()),
+        _ => false,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A login error shown once on the next page.
+#[derive(Serialize, Deserialize, Default)]
+struct Flash {
+    error: String,
+    name: String,
+}
+
+async fn index(State(http): State<Http>, session: Session) -> Response {
+    let Ok(token) = session_token(&session).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let name = signed_in_name(&http.app, &session)
+        .await
+        .unwrap_or_default();
+    let flash: Flash = session
+        .remove(FLASH_KEY)
         .await
         .ok()
         .flatten()
         .unwrap_or_default();
-    let (token, new_cookie) = match cookie(&headers, CSRF_COOKIE) {
-        Some(t) if is_token(t) => (t.to_owned(), None),
-        _ => {
-            let t = uuid::Uuid::new_v4().simple().to_string();
-            let c = format!("{CSRF_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict");
-            (t, Some(c))
-        }
-    };
     let page = INDEX_HTML
         .replace("{{CSRF_TOKEN}}", &token)
-        .replace("{{NAME}}", &html_escape(&name));
-    let mut resp = Html(page).into_response();
+        .replace("{{NAME}}", &html_escape(&name))
+        .replace("{{LOGIN_ERROR}}", &html_escape(&flash.error))
+        .replace("{{WANTED_NAME}}", &html_escape(&flash.name));
+    no_store(Html(page).into_response())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionInfo {
+    csrf_token: String,
+    name: String,
+}
+
+/// The session's CSRF token and name, for the page to recover after its session was lost (a
+/// server restart). Other origins cannot read it (no CORS), like the page itself.
+async fn session_info(State(http): State<Http>, session: Session) -> Response {
+    let Ok(csrf_token) = session_token(&session).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let name = signed_in_name(&http.app, &session)
+        .await
+        .unwrap_or_default();
+    no_store(axum::Json(SessionInfo { csrf_token, name }).into_response())
+}
+
+fn no_store(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(c) = new_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        resp.headers_mut().insert(header::SET_COOKIE, c);
-    }
     resp
 }
 
@@ -155,21 +370,82 @@ struct LoginForm {
     csrf_token: String,
 }
 
-async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
-    if !csrf_ok(&headers, &form.csrf_token) {
+#[derive(Serialize)]
+struct LoginAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Signs in. A form post is redirected to `/` (with the error shown there if refused); a
+/// `fetch` with `Accept: application/json` (the page signing in again) gets JSON.
+async fn login(
+    State(http): State<Http>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !csrf_ok(&session, &form.csrf_token).await {
         return (StatusCode::FORBIDDEN, "Bad CSRF token").into_response();
     }
     let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return (
-            StatusCode::BAD_REQUEST,
-            "A name is 1 to 32 printable characters",
-        )
-            .into_response();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME
+        || name.chars().any(char::is_control)
+        || name == "sente/nil-uid"
+    {
+        let error = format!("A name is 1 to {MAX_NAME} printable characters.");
+        return refuse(json, &session, StatusCode::BAD_REQUEST, error, name).await;
+    }
+    let old_name = session.get::<String>(NAME_KEY).await.ok().flatten();
+    let owner = match session.get::<String>(OWNER_KEY).await {
+        Ok(Some(o)) => o,
+        _ => random_token(),
+    };
+    if let Err(error) = http.app.names.claim(name, &owner, &http.server) {
+        return refuse(json, &session, StatusCode::CONFLICT, error, name).await;
+    }
+    if let Some(old) = old_name.filter(|old| old.to_lowercase() != name.to_lowercase()) {
+        // This session's other tabs were signed in under the old name: let them go.
+        http.app.names.release(&old, &owner);
+        http.server.close_uid(&Uid::from(old));
     }
     // A new session id on login (no session fixation); the uid is fixed per connection, so the
     // page reloads and reconnects with it.
-    if session.cycle_id().await.is_err() || session.insert(NAME_KEY, name).await.is_err() {
+    if session.cycle_id().await.is_err()
+        || session.insert(NAME_KEY, name).await.is_err()
+        || session.insert(OWNER_KEY, &owner).await.is_err()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    if json {
+        return axum::Json(LoginAnswer { error: None }).into_response();
+    }
+    Redirect::to("/").into_response()
+}
+
+/// A refused login: JSON for `fetch`, else back to the login page with the error shown there.
+async fn refuse(
+    json: bool,
+    session: &Session,
+    status: StatusCode,
+    error: String,
+    name: &str,
+) -> Response {
+    if json {
+        let body = LoginAnswer {
+            error: Some(&error),
+        };
+        return (status, axum::Json(body)).into_response();
+    }
+    let flash = Flash {
+        error,
+        name: name.to_owned(),
+    };
+    if session.insert(FLASH_KEY, flash).await.is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     Redirect::to("/").into_response()
@@ -181,30 +457,30 @@ struct LogoutForm {
     csrf_token: String,
 }
 
-async fn logout(session: Session, headers: HeaderMap, Form(form): Form<LogoutForm>) -> Response {
-    if !csrf_ok(&headers, &form.csrf_token) {
+/// Signs out: frees the name, tells every tab of the user and closes their connections (they
+/// would otherwise stay identified until they reconnect), and drops the session.
+async fn logout(
+    State(http): State<Http>,
+    session: Session,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf_token).await {
         return (StatusCode::FORBIDDEN, "Bad CSRF token").into_response();
+    }
+    let name = session.get::<String>(NAME_KEY).await.ok().flatten();
+    let owner = session.get::<String>(OWNER_KEY).await.ok().flatten();
+    if let (Some(name), Some(owner)) = (name, owner)
+        && http.app.names.holds(&name, &owner)
+    {
+        let uid = Uid::from(name.as_str());
+        if let Ok(id) = EventId::new("chat/signed-out") {
+            let _ = http.server.send_flush(&uid, Event::new(id, Value::Nil));
+        }
+        http.server.close_uid(&uid);
+        http.app.names.release(&name, &owner);
     }
     let _ = session.flush().await;
     Redirect::to("/").into_response()
-}
-
-fn csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
-    cookie(headers, CSRF_COOKIE).is_some_and(|c| is_token(c) && c == sent)
-}
-
-fn is_token(t: &str) -> bool {
-    t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -266,39 +542,48 @@ struct Users {
     users: Vec<String>,
 }
 
-fn event_router() -> EventRouter {
-    EventRouter::new()
-        .on("chat/say", |mut msg: EventMsg| async move {
-            let from = signed_in(&msg)?;
-            let Say { text } = msg.data()?;
-            let text = checked_text(&text)?;
-            let chat = ChatMsg {
-                from: &from,
-                text,
-                at: now_ms(),
-            };
-            broadcast(msg.server(), &event("chat/msg", &chat)?);
-            msg.reply(true);
-            Ok::<(), BoxError>(())
+/// The answer to `chat/say` and `chat/private`: `{:ok true}` or `{:error "why"}`, shown by the
+/// page.
+#[derive(Serialize)]
+struct Answer {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Replies with `result` (if the client asked for a reply).
+fn answer(msg: &mut EventMsg, result: Result<(), BoxError>) {
+    let answer = match result {
+        Ok(()) => Answer {
+            ok: true,
+            error: None,
+        },
+        Err(e) => Answer {
+            ok: false,
+            error: Some(e.to_string()),
+        },
+    };
+    match sente_proto::edn::to_value(&answer) {
+        Ok(v) => {
+            msg.reply(v);
+        }
+        Err(e) => tracing::warn!(error = %e, "answer not encodable"),
+    }
+}
+
+fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
+    EventRouter::with_state(app)
+        .on("chat/say", |mut msg: EventMsg, app: Arc<App>| async move {
+            let result = say(&msg, &app);
+            answer(&mut msg, result);
         })
-        .on("chat/private", |mut msg: EventMsg| async move {
-            let from = signed_in(&msg)?;
-            let PrivateIn { to, text } = msg.data()?;
-            let text = checked_text(&text)?;
-            let out = PrivateOut {
-                from: &from,
-                to: &to,
-                text,
-                at: now_ms(),
-            };
-            let ev = event("chat/private", &out)?;
-            msg.server().send(&Uid::from(to.as_str()), ev.clone())?;
-            if to != from {
-                msg.server().send(&Uid::from(from.as_str()), ev)?;
-            }
-            msg.reply(true);
-            Ok::<(), BoxError>(())
-        })
+        .on(
+            "chat/private",
+            |mut msg: EventMsg, app: Arc<App>| async move {
+                let result = whisper(&msg, &app);
+                answer(&mut msg, result);
+            },
+        )
         .on("chat/who", |mut msg: EventMsg| async move {
             let users = sente_proto::edn::to_value(&Users {
                 users: user_names(msg.server()),
@@ -318,6 +603,48 @@ fn event_router() -> EventRouter {
                 drop(reply);
             }
         })
+}
+
+/// `chat/say {:text ".."}`: a message to the room.
+fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+    let from = signed_in(msg)?;
+    app.limiter.check(&from)?;
+    let Say { text } = msg.data().map_err(|_| "expected {:text \"..\"}")?;
+    let text = checked_text(&text)?;
+    let chat = ChatMsg {
+        from: &from,
+        text,
+        at: now_ms(),
+    };
+    broadcast(msg.server(), &event("chat/msg", &chat)?);
+    Ok(())
+}
+
+/// `chat/private {:to "name" :text ".."}`: a message to every tab of one user (and a copy to
+/// the sender's tabs).
+fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+    let from = signed_in(msg)?;
+    app.limiter.check(&from)?;
+    let PrivateIn { to, text } = msg
+        .data()
+        .map_err(|_| "expected {:to \"name\" :text \"..\"}")?;
+    let text = checked_text(&text)?;
+    let to_uid = Uid::from(to.as_str());
+    if !msg.server().connected_uids().borrow().any.contains(&to_uid) {
+        return Err(format!("{to} is not online: the message was not sent").into());
+    }
+    let out = PrivateOut {
+        from: &from,
+        to: &to,
+        text,
+        at: now_ms(),
+    };
+    let ev = event("chat/private", &out)?;
+    msg.server().send(&to_uid, ev.clone())?;
+    if to != from {
+        msg.server().send(&Uid::from(from.as_str()), ev)?;
+    }
+    Ok(())
 }
 
 /// The sender's name, or an error for anonymous clients.
@@ -391,5 +718,26 @@ async fn push_user_list(server: ServerHandle) {
         if let Ok(ev) = event("chat/users", &users) {
             broadcast(&server, &ev);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_refuses() {
+        let limiter = RateLimiter::default();
+        for i in 0..10 {
+            assert!(limiter.check("ann").is_ok(), "message {i} of the burst");
+        }
+        let err = limiter.check("ann").unwrap_err().to_string();
+        assert!(err.starts_with("Slow down"), "{err}");
+        // Per user: someone else is not affected.
+        assert!(limiter.check("ben").is_ok());
+        // Refilled at 5 a second.
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(limiter.check("ann").is_ok());
+        assert!(limiter.check("ann").is_err());
     }
 }

@@ -6,14 +6,50 @@ const $ = (id) => document.getElementById(id);
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
 const clean = (v) => (v.startsWith("{{") ? "" : v); // placeholder not replaced: treat as empty
 
-const csrfToken = clean(meta("csrf-token"));
+// The CSRF token of this page's session (the server checks it on /chsk, /login and /logout). It
+// changes when the session does (a server restart forgets sessions): see checkSession.
+let csrfToken = clean(meta("csrf-token"));
 const myName = clean(meta("user-name")).trim();
-for (const input of document.querySelectorAll('input[name="csrf-token"]')) input.value = csrfToken;
+function setToken(t) {
+  csrfToken = t;
+  for (const input of document.querySelectorAll('input[name="csrf-token"]')) input.value = t;
+}
+setToken(csrfToken);
+for (const id of ["login-error", "name-input"]) {
+  const e = $(id);
+  if (e.value?.startsWith("{{")) e.value = "";
+  if (e.textContent.startsWith("{{")) e.textContent = "";
+}
 
 if (!myName) {
-  $("login-view").hidden = false;
+  showLogin();
 } else {
   startChat();
+}
+
+// The session of this page may have been replaced since it loaded (logged out in another tab,
+// server restart): post the login and logout forms with the current session's token.
+async function refreshToken() {
+  try {
+    const r = await fetch("/session", { cache: "no-store" });
+    if (r.ok) setToken((await r.json()).csrfToken);
+  } catch {}
+}
+for (const form of [$("login-form"), $("logout-form")]) {
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    await refreshToken();
+    form.submit();
+  });
+}
+
+/** Shows the login form (with `message` as its error, if any). */
+function showLogin(message) {
+  $("chat-view").hidden = true;
+  $("status").hidden = true;
+  $("login-view").hidden = false;
+  if (message) $("login-error").textContent = message;
+  $("name-input").focus();
 }
 
 function el(tag, cls, text) {
@@ -55,7 +91,7 @@ function startChat() {
   let type = initialType();
   $("force-ajax").checked = type === "ajax";
 
-  const chsk = createChannelSocket("/chsk", { type, csrfToken, queueWhileClosed: false });
+  const chsk = createChannelSocket("/chsk", { type, csrfToken: () => csrfToken, queueWhileClosed: false });
   window.chsk = chsk; // handy in the devtools console
 
   // ---- connection state ------------------------------------------------------------------
@@ -95,20 +131,63 @@ function startChat() {
     detail();
     if (!open && s.udtNextReconnect) retryTimer = setInterval(detail, 1000);
   }
-  chsk.on("chsk/state", ([, s]) => renderState(s));
+  chsk.on("chsk/state", ([, s]) => {
+    renderState(s);
+    if (!s.open && s.everOpened) checkSession();
+  });
   renderState(chsk.state);
 
-  // The server forgot our session (e.g. it restarted: sessions live in memory). The CSRF
-  // cookie survives, so sign in again with the same name and reconnect with the new session.
+  // Signed out: in another tab (the server says so, then closes our connection) or here.
+  let signedOut = false;
+  async function signOut(message) {
+    signedOut = true;
+    chsk.disconnect();
+    await refreshToken();
+    showLogin(message);
+  }
+  chsk.on("chat/signed-out", () => signOut("Logged out in another tab. Join again to chat."));
+
+  // The server forgot our session (it restarted: sessions live in memory), so our CSRF token no
+  // longer works and the socket cannot reconnect. Checked while the socket is closed: take the
+  // new session's token and sign in again with the same name.
+  let checking = false;
+  let lastCheck = 0;
+  async function checkSession() {
+    if (checking || signedOut || Date.now() - lastCheck < 2000) return;
+    checking = true;
+    lastCheck = Date.now();
+    try {
+      const r = await fetch("/session", { cache: "no-store" });
+      if (!r.ok) return;
+      const s = await r.json();
+      if (s.csrfToken === csrfToken && s.name === myName) return; // same session: just a network problem
+      setToken(s.csrfToken);
+      if (s.name === myName) chsk.reconnect();
+      else await signInAgain();
+    } catch {
+      // Server unreachable: the socket keeps retrying and we check again on its next attempt.
+    } finally {
+      checking = false;
+    }
+  }
+
   let relogins = 0;
   async function signInAgain() {
-    if (relogins++ > 3) return;
+    if (signedOut) return;
+    if (relogins++ > 3) return signOut("Signed out: join again to chat.");
     const body = new URLSearchParams({ name: myName, "csrf-token": csrfToken });
-    const r = await fetch("/login", { method: "POST", body, redirect: "manual" }).catch(() => null);
-    if (r && (r.ok || r.type === "opaqueredirect" || r.status === 303)) chsk.reconnect();
+    const r = await fetch("/login", { method: "POST", body, headers: { accept: "application/json" } }).catch(
+      () => null,
+    );
+    if (!r) return; // server unreachable: checkSession runs again on the socket's next attempt
+    if (r.ok) return chsk.reconnect();
+    const answer = await r.json().catch(() => ({}));
+    signOut(answer.error || `Could not sign in again (${r.status}).`);
   }
 
   chsk.on("chsk/handshake", async ([uid]) => {
+    // Open but anonymous: our session lost its name (the server restarted, or someone took
+    // the name while we were away).
     if (uid === "sente/nil-uid" && myName) return signInAgain();
     relogins = 0;
     if (uid && uid !== myName && uid !== "sente/nil-uid") $("me").textContent = uid;
@@ -144,13 +223,35 @@ function startChat() {
     input.classList.add("shake");
   }
 
+  // Shows the server's refusal (rate limit, not signed in, ...) under a form for a few seconds.
+  const errorTimers = {};
+  function showError(id, text) {
+    $(id).textContent = text;
+    clearTimeout(errorTimers[id]);
+    errorTimers[id] = setTimeout(() => ($(id).textContent = ""), 6000);
+  }
+  const why = (err) =>
+    err?.code === "closed" ? "Not connected: the message was not sent." : `The message was not sent (${err?.code || err}).`;
+
+  // Sends `event` and shows an error if the server refuses it; the text goes back into the input.
+  async function sendChecked(event, data, input, errorId) {
+    input.value = "";
+    try {
+      const answer = await chsk.request(event, data, 5000);
+      if (answer?.error) throw answer.error;
+    } catch (err) {
+      showError(errorId, typeof err === "string" ? err : why(err));
+      if (!input.value) input.value = data.text;
+      flash(input);
+    }
+  }
+
   $("say-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const input = $("message-input");
     const text = input.value.trim();
     if (!text) return;
-    if (chsk.send("chat/say", { text })) input.value = "";
-    else flash(input);
+    sendChecked("chat/say", { text }, input, "say-error");
     input.focus();
   });
 
@@ -190,8 +291,7 @@ function startChat() {
     const to = $("pm-target").value;
     const text = input.value.trim();
     if (!to || !text) return flash(input);
-    if (chsk.send("chat/private", { to, text })) input.value = "";
-    else flash(input);
+    sendChecked("chat/private", { to, text }, input, "pm-error");
   });
 
   // ---- transport toggle ------------------------------------------------------------------

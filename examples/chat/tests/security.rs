@@ -1,0 +1,340 @@
+//! The demo's request checks over real sockets: the chat binary on a free port, plain HTTP/1.1
+//! requests written by hand (so every header is the test's choice).
+//!
+//! - a page of another origin is refused on `/chsk` (WebSocket upgrade, Ajax GET and POST) even
+//!   with a valid session and token;
+//! - the CSRF token is bound to the session: another session's token, an empty one, or a token
+//!   without a session is refused on `/chsk`, `/login` and `/logout`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The demo binary, killed on drop.
+struct Demo {
+    child: Child,
+    addr: String,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args(["--addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the chat binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim()
+            .to_owned();
+        Demo { child, addr }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and `body`; returns the
+    /// status, the head and the body (read up to `Content-Length`; none for a `101`).
+    fn request(&self, head: &str, body: &str) -> Response {
+        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let form = if !body.is_empty() || head.starts_with("POST") {
+            format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+        } else {
+            String::new()
+        };
+        let req = format!("{head}\r\nHost: {}\r\n{form}\r\n{body}", self.addr);
+        s.write_all(req.as_bytes()).expect("write");
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).expect("read head") == 0 {
+                break;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head += &line;
+        }
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad response head {head:?}"));
+        let len = header(&head, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
+        let mut body = vec![0; if status == 101 { 0 } else { len }];
+        r.read_exact(&mut body).expect("read body");
+        Response {
+            status,
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// A new session: its cookie and the CSRF token embedded in its page.
+    fn session(&self) -> Session {
+        let r = self.request("GET / HTTP/1.1\r\nConnection: close", "");
+        assert_eq!(r.status, 200);
+        let cookie = header(&r.head, "set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        let token = r
+            .body
+            .split(r#"<meta name="csrf-token" content=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a token in the page")
+            .to_owned();
+        assert_eq!(token.len(), 32, "token {token:?}");
+        Session { cookie, token }
+    }
+
+    /// Signs `s` in as `name`.
+    fn login(&self, s: &mut Session, name: &str) {
+        let r = self.post(
+            "/login",
+            &s.cookie,
+            &format!("name={name}&csrf-token={}", s.token),
+        );
+        assert_eq!(r.status, 303, "login: {}", r.body);
+        // The session id changes on login.
+        if let Some(c) = header(&r.head, "set-cookie").and_then(|c| c.split(';').next()) {
+            c.clone_into(&mut s.cookie);
+        }
+    }
+
+    fn post(&self, path: &str, cookie: &str, body: &str) -> Response {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nConnection: close\r\nCookie: {cookie}\r\nOrigin: {}",
+            self.origin()
+        );
+        self.request(&head, body)
+    }
+
+    /// A WebSocket upgrade of `/chsk`.
+    fn ws(&self, cookie: &str, token: &str, origin: &str) -> Response {
+        let head = format!(
+            "GET /chsk?client-id=ws-{}&csrf-token={token} HTTP/1.1\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie}\r\nOrigin: {origin}",
+            unique()
+        );
+        self.request(&head, "")
+    }
+
+    /// An Ajax handshake (`GET /chsk?handshake?=true`).
+    fn ajax_get(&self, cookie: &str, token: &str, origin: &str) -> Response {
+        let head = format!(
+            "GET /chsk?client-id=ajax-{}&csrf-token={token}&handshake%3F=true HTTP/1.1\r\n\
+             Connection: close\r\nCookie: {cookie}\r\nOrigin: {origin}",
+            unique()
+        );
+        self.request(&head, "")
+    }
+
+    /// An Ajax event (`POST /chsk`).
+    fn ajax_post(&self, cookie: &str, token: &str, origin: &str) -> Response {
+        let head = format!(
+            "POST /chsk HTTP/1.1\r\nConnection: close\r\nCookie: {cookie}\r\nOrigin: {origin}"
+        );
+        let body = format!(
+            "client-id=ajax-{}&csrf-token={token}&udt=1&ppstr=%2B%5B%3Achat%2Fsay+%7B%3Atext+%22hi%22%7D%5D",
+            unique()
+        );
+        self.request(&head, &body)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+struct Session {
+    cookie: String,
+    token: String,
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+const EVIL: &str = "http://evil.example";
+
+#[test]
+fn a_foreign_origin_is_refused_on_websocket_and_ajax() {
+    let demo = Demo::start();
+    let mut s = demo.session();
+    demo.login(&mut s, "alice");
+    let own = demo.origin();
+
+    // The same request passes from the page's own origin...
+    assert_eq!(demo.ws(&s.cookie, &s.token, &own).status, 101);
+    let r = demo.ajax_get(&s.cookie, &s.token, &own);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(r#"[:chsk/handshake ["alice""#),
+        "{}",
+        r.body
+    );
+
+    // ...and is refused from any other, valid session and token notwithstanding.
+    for origin in [EVIL, "http://127.0.0.1.evil.example", "null"] {
+        for (what, r) in [
+            ("ws", demo.ws(&s.cookie, &s.token, origin)),
+            ("ajax GET", demo.ajax_get(&s.cookie, &s.token, origin)),
+            ("ajax POST", demo.ajax_post(&s.cookie, &s.token, origin)),
+        ] {
+            assert_eq!(r.status, 403, "{what} from {origin}: {}", r.body);
+            assert_eq!(r.body, "Unauthorized origin", "{what} from {origin}");
+        }
+    }
+    // A foreign Referer without an Origin is refused too.
+    let head = format!(
+        "GET /chsk?client-id=ref-1&csrf-token={}&handshake%3F=true HTTP/1.1\r\n\
+         Connection: close\r\nCookie: {}\r\nReferer: {EVIL}/page",
+        s.token, s.cookie
+    );
+    assert_eq!(demo.request(&head, "").status, 403);
+}
+
+#[test]
+fn the_csrf_token_is_bound_to_the_session() {
+    let demo = Demo::start();
+    let mut a = demo.session();
+    let mut b = demo.session();
+    assert_ne!(a.token, b.token, "a token per session");
+    demo.login(&mut a, "alice");
+    demo.login(&mut b, "bob");
+    let own = demo.origin();
+
+    // Each session passes with its own token (the token survives the login's new session id).
+    assert_eq!(demo.ws(&a.cookie, &a.token, &own).status, 101);
+    assert_eq!(demo.ws(&b.cookie, &b.token, &own).status, 101);
+    assert_eq!(demo.ajax_get(&b.cookie, &b.token, &own).status, 200);
+
+    // Another session's token, an empty token, a made-up token, or no session at all: 403.
+    let refused = [
+        (
+            "b's session, a's token",
+            b.cookie.as_str(),
+            a.token.as_str(),
+        ),
+        ("b's session, no token", b.cookie.as_str(), ""),
+        (
+            "b's session, made-up token",
+            b.cookie.as_str(),
+            "0123456789abcdef0123456789abcdef",
+        ),
+        ("no session, a's token", "", a.token.as_str()),
+        (
+            "unknown session, a's token",
+            "id=AAAAAAAAAAAAAAAAAAAAAA",
+            a.token.as_str(),
+        ),
+    ];
+    for (what, cookie, token) in refused {
+        for (transport, r) in [
+            ("ws", demo.ws(cookie, token, &own)),
+            ("ajax GET", demo.ajax_get(cookie, token, &own)),
+            ("ajax POST", demo.ajax_post(cookie, token, &own)),
+        ] {
+            assert_eq!(r.status, 403, "{transport}, {what}: {}", r.body);
+            assert_eq!(r.body, "Bad CSRF token", "{transport}, {what}");
+        }
+        // The login and logout forms check the same token.
+        let r = demo.post(
+            "/login",
+            cookie,
+            &format!("name=mallory&csrf-token={token}"),
+        );
+        assert_eq!(r.status, 403, "login, {what}");
+        let r = demo.post("/logout", cookie, &format!("csrf-token={token}"));
+        assert_eq!(r.status, 403, "logout, {what}");
+    }
+    // The refused logout left bob signed in.
+    let r = demo.ajax_get(&b.cookie, &b.token, &own);
+    assert!(r.body.contains(r#"[:chsk/handshake ["bob""#), "{}", r.body);
+}
+
+#[test]
+fn a_name_in_use_is_refused_to_another_session() {
+    let demo = Demo::start();
+    let mut a = demo.session();
+    demo.login(&mut a, "bob");
+    let mut b = demo.session();
+    for name in ["bob", "BOB", "%20bob%20"] {
+        let r = demo.post(
+            "/login",
+            &b.cookie,
+            &format!("name={name}&csrf-token={}", b.token),
+        );
+        assert_eq!(r.status, 303, "the form goes back to the page");
+        let page = demo.request(
+            &format!(
+                "GET / HTTP/1.1\r\nConnection: close\r\nCookie: {}",
+                b.cookie
+            ),
+            "",
+        );
+        assert!(page.body.contains("is taken"), "{name}: {}", page.body);
+        assert!(page.body.contains(r#"<meta name="user-name" content="">"#));
+        // And a fetch gets a 409 with the reason.
+        let head = format!(
+            "POST /login HTTP/1.1\r\nConnection: close\r\nAccept: application/json\r\nCookie: {}\r\nOrigin: {}",
+            b.cookie,
+            demo.origin()
+        );
+        let r = demo.request(&head, &format!("name={name}&csrf-token={}", b.token));
+        assert_eq!(r.status, 409);
+        assert!(r.body.contains("is taken"), "{}", r.body);
+    }
+    // b is still anonymous on /chsk; a is bob.
+    let own = demo.origin();
+    let r = demo.ajax_get(&b.cookie, &b.token, &own);
+    assert!(
+        r.body.contains("[:chsk/handshake [:sente/nil-uid"),
+        "{}",
+        r.body
+    );
+    let r = demo.ajax_get(&a.cookie, &a.token, &own);
+    assert!(r.body.contains(r#"[:chsk/handshake ["bob""#), "{}", r.body);
+
+    // Once bob logs out, the name is free.
+    let r = demo.post("/logout", &a.cookie, &format!("csrf-token={}", a.token));
+    assert_eq!(r.status, 303);
+    demo.login(&mut b, "bob");
+    let r = demo.ajax_get(&b.cookie, &b.token, &own);
+    assert!(r.body.contains(r#"[:chsk/handshake ["bob""#), "{}", r.body);
+}
