@@ -64,7 +64,7 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response | request | guard, registry | handle | msg |
+// params, origin, outbox, packers, response, serve | request | guard, registry | handle | msg |
 // dispatch | router, stream, shell | ajax, ws | adapter, service | server, axum_glue | builder.
 pub mod adapter;
 mod ajax;
@@ -83,6 +83,7 @@ mod registry;
 mod request;
 mod response;
 mod router;
+mod serve;
 mod server;
 mod service;
 mod shell;
@@ -118,6 +119,7 @@ pub use sente_proto::{
     ClientId, Event, EventId, InvalidEventId, Keyword, Limits, Packer, Transport, Uid, Value,
     event_id,
 };
+pub use serve::{ServeConfig, serve};
 pub use server::Server;
 pub use service::ChskService;
 pub use stream::EventStream;
