@@ -130,7 +130,7 @@ impl Drop for PendingReply {
     }
 }
 
-fn too_many_fields(e: &TooManyFields) -> Response<ChskBody> {
+fn too_many_fields(e: TooManyFields) -> Response<ChskBody> {
     reject(StatusCode::BAD_REQUEST, "too many fields", e.to_string())
 }
 
@@ -194,7 +194,7 @@ where
     );
     let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
         Ok(p) => p,
-        Err(e) => return too_many_fields(&e),
+        Err(e) => return too_many_fields(e),
     };
     let max = shell.max_message();
     let binary = params.has("binary?");
@@ -231,7 +231,7 @@ where
         let text = String::from_utf8_lossy(&body);
         let mut form = match Params::parse(&text, max_fields) {
             Ok(f) => f,
-            Err(e) => return too_many_fields(&e),
+            Err(e) => return too_many_fields(e),
         };
         let ppstr = form.take("ppstr").unwrap_or_default();
         (Bytes::from(ppstr), form)

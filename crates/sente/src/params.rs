@@ -203,7 +203,10 @@ mod tests {
         #[test]
         fn encoded_fields_round_trip(fields in proptest::collection::vec(("\\PC{0,12}", "\\PC{0,24}"), 0..10)) {
             let enc = |s: &str| -> String {
-                s.bytes().map(|b| format!("%{b:02X}")).collect()
+                s.bytes().fold(String::new(), |mut out, b| {
+                    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
+                    out
+                })
             };
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
             let p = Params::parse(&body.join("&"), 64).unwrap();

@@ -13,6 +13,7 @@ mod common;
 
 use common::*;
 use sente::{ServeConfig, ServerLimits};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,13 +38,17 @@ async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
-            Err(_) => panic!(
-                "the server kept the connection open for 10 s; got {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
-            Ok(Ok(0) | Err(_)) => return buf,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the server kept the connection open for 10 s; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                )
+            });
+        match read {
+            Ok(0) | Err(_) => return buf,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -74,7 +79,7 @@ fn post_head(target: &str, headers: &[(&str, &str)], len: usize) -> Vec<u8> {
         "POST {target} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n"
     );
     for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(r, "{k}: {v}\r\n");
     }
     r.push_str("\r\n");
     r.into_bytes()
@@ -303,7 +308,10 @@ async fn huge_form_gets_a_clear_400() {
         assert!(r.text().contains("at most 64 fields"), "{}", r.text());
     }
     // The query string is capped the same way.
-    let q: String = (0..65).map(|i| format!("f{i}=1&")).collect();
+    let q = (0..65).fold(String::new(), |mut q, i| {
+        let _ = write!(q, "f{i}=1&");
+        q
+    });
     let r = raw(
         addr,
         &get_req(&format!("/chsk?{q}client-id=c"), &ajax_headers()),
