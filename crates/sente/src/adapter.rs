@@ -11,7 +11,7 @@
 //!
 //! | Framework | Setup | Notes |
 //! |---|---|---|
-//! | axum 0.8 | `app.merge(server.router("/chsk"))` | feature `axum` (default); serve with `axum::serve` |
+//! | axum 0.8 | `app.merge(server.router("/chsk"))` | feature `axum` (default); serve with [`crate::serve`] (safe timeouts and caps) or `axum::serve` |
 //! | hyper 1 | `http1::Builder::new().serve_connection(io, service_fn(..svc.call(req)..)).with_upgrades()` with `svc = server.service_at("/chsk")` | any hyper-based tower stack the same way; `with_upgrades()` is required for WebSockets |
 //! | other hyper-based tower stacks (hyper-util's `TowerToHyperService`, tower routers) | `server.service_at("/chsk")` as the route's service | the request must keep hyper's `OnUpgrade` extension |
 //! | actix-web 4 | `App::new().service(sente_actix::scope(&server, "/chsk"))` | crate `sente-actix`: IO glue over [`ChskService::call_with_upgrade`] |

@@ -2,17 +2,18 @@
 //! `POST`, answered at once (`:chsk/dummy-cb-200`, `"pong"`) or with the handler's reply.
 
 use crate::msg::{EventMsg, Reply};
-use crate::params::Params;
+use crate::params::{Params, TooManyFields};
 use crate::registry::{ConnCtx, Registry};
 use crate::response::{ChskBody, envelope, packed, plain, reject};
 use crate::shell::{Admitted, Shell};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sente_proto::server::message::{self, InboundError};
 use sente_proto::server::{ConnId, PollAnswer, Transport};
 use sente_proto::{ClientId, Uid};
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -131,6 +132,44 @@ impl Drop for PendingReply {
     }
 }
 
+fn too_many_fields(e: TooManyFields) -> Response<ChskBody> {
+    reject(StatusCode::BAD_REQUEST, "too many fields", e.to_string())
+}
+
+/// Reads a request body: at most `limit` bytes (checked as it streams in), within `timeout`.
+/// `Err` is the answer (413, 408, or 400); the partial body is dropped with it.
+async fn read_body<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Box<Response<ChskBody>>>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Box::new(reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large",
+            "Message over the size limit",
+        ))),
+        Ok(Err(_)) => Err(Box::new(reject(
+            StatusCode::BAD_REQUEST,
+            "body read error",
+            "The request body could not be read",
+        ))),
+        Err(_) => Err(Box::new(reject(
+            StatusCode::REQUEST_TIMEOUT,
+            "body read timeout",
+            format!(
+                "The request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        ))),
+    }
+}
+
 fn busy() -> Response<ChskBody> {
     reject(
         StatusCode::TOO_MANY_REQUESTS,
@@ -139,7 +178,9 @@ fn busy() -> Response<ChskBody> {
     )
 }
 
-/// `POST`: one event (`ppstr` form field, or the body itself with `binary?`).
+/// `POST`: one event (`ppstr` form field, or the body itself with `binary?`). The guard's
+/// checks that need no body run first; the body is read only then, within the size limit and
+/// [`ServerLimits::body_read_timeout_ms`](sente_proto::server::ServerLimits::body_read_timeout_ms).
 pub(crate) async fn post<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody>
 where
     B: http_body::Body + Send + 'static,
@@ -148,7 +189,15 @@ where
 {
     let _live = shell.registry().live();
     let (parts, body) = req.into_parts();
-    let mut params = Params::parse(parts.uri.query().unwrap_or(""));
+    let limits = shell.registry().limits();
+    let (max_fields, body_timeout) = (
+        limits.max_form_fields,
+        Duration::from_millis(limits.body_read_timeout_ms),
+    );
+    let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
+        Ok(p) => p,
+        Err(e) => return too_many_fields(e),
+    };
     let max = shell.max_message();
     let binary = params.has("binary?");
     // An urlencoded body can be up to 3x the message (percent-encoding) plus the other fields.
@@ -169,37 +218,27 @@ where
             "Message over the size limit",
         );
     }
-    let body = match Limited::new(body, body_limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                reject(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body too large",
-                    "Message over the size limit",
-                )
-            } else {
-                reject(
-                    StatusCode::BAD_REQUEST,
-                    "body read error",
-                    "The request body could not be read",
-                )
-            };
-        }
+    let head = match shell.admit_head(parts, params) {
+        Ok(h) => h,
+        Err(r) => return *r,
     };
-    let packed_msg: Bytes = if binary {
-        body
+    let body = match read_body(body, body_limit, body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let (packed_msg, form) = if binary {
+        (body, Params::default())
     } else {
+        let body = body; // dropped at the end of this block: not held while a reply is awaited
         let text = String::from_utf8_lossy(&body);
-        let mut form = Params::parse(&text);
+        let mut form = match Params::parse(&text, max_fields) {
+            Ok(f) => f,
+            Err(e) => return too_many_fields(e),
+        };
         let ppstr = form.take("ppstr").unwrap_or_default();
-        params.extend(form);
-        Bytes::from(ppstr)
+        (Bytes::from(ppstr), form)
     };
-    let mut a = match shell.admit(parts, params) {
+    let mut a = match shell.admit_body(head, form) {
         Ok(a) => a,
         Err(r) => return *r,
     };

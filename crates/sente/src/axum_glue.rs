@@ -6,7 +6,8 @@ impl Server {
     /// An `axum::Router` serving Sente at `path` (e.g. `/chsk`) and the JavaScript client at
     /// `<path>/client.js`. Merge it into your app: `app.merge(server.router("/chsk"))`.
     ///
-    /// Serve with `axum::serve` (which enables the connection upgrades WebSockets need).
+    /// Serve with [`sente::serve`](crate::serve) (safe timeouts and caps for a public port) or
+    /// `axum::serve` (both enable the connection upgrades WebSockets need).
     pub fn router<S>(&self, path: &str) -> axum::Router<S>
     where
         S: Clone + Send + Sync + 'static,

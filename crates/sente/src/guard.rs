@@ -99,6 +99,24 @@ pub(crate) fn text_response(status: u16, body: &'static str) -> HookResponse {
         .unwrap_or_else(|_| http::Response::new(Bytes::from_static(body.as_bytes())))
 }
 
+/// Whether a request's CSRF check is done ([`Guard::admit_head`]) or waits for its form body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CsrfCheck {
+    /// Passed (or not required).
+    Done,
+    /// The head carries no token: the form body may (`csrf-token` field).
+    AwaitsBody,
+}
+
+/// The CSRF verdict on what the request carries so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Csrf {
+    Pass,
+    Fail,
+    /// A token is expected and the request carries none.
+    NoToken,
+}
+
 /// The hooks and the checks they drive. Built by [`crate::Builder`], owned by the server.
 #[derive(Clone)]
 pub(crate) struct Guard {
@@ -148,6 +166,20 @@ impl Guard {
     /// The rejection pipeline of spec 4.2 (after the client-id check): the `Host`, `reject_fn`,
     /// CSRF, Origin, authorization. `Ok` carries the request's uid.
     pub(crate) fn admit(&self, req: &ChskRequest) -> Result<Uid, Refusal> {
+        let csrf = self.admit_head(req, false)?;
+        self.admit_rest(req, csrf)
+    }
+
+    /// The checks that need only the request head, run before a POST body is read: `reject_fn`,
+    /// CSRF, Origin, `authorized_fn` (in Sente's order). With `may_defer_csrf`, a request whose
+    /// head carries no CSRF token (no `csrf-token` query parameter, no `X-CSRF-Token` or
+    /// `X-XSRF-Token` header) has its CSRF check put off until its form body is read
+    /// ([`CsrfCheck::AwaitsBody`]); a wrong token in the head is refused at once.
+    pub(crate) fn admit_head(
+        &self,
+        req: &ChskRequest,
+        may_defer_csrf: bool,
+    ) -> Result<CsrfCheck, Refusal> {
         if !host_allowed(&self.allowed_hosts, req.header("host")) {
             return Err(Box::new((
                 Rejection::Host,
@@ -162,20 +194,13 @@ impl Guard {
         {
             return Err(Box::new((Rejection::RejectFn, r)));
         }
-        if let Some(f) = &self.csrf_token_fn {
-            let ok = match f(req) {
-                CsrfToken::Skip => true,
-                CsrfToken::Missing => false,
-                CsrfToken::Token(expected) => req
-                    .param("csrf-token")
-                    .or_else(|| req.header("x-csrf-token"))
-                    .or_else(|| req.header("x-xsrf-token"))
-                    .is_some_and(|got| token_eq(got, &expected)),
-            };
-            if !ok {
+        let csrf = match self.csrf(req) {
+            Csrf::Pass => CsrfCheck::Done,
+            Csrf::NoToken if may_defer_csrf => CsrfCheck::AwaitsBody,
+            Csrf::NoToken | Csrf::Fail => {
                 return Err(Box::new((Rejection::Csrf, (self.bad_csrf_fn)(req))));
             }
-        }
+        };
         if !origin_allowed(
             &self.allowed_origins,
             req.header("origin"),
@@ -192,7 +217,35 @@ impl Guard {
                 (self.unauthorized_fn)(req),
             )));
         }
+        Ok(csrf)
+    }
+
+    /// What is left once the whole request is there: a CSRF check put off by
+    /// [`Guard::admit_head`], then the uid.
+    pub(crate) fn admit_rest(&self, req: &ChskRequest, csrf: CsrfCheck) -> Result<Uid, Refusal> {
+        if csrf == CsrfCheck::AwaitsBody && self.csrf(req) != Csrf::Pass {
+            return Err(Box::new((Rejection::Csrf, (self.bad_csrf_fn)(req))));
+        }
         Ok((self.user_id_fn)(req))
+    }
+
+    fn csrf(&self, req: &ChskRequest) -> Csrf {
+        let Some(f) = &self.csrf_token_fn else {
+            return Csrf::Pass;
+        };
+        match f(req) {
+            CsrfToken::Skip => Csrf::Pass,
+            CsrfToken::Missing => Csrf::Fail,
+            CsrfToken::Token(expected) => match req
+                .param("csrf-token")
+                .or_else(|| req.header("x-csrf-token"))
+                .or_else(|| req.header("x-xsrf-token"))
+            {
+                None => Csrf::NoToken,
+                Some(got) if token_eq(got, &expected) => Csrf::Pass,
+                Some(_) => Csrf::Fail,
+            },
+        }
     }
 
     /// The application's handshake data for a connection.

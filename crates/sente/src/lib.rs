@@ -8,6 +8,8 @@
 //! - One tower service serves GET (Ajax handshake and long-poll), POST (Ajax send), the WebSocket
 //!   upgrade and `GET <mount>/client.js`; [`Server::router`] mounts it in axum.
 //!   Other frameworks (hyper, actix-web, poem...): see [`adapter`], with a table of setups.
+//! - [`serve`] runs it (or your axum app) on hyper with safe settings for a public port
+//!   ([`ServeConfig`]: request-head and keep-alive timeouts, head size and connection caps).
 //! - [`ServerHandle::send`] (on the server, and on every event as [`EventMsg::server`]) pushes
 //!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
 //!   several nodes can share the work; [`ServerHandle::shutdown`] closes clients and drains.
@@ -17,7 +19,7 @@
 //! `json`, `msgpack`); without it the server's default (edn) is used, as in Sente.
 //!
 //! ```no_run
-//! use sente::{AllowedOrigins, CsrfToken, Event, EventMsg, Router, Server, Value, event_id};
+//! use sente::{AllowedOrigins, CsrfToken, Event, EventMsg, Router, ServeConfig, Server, Value, event_id};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,7 +39,8 @@
 //!         .build()?;
 //!     let app = server.router("/chsk");
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//!     axum::serve(listener, app).await?;
+//!     // hyper with safe settings: head and keep-alive timeouts, head size and connection caps.
+//!     sente::serve(listener, app, ServeConfig::default()).await?;
 //!     Ok(())
 //! }
 //! ```
@@ -53,7 +56,9 @@
 //!   reason (Sente: 500). A WebSocket frame that cannot be unpacked reaches the app as
 //!   `[:chsk/bad-package text-or-byte-length]` and the socket stays usable.
 //! - Limits on every transport ([`ServerLimits`]), and bounded memory for slow clients: a
-//!   WebSocket whose send queue is full is closed (1013), a stalled write times out.
+//!   WebSocket whose send queue is full is closed (1013), a stalled write times out, an Ajax
+//!   POST body must arrive within 10 s and is read only after the Origin, CSRF (token in the
+//!   head), `reject_fn` and `authorized_fn` checks passed; a query or form has at most 64 fields.
 //! - Lean: an idle WebSocket costs about 5.4 KB of RSS on the server
 //!   (`cargo test --release -p sente --test memory -- --ignored --nocapture`); a batch is packed
 //!   once per packer and shared by every connection it goes to, broadcasts included.
@@ -64,7 +69,7 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response, framing | request | guard, registry | handle | msg |
+// params, origin, outbox, packers, response, framing, serve | request | guard, registry | handle | msg |
 // dispatch | router, stream, shell | ajax, ws | adapter, service | server, axum_glue | builder.
 pub mod adapter;
 mod ajax;
@@ -84,6 +89,7 @@ mod registry;
 mod request;
 mod response;
 mod router;
+mod serve;
 mod server;
 mod service;
 mod shell;
@@ -119,6 +125,7 @@ pub use sente_proto::{
     ClientId, Event, EventId, InvalidEventId, Keyword, Limits, Packer, Transport, Uid, Value,
     event_id,
 };
+pub use serve::{ServeConfig, serve};
 pub use server::Server;
 pub use service::ChskService;
 pub use stream::EventStream;

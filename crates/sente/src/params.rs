@@ -5,17 +5,41 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Params(Vec<(String, String)>);
 
+/// More than the allowed number of fields in one query string or form body
+/// ([`ServerLimits::max_form_fields`](sente_proto::server::ServerLimits::max_form_fields)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooManyFields {
+    /// The limit.
+    pub(crate) max: usize,
+}
+
+impl std::fmt::Display for TooManyFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Too many fields: a query string or a form body may carry at most {} fields",
+            self.max
+        )
+    }
+}
+
 impl Params {
-    pub(crate) fn parse(input: &str) -> Self {
+    /// The pairs of `input`, at most `max_fields` of them (empty pieces between two `&` do not
+    /// count and are skipped). Over the limit it stops at once: at most `max_fields` pairs are
+    /// ever decoded, so the memory used is bounded by the input plus `max_fields` pairs.
+    pub(crate) fn parse(input: &str, max_fields: usize) -> Result<Self, TooManyFields> {
         let mut out = Vec::new();
         for pair in input.split('&') {
             if pair.is_empty() {
                 continue;
             }
+            if out.len() == max_fields {
+                return Err(TooManyFields { max: max_fields });
+            }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             out.push((decode(k), decode(v)));
         }
-        Params(out)
+        Ok(Params(out))
     }
 
     /// The first value of `name`.
@@ -100,9 +124,13 @@ pub(crate) fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn parse(input: &str) -> Params {
+        Params::parse(input, 64).unwrap()
+    }
+
     #[test]
     fn parses_sente_post_body() {
-        let p = Params::parse(
+        let p = parse(
             "udt=1718600000123&client-id=7d0c&ppstr=%5B%5B%3Amy-app%2Fhello%20%7B%3Ax%201%7D%5D%20nil%5D",
         );
         assert_eq!(p.get("ppstr"), Some("[[:my-app/hello {:x 1}] nil]"));
@@ -111,12 +139,101 @@ mod tests {
 
     #[test]
     fn handshake_param_presence_and_edge_cases() {
-        let p = Params::parse("handshake%3F=&a=b+c&bad=%zz%&t=%4");
+        let p = parse("handshake%3F=&a=b+c&bad=%zz%&t=%4");
         assert!(p.has("handshake?"));
         assert_eq!(p.get("a"), Some("b c"));
         assert_eq!(p.get("bad"), Some("%zz%"));
         assert_eq!(p.get("t"), Some("%4"));
-        assert_eq!(Params::parse("x=%E9%FF").get("x"), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(parse("x=%E9%FF").get("x"), Some("\u{fffd}\u{fffd}"));
+    }
+
+    #[test]
+    fn field_cap() {
+        let at_cap = "a&".repeat(64);
+        assert_eq!(Params::parse(&at_cap, 64).unwrap().iter().count(), 64);
+        let over = "a&".repeat(65);
+        assert_eq!(Params::parse(&over, 64), Err(TooManyFields { max: 64 }));
+        // Empty pieces are free: they are neither kept nor counted.
+        let empties = format!("{}x=1", "&".repeat(100_000));
+        assert_eq!(Params::parse(&empties, 1).unwrap().get("x"), Some("1"));
+        // 1.5M empty fields (the issue 12 body) are refused after 64 pairs.
+        let flood = "=&".repeat(1_500_000);
+        assert!(Params::parse(&flood, 64).is_err());
+        assert!(
+            TooManyFields { max: 64 }
+                .to_string()
+                .contains("at most 64 fields")
+        );
+    }
+
+    /// A test-side reference parser: the same grammar written the obvious way.
+    fn reference(input: &str) -> Vec<(String, String)> {
+        input
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any input: no panic; within the cap it equals the reference; over it, an error.
+        #[test]
+        fn parse_any_input(input in "[a-z0-9=&%+.\\-\u{e9}\u{1F600}]{0,200}", max in 0usize..12) {
+            let want = reference(&input);
+            match Params::parse(&input, max) {
+                Ok(p) => {
+                    proptest::prop_assert!(want.len() <= max);
+                    let got: Vec<(String, String)> =
+                        p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                    proptest::prop_assert_eq!(got, want);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(want.len() > max);
+                    proptest::prop_assert_eq!(e.max, max);
+                }
+            }
+        }
+
+        /// Encoding then parsing gives back the fields (what a browser's form encoding sends).
+        #[test]
+        fn encoded_fields_round_trip(fields in proptest::collection::vec(("\\PC{0,12}", "\\PC{0,24}"), 0..10)) {
+            let enc = |s: &str| -> String {
+                s.bytes().fold(String::new(), |mut out, b| {
+                    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
+                    out
+                })
+            };
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+            let p = Params::parse(&body.join("&"), 64).unwrap();
+            let got: Vec<(String, String)> =
+                p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            // Pairs whose encoded form is empty (empty name and value still give "=") all stay.
+            proptest::prop_assert_eq!(got, fields);
+        }
+    }
+
+    /// Every seed of the `form_parse` fuzz target goes through the parser (issue 12).
+    #[test]
+    fn fuzz_corpus_seeds_parse() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/form_parse");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz corpus present") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for max in [0, 1, 64] {
+                if let Ok(p) = Params::parse(&text, max) {
+                    assert!(p.iter().count() <= max);
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 5, "expected the seed corpus, found {n} files");
     }
 
     #[test]

@@ -142,6 +142,21 @@ impl ChskRequest {
         self.client_id.as_ref()
     }
 
+    /// Adds a POST's form fields once its body is read (after the query's: the query wins).
+    pub(crate) fn add_form(&mut self, form: Params) {
+        self.params.extend(form);
+    }
+
+    /// Sets what the form fields gave: the client id and the protocol extensions.
+    pub(crate) fn set_client(
+        &mut self,
+        client_id: ClientId,
+        protocol_extensions: BTreeSet<String>,
+    ) {
+        self.client_id = Some(client_id);
+        self.protocol_extensions = protocol_extensions;
+    }
+
     pub(crate) fn params_inner(&self) -> &Params {
         &self.params
     }

@@ -132,7 +132,11 @@ where
 /// `GET`: a WebSocket upgrade or an Ajax handshake/poll, admitted by the guard first.
 async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     let (mut parts, _body) = req.into_parts();
-    let params = Params::parse(parts.uri.query().unwrap_or(""));
+    let max_fields = shell.registry().limits().max_form_fields;
+    let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
+        Ok(p) => p,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, "too many fields", e.to_string()),
+    };
     let ws = ws::is_upgrade(&parts.headers);
     let on_upgrade = if ws {
         Upgrade::take(&mut parts.extensions)

@@ -2,7 +2,7 @@
 //! server handle) and the transports' timing. Built once by [`crate::Builder`].
 
 use crate::dispatch::Dispatcher;
-use crate::guard::Guard;
+use crate::guard::{CsrfCheck, Guard};
 use crate::handle::ServerHandle;
 use crate::packers::Packers;
 use crate::params::Params;
@@ -109,7 +109,31 @@ fn requested_extensions(params: &Params) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// A POST whose head passed the guard's checks that need no body: its body may be read.
+pub(crate) struct HeadAdmitted {
+    request: ChskRequest,
+    csrf: CsrfCheck,
+}
+
+fn missing_client_id() -> Box<Response<ChskBody>> {
+    Box::new(reject(
+        StatusCode::BAD_REQUEST,
+        "missing client-id",
+        MISSING_CLIENT_ID,
+    ))
+}
+
 impl Shell {
+    fn resolve_packer(&self, params: &Params) -> Result<Arc<dyn Packer>, Box<Response<ChskBody>>> {
+        self.packers.resolve(params.get("packer")).map_err(|e| {
+            Box::new(reject(
+                StatusCode::BAD_REQUEST,
+                "unknown packer",
+                e.to_string(),
+            ))
+        })
+    }
+
     /// The admission of every GET, POST and WebSocket upgrade: the client id, the packer, then
     /// the guard's rejection pipeline. `Err` is the answer to send.
     pub(crate) fn admit(
@@ -118,19 +142,9 @@ impl Shell {
         params: Params,
     ) -> Result<Admitted, Box<Response<ChskBody>>> {
         let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
-            return Err(Box::new(reject(
-                StatusCode::BAD_REQUEST,
-                "missing client-id",
-                MISSING_CLIENT_ID,
-            )));
+            return Err(missing_client_id());
         };
-        let packer = self.packers.resolve(params.get("packer")).map_err(|e| {
-            Box::new(reject(
-                StatusCode::BAD_REQUEST,
-                "unknown packer",
-                e.to_string(),
-            ))
-        })?;
+        let packer = self.resolve_packer(&params)?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(&params);
         let request = Arc::new(ChskRequest::new(
@@ -145,6 +159,61 @@ impl Shell {
             .map_err(|r| Box::new(refused(*r)))?;
         Ok(Admitted {
             request,
+            uid,
+            client_id,
+            packer,
+            packer_named,
+        })
+    }
+
+    /// The first half of a POST's admission, before its body is read: the guard's checks that
+    /// need only the head (`reject_fn`, CSRF when the head carries a token, Origin,
+    /// `authorized_fn`), and the client id and packer when the query carries them. The hooks
+    /// see the query parameters only: the form fields are not read yet.
+    pub(crate) fn admit_head(
+        &self,
+        parts: http::request::Parts,
+        query: Params,
+    ) -> Result<HeadAdmitted, Box<Response<ChskBody>>> {
+        let client_id = match query.get("client-id") {
+            Some(c) => Some(ClientId::new(c).map_err(|_| missing_client_id())?),
+            None => None,
+        };
+        if query.has("packer") {
+            self.resolve_packer(&query)?;
+        }
+        let exts = requested_extensions(&query);
+        let request = ChskRequest::new(parts, query, client_id, exts);
+        let csrf = self
+            .guard
+            .admit_head(&request, true)
+            .map_err(|r| Box::new(refused(*r)))?;
+        Ok(HeadAdmitted { request, csrf })
+    }
+
+    /// The second half, once the form body is read (`form`: its fields, without `ppstr`): the
+    /// client id, the packer, a CSRF check the head could not do, and the uid.
+    pub(crate) fn admit_body(
+        &self,
+        head: HeadAdmitted,
+        form: Params,
+    ) -> Result<Admitted, Box<Response<ChskBody>>> {
+        let HeadAdmitted { mut request, csrf } = head;
+        request.add_form(form);
+        let params = request.params_inner();
+        let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
+            return Err(missing_client_id());
+        };
+        let packer = self.resolve_packer(params)?;
+        let packer_named = params.get("packer").is_some();
+        let exts = requested_extensions(params);
+        request.set_client(client_id.clone(), exts);
+        let uid = self
+            .guard
+            .admit_rest(&request, csrf)
+            .map_err(|r| Box::new(refused(*r)))?;
+        Ok(Admitted {
+            request: Arc::new(request),
             uid,
             client_id,
             packer,

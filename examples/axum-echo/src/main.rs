@@ -10,6 +10,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "axum-echo listening on http://{}/chsk",
         listener.local_addr()?
     );
-    axum::serve(listener, axum_echo::app()?).await?;
+    // Safe settings for a public port: head and keep-alive timeouts, head size and connection
+    // caps (see `sente::ServeConfig` for the defaults).
+    sente::serve(listener, axum_echo::app()?, sente::ServeConfig::default()).await?;
     Ok(())
 }

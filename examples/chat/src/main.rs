@@ -101,7 +101,10 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat demo listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    // Safe settings for a public port: head and keep-alive timeouts, head size and connection
+    // caps (see `sente::ServeConfig` for the defaults; the Ajax body timeout and size limit are
+    // the sente server's own).
+    sente::serve(listener, app, sente::ServeConfig::default()).await?;
     Ok(())
 }
 

@@ -29,6 +29,17 @@ pub struct ServerLimits {
     /// How long the server waits for one WebSocket frame to be written before it gives up on the
     /// client and drops the connection (ms). Default 10 000.
     pub ws_write_timeout_ms: u64,
+    /// How long the server waits for the whole body of an Ajax `POST` once it starts reading it
+    /// (ms). Default 10 000. A body not complete by then is dropped with its connection (`408`
+    /// when the client still listens), and the memory it held is released. Bodies are read only
+    /// after the request passed the Origin, CSRF (when the token is in the head), `reject_fn` and
+    /// `authorized_fn` checks, and never beyond the size limit (3 x `max_message_bytes` + 4 KiB
+    /// for a form, `max_message_bytes` for a binary body).
+    pub body_read_timeout_ms: u64,
+    /// Most fields in a query string, and most fields in a form body (each counted on its own).
+    /// Default 64 (a Sente request has about 5). More gets `400 Bad Request` before any field is
+    /// decoded, so a body of many tiny fields costs no more memory than its own bytes.
+    pub max_form_fields: usize,
 }
 
 impl Default for ServerLimits {
@@ -41,6 +52,8 @@ impl Default for ServerLimits {
             max_anonymous_connections: 100_000,
             max_header_bytes: 16 * 1024,
             ws_write_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_form_fields: 64,
         }
     }
 }

@@ -68,6 +68,15 @@ pub struct Harness {
 
 /// Starts the server with the transcripts' test app (echo, push-me, no-reply, close-me).
 pub async fn start(builder: Builder) -> Harness {
+    start_inner(builder, None).await
+}
+
+/// Like [`start`], served by `sente::serve` with `config` instead of `axum::serve`.
+pub async fn start_served(builder: Builder, config: sente::ServeConfig) -> Harness {
+    start_inner(builder, Some(config)).await
+}
+
+async fn start_inner(builder: Builder, config: Option<sente::ServeConfig>) -> Harness {
     let (server, mut events) = builder.build_with_events().expect("valid config");
     let (tx, handled) = mpsc::unbounded_channel();
     let app_server = server.clone();
@@ -89,7 +98,10 @@ pub async fn start(builder: Builder) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = server.router::<()>("/chsk");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    match config {
+        None => tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+        Some(c) => tokio::spawn(async move { sente::serve(listener, app, c).await.unwrap() }),
+    };
     Harness {
         addr,
         server,
