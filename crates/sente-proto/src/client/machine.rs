@@ -3,8 +3,8 @@
 use super::config::{ClientConfig, Kind, Transport};
 use super::rng::Rng;
 use super::state::{
-    ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, RequestFailure, SendError, State,
-    StateChange, WsCloseInfo, WsErrorInfo,
+    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, RequestError, RequestFailure,
+    SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
@@ -174,9 +174,12 @@ pub enum HttpFailure {
     /// The request's `timeout_ms` passed.
     #[error("timed out")]
     Timeout,
-    /// No connection could be made: refused, DNS failure, TLS failure.
+    /// No connection could be made: refused, DNS failure.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The TLS handshake failed, e.g. the server's certificate is not trusted (native shell).
+    #[error("TLS error: {0}")]
+    Tls(String),
     /// The shell could not build the request (an invalid URL or header).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -200,6 +203,19 @@ pub struct WsFailure {
     pub status: Option<u16>,
     /// What happened.
     pub message: String,
+    /// Whether TLS failed (e.g. the server's certificate is not trusted; native shell only).
+    pub tls: bool,
+}
+
+impl WsFailure {
+    /// A failure with a message only (no HTTP status, not TLS).
+    pub fn new(message: impl Into<String>) -> Self {
+        WsFailure {
+            status: None,
+            message: message.into(),
+            tls: false,
+        }
+    }
 }
 
 /// A WebSocket close (browser `onclose`, or the end of the stream natively).
@@ -601,6 +617,7 @@ impl ClientMachine {
                 udt,
                 message: failure.message,
                 status,
+                tls: failure.tls,
             });
         });
         if self.cfg.kind == Kind::Auto && !self.ws_ever_handshaken && !ws.handshaken {
@@ -768,6 +785,8 @@ impl ClientMachine {
             return;
         }
         self.log(LogLevel::Warn, format!("Ajax poll failed: {failure}"));
+        let udt = self.udt(now);
+        self.set_state(|s| s.last_ajax_error = Some(AjaxErrorInfo { udt, failure }));
         self.link_lost(CloseReason::Unexpected, now);
     }
 
