@@ -73,7 +73,7 @@ struct Fetch {
 
 /// Settings of the IO layer (none in the browser: it does TLS, origin and cookies itself).
 #[derive(Default)]
-pub(crate) struct IoConfig;
+pub(crate) struct IoConfig {}
 
 /// Live browser objects, keyed by the machine's ids (single-threaded: the mutexes never block).
 pub(crate) struct Io {

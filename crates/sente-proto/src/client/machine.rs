@@ -785,9 +785,13 @@ impl ClientMachine {
             return;
         }
         self.log(LogLevel::Warn, format!("Ajax poll failed: {failure}"));
-        let udt = self.udt(now);
-        self.set_state(|s| s.last_ajax_error = Some(AjaxErrorInfo { udt, failure }));
-        self.link_lost(CloseReason::Unexpected, now);
+        let error = AjaxErrorInfo {
+            udt: self.udt(now),
+            failure,
+        };
+        self.link_lost_with(CloseReason::Unexpected, now, |s| {
+            s.last_ajax_error = Some(error);
+        });
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1238,6 +1242,11 @@ impl ClientMachine {
 
     /// The link failed: record why and schedule a reconnect.
     fn link_lost(&mut self, reason: CloseReason, now: u64) {
+        self.link_lost_with(reason, now, |_| {});
+    }
+
+    /// [`link_lost`](Self::link_lost), with more state changed in the same `chsk/state` change.
+    fn link_lost_with(&mut self, reason: CloseReason, now: u64, also: impl FnOnce(&mut State)) {
         self.stop_link_timers();
         self.fail_ws_requests();
         self.attempt = self.attempt.saturating_add(1);
@@ -1253,6 +1262,7 @@ impl ClientMachine {
         let udt_next = (delay > 0).then(|| self.udt(at));
         let record = self.state.open || matches!(reason, CloseReason::Rejected { .. });
         self.set_state(|s| {
+            also(s);
             if record {
                 s.last_close = Some(CloseInfo { udt, reason });
             }
