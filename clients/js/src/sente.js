@@ -436,7 +436,7 @@ export class ChannelSocket {
     if (now() - c.act < this.opts.wsKaliveMs / 2) return;
     this._wsRequest(c, [":chsk/ws-ping"], this.opts.wsPingTimeoutMs).then(
       (r) => r === "pong" || this._pingFailed(c),
-      () => this._pingFailed(c),
+      () => c.ws.readyState === 2 || this._pingFailed(c),
     );
   }
 
@@ -466,6 +466,10 @@ export class ChannelSocket {
   }
 
   _wsSend(c, payload, cb) {
+    // CLOSING: the server's close frame (Sente's [:chsk/close]) came in; `onclose` follows (a
+    // browser waits up to ~2 s for the server to close TCP) and records the clean close. Fail
+    // this send as "closed" rather than tearing the connection down as a "ws-error".
+    if (c.ws.readyState === 2) return false;
     try {
       if (c.ws.readyState !== 1) throw 0;
       c.ws.send(JSON.stringify([payload, cb]));
@@ -494,7 +498,7 @@ export class ChannelSocket {
       this._cbs.set(id, { ok, fail, timer });
       if (!this._wsSend(c, payload, id)) {
         // _wsSend already failed all pending callbacks (including this one) with "error"
-        if (this._cbs.delete(id)) clearTimeout(timer), fail(new SenteError("error"));
+        if (this._cbs.delete(id)) clearTimeout(timer), fail(new SenteError(c.ws.readyState === 2 ? "closed" : "error"));
       }
     });
   }

@@ -394,3 +394,48 @@ test("client ids come from crypto.getRandomValues where crypto.randomUUID is mis
     Object.defineProperty(globalThis, "crypto", desc);
   }
 });
+
+// A server that sends a close frame 1000 and leaves TCP open (http-kit): the browser's socket is
+// CLOSING until `onclose` fires about 2 s later. Every instance opens and handshakes at once.
+class ClosedByServer {
+  static all = [];
+  constructor() {
+    this.readyState = 0;
+    this.sent = [];
+    ClosedByServer.all.push(this);
+    setTimeout(() => {
+      this.readyState = 1;
+      this.onopen?.({});
+      this.onmessage?.({ data: JSON.stringify([[":chsk/handshake", ["u", null, null]], null]) });
+    }, 1);
+  }
+  serverClose(ms) {
+    this.readyState = 2;
+    setTimeout(() => {
+      this.readyState = 3;
+      this.onclose?.({ code: 1000, reason: "bye", wasClean: true });
+    }, ms);
+  }
+  send(d) {
+    if (this.readyState !== 1) throw new Error("not open");
+    this.sent.push(d);
+  }
+  close() {}
+}
+
+test("ws: a server close frame is a clean close; sends while CLOSING fail as closed", async () => {
+  ClosedByServer.all = [];
+  const chsk = make({ type: "ws", WebSocket: ClosedByServer });
+  await next(chsk, "chsk/handshake");
+  ClosedByServer.all[0].serverClose(200);
+  const p = chsk.request("demo/echo", 1, 5000);
+  await assert.rejects(p, (e) => e.code == "closed");
+  assert.equal(chsk.send("demo/x", 1), false);
+  assert.equal(chsk.state.open, true, "still open until onclose");
+  const st = await next(chsk, "chsk/state", ([, n]) => !n.open);
+  assert.equal(st[1].lastClose.reason, "clean");
+  assert.deepEqual([st[1].lastWsClose.code, st[1].lastWsClose.reason], [1000, "bye"]);
+  await next(chsk, "chsk/handshake");
+  assert.equal(ClosedByServer.all.length, 2);
+  chsk.disconnect();
+});

@@ -22,6 +22,8 @@ pub struct ClientBuilder {
     invalid: Invalid,
     event_buffer: usize,
     seed: Option<u64>,
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+    tls: crate::tls::TlsOptions,
 }
 
 /// Inputs that were refused, reported in this order by [`ClientBuilder::config`].
@@ -64,6 +66,8 @@ impl ClientBuilder {
             invalid: Invalid::default(),
             event_buffer: 1024,
             seed: None,
+            #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+            tls: crate::tls::TlsOptions::default(),
         }
     }
 
@@ -103,10 +107,67 @@ impl ClientBuilder {
         self
     }
 
-    /// An extra request header (native only: browsers cannot set WebSocket headers; the wasm
-    /// shell applies them to Ajax requests only).
+    /// An extra request header, sent on the WebSocket upgrade and on every Ajax request (native
+    /// only: browsers cannot set WebSocket headers; the wasm shell applies them to Ajax requests
+    /// only, and the browser drops the ones it forbids, like `Origin` and `Cookie`). Calling it
+    /// again with the same name adds a second value.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The `Origin` header, sent on the WebSocket upgrade and every Ajax request, as a browser
+    /// page at that origin would (e.g. `"https://example.com"`): a Sente server with
+    /// `:allowed-origins` (sente-rs: `AllowedOrigins::list`) refuses requests without an allowed
+    /// origin. Replaces an earlier `Origin`. Native only (a browser sends its page's origin).
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.config
+            .headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("origin"));
+        self.config
+            .headers
+            .push(("Origin".to_owned(), origin.into()));
+        self
+    }
+
+    /// A cookie, sent in the `Cookie` header of the WebSocket upgrade and every Ajax request,
+    /// e.g. the session cookie of a Ring app (`cookie("ring-session", "...")`), so the server
+    /// sees this client's session (its uid, its CSRF token). Cookies given here are joined into
+    /// one `Cookie` header (`a=1; b=2`); nothing is stored from `Set-Cookie` responses. Native
+    /// only (a browser sends its own cookies).
+    pub fn cookie(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        let pair = format!("{}={}", name.as_ref(), value.as_ref());
+        match self
+            .config
+            .headers
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+        {
+            Some((_, v)) => {
+                v.push_str("; ");
+                v.push_str(&pair);
+            }
+            None => self.config.headers.push(("Cookie".to_owned(), pair)),
+        }
+        self
+    }
+
+    /// Trusts `cert` as a root certificate authority for `https://` and `wss://` URLs, besides
+    /// the built-in (webpki) roots: for a server whose certificate comes from a private or test
+    /// CA. Only add CAs you control: every certificate they sign is trusted by this client.
+    /// Certificates are always verified; there is no way to turn verification off.
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+    pub fn add_root_certificate(mut self, cert: crate::tls::Certificate) -> Self {
+        self.tls.roots.push(cert);
+        self
+    }
+
+    /// Whether to trust the built-in webpki roots (Mozilla's root store, default `true`). With
+    /// `false`, only the certificates given to [`add_root_certificate`](Self::add_root_certificate)
+    /// are trusted.
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+    pub fn tls_built_in_root_certs(mut self, enabled: bool) -> Self {
+        self.tls.built_in_roots = enabled;
         self
     }
 
@@ -224,13 +285,27 @@ impl ClientBuilder {
         Ok(())
     }
 
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+    fn platform(&self) -> Result<crate::platform::IoConfig, ConnectError> {
+        Ok(crate::platform::IoConfig {
+            tls: self.tls.client_config()?,
+        })
+    }
+
+    #[cfg(not(all(feature = "tls", not(target_arch = "wasm32"))))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn platform(&self) -> Result<crate::platform::IoConfig, ConnectError> {
+        Ok(crate::platform::IoConfig::default())
+    }
+
     /// Starts the client: it connects in the background and reconnects until dropped or
     /// [`disconnect`](Client::disconnect)ed. Natively this must run inside a tokio runtime.
     pub fn connect(self) -> Result<Client, ConnectError> {
         self.check()?;
+        let io = self.platform()?;
         let seed = self
             .seed
             .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
-        Ok(Client::start(self.config, seed, self.event_buffer))
+        Ok(Client::start(self.config, seed, self.event_buffer, io))
     }
 }

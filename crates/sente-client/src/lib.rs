@@ -10,6 +10,15 @@
 //! `chsk/timeout`, `chsk/error`, the last with a [`RequestFailure`] to match on), [`SendError`]
 //! and [`ConnectError`]; the state's `last_close` carries a [`CloseReason`].
 //!
+//! Natively the builder can also send what a browser page would: [`ClientBuilder::origin`],
+//! [`ClientBuilder::cookie`] and [`ClientBuilder::header`], on the WebSocket upgrade and every
+//! Ajax request. `https://` and `wss://` URLs go through rustls (cargo feature `tls`, on by
+//! default; certificates are always verified, against the webpki roots and the CAs given to
+//! `ClientBuilder::add_root_certificate`); a TLS failure is reported in the state
+//! ([`WsErrorInfo::tls`], [`AjaxErrorInfo`] with [`HttpFailure::Tls`]). A server's close frame
+//! (Sente's `[:chsk/close]`) is answered and reported at once (`last_ws_close` with its code,
+//! `last_close` `clean` for 1000), then the client reconnects; the server gets 2 s to close TCP.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use sente_client::{Client, ClientEvent, Event, Kind};
@@ -54,6 +63,8 @@ extern crate tokio_sync as tokio;
 mod builder;
 mod events;
 mod shared;
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+mod tls;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "native.rs"]
@@ -65,12 +76,14 @@ mod platform;
 pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
-    Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind, QueueConfig,
-    RequestError, RequestFailure, SendError, State, StateChange, Transport, WsCloseInfo,
-    WsErrorInfo,
+    AjaxErrorInfo, Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind,
+    QueueConfig, RequestError, RequestFailure, SendError, State, StateChange, Transport,
+    WsCloseInfo, WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
 pub use sente_proto::{EnvelopeError, PackError, UnpackError};
+#[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+pub use tls::{Certificate, TlsError};
 
 use serde::de::DeserializeOwned;
 use shared::Shared;
@@ -91,6 +104,10 @@ pub enum ConnectError {
     /// No packer has this name.
     #[error("unknown packer {0:?}")]
     UnknownPacker(String),
+    /// The TLS setup is unusable (a bad root certificate, no roots at all).
+    #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 struct Handle {
@@ -133,7 +150,12 @@ impl Client {
         ClientBuilder::new(url)
     }
 
-    fn start(cfg: sente_proto::client::ClientConfig, seed: u64, event_buffer: usize) -> Client {
+    fn start(
+        cfg: sente_proto::client::ClientConfig,
+        seed: u64,
+        event_buffer: usize,
+        io: platform::IoConfig,
+    ) -> Client {
         let client_id = cfg.client_id.clone();
         let clock = platform::Clock::new();
         let mut machine =
@@ -143,7 +165,7 @@ impl Client {
         let shared = Arc::new(Shared::new(
             machine,
             clock,
-            platform::Io::new(),
+            platform::Io::new(io),
             tx,
             event_buffer,
         ));

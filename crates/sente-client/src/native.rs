@@ -45,21 +45,61 @@ enum WsCmd {
     Close(u16, String),
 }
 
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// How a server that closed the WebSocket gets to close TCP after our answering close frame,
+/// before the socket is dropped (browsers wait about as long).
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings of the IO layer, from the builder.
+#[derive(Clone)]
+#[cfg_attr(not(feature = "tls"), derive(Default))]
+pub(crate) struct IoConfig {
+    /// The rustls configuration for `https://` and `wss://` URLs.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
+
 /// Live IO resources, keyed by the machine's ids.
 pub(crate) struct Io {
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: HttpClient<Connector, Full<Bytes>>,
     sockets: Mutex<HashMap<ConnId, mpsc::UnboundedSender<WsCmd>>>,
     requests: Mutex<HashMap<HttpId, AbortHandle>>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    config: IoConfig,
 }
 
 impl Io {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(config: IoConfig) -> Self {
+        #[cfg(feature = "tls")]
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*config.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        #[cfg(not(feature = "tls"))]
+        let connector = HttpConnector::new();
         Io {
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            http: HttpClient::builder(TokioExecutor::new()).build(connector),
             sockets: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
+            config,
         }
     }
+}
+
+/// Whether an error chain comes from TLS.
+#[cfg(feature = "tls")]
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    crate::tls::is_tls_error(e)
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_tls(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
 }
 
 pub(crate) fn spawn_driver(shared: Arc<Shared>) {
@@ -160,7 +200,9 @@ async fn http_call(
         .body(body)
         .map_err(|e| HttpFailure::InvalidRequest(e.to_string()))?;
     let resp = shared.io.http.request(req).await.map_err(|e| {
-        if e.is_connect() {
+        if is_tls(&e) {
+            HttpFailure::Tls(describe(&e))
+        } else if e.is_connect() {
             HttpFailure::Connect(describe(&e))
         } else {
             HttpFailure::Network(describe(&e))
@@ -215,9 +257,18 @@ async fn ws_task(
         let config = WebSocketConfig::default()
             .max_message_size(Some(max.saturating_add(64)))
             .max_frame_size(Some(max.saturating_add(64)));
-        tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-            .await
-            .map_err(|e| failure(&e))
+        #[cfg(feature = "tls")]
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            Some(config),
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(
+                shared.io.config.tls.clone(),
+            )),
+        );
+        #[cfg(not(feature = "tls"))]
+        let connecting = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+        connecting.await.map_err(|e| failure(&e))
     };
     let connected = tokio::select! {
         r = result => r,
@@ -237,9 +288,11 @@ async fn ws_task(
     };
     shared.with(|m, now| m.handle_ws_open(conn, now));
     let (mut sink, mut stream) = ws.split();
+    // The close frame received, once the machine has been told about it.
+    let mut reported = false;
     let mut close: Option<WsClosed> = None;
     let mut closing = false;
-    // After we sent a close frame, wait a bounded time for the server's answer.
+    // Once a close frame went either way, wait a bounded time for the server to close TCP.
     let mut give_up_at = Instant::now() + Duration::from_secs(3600);
     loop {
         tokio::select! {
@@ -257,13 +310,13 @@ async fn ws_task(
                 }
                 Some(WsCmd::Close(code, reason)) => {
                     closing = true;
-                    give_up_at = Instant::now() + Duration::from_secs(5);
+                    give_up_at = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                 }
                 None => {
                     closing = true;
-                    give_up_at = Instant::now() + Duration::from_secs(5);
+                    give_up_at = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
                     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                 }
@@ -276,14 +329,29 @@ async fn ws_task(
                     shared.with(|m, now| m.handle_ws_message(conn, &b, now));
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    close = Some(match frame {
+                    let info = match frame {
                         Some(f) => WsClosed {
                             code: u16::from(f.code),
                             reason: f.reason.as_str().to_owned(),
                             clean: true,
                         },
                         None => WsClosed { code: 1005, reason: String::new(), clean: true },
-                    });
+                    };
+                    if closing {
+                        // The answer to our own close.
+                        close = Some(info);
+                    } else {
+                        // The server closed (Sente's `[:chsk/close]`). tungstenite queues the
+                        // answering close frame and sends it on the next read below; the close
+                        // handshake is complete for us, so the machine hears of it now (it
+                        // reconnects, and requests made from now on are queued or fail as
+                        // closed) rather than when the server closes TCP: http-kit may never.
+                        closing = true;
+                        give_up_at = Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
+                        lock(&shared.io.sockets).remove(&conn);
+                        shared.with(|m, now| m.handle_ws_closed(conn, info, now));
+                        reported = true;
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
@@ -292,19 +360,24 @@ async fn ws_task(
                 }
                 None => break,
             },
-            () = tokio::time::sleep_until(give_up_at), if closing => break,
+            () = tokio::time::sleep_until(give_up_at), if closing => {
+                tracing::debug!(
+                    target: "sente_client",
+                    "WebSocket {conn}: the server did not close TCP after the close handshake"
+                );
+                break;
+            }
         }
     }
-    lock(&shared.io.sockets).remove(&conn);
-    let close = close.unwrap_or_else(WsClosed::abnormal);
-    shared.with(|m, now| m.handle_ws_closed(conn, close, now));
+    if !reported {
+        lock(&shared.io.sockets).remove(&conn);
+        let close = close.unwrap_or_else(WsClosed::abnormal);
+        shared.with(|m, now| m.handle_ws_closed(conn, close, now));
+    }
 }
 
 fn plain(e: &dyn std::fmt::Display) -> WsFailure {
-    WsFailure {
-        status: None,
-        message: e.to_string(),
-    }
+    WsFailure::new(e.to_string())
 }
 
 fn failure(e: &WsError) -> WsFailure {
@@ -318,8 +391,14 @@ fn failure(e: &WsError) -> WsFailure {
             WsFailure {
                 status: Some(resp.status().as_u16()),
                 message: format!("upgrade refused: HTTP {} {body}", resp.status()),
+                tls: false,
             }
         }
+        other if is_tls(other) => WsFailure {
+            status: None,
+            message: format!("TLS error: {}", describe(other)),
+            tls: true,
+        },
         other => plain(other),
     }
 }

@@ -71,6 +71,10 @@ struct Fetch {
     aborted: Rc<RefCell<bool>>,
 }
 
+/// Settings of the IO layer (none in the browser: it does TLS, origin and cookies itself).
+#[derive(Default)]
+pub(crate) struct IoConfig {}
+
 /// Live browser objects, keyed by the machine's ids (single-threaded: the mutexes never block).
 pub(crate) struct Io {
     sockets: Mutex<HashMap<ConnId, Socket>>,
@@ -78,7 +82,7 @@ pub(crate) struct Io {
 }
 
 impl Io {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(_config: IoConfig) -> Self {
         Io {
             sockets: Mutex::new(HashMap::new()),
             fetches: Mutex::new(HashMap::new()),
@@ -198,14 +202,7 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
         Err(e) => {
             let message = format!("cannot create WebSocket: {e:?}");
             shared.with(|m, now| {
-                m.handle_ws_connect_failed(
-                    conn,
-                    WsFailure {
-                        status: None,
-                        message,
-                    },
-                    now,
-                );
+                m.handle_ws_connect_failed(conn, WsFailure::new(message), now);
             });
             return;
         }
@@ -229,10 +226,7 @@ fn open_ws(shared: &Arc<Shared>, conn: ConnId, url: &str) {
     });
     let s = shared.clone();
     let on_error = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        let failure = WsFailure {
-            status: None,
-            message: "WebSocket error".to_owned(),
-        };
+        let failure = WsFailure::new("WebSocket error");
         s.with(|m, now| m.handle_ws_error(conn, failure, now));
     });
     let s = shared.clone();

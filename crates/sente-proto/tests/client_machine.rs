@@ -493,6 +493,7 @@ fn fail_ws(h: &mut H, conn: ConnId, status: Option<u16>) -> Vec<Output> {
         WsFailure {
             status,
             message: "refused".into(),
+            tls: false,
         },
         h.now,
     );
@@ -769,6 +770,39 @@ fn ajax_rejection_and_network_failure() {
     );
     let (_, req) = http_of(&out);
     assert!(req.url.contains("handshake%3F=1"));
+    let err = h.m.state().last_ajax_error.clone().unwrap();
+    assert_eq!(err.failure, HttpFailure::Network("reset".into()));
+}
+
+#[test]
+fn a_tls_failure_is_recorded_in_the_state() {
+    let mut h = H::new(config(Kind::Ajax));
+    h.m.connect(h.now);
+    let (poll, _) = http_of(&h.drain());
+    h.m.handle_http_failure(poll, HttpFailure::Tls("UnknownIssuer".into()), h.now);
+    h.drain();
+    let state = h.m.state().to_value().to_string();
+    assert!(state.contains(":last-ajax-error"), "{state}");
+    assert!(state.contains(":tls? true"), "{state}");
+    assert!(matches!(
+        h.m.state().last_ajax_error.as_ref().unwrap().failure,
+        HttpFailure::Tls(_)
+    ));
+
+    let mut h = H::new(config(Kind::Ws));
+    h.m.connect(h.now);
+    let (conn, _) = ws_open_of(&h.drain());
+    let failure = WsFailure {
+        status: None,
+        message: "TLS error: invalid peer certificate: UnknownIssuer".into(),
+        tls: true,
+    };
+    h.m.handle_ws_connect_failed(conn, failure, h.now);
+    h.drain();
+    let err = h.m.state().last_ws_error.clone().unwrap();
+    assert!(err.tls && err.status.is_none());
+    let state = h.m.state().to_value().to_string();
+    assert!(state.contains(":tls? true"), "{state}");
 }
 
 #[test]
@@ -810,6 +844,7 @@ fn auto_downgrades_to_ajax_when_the_first_ws_attempt_fails() {
         WsFailure {
             status: Some(403),
             message: "403".into(),
+            tls: false,
         },
         3,
     );
@@ -876,6 +911,7 @@ fn auto_reprobes_ws_after_ajax_fallback_and_keeps_requests() {
         WsFailure {
             status: None,
             message: "x".into(),
+            tls: false,
         },
         h.now,
     );

@@ -194,10 +194,7 @@ impl Pair {
             Io::WsOpen { conn, url, .. } => {
                 let cid = ClientId::new(query_param(&url, "client-id").unwrap()).unwrap();
                 if self.server_down || self.refuse_ws {
-                    let failure = WsFailure {
-                        status: None,
-                        message: "connection refused".into(),
-                    };
+                    let failure = WsFailure::new("connection refused");
                     self.client.handle_ws_connect_failed(conn, failure, now);
                     return;
                 }

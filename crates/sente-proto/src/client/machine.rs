@@ -3,8 +3,8 @@
 use super::config::{ClientConfig, Kind, Transport};
 use super::rng::Rng;
 use super::state::{
-    ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError, RequestFailure,
-    SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
+    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError,
+    RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
@@ -170,6 +170,19 @@ pub struct WsFailure {
     pub status: Option<u16>,
     /// What happened.
     pub message: String,
+    /// Whether TLS failed (e.g. the server's certificate is not trusted; native shell only).
+    pub tls: bool,
+}
+
+impl WsFailure {
+    /// A failure with a message only (no HTTP status, not TLS).
+    pub fn new(message: impl Into<String>) -> Self {
+        WsFailure {
+            status: None,
+            message: message.into(),
+            tls: false,
+        }
+    }
 }
 
 /// A WebSocket close (browser `onclose`, or the end of the stream natively).
@@ -571,6 +584,7 @@ impl ClientMachine {
                 udt,
                 message: failure.message,
                 status,
+                tls: failure.tls,
             });
         });
         if self.cfg.kind == Kind::Auto && !self.ws_ever_handshaken && !ws.handshaken {
@@ -738,7 +752,13 @@ impl ClientMachine {
             return;
         }
         self.log(LogLevel::Warn, format!("Ajax poll failed: {failure}"));
-        self.link_lost(CloseReason::Unexpected, now);
+        let error = AjaxErrorInfo {
+            udt: self.udt(now),
+            failure,
+        };
+        self.link_lost_with(CloseReason::Unexpected, now, |s| {
+            s.last_ajax_error = Some(error);
+        });
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1189,6 +1209,11 @@ impl ClientMachine {
 
     /// The link failed: record why and schedule a reconnect.
     fn link_lost(&mut self, reason: CloseReason, now: u64) {
+        self.link_lost_with(reason, now, |_| {});
+    }
+
+    /// [`link_lost`](Self::link_lost), with more state changed in the same `chsk/state` change.
+    fn link_lost_with(&mut self, reason: CloseReason, now: u64, also: impl FnOnce(&mut State)) {
         self.stop_link_timers();
         self.fail_ws_requests();
         self.attempt = self.attempt.saturating_add(1);
@@ -1204,6 +1229,7 @@ impl ClientMachine {
         let udt_next = (delay > 0).then(|| self.udt(at));
         let record = self.state.open || matches!(reason, CloseReason::Rejected { .. });
         self.set_state(|s| {
+            also(s);
             if record {
                 s.last_close = Some(CloseInfo { udt, reason });
             }

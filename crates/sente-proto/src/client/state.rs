@@ -73,6 +73,17 @@ pub struct WsErrorInfo {
     /// The HTTP status when the upgrade was answered with something other than 101 (native
     /// shells only; browsers do not expose it).
     pub status: Option<u16>,
+    /// Whether TLS failed, e.g. the server's certificate is not trusted (native shells only).
+    pub tls: bool,
+}
+
+/// `:last-ajax-error` (sente-rs): the last Ajax long-poll that failed without a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AjaxErrorInfo {
+    /// When (Unix ms).
+    pub udt: u64,
+    /// What happened ([`HttpFailure::Tls`] when the server's certificate is not trusted).
+    pub failure: HttpFailure,
 }
 
 /// `:last-ws-close`: the last WebSocket close.
@@ -115,6 +126,8 @@ pub struct State {
     pub last_ws_error: Option<WsErrorInfo>,
     /// `:last-ws-close`.
     pub last_ws_close: Option<WsCloseInfo>,
+    /// `:last-ajax-error` (sente-rs): the last Ajax long-poll failure without a response.
+    pub last_ajax_error: Option<AjaxErrorInfo>,
     /// `:last-close`: set when an open connection closes, and on a rejected handshake.
     pub last_close: Option<CloseInfo>,
     /// `:udt-next-reconnect`: when the next reconnect attempt is due (Unix ms).
@@ -132,6 +145,7 @@ impl State {
             handshake_data: None,
             last_ws_error: None,
             last_ws_close: None,
+            last_ajax_error: None,
             last_close: None,
             udt_next_reconnect: None,
         }
@@ -158,7 +172,19 @@ impl State {
             if let Some(status) = e.status {
                 em.insert(kw("status"), Value::Int(i64::from(status)));
             }
+            if e.tls {
+                em.insert(kw("tls?"), Value::Bool(true));
+            }
             m.insert(kw("last-ws-error"), Value::Map(em));
+        }
+        if let Some(e) = &self.last_ajax_error {
+            let mut em = Map::new();
+            em.insert(kw("udt"), udt_value(e.udt));
+            em.insert(kw("ev"), Value::Str(e.failure.to_string()));
+            if matches!(e.failure, HttpFailure::Tls(_)) {
+                em.insert(kw("tls?"), Value::Bool(true));
+            }
+            m.insert(kw("last-ajax-error"), Value::Map(em));
         }
         if let Some(c) = &self.last_ws_close {
             let mut cm = Map::new();
@@ -385,9 +411,12 @@ pub enum HttpFailure {
     /// The request's `timeout_ms` passed.
     #[error("timed out")]
     Timeout,
-    /// No connection could be made: refused, DNS failure, TLS failure.
+    /// No connection could be made: refused, DNS failure.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The TLS handshake failed, e.g. the server's certificate is not trusted (native shell).
+    #[error("TLS error: {0}")]
+    Tls(String),
     /// The shell could not build the request (an invalid URL or header).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
