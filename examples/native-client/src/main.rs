@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! cargo run -p native-client -- [URL] [--kind auto|ws|ajax] [--packer NAME] [--csrf TOKEN]
+//!                               [--no-session]
 //! ```
 //!
-//! The URL defaults to `http://127.0.0.1:3000/chsk` (the demo server). Once open it sends
+//! The URL defaults to `http://127.0.0.1:3000/chsk` (the demo server). Like a page of the demo,
+//! it first gets a session (`GET /session`: the session cookie and its CSRF token), then
+//! connects with that cookie, the token and the page's `Origin` (the demo checks all three).
+//! `--no-session` skips that, for servers without one. Once open it sends
 //! `[:demo/echo "hello from Rust"]` and prints the reply. Stop it with Ctrl-C.
 
 use futures_util::StreamExt;
@@ -12,7 +16,9 @@ use sente_client::{Client, ClientEvent, Event, EventId, Kind};
 use std::time::Duration;
 
 fn usage() -> ! {
-    eprintln!("usage: native-client [URL] [--kind auto|ws|ajax] [--packer NAME] [--csrf TOKEN]");
+    eprintln!(
+        "usage: native-client [URL] [--kind auto|ws|ajax] [--packer NAME] [--csrf TOKEN] [--no-session]"
+    );
     std::process::exit(2)
 }
 
@@ -26,9 +32,11 @@ async fn main() {
         .init();
     let mut url = "http://127.0.0.1:3000/chsk".to_owned();
     let mut builder_opts: Vec<(String, String)> = Vec::new();
+    let mut session = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--no-session" => session = false,
             "--kind" | "--packer" | "--csrf" => {
                 let v = args.next().unwrap_or_else(|| usage());
                 builder_opts.push((arg, v));
@@ -39,6 +47,18 @@ async fn main() {
         }
     }
     let mut builder = Client::builder(&url);
+    if session {
+        let origin = origin_of(&url);
+        match fetch_session(&origin).await {
+            Ok((cookie, token)) => {
+                builder = builder.origin(&origin).csrf_token(token);
+                if let Some((name, value)) = cookie.split_once('=') {
+                    builder = builder.cookie(name, value);
+                }
+            }
+            Err(e) => eprintln!("no session from {origin}/session ({e}); connecting without"),
+        }
+    }
     for (k, v) in builder_opts {
         builder = match (k.as_str(), v.as_str()) {
             ("--kind", "auto") => builder.kind(Kind::Auto),
@@ -81,4 +101,39 @@ async fn main() {
     }
     client.disconnect();
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// `scheme://host:port` of a URL.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// What a page of the demo gets first: a session cookie (`name=value`) and the session's CSRF
+/// token (`GET /session`, JSON `{"csrfToken": ..}`).
+async fn fetch_session(
+    origin: &str,
+) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<hyper::body::Bytes>>();
+    let resp = client.get(format!("{origin}/session").parse()?).await?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()).into());
+    }
+    let cookie = resp
+        .headers()
+        .get(hyper::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or("no session cookie")?
+        .to_owned();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body)?;
+    let token = json["csrfToken"]
+        .as_str()
+        .ok_or("no csrfToken")?
+        .to_owned();
+    Ok((cookie, token))
 }
