@@ -301,3 +301,17 @@ async fn one_ajax_clients_backlog_only_delays_that_client() {
         assert_eq!(r.text(), format!("[{n} nil]"));
     }
 }
+
+/// Event ids are checked where they are written: `try_on` returns the error, `on` panics at
+/// the caller's line with the reason, and `event_id!` refuses an invalid literal at compile
+/// time (a doc test of `sente_proto::event_id`).
+#[test]
+fn invalid_handler_ids_are_refused() {
+    let noop = |_msg: EventMsg| async {};
+    assert!(Router::new().try_on("no-namespace", noop).is_err());
+    assert!(Router::new().try_on("my-app/ok", noop).is_ok());
+    let panic = std::panic::catch_unwind(|| Router::new().on("has space/x y", noop)).unwrap_err();
+    let text = panic.downcast_ref::<String>().unwrap();
+    assert!(text.starts_with("Router::on: invalid event id"), "{text}");
+    assert_eq!(sente::event_id!("my-app/ok").as_str(), "my-app/ok");
+}
