@@ -188,18 +188,18 @@ impl Cluster {
     /// Encodes a message this node publishes. For this node's own `Presence`, records it
     /// (heartbeats and snapshots report it). Delivering non-presence messages to this node's
     /// own sink is the shell's job (its own frames are filtered out on the way back).
-    pub fn publish(&mut self, msg: BackplaneMsg) -> Result<Vec<u8>, CodecError> {
+    pub fn publish(&mut self, msg: &BackplaneMsg) -> Result<Vec<u8>, CodecError> {
         if let BackplaneMsg::Presence {
             node,
             uid,
             ws,
             ajax,
-        } = &msg
+        } = msg
         {
             self.node = Some(*node);
             self.local.set(uid, *ws, *ajax);
         }
-        codec::encode(self.origin, &Frame::Msg(msg))
+        codec::encode_msg(self.origin, msg)
     }
 
     /// Handles a payload received from the backplane at time `now`.
@@ -460,7 +460,7 @@ mod tests {
     #[test]
     fn own_frames_are_not_delivered() {
         let mut a = Cluster::new(1, cfg());
-        let p = a.publish(presence(10, "u", true)).unwrap();
+        let p = a.publish(&presence(10, "u", true)).unwrap();
         assert!(a.receive(&p, 0).deliver.is_empty());
     }
 
@@ -469,7 +469,7 @@ mod tests {
         let mut a = Cluster::new(1, cfg());
         let mut b = Cluster::new(2, cfg());
         for u in ["u1", "u2", "u3"] {
-            a.publish(presence(10, u, true)).unwrap();
+            a.publish(&presence(10, u, true)).unwrap();
         }
         // b joined after a's presence went out: a's heartbeat mismatches b's empty view.
         let hb = a.tick(0);
@@ -507,11 +507,11 @@ mod tests {
     fn snapshot_delivers_only_differences() {
         let mut a = Cluster::new(1, cfg());
         let mut b = Cluster::new(2, cfg());
-        let p1 = a.publish(presence(10, "u1", true)).unwrap();
+        let p1 = a.publish(&presence(10, "u1", true)).unwrap();
         b.receive(&p1, 0);
         // Lost: u1 leaves, u2 arrives.
-        a.publish(presence(10, "u1", false)).unwrap();
-        a.publish(presence(10, "u2", true)).unwrap();
+        a.publish(&presence(10, "u1", false)).unwrap();
+        a.publish(&presence(10, "u2", true)).unwrap();
         let req = relay(&a.tick(0), &mut b, 0);
         let snap = relay(&req, &mut a, 0);
         let got = relay(&snap, &mut b, 0);

@@ -151,64 +151,7 @@ pub fn encode(origin: u64, frame: &Frame) -> Result<Vec<u8>, CodecError> {
     w.push(VERSION);
     w.extend_from_slice(&origin.to_le_bytes());
     match frame {
-        Frame::Msg(msg) => match msg {
-            BackplaneMsg::Push {
-                uid,
-                event,
-                estimate,
-                flush,
-            } => {
-                w.push(kind::PUSH);
-                put_uid(&mut w, uid)?;
-                w.push(u8::from(*flush));
-                put_varint(&mut w, *estimate as u64);
-                put_event(&mut w, event)?;
-            }
-            BackplaneMsg::PushMany {
-                uids,
-                event,
-                estimate,
-                flush,
-            } => {
-                w.push(kind::PUSH_MANY);
-                put_varint(&mut w, uids.len() as u64);
-                for uid in uids.iter() {
-                    put_uid(&mut w, uid)?;
-                }
-                w.push(u8::from(*flush));
-                put_varint(&mut w, *estimate as u64);
-                put_event(&mut w, event)?;
-            }
-            BackplaneMsg::Broadcast {
-                event,
-                estimate,
-                flush,
-            } => {
-                w.push(kind::BROADCAST);
-                w.push(u8::from(*flush));
-                put_varint(&mut w, *estimate as u64);
-                put_event(&mut w, event)?;
-            }
-            BackplaneMsg::Flush { uid } => {
-                w.push(kind::FLUSH);
-                put_uid(&mut w, uid)?;
-            }
-            BackplaneMsg::CloseUid { uid } => {
-                w.push(kind::CLOSE_UID);
-                put_uid(&mut w, uid)?;
-            }
-            BackplaneMsg::Presence {
-                node,
-                uid,
-                ws,
-                ajax,
-            } => {
-                w.push(kind::PRESENCE);
-                w.extend_from_slice(&node.0.to_le_bytes());
-                put_uid(&mut w, uid)?;
-                w.push(presence_flags(*ws, *ajax));
-            }
-        },
+        Frame::Msg(msg) => put_msg(&mut w, msg)?,
         Frame::Heartbeat { count, hash } => {
             w.push(kind::HEARTBEAT);
             put_varint(&mut w, *count);
@@ -236,6 +179,78 @@ pub fn encode(origin: u64, frame: &Frame) -> Result<Vec<u8>, CodecError> {
         }
     }
     Ok(w)
+}
+
+/// Encodes a [`BackplaneMsg`] published by `origin` (the same bytes as `encode(origin,
+/// &Frame::Msg(msg))`, without cloning it).
+pub fn encode_msg(origin: u64, msg: &BackplaneMsg) -> Result<Vec<u8>, CodecError> {
+    let mut w = Vec::with_capacity(64);
+    w.push(VERSION);
+    w.extend_from_slice(&origin.to_le_bytes());
+    put_msg(&mut w, msg)?;
+    Ok(w)
+}
+
+fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
+    match msg {
+        BackplaneMsg::Push {
+            uid,
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::PUSH);
+            put_uid(w, uid)?;
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::PushMany {
+            uids,
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::PUSH_MANY);
+            put_varint(w, uids.len() as u64);
+            for uid in uids.iter() {
+                put_uid(w, uid)?;
+            }
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::Broadcast {
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::BROADCAST);
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::Flush { uid } => {
+            w.push(kind::FLUSH);
+            put_uid(w, uid)?;
+        }
+        BackplaneMsg::CloseUid { uid } => {
+            w.push(kind::CLOSE_UID);
+            put_uid(w, uid)?;
+        }
+        BackplaneMsg::Presence {
+            node,
+            uid,
+            ws,
+            ajax,
+        } => {
+            w.push(kind::PRESENCE);
+            w.extend_from_slice(&node.0.to_le_bytes());
+            put_uid(w, uid)?;
+            w.push(presence_flags(*ws, *ajax));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one payload, reading events and uids within `limits`.
