@@ -250,6 +250,19 @@ impl Shared {
         }
     }
 
+    /// Records an error that does not change the connection state (logged at warn, or at debug
+    /// while reconnecting).
+    #[allow(dead_code)]
+    pub(crate) fn record_error(&self, error: String) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.publisher && s.subscriber {
+            tracing::warn!(backplane = self.name, %error, "backplane error");
+        } else {
+            tracing::debug!(backplane = self.name, %error, "backplane error while reconnecting");
+        }
+        s.last_error = Some((SystemTime::now(), error));
+    }
+
     pub(crate) fn health(&self) -> Health {
         let peers = self.cluster().peers();
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -302,6 +315,7 @@ pub(crate) async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<()>
 /// Exponential backoff between reconnect attempts.
 pub(crate) struct Backoff {
     next: Duration,
+    #[allow(dead_code)]
     min: Duration,
     max: Duration,
 }
@@ -315,6 +329,7 @@ impl Backoff {
         }
     }
 
+    #[allow(dead_code)]
     pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
