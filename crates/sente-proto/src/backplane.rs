@@ -2,6 +2,12 @@
 //! server makes goes through a [`Backplane`], which delivers it to every node (itself included),
 //! and each node applies it to its own connections. One node uses [`LocalBackplane`]; cluster
 //! backplanes (Redis, NATS) implement the same trait and depend on this crate only.
+//!
+//! [`codec`] is their versioned wire encoding, and [`cluster`] the sans-IO part they share
+//! (own-frame filtering, heartbeats, expiry of silent nodes, presence snapshots).
+
+pub mod cluster;
+pub mod codec;
 
 use crate::event::{Event, Uid};
 use std::collections::HashMap;

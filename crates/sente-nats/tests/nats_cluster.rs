@@ -1,0 +1,110 @@
+//! Several `sente::Server` nodes over a real NATS (127.0.0.1:4222; skipped with a message when
+//! unreachable). The scenarios are shared with `sente-redis`.
+
+#[path = "../../sente-redis/tests/cluster/mod.rs"]
+mod cluster;
+
+use cluster::{Flavor, H};
+use sente_nats::{NatsBackplane, NatsConfig};
+use sente_proto::backplane::cluster::ClusterConfig;
+use std::time::Duration;
+
+struct Nats;
+
+impl Flavor for Nats {
+    type B = NatsBackplane;
+    const NAME: &'static str = "nats";
+
+    fn url() -> String {
+        std::env::var("SENTE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+    }
+
+    fn url_on(port: u16) -> String {
+        format!("nats://127.0.0.1:{port}")
+    }
+
+    fn spawn_service(port: u16) -> Option<std::process::Child> {
+        let bin = [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })?;
+        std::process::Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+    }
+
+    fn start(url: &str, cluster: &str, presence: ClusterConfig) -> NatsBackplane {
+        NatsBackplane::start(
+            NatsConfig::new(url)
+                .cluster(cluster)
+                .reconnect(Duration::from_millis(50), Duration::from_millis(500))
+                .presence(presence),
+        )
+        .unwrap()
+    }
+
+    fn health(b: &NatsBackplane) -> H {
+        let h = b.health();
+        H {
+            connected: h.connected,
+            outages: h.outages,
+            last_error: h.last_error.map(|(_, e)| e),
+            published: h.published,
+            published_bytes: h.published_bytes,
+            dropped: h.dropped,
+        }
+    }
+}
+
+macro_rules! scenario {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                )
+                .with_test_writer()
+                .try_init();
+            if !cluster::reachable("127.0.0.1:4222").await {
+                eprintln!(
+                    "SKIPPED {}: NATS is not reachable on 127.0.0.1:4222",
+                    stringify!($name)
+                );
+                return;
+            }
+            cluster::$name::<Nats>().await;
+        }
+    };
+}
+
+scenario!(push_crosses_nodes_in_order);
+scenario!(send_many_and_broadcast_reach_every_node);
+scenario!(close_uid_closes_remote_clients);
+scenario!(connected_uids_follow_a_graceful_shutdown);
+scenario!(dead_node_expires);
+scenario!(service_restart);
+
+/// Cross-node vs same-node latency and bytes per push:
+/// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+async fn latency() {
+    if !cluster::reachable("127.0.0.1:4222").await {
+        eprintln!("SKIPPED latency: NATS is not reachable on 127.0.0.1:4222");
+        return;
+    }
+    cluster::measure_latency::<Nats>(2000).await;
+}

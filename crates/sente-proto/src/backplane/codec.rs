@@ -1,0 +1,744 @@
+//! The wire encoding of backplane messages: what cluster backplanes (`sente-redis`,
+//! `sente-nats`) put in one pub/sub payload.
+//!
+//! # Layout (version 1)
+//!
+//! Every payload is one [`Frame`]:
+//!
+//! ```text
+//! byte 0      version            (1; see VERSION)
+//! bytes 1..9  origin             u64 little-endian: the publishing backplane instance
+//! byte 9      kind               what follows (table below)
+//! bytes 10..  body               the kind's fields, in order; trailing bytes are ignored
+//! ```
+//!
+//! | kind | frame | body |
+//! |---|---|---|
+//! | 1 | `Push` | uid, flags (bit 0: flush), estimate, event |
+//! | 2 | `PushMany` | count, count x uid, flags, estimate, event |
+//! | 3 | `Broadcast` | flags, estimate, event |
+//! | 4 | `Flush` | uid |
+//! | 5 | `CloseUid` | uid |
+//! | 6 | `Presence` | node (u64 LE), uid, flags (bit 0: ws, bit 1: ajax) |
+//! | 16 | `Heartbeat` | count of the sender's present uids, presence hash (u64 LE) |
+//! | 17 | `SyncRequest` | target origin (u64 LE) |
+//! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
+//!
+//! Integers written `count`, `estimate`, `part`, `parts` and lengths are unsigned LEB128
+//! varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
+//! `2` any other value as edn text (length, text), `3` as Sente msgpack (length, bytes). An
+//! **event** is an encoding byte, a length and the event's wire form `[id data]`: `0` edn text
+//! (printed and read with [`EdnPacker`](crate::packer::EdnPacker): lossless for every value but
+//! raw bytes), `1` Sente msgpack ([`MsgpackPacker`](crate::packer::MsgpackPacker), used only for
+//! events that edn cannot print, i.e. that hold raw bytes; needs the `msgpack` feature).
+//!
+//! # Compatibility (rolling deploys)
+//!
+//! Within version 1, a later release may add **kinds** (older nodes skip them:
+//! [`Decoded::Skipped`]) and **append fields** to a kind (older nodes ignore trailing bytes), so
+//! nodes of two releases can share a cluster. An incompatible change bumps [`VERSION`]; a node
+//! refuses a frame of another version with [`CodecError::UnsupportedVersion`] (counted and
+//! logged by the backplane crates), never misreading it.
+
+use super::{BackplaneMsg, NodeId};
+use crate::event::{Event, Uid};
+use crate::limits::Limits;
+use crate::packer::{EdnPacker, PackError, Packer, UnpackError};
+use std::sync::Arc;
+
+/// The version byte written by this release.
+pub const VERSION: u8 = 1;
+
+/// Kind bytes (see the module docs).
+mod kind {
+    pub(super) const PUSH: u8 = 1;
+    pub(super) const PUSH_MANY: u8 = 2;
+    pub(super) const BROADCAST: u8 = 3;
+    pub(super) const FLUSH: u8 = 4;
+    pub(super) const CLOSE_UID: u8 = 5;
+    pub(super) const PRESENCE: u8 = 6;
+    pub(super) const HEARTBEAT: u8 = 16;
+    pub(super) const SYNC_REQUEST: u8 = 17;
+    pub(super) const SNAPSHOT: u8 = 18;
+}
+
+/// One payload on the backplane: a [`BackplaneMsg`] or the cluster's own bookkeeping.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Frame {
+    /// What a server published.
+    Msg(BackplaneMsg),
+    /// "I am alive": the sender's count of present uids and their hash
+    /// ([`presence_hash`]), so receivers can tell whether their view of it is complete.
+    Heartbeat {
+        /// How many uids the sender has present.
+        count: u64,
+        /// The sum of [`presence_hash`] over them.
+        hash: u64,
+    },
+    /// Asks the node with origin `target` for a [`Frame::Snapshot`] of its presence.
+    SyncRequest {
+        /// The origin asked.
+        target: u64,
+    },
+    /// One part of a node's full presence (parts `0..parts`, published back to back).
+    Snapshot {
+        /// The sender's node id (the `node` of its `Presence` messages).
+        node: NodeId,
+        /// This part's index.
+        part: u32,
+        /// How many parts.
+        parts: u32,
+        /// `(uid, ws, ajax)` of present uids.
+        entries: Vec<(Uid, bool, bool)>,
+    },
+}
+
+/// A decoded payload.
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    /// A frame, with the origin that published it.
+    Frame {
+        /// The publishing backplane instance.
+        origin: u64,
+        /// The frame.
+        frame: Frame,
+    },
+    /// A kind this release does not know (from a newer node): skip it.
+    Skipped {
+        /// The publishing backplane instance.
+        origin: u64,
+        /// The unknown kind byte.
+        kind: u8,
+    },
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The payload was written by an incompatible release.
+    #[error("backplane frame version {version}, this node reads version {VERSION}")]
+    UnsupportedVersion {
+        /// The version byte found.
+        version: u8,
+    },
+    /// The payload ends early.
+    #[error("backplane frame truncated at byte {offset}")]
+    Truncated {
+        /// Where more bytes were needed.
+        offset: usize,
+    },
+    /// A field is invalid.
+    #[error("malformed backplane frame at byte {offset}: {reason}")]
+    Malformed {
+        /// Where.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// An event or uid could not be read.
+    #[error("backplane frame holds an unreadable value: {0}")]
+    Value(#[from] UnpackError),
+    /// An event or uid could not be written (raw bytes without the `msgpack` feature).
+    #[error("cannot encode for the backplane: {0}")]
+    Pack(#[from] PackError),
+}
+
+/// Encodes `frame` published by `origin`.
+pub fn encode(origin: u64, frame: &Frame) -> Result<Vec<u8>, CodecError> {
+    let mut w = Vec::with_capacity(64);
+    w.push(VERSION);
+    w.extend_from_slice(&origin.to_le_bytes());
+    match frame {
+        Frame::Msg(msg) => put_msg(&mut w, msg)?,
+        Frame::Heartbeat { count, hash } => {
+            w.push(kind::HEARTBEAT);
+            put_varint(&mut w, *count);
+            w.extend_from_slice(&hash.to_le_bytes());
+        }
+        Frame::SyncRequest { target } => {
+            w.push(kind::SYNC_REQUEST);
+            w.extend_from_slice(&target.to_le_bytes());
+        }
+        Frame::Snapshot {
+            node,
+            part,
+            parts,
+            entries,
+        } => {
+            w.push(kind::SNAPSHOT);
+            w.extend_from_slice(&node.0.to_le_bytes());
+            put_varint(&mut w, u64::from(*part));
+            put_varint(&mut w, u64::from(*parts));
+            put_varint(&mut w, entries.len() as u64);
+            for (uid, ws, ajax) in entries {
+                put_uid(&mut w, uid)?;
+                w.push(presence_flags(*ws, *ajax));
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// Encodes a [`BackplaneMsg`] published by `origin` (the same bytes as `encode(origin,
+/// &Frame::Msg(msg))`, without cloning it).
+pub fn encode_msg(origin: u64, msg: &BackplaneMsg) -> Result<Vec<u8>, CodecError> {
+    let mut w = Vec::with_capacity(64);
+    w.push(VERSION);
+    w.extend_from_slice(&origin.to_le_bytes());
+    put_msg(&mut w, msg)?;
+    Ok(w)
+}
+
+fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
+    match msg {
+        BackplaneMsg::Push {
+            uid,
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::PUSH);
+            put_uid(w, uid)?;
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::PushMany {
+            uids,
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::PUSH_MANY);
+            put_varint(w, uids.len() as u64);
+            for uid in uids.iter() {
+                put_uid(w, uid)?;
+            }
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::Broadcast {
+            event,
+            estimate,
+            flush,
+        } => {
+            w.push(kind::BROADCAST);
+            w.push(u8::from(*flush));
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::Flush { uid } => {
+            w.push(kind::FLUSH);
+            put_uid(w, uid)?;
+        }
+        BackplaneMsg::CloseUid { uid } => {
+            w.push(kind::CLOSE_UID);
+            put_uid(w, uid)?;
+        }
+        BackplaneMsg::Presence {
+            node,
+            uid,
+            ws,
+            ajax,
+        } => {
+            w.push(kind::PRESENCE);
+            w.extend_from_slice(&node.0.to_le_bytes());
+            put_uid(w, uid)?;
+            w.push(presence_flags(*ws, *ajax));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one payload, reading events and uids within `limits`.
+pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
+    let mut r = Reader { input, pos: 0 };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(CodecError::UnsupportedVersion { version });
+    }
+    let origin = r.u64_le()?;
+    let k = r.byte()?;
+    let frame = match k {
+        kind::PUSH => {
+            let uid = r.uid(limits)?;
+            let flush = r.byte()? & 1 != 0;
+            let estimate = r.usize()?;
+            let event = r.event(limits)?;
+            Frame::Msg(BackplaneMsg::Push {
+                uid,
+                event,
+                estimate,
+                flush,
+            })
+        }
+        kind::PUSH_MANY => {
+            let n = r.len(limits.max_collection_len)?;
+            let mut uids = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                uids.push(r.uid(limits)?);
+            }
+            let flush = r.byte()? & 1 != 0;
+            let estimate = r.usize()?;
+            let event = r.event(limits)?;
+            Frame::Msg(BackplaneMsg::PushMany {
+                uids: uids.into(),
+                event,
+                estimate,
+                flush,
+            })
+        }
+        kind::BROADCAST => {
+            let flush = r.byte()? & 1 != 0;
+            let estimate = r.usize()?;
+            let event = r.event(limits)?;
+            Frame::Msg(BackplaneMsg::Broadcast {
+                event,
+                estimate,
+                flush,
+            })
+        }
+        kind::FLUSH => Frame::Msg(BackplaneMsg::Flush {
+            uid: r.uid(limits)?,
+        }),
+        kind::CLOSE_UID => Frame::Msg(BackplaneMsg::CloseUid {
+            uid: r.uid(limits)?,
+        }),
+        kind::PRESENCE => {
+            let node = NodeId(r.u64_le()?);
+            let uid = r.uid(limits)?;
+            let f = r.byte()?;
+            Frame::Msg(BackplaneMsg::Presence {
+                node,
+                uid,
+                ws: f & 1 != 0,
+                ajax: f & 2 != 0,
+            })
+        }
+        kind::HEARTBEAT => {
+            let count = r.varint()?;
+            let hash = r.u64_le()?;
+            Frame::Heartbeat { count, hash }
+        }
+        kind::SYNC_REQUEST => Frame::SyncRequest {
+            target: r.u64_le()?,
+        },
+        kind::SNAPSHOT => {
+            let node = NodeId(r.u64_le()?);
+            let part = r.u32()?;
+            let parts = r.u32()?;
+            let n = r.len(limits.max_collection_len)?;
+            let mut entries = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let uid = r.uid(limits)?;
+                let f = r.byte()?;
+                entries.push((uid, f & 1 != 0, f & 2 != 0));
+            }
+            Frame::Snapshot {
+                node,
+                part,
+                parts,
+                entries,
+            }
+        }
+        other => {
+            return Ok(Decoded::Skipped {
+                origin,
+                kind: other,
+            });
+        }
+    };
+    Ok(Decoded::Frame { origin, frame })
+}
+
+/// The hash of one present uid, as summed (wrapping) into [`Frame::Heartbeat::hash`]: FNV-1a
+/// (64 bit) of the uid's encoding (see the module docs) followed by its flags byte. Stable
+/// across releases and platforms.
+pub fn presence_hash(uid: &Uid, ws: bool, ajax: bool) -> u64 {
+    let mut bytes = Vec::with_capacity(32);
+    // A uid that cannot be encoded is not published either; hash what we have.
+    let _ = put_uid(&mut bytes, uid);
+    bytes.push(presence_flags(ws, ajax));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn presence_flags(ws: bool, ajax: bool) -> u8 {
+    u8::from(ws) | (u8::from(ajax) << 1)
+}
+
+fn put_varint(w: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            w.push(b);
+            return;
+        }
+        w.push(b | 0x80);
+    }
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    put_varint(w, b.len() as u64);
+    w.extend_from_slice(b);
+}
+
+fn put_uid(w: &mut Vec<u8>, uid: &Uid) -> Result<(), CodecError> {
+    match uid {
+        Uid::Nil => w.push(0),
+        Uid::Id(crate::Value::Str(s)) => {
+            w.push(1);
+            put_bytes(w, s.as_bytes());
+        }
+        Uid::Id(v) => match sente_edn::try_to_edn_string(v) {
+            Ok(text) => {
+                w.push(2);
+                put_bytes(w, text.as_bytes());
+            }
+            Err(e) => {
+                let packed = msgpack_pack(v, e)?;
+                w.push(3);
+                put_bytes(w, &packed);
+            }
+        },
+    }
+    Ok(())
+}
+
+fn put_event(w: &mut Vec<u8>, event: &Event) -> Result<(), CodecError> {
+    let value = event.to_value();
+    match sente_edn::try_to_edn_string(&value) {
+        Ok(text) => {
+            w.push(0);
+            put_bytes(w, text.as_bytes());
+        }
+        Err(e) => {
+            let packed = msgpack_pack(&value, e)?;
+            w.push(1);
+            put_bytes(w, &packed);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "msgpack")]
+fn msgpack_pack(v: &crate::Value, _edn: sente_edn::Error) -> Result<Vec<u8>, CodecError> {
+    Ok(crate::packer::MsgpackPacker.pack(v)?.into_bytes())
+}
+
+#[cfg(not(feature = "msgpack"))]
+fn msgpack_pack(_v: &crate::Value, edn: sente_edn::Error) -> Result<Vec<u8>, CodecError> {
+    Err(CodecError::Pack(PackError::Unsupported {
+        packer: "edn",
+        what: edn.to_string(),
+    }))
+}
+
+#[cfg(feature = "msgpack")]
+fn msgpack_unpack(b: &[u8], limits: &Limits) -> Result<crate::Value, CodecError> {
+    Ok(crate::packer::MsgpackPacker.unpack(b, limits)?)
+}
+
+#[cfg(not(feature = "msgpack"))]
+fn msgpack_unpack(_b: &[u8], _limits: &Limits) -> Result<crate::Value, CodecError> {
+    Err(CodecError::Malformed {
+        offset: 0,
+        reason: "msgpack value, but this build has no msgpack packer",
+    })
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let b = *self
+            .input
+            .get(self.pos)
+            .ok_or(CodecError::Truncated { offset: self.pos })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.input.len())
+            .ok_or(CodecError::Truncated {
+                offset: self.input.len(),
+            })?;
+        let s = &self.input[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u64_le(&mut self) -> Result<u64, CodecError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let start = self.pos;
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(CodecError::Malformed {
+            offset: start,
+            reason: "varint longer than 10 bytes",
+        })
+    }
+
+    fn usize(&mut self) -> Result<usize, CodecError> {
+        let at = self.pos;
+        usize::try_from(self.varint()?).map_err(|_| CodecError::Malformed {
+            offset: at,
+            reason: "integer too large",
+        })
+    }
+
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        let at = self.pos;
+        u32::try_from(self.varint()?).map_err(|_| CodecError::Malformed {
+            offset: at,
+            reason: "integer too large",
+        })
+    }
+
+    /// A count, checked against `max` before anything is allocated.
+    fn len(&mut self, max: usize) -> Result<usize, CodecError> {
+        let at = self.pos;
+        let n = self.usize()?;
+        if n > max {
+            return Err(CodecError::Malformed {
+                offset: at,
+                reason: "count over the collection limit",
+            });
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.usize()?;
+        self.take(n)
+    }
+
+    fn uid(&mut self, limits: &Limits) -> Result<Uid, CodecError> {
+        let at = self.pos;
+        match self.byte()? {
+            0 => Ok(Uid::Nil),
+            1 => {
+                let b = self.bytes()?;
+                let s = std::str::from_utf8(b).map_err(|_| CodecError::Malformed {
+                    offset: at,
+                    reason: "uid is not UTF-8",
+                })?;
+                Ok(Uid::Id(crate::Value::Str(s.to_owned())))
+            }
+            2 => Ok(Uid::from_value(EdnPacker.unpack(self.bytes()?, limits)?)),
+            3 => Ok(Uid::from_value(msgpack_unpack(self.bytes()?, limits)?)),
+            _ => Err(CodecError::Malformed {
+                offset: at,
+                reason: "unknown uid tag",
+            }),
+        }
+    }
+
+    fn event(&mut self, limits: &Limits) -> Result<Arc<Event>, CodecError> {
+        let at = self.pos;
+        let enc = self.byte()?;
+        let b = self.bytes()?;
+        let value = match enc {
+            0 => EdnPacker.unpack(b, limits)?,
+            1 => msgpack_unpack(b, limits)?,
+            _ => {
+                return Err(CodecError::Malformed {
+                    offset: at,
+                    reason: "unknown event encoding",
+                });
+            }
+        };
+        Event::from_value(value)
+            .map(Arc::new)
+            .map_err(|_| CodecError::Malformed {
+                offset: at,
+                reason: "not an event",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventId, Value};
+
+    fn ev(n: i64) -> Arc<Event> {
+        Arc::new(Event::new(EventId::new("t/n").unwrap(), Value::Int(n)))
+    }
+
+    fn roundtrip(frame: &Frame) -> Frame {
+        let bytes = encode(42, frame).unwrap();
+        match decode(&bytes, &Limits::default()).unwrap() {
+            Decoded::Frame { origin, frame } => {
+                assert_eq!(origin, 42);
+                frame
+            }
+            Decoded::Skipped { .. } => panic!("skipped"),
+        }
+    }
+
+    #[test]
+    fn messages_roundtrip() {
+        let uids: Arc<[Uid]> = vec![Uid::from("a"), Uid::Nil, Uid::from(7)].into();
+        let msgs = vec![
+            BackplaneMsg::Push {
+                uid: Uid::from("alice"),
+                event: ev(1),
+                estimate: 300,
+                flush: true,
+            },
+            BackplaneMsg::PushMany {
+                uids,
+                event: ev(2),
+                estimate: 10,
+                flush: false,
+            },
+            BackplaneMsg::Broadcast {
+                event: ev(3),
+                estimate: 5,
+                flush: true,
+            },
+            BackplaneMsg::Flush { uid: Uid::Nil },
+            BackplaneMsg::CloseUid {
+                uid: Uid::Id(Value::kw("a/b")),
+            },
+            BackplaneMsg::Presence {
+                node: NodeId(u64::MAX),
+                uid: Uid::from("bob"),
+                ws: false,
+                ajax: true,
+            },
+        ];
+        for m in msgs {
+            let back = roundtrip(&Frame::Msg(m.clone()));
+            assert_eq!(format!("{back:?}"), format!("{:?}", Frame::Msg(m)));
+        }
+    }
+
+    #[test]
+    fn cluster_frames_roundtrip() {
+        for f in [
+            Frame::Heartbeat {
+                count: 3,
+                hash: 0xdead_beef,
+            },
+            Frame::SyncRequest { target: 9 },
+            Frame::Snapshot {
+                node: NodeId(5),
+                part: 1,
+                parts: 2,
+                entries: vec![(Uid::from("x"), true, false), (Uid::Nil, true, true)],
+            },
+        ] {
+            assert_eq!(format!("{:?}", roundtrip(&f)), format!("{f:?}"));
+        }
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn bytes_go_as_msgpack() {
+        let e = Arc::new(Event::new(
+            EventId::new("t/b").unwrap(),
+            Value::Bytes(vec![1, 2, 3]),
+        ));
+        let m = BackplaneMsg::Broadcast {
+            event: e,
+            estimate: 1,
+            flush: false,
+        };
+        let f = Frame::Msg(m.clone());
+        let bytes = encode(1, &f).unwrap();
+        assert_eq!(bytes[12], 1, "msgpack encoding byte");
+        assert_eq!(format!("{:?}", roundtrip(&f)), format!("{f:?}"));
+    }
+
+    #[test]
+    fn unknown_version_is_refused_and_unknown_kind_skipped() {
+        let mut b = encode(1, &Frame::SyncRequest { target: 2 }).unwrap();
+        b[0] = 2;
+        assert_eq!(
+            decode(&b, &Limits::default()).unwrap_err(),
+            CodecError::UnsupportedVersion { version: 2 }
+        );
+        b[0] = VERSION;
+        b[9] = 200;
+        assert!(matches!(
+            decode(&b, &Limits::default()).unwrap(),
+            Decoded::Skipped {
+                origin: 1,
+                kind: 200
+            }
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_ignored_and_truncation_is_an_error() {
+        let f = Frame::Msg(BackplaneMsg::Flush {
+            uid: Uid::from("u"),
+        });
+        let mut b = encode(1, &f).unwrap();
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut], &Limits::default()).is_err(), "cut {cut}");
+        }
+        b.extend_from_slice(b"future fields");
+        assert!(matches!(
+            decode(&b, &Limits::default()).unwrap(),
+            Decoded::Frame { .. }
+        ));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 1;
+        for len in 0..200 {
+            let mut b = vec![VERSION];
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.push(x as u8);
+            }
+            let _ = decode(&b, &Limits::default());
+        }
+    }
+
+    #[test]
+    fn presence_hash_is_stable() {
+        // Pinned: other releases compute the same value.
+        assert_eq!(
+            presence_hash(&Uid::from("a"), true, false),
+            0xb48a_a077_4b68_4539
+        );
+        assert_ne!(
+            presence_hash(&Uid::from("a"), true, false),
+            presence_hash(&Uid::from("a"), false, true)
+        );
+    }
+}

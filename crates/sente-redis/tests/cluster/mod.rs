@@ -1,0 +1,625 @@
+//! The cluster test suite shared by `sente-redis` and `sente-nats` (the NATS crate includes
+//! this file with `#[path]`): several `sente::Server` nodes in one process, each on its own
+//! tokio runtime (so a node can be killed by dropping its runtime), its own backplane instance
+//! and its own 127.0.0.1:0 listener, with real WebSocket and Ajax clients.
+#![allow(dead_code, unreachable_pub)]
+
+use futures_util::{SinkExt, StreamExt};
+use sente::{AllowedOrigins, ConnectedUids, CsrfToken, Server};
+use sente_proto::backplane::Backplane;
+use sente_proto::backplane::cluster::ClusterConfig;
+use sente_proto::edn::{self, ReadOptions};
+use sente_proto::{Event, EventId, Uid, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const TOKEN: &str = "tok-123";
+pub const ORIGIN: &str = "http://127.0.0.1:8300";
+
+/// What a test sees of a backplane's health (both crates have their own `Health` type).
+#[derive(Clone, Debug, Default)]
+pub struct H {
+    pub connected: bool,
+    pub outages: u64,
+    pub last_error: Option<String>,
+    pub published: u64,
+    pub published_bytes: u64,
+    pub dropped: u64,
+}
+
+/// A backplane implementation under test.
+pub trait Flavor: 'static {
+    type B: Backplane + Clone;
+    const NAME: &'static str;
+    /// The shared service's URL (127.0.0.1).
+    fn url() -> String;
+    /// The URL of a service on `port`.
+    fn url_on(port: u16) -> String;
+    /// Starts a private service on `port` (for the restart test); `None` when the binary is
+    /// missing.
+    fn spawn_service(port: u16) -> Option<std::process::Child>;
+    /// Starts a backplane (inside a runtime).
+    fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Self::B;
+    fn health(b: &Self::B) -> H;
+}
+
+/// A fresh cluster name, so concurrent test runs never share a channel.
+pub fn cluster_name(test: &str) -> String {
+    format!("test-{test}-{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    format!("{:016x}", h.finish())
+}
+
+/// Fast presence timing for tests: heartbeat 200 ms, expiry 1 s.
+pub fn fast() -> ClusterConfig {
+    ClusterConfig::default()
+        .heartbeat(Duration::from_millis(200))
+        .expiry(Duration::from_secs(1))
+}
+
+/// Whether `url`'s host:port accepts TCP connections (else the test is skipped).
+pub async fn reachable(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+pub struct Node<F: Flavor> {
+    rt: Option<tokio::runtime::Runtime>,
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub backplane: F::B,
+}
+
+impl<F: Flavor> Node<F> {
+    /// A node on its own runtime, built with its own backplane instance.
+    pub fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Node<F> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let backplane = F::start(url, cluster, presence);
+        let server = Server::builder()
+            .user_id_fn(|r| r.param("uid").map_or(Uid::Nil, Uid::from))
+            .csrf_token_fn(|_| CsrfToken::from(TOKEN))
+            .allowed_origins(AllowedOrigins::list([ORIGIN]))
+            .ms_allow_reconnect_before_close_ws(200)
+            .ms_allow_reconnect_before_close_ajax(200)
+            .lp_timeout_ms(10_000)
+            .shutdown_stagger(Duration::from_millis(10))
+            .shutdown_timeout(Duration::from_secs(2))
+            .backplane(Arc::new(backplane.clone()))
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let app = server.router::<()>("/chsk");
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Node {
+            rt: Some(rt),
+            server: Some(server),
+            addr,
+            backplane,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn health(&self) -> H {
+        F::health(&self.backplane)
+    }
+
+    /// Kills the node: its runtime stops at once (connections, timers and backplane tasks
+    /// with it), like a crashed process; nothing is shut down gracefully.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        drop(self.server.take());
+    }
+
+    pub async fn wait_connected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.health().connected {
+            assert!(
+                Instant::now() < deadline,
+                "{} backplane connected within 10 s: {:?}",
+                F::NAME,
+                self.health()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl<F: Flavor> Drop for Node<F> {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+pub fn ev(n: i64) -> Event {
+    Event::new(EventId::new("t/n").unwrap(), Value::Int(n))
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client of `uid`, past its handshake.
+pub async fn ws_open(addr: SocketAddr, uid: &str, client_id: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/chsk?uid={uid}&client-id={client_id}&csrf-token={TOKEN}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    let hs = next_text(&mut ws, 5000).await.expect("handshake");
+    assert!(hs.contains(":chsk/handshake"), "{hs}");
+    ws
+}
+
+async fn next_text(ws: &mut Ws, ms: u64) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) | Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The `t/n` numbers of a pushed frame (`[[ev ...] nil]`); other frames give none.
+pub fn numbers(text: &str) -> Vec<i64> {
+    let v = edn::read(text, &ReadOptions::default()).expect("edn frame");
+    let mut out = Vec::new();
+    if let Value::Vector(items) = v {
+        if let Some(Value::Vector(events)) = items.first() {
+            for e in events {
+                if let Value::Vector(e) = e {
+                    if let (Some(Value::Keyword(k)), Some(Value::Int(n))) = (e.first(), e.get(1)) {
+                        if k.as_str() == "t/n" {
+                            out.push(*n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads pushed numbers until `count` have arrived (fails after `ms`).
+pub async fn recv_numbers(ws: &mut Ws, count: usize, ms: u64) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        match next_text(ws, left.max(1)).await {
+            Some(t) => got.extend(numbers(&t)),
+            None => panic!(
+                "only {} of {count} pushes within {ms} ms: {got:?}",
+                got.len()
+            ),
+        }
+    }
+    got
+}
+
+/// Asserts that no pushed number arrives within `ms`.
+pub async fn no_numbers(ws: &mut Ws, ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        if left == 0 {
+            return;
+        }
+        match next_text(ws, left).await {
+            Some(t) => assert!(numbers(&t).is_empty(), "unexpected push {t}"),
+            None => return,
+        }
+    }
+}
+
+/// Waits for a close frame (or the end of the stream) within `ms`.
+pub async fn closed(ws: &mut Ws, ms: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// An Ajax client of `uid`: a handshake, then a long poll held open (in a task).
+pub async fn ajax_open(
+    addr: SocketAddr,
+    uid: &str,
+    client_id: &str,
+) -> tokio::task::JoinHandle<()> {
+    let hs = raw_get(
+        addr,
+        &format!("/chsk?uid={uid}&client-id={client_id}&handshake%3F=1"),
+    )
+    .await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let target = format!("/chsk?uid={uid}&client-id={client_id}");
+    tokio::spawn(async move {
+        let _ = raw_get(addr, &target).await;
+    })
+}
+
+async fn raw_get(addr: SocketAddr, target: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\nOrigin: {ORIGIN}\r\nX-CSRF-Token: {TOKEN}\r\nX-Requested-With: XMLHTTPRequest\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Waits until `f` holds for the connected uids (fails after `ms`); returns the time it took.
+pub async fn wait_uids(
+    rx: &mut watch::Receiver<ConnectedUids>,
+    ms: u64,
+    what: &str,
+    f: impl Fn(&ConnectedUids) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    let ok = tokio::time::timeout(Duration::from_millis(ms), rx.wait_for(|c| f(c)))
+        .await
+        .is_ok();
+    assert!(
+        ok,
+        "{what} within {ms} ms; connected uids: {:?}",
+        *rx.borrow()
+    );
+    t.elapsed()
+}
+
+pub fn uid(s: &str) -> Uid {
+    Uid::from(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios.
+
+/// `send(uid)` on A reaches the uid's client on B: 100 numbered pushes, exact order, no loss,
+/// no duplicates; and the same-node client of A gets its pushes too.
+pub async fn push_crosses_nodes_in_order<F: Flavor>() {
+    let cluster = cluster_name("order");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut on_b = ws_open(b.addr, "ub", "B1").await;
+    let mut on_a = ws_open(a.addr, "ua", "A1").await;
+    // The uid on B is visible on A once B's presence crossed: the subscriptions are live.
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "ub on A", |c| c.ws.contains(&uid("ub"))).await;
+    for n in 1..=100 {
+        a.server().send(&uid("ub"), ev(n)).unwrap();
+        a.server().send(&uid("ua"), ev(n)).unwrap();
+        if n % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let expected: Vec<i64> = (1..=100).collect();
+    assert_eq!(recv_numbers(&mut on_b, 100, 10_000).await, expected);
+    assert_eq!(recv_numbers(&mut on_a, 100, 10_000).await, expected);
+    no_numbers(&mut on_b, 300).await;
+    no_numbers(&mut on_a, 100).await;
+    assert_eq!(a.health().dropped, 0);
+}
+
+/// `send_many` and `broadcast` from any node reach the clients of every node, once.
+pub async fn send_many_and_broadcast_reach_every_node<F: Flavor>() {
+    let cluster = cluster_name("fanout");
+    let nodes: Vec<Node<F>> = (0..3)
+        .map(|_| Node::<F>::start(&F::url(), &cluster, fast()))
+        .collect();
+    for n in &nodes {
+        n.wait_connected().await;
+    }
+    let mut clients = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        clients.push(ws_open(n.addr, &format!("u{i}"), &format!("c{i}")).await);
+    }
+    let mut rx = nodes[0].server().connected_uids();
+    wait_uids(&mut rx, 5000, "three uids on node 0", |c| c.ws.len() == 3).await;
+    let uids = [uid("u0"), uid("u1"), uid("u2")];
+    nodes[0].server().send_many(uids.iter(), ev(1)).unwrap();
+    nodes[2].server().broadcast(ev(2)).unwrap();
+    nodes[1]
+        .server()
+        .send_many_flush(uids.iter(), ev(3))
+        .unwrap();
+    for c in &mut clients {
+        let mut got = recv_numbers(c, 3, 5000).await;
+        // Pushes from different nodes have no order between them; each arrives once.
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3]);
+    }
+    for c in &mut clients {
+        no_numbers(c, 200).await;
+    }
+}
+
+/// `close_uid` on A closes the uid's client on B.
+pub async fn close_uid_closes_remote_clients<F: Flavor>() {
+    let cluster = cluster_name("close");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut on_b = ws_open(b.addr, "victim", "V").await;
+    let mut bystander = ws_open(b.addr, "other", "O").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "victim on A", |c| {
+        c.ws.contains(&uid("victim"))
+    })
+    .await;
+    a.server().close_uid(&uid("victim"));
+    assert!(closed(&mut on_b, 5000).await, "B's client closed");
+    a.server().send(&uid("other"), ev(7)).unwrap();
+    assert_eq!(recv_numbers(&mut bystander, 1, 5000).await, vec![7]);
+}
+
+/// A's `connected_uids` shows uids connected only on B (ws and ajax), and loses them when B
+/// shuts down gracefully.
+pub async fn connected_uids_follow_a_graceful_shutdown<F: Flavor>() {
+    let cluster = cluster_name("shutdown");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut ws = ws_open(b.addr, "w", "W").await;
+    // A client that reads (so it answers the close handshake).
+    let reader = tokio::spawn(async move { closed(&mut ws, 20_000).await });
+    let _poll = ajax_open(b.addr, "j", "J").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "w (ws) and j (ajax) on A", |c| {
+        c.ws.contains(&uid("w"))
+            && c.ajax.contains(&uid("j"))
+            && c.any.contains(&uid("w"))
+            && c.any.contains(&uid("j"))
+            && !c.ws.contains(&uid("j"))
+            && !c.ajax.contains(&uid("w"))
+    })
+    .await;
+    let t = Instant::now();
+    b.server().shutdown().await;
+    eprintln!("{}: B's shutdown took {:?}", F::NAME, t.elapsed());
+    let w = wait_uids(&mut rx, 5000, "w gone", |c| !c.any.contains(&uid("w"))).await;
+    eprintln!("{}: w left after {w:?}", F::NAME);
+    let took = wait_uids(&mut rx, 5000, "B's uids gone from A", |c| c.any.is_empty()).await;
+    eprintln!(
+        "{}: B's uids left A {took:?} after B's shutdown returned",
+        F::NAME
+    );
+    assert!(reader.await.unwrap(), "B's client was closed");
+}
+
+/// A node that dies without shutting down (its runtime dropped, connections and all): its uids
+/// leave the other nodes' `connected_uids` within the expiry; a new node with the same uid is
+/// counted once.
+pub async fn dead_node_expires<F: Flavor>() {
+    let cluster = cluster_name("dead");
+    let presence = fast();
+    let expiry = presence.expiry;
+    let a = Node::<F>::start(&F::url(), &cluster, presence.clone());
+    let b = Node::<F>::start(&F::url(), &cluster, presence.clone());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let _ws = ws_open(b.addr, "d", "D").await;
+    let _poll = ajax_open(b.addr, "e", "E").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "d and e on A", |c| {
+        c.ws.contains(&uid("d")) && c.ajax.contains(&uid("e"))
+    })
+    .await;
+    b.kill();
+    let took = wait_uids(
+        &mut rx,
+        (expiry + Duration::from_secs(2)).as_millis() as u64,
+        "dead B's uids gone from A",
+        |c| c.any.is_empty(),
+    )
+    .await;
+    eprintln!(
+        "{}: dead node's uids left A after {took:?} (expiry {expiry:?})",
+        F::NAME
+    );
+    assert!(
+        took + Duration::from_millis(300) >= expiry,
+        "removed by the expiry, not earlier ({took:?})"
+    );
+    // The uid reconnects to a new node: counted once, then gone once.
+    let c = Node::<F>::start(&F::url(), &cluster, presence);
+    c.wait_connected().await;
+    let ws = ws_open(c.addr, "d", "D").await;
+    wait_uids(&mut rx, 5000, "d back on A", |c| {
+        c.ws.contains(&uid("d")) && c.any.len() == 1
+    })
+    .await;
+    drop(ws);
+    wait_uids(&mut rx, 5000, "d gone again", |c| c.any.is_empty()).await;
+}
+
+/// The service restarts mid-test: the backplane reconnects by itself, `health()` shows the
+/// outage, local clients keep being served, pushes cross nodes again afterwards.
+pub async fn service_restart<F: Flavor>() {
+    let port = free_port();
+    let Some(service) = F::spawn_service(port) else {
+        eprintln!("SKIPPED: no {} server binary to start", F::NAME);
+        return;
+    };
+    let mut service = Guard(service);
+    let url = F::url_on(port);
+    wait_port(port).await;
+    let cluster = cluster_name("restart");
+    let a = Node::<F>::start(&url, &cluster, fast());
+    let b = Node::<F>::start(&url, &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut local = ws_open(a.addr, "local", "L").await;
+    let mut remote = ws_open(b.addr, "remote", "R").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "remote on A", |c| {
+        c.ws.contains(&uid("remote"))
+    })
+    .await;
+    a.server().send(&uid("remote"), ev(1)).unwrap();
+    assert_eq!(recv_numbers(&mut remote, 1, 5000).await, vec![1]);
+
+    // Kill the service.
+    service.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.health().connected || b.health().connected {
+        assert!(Instant::now() < deadline, "outage seen: {:?}", a.health());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let h = a.health();
+    assert!(h.outages >= 1 && h.last_error.is_some(), "{h:?}");
+    eprintln!("{}: during the outage: {h:?}", F::NAME);
+    // Local clients are still served.
+    for n in 10..20 {
+        a.server().send(&uid("local"), ev(n)).unwrap();
+    }
+    assert_eq!(
+        recv_numbers(&mut local, 10, 5000).await,
+        (10..20).collect::<Vec<_>>()
+    );
+
+    // Restart it on the same port.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service = Guard(F::spawn_service(port).expect("service restarts"));
+    a.wait_connected().await;
+    b.wait_connected().await;
+    // Presence converges again (snapshots after the heartbeats mismatch).
+    wait_uids(&mut rx, 5000, "remote on A after the restart", |c| {
+        c.ws.contains(&uid("remote"))
+    })
+    .await;
+    for n in 100..110 {
+        a.server().send(&uid("remote"), ev(n)).unwrap();
+    }
+    assert_eq!(
+        recv_numbers(&mut remote, 10, 10_000).await,
+        (100..110).collect::<Vec<_>>()
+    );
+    drop(service);
+}
+
+struct Guard(std::process::Child);
+
+impl Guard {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "service up on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cross-node vs same-node push latency and backplane bytes per push (release, ignored test).
+pub async fn measure_latency<F: Flavor>(pushes: usize) {
+    let cluster = cluster_name("latency");
+    let a = Node::<F>::start(&F::url(), &cluster, ClusterConfig::default());
+    let b = Node::<F>::start(&F::url(), &cluster, ClusterConfig::default());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut on_b = ws_open(b.addr, "lb", "B").await;
+    let mut on_a = ws_open(a.addr, "la", "A").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "lb on A", |c| c.ws.contains(&uid("lb"))).await;
+    let mut report = Vec::new();
+    for (label, target, ws) in [
+        ("same-node", uid("la"), &mut on_a),
+        ("cross-node", uid("lb"), &mut on_b),
+    ] {
+        // Warm up.
+        for n in 0..50 {
+            a.server().send_flush(&target, ev(n)).unwrap();
+            recv_numbers(ws, 1, 5000).await;
+        }
+        let before = a.health();
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for n in 0..pushes {
+            let t = Instant::now();
+            a.server().send_flush(&target, ev(n as i64)).unwrap();
+            recv_numbers(ws, 1, 5000).await;
+            hist.record(t.elapsed().as_micros() as u64).unwrap();
+        }
+        let after = a.health();
+        let frames = after.published - before.published;
+        let bytes = after.published_bytes - before.published_bytes;
+        report.push(format!(
+            "{} {label}: p50 {} us, p99 {} us, max {} us over {pushes} pushes; backplane: {:.2} frames and {:.1} bytes per push (heartbeats included)",
+            F::NAME,
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.99),
+            hist.max(),
+            frames as f64 / pushes as f64,
+            bytes as f64 / pushes as f64,
+        ));
+    }
+    for r in report {
+        println!("{r}");
+    }
+}
+
+/// Sends `[ev]` once over a raw WebSocket (keeps the import of SinkExt used).
+pub async fn ws_send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
