@@ -28,7 +28,9 @@ fn vector_file(name: &str) -> Vec<serde_json::Value> {
 }
 
 fn field<'a>(rec: &'a serde_json::Value, key: &str) -> &'a str {
-    rec[key].as_str().unwrap_or_else(|| panic!("no {key:?} in {rec}"))
+    rec[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key:?} in {rec}"))
 }
 
 /// The canonical texts of one group of `round-trip.jsonl`.
@@ -77,7 +79,10 @@ fn shared_vector_files() {
     }
     for rec in vector_file("invalid.jsonl") {
         let input = field(&rec, "in");
-        assert!(read(input, &ReadOptions::default()).is_err(), "{input:?} should not read");
+        assert!(
+            read(input, &ReadOptions::default()).is_err(),
+            "{input:?} should not read"
+        );
         n += 1;
     }
     assert!(n > 200, "only {n} vectors");
