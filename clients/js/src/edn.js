@@ -99,7 +99,8 @@ const isWs = (c) => WS_RE.test(c) && c != "\u00a0" && c != "\u2007" && c != "\u2
 const TERM = '";^()[]{}\\';
 const CHAR_NAMES = { newline: "\n", space: " ", tab: "\t", backspace: "\b", formfeed: "\f", return: "\r" };
 const STR_ESC = { t: "\t", r: "\r", n: "\n", "\\": "\\", '"': '"', b: "\b", f: "\f" };
-const I64_MIN = -(2n ** 63n),
+const U128 = 2n ** 128n,
+  I64_MIN = -(2n ** 63n),
   I64_MAX = 2n ** 63n - 1n;
 
 // tools.reader's rule for a symbol or keyword body.
@@ -151,7 +152,7 @@ function parseNumber(tok) {
     else if (m[3] != null) b = BigInt("0o" + m[3]);
     else {
       const r = Number(m[4]);
-      if (r < 2 || r > 36) return;
+      if (r < 2 || r > 36 || m[5].length > 4096) return; // (quadratic: as the Rust reader)
       b = 0n;
       for (const ch of m[5].toLowerCase()) {
         const d = parseInt(ch, 36);
@@ -174,7 +175,9 @@ function parseNumber(tok) {
     let n = BigInt(m[1]),
       d = BigInt(m[2]);
     if (!d) throw "divide by zero";
-    const g = gcd(n, d) || 1n;
+    // Normalized as Clojure when both fit 128 bits; larger ones are kept as written (as the
+    // Rust reader: Euclid's algorithm on huge numbers is slow).
+    const g = n < U128 && d < U128 ? gcd(n, d) || 1n : 1n;
     n /= g;
     d /= g;
     if (neg) n = -n;
@@ -238,6 +241,13 @@ export function read(text, opts) {
     return j;
   };
   const snip = (t) => JSON.stringify(t.length > 40 ? t.slice(0, 40) + "…" : t);
+  const show = (x) => {
+    try {
+      return snip(print(x));
+    } catch {
+      return "(a value)";
+    }
+  };
 
   // Reads one form; returns DISCARD for `#_ form`, CLOSE for a closing delimiter.
   const DISCARD = {},
@@ -398,7 +408,7 @@ export function read(text, opts) {
       const seen = new Set();
       for (const x of xs) {
         const k = key(x);
-        if (seen.has(k)) fail("duplicate set element " + snip(print(x)), start);
+        if (seen.has(k)) fail("duplicate set element " + show(x), start);
         seen.add(k);
       }
       return new Set(xs);
@@ -453,12 +463,12 @@ export function read(text, opts) {
     if (v === CLOSE) fail("unmatched delimiter " + s[i - 1], i - 1);
     if (tag == "inst") {
       const t = typeof v == "string" && parseInst(v);
-      if (!t) fail("invalid #inst " + snip(typeof v == "string" ? v : print(v)), start);
+      if (!t) fail("invalid #inst " + (typeof v == "string" ? snip(v) : show(v)), start);
       return t;
     }
     if (tag == "uuid") {
       if (typeof v != "string" || !UUID_RE.test(v.toLowerCase()))
-        fail("invalid #uuid " + snip(typeof v == "string" ? v : print(v)), start);
+        fail("invalid #uuid " + (typeof v == "string" ? snip(v) : show(v)), start);
       return new Uuid(v);
     }
     if (o.tags && Object.hasOwn(o.tags, tag)) return o.tags[tag](v);
@@ -473,7 +483,7 @@ export function read(text, opts) {
     for (let k = 0; k < xs.length; k += 2) {
       const x = xs[k],
         h = key(x);
-      if (seen.has(h)) fail("duplicate key " + snip(print(x)), start);
+      if (seen.has(h)) fail("duplicate key " + show(x), start);
       seen.add(h);
       // A plain object only when every key is a keyword whose name is not an array index
       // (objects reorder those) or `__proto__`.

@@ -134,6 +134,46 @@ test("edn limits: depth and length like the Rust reader (64, 100000)", () => {
   const t = Date.now();
   assert.equal(read(big).length, 200000);
   assert.ok(Date.now() - t < 2000);
+  // Numbers whose exact handling is quadratic are bounded as in the Rust reader: ratios beyond
+  // 128 bits are kept as written (not normalized), radix integers are at most 4096 digits.
+  const t2 = Date.now();
+  const r = read("9".repeat(100000) + "7/" + "8".repeat(100000) + "3");
+  assert.ok(r instanceof Ratio && String(r.denom).length == 100001);
+  assert.equal(print(read("340282366920938463463374607431768211458/4")), "340282366920938463463374607431768211458/4");
+  assert.equal(print(read("6/4")), "3/2");
+  assert.throws(() => read("36r" + "z".repeat(4097)), /invalid number/);
+  assert.ok(Date.now() - t2 < 2000);
+});
+
+test("edn fuzz: mutated vectors read or fail with an EdnError; what reads prints stably", () => {
+  const lines = jsonl("edn-vectors/round-trip.jsonl").map((r) => r.edn);
+  let seed = 7;
+  const rnd = (n) => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+  const alphabet = [...'[](){}#"\\:;^,_ !/-+.0123456789abcNMEe\n\t#{}:ns/x\u00e9😀'];
+  for (let k = 0; k < 20000; k++) {
+    let s = lines[rnd(lines.length)];
+    for (let j = 1 + rnd(4); j > 0; j--) {
+      const p = rnd(s.length + 1), op = rnd(3);
+      if (op == 0) s = s.slice(0, p) + alphabet[rnd(alphabet.length)] + s.slice(p);
+      else if (op == 1) s = s.slice(0, p) + s.slice(p + 1);
+      else s = s.slice(0, p) + s.slice(p, p + 1 + rnd(20)).repeat(2) + s.slice(p + 1 + rnd(20));
+    }
+    let v;
+    try {
+      v = read(s);
+    } catch (e) {
+      assert.ok(e instanceof EdnError, JSON.stringify(s) + ": " + e);
+      continue;
+    }
+    let p1;
+    try {
+      p1 = print(v);
+    } catch (e) {
+      assert.match(e.message, /^edn: cannot print the date/, JSON.stringify(s)); // e.g. year -1
+      continue;
+    }
+    assert.equal(print(read(p1)), p1, JSON.stringify(s));
+  }
 });
 
 test("edn packer: envelopes as Sente writes them", () => {
