@@ -91,6 +91,13 @@ export class EdnError extends SyntaxError {
   }
 }
 
+// A keyword: also one made by another copy of sente.js (e.g. the app imports the core from one
+// URL and this module imports "./sente.js" from another), which prints as ":name".
+const isKw = (x) =>
+  x instanceof Keyword ||
+  (x != null && typeof x == "object" && typeof x.name == "string" && typeof x.toString == "function" &&
+    x.constructor != Object && x.toString() === ":" + x.name);
+
 // ---------------------------------------------------------------------------------------------
 // Reader
 
@@ -534,7 +541,7 @@ function key(x) {
     case "boolean":
       return "" + x;
   }
-  if (x instanceof Keyword) return ":" + x.name;
+  if (isKw(x)) return ":" + x.name;
   if (x instanceof Sym) return "'" + x.name;
   if (x instanceof Char) return "\\" + x.char;
   if (x instanceof Uuid) return "u" + x.value;
@@ -615,7 +622,7 @@ export function print(x, depth = 0) {
     default:
       throw new TypeError("edn: cannot print a " + typeof x);
   }
-  if (x instanceof Keyword) return printName(":", x.name);
+  if (isKw(x)) return printName(":", x.name);
   if (x instanceof Sym) return printName("", x.name);
   if (x instanceof Char) {
     const c = x.char;
@@ -655,6 +662,6 @@ export const edn = Object.freeze({
   param: null,
   pack: (x) => print(x),
   unpack: (s) => read(s),
-  kw: (x) => (x instanceof Keyword ? x.name : undefined),
+  kw: (x) => (isKw(x) ? x.name : undefined),
   val: (x) => x,
 });

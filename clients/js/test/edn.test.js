@@ -176,6 +176,13 @@ test("edn fuzz: mutated vectors read or fail with an EdnError; what reads prints
   }
 });
 
+test("edn: keywords of another copy of the core module are keywords", async () => {
+  const other = await import("../src/sente.js?copy");
+  assert.notEqual(other.Keyword, Keyword);
+  assert.equal(print([other.kw("a/b"), { name: "x" }, new Sym("s")]), '[:a/b {:name "x"} s]');
+  assert.equal(edn.kw(other.kw("chsk/handshake")), "chsk/handshake");
+});
+
 test("edn packer: envelopes as Sente writes them", () => {
   assert.equal(edn.param, null);
   assert.equal(edn.pack([[kw("my-app/req"), { n: 42 }], "3f2a9c"]), '[[:my-app/req {:n 42}] "3f2a9c"]');
