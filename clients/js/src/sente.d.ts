@@ -56,6 +56,20 @@ export function decode(json: unknown): any;
 /** Encode an event `[":ns/name", data]`; throws a TypeError for an id without a namespace. */
 export function encodeEvent(id: string | Keyword, data?: Encodable): unknown[];
 
+/**
+ * A packer: how envelopes `[payload, cbId]` become text and back. `kw` and `val` read unpacked
+ * values: `kw(x)` is the name of a keyword ("chsk/handshake"), else a falsy value; `val(x)` is the
+ * value as the application sees it.
+ */
+export interface Packer {
+  /** The `packer` query parameter to send, or null to send none. */
+  readonly param: string | null;
+  pack(envelope: unknown): string;
+  unpack(text: string): unknown;
+  kw(x: unknown): string | false | 0 | undefined;
+  val(x: unknown): any;
+}
+
 /** Full-jitter backoff: attempt 1 -> 0 ms; attempt n -> random in [0, min(capMs, 1000 * 2^n)). */
 export function fullJitterBackoff(attempt: number, capMs?: number): number;
 
@@ -114,8 +128,11 @@ export interface ChannelSocketOptions {
   clientId?: string;
   /** Extra query parameters for the WS URL and Ajax GETs. */
   params?: Record<string, string | number | boolean | Keyword | null | undefined>;
-  /** Only "json" is supported (sent as `packer=json`). */
-  packer?: "json";
+  /**
+   * "json" (default; sent as `packer=json`) or a packer object, e.g. the edn packer of
+   * `sente-client/edn` for Sente servers (sends no `packer` parameter).
+   */
+  packer?: "json" | Packer;
   /** host[:port]; default: the page's host. Required outside a browser unless `path` is a full URL. */
   host?: string;
   /** "http:" | "https:" (or "ws:" | "wss:"); default: the page's protocol. */

@@ -1,6 +1,7 @@
 // sente-client: browser/Node client for sente-rs (Sente-compatible channel sockets).
 // ES module, zero runtime dependencies. Protocol: Sente >= 1.21 envelopes `[payload, cbId]`
-// with the "json" packer of sente-rs (see README.md for the value mapping).
+// with the "json" packer of sente-rs (see README.md for the value mapping), or a packer object
+// such as the edn packer of `./edn.js` (for Sente servers).
 
 // ---------------------------------------------------------------------------------------------
 // Values: keywords, tagged values, and the json packer mapping
@@ -87,12 +88,26 @@ export function decode(j) {
   return o;
 }
 
-/** Encode an event `[id, data]`; the id is always a namespaced keyword. */
-export function encodeEvent(id, data) {
-  id = id instanceof Keyword ? id.name : String(id).replace(/^:/, "");
-  if (!/^[^/]+\/./.test(id)) throw new TypeError("sente: event id must be namespaced: " + id);
-  return data === undefined ? [":" + id] : [":" + id, encode(data)];
-}
+// An event `[kw(id), data]` (packer-neutral); the id is always a namespaced keyword.
+const event = (id, data) => {
+  id = kw(id); // String(keyword) is ":name"; the colon is dropped
+  if (!/^[^/]+\/./.test(id.name)) throw new TypeError("sente: event id must be namespaced: " + id.name);
+  return data === undefined ? [id] : [id, data];
+};
+
+/** Encode an event `[id, data]` into its json wire form. */
+export const encodeEvent = (id, data) => encode(event(id, data));
+
+// The json packer. A packer: `param` (the `packer` query parameter, none if null), `pack`
+// (envelope -> text), `unpack` (text -> envelope), `kw` (the name of an unpacked keyword, else a
+// falsy value), `val` (an unpacked value as the application sees it).
+const JSON_PACKER = {
+  param: "json",
+  pack: (x) => JSON.stringify(encode(x)),
+  unpack: JSON.parse,
+  kw: (x) => (isStr(x) && x[0] == ":" ? x.slice(1) : 0),
+  val: decode,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Backoff
@@ -111,21 +126,16 @@ const qs = (ps) =>
     .filter(([, v]) => v != null)
     .map(([k, v]) => enc(k) + "=" + enc(v instanceof Keyword ? v.name : v))
     .join("&");
-const isKw = (j, name) => j === ":" + name;
-const isEv = (e) => isArr(e) && isStr(e[0]) && /^:[^/]+\/./.test(e[0]);
-const isHandshake = (p) => isArr(p) && isKw(p[0], "chsk/handshake");
 // Client ids are unguessable: crypto.randomUUID where available (secure contexts), else a v4
 // UUID from crypto.getRandomValues (plain-http pages); never Math.random.
-const uuid = (c = globalThis.crypto) => {
-  if (c.randomUUID) return c.randomUUID();
-  const b = c.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 15) | 64;
-  b[8] = (b[8] & 63) | 128;
-  return [...b]
-    .map((x) => (x | 256).toString(16).slice(1))
-    .join("")
-    .replace(/(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-");
-};
+// (In the template, 4 is the version; 8 becomes 8..b, the variant; each 0 and 1 a random digit.)
+const uuid = (c = globalThis.crypto) =>
+  c.randomUUID
+    ? c.randomUUID()
+    : ((b, i = 0) =>
+        "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (d) => (d ^ (b[i++] & (15 >> (d / 4)))).toString(16)))(
+        c.getRandomValues(new Uint8Array(31)),
+      );
 
 /** Error for a failed request; `.code` is "closed" | "timeout" | "error". */
 export class SenteError extends Error {
@@ -166,7 +176,8 @@ export class ChannelSocket {
       autoConnect: true,
       ...opts,
     });
-    if (o.packer != "json") throw new Error("sente: only the json packer is supported");
+    const p = (this._p = o.packer == "json" ? JSON_PACKER : o.packer);
+    if (!p?.unpack) throw Error("sente: bad packer");
     this.clientId = o.clientId || uuid();
     const loc = globalThis.location;
     let proto = o.protocol || loc?.protocol || "http:",
@@ -177,11 +188,9 @@ export class ChannelSocket {
       host = u.host;
       path = u.pathname;
     }
-    if (!host) throw new Error("sente: `host` is required outside a browser");
-    proto = String(proto).replace(/:?$/, ":");
-    const secure = proto == "https:" || proto == "wss:";
-    this._http = (secure ? "https://" : "http://") + host + path;
-    this._wsBase = (secure ? "wss://" : "ws://") + host + path;
+    if (!host) throw Error("sente: `host` required outside a browser");
+    this._http = (/[ps]s:?$/.test(proto) ? "https://" : "http://") + host + path; // https(:) or wss(:)
+    this._wsBase = "ws" + this._http.slice(4); // ws:// or wss://
     this._mode = o.type;
     this._h = new Map(); // event id -> Set of handlers
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
@@ -216,14 +225,13 @@ export class ChannelSocket {
 
   /** Subscribe to an event id (or "*" for everything); returns an unsubscribe function. */
   on(id, fn) {
-    id = String(id).replace(/^:/, "");
-    if (!this._h.has(id)) this._h.set(id, new Set());
-    this._h.get(id).add(fn);
+    id = kw(id).name;
+    (this._h.get(id) || this._h.set(id, new Set()).get(id)).add(fn);
     return () => this.off(id, fn);
   }
 
   off(id, fn) {
-    this._h.get(String(id).replace(/^:/, ""))?.delete(fn);
+    this._h.get(kw(id).name)?.delete(fn);
   }
 
   _emit(id, data) {
@@ -324,12 +332,27 @@ export class ChannelSocket {
     return Object.entries(this.opts.params || {});
   }
 
+  // Whether `p` is a handshake `[:chsk/handshake ...]` (packer.kw: the name of a keyword).
+  _isHs(p) {
+    return isArr(p) && this._p.kw(p[0]) == "chsk/handshake";
+  }
+
+  // The query string `?<ps>&packer=<param>` (no packer param when the packer has none).
+  _query(ps) {
+    const s = qs([...ps, ["packer", this._p.param]]);
+    return s && "?" + s;
+  }
+
+  // An unpacked envelope `[payload, cb]`, or undefined for anything else.
+  _unpack(text) {
+    try {
+      const env = this._p.unpack(text);
+      if (isArr(env)) return env;
+    } catch {}
+  }
+
   _wsUrl() {
-    return (
-      this._wsBase +
-      "?" +
-      qs([...this._params(), ["client-id", this.clientId], ["csrf-token", this._token()], ["packer", "json"]])
-    );
+    return this._wsBase + this._query([...this._params(), ["client-id", this.clientId], ["csrf-token", this._token()]]);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -351,15 +374,10 @@ export class ChannelSocket {
     ws.onmessage = (ev) => {
       if (c.dead) return;
       c.act = now();
-      let env;
-      try {
-        env = JSON.parse(typeof ev.data == "string" ? ev.data : new TextDecoder().decode(ev.data));
-      } catch {
-        return;
-      }
-      if (!isArr(env)) return;
+      const env = this._unpack(typeof ev.data == "string" ? ev.data : new TextDecoder().decode(ev.data));
+      if (!env) return;
       if (!c.hs) {
-        if (isHandshake(env[0])) {
+        if (this._isHs(env[0])) {
           c.hs = true;
           c.onHs(c, env[0]);
         }
@@ -434,7 +452,7 @@ export class ChannelSocket {
   _kalive(c) {
     if (c.dead || this._conn !== c) return;
     if (now() - c.act < this.opts.wsKaliveMs / 2) return;
-    this._wsRequest(c, [":chsk/ws-ping"], this.opts.wsPingTimeoutMs).then(
+    this._wsRequest(c, [kw("chsk/ws-ping")], this.opts.wsPingTimeoutMs).then(
       (r) => r === "pong" || this._pingFailed(c),
       () => c.ws.readyState === 2 || this._pingFailed(c),
     );
@@ -454,25 +472,27 @@ export class ChannelSocket {
       if (r) {
         this._cbs.delete(cb);
         clearTimeout(r.timer);
-        r.ok(decode(p));
+        r.ok(this._p.val(p));
       }
       return;
     }
-    if (isKw(p, "chsk/ws-ping")) {
-      this._wsSend(c, [":chsk/ws-pong"], null);
+    if (this._p.kw(p) == "chsk/ws-ping") {
+      this._wsSend(c, [kw("chsk/ws-pong")], null);
       this._emit("chsk/ws-ping", null);
-    } else if (isHandshake(p)) this._handshake("ws", p);
+    } else if (this._isHs(p)) this._handshake("ws", p);
     else this._deliver(p);
   }
 
+  // A value the packer cannot encode throws to the caller; a failed send closes the connection.
   _wsSend(c, payload, cb) {
+    const s = this._p.pack([payload, cb]);
     // CLOSING: the server's close frame (Sente's [:chsk/close]) came in; `onclose` follows (a
     // browser waits up to ~2 s for the server to close TCP) and records the clean close. Fail
     // this send as "closed" rather than tearing the connection down as a "ws-error".
     if (c.ws.readyState === 2) return false;
     try {
       if (c.ws.readyState !== 1) throw 0;
-      c.ws.send(JSON.stringify([payload, cb]));
+      c.ws.send(s);
       c.act = now();
       return true;
     } catch {
@@ -491,15 +511,14 @@ export class ChannelSocket {
       let id;
       do id = uuid().slice(0, 6);
       while (this._cbs.has(id));
+      // Registered once sent (a reply cannot arrive before): a packing error or a failed send
+      // leaves nothing behind.
+      if (!this._wsSend(c, payload, id)) return fail(new SenteError(c.ws.readyState === 2 ? "closed" : "error"));
       const timer = setTimeout(() => {
         this._cbs.delete(id);
         fail(new SenteError("timeout"));
       }, timeoutMs);
       this._cbs.set(id, { ok, fail, timer });
-      if (!this._wsSend(c, payload, id)) {
-        // _wsSend already failed all pending callbacks (including this one) with "error"
-        if (this._cbs.delete(id)) clearTimeout(timer), fail(new SenteError(c.ws.readyState === 2 ? "closed" : "error"));
-      }
     });
   }
 
@@ -535,33 +554,27 @@ export class ChannelSocket {
     c.ctl = new AbortController();
     const url =
       this._http +
-      "?" +
-      qs([
+      this._query([
         ...this._params(),
         ["udt", now()],
         ["client-id", this.clientId],
         ["handshake?", this._state.open ? null : 1],
-        ["packer", "json"],
       ]);
     this._fetch(url, { method: "GET" }, this.opts.ajaxTimeoutMs, c.ctl).then(
       (r) => {
         if (c.dead) return;
-        let env;
-        try {
-          if (!r.ok) throw 0;
-          env = JSON.parse(r.text);
-          if (!isArr(env)) throw 0;
-        } catch {
+        const env = r.ok && this._unpack(r.text);
+        if (!env) {
           const rej = r.status == 401 || r.status == 403;
           this._closed(rej ? "rejected" : "unexpected", rej ? { status: r.status } : undefined);
           return this._retry(rej);
         }
         this._attempt = 0;
         const p = env[0];
-        if (isHandshake(p)) (c.hs = true), this._handshake("ajax", p);
+        if (this._isHs(p)) (c.hs = true), this._handshake("ajax", p);
         else {
           this._set({ open: true });
-          if (!isKw(p, "chsk/timeout")) this._deliver(p);
+          if (this._p.kw(p) != "chsk/timeout") this._deliver(p);
         }
         this._poll(c);
       },
@@ -575,39 +588,34 @@ export class ChannelSocket {
     );
   }
 
+  // As Sente: the form `udt`, `client-id`, `ppstr` (the packed `[payload, :ajax or nil]`).
   _post(payload, wantReply, timeoutMs) {
-    const body = new URLSearchParams({
-      udt: now(),
-      "client-id": this.clientId,
-      ppstr: JSON.stringify([payload, wantReply ? ":ajax" : null]),
-    });
+    const body = qs([
+      ["udt", now()],
+      ["client-id", this.clientId],
+      ["ppstr", this._p.pack([payload, wantReply ? kw("ajax") : null])],
+    ]);
     return this._fetch(
-      this._http + "?packer=json",
+      this._http + this._query([]),
       {
         method: "POST",
-        body: body.toString(),
+        body,
         headers: { "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8" },
       },
       timeoutMs,
     ).then(
       (r) => {
-        let env;
-        try {
-          if (!r.ok) throw 0;
-          env = JSON.parse(r.text);
-          if (!isArr(env)) throw 0;
-        } catch {
-          // E.g. 413 for an oversize message: only this request fails; the long-poll decides
-          // whether the connection is open.
-          throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
-        }
+        const env = r.ok && this._unpack(r.text);
+        // E.g. 413 for an oversize message: only this request fails; the long-poll decides
+        // whether the connection is open.
+        if (!env) throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
         if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });
         const p = env[0];
-        if (isKw(p, "chsk/timeout")) throw new SenteError("timeout");
-        return isKw(p, "chsk/dummy-cb-200") ? undefined : decode(p);
+        if (this._p.kw(p) == "chsk/timeout") throw new SenteError("timeout");
+        return this._p.kw(p) == "chsk/dummy-cb-200" ? undefined : this._p.val(p);
       },
       (e) => {
-        if (e instanceof SenteError && e.code) throw e;
+        if (e instanceof SenteError) throw e;
         if (e?.name == "AbortError" || e?.name == "TimeoutError") throw new SenteError("timeout");
         // Only this request fails; a dead server also fails the long-poll, which closes.
         throw new SenteError("error", "sente: " + (e?.message || e));
@@ -657,31 +665,26 @@ export class ChannelSocket {
   // Shared: handshake, push delivery, send/request, queue
 
   _handshake(type, p) {
-    const [uid, , hd] = decode(p[1] || []);
+    const [uid = null, , hd = null] = this._p.val(p[1]) || [];
     this._attempt = 0;
     const first = this._firstHs;
     this._firstHs = false;
-    this._set({
-      type,
-      open: true,
-      uid: uid === undefined ? null : uid,
-      handshakeData: hd === undefined ? null : hd,
-      udtNextReconnect: null,
-    });
-    this._emit("chsk/handshake", [uid, null, hd === undefined ? null : hd, first]);
+    this._set({ type, open: true, uid, handshakeData: hd, udtNextReconnect: null });
+    this._emit("chsk/handshake", [uid, null, hd, first]);
   }
 
   _deliver(batch) {
     if (!isArr(batch)) return;
     for (const e of batch) {
-      if (!isEv(e) || e[0].startsWith(":chsk/")) continue;
-      this._emit(e[0].slice(1), e.length > 1 ? decode(e[1]) : null);
+      const id = isArr(e) && this._p.kw(e[0]);
+      if (!/^(?!chsk\/)[^/]+\/./.test(id)) continue;
+      this._emit(id, this._p.val(e[1] ?? null));
     }
   }
 
   /** Fire-and-forget send. Returns false when the event could not be sent (chsk closed). */
   send(id, data) {
-    return this._sendEv(encodeEvent(id, data));
+    return this._sendEv(event(id, data));
   }
 
   _sendEv(ev) {
@@ -696,7 +699,7 @@ export class ChannelSocket {
   request(id, data, timeoutMs = this.opts.requestTimeoutMs) {
     let ev;
     try {
-      ev = encodeEvent(id, data);
+      ev = event(id, data);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -715,6 +718,7 @@ export class ChannelSocket {
 
   _enqueue(ev, r, timeoutMs) {
     if (!this.opts.queueWhileClosed || !this._active || this._q.length >= QUEUE_MAX) return false;
+    this._p.pack([ev, null]); // an unpackable value throws now, not when the queue is flushed
     const item = { ev, r, until: now() + timeoutMs };
     item.timer = setTimeout(() => {
       this._q = this._q.filter((x) => x !== item);

@@ -1,13 +1,19 @@
-// Prints min+gzip sizes of sente-client and, for comparison, socket.io-client's browser bundle.
+// Prints min+gzip sizes of sente-client, its optional edn module, and, for comparison,
+// socket.io-client's browser bundle.
 // Equivalent shell: npx esbuild --minify --format=esm src/sente.js | gzip -9 | wc -c
+//                   npx esbuild --bundle --minify --format=esm --external:./sente.js src/edn.js | gzip -9 | wc -c
 import { buildSync } from "esbuild";
 import { gzipSync } from "node:zlib";
 import { readFileSync } from "node:fs";
 
 const gz = (buf) => gzipSync(buf, { level: 9 }).length;
-const ours = buildSync({ entryPoints: ["src/sente.js"], bundle: true, minify: true, format: "esm", write: false })
-  .outputFiles[0].contents;
+const build = (entry, external = []) =>
+  buildSync({ entryPoints: [entry], bundle: true, minify: true, format: "esm", write: false, external }).outputFiles[0]
+    .contents;
+const ours = build("src/sente.js");
+const edn = build("src/edn.js", ["./sente.js"]);
 const sio = readFileSync("node_modules/socket.io-client/dist/socket.io.min.js");
 const row = (name, min) => console.log(`${name.padEnd(38)} ${String(min.length).padStart(7)} B min  ${String(gz(min)).padStart(6)} B min+gzip`);
 row("sente-client (src/sente.js)", ours);
+row("edn module (src/edn.js, without core)", edn);
 row("socket.io-client dist/socket.io.min.js", sio);

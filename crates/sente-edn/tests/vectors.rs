@@ -13,33 +13,34 @@ fn round_trip(text: &str) {
     );
 }
 
-/// §12.1 EDN envelope vectors.
-const ENVELOPES: &[&str] = &[
-    "[[:chsk/handshake [:sente/nil-uid nil nil]] nil]",
-    r#"[[:chsk/handshake ["alice" nil {:role :admin}]] nil]"#,
-    r#"[[[:my-app/alert {:msg "hi"}]] nil]"#,
-    r#"[[[:my-app/a 1] [:my-app/b {:x [1 2 3], :y "s"}]] nil]"#,
-    "[:chsk/ws-ping nil]",
-    "[[:chsk/ws-pong] nil]",
-    r#"[[:chsk/ws-ping] "a1b2c3"]"#,
-    r#"["pong" "a1b2c3"]"#,
-    "[[:my-app/req {:n 42}] nil]",
-    r#"[[:my-app/req {:n 42}] "3f2a9c"]"#,
-    r#"[{:ok? true, :n 43} "3f2a9c"]"#,
-    "[[:my-app/req {:n 42}] :ajax]",
-    "[:chsk/dummy-cb-200 nil]",
-    "[{:ok? true} nil]",
-    "[:chsk/timeout nil]",
-    r#"[[[:my-app/t {:id #uuid "66d96ab4-9834-40db-a3cd-42b361503ab9", :at #inst "2024-01-02T03:04:05.678-00:00"}]] nil]"#,
-    r#"[[[:my-app/s "quote\" backslash\\ nl\n tab\t uni é"]] nil]"#,
-];
+fn vector_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/edn-vectors")
+}
 
-/// §12.2 legacy inputs that are plain edn.
-const LEGACY: &[&str] = &[
-    "[[:my-app/req {:n 42}]]",
-    "[[:my-app/req {:n 42}] 0]",
-    "[[:chsk/handshake [:sente/nil-uid nil]]]",
-];
+/// The JSON lines of a shared vector file (`tests/data/edn-vectors`, also read by the JS tests).
+fn vector_file(name: &str) -> Vec<serde_json::Value> {
+    let path = vector_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}")))
+        .collect()
+}
+
+fn field<'a>(rec: &'a serde_json::Value, key: &str) -> &'a str {
+    rec[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key:?} in {rec}"))
+}
+
+/// The canonical texts of one group of `round-trip.jsonl`.
+fn round_trip_group(group: &str) -> Vec<String> {
+    vector_file("round-trip.jsonl")
+        .iter()
+        .filter(|r| r["group"] == group)
+        .map(|r| field(r, "edn").to_owned())
+        .collect()
+}
 
 /// §12.2 vector 19: prefixed legacy forms.
 const PREFIXED: &[&str] = &[
@@ -55,14 +56,42 @@ const PREFIXED: &[&str] = &[
 
 #[test]
 fn envelope_vectors_round_trip() {
-    for text in ENVELOPES.iter().chain(LEGACY) {
+    let (envelopes, legacy) = (round_trip_group("envelope"), round_trip_group("legacy"));
+    // §12.1 has 17 envelope vectors (including two ping/pong forms), §12.2 three legacy ones.
+    assert_eq!((envelopes.len(), legacy.len()), (17, 3));
+    for text in envelopes.iter().chain(&legacy) {
         round_trip(text);
     }
 }
 
 #[test]
+fn shared_vector_files() {
+    let mut n = 0;
+    for rec in vector_file("round-trip.jsonl") {
+        round_trip(field(&rec, "edn"));
+        n += 1;
+    }
+    for rec in vector_file("normalize.jsonl") {
+        let (input, out) = (field(&rec, "in"), field(&rec, "out"));
+        let v = read(input, &ReadOptions::default()).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+        assert_eq!(to_edn_string(&v), out, "{input:?}");
+        n += 1;
+    }
+    for rec in vector_file("invalid.jsonl") {
+        let input = field(&rec, "in");
+        assert!(
+            read(input, &ReadOptions::default()).is_err(),
+            "{input:?} should not read"
+        );
+        n += 1;
+    }
+    assert!(n > 200, "only {n} vectors");
+}
+
+#[test]
 fn envelope_vector_contents() {
-    let v = read(ENVELOPES[15], &ReadOptions::default()).unwrap();
+    let (envelopes, legacy) = (round_trip_group("envelope"), round_trip_group("legacy"));
+    let v = read(&envelopes[15], &ReadOptions::default()).unwrap();
     let m = &v.as_seq().unwrap()[0].as_seq().unwrap()[0]
         .as_seq()
         .unwrap()[1];
@@ -73,7 +102,7 @@ fn envelope_vector_contents() {
     };
     assert_eq!(at.as_millis(), 1_704_164_645_678);
 
-    let v = read(ENVELOPES[16], &ReadOptions::default()).unwrap();
+    let v = read(&envelopes[16], &ReadOptions::default()).unwrap();
     let s = v.as_seq().unwrap()[0].as_seq().unwrap()[0]
         .as_seq()
         .unwrap()[1]
@@ -81,7 +110,7 @@ fn envelope_vector_contents() {
         .unwrap();
     assert_eq!(s, "quote\" backslash\\ nl\n tab\t uni é");
 
-    let v = read(LEGACY[1], &ReadOptions::default()).unwrap();
+    let v = read(&legacy[1], &ReadOptions::default()).unwrap();
     assert_eq!(v.as_seq().unwrap()[1], Value::Int(0));
 }
 
