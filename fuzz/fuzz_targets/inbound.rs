@@ -11,11 +11,7 @@ use sente_proto::server::message::{ajax_post, ws_message};
 const SERVER_MADE: [&str; 3] = ["chsk/uidport-open", "chsk/uidport-close", "chsk/handshake"];
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
-        max_message_bytes: 1 << 16,
-        max_collection_len: 10_000,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_message_bytes(1 << 16).max_collection_len(10_000);
     for name in ["edn", "json", "transit", "msgpack"] {
         let packer = by_name(name).expect("packer");
         for binary in [false, true] {

@@ -8,11 +8,7 @@ use sente_proto::packer::{JsonPacker, Packer};
 
 fuzz_target!(|data: &[u8]| {
     let packer = JsonPacker;
-    let limits = Limits {
-        max_message_bytes: 1 << 16,
-        max_collection_len: 10_000,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_message_bytes(1 << 16).max_collection_len(10_000);
     if let Ok(value) = packer.unpack(data, &limits) {
         let _ = packer.pack(&value);
     }

@@ -9,13 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn start() -> (SocketAddr, actix_web::dev::ServerHandle) {
     let server = Server::builder()
         .csrf_token_fn(|_| CsrfToken::Token("t".to_owned()))
-        .limits(ServerLimits {
-            message: Limits {
-                max_message_bytes: 1024,
-                ..Limits::default()
-            },
-            ..ServerLimits::default()
-        })
+        .limits(ServerLimits::default().message(Limits::default().max_message_bytes(1024)))
         .build()
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -70,10 +70,7 @@ fn packers() -> Vec<(String, Arc<dyn Packer>)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let limits = Limits {
-        max_message_bytes: usize::MAX,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_message_bytes(usize::MAX);
     for (size, value) in [
         ("small", small()),
         ("medium", event(36)),

@@ -48,10 +48,7 @@ fn is_text_inner(p: &dyn Packer) -> bool {
 
 #[test]
 fn too_large_is_rejected_before_work() {
-    let limits = Limits {
-        max_message_bytes: 100,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_message_bytes(100);
     for p in all() {
         let input = vec![b' '; 101];
         assert_eq!(
@@ -139,10 +136,7 @@ fn one_megabyte_of_open_brackets() {
 
 #[test]
 fn huge_declared_lengths() {
-    let limits = Limits {
-        max_collection_len: usize::MAX,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_collection_len(usize::MAX);
     for input in [
         &[0xdd, 0xff, 0xff, 0xff, 0xff][..],      // array of 2^32-1
         &[0xdf, 0xff, 0xff, 0xff, 0xff],          // map
@@ -169,10 +163,7 @@ fn huge_declared_lengths() {
         );
     }
     // Over the collection limit, even with the bytes present.
-    let limits = Limits {
-        max_collection_len: 3,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_collection_len(3);
     assert!(matches!(
         MsgpackPacker.unpack(&[0x94, 1, 2, 3, 4], &limits),
         Err(UnpackError::TooLong { len: 4, limit: 3 })
@@ -283,7 +274,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let limits = Limits { max_collection_len: 1000, ..Limits::default() };
+        let limits = Limits::default().max_collection_len(1000);
         for p in all() {
             let _ = p.unpack(&bytes, &limits);
         }

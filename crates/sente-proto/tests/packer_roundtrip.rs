@@ -195,10 +195,7 @@ fn check(p: &dyn Packer, v: &Value) -> Result<(), TestCaseError> {
         .pack(v)
         .map_err(|e| TestCaseError::fail(format!("{}: pack {v:?}: {e}", p.name())))?;
     prop_assert_eq!(packed.is_binary(), p.is_binary());
-    let limits = Limits {
-        max_message_bytes: usize::MAX,
-        ..Limits::default()
-    };
+    let limits = Limits::default().max_message_bytes(usize::MAX);
     let back = p.unpack(packed.as_bytes(), &limits).map_err(|e| {
         TestCaseError::fail(format!(
             "{}: unpack {:?}: {e}",

@@ -564,10 +564,7 @@ fn gzip_vector_73_round_trip() {
         assert_eq!(&packed[1..3], &[0x1f, 0x8b], "a gzip member follows");
         assert!(packed.len() < 1000);
         assert_eq!(p.unpack(&packed, &Limits::default()).unwrap(), value);
-        let unlimited = Limits {
-            max_message_bytes: usize::MAX,
-            ..Limits::default()
-        };
+        let unlimited = Limits::default().max_message_bytes(usize::MAX);
         assert_eq!(p.unpack(&packed, &unlimited).unwrap(), value);
     }
     // Exactly at the threshold compresses; one below does not.

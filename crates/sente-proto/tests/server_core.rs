@@ -447,14 +447,11 @@ fn connected_uids_has_ws_and_ajax_membership() {
 
 #[test]
 fn connection_limits() {
-    let cfg = CoreConfig {
-        limits: ServerLimits {
-            max_connections_per_uid: 2,
-            max_anonymous_connections: 3,
-            ..ServerLimits::default()
-        },
-        ..CoreConfig::default()
-    };
+    let cfg = CoreConfig::default().limits(
+        ServerLimits::default()
+            .max_connections_per_uid(2)
+            .max_anonymous_connections(3),
+    );
     let mut c: C = Core::new(cfg);
     c.handle_ws_open(&uid("u"), &cid("a"), 1, "req", 0).unwrap();
     c.handle_ajax_poll(&uid("u"), &cid("b"), 1, "req", 0)

@@ -205,13 +205,10 @@ async fn start(
         .ms_allow_reconnect_before_close_ws(opts.ws_grace_ms)
         .ms_allow_reconnect_before_close_ajax(opts.ajax_grace_ms)
         .lp_timeout_ms(opts.lp_timeout_ms)
-        .limits(ServerLimits {
-            message: sente_proto::Limits {
-                max_message_bytes: opts.max_message_bytes,
-                ..sente_proto::Limits::default()
-            },
-            ..ServerLimits::default()
-        });
+        .limits(
+            ServerLimits::default()
+                .message(sente_proto::Limits::default().max_message_bytes(opts.max_message_bytes)),
+        );
     builder = match &opts.csrf_token {
         Some(t) => {
             let t = t.clone();

@@ -124,6 +124,8 @@ pub(crate) struct Guard {
     pub(crate) csrf_token_fn: Option<CsrfFn>,
     pub(crate) allowed_origins: AllowedOrigins,
     pub(crate) allowed_hosts: AllowedHosts,
+    /// Whether the DNS-rebinding warning was logged (see [`Guard::warn_if_host_unchecked`]).
+    warned_hosts: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) authorized_fn: Option<PredFn>,
     pub(crate) unauthorized_fn: RespFn,
     pub(crate) bad_csrf_fn: RespFn,
@@ -147,6 +149,7 @@ impl Default for Guard {
             })),
             allowed_origins: AllowedOrigins::SameOrigin,
             allowed_hosts: AllowedHosts::Any,
+            warned_hosts: Arc::default(),
             authorized_fn: None,
             unauthorized_fn: Arc::new(|_: &ChskRequest| text_response(401, "Unauthorized request")),
             bad_csrf_fn: Arc::new(|_: &ChskRequest| text_response(403, "Bad CSRF token")),
@@ -158,6 +161,41 @@ impl Default for Guard {
 }
 
 impl Guard {
+    /// Logs once (a `tracing::warn!`) when the server answers a request for a host other than
+    /// loopback while it checks origins against the `Host` header with no
+    /// [`AllowedHosts`] list: a DNS-rebinding page would pass that check.
+    fn warn_if_host_unchecked(&self, host: Option<&str>) {
+        use std::sync::atomic::Ordering;
+        if self.allowed_hosts != AllowedHosts::Any
+            || self.allowed_origins != AllowedOrigins::SameOrigin
+            || self.warned_hosts.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let name = host
+            .unwrap_or("")
+            .rsplit_once(':')
+            .map_or(host.unwrap_or(""), |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    host.unwrap_or("")
+                }
+            });
+        let loopback = name.eq_ignore_ascii_case("localhost")
+            || name == "[::1]"
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback && !self.warned_hosts.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                host = name,
+                "serving beyond loopback with the same-origin check and no allowed_hosts: a \
+                 DNS-rebinding page would pass; set Builder::allowed_hosts"
+            );
+        }
+    }
+
     /// Whether both the CSRF and the Origin checks are off.
     pub(crate) fn unprotected(&self) -> bool {
         self.csrf_token_fn.is_none() && self.allowed_origins == AllowedOrigins::All
@@ -180,6 +218,7 @@ impl Guard {
         req: &ChskRequest,
         may_defer_csrf: bool,
     ) -> Result<CsrfCheck, Refusal> {
+        self.warn_if_host_unchecked(req.header("host"));
         if !host_allowed(&self.allowed_hosts, req.header("host")) {
             return Err(Box::new((
                 Rejection::Host,

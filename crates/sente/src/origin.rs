@@ -143,7 +143,9 @@ pub(crate) fn origin_allowed(
 /// header, which the browser sets from the page's address. A DNS-rebinding page (an attacker's
 /// domain that resolves to your server's address) is then "same origin" with itself. Listing
 /// your server's host names closes that door: a request for any other `Host` gets `421
-/// Misdirected Request`. Set it for every server reachable beyond loopback.
+/// Misdirected Request`. Set it for every server reachable beyond loopback: until it is set,
+/// the server logs a warning (once) when it answers a request for a non-loopback host with
+/// the same-origin check on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AllowedHosts {

@@ -79,10 +79,9 @@ async fn header_bytes_over_the_limit_is_431() {
 
 #[tokio::test]
 async fn too_many_pending_replies_is_429() {
-    let h = start(transcript_builder().limits(ServerLimits {
-        max_pending_replies_per_client: 2,
-        ..ServerLimits::default()
-    }))
+    let h = start(
+        transcript_builder().limits(ServerLimits::default().max_pending_replies_per_client(2)),
+    )
     .await;
     let addr = h.addr;
     let held: Vec<_> = (0..2)
@@ -103,11 +102,8 @@ async fn too_many_pending_replies_is_429() {
 
 #[tokio::test]
 async fn connections_per_uid_over_the_limit_is_429() {
-    let h = start(transcript_builder().limits(ServerLimits {
-        max_connections_per_uid: 2,
-        ..ServerLimits::default()
-    }))
-    .await;
+    let h = start(transcript_builder().limits(ServerLimits::default().max_connections_per_uid(2)))
+        .await;
     let _a = ws_connect(h.addr, "uid=m&client-id=1&csrf-token=tok-123").await;
     let _b = ws_connect(h.addr, "uid=m&client-id=2&csrf-token=tok-123").await;
     let mut req = get_req(
@@ -131,11 +127,13 @@ async fn connections_per_uid_over_the_limit_is_429() {
 
 #[tokio::test]
 async fn a_stalled_ws_client_is_dropped_others_unaffected() {
-    let h = start(transcript_builder().limits(ServerLimits {
-        max_pending_events_per_client: 8,
-        ws_write_timeout_ms: 300,
-        ..ServerLimits::default()
-    }))
+    let h = start(
+        transcript_builder().limits(
+            ServerLimits::default()
+                .max_pending_events_per_client(8)
+                .ws_write_timeout_ms(300),
+        ),
+    )
     .await;
     let mut stalled = ws_connect(h.addr, "uid=s&client-id=s1&csrf-token=tok-123").await;
     let mut ok = ws_connect(h.addr, "uid=t&client-id=t1&csrf-token=tok-123").await;

@@ -27,10 +27,7 @@ fn short() -> ServeConfig {
 }
 
 fn short_body_limits() -> ServerLimits {
-    ServerLimits {
-        body_read_timeout_ms: 500,
-        ..ServerLimits::default()
-    }
+    ServerLimits::default().body_read_timeout_ms(500)
 }
 
 /// Reads until the server closes the connection (or 10 s pass: a failure). Returns what came.
@@ -382,10 +379,7 @@ async fn measure_memory_of_slow_bodies() {
     const N: usize = 200;
     const SENT: usize = 3 * 1024 * 1024 - 4096;
     let h = start_served(
-        transcript_builder().limits(ServerLimits {
-            body_read_timeout_ms: 5_000,
-            ..ServerLimits::default()
-        }),
+        transcript_builder().limits(ServerLimits::default().body_read_timeout_ms(5_000)),
         ServeConfig::default(),
     )
     .await;

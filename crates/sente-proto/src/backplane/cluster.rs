@@ -49,10 +49,7 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_secs(1),
             expiry: Duration::from_secs(5),
             snapshot_part: 1000,
-            limits: Limits {
-                max_message_bytes: 16 << 20,
-                ..Limits::default()
-            },
+            limits: Limits::default().max_message_bytes(16 << 20),
         }
     }
 }

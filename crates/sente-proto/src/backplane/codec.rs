@@ -28,7 +28,7 @@
 //! varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
 //! `2` any other value as edn text (length, text), `3` as Sente msgpack (length, bytes). An
 //! **event** is an encoding byte, a length and the event's wire form `[id data]`: `0` edn text
-//! (printed and read with [`EdnPacker`](crate::packer::EdnPacker): lossless for every value but
+//! (printed and read with [`EdnPacker`]: lossless for every value but
 //! raw bytes), `1` Sente msgpack ([`MsgpackPacker`](crate::packer::MsgpackPacker), used only for
 //! events that edn cannot print, i.e. that hold raw bytes; needs the `msgpack` feature).
 //!

@@ -17,6 +17,7 @@ pub struct ConnId(pub u64);
 
 /// Timing of the core, in milliseconds (spec 7.1 names and defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CoreConfig {
     /// Batching window of WebSocket pushes. Default 30.
     pub send_buf_ms_ws: u64,
@@ -42,6 +43,45 @@ impl Default for CoreConfig {
             lp_timeout_ms: 20_000,
             limits: ServerLimits::default(),
         }
+    }
+}
+
+/// Setters, for building a configuration from the defaults.
+impl CoreConfig {
+    /// Sets [`CoreConfig::send_buf_ms_ws`].
+    pub fn send_buf_ms_ws(mut self, value: u64) -> Self {
+        self.send_buf_ms_ws = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::send_buf_ms_ajax`].
+    pub fn send_buf_ms_ajax(mut self, value: u64) -> Self {
+        self.send_buf_ms_ajax = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::ms_allow_reconnect_before_close_ws`].
+    pub fn ms_allow_reconnect_before_close_ws(mut self, value: u64) -> Self {
+        self.ms_allow_reconnect_before_close_ws = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::ms_allow_reconnect_before_close_ajax`].
+    pub fn ms_allow_reconnect_before_close_ajax(mut self, value: u64) -> Self {
+        self.ms_allow_reconnect_before_close_ajax = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::lp_timeout_ms`].
+    pub fn lp_timeout_ms(mut self, value: u64) -> Self {
+        self.lp_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::limits`].
+    pub fn limits(mut self, value: ServerLimits) -> Self {
+        self.limits = value;
+        self
     }
 }
 

@@ -11,6 +11,7 @@ use crate::limits::Limits;
 /// a new connection over a count limit is refused with `429`. The connection's other traffic and
 /// the other clients are not affected.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerLimits {
     /// Message limits: bytes per message (1 MiB), nesting depth, collection and batch length.
     pub message: Limits,
@@ -55,5 +56,63 @@ impl Default for ServerLimits {
             body_read_timeout_ms: 10_000,
             max_form_fields: 64,
         }
+    }
+}
+
+/// Setters, for building limits from the defaults:
+/// `ServerLimits::default().message(..)`.
+impl ServerLimits {
+    /// Sets [`ServerLimits::message`].
+    pub fn message(mut self, value: Limits) -> Self {
+        self.message = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_pending_events_per_client`].
+    pub fn max_pending_events_per_client(mut self, value: usize) -> Self {
+        self.max_pending_events_per_client = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_pending_replies_per_client`].
+    pub fn max_pending_replies_per_client(mut self, value: usize) -> Self {
+        self.max_pending_replies_per_client = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_connections_per_uid`].
+    pub fn max_connections_per_uid(mut self, value: usize) -> Self {
+        self.max_connections_per_uid = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_anonymous_connections`].
+    pub fn max_anonymous_connections(mut self, value: usize) -> Self {
+        self.max_anonymous_connections = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_header_bytes`].
+    pub fn max_header_bytes(mut self, value: usize) -> Self {
+        self.max_header_bytes = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::ws_write_timeout_ms`].
+    pub fn ws_write_timeout_ms(mut self, value: u64) -> Self {
+        self.ws_write_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::body_read_timeout_ms`].
+    pub fn body_read_timeout_ms(mut self, value: u64) -> Self {
+        self.body_read_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::max_form_fields`].
+    pub fn max_form_fields(mut self, value: usize) -> Self {
+        self.max_form_fields = value;
+        self
     }
 }

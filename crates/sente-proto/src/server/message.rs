@@ -346,10 +346,7 @@ mod tests {
             ajax_post(&EdnPacker, b"[[:a/b", &l),
             Err(InboundError::Unpack(_))
         ));
-        let small = Limits {
-            max_message_bytes: 4,
-            ..Limits::default()
-        };
+        let small = Limits::default().max_message_bytes(4);
         assert!(matches!(
             ajax_post(&EdnPacker, b"[[:a/b 1] nil]", &small),
             Err(InboundError::TooLarge(_))

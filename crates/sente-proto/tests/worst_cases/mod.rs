@@ -257,11 +257,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Limits for the measurements: the defaults with room for the inputs.
 pub fn limits() -> Limits {
-    Limits {
-        max_message_bytes: 4 << 20,
-        max_collection_len: 1 << 20,
-        ..Limits::default()
-    }
+    Limits::default()
+        .max_message_bytes(4 << 20)
+        .max_collection_len(1 << 20)
 }
 
 /// The size the packer decodes: the gzip body's decompressed size for `+gzip`.
