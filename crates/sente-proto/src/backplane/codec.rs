@@ -404,7 +404,7 @@ fn put_uid(w: &mut Vec<u8>, uid: &Uid) -> Result<(), CodecError> {
                 put_bytes(w, text.as_bytes());
             }
             Err(e) => {
-                let packed = msgpack_pack(v, e)?;
+                let packed = msgpack_pack(v, &e)?;
                 w.push(3);
                 put_bytes(w, &packed);
             }
@@ -421,7 +421,7 @@ fn put_event(w: &mut Vec<u8>, event: &Event) -> Result<(), CodecError> {
             put_bytes(w, text.as_bytes());
         }
         Err(e) => {
-            let packed = msgpack_pack(&value, e)?;
+            let packed = msgpack_pack(&value, &e)?;
             w.push(1);
             put_bytes(w, &packed);
         }
@@ -430,12 +430,12 @@ fn put_event(w: &mut Vec<u8>, event: &Event) -> Result<(), CodecError> {
 }
 
 #[cfg(feature = "msgpack")]
-fn msgpack_pack(v: &crate::Value, _edn: sente_edn::Error) -> Result<Vec<u8>, CodecError> {
+fn msgpack_pack(v: &crate::Value, _edn: &sente_edn::Error) -> Result<Vec<u8>, CodecError> {
     Ok(crate::packer::MsgpackPacker.pack(v)?.into_bytes())
 }
 
 #[cfg(not(feature = "msgpack"))]
-fn msgpack_pack(_v: &crate::Value, edn: sente_edn::Error) -> Result<Vec<u8>, CodecError> {
+fn msgpack_pack(_v: &crate::Value, edn: &sente_edn::Error) -> Result<Vec<u8>, CodecError> {
     Err(CodecError::Pack(PackError::Unsupported {
         packer: "edn",
         what: edn.to_string(),
