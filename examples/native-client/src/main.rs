@@ -131,9 +131,6 @@ async fn fetch_session(
         .to_owned();
     let body = resp.into_body().collect().await?.to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body)?;
-    let token = json["csrfToken"]
-        .as_str()
-        .ok_or("no csrfToken")?
-        .to_owned();
+    let token = json["csrfToken"].as_str().ok_or("no csrfToken")?.to_owned();
     Ok((cookie, token))
 }
