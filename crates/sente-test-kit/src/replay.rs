@@ -19,6 +19,7 @@
 
 use serde_json::Value as Json;
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub fn transcripts_dir() -> PathBuf {
 /// Loads a transcript (`name` without `.jsonl`) as its JSON records.
 pub fn load_transcript(name: &str) -> Vec<Json> {
     let path = transcripts_dir().join(format!("{name}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("transcript line is JSON"))
@@ -80,7 +81,12 @@ struct Resp {
 #[derive(Clone, Debug)]
 enum WsStep {
     /// Wait for the client's next text frame; `cb` is the recorded callback id, if any.
-    ClientText { cb: Option<String> },
+    ClientText {
+        /// The recorded frame.
+        payload: String,
+        /// Its callback id.
+        cb: Option<String>,
+    },
     /// Wait for the client's close frame.
     ClientClose,
     /// Send a text frame, `gap` after the previous step.
@@ -182,8 +188,10 @@ impl Script {
                         let step =
                             match (r["dir"].as_str(), r["kind"].as_str(), r["opcode"].as_str()) {
                                 (Some("c2s"), Some("ws-frame"), Some("text")) => {
+                                    let payload = r["payload"].as_str().unwrap_or_default();
                                     WsStep::ClientText {
-                                        cb: envelope_cb(r["payload"].as_str().unwrap_or_default()),
+                                        cb: envelope_cb(payload),
+                                        payload: payload.to_owned(),
                                     }
                                 }
                                 (Some("c2s"), Some("ws-frame"), Some("close")) => {
@@ -288,6 +296,18 @@ impl Replay {
     }
 }
 
+/// `Some("ping")` for a client's `[[:chsk/ws-ping] cb]`, `Some("pong")` for `[[:chsk/ws-pong] nil]`.
+pub fn keepalive_kind(payload: &str) -> Option<&'static str> {
+    let p = payload.trim_start();
+    if p.starts_with("[[:chsk/ws-ping]") {
+        Some("ping")
+    } else if p.starts_with("[[:chsk/ws-pong]") {
+        Some("pong")
+    } else {
+        None
+    }
+}
+
 /// Replaces the callback id of a client envelope by `<cb>`.
 pub fn normalize_cb(payload: &str) -> String {
     match envelope_cb(payload) {
@@ -369,7 +389,7 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request
     }
     let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
     buf.drain(..head_end + len);
-    let query = parse_pairs(target.split_once('?').map(|x| x.1).unwrap_or(""));
+    let query = parse_pairs(target.split_once('?').map_or("", |x| x.1));
     Some(Request {
         method,
         query,
@@ -381,15 +401,16 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request
 async fn write_response(sock: &mut TcpStream, r: &Resp, cors: Option<&str>) -> std::io::Result<()> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, r.reason);
     for (k, v) in &r.headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(out, "{k}: {v}\r\n");
     }
     if let Some(origin) = cors {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n"
-        ));
+        );
     }
     if r.status != 101 {
-        out.push_str(&format!("content-length: {}\r\n", r.body.len()));
+        let _ = write!(out, "content-length: {}\r\n", r.body.len());
     }
     out.push_str("\r\n");
     out.push_str(&r.body);
@@ -458,7 +479,7 @@ async fn serve_conn(mut sock: TcpStream, shared: Arc<Shared>) {
             .unwrap()
             .ajax
             .get_mut(class)
-            .and_then(|q| q.pop_front())
+            .and_then(VecDeque::pop_front)
             .flatten();
         let Some(resp) = resp else {
             // Never answered in the recording (or nothing left): hold until the client gives up.
@@ -543,7 +564,10 @@ async fn play_ws(mut sock: TcpStream, mut buf: Vec<u8>, steps: Vec<WsStep>, shar
     let mut cbs: HashMap<String, String> = HashMap::new();
     for step in steps {
         match step {
-            WsStep::ClientText { cb } => loop {
+            WsStep::ClientText {
+                payload: recorded,
+                cb,
+            } => loop {
                 let frame =
                     tokio::time::timeout(CLIENT_FRAME_WAIT, read_frame(&mut sock, &mut buf)).await;
                 let Ok(Some((op, payload))) = frame else {
@@ -553,6 +577,18 @@ async fn play_ws(mut sock: TcpStream, mut buf: Vec<u8>, steps: Vec<WsStep>, shar
                     1 => {
                         let text = String::from_utf8_lossy(&payload).into_owned();
                         Replay::log(shared, format!("ws {}", normalize_cb(&text)));
+                        // Keepalive frames depend on timing: one the script does not expect
+                        // here is answered as Sente would and skipped.
+                        let kind = |t: &str| keepalive_kind(t);
+                        if kind(&text).is_some() && kind(&text) != kind(&recorded) {
+                            if kind(&text) == Some("ping")
+                                && let Some(live) = envelope_cb(&text)
+                            {
+                                let pong = format!("[\"pong\" \"{live}\"]");
+                                let _ = write_frame(&mut sock, 1, pong.as_bytes()).await;
+                            }
+                            continue;
+                        }
                         if let (Some(rec), Some(live)) = (cb, envelope_cb(&text)) {
                             cbs.insert(rec, live);
                         }
@@ -612,10 +648,16 @@ async fn play_ws(mut sock: TcpStream, mut buf: Vec<u8>, steps: Vec<WsStep>, shar
     // Script done: keep reading (answering WS pings) until the client goes away.
     while let Some((op, payload)) = read_frame(&mut sock, &mut buf).await {
         match op {
-            1 => Replay::log(
-                shared,
-                format!("ws {}", normalize_cb(&String::from_utf8_lossy(&payload))),
-            ),
+            1 => {
+                let text = String::from_utf8_lossy(&payload).into_owned();
+                Replay::log(shared, format!("ws {}", normalize_cb(&text)));
+                if keepalive_kind(&text) == Some("ping")
+                    && let Some(live) = envelope_cb(&text)
+                {
+                    let pong = format!("[\"pong\" \"{live}\"]");
+                    let _ = write_frame(&mut sock, 1, pong.as_bytes()).await;
+                }
+            }
             8 => Replay::log(shared, "ws close".into()),
             9 => {
                 let _ = write_frame(&mut sock, 10, &payload).await;
@@ -659,7 +701,7 @@ pub struct Observed {
 
 /// Edn text in this crate's canonical printing (so Sente's and ours compare equal).
 pub fn canonical_edn(text: &str) -> String {
-    match sente_proto::edn::read(text, &Default::default()) {
+    match sente_proto::edn::read(text, &sente_proto::edn::ReadOptions::default()) {
         Ok(v) => sente_proto::edn::to_edn_string(&v),
         Err(_) => text.to_owned(),
     }
@@ -671,13 +713,15 @@ fn last_close_reason(state: &str) -> String {
         .split(":last-close {")
         .nth(1)
         .and_then(|s| s.split(":reason ").nth(1))
-        .map(|s| {
-            s.split(['}', ',', ' '])
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .unwrap_or_else(|| "-".into())
+        .map_or_else(
+            || "-".into(),
+            |s| {
+                s.split(['}', ',', ' '])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            },
+        )
 }
 
 /// The recorded tab's start time (its `client-config` record).
@@ -705,7 +749,7 @@ pub fn expected(records: &[Json], tab: &str, cutoff_ms: f64) -> Observed {
                         "closed {}",
                         last_close_reason(r["new"].as_str().unwrap_or(""))
                     )
-                })
+                });
             }
             Some("client-recv") => o
                 .recv

@@ -6,11 +6,11 @@
 
 use futures_util::StreamExt;
 use sente_client::Client;
-use sente_proto::client::{ClientEvent, Kind, RequestError};
+use sente_proto::client::{ClientEvent, CloseReason, Kind, RequestError};
 use sente_proto::{Event, edn};
 use sente_test_kit::replay::{
     Action, Observed, Replay, actions, canonical_edn, client_ids, expected, expected_client_log,
-    load_transcript,
+    keepalive_kind, load_transcript,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,13 +25,18 @@ struct Case {
     keepalive: Option<Duration>,
 }
 
-fn reason(r: &sente_proto::client::CloseReason) -> &'static str {
-    use sente_proto::client::CloseReason::*;
+/// The `:reason` keyword Sente prints for a close reason.
+fn reason(r: CloseReason) -> String {
     match r {
-        Clean => ":clean",
-        Unexpected => ":unexpected",
-        RequestedDisconnect => ":requested-disconnect",
-        _ => ":other",
+        CloseReason::Clean => ":clean".into(),
+        CloseReason::Unexpected => ":unexpected".into(),
+        CloseReason::RequestedDisconnect => ":requested-disconnect".into(),
+        CloseReason::RequestedReconnect => ":requested-reconnect".into(),
+        CloseReason::DowngradingWsToAjax => ":downgrading-ws-to-ajax".into(),
+        CloseReason::WsPingTimeout => ":ws-ping-timeout".into(),
+        CloseReason::WsError => ":ws-error".into(),
+        CloseReason::Rejected { status } => format!(":rejected {status}"),
+        other => format!("{other:?}"),
     }
 }
 
@@ -43,23 +48,23 @@ async fn run(case: Case) -> Vec<String> {
     let want = expected(&records, case.tab, case.cutoff_ms);
     let steps = actions(&records, case.tab, case.cutoff_ms);
 
-    let mut b = Client::builder(replay.url.clone())
+    let mut builder = Client::builder(replay.url.clone())
         .kind(case.kind)
         .packer_name("edn")
         .csrf_token("tok-123")
         .origin("http://127.0.0.1:8300")
         .keepalive(case.keepalive);
     if let Some(uid) = case.uid {
-        b = b.param("uid", uid);
+        builder = builder.param("uid", uid);
     }
-    let client = Arc::new(b.connect().unwrap());
+    let client = Arc::new(builder.connect().unwrap());
     let mut events = client.events();
     let got = Arc::new(Mutex::new(Observed::default()));
 
-    let g = got.clone();
+    let observed = got.clone();
     let collector = tokio::spawn(async move {
         while let Some(ev) = events.next().await {
-            let mut g = g.lock().unwrap();
+            let mut g = observed.lock().unwrap();
             match &ev {
                 ClientEvent::State(ch) if ch.open_changed() => g.states.push(if ch.new.open {
                     "open".into()
@@ -69,7 +74,7 @@ async fn run(case: Case) -> Vec<String> {
                         ch.new
                             .last_close
                             .as_ref()
-                            .map_or("-", |c| reason(&c.reason))
+                            .map_or("-".into(), |c| reason(c.reason))
                     )
                 }),
                 ClientEvent::State(_) => {}
@@ -89,7 +94,7 @@ async fn run(case: Case) -> Vec<String> {
                 timeout,
             } => {
                 tokio::time::sleep_until(t0 + at).await;
-                let value = edn::read(&event, &Default::default()).unwrap();
+                let value = edn::read(&event, &edn::ReadOptions::default()).unwrap();
                 let ev = Event::from_value(value).unwrap();
                 match timeout {
                     None => client.send(ev).unwrap(),
@@ -152,9 +157,36 @@ async fn run(case: Case) -> Vec<String> {
         format!("{got_replies:?}"),
         format!("{want_replies:?}"),
     );
+    // What the client sent: exactly, apart from keepalive frames, whose timing differs; of those,
+    // the pongs must be as many as Sente's, and pings (with a cb) sent iff Sente's client sent any.
     let sent = replay.client_log();
     let want_sent = expected_client_log(&records, &client_id, case.cutoff_ms);
-    check("sent", format!("{sent:?}"), format!("{want_sent:?}"));
+    let count = |log: &[String], k: &str| {
+        log.iter()
+            .filter(|l| l.strip_prefix("ws ").and_then(keepalive_kind) == Some(k))
+            .count()
+    };
+    let strip = |log: &[String]| -> Vec<String> {
+        log.iter()
+            .filter(|l| l.strip_prefix("ws ").and_then(keepalive_kind).is_none())
+            .cloned()
+            .collect()
+    };
+    check(
+        "sent",
+        format!("{:?}", strip(&sent)),
+        format!("{:?}", strip(&want_sent)),
+    );
+    check(
+        "pongs sent",
+        count(&sent, "pong").to_string(),
+        count(&want_sent, "pong").to_string(),
+    );
+    check(
+        "pinged",
+        (count(&sent, "ping") > 0).to_string(),
+        (count(&want_sent, "ping") > 0).to_string(),
+    );
     diffs
 }
 
