@@ -318,6 +318,7 @@ pub fn normalize_cb(payload: &str) -> String {
 
 struct Request {
     method: String,
+    path: String,
     query: HashMap<String, String>,
     headers: HashMap<String, String>,
     body: String,
@@ -392,6 +393,7 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request
     let query = parse_pairs(target.split_once('?').map_or("", |x| x.1));
     Some(Request {
         method,
+        path: target.split('?').next().unwrap_or_default().to_owned(),
         query,
         headers,
         body,
@@ -430,6 +432,19 @@ async fn serve_conn(mut sock: TcpStream, shared: Arc<Shared>) {
                     ("Access-Control-Allow-Headers".into(), "*".into()),
                 ],
                 body: String::new(),
+                latency: Duration::ZERO,
+            };
+            let _ = write_response(&mut sock, &r, origin.as_deref()).await;
+            continue;
+        }
+        if req.path == "/replay-log" {
+            // For clients in another process: what they sent, as a JSON array of strings.
+            let log = shared.log.lock().unwrap().clone();
+            let r = Resp {
+                status: 200,
+                reason: "OK".into(),
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: serde_json::to_string(&log).unwrap_or_default(),
                 latency: Duration::ZERO,
             };
             let _ = write_response(&mut sock, &r, origin.as_deref()).await;

@@ -130,6 +130,8 @@ async fn run(case: Case) -> Vec<String> {
     while *got.lock().unwrap() != want && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Let the last frames (the close) reach the replay server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     collector.abort();
     let got = got.lock().unwrap().clone();
     let mut diffs = Vec::new();
