@@ -25,6 +25,7 @@
 mod example_check;
 mod proxy;
 pub mod raw;
+pub mod replay;
 mod rust_client;
 mod scenario;
 mod server;
