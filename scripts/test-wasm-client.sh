@@ -10,7 +10,7 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER:-wasm-bindgen-test-runner}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build -q -p sente-test-kit --bin sente-test-server
+cargo build -q -p sente-test-kit --bin sente-test-server --bin sente-replay-server
 fifo="$(mktemp -u)"
 mkfifo "$fifo"
 # The server runs until its stdin closes; keep it open on a fifo we own.
@@ -31,6 +31,25 @@ export SENTE_TEST_REFUSE_WS_URL="$(field refuse_ws_url)"
 export SENTE_TEST_SMALL_URL="$(field small_url)"
 export SENTE_TEST_CONTROL_URL="$(field control_url)"
 echo "test servers: $line"
+
+# The transcript replays (tests/wasm/replay.rs) start their replays through a control server.
+replay_fifo="$(mktemp -u)"
+mkfifo "$replay_fifo"
+target/debug/sente-replay-server --control < "$replay_fifo" > /tmp/sente-replay-server.out &
+replay_pid=$!
+exec 4> "$replay_fifo"
+cleanup() {
+  exec 3>&- 4>&- || true
+  kill "$server_pid" "$replay_pid" 2>/dev/null || true
+  rm -f "$fifo" "$replay_fifo"
+}
+for _ in $(seq 100); do
+  [ -s /tmp/sente-replay-server.out ] && break
+  sleep 0.1
+done
+SENTE_REPLAY_CONTROL_URL="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["control_url"])' < /tmp/sente-replay-server.out)"
+export SENTE_REPLAY_CONTROL_URL
+echo "replay control server: $SENTE_REPLAY_CONTROL_URL"
 
 (cd crates/sente-client && cargo test -p sente-client --target wasm32-unknown-unknown --test wasm "$@")
 

@@ -4,7 +4,8 @@
 //! passed at build time in `SENTE_TEST_URL`, `SENTE_TEST_REFUSE_WS_URL`, `SENTE_TEST_SMALL_URL`
 //! and `SENTE_TEST_CONTROL_URL`. `scripts/test-wasm-client.sh` does all of it. Scenario names
 //! match `sente_test_kit::scenarios()`; `origin-rejected` does not apply (a browser cannot set
-//! `Origin`).
+//! `Origin`). The transcript replays (module `replay`) use `sente-replay-server --control`, whose
+//! URL comes in `SENTE_REPLAY_CONTROL_URL`.
 #![cfg(target_arch = "wasm32")]
 
 use futures_util::StreamExt;
@@ -17,6 +18,9 @@ use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+#[path = "wasm/replay.rs"]
+mod replay;
 
 const TOKEN: &str = "tok-123";
 const KINDS: [Kind; 3] = [Kind::Ws, Kind::Ajax, Kind::Auto];

@@ -842,3 +842,93 @@ pub fn expected_client_log(records: &[Json], client_id: &str, cutoff_ms: f64) ->
     }
     out
 }
+
+/// One recorded tab, ready for a client in another process (node, a browser): a running
+/// [`Replay`] and its description as JSON:
+///
+/// - `url` (the chsk endpoint) and `log_url` (`GET` it for [`Replay::client_log`] as JSON);
+/// - `actions`: what the test must make its client do (`send`, `disconnect`), `at_ms` after
+///   creating it, as the recording's driver did with Sente's client in tab `tab`;
+/// - `expected`: what Sente's client observed ([`Observed`]: `states`, `recv`, `replies`);
+/// - `expected_sent`: what Sente's client sent, in the form `log_url` returns for ours.
+pub async fn start_case(
+    transcript: &str,
+    tab: &str,
+    cutoff_ms: f64,
+) -> std::io::Result<(Replay, Json)> {
+    let records = load_transcript(transcript);
+    let index = usize::from(tab.as_bytes().first().map_or(0, |b| b.saturating_sub(b'A')));
+    let client_id = client_ids(&records)
+        .get(index)
+        .cloned()
+        .ok_or_else(|| std::io::Error::other(format!("{transcript} has no tab {tab}")))?;
+    let replay = Replay::start_records(&records, &client_id).await?;
+    let acts: Vec<Json> = actions(&records, tab, cutoff_ms)
+        .into_iter()
+        .map(|a| match a {
+            Action::Send {
+                at,
+                label,
+                event,
+                timeout,
+            } => serde_json::json!({"kind": "send", "at_ms": at.as_millis() as u64,
+                "label": label, "event": event,
+                "timeout_ms": timeout.map(|t| t.as_millis() as u64)}),
+            Action::Disconnect { at } => {
+                serde_json::json!({"kind": "disconnect", "at_ms": at.as_millis() as u64})
+            }
+        })
+        .collect();
+    let want = expected(&records, tab, cutoff_ms);
+    let info = serde_json::json!({
+        "url": replay.url,
+        "log_url": replay.url.replace("/chsk", "/replay-log"),
+        "actions": acts,
+        "expected": {"states": want.states, "recv": want.recv, "replies": want.replies},
+        "expected_sent": expected_client_log(&records, &client_id, cutoff_ms),
+    });
+    Ok((replay, info))
+}
+
+/// Serves replays on demand for clients that cannot start processes (the WASM client in a
+/// browser): `GET /start?transcript=1-ws&tab=A[&cutoff=12000]` starts a [`start_case`] replay
+/// and answers its JSON description (CORS allowed for any origin). Replays live until the
+/// listener's task ends.
+pub async fn serve_control(listener: TcpListener) {
+    let replays: Arc<Mutex<Vec<Replay>>> = Arc::default();
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let replays = replays.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(req) = read_request(&mut sock, &mut buf).await {
+                let origin = req.headers.get("origin").cloned();
+                let q = |k: &str| req.query.get(k).cloned().unwrap_or_default();
+                let cutoff = q("cutoff").parse().unwrap_or(f64::MAX);
+                let (status, reason, body) = if req.path != "/start" {
+                    (404, "Not Found", "no such path".to_owned())
+                } else {
+                    match start_case(&q("transcript"), &q("tab"), cutoff).await {
+                        Ok((replay, info)) => {
+                            replays.lock().unwrap().push(replay);
+                            (200, "OK", info.to_string())
+                        }
+                        Err(e) => (400, "Bad Request", e.to_string()),
+                    }
+                };
+                let r = Resp {
+                    status,
+                    reason: reason.into(),
+                    headers: vec![("Content-Type".into(), "application/json".into())],
+                    body,
+                    latency: Duration::ZERO,
+                };
+                if write_response(&mut sock, &r, origin.as_deref())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}

@@ -6,7 +6,7 @@
 
 use futures_util::StreamExt;
 use sente_client::Client;
-use sente_proto::client::{ClientEvent, CloseReason, Kind, RequestError};
+use sente_proto::client::{ClientEvent, Kind, RequestError};
 use sente_proto::{Event, edn};
 use sente_test_kit::replay::{
     Action, Observed, Replay, actions, canonical_edn, client_ids, expected, expected_client_log,
@@ -23,21 +23,6 @@ struct Case {
     kind: Kind,
     uid: Option<&'static str>,
     keepalive: Option<Duration>,
-}
-
-/// The `:reason` keyword Sente prints for a close reason.
-fn reason(r: CloseReason) -> String {
-    match r {
-        CloseReason::Clean => ":clean".into(),
-        CloseReason::Unexpected => ":unexpected".into(),
-        CloseReason::RequestedDisconnect => ":requested-disconnect".into(),
-        CloseReason::RequestedReconnect => ":requested-reconnect".into(),
-        CloseReason::DowngradingWsToAjax => ":downgrading-ws-to-ajax".into(),
-        CloseReason::WsPingTimeout => ":ws-ping-timeout".into(),
-        CloseReason::WsError => ":ws-error".into(),
-        CloseReason::Rejected { status } => format!(":rejected {status}"),
-        other => format!("{other:?}"),
-    }
 }
 
 async fn run(case: Case) -> Vec<String> {
@@ -74,7 +59,7 @@ async fn run(case: Case) -> Vec<String> {
                         ch.new
                             .last_close
                             .as_ref()
-                            .map_or("-".into(), |c| reason(c.reason))
+                            .map_or("-".into(), |c| format!(":{}", c.reason.as_str()))
                     )
                 }),
                 ClientEvent::State(_) => {}
