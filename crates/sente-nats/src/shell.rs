@@ -1,6 +1,6 @@
 //! The IO-independent part of the shell: the bounded publish queue, the local sink, the
 //! cluster view behind a lock, the timer, health and counters. (The same file is in
-//! `sente-nats`; backplane crates depend on `sente-proto` only.)
+//! `sente-redis`; backplane crates depend on `sente-proto` only.)
 
 use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;

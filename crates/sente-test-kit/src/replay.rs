@@ -904,9 +904,7 @@ pub async fn serve_control(listener: TcpListener) {
                 let origin = req.headers.get("origin").cloned();
                 let q = |k: &str| req.query.get(k).cloned().unwrap_or_default();
                 let cutoff = q("cutoff").parse().unwrap_or(f64::MAX);
-                let (status, reason, body) = if req.path != "/start" {
-                    (404, "Not Found", "no such path".to_owned())
-                } else {
+                let (status, reason, body) = if req.path == "/start" {
                     match start_case(&q("transcript"), &q("tab"), cutoff).await {
                         Ok((replay, info)) => {
                             replays.lock().unwrap().push(replay);
@@ -914,6 +912,8 @@ pub async fn serve_control(listener: TcpListener) {
                         }
                         Err(e) => (400, "Bad Request", e.to_string()),
                     }
+                } else {
+                    (404, "Not Found", "no such path".to_owned())
                 };
                 let r = Resp {
                     status,

@@ -14,6 +14,7 @@ use sente_client::{Client, ClientEvent, Event, Kind, RequestError};
 use sente_edn::{ReadOptions, read, to_edn_string};
 use serde_json::Value as Json;
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -102,14 +103,17 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
         case.transcript, case.tab
     );
     if let Some(c) = case.cutoff_ms {
-        start += &format!("&cutoff={c}");
+        let _ = write!(start, "&cutoff={c}");
     }
     let info = get_json(&start).await?;
-    let e = &info["expected"];
+    let expected = &info["expected"];
     let want = Observed {
-        states: strings(&e["states"]),
-        recv: strings(&e["recv"]).iter().map(|s| canonical(s)).collect(),
-        replies: e["replies"]
+        states: strings(&expected["states"]),
+        recv: strings(&expected["recv"])
+            .iter()
+            .map(|s| canonical(s))
+            .collect(),
+        replies: expected["replies"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -122,15 +126,15 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
             .unwrap_or_default(),
     };
 
-    let mut b = Client::builder(info["url"].as_str().unwrap_or_default())
+    let mut builder = Client::builder(info["url"].as_str().unwrap_or_default())
         .kind(case.kind)
         .packer_name("edn")
         .csrf_token("tok-123")
         .keepalive(case.keepalive);
     if let Some(uid) = case.uid {
-        b = b.param("uid", uid);
+        builder = builder.param("uid", uid);
     }
-    let client = Rc::new(b.connect().map_err(|e| e.to_string())?);
+    let client = Rc::new(builder.connect().map_err(|e| e.to_string())?);
     let got = Rc::new(RefCell::new(Observed::default()));
     let mut events = client.events();
     let observed = got.clone();
@@ -161,33 +165,36 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
             sleep(50).await;
         }
     };
-    for a in info["actions"].as_array().cloned().unwrap_or_default() {
-        let at = t0 + a["at_ms"].as_f64().unwrap_or(0.0);
+    for action in info["actions"].as_array().cloned().unwrap_or_default() {
+        let at = t0 + action["at_ms"].as_f64().unwrap_or(0.0);
         sleep((at - js_sys::Date::now()).max(0.0) as u32).await;
-        if a["kind"] == "disconnect" {
+        if action["kind"] == "disconnect" {
             drain(pending.clone()).await;
             client.disconnect();
             continue;
         }
-        let value = read(a["event"].as_str().unwrap_or(""), &ReadOptions::default())
-            .map_err(|e| e.to_string())?;
+        let value = read(
+            action["event"].as_str().unwrap_or(""),
+            &ReadOptions::default(),
+        )
+        .map_err(|e| e.to_string())?;
         let ev = Event::from_value(value).map_err(|e| e.to_string())?;
-        match a["timeout_ms"].as_u64() {
+        match action["timeout_ms"].as_u64() {
             None => client.send(ev).map_err(|e| e.to_string())?,
-            Some(t) => {
-                let (c, g, p) = (client.clone(), got.clone(), pending.clone());
-                let label = a["label"].as_str().unwrap_or("").to_owned();
-                *p.borrow_mut() += 1;
+            Some(timeout_ms) => {
+                let (client, got, pending) = (client.clone(), got.clone(), pending.clone());
+                let label = action["label"].as_str().unwrap_or("").to_owned();
+                *pending.borrow_mut() += 1;
                 spawn_local(async move {
-                    let reply = match c.request(ev, Duration::from_millis(t)).await {
+                    let reply = match client.request(ev, Duration::from_millis(timeout_ms)).await {
                         Ok(v) => to_edn_string(&v),
                         Err(RequestError::Timeout) => ":chsk/timeout".into(),
                         Err(RequestError::Closed) => ":chsk/closed".into(),
                         Err(RequestError::Error(_)) => ":chsk/error".into(),
                         Err(e) => e.to_string(),
                     };
-                    g.borrow_mut().replies.push((label, reply));
-                    *p.borrow_mut() -= 1;
+                    got.borrow_mut().replies.push((label, reply));
+                    *pending.borrow_mut() -= 1;
                 });
             }
         }
