@@ -252,10 +252,11 @@ export class ChannelSocket {
     return new Promise((ok, fail) => {
       if (this._state.open) return ok(this._state);
       if (this._stopped) return fail(new SenteError("closed", "sente: disconnected before open"));
-      const w = [ok, fail];
+      let t;
+      const w = [(s) => (clearTimeout(t), ok(s)), (e) => (clearTimeout(t), fail(e))];
       this._rd.push(w);
       if (timeoutMs != null)
-        setTimeout(() => {
+        t = setTimeout(() => {
           this._rd = this._rd.filter((x) => x !== w);
           fail(new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
         }, timeoutMs);
@@ -292,7 +293,7 @@ export class ChannelSocket {
     }
     if (s.lastClose !== old.lastClose) {
       // Rejected (401/403): no use waiting; queued requests fail and nothing more is queued.
-      if (this._rej()) this._failQueue("closed");
+      if (this._rej()) this._failQueue(this._rej());
       this._emit("chsk/close", s.lastClose, 1);
     }
     if (t && t !== old.udtNextReconnect)
@@ -318,7 +319,7 @@ export class ChannelSocket {
   disconnect() {
     this._stopped = true;
     this._stop("requested-disconnect");
-    this._failQueue("closed");
+    this._failQueue("sente: disconnected");
     for (const [, fail] of this._rd.splice(0)) fail(new SenteError("closed", "sente: disconnected before open"));
   }
 
@@ -776,13 +777,15 @@ export class ChannelSocket {
     p.then(r.ok, r.fail);
   }
 
-  // Queues while closed: before the first open (queueBeforeOpen, unless disconnect() was called),
-  // or whenever connecting (queueWhileClosed). Returns a SenteError when not queued.
+  // The message of a rejected handshake (the last close), else false.
   _rej() {
     const c = this._state.lastClose;
     return c?.reason == "rejected" && "sente: handshake rejected (HTTP " + c.status + ")";
   }
 
+  // Queues while closed: before the first open (queueBeforeOpen, unless disconnect() was called),
+  // or whenever connecting (queueWhileClosed); never after a rejection. Returns a SenteError
+  // when not queued.
   _enqueue(ev, r, timeoutMs) {
     const o = this.opts,
       rej = this._rej();
@@ -813,10 +816,11 @@ export class ChannelSocket {
     }
   }
 
-  _failQueue(code) {
+  // Fails everything queued with "closed".
+  _failQueue(msg) {
     const q = this._q;
     this._q = [];
-    for (const it of q) clearTimeout(it.timer), this._fail(it, new SenteError(code, this._rej()));
+    for (const it of q) clearTimeout(it.timer), this._fail(it, new SenteError("closed", msg));
   }
 }
 

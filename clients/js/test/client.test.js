@@ -279,7 +279,7 @@ test("queue before open: timeouts keep running, overflow is queue-full, disconne
   const c2 = make({ type: "ws", autoConnect: false });
   const q = c2.request("demo/echo", 1, 5000);
   c2.disconnect();
-  await assert.rejects(q, (e) => e.code == "closed");
+  await assert.rejects(q, (e) => e.code == "closed" && e.message == "sente: disconnected");
   await assert.rejects(c2.request("demo/echo", 1), (e) => e.code == "closed");
   assert.equal(c2.send("demo/echo", 1), false);
 });
