@@ -262,7 +262,9 @@ export class ChannelSocket {
 
   /**
    * Resolves with the state once open (at once when open). Rejects with a SenteError: "closed"
-   * if disconnect() is called first (or was called), "timeout" after `timeoutMs` if given.
+   * if disconnect() is called first (or was called), "timeout" after `timeoutMs` if given. A
+   * rejected handshake does not reject it (the client keeps retrying): use `timeoutMs` or the
+   * `close` event to notice.
    */
   ready(timeoutMs?: number): Promise<ChskState>;
 

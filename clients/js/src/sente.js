@@ -312,6 +312,7 @@ export class ChannelSocket {
     this._attempt = 0;
     this._down = false;
     clearTimeout(this._retryT);
+    this._set({ udtNextReconnect: null });
     this._start();
   }
 

@@ -284,6 +284,22 @@ test("queue before open: timeouts keep running, overflow is queue-full, disconne
   assert.equal(c2.send("demo/echo", 1), false);
 });
 
+test("connect() while waiting to reconnect retries at once", async () => {
+  const chsk = make({ type: "ws", backoff: () => 10000 });
+  await chsk.ready(5000);
+  const rc = chsk.once("reconnecting");
+  await dropAll();
+  assert.ok((await rc).inMs > 9000);
+  assert.ok(chsk.state.udtNextReconnect);
+  const t0 = Date.now();
+  chsk.connect();
+  assert.equal(chsk.state.udtNextReconnect, null, "no retry pending while connecting");
+  const [, , , first] = await chsk.once("chsk/handshake");
+  assert.equal(first, false);
+  assert.ok(Date.now() - t0 < 3000);
+  chsk.disconnect();
+});
+
 test("once(): fires once, returns an unsubscribe function or a promise", async () => {
   const chsk = make({ type: "ws" });
   let calls = 0;
