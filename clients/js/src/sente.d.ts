@@ -85,6 +85,37 @@ export type CloseReason =
   | "ws-error"
   | "rejected";
 
+/**
+ * Why the connection last closed (or was refused): `state.lastClose`, and the data of the
+ * `close` event. `code` is the WebSocket close code (a WS close that was not a rejection);
+ * `status` the HTTP status of a rejected handshake (401/403).
+ */
+export interface LastClose {
+  readonly reason: CloseReason;
+  /** Epoch ms. */
+  readonly udt: number;
+  readonly code?: number;
+  readonly status?: number;
+}
+
+/** Data of the `reconnecting` event: a reconnect attempt is scheduled. */
+export interface Reconnecting {
+  /** Epoch ms of the attempt (= state.udtNextReconnect). */
+  readonly udt: number;
+  /** Milliseconds until the attempt. */
+  readonly inMs: number;
+  /** The backoff attempt number (1 is immediate). */
+  readonly attempt: number;
+  readonly lastClose: LastClose | null;
+}
+
+/** Data of the `send-failed` event: a `send` that returned true (queued, or an Ajax POST) failed later, or overflowed the queue. */
+export interface SendFailed {
+  /** The event id, e.g. "chat/say". */
+  readonly id: string;
+  readonly error: SenteError;
+}
+
 export interface ChskState {
   /** "auto" until the first handshake, then the transport in use. */
   readonly type: TransportType;
@@ -101,7 +132,7 @@ export interface ChskState {
     readonly udt: number;
   } | null;
   /** Set when an open connection closes (and always for "rejected", with the HTTP status). */
-  readonly lastClose: { readonly udt: number; readonly reason: CloseReason; readonly status?: number } | null;
+  readonly lastClose: LastClose | null;
   /** Approximate epoch ms of the next scheduled reconnect attempt, or null. */
   readonly udtNextReconnect: number | null;
   /** True only in the state produced by the very first open transition. */
@@ -147,8 +178,15 @@ export interface ChannelSocketOptions {
   backoffCapMs?: number;
   /** Auto mode, after falling back to Ajax: try WS again this often (0 disables). Default 180000. */
   reprobeWsMs?: number;
-  /** Queue send/request while the socket is briefly closed (max 100, each with its own timeout). Default false. */
+  /**
+   * Queue send/request made before the first open (until then, or until disconnect()); flushed in
+   * order on open, each request's timeout running while it waits. Default true.
+   */
+  queueBeforeOpen?: boolean;
+  /** Also queue while reconnecting after an open (while the socket is connecting). Default false. */
   queueWhileClosed?: boolean;
+  /** The most sends/requests queued at once; more fail with "queue-full". Default 100. */
+  queueMax?: number;
   /** Ajax long-poll timeout, also the timeout of fire-and-forget Ajax POSTs. Default 60000. */
   ajaxTimeoutMs?: number;
   /** Default timeout of request() when none is given. Default 10000. */
@@ -167,13 +205,41 @@ export interface ChannelSocketOptions {
   fetch?: typeof fetch;
 }
 
-/** Error of a failed request: Sente's :chsk/closed, :chsk/timeout, :chsk/error. */
+/** "closed", "timeout", "error": Sente's :chsk/closed, :chsk/timeout, :chsk/error; "queue-full": the queue before open is full. */
+export type SenteErrorCode = "closed" | "timeout" | "error" | "queue-full";
+
+/** Error of a failed request (or send, see the `send-failed` event). */
 export class SenteError extends Error {
-  constructor(code: "closed" | "timeout" | "error", message?: string);
-  readonly code: "closed" | "timeout" | "error";
+  constructor(code: SenteErrorCode, message?: string);
+  readonly code: SenteErrorCode;
+}
+
+/** Event names with typed data; "open" is short for "chsk/open" (any name without "/"). */
+export interface ChskEvents {
+  /** [uid, null, handshakeData, firstHandshake] */
+  "chsk/handshake": [any, null, any, boolean];
+  /** [oldState, newState] on every state change. */
+  "chsk/state": [ChskState, ChskState];
+  /** A server keepalive ping arrived (already answered). */
+  "chsk/ws-ping": null;
+  /** Closed -> open: the new state (`firstOpen` tells the very first). Not delivered to "*". */
+  "chsk/open": ChskState;
+  open: ChskState;
+  /** `state.lastClose` changed: a close, or a rejected handshake. Not delivered to "*". */
+  "chsk/close": LastClose;
+  close: LastClose;
+  /** A reconnect attempt is scheduled. Not delivered to "*". */
+  "chsk/reconnecting": Reconnecting;
+  reconnecting: Reconnecting;
+  /** A send failed after send() returned true, or overflowed the queue. Not delivered to "*". */
+  "chsk/send-failed": SendFailed;
+  "send-failed": SendFailed;
 }
 
 export type Handler<D = any> = (data: D, id: string) => void;
+
+/** The data of event `K`: typed for the synthesized events, `any` for pushed ones. */
+export type EventData<K extends string> = K extends keyof ChskEvents ? ChskEvents[K] : any;
 
 export class ChannelSocket {
   constructor(path?: string, opts?: ChannelSocketOptions);
@@ -182,24 +248,41 @@ export class ChannelSocket {
   /** The current state (a new frozen object on every change). */
   readonly state: ChskState;
 
-  /** Synthesized: [uid, null, handshakeData, firstHandshake]. */
-  on(id: "chsk/handshake", fn: Handler<[any, null, any, boolean]>): () => void;
-  /** Synthesized on every state change: [oldState, newState]. */
-  on(id: "chsk/state", fn: Handler<[ChskState, ChskState]>): () => void;
-  /** A server keepalive ping arrived (already answered). */
-  on(id: "chsk/ws-ping", fn: Handler<null>): () => void;
-  /** A pushed event id ("ns/name"), or "*" for every event including the synthesized ones. */
-  on(id: string | Keyword, fn: Handler): () => void;
-  off(id: string | Keyword, fn: Handler): void;
+  /**
+   * Subscribe to an event: a pushed event id ("ns/name"), a synthesized one (see ChskEvents; data
+   * typed), or "*" for pushed events, chsk/handshake, chsk/state and chsk/ws-ping (not the derived
+   * open/close/reconnecting/send-failed). Returns an unsubscribe function.
+   */
+  on<K extends string>(id: K | Keyword, fn: Handler<EventData<K>>): () => void;
+  off(id: string | Keyword, fn: Handler<any>): void;
+  /** Like `on`, for the next event only; returns an unsubscribe function. */
+  once<K extends string>(id: K | Keyword, fn: Handler<EventData<K>>): () => void;
+  /** The data of the next such event. */
+  once<K extends string>(id: K | Keyword): Promise<EventData<K>>;
 
-  /** Fire-and-forget. Returns false if it could not be sent (closed, and not queued). */
+  /**
+   * Resolves with the state once open (at once when open). Rejects with a SenteError: "closed"
+   * if disconnect() is called first (or was called), "timeout" after `timeoutMs` if given. A
+   * rejected handshake does not reject it (the client keeps retrying): use `timeoutMs` or the
+   * `close` event to notice.
+   */
+  ready(timeoutMs?: number): Promise<ChskState>;
+
+  /**
+   * Fire-and-forget. Before the first open it is queued (see queueBeforeOpen) and returns true.
+   * Returns false if it could not be sent (closed and not queued, or the queue is full). A send
+   * that returned true and fails later is reported by the `send-failed` event.
+   */
   send(id: string | Keyword, data?: Encodable): boolean;
-  /** Send and wait for the reply; rejects with a SenteError ("closed" | "timeout" | "error"). */
+  /**
+   * Send and wait for the reply. Before the first open it is queued (its timeout running).
+   * Rejects with a SenteError ("closed" | "timeout" | "error" | "queue-full").
+   */
   request<R = any>(id: string | Keyword, data?: Encodable, timeoutMs?: number): Promise<R>;
 
-  /** Start connecting (no-op while connected or connecting). */
+  /** Start connecting (no-op while connected or connecting; while waiting to reconnect: retry now). */
   connect(): void;
-  /** Close (WS code 1000) and stop reconnecting; pending requests fail with "closed". */
+  /** Close (WS code 1000) and stop reconnecting; pending and queued requests fail with "closed", as do ready() promises. */
   disconnect(): void;
   /** Close and connect again (e.g. after login/logout); optionally switch the transport type. */
   reconnect(opts?: { type?: TransportType }): void;

@@ -137,7 +137,7 @@ const uuid = (c = globalThis.crypto) =>
         c.getRandomValues(new Uint8Array(31)),
       );
 
-/** Error for a failed request; `.code` is "closed" | "timeout" | "error". */
+/** Error for a failed request or send; `.code` is "closed" | "timeout" | "error" | "queue-full". */
 export class SenteError extends Error {
   constructor(code, message) {
     super(message || "sente: " + code);
@@ -157,7 +157,8 @@ const quiet = (ws) => {
   } catch {}
 };
 
-const QUEUE_MAX = 100;
+// Event names: "open" is short for "chsk/open" (any name without a namespace, except "*").
+const evName = (id) => ((id = kw(id).name), id == "*" || id.includes("/") ? id : "chsk/" + id);
 const REJECTED_ATTEMPT = 6; // backoff attempt used after a 401/403 (slow path)
 const REJECTED_MIN_MS = 5000;
 
@@ -170,7 +171,9 @@ export class ChannelSocket {
       wsPingTimeoutMs: 5000,
       backoffCapMs: 30000,
       reprobeWsMs: 180000,
+      queueBeforeOpen: true,
       queueWhileClosed: false,
+      queueMax: 100,
       ajaxTimeoutMs: 60000,
       requestTimeoutMs: 10000,
       autoConnect: true,
@@ -195,6 +198,8 @@ export class ChannelSocket {
     this._h = new Map(); // event id -> Set of handlers
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
     this._q = []; // queued sends/requests while closed
+    this._rd = []; // ready() waiters: [resolve, reject]
+    this._stopped = false; // disconnect() called (until the next connect())
     this._attempt = 0;
     this._active = false;
     this._conn = null; // current transport connection
@@ -225,17 +230,42 @@ export class ChannelSocket {
 
   /** Subscribe to an event id (or "*" for everything); returns an unsubscribe function. */
   on(id, fn) {
-    id = kw(id).name;
+    id = evName(id);
     (this._h.get(id) || this._h.set(id, new Set()).get(id)).add(fn);
     return () => this.off(id, fn);
   }
 
   off(id, fn) {
-    this._h.get(kw(id).name)?.delete(fn);
+    this._h.get(evName(id))?.delete(fn);
   }
 
-  _emit(id, data) {
-    for (const k of [id, "*"])
+  /** Like `on`, for the next event only; without `fn`, a promise of its data. */
+  once(id, fn) {
+    if (!fn) return new Promise((ok) => this.once(id, ok));
+    const off = this.on(id, (d, i) => (off(), fn(d, i)));
+    return off;
+  }
+
+  /** Resolves with the state once open (at once if open); rejects with a SenteError "closed" if
+   * disconnect() comes first, or "timeout" after `timeoutMs`. */
+  ready(timeoutMs) {
+    return new Promise((ok, fail) => {
+      if (this._state.open) return ok(this._state);
+      if (this._stopped) return fail(new SenteError("closed", "sente: disconnected before open"));
+      let t;
+      const w = [(s) => (clearTimeout(t), ok(s)), (e) => (clearTimeout(t), fail(e))];
+      this._rd.push(w);
+      if (timeoutMs != null)
+        t = setTimeout(() => {
+          this._rd = this._rd.filter((x) => x !== w);
+          fail(new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
+        }, timeoutMs);
+    });
+  }
+
+  // Derived events (open, close, reconnecting, send-failed) are not delivered to "*".
+  _emit(id, data, own) {
+    for (const k of own ? [id] : [id, "*"])
       for (const fn of [...(this._h.get(k) || [])]) {
         try {
           fn(data, id);
@@ -252,8 +282,22 @@ export class ChannelSocket {
     if (s.open && !old.open && !old.everOpened) s.everOpened = s.firstOpen = true;
     if (Object.keys(s).every((k) => k == "firstOpen" || s[k] === old[k])) return;
     this._state = Object.freeze(s);
-    this._emit("chsk/state", [old, this._state]);
-    if (s.open && !old.open) this._flush();
+    const opened = s.open && !old.open,
+      t = s.udtNextReconnect;
+    // Queued sends go out before any handler runs (a handler's own send comes after them).
+    if (opened) this._flush();
+    this._emit("chsk/state", [old, s]);
+    if (opened) {
+      for (const [ok] of this._rd.splice(0)) ok(s);
+      this._emit("chsk/open", s, 1);
+    }
+    if (s.lastClose !== old.lastClose) {
+      // Rejected (401/403): no use waiting; queued requests fail and nothing more is queued.
+      if (this._rej()) this._failQueue(this._rej());
+      this._emit("chsk/close", s.lastClose, 1);
+    }
+    if (t && t !== old.udtNextReconnect)
+      this._emit("chsk/reconnecting", { udt: t, inMs: Math.max(0, t - now()), attempt: this._attempt, lastClose: s.lastClose }, 1);
   }
 
   _closed(reason, extra) {
@@ -264,16 +308,20 @@ export class ChannelSocket {
   connect() {
     if (this._active && this._conn) return;
     this._active = true;
+    this._stopped = false;
     this._attempt = 0;
     this._down = false;
     clearTimeout(this._retryT);
+    this._set({ udtNextReconnect: null });
     this._start();
   }
 
   /** Close the connection and stop reconnecting. */
   disconnect() {
+    this._stopped = true;
     this._stop("requested-disconnect");
-    this._failQueue("closed");
+    this._failQueue("sente: disconnected");
+    for (const [, fail] of this._rd.splice(0)) fail(new SenteError("closed", "sente: disconnected before open"));
   }
 
   /** Reconnect (e.g. to pick up a new session uid after login); `opts.type` may switch transport. */
@@ -422,7 +470,7 @@ export class ChannelSocket {
     this._kill();
     this._failCbs("closed");
     this._set({ lastWsClose: info });
-    this._closed(rej ? "rejected" : info.clean ? "clean" : "unexpected", rej ? { status: c.status } : undefined);
+    this._closed(rej ? "rejected" : info.clean ? "clean" : "unexpected", rej ? { status: c.status } : { code: info.code });
     this._retry(rej);
   }
 
@@ -687,11 +735,24 @@ export class ChannelSocket {
     return this._sendEv(event(id, data));
   }
 
-  _sendEv(ev) {
-    if (!this._state.open) return this._enqueue(ev, null, this.opts.requestTimeoutMs);
+  // Reports a send that failed after send() returned true (or overflowed the queue).
+  _sendFailed(ev, e) {
+    this._emit("chsk/send-failed", { id: ev[0].name, error: e }, 1);
+  }
+
+  _sendEv(ev, queued) {
+    if (!this._state.open) {
+      const e = this._enqueue(ev, null, this.opts.requestTimeoutMs);
+      if (e?.code == "queue-full") this._sendFailed(ev, e);
+      return !e;
+    }
     const c = this._conn;
-    if (c?.kind == "ws") return this._wsSend(c, ev, null);
-    this._post(ev, false, this.opts.ajaxTimeoutMs).catch(() => {});
+    if (c?.kind == "ws") {
+      const ok = this._wsSend(c, ev, null);
+      if (!ok && queued) this._sendFailed(ev, new SenteError("closed"));
+      return ok;
+    }
+    this._post(ev, false, this.opts.ajaxTimeoutMs).catch((e) => this._sendFailed(ev, e));
     return true;
   }
 
@@ -705,7 +766,8 @@ export class ChannelSocket {
     }
     return new Promise((ok, fail) => {
       if (!this._state.open) {
-        if (!this._enqueue(ev, { ok, fail }, timeoutMs)) fail(new SenteError("closed"));
+        const e = this._enqueue(ev, { ok, fail }, timeoutMs);
+        if (e) fail(e);
       } else this._dispatch(ev, { ok, fail }, timeoutMs);
     });
   }
@@ -716,16 +778,33 @@ export class ChannelSocket {
     p.then(r.ok, r.fail);
   }
 
+  // The message of a rejected handshake (the last close), else false.
+  _rej() {
+    const c = this._state.lastClose;
+    return c?.reason == "rejected" && "sente: handshake rejected (HTTP " + c.status + ")";
+  }
+
+  // Queues while closed: before the first open (queueBeforeOpen, unless disconnect() was called),
+  // or whenever connecting (queueWhileClosed); never after a rejection. Returns a SenteError
+  // when not queued.
   _enqueue(ev, r, timeoutMs) {
-    if (!this.opts.queueWhileClosed || !this._active || this._q.length >= QUEUE_MAX) return false;
+    const o = this.opts,
+      rej = this._rej();
+    if (rej || !((o.queueWhileClosed && this._active) || (o.queueBeforeOpen && !this._state.everOpened && !this._stopped)))
+      return new SenteError("closed", rej);
+    if (this._q.length >= o.queueMax)
+      return new SenteError("queue-full", "sente: send queue full (" + o.queueMax + " waiting for the connection)");
     this._p.pack([ev, null]); // an unpackable value throws now, not when the queue is flushed
     const item = { ev, r, until: now() + timeoutMs };
     item.timer = setTimeout(() => {
       this._q = this._q.filter((x) => x !== item);
-      r?.fail(new SenteError("timeout"));
+      this._fail(item, new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
     }, timeoutMs);
     this._q.push(item);
-    return true;
+  }
+
+  _fail(it, e) {
+    it.r ? it.r.fail(e) : this._sendFailed(it.ev, e);
   }
 
   _flush() {
@@ -734,14 +813,15 @@ export class ChannelSocket {
     for (const it of q) {
       clearTimeout(it.timer);
       if (it.r) this._dispatch(it.ev, it.r, Math.max(1, it.until - now()));
-      else this._sendEv(it.ev);
+      else this._sendEv(it.ev, 1);
     }
   }
 
-  _failQueue(code) {
+  // Fails everything queued with "closed".
+  _failQueue(msg) {
     const q = this._q;
     this._q = [];
-    for (const it of q) clearTimeout(it.timer), it.r?.fail(new SenteError(code));
+    for (const it of q) clearTimeout(it.timer), this._fail(it, new SenteError("closed", msg));
   }
 }
 

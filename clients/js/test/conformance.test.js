@@ -10,6 +10,7 @@
 //   SENTE_ORIGIN_URL     a server that only allows the origin http://good.example
 //   SENTE_CONTROL_URL    POST /restart restarts the default server; GET /log is its uidport log
 //   SENTE_TYPES          transports to test, comma separated (default "ws,ajax,auto")
+//   SENTE_SCENARIOS      the kit's scenario names as a JSON array (printed by sente-test-server)
 //
 // A scenario whose server is not given is skipped. The demo app of the test server (see
 // crates/sente-test-kit/src/server.rs): demo/echo replies with its data; demo/no-reply never
@@ -361,8 +362,29 @@ const scenarios = [
   },
 ];
 
+// The scenario list comes from the Rust test kit (`sente-test-server` prints it; the script
+// passes it as SENTE_SCENARIOS, a JSON array of names): a kit scenario without a JS
+// implementation here fails as a test of its own, and so does a JS scenario the kit does not have.
+const kitNames = env.SENTE_SCENARIOS ? JSON.parse(env.SENTE_SCENARIOS) : null;
+const byName = new Map(scenarios.map((s) => [s.name, s]));
+
+test(
+  "conformance: every scenario of the Rust test kit is implemented, and no other",
+  { skip: kitNames ? false : "SENTE_SCENARIOS not set" },
+  () => {
+    assert.ok(Array.isArray(kitNames) && kitNames.length > 0, "SENTE_SCENARIOS: " + env.SENTE_SCENARIOS);
+    assert.deepEqual(kitNames.filter((n) => !byName.has(n)), [], "kit scenarios missing in test/conformance.test.js");
+    assert.deepEqual(scenarios.map((s) => s.name).filter((n) => !kitNames.includes(n)), [], "JS scenarios unknown to the kit");
+  },
+);
+
+const missingInJs = (name) => ({
+  name,
+  run: () => assert.fail(`scenario ${name} of the Rust test kit has no JS implementation`),
+});
+
 for (const type of types)
-  for (const s of scenarios) {
+  for (const s of (kitNames || scenarios.map((s) => s.name)).map((n) => byName.get(n) || missingInJs(n))) {
     if (!(s.applies || always)(type)) continue;
     const missing = ["SENTE_URL", ...(s.needs || [])].filter((v) => !env[v]);
     test(

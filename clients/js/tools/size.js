@@ -1,5 +1,5 @@
 // Prints min+gzip sizes of sente-client, its optional edn module, and, for comparison,
-// socket.io-client's browser bundle.
+// socket.io-client's browser bundle. `--budget N` fails when the core is over N bytes min+gzip.
 // Equivalent shell: npx esbuild --minify --format=esm src/sente.js | gzip -9 | wc -c
 //                   npx esbuild --bundle --minify --format=esm --external:./sente.js src/edn.js | gzip -9 | wc -c
 import { buildSync } from "esbuild";
@@ -17,3 +17,9 @@ const row = (name, min) => console.log(`${name.padEnd(38)} ${String(min.length).
 row("sente-client (src/sente.js)", ours);
 row("edn module (src/edn.js, without core)", edn);
 row("socket.io-client dist/socket.io.min.js", sio);
+// `--budget N`: fail when the core's min+gzip size is over N bytes.
+const i = process.argv.indexOf("--budget");
+if (i > 0 && gz(ours) > +process.argv[i + 1]) {
+  console.error(`sente-client is ${gz(ours)} B min+gzip, over the budget of ${process.argv[i + 1]} B`);
+  process.exit(1);
+}

@@ -73,6 +73,13 @@ impl Proxy {
         }
     }
 
+    /// Cuts every open connection; new ones are forwarded as before (a network blip).
+    pub fn drop_connections(&self) {
+        for c in lock(&self.state).conns.drain(..) {
+            c.abort();
+        }
+    }
+
     /// Forwards new connections to `target`.
     pub fn set_target(&self, target: SocketAddr) {
         lock(&self.state).target = Some(target);

@@ -61,6 +61,8 @@ pub struct ServerOptions {
     pub ajax_grace_ms: u64,
     /// Ajax long-poll timeout (ms).
     pub lp_timeout_ms: u64,
+    /// Server WebSocket keepalive (ms; `None`: the server's default, 25 s).
+    pub ws_kalive_ms: Option<u64>,
     /// Answer CORS preflights and allow any origin to read responses (for browser tests whose
     /// page is served from another origin). Axum adapter only.
     pub cors: bool,
@@ -76,6 +78,7 @@ impl Default for ServerOptions {
             ws_grace_ms: 300,
             ajax_grace_ms: 600,
             lp_timeout_ms: 5_000,
+            ws_kalive_ms: None,
             cors: false,
         }
     }
@@ -209,6 +212,9 @@ async fn start(
             ServerLimits::default()
                 .message(sente_proto::Limits::default().max_message_bytes(opts.max_message_bytes)),
         );
+    if let Some(ms) = opts.ws_kalive_ms {
+        builder = builder.ws_kalive_ms(Some(ms));
+    }
     builder = match &opts.csrf_token {
         Some(t) => {
             let t = t.clone();

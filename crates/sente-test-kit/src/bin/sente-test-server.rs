@@ -5,7 +5,8 @@
 //! $ sente-test-server [--cors] [--forever]
 //! {"url":"http://127.0.0.1:41234/chsk","refuse_ws_url":"http://127.0.0.1:41236/chsk",
 //!  "small_url":"http://127.0.0.1:41238/chsk","control_url":"http://127.0.0.1:41240",
-//!  "origin_url":"http://127.0.0.1:41242/chsk","csrf_token":"tok-123"}
+//!  "origin_url":"http://127.0.0.1:41242/chsk","unit_url":"http://127.0.0.1:41244/chsk",
+//!  "csrf_token":"tok-123","scenarios":["handshake","echo",...]}
 //! ```
 //!
 //! - `url`: the default server (CSRF token `tok-123`, any origin);
@@ -13,8 +14,14 @@
 //! - `small_url`: messages limited to 16 KiB (oversize scenario);
 //! - `origin_url`: only the origin `http://good.example` is allowed (origin-rejected scenario,
 //!   for clients that can set an `Origin` header);
+//! - `unit_url`: a server of its own for client unit tests (long-poll timeout 1 s, server
+//!   WebSocket pings every 300 ms when idle), driven through the control endpoint;
 //! - `control_url`: `POST /restart` restarts the default server (server-restart scenario);
-//!   `GET /log` returns the default server's uidport log as edn.
+//!   `GET /log` returns the default server's uidport log as edn; `POST /unit/drop` cuts every
+//!   connection of the unit server (new ones are accepted); `POST /unit/refuse-ws` with body
+//!   `on` or `off` makes its proxy refuse WebSocket upgrades (403) or not;
+//! - `scenarios`: the names of the conformance scenarios ([`sente_test_kit::scenarios`]), so a
+//!   client in another language can check that it implements every one.
 //!
 //! With `--cors` the servers answer CORS preflights (browser tests served from another origin).
 //! It serves until stdin closes, or forever with `--forever`.
@@ -57,21 +64,32 @@ async fn main() -> std::io::Result<()> {
     .await?;
     let origin = TestServer::spawn(ServerOptions {
         allowed_origins: AllowedOrigins::list(["http://good.example"]),
-        ..base
+        ..base.clone()
     })
     .await?;
-    let control = control_app(main.clone());
+    let unit = Arc::new(
+        TestServer::spawn(ServerOptions {
+            lp_timeout_ms: 1_000,
+            ws_kalive_ms: Some(300),
+            ..base
+        })
+        .await?,
+    );
+    let names: Vec<&str> = sente_test_kit::scenarios().iter().map(|s| s.name).collect();
+    let names = serde_json::to_string(&names).map_err(std::io::Error::other)?;
+    let control = control_app(main.clone(), unit.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let control_addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, control).await;
     });
     println!(
-        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"origin_url\":\"{}\",\"csrf_token\":\"{CSRF_TOKEN}\"}}",
+        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"origin_url\":\"{}\",\"unit_url\":\"{}\",\"csrf_token\":\"{CSRF_TOKEN}\",\"scenarios\":{names}}}",
         main.url(),
         refuse.url(),
         small.url(),
-        origin.url()
+        origin.url(),
+        unit.url()
     );
     if forever {
         std::future::pending::<()>().await;
@@ -81,10 +99,40 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn control_app(server: Arc<TestServer>) -> axum::Router {
+fn control_app(server: Arc<TestServer>, unit: Arc<TestServer>) -> axum::Router {
     use axum::http::header;
     let s2 = server.clone();
+    let u2 = unit.clone();
     axum::Router::new()
+        .route(
+            "/unit/drop",
+            axum::routing::post(move || {
+                let unit = unit.clone();
+                async move {
+                    unit.proxy().drop_connections();
+                    "dropped"
+                }
+            }),
+        )
+        .route(
+            "/unit/refuse-ws",
+            axum::routing::post(move |body: String| {
+                let unit = u2.clone();
+                async move {
+                    match body.trim() {
+                        "on" => unit.proxy().refuse_ws_upgrades(true),
+                        "off" => unit.proxy().refuse_ws_upgrades(false),
+                        other => {
+                            return (
+                                axum::http::StatusCode::BAD_REQUEST,
+                                format!("body must be on or off, not {other:?}"),
+                            );
+                        }
+                    }
+                    (axum::http::StatusCode::OK, body.trim().to_owned())
+                }
+            }),
+        )
         .route(
             "/restart",
             axum::routing::post(move || {
