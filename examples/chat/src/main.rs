@@ -403,7 +403,8 @@ const BAD_TOKEN: &str = "This page's session has expired (the server restarted o
                          in another tab). Reload the page and try again.";
 
 /// Signs in. The page posts with `Accept: application/json` and gets `{}` or `{"error": ".."}`;
-/// a plain form post (no JavaScript) is redirected to `/`, with the error shown there.
+/// a plain form post (no JavaScript) is redirected to `/`, with the error shown there. A wrong
+/// CSRF token gets [`bad_token`].
 async fn login(
     State(http): State<Http>,
     session: Session,
@@ -413,8 +414,7 @@ async fn login(
     let json = wants_json(&headers);
     let name = form.name.trim();
     if !csrf_ok(&session, &form.csrf_token).await {
-        let error = BAD_TOKEN.to_owned();
-        return refuse(json, &session, StatusCode::FORBIDDEN, error, name).await;
+        return bad_token(json);
     }
     if form.rejoin && session.get::<bool>(SIGNED_OUT_KEY).await.ok().flatten() == Some(true) {
         let error = "You logged out in another tab. Join again to chat.".to_owned();
@@ -465,6 +465,23 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `403` for a wrong CSRF token on `/login` or `/logout`: JSON for `fetch`, else a short page that
+/// says what happened (the session is left as it is).
+fn bad_token(json: bool) -> Response {
+    if json {
+        let body = LoginAnswer {
+            error: Some(BAD_TOKEN),
+        };
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>sente-rs chat</title>\
+         <link rel=stylesheet href=/style.css><main class=login><div class=\"card login-card\">\
+         <p class=error>{BAD_TOKEN}</p><a href=/>Back to the chat</a></div></main>"
+    );
+    (StatusCode::FORBIDDEN, Html(page)).into_response()
+}
+
 /// A refused login: JSON for `fetch`, else back to the login page with the error shown there.
 async fn refuse(
     json: bool,
@@ -505,15 +522,7 @@ async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if !csrf_ok(&session, &form.csrf_token).await {
-        let error = BAD_TOKEN.to_owned();
-        return refuse(
-            wants_json(&headers),
-            &session,
-            StatusCode::FORBIDDEN,
-            error,
-            "",
-        )
-        .await;
+        return bad_token(wants_json(&headers));
     }
     let name = session.get::<String>(NAME_KEY).await.ok().flatten();
     let owner = session.get::<String>(OWNER_KEY).await.ok().flatten();
@@ -811,6 +820,26 @@ async fn push_user_list(server: ServerHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_1_to_max_name_characters() {
+        assert!(check_name("bob").is_ok());
+        // Characters, not bytes: 32 two-byte letters pass.
+        assert!(check_name(&"é".repeat(MAX_NAME)).is_ok());
+        let err = check_name(&"x".repeat(MAX_NAME + 8)).unwrap_err();
+        assert_eq!(err, "A name is at most 32 characters; this one has 40.");
+        for bad in ["", "a\nb", "sente/nil-uid"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_is_1_to_max_text_characters() {
+        assert_eq!(checked_text("  hi  ").unwrap(), "hi");
+        assert!(checked_text(&"😀".repeat(MAX_TEXT)).is_ok());
+        assert!(checked_text(&"a".repeat(MAX_TEXT + 1)).is_err());
+        assert!(checked_text("   ").is_err());
+    }
 
     #[test]
     fn the_rate_limit_allows_a_burst_then_refuses() {

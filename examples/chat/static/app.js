@@ -265,7 +265,8 @@ function startChat() {
 
   // Private messages: the sending tab shows its message at once as "sending…", then what the
   // server's reply says ("sent" or "not sent: why"), then "delivered" once a tab of the
-  // recipient confirms it (chat/delivered). A message to someone who just left stays "sent".
+  // recipient confirms it (chat/delivered). A message to someone who just left stays "sent" (the
+  // server still counts them as connected for a few seconds, in case they come back at once).
   const mine = new Map(); // message id -> <li>, for private messages sent by this user
   function setStatus(li, status, text) {
     li.dataset.status = status;
@@ -415,6 +416,7 @@ function startChat() {
     try {
       await request("chat/private", { to, text, id });
       if (li.dataset.status === "sending") setStatus(li, "sent", "sent");
+      setTimeout(() => li.dataset.status === "sent" && setStatus(li, "sent", `sent, not confirmed by ${to}`), 10_000);
     } catch (err) {
       mine.delete(id);
       setStatus(li, "failed", "not sent");
