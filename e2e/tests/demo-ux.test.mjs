@@ -113,6 +113,7 @@ test('item 2: offline shows a reconnecting banner with a countdown and "retry no
       await page.getByTestId('message-input').fill('is anyone there?');
       await page.getByTestId('message-input').press('Enter');
       assert.equal(await page.getByTestId('message-input').inputValue(), 'is anyone there?');
+      assert.equal(await page.getByTestId('say-counter').textContent(), '16 / 2000');
       assert.equal(await page.getByTestId('say-error').textContent(), '');
     }
     // The countdown counts down.

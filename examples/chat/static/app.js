@@ -147,22 +147,23 @@ function startChat() {
     if (s.type === "ws" || s.type === "ajax") $("transport-badge").textContent = s.type;
     $("transport-badge").hidden = !open || !(s.type === "ws" || s.type === "ajax");
     $("chat-view").classList.toggle("offline", !open);
-    $("offline-banner").hidden = open || signedOut;
+    // No banner for the first attempt of a page that just loaded.
+    $("offline-banner").hidden = open || signedOut || (!s.everOpened && !s.udtNextReconnect);
     updateButtons();
 
     clearInterval(countdown);
     if (open) {
       $("conn-detail").textContent = "";
       if (!wasOpen) clearErrors();
-    } else {
+    } else if (!signedOut) {
+      let why = s.everOpened ? "Connection lost. " : "Cannot connect. ";
+      const reason = s.lastClose?.reason;
+      if (reason === "requested-reconnect") why = "";
+      else if (reason) why = `${REASONS[reason] || reason}${s.lastClose.status ? ` (${s.lastClose.status})` : ""}. `;
       const tick = () => {
         const secs = s.udtNextReconnect ? Math.ceil((s.udtNextReconnect - Date.now()) / 1000) : 0;
-        let why = s.everOpened ? "Connection lost" : "Connecting";
-        if (s.lastClose && s.lastClose.reason !== "requested-reconnect") {
-          why = REASONS[s.lastClose.reason] || s.lastClose.reason;
-          why = why[0].toUpperCase() + why.slice(1) + (s.lastClose.status ? ` (${s.lastClose.status})` : "");
-        }
-        $("offline-text").textContent = `${why}. ` + (secs > 0 ? `Reconnecting in ${secs} s…` : "Reconnecting…");
+        const next = secs > 0 ? `Reconnecting in ${secs} s…` : "Reconnecting…";
+        $("offline-text").textContent = why[0] ? why[0].toUpperCase() + why.slice(1) + next : next;
         $("conn-detail").textContent = secs > 0 ? `retry in ${secs} s` : "connecting…";
       };
       tick();
@@ -309,7 +310,7 @@ function startChat() {
     errorTimers[id] = setTimeout(() => ($(id).textContent = ""), 6000);
   }
   function clearErrors() {
-    for (const id of ["say-error", "pm-error"]) $(id).textContent = "";
+    for (const id of ["say-error", "pm-error", "ping-result"]) $(id).textContent = "";
     for (const e of document.querySelectorAll(".shake")) e.classList.remove("shake");
   }
   const why = (err) =>
@@ -348,8 +349,9 @@ function startChat() {
   // Send buttons work only while open, with a text within the limit (and a recipient online).
   function updateButtons() {
     const open = chsk.state.open;
-    $("send-button").disabled = !open || !showCount(sayInput, $("say-counter"), MAX_TEXT);
+    const sayFits = showCount(sayInput, $("say-counter"), MAX_TEXT);
     const pmFits = showCount(pmInput, $("pm-counter"), MAX_TEXT);
+    $("send-button").disabled = !open || !sayFits;
     $("pm-send").disabled = !open || !pmFits || !recipient || !online.includes(recipient);
     $("ping-button").disabled = !open;
   }
