@@ -123,6 +123,8 @@ export async function waitOpen(page, timeout = 20_000) {
 
 /** Saves a screenshot under e2e/artifacts/. */
 export async function shot(page, name) {
+  // From the top: a full-page screenshot of a scrolled page would show the sticky bar mid-page.
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
 }
 

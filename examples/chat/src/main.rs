@@ -10,11 +10,15 @@
 //!   checked on `/chsk` by the library's default `csrf_token_fn` (the `AntiForgeryToken` request
 //!   extension that `identify` inserts), and by `/login` and `/logout`;
 //! - the library's default Origin check (same origin only);
-//! - logging out closes every connection of that user (`close_uid`), so no tab stays identified;
+//! - logging out closes every connection of that user (`close_uid`), so no tab stays identified,
+//!   and marks the session signed out, so that another tab does not sign itself in again;
+//! - one limit for names and one for messages ([`MAX_NAME`], [`MAX_TEXT`]): the page gets them
+//!   from the server, shows them, and shows the server's refusals;
 //! - chat messages are rate limited per user (5 a second, bursts of 10).
 //!
 //! Sessions live in memory: after a server restart the page fetches its new session's token from
-//! `/session` and signs in again under the same name (see `static/app.js`).
+//! `/session` and signs in again under the same name (see `static/app.js`). A private message is
+//! marked delivered when a tab of its recipient confirms it (`chat/delivered`).
 
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -34,13 +38,15 @@ const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
-/// Session keys: the CSRF token, the chosen name, the owner key of that name (see [`Names`]) and
-/// a one-time login error for the next page.
+/// Session keys: the CSRF token, the chosen name, the owner key of that name (see [`Names`]), a
+/// one-time login error for the next page, and whether the user logged out.
 const CSRF_KEY: &str = "csrf";
 const NAME_KEY: &str = "name";
 const OWNER_KEY: &str = "owner";
 const FLASH_KEY: &str = "flash";
-/// Longest name and message accepted.
+const SIGNED_OUT_KEY: &str = "signed-out";
+/// Longest name and message accepted, in characters (Unicode scalar values, what the page counts
+/// with `[...text].length`). The page shows them (see `index`).
 const MAX_NAME: usize = 32;
 const MAX_TEXT: usize = 2000;
 /// A name stays reserved this long after its owner was last seen, so that signing in (the page
@@ -336,7 +342,9 @@ async fn index(State(http): State<Http>, session: Session) -> Response {
         .replace("{{CSRF_TOKEN}}", &token)
         .replace("{{NAME}}", &html_escape(&name))
         .replace("{{LOGIN_ERROR}}", &html_escape(&flash.error))
-        .replace("{{WANTED_NAME}}", &html_escape(&flash.name));
+        .replace("{{WANTED_NAME}}", &html_escape(&flash.name))
+        .replace("{{MAX_NAME}}", &MAX_NAME.to_string())
+        .replace("{{MAX_TEXT}}", &MAX_TEXT.to_string());
     no_store(Html(page).into_response())
 }
 
@@ -371,6 +379,10 @@ struct LoginForm {
     name: String,
     #[serde(rename = "csrf-token", default)]
     csrf_token: String,
+    /// Set by the page when it signs in again by itself (its session was lost): refused once the
+    /// user logged out, so that a tab reconnecting later does not undo the logout.
+    #[serde(default)]
+    rejoin: bool,
 }
 
 #[derive(Serialize)]
@@ -379,28 +391,36 @@ struct LoginAnswer<'a> {
     error: Option<&'a str>,
 }
 
-/// Signs in. A form post is redirected to `/` (with the error shown there if refused); a
-/// `fetch` with `Accept: application/json` (the page signing in again) gets JSON.
+/// Whether the client asked for JSON (the page's `fetch`) rather than a page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+const BAD_TOKEN: &str = "This page's session has expired (the server restarted or you logged out \
+                         in another tab). Reload the page and try again.";
+
+/// Signs in. The page posts with `Accept: application/json` and gets `{}` or `{"error": ".."}`;
+/// a plain form post (no JavaScript) is redirected to `/`, with the error shown there. A wrong
+/// CSRF token gets [`bad_token`].
 async fn login(
     State(http): State<Http>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    if !csrf_ok(&session, &form.csrf_token).await {
-        return (StatusCode::FORBIDDEN, "Bad CSRF token").into_response();
-    }
+    let json = wants_json(&headers);
     let name = form.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME
-        || name.chars().any(char::is_control)
-        || name == "sente/nil-uid"
-    {
-        let error = format!("A name is 1 to {MAX_NAME} printable characters.");
+    if !csrf_ok(&session, &form.csrf_token).await {
+        return bad_token(json);
+    }
+    if form.rejoin && session.get::<bool>(SIGNED_OUT_KEY).await.ok().flatten() == Some(true) {
+        let error = "You logged out in another tab. Join again to chat.".to_owned();
+        return refuse(json, &session, StatusCode::CONFLICT, error, name).await;
+    }
+    if let Err(error) = check_name(name) {
         return refuse(json, &session, StatusCode::BAD_REQUEST, error, name).await;
     }
     let old_name = session.get::<String>(NAME_KEY).await.ok().flatten();
@@ -419,6 +439,7 @@ async fn login(
     // A new session id on login (no session fixation); the uid is fixed per connection, so the
     // page reloads and reconnects with it.
     if session.cycle_id().await.is_err()
+        || session.remove_value(SIGNED_OUT_KEY).await.is_err()
         || session.insert(NAME_KEY, name).await.is_err()
         || session.insert(OWNER_KEY, &owner).await.is_err()
     {
@@ -428,6 +449,37 @@ async fn login(
         return axum::Json(LoginAnswer { error: None }).into_response();
     }
     Redirect::to("/").into_response()
+}
+
+/// A name is 1 to [`MAX_NAME`] printable characters.
+fn check_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || name.chars().any(char::is_control) || name == "sente/nil-uid" {
+        return Err(format!("A name is 1 to {MAX_NAME} printable characters."));
+    }
+    if n > MAX_NAME {
+        return Err(format!(
+            "A name is at most {MAX_NAME} characters; this one has {n}."
+        ));
+    }
+    Ok(())
+}
+
+/// `403` for a wrong CSRF token on `/login` or `/logout`: JSON for `fetch`, else a short page that
+/// says what happened (the session is left as it is).
+fn bad_token(json: bool) -> Response {
+    if json {
+        let body = LoginAnswer {
+            error: Some(BAD_TOKEN),
+        };
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>sente-rs chat</title>\
+         <link rel=stylesheet href=/style.css><main class=login><div class=\"card login-card\">\
+         <p class=error>{BAD_TOKEN}</p><a href=/>Back to the chat</a></div></main>"
+    );
+    (StatusCode::FORBIDDEN, Html(page)).into_response()
 }
 
 /// A refused login: JSON for `fetch`, else back to the login page with the error shown there.
@@ -461,14 +513,16 @@ struct LogoutForm {
 }
 
 /// Signs out: frees the name, tells every tab of the user and closes their connections (they
-/// would otherwise stay identified until they reconnect), and drops the session.
+/// would otherwise stay identified until they reconnect), and empties the session, marked signed
+/// out so that no tab of it signs in again by itself (see `rejoin` in [`LoginForm`]).
 async fn logout(
     State(http): State<Http>,
     session: Session,
+    headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if !csrf_ok(&session, &form.csrf_token).await {
-        return (StatusCode::FORBIDDEN, "Bad CSRF token").into_response();
+        return bad_token(wants_json(&headers));
     }
     let name = session.get::<String>(NAME_KEY).await.ok().flatten();
     let owner = session.get::<String>(OWNER_KEY).await.ok().flatten();
@@ -482,7 +536,10 @@ async fn logout(
         http.server.close_uid(&uid);
         http.app.names.release(&name, &owner);
     }
-    let _ = session.flush().await;
+    session.clear().await;
+    if session.cycle_id().await.is_err() || session.insert(SIGNED_OUT_KEY, true).await.is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     Redirect::to("/").into_response()
 }
 
@@ -526,10 +583,14 @@ struct ChatMsg<'a> {
     at: u64,
 }
 
+/// `id` is made by the sending page: it finds its message again in the copy, and in the
+/// recipient's `chat/delivered`.
 #[derive(Deserialize)]
 struct PrivateIn {
     to: String,
     text: String,
+    #[serde(default)]
+    id: String,
 }
 
 #[derive(Serialize)]
@@ -538,7 +599,19 @@ struct PrivateOut<'a> {
     to: &'a str,
     text: &'a str,
     at: u64,
+    id: &'a str,
 }
+
+/// `chat/delivered {:from "sender" :id ".."}`: a tab of the recipient got private message `id`.
+#[derive(Deserialize, Serialize)]
+struct Delivered {
+    #[serde(default)]
+    from: String,
+    id: String,
+}
+
+/// Longest message id accepted.
+const MAX_ID: usize = 64;
 
 #[derive(Serialize)]
 struct Users {
@@ -587,6 +660,10 @@ fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
                 answer(&mut msg, result);
             },
         )
+        .on(
+            "chat/delivered",
+            |msg: EventMsg| async move { delivered(&msg) },
+        )
         .on("chat/who", |mut msg: EventMsg| async move {
             let users = sente_proto::edn::to_value(&Users {
                 users: user_names(msg.server()),
@@ -628,10 +705,13 @@ fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
 fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let from = signed_in(msg)?;
     app.limiter.check(&from)?;
-    let PrivateIn { to, text } = msg
+    let PrivateIn { to, text, id } = msg
         .data()
-        .map_err(|_| "expected {:to \"name\" :text \"..\"}")?;
+        .map_err(|_| "expected {:to \"name\" :text \"..\" :id \"..\"}")?;
     let text = checked_text(&text)?;
+    if id.len() > MAX_ID {
+        return Err("message id too long".into());
+    }
     let to_uid = Uid::from(to.as_str());
     if !msg.server().connected_uids().borrow().any.contains(&to_uid) {
         return Err(format!("{to} is not online: the message was not sent").into());
@@ -641,12 +721,25 @@ fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
         to: &to,
         text,
         at: now_ms(),
+        id: &id,
     };
     let ev = event("chat/private", &out)?;
     msg.server().send(&to_uid, ev.clone())?;
     if to != from {
         msg.server().send(&Uid::from(from.as_str()), ev)?;
     }
+    Ok(())
+}
+
+/// `chat/delivered`: tells the sender's tabs that a tab of the recipient got the message.
+fn delivered(msg: &EventMsg) -> Result<(), BoxError> {
+    let me = signed_in(msg)?;
+    let Delivered { from, id } = msg.data()?;
+    if id.len() > MAX_ID || from.is_empty() {
+        return Err("bad chat/delivered".into());
+    }
+    let ev = event("chat/delivered", &Delivered { from: me, id })?;
+    msg.server().send(&Uid::from(from.as_str()), ev)?;
     Ok(())
 }
 
@@ -727,6 +820,26 @@ async fn push_user_list(server: ServerHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_1_to_max_name_characters() {
+        assert!(check_name("bob").is_ok());
+        // Characters, not bytes: 32 two-byte letters pass.
+        assert!(check_name(&"é".repeat(MAX_NAME)).is_ok());
+        let err = check_name(&"x".repeat(MAX_NAME + 8)).unwrap_err();
+        assert_eq!(err, "A name is at most 32 characters; this one has 40.");
+        for bad in ["", "a\nb", "sente/nil-uid"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_is_1_to_max_text_characters() {
+        assert_eq!(checked_text("  hi  ").unwrap(), "hi");
+        assert!(checked_text(&"😀".repeat(MAX_TEXT)).is_ok());
+        assert!(checked_text(&"a".repeat(MAX_TEXT + 1)).is_err());
+        assert!(checked_text("   ").is_err());
+    }
 
     #[test]
     fn the_rate_limit_allows_a_burst_then_refuses() {

@@ -10,6 +10,10 @@ const clean = (v) => (v.startsWith("{{") ? "" : v); // placeholder not replaced:
 // changes when the session does (a server restart forgets sessions): see checkSession.
 let csrfToken = clean(meta("csrf-token"));
 const myName = clean(meta("user-name")).trim();
+// The server's limits (in characters, as the server counts them: code points, not UTF-16 units).
+const MAX_NAME = Number(clean(meta("max-name"))) || 32;
+const MAX_TEXT = Number(clean(meta("max-text"))) || 2000;
+const length = (s) => [...s].length;
 function setToken(t) {
   csrfToken = t;
   for (const input of document.querySelectorAll('input[name="csrf-token"]')) input.value = t;
@@ -21,12 +25,6 @@ for (const id of ["login-error", "name-input"]) {
   if (e.textContent.startsWith("{{")) e.textContent = "";
 }
 
-if (!myName) {
-  showLogin();
-} else {
-  startChat();
-}
-
 // The session of this page may have been replaced since it loaded (logged out in another tab,
 // server restart): post the login and logout forms with the current session's token.
 async function refreshToken() {
@@ -35,21 +33,52 @@ async function refreshToken() {
     if (r.ok) setToken((await r.json()).csrfToken);
   } catch {}
 }
-for (const form of [$("login-form"), $("logout-form")]) {
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    await refreshToken();
-    form.submit();
-  });
+$("logout-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  await refreshToken();
+  e.target.submit();
+});
+
+// Signing in: the name is checked here first, then the server answers `{}` or `{"error": ".."}`
+// (name taken, too long, ...), shown above the field. On success the page reloads signed in.
+const nameInput = $("name-input");
+nameInput.addEventListener("input", () => showCount(nameInput, $("name-counter"), MAX_NAME));
+showCount(nameInput, $("name-counter"), MAX_NAME);
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const name = nameInput.value.trim();
+  const error = (text) => {
+    $("login-error").textContent = text;
+    nameInput.focus();
+  };
+  if (!name) return error(`A name is 1 to ${MAX_NAME} characters.`);
+  if (length(name) > MAX_NAME) return error(`A name is at most ${MAX_NAME} characters; this one has ${length(name)}.`);
+  await refreshToken();
+  const body = new URLSearchParams({ name, "csrf-token": csrfToken });
+  const r = await fetch("/login", { method: "POST", body, headers: { accept: "application/json" } }).catch(() => null);
+  if (!r) return error("The server cannot be reached. Try again in a moment.");
+  if (r.ok) return location.reload();
+  const answer = await r.json().catch(() => ({}));
+  error(answer.error || `The server refused (${r.status}).`);
+});
+
+/** Shows "n / max" under `input`, in red past the limit; returns whether the text fits. */
+function showCount(input, counter, max) {
+  const n = length(input.value.trim());
+  counter.textContent = n > max ? `${n} / ${max}: ${n - max} too many` : `${n} / ${max}`;
+  counter.classList.toggle("over", n > max);
+  input.classList.toggle("invalid", n > max);
+  return n <= max;
 }
 
 /** Shows the login form (with `message` as its error, if any). */
 function showLogin(message) {
   $("chat-view").hidden = true;
   $("status").hidden = true;
+  $("offline-banner").hidden = true;
   $("login-view").hidden = false;
   if (message) $("login-error").textContent = message;
-  $("name-input").focus();
+  nameInput.focus();
 }
 
 function el(tag, cls, text) {
@@ -105,7 +134,10 @@ function startChat() {
     "ws-error": "WebSocket error",
     rejected: "rejected by the server",
   };
-  let retryTimer;
+  // While closed: a banner with a countdown to the next attempt and "Retry now", and what cannot
+  // work greyed out (the .offline class) and disabled. When open again, stale errors go away.
+  let countdown;
+  let wasOpen = false;
   function renderState(s) {
     const open = s.open;
     const stateEl = $("conn-state");
@@ -113,34 +145,44 @@ function startChat() {
     stateEl.classList.toggle("ok", open);
     stateEl.classList.toggle("bad", !open);
     if (s.type === "ws" || s.type === "ajax") $("transport-badge").textContent = s.type;
-    $("transport-badge").hidden = !(s.type === "ws" || s.type === "ajax");
+    $("transport-badge").hidden = !open || !(s.type === "ws" || s.type === "ajax");
+    $("chat-view").classList.toggle("offline", !open);
+    // No banner for the first attempt of a page that just loaded.
+    $("offline-banner").hidden = open || signedOut || (!s.everOpened && !s.udtNextReconnect);
+    updateButtons();
 
-    clearInterval(retryTimer);
-    const detail = () => {
-      let t = "";
-      if (s.lastClose) {
-        t = "last close: " + (REASONS[s.lastClose.reason] || s.lastClose.reason);
-        if (s.lastClose.status) t += ` (${s.lastClose.status})`;
-      }
-      if (!open && s.udtNextReconnect) {
-        const secs = Math.max(0, Math.ceil((s.udtNextReconnect - Date.now()) / 1000));
-        t += (t ? " · " : "") + (secs ? `retry in ${secs} s` : "retrying…");
-      } else if (!open && !s.everOpened) t = t || "connecting…";
-      $("conn-detail").textContent = t;
-    };
-    detail();
-    if (!open && s.udtNextReconnect) retryTimer = setInterval(detail, 1000);
+    clearInterval(countdown);
+    if (open) {
+      $("conn-detail").textContent = "";
+      if (!wasOpen) clearErrors();
+    } else if (!signedOut) {
+      let why = s.everOpened ? "Connection lost. " : "Cannot connect. ";
+      const reason = s.lastClose?.reason;
+      if (reason === "requested-reconnect") why = "";
+      else if (reason) why = `${REASONS[reason] || reason}${s.lastClose.status ? ` (${s.lastClose.status})` : ""}. `;
+      const tick = () => {
+        const secs = s.udtNextReconnect ? Math.ceil((s.udtNextReconnect - Date.now()) / 1000) : 0;
+        const next = secs > 0 ? `Reconnecting in ${secs} s…` : "Reconnecting…";
+        $("offline-text").textContent = why[0] ? why[0].toUpperCase() + why.slice(1) + next : next;
+        $("conn-detail").textContent = secs > 0 ? `retry in ${secs} s` : "connecting…";
+      };
+      tick();
+      countdown = setInterval(tick, 250);
+    }
+    wasOpen = open;
   }
+  $("retry-now").addEventListener("click", () => chsk.reconnect());
+
   chsk.on("chsk/state", ([, s]) => {
     renderState(s);
     if (!s.open && s.everOpened) checkSession();
   });
-  renderState(chsk.state);
 
   // Signed out: in another tab (the server says so, then closes our connection) or here.
   let signedOut = false;
   async function signOut(message) {
     signedOut = true;
+    clearInterval(countdown);
     chsk.disconnect();
     await refreshToken();
     showLogin(message);
@@ -175,7 +217,8 @@ function startChat() {
   async function signInAgain() {
     if (signedOut) return;
     if (relogins++ > 3) return signOut("Signed out: join again to chat.");
-    const body = new URLSearchParams({ name: myName, "csrf-token": csrfToken });
+    // rejoin: the server refuses it once this session logged out (in another tab).
+    const body = new URLSearchParams({ name: myName, "csrf-token": csrfToken, rejoin: "true" });
     const r = await fetch("/login", { method: "POST", body, headers: { accept: "application/json" } }).catch(
       () => null,
     );
@@ -198,24 +241,60 @@ function startChat() {
   });
 
   // ---- messages --------------------------------------------------------------------------
+  // Text and names get dir="auto": each takes the direction of its own first strong character, so
+  // Arabic and Hebrew read right to left.
   const list = $("message-list");
   function addMessage({ from, to, text, at }, isPrivate) {
     const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const li = el("li", "msg" + (isPrivate ? " private" : "") + (from === myName ? " mine" : ""));
     li.dataset.testid = "message";
     const head = el("div", "msg-head");
-    head.append(el("span", "from", from ?? "?"));
+    head.append(el("bdi", "from", from ?? "?"));
     if (isPrivate) {
-      head.append(el("span", "arrow", "→"), el("span", "to", to ?? "?"), el("span", "tag", "private"));
+      head.append(el("span", "arrow", "→"), el("bdi", "to", to ?? "?"), el("span", "tag", "private"));
     }
     head.append(el("time", "at", at ? hhmmss(at) : ""));
-    li.append(head, el("div", "text", text ?? ""));
+    const body = el("div", "text", text ?? "");
+    body.dir = "auto";
+    li.append(head, body);
     list.append(li);
     while (list.children.length > 500) list.firstElementChild.remove();
     if (nearBottom || from === myName) list.scrollTop = list.scrollHeight;
+    return li;
   }
   chsk.on("chat/msg", (m) => m && addMessage(m, false));
-  chsk.on("chat/private", (m) => m && addMessage(m, true));
+
+  // Private messages: the sending tab shows its message at once as "sending…", then what the
+  // server's reply says ("sent" or "not sent: why"), then "delivered" once a tab of the
+  // recipient confirms it (chat/delivered). A message to someone who just left stays "sent" (the
+  // server still counts them as connected for a few seconds, in case they come back at once).
+  const mine = new Map(); // message id -> <li>, for private messages sent by this user
+  function setStatus(li, status, text) {
+    li.dataset.status = status;
+    let s = li.querySelector(".status");
+    if (!s) {
+      s = el("span", "status");
+      s.dataset.testid = "pm-status";
+      li.append(s);
+    }
+    s.textContent = text;
+  }
+  chsk.on("chat/private", (m) => {
+    if (!m) return;
+    if (mine.has(m.id)) return; // the copy of a message this tab sent: already shown
+    const li = addMessage(m, true);
+    if (m.from === myName) {
+      // Sent from another tab of ours: follow its delivery too.
+      mine.set(m.id, li);
+      setStatus(li, "sent", "sent");
+    } else if (m.id) {
+      chsk.send("chat/delivered", { from: m.from, id: m.id });
+    }
+  });
+  chsk.on("chat/delivered", (d) => {
+    const li = d && mine.get(d.id);
+    if (li) setStatus(li, "delivered", "delivered ✓");
+  });
 
   function flash(input) {
     input.classList.remove("shake");
@@ -230,68 +309,124 @@ function startChat() {
     clearTimeout(errorTimers[id]);
     errorTimers[id] = setTimeout(() => ($(id).textContent = ""), 6000);
   }
+  function clearErrors() {
+    for (const id of ["say-error", "pm-error", "ping-result"]) $(id).textContent = "";
+    for (const e of document.querySelectorAll(".shake")) e.classList.remove("shake");
+  }
   const why = (err) =>
-    err?.code === "closed" ? "Not connected: the message was not sent." : `The message was not sent (${err?.code || err}).`;
+    typeof err === "string"
+      ? err
+      : err?.code === "closed"
+        ? "Not connected: the message was not sent."
+        : `The message was not sent (${err?.code || err}).`;
 
-  // Sends `event` and shows an error if the server refuses it; the text goes back into the input.
-  async function sendChecked(event, data, input, errorId) {
-    input.value = "";
-    try {
-      const answer = await chsk.request(event, data, 5000);
-      if (answer?.error) throw answer.error;
-    } catch (err) {
-      showError(errorId, typeof err === "string" ? err : why(err));
-      if (!input.value) input.value = data.text;
-      flash(input);
-    }
+  // Sends a request and throws the server's refusal ({:error "why"}) or the client's error.
+  async function request(event, data) {
+    const answer = await chsk.request(event, data, 5000);
+    if (answer?.error) throw answer.error;
+    return answer;
   }
 
-  $("say-form").addEventListener("submit", (e) => {
+  const sayInput = $("message-input");
+  const pmInput = $("pm-input");
+  $("say-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const input = $("message-input");
-    const text = input.value.trim();
-    if (!text) return;
-    sendChecked("chat/say", { text }, input, "say-error");
-    input.focus();
+    const text = sayInput.value.trim();
+    if (!text || $("send-button").disabled) return;
+    sayInput.value = "";
+    sayInput.focus();
+    updateButtons();
+    try {
+      await request("chat/say", { text });
+    } catch (err) {
+      showError("say-error", why(err));
+      if (!sayInput.value) sayInput.value = text; // the text is not lost
+      updateButtons();
+      flash(sayInput);
+    }
   });
 
+  // Send buttons work only while open, with a text within the limit (and a recipient online).
+  function updateButtons() {
+    const open = chsk.state.open;
+    const sayFits = showCount(sayInput, $("say-counter"), MAX_TEXT);
+    const pmFits = showCount(pmInput, $("pm-counter"), MAX_TEXT);
+    $("send-button").disabled = !open || !sayFits;
+    $("pm-send").disabled = !open || !pmFits || !recipient || !online.includes(recipient);
+    $("ping-button").disabled = !open;
+  }
+  sayInput.addEventListener("input", updateButtons);
+  pmInput.addEventListener("input", updateButtons);
+
   // ---- users and private messages --------------------------------------------------------
+  let online = []; // the connected users (chat/users)
+  // The recipient of private messages: only the user changes it. If they leave, it stays, marked
+  // "left", and sending is disabled until they are back.
+  let recipient = "";
   function renderUsers(users) {
-    users = [...new Set(users.map(String))].sort((a, b) => a.localeCompare(b));
+    online = [...new Set(users.map(String))].sort((a, b) => a.localeCompare(b));
     const ul = $("user-list");
     ul.replaceChildren(
-      ...users.map((u) => {
+      ...online.map((u) => {
         const li = el("li", u === myName ? "me" : "");
         li.dataset.testid = "user";
-        li.append(el("span", "dot"), el("span", "name", u));
+        li.append(el("span", "dot"), el("bdi", "name", u));
         if (u === myName) li.append(el("span", "muted small", " (you)"));
         return li;
       }),
     );
-    $("user-count").textContent = String(users.length);
-
-    const sel = $("pm-target");
-    const prev = sel.value;
-    const others = users.filter((u) => u !== myName);
-    const ordered = [...others, ...users.filter((u) => u === myName)];
-    sel.replaceChildren(
-      ...ordered.map((u) => {
-        const o = el("option", null, u === myName ? `${u} (you)` : u);
-        o.value = u;
-        return o;
-      }),
-    );
-    if (ordered.includes(prev)) sel.value = prev;
+    $("user-count").textContent = String(online.length);
+    renderRecipients();
   }
   chsk.on("chat/users", (d) => d && Array.isArray(d.users) && renderUsers(d.users));
 
-  $("pm-form").addEventListener("submit", (e) => {
+  function renderRecipients() {
+    const others = online.filter((u) => u !== myName); // never yourself
+    const left = recipient && !others.includes(recipient);
+    const option = (value, label) => {
+      const o = el("option", null, label);
+      o.value = value;
+      return o;
+    };
+    const sel = $("pm-target");
+    sel.replaceChildren(
+      option("", others.length ? "Choose someone…" : "Nobody else is online"),
+      ...others.map((u) => option(u, u)),
+      ...(left ? [option(recipient, `${recipient} (left)`)] : []),
+    );
+    sel.value = recipient;
+    $("pm-note").textContent = left ? `${recipient} left: you cannot send to them until they are back.` : "";
+    updateButtons();
+  }
+  $("pm-target").addEventListener("change", (e) => {
+    recipient = e.target.value;
+    renderRecipients();
+  });
+
+  let lastId = 0;
+  $("pm-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const input = $("pm-input");
-    const to = $("pm-target").value;
-    const text = input.value.trim();
-    if (!to || !text) return flash(input);
-    sendChecked("chat/private", { to, text }, input, "pm-error");
+    const to = recipient;
+    const text = pmInput.value.trim();
+    if (!text || $("pm-send").disabled) return flash(pmInput);
+    const id = `${Date.now().toString(36)}-${++lastId}-${Math.random().toString(36).slice(2, 8)}`;
+    const li = addMessage({ from: myName, to, text, at: Date.now() }, true);
+    mine.set(id, li);
+    setStatus(li, "sending", "sending…");
+    pmInput.value = "";
+    updateButtons();
+    try {
+      await request("chat/private", { to, text, id });
+      if (li.dataset.status === "sending") setStatus(li, "sent", "sent");
+      setTimeout(() => li.dataset.status === "sent" && setStatus(li, "sent", `sent, not confirmed by ${to}`), 10_000);
+    } catch (err) {
+      mine.delete(id);
+      setStatus(li, "failed", "not sent");
+      showError("pm-error", why(err));
+      if (!pmInput.value) pmInput.value = text;
+      updateButtons();
+      flash(pmInput);
+    }
   });
 
   // ---- transport toggle ------------------------------------------------------------------
@@ -321,4 +456,13 @@ function startChat() {
   chsk.on("demo/clock", (d) => {
     if (d && typeof d.now === "number") $("clock").textContent = hhmmss(d.now);
   });
+
+  renderUsers([]);
+  renderState(chsk.state);
+}
+
+if (!myName) {
+  showLogin();
+} else {
+  startChat();
 }

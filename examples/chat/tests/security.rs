@@ -338,3 +338,76 @@ fn a_name_in_use_is_refused_to_another_session() {
     let r = demo.ajax_get(&b.cookie, &b.token, &own);
     assert!(r.body.contains(r#"[:chsk/handshake ["bob""#), "{}", r.body);
 }
+
+#[test]
+fn a_logged_out_session_does_not_sign_itself_in_again() {
+    let demo = Demo::start();
+    let mut s = demo.session();
+    demo.login(&mut s, "kate");
+    let r = demo.post("/logout", &s.cookie, &format!("csrf-token={}", s.token));
+    assert_eq!(r.status, 303);
+    let cookie = header(&r.head, "set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a new session id on logout")
+        .to_owned();
+
+    // What another tab of the session finds when it reconnects: a new token and no name.
+    let r = demo.request(
+        &format!("GET /session HTTP/1.1\r\nConnection: close\r\nCookie: {cookie}"),
+        "",
+    );
+    assert!(r.body.contains(r#""name":"""#), "{}", r.body);
+    let token = r
+        .body
+        .split(r#""csrfToken":""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token")
+        .to_owned();
+
+    // That tab signing itself in again is refused; joining by hand works.
+    let head = format!(
+        "POST /login HTTP/1.1\r\nConnection: close\r\nAccept: application/json\r\nCookie: {cookie}\r\nOrigin: {}",
+        demo.origin()
+    );
+    let r = demo.request(&head, &format!("name=kate&rejoin=true&csrf-token={token}"));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("logged out in another tab"), "{}", r.body);
+    let r = demo.request(&head, &format!("name=kate&csrf-token={token}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "{}");
+}
+
+#[test]
+fn refusals_are_json_for_the_page_and_the_limits_are_in_the_page() {
+    let demo = Demo::start();
+    let s = demo.session();
+    let page = demo.request("GET / HTTP/1.1\r\nConnection: close", "");
+    assert!(page.body.contains(r#"<meta name="max-name" content="32">"#));
+    assert!(
+        page.body
+            .contains(r#"<meta name="max-text" content="2000">"#)
+    );
+    let head = format!(
+        "POST /login HTTP/1.1\r\nConnection: close\r\nAccept: application/json\r\nCookie: {}\r\nOrigin: {}",
+        s.cookie,
+        demo.origin()
+    );
+    let long = "x".repeat(33);
+    let r = demo.request(&head, &format!("name={long}&csrf-token={}", s.token));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        header(&r.head, "content-type"),
+        Some("application/json"),
+        "{}",
+        r.head
+    );
+    assert!(
+        r.body.contains("at most 32 characters; this one has 33"),
+        "{}",
+        r.body
+    );
+    let r = demo.request(&head, "name=zed&csrf-token=wrong");
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("session has expired"), "{}", r.body);
+}
