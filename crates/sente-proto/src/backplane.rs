@@ -5,13 +5,31 @@
 //!
 //! [`codec`] is their versioned wire encoding, and [`cluster`] the sans-IO part they share
 //! (own-frame filtering, heartbeats, expiry of silent nodes, presence snapshots).
+//!
+//! Two optional parts of the trait make a cluster behave like one server:
+//!
+//! - [`Backplane::uidport`]: `chsk/uidport-open` / `-close` are decided for the cluster, so
+//!   they fire once (on one node) when a uid gets its first connection anywhere and when it
+//!   leaves its last node. The rule: each backplane keeps, per uid, the set of nodes that have
+//!   the uid, changed only by atomic operations of its engine; a node's open fires when it
+//!   turns the set from empty (or only dead nodes) to non-empty, a close when it turns it
+//!   empty. Nodes that die are removed by the survivors (one of them fires the close). Without
+//!   it (the default, [`LocalBackplane`]), every node fires its own transitions.
+//! - [`Backplane::mailbox`]: per-client [`Mailbox`]es for Ajax clients, so polls, POSTs and
+//!   handshakes of one client may land on any node (no sticky sessions).
 
 pub mod cluster;
 pub mod codec;
 
-use crate::event::{Event, Uid};
+use crate::event::{ClientId, Event, Uid};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// A boxed future returned by the asynchronous parts of a backplane.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Identifies one server node in a cluster (chosen at random when a server starts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +93,69 @@ pub enum BackplaneMsg {
         /// The uid has an Ajax client on that node.
         ajax: bool,
     },
+    /// Delivered by a backplane to its own node only (never published): fire
+    /// `chsk/uidport-close` for `uid` here, on behalf of nodes that died with it (the
+    /// backplane's atomic decision chose this node; see [`Backplane::uidport`]).
+    UidportClose {
+        /// The uid.
+        uid: Uid,
+    },
+    /// Delivered by a backplane to its own node only (never published): pushes to these uids
+    /// (`None`: to every uid) are now in the Ajax mailboxes, so polls held here should take
+    /// them (see [`Backplane::mailbox`]).
+    AjaxWake {
+        /// The uids, or `None` for all.
+        uids: Option<Arc<[Uid]>>,
+    },
+}
+
+/// A cluster-wide `chsk/uidport-*` decision (see [`Backplane::uidport`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UidportDecision {
+    /// Fire `chsk/uidport-close` first: the uid was still counted open for nodes that died,
+    /// and this call removed the last of them.
+    pub close_stale: bool,
+    /// Fire the event asked about.
+    pub fire: bool,
+}
+
+impl UidportDecision {
+    /// A decision.
+    pub fn new(close_stale: bool, fire: bool) -> Self {
+        UidportDecision { close_stale, fire }
+    }
+}
+
+/// Per-client mailboxes of Ajax clients in a cluster: pushes for an Ajax client wait here
+/// (not on the node that received them) until its next poll, on any node, takes them. The
+/// backplane itself appends pushes to the mailboxes of the uid's registered clients when a
+/// `Push`, `PushMany` or `Broadcast` is published (once per push, by the publishing node),
+/// then delivers [`BackplaneMsg::AjaxWake`] locally and the push to the other nodes, whose
+/// held polls then [`Mailbox::take`].
+///
+/// Failures (engine unreachable) make `take` return nothing and `register` / `known` report
+/// what they can; nothing panics.
+pub trait Mailbox: Send + Sync + 'static {
+    /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
+    /// until `ttl` passes without another call (then its mailbox is dropped too).
+    fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()>;
+    /// Whether `client` of `uid` is registered (it handshook on some node and has not expired
+    /// or overflowed). `true` when the engine cannot be asked (a poll is then held, not
+    /// answered with a handshake).
+    fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool>;
+    /// Takes the oldest waiting events of `client`, at most `max_events` and about `max_bytes`
+    /// (at least one when any waits), in push order, each exactly once in the cluster.
+    fn take(
+        &self,
+        uid: &Uid,
+        client: &ClientId,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Vec<Arc<Event>>>;
+    /// Puts events taken by [`Mailbox::take`] back in front (their poll answer could not be
+    /// delivered).
+    fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()>;
 }
 
 /// Receives the messages a backplane delivers to this node.
@@ -91,6 +172,24 @@ pub trait Backplane: Send + Sync + 'static {
     fn publish(&self, msg: BackplaneMsg);
     /// Registers this node's sink.
     fn subscribe(&self, sink: BackplaneSink);
+
+    /// Decides a `chsk/uidport-*` event for the cluster: `node`'s first connection of `uid`
+    /// opened (`open`), or its last one closed after the grace period. The returned future
+    /// resolves to whether to fire it on this node. Calls for one node are decided in call
+    /// order. Must not block (it may be called with the server's registry locked).
+    ///
+    /// `None` (the default): no cluster decision, the node fires its own transitions (one
+    /// node, [`LocalBackplane`]).
+    fn uidport(&self, node: NodeId, uid: &Uid, open: bool) -> Option<BoxFuture<UidportDecision>> {
+        let _ = (node, uid, open);
+        None
+    }
+
+    /// The Ajax mailboxes, when this backplane has them (a cluster). `None` (the default): an
+    /// Ajax client is served by the node it handshook with, as on one server.
+    fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        None
+    }
 }
 
 /// The in-memory backplane of a single node: `publish` calls the sink directly (its own

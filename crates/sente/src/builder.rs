@@ -387,7 +387,7 @@ impl Builder {
             lp_timeout: Duration::from_millis(self.core.lp_timeout_ms),
             ..self.timing
         };
-        let registry = Registry::start(self.core, backplane);
+        let registry = Registry::start(self.core, backplane, packer.clone());
         let handle = ServerHandle::new(registry.clone(), self.shutdown);
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());
         let d = Arc::downgrade(&dispatcher);

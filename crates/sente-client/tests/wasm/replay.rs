@@ -64,7 +64,11 @@ async fn get_json(url: &str) -> Result<Json, String> {
 
 fn strings(v: &Json) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().map(|s| s.as_str().unwrap_or("").to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("").to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -138,7 +142,10 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
                     "open".into()
                 } else {
                     let r = ch.new.last_close.as_ref();
-                    format!("closed {}", r.map_or("-".into(), |c| format!(":{}", c.reason.as_str())))
+                    format!(
+                        "closed {}",
+                        r.map_or("-".into(), |c| format!(":{}", c.reason.as_str()))
+                    )
                 }),
                 ClientEvent::State(_) => {}
                 other => g.recv.push(canonical(&other.to_event().to_string())),
@@ -203,8 +210,16 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
             diffs.push(format!("{what}: ours {ours} / Sente {sente}"));
         }
     };
-    check("states", format!("{:?}", got.states), format!("{:?}", want.states));
-    check("recv", format!("{:?}", got.recv), format!("{:?}", want.recv));
+    check(
+        "states",
+        format!("{:?}", got.states),
+        format!("{:?}", want.states),
+    );
+    check(
+        "recv",
+        format!("{:?}", got.recv),
+        format!("{:?}", want.recv),
+    );
     let (mut ours, mut sente) = (got.replies.clone(), want.replies.clone());
     ours.sort();
     sente.sort();
@@ -213,10 +228,17 @@ async fn run(case: &Case) -> Result<Vec<String>, String> {
     // those, as many pongs as Sente's, and pings iff Sente's client sent any.
     let want_sent = strings(&info["expected_sent"]);
     let strip = |log: &[String]| -> Vec<String> {
-        log.iter().filter(|l| keepalive(l).is_none()).cloned().collect()
+        log.iter()
+            .filter(|l| keepalive(l).is_none())
+            .cloned()
+            .collect()
     };
     let count = |log: &[String], k| log.iter().filter(|l| keepalive(l) == Some(k)).count();
-    check("sent", format!("{:?}", strip(&sent)), format!("{:?}", strip(&want_sent)));
+    check(
+        "sent",
+        format!("{:?}", strip(&sent)),
+        format!("{:?}", strip(&want_sent)),
+    );
     check(
         "pongs sent",
         count(&sent, "pong").to_string(),
@@ -247,13 +269,27 @@ const fn case(name: &'static str, transcript: &'static str, tab: &'static str, k
 #[wasm_bindgen_test]
 async fn transcript_replays() {
     let cases = [
-        Case { uid: Some("u1"), ..case("1-ws", "1-ws", "A", Kind::Ws) },
-        Case { known: AJAX_CLIENT_TIMEOUT, ..case("2-ajax", "2-ajax", "A", Kind::Ajax) },
+        Case {
+            uid: Some("u1"),
+            ..case("1-ws", "1-ws", "A", Kind::Ws)
+        },
+        Case {
+            known: AJAX_CLIENT_TIMEOUT,
+            ..case("2-ajax", "2-ajax", "A", Kind::Ajax)
+        },
         Case {
             uid: Some("u3"),
-            ..case("3-auto-downgrade (403 on the upgrade)", "3-auto-downgrade", "A", Kind::Auto)
+            ..case(
+                "3-auto-downgrade (403 on the upgrade)",
+                "3-auto-downgrade",
+                "A",
+                Kind::Auto,
+            )
         },
-        Case { uid: Some("u4a"), ..case("4-keepalive server pings", "4-keepalive", "A", Kind::Ws) },
+        Case {
+            uid: Some("u4a"),
+            ..case("4-keepalive server pings", "4-keepalive", "A", Kind::Ws)
+        },
         Case {
             uid: Some("u4b"),
             keepalive: Some(Duration::from_secs(2)),
@@ -261,7 +297,12 @@ async fn transcript_replays() {
         },
         Case {
             uid: Some("u4c"),
-            ..case("4-keepalive ping-timeout close", "4-keepalive", "C", Kind::Ws)
+            ..case(
+                "4-keepalive ping-timeout close",
+                "4-keepalive",
+                "C",
+                Kind::Ws,
+            )
         },
         Case {
             uid: Some("u6"),
@@ -283,5 +324,9 @@ async fn transcript_replays() {
             Err(e) => failures.push(format!("{}: {e}", case.name)),
         }
     }
-    assert!(failures.is_empty(), "differences from Sente's client:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "differences from Sente's client:\n{}",
+        failures.join("\n")
+    );
 }

@@ -90,6 +90,9 @@ pub struct Output {
     pub publish: Vec<Vec<u8>>,
     /// Origins expired by this call: `(origin, node, uids)`, for logging.
     pub expired: Vec<(u64, Option<NodeId>, usize)>,
+    /// The uids each origin expired by this call had (for the backplane's cluster-wide
+    /// uidport decisions: a survivor removes the dead node from each uid).
+    pub expired_uids: Vec<(u64, Vec<Uid>)>,
     /// A payload that could not be decoded (for counting and logging).
     pub error: Option<CodecError>,
     /// A payload of an unknown kind was skipped.
@@ -309,6 +312,8 @@ impl Cluster {
             if let Some(peer) = self.peers.remove(&origin) {
                 out.expired
                     .push((origin, peer.node, peer.present.uids.len()));
+                out.expired_uids
+                    .push((origin, peer.present.uids.keys().cloned().collect()));
                 if let Some(node) = peer.node {
                     for (uid, _) in peer.present.uids {
                         out.deliver.push(BackplaneMsg::Presence {
