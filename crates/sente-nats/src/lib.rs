@@ -69,11 +69,14 @@
 mod shell;
 
 pub use sente_proto::backplane::cluster::ClusterConfig;
-pub use shell::Health;
+pub use shell::{Health, MailboxConfig};
 
 use futures_util::StreamExt;
-use sente_proto::backplane::{Backplane, BackplaneMsg, BackplaneSink};
-use shell::{Backoff, Shared, Side};
+use sente_proto::Uid;
+use sente_proto::backplane::{
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+};
+use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -92,6 +95,8 @@ pub struct NatsConfig {
     pub reconnect: (Duration, Duration),
     /// Heartbeats, expiry and decoding limits.
     pub presence: ClusterConfig,
+    /// The Ajax mailboxes (on by default).
+    pub mailbox: MailboxConfig,
 }
 
 impl NatsConfig {
@@ -103,7 +108,14 @@ impl NatsConfig {
             queue: 65_536,
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
             presence: ClusterConfig::default(),
+            mailbox: MailboxConfig::default(),
         }
+    }
+
+    /// Sets [`NatsConfig::mailbox`].
+    pub fn mailbox(mut self, cfg: MailboxConfig) -> Self {
+        self.mailbox = cfg;
+        self
     }
 
     /// Sets [`NatsConfig::cluster`].
@@ -195,13 +207,19 @@ impl NatsBackplane {
         {
             return Err(Error::Subject(subject));
         }
-        let (shared, rx) = Shared::new("nats", config.presence.clone(), config.queue);
+        let (shared, rx, ops) = Shared::new(
+            "nats",
+            config.presence.clone(),
+            config.queue,
+            config.mailbox.clone(),
+        );
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
+            config.cluster.clone(),
             subject.clone(),
             shared.clone(),
-            rx,
+            (rx, ops),
             stop_rx.clone(),
             config.reconnect,
         ));
@@ -244,6 +262,18 @@ impl Backplane for NatsBackplane {
     fn subscribe(&self, sink: BackplaneSink) {
         let _ = self.inner.shared.sink.set(sink);
     }
+
+    fn uidport(&self, _node: NodeId, uid: &Uid, open: bool) -> Option<BoxFuture<UidportDecision>> {
+        Some(self.inner.shared.uidport(uid, open))
+    }
+
+    fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        self.inner
+            .shared
+            .mailbox
+            .enabled
+            .then(|| Arc::new(Mailboxes(self.inner.shared.clone())) as Arc<dyn Mailbox>)
+    }
 }
 
 fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
@@ -255,9 +285,10 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
+    cluster: String,
     subject: String,
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
     mut stop: watch::Receiver<()>,
     (min, max): (Duration, Duration),
 ) {
@@ -292,6 +323,37 @@ async fn run(
             }
         }
     };
+    let (every, expiry) = {
+        let c = shared
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.config().heartbeat, c.config().expiry)
+    };
+    // The buckets (JetStream): a few attempts; without them uidport events are decided per
+    // node and Ajax clients need sticky sessions (logged).
+    let mut stores = None;
+    for _ in 0..3 {
+        let attempt = tokio::select! {
+            r = open_stores(&client, &cluster, expiry, &shared.mailbox) => r,
+            _ = stop.changed() => return,
+        };
+        match attempt {
+            Ok(s) => {
+                stores = Some(s);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(backplane = "nats", error = %e,
+                    "JetStream key-value buckets unavailable: uidport events per node, no Ajax mailboxes");
+                shared.record_error(format!("JetStream: {e}"));
+                if !backoff.wait(&mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+    let ops_task = run_ops(stores.clone(), shared.clone(), ops, every);
     let recv = {
         let shared = shared.clone();
         let mut subscriber = subscriber;
@@ -321,23 +383,31 @@ async fn run(
         let shared = shared.clone();
         let client = client.clone();
         async move {
-            while let Some(frame) = rx.recv().await {
-                let len = frame.len() as u64;
-                match client.publish(subject.clone(), frame.into()).await {
-                    Ok(()) => {
-                        shared
-                            .published
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        shared
-                            .published_bytes
-                            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            while let Some(job) = rx.recv().await {
+                match &job {
+                    Job::Frame(frame) => {
+                        match client.publish(subject.clone(), frame.clone().into()).await {
+                            Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
+                            Err(e) => shared.record_error(format!("publish: {e}")),
+                        }
                     }
-                    Err(e) => shared.record_error(format!("publish: {e}")),
+                    Job::Append { uids, entry } => {
+                        // Stored before the push is published, so a node that hears the push
+                        // finds it in the mailbox.
+                        if let Some(s) = &stores {
+                            match append(s, &shared.mailbox, uids.as_deref(), entry).await {
+                                Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
+                                Err(e) => shared.record_error(format!("mailbox append: {e}")),
+                            }
+                        }
+                        shared.wake_after(std::slice::from_ref(&job));
+                    }
                 }
             }
         }
     };
     tokio::select! {
+        () = ops_task => {}
         () = recv => {}
         () = watch_state => {}
         () = send => {}
@@ -378,4 +448,440 @@ fn options(shared: &Arc<Shared>, min: Duration, max: Duration) -> async_nats::Co
                 }
             }
         })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored state in JetStream key-value buckets: uidport sets, node liveness, Ajax registrations
+// and mailboxes. Every change is a compare-and-set on the key's revision, retried on conflict.
+
+use async_nats::jetstream::kv::{Operation, Store};
+
+/// Most compare-and-set attempts of one operation before it gives up (and logs).
+const CAS_ATTEMPTS: usize = 64;
+
+/// The key-value buckets of a cluster.
+#[derive(Clone)]
+struct Stores {
+    nodes: Store,
+    uidport: Store,
+    ajax: Store,
+    mbox: Store,
+}
+
+/// A bucket-name-safe version of the cluster name.
+fn bucket_prefix(cluster: &str) -> String {
+    cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn open_stores(
+    client: &async_nats::Client,
+    cluster: &str,
+    expiry: Duration,
+    mailbox: &MailboxConfig,
+) -> Result<Stores, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let p = bucket_prefix(cluster);
+    // The bucket's stream is made here, as `create_key_value` would (it first asks for the
+    // account's details, whose answer older servers, e.g. 2.9, word differently).
+    let open = |name: &str, max_age: Duration| {
+        let js = js.clone();
+        let bucket = format!("{p}_{name}");
+        async move {
+            let cfg = async_nats::jetstream::stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age,
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            };
+            js.get_or_create_stream(cfg)
+                .await
+                .map_err(|e| format!("bucket {bucket}: {e}"))?;
+            js.get_key_value(bucket.clone())
+                .await
+                .map_err(|e| format!("bucket {bucket}: {e}"))
+        }
+    };
+    Ok(Stores {
+        nodes: open("nodes", expiry).await?,
+        uidport: open("uidport", Duration::ZERO).await?,
+        ajax: open("ajax", mailbox.max_age).await?,
+        mbox: open("mbox", mailbox.max_age).await?,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The current value of `key` (`None`: absent or deleted) and the revision to update it
+/// with (`None`: create it).
+async fn read(store: &Store, key: &str) -> Result<(Option<bytes::Bytes>, Option<u64>), String> {
+    match store.entry(key).await {
+        Ok(None) => Ok((None, None)),
+        Ok(Some(e)) => {
+            let v = matches!(e.operation, Operation::Put).then_some(e.value);
+            Ok((v, Some(e.revision)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes `value` if `key` is still at `revision`; `false` on a conflict.
+async fn write(store: &Store, key: &str, value: Vec<u8>, revision: Option<u64>) -> bool {
+    match revision {
+        Some(r) => store.update(key, value.into(), r).await.is_ok(),
+        None => store.create(key, value.into()).await.is_ok(),
+    }
+}
+
+/// Runs `step` on `key`'s value until its write wins: `step` returns the new value (`None`:
+/// no write) and the result.
+async fn cas<R>(
+    store: &Store,
+    key: &str,
+    mut step: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
+) -> Result<R, String> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, revision) = read(store, key).await?;
+        let (new, r) = step(value.as_deref());
+        match new {
+            None => return Ok(r),
+            Some(v) => {
+                if write(store, key, v, revision).await {
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    Err(format!("{key}: too many conflicting writers"))
+}
+
+/// Mailbox entries: each a u32 little-endian length and the bytes.
+fn entries(value: Option<&[u8]>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = value.unwrap_or_default();
+    while rest.len() >= 4 {
+        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + n {
+            break;
+        }
+        out.push(rest[4..4 + n].to_vec());
+        rest = &rest[4 + n..];
+    }
+    out
+}
+
+fn join_entries(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
+    for e in entries {
+        out.extend_from_slice(&u32::try_from(e.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// An Ajax registration: `client hex` -> expiry (ms since the epoch), as `hex:ms,hex:ms`.
+fn clients(value: Option<&[u8]>, now: u64) -> Vec<(String, u64)> {
+    let text = std::str::from_utf8(value.unwrap_or_default()).unwrap_or_default();
+    text.split(',')
+        .filter_map(|p| {
+            let (c, t) = p.split_once(':')?;
+            let t: u64 = t.parse().ok()?;
+            (t > now).then(|| (c.to_owned(), t))
+        })
+        .collect()
+}
+
+fn join_clients(cs: &[(String, u64)]) -> Vec<u8> {
+    cs.iter()
+        .map(|(c, t)| format!("{c}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+fn members(value: Option<&[u8]>) -> Vec<String> {
+    std::str::from_utf8(value.unwrap_or_default())
+        .unwrap_or_default()
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The uidport rule (see the crate docs): `member` joins (`open`) or leaves `uid`'s set;
+/// members whose liveness key is gone are removed on the way.
+async fn uidport(
+    s: &Stores,
+    uid_key: &str,
+    member: &str,
+    open: bool,
+) -> Result<UidportDecision, String> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, revision) = read(&s.uidport, uid_key).await?;
+        let all = members(value.as_deref());
+        let mut live = Vec::new();
+        let mut stale = 0;
+        let mut mine = false;
+        for m in all {
+            if m == member {
+                mine = true;
+            } else if s
+                .nodes
+                .get(m.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                live.push(m);
+            } else {
+                stale += 1;
+            }
+        }
+        let (decision, keep_me) = if open {
+            let fire = !mine && live.is_empty();
+            (UidportDecision::new(fire && stale > 0, fire), true)
+        } else if mine {
+            (UidportDecision::new(false, live.is_empty()), false)
+        } else {
+            (
+                UidportDecision::new(false, live.is_empty() && stale > 0),
+                false,
+            )
+        };
+        let mut next = live;
+        if keep_me {
+            next.push(member.to_owned());
+        }
+        let changed = stale > 0 || mine != keep_me;
+        if !changed {
+            return Ok(decision);
+        }
+        if write(&s.uidport, uid_key, next.join(",").into_bytes(), revision).await {
+            return Ok(decision);
+        }
+    }
+    Err(format!("uidport {uid_key}: too many conflicting writers"))
+}
+
+fn mbox_key(uid_hex: &str, cid_hex: &str) -> String {
+    format!("{uid_hex}_{cid_hex}")
+}
+
+/// Appends `entry` to the mailboxes of the registered clients of `uids` (every registered
+/// client with `None`). A client over a bound is forgotten.
+async fn append(
+    s: &Stores,
+    mailbox: &MailboxConfig,
+    uids: Option<&[Uid]>,
+    entry: &[u8],
+) -> Result<(), String> {
+    let targets: Vec<String> = match uids {
+        Some(uids) => uids.iter().filter_map(uid_hex).collect(),
+        None => match s.ajax.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    let now = now_ms();
+    for u in targets {
+        let (value, _) = read(&s.ajax, &u).await?;
+        for (c, _) in clients(value.as_deref(), now) {
+            let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
+                let mut es = entries(v);
+                es.push(entry.to_vec());
+                let bytes: usize = es.iter().map(Vec::len).sum();
+                if es.len() > mailbox.max_events || bytes > mailbox.max_bytes {
+                    (Some(Vec::new()), true)
+                } else {
+                    (Some(join_entries(&es)), false)
+                }
+            })
+            .await?;
+            if over {
+                cas(&s.ajax, &u, |v| {
+                    let mut cs = clients(v, now);
+                    cs.retain(|(x, _)| *x != c);
+                    (Some(join_clients(&cs)), ())
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the engine operations in order, and keeps this node's liveness key (bucket
+/// `<cluster>_nodes`, key = origin) alive every heartbeat.
+async fn run_ops(
+    stores: Option<Stores>,
+    shared: Arc<Shared>,
+    mut ops: mpsc::Receiver<Op>,
+    every: Duration,
+) {
+    let me = format!("{:016x}", shared.origin);
+    let mut alive = tokio::time::interval(every);
+    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let op = tokio::select! {
+            op = ops.recv() => match op { Some(op) => op, None => return },
+            _ = alive.tick() => {
+                if let Some(s) = &stores
+                    && let Err(e) = s.nodes.put(me.as_str(), "1".into()).await
+                {
+                    shared.record_error(format!("liveness key: {e}"));
+                }
+                continue;
+            }
+        };
+        if let Err(e) = run_op(stores.as_ref(), &me, &shared, op).await {
+            shared.record_error(format!("operation: {e}"));
+        }
+        shared.count_op();
+    }
+}
+
+/// Runs one operation. Without stores (no JetStream), or when an operation fails, it answers
+/// what a single node would: uidport events fire, mailboxes are empty.
+async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> Result<(), String> {
+    match op {
+        Op::Uidport {
+            uid,
+            member,
+            open,
+            done,
+        } => {
+            let member = if member == shared.origin {
+                me.to_owned()
+            } else {
+                format!("{member:016x}")
+            };
+            let decided = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => uidport(s, &u, &member, open).await,
+                _ => Ok(UidportDecision::new(false, done.is_some())),
+            };
+            let (decision, err) = match decided {
+                Ok(d) => (d, None),
+                Err(e) => (UidportDecision::new(false, done.is_some()), Some(e)),
+            };
+            match done {
+                Some(d) => {
+                    let _ = d.send(decision);
+                }
+                None if decision.fire => shared.deliver(BackplaneMsg::UidportClose { uid }),
+                None => {}
+            }
+            err.map_or(Ok(()), Err)
+        }
+        Op::Register {
+            uid,
+            cid,
+            ttl,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    let c = cid_hex(&cid);
+                    let now = now_ms();
+                    let exp = now.saturating_add(ttl.as_millis() as u64);
+                    cas(&s.ajax, &u, |v| {
+                        let mut cs = clients(v, now);
+                        cs.retain(|(x, _)| *x != c);
+                        cs.push((c.clone(), exp));
+                        (Some(join_clients(&cs)), ())
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            };
+            let _ = done.send(());
+            r
+        }
+        Op::Known { uid, cid, done } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => read(&s.ajax, &u).await.map(|(v, _)| {
+                    let c = cid_hex(&cid);
+                    clients(v.as_deref(), now_ms()).iter().any(|(x, _)| *x == c)
+                }),
+                _ => Ok(true),
+            };
+            let _ = done.send(*r.as_ref().unwrap_or(&true));
+            r.map(|_| ())
+        }
+        Op::Take {
+            uid,
+            cid,
+            max_events,
+            max_bytes,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
+                        let es = entries(v);
+                        if es.is_empty() {
+                            return (None, Vec::new());
+                        }
+                        let mut n = 0;
+                        let mut bytes = 0;
+                        for e in es.iter().take(max_events.max(1)) {
+                            if n > 0 && bytes + e.len() > max_bytes {
+                                break;
+                            }
+                            bytes += e.len();
+                            n += 1;
+                        }
+                        (Some(join_entries(&es[n..])), es[..n].to_vec())
+                    })
+                    .await
+                }
+                _ => Ok(Vec::new()),
+            };
+            let taken = r.as_deref().unwrap_or_default();
+            let _ = done.send(shared.decode_entries(taken));
+            r.map(|_| ())
+        }
+        Op::PutBack {
+            uid,
+            cid,
+            events,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    let back: Vec<Vec<u8>> = events
+                        .iter()
+                        .filter_map(|e| codec::encode_event(e).ok())
+                        .collect();
+                    cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
+                        let mut es = back.clone();
+                        es.extend(entries(v));
+                        (Some(join_entries(&es)), ())
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            };
+            let _ = done.send(());
+            r
+        }
+    }
 }

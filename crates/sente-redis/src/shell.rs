@@ -1,7 +1,7 @@
 //! The IO-independent part of the shell: the bounded publish queue, the local sink, the
 //! cluster view behind a lock, the timer, health and counters, and the queue of engine
-//! operations (uidport decisions, Ajax mailboxes). (The same file is in `sente-nats`;
-//! backplane crates depend on `sente-proto` only.)
+//! operations (uidport decisions, Ajax mailboxes). (`sente-redis` and `sente-nats` have the
+//! same file; backplane crates depend on `sente-proto` only.)
 
 use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
@@ -25,6 +25,11 @@ pub struct MailboxConfig {
     pub max_events: usize,
     /// Most bytes (encoded events) waiting for one client; over it, the same. Default 4 MiB.
     pub max_bytes: usize,
+    /// NATS only: the age of the mailbox and registration buckets (entries unchanged for
+    /// this long are dropped; polls and pushes change them). Redis keeps a mailbox for its
+    /// client's registration (`lp_timeout_ms` + the Ajax grace + 1 s after its last request).
+    /// Default 60 s.
+    pub max_age: Duration,
 }
 
 impl Default for MailboxConfig {
@@ -33,6 +38,7 @@ impl Default for MailboxConfig {
             enabled: true,
             max_events: 1_000,
             max_bytes: 4 << 20,
+            max_age: Duration::from_secs(60),
         }
     }
 }
@@ -47,6 +53,12 @@ impl MailboxConfig {
     /// Sets [`MailboxConfig::max_events`] (at least 1).
     pub fn max_events(mut self, n: usize) -> Self {
         self.max_events = n.max(1);
+        self
+    }
+
+    /// Sets [`MailboxConfig::max_age`] (at least 1 s).
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d.max(Duration::from_secs(1));
         self
     }
 
