@@ -1,6 +1,8 @@
-//! A [`Backplane`] over NATS (core pub/sub) for sente-rs: run several `sente::Server` nodes as
-//! one cluster. Any node's `send`, `send_many`, `broadcast`, `flush` and `close_uid` reach the
-//! clients of every node, and `connected_uids()` is the cluster's.
+//! A [`Backplane`] over NATS (core pub/sub, and JetStream key-value buckets) for sente-rs: run
+//! several `sente::Server` nodes as one cluster. Any node's `send`, `send_many`, `broadcast`,
+//! `flush` and `close_uid` reach the clients of every node, `connected_uids()` is the
+//! cluster's, `chsk/uidport-open` / `-close` fire once for the cluster, and Ajax clients need no
+//! sticky sessions (their pushes wait in per-client mailboxes in JetStream).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -21,9 +23,11 @@
 //!
 //! - **One subject per cluster**: `<cluster>.backplane` ([`NatsConfig::cluster`], default
 //!   `sente`, so `sente.backplane`; the name must be a valid subject token: no spaces, dots or
-//!   wildcards). Every node subscribes to it once and publishes every frame to it. Core NATS
-//!   only: nothing is stored (no JetStream stream or key-value bucket), presence lives in each
-//!   node's memory and is rebuilt from heartbeats and snapshots.
+//!   wildcards). Every node subscribes to it once and publishes every frame to it. Presence
+//!   (`connected_uids`) is not stored: it lives in each node's memory and is rebuilt from
+//!   heartbeats and snapshots.
+//! - **Buckets** (below, JetStream key-value, memory storage): uidport sets, node liveness, Ajax
+//!   registrations and mailboxes.
 //! - The client connects with `no_echo`, so the server never sends a node its own frames.
 //! - **Encoding**: each message is one frame of [`sente_proto::backplane::codec`]: a version
 //!   byte (1), the publishing instance's 64-bit origin id, a kind byte and a compact body;
@@ -57,6 +61,61 @@
 //! mismatches a heartbeat (it joined late, or missed frames during an outage) asks for a
 //! snapshot and catches up; a node that comes back is not counted twice (presence is keyed by
 //! node). See [`sente_proto::backplane::cluster`] for the protocol.
+//!
+//! # Buckets
+//!
+//! Four key-value buckets named `<cluster>_<name>` (characters other than letters, digits, `-`
+//! and `_` in the cluster name become `_`), made on start if missing (their streams are
+//! created directly, so servers from 2.9 on work). A `<uid>` is the hex of the uid's encoding
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! backplane instance id (16 hex digits). Every change is a compare-and-set on the key's
+//! revision (`create` / `update`), retried on conflict (at most 64 times, then logged).
+//!
+//! | bucket | key | value | age limit |
+//! |---|---|---|---|
+//! | `nodes` | `<origin>` | `1`: the node is alive | [`ClusterConfig::expiry`] (5 s), put every heartbeat |
+//! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | none |
+//! | `ajax` | `<uid>` | registered clients, `<client>:<expiry ms>` comma separated | [`MailboxConfig::max_age`] (60 s) |
+//! | `mbox` | `<uid>_<client>` | the mailbox: events ([`codec::encode_event`]), each after its u32 LE length | [`MailboxConfig::max_age`] |
+//!
+//! Registration expiries use the nodes' clocks (keep them in sync within a second or so).
+//! Without JetStream (a server started without `-js`), the node logs a warning once and works
+//! as before: uidport events per node, Ajax clients served by the node they handshook with.
+//!
+//! # `chsk/uidport-*` once per cluster
+//!
+//! When a node's first connection of a uid opens, the node's operations task reads
+//! `uidport/<uid>`, drops members whose `nodes` key is gone (dead nodes), adds itself and
+//! writes it back at the revision it read; it fires `uidport-open` only if no live member was
+//! there. When its last connection of the uid closes (after the grace period), it removes
+//! itself the same way and fires `uidport-close` only if no live member is left. A write made
+//! on a stale revision fails and the decision is made again on the new value, so of two nodes
+//! connecting the same uid at the same moment exactly one fires, and of the last two leaving
+//! exactly one. One node's decisions are made in the order it asked, and fired in that order.
+//!
+//! - **A node dies**: after [`ClusterConfig::expiry`] every survivor expires it and removes it
+//!   from each of its uids; the one whose removal empties a set fires `uidport-close`. If every
+//!   node died, the next node to open such a uid fires `uidport-close` then `uidport-open`
+//!   ([`UidportDecision::close_stale`]).
+//! - **A node comes back** after the others dropped it: its uids were closed for the cluster;
+//!   they are not re-added and its later closes find it gone, so nothing is counted twice.
+//! - Without an answer (queue full, JetStream unavailable) the node decides alone (fires).
+//!
+//! # Ajax without sticky sessions
+//!
+//! As in `sente-redis`: a handshake on any node registers the client (`ajax/<uid>`, for
+//! `lp_timeout_ms` + `ms_allow_reconnect_before_close_ajax` + 1 s, renewed by every poll); a poll
+//! on another node is served as a poll when the client is registered; a `send`, `send_many` or
+//! `broadcast` appends the event once, on the publishing node, to the mailbox of every
+//! registered client of its uids, **before** the push is published (the publishing task awaits
+//! the appends), so a node that hears the push finds it stored; held polls are woken and take
+//! their mailbox's oldest events with a compare-and-set (each event is taken by exactly one
+//! poll), up to `max_batch_len` events and half the message limit. Bounds
+//! ([`MailboxConfig`]): over `max_events` (1 000) or `max_bytes` (4 MiB) the client is forgotten
+//! (mailbox emptied, registration removed: its next poll gets a handshake); a mailbox or
+//! registration unchanged for [`MailboxConfig::max_age`] (60 s) is dropped by JetStream. A
+//! value must fit the server's `max_payload` (1 MiB by default), which bounds a NATS mailbox
+//! below `max_bytes` unless the server allows more. A POST may land on any node.
 //!
 //! # Failures
 //!

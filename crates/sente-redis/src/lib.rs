@@ -1,6 +1,8 @@
 //! A [`Backplane`] over Redis pub/sub for sente-rs: run several `sente::Server` nodes as one
 //! cluster. Any node's `send`, `send_many`, `broadcast`, `flush` and `close_uid` reach the
-//! clients of every node, and `connected_uids()` is the cluster's.
+//! clients of every node, `connected_uids()` is the cluster's, `chsk/uidport-open` /
+//! `-close` fire once for the cluster, and Ajax clients need no sticky sessions (their pushes
+//! wait in per-client mailboxes in Redis).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -22,8 +24,9 @@
 //! - **One channel per cluster**: `<cluster>:backplane` ([`RedisConfig::cluster`], default
 //!   `sente`, so `sente:backplane`). Every node `SUBSCRIBE`s to it once and `PUBLISH`es every
 //!   frame to it.
-//! - **No keys**: nothing is stored in Redis. Presence lives in each node's memory and is rebuilt
-//!   from heartbeats and snapshots, so a Redis restart loses nothing that matters.
+//! - **Keys** (below): uidport sets, node liveness, Ajax registrations and mailboxes.
+//!   Presence (`connected_uids`) is not stored: it lives in each node's memory and is rebuilt
+//!   from heartbeats and snapshots.
 //! - **Encoding**: each payload is one frame of
 //!   [`sente_proto::backplane::codec`]: a version byte (1), the publishing instance's
 //!   64-bit origin id, a kind byte and a compact body; events travel as their edn text
@@ -59,6 +62,67 @@
 //! snapshot and catches up; a node that comes back is not counted twice (presence is keyed by
 //! node). See [`sente_proto::backplane::cluster`] for the protocol. While this node is cut from
 //! Redis it hears nobody, so after the expiry it shows its own uids only, until it reconnects.
+//!
+//! # Keys
+//!
+//! All under `<cluster>:`. A `<uid>` is the hex of the uid's encoding
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! backplane instance id (16 hex digits). Every change is one Lua script (`SCRIPT LOAD` once per
+//! connection, then `EVALSHA`), so it is atomic; scripts use Redis's clock (`TIME`), never the
+//! nodes'. Scripts touch keys they compute, so a cluster's keys must live on one Redis (no
+//! Redis Cluster sharding).
+//!
+//! | key | type | holds | expiry |
+//! |---|---|---|---|
+//! | `node:<origin>` | string | the node is alive | [`ClusterConfig::expiry`] (5 s), set again every heartbeat |
+//! | `uidport:<uid>` | set of origins | the nodes that have the uid | none: emptied by the rule below |
+//! | `ajax:<uid>` | sorted set, client by expiry (ms) | the uid's registered Ajax clients | the last registration's |
+//! | `ajax` | sorted set, `<uid>:<client>` by expiry | every registered Ajax client (for `broadcast`) | members dropped past their score |
+//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`]) | the client's mailbox | its registration's |
+//! | `mboxb:<uid>:<client>` | integer | the mailbox's bytes | its registration's |
+//!
+//! # `chsk/uidport-*` once per cluster
+//!
+//! When a node's first connection of a uid opens (its core's `uidport-open`), the node's
+//! operations task runs a script on `uidport:<uid>`: it drops members whose `node:` key is gone
+//! (dead nodes), adds this node, and answers **fire** only if no live member was there before.
+//! When the node's last connection of the uid closes (after the grace period), the script
+//! removes the node and answers **fire** only if no live member is left. Redis runs scripts one
+//! at a time, so of two nodes connecting the same uid at the same moment exactly one sees the
+//! set empty; of the last two leaving, exactly one empties it. One node's decisions are made in
+//! the order it asked (one connection, one task), and fired in that order.
+//!
+//! - **A node dies**: after [`ClusterConfig::expiry`] every survivor expires it from its
+//!   presence view and runs the close script for each of its uids with the dead node as the
+//!   member; the one whose removal empties a set fires `uidport-close` (the others find it
+//!   gone). If every node died, the next node to open such a uid finds only stale members:
+//!   it fires `uidport-close` then `uidport-open` ([`UidportDecision::close_stale`]).
+//! - **A node comes back** after the others dropped it (a partition longer than the expiry):
+//!   its uids were closed for the cluster; they are not re-added (no second open), and its
+//!   later closes find it gone (no second close). It counts again from its next open.
+//! - Without an answer from Redis for a decision (queue full, or a command refused), the node
+//!   decides alone (fires): a duplicate event rather than a lost one.
+//!
+//! # Ajax without sticky sessions
+//!
+//! - A handshake (on any node) registers the client in `ajax:<uid>` and `ajax`, for
+//!   `lp_timeout_ms` + `ms_allow_reconnect_before_close_ajax` + 1 s, renewed by every poll. A
+//!   poll on a node that never saw the handshake asks Redis whether the client is registered
+//!   and, if so, is served as a poll (otherwise it gets a handshake, as on one server).
+//! - A `send`, `send_many` or `broadcast` appends the event once, on the publishing node, to
+//!   the mailbox of every registered client of its uids, in the same pipeline as, and before,
+//!   the `PUBLISH` of the push. Nodes hearing the push wake the polls they hold for those uids
+//!   (after the Ajax batching window), and the publishing node does once the append is
+//!   acknowledged; a woken poll takes its mailbox's oldest events (a script: read and trim, so
+//!   each event is taken by exactly one poll) and answers with them, up to `max_batch_len`
+//!   events and half the message limit. A poll also takes at once what is waiting when it
+//!   arrives. An answer that cannot be delivered puts its events back in front.
+//! - Bounds ([`MailboxConfig`]): over `max_events` (1 000, as `max_pending_events_per_client`)
+//!   or `max_bytes` (4 MiB) the client is forgotten, as one server forgets a client with too
+//!   many pushes waiting: its mailbox is dropped and its next poll gets a handshake. A client
+//!   that stops polling is forgotten when its registration expires, mailbox with it.
+//! - A POST may land on any node: it is handled there (the handler's reply is the POST's
+//!   answer); with no handshake seen on that node, the request's own packer is used.
 //!
 //! # Failures
 //!
@@ -312,6 +376,15 @@ async fn connect(
     }
 }
 
+/// Whether an error is the connection's (retry on a new one) rather than a refused command.
+fn transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::NoScriptError
+}
+
 async fn run_publisher(
     client: redis::Client,
     prefix: String,
@@ -377,6 +450,13 @@ async fn run_publisher(
         };
         match sent {
             Ok(()) => {
+                shared.count_sent(&batch);
+                shared.wake_after(&batch);
+                batch.clear();
+            }
+            Err(e) if !transient(&e) => {
+                // A command refused (Redis ran the others of the pipeline): not retried.
+                shared.record_error(format!("publish pipeline: {e}"));
                 shared.count_sent(&batch);
                 shared.wake_after(&batch);
                 batch.clear();
@@ -718,6 +798,11 @@ async fn run_ops(
         };
         match run_op(c, scripts, &prefix, &me, &shared, op).await {
             Ok(()) => shared.count_op(),
+            Err((op, e)) if !transient(&e) => {
+                // Refused by Redis: dropped; its caller gets the single-node answer.
+                shared.record_error(format!("operation refused: {e}"));
+                drop(op);
+            }
             Err((op, e)) => {
                 // Keep the operation and retry it on a new connection.
                 shared.record_error(format!("operation: {e}"));
