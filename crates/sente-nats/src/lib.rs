@@ -761,7 +761,26 @@ async fn append(
         },
     };
     let now = now_ms();
-    for u in targets {
+    // One push's appends run concurrently (different keys); the next push's start after.
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(targets)
+        .map(|u| append_uid(s, mailbox, u, entry, now))
+        .buffer_unordered(APPEND_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Most uids whose mailboxes one push appends to at once (NATS).
+const APPEND_CONCURRENCY: usize = 64;
+
+async fn append_uid(
+    s: &Stores,
+    mailbox: &MailboxConfig,
+    u: String,
+    entry: &[u8],
+    now: u64,
+) -> Result<(), String> {
+    {
         let (value, _) = read(&s.ajax, &u).await?;
         for (c, _) in clients(value.as_deref(), now) {
             let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {

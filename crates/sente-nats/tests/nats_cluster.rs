@@ -54,6 +54,16 @@ impl Flavor for Nats {
         .unwrap()
     }
 
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> NatsBackplane {
+        NatsBackplane::start(
+            NatsConfig::new(url)
+                .cluster(cluster)
+                .presence(cluster::fast())
+                .mailbox(sente_nats::MailboxConfig::default().max_events(max_events)),
+        )
+        .unwrap()
+    }
+
     fn health(b: &NatsBackplane) -> H {
         let h = b.health();
         H {
@@ -102,6 +112,7 @@ scenario!(service_restart);
 scenario!(uidport_once_per_cluster);
 scenario!(uidport_close_for_a_dead_node);
 scenario!(ajax_round_robin);
+scenario!(ajax_mailbox_bound);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture`.

@@ -41,6 +41,16 @@ impl Flavor for Redis {
         .unwrap()
     }
 
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> RedisBackplane {
+        RedisBackplane::start(
+            RedisConfig::new(url)
+                .cluster(cluster)
+                .presence(cluster::fast())
+                .mailbox(sente_redis::MailboxConfig::default().max_events(max_events)),
+        )
+        .unwrap()
+    }
+
     fn health(b: &RedisBackplane) -> H {
         let h = b.health();
         H {
@@ -89,6 +99,7 @@ scenario!(service_restart);
 scenario!(uidport_once_per_cluster);
 scenario!(uidport_close_for_a_dead_node);
 scenario!(ajax_round_robin);
+scenario!(ajax_mailbox_bound);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-redis --release --test redis_cluster -- --ignored --nocapture`.

@@ -48,6 +48,8 @@ pub trait Flavor: 'static {
     fn spawn_service(port: u16) -> Option<std::process::Child>;
     /// Starts a backplane (inside a runtime).
     fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Self::B;
+    /// Starts a backplane whose Ajax mailboxes hold at most `max_events` events.
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> Self::B;
     fn health(b: &Self::B) -> H;
 }
 
@@ -121,13 +123,18 @@ pub struct Node<F: Flavor> {
 impl<F: Flavor> Node<F> {
     /// A node on its own runtime, built with its own backplane instance.
     pub fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Node<F> {
+        Self::start_with(|| F::start(url, cluster, presence))
+    }
+
+    /// A node on its own runtime, with the backplane `make` starts (inside that runtime).
+    pub fn start_with(make: impl FnOnce() -> F::B) -> Node<F> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let _g = rt.enter();
-        let backplane = F::start(url, cluster, presence);
+        let backplane = make();
         let seen = Seen::default();
         let server = Server::builder()
             .handler(seen.clone())
@@ -906,6 +913,40 @@ pub async fn ajax_round_robin<F: Flavor>() {
     assert_eq!(total(&seen, "t/echo", "rr"), (N / 15) as usize);
 }
 
+/// The mailbox bound: an Ajax client (handshake on A) with more pushes waiting than the bound
+/// is forgotten, as one server forgets it: its next poll (on B) gets a handshake. A client
+/// within the bound gets them all, in order.
+pub async fn ajax_mailbox_bound<F: Flavor>() {
+    let cluster = cluster_name("ajax-bound");
+    let a = Node::<F>::start_with(|| F::start_small_mailbox(&F::url(), &cluster, 5));
+    let b = Node::<F>::start_with(|| F::start_small_mailbox(&F::url(), &cluster, 5));
+    a.wait_connected().await;
+    b.wait_connected().await;
+    for (u, c) in [("over", "O"), ("within", "W")] {
+        let hs = raw_get(
+            a.addr,
+            &format!("/chsk?uid={u}&client-id={c}&handshake%3F=1"),
+        )
+        .await;
+        assert!(hs.contains("chsk/handshake"), "{hs}");
+    }
+    for n in 1..=6 {
+        a.server().send(&uid("over"), ev(n)).unwrap();
+    }
+    for n in 1..=5 {
+        a.server().send(&uid("within"), ev(n)).unwrap();
+    }
+    wait_appends(&a, 11).await;
+    let r = raw_get_within(b.addr, "/chsk?uid=within&client-id=W", 5000).await;
+    assert_eq!(ajax_numbers(&r), vec![1, 2, 3, 4, 5], "{r}");
+    let r = raw_get_within(b.addr, "/chsk?uid=over&client-id=O", 5000).await;
+    assert!(
+        r.contains("chsk/handshake"),
+        "forgotten over the bound: {r}"
+    );
+    assert!(ajax_numbers(&r).is_empty());
+}
+
 /// Backplane messages and bytes per push: to a uid with one client, and a broadcast to 1 000
 /// uids (one WebSocket client each, spread over two nodes).
 pub async fn measure_messages_per_push<F: Flavor>(pushes: u64) {
@@ -931,8 +972,9 @@ pub async fn measure_messages_per_push<F: Flavor>(pushes: u64) {
         clients.push(ws_open(node.addr, &format!("b{i}"), &format!("c{i}")).await);
     }
     wait_uids(&mut rx, 10_000, "1000 uids on A", |c| c.ws.len() >= 1000).await;
+    settle(&[&a, &b]).await;
     let before = a.health();
-    let rounds = 10;
+    let rounds = 100;
     for n in 0..rounds {
         a.server().broadcast(ev(n)).unwrap();
     }
@@ -940,13 +982,150 @@ pub async fn measure_messages_per_push<F: Flavor>(pushes: u64) {
         recv_numbers(c, rounds as usize, 10_000).await;
     }
     let after = a.health();
-    report::<F>("1000-uid broadcast", rounds as u64, &before, &after);
+    report::<F>(
+        "1000-uid broadcast (WebSocket clients)",
+        rounds as u64,
+        &before,
+        &after,
+    );
+    drop(clients);
+    wait_uids(&mut rx, 20_000, "the WebSocket uids gone", |c| {
+        c.any.is_empty()
+    })
+    .await;
+    settle(&[&a, &b]).await;
+
+    // Ajax: one client, its mailbox filled, then emptied by polls on alternating nodes.
+    let hs = raw_get(b.addr, "/chsk?uid=aj&client-id=AJ&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let nodes = [&a, &b];
+    settle(&nodes).await;
+    let before = sum(&nodes);
+    for n in 0..pushes {
+        a.server().send(&uid("aj"), ev(n as i64)).unwrap();
+    }
+    wait_appends(&a, before.appends + pushes).await;
+    let mid = sum(&nodes);
+    let (got, polls) = drain(&[a.addr, b.addr], "aj", "AJ", pushes as usize).await;
+    assert_eq!(got, (0..pushes as i64).collect::<Vec<_>>());
+    let after = sum(&nodes);
+    report::<F>("1-client uid (Ajax client)", pushes, &before, &mid);
+    report_polls::<F>("1-client uid (Ajax client)", polls, &mid, &after);
+
+    // Ajax: 1000 uids, one client each, 10 broadcasts, then one poll per client.
+    for i in 0..1000 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let hs = raw_get(
+            node.addr,
+            &format!("/chsk?uid=j{i}&client-id=J{i}&handshake%3F=1"),
+        )
+        .await;
+        assert!(hs.contains("chsk/handshake"), "{hs}");
+    }
+    let rounds = 10u64;
+    settle(&nodes).await;
+    let before = sum(&nodes);
+    let t = Instant::now();
+    for n in 0..rounds {
+        a.server().broadcast(ev(n as i64)).unwrap();
+    }
+    wait_appends(&a, before.appends + rounds).await;
+    println!(
+        "{}: {rounds} broadcasts appended to 1000 Ajax mailboxes in {:?}",
+        F::NAME,
+        t.elapsed()
+    );
+    let mid = sum(&nodes);
+    let mut polls = 0;
+    for i in 0..1000 {
+        let addrs = if i % 2 == 0 {
+            [b.addr, a.addr]
+        } else {
+            [a.addr, b.addr]
+        };
+        let (got, p) = drain(&addrs, &format!("j{i}"), &format!("J{i}"), rounds as usize).await;
+        assert_eq!(got, (0..rounds as i64).collect::<Vec<_>>());
+        polls += p;
+    }
+    let after = sum(&nodes);
+    report::<F>("1000-uid broadcast (Ajax clients)", rounds, &before, &mid);
+    report_polls::<F>("1000-uid broadcast (Ajax clients)", polls, &mid, &after);
+}
+
+/// The counters of several nodes, added up.
+fn sum<F: Flavor>(nodes: &[&Node<F>]) -> H {
+    let mut t = H::default();
+    for n in nodes {
+        let h = n.health();
+        t.published += h.published;
+        t.published_bytes += h.published_bytes;
+        t.appends += h.appends;
+        t.append_bytes += h.append_bytes;
+        t.ops += h.ops;
+    }
+    t
+}
+
+/// Waits until the nodes' engine operations and appends stop changing (queued uidport
+/// decisions and registrations done), so a measurement counts only its own.
+async fn settle<F: Flavor>(nodes: &[&Node<F>]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (u64::MAX, u64::MAX);
+    loop {
+        let h = sum(nodes);
+        if (h.ops, h.appends) == last {
+            return;
+        }
+        last = (h.ops, h.appends);
+        assert!(Instant::now() < deadline, "engine operations settle");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_appends<F: Flavor>(node: &Node<F>, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.health().appends < want {
+        assert!(Instant::now() < deadline, "appends acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls (alternating over `addrs`) until `count` numbers arrived; the numbers and the polls.
+async fn drain(addrs: &[SocketAddr], u: &str, c: &str, count: usize) -> (Vec<i64>, usize) {
+    let mut got = Vec::new();
+    let mut i = 0;
+    while got.len() < count {
+        let r = raw_get_within(
+            addrs[i % addrs.len()],
+            &format!("/chsk?uid={u}&client-id={c}"),
+            5000,
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        got.extend(ajax_numbers(&r));
+        i += 1;
+        assert!(
+            i < 10 * count + 10,
+            "{count} numbers within the polls: {got:?}"
+        );
+    }
+    (got, i)
+}
+
+fn report_polls<F: Flavor>(what: &str, polls: usize, before: &H, after: &H) {
+    let p = polls as f64;
+    println!(
+        "{} {what}: the {polls} polls that took them: per poll {:.2} engine operations (registration, take, uidport), {:.2} pub/sub messages (presence; heartbeats included)",
+        F::NAME,
+        (after.ops - before.ops) as f64 / p,
+        (after.published - before.published) as f64 / p,
+    );
 }
 
 fn report<F: Flavor>(what: &str, pushes: u64, before: &H, after: &H) {
     let p = pushes as f64;
     println!(
-        "{} {what}: per push {:.2} pub/sub messages ({:.1} bytes) + {:.2} mailbox appends ({:.1} bytes) + {:.2} other engine operations (heartbeats included)",
+        "{} {what}: per push {:.3} pub/sub messages ({:.1} payload bytes) + {:.3} mailbox appends ({:.1} event bytes) + {:.3} other engine operations (heartbeats included)",
         F::NAME,
         (after.published - before.published) as f64 / p,
         (after.published_bytes - before.published_bytes) as f64 / p,
