@@ -74,7 +74,7 @@
 //! | bucket | key | value | age limit |
 //! |---|---|---|---|
 //! | `nodes` | `<origin>` | `1`: the node is alive | [`ClusterConfig::expiry`] (5 s), put every heartbeat |
-//! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | none |
+//! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | [`NatsConfig::uidport_ttl`] (1 h), renewed by its nodes every quarter of it |
 //! | `ajax` | `<uid>` | registered clients, `<client>:<expiry ms>` comma separated | [`MailboxConfig::max_age`] (60 s) |
 //! | `mbox` | `<uid>_<client>` | the mailbox: events ([`codec::encode_event`]), each after its u32 LE length | [`MailboxConfig::max_age`] |
 //!
@@ -156,6 +156,10 @@ pub struct NatsConfig {
     pub presence: ClusterConfig,
     /// The Ajax mailboxes (on by default).
     pub mailbox: MailboxConfig,
+    /// The age limit of the `uidport` bucket: a uid's entry lives this long after its last
+    /// change or renewal; every node renews the entries of its uids every quarter of it.
+    /// Default 1 h.
+    pub uidport_ttl: Duration,
 }
 
 impl NatsConfig {
@@ -168,7 +172,14 @@ impl NatsConfig {
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
             presence: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
+            uidport_ttl: Duration::from_secs(3600),
         }
+    }
+
+    /// Sets [`NatsConfig::uidport_ttl`] (at least 1 s).
+    pub fn uidport_ttl(mut self, ttl: Duration) -> Self {
+        self.uidport_ttl = ttl.max(Duration::from_secs(1));
+        self
     }
 
     /// Sets [`NatsConfig::mailbox`].
@@ -275,7 +286,7 @@ impl NatsBackplane {
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
-            config.cluster.clone(),
+            (config.cluster.clone(), config.uidport_ttl),
             subject.clone(),
             shared.clone(),
             (rx, ops),
@@ -344,7 +355,7 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
-    cluster: String,
+    (cluster, uidport_ttl): (String, Duration),
     subject: String,
     shared: Arc<Shared>,
     (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
@@ -394,7 +405,7 @@ async fn run(
     let mut stores = None;
     for _ in 0..3 {
         let attempt = tokio::select! {
-            r = open_stores(&client, &cluster, expiry, &shared.mailbox) => r,
+            r = open_stores(&client, &cluster, (expiry, uidport_ttl), &shared.mailbox) => r,
             _ = stop.changed() => return,
         };
         match attempt {
@@ -412,7 +423,7 @@ async fn run(
             }
         }
     }
-    let ops_task = run_ops(stores.clone(), shared.clone(), ops, every);
+    let ops_task = run_ops(stores.clone(), shared.clone(), ops, (every, uidport_ttl));
     let recv = {
         let shared = shared.clone();
         let mut subscriber = subscriber;
@@ -544,7 +555,7 @@ fn bucket_prefix(cluster: &str) -> String {
 async fn open_stores(
     client: &async_nats::Client,
     cluster: &str,
-    expiry: Duration,
+    (expiry, uidport_ttl): (Duration, Duration),
     mailbox: &MailboxConfig,
 ) -> Result<Stores, String> {
     let js = async_nats::jetstream::new(client.clone());
@@ -578,7 +589,7 @@ async fn open_stores(
     };
     Ok(Stores {
         nodes: open("nodes", expiry).await?,
-        uidport: open("uidport", Duration::ZERO).await?,
+        uidport: open("uidport", uidport_ttl).await?,
         ajax: open("ajax", mailbox.max_age).await?,
         mbox: open("mbox", mailbox.max_age).await?,
     })
@@ -813,11 +824,13 @@ async fn run_ops(
     stores: Option<Stores>,
     shared: Arc<Shared>,
     mut ops: mpsc::Receiver<Op>,
-    every: Duration,
+    (every, uidport_ttl): (Duration, Duration),
 ) {
     let me = format!("{:016x}", shared.origin);
     let mut alive = tokio::time::interval(every);
     alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(uidport_ttl / 4);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let op = tokio::select! {
             op = ops.recv() => match op { Some(op) => op, None => return },
@@ -826,6 +839,25 @@ async fn run_ops(
                     && let Err(e) = s.nodes.put(me.as_str(), "1".into()).await
                 {
                     shared.record_error(format!("liveness key: {e}"));
+                }
+                continue;
+            }
+            _ = renew.tick() => {
+                // The same value written again (if this node is still a member) restarts the
+                // entry's age.
+                if let Some(s) = &stores {
+                    for uid in shared.local_uids() {
+                        let Some(u) = uid_hex(&uid) else { continue };
+                        let r = cas(&s.uidport, &u, |v| {
+                            let ms = members(v);
+                            let v = ms.contains(&me).then(|| ms.join(",").into_bytes());
+                            (v, ())
+                        })
+                        .await;
+                        if let Err(e) = r {
+                            shared.record_error(format!("uidport renewal: {e}"));
+                        }
+                    }
                 }
                 continue;
             }

@@ -401,6 +401,11 @@ impl Shared {
         }
     }
 
+    /// This node's present uids (its memberships of the uidport sets).
+    pub(crate) fn local_uids(&self) -> Vec<Uid> {
+        self.cluster().local_uids().cloned().collect()
+    }
+
     /// Decodes mailbox entries (an entry that cannot be read is counted and skipped).
     pub(crate) fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Arc<Event>> {
         let limits = self.cluster().config().limits.clone();

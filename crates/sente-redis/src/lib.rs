@@ -75,7 +75,7 @@
 //! | key | type | holds | expiry |
 //! |---|---|---|---|
 //! | `node:<origin>` | string | the node is alive | [`ClusterConfig::expiry`] (5 s), set again every heartbeat |
-//! | `uidport:<uid>` | set of origins | the nodes that have the uid | none: emptied by the rule below |
+//! | `uidport:<uid>` | set of origins | the nodes that have the uid | [`RedisConfig::uidport_ttl`] (1 h) after its last change, renewed by its nodes every quarter of it |
 //! | `ajax:<uid>` | sorted set, client by expiry (ms) | the uid's registered Ajax clients | the last registration's |
 //! | `ajax` | sorted set, `<uid>:<client>` by expiry | every registered Ajax client (for `broadcast`) | members dropped past their score |
 //! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`]) | the client's mailbox | its registration's |
@@ -166,6 +166,9 @@ pub struct RedisConfig {
     pub presence: ClusterConfig,
     /// The Ajax mailboxes (on by default).
     pub mailbox: MailboxConfig,
+    /// How long a `uidport:<uid>` key lives after its last change or renewal; every node
+    /// renews the keys of its uids every quarter of it. Default 1 h.
+    pub uidport_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -178,7 +181,14 @@ impl RedisConfig {
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
             presence: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
+            uidport_ttl: Duration::from_secs(3600),
         }
+    }
+
+    /// Sets [`RedisConfig::uidport_ttl`] (at least 1 s).
+    pub fn uidport_ttl(mut self, ttl: Duration) -> Self {
+        self.uidport_ttl = ttl.max(Duration::from_secs(1));
+        self
     }
 
     /// Sets [`RedisConfig::mailbox`].
@@ -288,6 +298,7 @@ impl RedisBackplane {
         handle.spawn(run_ops(
             client.clone(),
             config.cluster.clone(),
+            config.uidport_ttl,
             shared.clone(),
             ops,
             stop_rx.clone(),
@@ -527,10 +538,11 @@ async fn run_subscriber(
 /// matter).
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
 
-/// ARGV: prefix, uid hex, member, open (1/0). Returns {close_stale, fire}.
+/// ARGV: prefix, uid hex, member, open (1/0), key ttl ms. Returns {close_stale, fire}.
 const UIDPORT: &str = r"
 local p, u, me, open = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local k = p .. ':uidport:' .. u
+if redis.call('EXISTS', k) == 1 then redis.call('PEXPIRE', k, ARGV[5]) end
 local live, stale, mine = 0, 0, false
 for _, m in ipairs(redis.call('SMEMBERS', k)) do
   if m == me then mine = true
@@ -539,6 +551,7 @@ for _, m in ipairs(redis.call('SMEMBERS', k)) do
 end
 if open then
   redis.call('SADD', k, me)
+  redis.call('PEXPIRE', k, ARGV[5])
   if mine or live > 0 then return {0, 0} end
   if stale > 0 then return {1, 1} end
   return {0, 1}
@@ -725,6 +738,7 @@ fn append_cmd(
 async fn run_ops(
     client: redis::Client,
     prefix: String,
+    uidport_ttl: Duration,
     shared: Arc<Shared>,
     mut ops: mpsc::Receiver<Op>,
     mut stop: watch::Receiver<()>,
@@ -743,6 +757,9 @@ async fn run_ops(
     let mut conn: Option<(redis::aio::MultiplexedConnection, Scripts)> = None;
     let mut alive = tokio::time::interval(every);
     alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(uidport_ttl / 4);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl_ms = uidport_ttl.as_millis() as u64;
     let mut pending: Option<Op> = None;
     loop {
         if conn.is_none() {
@@ -793,10 +810,22 @@ async fn run_ops(
                     }
                     continue;
                 }
+                _ = renew.tick() => {
+                    let mut pipe = redis::pipe();
+                    for uid in shared.local_uids() {
+                        if let Some(u) = uid_hex(&uid) {
+                            pipe.pexpire(format!("{prefix}:uidport:{u}"), ttl_ms as i64).ignore();
+                        }
+                    }
+                    if let Err(e) = pipe.query_async::<()>(c).await {
+                        shared.record_error(format!("uidport renewal: {e}"));
+                    }
+                    continue;
+                }
                 _ = stop.changed() => return,
             }
         };
-        match run_op(c, scripts, &prefix, &me, &shared, op).await {
+        match run_op(c, scripts, &prefix, &me, &shared, op, ttl_ms).await {
             Ok(()) => shared.count_op(),
             Err((op, e)) if !transient(&e) => {
                 // Refused by Redis: dropped; its caller gets the single-node answer.
@@ -824,6 +853,7 @@ async fn run_op(
     me: &str,
     shared: &Shared,
     op: Op,
+    uidport_ttl_ms: u64,
 ) -> Result<(), (Op, redis::RedisError)> {
     match op {
         Op::Uidport {
@@ -848,6 +878,7 @@ async fn run_op(
                 .arg(u)
                 .arg(&member_hex)
                 .arg(u8::from(open))
+                .arg(uidport_ttl_ms)
                 .query_async(c)
                 .await;
             let (close_stale, fire) = match r {

@@ -57,12 +57,13 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         packer: packer.clone(),
     };
     let mailbox = registry.mailbox().cloned();
-    let mut known_elsewhere = false;
+    // Mailbox mode: known here or registered by any node, decided once (the local entry may
+    // end its grace period while the registration is renewed below; the poll recreates it).
+    let mut known = false;
     if let Some(mb) = &mailbox
         && !handshake
-        && !registry.with_core(|c, _| c.ajax_knows(&uid, &cid))
     {
-        known_elsewhere = mb.known(&uid, &cid).await;
+        known = registry.with_core(|c, _| c.ajax_knows(&uid, &cid)) || mb.known(&uid, &cid).await;
     }
     if let Some(mb) = &mailbox {
         // Registered (or kept) before the poll is held, so no push meanwhile misses it.
@@ -70,7 +71,7 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     }
     let (tx, rx) = oneshot::channel();
     let started = registry.with_core(|c, now| {
-        if handshake || (!known_elsewhere && !c.ajax_knows(&uid, &cid)) {
+        if handshake || (!known && !c.ajax_knows(&uid, &cid)) {
             c.handle_ajax_handshake(&uid, &cid, ctx, now).map(|()| None)
         } else {
             c.handle_ajax_poll(&uid, &cid, tx, ctx, now).map(Some)

@@ -180,6 +180,11 @@ impl Cluster {
         &self.cfg
     }
 
+    /// This node's present uids (those it published as present).
+    pub fn local_uids(&self) -> impl Iterator<Item = &Uid> {
+        self.local.uids.keys()
+    }
+
     /// How many other nodes are currently known (heard from within the expiry).
     pub fn peers(&self) -> usize {
         self.peers.len()
