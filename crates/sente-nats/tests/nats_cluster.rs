@@ -49,7 +49,8 @@ impl Flavor for Nats {
             NatsConfig::new(url)
                 .cluster(cluster)
                 .reconnect(Duration::from_millis(50), Duration::from_millis(500))
-                .presence(presence),
+                .presence(presence)
+                .mailbox(sente_nats::MailboxConfig::default().enabled(!cluster::no_mailbox())),
         )
         .unwrap()
     }

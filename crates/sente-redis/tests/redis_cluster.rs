@@ -36,7 +36,8 @@ impl Flavor for Redis {
             RedisConfig::new(url)
                 .cluster(cluster)
                 .reconnect(Duration::from_millis(50), Duration::from_millis(500))
-                .presence(presence),
+                .presence(presence)
+                .mailbox(sente_redis::MailboxConfig::default().enabled(!cluster::no_mailbox())),
         )
         .unwrap()
     }

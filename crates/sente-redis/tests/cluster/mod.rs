@@ -65,6 +65,11 @@ fn uuid_like() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// `SENTE_TEST_NO_MAILBOX=1`: backplanes without Ajax mailboxes (to measure what they cost).
+pub fn no_mailbox() -> bool {
+    std::env::var_os("SENTE_TEST_NO_MAILBOX").is_some()
+}
+
 /// Fast presence timing for tests: heartbeat 200 ms, expiry 1 s.
 pub fn fast() -> ClusterConfig {
     ClusterConfig::default()
