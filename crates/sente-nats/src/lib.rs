@@ -134,6 +134,7 @@ use futures_util::StreamExt;
 use sente_proto::Uid;
 use sente_proto::backplane::{
     Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+    mailbox_take_count, uidport_rule,
 };
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
@@ -707,44 +708,20 @@ async fn uidport(
 ) -> Result<UidportDecision, String> {
     for _ in 0..CAS_ATTEMPTS {
         let (value, revision) = read(&s.uidport, uid_key).await?;
-        let all = members(value.as_deref());
-        let mut live = Vec::new();
-        let mut stale = 0;
-        let mut mine = false;
-        for m in all {
-            if m == member {
-                mine = true;
-            } else if s
-                .nodes
-                .get(m.as_str())
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                live.push(m);
-            } else {
-                stale += 1;
-            }
+        let mut all = Vec::new();
+        for m in members(value.as_deref()) {
+            let alive = m == member
+                || s.nodes
+                    .get(m.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
+            all.push((m, alive));
         }
-        let (decision, keep_me) = if open {
-            let fire = !mine && live.is_empty();
-            (UidportDecision::new(fire && stale > 0, fire), true)
-        } else if mine {
-            (UidportDecision::new(false, live.is_empty()), false)
-        } else {
-            (
-                UidportDecision::new(false, live.is_empty() && stale > 0),
-                false,
-            )
-        };
-        let mut next = live;
-        if keep_me {
-            next.push(member.to_owned());
-        }
-        let changed = stale > 0 || mine != keep_me;
-        if !changed {
+        let (decision, next) = uidport_rule(&all, &member.to_owned(), open);
+        let Some(next) = next else {
             return Ok(decision);
-        }
+        };
         if write(&s.uidport, uid_key, next.join(",").into_bytes(), revision).await {
             return Ok(decision);
         }
@@ -950,15 +927,7 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
                         if es.is_empty() {
                             return (None, Vec::new());
                         }
-                        let mut n = 0;
-                        let mut bytes = 0;
-                        for e in es.iter().take(max_events.max(1)) {
-                            if n > 0 && bytes + e.len() > max_bytes {
-                                break;
-                            }
-                            bytes += e.len();
-                            n += 1;
-                        }
+                        let n = mailbox_take_count(es.iter().map(Vec::len), max_events, max_bytes);
                         (Some(join_entries(&es[n..])), es[..n].to_vec())
                     })
                     .await

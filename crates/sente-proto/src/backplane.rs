@@ -127,6 +127,66 @@ impl UidportDecision {
     }
 }
 
+/// The once-per-cluster uidport rule (see [`Backplane::uidport`]), as a backplane applies it
+/// atomically to the set of nodes that have a uid: `members` is the set as stored, each with
+/// whether that node is alive (its liveness record exists; ignored for `me`); `me` joins
+/// (`open`) or leaves. Returns the decision and the set to store (`None`: unchanged).
+///
+/// - Dead members are dropped.
+/// - Join: fire if no live member was there and `me` was not; also `close_stale` if dead ones
+///   were (their uid was never closed).
+/// - Leave (`me` a member): fire if no live member is left. `me` not a member (a survivor
+///   removing a dead node that another survivor already removed, or a node dropped while
+///   partitioned): fire only if this call dropped the last (dead) members.
+pub fn uidport_rule<M: PartialEq + Clone>(
+    members: &[(M, bool)],
+    me: &M,
+    open: bool,
+) -> (UidportDecision, Option<Vec<M>>) {
+    let mine = members.iter().any(|(m, _)| m == me);
+    let mut live: Vec<M> = members
+        .iter()
+        .filter(|(m, alive)| *alive && m != me)
+        .map(|(m, _)| m.clone())
+        .collect();
+    let stale = members
+        .iter()
+        .filter(|(m, alive)| !*alive && m != me)
+        .count();
+    let decision = if open {
+        let fire = !mine && live.is_empty();
+        UidportDecision::new(fire && stale > 0, fire)
+    } else if mine {
+        UidportDecision::new(false, live.is_empty())
+    } else {
+        UidportDecision::new(false, live.is_empty() && stale > 0)
+    };
+    if open {
+        live.push(me.clone());
+    }
+    let changed = stale > 0 || mine != open;
+    (decision, changed.then_some(live))
+}
+
+/// How many of a mailbox's oldest entries (of sizes `sizes`, oldest first) one poll takes: at
+/// most `max_events`, and no more than `max_bytes` in all, but at least one when any waits.
+pub fn mailbox_take_count(
+    sizes: impl IntoIterator<Item = usize>,
+    max_events: usize,
+    max_bytes: usize,
+) -> usize {
+    let mut n = 0;
+    let mut bytes = 0usize;
+    for size in sizes.into_iter().take(max_events.max(1)) {
+        if n > 0 && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        n += 1;
+    }
+    n
+}
+
 /// Per-client mailboxes of Ajax clients in a cluster: pushes for an Ajax client wait here
 /// (not on the node that received them) until its next poll, on any node, takes them. The
 /// backplane itself appends pushes to the mailboxes of the uid's registered clients when a
@@ -261,6 +321,63 @@ impl PresenceView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uidport_rule_fires_once() {
+        let none: [(u8, bool); 0] = [];
+        // First join fires; a second node joining does not.
+        let (d, set) = uidport_rule(&none, &1, true);
+        assert_eq!(d, UidportDecision::new(false, true));
+        assert_eq!(set, Some(vec![1]));
+        let (d, set) = uidport_rule(&[(1, true)], &2, true);
+        assert_eq!(d, UidportDecision::new(false, false));
+        assert_eq!(set, Some(vec![1, 2]));
+        // Joining again changes nothing.
+        assert_eq!(
+            uidport_rule(&[(1, true), (2, true)], &2, true),
+            (UidportDecision::new(false, false), None)
+        );
+        // The first to leave does not fire, the last does.
+        let (d, set) = uidport_rule(&[(1, true), (2, true)], &1, false);
+        assert_eq!((d.fire, set), (false, Some(vec![2])));
+        let (d, set) = uidport_rule(&[(2, true)], &2, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+        // Leaving a set one is not in: nothing.
+        assert_eq!(
+            uidport_rule(&none, &2, false),
+            (UidportDecision::new(false, false), None)
+        );
+    }
+
+    #[test]
+    fn uidport_rule_drops_dead_members() {
+        // A survivor removes a dead node that was alone: it fires the close.
+        let (d, set) = uidport_rule(&[(9, false)], &9, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+        // A survivor removes a dead node, a live one is left: no close.
+        let (d, set) = uidport_rule(&[(9, false), (1, true)], &9, false);
+        assert_eq!((d.fire, set), (false, Some(vec![1])));
+        // Joining a set of dead nodes only: close then open.
+        let (d, set) = uidport_rule(&[(8, false), (9, false)], &1, true);
+        assert_eq!(d, UidportDecision::new(true, true));
+        assert_eq!(set, Some(vec![1]));
+        // Someone else's removal of dead members on the way out of a set without me.
+        let (d, set) = uidport_rule(&[(8, false)], &1, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+    }
+
+    #[test]
+    fn mailbox_take_count_bounds() {
+        assert_eq!(mailbox_take_count([], 10, 100), 0);
+        assert_eq!(mailbox_take_count([500], 10, 100), 1, "at least one");
+        assert_eq!(mailbox_take_count([40, 40, 40], 10, 100), 2);
+        assert_eq!(mailbox_take_count([1, 1, 1, 1], 3, 100), 3);
+        assert_eq!(
+            mailbox_take_count([1, 1], 0, 100),
+            1,
+            "max_events at least 1"
+        );
+    }
 
     #[test]
     fn presence_is_the_union_of_nodes() {

@@ -538,7 +538,9 @@ async fn run_subscriber(
 /// matter).
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
 
-/// ARGV: prefix, uid hex, member, open (1/0), key ttl ms. Returns {close_stale, fire}.
+/// [`sente_proto::backplane::uidport_rule`], run inside Redis (atomic), with liveness read from
+/// the `node:` keys. ARGV: prefix, uid hex, member, open (1/0), key ttl ms. Returns
+/// {close_stale, fire}.
 const UIDPORT: &str = r"
 local p, u, me, open = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local k = p .. ':uidport:' .. u
@@ -623,6 +625,7 @@ end
 return dropped
 ";
 
+/// Takes [`sente_proto::backplane::mailbox_take_count`] entries, inside Redis (atomic).
 /// ARGV: prefix, uid hex, client hex, max events, max bytes. Returns the entries taken.
 const TAKE: &str = r"
 local k, kb = ARGV[1] .. ':mbox:' .. ARGV[2] .. ':' .. ARGV[3], ARGV[1] .. ':mboxb:' .. ARGV[2] .. ':' .. ARGV[3]
