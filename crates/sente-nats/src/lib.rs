@@ -124,6 +124,13 @@
 //! when lost, info when back) and visible in [`NatsBackplane::health`]. Nothing here panics.
 //! The backplane's tasks and connection end when the last clone of the [`NatsBackplane`] is
 //! dropped.
+//!
+//! Engine operations are bounded by [`NatsConfig::op_timeout`] (2 s): one that fails or times
+//! out is logged and its caller gets the single-node answer (a uidport event fires on this
+//! node, a poll finds nothing); while NATS is unreachable, mailbox appends are skipped. The
+//! buckets live in memory: NATS restarting loses them (uids open at that moment may fire
+//! `uidport-open` again, waiting Ajax pushes are lost, Ajax clients re-handshake); the node
+//! makes them again after its first failed operation (at most once a second).
 
 mod shell;
 
@@ -161,6 +168,12 @@ pub struct NatsConfig {
     /// change or renewal; every node renews the entries of its uids every quarter of it.
     /// Default 1 h.
     pub uidport_ttl: Duration,
+    /// The longest one engine operation may take (a uidport decision, a mailbox registration
+    /// or take, or one push's mailbox appends) before it is given up (logged; a uidport event
+    /// then fires on this node, a poll finds nothing). While NATS is unreachable appends are
+    /// skipped at once (their pushes still reach the nodes' WebSocket clients once NATS is
+    /// back, from the publish queue). Default 2 s.
+    pub op_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -174,7 +187,14 @@ impl NatsConfig {
             presence: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
             uidport_ttl: Duration::from_secs(3600),
+            op_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Sets [`NatsConfig::op_timeout`] (at least 10 ms).
+    pub fn op_timeout(mut self, d: Duration) -> Self {
+        self.op_timeout = d.max(Duration::from_millis(10));
+        self
     }
 
     /// Sets [`NatsConfig::uidport_ttl`] (at least 1 s).
@@ -287,7 +307,11 @@ impl NatsBackplane {
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
-            (config.cluster.clone(), config.uidport_ttl),
+            (
+                config.cluster.clone(),
+                config.uidport_ttl,
+                config.op_timeout,
+            ),
             subject.clone(),
             shared.clone(),
             (rx, ops),
@@ -356,7 +380,7 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
-    (cluster, uidport_ttl): (String, Duration),
+    (cluster, uidport_ttl, op_timeout): (String, Duration, Duration),
     subject: String,
     shared: Arc<Shared>,
     (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
@@ -401,30 +425,53 @@ async fn run(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (c.config().heartbeat, c.config().expiry)
     };
-    // The buckets (JetStream): a few attempts; without them uidport events are decided per
-    // node and Ajax clients need sticky sessions (logged).
-    let mut stores = None;
-    for _ in 0..3 {
-        let attempt = tokio::select! {
-            r = open_stores(&client, &cluster, (expiry, uidport_ttl), &shared.mailbox) => r,
-            _ = stop.changed() => return,
-        };
-        match attempt {
-            Ok(s) => {
-                stores = Some(s);
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(backplane = "nats", error = %e,
-                    "JetStream key-value buckets unavailable: uidport events per node, no Ajax mailboxes");
-                shared.record_error(format!("JetStream: {e}"));
-                if !backoff.wait(&mut stop).await {
-                    return;
+    // The buckets (JetStream). Without them uidport events are decided per node and Ajax
+    // clients need sticky sessions (logged); they are made again when an operation fails (a
+    // NATS restart loses memory buckets) or while missing, at most once a second.
+    let buckets = Arc::new(Buckets {
+        current: std::sync::Mutex::new(None),
+        last_try: std::sync::Mutex::new(None),
+        client: client.clone(),
+        cluster,
+        ages: (expiry, uidport_ttl),
+    });
+    tokio::select! {
+        () = buckets.repair(&shared) => {}
+        _ = stop.changed() => return,
+    }
+    // This node's liveness key first (other nodes drop members without one), then every
+    // heartbeat, in a task of its own so that slow operations never delay it.
+    let me = format!("{:016x}", shared.origin);
+    if let Some(s) = buckets.get()
+        && let Err(e) = s.nodes.put(me.as_str(), "1".into()).await
+    {
+        shared.record_error(format!("liveness key: {e}"));
+    }
+    let liveness = {
+        let (buckets, shared) = (buckets.clone(), shared.clone());
+        async move {
+            let mut alive = tokio::time::interval(every);
+            alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                alive.tick().await;
+                match buckets.get() {
+                    Some(s) => {
+                        if let Err(e) = s.nodes.put(me.as_str(), "1".into()).await {
+                            shared.record_error(format!("liveness key: {e}"));
+                            buckets.repair(&shared).await;
+                        }
+                    }
+                    None => buckets.repair(&shared).await,
                 }
             }
         }
-    }
-    let ops_task = run_ops(stores.clone(), shared.clone(), ops, (every, uidport_ttl));
+    };
+    let ops_task = run_ops(
+        buckets.clone(),
+        shared.clone(),
+        ops,
+        (uidport_ttl, op_timeout),
+    );
     let recv = {
         let shared = shared.clone();
         let mut subscriber = subscriber;
@@ -465,11 +512,25 @@ async fn run(
                     Job::Append { uids, entry } => {
                         // Stored before the push is published, so a node that hears the push
                         // finds it in the mailbox.
-                        if let Some(s) = &stores {
-                            match append(s, &shared.mailbox, uids.as_deref(), entry).await {
+                        let stores = buckets.get().filter(|_| shared.health().connected);
+                        if let Some(s) = stores {
+                            let appended = tokio::time::timeout(
+                                op_timeout,
+                                append(&s, &shared.mailbox, uids.as_deref(), entry),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err("timed out".to_owned()));
+                            match appended {
                                 Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
-                                Err(e) => shared.record_error(format!("mailbox append: {e}")),
+                                Err(e) => {
+                                    shared.record_error(format!("mailbox append: {e}"));
+                                    buckets.repair(&shared).await;
+                                }
                             }
+                        } else {
+                            shared.record_error(
+                                "mailbox append skipped: NATS unreachable".to_owned(),
+                            );
                         }
                         shared.wake_after(std::slice::from_ref(&job));
                     }
@@ -478,6 +539,7 @@ async fn run(
         }
     };
     tokio::select! {
+        () = liveness => {}
         () = ops_task => {}
         () = recv => {}
         () = watch_state => {}
@@ -553,6 +615,56 @@ fn bucket_prefix(cluster: &str) -> String {
         .collect()
 }
 
+/// The buckets, made again when they go missing.
+struct Buckets {
+    current: std::sync::Mutex<Option<Stores>>,
+    last_try: std::sync::Mutex<Option<tokio::time::Instant>>,
+    client: async_nats::Client,
+    cluster: String,
+    /// Liveness expiry and uidport ttl.
+    ages: (Duration, Duration),
+}
+
+impl Buckets {
+    fn get(&self) -> Option<Stores> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes (or finds) the buckets again, at most once a second.
+    async fn repair(&self, shared: &Shared) {
+        {
+            let mut last = self
+                .last_try
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        match open_stores(&self.client, &self.cluster, self.ages, &shared.mailbox).await {
+            Ok(s) => {
+                let was = self
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .replace(s);
+                if was.is_none() {
+                    tracing::info!(backplane = "nats", "JetStream key-value buckets ready");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backplane = "nats", error = %e,
+                    "JetStream key-value buckets unavailable: uidport events per node, no Ajax mailboxes");
+                shared.record_error(format!("JetStream: {e}"));
+            }
+        }
+    }
+}
+
 async fn open_stores(
     client: &async_nats::Client,
     cluster: &str,
@@ -580,12 +692,15 @@ async fn open_stores(
                 num_replicas: 1,
                 ..Default::default()
             };
-            js.get_or_create_stream(cfg)
-                .await
-                .map_err(|e| format!("bucket {bucket}: {e}"))?;
+            // Another node may create it at the same moment: its creation error is then
+            // followed by finding the bucket.
+            let created = js.get_or_create_stream(cfg).await.err();
             js.get_key_value(bucket.clone())
                 .await
-                .map_err(|e| format!("bucket {bucket}: {e}"))
+                .map_err(|e| match created {
+                    Some(c) => format!("bucket {bucket}: {c}; {e}"),
+                    None => format!("bucket {bucket}: {e}"),
+                })
         }
     };
     Ok(Stores {
@@ -795,34 +910,23 @@ async fn append_uid(
     Ok(())
 }
 
-/// Runs the engine operations in order, and keeps this node's liveness key (bucket
-/// `<cluster>_nodes`, key = origin) alive every heartbeat.
+/// Runs the engine operations in order, and renews this node's uidport entries.
 async fn run_ops(
-    stores: Option<Stores>,
+    buckets: Arc<Buckets>,
     shared: Arc<Shared>,
     mut ops: mpsc::Receiver<Op>,
-    (every, uidport_ttl): (Duration, Duration),
+    (uidport_ttl, op_timeout): (Duration, Duration),
 ) {
     let me = format!("{:016x}", shared.origin);
-    let mut alive = tokio::time::interval(every);
-    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(uidport_ttl / 4);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let op = tokio::select! {
             op = ops.recv() => match op { Some(op) => op, None => return },
-            _ = alive.tick() => {
-                if let Some(s) = &stores
-                    && let Err(e) = s.nodes.put(me.as_str(), "1".into()).await
-                {
-                    shared.record_error(format!("liveness key: {e}"));
-                }
-                continue;
-            }
             _ = renew.tick() => {
                 // The same value written again (if this node is still a member) restarts the
                 // entry's age.
-                if let Some(s) = &stores {
+                if let Some(s) = buckets.get() {
                     for uid in shared.local_uids() {
                         let Some(u) = uid_hex(&uid) else { continue };
                         let r = cas(&s.uidport, &u, |v| {
@@ -839,8 +943,13 @@ async fn run_ops(
                 continue;
             }
         };
-        if let Err(e) = run_op(stores.as_ref(), &me, &shared, op).await {
+        let stores = buckets.get();
+        let done = tokio::time::timeout(op_timeout, run_op(stores.as_ref(), &me, &shared, op))
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+        if let Err(e) = done {
             shared.record_error(format!("operation: {e}"));
+            buckets.repair(&shared).await;
         }
         shared.count_op();
     }

@@ -37,7 +37,8 @@ impl Flavor for Nats {
                 .is_ok()
         })?;
         std::process::Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(std::env::temp_dir().join(format!("sente-nats-test-{port}")))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

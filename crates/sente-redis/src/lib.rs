@@ -130,6 +130,15 @@
 //! (100 ms to 5 s, [`RedisConfig::reconnect`]); outages are logged with `tracing` (warn when
 //! lost, info when back) and visible in [`RedisBackplane::health`]. Nothing here panics. The
 //! backplane's tasks stop when the last clone of the [`RedisBackplane`] is dropped.
+//!
+//! The third connection, of the operations task (uidport decisions, registrations, takes),
+//! reconnects the same way and retries the operation it was running; a take is not retried
+//! (the poll stays held and is woken by the next push). Mailbox appends travel with the
+//! publish pipeline, so they are retried with it. A command Redis refuses (not a connection
+//! error) is logged and not retried: a refused operation's caller gets the single-node answer
+//! (a uidport event fires on this node, a poll finds nothing). Redis restarting without
+//! persistence loses the stored state: uids open at that moment may fire `uidport-open` again,
+//! pushes waiting in mailboxes are lost, and Ajax clients re-handshake on their next poll.
 
 mod shell;
 

@@ -632,6 +632,17 @@ pub async fn service_restart<F: Flavor>() {
         recv_numbers(&mut remote, 10, 10_000).await,
         (100..110).collect::<Vec<_>>()
     );
+    // Ajax mailboxes work again (the service lost them: a new handshake, on B; pushes from A;
+    // polls on A).
+    let hs = raw_get(b.addr, "/chsk?uid=aj&client-id=AJ&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let appended = a.health().appends;
+    for n in 200..205 {
+        a.server().send(&uid("aj"), ev(n)).unwrap();
+    }
+    wait_appends(&a, appended + 5).await;
+    let (got, _) = drain(&[a.addr], "aj", "AJ", 5).await;
+    assert_eq!(got, (200..205).collect::<Vec<_>>());
     drop(service);
 }
 
