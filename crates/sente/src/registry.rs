@@ -91,7 +91,9 @@ pub(crate) struct Registry {
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
     mailbox: Option<Arc<dyn Mailbox>>,
-    /// Uidport events waiting for the backplane's cluster-wide decision, in order.
+    /// Uidport events waiting for the backplane's cluster-wide decision, in order. Unbounded
+    /// here: each entry is an operation in the backplane's own bounded queue (over its bound a
+    /// decision resolves at once), so this holds no more than that queue.
     decisions: mpsc::UnboundedSender<PendingUidport>,
     /// The context of uidport-close events fired for nodes that died.
     cluster_ctx: ConnCtx,
