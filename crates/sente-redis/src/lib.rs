@@ -764,11 +764,18 @@ async fn run_ops(
         (c.config().heartbeat, c.config().expiry)
     };
     let node_key = format!("{prefix}:node:{:016x}", shared.origin);
+    // The liveness key, every heartbeat, on a connection of its own (slow operations never
+    // delay it); it is also set before the first operation on each connection below.
+    tokio::spawn(run_liveness(
+        client.clone(),
+        node_key.clone(),
+        (every, expiry),
+        shared.clone(),
+        stop.clone(),
+    ));
     let me = format!("{:016x}", shared.origin);
     let mut backoff = Backoff::new(min, max);
     let mut conn: Option<(redis::aio::MultiplexedConnection, Scripts)> = None;
-    let mut alive = tokio::time::interval(every);
-    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(uidport_ttl / 4);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ttl_ms = uidport_ttl.as_millis() as u64;
@@ -813,15 +820,6 @@ async fn run_ops(
         } else {
             tokio::select! {
                 op = ops.recv() => match op { Some(op) => op, None => return },
-                _ = alive.tick() => {
-                    let r = redis::cmd("SET").arg(&node_key).arg(1).arg("PX")
-                        .arg(expiry.as_millis() as u64).query_async::<()>(c).await;
-                    if let Err(e) = r {
-                        shared.record_error(format!("liveness key: {e}"));
-                        conn = None;
-                    }
-                    continue;
-                }
                 _ = renew.tick() => {
                     let mut pipe = redis::pipe();
                     for uid in shared.local_uids() {
@@ -853,6 +851,46 @@ async fn run_ops(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Sets this node's liveness key every heartbeat (expiring after the presence expiry).
+async fn run_liveness(
+    client: redis::Client,
+    node_key: String,
+    (every, expiry): (Duration, Duration),
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut alive = tokio::time::interval(every);
+    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = alive.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if conn.is_none() {
+            match client.get_multiplexed_async_connection().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    shared.record_error(format!("liveness connection: {e}"));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let r = redis::cmd("SET")
+            .arg(&node_key)
+            .arg(1)
+            .arg("PX")
+            .arg(expiry.as_millis() as u64)
+            .query_async::<()>(c)
+            .await;
+        if let Err(e) = r {
+            shared.record_error(format!("liveness key: {e}"));
+            conn = None;
         }
     }
 }
