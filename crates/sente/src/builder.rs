@@ -327,7 +327,12 @@ impl Builder {
     }
 
     /// The backplane that carries pushes, closes and presence to every node (default: a
-    /// [`LocalBackplane`], for a single node).
+    /// [`LocalBackplane`], for a single node). A cluster backplane (`sente-redis`,
+    /// `sente-nats`) may also decide `chsk/uidport-open` / `-close` for the cluster (fired on
+    /// one node, once; see [`Backplane::uidport`]) and keep Ajax clients' pushes in per-client
+    /// mailboxes, so an Ajax client's requests may land on any node
+    /// ([`Backplane::mailbox`]). `chsk/uidport-close` events fired on behalf of a node that
+    /// died carry the client id `sente-cluster` and an empty request.
     pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
         self.backplane = Some(backplane);
         self
