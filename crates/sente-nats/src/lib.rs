@@ -1,6 +1,8 @@
-//! A [`Backplane`] over NATS (core pub/sub) for sente-rs: run several `sente::Server` nodes as
-//! one cluster. Any node's `send`, `send_many`, `broadcast`, `flush` and `close_uid` reach the
-//! clients of every node, and `connected_uids()` is the cluster's.
+//! A [`Backplane`] over NATS (core pub/sub, and JetStream key-value buckets) for sente-rs: run
+//! several `sente::Server` nodes as one cluster. Any node's `send`, `send_many`, `broadcast`,
+//! `flush` and `close_uid` reach the clients of every node, `connected_uids()` is the
+//! cluster's, `chsk/uidport-open` / `-close` fire once for the cluster, and Ajax clients need no
+//! sticky sessions (their pushes wait in per-client mailboxes in JetStream).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -21,9 +23,11 @@
 //!
 //! - **One subject per cluster**: `<cluster>.backplane` ([`NatsConfig::cluster`], default
 //!   `sente`, so `sente.backplane`; the name must be a valid subject token: no spaces, dots or
-//!   wildcards). Every node subscribes to it once and publishes every frame to it. Core NATS
-//!   only: nothing is stored (no JetStream stream or key-value bucket), presence lives in each
-//!   node's memory and is rebuilt from heartbeats and snapshots.
+//!   wildcards). Every node subscribes to it once and publishes every frame to it. Presence
+//!   (`connected_uids`) is not stored: it lives in each node's memory and is rebuilt from
+//!   heartbeats and snapshots.
+//! - **Buckets** (below, JetStream key-value, memory storage): uidport sets, node liveness, Ajax
+//!   registrations and mailboxes.
 //! - The client connects with `no_echo`, so the server never sends a node its own frames.
 //! - **Encoding**: each message is one frame of [`sente_proto::backplane::codec`]: a version
 //!   byte (1), the publishing instance's 64-bit origin id, a kind byte and a compact body;
@@ -58,6 +62,61 @@
 //! snapshot and catches up; a node that comes back is not counted twice (presence is keyed by
 //! node). See [`sente_proto::backplane::cluster`] for the protocol.
 //!
+//! # Buckets
+//!
+//! Four key-value buckets named `<cluster>_<name>` (characters other than letters, digits, `-`
+//! and `_` in the cluster name become `_`), made on start if missing (their streams are
+//! created directly, so servers from 2.9 on work). A `<uid>` is the hex of the uid's encoding
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! backplane instance id (16 hex digits). Every change is a compare-and-set on the key's
+//! revision (`create` / `update`), retried on conflict (at most 64 times, then logged).
+//!
+//! | bucket | key | value | age limit |
+//! |---|---|---|---|
+//! | `nodes` | `<origin>` | `1`: the node is alive | [`ClusterConfig::expiry`] (5 s), put every heartbeat |
+//! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | [`NatsConfig::uidport_ttl`] (1 h), renewed by its nodes every quarter of it |
+//! | `ajax` | `<uid>` | registered clients, `<client>:<expiry ms>` comma separated | [`MailboxConfig::max_age`] (60 s) |
+//! | `mbox` | `<uid>_<client>` | the mailbox: events ([`codec::encode_event`]), each after its u32 LE length | [`MailboxConfig::max_age`] |
+//!
+//! Registration expiries use the nodes' clocks (keep them in sync within a second or so).
+//! Without JetStream (a server started without `-js`), the node logs a warning once and works
+//! as before: uidport events per node, Ajax clients served by the node they handshook with.
+//!
+//! # `chsk/uidport-*` once per cluster
+//!
+//! When a node's first connection of a uid opens, the node's operations task reads
+//! `uidport/<uid>`, drops members whose `nodes` key is gone (dead nodes), adds itself and
+//! writes it back at the revision it read; it fires `uidport-open` only if no live member was
+//! there. When its last connection of the uid closes (after the grace period), it removes
+//! itself the same way and fires `uidport-close` only if no live member is left. A write made
+//! on a stale revision fails and the decision is made again on the new value, so of two nodes
+//! connecting the same uid at the same moment exactly one fires, and of the last two leaving
+//! exactly one. One node's decisions are made in the order it asked, and fired in that order.
+//!
+//! - **A node dies**: after [`ClusterConfig::expiry`] every survivor expires it and removes it
+//!   from each of its uids; the one whose removal empties a set fires `uidport-close`. If every
+//!   node died, the next node to open such a uid fires `uidport-close` then `uidport-open`
+//!   ([`UidportDecision::close_stale`]).
+//! - **A node comes back** after the others dropped it: its uids were closed for the cluster;
+//!   they are not re-added and its later closes find it gone, so nothing is counted twice.
+//! - Without an answer (queue full, JetStream unavailable) the node decides alone (fires).
+//!
+//! # Ajax without sticky sessions
+//!
+//! As in `sente-redis`: a handshake on any node registers the client (`ajax/<uid>`, for
+//! `lp_timeout_ms` + `ms_allow_reconnect_before_close_ajax` + 1 s, renewed by every poll); a poll
+//! on another node is served as a poll when the client is registered; a `send`, `send_many` or
+//! `broadcast` appends the event once, on the publishing node, to the mailbox of every
+//! registered client of its uids, **before** the push is published (the publishing task awaits
+//! the appends), so a node that hears the push finds it stored; held polls are woken and take
+//! their mailbox's oldest events with a compare-and-set (each event is taken by exactly one
+//! poll), up to `max_batch_len` events and half the message limit. Bounds
+//! ([`MailboxConfig`]): over `max_events` (1 000) or `max_bytes` (4 MiB) the client is forgotten
+//! (mailbox emptied, registration removed: its next poll gets a handshake); a mailbox or
+//! registration unchanged for [`MailboxConfig::max_age`] (60 s) is dropped by JetStream. A
+//! value must fit the server's `max_payload` (1 MiB by default), which bounds a NATS mailbox
+//! below `max_bytes` unless the server allows more. A POST may land on any node.
+//!
 //! # Failures
 //!
 //! The `async-nats` client reconnects by itself (forever, with our backoff: 100 ms doubling to
@@ -65,15 +124,26 @@
 //! when lost, info when back) and visible in [`NatsBackplane::health`]. Nothing here panics.
 //! The backplane's tasks and connection end when the last clone of the [`NatsBackplane`] is
 //! dropped.
+//!
+//! Engine operations are bounded by [`NatsConfig::op_timeout`] (2 s): one that fails or times
+//! out is logged and its caller gets the single-node answer (a uidport event fires on this
+//! node, a poll finds nothing); while NATS is unreachable, mailbox appends are skipped. The
+//! buckets live in memory: NATS restarting loses them (uids open at that moment may fire
+//! `uidport-open` again, waiting Ajax pushes are lost, Ajax clients re-handshake); the node
+//! makes them again after its first failed operation (at most once a second).
 
 mod shell;
 
 pub use sente_proto::backplane::cluster::ClusterConfig;
-pub use shell::Health;
+pub use shell::{Health, MailboxConfig};
 
 use futures_util::StreamExt;
-use sente_proto::backplane::{Backplane, BackplaneMsg, BackplaneSink};
-use shell::{Backoff, Shared, Side};
+use sente_proto::Uid;
+use sente_proto::backplane::{
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+    mailbox_take_count, uidport_rule,
+};
+use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -92,6 +162,18 @@ pub struct NatsConfig {
     pub reconnect: (Duration, Duration),
     /// Heartbeats, expiry and decoding limits.
     pub presence: ClusterConfig,
+    /// The Ajax mailboxes (on by default).
+    pub mailbox: MailboxConfig,
+    /// The age limit of the `uidport` bucket: a uid's entry lives this long after its last
+    /// change or renewal; every node renews the entries of its uids every quarter of it.
+    /// Default 1 h.
+    pub uidport_ttl: Duration,
+    /// The longest one engine operation may take (a uidport decision, a mailbox registration
+    /// or take, or one push's mailbox appends) before it is given up (logged; a uidport event
+    /// then fires on this node, a poll finds nothing). While NATS is unreachable appends are
+    /// skipped at once (their pushes still reach the nodes' WebSocket clients once NATS is
+    /// back, from the publish queue). Default 2 s.
+    pub op_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -103,7 +185,28 @@ impl NatsConfig {
             queue: 65_536,
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
             presence: ClusterConfig::default(),
+            mailbox: MailboxConfig::default(),
+            uidport_ttl: Duration::from_secs(3600),
+            op_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Sets [`NatsConfig::op_timeout`] (at least 10 ms).
+    pub fn op_timeout(mut self, d: Duration) -> Self {
+        self.op_timeout = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Sets [`NatsConfig::uidport_ttl`] (at least 1 s).
+    pub fn uidport_ttl(mut self, ttl: Duration) -> Self {
+        self.uidport_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets [`NatsConfig::mailbox`].
+    pub fn mailbox(mut self, cfg: MailboxConfig) -> Self {
+        self.mailbox = cfg;
+        self
     }
 
     /// Sets [`NatsConfig::cluster`].
@@ -195,13 +298,23 @@ impl NatsBackplane {
         {
             return Err(Error::Subject(subject));
         }
-        let (shared, rx) = Shared::new("nats", config.presence.clone(), config.queue);
+        let (shared, rx, ops) = Shared::new(
+            "nats",
+            config.presence.clone(),
+            config.queue,
+            config.mailbox.clone(),
+        );
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
+            (
+                config.cluster.clone(),
+                config.uidport_ttl,
+                config.op_timeout,
+            ),
             subject.clone(),
             shared.clone(),
-            rx,
+            (rx, ops),
             stop_rx.clone(),
             config.reconnect,
         ));
@@ -244,6 +357,18 @@ impl Backplane for NatsBackplane {
     fn subscribe(&self, sink: BackplaneSink) {
         let _ = self.inner.shared.sink.set(sink);
     }
+
+    fn uidport(&self, _node: NodeId, uid: &Uid, open: bool) -> Option<BoxFuture<UidportDecision>> {
+        Some(self.inner.shared.uidport(uid, open))
+    }
+
+    fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        self.inner
+            .shared
+            .mailbox
+            .enabled
+            .then(|| Arc::new(Mailboxes(self.inner.shared.clone())) as Arc<dyn Mailbox>)
+    }
 }
 
 fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
@@ -255,9 +380,10 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
+    (cluster, uidport_ttl, op_timeout): (String, Duration, Duration),
     subject: String,
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
     mut stop: watch::Receiver<()>,
     (min, max): (Duration, Duration),
 ) {
@@ -292,6 +418,60 @@ async fn run(
             }
         }
     };
+    let (every, expiry) = {
+        let c = shared
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.config().heartbeat, c.config().expiry)
+    };
+    // The buckets (JetStream). Without them uidport events are decided per node and Ajax
+    // clients need sticky sessions (logged); they are made again when an operation fails (a
+    // NATS restart loses memory buckets) or while missing, at most once a second.
+    let buckets = Arc::new(Buckets {
+        current: std::sync::Mutex::new(None),
+        last_try: std::sync::Mutex::new(None),
+        client: client.clone(),
+        cluster,
+        ages: (expiry, uidport_ttl),
+    });
+    tokio::select! {
+        () = buckets.repair(&shared) => {}
+        _ = stop.changed() => return,
+    }
+    // This node's liveness key first (other nodes drop members without one), then every
+    // heartbeat, in a task of its own so that slow operations never delay it.
+    let me = format!("{:016x}", shared.origin);
+    if let Some(s) = buckets.get()
+        && let Err(e) = s.nodes.put(me.as_str(), "1".into()).await
+    {
+        shared.record_error(format!("liveness key: {e}"));
+    }
+    let liveness = {
+        let (buckets, shared) = (buckets.clone(), shared.clone());
+        async move {
+            let mut alive = tokio::time::interval(every);
+            alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                alive.tick().await;
+                match buckets.get() {
+                    Some(s) => {
+                        if let Err(e) = s.nodes.put(me.as_str(), "1".into()).await {
+                            shared.record_error(format!("liveness key: {e}"));
+                            buckets.repair(&shared).await;
+                        }
+                    }
+                    None => buckets.repair(&shared).await,
+                }
+            }
+        }
+    };
+    let ops_task = run_ops(
+        buckets.clone(),
+        shared.clone(),
+        ops,
+        (uidport_ttl, op_timeout),
+    );
     let recv = {
         let shared = shared.clone();
         let mut subscriber = subscriber;
@@ -321,23 +501,46 @@ async fn run(
         let shared = shared.clone();
         let client = client.clone();
         async move {
-            while let Some(frame) = rx.recv().await {
-                let len = frame.len() as u64;
-                match client.publish(subject.clone(), frame.into()).await {
-                    Ok(()) => {
-                        shared
-                            .published
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        shared
-                            .published_bytes
-                            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            while let Some(job) = rx.recv().await {
+                match &job {
+                    Job::Frame(frame) => {
+                        match client.publish(subject.clone(), frame.clone().into()).await {
+                            Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
+                            Err(e) => shared.record_error(format!("publish: {e}")),
+                        }
                     }
-                    Err(e) => shared.record_error(format!("publish: {e}")),
+                    Job::Append { uids, entry } => {
+                        // Stored before the push is published, so a node that hears the push
+                        // finds it in the mailbox.
+                        let stores = buckets.get().filter(|_| shared.health().connected);
+                        if let Some(s) = stores {
+                            let appended = tokio::time::timeout(
+                                op_timeout,
+                                append(&s, &shared.mailbox, uids.as_deref(), entry),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err("timed out".to_owned()));
+                            match appended {
+                                Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
+                                Err(e) => {
+                                    shared.record_error(format!("mailbox append: {e}"));
+                                    buckets.repair(&shared).await;
+                                }
+                            }
+                        } else {
+                            shared.record_error(
+                                "mailbox append skipped: NATS unreachable".to_owned(),
+                            );
+                        }
+                        shared.wake_after(std::slice::from_ref(&job));
+                    }
                 }
             }
         }
     };
     tokio::select! {
+        () = liveness => {}
+        () = ops_task => {}
         () = recv => {}
         () = watch_state => {}
         () = send => {}
@@ -378,4 +581,495 @@ fn options(shared: &Arc<Shared>, min: Duration, max: Duration) -> async_nats::Co
                 }
             }
         })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored state in JetStream key-value buckets: uidport sets, node liveness, Ajax registrations
+// and mailboxes. Every change is a compare-and-set on the key's revision, retried on conflict.
+
+use async_nats::jetstream::kv::{Operation, Store};
+
+/// Most compare-and-set attempts of one operation before it gives up (and logs).
+const CAS_ATTEMPTS: usize = 64;
+
+/// The key-value buckets of a cluster.
+#[derive(Clone)]
+struct Stores {
+    nodes: Store,
+    uidport: Store,
+    ajax: Store,
+    mbox: Store,
+}
+
+/// A bucket-name-safe version of the cluster name.
+fn bucket_prefix(cluster: &str) -> String {
+    cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The buckets, made again when they go missing.
+struct Buckets {
+    current: std::sync::Mutex<Option<Stores>>,
+    last_try: std::sync::Mutex<Option<tokio::time::Instant>>,
+    client: async_nats::Client,
+    cluster: String,
+    /// Liveness expiry and uidport ttl.
+    ages: (Duration, Duration),
+}
+
+impl Buckets {
+    fn get(&self) -> Option<Stores> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes (or finds) the buckets again, at most once a second.
+    async fn repair(&self, shared: &Shared) {
+        {
+            let mut last = self
+                .last_try
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        match open_stores(&self.client, &self.cluster, self.ages, &shared.mailbox).await {
+            Ok(s) => {
+                let was = self
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .replace(s);
+                if was.is_none() {
+                    tracing::info!(backplane = "nats", "JetStream key-value buckets ready");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backplane = "nats", error = %e,
+                    "JetStream key-value buckets unavailable: uidport events per node, no Ajax mailboxes");
+                shared.record_error(format!("JetStream: {e}"));
+            }
+        }
+    }
+}
+
+async fn open_stores(
+    client: &async_nats::Client,
+    cluster: &str,
+    (expiry, uidport_ttl): (Duration, Duration),
+    mailbox: &MailboxConfig,
+) -> Result<Stores, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let p = bucket_prefix(cluster);
+    // The bucket's stream is made here, as `create_key_value` would (it first asks for the
+    // account's details, whose answer older servers, e.g. 2.9, word differently).
+    let open = |name: &str, max_age: Duration| {
+        let js = js.clone();
+        let bucket = format!("{p}_{name}");
+        async move {
+            let cfg = async_nats::jetstream::stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age,
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            };
+            // Another node may create it at the same moment: its creation error is then
+            // followed by finding the bucket.
+            let created = js.get_or_create_stream(cfg).await.err();
+            js.get_key_value(bucket.clone())
+                .await
+                .map_err(|e| match created {
+                    Some(c) => format!("bucket {bucket}: {c}; {e}"),
+                    None => format!("bucket {bucket}: {e}"),
+                })
+        }
+    };
+    Ok(Stores {
+        nodes: open("nodes", expiry).await?,
+        uidport: open("uidport", uidport_ttl).await?,
+        ajax: open("ajax", mailbox.max_age).await?,
+        mbox: open("mbox", mailbox.max_age).await?,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The current value of `key` (`None`: absent or deleted) and the revision to update it
+/// with (`None`: create it).
+async fn read(store: &Store, key: &str) -> Result<(Option<bytes::Bytes>, Option<u64>), String> {
+    match store.entry(key).await {
+        Ok(None) => Ok((None, None)),
+        Ok(Some(e)) => {
+            let v = matches!(e.operation, Operation::Put).then_some(e.value);
+            Ok((v, Some(e.revision)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes `value` if `key` is still at `revision`; `false` on a conflict.
+async fn write(store: &Store, key: &str, value: Vec<u8>, revision: Option<u64>) -> bool {
+    match revision {
+        Some(r) => store.update(key, value.into(), r).await.is_ok(),
+        None => store.create(key, value.into()).await.is_ok(),
+    }
+}
+
+/// Runs `step` on `key`'s value until its write wins: `step` returns the new value (`None`:
+/// no write) and the result.
+async fn cas<R>(
+    store: &Store,
+    key: &str,
+    mut step: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
+) -> Result<R, String> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, revision) = read(store, key).await?;
+        let (new, r) = step(value.as_deref());
+        match new {
+            None => return Ok(r),
+            Some(v) => {
+                if write(store, key, v, revision).await {
+                    return Ok(r);
+                }
+            }
+        }
+    }
+    Err(format!("{key}: too many conflicting writers"))
+}
+
+/// Mailbox entries: each a u32 little-endian length and the bytes.
+fn entries(value: Option<&[u8]>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = value.unwrap_or_default();
+    while rest.len() >= 4 {
+        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + n {
+            break;
+        }
+        out.push(rest[4..4 + n].to_vec());
+        rest = &rest[4 + n..];
+    }
+    out
+}
+
+fn join_entries(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
+    for e in entries {
+        out.extend_from_slice(&u32::try_from(e.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// An Ajax registration: `client hex` -> expiry (ms since the epoch), as `hex:ms,hex:ms`.
+fn clients(value: Option<&[u8]>, now: u64) -> Vec<(String, u64)> {
+    let text = std::str::from_utf8(value.unwrap_or_default()).unwrap_or_default();
+    text.split(',')
+        .filter_map(|p| {
+            let (c, t) = p.split_once(':')?;
+            let t: u64 = t.parse().ok()?;
+            (t > now).then(|| (c.to_owned(), t))
+        })
+        .collect()
+}
+
+fn join_clients(cs: &[(String, u64)]) -> Vec<u8> {
+    cs.iter()
+        .map(|(c, t)| format!("{c}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+fn members(value: Option<&[u8]>) -> Vec<String> {
+    std::str::from_utf8(value.unwrap_or_default())
+        .unwrap_or_default()
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The uidport rule (see the crate docs): `member` joins (`open`) or leaves `uid`'s set;
+/// members whose liveness key is gone are removed on the way.
+async fn uidport(
+    s: &Stores,
+    uid_key: &str,
+    member: &str,
+    open: bool,
+) -> Result<UidportDecision, String> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, revision) = read(&s.uidport, uid_key).await?;
+        let mut all = Vec::new();
+        for m in members(value.as_deref()) {
+            let alive = m == member
+                || s.nodes
+                    .get(m.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some();
+            all.push((m, alive));
+        }
+        let (decision, next) = uidport_rule(&all, &member.to_owned(), open);
+        let Some(next) = next else {
+            return Ok(decision);
+        };
+        if write(&s.uidport, uid_key, next.join(",").into_bytes(), revision).await {
+            return Ok(decision);
+        }
+    }
+    Err(format!("uidport {uid_key}: too many conflicting writers"))
+}
+
+fn mbox_key(uid_hex: &str, cid_hex: &str) -> String {
+    format!("{uid_hex}_{cid_hex}")
+}
+
+/// Appends `entry` to the mailboxes of the registered clients of `uids` (every registered
+/// client with `None`). A client over a bound is forgotten.
+async fn append(
+    s: &Stores,
+    mailbox: &MailboxConfig,
+    uids: Option<&[Uid]>,
+    entry: &[u8],
+) -> Result<(), String> {
+    let targets: Vec<String> = match uids {
+        Some(uids) => uids.iter().filter_map(uid_hex).collect(),
+        None => match s.ajax.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    let now = now_ms();
+    // One push's appends run concurrently (different keys); the next push's start after.
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(targets)
+        .map(|u| append_uid(s, mailbox, u, entry, now))
+        .buffer_unordered(APPEND_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Most uids whose mailboxes one push appends to at once (NATS).
+const APPEND_CONCURRENCY: usize = 64;
+
+async fn append_uid(
+    s: &Stores,
+    mailbox: &MailboxConfig,
+    u: String,
+    entry: &[u8],
+    now: u64,
+) -> Result<(), String> {
+    {
+        let (value, _) = read(&s.ajax, &u).await?;
+        for (c, _) in clients(value.as_deref(), now) {
+            let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
+                let mut es = entries(v);
+                es.push(entry.to_vec());
+                let bytes: usize = es.iter().map(Vec::len).sum();
+                if es.len() > mailbox.max_events || bytes > mailbox.max_bytes {
+                    (Some(Vec::new()), true)
+                } else {
+                    (Some(join_entries(&es)), false)
+                }
+            })
+            .await?;
+            if over {
+                cas(&s.ajax, &u, |v| {
+                    let mut cs = clients(v, now);
+                    cs.retain(|(x, _)| *x != c);
+                    (Some(join_clients(&cs)), ())
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the engine operations in order, and renews this node's uidport entries.
+async fn run_ops(
+    buckets: Arc<Buckets>,
+    shared: Arc<Shared>,
+    mut ops: mpsc::Receiver<Op>,
+    (uidport_ttl, op_timeout): (Duration, Duration),
+) {
+    let me = format!("{:016x}", shared.origin);
+    let mut renew = tokio::time::interval(uidport_ttl / 4);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let op = tokio::select! {
+            op = ops.recv() => match op { Some(op) => op, None => return },
+            _ = renew.tick() => {
+                // The same value written again (if this node is still a member) restarts the
+                // entry's age.
+                if let Some(s) = buckets.get() {
+                    for uid in shared.local_uids() {
+                        let Some(u) = uid_hex(&uid) else { continue };
+                        let r = cas(&s.uidport, &u, |v| {
+                            let ms = members(v);
+                            let v = ms.contains(&me).then(|| ms.join(",").into_bytes());
+                            (v, ())
+                        })
+                        .await;
+                        if let Err(e) = r {
+                            shared.record_error(format!("uidport renewal: {e}"));
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let stores = buckets.get();
+        let done = tokio::time::timeout(op_timeout, run_op(stores.as_ref(), &me, &shared, op))
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+        if let Err(e) = done {
+            shared.record_error(format!("operation: {e}"));
+            buckets.repair(&shared).await;
+        }
+        shared.count_op();
+    }
+}
+
+/// Runs one operation. Without stores (no JetStream), or when an operation fails, it answers
+/// what a single node would: uidport events fire, mailboxes are empty.
+async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> Result<(), String> {
+    match op {
+        Op::Uidport {
+            uid,
+            member,
+            open,
+            done,
+        } => {
+            let member = if member == shared.origin {
+                me.to_owned()
+            } else {
+                format!("{member:016x}")
+            };
+            let decided = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => uidport(s, &u, &member, open).await,
+                _ => Ok(UidportDecision::new(false, done.is_some())),
+            };
+            let (decision, err) = match decided {
+                Ok(d) => (d, None),
+                Err(e) => (UidportDecision::new(false, done.is_some()), Some(e)),
+            };
+            match done {
+                Some(d) => {
+                    let _ = d.send(decision);
+                }
+                None if decision.fire => shared.deliver(BackplaneMsg::UidportClose { uid }),
+                None => {}
+            }
+            err.map_or(Ok(()), Err)
+        }
+        Op::Register {
+            uid,
+            cid,
+            ttl,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    let c = cid_hex(&cid);
+                    let now = now_ms();
+                    let exp = now.saturating_add(ttl.as_millis() as u64);
+                    cas(&s.ajax, &u, |v| {
+                        let mut cs = clients(v, now);
+                        cs.retain(|(x, _)| *x != c);
+                        cs.push((c.clone(), exp));
+                        (Some(join_clients(&cs)), ())
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            };
+            let _ = done.send(());
+            r
+        }
+        Op::Known { uid, cid, done } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => read(&s.ajax, &u).await.map(|(v, _)| {
+                    let c = cid_hex(&cid);
+                    clients(v.as_deref(), now_ms()).iter().any(|(x, _)| *x == c)
+                }),
+                _ => Ok(true),
+            };
+            let _ = done.send(*r.as_ref().unwrap_or(&true));
+            r.map(|_| ())
+        }
+        Op::Take {
+            uid,
+            cid,
+            max_events,
+            max_bytes,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
+                        let es = entries(v);
+                        if es.is_empty() {
+                            return (None, Vec::new());
+                        }
+                        let n = mailbox_take_count(es.iter().map(Vec::len), max_events, max_bytes);
+                        (Some(join_entries(&es[n..])), es[..n].to_vec())
+                    })
+                    .await
+                }
+                _ => Ok(Vec::new()),
+            };
+            let taken = r.as_deref().unwrap_or_default();
+            let _ = done.send(shared.decode_entries(taken));
+            r.map(|_| ())
+        }
+        Op::PutBack {
+            uid,
+            cid,
+            events,
+            done,
+        } => {
+            let r = match (stores, uid_hex(&uid)) {
+                (Some(s), Some(u)) => {
+                    let back: Vec<Vec<u8>> = events
+                        .iter()
+                        .filter_map(|e| codec::encode_event(e).ok())
+                        .collect();
+                    cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
+                        let mut es = back.clone();
+                        es.extend(entries(v));
+                        (Some(join_entries(&es)), ())
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            };
+            let _ = done.send(());
+            r
+        }
+    }
 }

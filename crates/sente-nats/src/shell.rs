@@ -1,14 +1,139 @@
 //! The IO-independent part of the shell: the bounded publish queue, the local sink, the
-//! cluster view behind a lock, the timer, health and counters. (The same file is in
-//! `sente-redis`; backplane crates depend on `sente-proto` only.)
+//! cluster view behind a lock, the timer, health and counters, and the queue of engine
+//! operations (uidport decisions, Ajax mailboxes). (`sente-redis` and `sente-nats` have the
+//! same file; backplane crates depend on `sente-proto` only.)
 
 use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
-use sente_proto::backplane::{BackplaneMsg, BackplaneSink};
+use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
+use sente_proto::{ClientId, Event, Uid};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Bounds of the Ajax mailboxes (one per Ajax client, in the engine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MailboxConfig {
+    /// Keep pushes for Ajax clients in per-client mailboxes, so their requests may land on any
+    /// node (no sticky sessions). Default `true`.
+    pub enabled: bool,
+    /// Most events waiting for one client; one more and the client is forgotten (it
+    /// re-handshakes on its next poll), as a server drops a client over
+    /// `max_pending_events_per_client`. Default 1 000 (that limit's default).
+    pub max_events: usize,
+    /// Most bytes (encoded events) waiting for one client; over it, the same. Default 4 MiB.
+    pub max_bytes: usize,
+    /// NATS only: the age of the mailbox and registration buckets (entries unchanged for
+    /// this long are dropped; polls and pushes change them). Redis keeps a mailbox for its
+    /// client's registration (`lp_timeout_ms` + the Ajax grace + 1 s after its last request).
+    /// Default 60 s.
+    pub max_age: Duration,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            enabled: true,
+            max_events: 1_000,
+            max_bytes: 4 << 20,
+            max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MailboxConfig {
+    /// Sets [`MailboxConfig::enabled`].
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+
+    /// Sets [`MailboxConfig::max_events`] (at least 1).
+    pub fn max_events(mut self, n: usize) -> Self {
+        self.max_events = n.max(1);
+        self
+    }
+
+    /// Sets [`MailboxConfig::max_age`] (at least 1 s).
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets [`MailboxConfig::max_bytes`] (at least 1).
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n.max(1);
+        self
+    }
+}
+
+/// What the publisher sends, in order.
+pub(crate) enum Job {
+    /// A frame for the pub/sub channel.
+    Frame(Vec<u8>),
+    /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
+    /// every registered client), then wake this node's polls of those uids.
+    Append {
+        uids: Option<Arc<[Uid]>>,
+        entry: Vec<u8>,
+    },
+}
+
+impl Job {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Job::Frame(b) => b.len(),
+            Job::Append { entry, .. } => entry.len(),
+        }
+    }
+}
+
+/// An operation on the engine's stored state, run in order by the operations task.
+pub(crate) enum Op {
+    /// Add (`open`) or remove `member` (an origin) from `uid`'s set of nodes. `done: None`:
+    /// an expired node's removal, delivered as `UidportClose` to the local sink if it fires.
+    Uidport {
+        uid: Uid,
+        member: u64,
+        open: bool,
+        done: Option<oneshot::Sender<UidportDecision>>,
+    },
+    Register {
+        uid: Uid,
+        cid: ClientId,
+        ttl: Duration,
+        done: oneshot::Sender<()>,
+    },
+    Known {
+        uid: Uid,
+        cid: ClientId,
+        done: oneshot::Sender<bool>,
+    },
+    Take {
+        uid: Uid,
+        cid: ClientId,
+        max_events: usize,
+        max_bytes: usize,
+        done: oneshot::Sender<Vec<Arc<Event>>>,
+    },
+    PutBack {
+        uid: Uid,
+        cid: ClientId,
+        events: Vec<Arc<Event>>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Key names: the hex of a uid's and a client id's encodings.
+pub(crate) fn uid_hex(uid: &Uid) -> Option<String> {
+    codec::uid_bytes(uid).ok().map(|b| codec::hex(&b))
+}
+
+pub(crate) fn cid_hex(cid: &ClientId) -> String {
+    codec::hex(cid.as_str().as_bytes())
+}
 
 /// The state of a backplane's connections, and its counters (what the backplane's `health()`
 /// returns).
@@ -38,6 +163,13 @@ pub struct Health {
     pub skipped: u64,
     /// Remote nodes expired for silence.
     pub expired_nodes: u64,
+    /// Mailbox appends sent to the engine (one per push, for all the Ajax clients it
+    /// reaches).
+    pub appends: u64,
+    /// Bytes of those appends (encoded events).
+    pub append_bytes: u64,
+    /// Other engine operations done (uidport decisions, mailbox registers, takes, ...).
+    pub ops: u64,
 }
 
 pub(crate) struct Shared {
@@ -46,10 +178,15 @@ pub(crate) struct Shared {
     pub(crate) cluster: Mutex<Cluster>,
     pub(crate) sink: OnceLock<BackplaneSink>,
     start: Instant,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Job>,
+    ops: mpsc::Sender<Op>,
+    pub(crate) mailbox: MailboxConfig,
     state: Mutex<State>,
     pub(crate) published: AtomicU64,
     pub(crate) published_bytes: AtomicU64,
+    pub(crate) appends: AtomicU64,
+    pub(crate) append_bytes: AtomicU64,
+    pub(crate) ops_done: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -79,9 +216,11 @@ impl Shared {
         name: &'static str,
         cfg: ClusterConfig,
         queue: usize,
-    ) -> (Arc<Shared>, mpsc::Receiver<Vec<u8>>) {
+        mailbox: MailboxConfig,
+    ) -> (Arc<Shared>, mpsc::Receiver<Job>, mpsc::Receiver<Op>) {
         let origin = uuid::Uuid::new_v4().as_u64_pair().0;
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let (ops, ops_rx) = mpsc::channel(queue.max(1));
         let shared = Arc::new(Shared {
             name,
             origin,
@@ -89,12 +228,17 @@ impl Shared {
             sink: OnceLock::new(),
             start: Instant::now(),
             tx,
+            ops,
+            mailbox,
             state: Mutex::new(State {
                 down_since: Some(Instant::now()),
                 ..State::default()
             }),
             published: AtomicU64::new(0),
             published_bytes: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+            append_bytes: AtomicU64::new(0),
+            ops_done: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codec_errors: AtomicU64::new(0),
@@ -102,7 +246,7 @@ impl Shared {
             expired: AtomicU64::new(0),
             last_drop_warn: Mutex::new(None),
         });
-        (shared, rx)
+        (shared, rx, ops_rx)
     }
 
     fn now(&self) -> u64 {
@@ -126,6 +270,22 @@ impl Shared {
             }
             return;
         }
+        if self.mailbox.enabled {
+            let (uids, event) = match &msg {
+                BackplaneMsg::Push { uid, event, .. } => {
+                    (Some(Arc::from([uid.clone()])), Some(event))
+                }
+                BackplaneMsg::PushMany { uids, event, .. } => (Some(uids.clone()), Some(event)),
+                BackplaneMsg::Broadcast { event, .. } => (None, Some(event)),
+                _ => (None, None),
+            };
+            if let Some(event) = event {
+                match codec::encode_event(event) {
+                    Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
+                    Err(e) => self.codec_error(&e),
+                }
+            }
+        }
         match codec::encode_msg(self.origin, &msg) {
             Ok(bytes) => self.enqueue(bytes),
             Err(e) => self.codec_error(&e),
@@ -136,7 +296,11 @@ impl Shared {
     }
 
     fn enqueue(&self, bytes: Vec<u8>) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
+        self.enqueue_job(Job::Frame(bytes));
+    }
+
+    fn enqueue_job(&self, job: Job) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let mut last = self
                 .last_drop_warn
@@ -189,6 +353,18 @@ impl Shared {
                 "unknown backplane frame kind skipped"
             );
         }
+        for (origin, uids) in out.expired_uids {
+            // The survivors remove the dead node from each of its uids; whoever empties a
+            // uid's set fires its uidport-close.
+            for uid in uids {
+                let _ = self.ops.try_send(Op::Uidport {
+                    uid,
+                    member: origin,
+                    open: false,
+                    done: None,
+                });
+            }
+        }
         for (origin, node, uids) in out.expired {
             self.expired.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -204,6 +380,87 @@ impl Shared {
                 sink(msg);
             }
         }
+    }
+
+    /// Delivers a message to the local sink.
+    pub(crate) fn deliver(&self, msg: BackplaneMsg) {
+        if let Some(sink) = self.sink.get() {
+            sink(msg);
+        }
+    }
+
+    /// Counts the jobs sent to the engine.
+    pub(crate) fn count_sent(&self, jobs: &[Job]) {
+        for j in jobs {
+            let (n, b) = match j {
+                Job::Frame(_) => (&self.published, &self.published_bytes),
+                Job::Append { .. } => (&self.appends, &self.append_bytes),
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(j.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// This node's present uids (its memberships of the uidport sets).
+    pub(crate) fn local_uids(&self) -> Vec<Uid> {
+        self.cluster().local_uids().cloned().collect()
+    }
+
+    /// Decodes mailbox entries (an entry that cannot be read is counted and skipped).
+    pub(crate) fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Arc<Event>> {
+        let limits = self.cluster().config().limits.clone();
+        entries
+            .iter()
+            .filter_map(|e| match codec::decode_event(e, &limits) {
+                Ok(ev) => Some(ev),
+                Err(err) => {
+                    self.codec_error(&err);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Counts an engine operation.
+    pub(crate) fn count_op(&self) {
+        self.ops_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The uids whose mailboxes a batch of jobs appended to (for the local wake).
+    pub(crate) fn wake_after(&self, jobs: &[Job]) {
+        for j in jobs {
+            if let Job::Append { uids, .. } = j {
+                self.deliver(BackplaneMsg::AjaxWake { uids: uids.clone() });
+            }
+        }
+    }
+
+    /// Queues an engine operation; `false` when the queue is full or closed (logged).
+    fn op(&self, op: Op) -> bool {
+        if self.ops.try_send(op).is_ok() {
+            return true;
+        }
+        self.record_error("backplane operations queue full or closed".to_owned());
+        false
+    }
+
+    /// `Backplane::uidport`: this node's membership of `uid` changes, decided by the engine.
+    pub(crate) fn uidport(&self, uid: &Uid, open: bool) -> BoxFuture<UidportDecision> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.op(Op::Uidport {
+            uid: uid.clone(),
+            member: self.origin,
+            open,
+            done: Some(done),
+        });
+        Box::pin(async move {
+            // Without an answer (queue full, backplane gone) the node decides alone: a
+            // duplicate event rather than a lost one.
+            if !queued {
+                return UidportDecision::new(false, true);
+            }
+            rx.await.unwrap_or(UidportDecision::new(false, true))
+        })
     }
 
     /// Records a connection coming up or going down (and logs the transitions).
@@ -278,6 +535,9 @@ impl Shared {
             codec_errors: self.codec_errors.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             expired_nodes: self.expired.load(Ordering::Relaxed),
+            appends: self.appends.load(Ordering::Relaxed),
+            append_bytes: self.append_bytes.load(Ordering::Relaxed),
+            ops: self.ops_done.load(Ordering::Relaxed),
         }
     }
 
@@ -293,6 +553,75 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// The [`Mailbox`] of a backplane: its operations go through the operations queue.
+pub(crate) struct Mailboxes(pub(crate) Arc<Shared>);
+
+impl Mailbox for Mailboxes {
+    fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(Op::Register {
+            uid: uid.clone(),
+            cid: client.clone(),
+            ttl,
+            done,
+        });
+        Box::pin(async move {
+            if queued {
+                let _ = rx.await;
+            }
+        })
+    }
+
+    fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(Op::Known {
+            uid: uid.clone(),
+            cid: client.clone(),
+            done,
+        });
+        Box::pin(async move { !queued || rx.await.unwrap_or(true) })
+    }
+
+    fn take(
+        &self,
+        uid: &Uid,
+        client: &ClientId,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Vec<Arc<Event>>> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(Op::Take {
+            uid: uid.clone(),
+            cid: client.clone(),
+            max_events,
+            max_bytes,
+            done,
+        });
+        Box::pin(async move {
+            if queued {
+                rx.await.unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        })
+    }
+
+    fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(Op::PutBack {
+            uid: uid.clone(),
+            cid: client.clone(),
+            events,
+            done,
+        });
+        Box::pin(async move {
+            if queued {
+                let _ = rx.await;
+            }
+        })
     }
 }
 

@@ -37,7 +37,8 @@ impl Flavor for Nats {
                 .is_ok()
         })?;
         std::process::Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(std::env::temp_dir().join(format!("sente-nats-test-{port}")))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -49,7 +50,18 @@ impl Flavor for Nats {
             NatsConfig::new(url)
                 .cluster(cluster)
                 .reconnect(Duration::from_millis(50), Duration::from_millis(500))
-                .presence(presence),
+                .presence(presence)
+                .mailbox(sente_nats::MailboxConfig::default().enabled(!cluster::no_mailbox())),
+        )
+        .unwrap()
+    }
+
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> NatsBackplane {
+        NatsBackplane::start(
+            NatsConfig::new(url)
+                .cluster(cluster)
+                .presence(cluster::fast())
+                .mailbox(sente_nats::MailboxConfig::default().max_events(max_events)),
         )
         .unwrap()
     }
@@ -57,6 +69,9 @@ impl Flavor for Nats {
     fn health(b: &NatsBackplane) -> H {
         let h = b.health();
         H {
+            appends: h.appends,
+            append_bytes: h.append_bytes,
+            ops: h.ops,
             connected: h.connected,
             outages: h.outages,
             last_error: h.last_error.map(|(_, e)| e),
@@ -96,6 +111,10 @@ scenario!(close_uid_closes_remote_clients);
 scenario!(connected_uids_follow_a_graceful_shutdown);
 scenario!(dead_node_expires);
 scenario!(service_restart);
+scenario!(uidport_once_per_cluster);
+scenario!(uidport_close_for_a_dead_node);
+scenario!(ajax_round_robin);
+scenario!(ajax_mailbox_bound);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture`.
@@ -107,4 +126,16 @@ async fn latency() {
         return;
     }
     cluster::measure_latency::<Nats>(2000).await;
+}
+
+/// Backplane messages and bytes per push (1-client uid, 1000-uid broadcast):
+/// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture per_push`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --ignored --nocapture"]
+async fn per_push() {
+    if !cluster::reachable("127.0.0.1:4222").await {
+        eprintln!("SKIPPED per_push: NATS is not reachable on 127.0.0.1:4222");
+        return;
+    }
+    cluster::measure_messages_per_push::<Nats>(1000).await;
 }

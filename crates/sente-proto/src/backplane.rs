@@ -5,13 +5,31 @@
 //!
 //! [`codec`] is their versioned wire encoding, and [`cluster`] the sans-IO part they share
 //! (own-frame filtering, heartbeats, expiry of silent nodes, presence snapshots).
+//!
+//! Two optional parts of the trait make a cluster behave like one server:
+//!
+//! - [`Backplane::uidport`]: `chsk/uidport-open` / `-close` are decided for the cluster, so
+//!   they fire once (on one node) when a uid gets its first connection anywhere and when it
+//!   leaves its last node. The rule: each backplane keeps, per uid, the set of nodes that have
+//!   the uid, changed only by atomic operations of its engine; a node's open fires when it
+//!   turns the set from empty (or only dead nodes) to non-empty, a close when it turns it
+//!   empty. Nodes that die are removed by the survivors (one of them fires the close). Without
+//!   it (the default, [`LocalBackplane`]), every node fires its own transitions.
+//! - [`Backplane::mailbox`]: per-client [`Mailbox`]es for Ajax clients, so polls, POSTs and
+//!   handshakes of one client may land on any node (no sticky sessions).
 
 pub mod cluster;
 pub mod codec;
 
-use crate::event::{Event, Uid};
+use crate::event::{ClientId, Event, Uid};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// A boxed future returned by the asynchronous parts of a backplane.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Identifies one server node in a cluster (chosen at random when a server starts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +93,129 @@ pub enum BackplaneMsg {
         /// The uid has an Ajax client on that node.
         ajax: bool,
     },
+    /// Delivered by a backplane to its own node only (never published): fire
+    /// `chsk/uidport-close` for `uid` here, on behalf of nodes that died with it (the
+    /// backplane's atomic decision chose this node; see [`Backplane::uidport`]).
+    UidportClose {
+        /// The uid.
+        uid: Uid,
+    },
+    /// Delivered by a backplane to its own node only (never published): pushes to these uids
+    /// (`None`: to every uid) are now in the Ajax mailboxes, so polls held here should take
+    /// them (see [`Backplane::mailbox`]).
+    AjaxWake {
+        /// The uids, or `None` for all.
+        uids: Option<Arc<[Uid]>>,
+    },
+}
+
+/// A cluster-wide `chsk/uidport-*` decision (see [`Backplane::uidport`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UidportDecision {
+    /// Fire `chsk/uidport-close` first: the uid was still counted open for nodes that died,
+    /// and this call removed the last of them.
+    pub close_stale: bool,
+    /// Fire the event asked about.
+    pub fire: bool,
+}
+
+impl UidportDecision {
+    /// A decision.
+    pub fn new(close_stale: bool, fire: bool) -> Self {
+        UidportDecision { close_stale, fire }
+    }
+}
+
+/// The once-per-cluster uidport rule (see [`Backplane::uidport`]), as a backplane applies it
+/// atomically to the set of nodes that have a uid: `members` is the set as stored, each with
+/// whether that node is alive (its liveness record exists; ignored for `me`); `me` joins
+/// (`open`) or leaves. Returns the decision and the set to store (`None`: unchanged).
+///
+/// - Dead members are dropped.
+/// - Join: fire if no live member was there and `me` was not; also `close_stale` if dead ones
+///   were (their uid was never closed).
+/// - Leave (`me` a member): fire if no live member is left. `me` not a member (a survivor
+///   removing a dead node that another survivor already removed, or a node dropped while
+///   partitioned): fire only if this call dropped the last (dead) members.
+pub fn uidport_rule<M: PartialEq + Clone>(
+    members: &[(M, bool)],
+    me: &M,
+    open: bool,
+) -> (UidportDecision, Option<Vec<M>>) {
+    let mine = members.iter().any(|(m, _)| m == me);
+    let mut live: Vec<M> = members
+        .iter()
+        .filter(|(m, alive)| *alive && m != me)
+        .map(|(m, _)| m.clone())
+        .collect();
+    let stale = members
+        .iter()
+        .filter(|(m, alive)| !*alive && m != me)
+        .count();
+    let decision = if open {
+        let fire = !mine && live.is_empty();
+        UidportDecision::new(fire && stale > 0, fire)
+    } else if mine {
+        UidportDecision::new(false, live.is_empty())
+    } else {
+        UidportDecision::new(false, live.is_empty() && stale > 0)
+    };
+    if open {
+        live.push(me.clone());
+    }
+    let changed = stale > 0 || mine != open;
+    (decision, changed.then_some(live))
+}
+
+/// How many of a mailbox's oldest entries (of sizes `sizes`, oldest first) one poll takes: at
+/// most `max_events`, and no more than `max_bytes` in all, but at least one when any waits.
+pub fn mailbox_take_count(
+    sizes: impl IntoIterator<Item = usize>,
+    max_events: usize,
+    max_bytes: usize,
+) -> usize {
+    let mut n = 0;
+    let mut bytes = 0usize;
+    for size in sizes.into_iter().take(max_events.max(1)) {
+        if n > 0 && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        n += 1;
+    }
+    n
+}
+
+/// Per-client mailboxes of Ajax clients in a cluster: pushes for an Ajax client wait here
+/// (not on the node that received them) until its next poll, on any node, takes them. The
+/// backplane itself appends pushes to the mailboxes of the uid's registered clients when a
+/// `Push`, `PushMany` or `Broadcast` is published (once per push, by the publishing node),
+/// then delivers [`BackplaneMsg::AjaxWake`] locally and the push to the other nodes, whose
+/// held polls then [`Mailbox::take`].
+///
+/// Failures (engine unreachable) make `take` return nothing and `register` / `known` report
+/// what they can; nothing panics.
+pub trait Mailbox: Send + Sync + 'static {
+    /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
+    /// until `ttl` passes without another call (then its mailbox is dropped too).
+    fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()>;
+    /// Whether `client` of `uid` is registered (it handshook on some node and has not expired
+    /// or overflowed). `true` when the engine cannot be asked (a poll is then held, not
+    /// answered with a handshake).
+    fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool>;
+    /// Takes the oldest waiting events of `client`, at most `max_events` and about `max_bytes`
+    /// (at least one when any waits), in push order, each exactly once in the cluster.
+    fn take(
+        &self,
+        uid: &Uid,
+        client: &ClientId,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<Vec<Arc<Event>>>;
+    /// Puts events taken by [`Mailbox::take`] back in front (their poll answer could not be
+    /// delivered).
+    fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()>;
 }
 
 /// Receives the messages a backplane delivers to this node.
@@ -91,6 +232,24 @@ pub trait Backplane: Send + Sync + 'static {
     fn publish(&self, msg: BackplaneMsg);
     /// Registers this node's sink.
     fn subscribe(&self, sink: BackplaneSink);
+
+    /// Decides a `chsk/uidport-*` event for the cluster: `node`'s first connection of `uid`
+    /// opened (`open`), or its last one closed after the grace period. The returned future
+    /// resolves to whether to fire it on this node. Calls for one node are decided in call
+    /// order. Must not block (it may be called with the server's registry locked).
+    ///
+    /// `None` (the default): no cluster decision, the node fires its own transitions (one
+    /// node, [`LocalBackplane`]).
+    fn uidport(&self, node: NodeId, uid: &Uid, open: bool) -> Option<BoxFuture<UidportDecision>> {
+        let _ = (node, uid, open);
+        None
+    }
+
+    /// The Ajax mailboxes, when this backplane has them (a cluster). `None` (the default): an
+    /// Ajax client is served by the node it handshook with, as on one server.
+    fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        None
+    }
 }
 
 /// The in-memory backplane of a single node: `publish` calls the sink directly (its own
@@ -162,6 +321,63 @@ impl PresenceView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uidport_rule_fires_once() {
+        let none: [(u8, bool); 0] = [];
+        // First join fires; a second node joining does not.
+        let (d, set) = uidport_rule(&none, &1, true);
+        assert_eq!(d, UidportDecision::new(false, true));
+        assert_eq!(set, Some(vec![1]));
+        let (d, set) = uidport_rule(&[(1, true)], &2, true);
+        assert_eq!(d, UidportDecision::new(false, false));
+        assert_eq!(set, Some(vec![1, 2]));
+        // Joining again changes nothing.
+        assert_eq!(
+            uidport_rule(&[(1, true), (2, true)], &2, true),
+            (UidportDecision::new(false, false), None)
+        );
+        // The first to leave does not fire, the last does.
+        let (d, set) = uidport_rule(&[(1, true), (2, true)], &1, false);
+        assert_eq!((d.fire, set), (false, Some(vec![2])));
+        let (d, set) = uidport_rule(&[(2, true)], &2, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+        // Leaving a set one is not in: nothing.
+        assert_eq!(
+            uidport_rule(&none, &2, false),
+            (UidportDecision::new(false, false), None)
+        );
+    }
+
+    #[test]
+    fn uidport_rule_drops_dead_members() {
+        // A survivor removes a dead node that was alone: it fires the close.
+        let (d, set) = uidport_rule(&[(9, false)], &9, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+        // A survivor removes a dead node, a live one is left: no close.
+        let (d, set) = uidport_rule(&[(9, false), (1, true)], &9, false);
+        assert_eq!((d.fire, set), (false, Some(vec![1])));
+        // Joining a set of dead nodes only: close then open.
+        let (d, set) = uidport_rule(&[(8, false), (9, false)], &1, true);
+        assert_eq!(d, UidportDecision::new(true, true));
+        assert_eq!(set, Some(vec![1]));
+        // Someone else's removal of dead members on the way out of a set without me.
+        let (d, set) = uidport_rule(&[(8, false)], &1, false);
+        assert_eq!((d.fire, set), (true, Some(vec![])));
+    }
+
+    #[test]
+    fn mailbox_take_count_bounds() {
+        assert_eq!(mailbox_take_count([], 10, 100), 0);
+        assert_eq!(mailbox_take_count([500], 10, 100), 1, "at least one");
+        assert_eq!(mailbox_take_count([40, 40, 40], 10, 100), 2);
+        assert_eq!(mailbox_take_count([1, 1, 1, 1], 3, 100), 3);
+        assert_eq!(
+            mailbox_take_count([1, 1], 0, 100),
+            1,
+            "max_events at least 1"
+        );
+    }
 
     #[test]
     fn presence_is_the_union_of_nodes() {

@@ -333,6 +333,8 @@ impl Pair {
                 };
                 self.respond(responder, status, &body.bytes);
             }
+            // Mailbox mode (a cluster backplane) is not used here.
+            Action::AjaxWake { .. } => {}
         }
     }
 

@@ -421,6 +421,7 @@ fn close_uid_closes_every_connection_after_flushing() {
                 .chars()
                 .take(15)
                 .collect(),
+            Action::AjaxWake { conn, .. } => format!("wake {conn:?}"),
         })
         .collect();
     assert_eq!(kinds, vec!["deliver 1", "answer 7 Batch(", "close 1"]);
@@ -504,4 +505,98 @@ fn pushes_to_a_uid_without_clients_are_dropped() {
     c.poll(1000);
     assert!(c.take_actions().is_empty());
     assert_eq!(c.next_deadline(), None);
+}
+
+/// Mailbox mode (a cluster backplane): a flush wakes the held poll instead of answering it;
+/// the poll is taken for the wake, a flush meanwhile asks for another take, an empty mailbox
+/// holds the poll again, a batch answers it, and a poll timeout during a wake answers it
+/// `[:chsk/timeout nil]` once the wake is done.
+#[test]
+fn mailbox_mode_wakes_held_polls() {
+    use sente_proto::server::WakeDone;
+    let mut c: C = Core::new(CoreConfig::default().ajax_mailbox(true));
+    let (u, b) = (uid("u"), cid("b"));
+    let conn = c.handle_ajax_poll(&u, &b, 7, "poll", 0).unwrap();
+    assert!(c.take_actions().is_empty(), "held: nothing queued here");
+    c.send(&u, &ev(1), 10, true, 1);
+    let acts = c.take_actions();
+    assert!(
+        matches!(acts.as_slice(), [Action::AjaxWake { conn: k, .. }] if *k == conn),
+        "{acts:?}"
+    );
+    let r = c.take_poll_for_wake(&u, &b, conn).expect("the held poll");
+    assert_eq!(r, 7);
+    // A flush while the mailbox is read: the wake takes again.
+    c.send(&u, &ev(2), 10, true, 2);
+    assert!(c.take_actions().is_empty());
+    assert!(c.take_poll_for_wake(&u, &b, conn).is_none());
+    let again = c.wake_done(&u, &b, conn, r, None, 3);
+    let WakeDone::Again(r) = again else {
+        panic!("{again:?}")
+    };
+    // Nothing either time: held again.
+    assert!(matches!(
+        c.wake_done(&u, &b, conn, r, None, 4),
+        WakeDone::Done
+    ));
+    assert!(c.take_actions().is_empty());
+    // A batch answers it.
+    let r = c.take_poll_for_wake(&u, &b, conn).unwrap();
+    let batch = Arc::new(PushBatch::new(vec![ev(1), ev(2)]));
+    assert!(matches!(
+        c.wake_done(&u, &b, conn, r, Some(batch), 5),
+        WakeDone::Done
+    ));
+    let acts = c.take_actions();
+    assert!(
+        matches!(acts.as_slice(), [Action::AjaxAnswer { responder: 7, answer: PollAnswer::Batch(b), .. }] if nums(b) == vec![1, 2])
+    );
+    // Timeout during a wake.
+    let conn = c.handle_ajax_poll(&u, &b, 8, "poll", 10).unwrap();
+    let r = c.take_poll_for_wake(&u, &b, conn).unwrap();
+    c.poll(10 + CoreConfig::default().lp_timeout_ms);
+    assert!(c.take_actions().is_empty());
+    assert!(matches!(
+        c.wake_done(&u, &b, conn, r, None, 20_011),
+        WakeDone::Done
+    ));
+    let acts = c.take_actions();
+    assert!(matches!(
+        acts.as_slice(),
+        [Action::AjaxAnswer {
+            responder: 8,
+            answer: PollAnswer::Timeout,
+            ..
+        }]
+    ));
+    // A newer poll supersedes a poll being woken: what was taken goes back.
+    let conn = c.handle_ajax_poll(&u, &b, 9, "poll", 30_000).unwrap();
+    let r = c.take_poll_for_wake(&u, &b, conn).unwrap();
+    let newer = c.handle_ajax_poll(&u, &b, 10, "poll", 30_001).unwrap();
+    let batch = Arc::new(PushBatch::new(vec![ev(3)]));
+    assert!(matches!(
+        c.wake_done(&u, &b, conn, r, Some(batch), 30_002),
+        WakeDone::PutBack(_)
+    ));
+    assert_ne!(conn, newer);
+    // close_uid during a wake: the poll ends 410 once the wake is done, what was taken goes
+    // back.
+    let r = c.take_poll_for_wake(&u, &b, newer).unwrap();
+    c.take_actions();
+    c.close_uid(&u, 30_003);
+    assert!(c.take_actions().is_empty());
+    let batch = Arc::new(PushBatch::new(vec![ev(4)]));
+    assert!(matches!(
+        c.wake_done(&u, &b, newer, r, Some(batch), 30_004),
+        WakeDone::PutBack(_)
+    ));
+    let acts = c.take_actions();
+    assert!(matches!(
+        acts.as_slice(),
+        [Action::AjaxAnswer {
+            responder: 10,
+            answer: PollAnswer::Closed,
+            ..
+        }]
+    ));
 }

@@ -1,6 +1,8 @@
 //! A [`Backplane`] over Redis pub/sub for sente-rs: run several `sente::Server` nodes as one
 //! cluster. Any node's `send`, `send_many`, `broadcast`, `flush` and `close_uid` reach the
-//! clients of every node, and `connected_uids()` is the cluster's.
+//! clients of every node, `connected_uids()` is the cluster's, `chsk/uidport-open` /
+//! `-close` fire once for the cluster, and Ajax clients need no sticky sessions (their pushes
+//! wait in per-client mailboxes in Redis).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -22,8 +24,9 @@
 //! - **One channel per cluster**: `<cluster>:backplane` ([`RedisConfig::cluster`], default
 //!   `sente`, so `sente:backplane`). Every node `SUBSCRIBE`s to it once and `PUBLISH`es every
 //!   frame to it.
-//! - **No keys**: nothing is stored in Redis. Presence lives in each node's memory and is rebuilt
-//!   from heartbeats and snapshots, so a Redis restart loses nothing that matters.
+//! - **Keys** (below): uidport sets, node liveness, Ajax registrations and mailboxes.
+//!   Presence (`connected_uids`) is not stored: it lives in each node's memory and is rebuilt
+//!   from heartbeats and snapshots.
 //! - **Encoding**: each payload is one frame of
 //!   [`sente_proto::backplane::codec`]: a version byte (1), the publishing instance's
 //!   64-bit origin id, a kind byte and a compact body; events travel as their edn text
@@ -60,21 +63,94 @@
 //! node). See [`sente_proto::backplane::cluster`] for the protocol. While this node is cut from
 //! Redis it hears nobody, so after the expiry it shows its own uids only, until it reconnects.
 //!
+//! # Keys
+//!
+//! All under `<cluster>:`. A `<uid>` is the hex of the uid's encoding
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! backplane instance id (16 hex digits). Every change is one Lua script (`SCRIPT LOAD` once per
+//! connection, then `EVALSHA`), so it is atomic; scripts use Redis's clock (`TIME`), never the
+//! nodes'. Scripts touch keys they compute, so a cluster's keys must live on one Redis (no
+//! Redis Cluster sharding).
+//!
+//! | key | type | holds | expiry |
+//! |---|---|---|---|
+//! | `node:<origin>` | string | the node is alive | [`ClusterConfig::expiry`] (5 s), set again every heartbeat |
+//! | `uidport:<uid>` | set of origins | the nodes that have the uid | [`RedisConfig::uidport_ttl`] (1 h) after its last change, renewed by its nodes every quarter of it |
+//! | `ajax:<uid>` | sorted set, client by expiry (ms) | the uid's registered Ajax clients | the last registration's |
+//! | `ajax` | sorted set, `<uid>:<client>` by expiry | every registered Ajax client (for `broadcast`) | members dropped past their score |
+//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`]) | the client's mailbox | its registration's |
+//! | `mboxb:<uid>:<client>` | integer | the mailbox's bytes | its registration's |
+//!
+//! # `chsk/uidport-*` once per cluster
+//!
+//! When a node's first connection of a uid opens (its core's `uidport-open`), the node's
+//! operations task runs a script on `uidport:<uid>`: it drops members whose `node:` key is gone
+//! (dead nodes), adds this node, and answers **fire** only if no live member was there before.
+//! When the node's last connection of the uid closes (after the grace period), the script
+//! removes the node and answers **fire** only if no live member is left. Redis runs scripts one
+//! at a time, so of two nodes connecting the same uid at the same moment exactly one sees the
+//! set empty; of the last two leaving, exactly one empties it. One node's decisions are made in
+//! the order it asked (one connection, one task), and fired in that order.
+//!
+//! - **A node dies**: after [`ClusterConfig::expiry`] every survivor expires it from its
+//!   presence view and runs the close script for each of its uids with the dead node as the
+//!   member; the one whose removal empties a set fires `uidport-close` (the others find it
+//!   gone). If every node died, the next node to open such a uid finds only stale members:
+//!   it fires `uidport-close` then `uidport-open` ([`UidportDecision::close_stale`]).
+//! - **A node comes back** after the others dropped it (a partition longer than the expiry):
+//!   its uids were closed for the cluster; they are not re-added (no second open), and its
+//!   later closes find it gone (no second close). It counts again from its next open.
+//! - Without an answer from Redis for a decision (queue full, or a command refused), the node
+//!   decides alone (fires): a duplicate event rather than a lost one.
+//!
+//! # Ajax without sticky sessions
+//!
+//! - A handshake (on any node) registers the client in `ajax:<uid>` and `ajax`, for
+//!   `lp_timeout_ms` + `ms_allow_reconnect_before_close_ajax` + 1 s, renewed by every poll. A
+//!   poll on a node that never saw the handshake asks Redis whether the client is registered
+//!   and, if so, is served as a poll (otherwise it gets a handshake, as on one server).
+//! - A `send`, `send_many` or `broadcast` appends the event once, on the publishing node, to
+//!   the mailbox of every registered client of its uids, in the same pipeline as, and before,
+//!   the `PUBLISH` of the push. Nodes hearing the push wake the polls they hold for those uids
+//!   (after the Ajax batching window), and the publishing node does once the append is
+//!   acknowledged; a woken poll takes its mailbox's oldest events (a script: read and trim, so
+//!   each event is taken by exactly one poll) and answers with them, up to `max_batch_len`
+//!   events and half the message limit. A poll also takes at once what is waiting when it
+//!   arrives. An answer that cannot be delivered puts its events back in front.
+//! - Bounds ([`MailboxConfig`]): over `max_events` (1 000, as `max_pending_events_per_client`)
+//!   or `max_bytes` (4 MiB) the client is forgotten, as one server forgets a client with too
+//!   many pushes waiting: its mailbox is dropped and its next poll gets a handshake. A client
+//!   that stops polling is forgotten when its registration expires, mailbox with it.
+//! - A POST may land on any node: it is handled there (the handler's reply is the POST's
+//!   answer); with no handshake seen on that node, the request's own packer is used.
+//!
 //! # Failures
 //!
 //! Both connections (publish and subscribe) reconnect by themselves with exponential backoff
 //! (100 ms to 5 s, [`RedisConfig::reconnect`]); outages are logged with `tracing` (warn when
 //! lost, info when back) and visible in [`RedisBackplane::health`]. Nothing here panics. The
 //! backplane's tasks stop when the last clone of the [`RedisBackplane`] is dropped.
+//!
+//! The third connection, of the operations task (uidport decisions, registrations, takes),
+//! reconnects the same way and retries the operation it was running; a take is not retried
+//! (the poll stays held and is woken by the next push). Mailbox appends travel with the
+//! publish pipeline, so they are retried with it. A command Redis refuses (not a connection
+//! error) is logged and not retried: a refused operation's caller gets the single-node answer
+//! (a uidport event fires on this node, a poll finds nothing). Redis restarting without
+//! persistence loses the stored state: uids open at that moment may fire `uidport-open` again,
+//! pushes waiting in mailboxes are lost, and Ajax clients re-handshake on their next poll.
 
 mod shell;
 
 pub use sente_proto::backplane::cluster::ClusterConfig;
-pub use shell::Health;
+pub use shell::{Health, MailboxConfig};
 
 use futures_util::StreamExt;
-use sente_proto::backplane::{Backplane, BackplaneMsg, BackplaneSink};
-use shell::{Backoff, Shared, Side};
+use sente_proto::Uid;
+use sente_proto::backplane::{
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+};
+use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -97,6 +173,11 @@ pub struct RedisConfig {
     pub reconnect: (Duration, Duration),
     /// Heartbeats, expiry and decoding limits.
     pub presence: ClusterConfig,
+    /// The Ajax mailboxes (on by default).
+    pub mailbox: MailboxConfig,
+    /// How long a `uidport:<uid>` key lives after its last change or renewal; every node
+    /// renews the keys of its uids every quarter of it. Default 1 h.
+    pub uidport_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -108,7 +189,21 @@ impl RedisConfig {
             queue: 65_536,
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
             presence: ClusterConfig::default(),
+            mailbox: MailboxConfig::default(),
+            uidport_ttl: Duration::from_secs(3600),
         }
+    }
+
+    /// Sets [`RedisConfig::uidport_ttl`] (at least 1 s).
+    pub fn uidport_ttl(mut self, ttl: Duration) -> Self {
+        self.uidport_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets [`RedisConfig::mailbox`].
+    pub fn mailbox(mut self, cfg: MailboxConfig) -> Self {
+        self.mailbox = cfg;
+        self
     }
 
     /// Sets [`RedisConfig::cluster`].
@@ -192,14 +287,29 @@ impl RedisBackplane {
     pub fn start(config: RedisConfig) -> Result<RedisBackplane, Error> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
-        let (shared, rx) = Shared::new("redis", config.presence.clone(), config.queue);
+        let (shared, rx, ops) = Shared::new(
+            "redis",
+            config.presence.clone(),
+            config.queue,
+            config.mailbox.clone(),
+        );
         let (stop, stop_rx) = watch::channel(());
         let channel = config.channel();
         handle.spawn(run_publisher(
             client.clone(),
+            config.cluster.clone(),
             channel.clone(),
             shared.clone(),
             rx,
+            stop_rx.clone(),
+            config.reconnect,
+        ));
+        handle.spawn(run_ops(
+            client.clone(),
+            config.cluster.clone(),
+            config.uidport_ttl,
+            shared.clone(),
+            ops,
             stop_rx.clone(),
             config.reconnect,
         ));
@@ -249,6 +359,18 @@ impl Backplane for RedisBackplane {
     fn subscribe(&self, sink: BackplaneSink) {
         let _ = self.inner.shared.sink.set(sink);
     }
+
+    fn uidport(&self, _node: NodeId, uid: &Uid, open: bool) -> Option<BoxFuture<UidportDecision>> {
+        Some(self.inner.shared.uidport(uid, open))
+    }
+
+    fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        self.inner
+            .shared
+            .mailbox
+            .enabled
+            .then(|| Arc::new(Mailboxes(self.inner.shared.clone())) as Arc<dyn Mailbox>)
+    }
 }
 
 async fn connect(
@@ -274,17 +396,27 @@ async fn connect(
     }
 }
 
+/// Whether an error is the connection's (retry on a new one) rather than a refused command.
+fn transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::NoScriptError
+}
+
 async fn run_publisher(
     client: redis::Client,
+    prefix: String,
     channel: String,
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<()>,
     (min, max): (Duration, Duration),
 ) {
     let mut backoff = Backoff::new(min, max);
-    let mut conn = None;
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    let mut conn: Option<(redis::aio::MultiplexedConnection, Option<Scripts>)> = None;
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     loop {
         if batch.is_empty() {
             tokio::select! {
@@ -292,16 +424,45 @@ async fn run_publisher(
                 _ = stop.changed() => return,
             }
         }
-        let c = match conn.as_mut() {
+        let (c, scripts) = match conn.as_mut() {
             Some(c) => c,
             None => match connect(&client, &shared, &mut stop, &mut backoff).await {
-                Some(c) => conn.insert(c),
+                Some(c) => conn.insert((c, None)),
                 None => return,
             },
         };
+        let needs_scripts = batch.iter().any(|j| matches!(j, Job::Append { .. }));
+        if needs_scripts && scripts.is_none() {
+            match Scripts::load(c).await {
+                Ok(s) => *scripts = Some(s),
+                Err(e) => {
+                    shared.set_up(Side::Publisher, false, Some(e.to_string()));
+                    conn = None;
+                    if !backoff.wait(&mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let mut pipe = redis::pipe();
-        for frame in &batch {
-            pipe.publish(&channel, frame.as_slice()).ignore();
+        for job in &batch {
+            match (job, scripts.as_ref()) {
+                (Job::Frame(frame), _) => {
+                    pipe.publish(&channel, frame.as_slice()).ignore();
+                }
+                (Job::Append { uids, entry }, Some(s)) => {
+                    pipe.add_command(append_cmd(
+                        s,
+                        &prefix,
+                        &shared.mailbox,
+                        uids.as_deref(),
+                        entry,
+                    ))
+                    .ignore();
+                }
+                (Job::Append { .. }, None) => {}
+            }
         }
         let sent: Result<(), redis::RedisError> = tokio::select! {
             r = pipe.query_async(c) => r,
@@ -309,13 +470,15 @@ async fn run_publisher(
         };
         match sent {
             Ok(()) => {
-                let bytes: usize = batch.iter().map(Vec::len).sum();
-                shared
-                    .published
-                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                shared
-                    .published_bytes
-                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                shared.count_sent(&batch);
+                shared.wake_after(&batch);
+                batch.clear();
+            }
+            Err(e) if !transient(&e) => {
+                // A command refused (Redis ran the others of the pipeline): not retried.
+                shared.record_error(format!("publish pipeline: {e}"));
+                shared.count_sent(&batch);
+                shared.wake_after(&batch);
                 batch.clear();
             }
             Err(e) => {
@@ -374,4 +537,527 @@ async fn run_subscriber(
             return;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored state: uidport sets, node liveness, Ajax registrations and mailboxes (Lua scripts, so
+// each operation is atomic in Redis).
+
+/// Current Redis time in milliseconds (scripts use the server's clock, so nodes' clocks do not
+/// matter).
+const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
+
+/// [`sente_proto::backplane::uidport_rule`], run inside Redis (atomic), with liveness read from
+/// the `node:` keys. ARGV: prefix, uid hex, member, open (1/0), key ttl ms. Returns
+/// {close_stale, fire}.
+const UIDPORT: &str = r"
+local p, u, me, open = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
+local k = p .. ':uidport:' .. u
+if redis.call('EXISTS', k) == 1 then redis.call('PEXPIRE', k, ARGV[5]) end
+local live, stale, mine = 0, 0, false
+for _, m in ipairs(redis.call('SMEMBERS', k)) do
+  if m == me then mine = true
+  elseif redis.call('EXISTS', p .. ':node:' .. m) == 1 then live = live + 1
+  else redis.call('SREM', k, m) stale = stale + 1 end
+end
+if open then
+  redis.call('SADD', k, me)
+  redis.call('PEXPIRE', k, ARGV[5])
+  if mine or live > 0 then return {0, 0} end
+  if stale > 0 then return {1, 1} end
+  return {0, 1}
+end
+if not mine then
+  if live == 0 and stale > 0 then return {0, 1} end
+  return {0, 0}
+end
+redis.call('SREM', k, me)
+if live == 0 then return {0, 1} end
+return {0, 0}
+";
+
+/// ARGV: prefix, uid hex, client hex, ttl ms.
+const REGISTER: &str = r"
+local p, u, c, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local exp = now + ttl
+redis.call('ZADD', p .. ':ajax:' .. u, exp, c)
+redis.call('PEXPIRE', p .. ':ajax:' .. u, ttl)
+redis.call('ZREMRANGEBYSCORE', p .. ':ajax', '-inf', now)
+redis.call('ZADD', p .. ':ajax', exp, u .. ':' .. c)
+redis.call('PEXPIRE', p .. ':mbox:' .. u .. ':' .. c, ttl)
+redis.call('PEXPIRE', p .. ':mboxb:' .. u .. ':' .. c, ttl)
+return 1
+";
+
+/// ARGV: prefix, uid hex, client hex. Returns 1 when registered and not expired.
+const KNOWN: &str = r"
+local s = redis.call('ZSCORE', ARGV[1] .. ':ajax:' .. ARGV[2], ARGV[3])
+if s and tonumber(s) > now then return 1 end
+return 0
+";
+
+/// ARGV: prefix, max events, max bytes, entry, then `*` (every client) or uid hexes.
+/// Returns how many clients were forgotten for exceeding a bound.
+const APPEND: &str = r"
+local p, maxn, maxb, entry = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local dropped = 0
+local function append(u, c, exp)
+  local k, kb = p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c
+  local n = redis.call('RPUSH', k, entry)
+  local b = redis.call('INCRBY', kb, #entry)
+  if n > maxn or b > maxb then
+    redis.call('DEL', k, kb)
+    redis.call('ZREM', p .. ':ajax:' .. u, c)
+    redis.call('ZREM', p .. ':ajax', u .. ':' .. c)
+    dropped = dropped + 1
+    return
+  end
+  local ttl = math.max(1, exp - now)
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('PEXPIRE', kb, ttl)
+end
+if ARGV[5] == '*' then
+  redis.call('ZREMRANGEBYSCORE', p .. ':ajax', '-inf', now)
+  local all = redis.call('ZRANGE', p .. ':ajax', 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    local sep = string.find(all[i], ':', 1, true)
+    append(string.sub(all[i], 1, sep - 1), string.sub(all[i], sep + 1), tonumber(all[i + 1]))
+  end
+else
+  for i = 5, #ARGV do
+    local zk = p .. ':ajax:' .. ARGV[i]
+    redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+    local cs = redis.call('ZRANGE', zk, 0, -1, 'WITHSCORES')
+    for j = 1, #cs, 2 do append(ARGV[i], cs[j], tonumber(cs[j + 1])) end
+  end
+end
+return dropped
+";
+
+/// Takes [`sente_proto::backplane::mailbox_take_count`] entries, inside Redis (atomic).
+/// ARGV: prefix, uid hex, client hex, max events, max bytes. Returns the entries taken.
+const TAKE: &str = r"
+local k, kb = ARGV[1] .. ':mbox:' .. ARGV[2] .. ':' .. ARGV[3], ARGV[1] .. ':mboxb:' .. ARGV[2] .. ':' .. ARGV[3]
+local maxn, maxb = tonumber(ARGV[4]), tonumber(ARGV[5])
+local items = redis.call('LRANGE', k, 0, maxn - 1)
+local out, bytes = {}, 0
+for i, e in ipairs(items) do
+  if i > 1 and bytes + #e > maxb then break end
+  bytes = bytes + #e
+  out[#out + 1] = e
+end
+if #out > 0 then
+  redis.call('LTRIM', k, #out, -1)
+  if redis.call('DECRBY', kb, bytes) <= 0 then redis.call('DEL', kb) end
+end
+return out
+";
+
+/// ARGV: prefix, uid hex, client hex, entries (oldest first). Dropped when the client is no
+/// longer registered.
+const PUT_BACK: &str = r"
+local p, u, c = ARGV[1], ARGV[2], ARGV[3]
+local s = redis.call('ZSCORE', p .. ':ajax:' .. u, c)
+if not s or tonumber(s) <= now then return 0 end
+local k, kb = p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c
+local bytes = 0
+for i = #ARGV, 4, -1 do
+  redis.call('LPUSH', k, ARGV[i])
+  bytes = bytes + #ARGV[i]
+end
+redis.call('INCRBY', kb, bytes)
+local ttl = math.max(1, tonumber(s) - now)
+redis.call('PEXPIRE', k, ttl)
+redis.call('PEXPIRE', kb, ttl)
+return 1
+";
+
+/// The scripts' SHA1s (from `SCRIPT LOAD`, on each new connection).
+struct Scripts {
+    uidport: String,
+    register: String,
+    known: String,
+    append: String,
+    take: String,
+    put_back: String,
+}
+
+impl Scripts {
+    async fn load(c: &mut redis::aio::MultiplexedConnection) -> Result<Scripts, redis::RedisError> {
+        async fn one(
+            c: &mut redis::aio::MultiplexedConnection,
+            body: &str,
+            with_now: bool,
+        ) -> Result<String, redis::RedisError> {
+            let text = if with_now {
+                format!("{NOW}{body}")
+            } else {
+                body.to_owned()
+            };
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(text)
+                .query_async(c)
+                .await
+        }
+        Ok(Scripts {
+            uidport: one(c, UIDPORT, false).await?,
+            register: one(c, REGISTER, true).await?,
+            known: one(c, KNOWN, true).await?,
+            append: one(c, APPEND, true).await?,
+            take: one(c, TAKE, false).await?,
+            put_back: one(c, PUT_BACK, true).await?,
+        })
+    }
+}
+
+fn evalsha(sha: &str) -> redis::Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(sha).arg(0);
+    c
+}
+
+/// The `EVALSHA` of a mailbox append.
+fn append_cmd(
+    scripts: &Scripts,
+    prefix: &str,
+    mailbox: &MailboxConfig,
+    uids: Option<&[Uid]>,
+    entry: &[u8],
+) -> redis::Cmd {
+    let mut c = evalsha(&scripts.append);
+    c.arg(prefix)
+        .arg(mailbox.max_events)
+        .arg(mailbox.max_bytes)
+        .arg(entry);
+    match uids {
+        None => {
+            c.arg("*");
+        }
+        Some(uids) => {
+            for u in uids {
+                if let Some(h) = uid_hex(u) {
+                    c.arg(h);
+                }
+            }
+        }
+    }
+    c
+}
+
+/// Runs the engine operations in order on their own connection, and keeps this node's
+/// liveness key (`<cluster>:node:<origin>`) alive every heartbeat.
+async fn run_ops(
+    client: redis::Client,
+    prefix: String,
+    uidport_ttl: Duration,
+    shared: Arc<Shared>,
+    mut ops: mpsc::Receiver<Op>,
+    mut stop: watch::Receiver<()>,
+    (min, max): (Duration, Duration),
+) {
+    let (every, expiry) = {
+        let c = shared
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.config().heartbeat, c.config().expiry)
+    };
+    let node_key = format!("{prefix}:node:{:016x}", shared.origin);
+    // The liveness key, every heartbeat, on a connection of its own (slow operations never
+    // delay it); it is also set before the first operation on each connection below.
+    tokio::spawn(run_liveness(
+        client.clone(),
+        node_key.clone(),
+        (every, expiry),
+        shared.clone(),
+        stop.clone(),
+    ));
+    let me = format!("{:016x}", shared.origin);
+    let mut backoff = Backoff::new(min, max);
+    let mut conn: Option<(redis::aio::MultiplexedConnection, Scripts)> = None;
+    let mut renew = tokio::time::interval(uidport_ttl / 4);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl_ms = uidport_ttl.as_millis() as u64;
+    let mut pending: Option<Op> = None;
+    loop {
+        if conn.is_none() {
+            let made = async {
+                let mut c = client.get_multiplexed_async_connection().await?;
+                let s = Scripts::load(&mut c).await?;
+                redis::cmd("SET")
+                    .arg(&node_key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(expiry.as_millis() as u64)
+                    .query_async::<()>(&mut c)
+                    .await?;
+                Ok::<_, redis::RedisError>((c, s))
+            };
+            let made = tokio::select! {
+                r = made => r,
+                _ = stop.changed() => return,
+            };
+            match made {
+                Ok(c) => {
+                    backoff.reset();
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    shared.record_error(format!("operations connection: {e}"));
+                    if !backoff.wait(&mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some((c, scripts)) = conn.as_mut() else {
+            continue;
+        };
+        let op = if let Some(op) = pending.take() {
+            op
+        } else {
+            tokio::select! {
+                op = ops.recv() => match op { Some(op) => op, None => return },
+                _ = renew.tick() => {
+                    let mut pipe = redis::pipe();
+                    for uid in shared.local_uids() {
+                        if let Some(u) = uid_hex(&uid) {
+                            pipe.pexpire(format!("{prefix}:uidport:{u}"), ttl_ms as i64).ignore();
+                        }
+                    }
+                    if let Err(e) = pipe.query_async::<()>(c).await {
+                        shared.record_error(format!("uidport renewal: {e}"));
+                    }
+                    continue;
+                }
+                _ = stop.changed() => return,
+            }
+        };
+        match run_op(c, scripts, &prefix, &me, &shared, op, ttl_ms).await {
+            Ok(()) => shared.count_op(),
+            Err((op, e)) if !transient(&e) => {
+                // Refused by Redis: dropped; its caller gets the single-node answer.
+                shared.record_error(format!("operation refused: {e}"));
+                drop(op);
+            }
+            Err((op, e)) => {
+                // Keep the operation and retry it on a new connection.
+                shared.record_error(format!("operation: {e}"));
+                pending = Some(op);
+                conn = None;
+                if !backoff.wait(&mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sets this node's liveness key every heartbeat (expiring after the presence expiry).
+async fn run_liveness(
+    client: redis::Client,
+    node_key: String,
+    (every, expiry): (Duration, Duration),
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut alive = tokio::time::interval(every);
+    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = alive.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if conn.is_none() {
+            match client.get_multiplexed_async_connection().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    shared.record_error(format!("liveness connection: {e}"));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let r = redis::cmd("SET")
+            .arg(&node_key)
+            .arg(1)
+            .arg("PX")
+            .arg(expiry.as_millis() as u64)
+            .query_async::<()>(c)
+            .await;
+        if let Err(e) = r {
+            shared.record_error(format!("liveness key: {e}"));
+            conn = None;
+        }
+    }
+}
+
+/// Runs one operation; on a Redis error gives it back for a retry.
+async fn run_op(
+    c: &mut redis::aio::MultiplexedConnection,
+    scripts: &Scripts,
+    prefix: &str,
+    me: &str,
+    shared: &Shared,
+    op: Op,
+    uidport_ttl_ms: u64,
+) -> Result<(), (Op, redis::RedisError)> {
+    match op {
+        Op::Uidport {
+            uid,
+            member,
+            open,
+            done,
+        } => {
+            let Some(u) = uid_hex(&uid) else {
+                if let Some(d) = done {
+                    let _ = d.send(UidportDecision::new(false, true));
+                }
+                return Ok(());
+            };
+            let member_hex = if member == shared.origin {
+                me.to_owned()
+            } else {
+                format!("{member:016x}")
+            };
+            let r: Result<(u8, u8), _> = evalsha(&scripts.uidport)
+                .arg(prefix)
+                .arg(u)
+                .arg(&member_hex)
+                .arg(u8::from(open))
+                .arg(uidport_ttl_ms)
+                .query_async(c)
+                .await;
+            let (close_stale, fire) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err((
+                        Op::Uidport {
+                            uid,
+                            member,
+                            open,
+                            done,
+                        },
+                        e,
+                    ));
+                }
+            };
+            let decision = UidportDecision::new(close_stale == 1, fire == 1);
+            match done {
+                Some(d) => {
+                    let _ = d.send(decision);
+                }
+                None if decision.fire => shared.deliver(BackplaneMsg::UidportClose { uid }),
+                None => {}
+            }
+        }
+        Op::Register {
+            uid,
+            cid,
+            ttl,
+            done,
+        } => {
+            if let Some(u) = uid_hex(&uid) {
+                let r: Result<(), _> = evalsha(&scripts.register)
+                    .arg(prefix)
+                    .arg(u)
+                    .arg(cid_hex(&cid))
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(c)
+                    .await;
+                if let Err(e) = r {
+                    return Err((
+                        Op::Register {
+                            uid,
+                            cid,
+                            ttl,
+                            done,
+                        },
+                        e,
+                    ));
+                }
+            }
+            let _ = done.send(());
+        }
+        Op::Known { uid, cid, done } => {
+            let Some(u) = uid_hex(&uid) else {
+                let _ = done.send(false);
+                return Ok(());
+            };
+            let r: Result<u8, _> = evalsha(&scripts.known)
+                .arg(prefix)
+                .arg(u)
+                .arg(cid_hex(&cid))
+                .query_async(c)
+                .await;
+            match r {
+                Ok(k) => {
+                    let _ = done.send(k == 1);
+                }
+                Err(e) => return Err((Op::Known { uid, cid, done }, e)),
+            }
+        }
+        Op::Take {
+            uid,
+            cid,
+            max_events,
+            max_bytes,
+            done,
+        } => {
+            let Some(u) = uid_hex(&uid) else {
+                let _ = done.send(Vec::new());
+                return Ok(());
+            };
+            let r: Result<Vec<Vec<u8>>, _> = evalsha(&scripts.take)
+                .arg(prefix)
+                .arg(u)
+                .arg(cid_hex(&cid))
+                .arg(max_events.max(1))
+                .arg(max_bytes.max(1))
+                .query_async(c)
+                .await;
+            match r {
+                Ok(entries) => {
+                    let _ = done.send(shared.decode_entries(&entries));
+                }
+                // A take is not retried (its poll is held again and woken by the next push).
+                Err(e) => {
+                    shared.record_error(format!("mailbox take: {e}"));
+                    let _ = done.send(Vec::new());
+                }
+            }
+        }
+        Op::PutBack {
+            uid,
+            cid,
+            events,
+            done,
+        } => {
+            if let Some(u) = uid_hex(&uid) {
+                let mut cmd = evalsha(&scripts.put_back);
+                cmd.arg(prefix).arg(u).arg(cid_hex(&cid));
+                for e in &events {
+                    if let Ok(b) = codec::encode_event(e) {
+                        cmd.arg(b);
+                    }
+                }
+                if let Err(e) = cmd.query_async::<()>(c).await {
+                    return Err((
+                        Op::PutBack {
+                            uid,
+                            cid,
+                            events,
+                            done,
+                        },
+                        e,
+                    ));
+                }
+            }
+            let _ = done.send(());
+        }
+    }
+    Ok(())
 }

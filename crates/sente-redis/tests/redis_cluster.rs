@@ -36,7 +36,18 @@ impl Flavor for Redis {
             RedisConfig::new(url)
                 .cluster(cluster)
                 .reconnect(Duration::from_millis(50), Duration::from_millis(500))
-                .presence(presence),
+                .presence(presence)
+                .mailbox(sente_redis::MailboxConfig::default().enabled(!cluster::no_mailbox())),
+        )
+        .unwrap()
+    }
+
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> RedisBackplane {
+        RedisBackplane::start(
+            RedisConfig::new(url)
+                .cluster(cluster)
+                .presence(cluster::fast())
+                .mailbox(sente_redis::MailboxConfig::default().max_events(max_events)),
         )
         .unwrap()
     }
@@ -44,6 +55,9 @@ impl Flavor for Redis {
     fn health(b: &RedisBackplane) -> H {
         let h = b.health();
         H {
+            appends: h.appends,
+            append_bytes: h.append_bytes,
+            ops: h.ops,
             connected: h.connected,
             outages: h.outages,
             last_error: h.last_error.map(|(_, e)| e),
@@ -83,6 +97,10 @@ scenario!(close_uid_closes_remote_clients);
 scenario!(connected_uids_follow_a_graceful_shutdown);
 scenario!(dead_node_expires);
 scenario!(service_restart);
+scenario!(uidport_once_per_cluster);
+scenario!(uidport_close_for_a_dead_node);
+scenario!(ajax_round_robin);
+scenario!(ajax_mailbox_bound);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-redis --release --test redis_cluster -- --ignored --nocapture`.
@@ -94,4 +112,16 @@ async fn latency() {
         return;
     }
     cluster::measure_latency::<Redis>(2000).await;
+}
+
+/// Backplane messages and bytes per push (1-client uid, 1000-uid broadcast):
+/// `cargo test -p sente-redis --release --test redis_cluster -- --ignored --nocapture per_push`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --ignored --nocapture"]
+async fn per_push() {
+    if !cluster::reachable("127.0.0.1:6379").await {
+        eprintln!("SKIPPED per_push: Redis is not reachable on 127.0.0.1:6379");
+        return;
+    }
+    cluster::measure_messages_per_push::<Redis>(1000).await;
 }

@@ -36,6 +36,10 @@ impl Drop for PollGuard {
 
 /// `GET`: the handshake (`handshake?` parameter, or a client the server does not know), or a
 /// long-poll held until pushes arrive, `lp_timeout_ms` passes, or the uid is closed.
+///
+/// With the backplane's Ajax mailboxes (a cluster), a client "known" is one registered in the
+/// mailboxes by any node's handshake, so its polls may land on any node; a held poll is
+/// answered from its mailbox.
 pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     let registry = shell.registry().clone();
     let max = shell.max_message();
@@ -52,9 +56,22 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         transport: Transport::Ajax,
         packer: packer.clone(),
     };
+    let mailbox = registry.mailbox().cloned();
+    // Mailbox mode: known here or registered by any node, decided once (the local entry may
+    // end its grace period while the registration is renewed below; the poll recreates it).
+    let mut known = false;
+    if let Some(mb) = &mailbox
+        && !handshake
+    {
+        known = registry.with_core(|c, _| c.ajax_knows(&uid, &cid)) || mb.known(&uid, &cid).await;
+    }
+    if let Some(mb) = &mailbox {
+        // Registered (or kept) before the poll is held, so no push meanwhile misses it.
+        mb.register(&uid, &cid, registry.mailbox_ttl()).await;
+    }
     let (tx, rx) = oneshot::channel();
     let started = registry.with_core(|c, now| {
-        if handshake || !c.ajax_knows(&uid, &cid) {
+        if handshake || (!known && !c.ajax_knows(&uid, &cid)) {
             c.handle_ajax_handshake(&uid, &cid, ctx, now).map(|()| None)
         } else {
             c.handle_ajax_poll(&uid, &cid, tx, ctx, now).map(Some)
@@ -81,6 +98,10 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         }
         Ok(Some(conn)) => conn,
     };
+    if mailbox.is_some() {
+        // What waits in the mailbox answers the poll at once.
+        registry.wake(uid.clone(), cid.clone(), conn);
+    }
     let _live = registry.live();
     let _guard = PollGuard {
         registry: registry.clone(),

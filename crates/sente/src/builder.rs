@@ -327,7 +327,12 @@ impl Builder {
     }
 
     /// The backplane that carries pushes, closes and presence to every node (default: a
-    /// [`LocalBackplane`], for a single node).
+    /// [`LocalBackplane`], for a single node). A cluster backplane (`sente-redis`,
+    /// `sente-nats`) may also decide `chsk/uidport-open` / `-close` for the cluster (fired on
+    /// one node, once; see [`Backplane::uidport`]) and keep Ajax clients' pushes in per-client
+    /// mailboxes, so an Ajax client's requests may land on any node
+    /// ([`Backplane::mailbox`]). `chsk/uidport-close` events fired on behalf of a node that
+    /// died carry the client id `sente-cluster` and an empty request.
     pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
         self.backplane = Some(backplane);
         self
@@ -387,7 +392,7 @@ impl Builder {
             lp_timeout: Duration::from_millis(self.core.lp_timeout_ms),
             ..self.timing
         };
-        let registry = Registry::start(self.core, backplane);
+        let registry = Registry::start(self.core, backplane, packer.clone());
         let handle = ServerHandle::new(registry.clone(), self.shutdown);
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());
         let d = Arc::downgrade(&dispatcher);

@@ -1,19 +1,27 @@
 //! The connection registry: the sans-IO server [`Core`] behind a lock, its clock and timer task,
 //! the execution of what the core decides (deliveries, closes, poll answers), the cluster's
 //! connected uids, what arrives from the backplane, and the drop counters.
+//!
+//! With a cluster backplane, `chsk/uidport-*` events are decided by the backplane
+//! ([`Backplane::uidport`]: once for the cluster), in order, by one task; and with its Ajax
+//! mailboxes ([`Backplane::mailbox`]), held polls are answered from the mailbox (the wake
+//! tasks below).
 
 use crate::outbox::Outbox;
 use crate::request::ChskRequest;
-use sente_proto::backplane::{Backplane, BackplaneMsg, NodeId, PresenceView};
+use sente_proto::backplane::{
+    Backplane, BackplaneMsg, BoxFuture, Mailbox, NodeId, PresenceView, UidportDecision,
+};
 use sente_proto::server::{
-    Action, Core, CoreConfig, CoreEvent, PollAnswer, ServerLimits, Transport,
+    Action, ConnId, Core, CoreConfig, CoreEvent, PollAnswer, PushBatch, ServerLimits, Transport,
+    WakeDone,
 };
 use sente_proto::{ClientId, Event, Packer, Uid};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// The uids with at least one connection (Sente's `connected-uids`), with the grace periods of
@@ -81,6 +89,16 @@ pub(crate) struct Registry {
     idle: Notify,
     closing: AtomicBool,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
+    mailbox: Option<Arc<dyn Mailbox>>,
+    /// Uidport events waiting for the backplane's cluster-wide decision, in order. Unbounded
+    /// here: each entry is an operation in the backplane's own bounded queue (over its bound a
+    /// decision resolves at once), so this holds no more than that queue.
+    decisions: mpsc::UnboundedSender<PendingUidport>,
+    /// The context of uidport-close events fired for nodes that died.
+    cluster_ctx: ConnCtx,
+    me: Weak<Registry>,
+    rt: tokio::runtime::Handle,
     dropped_system: AtomicU64,
     dropped_push: AtomicU64,
     dropped_clients: AtomicU64,
@@ -94,9 +112,26 @@ impl Drop for Registry {
 
 impl Registry {
     /// A registry around a new core; starts its timer task and subscribes to the backplane.
-    pub(crate) fn start(cfg: CoreConfig, backplane: Arc<dyn Backplane>) -> Arc<Registry> {
+    pub(crate) fn start(
+        cfg: CoreConfig,
+        backplane: Arc<dyn Backplane>,
+        packer: Arc<dyn Packer>,
+    ) -> Arc<Registry> {
         let driver = Arc::new(Notify::new());
-        let registry = Arc::new(Registry {
+        let mailbox = backplane.mailbox();
+        let cfg = cfg.ajax_mailbox(mailbox.is_some());
+        let (decisions, pending) = mpsc::unbounded_channel();
+        let cluster_ctx = ConnCtx {
+            request: Arc::new(ChskRequest::new(
+                http::Request::new(()).into_parts().0,
+                crate::params::Params::default(),
+                None,
+                std::collections::BTreeSet::new(),
+            )),
+            transport: Transport::Ws,
+            packer,
+        };
+        let registry = Arc::new_cyclic(|me| Registry {
             limits: cfg.limits.clone(),
             core: Mutex::new(Core::new(cfg)),
             start: Instant::now(),
@@ -111,6 +146,11 @@ impl Registry {
             idle: Notify::new(),
             closing: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
+            mailbox,
+            decisions,
+            cluster_ctx,
+            me: me.clone(),
+            rt: tokio::runtime::Handle::current(),
             dropped_system: AtomicU64::new(0),
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
@@ -122,8 +162,53 @@ impl Registry {
                 r.apply(msg);
             }
         }));
+        tokio::spawn(run_uidport_decisions(weak.clone(), pending));
         tokio::spawn(run_timers(weak, driver));
         registry
+    }
+
+    /// The Ajax mailboxes, in a cluster that has them.
+    pub(crate) fn mailbox(&self) -> Option<&Arc<dyn Mailbox>> {
+        self.mailbox.as_ref()
+    }
+
+    /// How long an Ajax client stays registered in the mailboxes after its last request: a
+    /// poll's hold plus the Ajax grace period, plus 1 s.
+    pub(crate) fn mailbox_ttl(&self) -> Duration {
+        let c = self.lock();
+        let cfg = c.config();
+        Duration::from_millis(
+            cfg.lp_timeout_ms
+                .saturating_add(cfg.ms_allow_reconnect_before_close_ajax)
+                .saturating_add(1000),
+        )
+    }
+
+    /// Mailbox mode: answers the held poll `conn` from the client's mailbox (in a task).
+    pub(crate) fn wake(&self, uid: Uid, cid: ClientId, conn: ConnId) {
+        let (Some(mb), Some(r)) = (self.mailbox.clone(), self.me.upgrade()) else {
+            return;
+        };
+        self.rt.spawn(async move {
+            let Some(mut responder) = r.with_core(|c, _| c.take_poll_for_wake(&uid, &cid, conn))
+            else {
+                return;
+            };
+            let max_events = r.limits.message.max_batch_len.max(1);
+            let max_bytes = r.limits.message.max_message_bytes / 2;
+            loop {
+                let events = mb.take(&uid, &cid, max_events, max_bytes).await;
+                let batch = (!events.is_empty()).then(|| Arc::new(PushBatch::new(events)));
+                match r.with_core(|c, now| c.wake_done(&uid, &cid, conn, responder, batch, now)) {
+                    WakeDone::Done => return,
+                    WakeDone::Again(again) => responder = again,
+                    WakeDone::PutBack(b) => {
+                        mb.put_back(&uid, &cid, b.events().to_vec()).await;
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Where the core's `chsk/uidport-*` events go (set once, when the server is built).
@@ -191,9 +276,26 @@ impl Registry {
                     answer,
                 } => {
                     if let Err(answer) = responder.send(answer) {
-                        core.handle_poll_undeliverable(&uid, &client_id, conn, answer, now);
+                        match (&self.mailbox, answer) {
+                            (Some(mb), PollAnswer::Batch(b)) => {
+                                // Back to the mailbox, for the client's next poll.
+                                core.handle_poll_ended(&uid, &client_id, conn, now);
+                                let (mb, events) = (mb.clone(), b.events().to_vec());
+                                self.rt.spawn(async move {
+                                    mb.put_back(&uid, &client_id, events).await;
+                                });
+                            }
+                            (_, answer) => {
+                                core.handle_poll_undeliverable(&uid, &client_id, conn, answer, now);
+                            }
+                        }
                     }
                 }
+                Action::AjaxWake {
+                    uid,
+                    client_id,
+                    conn,
+                } => self.wake(uid, client_id, conn),
             }
         }
         for ev in core.take_events() {
@@ -211,12 +313,12 @@ impl Registry {
                     uid,
                     client_id,
                     ctx,
-                } => self.system_event(true, uid, client_id, ctx),
+                } => self.uidport(true, uid, client_id, ctx),
                 CoreEvent::UidportClose {
                     uid,
                     client_id,
                     ctx,
-                } => self.system_event(false, uid, client_id, ctx),
+                } => self.uidport(false, uid, client_id, ctx),
                 CoreEvent::ClientDropped {
                     uid,
                     client_id,
@@ -226,6 +328,23 @@ impl Registry {
                     tracing::warn!(%uid, %client_id, transport = transport.as_str(),
                         "client dropped: too many pushes waiting for it");
                 }
+            }
+        }
+    }
+
+    /// This node's first connection of `uid` opened (or its last closed): fired here, or
+    /// after the backplane's cluster-wide decision.
+    fn uidport(&self, open: bool, uid: Uid, client_id: ClientId, ctx: ConnCtx) {
+        match self.backplane.uidport(self.node, &uid, open) {
+            None => self.system_event(open, uid, client_id, ctx),
+            Some(decision) => {
+                let _ = self.decisions.send(PendingUidport {
+                    decision,
+                    open,
+                    uid,
+                    client_id,
+                    ctx,
+                });
             }
         }
     }
@@ -285,6 +404,13 @@ impl Registry {
                 ws,
                 ajax,
             } if node != self.node => self.set_presence(node, &uid, ws, ajax),
+            BackplaneMsg::UidportClose { uid } => {
+                let cid = ClientId::new("sente-cluster").ok();
+                if let Some(cid) = cid {
+                    self.system_event(false, uid, cid, self.cluster_ctx.clone());
+                }
+            }
+            BackplaneMsg::AjaxWake { uids } => self.with_core(|c, _| c.wake_ajax(uids.as_deref())),
             _ => {}
         }
     }
@@ -394,6 +520,32 @@ fn set(s: &mut HashSet<Uid>, uid: &Uid, member: bool) -> bool {
         }
     } else {
         s.remove(uid)
+    }
+}
+
+/// A uidport event waiting for the backplane's decision.
+pub(crate) struct PendingUidport {
+    decision: BoxFuture<UidportDecision>,
+    open: bool,
+    uid: Uid,
+    client_id: ClientId,
+    ctx: ConnCtx,
+}
+
+/// Fires the uidport events the backplane decided, in the order they were asked for.
+async fn run_uidport_decisions(
+    weak: Weak<Registry>,
+    mut pending: mpsc::UnboundedReceiver<PendingUidport>,
+) {
+    while let Some(p) = pending.recv().await {
+        let d = p.decision.await;
+        let Some(r) = weak.upgrade() else { return };
+        if d.close_stale {
+            r.system_event(false, p.uid.clone(), p.client_id.clone(), p.ctx.clone());
+        }
+        if d.fire {
+            r.system_event(p.open, p.uid, p.client_id, p.ctx);
+        }
     }
 }
 

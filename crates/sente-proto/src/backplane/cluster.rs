@@ -90,6 +90,9 @@ pub struct Output {
     pub publish: Vec<Vec<u8>>,
     /// Origins expired by this call: `(origin, node, uids)`, for logging.
     pub expired: Vec<(u64, Option<NodeId>, usize)>,
+    /// The uids each origin expired by this call had (for the backplane's cluster-wide
+    /// uidport decisions: a survivor removes the dead node from each uid).
+    pub expired_uids: Vec<(u64, Vec<Uid>)>,
     /// A payload that could not be decoded (for counting and logging).
     pub error: Option<CodecError>,
     /// A payload of an unknown kind was skipped.
@@ -175,6 +178,11 @@ impl Cluster {
     /// The configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
+    }
+
+    /// This node's present uids (those it published as present).
+    pub fn local_uids(&self) -> impl Iterator<Item = &Uid> {
+        self.local.uids.keys()
     }
 
     /// How many other nodes are currently known (heard from within the expiry).
@@ -309,6 +317,8 @@ impl Cluster {
             if let Some(peer) = self.peers.remove(&origin) {
                 out.expired
                     .push((origin, peer.node, peer.present.uids.len()));
+                out.expired_uids
+                    .push((origin, peer.present.uids.keys().cloned().collect()));
                 if let Some(node) = peer.node {
                     for (uid, _) in peer.present.uids {
                         out.deliver.push(BackplaneMsg::Presence {

@@ -143,6 +143,9 @@ pub enum CodecError {
     /// An event or uid could not be written (raw bytes without the `msgpack` feature).
     #[error("cannot encode for the backplane: {0}")]
     Pack(#[from] PackError),
+    /// A message that a backplane delivers to its own node only (never published).
+    #[error("backplane message {0} is local to a node and never published")]
+    LocalOnly(&'static str),
 }
 
 /// Encodes `frame` published by `origin`.
@@ -249,8 +252,48 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
             put_uid(w, uid)?;
             w.push(presence_flags(*ws, *ajax));
         }
+        BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
+        BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
     }
     Ok(())
+}
+
+/// A uid's encoding (the **uid** of the module docs): what cluster backplanes turn into key
+/// names (with [`hex`]), so every uid value has one stable key.
+pub fn uid_bytes(uid: &Uid) -> Result<Vec<u8>, CodecError> {
+    let mut w = Vec::with_capacity(16);
+    put_uid(&mut w, uid)?;
+    Ok(w)
+}
+
+/// Encodes one event for storage (an Ajax mailbox entry): the [`VERSION`] byte, then the
+/// **event** of the module docs.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
+    let mut w = Vec::with_capacity(32);
+    w.push(VERSION);
+    put_event(&mut w, event)?;
+    Ok(w)
+}
+
+/// Reads an entry written by [`encode_event`], within `limits`.
+pub fn decode_event(input: &[u8], limits: &Limits) -> Result<Arc<Event>, CodecError> {
+    let mut r = Reader { input, pos: 0 };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(CodecError::UnsupportedVersion { version });
+    }
+    r.event(limits)
+}
+
+/// Lowercase hexadecimal of `bytes` (key names made of any bytes).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Decodes one payload, reading events and uids within `limits`.

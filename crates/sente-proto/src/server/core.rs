@@ -29,6 +29,10 @@ pub struct CoreConfig {
     pub ms_allow_reconnect_before_close_ajax: u64,
     /// How long an Ajax poll is held. Default 20 000.
     pub lp_timeout_ms: u64,
+    /// Pushes for Ajax clients wait in the backplane's per-client mailboxes, not in this core
+    /// (a cluster without sticky sessions): a flush wakes the held polls
+    /// ([`Action::AjaxWake`]) instead of answering or queueing. Default `false`.
+    pub ajax_mailbox: bool,
     /// Bounds.
     pub limits: ServerLimits,
 }
@@ -41,6 +45,7 @@ impl Default for CoreConfig {
             ms_allow_reconnect_before_close_ws: 2_500,
             ms_allow_reconnect_before_close_ajax: 5_000,
             lp_timeout_ms: 20_000,
+            ajax_mailbox: false,
             limits: ServerLimits::default(),
         }
     }
@@ -75,6 +80,12 @@ impl CoreConfig {
     /// Sets [`CoreConfig::lp_timeout_ms`].
     pub fn lp_timeout_ms(mut self, value: u64) -> Self {
         self.lp_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::ajax_mailbox`].
+    pub fn ajax_mailbox(mut self, value: bool) -> Self {
+        self.ajax_mailbox = value;
         self
     }
 
@@ -157,6 +168,29 @@ pub enum Action<W, A> {
         /// The answer.
         answer: PollAnswer,
     },
+    /// Mailbox mode ([`CoreConfig::ajax_mailbox`]): pushes may wait in the mailbox of a client
+    /// whose poll is held. Take the poll with [`Core::take_poll_for_wake`], take from the
+    /// mailbox, then report with [`Core::wake_done`].
+    AjaxWake {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        client_id: ClientId,
+        /// The poll request.
+        conn: ConnId,
+    },
+}
+
+/// What to do after [`Core::wake_done`].
+#[derive(Debug)]
+pub enum WakeDone<A> {
+    /// Nothing more: the poll was answered, or is held again.
+    Done,
+    /// Another wake arrived meanwhile: take from the mailbox again with this responder, then
+    /// call [`Core::wake_done`] again.
+    Again(A),
+    /// The poll was superseded or ended meanwhile: put these events back in the mailbox.
+    PutBack(Arc<PushBatch>),
 }
 
 /// What the core reports to the application side.
@@ -277,6 +311,14 @@ enum AjaxState<A> {
     Polling { responder: A },
     /// Between two polls.
     Idle,
+    /// Mailbox mode: the held poll's responder is out, taking from the mailbox. `again`: a
+    /// wake arrived meanwhile; `timed_out`: `lp_timeout_ms` passed meanwhile; `closed`: the
+    /// uid was closed meanwhile.
+    Waking {
+        again: bool,
+        timed_out: bool,
+        closed: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -684,6 +726,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         e.conn = conn;
         e.ctx = ctx.clone();
         let old = std::mem::replace(&mut e.state, AjaxState::Idle);
+        // (Empty in mailbox mode: nothing is queued here.)
         let first = e.queue.pop_merged(
             self.cfg.limits.message.max_batch_len.max(1),
             self.cfg.limits.message.max_message_bytes / 2,
@@ -733,7 +776,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) else {
             return;
         };
-        if e.conn == conn && matches!(e.state, AjaxState::Polling { .. }) {
+        if e.conn == conn
+            && matches!(
+                e.state,
+                AjaxState::Polling { .. } | AjaxState::Waking { .. }
+            )
+        {
             e.state = AjaxState::Idle;
             self.timer(
                 now + grace,
@@ -757,6 +805,170 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             && let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid))
         {
             e.queue.push_front(b);
+        }
+    }
+
+    /// Mailbox mode: the responder of the poll `conn`, if it is still held, to answer it with
+    /// what the client's mailbox holds (the entry is marked as waking; a flush meanwhile sets
+    /// its `again` flag). `None` when the poll is gone, or already being woken (then it is
+    /// woken again after that).
+    pub fn take_poll_for_wake(&mut self, uid: &Uid, cid: &ClientId, conn: ConnId) -> Option<A> {
+        let e = self.uids.get_mut(uid)?.ajax.get_mut(cid)?;
+        if e.conn != conn {
+            return None;
+        }
+        match &mut e.state {
+            AjaxState::Polling { .. } => {}
+            AjaxState::Waking { again, .. } => {
+                *again = true;
+                return None;
+            }
+            AjaxState::Known | AjaxState::Idle => return None,
+        }
+        match std::mem::replace(
+            &mut e.state,
+            AjaxState::Waking {
+                again: false,
+                timed_out: false,
+                closed: false,
+            },
+        ) {
+            AjaxState::Polling { responder } => Some(responder),
+            _ => None,
+        }
+    }
+
+    /// Mailbox mode: what the mailbox gave for a poll taken with [`Core::take_poll_for_wake`]
+    /// (`None`: nothing waited). A batch answers the poll; nothing holds it again (or answers
+    /// it `[:chsk/timeout nil]` if `lp_timeout_ms` passed meanwhile).
+    pub fn wake_done(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn: ConnId,
+        responder: A,
+        batch: Option<Arc<PushBatch>>,
+        now: u64,
+    ) -> WakeDone<A> {
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let entry = self
+            .uids
+            .get_mut(uid)
+            .and_then(|s| s.ajax.get_mut(cid))
+            .filter(|e| e.conn == conn && matches!(e.state, AjaxState::Waking { .. }));
+        let Some(e) = entry else {
+            // Superseded by a newer poll, ended, or forgotten: this request gets nothing.
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn,
+                responder,
+                answer: PollAnswer::Timeout,
+            });
+            return match batch {
+                Some(b) => WakeDone::PutBack(b),
+                None => WakeDone::Done,
+            };
+        };
+        let (again, timed_out, closed) = match e.state {
+            AjaxState::Waking {
+                again,
+                timed_out,
+                closed,
+            } => (again, timed_out, closed),
+            _ => (false, false, false),
+        };
+        if closed {
+            // Closed by the server meanwhile: the poll ends 410; what was taken waits in the
+            // mailbox for the client's next handshake and poll.
+            e.state = AjaxState::Idle;
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn,
+                responder,
+                answer: PollAnswer::Closed,
+            });
+            self.timer(
+                now + grace,
+                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+            );
+            return match batch {
+                Some(b) => WakeDone::PutBack(b),
+                None => WakeDone::Done,
+            };
+        }
+        if let Some(b) = batch {
+            e.state = AjaxState::Idle;
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn,
+                responder,
+                answer: PollAnswer::Batch(b),
+            });
+            self.timer(
+                now + grace,
+                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+            );
+            return WakeDone::Done;
+        }
+        if again {
+            e.state = AjaxState::Waking {
+                again: false,
+                timed_out,
+                closed: false,
+            };
+            return WakeDone::Again(responder);
+        }
+        if timed_out {
+            e.state = AjaxState::Idle;
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn,
+                responder,
+                answer: PollAnswer::Timeout,
+            });
+            self.timer(
+                now + grace,
+                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+            );
+            return WakeDone::Done;
+        }
+        e.state = AjaxState::Polling { responder };
+        WakeDone::Done
+    }
+
+    /// Mailbox mode: wakes the polls held for `uids` (every uid with `None`): their mailboxes
+    /// got pushes.
+    pub fn wake_ajax(&mut self, uids: Option<&[Uid]>) {
+        let wake = |uid: &Uid, s: &mut UidState<W, A, C>, actions: &mut Vec<Action<W, A>>| {
+            for (cid, e) in s.ajax.iter_mut() {
+                match &mut e.state {
+                    AjaxState::Polling { .. } => actions.push(Action::AjaxWake {
+                        uid: uid.clone(),
+                        client_id: cid.clone(),
+                        conn: e.conn,
+                    }),
+                    AjaxState::Waking { again, .. } => *again = true,
+                    AjaxState::Known | AjaxState::Idle => {}
+                }
+            }
+        };
+        match uids {
+            Some(uids) => {
+                for uid in uids {
+                    if let Some(s) = self.uids.get_mut(uid) {
+                        wake(uid, s, &mut self.actions);
+                    }
+                }
+            }
+            None => {
+                for (uid, s) in &mut self.uids {
+                    wake(uid, s, &mut self.actions);
+                }
+            }
         }
     }
 
@@ -880,6 +1092,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         let mut timers = Vec::new();
         for (cid, e) in s.ajax.iter_mut() {
+            if let AjaxState::Waking { closed, .. } = &mut e.state {
+                *closed = true;
+                continue;
+            }
             if let Some(responder) = e.take_poll() {
                 self.actions.push(Action::AjaxAnswer {
                     uid: uid.clone(),
@@ -930,6 +1146,20 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                                 dropped.push(cid.clone());
                             }
                         }
+                    }
+                }
+            }
+            Transport::Ajax if self.cfg.ajax_mailbox => {
+                // The events are in the mailboxes already: wake the polls held here.
+                for (cid, e) in s.ajax.iter_mut() {
+                    match &mut e.state {
+                        AjaxState::Polling { .. } => self.actions.push(Action::AjaxWake {
+                            uid: uid.clone(),
+                            client_id: cid.clone(),
+                            conn: e.conn,
+                        }),
+                        AjaxState::Waking { again, .. } => *again = true,
+                        AjaxState::Known | AjaxState::Idle => {}
                     }
                 }
             }
@@ -1033,6 +1263,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     return;
                 };
                 if e.conn != conn {
+                    return;
+                }
+                if let AjaxState::Waking { timed_out, .. } = &mut e.state {
+                    *timed_out = true;
                     return;
                 }
                 let Some(responder) = e.take_poll() else {

@@ -23,6 +23,7 @@ pub mod message;
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{
     Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, SendError, Transport,
+    WakeDone,
 };
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use limits::ServerLimits;

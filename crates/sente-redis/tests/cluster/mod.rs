@@ -5,13 +5,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use futures_util::{SinkExt, StreamExt};
-use sente::{AllowedOrigins, ConnectedUids, CsrfToken, Server};
+use sente::{AllowedOrigins, ConnectedUids, CsrfToken, Dispatch, EventMsg, Server};
 use sente_proto::backplane::Backplane;
 use sente_proto::backplane::cluster::ClusterConfig;
 use sente_proto::edn::{self, ReadOptions};
 use sente_proto::{Event, EventId, Uid, Value};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +24,9 @@ pub const ORIGIN: &str = "http://127.0.0.1:8300";
 /// What a test sees of a backplane's health (both crates have their own `Health` type).
 #[derive(Clone, Debug, Default)]
 pub struct H {
+    pub appends: u64,
+    pub append_bytes: u64,
+    pub ops: u64,
     pub connected: bool,
     pub outages: u64,
     pub last_error: Option<String>,
@@ -45,6 +48,8 @@ pub trait Flavor: 'static {
     fn spawn_service(port: u16) -> Option<std::process::Child>;
     /// Starts a backplane (inside a runtime).
     fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Self::B;
+    /// Starts a backplane whose Ajax mailboxes hold at most `max_events` events.
+    fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> Self::B;
     fn health(b: &Self::B) -> H;
 }
 
@@ -58,6 +63,11 @@ fn uuid_like() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     format!("{:016x}", h.finish())
+}
+
+/// `SENTE_TEST_NO_MAILBOX=1`: backplanes without Ajax mailboxes (to measure what they cost).
+pub fn no_mailbox() -> bool {
+    std::env::var_os("SENTE_TEST_NO_MAILBOX").is_some()
 }
 
 /// Fast presence timing for tests: heartbeat 200 ms, expiry 1 s.
@@ -75,29 +85,71 @@ pub async fn reachable(addr: &str) -> bool {
     )
 }
 
+/// The events a node's handler saw: `(event id, uid)`. `t/echo` events are answered with
+/// `"echo-<data>"`.
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Seen {
+    /// How many `id` events for `uid` were seen.
+    pub fn count(&self, id: &str, uid: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(i, u)| i == id && u == uid)
+            .count()
+    }
+}
+
+impl Dispatch for Seen {
+    fn dispatch(&self, mut msg: EventMsg) -> futures_util::future::BoxFuture<'static, ()> {
+        let id = msg.event.id().as_str().to_owned();
+        self.0
+            .lock()
+            .unwrap()
+            .push((id.clone(), msg.uid.to_string()));
+        if id == "t/echo" {
+            let answer = format!("echo-{}", edn::to_edn_string(msg.event.data()));
+            msg.reply(Value::from(answer));
+        }
+        Box::pin(async {})
+    }
+}
+
 pub struct Node<F: Flavor> {
     rt: Option<tokio::runtime::Runtime>,
     pub server: Option<Server>,
     pub addr: SocketAddr,
     pub backplane: F::B,
+    pub seen: Seen,
 }
 
 impl<F: Flavor> Node<F> {
     /// A node on its own runtime, built with its own backplane instance.
     pub fn start(url: &str, cluster: &str, presence: ClusterConfig) -> Node<F> {
+        Self::start_with(|| F::start(url, cluster, presence))
+    }
+
+    /// A node on its own runtime, with the backplane `make` starts (inside that runtime).
+    pub fn start_with(make: impl FnOnce() -> F::B) -> Node<F> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let _g = rt.enter();
-        let backplane = F::start(url, cluster, presence);
+        let backplane = make();
+        let seen = Seen::default();
         let server = Server::builder()
+            .handler(seen.clone())
             .user_id_fn(|r| r.param("uid").map_or(Uid::Nil, Uid::from))
             .csrf_token_fn(|_| CsrfToken::from(TOKEN))
             .allowed_origins(AllowedOrigins::list([ORIGIN]))
             .ms_allow_reconnect_before_close_ws(200)
-            .ms_allow_reconnect_before_close_ajax(200)
+            // Polls of a round-robin Ajax client move between nodes: a node's grace must
+            // cover the next poll reaching another node (a loaded 2-core machine included).
+            .ms_allow_reconnect_before_close_ajax(1000)
             .lp_timeout_ms(10_000)
             .shutdown_stagger(Duration::from_millis(10))
             .shutdown_timeout(Duration::from_secs(2))
@@ -117,6 +169,7 @@ impl<F: Flavor> Node<F> {
             server: Some(server),
             addr,
             backplane,
+            seen,
         }
     }
 
@@ -278,14 +331,55 @@ pub async fn ajax_open(
 }
 
 async fn raw_get(addr: SocketAddr, target: &str) -> String {
+    raw_get_within(addr, target, 15_000).await
+}
+
+/// A GET with the Ajax client's headers; the response as text (what arrived within `ms`).
+pub async fn raw_get_within(addr: SocketAddr, target: &str, ms: u64) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\nOrigin: {ORIGIN}\r\nX-CSRF-Token: {TOKEN}\r\nX-Requested-With: XMLHTTPRequest\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(ms), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// An Ajax POST of `ppstr` (form-encoded, as the Sente client sends it); the response as text.
+pub async fn raw_post(addr: SocketAddr, uid: &str, client_id: &str, ppstr: &str) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let body = format!("udt=1&client-id={}&ppstr={}", enc(client_id), enc(ppstr));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /chsk?uid={uid} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\nOrigin: {ORIGIN}\r\nX-CSRF-Token: {TOKEN}\r\nX-Requested-With: XMLHTTPRequest\r\nContent-Type: application/x-www-form-urlencoded;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The `t/n` numbers in an Ajax response (any text holding `[:t/n <n>]` events).
+pub fn ajax_numbers(text: &str) -> Vec<i64> {
+    text.split(":t/n ")
+        .skip(1)
+        .filter_map(|s| {
+            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 /// Waits until `f` holds for the connected uids (fails after `ms`); returns the time it took.
@@ -538,6 +632,17 @@ pub async fn service_restart<F: Flavor>() {
         recv_numbers(&mut remote, 10, 10_000).await,
         (100..110).collect::<Vec<_>>()
     );
+    // Ajax mailboxes work again (the service lost them: a new handshake, on B; pushes from A;
+    // polls on A).
+    let hs = raw_get(b.addr, "/chsk?uid=aj&client-id=AJ&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let appended = a.health().appends;
+    for n in 200..205 {
+        a.server().send(&uid("aj"), ev(n)).unwrap();
+    }
+    wait_appends(&a, appended + 5).await;
+    let (got, _) = drain(&[a.addr], "aj", "AJ", 5).await;
+    assert_eq!(got, (200..205).collect::<Vec<_>>());
     drop(service);
 }
 
@@ -622,4 +727,439 @@ pub async fn measure_latency<F: Flavor>(pushes: usize) {
 /// Sends `[ev]` once over a raw WebSocket (keeps the import of SinkExt used).
 pub async fn ws_send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster-wide uidport events and Ajax without sticky sessions.
+
+fn total(nodes: &[&Seen], id: &str, uid: &str) -> usize {
+    nodes.iter().map(|s| s.count(id, uid)).sum()
+}
+
+async fn wait_total(nodes: &[&Seen], id: &str, uid: &str, want: usize, ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while total(nodes, id, uid) < want {
+        assert!(
+            Instant::now() < deadline,
+            "{want} {id} for {uid} within {ms} ms (saw {})",
+            total(nodes, id, uid)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The same uid connecting on two nodes at the same moment (eight uids at once), then on a
+/// third: `chsk/uidport-open` fires once in the cluster per uid; when every client is gone
+/// (after the grace), `chsk/uidport-close` fires once.
+pub async fn uidport_once_per_cluster<F: Flavor>() {
+    let cluster = cluster_name("uidport");
+    let nodes: Vec<Node<F>> = (0..3)
+        .map(|_| Node::<F>::start(&F::url(), &cluster, fast()))
+        .collect();
+    for n in &nodes {
+        n.wait_connected().await;
+    }
+    let seen: Vec<&Seen> = nodes.iter().map(|n| &n.seen).collect();
+    let uids: Vec<String> = (0..8).map(|i| format!("race{i}")).collect();
+    let mut sockets = Vec::new();
+    let opens = uids.iter().map(|u| {
+        let (a, b) = (nodes[0].addr, nodes[1].addr);
+        let u = u.clone();
+        async move { tokio::join!(ws_open(a, &u, "x"), ws_open(b, &u, "y")) }
+    });
+    for (x, y) in futures_util::future::join_all(opens).await {
+        sockets.push(x);
+        sockets.push(y);
+    }
+    for u in &uids {
+        wait_total(&seen, "chsk/uidport-open", u, 1, 5000).await;
+    }
+    sockets.push(ws_open(nodes[2].addr, &uids[0], "z").await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &uids {
+        assert_eq!(total(&seen, "chsk/uidport-open", u), 1, "opens of {u}");
+        assert_eq!(total(&seen, "chsk/uidport-close", u), 0, "closes of {u}");
+    }
+    drop(sockets);
+    for u in &uids {
+        wait_total(&seen, "chsk/uidport-close", u, 1, 5000).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &uids {
+        assert_eq!(total(&seen, "chsk/uidport-open", u), 1, "opens of {u}");
+        assert_eq!(total(&seen, "chsk/uidport-close", u), 1, "closes of {u}");
+    }
+    // Open again: once more.
+    let _again = ws_open(nodes[2].addr, &uids[1], "w").await;
+    wait_total(&seen, "chsk/uidport-open", &uids[1], 2, 5000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(total(&seen, "chsk/uidport-open", &uids[1]), 2);
+}
+
+/// A uid connected only on a node that dies (its runtime dropped): a survivor fires its
+/// `chsk/uidport-close`, once, within the expiry; the uid coming back on two other nodes
+/// (one of them new) opens once.
+pub async fn uidport_close_for_a_dead_node<F: Flavor>() {
+    let cluster = cluster_name("uidport-dead");
+    let presence = fast();
+    let expiry = presence.expiry;
+    let a = Node::<F>::start(&F::url(), &cluster, presence.clone());
+    let b = Node::<F>::start(&F::url(), &cluster, presence.clone());
+    let c = Node::<F>::start(&F::url(), &cluster, presence.clone());
+    for n in [&a, &b, &c] {
+        n.wait_connected().await;
+    }
+    let _ws = ws_open(b.addr, "lonely", "L").await;
+    wait_total(&[&b.seen], "chsk/uidport-open", "lonely", 1, 5000).await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "lonely on A", |c| {
+        c.any.contains(&uid("lonely"))
+    })
+    .await;
+    let killed = Instant::now();
+    b.kill();
+    let survivors = [&a.seen, &c.seen];
+    wait_total(
+        &survivors,
+        "chsk/uidport-close",
+        "lonely",
+        1,
+        (expiry + Duration::from_secs(3)).as_millis() as u64,
+    )
+    .await;
+    eprintln!(
+        "{}: dead node's uid closed by a survivor after {:?} (expiry {expiry:?})",
+        F::NAME,
+        killed.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(total(&survivors, "chsk/uidport-close", "lonely"), 1);
+    // Back on A and on a new node D at once: one open.
+    let d = Node::<F>::start(&F::url(), &cluster, presence);
+    d.wait_connected().await;
+    let (_x, _y) = tokio::join!(
+        ws_open(a.addr, "lonely", "L2"),
+        ws_open(d.addr, "lonely", "L3")
+    );
+    let all = [&a.seen, &c.seen, &d.seen];
+    wait_total(&all, "chsk/uidport-open", "lonely", 1, 5000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(total(&all, "chsk/uidport-open", "lonely"), 1);
+}
+
+/// An Ajax client whose handshake, polls and POSTs land round-robin on three nodes: `n`
+/// numbered pushes sent from pseudo-random nodes (each acknowledged by its backplane before
+/// another node sends) arrive exactly once and in order; POSTs to nodes that never saw the
+/// handshake are answered by the handler; the uid opens once in the cluster.
+pub async fn ajax_round_robin<F: Flavor>() {
+    const N: i64 = 60;
+    let cluster = cluster_name("ajax-rr");
+    let nodes: Vec<Node<F>> = (0..3)
+        .map(|_| Node::<F>::start(&F::url(), &cluster, fast()))
+        .collect();
+    for n in &nodes {
+        n.wait_connected().await;
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let hs = raw_get(addrs[0], "/chsk?uid=rr&client-id=RR&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    // A POST on a node that never saw this client (no handshake, no poll there).
+    let r = raw_post(addrs[2], "rr", "RR", "[[:t/echo 0] :ajax-cb]").await;
+    assert!(
+        r.contains("echo-0"),
+        "POST reply from a node that never saw the client: {r}"
+    );
+    let poller = {
+        let addrs = addrs.clone();
+        tokio::spawn(async move {
+            let mut got: Vec<i64> = Vec::new();
+            let mut i = 1;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while got.len() < N as usize && Instant::now() < deadline {
+                let r = raw_get_within(addrs[i % 3], "/chsk?uid=rr&client-id=RR", 12_000).await;
+                assert!(
+                    !r.contains("chsk/handshake"),
+                    "poll {i} answered with a handshake: {r}"
+                );
+                assert!(r.starts_with("HTTP/1.1 200"), "poll {i}: {r}");
+                got.extend(ajax_numbers(&r));
+                i += 1;
+            }
+            (got, i)
+        })
+    };
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut sent = [0u64; 3];
+    let mut last: Option<usize> = None;
+    for n in 1..=N {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let k = (state >> 33) as usize % 3;
+        if let Some(prev) = last.filter(|p| *p != k) {
+            // Acknowledged by the previous sender's backplane before another node sends.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while nodes[prev].health().appends < sent[prev] {
+                assert!(Instant::now() < deadline, "appends acknowledged");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        nodes[k].server().send(&uid("rr"), ev(n)).unwrap();
+        sent[k] += 1;
+        last = Some(k);
+        if n % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis((state >> 40) % 150)).await;
+        }
+        if n % 15 == 0 {
+            // A POST with a reply, on a node chosen independently of the polls.
+            let r = raw_post(
+                addrs[(k + 1) % 3],
+                "rr",
+                "RR",
+                &format!("[[:t/echo {n}] :ajax-cb]"),
+            )
+            .await;
+            assert!(r.contains(&format!("echo-{n}")), "POST reply: {r}");
+        }
+    }
+    let (got, polls) = poller.await.unwrap();
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "after {polls} polls");
+    eprintln!(
+        "{}: {N} pushes over {} polls on 3 nodes",
+        F::NAME,
+        polls - 1
+    );
+    // Nothing more waits anywhere (a duplicate would answer at once).
+    let r = raw_get_within(addrs[polls % 3], "/chsk?uid=rr&client-id=RR", 1500).await;
+    assert!(ajax_numbers(&r).is_empty(), "no duplicates: {r}");
+    let seen: Vec<&Seen> = nodes.iter().map(|n| &n.seen).collect();
+    assert_eq!(
+        total(&seen, "chsk/uidport-open", "rr"),
+        1,
+        "uidport-close meanwhile: {}",
+        total(&seen, "chsk/uidport-close", "rr")
+    );
+    assert_eq!(total(&seen, "t/echo", "rr"), (N / 15) as usize + 1);
+}
+
+/// The mailbox bound: an Ajax client (handshake on A) with more pushes waiting than the bound
+/// is forgotten, as one server forgets it: its next poll (on B) gets a handshake. A client
+/// within the bound gets them all, in order.
+pub async fn ajax_mailbox_bound<F: Flavor>() {
+    let cluster = cluster_name("ajax-bound");
+    let a = Node::<F>::start_with(|| F::start_small_mailbox(&F::url(), &cluster, 5));
+    let b = Node::<F>::start_with(|| F::start_small_mailbox(&F::url(), &cluster, 5));
+    a.wait_connected().await;
+    b.wait_connected().await;
+    for (u, c) in [("over", "O"), ("within", "W")] {
+        let hs = raw_get(
+            a.addr,
+            &format!("/chsk?uid={u}&client-id={c}&handshake%3F=1"),
+        )
+        .await;
+        assert!(hs.contains("chsk/handshake"), "{hs}");
+    }
+    for n in 1..=6 {
+        a.server().send(&uid("over"), ev(n)).unwrap();
+    }
+    for n in 1..=5 {
+        a.server().send(&uid("within"), ev(n)).unwrap();
+    }
+    wait_appends(&a, 11).await;
+    let r = raw_get_within(b.addr, "/chsk?uid=within&client-id=W", 5000).await;
+    assert_eq!(ajax_numbers(&r), vec![1, 2, 3, 4, 5], "{r}");
+    let r = raw_get_within(b.addr, "/chsk?uid=over&client-id=O", 5000).await;
+    assert!(
+        r.contains("chsk/handshake"),
+        "forgotten over the bound: {r}"
+    );
+    assert!(ajax_numbers(&r).is_empty());
+}
+
+/// Backplane messages and bytes per push: to a uid with one client, and a broadcast to 1 000
+/// uids (one WebSocket client each, spread over two nodes).
+pub async fn measure_messages_per_push<F: Flavor>(pushes: u64) {
+    let cluster = cluster_name("per-push");
+    let a = Node::<F>::start(&F::url(), &cluster, ClusterConfig::default());
+    let b = Node::<F>::start(&F::url(), &cluster, ClusterConfig::default());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut one = ws_open(b.addr, "one", "ONE").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "one on A", |c| c.ws.contains(&uid("one"))).await;
+    let before = a.health();
+    for n in 0..pushes {
+        a.server().send(&uid("one"), ev(n as i64)).unwrap();
+    }
+    recv_numbers(&mut one, pushes as usize, 10_000).await;
+    let after = a.health();
+    report::<F>("1-client uid", pushes, &before, &after);
+    drop(one);
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        clients.push(ws_open(node.addr, &format!("b{i}"), &format!("c{i}")).await);
+    }
+    wait_uids(&mut rx, 10_000, "1000 uids on A", |c| c.ws.len() >= 1000).await;
+    settle(&[&a, &b]).await;
+    let before = a.health();
+    let rounds = 100;
+    for n in 0..rounds {
+        a.server().broadcast(ev(n)).unwrap();
+    }
+    for c in &mut clients {
+        recv_numbers(c, rounds as usize, 10_000).await;
+    }
+    let after = a.health();
+    report::<F>(
+        "1000-uid broadcast (WebSocket clients)",
+        rounds as u64,
+        &before,
+        &after,
+    );
+    drop(clients);
+    wait_uids(&mut rx, 20_000, "the WebSocket uids gone", |c| {
+        c.any.is_empty()
+    })
+    .await;
+    settle(&[&a, &b]).await;
+
+    // Ajax: one client, its mailbox filled, then emptied by polls on alternating nodes.
+    let hs = raw_get(b.addr, "/chsk?uid=aj&client-id=AJ&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let nodes = [&a, &b];
+    settle(&nodes).await;
+    let before = sum(&nodes);
+    for n in 0..pushes {
+        a.server().send(&uid("aj"), ev(n as i64)).unwrap();
+    }
+    wait_appends(&a, before.appends + pushes).await;
+    let mid = sum(&nodes);
+    let (got, polls) = drain(&[a.addr, b.addr], "aj", "AJ", pushes as usize).await;
+    assert_eq!(got, (0..pushes as i64).collect::<Vec<_>>());
+    let after = sum(&nodes);
+    report::<F>("1-client uid (Ajax client)", pushes, &before, &mid);
+    report_polls::<F>("1-client uid (Ajax client)", polls, &mid, &after);
+
+    // Ajax: 1000 uids, one client each, 10 broadcasts, then one poll per client.
+    for i in 0..1000 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let hs = raw_get(
+            node.addr,
+            &format!("/chsk?uid=j{i}&client-id=J{i}&handshake%3F=1"),
+        )
+        .await;
+        assert!(hs.contains("chsk/handshake"), "{hs}");
+    }
+    let rounds = 10u64;
+    settle(&nodes).await;
+    let before = sum(&nodes);
+    let t = Instant::now();
+    for n in 0..rounds {
+        a.server().broadcast(ev(n as i64)).unwrap();
+    }
+    wait_appends(&a, before.appends + rounds).await;
+    println!(
+        "{}: {rounds} broadcasts appended to 1000 Ajax mailboxes in {:?}",
+        F::NAME,
+        t.elapsed()
+    );
+    let mid = sum(&nodes);
+    let mut polls = 0;
+    for i in 0..1000 {
+        let addrs = if i % 2 == 0 {
+            [b.addr, a.addr]
+        } else {
+            [a.addr, b.addr]
+        };
+        let (got, p) = drain(&addrs, &format!("j{i}"), &format!("J{i}"), rounds as usize).await;
+        assert_eq!(got, (0..rounds as i64).collect::<Vec<_>>());
+        polls += p;
+    }
+    let after = sum(&nodes);
+    report::<F>("1000-uid broadcast (Ajax clients)", rounds, &before, &mid);
+    report_polls::<F>("1000-uid broadcast (Ajax clients)", polls, &mid, &after);
+}
+
+/// The counters of several nodes, added up.
+fn sum<F: Flavor>(nodes: &[&Node<F>]) -> H {
+    let mut t = H::default();
+    for n in nodes {
+        let h = n.health();
+        t.published += h.published;
+        t.published_bytes += h.published_bytes;
+        t.appends += h.appends;
+        t.append_bytes += h.append_bytes;
+        t.ops += h.ops;
+    }
+    t
+}
+
+/// Waits until the nodes' engine operations and appends stop changing (queued uidport
+/// decisions and registrations done), so a measurement counts only its own.
+async fn settle<F: Flavor>(nodes: &[&Node<F>]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (u64::MAX, u64::MAX);
+    loop {
+        let h = sum(nodes);
+        if (h.ops, h.appends) == last {
+            return;
+        }
+        last = (h.ops, h.appends);
+        assert!(Instant::now() < deadline, "engine operations settle");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_appends<F: Flavor>(node: &Node<F>, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.health().appends < want {
+        assert!(Instant::now() < deadline, "appends acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls (alternating over `addrs`) until `count` numbers arrived; the numbers and the polls.
+async fn drain(addrs: &[SocketAddr], u: &str, c: &str, count: usize) -> (Vec<i64>, usize) {
+    let mut got = Vec::new();
+    let mut i = 0;
+    while got.len() < count {
+        let r = raw_get_within(
+            addrs[i % addrs.len()],
+            &format!("/chsk?uid={u}&client-id={c}"),
+            5000,
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        got.extend(ajax_numbers(&r));
+        i += 1;
+        assert!(
+            i < 10 * count + 10,
+            "{count} numbers within the polls: {got:?}"
+        );
+    }
+    (got, i)
+}
+
+fn report_polls<F: Flavor>(what: &str, polls: usize, before: &H, after: &H) {
+    let p = polls as f64;
+    println!(
+        "{} {what}: the {polls} polls that took them: per poll {:.2} engine operations (registration, take, uidport), {:.2} pub/sub messages (presence; heartbeats included)",
+        F::NAME,
+        (after.ops - before.ops) as f64 / p,
+        (after.published - before.published) as f64 / p,
+    );
+}
+
+fn report<F: Flavor>(what: &str, pushes: u64, before: &H, after: &H) {
+    let p = pushes as f64;
+    println!(
+        "{} {what}: per push {:.3} pub/sub messages ({:.1} payload bytes) + {:.3} mailbox appends ({:.1} event bytes) + {:.3} other engine operations (heartbeats included)",
+        F::NAME,
+        (after.published - before.published) as f64 / p,
+        (after.published_bytes - before.published_bytes) as f64 / p,
+        (after.appends - before.appends) as f64 / p,
+        (after.append_bytes - before.append_bytes) as f64 / p,
+        (after.ops - before.ops) as f64 / p,
+    );
 }
