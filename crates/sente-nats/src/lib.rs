@@ -132,7 +132,7 @@
 //! `uidport-open` again, waiting Ajax pushes are lost, Ajax clients re-handshake); the node
 //! makes them again after its first failed operation (at most once a second).
 
-mod shell;
+use sente_backplane_kit as shell;
 
 pub use sente_proto::backplane::cluster::ClusterConfig;
 pub use shell::{Health, MailboxConfig};

@@ -140,7 +140,7 @@
 //! persistence loses the stored state: uids open at that moment may fire `uidport-open` again,
 //! pushes waiting in mailboxes are lost, and Ajax clients re-handshake on their next poll.
 
-mod shell;
+use sente_backplane_kit as shell;
 
 pub use sente_proto::backplane::cluster::ClusterConfig;
 pub use shell::{Health, MailboxConfig};

@@ -1,7 +1,9 @@
-//! The IO-independent part of the shell: the bounded publish queue, the local sink, the
-//! cluster view behind a lock, the timer, health and counters, and the queue of engine
-//! operations (uidport decisions, Ajax mailboxes). (`sente-redis` and `sente-nats` have the
-//! same file; backplane crates depend on `sente-proto` only.)
+//! The engine-independent runtime of the sente-rs cluster backplanes (`sente-redis`,
+//! `sente-nats`): the bounded publish queue, the local sink, the cluster view behind a lock, the
+//! timer, health and counters, and the queue of engine operations (uidport decisions, Ajax
+//! mailboxes). An engine crate moves bytes between [`Shared`] and its engine; the protocol
+//! decisions are in `sente_proto::backplane`. Applications use `sente-redis` or `sente-nats`,
+//! not this crate.
 
 use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
@@ -70,68 +72,101 @@ impl MailboxConfig {
 }
 
 /// What the publisher sends, in order.
-pub(crate) enum Job {
+pub enum Job {
     /// A frame for the pub/sub channel.
     Frame(Vec<u8>),
     /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
     /// every registered client), then wake this node's polls of those uids.
     Append {
+        /// The uids whose clients' mailboxes get the event (`None`: every registered client).
         uids: Option<Arc<[Uid]>>,
+        /// The encoded event.
         entry: Vec<u8>,
     },
 }
 
 impl Job {
-    pub(crate) fn len(&self) -> usize {
+    /// The job's payload bytes (what the publish queue's byte accounting counts).
+    pub fn len(&self) -> usize {
         match self {
             Job::Frame(b) => b.len(),
             Job::Append { entry, .. } => entry.len(),
         }
     }
+
+    /// Whether the job carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An operation on the engine's stored state, run in order by the operations task.
-pub(crate) enum Op {
+pub enum Op {
     /// Add (`open`) or remove `member` (an origin) from `uid`'s set of nodes. `done: None`:
     /// an expired node's removal, delivered as `UidportClose` to the local sink if it fires.
     Uidport {
+        /// The uid.
         uid: Uid,
+        /// The node (its origin) joining or leaving the uid's set.
         member: u64,
+        /// Joining (`true`) or leaving.
         open: bool,
+        /// Where the decision goes.
         done: Option<oneshot::Sender<UidportDecision>>,
     },
+    /// Register (or renew) the Ajax client `cid` of `uid`, for `ttl`.
     Register {
+        /// The uid.
         uid: Uid,
+        /// The client.
         cid: ClientId,
+        /// How long the registration lasts without renewal.
         ttl: Duration,
+        /// Answered once stored.
         done: oneshot::Sender<()>,
     },
+    /// Whether some node registered the Ajax client `cid` of `uid`.
     Known {
+        /// The uid.
         uid: Uid,
+        /// The client.
         cid: ClientId,
+        /// The answer.
         done: oneshot::Sender<bool>,
     },
+    /// Take the oldest events of `cid`'s mailbox, within the bounds.
     Take {
+        /// The uid.
         uid: Uid,
+        /// The client.
         cid: ClientId,
+        /// At most this many events.
         max_events: usize,
+        /// At most about this many encoded bytes (at least one event is taken).
         max_bytes: usize,
+        /// The events taken, oldest first.
         done: oneshot::Sender<Vec<Arc<Event>>>,
     },
+    /// Put events that could not be delivered back at the head of `cid`'s mailbox.
     PutBack {
+        /// The uid.
         uid: Uid,
+        /// The client.
         cid: ClientId,
+        /// The events, oldest first.
         events: Vec<Arc<Event>>,
+        /// Answered once stored.
         done: oneshot::Sender<()>,
     },
 }
 
 /// Key names: the hex of a uid's and a client id's encodings.
-pub(crate) fn uid_hex(uid: &Uid) -> Option<String> {
+pub fn uid_hex(uid: &Uid) -> Option<String> {
     codec::uid_bytes(uid).ok().map(|b| codec::hex(&b))
 }
 
-pub(crate) fn cid_hex(cid: &ClientId) -> String {
+/// Key names: the hex of a client id.
+pub fn cid_hex(cid: &ClientId) -> String {
     codec::hex(cid.as_str().as_bytes())
 }
 
@@ -172,21 +207,32 @@ pub struct Health {
     pub ops: u64,
 }
 
-pub(crate) struct Shared {
-    pub(crate) name: &'static str,
-    pub(crate) origin: u64,
-    pub(crate) cluster: Mutex<Cluster>,
-    pub(crate) sink: OnceLock<BackplaneSink>,
+/// The state one backplane instance shares between its handle and its engine tasks.
+pub struct Shared {
+    /// The engine's name, for logs (`"redis"`, `"nats"`).
+    pub name: &'static str,
+    /// This node's origin id (random per instance), in every frame it publishes.
+    pub origin: u64,
+    /// The sans-IO cluster view (heartbeats, expiry, presence).
+    pub cluster: Mutex<Cluster>,
+    /// The server's sink, once subscribed.
+    pub sink: OnceLock<BackplaneSink>,
     start: Instant,
     tx: mpsc::Sender<Job>,
     ops: mpsc::Sender<Op>,
-    pub(crate) mailbox: MailboxConfig,
+    /// The Ajax mailbox settings.
+    pub mailbox: MailboxConfig,
     state: Mutex<State>,
-    pub(crate) published: AtomicU64,
-    pub(crate) published_bytes: AtomicU64,
-    pub(crate) appends: AtomicU64,
-    pub(crate) append_bytes: AtomicU64,
-    pub(crate) ops_done: AtomicU64,
+    /// Payloads published (see [`Health::published`]).
+    pub published: AtomicU64,
+    /// Bytes published (see [`Health::published_bytes`]).
+    pub published_bytes: AtomicU64,
+    /// Mailbox appends sent (see [`Health::appends`]).
+    pub appends: AtomicU64,
+    /// Bytes of those appends (see [`Health::append_bytes`]).
+    pub append_bytes: AtomicU64,
+    /// Other engine operations done (see [`Health::ops`]).
+    pub ops_done: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -206,13 +252,17 @@ struct State {
 
 /// Which connection a health update is about.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Side {
+pub enum Side {
+    /// The connection that publishes frames and runs operations.
     Publisher,
+    /// The connection that receives the cluster's frames.
     Subscriber,
 }
 
 impl Shared {
-    pub(crate) fn new(
+    /// A backplane's shared state and the receiving ends of its publish queue (frames and
+    /// mailbox appends) and operations queue, for the engine's tasks.
+    pub fn new(
         name: &'static str,
         cfg: ClusterConfig,
         queue: usize,
@@ -260,7 +310,7 @@ impl Shared {
     /// `Backplane::publish`: this node's own presence is recorded and published (never
     /// delivered back); everything else is delivered to the local sink at once and published
     /// for the other nodes.
-    pub(crate) fn publish(&self, msg: BackplaneMsg) {
+    pub fn publish(&self, msg: BackplaneMsg) {
         if matches!(msg, BackplaneMsg::Presence { .. }) {
             // Under the cluster lock, so snapshots and presence changes keep their order.
             let mut cluster = self.cluster();
@@ -323,7 +373,7 @@ impl Shared {
     }
 
     /// A payload arrived from the pub/sub connection.
-    pub(crate) fn receive(&self, payload: &[u8]) {
+    pub fn receive(&self, payload: &[u8]) {
         self.received.fetch_add(1, Ordering::Relaxed);
         let now = self.now();
         let out = self.cluster().receive(payload, now);
@@ -331,7 +381,7 @@ impl Shared {
     }
 
     /// The timer: heartbeats and expiry.
-    pub(crate) fn tick(&self) {
+    pub fn tick(&self) {
         let now = self.now();
         let out = self.cluster().tick(now);
         self.run(out);
@@ -383,14 +433,14 @@ impl Shared {
     }
 
     /// Delivers a message to the local sink.
-    pub(crate) fn deliver(&self, msg: BackplaneMsg) {
+    pub fn deliver(&self, msg: BackplaneMsg) {
         if let Some(sink) = self.sink.get() {
             sink(msg);
         }
     }
 
     /// Counts the jobs sent to the engine.
-    pub(crate) fn count_sent(&self, jobs: &[Job]) {
+    pub fn count_sent(&self, jobs: &[Job]) {
         for j in jobs {
             let (n, b) = match j {
                 Job::Frame(_) => (&self.published, &self.published_bytes),
@@ -402,12 +452,12 @@ impl Shared {
     }
 
     /// This node's present uids (its memberships of the uidport sets).
-    pub(crate) fn local_uids(&self) -> Vec<Uid> {
+    pub fn local_uids(&self) -> Vec<Uid> {
         self.cluster().local_uids().cloned().collect()
     }
 
     /// Decodes mailbox entries (an entry that cannot be read is counted and skipped).
-    pub(crate) fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Arc<Event>> {
+    pub fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Arc<Event>> {
         let limits = self.cluster().config().limits.clone();
         entries
             .iter()
@@ -422,12 +472,12 @@ impl Shared {
     }
 
     /// Counts an engine operation.
-    pub(crate) fn count_op(&self) {
+    pub fn count_op(&self) {
         self.ops_done.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The uids whose mailboxes a batch of jobs appended to (for the local wake).
-    pub(crate) fn wake_after(&self, jobs: &[Job]) {
+    pub fn wake_after(&self, jobs: &[Job]) {
         for j in jobs {
             if let Job::Append { uids, .. } = j {
                 self.deliver(BackplaneMsg::AjaxWake { uids: uids.clone() });
@@ -445,7 +495,7 @@ impl Shared {
     }
 
     /// `Backplane::uidport`: this node's membership of `uid` changes, decided by the engine.
-    pub(crate) fn uidport(&self, uid: &Uid, open: bool) -> BoxFuture<UidportDecision> {
+    pub fn uidport(&self, uid: &Uid, open: bool) -> BoxFuture<UidportDecision> {
         let (done, rx) = oneshot::channel();
         let queued = self.op(Op::Uidport {
             uid: uid.clone(),
@@ -465,7 +515,7 @@ impl Shared {
 
     /// Records a connection coming up or going down (and logs the transitions).
     #[allow(clippy::needless_pass_by_value)]
-    pub(crate) fn set_up(&self, side: Side, up: bool, error: Option<String>) {
+    pub fn set_up(&self, side: Side, up: bool, error: Option<String>) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let was = s.publisher && s.subscriber;
         let flag = match side {
@@ -510,7 +560,7 @@ impl Shared {
     /// Records an error that does not change the connection state (logged at warn, or at debug
     /// while reconnecting).
     #[allow(dead_code)]
-    pub(crate) fn record_error(&self, error: String) {
+    pub fn record_error(&self, error: String) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.publisher && s.subscriber {
             tracing::warn!(backplane = self.name, %error, "backplane error");
@@ -520,7 +570,8 @@ impl Shared {
         s.last_error = Some((SystemTime::now(), error));
     }
 
-    pub(crate) fn health(&self) -> Health {
+    /// The connections' state and the counters.
+    pub fn health(&self) -> Health {
         let peers = self.cluster().peers();
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         Health {
@@ -542,7 +593,7 @@ impl Shared {
     }
 
     /// Waits until both connections are up, or `timeout`.
-    pub(crate) async fn wait_connected(&self, timeout: Duration) -> bool {
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.health().connected {
@@ -557,7 +608,7 @@ impl Shared {
 }
 
 /// The [`Mailbox`] of a backplane: its operations go through the operations queue.
-pub(crate) struct Mailboxes(pub(crate) Arc<Shared>);
+pub struct Mailboxes(pub Arc<Shared>);
 
 impl Mailbox for Mailboxes {
     fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()> {
@@ -626,7 +677,7 @@ impl Mailbox for Mailboxes {
 }
 
 /// Runs the timer until `stop` is dropped.
-pub(crate) async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+pub async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let every = {
         let c = shared.cluster();
         (c.config().heartbeat / 4).max(Duration::from_millis(10))
@@ -642,15 +693,15 @@ pub(crate) async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<()>
 }
 
 /// Exponential backoff between reconnect attempts.
-pub(crate) struct Backoff {
+pub struct Backoff {
     next: Duration,
-    #[allow(dead_code)]
     min: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    /// Waits from `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             next: min,
             min,
@@ -658,13 +709,13 @@ impl Backoff {
         }
     }
 
-    #[allow(dead_code)]
-    pub(crate) fn reset(&mut self) {
+    /// Starts again from the shortest wait (after a successful connection).
+    pub fn reset(&mut self) {
         self.next = self.min;
     }
 
     /// Sleeps for the next delay; false when `stop` fired meanwhile.
-    pub(crate) async fn wait(&mut self, stop: &mut watch::Receiver<()>) -> bool {
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<()>) -> bool {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         tokio::select! {
