@@ -264,7 +264,7 @@ export class ChannelSocket {
       if (timeoutMs != null)
         t = setTimeout(() => {
           this._rd = this._rd.filter((x) => x !== w);
-          fail(new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
+          fail(new SenteError("timeout", this._notOpen(timeoutMs)));
         }, timeoutMs);
     });
   }
@@ -308,6 +308,12 @@ export class ChannelSocket {
 
   _closed(reason, extra) {
     this._set({ open: false }, reason, extra);
+  }
+
+  // "not open within", with the last close's message when there is one (a refused origin).
+  _notOpen(ms) {
+    const m = this._state.lastClose?.message;
+    return "sente: not open within " + ms + " ms" + (m ? " (" + m.replace(/^sente: /, "") + ")" : "");
   }
 
   // A cross-origin request got no response: the browser does not tell the page why (CORS).
@@ -828,7 +834,7 @@ export class ChannelSocket {
     const item = { ev, r, until: now() + timeoutMs };
     item.timer = setTimeout(() => {
       this._q = this._q.filter((x) => x !== item);
-      this._fail(item, new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
+      this._fail(item, new SenteError("timeout", this._notOpen(timeoutMs)));
     }, timeoutMs);
     this._q.push(item);
   }
