@@ -318,10 +318,7 @@ export class ChannelSocket {
 
   // A cross-origin request got no response: the browser does not tell the page why (CORS).
   _xoMsg(what) {
-    return (
-      "sente: " + what + " to " + this._http + " from a page at " + this._xo + " failed with no response: the server " +
-      "refused this origin (not in its allowed origins, so no CORS headers) or is unreachable; see the browser console"
-    );
+    return "sente: " + what + " to " + this._http + " from " + this._xo + " got no response: the server refused this origin (no CORS headers) or is unreachable";
   }
 
   // A cross-origin long-poll failed: lastClose says why (once; retries do not repeat the close event).

@@ -53,6 +53,13 @@ pub trait Dispatch: Send + Sync + 'static {
 /// next event starts, so one slow request does not stall the client's unrelated ones until its
 /// timeout. Choose [`Concurrency::PerClientSerial`] when every event of a client must wait for
 /// the previous one to finish, however long it takes.
+///
+/// Why a time budget rather than an order per (client, event id): with one queue per event id,
+/// a handler that never answers would still hold every later event with the same id (every
+/// `chat/send` of that tab), and events of different ids that a client sends in order (save,
+/// then load) could be handled in the other order. The budget keeps the client's order in the
+/// common case and bounds the wait in the bad one, at the cost of one timer per handler that
+/// does not finish at its first poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Concurrency {
