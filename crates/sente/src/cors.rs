@@ -8,8 +8,8 @@
 //!   (cookies and the CSRF token work cross-origin) on every answer of the endpoint and the
 //!   script, and their preflights (`OPTIONS`, sent by browsers for the client's
 //!   `X-CSRF-Token`/`X-Requested-With` headers) are answered `204`.
-//! - [`AllowedOrigins::All`](crate::AllowedOrigins::All): the same for any origin (the CSRF
-//!   token still guards the endpoint: a page on another site cannot read it).
+//! - [`AllowedOrigins::All`](crate::AllowedOrigins::All): the same for any origin but `null`
+//!   (the CSRF token still guards the endpoint: a page on another site cannot read it).
 //! - [`AllowedOrigins::SameOrigin`](crate::AllowedOrigins::SameOrigin) (the default): no CORS
 //!   headers; cross-origin pages are refused.
 //!
@@ -18,7 +18,7 @@
 //! requests to the endpoint get the usual `403 Unauthorized origin`. WebSocket upgrades are
 //! not subject to CORS: the origin check alone applies.
 
-use crate::origin::{AllowedOrigins, origin_allowed};
+use crate::origin::{AllowedOrigins, Origin, origin_allowed};
 use crate::response::{ChskBody, reject};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
@@ -43,7 +43,9 @@ impl Cors {
         if origin_allowed(&AllowedOrigins::SameOrigin, Some(text), None, host) {
             return Cors::None;
         }
-        if origin_allowed(allowed, Some(text), None, host) {
+        // Never `null` (sandboxed frames, `data:` and `file:` pages of any site), even with
+        // `AllowedOrigins::All`: only a real origin is echoed, with credentials.
+        if Origin::parse(text).is_some() && origin_allowed(allowed, Some(text), None, host) {
             return Cors::Allowed(origin.clone());
         }
         Cors::Refused(text.to_owned())

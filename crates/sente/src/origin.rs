@@ -18,10 +18,9 @@ use std::collections::HashSet;
 /// - [`AllowedOrigins::List`]: each listed origin gets `Access-Control-Allow-Origin: <origin>`
 ///   and `Access-Control-Allow-Credentials: true` on the script and every endpoint answer
 ///   (cookies and the CSRF token work cross-origin; the JS client sends cookies with its
-///   requests), and its preflights
-///   (`OPTIONS`) are answered `204`.
-/// - [`AllowedOrigins::All`]: the same for any origin (the CSRF token still guards the
-///   endpoint: a page on another site cannot read it).
+///   requests), and its preflights (`OPTIONS`) are answered `204`.
+/// - [`AllowedOrigins::All`]: the same for any origin but `null` (the CSRF token still guards
+///   the endpoint: a page on another site cannot read it).
 /// - [`AllowedOrigins::SameOrigin`]: no CORS headers.
 ///
 /// Any other origin gets no CORS header: its preflight and its request for the script are

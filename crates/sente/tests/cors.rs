@@ -125,3 +125,18 @@ async fn same_origin_default_sends_no_cors_headers() {
     let r = raw(addr, &get_req("/chsk/client.js", &[("Origin", OTHER)])).await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn any_origin_gets_cors_but_never_null() {
+    let server = transcript_builder()
+        .allowed_origins(AllowedOrigins::All)
+        .build()
+        .unwrap();
+    let addr = serve(&server).await;
+    let r = raw(addr, &options("/chsk", EVIL)).await;
+    assert_eq!(r.status, 204);
+    allowed_cors(&r, EVIL);
+    let r = raw(addr, &options("/chsk", "null")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+}
