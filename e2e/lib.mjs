@@ -138,21 +138,39 @@ export const testServerBin = path.join(targetDir, 'debug', 'sente-test-server');
  * It serves until its stdin closes: stop it with `stopTestServer`.
  */
 export async function startTestServer(args = []) {
-  if (!fs.existsSync(testServerBin)) {
-    throw new Error(`${testServerBin} missing: run \`cargo build -p sente-test-kit --bin sente-test-server\` first`);
+  return startJsonServer(testServerBin, args);
+}
+
+export const devPageServerBin = path.join(targetDir, 'debug', 'sente-dev-page-server');
+
+/**
+ * Starts the test kit's `sente-dev-page-server` (the server of e2e/dev-page/index.html) with
+ * `args` (e.g. `['--allow-origin', url]`) and resolves with its `url`, `csrf_token` and `proc`.
+ * Stop it with `stopTestServer`.
+ */
+export async function startDevPageServer(args = []) {
+  const page = path.join(root, 'e2e', 'dev-page', 'index.html');
+  return startJsonServer(devPageServerBin, ['--page', page, ...args]);
+}
+
+/** Starts a test kit binary that prints one JSON line and serves until its stdin closes. */
+async function startJsonServer(bin, args) {
+  const name = path.basename(bin);
+  if (!fs.existsSync(bin)) {
+    throw new Error(`${bin} missing: run \`cargo build -p sente-test-kit --bin ${name}\` first`);
   }
-  const proc = spawn(testServerBin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   proc.stderr.on('data', (chunk) => (err += chunk));
   const line = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`sente-test-server printed nothing:\n${err}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${name} printed nothing:\n${err}`)), 30_000);
     proc.stdout.on('data', (chunk) => {
       out += chunk;
       const nl = out.indexOf('\n');
       if (nl >= 0) clearTimeout(timer), resolve(out.slice(0, nl));
     });
-    proc.once('exit', (code) => (clearTimeout(timer), reject(new Error(`sente-test-server exited (${code}):\n${err}`))));
+    proc.once('exit', (code) => (clearTimeout(timer), reject(new Error(`${name} exited (${code}):\n${err}`))));
   });
   return { ...JSON.parse(line), proc };
 }

@@ -19,7 +19,8 @@ bash scripts/test-js-client.sh
 
 echo "==> browser end-to-end tests"
 cargo build -p chat
-cargo build -p sente-test-kit --bin sente-test-server
+# sente-test-server: the WASM page's server; sente-dev-page-server: e2e/dev-page (tests/dev-page.test.mjs).
+cargo build -p sente-test-kit --bin sente-test-server --bin sente-dev-page-server
 # The WASM client's browser build, loaded by e2e/wasm-page/index.html (e2e/tests/wasm.test.mjs).
 cargo build -p sente-client --target wasm32-unknown-unknown --profile wasm --example browser
 wasm-bindgen --target web --out-dir e2e/wasm-page/pkg \

@@ -96,6 +96,12 @@ export interface LastClose {
   readonly udt: number;
   readonly code?: number;
   readonly status?: number;
+  /**
+   * Why, in words, when the page could not learn it otherwise: a cross-origin request that
+   * failed with no response (the server refused the page's origin, so no CORS headers, or is
+   * unreachable: the browser hides which).
+   */
+  readonly message?: string;
 }
 
 /** Data of the `reconnecting` event: a reconnect attempt is scheduled. */
@@ -203,9 +209,15 @@ export interface ChannelSocketOptions {
   WebSocket?: new (url: string, protocols?: string[], options?: { headers?: Record<string, string> }) => WebSocketLike;
   /** fetch implementation. Default: globalThis.fetch. */
   fetch?: typeof fetch;
+  /**
+   * fetch's `credentials` for the Ajax requests. Default "include": cookies go along to a
+   * server on another origin too (it must list the page's origin in its allowed origins,
+   * which makes it answer with CORS credentials headers).
+   */
+  credentials?: "include" | "same-origin" | "omit";
 }
 
-/** "closed", "timeout", "error": Sente's :chsk/closed, :chsk/timeout, :chsk/error; "queue-full": the queue before open is full. */
+/** "closed", "timeout", "error": Sente's :chsk/closed, :chsk/timeout, :chsk/error ("error" also when the server's handler failed before replying: it answered :chsk/error); "queue-full": the queue before open is full. */
 export type SenteErrorCode = "closed" | "timeout" | "error" | "queue-full";
 
 /** Error of a failed request (or send, see the `send-failed` event). */

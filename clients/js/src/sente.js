@@ -146,6 +146,9 @@ export class SenteError extends Error {
   }
 }
 
+// The server answered :chsk/error: its handler failed before replying.
+const handlerFailed = () => new SenteError("error", "sente: the server's handler failed (chsk/error)");
+
 // Closes a socket we no longer listen to. Its error handler stays a no-op: Node's `ws` emits
 // "WebSocket was closed before the connection was established" when a connecting socket is
 // closed, and an EventEmitter error without a listener is an uncaught exception.
@@ -176,6 +179,7 @@ export class ChannelSocket {
       queueMax: 100,
       ajaxTimeoutMs: 60000,
       requestTimeoutMs: 10000,
+      credentials: "include",
       autoConnect: true,
       ...opts,
     });
@@ -194,6 +198,8 @@ export class ChannelSocket {
     if (!host) throw Error("sente: `host` required outside a browser");
     this._http = (/[ps]s:?$/.test(proto) ? "https://" : "http://") + host + path; // https(:) or wss(:)
     this._wsBase = "ws" + this._http.slice(4); // ws:// or wss://
+    // The page's origin when the server is on another one (CORS applies), else "".
+    this._xo = loc?.origin && loc.origin != "null" && new URL(this._http).origin != loc.origin ? loc.origin : "";
     this._mode = o.type;
     this._h = new Map(); // event id -> Set of handlers
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
@@ -258,7 +264,7 @@ export class ChannelSocket {
       if (timeoutMs != null)
         t = setTimeout(() => {
           this._rd = this._rd.filter((x) => x !== w);
-          fail(new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
+          fail(new SenteError("timeout", this._notOpen(timeoutMs)));
         }, timeoutMs);
     });
   }
@@ -278,7 +284,7 @@ export class ChannelSocket {
   _set(patch, reason, extra) {
     const old = this._state;
     const s = { ...old, firstOpen: false, ...patch };
-    if (reason && (old.open || reason == "rejected")) s.lastClose = { udt: now(), reason, ...extra };
+    if (reason && (old.open || reason == "rejected" || extra?.message)) s.lastClose = { udt: now(), reason, ...extra };
     if (s.open && !old.open && !old.everOpened) s.everOpened = s.firstOpen = true;
     if (Object.keys(s).every((k) => k == "firstOpen" || s[k] === old[k])) return;
     this._state = Object.freeze(s);
@@ -302,6 +308,24 @@ export class ChannelSocket {
 
   _closed(reason, extra) {
     this._set({ open: false }, reason, extra);
+  }
+
+  // "not open within", with the last close's message when there is one (a refused origin).
+  _notOpen(ms) {
+    const m = this._state.lastClose?.message;
+    return "sente: not open within " + ms + " ms" + (m ? " (" + m.replace(/^sente: /, "") + ")" : "");
+  }
+
+  // A cross-origin request got no response: the browser does not tell the page why (CORS).
+  _xoMsg(what) {
+    return "sente: " + what + " to " + this._http + " from " + this._xo + " got no response: the server refused this origin (no CORS headers) or is unreachable";
+  }
+
+  // A cross-origin long-poll failed: lastClose says why (once; retries do not repeat the close event).
+  _xoFailed(what) {
+    const message = this._xoMsg(what);
+    if (this._state.open || this._state.lastClose?.message != message) this._closed("unexpected", { message });
+    else this._closed("unexpected");
   }
 
   /** Start connecting (no-op while already connected or connecting). */
@@ -470,7 +494,11 @@ export class ChannelSocket {
     this._kill();
     this._failCbs("closed");
     this._set({ lastWsClose: info });
-    this._closed(rej ? "rejected" : info.clean ? "clean" : "unexpected", rej ? { status: c.status } : { code: info.code });
+    const extra = rej ? { status: c.status } : { code: info.code };
+    // A cross-origin WebSocket closed before its handshake: most likely the origin check.
+    const m = !rej && !c.hs && this._xo && this._xoMsg("WebSocket");
+    if (m && (this._state.open || this._state.lastClose?.message != m)) extra.message = m;
+    this._closed(rej ? "rejected" : info.clean ? "clean" : "unexpected", extra);
     this._retry(rej);
   }
 
@@ -520,7 +548,8 @@ export class ChannelSocket {
       if (r) {
         this._cbs.delete(cb);
         clearTimeout(r.timer);
-        r.ok(this._p.val(p));
+        if (this._p.kw(p) == "chsk/error") r.fail(handlerFailed());
+        else r.ok(this._p.val(p));
       }
       return;
     }
@@ -584,6 +613,7 @@ export class ChannelSocket {
     const f = this.opts.fetch || globalThis.fetch;
     const tok = this._token();
     init.signal = ctl.signal;
+    init.credentials = this.opts.credentials;
     init.headers = { ...this.opts.headers, "X-Requested-With": "XMLHTTPRequest", ...init.headers };
     if (tok) init.headers["X-CSRF-Token"] = tok;
     return f(url, init)
@@ -628,9 +658,11 @@ export class ChannelSocket {
       },
       (e) => {
         if (c.dead) return;
-        this._closed("unexpected");
+        const t = e instanceof SenteError || e?.name == "AbortError" || c.ctl.signal.aborted;
+        if (!t && this._xo) this._xoFailed("long-poll");
+        else this._closed("unexpected");
         // Our own XHR-style timeout: re-poll at once; a network error: back off.
-        if (e instanceof SenteError || e?.name == "AbortError" || c.ctl.signal.aborted) this._poll(c);
+        if (t) this._poll(c);
         else this._retry();
       },
     );
@@ -660,13 +692,14 @@ export class ChannelSocket {
         if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });
         const p = env[0];
         if (this._p.kw(p) == "chsk/timeout") throw new SenteError("timeout");
+        if (this._p.kw(p) == "chsk/error") throw handlerFailed();
         return this._p.kw(p) == "chsk/dummy-cb-200" ? undefined : this._p.val(p);
       },
       (e) => {
         if (e instanceof SenteError) throw e;
         if (e?.name == "AbortError" || e?.name == "TimeoutError") throw new SenteError("timeout");
         // Only this request fails; a dead server also fails the long-poll, which closes.
-        throw new SenteError("error", "sente: " + (e?.message || e));
+        throw new SenteError("error", this._xo ? this._xoMsg("Ajax POST") : "sente: " + (e?.message || e));
       },
     );
   }
@@ -798,7 +831,7 @@ export class ChannelSocket {
     const item = { ev, r, until: now() + timeoutMs };
     item.timer = setTimeout(() => {
       this._q = this._q.filter((x) => x !== item);
-      this._fail(item, new SenteError("timeout", "sente: not open within " + timeoutMs + " ms"));
+      this._fail(item, new SenteError("timeout", this._notOpen(timeoutMs)));
     }, timeoutMs);
     this._q.push(item);
   }

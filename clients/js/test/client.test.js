@@ -669,3 +669,35 @@ nodeTest("ws: a server close frame is a clean close; sends while CLOSING fail as
   assert.equal(ClosedByServer.all.length, 2);
   chsk.disconnect();
 });
+
+// Issue 16 item 8, against the test kit's `demo/fail` (its handler returns an error before
+// replying: the server answers :chsk/error) and `demo/slow` (replies after `ms`; the server's
+// default per-client budget is 1 s). On the default server (SENTE_URL): its Ajax reply timeout
+// is 5 s (the unit server's 1 s would answer the waiting request :chsk/timeout).
+for (const type of ["ws", "ajax"]) {
+  test(`${type}: a failing server handler rejects with "error" at once; a slow one holds later requests for 1 s at most`, async () => {
+    const chsk = live[live.push(createChannelSocket(env.SENTE_URL, { type, csrfToken: TOKEN, WebSocket })) - 1];
+    await chsk.ready(5000);
+    let t0 = Date.now();
+    await assert.rejects(
+      chsk.request("demo/fail", 1, 10000),
+      (e) => e instanceof SenteError && e.code == "error" && /handler failed \(chsk\/error\)/.test(e.message),
+    );
+    assert.ok(Date.now() - t0 < 1000, `the error came after ${Date.now() - t0} ms, not at the 10 s timeout`);
+    assert.equal(chsk.state.open, true, "a handler error does not close the connection");
+
+    const slow = chsk.request("demo/slow", 30000, 40000);
+    slow.catch(() => {}); // fails "closed" at the end of the test
+    t0 = Date.now();
+    assert.equal(await chsk.request("demo/echo", "unrelated", 5000), "unrelated");
+    const waited = Date.now() - t0;
+    assert.ok(waited < 2500, `the unrelated request waited ${waited} ms behind a 30 s handler`);
+    // Handlers under the budget keep the order of one client's requests. (Over WebSocket: Ajax
+    // POSTs go over separate HTTP connections, so the server may get them in another order.)
+    if (type != "ws") return chsk.disconnect();
+    const done = [];
+    await Promise.all([300, 200, 100, 0].map((ms) => chsk.request("demo/slow", ms, 5000).then(() => done.push(ms))));
+    assert.deepEqual(done, [300, 200, 100, 0], "replies in the order of the requests, not of the sleeps");
+    chsk.disconnect();
+  });
+}

@@ -14,7 +14,7 @@
 //
 // A scenario whose server is not given is skipped. The demo app of the test server (see
 // crates/sente-test-kit/src/server.rs): demo/echo replies with its data; demo/no-reply never
-// replies; demo/push-me n pushes [:demo/pushed {:i i}] for i in 0..n to the caller's uid, then
+// replies; demo/fail fails before replying (answered :chsk/error); demo/push-me n pushes [:demo/pushed {:i i}] for i in 0..n to the caller's uid, then
 // replies :ok; demo/push pushes a vector of events as one batch; demo/close-me closes the uid's
 // connections; demo/uidport-log replies with the uidport events; a bad event is pushed back as
 // [:demo/saw-bad-event payload]. The uid is the `uid` query parameter.
@@ -194,6 +194,17 @@ const scenarios = [
       const c = await ctx.open();
       await assert.rejects(c.chsk.request("demo/no-reply", 1, 400), (e) => e.code == "timeout");
       assert.equal(c.chsk.state.open, true, "a timeout must not close");
+      await echoOk(c, 1);
+    },
+  },
+  {
+    name: "handler-error",
+    run: async (ctx) => {
+      const c = await ctx.open();
+      const t0 = Date.now();
+      await assert.rejects(c.chsk.request("demo/fail", 1, 10000), (e) => e.code == "error");
+      assert.ok(Date.now() - t0 < 2000, "the error must not wait for the timeout");
+      assert.equal(c.chsk.state.open, true, "a handler error must not close");
       await echoOk(c, 1);
     },
   },

@@ -279,6 +279,23 @@ async fn reply_timeout() {
 }
 
 #[wasm_bindgen_test]
+async fn handler_error() {
+    matrix("handler-error", all, |cell| async move {
+        let (c, _events) = open(url(), &cell, None).await?;
+        let r = c.request(ev("demo/fail", 1), Duration::from_secs(10)).await;
+        ensure(
+            r == Err(RequestError::Error(
+                sente_client::RequestFailure::HandlerFailed,
+            )),
+            || format!("{r:?}"),
+        )?;
+        ensure(c.is_open(), || "closed after a handler error".into())?;
+        echo_ok(&c, 1).await
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
 async fn push_batch_and_fan_out() {
     matrix("push-batch+fan-out", all, |cell| async move {
         let uid = cell.uid("fan");

@@ -632,6 +632,32 @@ fn ajax_request_reply_and_timeouts() {
     assert!(p.client.is_open());
 }
 
+/// A server whose handler failed answers `:chsk/error` (what a Sente client's `cb-error?` takes
+/// for an error): the request fails at once with `RequestFailure::HandlerFailed`, on both
+/// transports, and the connection stays open.
+#[test]
+fn a_chsk_error_reply_fails_the_request_on_both_transports() {
+    for kind in [Kind::Ws, Kind::Ajax] {
+        let mut p = Pair::connected(kind, |_| {});
+        p.advance_to(100);
+        let id = p.request(1, 5_000);
+        let to = p.last_inbox().2.expect("the client waits for a reply");
+        p.advance(5);
+        p.reply(&to, Value::kw("chsk/error"));
+        assert_eq!(
+            p.reply_of(id),
+            Some((
+                105,
+                Err(RequestError::Error(
+                    sente_proto::client::RequestFailure::HandlerFailed
+                ))
+            )),
+            "{kind:?}"
+        );
+        assert!(p.client.is_open(), "{kind:?}");
+    }
+}
+
 // ---- 3. push ---------------------------------------------------------------------------------
 
 #[test]

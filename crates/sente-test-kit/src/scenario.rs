@@ -3,7 +3,7 @@
 use crate::server::{Adapter, CSRF_TOKEN, ServerOptions, TestServer};
 use futures_util::StreamExt;
 use sente::AllowedOrigins;
-use sente_proto::client::{Kind, RequestError};
+use sente_proto::client::{Kind, RequestError, RequestFailure};
 use sente_proto::{Event, EventId, Map, Uid, Value};
 use std::fmt;
 use std::future::Future;
@@ -320,6 +320,30 @@ fn echo(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     })
 }
 
+fn handler_error(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
+    Box::pin(async move {
+        let mut c = ctx.open(ctx.spec(None)).await?;
+        let t0 = std::time::Instant::now();
+        let r = c.request(ev("demo/fail", 1), Duration::from_secs(10)).await;
+        ensure(
+            r == Err(RequestError::Error(RequestFailure::HandlerFailed)),
+            || format!("expected Error(HandlerFailed), got {r:?}"),
+        )?;
+        ensure(t0.elapsed() < Duration::from_secs(2), || {
+            format!(
+                "the error took {:?}: it must not wait for the timeout",
+                t0.elapsed()
+            )
+        })?;
+        let state = c.state();
+        ensure(
+            state_get(&state, "open?") == Some(&Value::Bool(true)),
+            || format!("a handler error must not close: {state}"),
+        )?;
+        echo_ok(&mut *c, 1).await
+    })
+}
+
 fn reply_timeout(ctx: &mut Ctx) -> BoxFut<'_, Result<(), String>> {
     Box::pin(async move {
         let mut c = ctx.open(ctx.spec(None)).await?;
@@ -623,6 +647,13 @@ pub fn scenarios() -> Vec<Scenario> {
             server: ServerOptions::default,
             applies: always,
             run: reply_timeout,
+        },
+        Scenario {
+            name: "handler-error",
+            about: "a server handler that fails before replying gives chsk/error at once",
+            server: ServerOptions::default,
+            applies: always,
+            run: handler_error,
         },
         Scenario {
             name: "push-batch",

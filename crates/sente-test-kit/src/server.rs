@@ -139,6 +139,8 @@ impl Drop for Running {
 /// A running test server. The demo app handles:
 /// - `demo/echo`: replies with the data;
 /// - `demo/no-reply`: never replies (holds the reply for a minute);
+/// - `demo/fail`: its handler returns an error before replying (the client gets `:chsk/error`);
+/// - `demo/slow` (data `ms`, at most 60 000): replies `:slow` after `ms`;
 /// - `demo/push-me` (data `n`): pushes `[:demo/pushed {:i i}]` for `i` in `0..n` to the caller's
 ///   uid, then replies `:ok`;
 /// - `demo/close-me`: closes every connection of the caller's uid (`[:chsk/close]`);
@@ -369,6 +371,18 @@ fn app(log: &ServerLog) -> Router<ServerLog> {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 drop(msg);
             });
+        })
+        // Fails before replying: the client is answered `:chsk/error` at once.
+        .on("demo/fail", |msg: EventMsg| async move {
+            let _held = msg;
+            Err::<(), sente::BoxError>("demo/fail: the handler failed on purpose".into())
+        })
+        // Replies `:slow` after data ms (at most 60 s), holding its client's next events only
+        // for the per-client budget (1 s).
+        .on("demo/slow", |mut msg: EventMsg| async move {
+            let ms = msg.data_value().as_i64().unwrap_or(0).clamp(0, 60_000);
+            tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())).await;
+            msg.reply(Value::kw("slow"));
         })
         .on("demo/push-me", |mut msg: EventMsg| async move {
             let n = msg.data_value().as_i64().unwrap_or(1);

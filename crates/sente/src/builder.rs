@@ -120,7 +120,10 @@ impl Builder {
     }
 
     /// Allowed page origins (Sente `:allowed-origins`). Default: the request's own origin
-    /// ([`AllowedOrigins::SameOrigin`]; Sente's default is `:all`).
+    /// ([`AllowedOrigins::SameOrigin`]; Sente's default is `:all`). The list also decides which
+    /// cross-origin pages get CORS headers for the endpoint and `<mount>/client.js` (see
+    /// [`AllowedOrigins`]): to serve a page from `http://localhost:3000` and the server from
+    /// `http://localhost:8080`, allow `AllowedOrigins::list(["http://localhost:3000"])`.
     pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
         self.guard.allowed_origins = origins;
         self

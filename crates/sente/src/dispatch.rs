@@ -35,26 +35,107 @@ pub trait Dispatch: Send + Sync + 'static {
         true
     }
 
-    /// How events are scheduled (default [`Concurrency::PerClient`]).
+    /// How events are scheduled (default [`Concurrency::PerClient`] with a 1 s
+    /// [`Budget`]).
     fn concurrency(&self) -> Concurrency {
-        Concurrency::PerClient
+        Concurrency::default()
     }
 }
 
 /// How handlers run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The default, [`Concurrency::PerClient`] with [`Budget::default`], is what users of Sente and
+/// Socket.IO expect from a chat-like app: a client's events start in the order they arrived,
+/// and a quick handler (most of them: they reply or push and return) finishes before the next
+/// event of that client starts, so replies and side effects keep the client's order. A handler
+/// that takes longer than the budget (default 1 s: waiting on a slow service, or never
+/// replying) stops holding that client's later events: it goes on in a task of its own and the
+/// next event starts, so one slow request does not stall the client's unrelated ones until its
+/// timeout. Choose [`Concurrency::PerClientSerial`] when every event of a client must wait for
+/// the previous one to finish, however long it takes.
+///
+/// Why a time budget rather than an order per (client, event id): with one queue per event id,
+/// a handler that never answers would still hold every later event with the same id (every
+/// `chat/send` of that tab), and events of different ids that a client sends in order (save,
+/// then load) could be handled in the other order. The budget keeps the client's order in the
+/// common case and bounds the wait in the bad one, at the cost of one timer per handler that
+/// does not finish at its first poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Concurrency {
-    /// The events of one client run one after the other, in arrival order; different clients
-    /// run concurrently. The default. A WebSocket connection runs its own events' handlers in
-    /// its task (no hand-off to another task); Ajax and server events run in a per-client task.
-    #[default]
-    PerClient,
+    /// The events of one client start in arrival order, each once the previous one finished or
+    /// ran past the [`Budget`]; different clients run concurrently. The default, with
+    /// [`Budget::default`] (1 s, at most 16 handlers per client past it). A WebSocket
+    /// connection runs its own events' handlers in its task (no hand-off to another task);
+    /// Ajax and server events run in a per-client task; a handler past its budget moves to a
+    /// task of its own.
+    PerClient(Budget),
+    /// The events of one client run strictly one after the other, in arrival order, each
+    /// waiting for the previous handler to finish however long it takes (a handler that never
+    /// finishes holds the client's later events until its own timeout, or forever); different
+    /// clients run concurrently. For apps whose handlers must never overlap per client.
+    PerClientSerial,
     /// Every event runs after the previous one finished, whatever its client (Sente's default
     /// go-loop), through one queue of `recv_buf` events.
     Sequential,
     /// Every event runs in its own task, with no order (Sente's `:simple-auto-threading?`).
     Concurrent,
+}
+
+impl Default for Concurrency {
+    /// [`Concurrency::PerClient`] with [`Budget::default`].
+    fn default() -> Self {
+        Concurrency::PerClient(Budget::default())
+    }
+}
+
+impl Concurrency {
+    /// [`Concurrency::PerClient`] with `time` as the budget of one handler (and the default
+    /// [`Budget::max_detached`]).
+    pub fn per_client(time: std::time::Duration) -> Self {
+        Concurrency::PerClient(Budget {
+            time,
+            ..Budget::default()
+        })
+    }
+
+    fn budget(self) -> Option<Budget> {
+        match self {
+            Concurrency::PerClient(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// How long one handler may hold its client's later events under [`Concurrency::PerClient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Budget {
+    /// A handler still running this long after it started no longer holds the client's next
+    /// events: it goes on in a task of its own (nothing is cancelled) and the next event
+    /// starts. Default 1 s.
+    pub time: std::time::Duration,
+    /// At most this many handlers of one client go on past their budget at once (default 16).
+    /// When that many are still running, the client's next events wait for the running
+    /// handler to finish, as with [`Concurrency::PerClientSerial`]: a client sending slow
+    /// requests in a loop cannot start unbounded work.
+    pub max_detached: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            time: std::time::Duration::from_secs(1),
+            max_detached: 16,
+        }
+    }
+}
+
+impl Budget {
+    /// A budget of `time` per handler, at most `max_detached` handlers per client past it.
+    pub fn new(time: std::time::Duration, max_detached: usize) -> Self {
+        Budget { time, max_detached }
+    }
 }
 
 /// How many events of one client may wait behind its running handler: a WebSocket stops
@@ -74,6 +155,9 @@ pub(crate) struct Dispatcher {
     /// task runs).
     queues: Mutex<HashMap<ClientId, VecDeque<EventMsg>>>,
     sequential: Option<mpsc::Sender<EventMsg>>,
+    /// Per client: its handlers running past their [`Budget`] in tasks of their own (present
+    /// while there are any).
+    detached: Mutex<HashMap<ClientId, usize>>,
     server: ServerHandle,
 }
 
@@ -87,7 +171,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let concurrency = handler
             .as_ref()
-            .map_or(Concurrency::PerClient, |h| h.concurrency());
+            .map_or(Concurrency::default(), |h| h.concurrency());
         let (sequential, rx) = if concurrency == Concurrency::Sequential {
             let (tx, rx) = mpsc::channel(recv_buf.max(1));
             (Some(tx), Some(rx))
@@ -99,6 +183,7 @@ impl Dispatcher {
             concurrency,
             queues: Mutex::new(HashMap::new()),
             sequential,
+            detached: Mutex::new(HashMap::new()),
             server,
         });
         if let Some(rx) = rx {
@@ -142,7 +227,7 @@ impl Dispatcher {
     fn start(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
         let h = self.handler_for(&msg)?;
         match self.concurrency {
-            Concurrency::PerClient => Some(h.dispatch(msg)),
+            Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(h.dispatch(msg)),
             Concurrency::Concurrent => {
                 tokio::spawn(h.dispatch(msg));
                 None
@@ -175,7 +260,7 @@ impl Dispatcher {
                 Some(tx) => tx.try_send(msg).map_err(|_| Busy),
                 None => Ok(()),
             },
-            Concurrency::PerClient => {
+            Concurrency::PerClient(_) | Concurrency::PerClientSerial => {
                 let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(q) = queues.get_mut(&msg.client_id) {
                     if q.len() >= CLIENT_BACKLOG {
@@ -210,10 +295,11 @@ impl Dispatcher {
         }
     }
 
-    /// A runner for one WebSocket connection.
-    pub(crate) fn inline(self: &Arc<Self>) -> InlineRunner {
+    /// A runner for the WebSocket connection of `client`.
+    pub(crate) fn inline(self: &Arc<Self>, client: ClientId) -> InlineRunner {
         InlineRunner {
             dispatcher: self.clone(),
+            client,
             running: None,
             backlog: VecDeque::new(),
         }
@@ -223,7 +309,7 @@ impl Dispatcher {
 /// Runs one client's queued events in order, then ends.
 async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
     let cid = first.client_id.clone();
-    h.dispatch(first).await;
+    d.clone().run_budgeted(&cid, h.dispatch(first)).await;
     loop {
         let next = {
             let mut queues = d.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -234,9 +320,65 @@ async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
             next
         };
         match next {
-            Some(msg) => h.dispatch(msg).await,
+            Some(msg) => d.clone().run_budgeted(&cid, h.dispatch(msg)).await,
             None => return,
         }
+    }
+}
+
+impl Dispatcher {
+    /// Runs a handler of `client` until it finishes or, under [`Concurrency::PerClient`], until
+    /// its budget is spent and it could be moved to a task of its own.
+    async fn run_budgeted(self: Arc<Self>, client: &ClientId, mut fut: BoxFuture<'static, ()>) {
+        let Some(budget) = self.concurrency.budget() else {
+            return fut.await;
+        };
+        if (&mut fut).now_or_never().is_some() {
+            return;
+        }
+        tokio::select! {
+            () = &mut fut => {}
+            () = tokio::time::sleep(budget.time) => {
+                if let Err(fut) = self.detach(client, fut) {
+                    fut.await;
+                }
+            }
+        }
+    }
+
+    /// Moves a handler past its budget to a task of its own, unless `client` already has
+    /// [`Budget::max_detached`] there (`Err`: the caller keeps waiting for it).
+    fn detach(
+        self: &Arc<Self>,
+        client: &ClientId,
+        fut: BoxFuture<'static, ()>,
+    ) -> Result<(), BoxFuture<'static, ()>> {
+        let max = self.concurrency.budget().map_or(0, |b| b.max_detached);
+        {
+            let mut detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = detached.entry(client.clone()).or_insert(0);
+            if *n >= max {
+                if *n == 0 {
+                    detached.remove(client);
+                }
+                tracing::debug!(%client, "handler past its budget: the client's next events wait (max_detached reached)");
+                return Err(fut);
+            }
+            *n += 1;
+        }
+        tracing::debug!(%client, "handler past its budget: goes on in a task of its own");
+        let (d, client) = (self.clone(), client.clone());
+        tokio::spawn(async move {
+            fut.await;
+            let mut detached = d.detached.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = detached.get_mut(&client) {
+                *n -= 1;
+                if *n == 0 {
+                    detached.remove(&client);
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -251,13 +393,21 @@ async fn run_sequential(d: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<E
 }
 
 /// The handlers of one WebSocket connection's events, run by the connection's own task: one at
-/// a time in read order, with up to [`CLIENT_BACKLOG`] events waiting. This saves the task
-/// hand-offs of a queue. Whatever is still running or waiting when the connection ends goes on
-/// in a task of its own, so no event that was read is dropped.
+/// a time in read order (a handler past its [`Budget`] moves to a task of its own), with up to
+/// [`CLIENT_BACKLOG`] events waiting. This saves the task hand-offs of a queue. Whatever is
+/// still running or waiting when the connection ends goes on in a task of its own, so no event
+/// that was read is dropped.
 pub(crate) struct InlineRunner {
     dispatcher: Arc<Dispatcher>,
-    running: Option<BoxFuture<'static, ()>>,
+    client: ClientId,
+    running: Option<Running>,
     backlog: VecDeque<EventMsg>,
+}
+
+/// A handler the connection's task runs, with the end of its budget.
+struct Running {
+    fut: BoxFuture<'static, ()>,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl InlineRunner {
@@ -282,18 +432,43 @@ impl InlineRunner {
 
     /// Starts an event's work, polled once at once (most handlers finish there); `None` when
     /// nothing is left to run.
-    fn begin(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
+    fn begin(&self, msg: EventMsg) -> Option<Running> {
         let mut fut = self.dispatcher.start(msg)?;
-        (&mut fut).now_or_never().is_none().then_some(fut)
+        if (&mut fut).now_or_never().is_some() {
+            return None;
+        }
+        let deadline = self
+            .dispatcher
+            .concurrency
+            .budget()
+            .map(|b| Box::pin(tokio::time::sleep(b.time)));
+        Some(Running { fut, deadline })
     }
 
-    /// Drives the running handler; ready once it finished and the next one (if any) started.
+    /// Drives the running handler; ready once it finished (or moved to a task of its own past
+    /// its budget) and the next one (if any) started.
     pub(crate) fn poll_progress(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(fut) = self.running.as_mut() else {
+        let Some(r) = self.running.as_mut() else {
             return Poll::Ready(());
         };
-        if fut.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        if r.fut.as_mut().poll(cx).is_pending() {
+            let Some(deadline) = r.deadline.as_mut() else {
+                return Poll::Pending;
+            };
+            if deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let Some(r) = self.running.take() else {
+                return Poll::Pending;
+            };
+            if let Err(fut) = self.dispatcher.detach(&self.client, r.fut) {
+                // The client has its most handlers past their budget: wait for this one.
+                self.running = Some(Running {
+                    fut,
+                    deadline: None,
+                });
+                return Poll::Pending;
+            }
         }
         self.running = None;
         while self.running.is_none() {
@@ -319,14 +494,14 @@ impl Drop for InlineRunner {
             );
             return;
         };
-        let d = self.dispatcher.clone();
+        let (d, client) = (self.dispatcher.clone(), self.client.clone());
         rt.spawn(async move {
-            if let Some(f) = running {
-                f.await;
+            if let Some(r) = running {
+                d.clone().run_budgeted(&client, r.fut).await;
             }
             for msg in backlog {
                 if let Some(f) = d.start(msg) {
-                    f.await;
+                    d.clone().run_budgeted(&client, f).await;
                 }
             }
         });

@@ -64,18 +64,28 @@
 //!   once per packer and shared by every connection it goes to, broadcasts included.
 //! - `[:chsk/close]` answers a held Ajax poll `410 Gone` (Sente leaves it hanging for 60 s).
 //! - An Ajax POST whose [`Reply`] is dropped unanswered gets `[:chsk/timeout nil]` at once.
+//! - A [`Router`] handler that fails (returns an error or panics) before replying answers its
+//!   request `:chsk/error` at once (Sente: the client waits for its timeout); Sente clients see
+//!   a callback error, ours `RequestError::Error` / a `SenteError` with code `"error"`.
+//! - A handler that runs past its [`Budget`] (default 1 s) no longer holds its client's later
+//!   events ([`Concurrency::PerClient`], the default; [`Concurrency::PerClientSerial`] for the
+//!   strict order).
+//! - Cross-origin pages listed in [`AllowedOrigins`] get CORS headers (with credentials) and
+//!   preflight answers for the endpoint and `<mount>/client.js`; other origins get a `403` that
+//!   says why.
 //! - Pushes wait for a client between two polls or during a reconnect for as long as the client
 //!   is known (its grace period), bounded by `max_pending_events_per_client`.
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
 // params, origin, outbox, packers, response, framing, serve | request | guard, registry | handle | msg |
-// dispatch | router, stream, shell | ajax, ws | adapter, service | server, axum_glue | builder.
+// dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue | builder.
 pub mod adapter;
 mod ajax;
 #[cfg(feature = "axum")]
 mod axum_glue;
 mod builder;
+mod cors;
 mod dispatch;
 mod framing;
 mod guard;
@@ -109,7 +119,7 @@ pub mod packer {
 }
 
 pub use builder::{BuildError, Builder};
-pub use dispatch::{Concurrency, Dispatch};
+pub use dispatch::{Budget, Concurrency, Dispatch};
 pub use guard::{AntiForgeryToken, CsrfToken, HookResponse, Rejection, UserId};
 pub use handle::{ServerHandle, WeakServerHandle};
 pub use msg::{EventMsg, Reply};

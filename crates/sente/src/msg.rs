@@ -5,7 +5,7 @@ use crate::outbox::{Out, Outbox};
 use crate::request::ChskRequest;
 use sente_proto::server::{Transport, message};
 use sente_proto::{ClientId, Event, EventId, Uid, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 /// One event from a client (or synthesized by the server: `chsk/uidport-open`,
@@ -77,8 +77,12 @@ impl EventMsg {
 ///
 /// WebSocket: the reply `[value cb-id]` is queued on the connection after the pushes queued
 /// before it, so it never overtakes them. Ajax: it is the POST's response. Dropping a `Reply`
-/// without sending answers an Ajax POST `[:chsk/timeout nil]` at once (Sente waits for
-/// `lp_timeout_ms`); on WebSocket the client's own timeout applies.
+/// without sending answers an Ajax POST `[:chsk/timeout nil]` at once (under a
+/// [`Router`](crate::Router): once the handler returns; Sente waits for `lp_timeout_ms`); on
+/// WebSocket the client's own timeout applies.
+///
+/// A [`Router`](crate::Router) handler that returns an error or panics while its reply is
+/// still unanswered answers it `:chsk/error` (see [`Router::on_error`](crate::Router::on_error)).
 #[derive(Debug)]
 pub struct Reply {
     inner: ReplyInner,
@@ -86,8 +90,57 @@ pub struct Reply {
 
 #[derive(Debug)]
 enum ReplyInner {
-    Ws { outbox: Arc<Outbox>, cb: Value },
-    Ajax { tx: oneshot::Sender<Value> },
+    Ws {
+        outbox: Arc<Outbox>,
+        cb: Value,
+    },
+    Ajax {
+        tx: oneshot::Sender<Value>,
+    },
+    /// Shared with a [`ReplyGuard`], which answers it `:chsk/error` if the handler fails.
+    Guarded(Arc<Mutex<Option<ReplyInner>>>),
+}
+
+impl ReplyInner {
+    fn send(self, value: Value) -> bool {
+        match self {
+            ReplyInner::Ws { outbox, cb } => {
+                outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value, cb))))
+            }
+            ReplyInner::Ajax { tx } => tx.send(value).is_ok(),
+            ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
+        }
+    }
+
+    fn is_ws(&self) -> bool {
+        match self {
+            ReplyInner::Ws { .. } => true,
+            ReplyInner::Ajax { .. } => false,
+            ReplyInner::Guarded(slot) => slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(ReplyInner::is_ws),
+        }
+    }
+}
+
+fn take(slot: &Mutex<Option<ReplyInner>>) -> Option<ReplyInner> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Answers a reply `:chsk/error` when the handler that holds it fails before replying: what a
+/// Sente client's callback takes for an error (`cb-error?`), and what our clients report as
+/// `RequestError::Error` (Rust) or a `SenteError` with code `"error"` (JS). Dropped without
+/// [`ReplyGuard::fail`], it does nothing.
+#[derive(Debug)]
+pub(crate) struct ReplyGuard(Arc<Mutex<Option<ReplyInner>>>);
+
+impl ReplyGuard {
+    /// Answers the reply `:chsk/error` if nobody answered it yet; returns whether it did.
+    pub(crate) fn fail(self) -> bool {
+        take(&self.0).is_some_and(|r| r.send(Value::kw(sente_proto::event::ids::ERROR)))
+    }
 }
 
 impl Reply {
@@ -103,18 +156,26 @@ impl Reply {
         }
     }
 
-    /// Sends the reply. Returns `false` when the connection or request is already gone.
+    /// Sends the reply. Returns `false` when the connection or request is already gone (or
+    /// the reply was already answered `:chsk/error` because its handler failed).
     pub fn send(self, value: impl Into<Value>) -> bool {
-        match self.inner {
-            ReplyInner::Ws { outbox, cb } => {
-                outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value.into(), cb))))
-            }
-            ReplyInner::Ajax { tx } => tx.send(value.into()).is_ok(),
-        }
+        self.inner.send(value.into())
     }
 
     /// Whether this reply goes over a WebSocket.
     pub fn is_ws(&self) -> bool {
-        matches!(self.inner, ReplyInner::Ws { .. })
+        self.inner.is_ws()
+    }
+
+    /// Shares this reply with a guard that answers it `:chsk/error` if the handler fails.
+    pub(crate) fn guard(&mut self) -> ReplyGuard {
+        if let ReplyInner::Guarded(slot) = &self.inner {
+            return ReplyGuard(slot.clone());
+        }
+        let placeholder = ReplyInner::Guarded(Arc::new(Mutex::new(None)));
+        let inner = std::mem::replace(&mut self.inner, placeholder);
+        let slot = Arc::new(Mutex::new(Some(inner)));
+        self.inner = ReplyInner::Guarded(slot.clone());
+        ReplyGuard(slot)
     }
 }

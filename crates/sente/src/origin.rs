@@ -9,6 +9,26 @@ use std::collections::HashSet;
 /// (ASCII case-insensitive, as hosts are) and port (default ports made explicit), so
 /// `http://site.com.evil.com`, `http://evil.site.com`, `http://site.com:81` and `null` never match
 /// `http://site.com`.
+///
+/// # Cross-origin pages (CORS)
+///
+/// The same list governs pages served from another origin (another host or port) that load
+/// `<mount>/client.js` (an ES module: browsers fetch it with CORS) and talk to the endpoint:
+///
+/// - [`AllowedOrigins::List`]: each listed origin gets `Access-Control-Allow-Origin: <origin>`
+///   and `Access-Control-Allow-Credentials: true` on the script and every endpoint answer
+///   (cookies and the CSRF token work cross-origin; the JS client sends cookies with its
+///   requests), and its preflights (`OPTIONS`) are answered `204`.
+/// - [`AllowedOrigins::All`]: the same for any origin but `null` (the CSRF token still guards
+///   the endpoint: a page on another site cannot read it).
+/// - [`AllowedOrigins::SameOrigin`]: no CORS headers.
+///
+/// Any other origin gets no CORS header: its preflight and its request for the script are
+/// answered `403 Unauthorized origin: pages at <origin> may not use this server ...`, its
+/// endpoint requests `403 Unauthorized origin` (the reason shows in the browser's network
+/// panel; the page itself only sees a failed request, which the JS client reports in
+/// `state.lastClose.message`). WebSocket upgrades are not subject to CORS: the origin check
+/// alone applies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum AllowedOrigins {
     /// Same origin as the request's `Host` header (scheme `http` or `https`). The default.

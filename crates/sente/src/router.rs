@@ -227,12 +227,21 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     }
 
     /// Called when a handler returns an error or panics (default: a `tracing::error!`).
+    ///
+    /// Either way, when the event asked for a reply and the handler did not answer it, the
+    /// client is answered `:chsk/error` at once instead of waiting for its timeout: a Sente
+    /// client's callback gets `:chsk/error` (`cb-error?` is true), our Rust clients
+    /// `RequestError::Error(RequestFailure::HandlerFailed)`, the JS client a `SenteError` with
+    /// code `"error"`. The error itself stays on the server (it may hold internals): only this
+    /// function and the log see it.
     pub fn on_error(mut self, f: impl Fn(HandlerError, EventInfo) + Send + Sync + 'static) -> Self {
         self.on_error = Some(Arc::new(f));
         self
     }
 
-    /// How handlers run (default [`Concurrency::PerClient`]).
+    /// How handlers run (default [`Concurrency::PerClient`] with a 1 s [`Budget`](crate::Budget):
+    /// a client's events start in order, and a handler running past 1 s no longer holds the
+    /// client's next events).
     pub fn concurrency(mut self, c: Concurrency) -> Self {
         self.concurrency = c;
         self
@@ -259,6 +268,8 @@ impl<S: Clone + Send + Sync + 'static> Dispatch for Router<S> {
         };
         let (handler, state) = (handler.clone(), self.state.clone());
         let on_error = self.on_error.clone();
+        let mut msg = msg;
+        let guard = msg.reply.as_mut().map(crate::msg::Reply::guard);
         async move {
             // The call itself runs inside `catch_unwind` too: a handler that panics before its
             // first `.await` is reported like one that panics later.
@@ -274,6 +285,9 @@ impl<S: Clone + Send + Sync + 'static> Dispatch for Router<S> {
                         .unwrap_or_else(|| "non-string panic".to_owned()),
                 ),
             };
+            if guard.is_some_and(crate::msg::ReplyGuard::fail) {
+                tracing::debug!(id = %info.id, "handler failed: its reply answered chsk/error");
+            }
             report(on_error.as_ref(), err, &info);
         }
         .boxed()

@@ -3,6 +3,7 @@
 //! It routes each request to its transport; the transports do the rest.
 
 use crate::ajax;
+use crate::cors::Cors;
 use crate::params::Params;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::Shell;
@@ -80,7 +81,36 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let cors = Cors::of(&shell.guard.allowed_origins, req.headers());
+    let mut resp = route(shell, mount, req, &cors).await;
+    cors.apply(&mut resp);
+    resp
+}
+
+/// The answer to one request, before its CORS headers ([`crate::cors`]).
+async fn route<B>(
+    shell: Arc<Shell>,
+    mount: Option<Arc<str>>,
+    req: Request<B>,
+    cors: &Cors,
+) -> Response<ChskBody>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let path = req.uri().path();
+    let in_mount = |p: &str| {
+        mount
+            .as_deref()
+            .is_none_or(|m| p == m || (m.is_empty() && p == "/"))
+    };
+    if req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && (in_mount(path) || path.ends_with("/client.js"))
+    {
+        return cors.preflight(req.headers());
+    }
     if path.ends_with("/client.js")
         && mount
             .as_deref()
@@ -88,6 +118,9 @@ where
     {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+        }
+        if let Cors::Refused(origin) = cors {
+            return Cors::refusal(origin);
         }
         let mut r = Response::new(Full::new(Bytes::from_static(CLIENT_JS.as_bytes())));
         r.headers_mut().insert(

@@ -419,7 +419,7 @@ impl WsConn {
             ms(timing.ws_kalive),
             ms(timing.ws_ping_timeout),
         );
-        let mut inline: InlineRunner = self.shell.dispatcher.inline();
+        let mut inline: InlineRunner = self.shell.dispatcher.inline(self.client_id.clone());
         let idle_deadline = far_future();
         loop {
             // Write everything queued, in order, in as few syscalls as the write buffer allows.

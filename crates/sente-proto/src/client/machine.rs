@@ -1315,7 +1315,7 @@ impl ClientMachine {
             return;
         }
         match self.ws_cbs.get(cb).copied() {
-            Some(id) => self.finish(id, Ok(value)),
+            Some(id) => self.finish(id, reply_result(value)),
             None => self.log(
                 LogLevel::Debug,
                 format!("reply without a waiting request: {cb}"),
@@ -1360,7 +1360,7 @@ impl ClientMachine {
             match Envelope::unpack(&*self.cfg.packer, body, &self.cfg.limits) {
                 Ok(env) => match PostReply::classify(env) {
                     PostReply::Timeout => Err(RequestError::Timeout),
-                    PostReply::Reply(v) => Ok(v),
+                    PostReply::Reply(v) => reply_result(v),
                     PostReply::Ack => Ok(Value::kw(crate::event::ids::DUMMY_CB_200)),
                 },
                 Err(e) => Err(RequestFailure::Unpack(e).into()),
@@ -1439,5 +1439,15 @@ fn send_failed(e: SendError) -> RequestError {
     match e {
         SendError::Pack(e) => RequestFailure::Pack(e).into(),
         SendError::Closed => RequestError::Closed,
+    }
+}
+
+/// A reply value as a request's outcome: `:chsk/error` (the server's handler failed before
+/// replying, as a Sente client's `cb-error?` sees it) is an error, anything else the reply.
+fn reply_result(value: Value) -> Result<Value, RequestError> {
+    if value.is_kw(crate::event::ids::ERROR) {
+        Err(RequestFailure::HandlerFailed.into())
+    } else {
+        Ok(value)
     }
 }

@@ -330,7 +330,8 @@ pub enum RequestError {
     /// `:chsk/timeout`: no reply within the timeout (local timer or the server's Ajax timeout).
     #[error("request timed out (chsk/timeout)")]
     Timeout,
-    /// `:chsk/error`: the transport failed; the [`RequestFailure`] says how.
+    /// `:chsk/error`: the transport failed, or the server's handler did
+    /// ([`RequestFailure::HandlerFailed`]); the [`RequestFailure`] says how.
     #[error("request failed (chsk/error): {0}")]
     Error(#[source] RequestFailure),
     /// The reply arrived but could not be converted to the requested type (typed requests).
@@ -384,6 +385,10 @@ pub enum RequestFailure {
     /// The reply could not be unpacked.
     #[error("cannot unpack the reply: {0}")]
     Unpack(#[source] EnvelopeError),
+    /// The server answered `:chsk/error`: its handler failed (returned an error or panicked)
+    /// before replying. The server keeps the details (its log, `Router::on_error`).
+    #[error("the server's handler failed (it answered chsk/error)")]
+    HandlerFailed,
 }
 
 /// Why a fire-and-forget send was refused.

@@ -240,7 +240,7 @@ fn parse(buf: &[u8]) -> Option<Resp> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let body = &buf[end + 4..];
-    if status == 101 {
+    if status == 101 || status == 204 {
         return Some(Resp {
             status,
             headers,
