@@ -187,7 +187,7 @@ function startChat() {
     await refreshToken();
     showLogin(message);
   }
-  chsk.on("chat/signed-out", () => signOut("Logged out in another tab. Join again to chat."));
+  chsk.on("chat/signed-out", () => signOut("You logged out in another tab. Join again to chat."));
 
   // The server forgot our session (it restarted: sessions live in memory), so our CSRF token no
   // longer works and the socket cannot reconnect. Checked while the socket is closed: take the
