@@ -246,6 +246,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Resume after a reconnect (default on; sente-rs servers, WebSocket only): the pushes
+    /// missed while disconnected arrive in order, once, and `State::recovered` tells whether
+    /// anything was lost. Harmless against a Sente server.
+    pub fn resume(mut self, on: bool) -> Self {
+        self.config.resume = on;
+        self
+    }
+
     /// Queue sends and requests made while (re)connecting, at most `max_len` of them for at
     /// most `max_wait` each, instead of failing them at once with `Closed` (off by default).
     pub fn queue_while_connecting(mut self, max_len: usize, max_wait: Duration) -> Self {

@@ -119,6 +119,27 @@ pub mod server_msg {
         Envelope::new(Event::reserved(ids::HANDSHAKE, Some(data)).into_value())
     }
 
+    /// The handshake of a resuming client: a fourth element `{:epoch .. :seq .. :recovered ..}`
+    /// (see [`crate::server::replay`]).
+    pub fn handshake_resume(
+        uid: &Uid,
+        handshake_data: Value,
+        resume: &crate::server::replay::ResumeInfo,
+    ) -> Envelope {
+        let data = Value::Vector(vec![
+            uid.to_value(),
+            Value::Nil,
+            handshake_data,
+            resume.to_value(),
+        ]);
+        Envelope::new(Event::reserved(ids::HANDSHAKE, Some(data)).into_value())
+    }
+
+    /// `[:chsk/seq n]`: the sequence number of the next batch's last event (resume extension).
+    pub fn seq_marker(seq: u64) -> Envelope {
+        Envelope::new(crate::server::replay::seq_marker(seq))
+    }
+
     /// `[:chsk/ws-ping nil]`: the server's keepalive ping (a bare keyword payload).
     pub fn ws_ping() -> Envelope {
         Envelope::new(Value::kw(ids::WS_PING))
@@ -268,7 +289,11 @@ pub enum ServerMsg {
         uid: Uid,
         /// The app's handshake data (`nil` if none).
         data: Value,
+        /// The resume extension's answer (a fourth element; see [`crate::server::replay`]).
+        resume: Option<crate::server::replay::ResumeInfo>,
     },
+    /// `[:chsk/seq n]` (resume extension): the next batch's last event has sequence number `n`.
+    Seq(u64),
     /// The server's keepalive ping (bare `:chsk/ws-ping`).
     Ping,
     /// A batch of pushed events, in order.
@@ -309,9 +334,24 @@ impl ServerMsg {
             {
                 let uid = Uid::from_value(data[0].clone());
                 let hd = data.get(2).cloned().unwrap_or(Value::Nil);
-                return ServerMsg::Handshake { uid, data: hd };
+                let resume = data
+                    .get(3)
+                    .and_then(crate::server::replay::ResumeInfo::from_value);
+                return ServerMsg::Handshake {
+                    uid,
+                    data: hd,
+                    resume,
+                };
             }
             return ServerMsg::Invalid(Value::Vector(items));
+        }
+        if items.first().is_some_and(|v| v.is_kw(ids::SEQ)) {
+            return match items.get(1) {
+                Some(Value::Int(n)) if items.len() == 2 && *n >= 0 => {
+                    ServerMsg::Seq(n.unsigned_abs())
+                }
+                _ => ServerMsg::Invalid(Value::Vector(items)),
+            };
         }
         let mut events = Vec::with_capacity(items.len());
         for item in &items {

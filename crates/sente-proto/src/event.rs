@@ -33,6 +33,8 @@ pub mod ids {
     pub const ERROR: &str = "chsk/error";
     /// Wraps received events when `wrap-recv-evs?` is on (Sente <= 1.17 default).
     pub const RECV: &str = "chsk/recv";
+    /// Resume extension: `[:chsk/seq n]`, the sequence number of the next batch's last event.
+    pub const SEQ: &str = "chsk/seq";
     /// `:sente/nil-uid`: the uid of anonymous clients.
     pub const NIL_UID: &str = "sente/nil-uid";
     /// `:sente/all-users-without-uid`: send target for every anonymous client.

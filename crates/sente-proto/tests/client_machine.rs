@@ -229,7 +229,7 @@ fn ws_url_carries_params_client_id_token_and_packer_in_order() {
     };
     assert_eq!(
         url,
-        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table"
+        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&resume="
     );
     assert_eq!(
         headers,
@@ -1057,4 +1057,67 @@ fn stale_and_unknown_inputs_are_ignored() {
     let out = h.drain();
     assert!(matches!(&out[..], [Output::Log { .. }]));
     assert!(h.m.is_open());
+}
+
+/// The resume extension: the handshake's position, `[:chsk/seq n]` markers, skipping what a
+/// replay and a live batch both carry, the position on the reconnect URL, and forgetting it
+/// after a batch with no number.
+#[test]
+fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
+    use sente_proto::server::replay::{Position, ResumeInfo};
+    let n = |k: i64| Event::new(EventId::new("t/n").unwrap(), Value::Int(k));
+    let pushed = |out: &[Output]| -> Vec<Value> {
+        events(out)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Push(ev) => Some(ev.data().clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let info = |seq, recovered| ResumeInfo {
+        position: Position {
+            epoch: "e1".into(),
+            seq,
+        },
+        recovered,
+    };
+    let mut h = H::new(config(Kind::Ws));
+    h.m.connect(h.now);
+    let (conn, url) = ws_open_of(&h.drain());
+    assert!(url.ends_with("&resume="), "{url}");
+    h.m.handle_ws_open(conn, h.now);
+    h.ws_msg(
+        conn,
+        &server_msg::handshake_resume(&Uid::from("u"), Value::Nil, &info(5, false)),
+    );
+    assert_eq!(
+        h.m.state().recovered,
+        None,
+        "nothing to recover on a first connection"
+    );
+    h.ws_msg(conn, &server_msg::seq_marker(7));
+    let out = h.ws_msg(conn, &server_msg::push_batch([n(6), n(7)]));
+    assert_eq!(pushed(&out), [Value::Int(6), Value::Int(7)]);
+    // A batch numbered 6..=8 overlapping what arrived: only 8 is new.
+    h.ws_msg(conn, &server_msg::seq_marker(8));
+    let out = h.ws_msg(conn, &server_msg::push_batch([n(6), n(7), n(8)]));
+    assert_eq!(pushed(&out), [Value::Int(8)]);
+    assert_eq!(h.m.resume_position().map(|p| p.seq), Some(8));
+
+    // The reconnect asks for 8, and a recovered handshake says so.
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    let mut out = h.drain();
+    out.extend(h.advance(60_000));
+    let (conn, url) = ws_open_of(&out);
+    assert!(url.ends_with("&resume=e1%3A8"), "{url}");
+    h.m.handle_ws_open(conn, h.now);
+    h.ws_msg(
+        conn,
+        &server_msg::handshake_resume(&Uid::from("u"), Value::Nil, &info(8, true)),
+    );
+    assert_eq!(h.m.state().recovered, Some(true));
+    // A batch without a number: the position is unknown from now on.
+    h.ws_msg(conn, &server_msg::push_batch([n(9)]));
+    assert_eq!(h.m.resume_position(), None);
 }

@@ -205,7 +205,8 @@ impl Pair {
                 let id = id.unwrap();
                 self.sockets.insert(conn, ServerWs { id, cid, keepalive });
                 let hd = Value::from("welcome");
-                let handshake = message::handshake(&Pair::uid(), hd, &self.packer, self.max());
+                let handshake =
+                    message::handshake(&Pair::uid(), hd, None, &self.packer, self.max());
                 self.send_to_client(conn, &handshake.unwrap());
             }
             Io::WsSend { conn, frame } => {
@@ -256,7 +257,7 @@ impl Pair {
                         .handle_ajax_handshake(&uid, &cid, (), now)
                         .unwrap();
                     let hd = Value::from("welcome");
-                    let handshake = message::handshake(&uid, hd, &self.packer, self.max());
+                    let handshake = message::handshake(&uid, hd, None, &self.packer, self.max());
                     self.respond(id, 200, &handshake.unwrap().bytes);
                 } else {
                     let conn = self.core.handle_ajax_poll(&uid, &cid, id, (), now).unwrap();
@@ -299,7 +300,7 @@ impl Pair {
     fn server_action(&mut self, action: Action<ConnId, HttpId>) {
         let now = self.now;
         match action {
-            Action::WsDeliver { conn, batch } => {
+            Action::WsDeliver { conn, batch, .. } => {
                 let packed = batch.packed(&self.packer, self.max()).unwrap();
                 if let Some(s) = self.sockets.get_mut(&conn) {
                     s.keepalive.handle_activity(); // a delivered push counts as activity

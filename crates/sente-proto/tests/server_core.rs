@@ -45,7 +45,7 @@ fn ws_deliveries(actions: Vec<Action<u32, u32>>) -> Vec<(u32, Vec<i64>)> {
     actions
         .into_iter()
         .filter_map(|a| match a {
-            Action::WsDeliver { conn, batch } => Some((conn, nums(&batch))),
+            Action::WsDeliver { conn, batch, .. } => Some((conn, nums(&batch))),
             _ => None,
         })
         .collect()
@@ -109,7 +109,7 @@ fn every_client_of_the_uid_gets_the_same_batch() {
         .take_actions()
         .into_iter()
         .map(|a| match a {
-            Action::WsDeliver { conn, batch } => (conn, batch),
+            Action::WsDeliver { conn, batch, .. } => (conn, batch),
             other => panic!("{other:?}"),
         })
         .collect();

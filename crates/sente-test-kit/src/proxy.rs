@@ -15,11 +15,16 @@ struct ProxyState {
     conns: Vec<AbortHandle>,
 }
 
+/// Set while the proxy loses everything in both directions (see [`Proxy::blackhole`]).
+#[derive(Debug, Default)]
+struct Blackhole(std::sync::atomic::AtomicBool);
+
 /// A proxy listening on `127.0.0.1:0`. Dropping it stops it and cuts every connection.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    blackhole: Arc<Blackhole>,
     accept: JoinHandle<()>,
 }
 
@@ -38,10 +43,12 @@ impl Proxy {
             conns: Vec::new(),
         }));
         let st = state.clone();
+        let blackhole = Arc::new(Blackhole::default());
+        let bh = blackhole.clone();
         let accept = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let st2 = st.clone();
-                let task = tokio::spawn(handle(sock, st2));
+                let task = tokio::spawn(handle(sock, st2, bh.clone()));
                 let mut s = lock(&st);
                 s.conns.retain(|h| !h.is_finished());
                 s.conns.push(task.abort_handle());
@@ -50,6 +57,7 @@ impl Proxy {
         Ok(Proxy {
             addr,
             state,
+            blackhole,
             accept,
         })
     }
@@ -80,6 +88,16 @@ impl Proxy {
         }
     }
 
+    /// While `on`, every byte of the open connections is read and thrown away, in both
+    /// directions: the peers' writes succeed and nothing arrives, like a network path that died
+    /// without either end noticing (a half-open connection). New connections are forwarded as
+    /// usual.
+    pub fn blackhole(&self, on: bool) {
+        self.blackhole
+            .0
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Forwards new connections to `target`.
     pub fn set_target(&self, target: SocketAddr) {
         lock(&self.state).target = Some(target);
@@ -93,7 +111,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
+async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, blackhole: Arc<Blackhole>) {
     // Read the first request head to spot WebSocket upgrades.
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
@@ -132,5 +150,31 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
     if upstream.write_all(&head).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let (client_rd, client_wr) = client.into_split();
+    let (upstream_rd, upstream_wr) = upstream.into_split();
+    tokio::select! {
+        () = pump(client_rd, upstream_wr, &blackhole) => {}
+        () = pump(upstream_rd, client_wr, &blackhole) => {}
+    }
+}
+
+/// Copies `from` to `to` until either ends, throwing the bytes away while the blackhole is on.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    blackhole: &Blackhole,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if blackhole.0.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }

@@ -66,6 +66,8 @@ pub struct ServerOptions {
     /// Answer CORS preflights and allow any origin to read responses (for browser tests whose
     /// page is served from another origin). Axum adapter only.
     pub cors: bool,
+    /// Bounds of the resume extension's replay logs (default: the server's).
+    pub replay: sente::ReplayConfig,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +82,7 @@ impl Default for ServerOptions {
             lp_timeout_ms: 5_000,
             ws_kalive_ms: None,
             cors: false,
+            replay: sente::ReplayConfig::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ async fn start(
         .ms_allow_reconnect_before_close_ws(opts.ws_grace_ms)
         .ms_allow_reconnect_before_close_ajax(opts.ajax_grace_ms)
         .lp_timeout_ms(opts.lp_timeout_ms)
+        .replay(opts.replay.clone())
         .limits(
             ServerLimits::default()
                 .message(sente_proto::Limits::default().max_message_bytes(opts.max_message_bytes)),

@@ -120,3 +120,134 @@ async fn dropping_the_client_closes_cleanly_and_ends_the_stream() {
     .await
     .expect("uidport-close");
 }
+
+/// The pushes numbered `n` that arrive on `events` within `ms`, after the first `want` or
+/// when none arrive for `ms`.
+async fn pushes(events: &mut sente_client::EventStream, want: usize, ms: u64) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match tokio::time::timeout(Duration::from_millis(ms), events.next()).await {
+            Ok(Some(ClientEvent::Push(ev))) if ev.id().as_str() == "test/n" => {
+                if let Value::Int(n) = ev.data() {
+                    got.push(*n);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Pushes `test/n` with each of `ns` to `uid`, flushed.
+fn push(server: &TestServer, uid: &str, ns: std::ops::RangeInclusive<i64>) {
+    let server = server.server().expect("a sente-rs server");
+    for n in ns {
+        server
+            .handle()
+            .send_flush(&sente_client::Uid::from(uid), ev("test/n", n))
+            .unwrap();
+    }
+}
+
+/// A blip: the network path dies without either end noticing (the proxy throws away what the
+/// server writes), then the connection drops and the client reconnects. With resume (the
+/// default) every push arrives exactly once, in order, and the state says `recovered`;
+/// without it, the pushes written into the dead connection are lost (Sente's behaviour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_loses_no_push_with_resume() {
+    let server = TestServer::spawn(ServerOptions::default()).await.unwrap();
+    for resume in [true, false] {
+        let uid = format!("blip-{resume}");
+        let client = Client::builder(server.url())
+            .kind(Kind::Ws)
+            .csrf_token(CSRF_TOKEN)
+            .param("uid", &uid)
+            .resume(resume)
+            .connect()
+            .unwrap();
+        let mut events = client.events();
+        client.wait_open().await;
+        push(&server, &uid, 1..=3);
+        assert_eq!(pushes(&mut events, 3, 5_000).await, vec![1, 2, 3]);
+        assert_eq!(client.state().borrow().recovered, None, "first connection");
+
+        server.proxy().blackhole(true);
+        push(&server, &uid, 4..=6); // written into the dead path
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.proxy().drop_connections();
+        server.proxy().blackhole(false);
+        push(&server, &uid, 7..=8); // while the client reconnects
+        let mut state = client.state();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.open && s.last_close.is_some()),
+        )
+        .await
+        .expect("reconnected")
+        .unwrap();
+        push(&server, &uid, 9..=10);
+        if resume {
+            assert_eq!(state.borrow().recovered, Some(true));
+            assert_eq!(
+                pushes(&mut events, 7, 5_000).await,
+                (4..=10).collect::<Vec<_>>()
+            );
+        } else {
+            assert_eq!(state.borrow().recovered, None);
+            let got = pushes(&mut events, 7, 1_000).await;
+            assert!(got.ends_with(&[9, 10]), "{got:?}");
+            assert!(
+                !got.contains(&4),
+                "without resume the dead path's pushes are lost: {got:?}"
+            );
+        }
+        assert!(
+            pushes(&mut events, 1, 300).await.is_empty(),
+            "no duplicates"
+        );
+    }
+}
+
+/// A reconnect that needs more than the replay window keeps (here 3 pushes) gets
+/// `recovered: false` and no partial replay: only what is pushed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_window_the_client_learns_it_missed_pushes() {
+    let server = TestServer::spawn(ServerOptions {
+        replay: sente::ReplayConfig::default().max_events(3),
+        ..ServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let uid = "window";
+    let client = Client::builder(server.url())
+        .kind(Kind::Ws)
+        .csrf_token(CSRF_TOKEN)
+        .param("uid", uid)
+        .connect()
+        .unwrap();
+    let mut events = client.events();
+    client.wait_open().await;
+    push(&server, uid, 1..=2);
+    assert_eq!(pushes(&mut events, 2, 5_000).await, vec![1, 2]);
+    server.proxy().blackhole(true);
+    push(&server, uid, 3..=7); // 5 missed, 3 kept
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.proxy().drop_connections();
+    server.proxy().blackhole(false);
+    let mut state = client.state();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| s.open && s.recovered.is_some()),
+    )
+    .await
+    .expect("reconnected")
+    .unwrap();
+    assert_eq!(state.borrow().recovered, Some(false));
+    push(&server, uid, 8..=8);
+    assert_eq!(
+        pushes(&mut events, 1, 5_000).await,
+        vec![8],
+        "no partial replay"
+    );
+}

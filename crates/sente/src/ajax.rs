@@ -88,7 +88,7 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         Ok(None) => {
             tracing::debug!(%uid, client_id = %cid, "ajax handshake");
             let data = shell.guard.handshake_data(&request);
-            return match message::handshake(&uid, data, &*packer, max) {
+            return match message::handshake(&uid, data, None, &*packer, max) {
                 Ok(p) => packed(p),
                 Err(e) => plain(
                     StatusCode::INTERNAL_SERVER_ERROR,

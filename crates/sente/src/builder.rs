@@ -14,6 +14,7 @@ use crate::shell::{Shell, Timing};
 use crate::stream::{self, EventStream};
 use sente_proto::backplane::{Backplane, LocalBackplane};
 use sente_proto::packer::{self, Packer};
+use sente_proto::server::replay::ReplayConfig;
 use sente_proto::server::{CoreConfig, ServerLimits};
 use sente_proto::{Uid, Value};
 use std::sync::{Arc, Mutex};
@@ -326,6 +327,16 @@ impl Builder {
     /// All limits (see [`ServerLimits`] for the defaults).
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.core.limits = limits;
+        self
+    }
+
+    /// Resume after a reconnect: the bounds of the per-uid replay logs (default: on, 512
+    /// pushes, 256 KiB and 60 s per uid; see [`ReplayConfig`]). Clients that ask for it (the
+    /// sente-rs Rust, WASM and JS clients do, over WebSocket) get what they missed during a
+    /// short disconnect, in order, exactly once, or learn that they did not (`recovered:
+    /// false`). A plain Sente client never asks and never sees it.
+    pub fn replay(mut self, replay: ReplayConfig) -> Self {
+        self.core.replay = replay;
         self
     }
 

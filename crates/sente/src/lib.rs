@@ -130,6 +130,7 @@ pub use response::ChskBody;
 pub use router::{
     BoxError, EventAndState, EventInfo, EventOnly, Handler, HandlerError, HandlerResult, Router,
 };
+pub use sente_proto::server::replay::ReplayConfig;
 pub use sente_proto::server::{SendError, ServerLimits};
 pub use sente_proto::{
     ClientId, Event, EventId, InvalidEventId, Keyword, Limits, Packer, Transport, Uid, Value,

@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 /// One item of a connection's ordered send queue.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Batch(Arc<PushBatch>),
+    /// A batch, and for a resuming client the sequence number of its last event.
+    Batch(Arc<PushBatch>, Option<u64>),
     Reply(Box<Envelope>),
     Close(&'static str),
 }
@@ -80,9 +81,9 @@ impl Outbox {
         self.lock().awake = true;
     }
 
-    pub(crate) fn push_batch(&self, b: Arc<PushBatch>) -> bool {
+    pub(crate) fn push_batch(&self, b: Arc<PushBatch>, seq: Option<u64>) -> bool {
         let n = b.len();
-        self.push(Out::Batch(b), n)
+        self.push(Out::Batch(b, seq), n)
     }
 
     pub(crate) fn push_reply(&self, out: Out) -> bool {
@@ -97,7 +98,7 @@ impl Outbox {
         let mut q = self.lock();
         let out = q.items.pop_front()?;
         q.events -= match &out {
-            Out::Batch(b) => b.len(),
+            Out::Batch(b, _) => b.len(),
             Out::Reply(_) => 1,
             Out::Close(_) => 0,
         };

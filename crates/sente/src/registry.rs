@@ -131,9 +131,11 @@ impl Registry {
             transport: Transport::Ws,
             packer,
         };
+        let mut core = Core::new(cfg.clone());
+        core.set_epoch_seed(uuid::Uuid::new_v4().as_u64_pair().0);
         let registry = Arc::new_cyclic(|me| Registry {
             limits: cfg.limits.clone(),
-            core: Mutex::new(Core::new(cfg)),
+            core: Mutex::new(core),
             start: Instant::now(),
             driver: driver.clone(),
             armed: AtomicU64::new(u64::MAX),
@@ -264,8 +266,8 @@ impl Registry {
     fn execute(&self, core: &mut ServerCore, now: u64) {
         for action in core.take_actions() {
             match action {
-                Action::WsDeliver { conn, batch } => {
-                    conn.push_batch(batch);
+                Action::WsDeliver { conn, batch, seq } => {
+                    conn.push_batch(batch, seq);
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
                 Action::AjaxAnswer {

@@ -15,6 +15,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use sente_proto::server::message;
+use sente_proto::server::replay::{RESUME_PARAM, Resume};
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, Transport};
 use sente_proto::{ClientId, Packer, Uid};
 use std::pin::Pin;
@@ -200,15 +201,7 @@ pub(crate) fn accept(
         ..
     } = a;
     let data = shell.guard.handshake_data(&request);
-    let handshake = match message::handshake(&uid, data, &*packer, shell.max_message()) {
-        Ok(p) => p,
-        Err(e) => {
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Handshake could not be packed: {e}"),
-            );
-        }
-    };
+    let resume = Resume::parse(request.param(RESUME_PARAM));
     let registry = shell.registry().clone();
     let outbox = Arc::new(Outbox::new(registry.limits().max_pending_events_per_client));
     let ctx = ConnCtx {
@@ -216,9 +209,10 @@ pub(crate) fn accept(
         transport: Transport::Ws,
         packer: packer.clone(),
     };
-    let opened =
-        registry.with_core(|c, now| c.handle_ws_open(&uid, &client_id, outbox.clone(), ctx, now));
-    let conn = match opened {
+    let opened = registry.with_core(|c, now| {
+        c.handle_ws_open_resume(&uid, &client_id, outbox.clone(), ctx, &resume, now)
+    });
+    let (conn, resumed) = match opened {
         Ok(c) => c,
         Err(e) => {
             return reject(
@@ -228,6 +222,19 @@ pub(crate) fn accept(
             );
         }
     };
+    // Packed after the open: a resuming client's handshake tells where it stands. The task
+    // sends it before anything the open queued (the replay).
+    let handshake =
+        match message::handshake(&uid, data, resumed.as_ref(), &*packer, shell.max_message()) {
+            Ok(p) => p,
+            Err(e) => {
+                registry.with_core(|c, now| c.handle_ws_closed(&uid, &client_id, conn, now));
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Handshake could not be packed: {e}"),
+                );
+            }
+        };
     tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let task = WsConn {
@@ -426,9 +433,17 @@ impl WsConn {
             let mut fed = false;
             while let Some(out) = self.outbox.pop() {
                 let packed = match out {
-                    Out::Batch(b) => match b.packed(&*self.packer, max) {
+                    Out::Batch(b, seq) => match b.packed(&*self.packer, max) {
                         Ok(p) => {
                             ka.handle_activity();
+                            if let Some(seq) = seq
+                                && let Ok(marker) = message::seq_marker(seq, &*self.packer)
+                                && let Err(r) =
+                                    Box::pin(self.send(&mut ws, &mut timer, Some(&marker), false))
+                                        .await
+                            {
+                                return r;
+                            }
                             p
                         }
                         Err(e) => {

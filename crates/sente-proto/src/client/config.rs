@@ -211,6 +211,11 @@ pub struct ClientConfig {
     /// Queue sends and requests made while (re)connecting. Default `None` (Sente: fail with
     /// `Closed`).
     pub queue: Option<QueueConfig>,
+    /// Ask the server to resume after a reconnect (sente-rs extension, WebSocket only): pushes
+    /// missed while disconnected are delivered in order, once, and
+    /// [`State::recovered`](super::State::recovered) tells whether nothing was lost. Default
+    /// `true`; harmless against a Sente server (it ignores the parameter).
+    pub resume: bool,
 }
 
 impl ClientConfig {
@@ -232,6 +237,7 @@ impl ClientConfig {
             rejected_retry_ms: 60_000,
             ws_reprobe_ms: Some(180_000),
             queue: None,
+            resume: true,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
 use crate::event::{Event, Uid};
 use crate::packer::{PackError, Packed};
+use crate::server::replay::{Position, RESUME_PARAM, ResumeInfo};
 use sente_edn::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -288,6 +289,11 @@ pub struct ClientMachine {
     ws_cbs: HashMap<String, RequestId>,
     posts: HashMap<HttpId, Option<RequestId>>,
     queue: VecDeque<Queued>,
+    /// Resume extension: the last push received, when every push since the position the
+    /// server gave was numbered (forgotten otherwise).
+    position: Option<Position>,
+    /// The sequence number announced for the next batch (`[:chsk/seq n]`).
+    next_seq: Option<u64>,
 }
 
 impl fmt::Debug for ClientMachine {
@@ -331,7 +337,14 @@ impl ClientMachine {
             ws_cbs: HashMap::new(),
             posts: HashMap::new(),
             queue: VecDeque::new(),
+            position: None,
+            next_seq: None,
         }
+    }
+
+    /// The resume position: the last push received (see [`ClientConfig::resume`]).
+    pub fn resume_position(&self) -> Option<&Position> {
+        self.position.as_ref()
     }
 
     /// The configuration.
@@ -515,8 +528,8 @@ impl ClientMachine {
             }
         };
         if is_probe {
-            if let ServerMsg::Handshake { uid, data } = msg {
-                self.promote_probe(conn, uid, data, now);
+            if let ServerMsg::Handshake { uid, data, resume } = msg {
+                self.promote_probe(conn, uid, data, resume, now);
             }
             return;
         }
@@ -524,13 +537,13 @@ impl ClientMachine {
         let Link::Ws(ws) = self.link else { return };
         if !ws.handshaken {
             match msg {
-                ServerMsg::Handshake { uid, data } => {
+                ServerMsg::Handshake { uid, data, resume } => {
                     self.link = Link::Ws(WsLink {
                         handshaken: true,
                         ..ws
                     });
                     self.ws_ever_handshaken = true;
-                    self.on_handshake(Transport::Ws, uid, data, now);
+                    self.on_handshake(Transport::Ws, uid, data, resume, now);
                 }
                 other => self.log(
                     LogLevel::Warn,
@@ -540,18 +553,17 @@ impl ClientMachine {
             return;
         }
         match msg {
-            ServerMsg::Handshake { uid, data } => self.on_handshake(Transport::Ws, uid, data, now),
+            ServerMsg::Handshake { uid, data, resume } => {
+                self.on_handshake(Transport::Ws, uid, data, resume, now);
+            }
+            ServerMsg::Seq(n) => self.next_seq = Some(n),
             ServerMsg::Ping => {
                 if let Err(e) = self.ws_send(conn, &client_msg::ws_pong(), now) {
                     self.log(LogLevel::Warn, format!("cannot pack the pong: {e}"));
                 }
                 self.out.push_back(Output::Event(ClientEvent::WsPing));
             }
-            ServerMsg::Batch(events) => {
-                for ev in events {
-                    self.out.push_back(Output::Event(ClientEvent::Push(ev)));
-                }
-            }
+            ServerMsg::Batch(events) => self.on_batch(events),
             ServerMsg::Reply { cb, value } => self.on_ws_reply(&cb, value, now),
             ServerMsg::PollTimeout => {}
             ServerMsg::Invalid(v) => {
@@ -694,23 +706,19 @@ impl ClientMachine {
         };
         self.attempt = 0;
         match msg {
-            ServerMsg::Handshake { uid, data } => {
+            ServerMsg::Handshake { uid, data, resume } => {
                 self.link = Link::Ajax {
                     poll,
                     handshaken: true,
                 };
-                self.on_handshake(Transport::Ajax, uid, data, now);
+                self.on_handshake(Transport::Ajax, uid, data, resume, now);
             }
             other => {
                 if handshaken && !self.state.open {
                     self.set_state(|s| s.open = true);
                 }
                 match other {
-                    ServerMsg::Batch(events) if handshaken => {
-                        for ev in events {
-                            self.out.push_back(Output::Event(ClientEvent::Push(ev)));
-                        }
-                    }
+                    ServerMsg::Batch(events) if handshaken => self.on_batch(events),
                     ServerMsg::PollTimeout => {}
                     other => self.log(
                         LogLevel::Warn,
@@ -935,6 +943,10 @@ impl ClientMachine {
             pairs.push(("csrf-token".to_owned(), token));
         }
         pairs.push(("packer".to_owned(), self.cfg.packer.name().to_owned()));
+        if self.cfg.resume {
+            let at = self.position.as_ref().map(Position::to_param);
+            pairs.push((RESUME_PARAM.to_owned(), at.unwrap_or_default()));
+        }
         let query = query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = with_query(self.cfg.url.ws(), &query);
         let headers = self.cfg.headers.clone();
@@ -1088,10 +1100,24 @@ impl ClientMachine {
         }
     }
 
-    fn on_handshake(&mut self, transport: Transport, uid: Uid, data: Value, now: u64) {
+    fn on_handshake(
+        &mut self,
+        transport: Transport,
+        uid: Uid,
+        data: Value,
+        resume: Option<ResumeInfo>,
+        now: u64,
+    ) {
         self.attempt = 0;
         let first = !self.state.ever_opened;
         let (uid2, data2) = (uid.clone(), data.clone());
+        // Recovered or not is news only to a client that had a position to resume from.
+        let recovered = resume
+            .as_ref()
+            .filter(|_| self.position.is_some())
+            .map(|r| r.recovered);
+        self.position = resume.map(|r| r.position);
+        self.next_seq = None;
         self.set_state(|s| {
             s.kind = transport.kind();
             s.open = true;
@@ -1099,6 +1125,7 @@ impl ClientMachine {
             s.uid = Some(uid2);
             s.handshake_data = Some(data2);
             s.udt_next_reconnect = None;
+            s.recovered = recovered;
         });
         self.out
             .push_back(Output::Event(ClientEvent::Handshake(Handshake {
@@ -1412,7 +1439,14 @@ impl ClientMachine {
         }
     }
 
-    fn promote_probe(&mut self, conn: ConnId, uid: Uid, data: Value, now: u64) {
+    fn promote_probe(
+        &mut self,
+        conn: ConnId,
+        uid: Uid,
+        data: Value,
+        resume: Option<ResumeInfo>,
+        now: u64,
+    ) {
         self.log(
             LogLevel::Debug,
             "WebSocket works again: switching from Ajax".to_owned(),
@@ -1430,7 +1464,25 @@ impl ClientMachine {
             handshaken: true,
             rejected: None,
         });
-        self.on_handshake(Transport::Ws, uid, data, now);
+        self.on_handshake(Transport::Ws, uid, data, resume, now);
+    }
+
+    /// A batch of pushes: with a position and a `[:chsk/seq n]` before it, the events it
+    /// numbers up to `n` that were received already (a replay overlapping a live batch) are
+    /// skipped; a batch with no number makes the position unknown.
+    fn on_batch(&mut self, events: Vec<Event>) {
+        let skip = if let (Some(last), Some(pos)) = (self.next_seq.take(), &mut self.position) {
+            let first = (last + 1).saturating_sub(events.len() as u64);
+            let skip = pos.seq.saturating_add(1).saturating_sub(first);
+            pos.seq = pos.seq.max(last);
+            usize::try_from(skip).unwrap_or(usize::MAX)
+        } else {
+            self.position = None;
+            0
+        };
+        for ev in events.into_iter().skip(skip) {
+            self.out.push_back(Output::Event(ClientEvent::Push(ev)));
+        }
     }
 }
 

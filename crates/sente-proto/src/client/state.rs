@@ -132,6 +132,11 @@ pub struct State {
     pub last_close: Option<CloseInfo>,
     /// `:udt-next-reconnect`: when the next reconnect attempt is due (Unix ms).
     pub udt_next_reconnect: Option<u64>,
+    /// `:recovered?` (sente-rs resume extension): after a reconnect, whether every push missed
+    /// while disconnected was delivered (`true`), or some may be lost (`false`: refetch what
+    /// matters). `None` on the first connection, over Ajax, or with a server that does not
+    /// resume.
+    pub recovered: Option<bool>,
 }
 
 impl State {
@@ -148,6 +153,7 @@ impl State {
             last_ajax_error: None,
             last_close: None,
             udt_next_reconnect: None,
+            recovered: None,
         }
     }
 
@@ -205,6 +211,9 @@ impl State {
         }
         if let Some(t) = self.udt_next_reconnect {
             m.insert(kw("udt-next-reconnect"), udt_value(t));
+        }
+        if let Some(r) = self.recovered {
+            m.insert(kw("recovered?"), Value::Bool(r));
         }
         Value::Map(m)
     }

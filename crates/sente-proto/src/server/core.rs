@@ -5,6 +5,7 @@
 use super::batch::{PushBatch, estimate_event_size};
 use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
+use super::replay::{Position, ReplayConfig, ReplayLog, Resume, ResumeInfo};
 use crate::event::{ClientId, Event, EventId, Uid};
 pub use crate::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
@@ -35,6 +36,8 @@ pub struct CoreConfig {
     pub ajax_mailbox: bool,
     /// Bounds.
     pub limits: ServerLimits,
+    /// Resume after a reconnect (see [`super::replay`]).
+    pub replay: ReplayConfig,
 }
 
 impl Default for CoreConfig {
@@ -47,12 +50,19 @@ impl Default for CoreConfig {
             lp_timeout_ms: 20_000,
             ajax_mailbox: false,
             limits: ServerLimits::default(),
+            replay: ReplayConfig::default(),
         }
     }
 }
 
 /// Setters, for building a configuration from the defaults.
 impl CoreConfig {
+    /// Sets [`CoreConfig::replay`].
+    pub fn replay(mut self, value: ReplayConfig) -> Self {
+        self.replay = value;
+        self
+    }
+
     /// Sets [`CoreConfig::send_buf_ms_ws`].
     pub fn send_buf_ms_ws(mut self, value: u64) -> Self {
         self.send_buf_ms_ws = value;
@@ -146,6 +156,9 @@ pub enum Action<W, A> {
         conn: W,
         /// The batch.
         batch: Arc<PushBatch>,
+        /// For a resuming client: the sequence number of the batch's last event, sent before
+        /// the batch as `[:chsk/seq n]` (see [`super::replay`]).
+        seq: Option<u64>,
     },
     /// Close a WebSocket connection (code 1000) after what is already queued on it.
     WsClose {
@@ -300,7 +313,11 @@ struct WsEntry<W, C> {
     conn: ConnId,
     state: WsState<W>,
     ctx: C,
+    /// Pushes for the client while its socket is closed (a resuming client gets them from the
+    /// uid's replay log instead).
     queue: Queue,
+    /// The client resumes (its batches carry sequence numbers).
+    resume: bool,
 }
 
 #[derive(Debug)]
@@ -348,6 +365,9 @@ struct SendBuffer {
     events: Vec<Arc<Event>>,
     bytes: usize,
     deadline: Option<u64>,
+    /// The replay-log sequence number of the last event (the events are consecutive pushes of
+    /// the uid, so a batch is numbered up to it).
+    last_seq: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -450,6 +470,8 @@ enum Timer {
     WsGrace(Uid, ClientId, ConnId),
     AjaxGrace(Uid, ClientId, ConnId),
     PollTimeout(Uid, ClientId, ConnId),
+    /// The uid's replay log may have outlived its clients.
+    LogExpiry(Uid),
 }
 
 /// The server core, generic over the IO layer's WebSocket handle `W` (cloned into actions), Ajax
@@ -465,6 +487,12 @@ pub struct Core<W, A, C> {
     next_conn: u64,
     actions: Vec<Action<W, A>>,
     events: Vec<CoreEvent<C>>,
+    /// The replay logs of uids with resuming clients (see [`super::replay`]).
+    logs: HashMap<Uid, ReplayLog>,
+    /// This core's part of every log epoch (see [`Core::set_epoch_seed`]).
+    epoch_seed: u64,
+    /// Logs created so far (the other part of an epoch).
+    log_gen: u64,
 }
 
 impl<W: Clone, A, C: Clone> Core<W, A, C> {
@@ -478,7 +506,21 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             next_conn: 1,
             actions: Vec::new(),
             events: Vec::new(),
+            logs: HashMap::default(),
+            epoch_seed: 0,
+            log_gen: 0,
         }
+    }
+
+    /// Sets the random part of the replay logs' epochs: give each server start its own (e.g.
+    /// from the OS's random source), so positions of an earlier run are never resumed.
+    pub fn set_epoch_seed(&mut self, seed: u64) {
+        self.epoch_seed = seed;
+    }
+
+    /// The replay log of `uid`, if it has one (see [`super::replay`]).
+    pub fn replay_log(&self, uid: &Uid) -> Option<&ReplayLog> {
+        self.logs.get(uid)
     }
 
     /// The configuration.
@@ -555,7 +597,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     }
 
     /// Recomputes the uid's presence after a change made by client `cid` with context `ctx`.
-    fn update_presence(&mut self, uid: &Uid, cid: &ClientId, ctx: &C) {
+    fn update_presence(&mut self, uid: &Uid, cid: &ClientId, ctx: &C, now: u64) {
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
@@ -567,6 +609,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         s.in_ajax = ajax;
         if s.is_empty() {
             self.uids.remove(uid);
+            if let Some(log) = self.logs.get_mut(uid) {
+                log.seen = now;
+            }
         }
         if changed {
             self.events.push(CoreEvent::Presence {
@@ -604,10 +649,28 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         cid: &ClientId,
         conn_handle: W,
         ctx: C,
-        _now: u64,
+        now: u64,
     ) -> Result<ConnId, ConnectError> {
+        self.handle_ws_open_resume(uid, cid, conn_handle, ctx, &Resume::Off, now)
+            .map(|(conn, _)| conn)
+    }
+
+    /// [`Core::handle_ws_open`] for a client that may resume (its `resume` parameter; see
+    /// [`super::replay`]). Returns the connection and, for a resuming client (when replay is
+    /// enabled), what its handshake must tell it; what it missed is delivered first.
+    pub fn handle_ws_open_resume(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn_handle: W,
+        ctx: C,
+        asked: &Resume,
+        now: u64,
+    ) -> Result<(ConnId, Option<ResumeInfo>), ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
+        let resume = asked.is_on() && self.cfg.replay.enabled;
+        let info = resume.then(|| self.resume_from(uid, asked, &conn_handle, now));
         let s = self
             .uids
             .entry(uid.clone())
@@ -622,21 +685,91 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             }
             queue = old.queue;
         }
-        while let Some(batch) = queue.pop() {
-            self.actions.push(Action::WsDeliver {
-                conn: conn_handle.clone(),
-                batch,
-            });
+        if !resume {
+            while let Some(batch) = queue.pop() {
+                self.actions.push(Action::WsDeliver {
+                    conn: conn_handle.clone(),
+                    batch,
+                    seq: None,
+                });
+            }
         }
         let entry = WsEntry {
             conn,
             state: WsState::Open(conn_handle),
             ctx: ctx.clone(),
             queue: Queue::default(),
+            resume,
         };
         s.ws.insert(cid.clone(), entry);
-        self.update_presence(uid, cid, &ctx);
-        Ok(conn)
+        self.update_presence(uid, cid, &ctx, now);
+        Ok((conn, info))
+    }
+
+    /// The uid's replay log (created if it has none), and what a client that asked `asked`
+    /// gets: its handshake's answer, and (queued on `conn`) the pushes it missed.
+    fn resume_from(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
+        if !self.logs.contains_key(uid) {
+            // What is buffered now was never numbered: it goes out first.
+            self.flush(uid, now);
+            self.log_gen += 1;
+            let epoch = format!("{:x}-{:x}", self.epoch_seed, self.log_gen);
+            self.logs.insert(uid.clone(), ReplayLog::new(epoch, now));
+            self.timer(
+                now + self.cfg.replay.max_age_ms,
+                Timer::LogExpiry(uid.clone()),
+            );
+        }
+        let buffered = self.uids.get(uid).map_or(0, |s| s.ws_buf.events.len()) as u64;
+        let Some(log) = self.logs.get_mut(uid) else {
+            unreachable!("inserted above");
+        };
+        log.prune(now, &self.cfg.replay);
+        // The buffered pushes go out with the next flush: the replay stops before them.
+        let upto = log.last().saturating_sub(buffered);
+        let missed = match asked {
+            Resume::From(p) if p.epoch == log.epoch() => log.after(p.seq, upto).map(|m| (p, m)),
+            _ => None,
+        };
+        let Some((from, missed)) = missed else {
+            return ResumeInfo {
+                position: Position {
+                    epoch: log.epoch().to_owned(),
+                    seq: upto,
+                },
+                recovered: false,
+            };
+        };
+        let max_batch = self.cfg.limits.message.max_batch_len.max(1);
+        let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
+        let mut seq = from.seq;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for event in missed {
+            let size = estimate_event_size(&event, max_bytes);
+            if !batch.is_empty() && (batch.len() >= max_batch || bytes + size > max_bytes) {
+                self.actions.push(Action::WsDeliver {
+                    conn: conn.clone(),
+                    batch: Arc::new(PushBatch::new(std::mem::take(&mut batch))),
+                    seq: Some(seq),
+                });
+                bytes = 0;
+            }
+            bytes += size;
+            seq += 1;
+            batch.push(event);
+        }
+        if !batch.is_empty() {
+            self.actions.push(Action::WsDeliver {
+                conn: conn.clone(),
+                batch: Arc::new(PushBatch::new(batch)),
+                seq: Some(seq),
+            });
+        }
+        ResumeInfo {
+            position: from.clone(),
+            recovered: true,
+        }
     }
 
     /// A WebSocket closed. If it is still the client's current one, the client is kept for the
@@ -766,7 +899,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         if let Some((at, t)) = new_timer {
             self.timer(at, t);
         }
-        self.update_presence(uid, cid, &ctx);
+        self.update_presence(uid, cid, &ctx, now);
         Ok(conn)
     }
 
@@ -1012,6 +1145,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Ajax];
         let max_batch = self.cfg.limits.message.max_batch_len.max(1);
         let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
+        let seq = self
+            .logs
+            .get_mut(uid)
+            .map(|log| log.append(event, estimate, now, &self.cfg.replay));
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
@@ -1032,6 +1169,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let mut timers = [None; 2];
         for (i, t) in TRANSPORTS.into_iter().enumerate() {
             if !s.has(t) {
+                // Nobody to send to: what waits is dropped, so a batch stays consecutive pushes.
+                let buf = s.buf(t);
+                buf.events.clear();
+                buf.bytes = 0;
                 continue;
             }
             let window = match t {
@@ -1047,6 +1188,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             }
             buf.events.push(event.clone());
             buf.bytes += estimate;
+            buf.last_seq = seq;
             due[i] = go;
         }
         for (t, at) in TRANSPORTS.into_iter().zip(timers) {
@@ -1061,9 +1203,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
-    /// [`Core::send_many`] to every connected uid (those of [`Core::connected`]).
+    /// [`Core::send_many`] to every connected uid (those of [`Core::connected`]), and to the
+    /// uids whose replay logs wait for a client to come back.
     pub fn broadcast(&mut self, event: &Arc<Event>, estimate: usize, flush: bool, now: u64) {
-        let uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
+        let mut uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
+        uids.extend(
+            self.logs
+                .keys()
+                .filter(|u| !self.uids.get(*u).is_some_and(|s| s.in_ws || s.in_ajax))
+                .cloned(),
+        );
         self.send_many(&uids, event, estimate, flush, now);
     }
 
@@ -1124,6 +1273,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let buf = s.buf(t);
         buf.deadline = None;
         buf.bytes = 0;
+        let seq = buf.last_seq.take();
         if buf.events.is_empty() {
             return;
         }
@@ -1140,7 +1290,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                         WsState::Open(w) => self.actions.push(Action::WsDeliver {
                             conn: w.clone(),
                             batch: batch.clone(),
+                            seq: if e.resume { seq } else { None },
                         }),
+                        // Its reconnect replays from the log.
+                        WsState::Closed if e.resume => {}
                         WsState::Closed => {
                             if !e.queue.push(batch.clone(), limit) {
                                 dropped.push(cid.clone());
@@ -1187,11 +1340,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             self.timer(at, tm);
         }
         for cid in dropped {
-            self.drop_client(uid, &cid, t);
+            self.drop_client(uid, &cid, t, now);
         }
     }
 
-    fn drop_client(&mut self, uid: &Uid, cid: &ClientId, t: Transport) {
+    fn drop_client(&mut self, uid: &Uid, cid: &ClientId, t: Transport, now: u64) {
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
@@ -1205,7 +1358,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 client_id: cid.clone(),
                 transport: t,
             });
-            self.update_presence(uid, cid, &ctx);
+            self.update_presence(uid, cid, &ctx, now);
         }
     }
 
@@ -1243,7 +1396,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     s.ws.get(&cid)
                         .is_some_and(|e| e.conn == conn && matches!(e.state, WsState::Closed));
                 if expired && let Some(e) = s.ws.remove(&cid) {
-                    self.update_presence(&uid, &cid, &e.ctx);
+                    self.update_presence(&uid, &cid, &e.ctx, now);
                 }
             }
             Timer::AjaxGrace(uid, cid, conn) => {
@@ -1254,7 +1407,23 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
                 });
                 if expired && let Some(e) = s.remove_ajax(&cid) {
-                    self.update_presence(&uid, &cid, &e.ctx);
+                    self.update_presence(&uid, &cid, &e.ctx, now);
+                }
+            }
+            Timer::LogExpiry(uid) => {
+                let max_age = self.cfg.replay.max_age_ms;
+                let clients = self.uids.contains_key(&uid);
+                let Some(log) = self.logs.get_mut(&uid) else {
+                    return;
+                };
+                if clients {
+                    log.seen = now;
+                }
+                if now.saturating_sub(log.seen) >= max_age {
+                    self.logs.remove(&uid);
+                } else {
+                    let at = log.seen + max_age;
+                    self.timer(at, Timer::LogExpiry(uid));
                 }
             }
             Timer::PollTimeout(uid, cid, conn) => {

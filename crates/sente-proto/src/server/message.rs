@@ -6,6 +6,7 @@
 
 use super::batch::{PackedBytes, estimate_event_size};
 use super::core::SendError;
+use super::replay::ResumeInfo;
 use crate::envelope::{ClientMsg, Envelope, EnvelopeError, server_msg};
 use crate::event::{ClientId, Event, Uid, ids};
 use crate::limits::Limits;
@@ -187,14 +188,21 @@ pub fn pack(
 pub fn handshake(
     uid: &Uid,
     handshake_data: Value,
+    resume: Option<&ResumeInfo>,
     packer: &dyn Packer,
     max_bytes: usize,
 ) -> Result<PackedBytes, PackError> {
-    pack(
-        server_msg::handshake(uid, handshake_data),
-        packer,
-        max_bytes,
-    )
+    let env = match resume {
+        Some(info) => server_msg::handshake_resume(uid, handshake_data, info),
+        None => server_msg::handshake(uid, handshake_data),
+    };
+    pack(env, packer, max_bytes)
+}
+
+/// The marker `[:chsk/seq n]` sent to a resuming client before a batch (see
+/// [`super::replay`]).
+pub fn seq_marker(seq: u64, packer: &dyn Packer) -> Result<PackedBytes, PackError> {
+    Ok(server_msg::seq_marker(seq).into_packed(packer)?.into())
 }
 
 /// The server's keepalive ping, as sent on a WebSocket.

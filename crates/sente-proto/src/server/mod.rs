@@ -19,6 +19,7 @@ mod core;
 mod keepalive;
 mod limits;
 pub mod message;
+pub mod replay;
 
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{

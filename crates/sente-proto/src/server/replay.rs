@@ -1,0 +1,397 @@
+//! Resume after a reconnect (a negotiated extension of the Sente protocol): a client that asks
+//! for it gets every push of its uid with a per-uid sequence number, and when it reconnects
+//! within the replay window it gets exactly the pushes it missed, in order, with no duplicates,
+//! and `recovered: true`; otherwise `recovered: false` and no partial replay, so the application
+//! knows to refetch. A plain Sente client never asks, and never sees any of it.
+//!
+//! # Wire
+//!
+//! - The client adds the query parameter `resume` to its WebSocket handshake request: empty on
+//!   its first connection, `<epoch>:<seq>` (its position) on a reconnect. A Sente server ignores
+//!   the parameter.
+//! - The server's handshake `[:chsk/handshake [uid nil handshake-data]]` then gets a fourth
+//!   element `{:epoch "..." :seq n :recovered bool}`: the position the client now stands at
+//!   (its own when recovered; otherwise the log's, and the client forgets its old one).
+//! - Before each batch of pushes it sends the client a frame `[:chsk/seq n]`: `n` is the
+//!   sequence number of the batch's last event, and the batch's events are numbered
+//!   consecutively up to it. The client skips events at or before its position (a replay and a
+//!   live batch may overlap) and moves its position to `n`. The marker is a frame of its own so
+//!   that the batch after it stays one packed message shared by every client of the batch.
+//! - Only WebSocket connections resume; a client whose handshake carries no resume element
+//!   (an Ajax handshake, or a server without the extension) forgets its position.
+//!
+//! # The log
+//!
+//! One [`ReplayLog`] per uid, created when a resuming client of the uid connects, in the memory
+//! of the server node. It keeps the uid's latest pushes within [`ReplayConfig`]'s bounds (count,
+//! bytes, age; the oldest go first), and lives on for `max_age_ms` after the uid's last client
+//! left. Its epoch names one life of the log: a restarted server, or a log dropped and created
+//! anew, has another epoch, so an old position is never resumed against the wrong history.
+
+use crate::event::Event;
+use sente_edn::{Map, Value};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// The query parameter a resuming client adds to its handshake request.
+pub const RESUME_PARAM: &str = "resume";
+
+/// Longest epoch accepted in a `resume` parameter (longer: treated as unknown).
+const MAX_EPOCH_LEN: usize = 64;
+
+/// Bounds of the per-uid replay logs. A log keeps at most `max_events` pushes, `max_bytes`
+/// (estimated packed size) and pushes younger than `max_age_ms`; a reconnect that needs older
+/// pushes gets `recovered: false`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayConfig {
+    /// Resume is offered to clients that ask. Default `true`.
+    pub enabled: bool,
+    /// Most pushes kept per uid. Default 512.
+    pub max_events: usize,
+    /// Most bytes (estimated packed size) kept per uid. Default 256 KiB.
+    pub max_bytes: usize,
+    /// Oldest push kept, and how long a log outlives the uid's last client, in ms. Default 60 000.
+    pub max_age_ms: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            enabled: true,
+            max_events: 512,
+            max_bytes: 256 * 1024,
+            max_age_ms: 60_000,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// Sets [`ReplayConfig::enabled`].
+    pub fn enabled(mut self, value: bool) -> Self {
+        self.enabled = value;
+        self
+    }
+    /// Sets [`ReplayConfig::max_events`].
+    pub fn max_events(mut self, value: usize) -> Self {
+        self.max_events = value;
+        self
+    }
+    /// Sets [`ReplayConfig::max_bytes`].
+    pub fn max_bytes(mut self, value: usize) -> Self {
+        self.max_bytes = value;
+        self
+    }
+    /// Sets [`ReplayConfig::max_age_ms`].
+    pub fn max_age_ms(mut self, value: u64) -> Self {
+        self.max_age_ms = value;
+        self
+    }
+}
+
+/// What a client asked for with its `resume` parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// No `resume` parameter: a plain client.
+    Off,
+    /// Resume asked for, with no usable position (first connection, or an unreadable one).
+    New,
+    /// Resume from this position.
+    From(Position),
+}
+
+impl Resume {
+    /// Reads the `resume` query parameter's value (`None`: absent).
+    pub fn parse(param: Option<&str>) -> Self {
+        match param {
+            None => Resume::Off,
+            Some(text) => Position::parse(text).map_or(Resume::New, Resume::From),
+        }
+    }
+
+    /// Whether the client asked for resume at all.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Resume::Off)
+    }
+}
+
+/// A client's position: the last push of its uid it received, in one epoch of the uid's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The log's epoch.
+    pub epoch: String,
+    /// The sequence number of the last push received (0: none yet).
+    pub seq: u64,
+}
+
+impl Position {
+    /// Reads `<epoch>:<seq>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, seq) = text.rsplit_once(':')?;
+        let ok = !epoch.is_empty()
+            && epoch.len() <= MAX_EPOCH_LEN
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        Some(Position {
+            epoch: ok.then(|| epoch.to_owned())?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// The `resume` parameter's value for this position.
+    pub fn to_param(&self) -> String {
+        let mut s = self.epoch.clone();
+        let _ = write!(s, ":{}", self.seq);
+        s
+    }
+}
+
+/// The server's answer to a resuming client, sent in its handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeInfo {
+    /// Where the client now stands.
+    pub position: Position,
+    /// The client's own position was resumed: what it missed follows, in order.
+    pub recovered: bool,
+}
+
+const EPOCH_KEY: &str = "epoch";
+const SEQ_KEY: &str = "seq";
+const RECOVERED_KEY: &str = "recovered";
+
+impl ResumeInfo {
+    /// `{:epoch "..." :seq n :recovered bool}`.
+    pub fn to_value(&self) -> Value {
+        let seq = i64::try_from(self.position.seq).unwrap_or(i64::MAX);
+        let mut map = Map::new();
+        map.insert(
+            Value::kw(EPOCH_KEY),
+            Value::Str(self.position.epoch.clone()),
+        );
+        map.insert(Value::kw(SEQ_KEY), Value::Int(seq));
+        map.insert(Value::kw(RECOVERED_KEY), Value::Bool(self.recovered));
+        Value::Map(map)
+    }
+
+    /// Reads [`ResumeInfo::to_value`]'s map (also with string keys, as a JSON packer gives them).
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let Value::Map(map) = value else { return None };
+        let get = |key: &str| {
+            map.iter()
+                .find(|(k, _)| k.is_kw(key) || matches!(k, Value::Str(s) if s == key))
+                .map(|(_, v)| v)
+        };
+        let Some(Value::Str(epoch)) = get(EPOCH_KEY) else {
+            return None;
+        };
+        let Some(Value::Int(seq)) = get(SEQ_KEY) else {
+            return None;
+        };
+        let Some(Value::Bool(recovered)) = get(RECOVERED_KEY) else {
+            return None;
+        };
+        Some(ResumeInfo {
+            position: Position {
+                epoch: epoch.clone(),
+                seq: u64::try_from(*seq).ok()?,
+            },
+            recovered: *recovered,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    event: Arc<Event>,
+    size: usize,
+    at: u64,
+}
+
+/// The latest pushes of one uid, numbered `first()..=last`.
+#[derive(Debug)]
+pub struct ReplayLog {
+    epoch: String,
+    last: u64,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// When the uid was last seen with a client (for the log's own expiry).
+    pub(crate) seen: u64,
+}
+
+impl ReplayLog {
+    /// An empty log of epoch `epoch`, created at `now`.
+    pub fn new(epoch: String, now: u64) -> Self {
+        ReplayLog {
+            epoch,
+            last: 0,
+            entries: VecDeque::new(),
+            bytes: 0,
+            seen: now,
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The sequence number of the latest push (0: none yet).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The sequence number of the oldest push kept (`last + 1` when none is).
+    pub fn first(&self) -> u64 {
+        self.last + 1 - self.entries.len() as u64
+    }
+
+    /// Number of pushes kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no push is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes (estimated) kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a push of estimated size `size`; returns its sequence number.
+    pub fn append(&mut self, event: &Arc<Event>, size: usize, now: u64, cfg: &ReplayConfig) -> u64 {
+        self.last += 1;
+        self.entries.push_back(Entry {
+            event: event.clone(),
+            size,
+            at: now,
+        });
+        self.bytes += size;
+        self.prune(now, cfg);
+        self.last
+    }
+
+    /// Drops the pushes over the bounds (oldest first).
+    pub fn prune(&mut self, now: u64, cfg: &ReplayConfig) {
+        while let Some(front) = self.entries.front() {
+            let old = now.saturating_sub(front.at) > cfg.max_age_ms;
+            if !old && self.entries.len() <= cfg.max_events && self.bytes <= cfg.max_bytes {
+                break;
+            }
+            self.bytes -= front.size;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The pushes after `from`, up to `upto` (inclusive), when every one of them is still kept
+    /// (`None`: some were dropped, or `from` is not a position of this log).
+    pub fn after(&self, from: u64, upto: u64) -> Option<Vec<Arc<Event>>> {
+        let upto = upto.min(self.last);
+        if from > upto {
+            return (from <= self.last).then(Vec::new);
+        }
+        if from + 1 < self.first() {
+            return None;
+        }
+        let skip = usize::try_from(from + 1 - self.first()).ok()?;
+        let take = usize::try_from(upto - from).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|e| e.event.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The marker `[:chsk/seq n]` sent before a batch whose last event has sequence number `n`.
+pub fn seq_marker(seq: u64) -> Value {
+    Value::Vector(vec![
+        Value::kw(crate::event::ids::SEQ),
+        Value::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventId;
+
+    fn ev(n: i64) -> Arc<Event> {
+        Arc::new(Event::new(EventId::new("t/e").unwrap(), Value::Int(n)))
+    }
+
+    #[test]
+    fn positions_round_trip_and_bad_ones_are_new() {
+        let p = Position {
+            epoch: "ab12-3".into(),
+            seq: 42,
+        };
+        assert_eq!(Resume::parse(Some(&p.to_param())), Resume::From(p));
+        assert_eq!(Resume::parse(None), Resume::Off);
+        for bad in [
+            "",
+            "x",
+            ":3",
+            "a:b",
+            "a b:1",
+            &format!("{}:1", "a".repeat(65)),
+        ] {
+            assert_eq!(Resume::parse(Some(bad)), Resume::New, "{bad}");
+        }
+    }
+
+    #[test]
+    fn info_round_trips_through_a_value() {
+        let info = ResumeInfo {
+            position: Position {
+                epoch: "e1".into(),
+                seq: 7,
+            },
+            recovered: true,
+        };
+        assert_eq!(ResumeInfo::from_value(&info.to_value()), Some(info));
+        assert_eq!(ResumeInfo::from_value(&Value::Nil), None);
+    }
+
+    #[test]
+    fn the_log_replays_what_is_kept_and_refuses_gaps() {
+        let cfg = ReplayConfig::default().max_events(3);
+        let mut log = ReplayLog::new("e".into(), 0);
+        for n in 1..=5 {
+            assert_eq!(log.append(&ev(n), 10, 0, &cfg), n as u64);
+        }
+        assert_eq!((log.first(), log.last(), log.len()), (3, 5, 3));
+        let got = |from, upto| {
+            log.after(from, upto)
+                .map(|v| v.iter().map(|e| e.data().clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            got(2, 5),
+            Some(vec![Value::Int(3), Value::Int(4), Value::Int(5)])
+        );
+        assert_eq!(got(4, 5), Some(vec![Value::Int(5)]));
+        assert_eq!(got(3, 4), Some(vec![Value::Int(4)]));
+        assert_eq!(got(5, 5), Some(vec![]));
+        assert_eq!(got(1, 5), None, "push 2 was dropped");
+        assert_eq!(got(6, 5), None, "a position the log never had");
+    }
+
+    #[test]
+    fn age_and_bytes_bound_the_log() {
+        let cfg = ReplayConfig::default().max_age_ms(100).max_bytes(25);
+        let mut log = ReplayLog::new("e".into(), 0);
+        log.append(&ev(1), 10, 0, &cfg);
+        log.append(&ev(2), 10, 50, &cfg);
+        log.append(&ev(3), 10, 60, &cfg);
+        assert_eq!((log.first(), log.bytes()), (2, 20), "over the bytes");
+        log.prune(155, &cfg);
+        assert_eq!((log.first(), log.len()), (3, 1), "push 2 aged out");
+    }
+}
