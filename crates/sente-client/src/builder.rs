@@ -219,7 +219,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Reconnect backoff (default [`Backoff::FullJitter`] with a 30 s cap).
+    /// Reconnect backoff (default [`Backoff::FastFirst`]: 10 attempts under 2 s, then up to a
+    /// 30 s cap).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
         self

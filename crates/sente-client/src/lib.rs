@@ -275,6 +275,14 @@ impl Client {
             .with(sente_proto::client::ClientMachine::disconnect);
     }
 
+    /// While waiting to reconnect, tries now instead of when the backoff says (a "retry now"
+    /// button; the WASM client also does it by itself on the browser's `online` event and when
+    /// the tab becomes visible). Does nothing when connected or connecting.
+    pub fn retry_now(&self) {
+        self.shared()
+            .with(sente_proto::client::ClientMachine::retry_now);
+    }
+
     /// Closes the connection and connects again at once (Sente's `chsk-reconnect!`), e.g. to
     /// pick up a new session uid after login.
     pub fn reconnect(&self) {

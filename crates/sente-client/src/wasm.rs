@@ -139,7 +139,65 @@ pub(crate) fn spawn_driver(shared: Arc<Shared>) {
     spawn_local(drive(shared));
 }
 
+/// Listeners on the page that bring a pending reconnect forward: the network came back
+/// (`online`, windows and workers) or the tab became visible (`visibilitychange`). Removed when
+/// dropped.
+struct RetrySignals {
+    listeners: Vec<(JsValue, &'static str, Handler)>,
+}
+
+type Handler = Closure<dyn FnMut(JsValue)>;
+
+impl RetrySignals {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let mut listeners = Vec::new();
+        let document = Reflect::get(&global(), &JsValue::from_str("document"))
+            .ok()
+            .filter(JsValue::is_object);
+        let targets = [(Some(global()), "online"), (document, "visibilitychange")];
+        for (target, name) in targets {
+            let Some(target) = target else { continue };
+            let s = shared.clone();
+            let doc = target.clone();
+            let handler = Handler::new(move |_: JsValue| {
+                let hidden = name == "visibilitychange"
+                    && Reflect::get(&doc, &JsValue::from_str("visibilityState"))
+                        .ok()
+                        .and_then(|v| v.as_string())
+                        .is_some_and(|v| v != "visible");
+                if !hidden {
+                    s.with(sente_proto::client::ClientMachine::retry_now);
+                }
+            });
+            if call_method(&target, "addEventListener", name, &handler) {
+                listeners.push((target, name, handler));
+            }
+        }
+        RetrySignals { listeners }
+    }
+}
+
+/// `target[method](name, handler)`; whether it could be called.
+fn call_method(target: &JsValue, method: &str, name: &str, handler: &Handler) -> bool {
+    Reflect::get(target, &JsValue::from_str(method))
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
+        .is_some_and(|f| {
+            f.call2(target, &JsValue::from_str(name), handler.as_ref())
+                .is_ok()
+        })
+}
+
+impl Drop for RetrySignals {
+    fn drop(&mut self) {
+        for (target, name, handler) in &self.listeners {
+            call_method(target, "removeEventListener", name, handler);
+        }
+    }
+}
+
 async fn drive(shared: Arc<Shared>) {
+    let _signals = RetrySignals::new(&shared);
     loop {
         let drained = shared.drain();
         for action in drained.actions {

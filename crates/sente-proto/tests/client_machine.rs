@@ -1121,3 +1121,30 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     h.ws_msg(conn, &server_msg::push_batch([n(9)]));
     assert_eq!(h.m.resume_position(), None);
 }
+
+/// `retry_now` brings a pending reconnect forward (the browser's `online` event, a visible
+/// tab, a button), and does nothing while connected.
+#[test]
+fn retry_now_brings_a_pending_reconnect_forward() {
+    let mut c = config(Kind::Ws);
+    c.backoff = Backoff::Custom(Arc::new(|_, _| 60_000));
+    let mut h = H::new(c);
+    let conn = h.open_ws("u");
+    h.m.retry_now(h.now);
+    assert!(h.drain().is_empty(), "connected: nothing to do");
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    let mut out = h.drain();
+    // The first retry is immediate; it fails, and the next waits 60 s.
+    let (conn, _) = ws_open_of(&out);
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    out = h.drain();
+    assert!(!has_action(&out, |a| matches!(a, Action::WsOpen { .. })));
+    assert!(h.m.state().udt_next_reconnect.is_some());
+    h.m.retry_now(h.now);
+    let out = h.drain();
+    assert!(
+        has_action(&out, |a| matches!(a, Action::WsOpen { .. })),
+        "{out:#?}"
+    );
+    assert_eq!(h.m.state().udt_next_reconnect, None);
+}

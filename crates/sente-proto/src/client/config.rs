@@ -79,9 +79,26 @@ impl fmt::Debug for CsrfToken {
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Backoff {
-    /// "Full jitter": uniform in `[0, min(cap_ms, base_ms * 2^n))`. The default,
-    /// `base_ms = 1000, cap_ms = 30_000`, gives attempt 2 up to 4 s, attempt 3 up to 8 s, ...,
-    /// never more than 30 s.
+    /// The default: full jitter under a low cap for the first attempts, so that a short outage
+    /// is bridged within about `fast_cap_ms` of the server coming back, then
+    /// [`Backoff::FullJitter`]'s exponential curve so that a long one is not hammered. Attempts
+    /// 2..=`fast_attempts` wait uniform in `[0, fast_cap_ms)`; attempt `fast_attempts + k`
+    /// uniform in `[0, min(cap_ms, base_ms * 2^(k+1)))`. Defaults: 10 attempts under 2 s
+    /// (about 10 s of fast retries), then from 4 s up to 30 s. Jitter spreads a storm of
+    /// clients over the cap.
+    FastFirst {
+        /// Attempts that use the low cap.
+        fast_attempts: u32,
+        /// The low cap, in milliseconds.
+        fast_cap_ms: u64,
+        /// Scale of the exponential curve after them, in milliseconds.
+        base_ms: u64,
+        /// Longest wait, in milliseconds.
+        cap_ms: u64,
+    },
+    /// "Full jitter": uniform in `[0, min(cap_ms, base_ms * 2^n))`. With `base_ms = 1000,
+    /// cap_ms = 30_000` (the default before the fast first attempts), attempt 2 waits up to
+    /// 4 s, attempt 3 up to 8 s, ..., never more than 30 s.
     FullJitter {
         /// Scale of the exponential curve, in milliseconds.
         base_ms: u64,
@@ -96,8 +113,10 @@ pub enum Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::FullJitter {
-            base_ms: 1000,
+        Backoff::FastFirst {
+            fast_attempts: 10,
+            fast_cap_ms: 2_000,
+            base_ms: 1_000,
             cap_ms: 30_000,
         }
     }
@@ -110,11 +129,24 @@ impl Backoff {
         if attempt <= 1 {
             return 0;
         }
+        let full_jitter = |base_ms: u64, cap_ms: u64, n: u32| {
+            let upper = base_ms.saturating_mul(1u64 << n.min(40)).min(cap_ms);
+            (upper as f64 * rand) as u64
+        };
         match self {
-            Backoff::FullJitter { base_ms, cap_ms } => {
-                let upper = base_ms.saturating_mul(1u64 << attempt.min(40)).min(*cap_ms);
-                (upper as f64 * rand) as u64
+            Backoff::FastFirst {
+                fast_attempts,
+                fast_cap_ms,
+                base_ms,
+                cap_ms,
+            } => {
+                if attempt <= *fast_attempts {
+                    (*fast_cap_ms as f64 * rand) as u64
+                } else {
+                    full_jitter(*base_ms, *cap_ms, attempt - fast_attempts + 1)
+                }
             }
+            Backoff::FullJitter { base_ms, cap_ms } => full_jitter(*base_ms, *cap_ms, attempt),
             Backoff::Sente => {
                 let b = 2f64.powi(attempt.min(36) as i32);
                 ((b + rand * b) * 0.5 * 1000.0) as u64
@@ -129,6 +161,18 @@ impl fmt::Debug for Backoff {
         match self {
             Backoff::FullJitter { base_ms, cap_ms } => f
                 .debug_struct("FullJitter")
+                .field("base_ms", base_ms)
+                .field("cap_ms", cap_ms)
+                .finish(),
+            Backoff::FastFirst {
+                fast_attempts,
+                fast_cap_ms,
+                base_ms,
+                cap_ms,
+            } => f
+                .debug_struct("FastFirst")
+                .field("fast_attempts", fast_attempts)
+                .field("fast_cap_ms", fast_cap_ms)
                 .field("base_ms", base_ms)
                 .field("cap_ms", cap_ms)
                 .finish(),
@@ -257,8 +301,23 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_is_capped() {
+    fn the_default_retries_fast_first_then_backs_off_to_the_cap() {
         let b = Backoff::default();
+        assert_eq!(b.delay_ms(1, 0.9), 0);
+        for attempt in 2..=10 {
+            assert!(b.delay_ms(attempt, 0.999_9) < 2_000, "attempt {attempt}");
+        }
+        assert_eq!(b.delay_ms(11, 0.5), 2_000);
+        assert_eq!(b.delay_ms(12, 0.5), 4_000);
+        assert_eq!(b.delay_ms(1000, 0.999_9), 29_997);
+    }
+
+    #[test]
+    fn full_jitter_is_capped() {
+        let b = Backoff::FullJitter {
+            base_ms: 1000,
+            cap_ms: 30_000,
+        };
         assert_eq!(b.delay_ms(1, 0.9), 0);
         assert_eq!(b.delay_ms(2, 0.5), 2000);
         assert_eq!(b.delay_ms(3, 0.5), 4000);

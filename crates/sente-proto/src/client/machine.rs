@@ -435,6 +435,17 @@ impl ClientMachine {
         self.fail_queue(now);
     }
 
+    /// While waiting to reconnect, tries now instead of when the backoff says (e.g. the
+    /// network came back: the browser's `online` event, a tab made visible, or a "retry now"
+    /// button). The backoff continues from the same attempt if this try fails. Does nothing
+    /// when connected, connecting or disconnected.
+    pub fn retry_now(&mut self, now: u64) {
+        if let Link::Retry { .. } = self.link {
+            self.set_state(|s| s.udt_next_reconnect = None);
+            self.start_attempt(now);
+        }
+    }
+
     /// Closes the connection and connects again at once (Sente's `chsk-reconnect!`, e.g. to
     /// pick up a new session after login). Queued messages stay queued.
     pub fn reconnect(&mut self, now: u64) {
