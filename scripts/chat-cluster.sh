@@ -34,7 +34,7 @@ for port in 3001 3002 3003; do
   "$bin" --addr "127.0.0.1:$port" "${flag[@]}" &
   pids+=("$!")
 done
-nginx -c "$PWD/examples/chat/nginx/chat-cluster.conf" -p "$prefix/" &
+nginx -e stderr -c "$PWD/examples/chat/nginx/chat-cluster.conf" -p "$prefix/" &
 pids+=("$!")
 echo "==> open http://127.0.0.1:3000 in two browsers (nginx files: $prefix; Ctrl-C stops all)"
 wait -n "${pids[@]}"
