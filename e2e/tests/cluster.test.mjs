@@ -182,6 +182,21 @@ for (const [engine, engineUrl] of Object.entries(ENGINES)) {
         }
         const count = (method) => chsk.filter((r) => r.method === method).map((r) => r.node.split(':')[1]);
         console.log(`${engine}: the Ajax page's GETs on ports ${count('GET')}, POSTs on ${count('POST')}`);
+        // A node dies: the WebSocket it held reconnects through nginx to another node, still
+        // signed in, and the room still reaches everyone (the Ajax page's requests skip it).
+        const dead = nodes.find((n) => `127.0.0.1:${n.port}` === annNode);
+        await stopDemo(dead);
+        await ann.getByTestId('conn-state').filter({ hasNotText: /^open$/ }).waitFor({ timeout: 10_000 }).catch(() => {});
+        await waitOpen(ann);
+        const annNodeAfter = await wsNode(ann);
+        assert.notEqual(annNodeAfter, annNode, 'reconnected to another node');
+        await ann.getByTestId('message-input').fill(`after ${annNode} died`);
+        await ann.getByTestId('send-button').click();
+        for (const page of pages) {
+          await page.getByTestId('message-list').getByText(`after ${annNode} died`).waitFor({ timeout: 15_000 });
+        }
+        assert.equal((await ann.locator('#me').textContent()).trim(), names[0], 'still signed in');
+
         await shot(ann, `cluster-${engine}-ann`);
         await shot(cat, `cluster-${engine}-cat-ajax`);
       } finally {

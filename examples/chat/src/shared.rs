@@ -25,6 +25,8 @@ const NATS_MAX_AGE: Duration = Duration::from_secs(15 * 24 * 3600);
 const MEMORY_PRUNE_EVERY: u64 = 1024;
 /// Attempts at a fresh session id when the random one is taken.
 const CREATE_ATTEMPTS: usize = 8;
+/// Attempts at a NATS KV compare-and-set that other writes to the same key keep beating.
+const CAS_ATTEMPTS: usize = 8;
 
 /// The store of the shared state (see the module docs).
 pub(crate) enum Shared {
@@ -194,13 +196,21 @@ impl Shared {
                 Ok(r.run::<i64>(&cmd).await? == 1)
             }
             Shared::Nats(n) => {
-                let Some((value, revision)) = n.live(key).await? else {
-                    return Ok(false);
-                };
-                if expect.is_some_and(|e| e != value.as_slice()) {
-                    return Ok(false);
+                // Compare-and-set on the revision; lost to another write (e.g. the same
+                // session's Ajax poll and POST renewing its name at once on two nodes): read
+                // again and retry, so that a concurrent renewal is not taken for a loss.
+                for _ in 0..CAS_ATTEMPTS {
+                    let Some((value, revision)) = n.live(key).await? else {
+                        return Ok(false);
+                    };
+                    if expect.is_some_and(|e| e != value.as_slice()) {
+                        return Ok(false);
+                    }
+                    if cas(n.kv.update(key, with_expiry(&value, ttl), revision).await)? {
+                        return Ok(true);
+                    }
                 }
-                cas(n.kv.update(key, with_expiry(&value, ttl), revision).await)
+                Err("too many concurrent writes".into())
             }
         }
     }
@@ -231,13 +241,18 @@ impl Shared {
                 Ok(r.run::<i64>(&cmd).await? == 1)
             }
             Shared::Nats(n) => {
-                let Some((value, revision)) = n.live(key).await? else {
-                    return Ok(false);
-                };
-                if value != expect {
-                    return Ok(false);
+                for _ in 0..CAS_ATTEMPTS {
+                    let Some((value, revision)) = n.live(key).await? else {
+                        return Ok(false);
+                    };
+                    if value != expect {
+                        return Ok(false);
+                    }
+                    if cas(n.kv.delete_expect_revision(key, Some(revision)).await)? {
+                        return Ok(true);
+                    }
                 }
-                cas(n.kv.delete_expect_revision(key, Some(revision)).await)
+                Err("too many concurrent writes".into())
             }
         }
     }
