@@ -197,6 +197,16 @@ for (const [engine, engineUrl] of Object.entries(ENGINES)) {
         }
         assert.equal((await ann.locator('#me').textContent()).trim(), names[0], 'still signed in');
 
+        // Logging out (on whichever node gets the POST) signs ben out and frees his name for
+        // another person.
+        await ben.getByTestId('logout-button').click();
+        await ben.getByTestId('name-input').waitFor({ timeout: 10_000 });
+        await ann.getByTestId('user-list').getByText(names[1]).waitFor({ state: 'detached', timeout: 15_000 });
+        const ctx = await browser.newContext();
+        contexts.push(ctx);
+        const newBen = await join(ctx, nginx.url, names[1]);
+        await newBen.getByTestId('user-list').getByText(names[0]).waitFor({ timeout: 10_000 });
+
         await shot(ann, `cluster-${engine}-ann`);
         await shot(cat, `cluster-${engine}-cat-ajax`);
       } finally {
