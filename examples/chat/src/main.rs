@@ -149,13 +149,13 @@ async fn main() -> Result<(), BoxError> {
             }
         }));
 
-    match &args.engine {
-        Engine::Memory => println!("chat demo listening on http://{node}"),
-        Engine::Redis(url) | Engine::Nats(url) => println!(
-            "chat demo listening on http://{node} (node of cluster {:?} over {url})",
-            args.cluster
-        ),
-    }
+    // (Not the engine's URL: it may hold a password.)
+    let over = match &args.engine {
+        Engine::Memory => String::new(),
+        Engine::Redis(_) => format!(" (node of cluster {:?} over Redis)", args.cluster),
+        Engine::Nats(_) => format!(" (node of cluster {:?} over NATS)", args.cluster),
+    };
+    println!("chat demo listening on http://{node}{over}");
     // Safe settings for a public port: head and keep-alive timeouts, head size and connection
     // caps (see `sente::ServeConfig` for the defaults; the Ajax body timeout and size limit are
     // the sente server's own).
