@@ -25,7 +25,7 @@
 //! nats://127.0.0.1:4222`) on each node. The sente server then uses that backplane, and the
 //! sessions and name claims live in Redis or a NATS KV bucket ([`shared`]), so any request may
 //! land on any node (round-robin behind a proxy, no sticky sessions: see `nginx/` and the
-//! README). The rate limit stays per node. Every response carries `x-chat-node: <addr>`, and the
+//! README). The rate limit is shared too. Every response carries `x-chat-node: <addr>`, and the
 //! `demo/node` request answers `{:node "<addr>"}` from the node that holds the connection.
 
 use axum::extract::{Form, Request, State};
@@ -36,11 +36,10 @@ use axum::routing::{get, post};
 use sente::{AntiForgeryToken, EventMsg, Router as EventRouter, Server, ServerHandle, UserId};
 use sente_proto::{Event, EventId, Uid, Value};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower_sessions::{Session, SessionManagerLayer};
 
 mod shared;
@@ -100,7 +99,7 @@ async fn main() -> Result<(), BoxError> {
     let shared = Arc::new(shared);
     let app_state = Arc::new(App {
         names: Names(shared.clone()),
-        limiter: RateLimiter::default(),
+        limiter: RateLimiter(shared.clone()),
         node: node.clone(),
     });
 
@@ -249,10 +248,15 @@ struct Http {
 /// "bob").
 struct Names(Arc<Shared>);
 
-/// The shared-state key of a name's claim: hex, so that any name is a valid Redis or NATS key.
+/// The shared-state key of a name's claim.
 fn name_key(name: &str) -> String {
-    let mut key = String::from("name.");
-    for byte in name.to_lowercase().bytes() {
+    hex_key("name.", &name.to_lowercase())
+}
+
+/// `prefix` and `s` in hex, so that any name is a valid Redis or NATS key.
+fn hex_key(prefix: &str, s: &str) -> String {
+    let mut key = String::from(prefix);
+    for byte in s.bytes() {
         let _ = write!(key, "{byte:02x}");
     }
     key
@@ -325,45 +329,58 @@ fn online_names(server: &ServerHandle) -> Vec<String> {
         .collect()
 }
 
-/// A token bucket per user for chat messages.
-#[derive(Default)]
-struct RateLimiter(Mutex<HashMap<String, Bucket>>);
+/// A token bucket per user for chat messages, in the shared state (so the limit holds however
+/// a user's messages spread over the nodes): `"<tokens> <unix ms>"` under `rate.<hex name>`,
+/// gone once full again (a missing bucket is a full one), updated by compare-and-set.
+struct RateLimiter(Arc<Shared>);
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Most buckets kept before the full ones (idle users) are dropped.
-const MAX_BUCKETS: usize = 10_000;
+/// Compare-and-set attempts on a bucket before a message is refused (other messages of the same
+/// user kept changing it).
+const RATE_ATTEMPTS: usize = 8;
 
 impl RateLimiter {
     /// Takes one token of `user`'s bucket, or says how to behave.
-    fn check(&self, user: &str) -> Result<(), BoxError> {
-        let now = Instant::now();
-        let refill = |b: &Bucket| {
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST)
-        };
-        let mut buckets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(user) {
-            buckets.retain(|_, b| refill(b) < RATE_BURST);
+    async fn check(&self, user: &str) -> Result<(), BoxError> {
+        let key = hex_key("rate.", user);
+        // A bucket refills completely in this time: then it may go.
+        let ttl = Duration::from_secs_f64(RATE_BURST / RATE_PER_SEC);
+        for _ in 0..RATE_ATTEMPTS {
+            let now = now_ms();
+            let old = self.0.get(&key).await.map_err(unavailable)?;
+            let (tokens, at) = old
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.split_once(' '))
+                .and_then(|(t, at)| Some((t.parse::<f64>().ok()?, at.parse::<u64>().ok()?)))
+                .unwrap_or((RATE_BURST, now));
+            let elapsed = now.saturating_sub(at) as f64 / 1000.0;
+            let tokens = (tokens + elapsed * RATE_PER_SEC).min(RATE_BURST);
+            if tokens < 1.0 {
+                return Err(format!(
+                    "Slow down: at most {RATE_PER_SEC} messages a second (bursts of {RATE_BURST}). \
+                     This one was not sent."
+                )
+                .into());
+            }
+            let new = format!("{} {now}", tokens - 1.0);
+            if self
+                .0
+                .compare_and_set(&key, old.as_deref(), new.as_bytes(), ttl)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(());
+            }
         }
-        let b = buckets.entry(user.to_owned()).or_insert(Bucket {
-            tokens: RATE_BURST,
-            at: now,
-        });
-        b.tokens = refill(b);
-        b.at = now;
-        if b.tokens < 1.0 {
-            return Err(format!(
-                "Slow down: at most {RATE_PER_SEC} messages a second (bursts of {RATE_BURST}). \
-                 This one was not sent."
-            )
-            .into());
-        }
-        b.tokens -= 1.0;
-        Ok(())
+        Err("Too many messages at once; this one was not sent.".into())
     }
+}
+
+/// What the user is told when the shared state cannot be reached (the cause goes to the log).
+#[allow(clippy::needless_pass_by_value)] // for `map_err`
+fn unavailable(e: BoxError) -> BoxError {
+    tracing::warn!(error = %e, "shared state unavailable");
+    "The server cannot reach its shared state; try again in a moment.".into()
 }
 
 // ---- HTTP side ---------------------------------------------------------------------------
@@ -762,13 +779,13 @@ fn answer(msg: &mut EventMsg, result: Result<(), BoxError>) {
 fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
     EventRouter::with_state(app)
         .on("chat/say", |mut msg: EventMsg, app: Arc<App>| async move {
-            let result = say(&msg, &app);
+            let result = say(&msg, &app).await;
             answer(&mut msg, result);
         })
         .on(
             "chat/private",
             |mut msg: EventMsg, app: Arc<App>| async move {
-                let result = whisper(&msg, &app);
+                let result = whisper(&msg, &app).await;
                 answer(&mut msg, result);
             },
         )
@@ -804,9 +821,9 @@ fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
 }
 
 /// `chat/say {:text ".."}`: a message to the room.
-fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+async fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let from = signed_in(msg)?;
-    app.limiter.check(&from)?;
+    app.limiter.check(&from).await?;
     let Say { text } = msg.data().map_err(|_| "expected {:text \"..\"}")?;
     let text = checked_text(&text)?;
     let chat = ChatMsg {
@@ -820,9 +837,9 @@ fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
 
 /// `chat/private {:to "name" :text ".."}`: a message to every tab of one user (and a copy to
 /// the sender's tabs).
-fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+async fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let from = signed_in(msg)?;
-    app.limiter.check(&from)?;
+    app.limiter.check(&from).await?;
     let PrivateIn { to, text, id } = msg
         .data()
         .map_err(|_| "expected {:to \"name\" :text \"..\" :id \"..\"}")?;
@@ -959,19 +976,22 @@ mod tests {
         assert!(checked_text("   ").is_err());
     }
 
-    #[test]
-    fn the_rate_limit_allows_a_burst_then_refuses() {
-        let limiter = RateLimiter::default();
+    #[tokio::test]
+    async fn the_rate_limit_allows_a_burst_then_refuses() {
+        let limiter = RateLimiter(Arc::new(Shared::Memory(shared::Memory::default())));
         for i in 0..10 {
-            assert!(limiter.check("ann").is_ok(), "message {i} of the burst");
+            assert!(
+                limiter.check("ann").await.is_ok(),
+                "message {i} of the burst"
+            );
         }
-        let err = limiter.check("ann").unwrap_err().to_string();
+        let err = limiter.check("ann").await.unwrap_err().to_string();
         assert!(err.starts_with("Slow down"), "{err}");
         // Per user: someone else is not affected.
-        assert!(limiter.check("ben").is_ok());
+        assert!(limiter.check("ben").await.is_ok());
         // Refilled at 5 a second.
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(limiter.check("ann").is_ok());
-        assert!(limiter.check("ann").is_err());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(limiter.check("ann").await.is_ok());
+        assert!(limiter.check("ann").await.is_err());
     }
 }

@@ -215,6 +215,57 @@ impl Shared {
         }
     }
 
+    /// Sets `key` to `new` for `ttl` if its live value is `expect` (`None`: it has none); says
+    /// whether it did. For a read-modify-write loop (see the chat's rate limit).
+    pub(crate) async fn compare_and_set(
+        &self,
+        key: &str,
+        expect: Option<&[u8]>,
+        new: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, BoxError> {
+        match self {
+            Shared::Memory(m) => {
+                let now = Instant::now();
+                let mut map = m.lock();
+                let live = map.get(key).filter(|(_, until)| *until > now);
+                if live.map(|(v, _)| v.as_slice()) != expect {
+                    return Ok(false);
+                }
+                map.insert(key.to_owned(), (new.to_vec(), now + ttl));
+                Ok(true)
+            }
+            Shared::Redis(r) => {
+                let cmd = redis::cmd("EVAL")
+                    .arg(
+                        "local cur = redis.call('GET', KEYS[1]) \
+                         if (ARGV[1] == '0' and not cur) or (ARGV[1] == '1' and cur == ARGV[2]) \
+                         then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) return 1 end \
+                         return 0",
+                    )
+                    .arg(1)
+                    .arg(r.key(key))
+                    .arg(if expect.is_some() { "1" } else { "0" })
+                    .arg(expect.unwrap_or_default())
+                    .arg(new)
+                    .arg(millis(ttl))
+                    .to_owned();
+                Ok(r.run::<i64>(&cmd).await? == 1)
+            }
+            Shared::Nats(n) => {
+                let Some(expect) = expect else {
+                    return n.create(key, new, ttl).await;
+                };
+                match n.live(key).await? {
+                    Some((value, revision)) if value == expect => {
+                        cas(n.kv.update(key, with_expiry(new, ttl), revision).await)
+                    }
+                    _ => Ok(false),
+                }
+            }
+        }
+    }
+
     /// Deletes `key` if its live value is `expect`; says whether it did.
     pub(crate) async fn delete_if(&self, key: &str, expect: &[u8]) -> Result<bool, BoxError> {
         match self {

@@ -1,8 +1,11 @@
 //! Two nodes of the demo over Redis, then over NATS (each run its own `--cluster`): a session
-//! made on one node is the same session on the other (its CSRF token, its name), a name claimed
-//! on one node is refused on the other, and a logout on one node frees the name for both.
+//! made on one node is the same session on the other (its CSRF token, its name), the rate limit
+//! counts a user's messages on both nodes, a name claimed on one node is refused on the other,
+//! and a logout on one node frees the name for both.
 //! Needs Redis on 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (`REDIS_URL`,
 //! `NATS_URL` override).
+
+use std::fmt::Write as _;
 
 mod common;
 use common::{Demo, Session, header, unique};
@@ -32,6 +35,27 @@ fn try_login(node: &Demo, s: &mut Session, name: &str) -> u16 {
         c.clone_into(&mut s.cookie);
     }
     r.status
+}
+
+/// `chat/say` by Ajax POST of `s` on `node`, with a reply: the reply (EDN).
+fn say(node: &Demo, s: &Session) -> String {
+    let head = format!(
+        "POST /chsk HTTP/1.1\r\nConnection: close\r\nCookie: {}\r\nOrigin: {}",
+        s.cookie,
+        node.origin()
+    );
+    let mut ppstr = String::new();
+    for byte in r#"[[:chat/say {:text "hi"}] :ajax-cb]"#.bytes() {
+        write!(ppstr, "%{byte:02X}").unwrap();
+    }
+    let body = format!(
+        "client-id=ajax-{}&csrf-token={}&udt=1&ppstr={ppstr}",
+        unique(),
+        s.token
+    );
+    let r = node.request(&head, &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
 }
 
 fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
@@ -64,6 +88,15 @@ fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
     );
     let r = b.ajax_get(&s.cookie, "wrong-token", &b.origin());
     assert_eq!(r.status, 403, "{}", r.body);
+
+    // The rate limit (bursts of 10) counts the user's messages on both nodes.
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let answer = say(node, &s);
+        assert!(answer.contains(":ok true"), "message {i}: {answer}");
+    }
+    let answer = say(&b, &s);
+    assert!(answer.contains("Slow down"), "{answer}");
 
     // Another session on b cannot take the name (any case), nor on a.
     let mut other = b.session();
