@@ -56,7 +56,7 @@ export async function startDemo(port, args = []) {
 
 /** Stops a demo process and waits for it to exit. */
 export async function stopDemo(demo) {
-  if (!demo || demo.proc.exitCode !== null) return;
+  if (!demo || demo.proc.exitCode !== null || demo.proc.signalCode !== null) return;
   demo.proc.kill('SIGKILL');
   await once(demo.proc, 'exit');
 }

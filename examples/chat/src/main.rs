@@ -16,9 +16,17 @@
 //!   from the server, shows them, and shows the server's refusals;
 //! - chat messages are rate limited per user (5 a second, bursts of 10).
 //!
-//! Sessions live in memory: after a server restart the page fetches its new session's token from
-//! `/session` and signs in again under the same name (see `static/app.js`). A private message is
-//! marked delivered when a tab of its recipient confirms it (`chat/delivered`).
+//! Sessions and name claims live in memory: after a server restart the page fetches its new
+//! session's token from `/session` and signs in again under the same name (see `static/app.js`).
+//! A private message is marked delivered when a tab of its recipient confirms it
+//! (`chat/delivered`).
+//!
+//! Several nodes: `chat --addr 127.0.0.1:3001 --redis redis://127.0.0.1:6379` (or `--nats
+//! nats://127.0.0.1:4222`) on each node. The sente server then uses that backplane, and the
+//! sessions and name claims live in Redis or a NATS KV bucket ([`shared`]), so any request may
+//! land on any node (round-robin behind a proxy, no sticky sessions: see `nginx/` and the
+//! README). The rate limit is shared too. Every response carries `x-chat-node: <addr>`, and the
+//! `demo/node` request answers `{:node "<addr>"}` from the node that holds the connection.
 
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,11 +36,14 @@ use axum::routing::{get, post};
 use sente::{AntiForgeryToken, EventMsg, Router as EventRouter, Server, ServerHandle, UserId};
 use sente_proto::{Event, EventId, Uid, Value};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower_sessions::{Session, SessionManagerLayer};
+
+mod shared;
+use shared::{SessionKv, Shared};
 
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
@@ -67,26 +78,51 @@ async fn main() -> Result<(), BoxError> {
                 .unwrap_or_else(|_| "info,sente=info".into()),
         )
         .init();
-    let addr = parse_addr()?;
-    let app_state = Arc::new(App::default());
+    let args = parse_args()?;
+    // The listener first: with `--addr 127.0.0.1:0` the node's name is its real address.
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let node = listener.local_addr()?.to_string();
+    let mut builder = Server::builder();
+    let shared = match &args.engine {
+        Engine::Memory => Shared::Memory(shared::Memory::default()),
+        Engine::Redis(url) => {
+            let config = sente_redis::RedisConfig::new(url.as_str()).cluster(args.cluster.as_str());
+            builder = builder.backplane(Arc::new(sente_redis::RedisBackplane::start(config)?));
+            Shared::redis(url, &args.cluster).await?
+        }
+        Engine::Nats(url) => {
+            let config = sente_nats::NatsConfig::new(url.as_str()).cluster(args.cluster.as_str());
+            builder = builder.backplane(Arc::new(sente_nats::NatsBackplane::start(config)?));
+            Shared::nats(url, &args.cluster).await?
+        }
+    };
+    let shared = Arc::new(shared);
+    let app_state = Arc::new(App {
+        names: Names(shared.clone()),
+        limiter: RateLimiter(shared.clone()),
+        node: node.clone(),
+    });
 
     // The library's defaults do the checks: the CSRF token is the `AntiForgeryToken` request
     // extension (the session's token, put there by `identify`; no session, no token: 403), and
     // only pages of this origin may connect (`AllowedOrigins::SameOrigin`).
-    let server = Server::builder()
-        .handler(event_router(app_state.clone()))
-        .build()?;
+    let server = builder.handler(event_router(app_state.clone())).build()?;
 
     tokio::spawn(push_clock(server.handle().clone()));
     tokio::spawn(push_user_list(server.handle().clone()));
+    tokio::spawn(keep_online_names(
+        server.handle().clone(),
+        app_state.clone(),
+    ));
 
     let http = Http {
         app: app_state.clone(),
         server: server.handle().clone(),
     };
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(SessionKv(shared))
         .with_secure(false)
         .with_same_site(tower_sessions::cookie::SameSite::Lax);
+    let node_header = HeaderValue::from_str(&node)?;
     let app = axum::Router::new()
         .route("/", get(index))
         .route("/session", get(session_info))
@@ -100,13 +136,25 @@ async fn main() -> Result<(), BoxError> {
         )
         .route("/login", post(login))
         .route("/logout", post(logout))
-        .with_state(http)
+        .with_state(http.clone())
         .merge(server.router("/chsk"))
-        .layer(middleware::from_fn_with_state(app_state, identify))
-        .layer(sessions);
+        .layer(middleware::from_fn_with_state(http, identify))
+        .layer(sessions)
+        .layer(middleware::map_response(move |mut resp: Response| {
+            let node = node_header.clone();
+            async move {
+                resp.headers_mut().insert("x-chat-node", node);
+                resp
+            }
+        }));
 
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("chat demo listening on http://{}", listener.local_addr()?);
+    // (Not the engine's URL: it may hold a password.)
+    let over = match &args.engine {
+        Engine::Memory => String::new(),
+        Engine::Redis(_) => format!(" (node of cluster {:?} over Redis)", args.cluster),
+        Engine::Nats(_) => format!(" (node of cluster {:?} over NATS)", args.cluster),
+    };
+    println!("chat demo listening on http://{node}{over}");
     // Safe settings for a public port: head and keep-alive timeouts, head size and connection
     // caps (see `sente::ServeConfig` for the defaults; the Ajax body timeout and size limit are
     // the sente server's own).
@@ -114,30 +162,76 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `--addr HOST:PORT` (default 127.0.0.1:3000).
-fn parse_addr() -> Result<SocketAddr, BoxError> {
+/// The command line.
+struct Args {
+    addr: SocketAddr,
+    engine: Engine,
+    cluster: String,
+}
+
+/// Where the backplane and the shared state are.
+enum Engine {
+    /// A single node (the default).
+    Memory,
+    /// `--redis URL`.
+    Redis(String),
+    /// `--nats URL`.
+    Nats(String),
+}
+
+const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL | --nats URL] [--cluster NAME]
+  --addr     where to listen (default 127.0.0.1:3000)
+  --redis    a node of a cluster over Redis, e.g. redis://127.0.0.1:6379
+  --nats     a node of a cluster over NATS (JetStream on), e.g. nats://127.0.0.1:4222
+  --cluster  the cluster's name: its backplane channel, keys or KV bucket (default chat;
+             letters, digits, - and _)";
+
+/// Parses the command line (see [`USAGE`]).
+fn parse_args() -> Result<Args, BoxError> {
     let mut args = std::env::args().skip(1);
-    let mut addr: SocketAddr = "127.0.0.1:3000".parse()?;
+    let mut out = Args {
+        addr: "127.0.0.1:3000".parse()?,
+        engine: Engine::Memory,
+        cluster: "chat".to_owned(),
+    };
     while let Some(arg) = args.next() {
+        let mut value = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
         match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?.parse()?,
+            "--addr" => out.addr = value("HOST:PORT")?.parse()?,
+            "--redis" | "--nats" => {
+                if !matches!(out.engine, Engine::Memory) {
+                    return Err("give one of --redis and --nats".into());
+                }
+                let url = value("a URL")?;
+                out.engine = if arg == "--redis" {
+                    Engine::Redis(url)
+                } else {
+                    Engine::Nats(url)
+                };
+            }
+            "--cluster" => out.cluster = value("a name")?,
             "-h" | "--help" => {
-                println!("usage: chat [--addr HOST:PORT]   (default 127.0.0.1:3000)");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
         }
     }
-    Ok(addr)
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if out.cluster.is_empty() || out.cluster.len() > 64 || !out.cluster.chars().all(name_ok) {
+        return Err("--cluster: 1 to 64 letters, digits, - and _".into());
+    }
+    Ok(out)
 }
 
 // ---- application state -------------------------------------------------------------------
 
 /// What the HTTP routes and the event handlers share.
-#[derive(Default)]
 struct App {
     names: Names,
     limiter: RateLimiter,
+    /// This node's address (`x-chat-node`, `demo/node`).
+    node: String,
 }
 
 /// State of the HTTP routes.
@@ -147,69 +241,79 @@ struct Http {
     server: ServerHandle,
 }
 
-/// Who holds which name. A session that signs in gets a random owner key; the name is its own
-/// while the claim here carries that key. Names compare case-insensitively ("Bob" is "bob").
-#[derive(Default)]
-struct Names(Mutex<HashMap<String, Claim>>);
+/// Who holds which name, in the shared state (one claim per name, the same on every node). A
+/// session that signs in gets a random owner key; the name is its own while the claim carries
+/// that key. A claim lasts [`NAME_GRACE`] after its owner was last seen, and is renewed while the
+/// name is connected (see [`keep_online_names`]). Names compare case-insensitively ("Bob" is
+/// "bob").
+struct Names(Arc<Shared>);
 
-struct Claim {
-    owner: String,
-    seen: Instant,
+/// The shared-state key of a name's claim.
+fn name_key(name: &str) -> String {
+    hex_key("name.", &name.to_lowercase())
 }
 
-/// Most claims kept before the stale ones (offline and past the grace period) are dropped.
-const MAX_CLAIMS: usize = 10_000;
+/// `prefix` and `s` in hex, so that any name is a valid Redis or NATS key.
+fn hex_key(prefix: &str, s: &str) -> String {
+    let mut key = String::from(prefix);
+    for byte in s.bytes() {
+        let _ = write!(key, "{byte:02x}");
+    }
+    key
+}
 
 impl Names {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether `owner` holds `name` (and notes that it was seen now).
-    fn holds(&self, name: &str, owner: &str) -> bool {
-        match self.lock().get_mut(&name.to_lowercase()) {
-            Some(c) if c.owner == owner => {
-                c.seen = Instant::now();
-                true
-            }
-            _ => false,
+    /// Whether `owner` holds `name` now (noting that it was seen): its claim is there, or the
+    /// name is free (nobody else's claim, nobody of that name online) and becomes its own.
+    async fn hold(&self, name: &str, owner: &str, server: &ServerHandle) -> Result<bool, BoxError> {
+        let key = name_key(name);
+        if self
+            .0
+            .touch(&key, Some(owner.as_bytes()), NAME_GRACE)
+            .await?
+        {
+            return Ok(true);
         }
+        if online_names(server).contains(&name.to_lowercase()) {
+            return Ok(false);
+        }
+        self.0.create(&key, owner.as_bytes(), NAME_GRACE).await
     }
 
     /// Gives `name` to `owner`, unless someone else holds it and is online or was seen within
     /// [`NAME_GRACE`].
-    fn claim(&self, name: &str, owner: &str, server: &ServerHandle) -> Result<(), String> {
-        let key = name.to_lowercase();
-        let online = online_names(server);
-        let mut claims = self.lock();
-        let taken = match claims.get(&key) {
-            Some(c) => c.owner != owner && (online.contains(&key) || c.seen.elapsed() < NAME_GRACE),
-            None => online.contains(&key),
-        };
-        if taken {
-            return Err(format!(
+    async fn claim(&self, name: &str, owner: &str, server: &ServerHandle) -> Result<(), String> {
+        match self.hold(name, owner, server).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
                 "The name \"{name}\" is taken: someone with that name is online. Pick another name."
-            ));
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "name claim failed");
+                Err("The server cannot reach its shared state; try again in a moment.".to_owned())
+            }
         }
-        if claims.len() >= MAX_CLAIMS {
-            claims.retain(|k, c| online.contains(k) || c.seen.elapsed() < NAME_GRACE);
-        }
-        claims.insert(
-            key,
-            Claim {
-                owner: owner.to_owned(),
-                seen: Instant::now(),
-            },
-        );
-        Ok(())
     }
 
     /// Frees `name` if `owner` holds it.
-    fn release(&self, name: &str, owner: &str) {
-        let mut claims = self.lock();
-        let key = name.to_lowercase();
-        if claims.get(&key).is_some_and(|c| c.owner == owner) {
-            claims.remove(&key);
+    async fn release(&self, name: &str, owner: &str) {
+        if let Err(e) = self.0.delete_if(&name_key(name), owner.as_bytes()).await {
+            tracing::warn!(error = %e, "name release failed");
+        }
+    }
+}
+
+/// Renews the claims of the connected names (on every node: a name stays reserved while its
+/// user is connected anywhere, however long ago its last HTTP request was).
+async fn keep_online_names(server: ServerHandle, app: Arc<App>) {
+    let mut tick = tokio::time::interval(NAME_GRACE / 3);
+    loop {
+        tick.tick().await;
+        for name in online_names(&server) {
+            if let Err(e) = app.names.0.touch(&name_key(&name), None, NAME_GRACE).await {
+                tracing::warn!(error = %e, "name renewal failed");
+                break;
+            }
         }
     }
 }
@@ -225,45 +329,58 @@ fn online_names(server: &ServerHandle) -> Vec<String> {
         .collect()
 }
 
-/// A token bucket per user for chat messages.
-#[derive(Default)]
-struct RateLimiter(Mutex<HashMap<String, Bucket>>);
+/// A token bucket per user for chat messages, in the shared state (so the limit holds however
+/// a user's messages spread over the nodes): `"<tokens> <unix ms>"` under `rate.<hex name>`,
+/// gone once full again (a missing bucket is a full one), updated by compare-and-set.
+struct RateLimiter(Arc<Shared>);
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Most buckets kept before the full ones (idle users) are dropped.
-const MAX_BUCKETS: usize = 10_000;
+/// Compare-and-set attempts on a bucket before a message is refused (other messages of the same
+/// user kept changing it).
+const RATE_ATTEMPTS: usize = 8;
 
 impl RateLimiter {
     /// Takes one token of `user`'s bucket, or says how to behave.
-    fn check(&self, user: &str) -> Result<(), BoxError> {
-        let now = Instant::now();
-        let refill = |b: &Bucket| {
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST)
-        };
-        let mut buckets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(user) {
-            buckets.retain(|_, b| refill(b) < RATE_BURST);
+    async fn check(&self, user: &str) -> Result<(), BoxError> {
+        let key = hex_key("rate.", user);
+        // A bucket refills completely in this time: then it may go.
+        let ttl = Duration::from_secs_f64(RATE_BURST / RATE_PER_SEC);
+        for _ in 0..RATE_ATTEMPTS {
+            let now = now_ms();
+            let old = self.0.get(&key).await.map_err(unavailable)?;
+            let (tokens, at) = old
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.split_once(' '))
+                .and_then(|(t, at)| Some((t.parse::<f64>().ok()?, at.parse::<u64>().ok()?)))
+                .unwrap_or((RATE_BURST, now));
+            let elapsed = now.saturating_sub(at) as f64 / 1000.0;
+            let tokens = (tokens + elapsed * RATE_PER_SEC).min(RATE_BURST);
+            if tokens < 1.0 {
+                return Err(format!(
+                    "Slow down: at most {RATE_PER_SEC} messages a second (bursts of {RATE_BURST}). \
+                     This one was not sent."
+                )
+                .into());
+            }
+            let new = format!("{} {now}", tokens - 1.0);
+            if self
+                .0
+                .compare_and_set(&key, old.as_deref(), new.as_bytes(), ttl)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(());
+            }
         }
-        let b = buckets.entry(user.to_owned()).or_insert(Bucket {
-            tokens: RATE_BURST,
-            at: now,
-        });
-        b.tokens = refill(b);
-        b.at = now;
-        if b.tokens < 1.0 {
-            return Err(format!(
-                "Slow down: at most {RATE_PER_SEC} messages a second (bursts of {RATE_BURST}). \
-                 This one was not sent."
-            )
-            .into());
-        }
-        b.tokens -= 1.0;
-        Ok(())
+        Err("Too many messages at once; this one was not sent.".into())
     }
+}
+
+/// What the user is told when the shared state cannot be reached (the cause goes to the log).
+#[allow(clippy::needless_pass_by_value)] // for `map_err`
+fn unavailable(e: BoxError) -> BoxError {
+    tracing::warn!(error = %e, "shared state unavailable");
+    "The server cannot reach its shared state; try again in a moment.".into()
 }
 
 // ---- HTTP side ---------------------------------------------------------------------------
@@ -271,7 +388,7 @@ impl RateLimiter {
 /// Puts the session's CSRF token and user id where the sente server looks for them: the
 /// `AntiForgeryToken` and `UserId` request extensions.
 async fn identify(
-    State(app): State<Arc<App>>,
+    State(http): State<Http>,
     session: Session,
     mut req: Request,
     next: Next,
@@ -279,17 +396,23 @@ async fn identify(
     if let Ok(Some(token)) = session.get::<String>(CSRF_KEY).await {
         req.extensions_mut().insert(AntiForgeryToken(token));
     }
-    if let Some(name) = signed_in_name(&app, &session).await {
+    if let Some(name) = signed_in_name(&http, &session).await {
         req.extensions_mut().insert(UserId(Uid::from(name)));
     }
     next.run(req).await
 }
 
 /// The session's name, if the session still holds it.
-async fn signed_in_name(app: &App, session: &Session) -> Option<String> {
+async fn signed_in_name(http: &Http, session: &Session) -> Option<String> {
     let name = session.get::<String>(NAME_KEY).await.ok().flatten()?;
     let owner = session.get::<String>(OWNER_KEY).await.ok().flatten()?;
-    app.names.holds(&name, &owner).then_some(name)
+    match http.app.names.hold(&name, &owner, &http.server).await {
+        Ok(held) => held.then_some(name),
+        Err(e) => {
+            tracing::warn!(error = %e, "name check failed");
+            None
+        }
+    }
 }
 
 /// The session's CSRF token, made on first use.
@@ -329,9 +452,7 @@ async fn index(State(http): State<Http>, session: Session) -> Response {
     let Ok(token) = session_token(&session).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let name = signed_in_name(&http.app, &session)
-        .await
-        .unwrap_or_default();
+    let name = signed_in_name(&http, &session).await.unwrap_or_default();
     let flash: Flash = session
         .remove(FLASH_KEY)
         .await
@@ -361,9 +482,7 @@ async fn session_info(State(http): State<Http>, session: Session) -> Response {
     let Ok(csrf_token) = session_token(&session).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let name = signed_in_name(&http.app, &session)
-        .await
-        .unwrap_or_default();
+    let name = signed_in_name(&http, &session).await.unwrap_or_default();
     no_store(axum::Json(SessionInfo { csrf_token, name }).into_response())
 }
 
@@ -428,12 +547,12 @@ async fn login(
         Ok(Some(o)) => o,
         _ => random_token(),
     };
-    if let Err(error) = http.app.names.claim(name, &owner, &http.server) {
+    if let Err(error) = http.app.names.claim(name, &owner, &http.server).await {
         return refuse(json, &session, StatusCode::CONFLICT, error, name).await;
     }
     if let Some(old) = old_name.filter(|old| old.to_lowercase() != name.to_lowercase()) {
         // This session's other tabs were signed in under the old name: let them go.
-        http.app.names.release(&old, &owner);
+        http.app.names.release(&old, &owner).await;
         http.server.close_uid(&Uid::from(old));
     }
     // A new session id on login (no session fixation); the uid is fixed per connection, so the
@@ -527,14 +646,19 @@ async fn logout(
     let name = session.get::<String>(NAME_KEY).await.ok().flatten();
     let owner = session.get::<String>(OWNER_KEY).await.ok().flatten();
     if let (Some(name), Some(owner)) = (name, owner)
-        && http.app.names.holds(&name, &owner)
+        && http
+            .app
+            .names
+            .hold(&name, &owner, &http.server)
+            .await
+            .unwrap_or(false)
     {
         let uid = Uid::from(name.as_str());
         if let Ok(id) = EventId::new("chat/signed-out") {
             let _ = http.server.send_flush(&uid, Event::new(id, Value::Nil));
         }
         http.server.close_uid(&uid);
-        http.app.names.release(&name, &owner);
+        http.app.names.release(&name, &owner).await;
     }
     session.clear().await;
     if session.cycle_id().await.is_err() || session.insert(SIGNED_OUT_KEY, true).await.is_err() {
@@ -614,6 +738,11 @@ struct Delivered {
 const MAX_ID: usize = 64;
 
 #[derive(Serialize)]
+struct Node<'a> {
+    node: &'a str,
+}
+
+#[derive(Serialize)]
 struct Users {
     users: Vec<String>,
 }
@@ -650,13 +779,13 @@ fn answer(msg: &mut EventMsg, result: Result<(), BoxError>) {
 fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
     EventRouter::with_state(app)
         .on("chat/say", |mut msg: EventMsg, app: Arc<App>| async move {
-            let result = say(&msg, &app);
+            let result = say(&msg, &app).await;
             answer(&mut msg, result);
         })
         .on(
             "chat/private",
             |mut msg: EventMsg, app: Arc<App>| async move {
-                let result = whisper(&msg, &app);
+                let result = whisper(&msg, &app).await;
                 answer(&mut msg, result);
             },
         )
@@ -669,6 +798,12 @@ fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
                 users: user_names(msg.server()),
             })?;
             msg.reply(users);
+            Ok::<(), BoxError>(())
+        })
+        // Which node holds this connection (WebSocket) or got this POST (Ajax).
+        .on("demo/node", |mut msg: EventMsg, app: Arc<App>| async move {
+            let node = sente_proto::edn::to_value(&Node { node: &app.node })?;
+            msg.reply(node);
             Ok::<(), BoxError>(())
         })
         // Replies with the data it got: the page's ping button, and scripted checks.
@@ -686,9 +821,9 @@ fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
 }
 
 /// `chat/say {:text ".."}`: a message to the room.
-fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+async fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let from = signed_in(msg)?;
-    app.limiter.check(&from)?;
+    app.limiter.check(&from).await?;
     let Say { text } = msg.data().map_err(|_| "expected {:text \"..\"}")?;
     let text = checked_text(&text)?;
     let chat = ChatMsg {
@@ -702,9 +837,9 @@ fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
 
 /// `chat/private {:to "name" :text ".."}`: a message to every tab of one user (and a copy to
 /// the sender's tabs).
-fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
+async fn whisper(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let from = signed_in(msg)?;
-    app.limiter.check(&from)?;
+    app.limiter.check(&from).await?;
     let PrivateIn { to, text, id } = msg
         .data()
         .map_err(|_| "expected {:to \"name\" :text \"..\" :id \"..\"}")?;
@@ -841,19 +976,22 @@ mod tests {
         assert!(checked_text("   ").is_err());
     }
 
-    #[test]
-    fn the_rate_limit_allows_a_burst_then_refuses() {
-        let limiter = RateLimiter::default();
+    #[tokio::test]
+    async fn the_rate_limit_allows_a_burst_then_refuses() {
+        let limiter = RateLimiter(Arc::new(Shared::Memory(shared::Memory::default())));
         for i in 0..10 {
-            assert!(limiter.check("ann").is_ok(), "message {i} of the burst");
+            assert!(
+                limiter.check("ann").await.is_ok(),
+                "message {i} of the burst"
+            );
         }
-        let err = limiter.check("ann").unwrap_err().to_string();
+        let err = limiter.check("ann").await.unwrap_err().to_string();
         assert!(err.starts_with("Slow down"), "{err}");
         // Per user: someone else is not affected.
-        assert!(limiter.check("ben").is_ok());
+        assert!(limiter.check("ben").await.is_ok());
         // Refilled at 5 a second.
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(limiter.check("ann").is_ok());
-        assert!(limiter.check("ann").is_err());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(limiter.check("ann").await.is_ok());
+        assert!(limiter.check("ann").await.is_err());
     }
 }

@@ -1,0 +1,124 @@
+//! Two nodes of the demo over Redis, then over NATS (each run its own `--cluster`): a session
+//! made on one node is the same session on the other (its CSRF token, its name), the rate limit
+//! counts a user's messages on both nodes, a name claimed on one node is refused on the other,
+//! and a logout on one node frees the name for both.
+//! Needs Redis on 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (`REDIS_URL`,
+//! `NATS_URL` override).
+
+use std::fmt::Write as _;
+
+mod common;
+use common::{Demo, Session, header, unique};
+
+/// `/session` of `s` on `node`: its CSRF token and name.
+fn session_info(node: &Demo, s: &Session) -> String {
+    let r = node.request(
+        &format!(
+            "GET /session HTTP/1.1\r\nConnection: close\r\nCookie: {}",
+            s.cookie
+        ),
+        "",
+    );
+    assert_eq!(r.status, 200);
+    r.body
+}
+
+/// A JSON login of `s` as `name` on `node` (the session id changes if it succeeds): its status.
+fn try_login(node: &Demo, s: &mut Session, name: &str) -> u16 {
+    let head = format!(
+        "POST /login HTTP/1.1\r\nConnection: close\r\nAccept: application/json\r\nCookie: {}\r\nOrigin: {}",
+        s.cookie,
+        node.origin()
+    );
+    let r = node.request(&head, &format!("name={name}&csrf-token={}", s.token));
+    if let Some(c) = header(&r.head, "set-cookie").and_then(|c| c.split(';').next()) {
+        c.clone_into(&mut s.cookie);
+    }
+    r.status
+}
+
+/// `chat/say` by Ajax POST of `s` on `node`, with a reply: the reply (EDN).
+fn say(node: &Demo, s: &Session) -> String {
+    let head = format!(
+        "POST /chsk HTTP/1.1\r\nConnection: close\r\nCookie: {}\r\nOrigin: {}",
+        s.cookie,
+        node.origin()
+    );
+    let mut ppstr = String::new();
+    for byte in r#"[[:chat/say {:text "hi"}] :ajax-cb]"#.bytes() {
+        write!(ppstr, "%{byte:02X}").unwrap();
+    }
+    let body = format!(
+        "client-id=ajax-{}&csrf-token={}&udt=1&ppstr={ppstr}",
+        unique(),
+        s.token
+    );
+    let r = node.request(&head, &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
+    let cluster = format!("test-{engine}-{}-{}", std::process::id(), unique());
+    let args = [
+        format!("--{engine}"),
+        url.to_owned(),
+        "--cluster".to_owned(),
+        cluster,
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (a, b) = (Demo::start_with(&args), Demo::start_with(&args));
+    let name = format!("eve{}", unique());
+
+    // A session made on a, signed in on a: b knows its token and its name.
+    let mut s = a.session();
+    a.login(&mut s, &name);
+    let info = session_info(&b, &s);
+    assert!(
+        info.contains(&format!(r#""csrfToken":"{}""#, s.token)),
+        "{info}"
+    );
+    assert!(info.contains(&format!(r#""name":"{name}""#)), "{info}");
+    // The token is checked on b too: the Ajax handshake there is the user's.
+    let r = b.ajax_get(&s.cookie, &s.token, &b.origin());
+    assert!(
+        r.body.contains(&format!(r#"[:chsk/handshake ["{name}""#)),
+        "{}",
+        r.body
+    );
+    let r = b.ajax_get(&s.cookie, "wrong-token", &b.origin());
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // The rate limit (bursts of 10) counts the user's messages on both nodes.
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let answer = say(node, &s);
+        assert!(answer.contains(":ok true"), "message {i}: {answer}");
+    }
+    let answer = say(&b, &s);
+    assert!(answer.contains("Slow down"), "{answer}");
+
+    // Another session on b cannot take the name (any case), nor on a.
+    let mut other = b.session();
+    assert_eq!(try_login(&b, &mut other, &name.to_uppercase()), 409);
+    assert_eq!(try_login(&a, &mut other, &name), 409);
+
+    // Logging out on b frees it everywhere: the other session takes it on a.
+    let r = b.post("/logout", &s.cookie, &format!("csrf-token={}", s.token));
+    assert_eq!(r.status, 303);
+    assert!(session_info(&a, &s).contains(r#""name":"""#));
+    assert_eq!(try_login(&a, &mut other, &name), 200);
+    assert!(session_info(&b, &other).contains(&format!(r#""name":"{name}""#)));
+}
+
+#[test]
+fn two_nodes_over_redis_share_sessions_and_names() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    two_nodes_share_sessions_and_names("redis", &url);
+}
+
+#[test]
+fn two_nodes_over_nats_share_sessions_and_names() {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    two_nodes_share_sessions_and_names("nats", &url);
+}
