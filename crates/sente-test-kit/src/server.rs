@@ -502,6 +502,16 @@ impl TestServer {
         &self.log
     }
 
+    /// The address the server listens on, behind the proxy (for [`Proxy::set_target`] after a
+    /// [`Proxy::cut`]).
+    pub fn upstream(&self) -> Option<SocketAddr> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.addr)
+    }
+
     /// The running `sente` server.
     pub fn server(&self) -> Option<Server> {
         self.running

@@ -251,3 +251,56 @@ async fn outside_the_window_the_client_learns_it_missed_pushes() {
         "no partial replay"
     );
 }
+
+/// Measurement (`cargo test -p sente-test-kit --test client_native_extras -- --ignored
+/// --nocapture recovery`): how long after the server is reachable again 20 clients with the
+/// default backoff are open again, after outages of 1, 10 and 60 s. Numbers in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about 2 minutes)"]
+async fn measure_recovery_after_outages() {
+    let server = TestServer::spawn(ServerOptions::default()).await.unwrap();
+    let upstream = server.upstream().unwrap();
+    let clients: Vec<Client> = (0..20)
+        .map(|i| {
+            Client::builder(server.url())
+                .kind(Kind::Ws)
+                .csrf_token(CSRF_TOKEN)
+                .param("uid", &format!("r{i}"))
+                .connect()
+                .unwrap()
+        })
+        .collect();
+    for c in &clients {
+        c.wait_open().await;
+    }
+    for outage in [1u64, 10, 60] {
+        server.proxy().cut();
+        for c in &clients {
+            let mut state = c.state();
+            state.wait_for(|s| !s.open).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(outage)).await;
+        server.proxy().set_target(upstream);
+        let back = std::time::Instant::now();
+        let waits: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let mut state = c.state();
+                tokio::spawn(async move {
+                    state.wait_for(|s| s.open).await.unwrap();
+                    back.elapsed().as_millis()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for w in waits {
+            times.push(w.await.unwrap());
+        }
+        times.sort_unstable();
+        println!(
+            "outage {outage:>2} s: open again after median {} ms, max {} ms (20 clients)",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+}
