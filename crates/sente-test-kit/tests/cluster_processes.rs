@@ -511,16 +511,29 @@ struct Sent {
 /// Returns what was sent per uid and when the kill was done.
 async fn drive(
     nodes: &[Node],
-    uids: &[String],
+    clients: &[Tracked],
     rounds: i64,
     kill_round: i64,
-    victim: usize,
-) -> (Vec<Sent>, Instant) {
+    victim: Victim,
+) -> (Vec<Sent>, Instant, usize) {
+    let uids: Vec<String> = clients.iter().map(|c| c.uid.clone()).collect();
     let mut sent = vec![Sent::default(); uids.len()];
     let mut dead: Vec<usize> = Vec::new();
     let mut killed_at = None;
-    let pid = nodes[victim].proc.0.id().to_string();
+    let mut victim_index = match victim {
+        Victim::Node(k) => k,
+        Victim::PollOf(_) => usize::MAX,
+    };
     for n in 1..=rounds {
+        if n == kill_round
+            && let Victim::PollOf(i) = victim
+        {
+            victim_index = poll_holder(nodes, clients, &sent, i).await;
+        }
+        let pid = nodes
+            .get(victim_index)
+            .map(|v| v.proc.0.id().to_string())
+            .unwrap_or_default();
         let killer = (n == kill_round).then(|| {
             let pid = pid.clone();
             tokio::task::spawn_blocking(move || {
@@ -542,7 +555,7 @@ async fn drive(
             })
             .collect();
         let at = Instant::now();
-        let results = futures_util::future::join_all(picks.iter().zip(uids).map(|(k, uid)| {
+        let results = futures_util::future::join_all(picks.iter().zip(&uids).map(|(k, uid)| {
             let node = k.map(|k| &nodes[k]);
             async move {
                 match node {
@@ -568,13 +581,53 @@ async fn drive(
         }
         if let Some(killer) = killer {
             killed_at = Some(killer.await.expect("killer"));
-            if !dead.contains(&victim) {
-                dead.push(victim);
+            if !dead.contains(&victim_index) {
+                dead.push(victim_index);
             }
         }
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
-    (sent, killed_at.expect("the victim was killed"))
+    (
+        sent,
+        killed_at.expect("the victim was killed"),
+        victim_index,
+    )
+}
+
+/// Which node [`drive`] kills.
+#[derive(Clone, Copy)]
+enum Victim {
+    /// This one.
+    Node(usize),
+    /// The one holding this client's Ajax long poll when the kill round starts (once every
+    /// acknowledged push so far arrived, so the polls are held, not being answered).
+    PollOf(usize),
+}
+
+/// The node holding client `i`'s long poll (its `/control/polls`), once every client got its
+/// acknowledged pushes so far.
+async fn poll_holder(nodes: &[Node], clients: &[Tracked], sent: &[Sent], i: usize) -> usize {
+    for (c, s) in clients.iter().zip(sent) {
+        let last: Vec<i64> = s.acked.last().copied().into_iter().collect();
+        c.wait_numbers(&last, 5000).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for (k, node) in nodes.iter().enumerate() {
+            if let Some((200, body)) = http(node.port, "GET", "/control/polls").await {
+                let polls: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if polls[&clients[i].uid].as_u64() >= Some(1) {
+                    return k;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}'s poll held by a node",
+            clients[i].uid
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,9 +674,9 @@ async fn ajax_sigkill(engine: Engine) {
     }
     let on: Vec<String> = clients.iter().filter_map(Tracked::node).collect();
     eprintln!("{engine:?}: Ajax clients' first handshakes on {on:?}");
-    let victim = cl.node(&on[0]);
-    let uids: Vec<String> = clients.iter().map(|c| c.uid.clone()).collect();
-    let (sent, killed_at) = drive(&cl.nodes, &uids, ROUNDS, ROUNDS / 3, victim).await;
+    let (sent, killed_at, victim) =
+        drive(&cl.nodes, &clients, ROUNDS, ROUNDS / 3, Victim::PollOf(0)).await;
+    let victim_name = cl.nodes[victim].name.clone();
     let mut lost_total = 0;
     for (c, s) in clients.iter().zip(&sent) {
         // In order, so once the last acknowledged push arrived the others did or never will.
@@ -649,7 +702,7 @@ async fn ajax_sigkill(engine: Engine) {
         } else {
             assert!(
                 missing.is_empty(),
-                "{engine:?} {}: acknowledged pushes lost across the SIGKILL of node {victim}: \
+                "{engine:?} {}: acknowledged pushes lost across the SIGKILL of {victim_name}: \
                  {missing:?} (sent from nodes {:?}); got {got:?}; handshakes {:?} (kill at {:?})",
                 c.uid,
                 s.by.iter()
@@ -677,7 +730,7 @@ async fn ajax_sigkill(engine: Engine) {
     for c in &clients {
         assert_in_order(&c.uid, &c.numbers());
     }
-    // Client 0 polled the victim (its polls reuse one keep-alive connection); any client
+    // Client 0's poll was on the victim; any client
     // whose poll was there re-handshakes on a survivor.
     assert!(
         clients[0].handshake_after(killed_at).is_some(),
@@ -690,9 +743,9 @@ async fn ajax_sigkill(engine: Engine) {
         let took = at - killed_at;
         eprintln!(
             "{engine:?}: Ajax client {} of the killed node {} re-handshook on {node} after {took:?}",
-            c.uid, on[0]
+            c.uid, victim_name
         );
-        assert_ne!(node, on[0]);
+        assert_ne!(node, victim_name);
         assert!(took < RECONNECT_BOUND, "reconnect took {took:?}");
     }
     for (i, n) in cl.nodes.iter_mut().enumerate() {
@@ -743,7 +796,7 @@ async fn ws_sigkill(engine: Engine) {
     }
     let victim = cl.node(&on[0]);
     let orphans: Vec<usize> = (0..clients.len()).filter(|i| on[*i] == on[0]).collect();
-    let (sent, killed_at) = drive(&cl.nodes, &uids, ROUNDS, 10, victim).await;
+    let (sent, killed_at, _) = drive(&cl.nodes, &clients, ROUNDS, 10, Victim::Node(victim)).await;
     let mut reconnected = vec![None; clients.len()];
     for &i in &orphans {
         let c = &clients[i];

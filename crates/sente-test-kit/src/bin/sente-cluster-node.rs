@@ -32,6 +32,8 @@
 //! - `GET /control/health`: the backplane's health as JSON (`connected`, `outages`,
 //!   `last_error`, `peers`, `appends`, `published`, `dropped`, `expired_nodes`).
 //! - `GET /control/uids`: the cluster's connected uids as JSON (`ws`, `ajax`, `any`, sorted).
+//! - `GET /control/polls`: the Ajax long polls this node holds now, by uid (JSON object of
+//!   counts), so a test can kill the node holding a given client's poll.
 //!
 //! Logs (`tracing`, filter `RUST_LOG`, default `warn,sente_backplane_kit=info`) go to stderr.
 //! The process exits when its stdin closes.
@@ -157,6 +159,66 @@ impl Engine {
     }
 }
 
+/// The Ajax long polls held by this node, by uid.
+type Polls = Arc<std::sync::Mutex<HashMap<String, usize>>>;
+
+fn lock_polls(polls: &Polls) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    polls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts a held poll until its response is ready (or the request is dropped).
+struct PollCount {
+    polls: Polls,
+    uid: String,
+}
+
+impl Drop for PollCount {
+    fn drop(&mut self) {
+        let mut p = lock_polls(&self.polls);
+        if let Some(n) = p.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Middleware on `/chsk`: a `GET` that is neither a handshake nor a WebSocket upgrade is a
+/// long poll, counted while the server holds it.
+async fn track_polls(
+    State(polls): State<Polls>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let query = req.uri().query().unwrap_or("");
+    let poll = req.method() == axum::http::Method::GET
+        && !req.headers().contains_key(axum::http::header::UPGRADE)
+        && !query
+            .split('&')
+            .any(|kv| kv.starts_with("handshake%3F=") || kv.starts_with("handshake?="));
+    let uid = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("uid="))
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get("x-uid")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+    let _count = match (poll, uid) {
+        (true, Some(uid)) => {
+            *lock_polls(&polls).entry(uid.clone()).or_insert(0) += 1;
+            Some(PollCount { polls, uid })
+        }
+        _ => None,
+    };
+    next.run(req).await
+}
+
 /// What the control routes share.
 #[derive(Clone)]
 struct Node {
@@ -165,6 +227,7 @@ struct Node {
     /// Pushes through the control API go one at a time.
     one: Arc<tokio::sync::Mutex<()>>,
     ack_timeout: Duration,
+    polls: Polls,
 }
 
 #[tokio::main]
@@ -231,7 +294,9 @@ async fn main() -> std::io::Result<()> {
         .backplane(engine.backplane())
         .build()
         .map_err(std::io::Error::other)?;
+    let polls: Polls = Arc::default();
     let node = Node {
+        polls: polls.clone(),
         server: server.clone(),
         engine,
         one: Arc::new(tokio::sync::Mutex::new(())),
@@ -241,8 +306,12 @@ async fn main() -> std::io::Result<()> {
         .route("/control/push", axum::routing::post(push))
         .route("/control/health", axum::routing::get(health))
         .route("/control/uids", axum::routing::get(uids))
+        .route("/control/polls", axum::routing::get(held_polls))
         .with_state(node);
-    let app = server.router::<()>("/chsk").merge(control);
+    let app = server
+        .router::<()>("/chsk")
+        .layer(axum::middleware::from_fn_with_state(polls, track_polls))
+        .merge(control);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -321,4 +390,9 @@ async fn uids(State(node): State<Node>) -> String {
     };
     serde_json::json!({ "ws": sorted(&c.ws), "ajax": sorted(&c.ajax), "any": sorted(&c.any) })
         .to_string()
+}
+
+async fn held_polls(State(node): State<Node>) -> String {
+    let p = lock_polls(&node.polls).clone();
+    serde_json::to_string(&p).unwrap_or_default()
 }
