@@ -10,6 +10,10 @@
 //!   packer and scenario.
 //! - Clients outside this process (node, a browser) use the `sente-test-server` binary, which
 //!   starts a [`TestServer`] and prints its URL as one JSON line.
+//! - Cluster tests across processes use the `sente-cluster-node` binary: one `sente` node over
+//!   a Redis or NATS backplane with a control API (pushes acknowledged by the backplane,
+//!   health, connected uids, held polls), or a round-robin proxy ([`Proxy::round_robin`]) in
+//!   front of several nodes (`tests/cluster_processes.rs`, `clients/js/test/cluster.test.js`).
 //!
 //! ```no_run
 //! use sente_test_kit::{Matrix, RustClient, run_matrix};
