@@ -880,11 +880,21 @@ async fn ws_sigkill(engine: Engine) {
 // ---------------------------------------------------------------------------------------------
 // c. The service restarts mid-traffic.
 
+/// Known gap (found by this test; see the crate docs of `sente-redis` / `sente-nats`,
+/// "Failures"): with mailboxes, a node's pushes to its own Ajax clients go through the engine
+/// (append, then the poll takes), so while the engine is unreachable its local Ajax clients
+/// get nothing (0 pushes in 500 ms of outage, against about 40 for the WebSocket client), and
+/// what was pushed meanwhile is lost when the engine restarts empty. Set this to `true` once
+/// a node serves its own Ajax clients locally during an outage: the test then demands it.
+const AJAX_LOCAL_SERVED_DURING_OUTAGE: bool = false;
+
 /// Pushes stream to a WebSocket client on node 1 (sent by node 1, not waiting for the
 /// backplane) while the service is killed and restarted on the same port: every node reports
 /// the outage in its health (`connected: false`, `outages`, `last_error`) and its `tracing`
-/// log, node 1 keeps serving its local client (every push arrives exactly once, in order), the
-/// nodes reconnect by themselves, pushes cross nodes again afterwards, and no node panics.
+/// log, node 1 keeps serving its local WebSocket client (every push arrives exactly once, in
+/// order), the nodes reconnect by themselves, pushes cross nodes again afterwards, and no node
+/// panics. A local Ajax client gets its pushes in order without duplicates, but not during the
+/// outage ([`AJAX_LOCAL_SERVED_DURING_OUTAGE`]).
 async fn service_restart(engine: Engine) {
     let mut cl = Cluster::start(engine, "restart").await;
     let local = Tracked::connect(
@@ -897,7 +907,13 @@ async fn service_restart(engine: Engine) {
         "remote",
         Kind::Ws,
     );
+    let local_ajax = Tracked::connect(
+        &format!("http://{}/chsk", cl.nodes[0].addr()),
+        "local-ajax",
+        Kind::Ajax,
+    );
     local.wait_open(10_000).await;
+    local_ajax.wait_open(10_000).await;
     remote.wait_open(10_000).await;
     cl.nodes[0]
         .wait_uids("ws", &["remote".to_owned()], 5000)
@@ -914,16 +930,18 @@ async fn service_restart(engine: Engine) {
             let mut n = 0i64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let r = http(
-                    port,
-                    "POST",
-                    &format!("/control/push?uid=local&n={n}&wait=0"),
-                )
-                .await;
-                assert!(
-                    matches!(r, Some((200, _))),
-                    "push {n} to the local client: {r:?}"
-                );
+                for uid in ["local", "local-ajax"] {
+                    let r = http(
+                        port,
+                        "POST",
+                        &format!("/control/push?uid={uid}&n={n}&wait=0"),
+                    )
+                    .await;
+                    assert!(
+                        matches!(r, Some((200, _))),
+                        "push {n} to the local client {uid}: {r:?}"
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             n
@@ -948,7 +966,20 @@ async fn service_restart(engine: Engine) {
     );
     // Local clients are served during the outage (the traffic task asserts each push).
     let during = local.numbers().len();
+    let during_ajax = local_ajax.numbers().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let ajax_during = local_ajax.numbers().len() - during_ajax;
+    eprintln!(
+        "{engine:?}: during 500 ms of the outage, the local WebSocket client got {} pushes, \
+         the local Ajax client {ajax_during}",
+        local.numbers().len() - during,
+    );
+    if AJAX_LOCAL_SERVED_DURING_OUTAGE {
+        assert!(
+            ajax_during > 10,
+            "the local Ajax client is served during the outage"
+        );
+    }
     assert!(
         local.numbers().len() > during + 10,
         "the local client is served during the outage"
@@ -970,6 +1001,14 @@ async fn service_restart(engine: Engine) {
     let want: Vec<i64> = (1..=last).collect();
     let got = local.wait_numbers(&want, 5000).await;
     assert_eq!(got, want, "the local client got every push once, in order");
+    let got_ajax = local_ajax
+        .wait_numbers(&want[want.len() - 1..], 10_000)
+        .await;
+    assert_in_order("local-ajax", &got_ajax);
+    eprintln!(
+        "{engine:?}: the local Ajax client got {} of {last} pushes, in order, no duplicates",
+        got_ajax.len()
+    );
     // Pushes cross nodes again (presence converged again first).
     cl.nodes[0]
         .wait_uids("ws", &["remote".to_owned()], 10_000)
