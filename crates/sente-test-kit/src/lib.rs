@@ -41,7 +41,7 @@ pub use scenario::{
     BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix, OPEN_TIMEOUT,
     REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get, wait_event,
 };
-pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
+pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer, cors};
 
 /// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.
 #[cfg(doctest)]

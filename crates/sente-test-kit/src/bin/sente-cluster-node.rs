@@ -16,7 +16,8 @@
 //! (200) and `--expiry-ms` (1000) of the presence protocol, `--ws-grace-ms` (300) and
 //! `--ajax-grace-ms` (1000) before `uidport-close`, `--lp-timeout-ms` (5000) of the Ajax long
 //! poll, `--ack-timeout-ms` (5000) of a push's acknowledgement, `--max-mailbox-events`
-//! (1000) of the Ajax mailboxes.
+//! (1000) of the Ajax mailboxes, `--cors` (answer CORS preflights and let any origin read the
+//! responses: for a browser page served from another origin).
 //!
 //! Test auth, permissive: the uid is the `uid` query parameter, else the `x-uid` header (which
 //! the native and JS clients send on every request, POSTs included), else nil; the CSRF token
@@ -51,7 +52,8 @@ use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: sente-cluster-node (--redis URL | --nats URL) [--cluster NAME] \
 [--name NAME] [--addr HOST:PORT] [--heartbeat-ms N] [--expiry-ms N] [--ws-grace-ms N] \
-[--ajax-grace-ms N] [--lp-timeout-ms N] [--ack-timeout-ms N] [--max-mailbox-events N]\n   \
+[--ajax-grace-ms N] [--lp-timeout-ms N] [--ack-timeout-ms N] [--max-mailbox-events N] \
+[--cors]\n   \
 or: sente-cluster-node --proxy HOST:PORT,HOST:PORT,...";
 
 /// The command line.
@@ -69,6 +71,7 @@ struct Args {
     lp_timeout_ms: u64,
     ack_timeout_ms: u64,
     max_mailbox_events: usize,
+    cors: bool,
 }
 
 fn fail(msg: &str) -> ! {
@@ -97,9 +100,14 @@ fn parse_args() -> Args {
         lp_timeout_ms: 5000,
         ack_timeout_ms: 5000,
         max_mailbox_events: 1000,
+        cors: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--cors" {
+            args.cors = true;
+            continue;
+        }
         let value = it
             .next()
             .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
@@ -308,10 +316,13 @@ async fn main() -> std::io::Result<()> {
         .route("/control/uids", axum::routing::get(uids))
         .route("/control/polls", axum::routing::get(held_polls))
         .with_state(node);
-    let app = server
+    let mut chsk = server
         .router::<()>("/chsk")
-        .layer(axum::middleware::from_fn_with_state(polls, track_polls))
-        .merge(control);
+        .layer(axum::middleware::from_fn_with_state(polls, track_polls));
+    if args.cors {
+        chsk = chsk.layer(axum::middleware::from_fn(sente_test_kit::cors));
+    }
+    let app = chsk.merge(control);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
