@@ -12,16 +12,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# Redis and NATS servers: the process-level cluster tests
-# (crates/sente-test-kit/tests/cluster_processes.rs, clients/js/test/cluster.test.js) start
-# their own on free ports (and restart them), so the binaries must be there.
-if ! command -v redis-server >/dev/null || ! { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; }; then
-  echo "==> installing Debian's redis-server and nats-server"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server nats-server >/dev/null
-fi
-
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   echo "==> adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown
@@ -30,6 +20,16 @@ fi
 if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
   echo "==> installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (about 2 minutes)"
   cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+# Redis and NATS servers: the process-level cluster tests
+# (crates/sente-test-kit/tests/cluster_processes.rs, clients/js/test/cluster.test.js) start
+# their own on free ports (and restart them), so the binaries must be there.
+if ! command -v redis-server >/dev/null || ! { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; }; then
+  echo "==> installing Debian's redis-server and nats-server"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server nats-server >/dev/null
 fi
 
 for dir in clients/js e2e; do
