@@ -153,6 +153,17 @@ export async function startDevPageServer(args = []) {
   return startJsonServer(devPageServerBin, ['--page', page, ...args]);
 }
 
+export const clusterNodeBin = path.join(targetDir, 'debug', 'sente-cluster-node');
+
+/**
+ * Starts the test kit's `sente-cluster-node` with `args`: a cluster node (`--redis URL`, ...;
+ * resolves with its `name`, `port`, `url`, `control`) or a round-robin proxy (`--proxy a,b,c`).
+ * Stop it with `stopTestServer`, or kill it (`proc.kill('SIGKILL')`).
+ */
+export async function startClusterNode(args) {
+  return startJsonServer(clusterNodeBin, args);
+}
+
 /** Starts a test kit binary that prints one JSON line and serves until its stdin closes. */
 async function startJsonServer(bin, args) {
   const name = path.basename(bin);

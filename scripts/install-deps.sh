@@ -31,6 +31,16 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION"; then
   cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
+# Redis and NATS servers: the process-level cluster tests
+# (crates/sente-test-kit/tests/cluster_processes.rs, clients/js/test/cluster.test.js) start
+# their own on free ports (and restart them), so the binaries must be there.
+if ! command -v redis-server >/dev/null || ! { command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; }; then
+  echo "==> installing Debian's redis-server and nats-server"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server nats-server >/dev/null
+fi
+
 for dir in clients/js e2e; do
   if [ -f "$dir/package.json" ]; then
     echo "==> npm ci in $dir"

@@ -19,8 +19,9 @@ bash scripts/test-js-client.sh
 
 echo "==> browser end-to-end tests"
 cargo build -p chat
-# sente-test-server: the WASM page's server; sente-dev-page-server: e2e/dev-page (tests/dev-page.test.mjs).
-cargo build -p sente-test-kit --bin sente-test-server --bin sente-dev-page-server
+# sente-test-server: the WASM page's server; sente-dev-page-server: e2e/dev-page (tests/dev-page.test.mjs);
+# sente-cluster-node: the cluster nodes and round-robin proxy of tests/wasm-cluster.test.mjs.
+cargo build -p sente-test-kit --bin sente-test-server --bin sente-dev-page-server --bin sente-cluster-node
 # The WASM client's browser build, loaded by e2e/wasm-page/index.html (e2e/tests/wasm.test.mjs).
 cargo build -p sente-client --target wasm32-unknown-unknown --profile wasm --example browser
 wasm-bindgen --target web --out-dir e2e/wasm-page/pkg \

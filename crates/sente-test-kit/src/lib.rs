@@ -10,6 +10,10 @@
 //!   packer and scenario.
 //! - Clients outside this process (node, a browser) use the `sente-test-server` binary, which
 //!   starts a [`TestServer`] and prints its URL as one JSON line.
+//! - Cluster tests across processes use the `sente-cluster-node` binary: one `sente` node over
+//!   a Redis or NATS backplane with a control API (pushes acknowledged by the backplane,
+//!   health, connected uids, held polls), or a round-robin proxy ([`Proxy::round_robin`]) in
+//!   front of several nodes (`tests/cluster_processes.rs`, `clients/js/test/cluster.test.js`).
 //!
 //! ```no_run
 //! use sente_test_kit::{Matrix, RustClient, run_matrix};
@@ -37,7 +41,7 @@ pub use scenario::{
     BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix, OPEN_TIMEOUT,
     REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get, wait_event,
 };
-pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer};
+pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer, cors};
 
 /// The Rust code of the README, compiled as doc tests so the getting-started guide stays true.
 #[cfg(doctest)]

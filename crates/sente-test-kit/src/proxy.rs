@@ -1,6 +1,7 @@
 //! A small TCP proxy in front of the test server. It lets scenarios refuse WebSocket upgrades
 //! (the way a corporate proxy might), cut every connection at once and point at a restarted
-//! server, without the server having to support any of that.
+//! server, without the server having to support any of that. [`Proxy::round_robin`] spreads
+//! connections over several upstreams (cluster nodes), skipping the ones that refuse.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,7 +11,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 #[derive(Debug)]
 struct ProxyState {
-    target: Option<SocketAddr>,
+    /// Where new connections go (empty: refused); round-robin over several.
+    targets: Vec<SocketAddr>,
+    /// The upstream tried first for the next connection (an index into `targets`).
+    next: usize,
     refuse_ws: bool,
     conns: Vec<AbortHandle>,
 }
@@ -35,10 +39,20 @@ fn lock(m: &Mutex<ProxyState>) -> std::sync::MutexGuard<'_, ProxyState> {
 impl Proxy {
     /// Starts a proxy forwarding to `target`.
     pub async fn start(target: SocketAddr) -> std::io::Result<Proxy> {
+        Self::round_robin(vec![target]).await
+    }
+
+    /// Starts a proxy that sends each new TCP connection to the next of `upstreams` in turn
+    /// (round robin); an upstream that refuses the connection is skipped for the one after it,
+    /// so a dead node costs a client one failed connect, not a failed request. Clients reaching
+    /// a cluster through one address land on different nodes, as behind a load balancer
+    /// without sticky sessions.
+    pub async fn round_robin(upstreams: Vec<SocketAddr>) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(ProxyState {
-            target: Some(target),
+            targets: upstreams,
+            next: 0,
             refuse_ws: false,
             conns: Vec::new(),
         }));
@@ -75,7 +89,7 @@ impl Proxy {
     /// Cuts every open connection and refuses new ones until [`Proxy::set_target`].
     pub fn cut(&self) {
         let mut s = lock(&self.state);
-        s.target = None;
+        s.targets.clear();
         for c in s.conns.drain(..) {
             c.abort();
         }
@@ -100,7 +114,7 @@ impl Proxy {
 
     /// Forwards new connections to `target`.
     pub fn set_target(&self, target: SocketAddr) {
-        lock(&self.state).target = Some(target);
+        lock(&self.state).targets = vec![target];
     }
 }
 
@@ -124,11 +138,15 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, blackhole:
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let (target, refuse_ws) = {
-        let s = lock(&state);
-        (s.target, s.refuse_ws)
+    let (targets, first, refuse_ws) = {
+        let mut s = lock(&state);
+        let first = s.next;
+        s.next = s.next.wrapping_add(1);
+        (s.targets.clone(), first, s.refuse_ws)
     };
-    let Some(target) = target else { return };
+    if targets.is_empty() {
+        return;
+    }
     if refuse_ws {
         let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
         if text
@@ -144,7 +162,14 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, blackhole:
             return;
         }
     }
-    let Ok(mut upstream) = TcpStream::connect(target).await else {
+    let mut upstream = None;
+    for i in 0..targets.len() {
+        if let Ok(s) = TcpStream::connect(targets[first.wrapping_add(i) % targets.len()]).await {
+            upstream = Some(s);
+            break;
+        }
+    }
+    let Some(mut upstream) = upstream else {
         return;
     };
     if upstream.write_all(&head).await.is_err() {

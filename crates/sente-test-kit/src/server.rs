@@ -326,8 +326,9 @@ impl poem::Endpoint for PoemChsk {
     }
 }
 
-/// Permissive CORS for browser tests: preflights are answered, every response may be read.
-async fn cors(
+/// Permissive CORS for browser tests (an axum middleware, `axum::middleware::from_fn(cors)`):
+/// preflights are answered, every response may be read.
+pub async fn cors(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
