@@ -10,7 +10,8 @@
 //! CPU is the sum over the node processes; the engine's (redis-server or nats-server, found by
 //! name in /proc) is reported apart: it serves every user of that engine on the machine. A
 //! [`Tap`](crate::tap::Tap) subscribed to the trial's cluster counts the pub/sub messages and
-//! payload bytes per push (heartbeats included).
+//! payload bytes per push (heartbeats included). After each trial the cluster's keys (Redis) or
+//! key-value buckets (NATS) are removed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -144,7 +145,7 @@ pub async fn trial(
         "--backplane".to_owned(),
         bp.name().to_owned(),
         "--cluster".to_owned(),
-        name,
+        name.clone(),
     ];
     if !o.mailbox && t.target() == Target::SenteRs {
         extra.push("--no-mailbox".to_owned());
@@ -186,6 +187,9 @@ pub async fn trial(
         s.kill().await;
     }
     drop(tap);
+    if let Err(e) = crate::tap::cleanup(bp, bp.default_url(), &name).await {
+        eprintln!("cleaning up cluster {name}: {e}");
+    }
     let mut m = r?;
     m.insert("nodes".into(), nodes as f64);
     Ok(m)

@@ -95,3 +95,51 @@ impl Tap {
         Ok(Tap { counters, task })
     }
 }
+
+/// Removes what cluster `cluster`'s nodes left in the engine once they are gone: on Redis the
+/// keys under `<cluster>` (uidport sets live an hour otherwise), on NATS the four key-value
+/// buckets `<cluster>_{nodes,uidport,ajax,mbox}` (their streams would stay). Best effort:
+/// errors are returned for a message, never fatal to a run.
+pub async fn cleanup(backplane: Backplane, url: &str, cluster: &str) -> Res<()> {
+    let work = async {
+        match backplane {
+            Backplane::Redis => {
+                let client = redis::Client::open(url)?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{cluster}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        let () = redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async(&mut conn)
+                            .await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Backplane::Nats => {
+                let client = async_nats::connect(url).await?;
+                let js = async_nats::jetstream::new(client);
+                for name in ["nodes", "uidport", "ajax", "mbox"] {
+                    // A bucket the nodes never made (no JetStream) is fine.
+                    let _ = js.delete_key_value(format!("{cluster}_{name}")).await;
+                }
+            }
+        }
+        Ok::<_, crate::BoxError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .map_err(|_| err("cleanup did not finish within 30 s"))?
+}
