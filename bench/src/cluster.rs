@@ -35,15 +35,22 @@ pub enum ClusterTarget {
     SenteRedis,
     /// sente-rs nodes over `sente-nats`.
     SenteNats,
+    /// sente-rs nodes over `sente-redis` with the Ajax mailboxes off (a WebSocket-only
+    /// deployment, like the socketioxide peer).
+    SenteRedisWs,
+    /// sente-rs nodes over `sente-nats` with the Ajax mailboxes off.
+    SenteNatsWs,
     /// socketioxide nodes over `socketioxide-redis`.
     SocketioxideRedis,
 }
 
 impl ClusterTarget {
     /// Every cluster target, in the order tables list them.
-    pub const ALL: [ClusterTarget; 3] = [
+    pub const ALL: [ClusterTarget; 5] = [
         ClusterTarget::SenteRedis,
         ClusterTarget::SenteNats,
+        ClusterTarget::SenteRedisWs,
+        ClusterTarget::SenteNatsWs,
         ClusterTarget::SocketioxideRedis,
     ];
 
@@ -52,6 +59,8 @@ impl ClusterTarget {
         match self {
             ClusterTarget::SenteRedis => "sente-rs+redis",
             ClusterTarget::SenteNats => "sente-rs+nats",
+            ClusterTarget::SenteRedisWs => "sente-rs+redis, no mailbox",
+            ClusterTarget::SenteNatsWs => "sente-rs+nats, no mailbox",
             ClusterTarget::SocketioxideRedis => "socketioxide+redis",
         }
     }
@@ -59,7 +68,10 @@ impl ClusterTarget {
     /// The peer every node runs.
     pub fn target(self) -> Target {
         match self {
-            ClusterTarget::SenteRedis | ClusterTarget::SenteNats => Target::SenteRs,
+            ClusterTarget::SenteRedis
+            | ClusterTarget::SenteNats
+            | ClusterTarget::SenteRedisWs
+            | ClusterTarget::SenteNatsWs => Target::SenteRs,
             ClusterTarget::SocketioxideRedis => Target::Socketioxide,
         }
     }
@@ -67,9 +79,19 @@ impl ClusterTarget {
     /// The backplane the nodes share.
     pub fn backplane(self) -> Backplane {
         match self {
-            ClusterTarget::SenteRedis | ClusterTarget::SocketioxideRedis => Backplane::Redis,
-            ClusterTarget::SenteNats => Backplane::Nats,
+            ClusterTarget::SenteRedis
+            | ClusterTarget::SenteRedisWs
+            | ClusterTarget::SocketioxideRedis => Backplane::Redis,
+            ClusterTarget::SenteNats | ClusterTarget::SenteNatsWs => Backplane::Nats,
         }
+    }
+
+    /// sente-rs: whether the backplane keeps its Ajax mailboxes (the default).
+    pub fn mailbox(self) -> bool {
+        !matches!(
+            self,
+            ClusterTarget::SenteRedisWs | ClusterTarget::SenteNatsWs
+        )
     }
 }
 
@@ -94,8 +116,6 @@ pub struct ClusterOpts {
     pub rounds: usize,
     /// Pin the nodes to CPU 0 and the load tool to CPU 1 (the engine is not pinned).
     pub pin: bool,
-    /// sente-rs: keep the backplane's Ajax mailboxes (the default); off for WebSocket only.
-    pub mailbox: bool,
     /// Print progress to stderr.
     pub progress: bool,
 }
@@ -113,7 +133,6 @@ impl ClusterOpts {
             bytes: 100,
             rounds: 1,
             pin: false,
-            mailbox: true,
             progress: false,
         }
     }
@@ -147,7 +166,7 @@ pub async fn trial(
         "--cluster".to_owned(),
         name.clone(),
     ];
-    if !o.mailbox && t.target() == Target::SenteRs {
+    if !t.mailbox() {
         extra.push("--no-mailbox".to_owned());
     }
     let mut servers = Vec::with_capacity(nodes);
@@ -274,6 +293,8 @@ fn progress_line(round: usize, target: ClusterTarget, nodes: usize, r: &Res<Metr
 pub async fn run(o: &ClusterOpts, command: String) -> Res<Results> {
     let started_at = Instant::now();
     let started = timestamp(suite::unix_now()?);
+    // Before pinning: the machine's CPUs, not the tool's.
+    let machine = Machine::detect();
     let pin = suite::pin_split(o.pin);
     let cases: Vec<CaseSpec> = o.nodes.iter().map(|&n| spec(o, n)).collect();
     let mut trials = Vec::new();
@@ -308,7 +329,7 @@ pub async fn run(o: &ClusterOpts, command: String) -> Res<Results> {
         started,
         mode: "cluster".to_owned(),
         command,
-        machine: Machine::detect(),
+        machine,
         pinned: o.pin,
         targets,
         skipped: BTreeMap::new(),

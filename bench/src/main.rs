@@ -209,7 +209,7 @@ enum Cmd {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "sente-redis,sente-nats,socketioxide-redis"
+            default_value = "sente-redis,sente-nats,sente-redis-ws,sente-nats-ws,socketioxide-redis"
         )]
         targets: Vec<ClusterTarget>,
         /// Node counts.
@@ -233,9 +233,6 @@ enum Cmd {
         /// Rounds (every node count against every target once per round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// sente-rs: turn the backplane's Ajax mailboxes off (WebSocket-only deployment).
-        #[arg(long)]
-        no_mailbox: bool,
         /// Output directory.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
         out: PathBuf,
@@ -473,7 +470,6 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             warmup,
             bytes,
             rounds,
-            no_mailbox,
             out,
             pin,
         } => {
@@ -487,7 +483,6 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 bytes,
                 rounds,
                 pin,
-                mailbox: !no_mailbox,
                 progress: true,
             };
             let r = cluster::run(&o, command).await?;

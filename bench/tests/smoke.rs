@@ -51,7 +51,7 @@ fn reachable(addr: &str) -> bool {
 }
 
 /// `sente-load cluster` at tiny sizes (2 nodes, 20 clients, 10 pushes/s, 1 s) on every
-/// cluster target: every push reaches every client through the backplane. Needs Redis on
+/// cluster target (its default targets): every push reaches every client through the backplane. Needs Redis on
 /// 127.0.0.1:6379 and NATS on 127.0.0.1:4222 (skipped with a message otherwise); a few
 /// seconds.
 #[test]
@@ -99,7 +99,11 @@ fn cluster_smoke_delivers_everything() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("read results"))
             .expect("parse results");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(r.trials.len(), 3, "one trial per target:\n{text}");
+    assert_eq!(
+        r.trials.len(),
+        sente_bench::cluster::ClusterTarget::ALL.len(),
+        "one trial per target:\n{text}"
+    );
     for t in &r.trials {
         assert!(t.error.is_none(), "{} failed: {:?}", t.target, t.error);
         let share = t.metrics.get("delivered_ratio").copied().unwrap_or(0.0);
