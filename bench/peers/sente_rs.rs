@@ -10,14 +10,22 @@
 //! With `buffered` in the control request it calls [`ServerHandle::send_many`](sente::ServerHandle::send_many) instead: every push
 //! waits in the send buffer for Sente's window (`send-buf-ms-ws` 30 ms, `send-buf-ms-ajax`
 //! 100 ms), which `sente-load fanout --buffered` measures.
+//!
+//! In a cluster (`serve sente-rs --backplane redis|nats`, used by `sente-load cluster`) the
+//! server joins the cluster through `sente-redis` or `sente-nats` and the push loop calls
+//! [`ServerHandle::broadcast_flush`](sente::ServerHandle::broadcast_flush) instead: one
+//! backplane frame per push, which every node delivers to its own clients (what socket.io's
+//! `io.emit` does through its adapter).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sente::{AllowedOrigins, CsrfToken, EventMsg, Router, Server};
 use sente_proto::Map;
 use sente_proto::{Event, EventId, Uid, Value};
 
-use crate::peers::FanoutCfg;
+use crate::peers::{Backplane, ClusterCfg, FanoutCfg};
 use crate::wire;
 
 fn cfg_from(v: &Value) -> FanoutCfg {
@@ -39,8 +47,43 @@ fn cfg_from(v: &Value) -> FanoutCfg {
     }
 }
 
-/// Runs the server on `addr` until the process is killed.
-pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
+/// Starts the backplane `cluster` asks for and waits (up to 10 s) until it is connected.
+async fn join(cluster: &ClusterCfg) -> std::io::Result<Arc<dyn sente_proto::backplane::Backplane>> {
+    let wait = Duration::from_secs(10);
+    let (bp, connected): (Arc<dyn sente_proto::backplane::Backplane>, bool) =
+        match cluster.backplane {
+            Backplane::Redis => {
+                let cfg = sente_redis::RedisConfig::new(cluster.url.clone())
+                    .cluster(cluster.name.clone())
+                    .mailbox(sente_redis::MailboxConfig::default().enabled(cluster.mailbox));
+                let bp = sente_redis::RedisBackplane::start(cfg).map_err(std::io::Error::other)?;
+                let ok = bp.wait_connected(wait).await;
+                (Arc::new(bp), ok)
+            }
+            Backplane::Nats => {
+                let cfg = sente_nats::NatsConfig::new(cluster.url.clone())
+                    .cluster(cluster.name.clone())
+                    .mailbox(sente_nats::MailboxConfig::default().enabled(cluster.mailbox));
+                let bp = sente_nats::NatsBackplane::start(cfg).map_err(std::io::Error::other)?;
+                let ok = bp.wait_connected(wait).await;
+                (Arc::new(bp), ok)
+            }
+        };
+    if connected {
+        Ok(bp)
+    } else {
+        Err(std::io::Error::other(format!(
+            "the {} backplane at {} did not connect within 10 s",
+            cluster.backplane.name(),
+            cluster.url
+        )))
+    }
+}
+
+/// Runs the server on `addr` until the process is killed; with `cluster`, as one node of
+/// that cluster.
+pub async fn run(addr: SocketAddr, cluster: Option<ClusterCfg>) -> std::io::Result<()> {
+    let clustered = cluster.is_some();
     let router = Router::new()
         .on("demo/echo", |msg: EventMsg| async move {
             // The data moves into the reply (socketioxide's handler owns its data too).
@@ -49,12 +92,16 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
                 reply.send(event.into_parts().1);
             }
         })
-        .on("bench/fanout", |mut msg: EventMsg| async move {
+        .on("bench/fanout", move |mut msg: EventMsg| async move {
             let cfg = cfg_from(msg.data_value());
-            tokio::spawn(push_loop(msg.server().clone(), cfg));
+            tokio::spawn(push_loop(msg.server().clone(), cfg, clustered));
             msg.reply("ok");
         });
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(cluster) = &cluster {
+        builder = builder.backplane(join(cluster).await?);
+    }
+    let server = builder
         .csrf_token_fn(|_req| CsrfToken::Token("bench".to_owned()))
         .allowed_origins(AllowedOrigins::All)
         .user_id_fn(|req| req.param("uid").map_or(Uid::Nil, Uid::from))
@@ -67,7 +114,7 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
-async fn push_loop(server: sente::ServerHandle, cfg: FanoutCfg) {
+async fn push_loop(server: sente::ServerHandle, cfg: FanoutCfg, clustered: bool) {
     let Ok(id) = EventId::new("demo/tick") else {
         return;
     };
@@ -84,7 +131,9 @@ async fn push_loop(server: sente::ServerHandle, cfg: FanoutCfg) {
         data.insert(Value::kw("t"), Value::Int(wire::now_us() as i64));
         data.insert(Value::kw("p"), Value::Str(pad.clone()));
         let event = Event::new(id.clone(), Value::Map(data));
-        let _ = if cfg.buffered {
+        let _ = if clustered {
+            server.broadcast_flush(event)
+        } else if cfg.buffered {
             server.send_many(&uids, event)
         } else {
             server.send_many_flush(&uids, event)

@@ -4,6 +4,8 @@
 //! * [`peers`]: raw-ws (the floor), socketioxide, sente-rs (plus socket.io for Node in
 //!   `bench/peers/socketio-node/`), all run as child processes by [`server::Server`].
 //! * [`suite`]: `all` (every scenario against every peer, alternating) and `smoke`.
+//! * [`cluster`]: fan-out over 1, 2, 3 server processes sharing a Redis or NATS backplane.
+//! * [`tap`]: counts a cluster's pub/sub messages and bytes.
 //! * [`knee`]: the highest fan-out rate each target sustains, raising the rate step by step.
 //! * [`report`] and [`charts`]: JSON, markdown and PNG output.
 //!
@@ -12,6 +14,7 @@
 pub mod ajax;
 pub mod charts;
 pub mod client;
+pub mod cluster;
 pub mod knee;
 pub mod net;
 pub mod peers;
@@ -21,6 +24,7 @@ pub mod scenario;
 pub mod server;
 pub mod stats;
 pub mod suite;
+pub mod tap;
 pub mod wire;
 pub mod ws;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sente_bench::client::Transport;
+use sente_bench::cluster::{self, ClusterOpts, ClusterTarget};
 use sente_bench::knee::{self, KneeOpts};
 use sente_bench::report::fmt_num;
 use sente_bench::scenario::{self, Endpoint, FanoutOpts, IdleOpts, Metrics, RrOpts, StormOpts};
@@ -198,6 +199,47 @@ enum Cmd {
         #[arg(long)]
         pin: bool,
     },
+    /// Fan-out over a cluster: N = 1, 2, 3 server processes sharing a backplane (sente-rs over
+    /// sente-redis and sente-nats, socketioxide over socketioxide-redis), clients round-robin
+    /// over the nodes, node 0 pushing; targets alternating; writes
+    /// `bench/results/<timestamp>-cluster.{json,md}`.
+    Cluster {
+        /// Targets.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sente-redis,sente-nats,sente-redis-ws,sente-nats-ws,socketioxide-redis"
+        )]
+        targets: Vec<ClusterTarget>,
+        /// Node counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        nodes: Vec<usize>,
+        /// WebSocket clients in all.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Pushes per second to every client.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Measured seconds of every trial.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Payload (event data) size in bytes.
+        #[arg(long, default_value_t = 100)]
+        bytes: usize,
+        /// Rounds (every node count against every target once per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Output directory.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+        out: PathBuf,
+        /// Pin the nodes to CPU 0 and the load tool to CPU 1.
+        #[arg(long)]
+        pin: bool,
+    },
     /// Every scenario at tiny sizes against sente-rs and raw-ws, and a two-step knee search;
     /// exits non-zero on failure.
     Smoke {
@@ -218,6 +260,19 @@ enum Cmd {
         /// Loopback address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
+        /// Join a cluster over this backplane (sente-rs: redis or nats; socketioxide: redis).
+        #[arg(long, value_enum)]
+        backplane: Option<peers::Backplane>,
+        /// The backplane's URL (default: Redis or NATS on 127.0.0.1, default port).
+        #[arg(long, requires = "backplane")]
+        backplane_url: Option<String>,
+        /// The cluster's name (sente: the channel/subject prefix; socketioxide-redis: the
+        /// channel prefix).
+        #[arg(long, default_value = "sente-load")]
+        cluster: String,
+        /// sente-rs: turn the backplane's Ajax mailboxes off (a WebSocket-only deployment).
+        #[arg(long, requires = "backplane")]
+        no_mailbox: bool,
     },
     /// Internal: a child process holding idle connections for `idle`.
     #[command(hide = true)]
@@ -406,6 +461,34 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             suite::write(&r, &out)?;
             println!("{}", sente_bench::report::markdown(&r));
         }
+        Cmd::Cluster {
+            targets,
+            nodes,
+            clients,
+            rate,
+            secs,
+            warmup,
+            bytes,
+            rounds,
+            out,
+            pin,
+        } => {
+            let o = ClusterOpts {
+                targets,
+                nodes,
+                clients,
+                rate,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(secs),
+                bytes,
+                rounds,
+                pin,
+                progress: true,
+            };
+            let r = cluster::run(&o, command).await?;
+            suite::write(&r, &out)?;
+            println!("{}", sente_bench::report::markdown(&r));
+        }
         Cmd::Smoke { out } => {
             let targets = vec![Target::SenteRs, Target::RawWs];
             let opts = SuiteOpts {
@@ -441,14 +524,30 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 .map_or_else(|| PathBuf::from("."), PathBuf::from);
             suite::write(&r, &dir)?;
         }
-        Cmd::Serve { peer, addr } => {
+        Cmd::Serve {
+            peer,
+            addr,
+            backplane,
+            backplane_url,
+            cluster,
+            no_mailbox,
+        } => {
             if !addr.ip().is_loopback() {
                 return Err(err("peers listen on loopback addresses only"));
             }
+            let cluster = backplane.map(|bp| peers::ClusterCfg {
+                backplane: bp,
+                url: backplane_url.unwrap_or_else(|| bp.default_url().to_owned()),
+                name: cluster,
+                mailbox: !no_mailbox,
+            });
             match peer {
+                Target::RawWs if cluster.is_some() => {
+                    return Err(err("raw-ws has no cluster backplane"));
+                }
                 Target::RawWs => peers::raw_ws::run(addr).await?,
-                Target::Socketioxide => peers::socketioxide::run(addr).await?,
-                Target::SenteRs => peers::sente_rs::run(addr).await?,
+                Target::Socketioxide => peers::socketioxide::run(addr, cluster).await?,
+                Target::SenteRs => peers::sente_rs::run(addr, cluster).await?,
                 Target::SocketioNode => {
                     return Err(err(
                         "run `node bench/peers/socketio-node/server.js --addr ...`",

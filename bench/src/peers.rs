@@ -18,6 +18,59 @@ pub mod sente_rs;
 #[path = "../peers/socketioxide.rs"]
 pub mod socketioxide;
 
+/// A cluster backplane a peer joins (`sente-load serve <peer> --backplane ...`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backplane {
+    /// Redis pub/sub: `sente-redis` for sente-rs, `socketioxide-redis` for socketioxide.
+    Redis,
+    /// NATS: `sente-nats` (sente-rs only; socketioxide has no NATS adapter).
+    Nats,
+}
+
+impl Backplane {
+    /// Name used in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backplane::Redis => "redis",
+            Backplane::Nats => "nats",
+        }
+    }
+
+    /// The engine's default URL on this machine.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Backplane::Redis => "redis://127.0.0.1:6379/",
+            Backplane::Nats => "nats://127.0.0.1:4222",
+        }
+    }
+
+    /// The engine's server process name (`/proc/<pid>/comm`), for its CPU time.
+    pub fn engine_comm(self) -> &'static str {
+        match self {
+            Backplane::Redis => "redis-server",
+            Backplane::Nats => "nats-server",
+        }
+    }
+}
+
+/// How a peer joins a cluster: the engine, its URL and the cluster's name (the channel or
+/// subject prefix, so that concurrent runs and stale nodes of earlier runs never mix).
+#[derive(Debug, Clone)]
+pub struct ClusterCfg {
+    /// The backplane.
+    pub backplane: Backplane,
+    /// The engine's URL.
+    pub url: String,
+    /// The cluster name (sente: `cluster`; socketioxide-redis: the channel prefix).
+    pub name: String,
+    /// sente-rs only: keep the Ajax mailboxes (the default of both sente backplanes); off for
+    /// a WebSocket-only deployment.
+    pub mailbox: bool,
+}
+
 /// The push loop's parameters, as the `fanout` control request carries them.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 pub struct FanoutCfg {

@@ -20,6 +20,18 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks())
 }
 
+/// The lowest pid whose `/proc/<pid>/comm` is `comm` (e.g. `redis-server`), if any runs.
+pub fn pid_by_comm(comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .min()
+}
+
 fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
@@ -91,5 +103,8 @@ mod tests {
         let pid = std::process::id();
         assert!(super::vm_rss_kib(pid).unwrap() > 0);
         assert!(super::cpu_seconds(pid).is_some());
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert!(super::pid_by_comm(comm.trim()).is_some());
+        assert_eq!(super::pid_by_comm("no-such-process-name"), None);
     }
 }

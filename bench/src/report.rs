@@ -96,12 +96,12 @@ pub struct Results {
 }
 
 impl Results {
-    /// File name stem of the run's outputs: the start time, plus `-knee` for a knee search.
+    /// File name stem of the run's outputs: the start time, plus `-knee` for a knee search
+    /// and `-cluster` for a cluster run.
     pub fn stem(&self) -> String {
-        if self.mode == "knee" {
-            format!("{}-knee", self.started)
-        } else {
-            self.started.clone()
+        match self.mode.as_str() {
+            "knee" | "cluster" => format!("{}-{}", self.started, self.mode),
+            _ => self.started.clone(),
         }
     }
 }

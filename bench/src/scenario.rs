@@ -35,42 +35,86 @@ pub struct Endpoint {
     pub pid: Option<u32>,
 }
 
-/// CPU seconds used by the server (if its pid is known) and by this tool at one moment.
+/// The processes whose CPU time a trial reads: the server processes (summed; one, or a
+/// cluster's nodes) and, separately, a backplane engine (redis-server, nats-server).
+#[derive(Debug, Clone, Default)]
+pub struct CpuPids {
+    /// Server processes; their CPU times are summed.
+    pub servers: Vec<u32>,
+    /// The backplane engine's process, if any.
+    pub engine: Option<u32>,
+    /// A tap counting the cluster's pub/sub messages, if any.
+    pub tap: Option<Arc<crate::tap::TapCounters>>,
+}
+
+impl From<Endpoint> for CpuPids {
+    fn from(ep: Endpoint) -> Self {
+        Self {
+            servers: ep.pid.into_iter().collect(),
+            engine: None,
+            tap: None,
+        }
+    }
+}
+
+/// CPU seconds used by the servers (if their pids are known), the engine and this tool at
+/// one moment.
 #[derive(Debug, Clone, Copy)]
 struct CpuWindow {
     server: Option<f64>,
+    engine: Option<f64>,
     tool: Option<f64>,
+    /// The tap's (messages, bytes).
+    tap: Option<(u64, u64)>,
 }
 
 impl CpuWindow {
-    fn read(ep: Endpoint) -> Self {
+    fn read(pids: &CpuPids) -> Self {
+        let server = if pids.servers.is_empty() {
+            None
+        } else {
+            pids.servers
+                .iter()
+                .map(|pid| procfs::cpu_seconds(*pid))
+                .sum::<Option<f64>>()
+        };
         Self {
-            server: ep.pid.and_then(procfs::cpu_seconds),
+            server,
+            engine: pids.engine.and_then(procfs::cpu_seconds),
             tool: procfs::cpu_seconds(std::process::id()),
+            tap: pids.tap.as_ref().map(|t| t.read()),
         }
     }
 
     /// Reads the CPU counters at `from` and at `to` (in a background task).
-    fn spawn(ep: Endpoint, from: Instant, to: Instant) -> tokio::task::JoinHandle<(Self, Self)> {
+    fn spawn(pids: CpuPids, from: Instant, to: Instant) -> tokio::task::JoinHandle<(Self, Self)> {
         tokio::spawn(async move {
             sleep_until(from).await;
-            let a = Self::read(ep);
+            let a = Self::read(&pids);
             sleep_until(to).await;
-            (a, Self::read(ep))
+            (a, Self::read(&pids))
         })
     }
 
-    /// Adds `server_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over `secs`; returns
-    /// the server's CPU seconds.
-    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> Option<f64> {
+    /// Adds `server_cpu_pct`, `engine_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over
+    /// `secs`; returns the servers' and the engine's CPU seconds.
+    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> (Option<f64>, Option<f64>) {
         let server = a.server.zip(b.server).map(|(x, y)| y - x);
         if let Some(cpu) = server {
             m.insert("server_cpu_pct".into(), 100.0 * cpu / secs);
         }
+        let engine = a.engine.zip(b.engine).map(|(x, y)| y - x);
+        if let Some(cpu) = engine {
+            m.insert("engine_cpu_pct".into(), 100.0 * cpu / secs);
+        }
         if let Some((x, y)) = a.tool.zip(b.tool) {
             m.insert("tool_cpu_pct".into(), 100.0 * (y - x) / secs);
         }
-        server
+        if let Some(((m0, b0), (m1, b1))) = a.tap.zip(b.tap) {
+            m.insert("backplane_msgs".into(), (m1 - m0) as f64);
+            m.insert("backplane_bytes".into(), (b1 - b0) as f64);
+        }
+        (server, engine)
     }
 }
 
@@ -94,13 +138,28 @@ const CONNECT_CONCURRENCY: usize = 128;
 /// Connects `n` clients (ids `0..n`, spread over source addresses) and completes their
 /// handshakes; fails if any of them fails.
 pub async fn connect_many(ep: Endpoint, transport: Transport, n: usize) -> Res<Vec<Conn>> {
+    connect_spread(&[ep.addr], ep.proto, transport, n).await
+}
+
+/// Like [`connect_many`], client `i` connecting to `addrs[i % addrs.len()]` (round-robin
+/// over a cluster's nodes).
+pub async fn connect_spread(
+    addrs: &[SocketAddr],
+    proto: Proto,
+    transport: Transport,
+    n: usize,
+) -> Res<Vec<Conn>> {
+    if addrs.is_empty() {
+        return Err(err("no server address to connect to"));
+    }
     let first_src = net::reserve_sources(n as u64);
     let results: Vec<Res<Conn>> = futures_util::stream::iter(0..n as u64)
         .map(|i| async move {
             let src = Some(net::source_ip(first_src, i));
+            let addr = addrs[(i % addrs.len() as u64) as usize];
             match timeout(
                 CONNECT_TIMEOUT,
-                Conn::connect(transport, ep.proto, ep.addr, src, i),
+                Conn::connect(transport, proto, addr, src, i),
             )
             .await
             {
@@ -156,7 +215,7 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + o.warmup;
     let end = measure_from + o.duration;
-    let cpu = CpuWindow::spawn(ep, measure_from, end);
+    let cpu = CpuWindow::spawn(ep.into(), measure_from, end);
     let mut set = JoinSet::new();
     for mut c in conns {
         set.spawn(async move {
@@ -201,7 +260,7 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     m.insert("p999_ms".into(), quantile_ms(&hist, 0.999));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    if let Some(cpu) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
+    if let (Some(cpu), _) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
         if !hist.is_empty() {
             m.insert(
                 "server_cpu_us_per_req".into(),
@@ -240,7 +299,18 @@ pub struct FanoutOpts {
 /// follow), or 2 s after the push loop's end: events from the window that have not arrived by
 /// then count as not delivered.
 pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
-    let mut conns = connect_many(ep, o.transport, o.clients).await?;
+    let conns = connect_many(ep, o.transport, o.clients).await?;
+    fanout_on(conns, o, ep.into()).await
+}
+
+/// The `fanout` scenario on clients already connected (to one server or spread over a
+/// cluster's nodes): `conns[0]` sends the control request, so its server runs the push loop.
+/// CPU is read from `pids`: `server_cpu_us_per_event` sums the server processes,
+/// `engine_cpu_us_per_event` is the backplane engine's.
+pub async fn fanout_on(mut conns: Vec<Conn>, o: FanoutOpts, pids: CpuPids) -> Res<Metrics> {
+    if conns.is_empty() {
+        return Err(err("fanout needs at least one client"));
+    }
     let run = o.warmup + o.duration + Duration::from_millis(100);
     timeout(
         REQUEST_TIMEOUT,
@@ -263,7 +333,7 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     // Events stamped in the window may still arrive a little later.
     let now = Instant::now();
     let stop_at = now + run + Duration::from_secs(2);
-    let cpu = CpuWindow::spawn(ep, now + o.warmup, now + o.warmup + o.duration);
+    let cpu = CpuWindow::spawn(pids, now + o.warmup, now + o.warmup + o.duration);
     let mut set = JoinSet::new();
     for mut c in conns {
         set.spawn(async move {
@@ -314,12 +384,29 @@ pub async fn fanout(ep: Endpoint, o: FanoutOpts) -> Res<Metrics> {
     m.insert("max_ms".into(), quantile_ms(&hist, 1.0));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    if let Some(cpu) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
-        if !hist.is_empty() {
+    let (server, engine) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    if !hist.is_empty() {
+        if let Some(cpu) = server {
             m.insert(
                 "server_cpu_us_per_event".into(),
                 cpu * 1e6 / hist.len() as f64,
             );
+        }
+        if let Some(cpu) = engine {
+            m.insert(
+                "engine_cpu_us_per_event".into(),
+                cpu * 1e6 / hist.len() as f64,
+            );
+        }
+    }
+    // Per push: the push loop's nominal pushes inside the window.
+    let pushes = f64::from(o.rate) * o.duration.as_secs_f64();
+    for (total, per) in [
+        ("backplane_msgs", "backplane_msgs_per_push"),
+        ("backplane_bytes", "backplane_bytes_per_push"),
+    ] {
+        if let Some(v) = m.get(total).copied() {
+            m.insert(per.into(), v / pushes);
         }
     }
     Ok(m)

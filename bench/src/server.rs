@@ -126,6 +126,17 @@ impl Server {
     /// Starts `target` listening on `addr` (port 0 picks a free port), optionally pinned
     /// to the CPUs in `pin` (a taskset list such as `0`).
     pub async fn spawn(target: Target, addr: SocketAddr, pin: Option<&str>) -> Res<Self> {
+        Self::spawn_with(target, addr, pin, &[]).await
+    }
+
+    /// [`Server::spawn`] with extra arguments for `sente-load serve` (e.g. `--backplane
+    /// redis --cluster NAME`; not for socketio-node).
+    pub async fn spawn_with(
+        target: Target,
+        addr: SocketAddr,
+        pin: Option<&str>,
+        extra: &[String],
+    ) -> Res<Self> {
         if !addr.ip().is_loopback() {
             return Err(err("peers listen on loopback addresses only"));
         }
@@ -140,6 +151,7 @@ impl Server {
             ),
         };
         args.extend(["--addr".to_owned(), addr.to_string()]);
+        args.extend(extra.iter().cloned());
         let mut cmd = if let Some(cpus) = pin {
             let mut c = Command::new("taskset");
             c.arg("-c").arg(cpus).arg(&program).args(&args);

@@ -71,7 +71,7 @@ pub struct Case {
     pub rounds: usize,
 }
 
-fn col(metric: &str, label: &str, higher_is_better: bool, ratio: bool) -> Column {
+pub(crate) fn col(metric: &str, label: &str, higher_is_better: bool, ratio: bool) -> Column {
     Column {
         metric: metric.into(),
         label: label.into(),

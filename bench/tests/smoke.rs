@@ -43,3 +43,79 @@ fn smoke_mode_passes() {
         "unexpected output:\n{out}"
     );
 }
+
+/// Whether something accepts TCP connections at `addr` (else the cluster smoke is skipped).
+fn reachable(addr: &str) -> bool {
+    addr.parse()
+        .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// `sente-load cluster` at tiny sizes (2 nodes, 20 clients, 10 pushes/s, 1 s) on every
+/// cluster target (its default targets): every push reaches every client through the backplane. Needs Redis on
+/// 127.0.0.1:6379 and NATS on 127.0.0.1:4222 (skipped with a message otherwise); a few
+/// seconds.
+#[test]
+fn cluster_smoke_delivers_everything() {
+    if !reachable("127.0.0.1:6379") || !reachable("127.0.0.1:4222") {
+        eprintln!("skipped: Redis (127.0.0.1:6379) or NATS (127.0.0.1:4222) is not reachable");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sente-load-cluster-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_sente-load"))
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--clients",
+            "20",
+            "--rate",
+            "10",
+            "--secs",
+            "1",
+            "--warmup",
+            "0.5",
+            "--rounds",
+            "1",
+            "--out",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sente-load cluster");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sente-load cluster failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = std::fs::read_dir(&dir)
+        .expect("results directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-cluster.json"))
+        .expect("a -cluster.json result");
+    let r: sente_bench::report::Results =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read results"))
+            .expect("parse results");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        r.trials.len(),
+        sente_bench::cluster::ClusterTarget::ALL.len(),
+        "one trial per target:\n{text}"
+    );
+    for t in &r.trials {
+        assert!(t.error.is_none(), "{} failed: {:?}", t.target, t.error);
+        let share = t.metrics.get("delivered_ratio").copied().unwrap_or(0.0);
+        assert!(
+            share >= 0.9,
+            "{} delivered {share} of the pushes:\n{text}",
+            t.target
+        );
+        assert!(
+            t.metrics.contains_key("server_cpu_us_per_event"),
+            "{}: no server CPU",
+            t.target
+        );
+    }
+}
