@@ -265,7 +265,7 @@ async fn measure_recovery_after_outages() {
             Client::builder(server.url())
                 .kind(Kind::Ws)
                 .csrf_token(CSRF_TOKEN)
-                .param("uid", &format!("r{i}"))
+                .param("uid", format!("r{i}"))
                 .connect()
                 .unwrap()
         })
