@@ -103,6 +103,7 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         registry.wake(uid.clone(), cid.clone(), conn);
     }
     let _live = registry.live();
+    let _held = registry.meters().ajax_poll();
     let _guard = PollGuard {
         registry: registry.clone(),
         uid,
@@ -111,7 +112,10 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     };
     match rx.await {
         Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
-            Ok(p) => packed(p),
+            Ok(p) => {
+                registry.meters().events_out(b.len());
+                packed(p)
+            }
             Err(e) => {
                 registry.count_dropped_push(&e, b.len());
                 envelope(&*packer, message::ajax_reply(None), max)
@@ -320,6 +324,7 @@ where
         let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
         return envelope(&*a.packer, answer, max);
     };
+    shell.registry().meters().event_in();
     let mut msg = EventMsg {
         event,
         uid: a.uid,
@@ -344,7 +349,7 @@ where
         );
     };
     let (tx, rx) = oneshot::channel();
-    msg.reply = Some(Reply::ajax(tx));
+    msg.reply = Some(Reply::ajax(tx).timed(shell.registry().meters().clone()));
     if shell.dispatcher.submit(msg).is_err() {
         return busy();
     }

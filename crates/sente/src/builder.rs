@@ -61,6 +61,7 @@ pub struct Builder {
     backplane: Option<Arc<dyn Backplane>>,
     handler: Option<Arc<dyn Dispatch>>,
     shutdown: ShutdownTiming,
+    recent_rejections: usize,
 }
 
 impl Server {
@@ -88,6 +89,7 @@ impl Default for Builder {
             backplane: None,
             handler: None,
             shutdown: ShutdownTiming::default(),
+            recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
         }
     }
 }
@@ -340,6 +342,22 @@ impl Builder {
         self
     }
 
+    /// How many refused requests [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections)
+    /// keeps (default 64; 0 keeps none, they are still counted in
+    /// [`Stats::rejected_requests`](crate::Stats::rejected_requests)).
+    pub fn recent_rejections(mut self, capacity: usize) -> Self {
+        self.recent_rejections = capacity;
+        self
+    }
+
+    /// Records the uid (what `user_id_fn` says) of each refused request in the recent
+    /// rejections (default: off, a refused request's uid is not kept). `user_id_fn` then runs
+    /// on refused requests too.
+    pub fn record_rejected_uids(mut self, on: bool) -> Self {
+        self.guard.record_rejected_uids = on;
+        self
+    }
+
     /// The backplane that carries pushes, closes and presence to every node (default: a
     /// [`LocalBackplane`], for a single node). A cluster backplane (`sente-redis`,
     /// `sente-nats`) may also decide `chsk/uidport-open` / `-close` for the cluster (fired on
@@ -406,7 +424,8 @@ impl Builder {
             lp_timeout: Duration::from_millis(self.core.lp_timeout_ms),
             ..self.timing
         };
-        let registry = Registry::start(self.core, backplane, packer.clone());
+        let meters = Arc::new(crate::meters::Meters::new(self.recent_rejections));
+        let registry = Registry::start(self.core, backplane, packer.clone(), meters);
         let handle = ServerHandle::new(registry.clone(), self.shutdown);
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());
         let d = Arc::downgrade(&dispatcher);

@@ -132,6 +132,8 @@ pub(crate) struct Guard {
     pub(crate) bad_origin_fn: RespFn,
     pub(crate) reject_fn: Option<RejectFn>,
     pub(crate) handshake_data_fn: ValueFn,
+    /// Whether refused requests' uids are kept in the recent rejections.
+    pub(crate) record_rejected_uids: bool,
 }
 
 impl Default for Guard {
@@ -156,6 +158,7 @@ impl Default for Guard {
             bad_origin_fn: Arc::new(|_: &ChskRequest| text_response(403, "Unauthorized origin")),
             reject_fn: None,
             handshake_data_fn: Arc::new(|_: &ChskRequest| Value::Nil),
+            record_rejected_uids: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `connected-uids`): push to users, close them, watch who is connected, shut down. Every push
 //! and close goes through the backplane, so it reaches the clients on every node.
 
+use crate::meters::RejectedRequest;
 use crate::registry::{ConnectedUids, Registry, Stats};
 use sente_proto::backplane::BackplaneMsg;
 use sente_proto::server::message::{self, Push};
@@ -216,9 +217,17 @@ impl ServerHandle {
         self.registry.limits()
     }
 
-    /// What the server dropped so far.
+    /// This node's counters and gauges: drops, open connections, events in and out, reply
+    /// latencies, refused requests (see [`Stats`]). Atomic loads: cheap.
     pub fn stats(&self) -> Stats {
         self.registry.stats()
+    }
+
+    /// The requests this node refused lately, oldest first (at most
+    /// [`Builder::recent_rejections`](crate::Builder::recent_rejections), default 64): why,
+    /// when, over which transport, the path and `Origin` (never the query, body or cookies).
+    pub fn recent_rejections(&self) -> Vec<RejectedRequest> {
+        self.registry.meters().recent_rejections()
     }
 
     /// Shuts this server down: new connections and requests get `503`, every client is closed

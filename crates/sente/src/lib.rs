@@ -14,6 +14,9 @@
 //!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
 //!   several nodes can share the work; [`ServerHandle::shutdown`] closes clients and drains.
 //! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
+//! - [`ServerHandle::stats`] (connections, events in and out, reply latency, drops, refusals)
+//!   and [`ServerHandle::recent_rejections`]; [`admin::AdminPage`] shows them live in a page
+//!   with charts (mount it behind your own authentication).
 //!
 //! The packer is chosen per connection by the `packer` query parameter (`edn`, `transit`,
 //! `json`, `msgpack`); without it the server's default (edn) is used, as in Sente.
@@ -78,9 +81,10 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response, framing, serve | request | guard, registry | handle | msg |
-// dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue | builder.
+// params, origin, outbox, packers, response, framing, serve, meters | request | guard, registry | handle | msg |
+// dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue | builder, admin.
 pub mod adapter;
+pub mod admin;
 mod ajax;
 #[cfg(feature = "axum")]
 mod axum_glue;
@@ -90,6 +94,7 @@ mod dispatch;
 mod framing;
 mod guard;
 mod handle;
+mod meters;
 mod msg;
 mod origin;
 mod outbox;
@@ -122,6 +127,7 @@ pub use builder::{BuildError, Builder};
 pub use dispatch::{Budget, Concurrency, Dispatch};
 pub use guard::{AntiForgeryToken, CsrfToken, HookResponse, Rejection, UserId};
 pub use handle::{ServerHandle, WeakServerHandle};
+pub use meters::{LatencyHistogram, RejectedRequest};
 pub use msg::{EventMsg, Reply};
 pub use origin::{AllowedHosts, AllowedOrigins};
 pub use registry::{ConnectedUids, Stats};

@@ -1,6 +1,7 @@
 //! What handlers receive: [`EventMsg`] and its [`Reply`].
 
 use crate::handle::ServerHandle;
+use crate::meters::Meters;
 use crate::outbox::{Out, Outbox};
 use crate::request::ChskRequest;
 use sente_proto::server::{Transport, message};
@@ -86,6 +87,8 @@ impl EventMsg {
 #[derive(Debug)]
 pub struct Reply {
     inner: ReplyInner,
+    /// When the event arrived, and where its reply's latency is counted.
+    timer: Option<(std::time::Instant, Arc<Meters>)>,
 }
 
 #[derive(Debug)]
@@ -147,19 +150,31 @@ impl Reply {
     pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value) -> Self {
         Reply {
             inner: ReplyInner::Ws { outbox, cb },
+            timer: None,
         }
     }
 
     pub(crate) fn ajax(tx: oneshot::Sender<Value>) -> Self {
         Reply {
             inner: ReplyInner::Ajax { tx },
+            timer: None,
         }
+    }
+
+    /// Counts this reply's latency (from now, the event's arrival) in `meters` when it is sent.
+    pub(crate) fn timed(mut self, meters: Arc<Meters>) -> Self {
+        self.timer = Some((std::time::Instant::now(), meters));
+        self
     }
 
     /// Sends the reply. Returns `false` when the connection or request is already gone (or
     /// the reply was already answered `:chsk/error` because its handler failed).
     pub fn send(self, value: impl Into<Value>) -> bool {
-        self.inner.send(value.into())
+        let sent = self.inner.send(value.into());
+        if sent && let Some((since, meters)) = &self.timer {
+            meters.reply(*since);
+        }
+        sent
     }
 
     /// Whether this reply goes over a WebSocket.

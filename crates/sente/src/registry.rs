@@ -7,6 +7,7 @@
 //! mailboxes ([`Backplane::mailbox`]), held polls are answered from the mailbox (the wake
 //! tasks below).
 
+use crate::meters::Meters;
 use crate::outbox::Outbox;
 use crate::request::ChskRequest;
 use sente_proto::backplane::{
@@ -38,10 +39,27 @@ pub struct ConnectedUids {
     pub any: HashSet<Uid>,
 }
 
-/// Counters of what the server dropped (each drop is also logged with `tracing::warn!`).
+/// The server's counters and gauges, for this node ([`ServerHandle::stats`](crate::ServerHandle::stats)):
+/// what it dropped (each drop is also logged with `tracing::warn!`), its open connections,
+/// the events in and out, the reply latencies and the refused requests. Cheap to read (atomics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// WebSocket connections open now.
+    pub ws_connections: usize,
+    /// Ajax long-polls held now (an Ajax client between two polls is not counted).
+    pub ajax_polls: usize,
+    /// Events received from clients (WebSocket frames and Ajax POSTs carrying an event).
+    pub events_in: u64,
+    /// Pushed events delivered to clients, counted once per client (a broadcast to 10
+    /// clients counts 10).
+    pub events_out: u64,
+    /// Replies sent (to events that asked for one), with the time from the event's arrival to
+    /// its reply.
+    pub replies: crate::meters::LatencyHistogram,
+    /// Requests refused by the guard (CSRF, Origin, Host, `reject_fn`, `authorized_fn`) or for a
+    /// missing client id or an unknown packer (see [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections)).
+    pub rejected_requests: u64,
     /// Server-synthesized events (uidport) dropped because their client's queue was full.
     pub dropped_system_events: u64,
     /// Pushed events dropped because a batch could not be packed within the message limit.
@@ -102,6 +120,7 @@ pub(crate) struct Registry {
     dropped_system: AtomicU64,
     dropped_push: AtomicU64,
     dropped_clients: AtomicU64,
+    meters: Arc<Meters>,
 }
 
 impl Drop for Registry {
@@ -116,6 +135,7 @@ impl Registry {
         cfg: CoreConfig,
         backplane: Arc<dyn Backplane>,
         packer: Arc<dyn Packer>,
+        meters: Arc<Meters>,
     ) -> Arc<Registry> {
         let driver = Arc::new(Notify::new());
         let mailbox = backplane.mailbox();
@@ -156,6 +176,7 @@ impl Registry {
             dropped_system: AtomicU64::new(0),
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
+            meters,
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -267,7 +288,10 @@ impl Registry {
         for action in core.take_actions() {
             match action {
                 Action::WsDeliver { conn, batch, seq } => {
-                    conn.push_batch(batch, seq);
+                    let n = batch.len();
+                    if conn.push_batch(batch, seq) {
+                        self.meters.events_out(n);
+                    }
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
                 Action::AjaxAnswer {
@@ -431,8 +455,19 @@ impl Registry {
         self.dropped_system.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn meters(&self) -> &Arc<Meters> {
+        &self.meters
+    }
+
     pub(crate) fn stats(&self) -> Stats {
+        let m = &self.meters;
         Stats {
+            ws_connections: m.ws_connections(),
+            ajax_polls: m.ajax_polls(),
+            events_in: m.events_in_total(),
+            events_out: m.events_out_total(),
+            replies: m.latency(),
+            rejected_requests: m.rejected_total(),
             dropped_system_events: self.dropped_system.load(Ordering::Relaxed),
             dropped_push_events: self.dropped_push.load(Ordering::Relaxed),
             dropped_clients: self.dropped_clients.load(Ordering::Relaxed),

@@ -6,7 +6,7 @@ use crate::ajax;
 use crate::cors::Cors;
 use crate::params::Params;
 use crate::response::{ChskBody, plain, reject};
-use crate::shell::Shell;
+use crate::shell::{Shell, Via};
 use crate::ws::{self, Upgrade};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -178,7 +178,8 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     };
     // Read before the request is kept: it drops the headers that only describe the handshake.
     let ws_key = ws::handshake_key(&parts);
-    let admitted = match shell.admit(parts, params) {
+    let via = if ws { Via::Ws } else { Via::AjaxGet };
+    let admitted = match shell.admit(parts, params, via) {
         Ok(a) => a,
         Err(r) => return *r,
     };

@@ -2,8 +2,9 @@
 //! server handle) and the transports' timing. Built once by [`crate::Builder`].
 
 use crate::dispatch::Dispatcher;
-use crate::guard::{CsrfCheck, Guard};
+use crate::guard::{CsrfCheck, Guard, HookResponse, Rejection};
 use crate::handle::ServerHandle;
+use crate::meters::{self, RejectedRequest};
 use crate::packers::Packers;
 use crate::params::Params;
 use crate::registry::Registry;
@@ -123,7 +124,83 @@ fn missing_client_id() -> Box<Response<ChskBody>> {
     ))
 }
 
+/// Which request a rejection refused (for [`RejectedRequest::transport`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    Ws,
+    AjaxGet,
+    AjaxPost,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Ws => "ws",
+            Via::AjaxGet => "ajax-get",
+            Via::AjaxPost => "ajax-post",
+        }
+    }
+}
+
 impl Shell {
+    /// Keeps a refused request in the recent rejections (redacted: see [`RejectedRequest`]).
+    fn note(
+        &self,
+        via: Via,
+        reason: &'static str,
+        resp: &Response<ChskBody>,
+        head: (&http::Method, &http::Uri, &http::HeaderMap),
+        uid: Option<String>,
+    ) {
+        let (method, uri, headers) = head;
+        let origin = headers
+            .get(http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        self.registry().meters().rejected(RejectedRequest {
+            at_ms: 0,
+            reason,
+            status: resp.status().as_u16(),
+            transport: via.as_str(),
+            detail: meters::detail(method, uri.path(), origin),
+            uid,
+        });
+    }
+
+    /// A request the guard refused: noted, then answered.
+    fn refuse(
+        &self,
+        via: Via,
+        req: &ChskRequest,
+        refusal: (Rejection, HookResponse),
+    ) -> Box<Response<ChskBody>> {
+        let uid = self
+            .guard
+            .record_rejected_uids
+            .then(|| (self.guard.user_id_fn)(req).to_string());
+        let reason = refusal.0.as_str();
+        let resp = refused(refusal);
+        self.note(
+            via,
+            reason,
+            &resp,
+            (req.method(), req.uri(), req.headers()),
+            uid,
+        );
+        Box::new(resp)
+    }
+
+    /// A request refused before the guard (no client id, unknown packer): noted, then answered.
+    fn refuse_early(
+        &self,
+        via: Via,
+        reason: &'static str,
+        head: (&http::Method, &http::Uri, &http::HeaderMap),
+        resp: Box<Response<ChskBody>>,
+    ) -> Box<Response<ChskBody>> {
+        self.note(via, reason, &resp, head, None);
+        resp
+    }
+
     fn resolve_packer(&self, params: &Params) -> Result<Arc<dyn Packer>, Box<Response<ChskBody>>> {
         self.packers.resolve(params.get("packer")).map_err(|e| {
             Box::new(reject(
@@ -140,11 +217,15 @@ impl Shell {
         &self,
         parts: http::request::Parts,
         params: Params,
+        via: Via,
     ) -> Result<Admitted, Box<Response<ChskBody>>> {
+        let head = (&parts.method, &parts.uri, &parts.headers);
         let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
-            return Err(missing_client_id());
+            return Err(self.refuse_early(via, "missing client-id", head, missing_client_id()));
         };
-        let packer = self.resolve_packer(&params)?;
+        let packer = self
+            .resolve_packer(&params)
+            .map_err(|r| self.refuse_early(via, "unknown packer", head, r))?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(&params);
         let request = Arc::new(ChskRequest::new(
@@ -156,7 +237,7 @@ impl Shell {
         let uid = self
             .guard
             .admit(&request)
-            .map_err(|r| Box::new(refused(*r)))?;
+            .map_err(|r| self.refuse(via, &request, *r))?;
         Ok(Admitted {
             request,
             uid,
@@ -175,19 +256,28 @@ impl Shell {
         parts: http::request::Parts,
         query: Params,
     ) -> Result<HeadAdmitted, Box<Response<ChskBody>>> {
+        let head = (&parts.method, &parts.uri, &parts.headers);
         let client_id = match query.get("client-id") {
-            Some(c) => Some(ClientId::new(c).map_err(|_| missing_client_id())?),
+            Some(c) => Some(ClientId::new(c).map_err(|_| {
+                self.refuse_early(
+                    Via::AjaxPost,
+                    "missing client-id",
+                    head,
+                    missing_client_id(),
+                )
+            })?),
             None => None,
         };
         if query.has("packer") {
-            self.resolve_packer(&query)?;
+            self.resolve_packer(&query)
+                .map_err(|r| self.refuse_early(Via::AjaxPost, "unknown packer", head, r))?;
         }
         let exts = requested_extensions(&query);
         let request = ChskRequest::new(parts, query, client_id, exts);
         let csrf = self
             .guard
             .admit_head(&request, true)
-            .map_err(|r| Box::new(refused(*r)))?;
+            .map_err(|r| self.refuse(Via::AjaxPost, &request, *r))?;
         Ok(HeadAdmitted { request, csrf })
     }
 
@@ -201,17 +291,25 @@ impl Shell {
         let HeadAdmitted { mut request, csrf } = head;
         request.add_form(form);
         let params = request.params_inner();
+        let head = (request.method(), request.uri(), request.headers());
         let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
-            return Err(missing_client_id());
+            return Err(self.refuse_early(
+                Via::AjaxPost,
+                "missing client-id",
+                head,
+                missing_client_id(),
+            ));
         };
-        let packer = self.resolve_packer(params)?;
+        let packer = self
+            .resolve_packer(params)
+            .map_err(|r| self.refuse_early(Via::AjaxPost, "unknown packer", head, r))?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(params);
         request.set_client(client_id.clone(), exts);
         let uid = self
             .guard
             .admit_rest(&request, csrf)
-            .map_err(|r| Box::new(refused(*r)))?;
+            .map_err(|r| self.refuse(Via::AjaxPost, &request, *r))?;
         Ok(Admitted {
             request: Arc::new(request),
             uid,

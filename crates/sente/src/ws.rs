@@ -3,6 +3,7 @@
 
 use crate::dispatch::InlineRunner;
 use crate::framing::FrameBoundedIo;
+use crate::meters::Gauge;
 use crate::msg::{EventMsg, Reply};
 use crate::outbox::{Out, Outbox};
 use crate::registry::{ConnCtx, LiveGuard};
@@ -161,6 +162,8 @@ pub(crate) struct WsConn {
     pub(crate) handshake: PackedBytes,
     /// Counts the connection for a shutdown's wait.
     pub(crate) _live: LiveGuard,
+    /// Counts the connection in [`Stats::ws_connections`](crate::Stats::ws_connections).
+    pub(crate) _open: Gauge,
 }
 
 /// `400` for a malformed upgrade, naming the WebSocket version the server speaks.
@@ -239,6 +242,7 @@ pub(crate) fn accept(
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let task = WsConn {
         _live: registry.live(),
+        _open: registry.meters().ws_open(),
         shell,
         uid,
         client_id,
@@ -576,6 +580,8 @@ impl WsConn {
             self.outbox.push_reply(Out::Reply(Box::new(answer)));
         }
         let Some(event) = inbound.event else { return };
+        let meters = self.shell.registry().meters();
+        meters.event_in();
         inline.offer(EventMsg {
             event,
             uid: self.uid.clone(),
@@ -583,7 +589,7 @@ impl WsConn {
             transport: Transport::Ws,
             reply: inbound
                 .reply_to
-                .map(|cb| Reply::ws(self.outbox.clone(), cb)),
+                .map(|cb| Reply::ws(self.outbox.clone(), cb).timed(meters.clone())),
             request: self.request.clone(),
             server: self.shell.server().clone(),
         });
