@@ -27,6 +27,10 @@
 //! land on any node (round-robin behind a proxy, no sticky sessions: see `nginx/` and the
 //! README). The rate limit is shared too. Every response carries `x-chat-node: <addr>`, and the
 //! `demo/node` request answers `{:node "<addr>"}` from the node that holds the connection.
+//!
+//! The admin page ([`sente::admin`]) is mounted at `/admin`, behind the app's own check: only
+//! the user signed in under the admin name (`--admin-name`, default `admin`) sees it, others get
+//! 403. (A demo: in the chat anybody may take a free name, so a real app checks a role.)
 
 use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -138,6 +142,7 @@ async fn main() -> Result<(), BoxError> {
         .route("/logout", post(logout))
         .with_state(http.clone())
         .merge(server.router("/chsk"))
+        .merge(admin_routes(&server, args.admin_name.clone()))
         .layer(middleware::from_fn_with_state(http, identify))
         .layer(sessions)
         .layer(middleware::map_response(move |mut resp: Response| {
@@ -162,11 +167,39 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The admin page ([`sente::admin`]) at `/admin` (and its `/admin/snapshot.json`), for the user
+/// signed in as `admin_name` only: the route itself has no auth, this layer is the check (the
+/// `UserId` extension is the session's signed-in name, put there by [`identify`]).
+fn admin_routes(server: &Server, admin_name: String) -> axum::Router {
+    let admin = Arc::new(Uid::from(admin_name));
+    sente::admin::AdminPage::new(server.handle())
+        .router("/admin")
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let admin = admin.clone();
+            async move {
+                let is_admin = req
+                    .extensions()
+                    .get::<UserId>()
+                    .is_some_and(|u| u.0 == *admin);
+                if !is_admin {
+                    return (
+                        StatusCode::FORBIDDEN,
+                        "Forbidden: the admin page is for the admin user (sign in as the admin name)",
+                    )
+                        .into_response();
+                }
+                next.run(req).await
+            }
+        }))
+}
+
 /// The command line.
 struct Args {
     addr: SocketAddr,
     engine: Engine,
     cluster: String,
+    /// The name whose user may open `/admin`.
+    admin_name: String,
 }
 
 /// Where the backplane and the shared state are.
@@ -180,11 +213,13 @@ enum Engine {
 }
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL | --nats URL] [--cluster NAME]
+            [--admin-name NAME]
   --addr     where to listen (default 127.0.0.1:3000)
   --redis    a node of a cluster over Redis, e.g. redis://127.0.0.1:6379
   --nats     a node of a cluster over NATS (JetStream on), e.g. nats://127.0.0.1:4222
   --cluster  the cluster's name: its backplane channel, keys or KV bucket (default chat;
-             letters, digits, - and _)";
+             letters, digits, - and _)
+  --admin-name  the user (signed-in name) who may open /admin, the admin page (default admin)";
 
 /// Parses the command line (see [`USAGE`]).
 fn parse_args() -> Result<Args, BoxError> {
@@ -193,6 +228,7 @@ fn parse_args() -> Result<Args, BoxError> {
         addr: "127.0.0.1:3000".parse()?,
         engine: Engine::Memory,
         cluster: "chat".to_owned(),
+        admin_name: "admin".to_owned(),
     };
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
@@ -210,6 +246,7 @@ fn parse_args() -> Result<Args, BoxError> {
                 };
             }
             "--cluster" => out.cluster = value("a name")?,
+            "--admin-name" => out.admin_name = value("a name")?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
