@@ -114,10 +114,13 @@ test('the admin page: 403 for others; connections, uids, rates, latency and reje
     assert.equal(await text('rejected-total'), '2');
     assert.doesNotMatch(await page.getByTestId('rejections').textContent(), /wrong|csrf-token/);
 
-    // Another user connects: the page follows.
-    await join(carolCtx, demo.url, 'carol');
+    // Another user connects, over Ajax: the page follows.
+    await join(carolCtx, demo.url, 'carol', '?type=ajax');
     await eventually(async () => (await text('uids-count')) === '4', 'four uids after carol joined');
-    await eventually(async () => (await text('ws-count')) === '4', 'four WebSockets');
+    await eventually(async () => (await text('uids-ajax')) === '1', 'one uid over Ajax');
+    await eventually(async () => (await text('ajax-count')) === '1', 'carol\'s poll held');
+    assert.equal(await text('ws-count'), '3');
+    assert.equal(await text('uids-ws'), '3');
     assert.deepEqual((await uids()).sort(), ['admin', 'alice', 'bob', 'carol']);
 
     // Let the charts fill a little, then the screenshot for the docs.
