@@ -110,14 +110,19 @@ impl AdminPage {
     pub fn snapshot(&self) -> Snapshot {
         let stats = self.server.stats();
         let (uids_ws, uids_ajax, uids_any, mut uids) = {
+            // The watch's lock is held only while the uids are copied out.
             let connected = self.server.connected_uids();
             let c = connected.borrow();
-            let mut all: Vec<String> = c.any.iter().map(ToString::to_string).collect();
-            all.sort_unstable();
+            let all: Vec<String> = c.any.iter().map(ToString::to_string).collect();
             (c.ws.len(), c.ajax.len(), c.any.len(), all)
         };
         let more_uids = uids.len().saturating_sub(self.max_uids);
+        // The first `max_uids` in order, without sorting the rest.
+        if more_uids > 0 && self.max_uids > 0 {
+            uids.select_nth_unstable(self.max_uids - 1);
+        }
         uids.truncate(self.max_uids);
+        uids.sort_unstable();
         Snapshot {
             at_ms: u64::try_from(
                 SystemTime::now()
