@@ -158,7 +158,8 @@ fn push(server: &TestServer, body: &str) -> Result<String, String> {
     Ok(format!("pushed {}", data.len()))
 }
 
-/// The controls of one server behind its proxy: `/drop`, `/refuse-ws`, `/blackhole`, `/push`.
+/// The controls of one server behind its proxy: `/drop`, `/refuse-ws`, `/blackhole`, `/push`
+/// (readable from any origin: the browser tests call them).
 fn proxy_app(server: Arc<TestServer>) -> axum::Router {
     use axum::http::StatusCode;
     let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server);
@@ -200,6 +201,15 @@ fn proxy_app(server: Arc<TestServer>) -> axum::Router {
                 async move { push(&server, &body).map_err(|e| (StatusCode::BAD_REQUEST, e)) }
             }),
         )
+        .layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    axum::http::HeaderValue::from_static("*"),
+                );
+                response
+            },
+        ))
 }
 
 fn control_app(server: Arc<TestServer>) -> axum::Router {
