@@ -143,6 +143,13 @@ export interface ChskState {
   readonly udtNextReconnect: number | null;
   /** True only in the state produced by the very first open transition. */
   readonly firstOpen: boolean;
+  /**
+   * Resume (sente-rs extension, option `resume`): after a WebSocket reconnect from a known
+   * position, `true` when every push missed while disconnected was delivered (in order, once),
+   * `false` when some may be lost (refetch what matters). Undefined on the first connection,
+   * over Ajax, with `resume: false`, or with a server that does not resume (Sente).
+   */
+  readonly recovered?: boolean;
 }
 
 export interface WebSocketLike {
@@ -199,6 +206,13 @@ export interface ChannelSocketOptions {
   requestTimeoutMs?: number;
   /** Connect on creation (on the next microtask). Default true. */
   autoConnect?: boolean;
+  /**
+   * Resume after a WebSocket reconnect (sente-rs extension; a Sente server ignores it): the
+   * client numbers the pushes it received and asks the server for the ones it missed, which
+   * arrive before anything newer, each once; `state.recovered` tells whether that worked.
+   * Default true.
+   */
+  resume?: boolean;
   /**
    * Extra HTTP headers (e.g. `Origin` in Node), sent on Ajax requests and on the WebSocket
    * handshake. For the handshake the constructor is called as `new WebSocket(url, [], { headers })`,
