@@ -72,6 +72,8 @@ export interface Packer {
 
 /** Full-jitter backoff: attempt 1 -> 0 ms; attempt n -> random in [0, min(capMs, 1000 * 2^n)). */
 export function fullJitterBackoff(attempt: number, capMs?: number): number;
+/** The default backoff: attempts 2..10 random in [0, 2 s); then full jitter from 4 s up to capMs. */
+export function fastFirstBackoff(attempt: number, capMs?: number): number;
 
 export type TransportType = "auto" | "ws" | "ajax";
 
@@ -185,7 +187,7 @@ export interface ChannelSocketOptions {
   wsKaliveMs?: number;
   /** How long to wait for the "pong" before reconnecting. Default 5000. */
   wsPingTimeoutMs?: number;
-  /** Reconnect delay for attempt n (default fullJitterBackoff). The result is capped at backoffCapMs. */
+  /** Reconnect delay for attempt n (default fastFirstBackoff). The result is capped at backoffCapMs. */
   backoff?: (attempt: number, capMs: number) => number;
   /** Default 30000. */
   backoffCapMs?: number;
@@ -312,6 +314,8 @@ export class ChannelSocket {
   disconnect(): void;
   /** Close and connect again (e.g. after login/logout); optionally switch the transport type. */
   reconnect(opts?: { type?: TransportType }): void;
+  /** While waiting to reconnect, try now (also done on `online` and when the tab becomes visible). */
+  retryNow(): void;
 }
 
 /** Create a channel socket. `path` may be a full URL ("http://host:port/chsk"). */

@@ -116,6 +116,11 @@ const JSON_PACKER = {
 export const fullJitterBackoff = (attempt, capMs = 30000) =>
   attempt <= 1 ? 0 : Math.floor(Math.random() * Math.min(capMs, 1000 * 2 ** Math.min(attempt, 40)));
 
+/** The default (the Rust client's `Backoff::FastFirst`): attempts 2..10 random in [0, 2 s), so a
+ *  short outage is bridged fast; then full jitter from 4 s up to the cap. */
+export const fastFirstBackoff = (attempt, capMs = 30000) =>
+  attempt <= 10 ? (attempt <= 1 ? 0 : Math.floor(Math.random() * 2000)) : fullJitterBackoff(attempt - 9, capMs);
+
 // ---------------------------------------------------------------------------------------------
 // Channel socket
 
@@ -329,8 +334,25 @@ export class ChannelSocket {
     else this._closed("unexpected");
   }
 
+  /** While waiting to reconnect, try now (done by itself on the browser's `online` event and
+   *  when the tab becomes visible). No-op when connected, connecting or disconnected. */
+  retryNow() {
+    if (this._active && !this._conn) {
+      clearTimeout(this._retryT);
+      this._set({ udtNextReconnect: null });
+      this._start();
+    }
+  }
+
   /** Start connecting (no-op while already connected or connecting). */
   connect() {
+    if (!this._sig) {
+      // Bring a pending reconnect forward when the network or the tab comes back.
+      const retry = () => globalThis.document?.visibilityState != "hidden" && this.retryNow();
+      globalThis.addEventListener?.("online", retry);
+      globalThis.document?.addEventListener?.("visibilitychange", retry);
+      this._sig = retry;
+    }
     if (this._active && this._conn) return;
     this._active = true;
     this._stopped = false;
@@ -388,7 +410,7 @@ export class ChannelSocket {
     this._conn = null;
     const o = this.opts;
     this._attempt = rejected ? Math.max(this._attempt + 1, REJECTED_ATTEMPT) : this._attempt + 1;
-    let ms = Math.min(o.backoffCapMs, (o.backoff || fullJitterBackoff)(this._attempt, o.backoffCapMs));
+    let ms = Math.min(o.backoffCapMs, (o.backoff || fastFirstBackoff)(this._attempt, o.backoffCapMs));
     if (rejected) ms = Math.max(ms, REJECTED_MIN_MS);
     clearTimeout(this._retryT);
     this._set({ udtNextReconnect: now() + ms });
