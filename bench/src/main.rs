@@ -131,6 +131,9 @@ enum Cmd {
         /// Pin the server to these CPUs.
         #[arg(long)]
         pin: Option<String>,
+        /// The clients' reconnect backoff.
+        #[arg(long, value_enum, default_value = "sente")]
+        backoff: scenario::StormBackoff,
     },
     /// Every scenario against every target, alternating targets; writes
     /// `bench/results/<timestamp>.{json,md}` and PNG charts.
@@ -392,12 +395,14 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             clients,
             timeout,
             pin,
+            backoff,
         } => {
             check_available(target).await.map_err(err)?;
             let o = StormOpts {
                 clients,
                 timeout: Duration::from_secs_f64(timeout),
                 pin,
+                backoff,
             };
             let m = scenario::storm(target, &o).await?;
             print_metrics(&format!("storm-{clients} {}", target.name()), &m);
