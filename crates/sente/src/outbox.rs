@@ -116,6 +116,11 @@ impl Outbox {
         }
     }
 
+    /// How many events are queued.
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().events
+    }
+
     pub(crate) fn overflowed(&self) -> bool {
         self.lock().overflow
     }

@@ -38,7 +38,9 @@ pub struct ConnectedUids {
     pub any: HashSet<Uid>,
 }
 
-/// Counters of what the server dropped (each drop is also logged with `tracing::warn!`).
+/// Counters of what the server dropped (each drop is also logged with `tracing::warn!`). The
+/// same counts as the metrics `sente_dropped_events_total` and
+/// `sente_slow_consumer_disconnects_total{cause="queue-full"}` (see [`crate::metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -46,7 +48,8 @@ pub struct Stats {
     pub dropped_system_events: u64,
     /// Pushed events dropped because a batch could not be packed within the message limit.
     pub dropped_push_events: u64,
-    /// Clients dropped because too many pushes were waiting for them.
+    /// Clients dropped because too many pushes were waiting for them (a WebSocket whose send
+    /// queue overflowed, or a client over `max_pending_events_per_client` in the core).
     pub dropped_clients: u64,
 }
 
@@ -102,6 +105,8 @@ pub(crate) struct Registry {
     dropped_system: AtomicU64,
     dropped_push: AtomicU64,
     dropped_clients: AtomicU64,
+    /// The most events queued for one WebSocket so far.
+    pending_max: AtomicUsize,
 }
 
 impl Drop for Registry {
@@ -154,6 +159,7 @@ impl Registry {
             dropped_system: AtomicU64::new(0),
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
+            pending_max: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -324,7 +330,7 @@ impl Registry {
                     client_id,
                     transport,
                 } => {
-                    self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                    self.count_dropped_client(transport);
                     tracing::warn!(%uid, %client_id, transport = transport.as_str(),
                         "client dropped: too many pushes waiting for it");
                 }
@@ -422,11 +428,28 @@ impl Registry {
     pub(crate) fn count_dropped_push(&self, e: &sente_proto::PackError, events: usize) {
         self.dropped_push
             .fetch_add(events as u64, Ordering::Relaxed);
+        crate::metrics::dropped_events("push", events as u64);
         tracing::warn!(error = %e, events, "pushed batch could not be packed; dropped");
     }
 
     pub(crate) fn count_dropped_system(&self) {
         self.dropped_system.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::dropped_events("system", 1);
+    }
+
+    /// A client dropped because too many pushes were waiting for it.
+    pub(crate) fn count_dropped_client(&self, transport: Transport) {
+        self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::slow_consumer(transport, "queue-full");
+    }
+
+    /// A WebSocket's send queue reached `n` events: a new high-water mark is reported.
+    pub(crate) fn pending_sends(&self, n: usize) {
+        if n > self.pending_max.load(Ordering::Relaxed)
+            && self.pending_max.fetch_max(n, Ordering::Relaxed) < n
+        {
+            crate::metrics::pending_max(n);
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
