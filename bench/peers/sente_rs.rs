@@ -39,8 +39,15 @@ fn cfg_from(v: &Value) -> FanoutCfg {
     }
 }
 
-/// Runs the server on `addr` until the process is killed.
-pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
+/// Runs the server on `addr` until the process is killed. With `metrics`, a Prometheus
+/// recorder is installed first and its text format is served at `/metrics` (target
+/// `sente-rs-metrics`).
+pub async fn run(addr: SocketAddr, metrics: bool) -> std::io::Result<()> {
+    let prometheus = if metrics {
+        Some(sente::metrics::prometheus().map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
     let router = Router::new()
         .on("demo/echo", |msg: EventMsg| async move {
             // The data moves into the reply (socketioxide's handler owns its data too).
@@ -61,7 +68,10 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
         .handler(router)
         .build()
         .map_err(std::io::Error::other)?;
-    let app = server.router("/chsk");
+    let mut app = server.router("/chsk");
+    if let Some(p) = prometheus {
+        app = app.route_service("/metrics", p.service());
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     crate::peers::announce(listener.local_addr()?);
     axum::serve(listener, app).await

@@ -448,7 +448,8 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             match peer {
                 Target::RawWs => peers::raw_ws::run(addr).await?,
                 Target::Socketioxide => peers::socketioxide::run(addr).await?,
-                Target::SenteRs => peers::sente_rs::run(addr).await?,
+                Target::SenteRs => peers::sente_rs::run(addr, false).await?,
+                Target::SenteRsMetrics => peers::sente_rs::run(addr, true).await?,
                 Target::SocketioNode => {
                     return Err(err(
                         "run `node bench/peers/socketio-node/server.js --addr ...`",

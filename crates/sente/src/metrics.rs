@@ -40,11 +40,13 @@ pub mod names {
     pub const BYTES_IN: &str = "sente_received_bytes_total";
     /// Counter: bytes of the messages to clients, by `transport` and `packer`.
     pub const BYTES_OUT: &str = "sente_sent_bytes_total";
-    /// Histogram: events per pushed batch delivered, by `transport`.
+    /// Histogram: events per pushed batch (once per batch, however many clients it reaches),
+    /// by `transport`.
     pub const BATCH_SIZE: &str = "sente_batch_size";
     /// Histogram: seconds from an event's arrival to its reply, by `transport`.
     pub const REPLY_SECONDS: &str = "sente_reply_seconds";
-    /// Histogram: events queued for a WebSocket when its task starts writing.
+    /// Histogram: the most events queued at once for a WebSocket, per connection (recorded when
+    /// it closes).
     pub const PENDING_SENDS: &str = "sente_pending_sends";
     /// Gauge: the most events ever queued for one WebSocket (high-water mark).
     pub const PENDING_SENDS_MAX: &str = "sente_pending_sends_max";
@@ -153,6 +155,11 @@ pub(crate) fn dropped_events(kind: &'static str, n: u64) {
     counter!(names::DROPPED_EVENTS, "kind" => kind).increment(n);
 }
 
+/// The `sente_batch_size` histogram of a transport.
+pub(crate) fn batch_sizes(transport: Transport) -> Histogram {
+    histogram!(names::BATCH_SIZE, "transport" => transport.as_str())
+}
+
 /// A new high-water mark of one WebSocket's send queue.
 pub(crate) fn pending_max(n: usize) {
     gauge!(names::PENDING_SENDS_MAX).set(n as f64);
@@ -166,7 +173,6 @@ pub(crate) struct ConnMetrics {
     pub(crate) events_out: Counter,
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
-    pub(crate) batch: Histogram,
     pub(crate) pending: Histogram,
     pub(crate) reply: Histogram,
 }
@@ -179,7 +185,6 @@ impl ConnMetrics {
             events_out: counter!(names::EVENTS_OUT, "transport" => t, "packer" => packer),
             bytes_in: counter!(names::BYTES_IN, "transport" => t, "packer" => packer),
             bytes_out: counter!(names::BYTES_OUT, "transport" => t, "packer" => packer),
-            batch: histogram!(names::BATCH_SIZE, "transport" => t),
             pending: histogram!(names::PENDING_SENDS),
             reply: histogram!(names::REPLY_SECONDS, "transport" => t),
         }
@@ -188,7 +193,6 @@ impl ConnMetrics {
     /// A pushed batch of `events` goes out.
     pub(crate) fn batch_sent(&self, events: usize) {
         self.events_out.increment(events as u64);
-        self.batch.record(events as f64);
     }
 
     /// A timer for the reply of an event arriving now.

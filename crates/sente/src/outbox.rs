@@ -93,15 +93,17 @@ impl Outbox {
         self.push(Out::Close(reason), 0);
     }
 
-    pub(crate) fn pop(&self) -> Option<Out> {
+    /// The next item, and how many events were queued before it was taken.
+    pub(crate) fn pop(&self) -> Option<(Out, usize)> {
         let mut q = self.lock();
+        let queued = q.events;
         let out = q.items.pop_front()?;
         q.events -= match &out {
             Out::Batch(b) => b.len(),
             Out::Reply(_) => 1,
             Out::Close(_) => 0,
         };
-        Some(out)
+        Some((out, queued))
     }
 
     /// Ready when something is queued (or the queue overflowed).
@@ -114,11 +116,6 @@ impl Outbox {
         } else {
             Poll::Ready(())
         }
-    }
-
-    /// How many events are queued.
-    pub(crate) fn pending(&self) -> usize {
-        self.lock().events
     }
 
     pub(crate) fn overflowed(&self) -> bool {

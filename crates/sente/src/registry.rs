@@ -107,6 +107,8 @@ pub(crate) struct Registry {
     dropped_clients: AtomicU64,
     /// The most events queued for one WebSocket so far.
     pending_max: AtomicUsize,
+    /// `sente_batch_size` of WebSocket and Ajax batches.
+    batch_sizes: (::metrics::Histogram, ::metrics::Histogram),
 }
 
 impl Drop for Registry {
@@ -160,6 +162,10 @@ impl Registry {
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
             pending_max: AtomicUsize::new(0),
+            batch_sizes: (
+                crate::metrics::batch_sizes(Transport::Ws),
+                crate::metrics::batch_sizes(Transport::Ajax),
+            ),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -268,9 +274,19 @@ impl Registry {
     }
 
     fn execute(&self, core: &mut ServerCore, now: u64) {
+        // `sente_batch_size` counts a batch once, however many clients it goes to (a batch
+        // flushed to several uids at once is one `Arc`, delivered in consecutive actions).
+        let mut last_batch: *const PushBatch = std::ptr::null();
+        let mut sample = |b: &Arc<PushBatch>, h: &::metrics::Histogram| {
+            if !std::ptr::eq(Arc::as_ptr(b), last_batch) {
+                last_batch = Arc::as_ptr(b);
+                h.record(b.len() as f64);
+            }
+        };
         for action in core.take_actions() {
             match action {
                 Action::WsDeliver { conn, batch } => {
+                    sample(&batch, &self.batch_sizes.0);
                     conn.push_batch(batch);
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
@@ -281,6 +297,9 @@ impl Registry {
                     responder,
                     answer,
                 } => {
+                    if let PollAnswer::Batch(b) = &answer {
+                        sample(b, &self.batch_sizes.1);
+                    }
                     if let Err(answer) = responder.send(answer) {
                         match (&self.mailbox, answer) {
                             (Some(mb), PollAnswer::Batch(b)) => {

@@ -162,6 +162,8 @@ pub(crate) struct WsConn {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) handshake: PackedBytes,
     pub(crate) metrics: ConnMetrics,
+    /// The most events queued at once so far (`sente_pending_sends`).
+    pub(crate) peak: usize,
     /// Counts the connection in `sente_connections` while it lives.
     pub(crate) _open: Open,
     /// Counts the connection for a shutdown's wait.
@@ -249,6 +251,7 @@ pub(crate) fn accept(
         outbox,
         handshake,
         metrics: ConnMetrics::new(Transport::Ws, packer_name),
+        peak: 0,
         _open: Open::new(Transport::Ws),
     };
     on_upgrade.start(task);
@@ -345,6 +348,7 @@ impl WsConn {
     }
 
     pub(crate) fn closed(&self, _reason: &'static str) {
+        self.metrics.pending.record(self.peak as f64);
         self.outbox.set_gone();
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
         self.shell
@@ -454,12 +458,11 @@ impl WsConn {
         loop {
             // Write everything queued, in order, in as few syscalls as the write buffer allows.
             let mut fed = false;
-            let pending = self.outbox.pending();
-            if pending > 0 {
-                self.metrics.pending.record(pending as f64);
-                registry.pending_sends(pending);
-            }
-            while let Some(out) = self.outbox.pop() {
+            while let Some((out, queued)) = self.outbox.pop() {
+                if queued > self.peak {
+                    self.peak = queued;
+                    registry.pending_sends(queued);
+                }
                 let packed = match out {
                     Out::Batch(b) => match b.packed(&*self.packer, max) {
                         Ok(p) => {
