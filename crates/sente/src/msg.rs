@@ -94,7 +94,8 @@ enum ReplyInner {
     Ws {
         outbox: Arc<Outbox>,
         cb: Value,
-        timer: ReplyTimer,
+        /// When the event arrived (the connection's task records the reply's latency).
+        since: std::time::Instant,
     },
     Ajax {
         tx: oneshot::Sender<Value>,
@@ -107,13 +108,10 @@ enum ReplyInner {
 impl ReplyInner {
     fn send(self, value: Value) -> bool {
         match self {
-            ReplyInner::Ws { outbox, cb, timer } => {
-                let sent = outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value, cb))));
-                if sent {
-                    timer.done();
-                }
-                sent
-            }
+            ReplyInner::Ws { outbox, cb, since } => outbox.push_reply(Out::Reply(
+                Box::new(message::ws_reply(value, cb)),
+                Some(since),
+            )),
             ReplyInner::Ajax { tx, timer } => {
                 let sent = tx.send(value).is_ok();
                 if sent {
@@ -157,9 +155,9 @@ impl ReplyGuard {
 }
 
 impl Reply {
-    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value, timer: ReplyTimer) -> Self {
+    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value, since: std::time::Instant) -> Self {
         Reply {
-            inner: ReplyInner::Ws { outbox, cb, timer },
+            inner: ReplyInner::Ws { outbox, cb, since },
         }
     }
 

@@ -12,7 +12,8 @@ use std::task::{Context, Poll};
 #[derive(Debug)]
 pub(crate) enum Out {
     Batch(Arc<PushBatch>),
-    Reply(Box<Envelope>),
+    /// A reply (with when its event arrived, for `sente_reply_seconds`) or a pong.
+    Reply(Box<Envelope>, Option<std::time::Instant>),
     Close(&'static str),
 }
 
@@ -100,7 +101,7 @@ impl Outbox {
         let out = q.items.pop_front()?;
         q.events -= match &out {
             Out::Batch(b) => b.len(),
-            Out::Reply(_) => 1,
+            Out::Reply(..) => 1,
             Out::Close(_) => 0,
         };
         Some((out, queued))

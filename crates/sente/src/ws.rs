@@ -475,9 +475,12 @@ impl WsConn {
                             continue;
                         }
                     },
-                    Out::Reply(env) => match message::pack(*env, &*self.packer, max) {
+                    Out::Reply(env, since) => match message::pack(*env, &*self.packer, max) {
                         Ok(p) => {
-                            self.metrics.events_out.increment(1);
+                            if let Some(since) = since {
+                                self.metrics.events_out.increment(1);
+                                self.metrics.reply.record(since.elapsed().as_secs_f64());
+                            }
                             p
                         }
                         Err(e) => {
@@ -601,7 +604,7 @@ impl WsConn {
             .await
             .unwrap_or_else(|| message::undecodable(&fallback, binary));
         if let Some(answer) = inbound.answer {
-            self.outbox.push_reply(Out::Reply(Box::new(answer)));
+            self.outbox.push_reply(Out::Reply(Box::new(answer), None));
         }
         self.metrics.bytes_in.increment(len as u64);
         let Some(event) = inbound.event else { return };
@@ -616,7 +619,7 @@ impl WsConn {
             transport: Transport::Ws,
             reply: inbound
                 .reply_to
-                .map(|cb| Reply::ws(self.outbox.clone(), cb, self.metrics.reply_timer())),
+                .map(|cb| Reply::ws(self.outbox.clone(), cb, std::time::Instant::now())),
             request: self.request.clone(),
             server: self.shell.server().clone(),
         });
