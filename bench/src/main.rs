@@ -552,7 +552,8 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 }
                 Target::RawWs => peers::raw_ws::run(addr).await?,
                 Target::Socketioxide => peers::socketioxide::run(addr, cluster).await?,
-                Target::SenteRs => peers::sente_rs::run(addr, cluster).await?,
+                Target::SenteRs => peers::sente_rs::run(addr, cluster, false).await?,
+                Target::SenteRsMetrics => peers::sente_rs::run(addr, cluster, true).await?,
                 Target::SocketioNode => {
                     return Err(err(
                         "run `node bench/peers/socketio-node/server.js --addr ...`",

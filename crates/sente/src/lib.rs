@@ -78,7 +78,7 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response, framing, serve | request | guard, registry | handle | msg |
+// metrics | params, origin, outbox, packers, response, framing, serve | request | guard, registry | handle | msg |
 // dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue | builder.
 pub mod adapter;
 mod ajax;
@@ -90,6 +90,7 @@ mod dispatch;
 mod framing;
 mod guard;
 mod handle;
+pub mod metrics;
 mod msg;
 mod origin;
 mod outbox;

@@ -1,6 +1,7 @@
 //! What handlers receive: [`EventMsg`] and its [`Reply`].
 
 use crate::handle::ServerHandle;
+use crate::metrics::ReplyTimer;
 use crate::outbox::{Out, Outbox};
 use crate::request::ChskRequest;
 use sente_proto::server::{Transport, message};
@@ -93,9 +94,12 @@ enum ReplyInner {
     Ws {
         outbox: Arc<Outbox>,
         cb: Value,
+        /// When the event arrived (the connection's task records the reply's latency).
+        since: std::time::Instant,
     },
     Ajax {
         tx: oneshot::Sender<Value>,
+        timer: ReplyTimer,
     },
     /// Shared with a [`ReplyGuard`], which answers it `:chsk/error` if the handler fails.
     Guarded(Arc<Mutex<Option<ReplyInner>>>),
@@ -104,10 +108,17 @@ enum ReplyInner {
 impl ReplyInner {
     fn send(self, value: Value) -> bool {
         match self {
-            ReplyInner::Ws { outbox, cb } => {
-                outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value, cb))))
+            ReplyInner::Ws { outbox, cb, since } => outbox.push_reply(Out::Reply(
+                Box::new(message::ws_reply(value, cb)),
+                Some(since),
+            )),
+            ReplyInner::Ajax { tx, timer } => {
+                let sent = tx.send(value).is_ok();
+                if sent {
+                    timer.done();
+                }
+                sent
             }
-            ReplyInner::Ajax { tx } => tx.send(value).is_ok(),
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
         }
     }
@@ -144,15 +155,15 @@ impl ReplyGuard {
 }
 
 impl Reply {
-    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value) -> Self {
+    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value, since: std::time::Instant) -> Self {
         Reply {
-            inner: ReplyInner::Ws { outbox, cb },
+            inner: ReplyInner::Ws { outbox, cb, since },
         }
     }
 
-    pub(crate) fn ajax(tx: oneshot::Sender<Value>) -> Self {
+    pub(crate) fn ajax(tx: oneshot::Sender<Value>, timer: ReplyTimer) -> Self {
         Reply {
-            inner: ReplyInner::Ajax { tx },
+            inner: ReplyInner::Ajax { tx, timer },
         }
     }
 
