@@ -6,9 +6,9 @@
 # transcripts (the test kit's `sente-replay-server`), then the package as users get it (npm pack,
 # install the tarball, import it, type-check against it) and the size budget of the core.
 # The servers are the test kit's `sente-test-server`: default, WS-refusing, 16 KiB-limited,
-# origin-restricted and unit-test servers plus a control endpoint. test/cluster.test.js starts
-# three `sente-cluster-node` processes over a redis-server of its own, behind that binary's
-# round-robin proxy.
+# origin-restricted, unit-test and small-replay-window servers plus a control endpoint.
+# test/cluster.test.js starts three `sente-cluster-node` processes over a redis-server of its
+# own, behind that binary's round-robin proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p sente-test-kit --bin sente-test-server --bin sente-replay-server --bin sente-cluster-node
@@ -32,8 +32,9 @@ npm run -s typecheck
 SENTE_URL="$(field url)" SENTE_CSRF_TOKEN="$(field csrf_token)" \
   SENTE_REFUSE_WS_URL="$(field refuse_ws_url)" SENTE_SMALL_URL="$(field small_url)" \
   SENTE_ORIGIN_URL="$(field origin_url)" SENTE_CONTROL_URL="$(field control_url)" \
-  SENTE_UNIT_URL="$(field unit_url)" SENTE_SCENARIOS="$scenarios" \
+  SENTE_UNIT_URL="$(field unit_url)" SENTE_WINDOW_URL="$(field window_url)" \
+  SENTE_SCENARIOS="$scenarios" \
   SENTE_REPLAY_SERVER="$replay_bin" SENTE_CLUSTER_NODE="$cluster_bin" \
   npm test
 npm run -s pack-check
-node tools/size.js --budget 6144
+node tools/size.js --budget 6656

@@ -34,6 +34,7 @@ export SENTE_TEST_URL="$(field url)"
 export SENTE_TEST_REFUSE_WS_URL="$(field refuse_ws_url)"
 export SENTE_TEST_SMALL_URL="$(field small_url)"
 export SENTE_TEST_CONTROL_URL="$(field control_url)"
+export SENTE_TEST_UNIT_URL="$(field unit_url)"
 echo "test servers: $line"
 
 # The transcript replays (tests/wasm/replay.rs) start their replays through a control server.

@@ -81,9 +81,19 @@ async fn join(cluster: &ClusterCfg) -> std::io::Result<Arc<dyn sente_proto::back
 }
 
 /// Runs the server on `addr` until the process is killed; with `cluster`, as one node of
-/// that cluster.
-pub async fn run(addr: SocketAddr, cluster: Option<ClusterCfg>) -> std::io::Result<()> {
+/// that cluster. With `metrics`, a Prometheus recorder is installed first and its text format
+/// is served at `/metrics` (target `sente-rs-metrics`).
+pub async fn run(
+    addr: SocketAddr,
+    cluster: Option<ClusterCfg>,
+    metrics: bool,
+) -> std::io::Result<()> {
     let clustered = cluster.is_some();
+    let prometheus = if metrics {
+        Some(sente::metrics::prometheus().map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
     let router = Router::new()
         .on("demo/echo", |msg: EventMsg| async move {
             // The data moves into the reply (socketioxide's handler owns its data too).
@@ -108,7 +118,10 @@ pub async fn run(addr: SocketAddr, cluster: Option<ClusterCfg>) -> std::io::Resu
         .handler(router)
         .build()
         .map_err(std::io::Error::other)?;
-    let app = server.router("/chsk");
+    let mut app = server.router("/chsk");
+    if let Some(p) = prometheus {
+        app = app.route_service("/metrics", p.service());
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     crate::peers::announce(listener.local_addr()?);
     axum::serve(listener, app).await

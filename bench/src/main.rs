@@ -131,6 +131,9 @@ enum Cmd {
         /// Pin the server to these CPUs.
         #[arg(long)]
         pin: Option<String>,
+        /// The clients' reconnect backoff.
+        #[arg(long, value_enum, default_value = "sente")]
+        backoff: scenario::StormBackoff,
     },
     /// Every scenario against every target, alternating targets; writes
     /// `bench/results/<timestamp>.{json,md}` and PNG charts.
@@ -392,12 +395,14 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             clients,
             timeout,
             pin,
+            backoff,
         } => {
             check_available(target).await.map_err(err)?;
             let o = StormOpts {
                 clients,
                 timeout: Duration::from_secs_f64(timeout),
                 pin,
+                backoff,
             };
             let m = scenario::storm(target, &o).await?;
             print_metrics(&format!("storm-{clients} {}", target.name()), &m);
@@ -547,7 +552,8 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 }
                 Target::RawWs => peers::raw_ws::run(addr).await?,
                 Target::Socketioxide => peers::socketioxide::run(addr, cluster).await?,
-                Target::SenteRs => peers::sente_rs::run(addr, cluster).await?,
+                Target::SenteRs => peers::sente_rs::run(addr, cluster, false).await?,
+                Target::SenteRsMetrics => peers::sente_rs::run(addr, cluster, true).await?,
                 Target::SocketioNode => {
                     return Err(err(
                         "run `node bench/peers/socketio-node/server.js --addr ...`",

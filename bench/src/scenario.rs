@@ -563,6 +563,41 @@ pub struct StormOpts {
     pub timeout: Duration,
     /// taskset CPU list for the server, if pinned.
     pub pin: Option<String>,
+    /// The clients' reconnect backoff.
+    pub backoff: StormBackoff,
+}
+
+/// The reconnect backoff of the storm's clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StormBackoff {
+    /// Sente's (see [`backoff`]): what every peer is measured with.
+    #[default]
+    Sente,
+    /// The sente-rs clients' default (`sente_proto::client::Backoff::default()`: fast first
+    /// attempts under 2 s, then full jitter up to 30 s).
+    SenteRs,
+}
+
+impl StormBackoff {
+    fn delay(self, attempt: u32, rng: &mut u64) -> Duration {
+        match self {
+            StormBackoff::Sente => backoff(attempt, rng),
+            StormBackoff::SenteRs => {
+                let unit = xorshift_unit(rng);
+                Duration::from_millis(
+                    sente_proto::client::Backoff::default().delay_ms(attempt, unit),
+                )
+            }
+        }
+    }
+}
+
+/// The next uniform number in `[0, 1)` of a xorshift64 generator.
+fn xorshift_unit(rng: &mut u64) -> f64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    (*rng >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[derive(Default)]
@@ -582,11 +617,7 @@ pub fn backoff(attempt: u32, rng: &mut u64) -> Duration {
     if attempt <= 1 {
         return Duration::ZERO;
     }
-    // xorshift64
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = xorshift_unit(rng);
     let base = 2f64.powi(attempt.min(30) as i32 - 1);
     Duration::from_secs_f64((base + unit * base).min(10.0))
 }
@@ -597,6 +628,7 @@ async fn storm_client(
     src: std::net::Ipv4Addr,
     idx: u64,
     st: Arc<StormState>,
+    policy: StormBackoff,
 ) {
     let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (idx + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let mut attempt = 0u32;
@@ -631,7 +663,7 @@ async fn storm_client(
             }
         }
         attempt += 1;
-        sleep(backoff(attempt, &mut rng)).await;
+        sleep(policy.delay(attempt, &mut rng)).await;
     }
 }
 
@@ -653,6 +685,7 @@ pub async fn storm(target: Target, o: &StormOpts) -> Res<Metrics> {
             net::source_ip(first_src, i),
             i,
             st,
+            o.backoff,
         ));
         if i % 64 == 63 {
             tokio::task::yield_now().await;

@@ -23,6 +23,9 @@ use crate::{Res, err, procfs};
 pub enum Target {
     /// Our server (crates/sente) with the json packer.
     SenteRs,
+    /// The same with a Prometheus recorder installed and its route mounted (the cost of
+    /// metrics: `all --targets sente-rs,sente-rs-metrics`). Not in `all`'s default targets.
+    SenteRsMetrics,
     /// Raw WebSocket echo on tokio-tungstenite, tuned: the floor.
     RawWs,
     /// socketioxide 0.18 on axum.
@@ -44,6 +47,7 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::SenteRs => "sente-rs",
+            Target::SenteRsMetrics => "sente-rs-metrics",
             Target::RawWs => "raw-ws",
             Target::Socketioxide => "socketioxide",
             Target::SocketioNode => "socketio-node",
@@ -53,7 +57,7 @@ impl Target {
     /// The wire protocol this target speaks.
     pub fn proto(self) -> Proto {
         match self {
-            Target::SenteRs => Proto::Sente,
+            Target::SenteRs | Target::SenteRsMetrics => Proto::Sente,
             Target::RawWs => Proto::Raw,
             Target::Socketioxide | Target::SocketioNode => Proto::SocketIo,
         }

@@ -199,6 +199,7 @@ fn storm_case(clients: usize, timeout: f64, rounds: usize) -> Case {
             clients,
             timeout: secs(timeout),
             pin: None,
+            backoff: scenario::StormBackoff::Sente,
         }),
         rounds,
     }

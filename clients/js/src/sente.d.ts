@@ -72,6 +72,8 @@ export interface Packer {
 
 /** Full-jitter backoff: attempt 1 -> 0 ms; attempt n -> random in [0, min(capMs, 1000 * 2^n)). */
 export function fullJitterBackoff(attempt: number, capMs?: number): number;
+/** The default backoff: attempts 2..10 random in [0, 2 s); then full jitter from 4 s up to capMs. */
+export function fastFirstBackoff(attempt: number, capMs?: number): number;
 
 export type TransportType = "auto" | "ws" | "ajax";
 
@@ -143,6 +145,13 @@ export interface ChskState {
   readonly udtNextReconnect: number | null;
   /** True only in the state produced by the very first open transition. */
   readonly firstOpen: boolean;
+  /**
+   * Resume (sente-rs extension, option `resume`): after a WebSocket reconnect from a known
+   * position, `true` when every push missed while disconnected was delivered (in order, once),
+   * `false` when some may be lost (refetch what matters). Undefined on the first connection,
+   * over Ajax, with `resume: false`, or with a server that does not resume (Sente).
+   */
+  readonly recovered?: boolean;
 }
 
 export interface WebSocketLike {
@@ -178,7 +187,7 @@ export interface ChannelSocketOptions {
   wsKaliveMs?: number;
   /** How long to wait for the "pong" before reconnecting. Default 5000. */
   wsPingTimeoutMs?: number;
-  /** Reconnect delay for attempt n (default fullJitterBackoff). The result is capped at backoffCapMs. */
+  /** Reconnect delay for attempt n (default fastFirstBackoff). The result is capped at backoffCapMs. */
   backoff?: (attempt: number, capMs: number) => number;
   /** Default 30000. */
   backoffCapMs?: number;
@@ -199,6 +208,13 @@ export interface ChannelSocketOptions {
   requestTimeoutMs?: number;
   /** Connect on creation (on the next microtask). Default true. */
   autoConnect?: boolean;
+  /**
+   * Resume after a WebSocket reconnect (sente-rs extension; a Sente server ignores it): the
+   * client numbers the pushes it received and asks the server for the ones it missed, which
+   * arrive before anything newer, each once; `state.recovered` tells whether that worked.
+   * Default true.
+   */
+  resume?: boolean;
   /**
    * Extra HTTP headers (e.g. `Origin` in Node), sent on Ajax requests and on the WebSocket
    * handshake. For the handshake the constructor is called as `new WebSocket(url, [], { headers })`,
@@ -298,6 +314,8 @@ export class ChannelSocket {
   disconnect(): void;
   /** Close and connect again (e.g. after login/logout); optionally switch the transport type. */
   reconnect(opts?: { type?: TransportType }): void;
+  /** While waiting to reconnect, try now (also done on `online` and when the tab becomes visible). */
+  retryNow(): void;
 }
 
 /** Create a channel socket. `path` may be a full URL ("http://host:port/chsk"). */

@@ -116,6 +116,11 @@ const JSON_PACKER = {
 export const fullJitterBackoff = (attempt, capMs = 30000) =>
   attempt <= 1 ? 0 : Math.floor(Math.random() * Math.min(capMs, 1000 * 2 ** Math.min(attempt, 40)));
 
+/** The default (the Rust client's `Backoff::FastFirst`): attempts 2..10 random in [0, 2 s), so a
+ *  short outage is bridged fast; then full jitter from 4 s up to the cap. */
+export const fastFirstBackoff = (attempt, capMs = 30000) =>
+  attempt <= 10 ? (attempt <= 1 ? 0 : Math.floor(Math.random() * 2000)) : fullJitterBackoff(attempt - 9, capMs);
+
 // ---------------------------------------------------------------------------------------------
 // Channel socket
 
@@ -181,6 +186,7 @@ export class ChannelSocket {
       requestTimeoutMs: 10000,
       credentials: "include",
       autoConnect: true,
+      resume: true,
       ...opts,
     });
     const p = (this._p = o.packer == "json" ? JSON_PACKER : o.packer);
@@ -328,8 +334,25 @@ export class ChannelSocket {
     else this._closed("unexpected");
   }
 
+  /** While waiting to reconnect, try now (done by itself on the browser's `online` event and
+   *  when the tab becomes visible). No-op when connected, connecting or disconnected. */
+  retryNow() {
+    if (this._active && !this._conn) {
+      clearTimeout(this._retryT);
+      this._set({ udtNextReconnect: null });
+      this._start();
+    }
+  }
+
   /** Start connecting (no-op while already connected or connecting). */
   connect() {
+    if (!this._sig) {
+      // Bring a pending reconnect forward when the network or the tab comes back.
+      const retry = () => globalThis.document?.visibilityState != "hidden" && this.retryNow();
+      globalThis.addEventListener?.("online", retry);
+      globalThis.document?.addEventListener?.("visibilitychange", retry);
+      this._sig = retry;
+    }
     if (this._active && this._conn) return;
     this._active = true;
     this._stopped = false;
@@ -387,7 +410,7 @@ export class ChannelSocket {
     this._conn = null;
     const o = this.opts;
     this._attempt = rejected ? Math.max(this._attempt + 1, REJECTED_ATTEMPT) : this._attempt + 1;
-    let ms = Math.min(o.backoffCapMs, (o.backoff || fullJitterBackoff)(this._attempt, o.backoffCapMs));
+    let ms = Math.min(o.backoffCapMs, (o.backoff || fastFirstBackoff)(this._attempt, o.backoffCapMs));
     if (rejected) ms = Math.max(ms, REJECTED_MIN_MS);
     clearTimeout(this._retryT);
     this._set({ udtNextReconnect: now() + ms });
@@ -423,8 +446,18 @@ export class ChannelSocket {
     } catch {}
   }
 
+  // With `resume` on: `resume=` (first connection) or `resume=<epoch>:<seq>` (the position).
   _wsUrl() {
-    return this._wsBase + this._query([...this._params(), ["client-id", this.clientId], ["csrf-token", this._token()]]);
+    const r = this._pos;
+    return (
+      this._wsBase +
+      this._query([
+        ...this._params(),
+        ["client-id", this.clientId],
+        ["csrf-token", this._token()],
+        ["resume", this.opts.resume ? (r ? r.join(":") : "") : null],
+      ])
+    );
   }
 
   // -------------------------------------------------------------------------------------------
@@ -557,6 +590,7 @@ export class ChannelSocket {
       this._wsSend(c, [kw("chsk/ws-pong")], null);
       this._emit("chsk/ws-ping", null);
     } else if (this._isHs(p)) this._handshake("ws", p);
+    else if (this._p.kw(p?.[0]) == "chsk/seq") this._seq = p[1];
     else this._deliver(p);
   }
 
@@ -745,18 +779,31 @@ export class ChannelSocket {
   // -------------------------------------------------------------------------------------------
   // Shared: handshake, push delivery, send/request, queue
 
+  // Resume: `_pos` is [epoch, seq] of the last push received, when every one was numbered. The
+  // handshake's 4th element `{epoch, seq, recovered}` says where the client now stands;
+  // `recovered` is news only to a client that had a position. Without it (Ajax), no position.
   _handshake(type, p) {
-    const [uid = null, , hd = null] = this._p.val(p[1]) || [];
+    const [uid = null, , hd = null, r] = this._p.val(p[1]) || [];
+    const recovered = r && this._pos ? r.recovered : undefined;
+    this._pos = r?.epoch && [r.epoch, r.seq];
+    this._seq = null;
     this._attempt = 0;
     const first = this._firstHs;
     this._firstHs = false;
-    this._set({ type, open: true, uid, handshakeData: hd, udtNextReconnect: null });
+    this._set({ type, open: true, uid, handshakeData: hd, udtNextReconnect: null, recovered });
     this._emit("chsk/handshake", [uid, null, hd, first]);
   }
 
+  // Resume: after `[:chsk/seq n]` (n numbers the batch's last event) the events at or before the
+  // position were received already (a replay overlapping a live batch); no number: position lost.
   _deliver(batch) {
     if (!isArr(batch)) return;
-    for (const e of batch) {
+    const r = this._pos,
+      n = this._seq;
+    let i = (this._seq = null);
+    if (r && n != null) (i = r[1] + batch.length - n), (r[1] = Math.max(r[1], n));
+    else this._pos = null;
+    for (const e of batch.slice(Math.max(0, i))) {
       const id = isArr(e) && this._p.kw(e[0]);
       if (!/^(?!chsk\/)[^/]+\/./.test(id)) continue;
       this._emit(id, this._p.val(e[1] ?? null));

@@ -19,3 +19,14 @@ test("jitter actually spreads", () => {
   const xs = new Set(Array.from({ length: 100 }, () => fullJitterBackoff(10)));
   assert.ok(xs.size > 50);
 });
+
+test("the default retries fast first, then backs off to the cap", async () => {
+  const { fastFirstBackoff } = await import("../src/sente.js");
+  assert.equal(fastFirstBackoff(1), 0);
+  for (let n = 2; n <= 10; n++)
+    for (let i = 0; i < 50; i++) assert.ok(fastFirstBackoff(n) < 2000, `${n}`);
+  for (let i = 0; i < 50; i++) {
+    assert.ok(fastFirstBackoff(11) < 4000);
+    assert.ok(fastFirstBackoff(100, 30000) < 30000);
+  }
+});

@@ -300,6 +300,24 @@ test("connect() while waiting to reconnect retries at once", async () => {
   chsk.disconnect();
 });
 
+test("retryNow() and the `online` event bring a pending reconnect forward", async () => {
+  const chsk = make({ type: "ws", backoff: () => 10000 });
+  await chsk.ready(5000);
+  for (const trigger of [() => chsk.retryNow(), () => globalThis.dispatchEvent(new Event("online"))]) {
+    const rc = chsk.once("reconnecting");
+    await dropAll();
+    assert.ok((await rc).inMs > 9000);
+    const t0 = Date.now();
+    trigger();
+    assert.equal(chsk.state.udtNextReconnect, null);
+    await chsk.once("chsk/handshake");
+    assert.ok(Date.now() - t0 < 3000);
+  }
+  chsk.disconnect();
+  chsk.retryNow(); // disconnected: nothing happens
+  assert.equal(chsk.state.open, false);
+});
+
 test("once(): fires once, returns an unsubscribe function or a promise", async () => {
   const chsk = make({ type: "ws" });
   let calls = 0;

@@ -239,6 +239,36 @@ pub struct Shared {
     skipped: AtomicU64,
     expired: AtomicU64,
     last_drop_warn: Mutex<Option<Instant>>,
+    metrics: KitMetrics,
+}
+
+/// The backplane's metrics (labelled with its name), registered once. The names are in
+/// `sente::metrics`'s table; the counters are the same counts as [`Health`]'s.
+struct KitMetrics {
+    published: metrics::Counter,
+    received: metrics::Counter,
+    publish_seconds: metrics::Histogram,
+    queue: metrics::Gauge,
+    queue_full: metrics::Counter,
+    codec: metrics::Counter,
+    engine: metrics::Counter,
+    outage: metrics::Counter,
+}
+
+impl KitMetrics {
+    fn new(name: &'static str) -> Self {
+        let error = |kind: &'static str| metrics::counter!("sente_backplane_errors_total", "backplane" => name, "kind" => kind);
+        KitMetrics {
+            published: metrics::counter!("sente_backplane_messages_total", "backplane" => name, "direction" => "published"),
+            received: metrics::counter!("sente_backplane_messages_total", "backplane" => name, "direction" => "received"),
+            publish_seconds: metrics::histogram!("sente_backplane_publish_seconds", "backplane" => name),
+            queue: metrics::gauge!("sente_backplane_publish_queue", "backplane" => name),
+            queue_full: error("queue-full"),
+            codec: error("codec"),
+            engine: error("engine"),
+            outage: error("outage"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -295,6 +325,7 @@ impl Shared {
             skipped: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             last_drop_warn: Mutex::new(None),
+            metrics: KitMetrics::new(name),
         });
         (shared, rx, ops_rx)
     }
@@ -352,6 +383,7 @@ impl Shared {
     fn enqueue_job(&self, job: Job) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            self.metrics.queue_full.increment(1);
             let mut last = self
                 .last_drop_warn
                 .lock()
@@ -369,12 +401,14 @@ impl Shared {
 
     fn codec_error(&self, e: &codec::CodecError) {
         self.codec_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.codec.increment(1);
         tracing::warn!(backplane = self.name, error = %e, "backplane message dropped");
     }
 
     /// A payload arrived from the pub/sub connection.
     pub fn receive(&self, payload: &[u8]) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.received.increment(1);
         let now = self.now();
         let out = self.cluster().receive(payload, now);
         self.run(out);
@@ -443,12 +477,27 @@ impl Shared {
     pub fn count_sent(&self, jobs: &[Job]) {
         for j in jobs {
             let (n, b) = match j {
-                Job::Frame(_) => (&self.published, &self.published_bytes),
+                Job::Frame(_) => {
+                    self.metrics.published.increment(1);
+                    (&self.published, &self.published_bytes)
+                }
                 Job::Append { .. } => (&self.appends, &self.append_bytes),
             };
             n.fetch_add(1, Ordering::Relaxed);
             b.fetch_add(j.len() as u64, Ordering::Relaxed);
         }
+        self.metrics
+            .queue
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+    }
+
+    /// [`Shared::count_sent`] for jobs whose publication to the engine started at `started`
+    /// (recorded in `sente_backplane_publish_seconds`).
+    pub fn count_sent_since(&self, jobs: &[Job], started: Instant) {
+        self.metrics
+            .publish_seconds
+            .record(started.elapsed().as_secs_f64());
+        self.count_sent(jobs);
     }
 
     /// This node's present uids (its memberships of the uidport sets).
@@ -530,6 +579,7 @@ impl Shared {
         let is = s.publisher && s.subscriber;
         if was && !is {
             s.outages += 1;
+            self.metrics.outage.increment(1);
             s.down_since = Some(Instant::now());
             tracing::warn!(
                 backplane = self.name,
@@ -561,6 +611,7 @@ impl Shared {
     /// while reconnecting).
     #[allow(dead_code)]
     pub fn record_error(&self, error: String) {
+        self.metrics.engine.increment(1);
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.publisher && s.subscriber {
             tracing::warn!(backplane = self.name, %error, "backplane error");

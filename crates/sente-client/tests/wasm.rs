@@ -499,3 +499,69 @@ fn events_are_sente_shaped() {
     let e = ClientEvent::WsPing.to_event();
     assert_eq!(e.id().as_str(), "chsk/ws-ping");
 }
+
+/// The numbers pushed as `my-app/n` that arrive on `events`: the first `want`, or fewer when
+/// none arrives for `ms`.
+async fn numbers(events: &mut EventStream, want: usize, ms: u32) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match wait_event(events, ms, |e| e.id().as_str() == "my-app/n").await {
+            Ok(e) => got.extend(e.data().as_i64()),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Resume after a blip (sente-rs extension, on by default): the unit server's proxy throws away
+/// what the server writes (the network path died unnoticed), then drops the connection; the
+/// pushes written into the dead path arrive after the reconnect, once, in order, and the state
+/// says `recovered`.
+#[wasm_bindgen_test]
+async fn resume_after_a_blip() {
+    let control = env(
+        "SENTE_TEST_CONTROL_URL",
+        option_env!("SENTE_TEST_CONTROL_URL"),
+    );
+    let unit = env("SENTE_TEST_UNIT_URL", option_env!("SENTE_TEST_UNIT_URL"));
+    let uid = format!("wasm-resume-{}", js_sys::Date::now());
+    let control_post = |path: &str, body: String| {
+        let url = format!("{control}/unit/{path}");
+        async move {
+            let status = post(&url, Some(body), &[]).await.expect("control");
+            assert_eq!(status, 200, "{url}");
+        }
+    };
+    let push = |from: i64, to: i64| {
+        let data: Vec<String> = (from..=to).map(|n| n.to_string()).collect();
+        let body = format!(
+            r#"{{"uid":"{uid}","id":"my-app/n","data":[{}]}}"#,
+            data.join(",")
+        );
+        control_post("push", body)
+    };
+    let cell = Cell {
+        kind: Kind::Ws,
+        packer: "json",
+        n: 0,
+    };
+    let (c, mut events) = open(unit, &cell, Some(&uid)).await.expect("open");
+    push(1, 3).await;
+    assert_eq!(numbers(&mut events, 3, 5_000).await, vec![1, 2, 3]);
+    assert_eq!(c.state().borrow().recovered, None, "first connection");
+    control_post("blackhole", "on".into()).await;
+    push(4, 6).await; // written into the dead path
+    sleep(300).await;
+    control_post("drop", String::new()).await;
+    control_post("blackhole", "off".into()).await;
+    wait_event(&mut events, 20_000, |e| e.id().as_str() == "chsk/handshake")
+        .await
+        .expect("reconnected");
+    assert_eq!(c.state().borrow().recovered, Some(true));
+    push(9, 10).await;
+    assert_eq!(numbers(&mut events, 5, 5_000).await, vec![4, 5, 6, 9, 10]);
+    assert!(
+        numbers(&mut events, 1, 300).await.is_empty(),
+        "no duplicates"
+    );
+}

@@ -550,8 +550,9 @@ async fn run(
             while let Some(job) = rx.recv().await {
                 match &job {
                     Job::Frame(frame) => {
+                        let started = std::time::Instant::now();
                         match client.publish(subject.clone(), frame.clone().into()).await {
-                            Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
+                            Ok(()) => shared.count_sent_since(std::slice::from_ref(&job), started),
                             Err(e) => shared.record_error(format!("publish: {e}")),
                         }
                     }

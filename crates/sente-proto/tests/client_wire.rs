@@ -43,10 +43,10 @@ fn ws_url_pong_and_request_frames() {
     let Some(Output::Action(Action::WsOpen { conn, url, .. })) = out.first() else {
         panic!()
     };
-    // Vector 27, plus the packer parameter.
+    // Vector 27, plus the packer parameter and the resume extension's (empty: no position).
     assert_eq!(
         url,
-        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn"
+        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn&resume="
     );
     let conn = *conn;
     // Vector 50: a 2-element handshake opens too.

@@ -510,10 +510,14 @@ fn times<T>(v: &[(u64, T)]) -> Vec<u64> {
     v.iter().map(|(t, _)| *t).collect()
 }
 
-/// A backoff with an injected random number: full jitter (the default curve) at 0.25, so
+/// A backoff with an injected random number: full jitter (base 1 s, cap 30 s) at 0.25, so
 /// attempt 2 waits 1 000 ms and attempt 3 2 000 ms (attempt 1 is immediate).
 fn quarter_jitter(cfg: &mut ClientConfig) {
-    cfg.backoff = Backoff::Custom(Arc::new(|n, _rand| Backoff::default().delay_ms(n, 0.25)));
+    let curve = Backoff::FullJitter {
+        base_ms: 1_000,
+        cap_ms: 30_000,
+    };
+    cfg.backoff = Backoff::Custom(Arc::new(move |n, _rand| curve.delay_ms(n, 0.25)));
 }
 
 // ---- 1. connect + handshake ------------------------------------------------------------------

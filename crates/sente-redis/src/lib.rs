@@ -510,13 +510,14 @@ async fn run_publisher(
                 (Job::Append { .. }, None) => {}
             }
         }
+        let started = std::time::Instant::now();
         let sent: Result<(), redis::RedisError> = tokio::select! {
             r = pipe.query_async(c) => r,
             _ = stop.changed() => return,
         };
         match sent {
             Ok(()) => {
-                shared.count_sent(&batch);
+                shared.count_sent_since(&batch, started);
                 shared.wake_after(&batch);
                 batch.clear();
             }

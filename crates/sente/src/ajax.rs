@@ -1,6 +1,8 @@
 //! The Ajax transport (spec 6): the handshake and the long-poll (`GET`), and events sent with
 //! `POST`, answered at once (`:chsk/dummy-cb-200`, `"pong"`) or with the handler's reply.
 
+use crate::metrics::ConnMetrics;
+use crate::metrics::Why;
 use crate::msg::{EventMsg, Reply};
 use crate::params::{Params, TooManyFields};
 use crate::registry::{ConnCtx, Registry};
@@ -15,6 +17,7 @@ use sente_proto::{ClientId, Uid};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,6 +44,11 @@ impl Drop for PollGuard {
 /// mailboxes by any node's handshake, so its polls may land on any node; a held poll is
 /// answered from its mailbox.
 pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
+    let span = span(&a);
+    get_admitted(shell, a).instrument(span).await
+}
+
+async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     let registry = shell.registry().clone();
     let max = shell.max_message();
     let Admitted {
@@ -51,6 +59,7 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         ..
     } = a;
     let handshake = request.params_inner().has("handshake?");
+    let m = ConnMetrics::new(Transport::Ajax, packer.name(), registry.meters());
     let ctx = ConnCtx {
         request: request.clone(),
         transport: Transport::Ajax,
@@ -81,15 +90,16 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         Err(e) => {
             return reject(
                 StatusCode::TOO_MANY_REQUESTS,
-                "connection limit",
+                Why::ConnectionLimit,
                 e.to_string(),
             );
         }
         Ok(None) => {
-            tracing::debug!(%uid, client_id = %cid, "ajax handshake");
+            crate::metrics::handshake(Transport::Ajax);
+            tracing::debug!("ajax handshake");
             let data = shell.guard.handshake_data(&request);
             return match message::handshake(&uid, data, None, &*packer, max) {
-                Ok(p) => packed(p),
+                Ok(p) => sent(&m, packed(p)),
                 Err(e) => plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("Handshake could not be packed: {e}"),
@@ -103,7 +113,7 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         registry.wake(uid.clone(), cid.clone(), conn);
     }
     let _live = registry.live();
-    let _held = registry.meters().ajax_poll();
+    let _open = crate::metrics::Open::new(Transport::Ajax, registry.meters());
     let _guard = PollGuard {
         registry: registry.clone(),
         uid,
@@ -113,15 +123,17 @@ pub(crate) async fn get(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     match rx.await {
         Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
             Ok(p) => {
-                registry.meters().events_out(b.len());
-                packed(p)
+                m.batch_sent(b.len());
+                sent(&m, packed(p))
             }
             Err(e) => {
                 registry.count_dropped_push(&e, b.len());
-                envelope(&*packer, message::ajax_reply(None), max)
+                sent(&m, envelope(&*packer, message::ajax_reply(None), max))
             }
         },
-        Ok(PollAnswer::Timeout) | Err(_) => envelope(&*packer, message::ajax_reply(None), max),
+        Ok(PollAnswer::Timeout) | Err(_) => {
+            sent(&m, envelope(&*packer, message::ajax_reply(None), max))
+        }
         Ok(PollAnswer::Closed) => plain(StatusCode::GONE, "Connection closed by the server"),
     }
 }
@@ -158,7 +170,7 @@ impl Drop for PendingReply {
 }
 
 fn too_many_fields(e: TooManyFields) -> Response<ChskBody> {
-    reject(StatusCode::BAD_REQUEST, "too many fields", e.to_string())
+    reject(StatusCode::BAD_REQUEST, Why::TooManyFields, e.to_string())
 }
 
 /// Reads a request body: at most `limit` bytes (checked as it streams in), within `timeout`.
@@ -176,17 +188,17 @@ where
         Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Box::new(reject(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large",
+            Why::BodyTooLarge,
             "Message over the size limit",
         ))),
         Ok(Err(_)) => Err(Box::new(reject(
             StatusCode::BAD_REQUEST,
-            "body read error",
+            Why::BodyReadError,
             "The request body could not be read",
         ))),
         Err(_) => Err(Box::new(reject(
             StatusCode::REQUEST_TIMEOUT,
-            "body read timeout",
+            Why::BodyReadTimeout,
             format!(
                 "The request body did not arrive within {} ms",
                 timeout.as_millis()
@@ -198,7 +210,7 @@ where
 fn busy() -> Response<ChskBody> {
     reject(
         StatusCode::TOO_MANY_REQUESTS,
-        "client's event queue full",
+        Why::QueueFull,
         "Too many events of this client are waiting for their handlers",
     )
 }
@@ -239,7 +251,7 @@ where
     if declared.is_some_and(|n| n > body_limit as u64) {
         return reject(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large",
+            Why::BodyTooLarge,
             "Message over the size limit",
         );
     }
@@ -277,7 +289,7 @@ where
         if a.packer_named && p.name() != a.packer.name() {
             return reject(
                 StatusCode::BAD_REQUEST,
-                "packer differs from the handshake's",
+                Why::PackerMismatch,
                 format!(
                     "This POST names the packer {:?}, but client-id {} handshook with {:?}",
                     a.packer.name(),
@@ -288,6 +300,39 @@ where
         }
         a.packer = p;
     }
+    let span = span(&a);
+    post_event(shell, a, packed_msg, max).instrument(span).await
+}
+
+/// The span of an Ajax request (target `sente::ajax`, info): uid, client id, transport, packer.
+fn span(a: &Admitted) -> tracing::Span {
+    tracing::info_span!(
+        "sente.conn",
+        uid = %a.uid,
+        client_id = %a.client_id,
+        transport = "ajax",
+        packer = a.packer.name()
+    )
+}
+
+/// Counts the bytes of a message the response carries.
+fn sent(m: &ConnMetrics, r: Response<ChskBody>) -> Response<ChskBody> {
+    if r.status().is_success() {
+        let n = http_body::Body::size_hint(r.body()).exact().unwrap_or(0);
+        m.bytes_out.increment(n);
+    }
+    r
+}
+
+/// The rest of a POST, once admitted: unpack, dispatch, answer.
+async fn post_event(
+    shell: Arc<Shell>,
+    a: Admitted,
+    packed_msg: Bytes,
+    max: usize,
+) -> Response<ChskBody> {
+    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), shell.registry().meters());
+    m.bytes_in.increment(packed_msg.len() as u64);
     let limits = shell.registry().limits().message.clone();
     let packer = a.packer.clone();
     let decoded = shell
@@ -298,7 +343,7 @@ where
     let Some(decoded) = decoded else {
         return reject(
             StatusCode::BAD_REQUEST,
-            "message could not be unpacked",
+            Why::BadPackage,
             "The message could not be unpacked",
         );
     };
@@ -307,24 +352,20 @@ where
         Err(e @ InboundError::TooLarge(_)) => {
             return reject(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "message too large",
+                Why::MessageTooLarge,
                 e.to_string(),
             );
         }
         Err(e) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "message could not be unpacked",
-                e.to_string(),
-            );
+            return reject(StatusCode::BAD_REQUEST, Why::BadPackage, e.to_string());
         }
     };
     let Some(event) = inbound.event else {
         // A ping: answered here, nothing for the handlers.
         let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
-        return envelope(&*a.packer, answer, max);
+        return sent(&m, envelope(&*a.packer, answer, max));
     };
-    shell.registry().meters().event_in();
+    m.event_in();
     let mut msg = EventMsg {
         event,
         uid: a.uid,
@@ -339,17 +380,18 @@ where
             return busy();
         }
         let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
-        return envelope(&*a.packer, answer, max);
+        return sent(&m, envelope(&*a.packer, answer, max));
     }
     let Some(_pending) = PendingReply::acquire(&shell, &a.client_id) else {
         return reject(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many pending replies",
+            Why::PendingReplies,
             "Too many requests waiting for a reply",
         );
     };
+    let timer = m.reply_timer();
     let (tx, rx) = oneshot::channel();
-    msg.reply = Some(Reply::ajax(tx).timed(shell.registry().meters().clone()));
+    msg.reply = Some(Reply::ajax(tx));
     if shell.dispatcher.submit(msg).is_err() {
         return busy();
     }
@@ -357,5 +399,8 @@ where
         .await
         .ok()
         .and_then(Result::ok);
-    envelope(&*a.packer, message::ajax_reply(reply), max)
+    if reply.is_some() {
+        timer.done();
+    }
+    sent(&m, envelope(&*a.packer, message::ajax_reply(reply), max))
 }

@@ -18,6 +18,7 @@
 //! requests to the endpoint get the usual `403 Unauthorized origin`. WebSocket upgrades are
 //! not subject to CORS: the origin check alone applies.
 
+use crate::metrics::Why;
 use crate::origin::{AllowedOrigins, Origin, origin_allowed};
 use crate::response::{ChskBody, reject};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -72,7 +73,7 @@ impl Cors {
         let origin: String = origin.chars().take(200).collect();
         reject(
             StatusCode::FORBIDDEN,
-            "origin",
+            Why::CorsOrigin,
             format!(
                 "Unauthorized origin: pages at {origin} may not use this server (it is not one \
                  of the server's allowed origins)"

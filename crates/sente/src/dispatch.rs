@@ -20,6 +20,25 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
+/// Runs the handler of one event in its span (`sente.event`, debug, target `sente::dispatch`:
+/// the event id, uid, client id and transport; never the payload). Without a subscriber that
+/// wants it, the handler's future is returned as is.
+fn traced(h: &dyn Dispatch, msg: EventMsg) -> BoxFuture<'static, ()> {
+    let span = tracing::debug_span!(
+        "sente.event",
+        id = %msg.id(),
+        uid = %msg.uid,
+        client_id = %msg.client_id,
+        transport = msg.transport.as_str()
+    );
+    let fut = h.dispatch(msg);
+    if span.is_disabled() {
+        fut
+    } else {
+        tracing::Instrument::instrument(fut, span).boxed()
+    }
+}
+
 /// Handles the events of every client: implemented by [`Router`](crate::Router) and by the
 /// sender side of an [`EventStream`](crate::EventStream); implement it to plug in your own
 /// dispatch. Registered with [`Builder::handler`](crate::Builder::handler).
@@ -227,9 +246,9 @@ impl Dispatcher {
     fn start(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
         let h = self.handler_for(&msg)?;
         match self.concurrency {
-            Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(h.dispatch(msg)),
+            Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(traced(&*h, msg)),
             Concurrency::Concurrent => {
-                tokio::spawn(h.dispatch(msg));
+                tokio::spawn(traced(&*h, msg));
                 None
             }
             Concurrency::Sequential => {
@@ -253,7 +272,7 @@ impl Dispatcher {
         };
         match self.concurrency {
             Concurrency::Concurrent => {
-                tokio::spawn(h.dispatch(msg));
+                tokio::spawn(traced(&*h, msg));
                 Ok(())
             }
             Concurrency::Sequential => match &self.sequential {
@@ -309,7 +328,7 @@ impl Dispatcher {
 /// Runs one client's queued events in order, then ends.
 async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
     let cid = first.client_id.clone();
-    d.clone().run_budgeted(&cid, h.dispatch(first)).await;
+    d.clone().run_budgeted(&cid, traced(&*h, first)).await;
     loop {
         let next = {
             let mut queues = d.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -320,7 +339,7 @@ async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
             next
         };
         match next {
-            Some(msg) => d.clone().run_budgeted(&cid, h.dispatch(msg)).await,
+            Some(msg) => d.clone().run_budgeted(&cid, traced(&*h, msg)).await,
             None => return,
         }
     }
@@ -388,7 +407,7 @@ async fn run_sequential(d: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<E
         let Some(h) = d.upgrade().and_then(|d| d.handler()) else {
             return;
         };
-        h.dispatch(msg).await;
+        traced(&*h, msg).await;
     }
 }
 

@@ -81,8 +81,9 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// params, origin, outbox, packers, response, framing, serve, meters | request | guard, registry | handle | msg |
-// dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue | builder, admin.
+// meters | metrics | params, origin, outbox, packers, response, framing, serve | request | guard, registry |
+// handle | msg | dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue |
+// builder, admin.
 pub mod adapter;
 pub mod admin;
 mod ajax;
@@ -95,6 +96,7 @@ mod framing;
 mod guard;
 mod handle;
 mod meters;
+pub mod metrics;
 mod msg;
 mod origin;
 mod outbox;

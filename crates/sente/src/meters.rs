@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Buckets of the reply-latency histogram: bucket `i` counts replies that took less than
 /// `2^(i+1)` µs (and at least `2^i` µs, except bucket 0); the last one counts the rest.
@@ -137,9 +137,9 @@ impl Meters {
         self.events_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// A reply was sent, `since` its event arrived.
-    pub(crate) fn reply(&self, since: Instant) {
-        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    /// A reply was sent, `took` after its event arrived.
+    pub(crate) fn reply(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let bucket = us.max(1).ilog2() as usize;
         self.reply_count.fetch_add(1, Ordering::Relaxed);
         self.reply_sum_us.fetch_add(us, Ordering::Relaxed);

@@ -1,7 +1,6 @@
 //! What handlers receive: [`EventMsg`] and its [`Reply`].
 
 use crate::handle::ServerHandle;
-use crate::meters::Meters;
 use crate::outbox::{Out, Outbox};
 use crate::request::ChskRequest;
 use sente_proto::server::{Transport, message};
@@ -87,8 +86,6 @@ impl EventMsg {
 #[derive(Debug)]
 pub struct Reply {
     inner: ReplyInner,
-    /// When the event arrived, and where its reply's latency is counted.
-    timer: Option<(std::time::Instant, Arc<Meters>)>,
 }
 
 #[derive(Debug)]
@@ -96,6 +93,8 @@ enum ReplyInner {
     Ws {
         outbox: Arc<Outbox>,
         cb: Value,
+        /// When the event arrived (the connection's task records the reply's latency).
+        since: std::time::Instant,
     },
     Ajax {
         tx: oneshot::Sender<Value>,
@@ -107,9 +106,10 @@ enum ReplyInner {
 impl ReplyInner {
     fn send(self, value: Value) -> bool {
         match self {
-            ReplyInner::Ws { outbox, cb } => {
-                outbox.push_reply(Out::Reply(Box::new(message::ws_reply(value, cb))))
-            }
+            ReplyInner::Ws { outbox, cb, since } => outbox.push_reply(Out::Reply(
+                Box::new(message::ws_reply(value, cb)),
+                Some(since),
+            )),
             ReplyInner::Ajax { tx } => tx.send(value).is_ok(),
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
         }
@@ -147,34 +147,22 @@ impl ReplyGuard {
 }
 
 impl Reply {
-    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value) -> Self {
+    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value, since: std::time::Instant) -> Self {
         Reply {
-            inner: ReplyInner::Ws { outbox, cb },
-            timer: None,
+            inner: ReplyInner::Ws { outbox, cb, since },
         }
     }
 
     pub(crate) fn ajax(tx: oneshot::Sender<Value>) -> Self {
         Reply {
             inner: ReplyInner::Ajax { tx },
-            timer: None,
         }
-    }
-
-    /// Counts this reply's latency (from now, the event's arrival) in `meters` when it is sent.
-    pub(crate) fn timed(mut self, meters: Arc<Meters>) -> Self {
-        self.timer = Some((std::time::Instant::now(), meters));
-        self
     }
 
     /// Sends the reply. Returns `false` when the connection or request is already gone (or
     /// the reply was already answered `:chsk/error` because its handler failed).
     pub fn send(self, value: impl Into<Value>) -> bool {
-        let sent = self.inner.send(value.into());
-        if sent && let Some((since, meters)) = &self.timer {
-            meters.reply(*since);
-        }
-        sent
+        self.inner.send(value.into())
     }
 
     /// Whether this reply goes over a WebSocket.

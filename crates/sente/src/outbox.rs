@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 pub(crate) enum Out {
     /// A batch, and for a resuming client the sequence number of its last event.
     Batch(Arc<PushBatch>, Option<u64>),
-    Reply(Box<Envelope>),
+    /// A reply (with when its event arrived, for `sente_reply_seconds`) or a pong.
+    Reply(Box<Envelope>, Option<std::time::Instant>),
     Close(&'static str),
 }
 
@@ -94,15 +95,17 @@ impl Outbox {
         self.push(Out::Close(reason), 0);
     }
 
-    pub(crate) fn pop(&self) -> Option<Out> {
+    /// The next item, and how many events were queued before it was taken.
+    pub(crate) fn pop(&self) -> Option<(Out, usize)> {
         let mut q = self.lock();
+        let queued = q.events;
         let out = q.items.pop_front()?;
         q.events -= match &out {
             Out::Batch(b, _) => b.len(),
-            Out::Reply(_) => 1,
+            Out::Reply(..) => 1,
             Out::Close(_) => 0,
         };
-        Some(out)
+        Some((out, queued))
     }
 
     /// Ready when something is queued (or the queue overflowed).

@@ -42,6 +42,11 @@ pub struct ConnectedUids {
 /// The server's counters and gauges, for this node ([`ServerHandle::stats`](crate::ServerHandle::stats)):
 /// what it dropped (each drop is also logged with `tracing::warn!`), its open connections,
 /// the events in and out, the reply latencies and the refused requests. Cheap to read (atomics).
+/// Fed by the same calls as the metrics (see [`crate::metrics`]): `ws_connections` and
+/// `ajax_polls` are `sente_connections`, `events_in` and `events_out` are
+/// `sente_events_received_total` and `sente_events_sent_total` summed over their labels,
+/// `replies` counts what `sente_reply_seconds` counts, and the drops are
+/// `sente_dropped_events_total` and `sente_slow_consumer_disconnects_total{cause="queue-full"}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -51,8 +56,8 @@ pub struct Stats {
     pub ajax_polls: usize,
     /// Events received from clients (WebSocket frames and Ajax POSTs carrying an event).
     pub events_in: u64,
-    /// Pushed events delivered to clients, counted once per client (a broadcast to 10
-    /// clients counts 10).
+    /// Events sent to clients: pushed events, counted once per client (a broadcast to 10
+    /// clients counts 10), and replies.
     pub events_out: u64,
     /// Replies sent (to events that asked for one), with the time from the event's arrival to
     /// its reply.
@@ -64,7 +69,8 @@ pub struct Stats {
     pub dropped_system_events: u64,
     /// Pushed events dropped because a batch could not be packed within the message limit.
     pub dropped_push_events: u64,
-    /// Clients dropped because too many pushes were waiting for them.
+    /// Clients dropped because too many pushes were waiting for them (a WebSocket whose send
+    /// queue overflowed, or a client over `max_pending_events_per_client` in the core).
     pub dropped_clients: u64,
 }
 
@@ -120,7 +126,12 @@ pub(crate) struct Registry {
     dropped_system: AtomicU64,
     dropped_push: AtomicU64,
     dropped_clients: AtomicU64,
+    /// The node-local meters ([`Stats`], the admin page), fed by [`crate::metrics`].
     meters: Arc<Meters>,
+    /// The most events queued for one WebSocket so far.
+    pending_max: AtomicUsize,
+    /// `sente_batch_size` of WebSocket and Ajax batches.
+    batch_sizes: (::metrics::Histogram, ::metrics::Histogram),
 }
 
 impl Drop for Registry {
@@ -177,6 +188,11 @@ impl Registry {
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
             meters,
+            pending_max: AtomicUsize::new(0),
+            batch_sizes: (
+                crate::metrics::batch_sizes(Transport::Ws),
+                crate::metrics::batch_sizes(Transport::Ajax),
+            ),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -285,13 +301,20 @@ impl Registry {
     }
 
     fn execute(&self, core: &mut ServerCore, now: u64) {
+        // `sente_batch_size` counts a batch once, however many clients it goes to (a batch
+        // flushed to several uids at once is one `Arc`, delivered in consecutive actions).
+        let mut last_batch: *const PushBatch = std::ptr::null();
+        let mut sample = |b: &Arc<PushBatch>, h: &::metrics::Histogram| {
+            if !std::ptr::eq(Arc::as_ptr(b), last_batch) {
+                last_batch = Arc::as_ptr(b);
+                h.record(b.len() as f64);
+            }
+        };
         for action in core.take_actions() {
             match action {
                 Action::WsDeliver { conn, batch, seq } => {
-                    let n = batch.len();
-                    if conn.push_batch(batch, seq) {
-                        self.meters.events_out(n);
-                    }
+                    sample(&batch, &self.batch_sizes.0);
+                    conn.push_batch(batch, seq);
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
                 Action::AjaxAnswer {
@@ -301,6 +324,9 @@ impl Registry {
                     responder,
                     answer,
                 } => {
+                    if let PollAnswer::Batch(b) = &answer {
+                        sample(b, &self.batch_sizes.1);
+                    }
                     if let Err(answer) = responder.send(answer) {
                         match (&self.mailbox, answer) {
                             (Some(mb), PollAnswer::Batch(b)) => {
@@ -350,7 +376,7 @@ impl Registry {
                     client_id,
                     transport,
                 } => {
-                    self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                    self.count_dropped_client(transport);
                     tracing::warn!(%uid, %client_id, transport = transport.as_str(),
                         "client dropped: too many pushes waiting for it");
                 }
@@ -448,11 +474,28 @@ impl Registry {
     pub(crate) fn count_dropped_push(&self, e: &sente_proto::PackError, events: usize) {
         self.dropped_push
             .fetch_add(events as u64, Ordering::Relaxed);
+        crate::metrics::dropped_events("push", events as u64);
         tracing::warn!(error = %e, events, "pushed batch could not be packed; dropped");
     }
 
     pub(crate) fn count_dropped_system(&self) {
         self.dropped_system.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::dropped_events("system", 1);
+    }
+
+    /// A client dropped because too many pushes were waiting for it.
+    pub(crate) fn count_dropped_client(&self, transport: Transport) {
+        self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::slow_consumer(transport, "queue-full");
+    }
+
+    /// A WebSocket's send queue reached `n` events: a new high-water mark is reported.
+    pub(crate) fn pending_sends(&self, n: usize) {
+        if n > self.pending_max.load(Ordering::Relaxed)
+            && self.pending_max.fetch_max(n, Ordering::Relaxed) < n
+        {
+            crate::metrics::pending_max(n);
+        }
     }
 
     pub(crate) fn meters(&self) -> &Arc<Meters> {

@@ -2,6 +2,7 @@
 //! messages.
 
 use crate::guard::{HookResponse, Rejection};
+use crate::metrics::Why;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -22,21 +23,23 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Chsk
     r
 }
 
-/// A refused request, logged with its reason.
-pub(crate) fn reject(
-    status: StatusCode,
-    reason: &str,
-    body: impl Into<Bytes>,
-) -> Response<ChskBody> {
-    tracing::info!(status = status.as_u16(), reason, "request rejected");
+/// A refused request, counted (`sente_rejections_total`) and logged (debug) with its reason.
+pub(crate) fn reject(status: StatusCode, why: Why, body: impl Into<Bytes>) -> Response<ChskBody> {
+    why.count();
+    let (reason, detail) = why.labels();
+    tracing::debug!(status = status.as_u16(), reason, detail, "request rejected");
     plain(status, body)
 }
 
-/// A request the guard refused: the hook's response, logged with the reason.
+/// A request the guard refused: the hook's response, counted and logged with the reason.
 pub(crate) fn refused((why, resp): (Rejection, HookResponse)) -> Response<ChskBody> {
-    tracing::info!(
+    let why = Why::Guard(why);
+    why.count();
+    let (reason, detail) = why.labels();
+    tracing::debug!(
         status = resp.status().as_u16(),
-        reason = why.as_str(),
+        reason,
+        detail,
         "request rejected"
     );
     resp.map(Full::new)

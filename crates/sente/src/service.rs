@@ -4,6 +4,7 @@
 
 use crate::ajax;
 use crate::cors::Cors;
+use crate::metrics::Why;
 use crate::params::Params;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::{Shell, Via};
@@ -144,14 +145,14 @@ where
     if head_bytes > shell.registry().limits().max_header_bytes {
         return reject(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
+            Why::HeadTooLarge,
             "Request header fields too large",
         );
     }
     if shell.registry().is_closing() {
         return reject(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
+            Why::ShuttingDown,
             "The server is shutting down",
         );
     }
@@ -168,7 +169,7 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     let max_fields = shell.registry().limits().max_form_fields;
     let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
         Ok(p) => p,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, "too many fields", e.to_string()),
+        Err(e) => return reject(StatusCode::BAD_REQUEST, Why::TooManyFields, e.to_string()),
     };
     let ws = ws::is_upgrade(&parts.headers);
     let on_upgrade = if ws {

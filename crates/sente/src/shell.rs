@@ -5,6 +5,7 @@ use crate::dispatch::Dispatcher;
 use crate::guard::{CsrfCheck, Guard, HookResponse, Rejection};
 use crate::handle::ServerHandle;
 use crate::meters::{self, RejectedRequest};
+use crate::metrics::Why;
 use crate::packers::Packers;
 use crate::params::Params;
 use crate::registry::Registry;
@@ -119,7 +120,7 @@ pub(crate) struct HeadAdmitted {
 fn missing_client_id() -> Box<Response<ChskBody>> {
     Box::new(reject(
         StatusCode::BAD_REQUEST,
-        "missing client-id",
+        Why::MissingClientId,
         MISSING_CLIENT_ID,
     ))
 }
@@ -205,7 +206,7 @@ impl Shell {
         self.packers.resolve(params.get("packer")).map_err(|e| {
             Box::new(reject(
                 StatusCode::BAD_REQUEST,
-                "unknown packer",
+                Why::UnknownPacker,
                 e.to_string(),
             ))
         })

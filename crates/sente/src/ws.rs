@@ -3,7 +3,8 @@
 
 use crate::dispatch::InlineRunner;
 use crate::framing::FrameBoundedIo;
-use crate::meters::Gauge;
+use crate::metrics::Why;
+use crate::metrics::{ConnMetrics, Open};
 use crate::msg::{EventMsg, Reply};
 use crate::outbox::{Out, Outbox};
 use crate::registry::{ConnCtx, LiveGuard};
@@ -28,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
 
 /// Read buffer of a WebSocket connection (and the most read per syscall). Small, so an idle
 /// connection costs little; tungstenite grows it for a larger incoming message (up to the message
@@ -134,10 +136,10 @@ impl Accepted {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let Some(conn) = &mut self.0 else { return };
-        let span = tracing::info_span!("sente.ws", uid = %conn.uid, client_id = %conn.client_id);
-        tracing::debug!(parent: &span, packer = conn.packer.name(), "websocket open");
-        let reason = conn.serve(io).await;
-        tracing::info!(parent: &span, reason, "websocket closed");
+        let span = conn.span();
+        tracing::debug!(parent: &span, "websocket open");
+        let reason = conn.serve(io).instrument(span.clone()).await;
+        tracing::debug!(parent: &span, reason, "websocket closed");
         // Dropping `self` tells the server the connection ended.
     }
 }
@@ -160,15 +162,19 @@ pub(crate) struct WsConn {
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) handshake: PackedBytes,
+    pub(crate) metrics: ConnMetrics,
+    /// The most events queued at once so far (`sente_pending_sends`).
+    pub(crate) peak: usize,
+    /// Counts the connection in `sente_connections` and
+    /// [`Stats::ws_connections`](crate::Stats::ws_connections) while it lives.
+    pub(crate) _open: Open,
     /// Counts the connection for a shutdown's wait.
     pub(crate) _live: LiveGuard,
-    /// Counts the connection in [`Stats::ws_connections`](crate::Stats::ws_connections).
-    pub(crate) _open: Gauge,
 }
 
 /// `400` for a malformed upgrade, naming the WebSocket version the server speaks.
 fn bad_handshake(why: &'static str) -> Response<ChskBody> {
-    let mut r = reject(StatusCode::BAD_REQUEST, "bad websocket handshake", why);
+    let mut r = reject(StatusCode::BAD_REQUEST, Why::BadHandshake, why);
     r.headers_mut().insert(
         header::SEC_WEBSOCKET_VERSION,
         HeaderValue::from_static("13"),
@@ -192,7 +198,7 @@ pub(crate) fn accept(
     let Some(on_upgrade) = on_upgrade else {
         return reject(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "no upgrade support",
+            Why::NoUpgrade,
             "This HTTP server does not support connection upgrades (serve with hyper upgrades enabled)",
         );
     };
@@ -203,6 +209,7 @@ pub(crate) fn accept(
         packer,
         ..
     } = a;
+    let packer_name = packer.name();
     let data = shell.guard.handshake_data(&request);
     let resume = Resume::parse(request.param(RESUME_PARAM));
     let registry = shell.registry().clone();
@@ -220,7 +227,7 @@ pub(crate) fn accept(
         Err(e) => {
             return reject(
                 StatusCode::TOO_MANY_REQUESTS,
-                "connection limit",
+                Why::ConnectionLimit,
                 e.to_string(),
             );
         }
@@ -238,11 +245,11 @@ pub(crate) fn accept(
                 );
             }
         };
+    crate::metrics::handshake(Transport::Ws);
     tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let task = WsConn {
         _live: registry.live(),
-        _open: registry.meters().ws_open(),
         shell,
         uid,
         client_id,
@@ -251,6 +258,9 @@ pub(crate) fn accept(
         request,
         outbox,
         handshake,
+        metrics: ConnMetrics::new(Transport::Ws, packer_name, registry.meters()),
+        peak: 0,
+        _open: Open::new(Transport::Ws, registry.meters()),
     };
     on_upgrade.start(task);
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -316,7 +326,7 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 impl WsConn {
     /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
     pub(crate) async fn run(mut self, on_upgrade: hyper::upgrade::OnUpgrade) {
-        let span = tracing::debug_span!("sente.ws", uid = %self.uid, client_id = %self.client_id);
+        let span = self.span();
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -325,13 +335,28 @@ impl WsConn {
                 return;
             }
         };
-        tracing::debug!(parent: &span, packer = self.packer.name(), "websocket open");
-        let reason = self.serve(TokioIo::new(upgraded)).await;
+        tracing::debug!(parent: &span, "websocket open");
+        let reason = self
+            .serve(TokioIo::new(upgraded))
+            .instrument(span.clone())
+            .await;
         tracing::debug!(parent: &span, reason, "websocket closed");
         self.closed(reason);
     }
 
+    /// The connection's span (target `sente::ws`, info): uid, client id, transport, packer.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "sente.conn",
+            uid = %self.uid,
+            client_id = %self.client_id,
+            transport = "ws",
+            packer = self.packer.name()
+        )
+    }
+
     pub(crate) fn closed(&self, _reason: &'static str) {
+        self.metrics.pending.record(self.peak as f64);
         self.outbox.set_gone();
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
         self.shell
@@ -353,6 +378,9 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        if let Some(p) = p {
+            self.metrics.bytes_out.increment(p.bytes.len() as u64);
+        }
         for msg in p.into_iter().flat_map(frames) {
             self.within_write_timeout(timer, ws.feed(msg)).await?;
         }
@@ -381,7 +409,10 @@ impl WsConn {
             timer.as_mut().reset(Instant::now() + t);
             tokio::select! {
                 r = op => r,
-                () = timer.as_mut() => return Err("write timed out (stalled client)"),
+                () = timer.as_mut() => {
+                crate::metrics::slow_consumer(Transport::Ws, "write-timeout");
+                return Err("write timed out (stalled client)");
+            }
             }
         };
         r.map_err(|_| "write failed")
@@ -435,7 +466,11 @@ impl WsConn {
         loop {
             // Write everything queued, in order, in as few syscalls as the write buffer allows.
             let mut fed = false;
-            while let Some(out) = self.outbox.pop() {
+            while let Some((out, queued)) = self.outbox.pop() {
+                if queued > self.peak {
+                    self.peak = queued;
+                    registry.pending_sends(queued);
+                }
                 let packed = match out {
                     Out::Batch(b, seq) => match b.packed(&*self.packer, max) {
                         Ok(p) => {
@@ -448,6 +483,7 @@ impl WsConn {
                             {
                                 return r;
                             }
+                            self.metrics.batch_sent(b.len());
                             p
                         }
                         Err(e) => {
@@ -455,8 +491,13 @@ impl WsConn {
                             continue;
                         }
                     },
-                    Out::Reply(env) => match message::pack(*env, &*self.packer, max) {
-                        Ok(p) => p,
+                    Out::Reply(env, since) => match message::pack(*env, &*self.packer, max) {
+                        Ok(p) => {
+                            if let Some(since) = since {
+                                self.metrics.replied(since);
+                            }
+                            p
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "reply could not be packed; dropped");
                             continue;
@@ -479,6 +520,7 @@ impl WsConn {
                 }
             }
             if self.outbox.overflowed() {
+                registry.count_dropped_client(Transport::Ws);
                 Box::pin(self.close(&mut ws, CloseCode::Again, "send queue full")).await;
                 return "send queue full (slow client)";
             }
@@ -577,11 +619,14 @@ impl WsConn {
             .await
             .unwrap_or_else(|| message::undecodable(&fallback, binary));
         if let Some(answer) = inbound.answer {
-            self.outbox.push_reply(Out::Reply(Box::new(answer)));
+            self.outbox.push_reply(Out::Reply(Box::new(answer), None));
         }
+        self.metrics.bytes_in.increment(len as u64);
         let Some(event) = inbound.event else { return };
-        let meters = self.shell.registry().meters();
-        meters.event_in();
+        self.metrics.event_in();
+        if event.id().as_str() == sente_proto::event::ids::BAD_PACKAGE {
+            Why::BadPackage.count();
+        }
         inline.offer(EventMsg {
             event,
             uid: self.uid.clone(),
@@ -589,7 +634,7 @@ impl WsConn {
             transport: Transport::Ws,
             reply: inbound
                 .reply_to
-                .map(|cb| Reply::ws(self.outbox.clone(), cb).timed(meters.clone())),
+                .map(|cb| Reply::ws(self.outbox.clone(), cb, std::time::Instant::now())),
             request: self.request.clone(),
             server: self.shell.server().clone(),
         });

@@ -1,4 +1,6 @@
-//! Connects to a Sente server and prints every event it receives.
+//! Connects to a Sente server, sends one echo request and prints the reply. Every event it
+//! receives is logged at debug (target `native_client`): `RUST_LOG=native_client=debug` shows
+//! them, `RUST_LOG=debug` the client library's own logs too.
 //!
 //! ```text
 //! cargo run -p native-client -- [URL] [--kind auto|ws|ajax] [--packer NAME] [--csrf TOKEN]
@@ -27,7 +29,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sente_client=info".into()),
+                .unwrap_or_else(|_| "native_client=info,sente_client=warn".into()),
         )
         .init();
     let mut url = "http://127.0.0.1:3000/chsk".to_owned();
@@ -82,10 +84,11 @@ async fn main() {
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { break };
-                println!("{}", ev.to_event().to_value());
+                tracing::debug!(target: "native_client", "{}", ev.to_event().to_value());
                 if let ClientEvent::Handshake(h) = &ev
                     && h.first
                 {
+                    tracing::info!(target: "native_client", "connected");
                     let c = client.clone();
                     tokio::spawn(async move {
                         let ev = Event::new(EventId::new("demo/echo").expect("valid id"), "hello from Rust");

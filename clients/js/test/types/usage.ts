@@ -24,6 +24,7 @@ const chsk: ChannelSocket = createChannelSocket("/chsk", {
   queueBeforeOpen: true,
   queueMax: 50,
   requestTimeoutMs: 5000,
+  resume: true,
 });
 
 // The README's first snippet: requests right after creation are queued until open.
@@ -41,6 +42,8 @@ async function firstSnippet(): Promise<void> {
 async function lifecycle(): Promise<void> {
   const st: ChskState = await chsk.ready(10000);
   const first: boolean = st.firstOpen;
+  const recovered: boolean | undefined = st.recovered;
+  if (recovered === false) console.log("missed pushes: refetch");
   chsk.on("open", (s) => console.log("open as", s.uid, s.type, first));
   chsk.on("close", (c: LastClose) => console.log("closed:", c.reason, c.code ?? "", c.status ?? ""));
   chsk.on("reconnecting", (r: Reconnecting) => console.log(`retry #${r.attempt} in ${r.inMs} ms`, r.lastClose?.reason));

@@ -360,6 +360,59 @@ mod tests {
         assert_eq!(ResumeInfo::from_value(&Value::Nil), None);
     }
 
+    /// The JSON packer (the JS client's default) carries the handshake's fourth element as an
+    /// object with plain keys, and the marker as a keyword string; both read back.
+    #[test]
+    fn the_json_packer_carries_the_handshake_element_and_the_marker() {
+        use crate::envelope::{Envelope, ServerMsg, server_msg};
+        use crate::limits::Limits;
+        use crate::packer::{JsonPacker, Packer as _};
+        let info = ResumeInfo {
+            position: Position {
+                epoch: "9f-2".into(),
+                seq: 5,
+            },
+            recovered: true,
+        };
+        let uid = crate::event::Uid::from("u1");
+        let hs = server_msg::handshake_resume(&uid, Value::Nil, &info);
+        let text = JsonPacker::pack_string(&hs.to_value()).unwrap();
+        assert_eq!(
+            text,
+            r#"[[":chsk/handshake",["u1",null,null,{"epoch":"9f-2","seq":5,"recovered":true}]],null]"#
+        );
+        let back = Envelope::unpack(&JsonPacker, text.as_bytes(), &Limits::default()).unwrap();
+        match ServerMsg::classify(back) {
+            ServerMsg::Handshake { resume, .. } => assert_eq!(resume, Some(info)),
+            other => panic!("not a handshake: {other:?}"),
+        }
+        let marker = JsonPacker
+            .pack(&server_msg::seq_marker(7).to_value())
+            .unwrap();
+        assert_eq!(marker.as_bytes(), br#"[[":chsk/seq",7],null]"#);
+        let back = Envelope::unpack(&JsonPacker, marker.as_bytes(), &Limits::default()).unwrap();
+        assert!(matches!(ServerMsg::classify(back), ServerMsg::Seq(7)));
+        // String keys (another JSON producer) are read too.
+        let text = r#"{"epoch":"e","seq":1,"recovered":false}"#;
+        let value = JsonPacker
+            .unpack(text.as_bytes(), &Limits::default())
+            .unwrap();
+        let keys = Value::Map(
+            [
+                ("epoch", Value::Str("e".into())),
+                ("seq", Value::Int(1)),
+                ("recovered", Value::Bool(false)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (Value::Str(k.into()), v))
+            .collect(),
+        );
+        for value in [value, keys] {
+            let got = ResumeInfo::from_value(&value).expect("read back");
+            assert_eq!((got.position.seq, got.recovered), (1, false));
+        }
+    }
+
     #[test]
     fn the_log_replays_what_is_kept_and_refuses_gaps() {
         let cfg = ReplayConfig::default().max_events(3);

@@ -6,7 +6,8 @@
 //! {"url":"http://127.0.0.1:41234/chsk","refuse_ws_url":"http://127.0.0.1:41236/chsk",
 //!  "small_url":"http://127.0.0.1:41238/chsk","control_url":"http://127.0.0.1:41240",
 //!  "origin_url":"http://127.0.0.1:41242/chsk","unit_url":"http://127.0.0.1:41244/chsk",
-//!  "csrf_token":"tok-123","scenarios":["handshake","echo",...]}
+//!  "window_url":"http://127.0.0.1:41246/chsk","csrf_token":"tok-123",
+//!  "scenarios":["handshake","echo",...]}
 //! ```
 //!
 //! - `url`: the default server (CSRF token `tok-123`, any origin);
@@ -16,10 +17,17 @@
 //!   for clients that can set an `Origin` header);
 //! - `unit_url`: a server of its own for client unit tests (long-poll timeout 1 s, server
 //!   WebSocket pings every 300 ms when idle), driven through the control endpoint;
+//! - `window_url`: like `unit_url`, with a resume replay window of 3 pushes per uid (resume
+//!   outside the window);
 //! - `control_url`: `POST /restart` restarts the default server (server-restart scenario);
-//!   `GET /log` returns the default server's uidport log as edn; `POST /unit/drop` cuts every
-//!   connection of the unit server (new ones are accepted); `POST /unit/refuse-ws` with body
-//!   `on` or `off` makes its proxy refuse WebSocket upgrades (403) or not;
+//!   `GET /log` returns the default server's uidport log as edn; for the unit server (under
+//!   `/unit`) and the window server (under `/window`): `POST /unit/drop` cuts every connection
+//!   (new ones are accepted); `POST /unit/refuse-ws` with body `on` or `off` makes its proxy
+//!   refuse WebSocket upgrades (403) or not; `POST /unit/blackhole` with body `on` or `off`
+//!   makes its proxy throw away every byte of the open connections (a network path that died
+//!   unnoticed) or not; `POST /unit/push` with the JSON body
+//!   `{"uid": "u1", "id": "my-app/n", "data": [1, "two"]}` pushes one event per element of
+//!   `data` (integers, strings) to the uid, each flushed, in order;
 //! - `scenarios`: the names of the conformance scenarios ([`sente_test_kit::scenarios`]), so a
 //!   client in another language can check that it implements every one.
 //!
@@ -67,29 +75,37 @@ async fn main() -> std::io::Result<()> {
         ..base.clone()
     })
     .await?;
-    let unit = Arc::new(
+    let unit_opts = ServerOptions {
+        lp_timeout_ms: 1_000,
+        ws_kalive_ms: Some(300),
+        ..base
+    };
+    let unit = Arc::new(TestServer::spawn(unit_opts.clone()).await?);
+    let window = Arc::new(
         TestServer::spawn(ServerOptions {
-            lp_timeout_ms: 1_000,
-            ws_kalive_ms: Some(300),
-            ..base
+            replay: sente::ReplayConfig::default().max_events(3),
+            ..unit_opts
         })
         .await?,
     );
     let names: Vec<&str> = sente_test_kit::scenarios().iter().map(|s| s.name).collect();
     let names = serde_json::to_string(&names).map_err(std::io::Error::other)?;
-    let control = control_app(main.clone(), unit.clone());
+    let control = control_app(main.clone())
+        .nest("/unit", proxy_app(unit.clone()))
+        .nest("/window", proxy_app(window.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let control_addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, control).await;
     });
     println!(
-        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"origin_url\":\"{}\",\"unit_url\":\"{}\",\"csrf_token\":\"{CSRF_TOKEN}\",\"scenarios\":{names}}}",
+        "{{\"url\":\"{}\",\"refuse_ws_url\":\"{}\",\"small_url\":\"{}\",\"control_url\":\"http://{control_addr}\",\"origin_url\":\"{}\",\"unit_url\":\"{}\",\"window_url\":\"{}\",\"csrf_token\":\"{CSRF_TOKEN}\",\"scenarios\":{names}}}",
         main.url(),
         refuse.url(),
         small.url(),
         origin.url(),
-        unit.url()
+        unit.url(),
+        window.url()
     );
     if forever {
         std::future::pending::<()>().await;
@@ -99,40 +115,107 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn control_app(server: Arc<TestServer>, unit: Arc<TestServer>) -> axum::Router {
-    use axum::http::header;
-    let s2 = server.clone();
-    let u2 = unit.clone();
+/// `on` or `off` (a control body), else a 400 answer.
+fn on_off(body: &str) -> Result<bool, (axum::http::StatusCode, String)> {
+    match body.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err((
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("body must be on or off, not {other:?}"),
+        )),
+    }
+}
+
+/// Pushes the events of `body` (`{"uid": .., "id": .., "data": [..]}`) to its uid, each
+/// flushed, in order.
+fn push(server: &TestServer, body: &str) -> Result<String, String> {
+    let body: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let field = |name: &str| body.get(name).ok_or(format!("no {name:?}"));
+    let (Some(uid), Some(id), Some(data)) = (
+        field("uid")?.as_str(),
+        field("id")?.as_str(),
+        field("data")?.as_array(),
+    ) else {
+        return Err("uid and id must be strings, data an array".to_owned());
+    };
+    let id = sente_proto::EventId::new(id).map_err(|e| e.to_string())?;
+    let running = server.server().ok_or("no sente-rs server")?;
+    let handle = running.handle();
+    let uid = sente_proto::Uid::from(uid);
+    for data in data {
+        let value = match data {
+            serde_json::Value::String(text) => sente_proto::Value::Str(text.clone()),
+            serde_json::Value::Number(n) => {
+                sente_proto::Value::Int(n.as_i64().ok_or("integers only")?)
+            }
+            other => return Err(format!("integers and strings only, not {other}")),
+        };
+        handle
+            .send_flush(&uid, sente_proto::Event::new(id.clone(), value))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(format!("pushed {}", data.len()))
+}
+
+/// The controls of one server behind its proxy: `/drop`, `/refuse-ws`, `/blackhole`, `/push`
+/// (readable from any origin: the browser tests call them).
+fn proxy_app(server: Arc<TestServer>) -> axum::Router {
+    use axum::http::StatusCode;
+    let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server);
     axum::Router::new()
         .route(
-            "/unit/drop",
+            "/drop",
             axum::routing::post(move || {
-                let unit = unit.clone();
+                let server = s1.clone();
                 async move {
-                    unit.proxy().drop_connections();
+                    server.proxy().drop_connections();
                     "dropped"
                 }
             }),
         )
         .route(
-            "/unit/refuse-ws",
+            "/refuse-ws",
             axum::routing::post(move |body: String| {
-                let unit = u2.clone();
+                let server = s2.clone();
                 async move {
-                    match body.trim() {
-                        "on" => unit.proxy().refuse_ws_upgrades(true),
-                        "off" => unit.proxy().refuse_ws_upgrades(false),
-                        other => {
-                            return (
-                                axum::http::StatusCode::BAD_REQUEST,
-                                format!("body must be on or off, not {other:?}"),
-                            );
-                        }
-                    }
-                    (axum::http::StatusCode::OK, body.trim().to_owned())
+                    server.proxy().refuse_ws_upgrades(on_off(&body)?);
+                    Ok::<_, (StatusCode, String)>(body.trim().to_owned())
                 }
             }),
         )
+        .route(
+            "/blackhole",
+            axum::routing::post(move |body: String| {
+                let server = s3.clone();
+                async move {
+                    server.proxy().blackhole(on_off(&body)?);
+                    Ok::<_, (StatusCode, String)>(body.trim().to_owned())
+                }
+            }),
+        )
+        .route(
+            "/push",
+            axum::routing::post(move |body: String| {
+                let server = s4.clone();
+                async move { push(&server, &body).map_err(|e| (StatusCode::BAD_REQUEST, e)) }
+            }),
+        )
+        .layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    axum::http::HeaderValue::from_static("*"),
+                );
+                response
+            },
+        ))
+}
+
+fn control_app(server: Arc<TestServer>) -> axum::Router {
+    use axum::http::header;
+    let s2 = server.clone();
+    axum::Router::new()
         .route(
             "/restart",
             axum::routing::post(move || {

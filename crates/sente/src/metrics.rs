@@ -1,0 +1,382 @@
+//! Metrics and tracing of the server: the tables of every metric and of the tracing targets
+//! are below (also `crates/sente/METRICS.md` in the repository).
+//!
+//! Every metric goes through the [`metrics`](https://docs.rs/metrics) facade: install any
+//! recorder (Prometheus, StatsD, OpenTelemetry...) **before** building the server, and the
+//! server reports to it; without a recorder, recording costs a branch. With the `prometheus`
+//! feature, `prometheus()` installs a Prometheus recorder and `Prometheus::service()` is the
+//! route that serves its text format, for the application to mount (the server opens no
+//! listener of its own):
+//!
+//! ```ignore
+//! // Cargo.toml: sente = { version = "0.1", features = ["prometheus"] }
+//! let metrics = sente::metrics::prometheus()?; // before Server::builder()...build()
+//! let app = server.router("/chsk").route_service("/metrics", metrics.service());
+//! ```
+//!
+//! [`ServerHandle::stats`](crate::ServerHandle::stats) reads the same counters as
+//! `sente_dropped_events_total` and `sente_slow_consumer_disconnects_total` (one count, two
+//! views).
+#![doc = ""]
+#![doc = include_str!("../METRICS.md")]
+
+use crate::meters::{Gauge, Meters};
+use ::metrics::{Counter, Histogram, counter, gauge, histogram};
+use sente_proto::Transport;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The metric names (see the table above).
+pub mod names {
+    /// Counter: handshakes answered (connections opened), by `transport`.
+    pub const HANDSHAKES: &str = "sente_handshakes_total";
+    /// Gauge: open WebSockets (`transport="ws"`) and held long-polls (`transport="ajax"`).
+    pub const CONNECTIONS: &str = "sente_connections";
+    /// Counter: refused requests and unreadable messages, by `reason` and `detail`.
+    pub const REJECTIONS: &str = "sente_rejections_total";
+    /// Counter: events from clients, by `transport` and `packer`.
+    pub const EVENTS_IN: &str = "sente_events_received_total";
+    /// Counter: events to clients (pushes and replies), by `transport` and `packer`.
+    pub const EVENTS_OUT: &str = "sente_events_sent_total";
+    /// Counter: bytes of the messages from clients, by `transport` and `packer`.
+    pub const BYTES_IN: &str = "sente_received_bytes_total";
+    /// Counter: bytes of the messages to clients, by `transport` and `packer`.
+    pub const BYTES_OUT: &str = "sente_sent_bytes_total";
+    /// Histogram: events per pushed batch (once per batch, however many clients it reaches),
+    /// by `transport`.
+    pub const BATCH_SIZE: &str = "sente_batch_size";
+    /// Histogram: seconds from an event's arrival to its reply, by `transport`.
+    pub const REPLY_SECONDS: &str = "sente_reply_seconds";
+    /// Histogram: the most events queued at once for a WebSocket, per connection (recorded when
+    /// it closes).
+    pub const PENDING_SENDS: &str = "sente_pending_sends";
+    /// Gauge: the most events ever queued for one WebSocket (high-water mark).
+    pub const PENDING_SENDS_MAX: &str = "sente_pending_sends_max";
+    /// Counter: clients dropped for being too slow, by `transport` and `cause`.
+    pub const SLOW_CONSUMERS: &str = "sente_slow_consumer_disconnects_total";
+    /// Counter: events the server dropped, by `kind` (`push`, `system`).
+    pub const DROPPED_EVENTS: &str = "sente_dropped_events_total";
+    /// Reserved (delivery guarantees, a later release): replays served from the buffer.
+    pub const REPLAY_HITS: &str = "sente_replay_hits_total";
+    /// Reserved (delivery guarantees, a later release): replays asked for but gone.
+    pub const REPLAY_MISSES: &str = "sente_replay_misses_total";
+}
+
+/// Why a request was refused, as the two labels of `sente_rejections_total`: `reason` (the
+/// class) and `detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// A guard check ([`crate::Rejection`]).
+    Guard(crate::Rejection),
+    /// A page whose origin is not allowed asked for CORS (preflight or `client.js`).
+    CorsOrigin,
+    MissingClientId,
+    UnknownPacker,
+    TooManyFields,
+    BadHandshake,
+    BodyReadError,
+    PackerMismatch,
+    BadPackage,
+    ConnectionLimit,
+    HeadTooLarge,
+    BodyTooLarge,
+    BodyReadTimeout,
+    MessageTooLarge,
+    QueueFull,
+    PendingReplies,
+    ShuttingDown,
+    NoUpgrade,
+}
+
+impl Why {
+    /// `(reason, detail)`.
+    pub(crate) fn labels(self) -> (&'static str, &'static str) {
+        use crate::Rejection as R;
+        match self {
+            Why::Guard(R::Csrf) => ("csrf", "csrf"),
+            Why::Guard(R::Origin) => ("origin", "origin"),
+            Why::CorsOrigin => ("origin", "cors-origin"),
+            Why::Guard(R::Unauthorized) => ("auth", "unauthorized"),
+            Why::Guard(R::RejectFn) => ("auth", "reject-fn"),
+            Why::Guard(R::Host) => ("host", "host"),
+            Why::MissingClientId => ("bad-input", "missing-client-id"),
+            Why::UnknownPacker => ("bad-input", "unknown-packer"),
+            Why::TooManyFields => ("bad-input", "too-many-fields"),
+            Why::BadHandshake => ("bad-input", "bad-websocket-handshake"),
+            Why::BodyReadError => ("bad-input", "body-read-error"),
+            Why::PackerMismatch => ("bad-input", "packer-mismatch"),
+            Why::BadPackage => ("bad-input", "bad-package"),
+            Why::ConnectionLimit => ("limits", "connection-limit"),
+            Why::HeadTooLarge => ("limits", "head-too-large"),
+            Why::BodyTooLarge => ("limits", "body-too-large"),
+            Why::BodyReadTimeout => ("limits", "body-read-timeout"),
+            Why::MessageTooLarge => ("limits", "message-too-large"),
+            Why::QueueFull => ("limits", "event-queue-full"),
+            Why::PendingReplies => ("limits", "pending-replies"),
+            Why::ShuttingDown => ("unavailable", "shutting-down"),
+            Why::NoUpgrade => ("unavailable", "no-upgrade-support"),
+        }
+    }
+
+    /// Counts one rejection.
+    pub(crate) fn count(self) {
+        let (reason, detail) = self.labels();
+        counter!(names::REJECTIONS, "reason" => reason, "detail" => detail).increment(1);
+    }
+}
+
+/// A connection (or a client's Ajax request) opened: counted by transport.
+pub(crate) fn handshake(transport: Transport) {
+    counter!(names::HANDSHAKES, "transport" => transport.as_str()).increment(1);
+}
+
+/// An open WebSocket or a held long-poll, counted until dropped in `sente_connections` and in
+/// the node's [`Stats::ws_connections`](crate::Stats::ws_connections) /
+/// [`Stats::ajax_polls`](crate::Stats::ajax_polls).
+pub(crate) struct Open(Transport, #[allow(dead_code)] Gauge);
+
+impl Open {
+    pub(crate) fn new(transport: Transport, node: &Arc<Meters>) -> Open {
+        gauge!(names::CONNECTIONS, "transport" => transport.as_str()).increment(1.0);
+        let held = match transport {
+            Transport::Ws => node.ws_open(),
+            Transport::Ajax => node.ajax_poll(),
+        };
+        Open(transport, held)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        gauge!(names::CONNECTIONS, "transport" => self.0.as_str()).decrement(1.0);
+    }
+}
+
+/// A client dropped for being slow: `cause` is `queue-full` or `write-timeout`.
+pub(crate) fn slow_consumer(transport: Transport, cause: &'static str) {
+    counter!(names::SLOW_CONSUMERS, "transport" => transport.as_str(), "cause" => cause)
+        .increment(1);
+}
+
+/// Events dropped by the server: `kind` is `push` or `system`.
+pub(crate) fn dropped_events(kind: &'static str, n: u64) {
+    counter!(names::DROPPED_EVENTS, "kind" => kind).increment(n);
+}
+
+/// The `sente_batch_size` histogram of a transport.
+pub(crate) fn batch_sizes(transport: Transport) -> Histogram {
+    histogram!(names::BATCH_SIZE, "transport" => transport.as_str())
+}
+
+/// A new high-water mark of one WebSocket's send queue.
+pub(crate) fn pending_max(n: usize) {
+    gauge!(names::PENDING_SENDS_MAX).set(n as f64);
+}
+
+/// The handles a connection (or an Ajax request) records into, registered once with its
+/// labels: recording is then an atomic add (or nothing, without a recorder). Events in and
+/// out and reply latencies go to both sinks at once: the `metrics` facade and the node's
+/// [`Meters`] (read by [`ServerHandle::stats`](crate::ServerHandle::stats) and the admin page).
+#[derive(Clone)]
+pub(crate) struct ConnMetrics {
+    events_in: Counter,
+    events_out: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) pending: Histogram,
+    reply: Histogram,
+    node: Arc<Meters>,
+}
+
+impl ConnMetrics {
+    pub(crate) fn new(transport: Transport, packer: &'static str, node: &Arc<Meters>) -> Self {
+        let t = transport.as_str();
+        ConnMetrics {
+            node: node.clone(),
+            events_in: counter!(names::EVENTS_IN, "transport" => t, "packer" => packer),
+            events_out: counter!(names::EVENTS_OUT, "transport" => t, "packer" => packer),
+            bytes_in: counter!(names::BYTES_IN, "transport" => t, "packer" => packer),
+            bytes_out: counter!(names::BYTES_OUT, "transport" => t, "packer" => packer),
+            pending: histogram!(names::PENDING_SENDS),
+            reply: histogram!(names::REPLY_SECONDS, "transport" => t),
+        }
+    }
+
+    /// An event arrived from the client.
+    pub(crate) fn event_in(&self) {
+        self.events_in.increment(1);
+        self.node.event_in();
+    }
+
+    /// A pushed batch of `events` goes out.
+    pub(crate) fn batch_sent(&self, events: usize) {
+        self.events_out.increment(events as u64);
+        self.node.events_out(events);
+    }
+
+    /// A reply goes out to the client, `since` its event arrived: one event out, and its
+    /// latency measured once, recorded in `sente_reply_seconds` and the node's histogram.
+    pub(crate) fn replied(&self, since: Instant) {
+        let took = since.elapsed();
+        self.events_out.increment(1);
+        self.node.events_out(1);
+        self.reply.record(took.as_secs_f64());
+        self.node.reply(took);
+    }
+
+    /// A timer for the reply of an event arriving now.
+    pub(crate) fn reply_timer(&self) -> ReplyTimer {
+        ReplyTimer {
+            since: Instant::now(),
+            conn: self.clone(),
+        }
+    }
+}
+
+/// When an event that asked for a reply arrived (recorded by [`ConnMetrics::replied`] when
+/// the reply goes out in the POST's response).
+#[derive(Debug)]
+pub(crate) struct ReplyTimer {
+    since: Instant,
+    conn: ConnMetrics,
+}
+
+impl ReplyTimer {
+    pub(crate) fn done(&self) {
+        self.conn.replied(self.since);
+    }
+}
+
+impl std::fmt::Debug for ConnMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnMetrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "prometheus")]
+pub use prom::{Prometheus, PrometheusError, PrometheusService, prometheus, prometheus_handler};
+
+#[cfg(feature = "prometheus")]
+mod prom {
+    use super::names;
+    use crate::response::ChskBody;
+    use bytes::Bytes;
+    use http::{HeaderValue, Request, Response, header};
+    use http_body_util::Full;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    use std::convert::Infallible;
+    use std::sync::{Mutex, PoisonError};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    /// Why [`prometheus`] failed: another recorder is installed, or the exporter refused its
+    /// settings.
+    pub type PrometheusError = metrics_exporter_prometheus::BuildError;
+
+    /// How often the recorder's upkeep runs (drains histogram samples when nobody scrapes).
+    const UPKEEP: Duration = Duration::from_secs(5);
+
+    const SECONDS: &[f64] = &[
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    const COUNTS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+    static INSTALLED: Mutex<Option<Prometheus>> = Mutex::new(None);
+
+    /// The process's Prometheus recorder, installed by [`prometheus`].
+    #[derive(Clone, Debug)]
+    pub struct Prometheus {
+        handle: PrometheusHandle,
+    }
+
+    /// Installs a Prometheus recorder as the process's global `metrics` recorder, with
+    /// histogram buckets for sente's histograms (and a thread that runs its upkeep every 5 s);
+    /// a second call returns the same recorder. Call it before building the server.
+    ///
+    /// Errors: another `metrics` recorder is already installed.
+    pub fn prometheus() -> Result<Prometheus, PrometheusError> {
+        let mut slot = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(names::REPLY_SECONDS.into()), SECONDS)?
+            .set_buckets_for_metric(
+                Matcher::Full("sente_backplane_publish_seconds".into()),
+                SECONDS,
+            )?
+            .set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), COUNTS)?
+            .set_buckets_for_metric(Matcher::Full(names::PENDING_SENDS.into()), COUNTS)?
+            .install_recorder()?;
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("sente-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
+        let p = Prometheus { handle };
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    /// [`prometheus`], then [`Prometheus::service`]: the route to mount (`GET` answers the
+    /// text format).
+    pub fn prometheus_handler() -> Result<PrometheusService, PrometheusError> {
+        Ok(prometheus()?.service())
+    }
+
+    impl Prometheus {
+        /// The current values in Prometheus' text format.
+        pub fn render(&self) -> String {
+            self.handle.render()
+        }
+
+        /// The exporter's handle.
+        pub fn handle(&self) -> &PrometheusHandle {
+            &self.handle
+        }
+
+        /// A tower service answering every request with [`Prometheus::render`]: mount it in
+        /// axum with `Router::route_service("/metrics", ..)`, or serve it with hyper through
+        /// `hyper_util::service::TowerToHyperService`.
+        pub fn service(&self) -> PrometheusService {
+            PrometheusService {
+                handle: self.handle.clone(),
+            }
+        }
+    }
+
+    /// The route that serves the metrics ([`Prometheus::service`]).
+    #[derive(Clone, Debug)]
+    pub struct PrometheusService {
+        handle: PrometheusHandle,
+    }
+
+    impl<B> tower_service::Service<Request<B>> for PrometheusService {
+        type Response = Response<ChskBody>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response<ChskBody>, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Request<B>) -> Self::Future {
+            let r = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+                let mut r = Response::new(Full::new(Bytes::from(self.handle.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            } else {
+                crate::response::plain(http::StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            };
+            std::future::ready(Ok(r))
+        }
+    }
+}
