@@ -1,6 +1,7 @@
 //! The Ajax transport (spec 6): the handshake and the long-poll (`GET`), and events sent with
 //! `POST`, answered at once (`:chsk/dummy-cb-200`, `"pong"`) or with the handler's reply.
 
+use crate::meters::Meters;
 use crate::metrics::ConnMetrics;
 use crate::metrics::Why;
 use crate::msg::{EventMsg, Reply};
@@ -89,6 +90,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     let conn = match started {
         Err(e) => {
             return reject(
+                shell.registry().meters(),
                 StatusCode::TOO_MANY_REQUESTS,
                 Why::ConnectionLimit,
                 e.to_string(),
@@ -169,13 +171,19 @@ impl Drop for PendingReply {
     }
 }
 
-fn too_many_fields(e: TooManyFields) -> Response<ChskBody> {
-    reject(StatusCode::BAD_REQUEST, Why::TooManyFields, e.to_string())
+fn too_many_fields(node: &Meters, e: TooManyFields) -> Response<ChskBody> {
+    reject(
+        node,
+        StatusCode::BAD_REQUEST,
+        Why::TooManyFields,
+        e.to_string(),
+    )
 }
 
 /// Reads a request body: at most `limit` bytes (checked as it streams in), within `timeout`.
 /// `Err` is the answer (413, 408, or 400); the partial body is dropped with it.
 async fn read_body<B>(
+    node: &Meters,
     body: B,
     limit: usize,
     timeout: Duration,
@@ -187,16 +195,19 @@ where
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Box::new(reject(
+            node,
             StatusCode::PAYLOAD_TOO_LARGE,
             Why::BodyTooLarge,
             "Message over the size limit",
         ))),
         Ok(Err(_)) => Err(Box::new(reject(
+            node,
             StatusCode::BAD_REQUEST,
             Why::BodyReadError,
             "The request body could not be read",
         ))),
         Err(_) => Err(Box::new(reject(
+            node,
             StatusCode::REQUEST_TIMEOUT,
             Why::BodyReadTimeout,
             format!(
@@ -207,8 +218,9 @@ where
     }
 }
 
-fn busy() -> Response<ChskBody> {
+fn busy(node: &Meters) -> Response<ChskBody> {
     reject(
+        node,
         StatusCode::TOO_MANY_REQUESTS,
         Why::QueueFull,
         "Too many events of this client are waiting for their handlers",
@@ -233,7 +245,7 @@ where
     );
     let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
         Ok(p) => p,
-        Err(e) => return too_many_fields(e),
+        Err(e) => return too_many_fields(shell.registry().meters(), e),
     };
     let max = shell.max_message();
     let binary = params.has("binary?");
@@ -250,6 +262,7 @@ where
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit as u64) {
         return reject(
+            shell.registry().meters(),
             StatusCode::PAYLOAD_TOO_LARGE,
             Why::BodyTooLarge,
             "Message over the size limit",
@@ -259,7 +272,7 @@ where
         Ok(h) => h,
         Err(r) => return *r,
     };
-    let body = match read_body(body, body_limit, body_timeout).await {
+    let body = match read_body(shell.registry().meters(), body, body_limit, body_timeout).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -270,7 +283,7 @@ where
         let text = String::from_utf8_lossy(&body);
         let mut form = match Params::parse(&text, max_fields) {
             Ok(f) => f,
-            Err(e) => return too_many_fields(e),
+            Err(e) => return too_many_fields(shell.registry().meters(), e),
         };
         let ppstr = form.take("ppstr").unwrap_or_default();
         (Bytes::from(ppstr), form)
@@ -288,6 +301,7 @@ where
     if let Some(p) = handshook {
         if a.packer_named && p.name() != a.packer.name() {
             return reject(
+                shell.registry().meters(),
                 StatusCode::BAD_REQUEST,
                 Why::PackerMismatch,
                 format!(
@@ -342,6 +356,7 @@ async fn post_event(
         .await;
     let Some(decoded) = decoded else {
         return reject(
+            shell.registry().meters(),
             StatusCode::BAD_REQUEST,
             Why::BadPackage,
             "The message could not be unpacked",
@@ -351,13 +366,19 @@ async fn post_event(
         Ok(i) => i,
         Err(e @ InboundError::TooLarge(_)) => {
             return reject(
+                shell.registry().meters(),
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Why::MessageTooLarge,
                 e.to_string(),
             );
         }
         Err(e) => {
-            return reject(StatusCode::BAD_REQUEST, Why::BadPackage, e.to_string());
+            return reject(
+                shell.registry().meters(),
+                StatusCode::BAD_REQUEST,
+                Why::BadPackage,
+                e.to_string(),
+            );
         }
     };
     let Some(event) = inbound.event else {
@@ -377,13 +398,14 @@ async fn post_event(
     };
     if inbound.reply_to.is_none() {
         if shell.dispatcher.submit(msg).is_err() {
-            return busy();
+            return busy(shell.registry().meters());
         }
         let answer = inbound.answer.unwrap_or_else(|| message::ajax_reply(None));
         return sent(&m, envelope(&*a.packer, answer, max));
     }
     let Some(_pending) = PendingReply::acquire(&shell, &a.client_id) else {
         return reject(
+            shell.registry().meters(),
             StatusCode::TOO_MANY_REQUESTS,
             Why::PendingReplies,
             "Too many requests waiting for a reply",
@@ -393,7 +415,7 @@ async fn post_event(
     let (tx, rx) = oneshot::channel();
     msg.reply = Some(Reply::ajax(tx));
     if shell.dispatcher.submit(msg).is_err() {
-        return busy();
+        return busy(shell.registry().meters());
     }
     let reply = tokio::time::timeout(shell.timing.lp_timeout, rx)
         .await

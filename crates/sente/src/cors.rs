@@ -18,6 +18,7 @@
 //! requests to the endpoint get the usual `403 Unauthorized origin`. WebSocket upgrades are
 //! not subject to CORS: the origin check alone applies.
 
+use crate::meters::Meters;
 use crate::metrics::Why;
 use crate::origin::{AllowedOrigins, Origin, origin_allowed};
 use crate::response::{ChskBody, reject};
@@ -69,9 +70,10 @@ impl Cors {
     }
 
     /// The `403` of a refused origin, saying why.
-    pub(crate) fn refusal(origin: &str) -> Response<ChskBody> {
+    pub(crate) fn refusal(node: &Meters, origin: &str) -> Response<ChskBody> {
         let origin: String = origin.chars().take(200).collect();
         reject(
+            node,
             StatusCode::FORBIDDEN,
             Why::CorsOrigin,
             format!(
@@ -82,9 +84,9 @@ impl Cors {
     }
 
     /// The answer to a preflight (`OPTIONS` with `Origin`), before [`Cors::apply`].
-    pub(crate) fn preflight(&self, req_headers: &HeaderMap) -> Response<ChskBody> {
+    pub(crate) fn preflight(&self, node: &Meters, req_headers: &HeaderMap) -> Response<ChskBody> {
         match self {
-            Cors::Refused(o) => return Cors::refusal(o),
+            Cors::Refused(o) => return Cors::refusal(node, o),
             Cors::None => {
                 return crate::response::plain(
                     StatusCode::METHOD_NOT_ALLOWED,

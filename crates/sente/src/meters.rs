@@ -146,9 +146,11 @@ impl Meters {
         self.reply_buckets[bucket.min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request was refused: counted, and kept in the ring (the oldest goes when it is full).
-    pub(crate) fn rejected(&self, mut r: RejectedRequest) {
+    /// A request was refused: counted, and `noted` (an admission refusal, whose head is known)
+    /// kept in the ring (the oldest goes when it is full). Called by `Why::count` only.
+    pub(crate) fn rejected(&self, noted: Option<RejectedRequest>) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        let Some(mut r) = noted else { return };
         if self.recent_cap == 0 {
             return;
         }
@@ -266,14 +268,14 @@ mod tests {
     fn ring_is_bounded_and_details_are_cut() {
         let m = Meters::new(2);
         for reason in ["a", "b", "c"] {
-            m.rejected(RejectedRequest {
+            m.rejected(Some(RejectedRequest {
                 at_ms: 0,
                 reason,
                 status: 403,
                 transport: "ws",
                 detail: detail(&http::Method::GET, &"é".repeat(100), Some("http://x")),
                 uid: None,
-            });
+            }));
         }
         let r = m.recent_rejections();
         assert_eq!(r.len(), 2);

@@ -14,13 +14,16 @@
 //! let app = server.router("/chsk").route_service("/metrics", metrics.service());
 //! ```
 //!
-//! [`ServerHandle::stats`](crate::ServerHandle::stats) reads the same counters as
-//! `sente_dropped_events_total` and `sente_slow_consumer_disconnects_total` (one count, two
-//! views).
+//! [`ServerHandle::stats`](crate::ServerHandle::stats) and the [`admin`](crate::admin) page
+//! read the same counts, for this node: each instrumentation point makes one call here, which
+//! records into the facade and into the node's atomics (`sente_connections`,
+//! `sente_events_received_total`, `sente_events_sent_total`, `sente_reply_seconds`,
+//! `sente_rejections_total` summed over their labels; `sente_dropped_events_total` and
+//! `sente_slow_consumer_disconnects_total{cause="queue-full"}`): one count, two views.
 #![doc = ""]
 #![doc = include_str!("../METRICS.md")]
 
-use crate::meters::{Gauge, Meters};
+use crate::meters::{Gauge, Meters, RejectedRequest};
 use ::metrics::{Counter, Histogram, counter, gauge, histogram};
 use sente_proto::Transport;
 use std::sync::Arc;
@@ -118,10 +121,23 @@ impl Why {
         }
     }
 
-    /// Counts one rejection.
-    pub(crate) fn count(self) {
+    /// Counts one rejection, in `sente_rejections_total` and the node's
+    /// [`Stats::rejected_requests`](crate::Stats::rejected_requests); `noted` (a refused
+    /// admission, redacted) goes to the recent-rejections ring.
+    pub(crate) fn count(self, node: &Meters, noted: Option<RejectedRequest>) {
         let (reason, detail) = self.labels();
         counter!(names::REJECTIONS, "reason" => reason, "detail" => detail).increment(1);
+        node.rejected(noted);
+    }
+
+    /// The reason kept in the recent-rejections ring ([`RejectedRequest::reason`]).
+    pub(crate) fn ring_reason(self) -> &'static str {
+        match self {
+            Why::Guard(r) => r.as_str(),
+            Why::MissingClientId => "missing client-id",
+            Why::UnknownPacker => "unknown packer",
+            other => other.labels().1,
+        }
     }
 }
 

@@ -62,8 +62,10 @@ pub struct Stats {
     /// Replies sent (to events that asked for one), with the time from the event's arrival to
     /// its reply.
     pub replies: crate::meters::LatencyHistogram,
-    /// Requests refused by the guard (CSRF, Origin, Host, `reject_fn`, `authorized_fn`) or for a
-    /// missing client id or an unknown packer (see [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections)).
+    /// Refused requests and unreadable messages, for every reason (the guard's CSRF, Origin,
+    /// Host, `reject_fn`, `authorized_fn`; bad input; limits; shutting down): the count of
+    /// `sente_rejections_total`. The refused admissions (guard, missing client id, unknown
+    /// packer) are also kept in [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections).
     pub rejected_requests: u64,
     /// Server-synthesized events (uidport) dropped because their client's queue was full.
     pub dropped_system_events: u64,

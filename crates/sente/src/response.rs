@@ -2,6 +2,7 @@
 //! messages.
 
 use crate::guard::{HookResponse, Rejection};
+use crate::meters::{Meters, RejectedRequest};
 use crate::metrics::Why;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -23,18 +24,52 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Chsk
     r
 }
 
-/// A refused request, counted (`sente_rejections_total`) and logged (debug) with its reason.
-pub(crate) fn reject(status: StatusCode, why: Why, body: impl Into<Bytes>) -> Response<ChskBody> {
-    why.count();
+/// A refused request, counted (`sente_rejections_total` and the node's stats) and logged
+/// (debug) with its reason.
+pub(crate) fn reject(
+    node: &Meters,
+    status: StatusCode,
+    why: Why,
+    body: impl Into<Bytes>,
+) -> Response<ChskBody> {
+    reject_noted(node, status, why, body, None)
+}
+
+/// [`reject`], keeping `noted` in the recent rejections (its status is filled in here).
+pub(crate) fn reject_noted(
+    node: &Meters,
+    status: StatusCode,
+    why: Why,
+    body: impl Into<Bytes>,
+    noted: Option<RejectedRequest>,
+) -> Response<ChskBody> {
+    why.count(
+        node,
+        noted.map(|mut n| {
+            n.status = status.as_u16();
+            n
+        }),
+    );
     let (reason, detail) = why.labels();
     tracing::debug!(status = status.as_u16(), reason, detail, "request rejected");
     plain(status, body)
 }
 
-/// A request the guard refused: the hook's response, counted and logged with the reason.
-pub(crate) fn refused((why, resp): (Rejection, HookResponse)) -> Response<ChskBody> {
+/// A request the guard refused: the hook's response, counted and logged with the reason, and
+/// `noted` kept in the recent rejections (its status is filled in here).
+pub(crate) fn refused(
+    node: &Meters,
+    (why, resp): (Rejection, HookResponse),
+    noted: Option<RejectedRequest>,
+) -> Response<ChskBody> {
     let why = Why::Guard(why);
-    why.count();
+    why.count(
+        node,
+        noted.map(|mut n| {
+            n.status = resp.status().as_u16();
+            n
+        }),
+    );
     let (reason, detail) = why.labels();
     tracing::debug!(
         status = resp.status().as_u16(),

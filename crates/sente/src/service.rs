@@ -110,7 +110,7 @@ where
         && req.headers().contains_key(header::ORIGIN)
         && (in_mount(path) || path.ends_with("/client.js"))
     {
-        return cors.preflight(req.headers());
+        return cors.preflight(shell.registry().meters(), req.headers());
     }
     if path.ends_with("/client.js")
         && mount
@@ -121,7 +121,7 @@ where
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
         }
         if let Cors::Refused(origin) = cors {
-            return Cors::refusal(origin);
+            return Cors::refusal(shell.registry().meters(), origin);
         }
         let mut r = Response::new(Full::new(Bytes::from_static(CLIENT_JS.as_bytes())));
         r.headers_mut().insert(
@@ -144,6 +144,7 @@ where
             .sum::<usize>();
     if head_bytes > shell.registry().limits().max_header_bytes {
         return reject(
+            shell.registry().meters(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Why::HeadTooLarge,
             "Request header fields too large",
@@ -151,6 +152,7 @@ where
     }
     if shell.registry().is_closing() {
         return reject(
+            shell.registry().meters(),
             StatusCode::SERVICE_UNAVAILABLE,
             Why::ShuttingDown,
             "The server is shutting down",
@@ -169,7 +171,14 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     let max_fields = shell.registry().limits().max_form_fields;
     let params = match Params::parse(parts.uri.query().unwrap_or(""), max_fields) {
         Ok(p) => p,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, Why::TooManyFields, e.to_string()),
+        Err(e) => {
+            return reject(
+                shell.registry().meters(),
+                StatusCode::BAD_REQUEST,
+                Why::TooManyFields,
+                e.to_string(),
+            );
+        }
     };
     let ws = ws::is_upgrade(&parts.headers);
     let on_upgrade = if ws {

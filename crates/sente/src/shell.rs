@@ -10,7 +10,7 @@ use crate::packers::Packers;
 use crate::params::Params;
 use crate::registry::Registry;
 use crate::request::ChskRequest;
-use crate::response::{ChskBody, refused, reject};
+use crate::response::{ChskBody, refused, reject_noted};
 use http::{Response, StatusCode};
 use sente_proto::server::message::PendingReplies;
 use sente_proto::{ClientId, Packer, Uid};
@@ -117,14 +117,6 @@ pub(crate) struct HeadAdmitted {
     csrf: CsrfCheck,
 }
 
-fn missing_client_id() -> Box<Response<ChskBody>> {
-    Box::new(reject(
-        StatusCode::BAD_REQUEST,
-        Why::MissingClientId,
-        MISSING_CLIENT_ID,
-    ))
-}
-
 /// Which request a rejection refused (for [`RejectedRequest::transport`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {
@@ -144,30 +136,29 @@ impl Via {
 }
 
 impl Shell {
-    /// Keeps a refused request in the recent rejections (redacted: see [`RejectedRequest`]).
+    /// A refused request as the recent rejections keep it (redacted: see
+    /// [`RejectedRequest`]; the status is filled in when it is counted).
     fn note(
-        &self,
         via: Via,
-        reason: &'static str,
-        resp: &Response<ChskBody>,
+        why: Why,
         head: (&http::Method, &http::Uri, &http::HeaderMap),
         uid: Option<String>,
-    ) {
+    ) -> RejectedRequest {
         let (method, uri, headers) = head;
         let origin = headers
             .get(http::header::ORIGIN)
             .and_then(|o| o.to_str().ok());
-        self.registry().meters().rejected(RejectedRequest {
+        RejectedRequest {
             at_ms: 0,
-            reason,
-            status: resp.status().as_u16(),
+            reason: why.ring_reason(),
+            status: 0,
             transport: via.as_str(),
             detail: meters::detail(method, uri.path(), origin),
             uid,
-        });
+        }
     }
 
-    /// A request the guard refused: noted, then answered.
+    /// A request the guard refused: counted and noted, then answered.
     fn refuse(
         &self,
         via: Via,
@@ -178,38 +169,45 @@ impl Shell {
             .guard
             .record_rejected_uids
             .then(|| (self.guard.user_id_fn)(req).to_string());
-        let reason = refusal.0.as_str();
-        let resp = refused(refusal);
-        self.note(
+        let noted = Self::note(
             via,
-            reason,
-            &resp,
+            Why::Guard(refusal.0),
             (req.method(), req.uri(), req.headers()),
             uid,
         );
-        Box::new(resp)
+        Box::new(refused(self.registry().meters(), refusal, Some(noted)))
     }
 
-    /// A request refused before the guard (no client id, unknown packer): noted, then answered.
+    /// A request refused before the guard (no client id, unknown packer): counted and noted,
+    /// then answered `400`.
     fn refuse_early(
         &self,
         via: Via,
-        reason: &'static str,
+        why: Why,
         head: (&http::Method, &http::Uri, &http::HeaderMap),
-        resp: Box<Response<ChskBody>>,
+        body: impl Into<bytes::Bytes>,
     ) -> Box<Response<ChskBody>> {
-        self.note(via, reason, &resp, head, None);
-        resp
+        let noted = Self::note(via, why, head, None);
+        Box::new(reject_noted(
+            self.registry().meters(),
+            StatusCode::BAD_REQUEST,
+            why,
+            body,
+            Some(noted),
+        ))
     }
 
-    fn resolve_packer(&self, params: &Params) -> Result<Arc<dyn Packer>, Box<Response<ChskBody>>> {
-        self.packers.resolve(params.get("packer")).map_err(|e| {
-            Box::new(reject(
-                StatusCode::BAD_REQUEST,
-                Why::UnknownPacker,
-                e.to_string(),
-            ))
-        })
+    /// The packer `params` name (the default without one); `Err` (counted and noted) for an
+    /// unknown one.
+    fn resolve_packer(
+        &self,
+        params: &Params,
+        via: Via,
+        head: (&http::Method, &http::Uri, &http::HeaderMap),
+    ) -> Result<Arc<dyn Packer>, Box<Response<ChskBody>>> {
+        self.packers
+            .resolve(params.get("packer"))
+            .map_err(|e| self.refuse_early(via, Why::UnknownPacker, head, e.to_string()))
     }
 
     /// The admission of every GET, POST and WebSocket upgrade: the client id, the packer, then
@@ -222,11 +220,9 @@ impl Shell {
     ) -> Result<Admitted, Box<Response<ChskBody>>> {
         let head = (&parts.method, &parts.uri, &parts.headers);
         let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
-            return Err(self.refuse_early(via, "missing client-id", head, missing_client_id()));
+            return Err(self.refuse_early(via, Why::MissingClientId, head, MISSING_CLIENT_ID));
         };
-        let packer = self
-            .resolve_packer(&params)
-            .map_err(|r| self.refuse_early(via, "unknown packer", head, r))?;
+        let packer = self.resolve_packer(&params, via, head)?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(&params);
         let request = Arc::new(ChskRequest::new(
@@ -260,18 +256,12 @@ impl Shell {
         let head = (&parts.method, &parts.uri, &parts.headers);
         let client_id = match query.get("client-id") {
             Some(c) => Some(ClientId::new(c).map_err(|_| {
-                self.refuse_early(
-                    Via::AjaxPost,
-                    "missing client-id",
-                    head,
-                    missing_client_id(),
-                )
+                self.refuse_early(Via::AjaxPost, Why::MissingClientId, head, MISSING_CLIENT_ID)
             })?),
             None => None,
         };
         if query.has("packer") {
-            self.resolve_packer(&query)
-                .map_err(|r| self.refuse_early(Via::AjaxPost, "unknown packer", head, r))?;
+            self.resolve_packer(&query, Via::AjaxPost, head)?;
         }
         let exts = requested_extensions(&query);
         let request = ChskRequest::new(parts, query, client_id, exts);
@@ -296,14 +286,12 @@ impl Shell {
         let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
             return Err(self.refuse_early(
                 Via::AjaxPost,
-                "missing client-id",
+                Why::MissingClientId,
                 head,
-                missing_client_id(),
+                MISSING_CLIENT_ID,
             ));
         };
-        let packer = self
-            .resolve_packer(params)
-            .map_err(|r| self.refuse_early(Via::AjaxPost, "unknown packer", head, r))?;
+        let packer = self.resolve_packer(params, Via::AjaxPost, head)?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(params);
         request.set_client(client_id.clone(), exts);

@@ -3,6 +3,7 @@
 
 use crate::dispatch::InlineRunner;
 use crate::framing::FrameBoundedIo;
+use crate::meters::Meters;
 use crate::metrics::Why;
 use crate::metrics::{ConnMetrics, Open};
 use crate::msg::{EventMsg, Reply};
@@ -173,8 +174,8 @@ pub(crate) struct WsConn {
 }
 
 /// `400` for a malformed upgrade, naming the WebSocket version the server speaks.
-fn bad_handshake(why: &'static str) -> Response<ChskBody> {
-    let mut r = reject(StatusCode::BAD_REQUEST, Why::BadHandshake, why);
+fn bad_handshake(node: &Meters, why: &'static str) -> Response<ChskBody> {
+    let mut r = reject(node, StatusCode::BAD_REQUEST, Why::BadHandshake, why);
     r.headers_mut().insert(
         header::SEC_WEBSOCKET_VERSION,
         HeaderValue::from_static("13"),
@@ -193,10 +194,11 @@ pub(crate) fn accept(
 ) -> Response<ChskBody> {
     let key = match key {
         Ok(key) => key,
-        Err(why) => return bad_handshake(why),
+        Err(why) => return bad_handshake(shell.registry().meters(), why),
     };
     let Some(on_upgrade) = on_upgrade else {
         return reject(
+            shell.registry().meters(),
             StatusCode::INTERNAL_SERVER_ERROR,
             Why::NoUpgrade,
             "This HTTP server does not support connection upgrades (serve with hyper upgrades enabled)",
@@ -226,6 +228,7 @@ pub(crate) fn accept(
         Ok(c) => c,
         Err(e) => {
             return reject(
+                shell.registry().meters(),
                 StatusCode::TOO_MANY_REQUESTS,
                 Why::ConnectionLimit,
                 e.to_string(),
@@ -625,7 +628,7 @@ impl WsConn {
         let Some(event) = inbound.event else { return };
         self.metrics.event_in();
         if event.id().as_str() == sente_proto::event::ids::BAD_PACKAGE {
-            Why::BadPackage.count();
+            Why::BadPackage.count(self.shell.registry().meters(), None);
         }
         inline.offer(EventMsg {
             event,

@@ -296,6 +296,8 @@ async fn scraped_metrics_match_the_traffic() {
     assert_eq!((stats.events_in, stats.events_out), (7 + 1, 8 + 2));
     assert_eq!(stats.replies.count, 6 + 1);
     assert_eq!(stats.replies.buckets.iter().sum::<u64>(), 7);
+    // Every rejection (sente_rejections_total: 6), the unreadable package included.
+    assert_eq!(stats.rejected_requests, 6);
     assert_eq!(
         (
             stats.dropped_system_events,
