@@ -230,6 +230,10 @@ export class ChannelSocket {
       udtNextReconnect: null,
       firstOpen: false,
     });
+    // Bring a pending reconnect forward when the network or the tab comes back.
+    const retry = () => globalThis.document?.visibilityState != "hidden" && this.retryNow();
+    globalThis.addEventListener?.("online", retry);
+    globalThis.document?.addEventListener?.("visibilitychange", retry);
     if (o.autoConnect) {
       this._active = true;
       queueMicrotask(() => this._active && !this._conn && this._start());
@@ -346,13 +350,6 @@ export class ChannelSocket {
 
   /** Start connecting (no-op while already connected or connecting). */
   connect() {
-    if (!this._sig) {
-      // Bring a pending reconnect forward when the network or the tab comes back.
-      const retry = () => globalThis.document?.visibilityState != "hidden" && this.retryNow();
-      globalThis.addEventListener?.("online", retry);
-      globalThis.document?.addEventListener?.("visibilitychange", retry);
-      this._sig = retry;
-    }
     if (this._active && this._conn) return;
     this._active = true;
     this._stopped = false;

@@ -300,10 +300,14 @@ test("connect() while waiting to reconnect retries at once", async () => {
   chsk.disconnect();
 });
 
-test("retryNow() and the `online` event bring a pending reconnect forward", async () => {
+test("retryNow() and the `online` event bring a pending reconnect forward", async (t) => {
+  // Node's global object is no EventTarget: stand in for the browser's window.
+  const win = new EventTarget();
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  t.after(() => delete globalThis.addEventListener);
   const chsk = make({ type: "ws", backoff: () => 10000 });
   await chsk.ready(5000);
-  for (const trigger of [() => chsk.retryNow(), () => globalThis.dispatchEvent(new Event("online"))]) {
+  for (const trigger of [() => chsk.retryNow(), () => win.dispatchEvent(new Event("online"))]) {
     const rc = chsk.once("reconnecting");
     await dropAll();
     assert.ok((await rc).inMs > 9000);
