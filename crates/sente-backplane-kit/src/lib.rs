@@ -9,6 +9,7 @@ use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -134,12 +135,15 @@ pub enum Op {
         /// The answer.
         done: oneshot::Sender<bool>,
     },
-    /// Take the oldest events of `cid`'s mailbox, within the bounds.
+    /// Take the oldest events of `cid`'s mailbox, within the bounds, as the lease `lease`
+    /// (they stay in the engine until settled; see `Mailbox`'s "Leased takes").
     Take {
         /// The uid.
         uid: Uid,
         /// The client.
         cid: ClientId,
+        /// The lease's id (unique per take: this node's origin and a counter).
+        lease: String,
         /// At most this many events.
         max_events: usize,
         /// At most about this many encoded bytes (at least one event is taken).
@@ -147,14 +151,39 @@ pub enum Op {
         /// The events taken, oldest first.
         done: oneshot::Sender<Vec<Arc<Event>>>,
     },
-    /// Put events that could not be delivered back at the head of `cid`'s mailbox.
+    /// Put the lease `lease` (its answer could not be delivered) back at the head of `cid`'s
+    /// mailbox, if it is still the client's lease.
     PutBack {
         /// The uid.
         uid: Uid,
         /// The client.
         cid: ClientId,
-        /// The events, oldest first.
-        events: Vec<Arc<Event>>,
+        /// The lease's id.
+        lease: String,
+        /// Answered once stored.
+        done: oneshot::Sender<()>,
+    },
+    /// A GET of `cid` arrived: confirm its lease (a poll), or put it back in front unless it
+    /// was delivered (a handshake).
+    Settle {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The GET is a handshake.
+        handshake: bool,
+        /// Answered once stored.
+        done: oneshot::Sender<()>,
+    },
+    /// The answer of lease `lease` was handed to the client's request: mark it delivered, if
+    /// it is still the client's lease.
+    Delivered {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The lease's id.
+        lease: String,
         /// Answered once stored.
         done: oneshot::Sender<()>,
     },
@@ -240,6 +269,9 @@ pub struct Shared {
     expired: AtomicU64,
     last_drop_warn: Mutex<Option<Instant>>,
     metrics: KitMetrics,
+    /// This node's last lease per Ajax client (its id), until delivered or put back.
+    leases: Mutex<HashMap<(Uid, ClientId), String>>,
+    lease_seq: AtomicU64,
 }
 
 /// The backplane's metrics (labelled with its name), registered once. The names are in
@@ -326,6 +358,8 @@ impl Shared {
             expired: AtomicU64::new(0),
             last_drop_warn: Mutex::new(None),
             metrics: KitMetrics::new(name),
+            leases: Mutex::new(HashMap::new()),
+            lease_seq: AtomicU64::new(0),
         });
         (shared, rx, ops_rx)
     }
@@ -520,6 +554,29 @@ impl Shared {
             .collect()
     }
 
+    /// A new lease id for `cid` (remembered as this node's last lease of the client).
+    fn new_lease(&self, uid: &Uid, cid: &ClientId) -> String {
+        let n = self.lease_seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}-{n:x}", self.origin);
+        self.lease_map()
+            .insert((uid.clone(), cid.clone()), id.clone());
+        id
+    }
+
+    /// Forgets this node's last lease of `cid` (returning it), or only if it is `id`.
+    fn end_lease(&self, uid: &Uid, cid: &ClientId, id: Option<&str>) -> Option<String> {
+        let mut map = self.lease_map();
+        let key = (uid.clone(), cid.clone());
+        if id.is_some_and(|id| map.get(&key).is_none_or(|l| l != id)) {
+            return None;
+        }
+        map.remove(&key)
+    }
+
+    fn lease_map(&self) -> std::sync::MutexGuard<'_, HashMap<(Uid, ClientId), String>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts an engine operation.
     pub fn count_op(&self) {
         self.ops_done.fetch_add(1, Ordering::Relaxed);
@@ -695,30 +752,69 @@ impl Mailbox for Mailboxes {
         max_bytes: usize,
     ) -> BoxFuture<Vec<Arc<Event>>> {
         let (done, rx) = oneshot::channel();
+        let lease = self.0.new_lease(uid, client);
         let queued = self.0.op(Op::Take {
             uid: uid.clone(),
             cid: client.clone(),
+            lease: lease.clone(),
             max_events,
             max_bytes,
             done,
         });
+        let (shared, uid, cid) = (self.0.clone(), uid.clone(), client.clone());
         Box::pin(async move {
-            if queued {
+            let taken = if queued {
                 rx.await.unwrap_or_default()
             } else {
                 Vec::new()
+            };
+            if taken.is_empty() {
+                shared.end_lease(&uid, &cid, Some(&lease));
             }
+            taken
         })
     }
 
     fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()> {
-        let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::PutBack {
+        drop(events);
+        let Some(lease) = self.0.end_lease(uid, client, None) else {
+            return Box::pin(async {});
+        };
+        self.lease_op(|done| Op::PutBack {
             uid: uid.clone(),
             cid: client.clone(),
-            events,
+            lease,
             done,
-        });
+        })
+    }
+
+    fn settle(&self, uid: &Uid, client: &ClientId, handshake: bool) -> BoxFuture<()> {
+        self.lease_op(|done| Op::Settle {
+            uid: uid.clone(),
+            cid: client.clone(),
+            handshake,
+            done,
+        })
+    }
+
+    fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {
+        let Some(lease) = self.0.end_lease(uid, client, None) else {
+            return Box::pin(async {});
+        };
+        self.lease_op(|done| Op::Delivered {
+            uid: uid.clone(),
+            cid: client.clone(),
+            lease,
+            done,
+        })
+    }
+}
+
+impl Mailboxes {
+    /// Queues a lease operation; the future resolves once it ran.
+    fn lease_op(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(op(done));
         Box::pin(async move {
             if queued {
                 let _ = rx.await;

@@ -67,7 +67,7 @@
 //! Four key-value buckets named `<cluster>_<name>` (characters other than letters, digits, `-`
 //! and `_` in the cluster name become `_`), made on start if missing (their streams are
 //! created directly, so servers from 2.9 on work). A `<uid>` is the hex of the uid's encoding
-//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! ([`codec::uid_bytes`](sente_proto::backplane::codec::uid_bytes)), a `<client>` the hex of the client id, an `<origin>` a node's
 //! backplane instance id (16 hex digits). Every change is a compare-and-set on the key's
 //! revision (`create` / `update`), retried on conflict (at most 64 times, then logged).
 //!
@@ -76,7 +76,7 @@
 //! | `nodes` | `<origin>` | `1`: the node is alive | [`ClusterConfig::expiry`] (5 s), put every heartbeat |
 //! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | [`NatsConfig::uidport_ttl`] (1 h), renewed by its nodes every quarter of it |
 //! | `ajax` | `<uid>` | registered clients, `<client>:<expiry ms>` comma separated | [`MailboxConfig::max_age`] (60 s) |
-//! | `mbox` | `<uid>_<client>` | the mailbox: events ([`codec::encode_event`]), each after its u32 LE length | [`MailboxConfig::max_age`] |
+//! | `mbox` | `<uid>_<client>` | the mailbox: events ([`codec::encode_event`](sente_proto::backplane::codec::encode_event)), each after its u32 LE length | [`MailboxConfig::max_age`] |
 //!
 //! Registration expiries use the nodes' clocks (keep them in sync within a second or so).
 //! Without JetStream (a server started without `-js`), the node logs a warning once and works
@@ -186,7 +186,7 @@ pub use shell::{Health, MailboxConfig};
 use futures_util::StreamExt;
 use sente_proto::Uid;
 use sente_proto::backplane::{
-    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision,
     mailbox_take_count, uidport_rule,
 };
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
@@ -807,6 +807,71 @@ async fn cas<R>(
     Err(format!("{key}: too many conflicting writers"))
 }
 
+/// A mailbox value: the client's lease (the events its last answer carried, until settled;
+/// see `Mailbox`'s "Leased takes") and its waiting events. Stored as a format byte (2), the
+/// lease's delivered flag (0/1), its id (u8 length and bytes), its event count (u32 LE), then
+/// the lease's events and the waiting ones, each after its u32 LE length.
+#[derive(Default)]
+struct Mbox {
+    lease: String,
+    delivered: bool,
+    leased: Vec<Vec<u8>>,
+    queued: Vec<Vec<u8>>,
+}
+
+/// The format byte of [`Mbox`].
+const MBOX_FORMAT: u8 = 2;
+
+impl Mbox {
+    /// Reads a value (absent, empty or unreadable: an empty mailbox).
+    fn parse(value: Option<&[u8]>) -> Mbox {
+        let v = value.unwrap_or_default();
+        let (Some(&MBOX_FORMAT), Some(&flag), Some(&n)) = (v.first(), v.get(1), v.get(2)) else {
+            return Mbox::default();
+        };
+        let n = usize::from(n);
+        let (Some(id), Some(count)) = (v.get(3..3 + n), v.get(3 + n..7 + n)) else {
+            return Mbox::default();
+        };
+        let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
+        let mut all = entries(v.get(7 + n..));
+        let queued = all.split_off(count.min(all.len()));
+        Mbox {
+            lease: String::from_utf8_lossy(id).into_owned(),
+            delivered: flag == 1,
+            leased: all,
+            queued,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let id = self.lease.as_bytes();
+        let id = &id[..id.len().min(255)];
+        let mut out = vec![MBOX_FORMAT, u8::from(self.delivered), id.len() as u8];
+        out.extend_from_slice(id);
+        let count = u32::try_from(self.leased.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend(join_entries(self.leased.iter().chain(&self.queued)));
+        out
+    }
+
+    /// Puts the lease's events back in front of the waiting ones.
+    fn restore(&mut self) {
+        let mut all = std::mem::take(&mut self.leased);
+        all.append(&mut self.queued);
+        self.queued = all;
+        self.lease.clear();
+        self.delivered = false;
+    }
+
+    /// Drops the lease.
+    fn confirm(&mut self) {
+        self.leased.clear();
+        self.lease.clear();
+        self.delivered = false;
+    }
+}
+
 /// Mailbox entries: each a u32 little-endian length and the bytes.
 fn entries(value: Option<&[u8]>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -822,8 +887,8 @@ fn entries(value: Option<&[u8]>) -> Vec<Vec<u8>> {
     out
 }
 
-fn join_entries(entries: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
+fn join_entries<'a>(entries: impl Iterator<Item = &'a Vec<u8>> + Clone) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.clone().map(|e| e.len() + 4).sum());
     for e in entries {
         out.extend_from_slice(&u32::try_from(e.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(e);
@@ -934,13 +999,13 @@ async fn append_uid(
         let (value, _) = read(&s.ajax, &u).await?;
         for (c, _) in clients(value.as_deref(), now) {
             let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
-                let mut es = entries(v);
-                es.push(entry.to_vec());
-                let bytes: usize = es.iter().map(Vec::len).sum();
-                if es.len() > mailbox.max_events || bytes > mailbox.max_bytes {
+                let mut m = Mbox::parse(v);
+                m.queued.push(entry.to_vec());
+                let bytes: usize = m.queued.iter().map(Vec::len).sum();
+                if m.queued.len() > mailbox.max_events || bytes > mailbox.max_bytes {
                     (Some(Vec::new()), true)
                 } else {
-                    (Some(join_entries(&es)), false)
+                    (Some(m.encode()), false)
                 }
             })
             .await?;
@@ -1072,6 +1137,7 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
         Op::Take {
             uid,
             cid,
+            lease,
             max_events,
             max_bytes,
             done,
@@ -1079,12 +1145,22 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
             let r = match (stores, uid_hex(&uid)) {
                 (Some(s), Some(u)) => {
                     cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
-                        let es = entries(v);
-                        if es.is_empty() {
+                        let mut m = Mbox::parse(v);
+                        if m.queued.is_empty() {
                             return (None, Vec::new());
                         }
-                        let n = mailbox_take_count(es.iter().map(Vec::len), max_events, max_bytes);
-                        (Some(join_entries(&es[n..])), es[..n].to_vec())
+                        let n = mailbox_take_count(
+                            m.queued.iter().map(Vec::len),
+                            max_events,
+                            max_bytes,
+                        );
+                        let rest = m.queued.split_off(n);
+                        let taken = std::mem::replace(&mut m.queued, rest);
+                        // A lease still there grows (and takes the new id).
+                        m.leased.extend(taken.iter().cloned());
+                        m.lease.clone_from(&lease);
+                        m.delivered = false;
+                        (Some(m.encode()), taken)
                     })
                     .await
                 }
@@ -1097,26 +1173,66 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
         Op::PutBack {
             uid,
             cid,
-            events,
+            lease,
             done,
         } => {
-            let r = match (stores, uid_hex(&uid)) {
-                (Some(s), Some(u)) => {
-                    let back: Vec<Vec<u8>> = events
-                        .iter()
-                        .filter_map(|e| codec::encode_event(e).ok())
-                        .collect();
-                    cas(&s.mbox, &mbox_key(&u, &cid_hex(&cid)), |v| {
-                        let mut es = back.clone();
-                        es.extend(entries(v));
-                        (Some(join_entries(&es)), ())
-                    })
-                    .await
+            let r = update_mbox(stores, &uid, &cid, |m| {
+                (m.lease == lease && !m.leased.is_empty()).then(|| m.restore())
+            })
+            .await;
+            let _ = done.send(());
+            r
+        }
+        Op::Settle {
+            uid,
+            cid,
+            handshake,
+            done,
+        } => {
+            let r = update_mbox(stores, &uid, &cid, |m| {
+                if m.leased.is_empty() {
+                    None
+                } else if handshake && !m.delivered {
+                    Some(m.restore())
+                } else {
+                    Some(m.confirm())
                 }
-                _ => Ok(()),
-            };
+            })
+            .await;
+            let _ = done.send(());
+            r
+        }
+        Op::Delivered {
+            uid,
+            cid,
+            lease,
+            done,
+        } => {
+            let r = update_mbox(stores, &uid, &cid, |m| {
+                (m.lease == lease && !m.leased.is_empty() && !m.delivered)
+                    .then(|| m.delivered = true)
+            })
+            .await;
             let _ = done.send(());
             r
         }
     }
+}
+
+/// Changes `cid`'s mailbox with `f` (compare-and-set), which returns `None` to leave it as it
+/// is. Without stores: nothing.
+async fn update_mbox(
+    stores: Option<&Stores>,
+    uid: &Uid,
+    cid: &sente_proto::ClientId,
+    f: impl Fn(&mut Mbox) -> Option<()>,
+) -> Result<(), String> {
+    let (Some(s), Some(u)) = (stores, uid_hex(uid)) else {
+        return Ok(());
+    };
+    cas(&s.mbox, &mbox_key(&u, &cid_hex(cid)), |v| {
+        let mut m = Mbox::parse(v);
+        (f(&mut m).map(|()| m.encode()), ())
+    })
+    .await
 }

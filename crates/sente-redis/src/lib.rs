@@ -66,7 +66,7 @@
 //! # Keys
 //!
 //! All under `<cluster>:`. A `<uid>` is the hex of the uid's encoding
-//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
+//! ([`codec::uid_bytes`](sente_proto::backplane::codec::uid_bytes)), a `<client>` the hex of the client id, an `<origin>` a node's
 //! backplane instance id (16 hex digits). Every change is one Lua script (`SCRIPT LOAD` once per
 //! connection, then `EVALSHA`), so it is atomic; scripts use Redis's clock (`TIME`), never the
 //! nodes'. Scripts touch keys they compute, so a cluster's keys must live on one Redis (no
@@ -78,7 +78,7 @@
 //! | `uidport:<uid>` | set of origins | the nodes that have the uid | [`RedisConfig::uidport_ttl`] (1 h) after its last change, renewed by its nodes every quarter of it |
 //! | `ajax:<uid>` | sorted set, client by expiry (ms) | the uid's registered Ajax clients | the last registration's |
 //! | `ajax` | sorted set, `<uid>:<client>` by expiry | every registered Ajax client (for `broadcast`) | members dropped past their score |
-//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`]) | the client's mailbox | its registration's |
+//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`](sente_proto::backplane::codec::encode_event)) | the client's mailbox | its registration's |
 //! | `mboxb:<uid>:<client>` | integer | the mailbox's bytes | its registration's |
 //!
 //! # `chsk/uidport-*` once per cluster
@@ -194,7 +194,7 @@ pub use shell::{Health, MailboxConfig};
 use futures_util::StreamExt;
 use sente_proto::Uid;
 use sente_proto::backplane::{
-    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision,
 };
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
@@ -633,6 +633,7 @@ redis.call('ZREMRANGEBYSCORE', p .. ':ajax', '-inf', now)
 redis.call('ZADD', p .. ':ajax', exp, u .. ':' .. c)
 redis.call('PEXPIRE', p .. ':mbox:' .. u .. ':' .. c, ttl)
 redis.call('PEXPIRE', p .. ':mboxb:' .. u .. ':' .. c, ttl)
+redis.call('PEXPIRE', p .. ':lease:' .. u .. ':' .. c, ttl)
 return 1
 ";
 
@@ -653,7 +654,7 @@ local function append(u, c, exp)
   local n = redis.call('RPUSH', k, entry)
   local b = redis.call('INCRBY', kb, #entry)
   if n > maxn or b > maxb then
-    redis.call('DEL', k, kb)
+    redis.call('DEL', k, kb, p .. ':lease:' .. u .. ':' .. c)
     redis.call('ZREM', p .. ':ajax:' .. u, c)
     redis.call('ZREM', p .. ':ajax', u .. ':' .. c)
     dropped = dropped + 1
@@ -681,10 +682,31 @@ end
 return dropped
 ";
 
-/// Takes [`sente_proto::backplane::mailbox_take_count`] entries, inside Redis (atomic).
-/// ARGV: prefix, uid hex, client hex, max events, max bytes. Returns the entries taken.
+/// Restores a lease's entries (`l`, after its id and delivered flag) in front of the mailbox
+/// `k` / `kb`, for `ttl` ms. Shared by [`TAKE`]-related scripts.
+const RESTORE: &str = r"
+local function restore(k, kb, l, ttl)
+  local bytes = 0
+  for i = #l, 3, -1 do
+    redis.call('LPUSH', k, l[i])
+    bytes = bytes + #l[i]
+  end
+  if bytes > 0 then redis.call('INCRBY', kb, bytes) end
+  if ttl > 0 then
+    redis.call('PEXPIRE', k, ttl)
+    redis.call('PEXPIRE', kb, ttl)
+  end
+end
+";
+
+/// Takes [`sente_proto::backplane::mailbox_take_count`] entries, inside Redis (atomic), as a
+/// lease: they move to `lease:<uid>:<client>` (`[id, delivered, entries...]`; a lease still
+/// there grows and takes the new id), which lives as long as the registration.
+/// ARGV: prefix, uid hex, client hex, max events, max bytes, lease id. Returns the entries.
 const TAKE: &str = r"
-local k, kb = ARGV[1] .. ':mbox:' .. ARGV[2] .. ':' .. ARGV[3], ARGV[1] .. ':mboxb:' .. ARGV[2] .. ':' .. ARGV[3]
+local p, u, c = ARGV[1], ARGV[2], ARGV[3]
+local k, kb = p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c
+local kl = p .. ':lease:' .. u .. ':' .. c
 local maxn, maxb = tonumber(ARGV[4]), tonumber(ARGV[5])
 local items = redis.call('LRANGE', k, 0, maxn - 1)
 local out, bytes = {}, 0
@@ -696,26 +718,54 @@ end
 if #out > 0 then
   redis.call('LTRIM', k, #out, -1)
   if redis.call('DECRBY', kb, bytes) <= 0 then redis.call('DEL', kb) end
+  if redis.call('EXISTS', kl) == 1 then
+    redis.call('LSET', kl, 0, ARGV[6])
+    redis.call('LSET', kl, 1, '0')
+  else
+    redis.call('RPUSH', kl, ARGV[6], '0')
+  end
+  for _, e in ipairs(out) do redis.call('RPUSH', kl, e) end
+  local s = redis.call('ZSCORE', p .. ':ajax:' .. u, c)
+  local ttl = 60000
+  if s then ttl = math.max(1, tonumber(s) - now) end
+  redis.call('PEXPIRE', kl, ttl)
 end
 return out
 ";
 
-/// ARGV: prefix, uid hex, client hex, entries (oldest first). Dropped when the client is no
-/// longer registered.
+/// A GET settles the client's lease. ARGV: prefix, uid hex, client hex, `1` for a handshake.
+/// A poll drops it; a handshake puts it back in front unless it was delivered.
+const SETTLE: &str = r"
+local p, u, c = ARGV[1], ARGV[2], ARGV[3]
+local kl = p .. ':lease:' .. u .. ':' .. c
+local l = redis.call('LRANGE', kl, 0, -1)
+if #l == 0 then return 0 end
+local ttl = redis.call('PTTL', kl)
+redis.call('DEL', kl)
+if ARGV[4] ~= '1' or l[2] == '1' then return 0 end
+restore(p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c, l, ttl)
+return #l - 2
+";
+
+/// ARGV: prefix, uid hex, client hex, lease id: marks the lease delivered if it is still the
+/// client's.
+const DELIVERED: &str = r"
+local kl = ARGV[1] .. ':lease:' .. ARGV[2] .. ':' .. ARGV[3]
+if redis.call('LINDEX', kl, 0) ~= ARGV[4] then return 0 end
+redis.call('LSET', kl, 1, '1')
+return 1
+";
+
+/// ARGV: prefix, uid hex, client hex, lease id: the lease's answer could not be delivered; its
+/// entries go back in front if it is still the client's lease.
 const PUT_BACK: &str = r"
 local p, u, c = ARGV[1], ARGV[2], ARGV[3]
-local s = redis.call('ZSCORE', p .. ':ajax:' .. u, c)
-if not s or tonumber(s) <= now then return 0 end
-local k, kb = p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c
-local bytes = 0
-for i = #ARGV, 4, -1 do
-  redis.call('LPUSH', k, ARGV[i])
-  bytes = bytes + #ARGV[i]
-end
-redis.call('INCRBY', kb, bytes)
-local ttl = math.max(1, tonumber(s) - now)
-redis.call('PEXPIRE', k, ttl)
-redis.call('PEXPIRE', kb, ttl)
+local kl = p .. ':lease:' .. u .. ':' .. c
+local l = redis.call('LRANGE', kl, 0, -1)
+if #l == 0 or l[1] ~= ARGV[4] then return 0 end
+local ttl = redis.call('PTTL', kl)
+redis.call('DEL', kl)
+restore(p .. ':mbox:' .. u .. ':' .. c, p .. ':mboxb:' .. u .. ':' .. c, l, ttl)
 return 1
 ";
 
@@ -727,6 +777,8 @@ struct Scripts {
     append: String,
     take: String,
     put_back: String,
+    settle: String,
+    delivered: String,
 }
 
 impl Scripts {
@@ -737,7 +789,7 @@ impl Scripts {
             with_now: bool,
         ) -> Result<String, redis::RedisError> {
             let text = if with_now {
-                format!("{NOW}{body}")
+                format!("{NOW}{RESTORE}{body}")
             } else {
                 body.to_owned()
             };
@@ -752,8 +804,10 @@ impl Scripts {
             register: one(c, REGISTER, true).await?,
             known: one(c, KNOWN, true).await?,
             append: one(c, APPEND, true).await?,
-            take: one(c, TAKE, false).await?,
+            take: one(c, TAKE, true).await?,
             put_back: one(c, PUT_BACK, true).await?,
+            settle: one(c, SETTLE, true).await?,
+            delivered: one(c, DELIVERED, false).await?,
         })
     }
 }
@@ -1050,6 +1104,7 @@ async fn run_op(
         Op::Take {
             uid,
             cid,
+            lease,
             max_events,
             max_bytes,
             done,
@@ -1064,6 +1119,7 @@ async fn run_op(
                 .arg(cid_hex(&cid))
                 .arg(max_events.max(1))
                 .arg(max_bytes.max(1))
+                .arg(&lease)
                 .query_async(c)
                 .await;
             match r {
@@ -1080,31 +1136,83 @@ async fn run_op(
         Op::PutBack {
             uid,
             cid,
-            events,
+            lease,
             done,
         } => {
-            if let Some(u) = uid_hex(&uid) {
-                let mut cmd = evalsha(&scripts.put_back);
-                cmd.arg(prefix).arg(u).arg(cid_hex(&cid));
-                for e in &events {
-                    if let Ok(b) = codec::encode_event(e) {
-                        cmd.arg(b);
-                    }
-                }
-                if let Err(e) = cmd.query_async::<()>(c).await {
-                    return Err((
-                        Op::PutBack {
-                            uid,
-                            cid,
-                            events,
-                            done,
-                        },
-                        e,
-                    ));
-                }
+            if let Err(e) = lease_script(c, &scripts.put_back, prefix, &uid, &cid, &lease).await {
+                return Err((
+                    Op::PutBack {
+                        uid,
+                        cid,
+                        lease,
+                        done,
+                    },
+                    e,
+                ));
+            }
+            let _ = done.send(());
+        }
+        Op::Settle {
+            uid,
+            cid,
+            handshake,
+            done,
+        } => {
+            let arg = if handshake { "1" } else { "0" };
+            if let Err(e) = lease_script(c, &scripts.settle, prefix, &uid, &cid, arg).await {
+                return Err((
+                    Op::Settle {
+                        uid,
+                        cid,
+                        handshake,
+                        done,
+                    },
+                    e,
+                ));
+            }
+            let _ = done.send(());
+        }
+        Op::Delivered {
+            uid,
+            cid,
+            lease,
+            done,
+        } => {
+            if let Err(e) = lease_script(c, &scripts.delivered, prefix, &uid, &cid, &lease).await {
+                return Err((
+                    Op::Delivered {
+                        uid,
+                        cid,
+                        lease,
+                        done,
+                    },
+                    e,
+                ));
             }
             let _ = done.send(());
         }
     }
     Ok(())
+}
+
+/// Runs a lease script (ARGV: prefix, uid hex, client hex, `last`).
+async fn lease_script(
+    c: &mut redis::aio::MultiplexedConnection,
+    sha: &str,
+    prefix: &str,
+    uid: &Uid,
+    cid: &sente_proto::ClientId,
+    last: &str,
+) -> Result<(), redis::RedisError> {
+    let Some(u) = uid_hex(uid) else {
+        return Ok(());
+    };
+    evalsha(sha)
+        .arg(prefix)
+        .arg(u)
+        .arg(cid_hex(cid))
+        .arg(last)
+        .query_async::<i64>(c)
+        .await
+        .map(|_| ())
 }
