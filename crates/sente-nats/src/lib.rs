@@ -190,6 +190,7 @@ use sente_proto::backplane::{
     mailbox_take_count, uidport_rule,
 };
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -543,43 +544,59 @@ async fn run(
             }
         }
     };
+    let watch_registered = watch_registrations(buckets.clone(), shared.clone());
     let send = {
         let shared = shared.clone();
         let client = client.clone();
         async move {
-            while let Some(job) = rx.recv().await {
-                match &job {
-                    Job::Frame(frame) => {
-                        let started = std::time::Instant::now();
-                        match client.publish(subject.clone(), frame.clone().into()).await {
-                            Ok(()) => shared.count_sent_since(std::slice::from_ref(&job), started),
-                            Err(e) => shared.record_error(format!("publish: {e}")),
-                        }
-                    }
-                    Job::Append { uids, entry } => {
-                        // Stored before the push is published, so a node that hears the push
-                        // finds it in the mailbox.
-                        let stores = buckets.get().filter(|_| shared.health().connected);
-                        if let Some(s) = stores {
-                            let appended = tokio::time::timeout(
-                                op_timeout,
-                                append(&s, &shared.mailbox, uids.as_deref(), entry),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Err("timed out".to_owned()));
-                            match appended {
-                                Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
-                                Err(e) => {
-                                    shared.record_error(format!("mailbox append: {e}"));
-                                    buckets.repair(&shared).await;
-                                }
+            let mut jobs = Vec::new();
+            while rx.recv_many(&mut jobs, APPEND_RUN).await > 0 {
+                // The mailbox appends of the run first (one compare-and-set per client for
+                // all of them, in order), so a node that hears a push finds it stored; then
+                // the frames, in order.
+                let appends: Vec<(Option<&[Uid]>, &[u8])> = jobs
+                    .iter()
+                    .filter_map(|j| match j {
+                        Job::Append { uids, entry } => Some((uids.as_deref(), entry.as_slice())),
+                        Job::Frame(_) => None,
+                    })
+                    .collect();
+                let mut stored = false;
+                if !appends.is_empty() {
+                    let stores = buckets.get().filter(|_| shared.health().connected);
+                    if let Some(s) = stores {
+                        let appended =
+                            tokio::time::timeout(op_timeout, append(&s, &shared.mailbox, &appends))
+                                .await
+                                .unwrap_or_else(|_| Err("timed out".to_owned()));
+                        match appended {
+                            Ok(()) => stored = true,
+                            Err(e) => {
+                                shared.record_error(format!("mailbox append: {e}"));
+                                buckets.repair(&shared).await;
                             }
-                        } else {
-                            shared.record_error(
-                                "mailbox append skipped: NATS unreachable".to_owned(),
-                            );
                         }
-                        shared.wake_after(std::slice::from_ref(&job));
+                    } else {
+                        shared.record_error("mailbox append skipped: NATS unreachable".to_owned());
+                    }
+                }
+                for job in jobs.drain(..) {
+                    match &job {
+                        Job::Frame(frame) => {
+                            let started = std::time::Instant::now();
+                            match client.publish(subject.clone(), frame.clone().into()).await {
+                                Ok(()) => {
+                                    shared.count_sent_since(std::slice::from_ref(&job), started);
+                                }
+                                Err(e) => shared.record_error(format!("publish: {e}")),
+                            }
+                        }
+                        Job::Append { .. } => {
+                            if stored {
+                                shared.count_sent(std::slice::from_ref(&job));
+                            }
+                            shared.wake_after(std::slice::from_ref(&job));
+                        }
                     }
                 }
             }
@@ -587,6 +604,7 @@ async fn run(
     };
     tokio::select! {
         () = liveness => {}
+        () = watch_registered => {}
         () = ops_task => {}
         () = recv => {}
         () = watch_state => {}
@@ -646,6 +664,83 @@ struct Stores {
     uidport: Store,
     ajax: Store,
     mbox: Store,
+    /// The uids (hex) with a registration in `ajax`, kept by a watch of the bucket
+    /// ([`watch_registrations`]), so a broadcast needs no key listing. `None` until the watch
+    /// runs (a broadcast then lists the keys).
+    registered: Arc<std::sync::Mutex<Option<HashSet<String>>>>,
+}
+
+impl Stores {
+    fn registered(&self) -> std::sync::MutexGuard<'_, Option<HashSet<String>>> {
+        self.registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The registered uids, from the watched view (`None`: not watching).
+    fn registered_uids(&self) -> Option<Vec<String>> {
+        self.registered()
+            .as_ref()
+            .map(|set| set.iter().cloned().collect())
+    }
+
+    /// Records a uid's registration seen here (`true`) or found gone (`false`).
+    fn note_registered(&self, uid_hex: &str, present: bool) {
+        if let Some(set) = self.registered().as_mut() {
+            if present {
+                set.insert(uid_hex.to_owned());
+            } else {
+                set.remove(uid_hex);
+            }
+        }
+    }
+}
+
+/// Keeps [`Stores::registered`] of the current stores: seeds it from the bucket's keys once a
+/// watch of the bucket runs, then applies the watch's puts and deletes; starts again on the new
+/// stores when the buckets are made again (a NATS restart), or when the watch fails.
+async fn watch_registrations(buckets: Arc<Buckets>, shared: Arc<Shared>) {
+    loop {
+        if let Some(s) = buckets.get() {
+            match s.ajax.watch_all().await {
+                Ok(mut w) => {
+                    match s.ajax.keys().await {
+                        Ok(keys) => {
+                            let set: HashSet<String> =
+                                keys.filter_map(|k| async move { k.ok() }).collect().await;
+                            *s.registered() = Some(set);
+                        }
+                        Err(e) => shared.record_error(format!("registrations: {e}")),
+                    }
+                    let mut check = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        tokio::select! {
+                            e = w.next() => match e {
+                                Some(Ok(e)) => {
+                                    let put = matches!(e.operation, Operation::Put);
+                                    s.note_registered(&e.key, put && !e.value.is_empty());
+                                }
+                                Some(Err(e)) => {
+                                    shared.record_error(format!("registrations watch: {e}"));
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = check.tick() => {
+                                let current = buckets.get();
+                                if current.is_none_or(|c| !Arc::ptr_eq(&c.registered, &s.registered)) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    *s.registered() = None;
+                }
+                Err(e) => shared.record_error(format!("registrations watch: {e}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A bucket-name-safe version of the cluster name.
@@ -755,6 +850,7 @@ async fn open_stores(
         uidport: open("uidport", uidport_ttl).await?,
         ajax: open("ajax", mailbox.max_age).await?,
         mbox: open("mbox", mailbox.max_age).await?,
+        registered: Arc::default(),
     })
 }
 
@@ -960,30 +1056,59 @@ fn mbox_key(uid_hex: &str, cid_hex: &str) -> String {
     format!("{uid_hex}_{cid_hex}")
 }
 
-/// Appends `entry` to the mailboxes of the registered clients of `uids` (every registered
-/// client with `None`). A client over a bound is forgotten.
+/// Appends a run of pushes' entries (in order; each to the registered clients of its uids,
+/// every registered client with `None`) to the mailboxes: per uid, one read of its
+/// registrations, then per client one compare-and-set adding all the run's entries for it. A
+/// client over a bound is forgotten.
 async fn append(
     s: &Stores,
     mailbox: &MailboxConfig,
-    uids: Option<&[Uid]>,
-    entry: &[u8],
+    run: &[(Option<&[Uid]>, &[u8])],
 ) -> Result<(), String> {
-    let targets: Vec<String> = match uids {
-        Some(uids) => uids.iter().filter_map(uid_hex).collect(),
-        None => match s.ajax.keys().await {
-            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
-            Err(e) => return Err(e.to_string()),
-        },
-    };
+    let mut all: Option<Vec<String>> = None;
+    let mut per_uid: HashMap<String, Vec<&[u8]>> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (uids, entry) in run {
+        let targets: Vec<String> = match (uids, &all) {
+            (Some(uids), _) => uids.iter().filter_map(uid_hex).collect(),
+            (None, Some(all)) => all.clone(),
+            (None, None) => {
+                let listed = match s.registered_uids() {
+                    Some(watched) => watched,
+                    // Not watching (yet): list the keys.
+                    None => match s.ajax.keys().await {
+                        Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+                        Err(e) => return Err(e.to_string()),
+                    },
+                };
+                all = Some(listed.clone());
+                listed
+            }
+        };
+        for u in targets {
+            let list = per_uid.entry(u.clone()).or_default();
+            if list.is_empty() {
+                order.push(u);
+            }
+            list.push(entry);
+        }
+    }
     let now = now_ms();
-    // One push's appends run concurrently (different keys); the next push's start after.
-    let results: Vec<Result<(), String>> = futures_util::stream::iter(targets)
-        .map(|u| append_uid(s, mailbox, u, entry, now))
+    // Different uids' appends run concurrently (different keys).
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(order)
+        .map(|u| {
+            let entries = per_uid.get(&u).cloned().unwrap_or_default();
+            async move { append_uid(s, mailbox, u, &entries, now).await }
+        })
         .buffer_unordered(APPEND_CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect()
 }
+
+/// Most jobs (frames and appends) the NATS publishing task takes at once: their appends are
+/// made together.
+const APPEND_RUN: usize = 64;
 
 /// Most uids whose mailboxes one push appends to at once (NATS).
 const APPEND_CONCURRENCY: usize = 64;
@@ -992,15 +1117,19 @@ async fn append_uid(
     s: &Stores,
     mailbox: &MailboxConfig,
     u: String,
-    entry: &[u8],
+    entries: &[&[u8]],
     now: u64,
 ) -> Result<(), String> {
     {
         let (value, _) = read(&s.ajax, &u).await?;
+        if value.is_none() {
+            // Gone (aged out): out of the watched view too.
+            s.note_registered(&u, false);
+        }
         for (c, _) in clients(value.as_deref(), now) {
             let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
                 let mut m = Mbox::parse(v);
-                m.queued.push(entry.to_vec());
+                m.queued.extend(entries.iter().map(|e| e.to_vec()));
                 let bytes: usize = m.queued.iter().map(Vec::len).sum();
                 if m.queued.len() > mailbox.max_events || bytes > mailbox.max_bytes {
                     (Some(Vec::new()), true)
@@ -1110,13 +1239,16 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
                     let c = cid_hex(&cid);
                     let now = now_ms();
                     let exp = now.saturating_add(ttl.as_millis() as u64);
-                    cas(&s.ajax, &u, |v| {
+                    let r = cas(&s.ajax, &u, |v| {
                         let mut cs = clients(v, now);
                         cs.retain(|(x, _)| *x != c);
                         cs.push((c.clone(), exp));
                         (Some(join_clients(&cs)), ())
                     })
-                    .await
+                    .await;
+                    // In this node's view at once (the others' through the watch).
+                    s.note_registered(&u, true);
+                    r
                 }
                 _ => Ok(()),
             };
