@@ -269,9 +269,31 @@ pub struct Shared {
     expired: AtomicU64,
     last_drop_warn: Mutex<Option<Instant>>,
     metrics: KitMetrics,
-    /// This node's last lease per Ajax client (its id), until delivered or put back.
+    /// This node's last lease per Ajax client (its id, or [`LOCAL_LEASE`]), until delivered or
+    /// put back.
     leases: Mutex<HashMap<(Uid, ClientId), String>>,
     lease_seq: AtomicU64,
+    /// The node-local fallback of the Ajax mailboxes while the engine is unreachable.
+    fallback: Mutex<Fallback>,
+    /// Whether both connections are up (changes wake the operations waiting for the engine).
+    up: watch::Sender<bool>,
+}
+
+/// The lease id of events served from the node-local fallback.
+const LOCAL_LEASE: &str = "local";
+
+/// The node-local fallback of the Ajax mailboxes: while the engine is unreachable, a push is
+/// kept here for each of this node's own Ajax clients of its uids (those that registered
+/// through this node), and their polls take it from here, in order. What is still here when
+/// the engine is back is served first (older than what the engine gets after).
+#[derive(Default)]
+struct Fallback {
+    /// This node's Ajax clients, with the end of their registration.
+    clients: HashMap<Uid, HashMap<ClientId, Instant>>,
+    /// Their waiting events.
+    queues: HashMap<(Uid, ClientId), std::collections::VecDeque<Arc<Event>>>,
+    /// The events of each client's last answer served from here (put back if undelivered).
+    served: HashMap<(Uid, ClientId), Vec<Arc<Event>>>,
 }
 
 /// The backplane's metrics (labelled with its name), registered once. The names are in
@@ -360,6 +382,8 @@ impl Shared {
             metrics: KitMetrics::new(name),
             leases: Mutex::new(HashMap::new()),
             lease_seq: AtomicU64::new(0),
+            fallback: Mutex::new(Fallback::default()),
+            up: watch::Sender::new(false),
         });
         (shared, rx, ops_rx)
     }
@@ -395,9 +419,16 @@ impl Shared {
                 _ => (None, None),
             };
             if let Some(event) = event {
-                match codec::encode_event(event) {
-                    Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
-                    Err(e) => self.codec_error(&e),
+                if !*self.up.borrow() {
+                    // The engine is unreachable: this node's own Ajax clients get the push
+                    // from the node-local fallback (the local delivery below wakes their
+                    // polls); the other nodes' Ajax clients miss it.
+                    self.fall_back(uids.as_deref(), event);
+                } else {
+                    match codec::encode_event(event) {
+                        Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
+                        Err(e) => self.codec_error(&e),
+                    }
                 }
             }
         }
@@ -573,6 +604,118 @@ impl Shared {
         map.remove(&key)
     }
 
+    fn fallback(&self) -> std::sync::MutexGuard<'_, Fallback> {
+        self.fallback.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `event` for this node's registered Ajax clients of `uids` (`None`: all of them),
+    /// within [`MailboxConfig::max_events`] per client (over it, the client's fallback queue
+    /// is dropped and logged, as a mailbox over its bound).
+    fn fall_back(&self, uids: Option<&[Uid]>, event: &Arc<Event>) {
+        let now = Instant::now();
+        let max = self.mailbox.max_events;
+        let mut f = self.fallback();
+        let Fallback {
+            clients, queues, ..
+        } = &mut *f;
+        let mut add = |uid: &Uid, cids: &HashMap<ClientId, Instant>| {
+            for (cid, until) in cids {
+                if *until <= now {
+                    continue;
+                }
+                let q = queues.entry((uid.clone(), cid.clone())).or_default();
+                q.push_back(event.clone());
+                if q.len() > max {
+                    queues.remove(&(uid.clone(), cid.clone()));
+                    tracing::warn!(backplane = self.name, %uid, client = %cid,
+                        "Ajax fallback queue over max_events while the engine is down: dropped");
+                }
+            }
+        };
+        match uids {
+            Some(uids) => {
+                for uid in uids {
+                    if let Some(cids) = clients.get(uid) {
+                        add(uid, cids);
+                    }
+                }
+            }
+            None => {
+                for (uid, cids) in clients.iter() {
+                    add(uid, cids);
+                }
+            }
+        }
+    }
+
+    /// Records this node's Ajax client `cid` of `uid`, registered until `ttl` from now (and
+    /// forgets the expired ones).
+    fn local_client(&self, uid: &Uid, cid: &ClientId, ttl: Duration) {
+        let now = Instant::now();
+        let mut f = self.fallback();
+        f.clients.retain(|_, cids| {
+            cids.retain(|_, until| *until > now);
+            !cids.is_empty()
+        });
+        f.clients
+            .entry(uid.clone())
+            .or_default()
+            .insert(cid.clone(), now + ttl);
+        let Fallback {
+            clients, queues, ..
+        } = &mut *f;
+        queues.retain(|(u, c), q| {
+            !q.is_empty() && clients.get(u).is_some_and(|cs| cs.contains_key(c))
+        });
+    }
+
+    /// Takes up to `max_events` of `cid`'s fallback queue (remembered for a put back).
+    fn take_local(&self, uid: &Uid, cid: &ClientId, max_events: usize) -> Vec<Arc<Event>> {
+        let key = (uid.clone(), cid.clone());
+        let mut f = self.fallback();
+        let Some(q) = f.queues.get_mut(&key) else {
+            return Vec::new();
+        };
+        let n = q.len().min(max_events.max(1));
+        let taken: Vec<Arc<Event>> = q.drain(..n).collect();
+        if q.is_empty() {
+            f.queues.remove(&key);
+        }
+        if !taken.is_empty() {
+            f.served.insert(key.clone(), taken.clone());
+            self.lease_map().insert(key, LOCAL_LEASE.to_owned());
+        }
+        taken
+    }
+
+    /// Puts the last answer served from the fallback back in front (`back`), or forgets it.
+    fn end_local(&self, uid: &Uid, cid: &ClientId, back: bool) {
+        let key = (uid.clone(), cid.clone());
+        let mut f = self.fallback();
+        if let Some(events) = f.served.remove(&key)
+            && back
+        {
+            let q = f.queues.entry(key).or_default();
+            for e in events.into_iter().rev() {
+                q.push_front(e);
+            }
+        }
+    }
+
+    /// Whether the engine is reachable now.
+    fn engine_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// Waits for `rx`, or gives up (`None`) when the engine is or goes unreachable meanwhile.
+    async fn unless_down<T>(&self, rx: oneshot::Receiver<T>) -> Option<T> {
+        let mut up = self.up.subscribe();
+        tokio::select! {
+            r = rx => r.ok(),
+            _ = up.wait_for(|u| !*u) => None,
+        }
+    }
+
     fn lease_map(&self) -> std::sync::MutexGuard<'_, HashMap<(Uid, ClientId), String>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -634,6 +777,7 @@ impl Shared {
             s.last_error = Some((SystemTime::now(), e.clone()));
         }
         let is = s.publisher && s.subscriber;
+        self.up.send_if_modified(|u| std::mem::replace(u, is) != is);
         if was && !is {
             s.outages += 1;
             self.metrics.outage.increment(1);
@@ -715,33 +859,33 @@ impl Shared {
     }
 }
 
-/// The [`Mailbox`] of a backplane: its operations go through the operations queue.
+/// The [`Mailbox`] of a backplane: its operations go through the operations queue. While the
+/// engine is unreachable they do not wait for it: `known` answers `true`, `register` and
+/// `settle` are queued for later, and `take` serves the node-local fallback (see
+/// [`Shared::publish`]).
 pub struct Mailboxes(pub Arc<Shared>);
 
 impl Mailbox for Mailboxes {
     fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()> {
-        let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::Register {
+        self.0.local_client(uid, client, ttl);
+        self.unit_op(|done| Op::Register {
             uid: uid.clone(),
             cid: client.clone(),
             ttl,
             done,
-        });
-        Box::pin(async move {
-            if queued {
-                let _ = rx.await;
-            }
         })
     }
 
     fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool> {
         let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::Known {
-            uid: uid.clone(),
-            cid: client.clone(),
-            done,
-        });
-        Box::pin(async move { !queued || rx.await.unwrap_or(true) })
+        let queued = self.0.engine_up()
+            && self.0.op(Op::Known {
+                uid: uid.clone(),
+                cid: client.clone(),
+                done,
+            });
+        let shared = self.0.clone();
+        Box::pin(async move { !queued || shared.unless_down(rx).await.unwrap_or(true) })
     }
 
     fn take(
@@ -751,6 +895,11 @@ impl Mailbox for Mailboxes {
         max_events: usize,
         max_bytes: usize,
     ) -> BoxFuture<Vec<Arc<Event>>> {
+        // What the fallback kept during an outage is older than what the engine got since.
+        let local = self.0.take_local(uid, client, max_events);
+        if !local.is_empty() || !self.0.engine_up() {
+            return Box::pin(async move { local });
+        }
         let (done, rx) = oneshot::channel();
         let lease = self.0.new_lease(uid, client);
         let queued = self.0.op(Op::Take {
@@ -764,7 +913,21 @@ impl Mailbox for Mailboxes {
         let (shared, uid, cid) = (self.0.clone(), uid.clone(), client.clone());
         Box::pin(async move {
             let taken = if queued {
-                rx.await.unwrap_or_default()
+                match shared.unless_down(rx).await {
+                    Some(taken) => taken,
+                    None => {
+                        // Given up (the engine went away): the take still runs when it is
+                        // back, and this puts its lease back right after.
+                        let (done, _) = oneshot::channel();
+                        shared.op(Op::PutBack {
+                            uid: uid.clone(),
+                            cid: cid.clone(),
+                            lease: lease.clone(),
+                            done,
+                        });
+                        Vec::new()
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -780,7 +943,11 @@ impl Mailbox for Mailboxes {
         let Some(lease) = self.0.end_lease(uid, client, None) else {
             return Box::pin(async {});
         };
-        self.lease_op(|done| Op::PutBack {
+        if lease == LOCAL_LEASE {
+            self.0.end_local(uid, client, true);
+            return Box::pin(async {});
+        }
+        self.unit_op(|done| Op::PutBack {
             uid: uid.clone(),
             cid: client.clone(),
             lease,
@@ -789,7 +956,7 @@ impl Mailbox for Mailboxes {
     }
 
     fn settle(&self, uid: &Uid, client: &ClientId, handshake: bool) -> BoxFuture<()> {
-        self.lease_op(|done| Op::Settle {
+        self.unit_op(|done| Op::Settle {
             uid: uid.clone(),
             cid: client.clone(),
             handshake,
@@ -801,7 +968,11 @@ impl Mailbox for Mailboxes {
         let Some(lease) = self.0.end_lease(uid, client, None) else {
             return Box::pin(async {});
         };
-        self.lease_op(|done| Op::Delivered {
+        if lease == LOCAL_LEASE {
+            self.0.end_local(uid, client, false);
+            return Box::pin(async {});
+        }
+        self.unit_op(|done| Op::Delivered {
             uid: uid.clone(),
             cid: client.clone(),
             lease,
@@ -811,13 +982,15 @@ impl Mailbox for Mailboxes {
 }
 
 impl Mailboxes {
-    /// Queues a lease operation; the future resolves once it ran.
-    fn lease_op(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
+    /// Queues an operation answered with `()`; the future resolves once it ran, or at once
+    /// while the engine is unreachable (the operation still runs when it is back).
+    fn unit_op(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
         let (done, rx) = oneshot::channel();
         let queued = self.0.op(op(done));
+        let shared = self.0.clone();
         Box::pin(async move {
             if queued {
-                let _ = rx.await;
+                let _ = shared.unless_down(rx).await;
             }
         })
     }

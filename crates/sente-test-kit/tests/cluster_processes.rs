@@ -873,21 +873,13 @@ async fn ws_sigkill(engine: Engine) {
 // ---------------------------------------------------------------------------------------------
 // c. The service restarts mid-traffic.
 
-/// Known gap (found by this test; see the crate docs of `sente-redis` / `sente-nats`,
-/// "Failures"): with mailboxes, a node's pushes to its own Ajax clients go through the engine
-/// (append, then the poll takes), so while the engine is unreachable its local Ajax clients
-/// get nothing (0 pushes in 500 ms of outage, against about 40 for the WebSocket client), and
-/// what was pushed meanwhile is lost when the engine restarts empty. Set this to `true` once
-/// a node serves its own Ajax clients locally during an outage: the test then demands it.
-const AJAX_LOCAL_SERVED_DURING_OUTAGE: bool = false;
-
 /// Pushes stream to a WebSocket client on node 1 (sent by node 1, not waiting for the
 /// backplane) while the service is killed and restarted on the same port: every node reports
 /// the outage in its health (`connected: false`, `outages`, `last_error`) and its `tracing`
 /// log, node 1 keeps serving its local WebSocket client (every push arrives exactly once, in
 /// order), the nodes reconnect by themselves, pushes cross nodes again afterwards, and no node
-/// panics. A local Ajax client gets its pushes in order without duplicates, but not during the
-/// outage ([`AJAX_LOCAL_SERVED_DURING_OUTAGE`]).
+/// panics. A local Ajax client is served during the outage too (the node-local fallback of the
+/// mailboxes) and gets its pushes in order without duplicates.
 async fn service_restart(engine: Engine) {
     let mut cl = Cluster::start(engine, "restart").await;
     let local = Tracked::connect(
@@ -967,12 +959,10 @@ async fn service_restart(engine: Engine) {
          the local Ajax client {ajax_during}",
         local.numbers().len() - during,
     );
-    if AJAX_LOCAL_SERVED_DURING_OUTAGE {
-        assert!(
-            ajax_during > 3,
-            "the local Ajax client is served during the outage"
-        );
-    }
+    assert!(
+        ajax_during > 3,
+        "the local Ajax client is served during the outage"
+    );
     assert!(
         local.numbers().len() > during + 3,
         "the local client is served during the outage"
