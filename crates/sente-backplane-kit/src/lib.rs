@@ -419,16 +419,16 @@ impl Shared {
                 _ => (None, None),
             };
             if let Some(event) = event {
-                if !*self.up.borrow() {
-                    // The engine is unreachable: this node's own Ajax clients get the push
-                    // from the node-local fallback (the local delivery below wakes their
-                    // polls); the other nodes' Ajax clients miss it.
-                    self.fall_back(uids.as_deref(), event);
-                } else {
+                if self.engine_up() {
                     match codec::encode_event(event) {
                         Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
                         Err(e) => self.codec_error(&e),
                     }
+                } else {
+                    // The engine is unreachable: this node's own Ajax clients get the push
+                    // from the node-local fallback (the local delivery below wakes their
+                    // polls); the other nodes' Ajax clients miss it.
+                    self.fall_back(uids.as_deref(), event);
                 }
             }
         }
@@ -913,20 +913,19 @@ impl Mailbox for Mailboxes {
         let (shared, uid, cid) = (self.0.clone(), uid.clone(), client.clone());
         Box::pin(async move {
             let taken = if queued {
-                match shared.unless_down(rx).await {
-                    Some(taken) => taken,
-                    None => {
-                        // Given up (the engine went away): the take still runs when it is
-                        // back, and this puts its lease back right after.
-                        let (done, _) = oneshot::channel();
-                        shared.op(Op::PutBack {
-                            uid: uid.clone(),
-                            cid: cid.clone(),
-                            lease: lease.clone(),
-                            done,
-                        });
-                        Vec::new()
-                    }
+                if let Some(taken) = shared.unless_down(rx).await {
+                    taken
+                } else {
+                    // Given up (the engine went away): the take still runs when it is back,
+                    // and this puts its lease back right after.
+                    let (done, _) = oneshot::channel();
+                    shared.op(Op::PutBack {
+                        uid: uid.clone(),
+                        cid: cid.clone(),
+                        lease: lease.clone(),
+                        done,
+                    });
+                    Vec::new()
                 }
             } else {
                 Vec::new()

@@ -1336,7 +1336,11 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
             done,
         } => {
             let r = update_mbox(stores, &uid, &cid, |m| {
-                (m.lease == lease && !m.leased.is_empty()).then(|| m.restore())
+                let mine = m.lease == lease && !m.leased.is_empty();
+                if mine {
+                    m.restore();
+                }
+                mine
             })
             .await;
             let _ = done.send(());
@@ -1350,12 +1354,14 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
         } => {
             let r = update_mbox(stores, &uid, &cid, |m| {
                 if m.leased.is_empty() {
-                    None
-                } else if handshake && !m.delivered {
-                    Some(m.restore())
-                } else {
-                    Some(m.confirm())
+                    return false;
                 }
+                if handshake && !m.delivered {
+                    m.restore();
+                } else {
+                    m.confirm();
+                }
+                true
             })
             .await;
             let _ = done.send(());
@@ -1368,8 +1374,9 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
             done,
         } => {
             let r = update_mbox(stores, &uid, &cid, |m| {
-                (m.lease == lease && !m.leased.is_empty() && !m.delivered)
-                    .then(|| m.delivered = true)
+                let mark = m.lease == lease && !m.leased.is_empty() && !m.delivered;
+                m.delivered |= mark;
+                mark
             })
             .await;
             let _ = done.send(());
@@ -1378,20 +1385,20 @@ async fn run_op(stores: Option<&Stores>, me: &str, shared: &Shared, op: Op) -> R
     }
 }
 
-/// Changes `cid`'s mailbox with `f` (compare-and-set), which returns `None` to leave it as it
-/// is. Without stores: nothing.
+/// Changes `cid`'s mailbox with `f` (compare-and-set), which returns whether it changed it
+/// (`false`: nothing is written). Without stores: nothing.
 async fn update_mbox(
     stores: Option<&Stores>,
     uid: &Uid,
     cid: &sente_proto::ClientId,
-    f: impl Fn(&mut Mbox) -> Option<()>,
+    f: impl Fn(&mut Mbox) -> bool,
 ) -> Result<(), String> {
     let (Some(s), Some(u)) = (stores, uid_hex(uid)) else {
         return Ok(());
     };
     cas(&s.mbox, &mbox_key(&u, &cid_hex(cid)), |v| {
         let mut m = Mbox::parse(v);
-        (f(&mut m).map(|()| m.encode()), ())
+        (f(&mut m).then(|| m.encode()), ())
     })
     .await
 }
