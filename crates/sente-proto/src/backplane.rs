@@ -216,7 +216,8 @@ pub fn mailbox_take_count(
 /// the lease, or finds it marked delivered), and an answer lost with its node (killed before
 /// handing it over) is re-sent after the client's handshake. The one window left is a node
 /// killed between handing the answer to the request and its `delivered` mark reaching the
-/// engine (one engine round trip): the events are re-sent once if the client did get them.
+/// engine (behind the node's queued engine operations): the events are re-sent once if the
+/// client did get them and its next poll died with the node.
 pub trait Mailbox: Send + Sync + 'static {
     /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
     /// until `ttl` passes without another call (then its mailbox is dropped too).
