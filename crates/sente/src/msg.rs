@@ -111,12 +111,24 @@ impl ReplyInner {
     fn send(self, value: Value) -> bool {
         match self {
             ReplyInner::Ws {
-                outbox, cb, since, ..
-            } => outbox.push_reply(Out::Reply(
-                Box::new(message::ws_reply(value, cb)),
-                Some(since),
-            )),
-            ReplyInner::Ajax { tx, .. } => tx.send(value).is_ok(),
+                outbox,
+                cb,
+                since,
+                _owed: owed,
+            } => {
+                let sent = outbox.push_reply(Out::Reply(
+                    Box::new(message::ws_reply(value, cb)),
+                    Some(since),
+                ));
+                // Settled after the reply is queued: a draining close goes after it.
+                drop(owed);
+                sent
+            }
+            ReplyInner::Ajax { tx, _owed: owed } => {
+                let sent = tx.send(value).is_ok();
+                drop(owed);
+                sent
+            }
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
         }
     }

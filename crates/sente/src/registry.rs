@@ -327,6 +327,10 @@ impl Registry {
                     sample(&batch, &self.batch_sizes.0);
                     conn.push_batch(batch, seq);
                 }
+                // Draining: a WebSocket closes after the replies its handlers still owe.
+                Action::WsClose { conn, reason } if self.is_closing() => {
+                    conn.push_close_after_replies(reason);
+                }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
                 Action::AjaxAnswer {
                     uid,
@@ -544,11 +548,17 @@ impl Registry {
         LiveGuard(self.clone())
     }
 
-    /// Counts a reply a handler owes until the guard is dropped (the reply was sent, or
-    /// given up).
-    pub(crate) fn reply_owed(self: &Arc<Self>) -> ReplyOwed {
+    /// Counts a reply a handler owes (on this node, and on the WebSocket `outbox` it goes to)
+    /// until the guard is dropped (the reply was sent, or given up).
+    pub(crate) fn reply_owed(self: &Arc<Self>, outbox: Option<&Arc<Outbox>>) -> ReplyOwed {
         self.replies.fetch_add(1, Ordering::AcqRel);
-        ReplyOwed(self.clone())
+        if let Some(o) = outbox {
+            o.owe();
+        }
+        ReplyOwed {
+            registry: self.clone(),
+            outbox: outbox.cloned(),
+        }
     }
 
     /// Drains and stops this node, in phases (each logged at info, and `sente_drain_phase`):
@@ -664,7 +674,10 @@ impl Drop for LiveGuard {
 }
 
 /// A reply a handler owes (see [`Registry::reply_owed`]).
-pub(crate) struct ReplyOwed(Arc<Registry>);
+pub(crate) struct ReplyOwed {
+    registry: Arc<Registry>,
+    outbox: Option<Arc<Outbox>>,
+}
 
 impl std::fmt::Debug for ReplyOwed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -674,8 +687,11 @@ impl std::fmt::Debug for ReplyOwed {
 
 impl Drop for ReplyOwed {
     fn drop(&mut self) {
-        if self.0.replies.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.replies_done.notify_waiters();
+        if let Some(o) = &self.outbox {
+            o.settle();
+        }
+        if self.registry.replies.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.registry.replies_done.notify_waiters();
         }
     }
 }

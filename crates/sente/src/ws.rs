@@ -636,7 +636,7 @@ impl WsConn {
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
             reply: inbound.reply_to.map(|cb| {
-                let owed = self.shell.registry().reply_owed();
+                let owed = self.shell.registry().reply_owed(Some(&self.outbox));
                 Reply::ws(self.outbox.clone(), cb, std::time::Instant::now(), owed)
             }),
             request: self.request.clone(),
