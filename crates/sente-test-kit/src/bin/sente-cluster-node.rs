@@ -23,8 +23,10 @@
 //! Events: `[:t/echo {:ms M :n N}]` with a reply is answered `{:n N :node NAME}` after `M` ms
 //! (a request with a reply in flight for as long as the test wants).
 //!
-//! `SIGTERM` (or `SIGINT`) drains the node ([`sente::ServerHandle::shutdown`]: new handshakes
-//! and polls refused, in-flight replies finished, clients closed staggered), writes
+//! `SIGTERM` (or `SIGINT`) closes the listener and idle keep-alive connections (axum's graceful
+//! shutdown), drains the node ([`sente::ServerHandle::shutdown`]: new handshakes and polls
+//! refused, in-flight replies finished, clients closed staggered), waits for the last HTTP
+//! responses to be written, writes
 //! `DRAINED in N ms` to stderr and exits 0.
 //!
 //! Test auth, permissive: the uid is the `uid` query parameter, else the `x-uid` header (which
@@ -341,8 +343,13 @@ async fn main() -> std::io::Result<()> {
         chsk = chsk.layer(axum::middleware::from_fn(sente_test_kit::cors));
     }
     let app = chsk.merge(control);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+    let (stop_accepting, stop) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
     });
     println!(
         "{{\"name\":{},\"port\":{port},\"url\":\"http://127.0.0.1:{port}/chsk\",\"control\":\"http://127.0.0.1:{port}/control\"}}",
@@ -352,7 +359,12 @@ async fn main() -> std::io::Result<()> {
         () = wait_stdin() => {}
         () = terminated() => {
             let t = std::time::Instant::now();
+            // The listener closes (the load balancer sends new connections elsewhere) and idle
+            // keep-alive connections are closed; requests in progress go on.
+            let _ = stop_accepting.send(());
             server.shutdown().await;
+            // The last responses are written before the process exits.
+            let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
             eprintln!("DRAINED in {} ms", t.elapsed().as_millis());
             // Not a return: the runtime would wait for the blocking read of stdin.
             std::process::exit(0);
