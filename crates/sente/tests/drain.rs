@@ -194,3 +194,52 @@ async fn held_polls_are_answered_and_clients_closed_staggered() {
         "closes spread over {spread:?}: {at:?}"
     );
 }
+
+/// `serve_with_shutdown` with a drain, as in the crate docs' "Deploying": once the signal
+/// fires the listener is closed (new connections are refused), a slow Ajax POST in progress
+/// still gets its reply, and the serve future resolves once its response was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_shutdown_stops_accepting_and_finishes_responses() {
+    let router = Router::new().on("t/slow", |mut msg: EventMsg| async move {
+        let ms = msg.data_value().as_i64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())).await;
+        msg.reply(Value::Int(ms));
+    });
+    let server = transcript_builder().handler(router).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(sente::serve_with_shutdown(
+        listener,
+        server.router::<()>("/chsk"),
+        sente::ServeConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let post = tokio::spawn(async move { post_ppstr(addr, "a", "[[:t/slow 500] :cb]").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let drain = tokio::spawn({
+        let h = server.handle().clone();
+        async move { h.shutdown().await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the listener is closed");
+    let r = post.await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "[500 nil]"));
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serve_with_shutdown resolves")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("drained")
+        .unwrap();
+}
