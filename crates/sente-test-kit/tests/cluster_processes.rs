@@ -1318,7 +1318,7 @@ async fn rolling_restart(engine: Engine) {
     );
     moved.sort_by_key(|(_, d)| *d);
     let spread = match (moved.first(), moved.last()) {
-        (Some(a), Some(b)) => b.1 - a.1,
+        (Some(a), Some(b)) => b.1.saturating_sub(a.1),
         _ => Duration::ZERO,
     };
     eprintln!(
