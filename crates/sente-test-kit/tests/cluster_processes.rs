@@ -499,6 +499,16 @@ fn assert_in_order(uid: &str, got: &[i64]) {
     );
 }
 
+/// Asserts that every number of `got` was sent (acknowledged or not).
+fn assert_all_sent(uid: &str, got: &[i64], s: &Sent) {
+    let extra: Vec<i64> = got
+        .iter()
+        .filter(|n| !s.acked.contains(n) && !s.unacked.contains(n))
+        .copied()
+        .collect();
+    assert!(extra.is_empty(), "{uid}: never sent: {extra:?}");
+}
+
 /// Per uid: the pushes the backplane acknowledged, and the ones it did not.
 #[derive(Default, Clone)]
 struct Sent {
@@ -719,12 +729,7 @@ async fn ajax_sigkill(engine: Engine) {
                 killed_at,
             );
         }
-        let extra: Vec<i64> = got
-            .iter()
-            .filter(|n| !s.acked.contains(n) && !s.unacked.contains(n))
-            .copied()
-            .collect();
-        assert!(extra.is_empty(), "{}: never sent: {extra:?}", c.uid);
+        assert_all_sent(&c.uid, &got, s);
         assert!(
             s.acked.len() >= s.at.len() - 2,
             "{engine:?} {}: most pushes acknowledged (unacknowledged: {:?})",
@@ -1282,12 +1287,7 @@ async fn rolling_restart(engine: Engine) {
             c.uid,
             c.with(|s| s.handshakes.clone())
         );
-        let extra: Vec<i64> = got
-            .iter()
-            .filter(|n| !s.acked.contains(n) && !s.unacked.contains(n))
-            .copied()
-            .collect();
-        assert!(extra.is_empty(), "{}: never sent: {extra:?}", c.uid);
+        assert_all_sent(&c.uid, &got, s);
         if is_ws(i) {
             eprintln!(
                 "{engine:?}: WebSocket {} got {} of {} acknowledged pushes",

@@ -220,7 +220,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    accept_loop(&listener, app, &config, None).await
+    serve_with_shutdown(listener, app, config, std::future::pending()).await
 }
 
 /// [`serve`] until `signal` resolves, then a graceful stop: the listener is closed (a load
@@ -243,8 +243,42 @@ where
     B::Error: Into<BoxError>,
 {
     let (stop, stopped) = watch::channel(false);
+    let accepting = async {
+        let stop = Some(stopped);
+        let builder = Arc::new(config.http1());
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        loop {
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(io::Error::other)?;
+            let tcp = loop {
+                match listener.accept().await {
+                    Ok((tcp, _)) => break tcp,
+                    Err(e) if is_connection_error(&e) => {}
+                    Err(e) => {
+                        // Out of file descriptors or memory: wait, as axum::serve and hyper do.
+                        tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            if config.tcp_nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+            let (builder, app, stop) = (builder.clone(), app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let io = Counted {
+                    tcp,
+                    _permit: permit,
+                };
+                serve_io(&builder, io, app, stop).await;
+            });
+        }
+    };
     tokio::select! {
-        r = accept_loop(&listener, app, &config, Some(stopped)) => return r,
+        r = accepting => return r,
         () = signal => {}
     }
     drop(listener);
@@ -274,52 +308,6 @@ pub async fn shutdown_signal() {
     }
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-async fn accept_loop<S, B>(
-    listener: &TcpListener,
-    app: S,
-    config: &ServeConfig,
-    stop: Option<watch::Receiver<bool>>,
-) -> io::Result<()>
-where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let builder = Arc::new(config.http1());
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(io::Error::other)?;
-        let tcp = loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => break tcp,
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Out of file descriptors or memory: wait, as axum::serve and hyper do.
-                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        if config.tcp_nodelay {
-            let _ = tcp.set_nodelay(true);
-        }
-        let (builder, app, stop) = (builder.clone(), app.clone(), stop.clone());
-        tokio::spawn(async move {
-            let io = Counted {
-                tcp,
-                _permit: permit,
-            };
-            serve_io(&builder, io, app, stop).await;
-        });
     }
 }
 
