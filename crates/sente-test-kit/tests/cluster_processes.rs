@@ -3,7 +3,8 @@
 //! a free port, so a test can restart it; a missing binary fails the test:
 //! `scripts/install-deps.sh` installs both), behind the test kit's round-robin TCP proxy
 //! ([`Proxy::round_robin`]), with the native Rust client on both transports. Nodes are killed
-//! with `SIGKILL` ([`std::process::Child::kill`]), never shut down.
+//! with `SIGKILL` ([`std::process::Child::kill`]), except in [`rolling_restart`], where one gets
+//! `SIGTERM`, drains, exits and is replaced.
 //!
 //! Counted delivery: pushes are driven through a node's control route, which answers once the
 //! backplane acknowledged the push (its Ajax mailbox append stored by the engine).
