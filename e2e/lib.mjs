@@ -7,6 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -77,6 +78,65 @@ export async function launchBrowser() {
       '--no-first-run',
     ],
   });
+}
+
+/**
+ * The usual set-up of a test file (or `describe` block): registers its `before` and `after` hooks,
+ * which launch Chromium and, when `demo` is given (the demo's extra arguments, `[]` for none),
+ * start a demo on a free port, then close both. Returns `{ browser, demo }`, filled in by `before`.
+ */
+export function useBrowser({ demo: demoArgs } = {}) {
+  const env = { browser: null, demo: null };
+  before(async () => {
+    if (demoArgs) env.demo = await startDemo(await freePort(), demoArgs);
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await stopDemo(env.demo);
+  });
+  return env;
+}
+
+/** Whether screenshots for the docs are wanted (`SCREENSHOTS=1`): without, a run leaves the tree clean. */
+export const wantScreenshots = process.env.SCREENSHOTS === '1';
+
+/**
+ * A TCP proxy in front of `targetPort` whose connections can be cut, like a network blip:
+ * `cut()` resets every open connection and refuses new ones until `restore()`. `close()` stops it.
+ */
+export async function startCuttableProxy(targetPort) {
+  const open = new Set();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) return client.resetAndDestroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ]) {
+      open.add(from);
+      from.on('error', () => to.destroy());
+      from.on('close', () => (open.delete(from), to.destroy()));
+      from.pipe(to);
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      down = true;
+      for (const socket of open) socket.resetAndDestroy();
+    },
+    restore() {
+      down = false;
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
 }
 
 /**

@@ -186,6 +186,7 @@ pub async fn trial(
         servers: servers.iter().map(|s| s.pid).collect(),
         engine: procfs::pid_by_comm(bp.engine_comm()),
         tap: Some(tap.counters.clone()),
+        callgrind: false,
     };
     let fo = FanoutOpts {
         transport: Transport::Ws,

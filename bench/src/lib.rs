@@ -7,11 +7,14 @@
 //! * [`cluster`]: fan-out over 1, 2, 3 server processes sharing a Redis or NATS backplane.
 //! * [`tap`]: counts a cluster's pub/sub messages and bytes.
 //! * [`knee`]: the highest fan-out rate each target sustains, raising the rate step by step.
+//! * [`callgrind`]: the servers' instruction counts (`--callgrind`), repeatable on a noisy
+//!   machine.
 //! * [`report`] and [`charts`]: JSON, markdown and PNG output.
 //!
 //! All traffic goes to loopback addresses; every loop is bounded in time.
 
 pub mod ajax;
+pub mod callgrind;
 pub mod charts;
 pub mod client;
 pub mod cluster;

@@ -41,6 +41,11 @@ struct TargetArgs {
     /// Pin spawned servers to these CPUs (taskset list, e.g. `0`).
     #[arg(long)]
     pin: Option<String>,
+    /// Run the spawned server under valgrind's callgrind and report the instructions it
+    /// executes per request or event (`server_kinstr_per_req` / `_per_event`, thousands):
+    /// repeatable on a noisy machine, but about 50 times slower, so use small scenarios.
+    #[arg(long)]
+    callgrind: bool,
 }
 
 /// One trial's shape, shared by `rr`, `fanout` and `knee`.
@@ -313,11 +318,19 @@ where
             addr,
             proto,
             pid: None,
+            callgrind: false,
         })
         .await;
     }
     check_available(t.target).await.map_err(err)?;
-    let server = Server::spawn(t.target, "127.0.0.1:0".parse()?, t.pin.as_deref()).await?;
+    let server = Server::spawn_opts(
+        t.target,
+        "127.0.0.1:0".parse()?,
+        t.pin.as_deref(),
+        &[],
+        t.callgrind,
+    )
+    .await?;
     let r = f(Endpoint::from(&server)).await;
     server.kill().await;
     r

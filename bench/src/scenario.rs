@@ -33,6 +33,8 @@ pub struct Endpoint {
     pub proto: Proto,
     /// The server's process id, when known (for its CPU time).
     pub pid: Option<u32>,
+    /// The server runs under callgrind: count its instructions too.
+    pub callgrind: bool,
 }
 
 /// The processes whose CPU time a trial reads: the server processes (summed; one, or a
@@ -45,6 +47,8 @@ pub struct CpuPids {
     pub engine: Option<u32>,
     /// A tap counting the cluster's pub/sub messages, if any.
     pub tap: Option<Arc<crate::tap::TapCounters>>,
+    /// The servers run under callgrind: count their instructions (see [`crate::callgrind`]).
+    pub callgrind: bool,
 }
 
 impl From<Endpoint> for CpuPids {
@@ -53,6 +57,7 @@ impl From<Endpoint> for CpuPids {
             servers: ep.pid.into_iter().collect(),
             engine: None,
             tap: None,
+            callgrind: ep.callgrind,
         }
     }
 }
@@ -66,6 +71,8 @@ struct CpuWindow {
     tool: Option<f64>,
     /// The tap's (messages, bytes).
     tap: Option<(u64, u64)>,
+    /// The servers' instructions since the window opened (read at its end only).
+    instructions: Option<u64>,
 }
 
 impl CpuWindow {
@@ -83,6 +90,7 @@ impl CpuWindow {
             engine: pids.engine.and_then(procfs::cpu_seconds),
             tool: procfs::cpu_seconds(std::process::id()),
             tap: pids.tap.as_ref().map(|t| t.read()),
+            instructions: None,
         }
     }
 
@@ -90,9 +98,23 @@ impl CpuWindow {
     fn spawn(pids: CpuPids, from: Instant, to: Instant) -> tokio::task::JoinHandle<(Self, Self)> {
         tokio::spawn(async move {
             sleep_until(from).await;
+            if pids.callgrind {
+                for pid in &pids.servers {
+                    crate::callgrind::zero(*pid).await;
+                }
+            }
             let a = Self::read(&pids);
             sleep_until(to).await;
-            (a, Self::read(&pids))
+            let mut b = Self::read(&pids);
+            if pids.callgrind {
+                let mut sum = Some(0u64);
+                for pid in &pids.servers {
+                    let n = crate::callgrind::dump(*pid).await;
+                    sum = sum.zip(n).map(|(s, n)| s + n);
+                }
+                b.instructions = sum;
+            }
+            (a, b)
         })
     }
 
@@ -110,11 +132,24 @@ impl CpuWindow {
         if let Some((x, y)) = a.tool.zip(b.tool) {
             m.insert("tool_cpu_pct".into(), 100.0 * (y - x) / secs);
         }
+        if let Some(n) = b.instructions {
+            m.insert("server_instructions".into(), n as f64);
+        }
         if let Some(((m0, b0), (m1, b1))) = a.tap.zip(b.tap) {
             m.insert("backplane_msgs".into(), (m1 - m0) as f64);
             m.insert("backplane_bytes".into(), (b1 - b0) as f64);
         }
         (server, engine)
+    }
+}
+
+/// Adds `key`: the window's server instructions (when counted, see [`crate::callgrind`]) per
+/// request or delivered event, in thousands.
+fn per_unit_instructions(m: &mut Metrics, key: &str, units: u64) {
+    if let Some(n) = m.get("server_instructions").copied() {
+        if units > 0 {
+            m.insert(key.into(), n / 1e3 / units as f64);
+        }
     }
 }
 
@@ -124,6 +159,7 @@ impl From<&Server> for Endpoint {
             addr: s.addr,
             proto: s.target.proto(),
             pid: Some(s.pid),
+            callgrind: s.callgrind,
         }
     }
 }
@@ -260,7 +296,9 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     m.insert("p999_ms".into(), quantile_ms(&hist, 0.999));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    if let (Some(cpu), _) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m) {
+    let (server, _) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    per_unit_instructions(&mut m, "server_kinstr_per_req", hist.len());
+    if let Some(cpu) = server {
         if !hist.is_empty() {
             m.insert(
                 "server_cpu_us_per_req".into(),
@@ -385,6 +423,7 @@ pub async fn fanout_on(mut conns: Vec<Conn>, o: FanoutOpts, pids: CpuPids) -> Re
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
     let (server, engine) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    per_unit_instructions(&mut m, "server_kinstr_per_event", hist.len());
     if !hist.is_empty() {
         if let Some(cpu) = server {
             m.insert(

@@ -124,6 +124,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Which implementation it is.
     pub target: Target,
+    /// It runs under callgrind (see [`crate::callgrind`]).
+    pub callgrind: bool,
 }
 
 impl Server {
@@ -141,6 +143,20 @@ impl Server {
         pin: Option<&str>,
         extra: &[String],
     ) -> Res<Self> {
+        Self::spawn_opts(target, addr, pin, extra, false).await
+    }
+
+    /// [`Server::spawn_with`], under callgrind when `callgrind` (not for socketio-node).
+    pub async fn spawn_opts(
+        target: Target,
+        addr: SocketAddr,
+        pin: Option<&str>,
+        extra: &[String],
+        callgrind: bool,
+    ) -> Res<Self> {
+        if callgrind && target == Target::SocketioNode {
+            return Err(err("--callgrind runs the Rust peers only"));
+        }
         if !addr.ip().is_loopback() {
             return Err(err("peers listen on loopback addresses only"));
         }
@@ -156,6 +172,11 @@ impl Server {
         };
         args.extend(["--addr".to_owned(), addr.to_string()]);
         args.extend(extra.iter().cloned());
+        let (program, args) = if callgrind {
+            crate::callgrind::wrap(&program, &args)
+        } else {
+            (program, args)
+        };
         let mut cmd = if let Some(cpus) = pin {
             let mut c = Command::new("taskset");
             c.arg("-c").arg(cpus).arg(&program).args(&args);
@@ -175,9 +196,17 @@ impl Server {
         let pid = child.id().ok_or_else(|| err("child exited"))?;
         let stdout = child.stdout.take().ok_or_else(|| err("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        let start_timeout = if callgrind {
+            crate::callgrind::START_TIMEOUT
+        } else {
+            Duration::from_secs(20)
+        };
+        let first = tokio::time::timeout(start_timeout, lines.next_line())
             .await
-            .map_err(|_| err(format!("{} did not start within 20 s", target.name())))??
+            .map_err(|_| {
+                let secs = start_timeout.as_secs();
+                err(format!("{} did not start within {secs} s", target.name()))
+            })??
             .ok_or_else(|| err(format!("{} exited before listening", target.name())))?;
         let addr: SocketAddr = first
             .strip_prefix("LISTENING ")
@@ -196,6 +225,7 @@ impl Server {
             pid,
             addr,
             target,
+            callgrind,
         })
     }
 

@@ -4,21 +4,10 @@
 // docs/demo-screenshots/admin.png (without, a run leaves the tree clean).
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { freePort, join, launchBrowser, root, startDemo, stopDemo } from '../lib.mjs';
+import { test } from 'node:test';
+import { join, root, useBrowser } from '../lib.mjs';
 
-let demo;
-let browser;
-
-before(async () => {
-  demo = await startDemo(await freePort());
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopDemo(demo);
-});
+const env = useBrowser({ demo: [] });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -55,17 +44,17 @@ async function refusedRequests(url) {
 test('the admin page: 403 for others; connections, uids, rates, latency and rejections, live', async () => {
   const desk = { viewport: { width: 1280, height: 900 } };
   const [aliceCtx, bobCtx, adminCtx, carolCtx] = await Promise.all(
-    [0, 1, 2, 3].map(() => browser.newContext(desk)),
+    [0, 1, 2, 3].map(() => env.browser.newContext(desk)),
   );
   try {
-    const alice = await join(aliceCtx, demo.url, 'alice');
-    const bob = await join(bobCtx, demo.url, 'bob');
+    const alice = await join(aliceCtx, env.demo.url, 'alice');
+    const bob = await join(bobCtx, env.demo.url, 'bob');
     for (const text of ['hello bob', 'how are you?']) {
       await alice.getByTestId('message-input').fill(text);
       await alice.getByTestId('send-button').click();
       await bob.getByTestId('message-list').getByText(text).waitFor({ timeout: 10_000 });
     }
-    await refusedRequests(demo.url);
+    await refusedRequests(env.demo.url);
 
     // Not the admin: 403, signed in (alice) or not (a plain request).
     const asAlice = await alice.evaluate(async () => {
@@ -73,16 +62,16 @@ test('the admin page: 403 for others; connections, uids, rates, latency and reje
       return r.status;
     });
     assert.equal(asAlice, 403);
-    assert.equal((await fetch(`${demo.url}/admin`)).status, 403);
+    assert.equal((await fetch(`${env.demo.url}/admin`)).status, 403);
     const alicePage = await aliceCtx.newPage();
-    const resp = await alicePage.goto(`${demo.url}/admin`);
+    const resp = await alicePage.goto(`${env.demo.url}/admin`);
     assert.equal(resp.status(), 403);
     await alicePage.close();
 
     // The admin user: signed in to the chat (one more WebSocket), then the page.
-    await join(adminCtx, demo.url, 'admin');
+    await join(adminCtx, env.demo.url, 'admin');
     const page = await adminCtx.newPage();
-    const adminResp = await page.goto(`${demo.url}/admin`);
+    const adminResp = await page.goto(`${env.demo.url}/admin`);
     assert.equal(adminResp.status(), 200);
     const text = (id) => page.getByTestId(id).textContent();
     await eventually(async () => (await text('ws-count')) === '3', 'three WebSockets');
@@ -115,7 +104,7 @@ test('the admin page: 403 for others; connections, uids, rates, latency and reje
     assert.doesNotMatch(await page.getByTestId('rejections').textContent(), /wrong|csrf-token/);
 
     // Another user connects, over Ajax: the page follows.
-    await join(carolCtx, demo.url, 'carol', '?type=ajax');
+    await join(carolCtx, env.demo.url, 'carol', '?type=ajax');
     await eventually(async () => (await text('uids-count')) === '4', 'four uids after carol joined');
     await eventually(async () => (await text('uids-ajax')) === '1', 'one uid over Ajax');
     await eventually(async () => (await text('ajax-count')) === '1', 'carol\'s poll held');

@@ -1,29 +1,18 @@
 // The chat demo in two real browser contexts (two users), over WebSocket and over Ajax.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { freePort, join, launchBrowser, shot, startDemo, stopDemo, waitOpen } from '../lib.mjs';
+import { describe, test } from 'node:test';
+import { join, shot, useBrowser, waitOpen } from '../lib.mjs';
 
-let demo;
-let browser;
-
-before(async () => {
-  demo = await startDemo(await freePort());
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopDemo(demo);
-});
+const env = useBrowser({ demo: [] });
 
 for (const transport of ['ws', 'ajax']) {
   describe(`chat over ${transport}`, () => {
     test('two users chat in the room and see each other in the user list', async () => {
-      const ctxA = await browser.newContext();
-      const ctxB = await browser.newContext({ viewport: { width: 375, height: 740 } });
+      const ctxA = await env.browser.newContext();
+      const ctxB = await env.browser.newContext({ viewport: { width: 375, height: 740 } });
       try {
-        const alice = await join(ctxA, demo.url, `alice-${transport}`);
-        const bob = await join(ctxB, demo.url, `bob-${transport}`);
+        const alice = await join(ctxA, env.demo.url, `alice-${transport}`);
+        const bob = await join(ctxB, env.demo.url, `bob-${transport}`);
         for (const page of [alice, bob]) {
           if (transport === 'ajax') {
             // What a person does: tick "force Ajax"; the page reconnects over long-polling.
@@ -72,14 +61,14 @@ for (const transport of ['ws', 'ajax']) {
 }
 
 test('a private message reaches every tab of the target user', async () => {
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const ctxA = await env.browser.newContext();
+  const ctxB = await env.browser.newContext();
   try {
-    const carolTab1 = await join(ctxA, demo.url, 'carol');
+    const carolTab1 = await join(ctxA, env.demo.url, 'carol');
     const carolTab2 = await ctxA.newPage();
-    await carolTab2.goto(demo.url);
+    await carolTab2.goto(env.demo.url);
     await carolTab2.getByTestId('conn-state').filter({ hasText: /^open$/ }).waitFor();
-    const dave = await join(ctxB, demo.url, 'dave');
+    const dave = await join(ctxB, env.demo.url, 'dave');
 
     await dave.getByTestId('pm-target').locator('option', { hasText: 'carol' }).waitFor({ state: 'attached' });
     await dave.getByTestId('pm-target').selectOption({ label: 'carol' });

@@ -3,25 +3,14 @@
 // layout on a phone and with right-to-left text, delivery of private messages, and a logout that
 // another tab does not undo. Screenshots at phone and desktop sizes go to e2e/artifacts/.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { freePort, join, launchBrowser, shot, startDemo, stopDemo, waitOpen } from '../lib.mjs';
+import { test } from 'node:test';
+import { freePort, join, shot, startDemo, stopDemo, useBrowser, waitOpen } from '../lib.mjs';
 
 const PHONE = { width: 390, height: 844 };
 const DESKTOP = { width: 1280, height: 800 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-let demo;
-let browser;
-
-before(async () => {
-  demo = await startDemo(await freePort());
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopDemo(demo);
-});
+const env = useBrowser({ demo: [] });
 
 /** Waits until `name` is (or with `present` false, is no longer) in `page`'s user list. */
 async function waitListed(page, name, present = true) {
@@ -36,13 +25,13 @@ async function waitListed(page, name, present = true) {
 const overflows = (page) => page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
 
 test('item 1: the private-message recipient never changes when they leave; sending to them is disabled', async () => {
-  const daveCtx = await browser.newContext({ viewport: DESKTOP });
-  const aliceCtx = await browser.newContext({ viewport: PHONE });
-  const carolCtx = await browser.newContext();
+  const daveCtx = await env.browser.newContext({ viewport: DESKTOP });
+  const aliceCtx = await env.browser.newContext({ viewport: PHONE });
+  const carolCtx = await env.browser.newContext();
   try {
-    const dave = await join(daveCtx, demo.url, 'dave1');
-    const alice = await join(aliceCtx, demo.url, 'alice1');
-    const carolTab = await join(carolCtx, demo.url, 'carol1');
+    const dave = await join(daveCtx, env.demo.url, 'dave1');
+    const alice = await join(aliceCtx, env.demo.url, 'alice1');
+    const carolTab = await join(carolCtx, env.demo.url, 'carol1');
     for (const page of [dave, alice]) {
       await waitListed(page, 'carol1');
       await page.getByTestId('pm-target').selectOption('carol1');
@@ -59,8 +48,8 @@ test('item 1: the private-message recipient never changes when they leave; sendi
       assert.equal(await page.getByTestId('pm-input').inputValue(), 'a secret for carol');
     }
     // Other users coming and going do not change the choice either.
-    const erinCtx = await browser.newContext();
-    await join(erinCtx, demo.url, 'erin1');
+    const erinCtx = await env.browser.newContext();
+    await join(erinCtx, env.demo.url, 'erin1');
     await waitListed(dave, 'erin1');
     assert.equal(await dave.getByTestId('pm-target').inputValue(), 'carol1');
     await shot(dave, 'ux-1-recipient-left-desktop');
@@ -69,7 +58,7 @@ test('item 1: the private-message recipient never changes when they leave; sendi
 
     // carol is back (a new tab of her session): sending to her works again.
     const carol = await carolCtx.newPage();
-    await carol.goto(demo.url);
+    await carol.goto(env.demo.url);
     await waitOpen(carol);
     await dave.waitForFunction(
       () =>
@@ -91,8 +80,8 @@ test('item 1: the private-message recipient never changes when they leave; sendi
 test('item 2: offline shows a reconnecting banner with a countdown and "retry now", greys out what cannot work, and clears when open', async () => {
   const port = await freePort();
   let own = await startDemo(port);
-  const deskCtx = await browser.newContext({ viewport: DESKTOP });
-  const phoneCtx = await browser.newContext({ viewport: PHONE });
+  const deskCtx = await env.browser.newContext({ viewport: DESKTOP });
+  const phoneCtx = await env.browser.newContext({ viewport: PHONE });
   try {
     const frank = await join(deskCtx, own.url, 'frank2');
     const gina = await join(phoneCtx, own.url, 'gina2');
@@ -163,8 +152,8 @@ test('item 2: offline shows a reconnecting banner with a countdown and "retry no
 });
 
 test('item 3: one name limit and one message limit, shown in the page and enforced by the server with JSON errors', async () => {
-  const deskCtx = await browser.newContext({ viewport: DESKTOP });
-  const phoneCtx = await browser.newContext({ viewport: PHONE });
+  const deskCtx = await env.browser.newContext({ viewport: DESKTOP });
+  const phoneCtx = await env.browser.newContext({ viewport: PHONE });
   try {
     const limits = {};
     for (const [ctx, size] of [
@@ -172,7 +161,7 @@ test('item 3: one name limit and one message limit, shown in the page and enforc
       [phoneCtx, 'phone'],
     ]) {
       const page = await ctx.newPage();
-      await page.goto(demo.url);
+      await page.goto(env.demo.url);
       limits.name = Number(await page.locator('meta[name=max-name]').getAttribute('content'));
       limits.text = Number(await page.locator('meta[name=max-text]').getAttribute('content'));
       assert.equal(limits.name, 32);
@@ -192,22 +181,22 @@ test('item 3: one name limit and one message limit, shown in the page and enforc
     const page = deskCtx.pages()[0];
     const token = await page.locator('meta[name=csrf-token]').getAttribute('content');
     const json = { accept: 'application/json' };
-    let r = await api.post(`${demo.url}/login`, { form: { name: 'y'.repeat(33), 'csrf-token': token }, headers: json });
+    let r = await api.post(`${env.demo.url}/login`, { form: { name: 'y'.repeat(33), 'csrf-token': token }, headers: json });
     assert.equal(r.status(), 400);
     assert.match(r.headers()['content-type'], /application\/json/);
     assert.match((await r.json()).error, /at most 32 characters; this one has 33/);
-    r = await api.post(`${demo.url}/login`, { form: { name: 'zed', 'csrf-token': 'wrong' }, headers: json });
+    r = await api.post(`${env.demo.url}/login`, { form: { name: 'zed', 'csrf-token': 'wrong' }, headers: json });
     assert.equal(r.status(), 403);
     assert.match((await r.json()).error, /session has expired/);
     // A plain form post with a bad token gets a page with the reason, not a raw error.
-    r = await api.post(`${demo.url}/login`, { form: { name: 'zed', 'csrf-token': 'wrong' } });
+    r = await api.post(`${env.demo.url}/login`, { form: { name: 'zed', 'csrf-token': 'wrong' } });
     assert.equal(r.status(), 403);
     assert.match(r.headers()['content-type'], /text\/html/);
     assert.match(await r.text(), /session has expired/);
 
     // Messages: the counter counts characters as the server does (an emoji is one).
-    const ivy = await join(deskCtx, demo.url, 'ivy3');
-    const jack = await join(phoneCtx, demo.url, 'jack3');
+    const ivy = await join(deskCtx, env.demo.url, 'ivy3');
+    const jack = await join(phoneCtx, env.demo.url, 'jack3');
     await ivy.getByTestId('message-input').fill('m'.repeat(2500));
     assert.equal(await ivy.getByTestId('message-input').inputValue(), 'm'.repeat(2500), 'not cut');
     assert.match(await ivy.getByTestId('say-counter').textContent(), /^2500 \/ 2000: 500 too many$/);
@@ -237,13 +226,13 @@ test('item 3: one name limit and one message limit, shown in the page and enforc
 });
 
 test('item 4: long names wrap on a phone, RTL text, no default recipient, delivery from the reply, focus, hint', async () => {
-  const phoneCtx = await browser.newContext({ viewport: PHONE });
-  const deskCtx = await browser.newContext({ viewport: DESKTOP });
-  let kimCtx = await browser.newContext();
+  const phoneCtx = await env.browser.newContext({ viewport: PHONE });
+  const deskCtx = await env.browser.newContext({ viewport: DESKTOP });
+  let kimCtx = await env.browser.newContext();
   try {
     // The login page: the name field has the focus; the hint says what a second tab is.
     const login = await phoneCtx.newPage();
-    await login.goto(demo.url);
+    await login.goto(env.demo.url);
     await login.waitForFunction(() => document.activeElement?.id === 'name-input');
     const hint = await login.getByTestId('login-hint').textContent();
     assert.doesNotMatch(hint, /chat with yourself/);
@@ -253,9 +242,9 @@ test('item 4: long names wrap on a phone, RTL text, no default recipient, delive
     await login.close();
 
     const longName = 'W'.repeat(32);
-    const phone = await join(phoneCtx, demo.url, longName);
-    const desk = await join(deskCtx, demo.url, 'Llanfairpwllgwyngyll-4');
-    const kim = await join(kimCtx, demo.url, 'kim4');
+    const phone = await join(phoneCtx, env.demo.url, longName);
+    const desk = await join(deskCtx, env.demo.url, 'Llanfairpwllgwyngyll-4');
+    const kim = await join(kimCtx, env.demo.url, 'kim4');
     await waitListed(phone, 'kim4');
     await waitListed(desk, 'kim4');
 
@@ -329,14 +318,14 @@ test('item 4: long names wrap on a phone, RTL text, no default recipient, delive
 });
 
 test('item 5: logging out in one tab is not undone when another tab of the session reconnects', async () => {
-  const henryCtx = await browser.newContext({ viewport: PHONE });
-  const ivyCtx = await browser.newContext({ viewport: DESKTOP });
+  const henryCtx = await env.browser.newContext({ viewport: PHONE });
+  const ivyCtx = await env.browser.newContext({ viewport: DESKTOP });
   try {
-    const tab1 = await join(henryCtx, demo.url, 'henry5');
+    const tab1 = await join(henryCtx, env.demo.url, 'henry5');
     const tab2 = await henryCtx.newPage();
-    await tab2.goto(demo.url);
+    await tab2.goto(env.demo.url);
     await waitOpen(tab2);
-    const ivy = await join(ivyCtx, demo.url, 'ivy5');
+    const ivy = await join(ivyCtx, env.demo.url, 'ivy5');
     await waitListed(ivy, 'henry5');
 
     // tab2 is away (a sleeping phone tab) while tab1 logs out; then it wakes up and reconnects.

@@ -1,32 +1,15 @@
 // Transport faults seen from a real browser: a proxy that refuses WebSocket upgrades, a server
 // restart, and a request that never gets a reply.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import {
-  freePort,
-  join,
-  launchBrowser,
-  shot,
-  startDemo,
-  startUpgradeBlockingProxy,
-  stopDemo,
-  waitOpen,
-} from '../lib.mjs';
+import { test } from 'node:test';
+import { freePort, join, shot, startDemo, startUpgradeBlockingProxy, stopDemo, useBrowser, waitOpen } from '../lib.mjs';
 
-let browser;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const env = useBrowser();
 
 test('auto mode downgrades to Ajax when the WebSocket upgrade is blocked', async () => {
   const demo = await startDemo(await freePort());
   const proxy = await startUpgradeBlockingProxy(demo.port);
-  const ctx = await browser.newContext();
+  const ctx = await env.browser.newContext();
   try {
     const page = await join(ctx, proxy.url, 'erin');
     await page.getByTestId('transport-badge').filter({ hasText: /^ajax$/ }).waitFor({ timeout: 15_000 });
@@ -44,7 +27,7 @@ test('auto mode downgrades to Ajax when the WebSocket upgrade is blocked', async
 test('the page reconnects by itself after the server restarts', async () => {
   const port = await freePort();
   let demo = await startDemo(port);
-  const ctx = await browser.newContext();
+  const ctx = await env.browser.newContext();
   try {
     const page = await join(ctx, demo.url, 'frank');
     await stopDemo(demo);
@@ -63,7 +46,7 @@ test('the page reconnects by itself after the server restarts', async () => {
 
 test('a request without a reply times out on the client', async () => {
   const demo = await startDemo(await freePort());
-  const ctx = await browser.newContext();
+  const ctx = await env.browser.newContext();
   try {
     const page = await join(ctx, demo.url, 'grace');
     const outcome = await page.evaluate(async () => {

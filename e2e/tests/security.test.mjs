@@ -3,44 +3,23 @@
 // origins cannot open the channel socket, and chat messages are rate limited.
 // (examples/chat/tests/security.rs checks the same rules with hand-written requests.)
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import {
-  freePort,
-  join,
-  launchBrowser,
-  shot,
-  startDemo,
-  startStaticServer,
-  stopDemo,
-  tmpDir,
-  waitOpen,
-} from '../lib.mjs';
+import { describe, test } from 'node:test';
+import { join, shot, startStaticServer, tmpDir, useBrowser, waitOpen } from '../lib.mjs';
 
-let demo;
-let browser;
-
-before(async () => {
-  demo = await startDemo(await freePort());
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await stopDemo(demo);
-});
+const env = useBrowser({ demo: [] });
 
 /** The user names listed on `page`. */
 const listed = (page) => page.getByTestId('user-list').locator('.name').allTextContents();
 
 test('a second "bob" is refused with a message while bob is online; his second tab is fine', async () => {
-  const bobCtx = await browser.newContext();
-  const otherCtx = await browser.newContext();
-  const phoneCtx = await browser.newContext({ viewport: { width: 390, height: 740 } });
+  const bobCtx = await env.browser.newContext();
+  const otherCtx = await env.browser.newContext();
+  const phoneCtx = await env.browser.newContext({ viewport: { width: 390, height: 740 } });
   try {
-    const bob = await join(bobCtx, demo.url, 'bob');
+    const bob = await join(bobCtx, env.demo.url, 'bob');
     // The same user in a second tab of the same session: signed in, no question asked.
     const bobTab2 = await bobCtx.newPage();
-    await bobTab2.goto(demo.url);
+    await bobTab2.goto(env.demo.url);
     await waitOpen(bobTab2);
     assert.equal(await bobTab2.locator('#me').textContent(), 'bob');
 
@@ -50,7 +29,7 @@ test('a second "bob" is refused with a message while bob is online; his second t
       [phoneCtx, 'BOB'],
     ]) {
       const page = await ctx.newPage();
-      await page.goto(demo.url);
+      await page.goto(env.demo.url);
       await page.getByTestId('name-input').fill(name);
       await page.getByTestId('join-button').click();
       const error = page.getByTestId('login-error');
@@ -85,18 +64,18 @@ test('a second "bob" is refused with a message while bob is online; his second t
 });
 
 test("logging out closes the user's other tabs (ws and ajax) and frees the name", async () => {
-  const henryCtx = await browser.newContext();
-  const ivyCtx = await browser.newContext();
-  const newCtx = await browser.newContext();
+  const henryCtx = await env.browser.newContext();
+  const ivyCtx = await env.browser.newContext();
+  const newCtx = await env.browser.newContext();
   try {
-    const tab1 = await join(henryCtx, demo.url, 'henry');
+    const tab1 = await join(henryCtx, env.demo.url, 'henry');
     const wsTab = await henryCtx.newPage();
-    await wsTab.goto(demo.url);
+    await wsTab.goto(env.demo.url);
     const ajaxTab = await henryCtx.newPage();
-    await ajaxTab.goto(`${demo.url}/?type=ajax`);
+    await ajaxTab.goto(`${env.demo.url}/?type=ajax`);
     for (const tab of [wsTab, ajaxTab]) await waitOpen(tab);
     await ajaxTab.getByTestId('transport-badge').filter({ hasText: /^ajax$/ }).waitFor();
-    const ivy = await join(ivyCtx, demo.url, 'ivy');
+    const ivy = await join(ivyCtx, env.demo.url, 'ivy');
     await ivy.getByTestId('user-list').getByText('henry').waitFor();
 
     await tab1.getByTestId('logout-button').click();
@@ -124,7 +103,7 @@ test("logging out closes the user's other tabs (ws and ajax) and frees the name"
     assert.deepEqual(await listed(ivy), ['ivy'], 'no tab came back as henry');
 
     // Someone else may now take the name.
-    await join(newCtx, demo.url, 'henry');
+    await join(newCtx, env.demo.url, 'henry');
     await ivy.getByTestId('user-list').getByText('henry').waitFor();
     // The signed-out tab can join again (its form carries its new session's token).
     await ajaxTab.getByTestId('name-input').fill('henry-2');
@@ -138,11 +117,11 @@ test("logging out closes the user's other tabs (ws and ajax) and frees the name"
 });
 
 test("another session's CSRF token is refused on /chsk", async () => {
-  const ctxA = await browser.newContext();
-  const ctxB = await browser.newContext();
+  const ctxA = await env.browser.newContext();
+  const ctxB = await env.browser.newContext();
   try {
-    const a = await join(ctxA, demo.url, 'kate');
-    const b = await join(ctxB, demo.url, 'liam');
+    const a = await join(ctxA, env.demo.url, 'kate');
+    const b = await join(ctxB, env.demo.url, 'liam');
     const tokenA = await a.evaluate(() => document.querySelector('meta[name=csrf-token]').content);
     const tokenB = await b.evaluate(() => document.querySelector('meta[name=csrf-token]').content);
     assert.notEqual(tokenA, tokenB);
@@ -180,9 +159,9 @@ test("another session's CSRF token is refused on /chsk", async () => {
 
 test('a page of another origin can neither open the channel socket nor post events, even with the token', async () => {
   const site = await startStaticServer(tmpDir());
-  const ctx = await browser.newContext();
+  const ctx = await env.browser.newContext();
   try {
-    const page = await join(ctx, demo.url, 'mia');
+    const page = await join(ctx, env.demo.url, 'mia');
     const token = await page.evaluate(() => document.querySelector('meta[name=csrf-token]').content);
     // A WebSocket (not subject to CORS: only the server's Origin check stops it) and an Ajax
     // POST of a chat message as mia (the attacker needs no answer, only the side effect).
@@ -210,7 +189,7 @@ test('a page of another origin can neither open the channel socket nor post even
           });
           return { ws, post: sameOrigin ? r.status : 'opaque' };
         },
-        { url: demo.url, token, text },
+        { url: env.demo.url, token, text },
       );
     // Same browser, same cookies (127.0.0.1 is one site whatever the port), another origin.
     const foreign = await ctx.newPage();
@@ -230,35 +209,39 @@ test('a page of another origin can neither open the channel socket nor post even
 for (const transport of ['ws', 'ajax']) {
   describe(`rate limit over ${transport}`, () => {
     test('chat messages past the burst get an error the page shows', async () => {
-      const ctx = await browser.newContext();
+      const ctx = await env.browser.newContext();
       try {
-        const page = await join(ctx, demo.url, `nina-${transport}`);
+        const page = await join(ctx, env.demo.url, `nina-${transport}`);
         if (transport === 'ajax') {
           await page.getByTestId('force-ajax').check();
           await waitOpen(page);
         }
         await page.getByTestId('transport-badge').filter({ hasText: new RegExp(`^${transport}$`) }).waitFor();
-        // 20 messages at once: the burst of 10 passes, most of the rest are refused.
-        const answers = await page.evaluate(() =>
-          Promise.all(
-            Array.from({ length: 20 }, (_, i) =>
-              window.chsk.request('chat/say', { text: `burst ${i}` }, 10_000).catch((e) => ({ error: e.code })),
+        // 20 messages at once: the burst of 10 passes, most of the rest are refused. (Their text
+        // names the transport: the page also shows the room's history, the other run's bursts.)
+        const prefix = `burst ${transport} `;
+        const answers = await page.evaluate(
+          (prefix) =>
+            Promise.all(
+              Array.from({ length: 20 }, (_, i) =>
+                window.chsk.request('chat/say', { text: `${prefix}${i}` }, 10_000).catch((e) => ({ error: e.code })),
+              ),
             ),
-          ),
+          prefix,
         );
         const ok = answers.filter((a) => a?.ok === true).length;
         const refused = answers.filter((a) => /^Slow down/.test(a?.error ?? ''));
         assert.ok(ok >= 10 && ok <= 12, `passed: ${ok} ${JSON.stringify(answers)}`);
         assert.equal(ok + refused.length, 20, JSON.stringify(answers));
         // Only what passed reached the room (over Ajax the requests may arrive in any order).
-        const bursts = () =>
+        const bursts = (prefix) =>
           [...document.querySelectorAll('[data-testid=message-list] .text')].filter((e) =>
-            e.textContent.startsWith('burst '),
+            e.textContent.startsWith(prefix),
           ).length;
-        await page.waitForFunction(`(${bursts})() >= ${ok}`, null, { timeout: 10_000 });
+        await page.waitForFunction(`(${bursts})(${JSON.stringify(prefix)}) >= ${ok}`, null, { timeout: 10_000 });
         await new Promise((r) => setTimeout(r, 500));
         const shown = await page.getByTestId('message-list').locator('.text').allTextContents();
-        assert.equal(shown.filter((t) => t.startsWith('burst ')).length, ok);
+        assert.equal(shown.filter((t) => t.startsWith(prefix)).length, ok);
 
         // What a person sees: sending fast through the form shows the error and keeps the text.
         await page.evaluate(() => {

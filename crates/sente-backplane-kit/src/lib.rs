@@ -9,6 +9,7 @@ use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -134,12 +135,15 @@ pub enum Op {
         /// The answer.
         done: oneshot::Sender<bool>,
     },
-    /// Take the oldest events of `cid`'s mailbox, within the bounds.
+    /// Take the oldest events of `cid`'s mailbox, within the bounds, as the lease `lease`
+    /// (they stay in the engine until settled; see `Mailbox`'s "Leased takes").
     Take {
         /// The uid.
         uid: Uid,
         /// The client.
         cid: ClientId,
+        /// The lease's id (unique per take: this node's origin and a counter).
+        lease: String,
         /// At most this many events.
         max_events: usize,
         /// At most about this many encoded bytes (at least one event is taken).
@@ -147,14 +151,39 @@ pub enum Op {
         /// The events taken, oldest first.
         done: oneshot::Sender<Vec<Arc<Event>>>,
     },
-    /// Put events that could not be delivered back at the head of `cid`'s mailbox.
+    /// Put the lease `lease` (its answer could not be delivered) back at the head of `cid`'s
+    /// mailbox, if it is still the client's lease.
     PutBack {
         /// The uid.
         uid: Uid,
         /// The client.
         cid: ClientId,
-        /// The events, oldest first.
-        events: Vec<Arc<Event>>,
+        /// The lease's id.
+        lease: String,
+        /// Answered once stored.
+        done: oneshot::Sender<()>,
+    },
+    /// A GET of `cid` arrived: confirm its lease (a poll), or put it back in front unless it
+    /// was delivered (a handshake).
+    Settle {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The GET is a handshake.
+        handshake: bool,
+        /// Answered once stored.
+        done: oneshot::Sender<()>,
+    },
+    /// The answer of lease `lease` was handed to the client's request: mark it delivered, if
+    /// it is still the client's lease.
+    Delivered {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The lease's id.
+        lease: String,
         /// Answered once stored.
         done: oneshot::Sender<()>,
     },
@@ -240,6 +269,31 @@ pub struct Shared {
     expired: AtomicU64,
     last_drop_warn: Mutex<Option<Instant>>,
     metrics: KitMetrics,
+    /// This node's last lease per Ajax client (its id, or [`LOCAL_LEASE`]), until delivered or
+    /// put back.
+    leases: Mutex<HashMap<(Uid, ClientId), String>>,
+    lease_seq: AtomicU64,
+    /// The node-local fallback of the Ajax mailboxes while the engine is unreachable.
+    fallback: Mutex<Fallback>,
+    /// Whether both connections are up (changes wake the operations waiting for the engine).
+    up: watch::Sender<bool>,
+}
+
+/// The lease id of events served from the node-local fallback.
+const LOCAL_LEASE: &str = "local";
+
+/// The node-local fallback of the Ajax mailboxes: while the engine is unreachable, a push is
+/// kept here for each of this node's own Ajax clients of its uids (those that registered
+/// through this node), and their polls take it from here, in order. What is still here when
+/// the engine is back is served first (older than what the engine gets after).
+#[derive(Default)]
+struct Fallback {
+    /// This node's Ajax clients, with the end of their registration.
+    clients: HashMap<Uid, HashMap<ClientId, Instant>>,
+    /// Their waiting events.
+    queues: HashMap<(Uid, ClientId), std::collections::VecDeque<Arc<Event>>>,
+    /// The events of each client's last answer served from here (put back if undelivered).
+    served: HashMap<(Uid, ClientId), Vec<Arc<Event>>>,
 }
 
 /// The backplane's metrics (labelled with its name), registered once. The names are in
@@ -326,6 +380,10 @@ impl Shared {
             expired: AtomicU64::new(0),
             last_drop_warn: Mutex::new(None),
             metrics: KitMetrics::new(name),
+            leases: Mutex::new(HashMap::new()),
+            lease_seq: AtomicU64::new(0),
+            fallback: Mutex::new(Fallback::default()),
+            up: watch::Sender::new(false),
         });
         (shared, rx, ops_rx)
     }
@@ -361,9 +419,16 @@ impl Shared {
                 _ => (None, None),
             };
             if let Some(event) = event {
-                match codec::encode_event(event) {
-                    Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
-                    Err(e) => self.codec_error(&e),
+                if self.engine_up() {
+                    match codec::encode_event(event) {
+                        Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
+                        Err(e) => self.codec_error(&e),
+                    }
+                } else {
+                    // The engine is unreachable: this node's own Ajax clients get the push
+                    // from the node-local fallback (the local delivery below wakes their
+                    // polls); the other nodes' Ajax clients miss it.
+                    self.fall_back(uids.as_deref(), event);
                 }
             }
         }
@@ -520,6 +585,141 @@ impl Shared {
             .collect()
     }
 
+    /// A new lease id for `cid` (remembered as this node's last lease of the client).
+    fn new_lease(&self, uid: &Uid, cid: &ClientId) -> String {
+        let n = self.lease_seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}-{n:x}", self.origin);
+        self.lease_map()
+            .insert((uid.clone(), cid.clone()), id.clone());
+        id
+    }
+
+    /// Forgets this node's last lease of `cid` (returning it), or only if it is `id`.
+    fn end_lease(&self, uid: &Uid, cid: &ClientId, id: Option<&str>) -> Option<String> {
+        let mut map = self.lease_map();
+        let key = (uid.clone(), cid.clone());
+        if id.is_some_and(|id| map.get(&key).is_none_or(|l| l != id)) {
+            return None;
+        }
+        map.remove(&key)
+    }
+
+    fn fallback(&self) -> std::sync::MutexGuard<'_, Fallback> {
+        self.fallback.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `event` for this node's registered Ajax clients of `uids` (`None`: all of them),
+    /// within [`MailboxConfig::max_events`] per client (over it, the client's fallback queue
+    /// is dropped and logged, as a mailbox over its bound).
+    fn fall_back(&self, uids: Option<&[Uid]>, event: &Arc<Event>) {
+        let now = Instant::now();
+        let max = self.mailbox.max_events;
+        let mut f = self.fallback();
+        let Fallback {
+            clients, queues, ..
+        } = &mut *f;
+        let mut add = |uid: &Uid, cids: &HashMap<ClientId, Instant>| {
+            for (cid, until) in cids {
+                if *until <= now {
+                    continue;
+                }
+                let q = queues.entry((uid.clone(), cid.clone())).or_default();
+                q.push_back(event.clone());
+                if q.len() > max {
+                    queues.remove(&(uid.clone(), cid.clone()));
+                    tracing::warn!(backplane = self.name, %uid, client = %cid,
+                        "Ajax fallback queue over max_events while the engine is down: dropped");
+                }
+            }
+        };
+        match uids {
+            Some(uids) => {
+                for uid in uids {
+                    if let Some(cids) = clients.get(uid) {
+                        add(uid, cids);
+                    }
+                }
+            }
+            None => {
+                for (uid, cids) in clients.iter() {
+                    add(uid, cids);
+                }
+            }
+        }
+    }
+
+    /// Records this node's Ajax client `cid` of `uid`, registered until `ttl` from now (and
+    /// forgets the expired ones).
+    fn local_client(&self, uid: &Uid, cid: &ClientId, ttl: Duration) {
+        let now = Instant::now();
+        let mut f = self.fallback();
+        f.clients.retain(|_, cids| {
+            cids.retain(|_, until| *until > now);
+            !cids.is_empty()
+        });
+        f.clients
+            .entry(uid.clone())
+            .or_default()
+            .insert(cid.clone(), now + ttl);
+        let Fallback {
+            clients, queues, ..
+        } = &mut *f;
+        queues.retain(|(u, c), q| {
+            !q.is_empty() && clients.get(u).is_some_and(|cs| cs.contains_key(c))
+        });
+    }
+
+    /// Takes up to `max_events` of `cid`'s fallback queue (remembered for a put back).
+    fn take_local(&self, uid: &Uid, cid: &ClientId, max_events: usize) -> Vec<Arc<Event>> {
+        let key = (uid.clone(), cid.clone());
+        let mut f = self.fallback();
+        let Some(q) = f.queues.get_mut(&key) else {
+            return Vec::new();
+        };
+        let n = q.len().min(max_events.max(1));
+        let taken: Vec<Arc<Event>> = q.drain(..n).collect();
+        if q.is_empty() {
+            f.queues.remove(&key);
+        }
+        if !taken.is_empty() {
+            f.served.insert(key.clone(), taken.clone());
+            self.lease_map().insert(key, LOCAL_LEASE.to_owned());
+        }
+        taken
+    }
+
+    /// Puts the last answer served from the fallback back in front (`back`), or forgets it.
+    fn end_local(&self, uid: &Uid, cid: &ClientId, back: bool) {
+        let key = (uid.clone(), cid.clone());
+        let mut f = self.fallback();
+        if let Some(events) = f.served.remove(&key)
+            && back
+        {
+            let q = f.queues.entry(key).or_default();
+            for e in events.into_iter().rev() {
+                q.push_front(e);
+            }
+        }
+    }
+
+    /// Whether the engine is reachable now.
+    fn engine_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// Waits for `rx`, or gives up (`None`) when the engine is or goes unreachable meanwhile.
+    async fn unless_down<T>(&self, rx: oneshot::Receiver<T>) -> Option<T> {
+        let mut up = self.up.subscribe();
+        tokio::select! {
+            r = rx => r.ok(),
+            _ = up.wait_for(|u| !*u) => None,
+        }
+    }
+
+    fn lease_map(&self) -> std::sync::MutexGuard<'_, HashMap<(Uid, ClientId), String>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts an engine operation.
     pub fn count_op(&self) {
         self.ops_done.fetch_add(1, Ordering::Relaxed);
@@ -577,6 +777,7 @@ impl Shared {
             s.last_error = Some((SystemTime::now(), e.clone()));
         }
         let is = s.publisher && s.subscriber;
+        self.up.send_if_modified(|u| std::mem::replace(u, is) != is);
         if was && !is {
             s.outages += 1;
             self.metrics.outage.increment(1);
@@ -658,33 +859,33 @@ impl Shared {
     }
 }
 
-/// The [`Mailbox`] of a backplane: its operations go through the operations queue.
+/// The [`Mailbox`] of a backplane: its operations go through the operations queue. While the
+/// engine is unreachable they do not wait for it: `known` answers `true`, `register` and
+/// `settle` are queued for later, and `take` serves the node-local fallback (see
+/// [`Shared::publish`]).
 pub struct Mailboxes(pub Arc<Shared>);
 
 impl Mailbox for Mailboxes {
     fn register(&self, uid: &Uid, client: &ClientId, ttl: Duration) -> BoxFuture<()> {
-        let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::Register {
+        self.0.local_client(uid, client, ttl);
+        self.unit_op(|done| Op::Register {
             uid: uid.clone(),
             cid: client.clone(),
             ttl,
             done,
-        });
-        Box::pin(async move {
-            if queued {
-                let _ = rx.await;
-            }
         })
     }
 
     fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool> {
         let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::Known {
-            uid: uid.clone(),
-            cid: client.clone(),
-            done,
-        });
-        Box::pin(async move { !queued || rx.await.unwrap_or(true) })
+        let queued = self.0.engine_up()
+            && self.0.op(Op::Known {
+                uid: uid.clone(),
+                cid: client.clone(),
+                done,
+            });
+        let shared = self.0.clone();
+        Box::pin(async move { !queued || shared.unless_down(rx).await.unwrap_or(true) })
     }
 
     fn take(
@@ -694,34 +895,101 @@ impl Mailbox for Mailboxes {
         max_events: usize,
         max_bytes: usize,
     ) -> BoxFuture<Vec<Arc<Event>>> {
+        // What the fallback kept during an outage is older than what the engine got since.
+        let local = self.0.take_local(uid, client, max_events);
+        if !local.is_empty() || !self.0.engine_up() {
+            return Box::pin(async move { local });
+        }
         let (done, rx) = oneshot::channel();
+        let lease = self.0.new_lease(uid, client);
         let queued = self.0.op(Op::Take {
             uid: uid.clone(),
             cid: client.clone(),
+            lease: lease.clone(),
             max_events,
             max_bytes,
             done,
         });
+        let (shared, uid, cid) = (self.0.clone(), uid.clone(), client.clone());
         Box::pin(async move {
-            if queued {
-                rx.await.unwrap_or_default()
+            let taken = if queued {
+                if let Some(taken) = shared.unless_down(rx).await {
+                    taken
+                } else {
+                    // Given up (the engine went away): the take still runs when it is back,
+                    // and this puts its lease back right after.
+                    let (done, _) = oneshot::channel();
+                    shared.op(Op::PutBack {
+                        uid: uid.clone(),
+                        cid: cid.clone(),
+                        lease: lease.clone(),
+                        done,
+                    });
+                    Vec::new()
+                }
             } else {
                 Vec::new()
+            };
+            if taken.is_empty() {
+                shared.end_lease(&uid, &cid, Some(&lease));
             }
+            taken
         })
     }
 
     fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()> {
-        let (done, rx) = oneshot::channel();
-        let queued = self.0.op(Op::PutBack {
+        drop(events);
+        let Some(lease) = self.0.end_lease(uid, client, None) else {
+            return Box::pin(async {});
+        };
+        if lease == LOCAL_LEASE {
+            self.0.end_local(uid, client, true);
+            return Box::pin(async {});
+        }
+        self.unit_op(|done| Op::PutBack {
             uid: uid.clone(),
             cid: client.clone(),
-            events,
+            lease,
             done,
-        });
+        })
+    }
+
+    fn settle(&self, uid: &Uid, client: &ClientId, handshake: bool) -> BoxFuture<()> {
+        self.unit_op(|done| Op::Settle {
+            uid: uid.clone(),
+            cid: client.clone(),
+            handshake,
+            done,
+        })
+    }
+
+    fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {
+        let Some(lease) = self.0.end_lease(uid, client, None) else {
+            return Box::pin(async {});
+        };
+        if lease == LOCAL_LEASE {
+            self.0.end_local(uid, client, false);
+            return Box::pin(async {});
+        }
+        self.unit_op(|done| Op::Delivered {
+            uid: uid.clone(),
+            cid: client.clone(),
+            lease,
+            done,
+        })
+    }
+}
+
+impl Mailboxes {
+    /// Queues an operation answered with `()`; the future resolves once it ran, or at once
+    /// while the engine is unreachable (the operation still runs when it is back).
+    fn unit_op(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.op(op(done));
+        let shared = self.0.clone();
         Box::pin(async move {
             if queued {
-                let _ = rx.await;
+                let _ = shared.unless_down(rx).await;
             }
         })
     }

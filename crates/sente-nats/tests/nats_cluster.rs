@@ -139,3 +139,82 @@ async fn per_push() {
     }
     cluster::measure_messages_per_push::<Nats>(1000).await;
 }
+
+/// Broadcasts at 100/s with Ajax mailboxes on (issue 14): `clients` registered Ajax clients
+/// (distinct uids); reports
+/// how many broadcasts' mailbox appends were stored per second and how far the appends lagged
+/// behind when publishing stopped (`SENTE_BCAST_CLIENTS=N`: N clients, default 10):
+/// `cargo test -p sente-nats --test nats_cluster -- --ignored --nocapture broadcast_rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --ignored --nocapture"]
+async fn broadcast_rate() {
+    use sente_proto::backplane::{Backplane, BackplaneMsg};
+    use sente_proto::{ClientId, Event, EventId, Uid, Value};
+    use std::sync::Arc;
+    if !cluster::reachable("127.0.0.1:4222").await {
+        eprintln!("SKIPPED broadcast_rate: NATS is not reachable on 127.0.0.1:4222");
+        return;
+    }
+    const RATE: u64 = 100;
+    const SECS: u64 = 5;
+    let clients: usize = std::env::var("SENTE_BCAST_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let name = format!("bcast-{}", std::process::id());
+    let b = NatsBackplane::start(
+        NatsConfig::new("nats://127.0.0.1:4222")
+            .cluster(name)
+            .presence(cluster::fast()),
+    )
+    .unwrap();
+    assert!(b.wait_connected(Duration::from_secs(10)).await);
+    b.subscribe(Arc::new(|_| {}));
+    let mb = b.mailbox().expect("mailboxes on");
+    // Registrations first (they also make the buckets ready).
+    for i in 0..clients {
+        let cid = ClientId::new(format!("c{i}")).unwrap();
+        mb.register(&Uid::from(format!("u{i}")), &cid, Duration::from_secs(60))
+            .await;
+    }
+    let before = b.health().appends;
+    let started = std::time::Instant::now();
+    let every = Duration::from_micros(1_000_000 / RATE);
+    let mut tick = tokio::time::interval(every);
+    let total = RATE * SECS;
+    for n in 0..total {
+        tick.tick().await;
+        let event = Event::new(EventId::new("t/b").unwrap(), Value::Int(n as i64));
+        b.publish(BackplaneMsg::Broadcast {
+            event: Arc::new(event),
+            estimate: 16,
+            flush: true,
+        });
+    }
+    let published = started.elapsed();
+    let at_stop = b.health().appends - before;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while b.health().appends - before < total && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = started.elapsed();
+    let done = b.health().appends - before;
+    eprintln!(
+        "NATS broadcast_rate: {total} broadcasts to {clients} Ajax clients at {RATE}/s in \
+         {published:.2?}: {at_stop} appended when publishing stopped, {done} after {all:.2?} \
+         ({:.0} broadcasts/s appended; lag at the end {:.2?})",
+        done as f64 / all.as_secs_f64(),
+        all.saturating_sub(published),
+    );
+    assert_eq!(done, total, "every broadcast appended");
+    // Each client's mailbox holds every broadcast, in order.
+    let got = mb
+        .take(
+            &Uid::from("u0"),
+            &ClientId::new("c0").unwrap(),
+            10_000,
+            1 << 24,
+        )
+        .await;
+    assert_eq!(got.len() as u64, total.min(1000), "u0's mailbox");
+}

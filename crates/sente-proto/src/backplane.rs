@@ -196,6 +196,28 @@ pub fn mailbox_take_count(
 ///
 /// Failures (engine unreachable) make `take` return nothing and `register` / `known` report
 /// what they can; nothing panics.
+///
+/// # Leased takes
+///
+/// A take does not delete: the events it returns become the client's *lease* in the engine
+/// (one per client), so that a node killed while it holds the answer loses nothing. The
+/// client's next GET, on any node, settles the lease ([`Mailbox::settle`]) before it takes
+/// again:
+///
+/// - a **poll** confirms it (the lease is dropped): a Sente Ajax client (the Clojure, JS and
+///   native ones alike) sends its next poll only after it received and processed the answer
+///   of its previous GET, one GET at a time per client id; after a failed GET (no answer, a
+///   non-2xx answer, an answer it could not read) its next GET is a **handshake**.
+/// - a **handshake** puts the lease back in front of the mailbox, unless the node that took
+///   it reported the answer handed to the client's request ([`Mailbox::delivered`]): then the
+///   lease is dropped (the handshake follows a poll that failed after that answer arrived).
+///
+/// So a client that received an answer never gets its events again (its next GET confirms
+/// the lease, or finds it marked delivered), and an answer lost with its node (killed before
+/// handing it over) is re-sent after the client's handshake. The one window left is a node
+/// killed between handing the answer to the request and its `delivered` mark reaching the
+/// engine (behind the node's queued engine operations): the events are re-sent once if the
+/// client did get them and its next poll died with the node.
 pub trait Mailbox: Send + Sync + 'static {
     /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
     /// until `ttl` passes without another call (then its mailbox is dropped too).
@@ -214,8 +236,25 @@ pub trait Mailbox: Send + Sync + 'static {
         max_bytes: usize,
     ) -> BoxFuture<Vec<Arc<Event>>>;
     /// Puts events taken by [`Mailbox::take`] back in front (their poll answer could not be
-    /// delivered).
+    /// delivered). With leased takes, this node's last lease of `client`, if it is still there.
     fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()>;
+
+    /// A GET of `client` arrived, before it registers and takes: settles the client's lease
+    /// (see "Leased takes" above). `handshake`: the GET asks for a handshake (the lease goes
+    /// back in front unless delivered); else it is a poll (the lease is confirmed). The
+    /// default (no leases): nothing to do.
+    fn settle(&self, uid: &Uid, client: &ClientId, handshake: bool) -> BoxFuture<()> {
+        let _ = (uid, client, handshake);
+        Box::pin(async {})
+    }
+
+    /// The answer carrying this node's last take for `client` was handed to the client's
+    /// request: a handshake then drops the lease instead of putting it back. The default (no
+    /// leases): nothing to do.
+    fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {
+        let _ = (uid, client);
+        Box::pin(async {})
+    }
 }
 
 /// Receives the messages a backplane delivers to this node.

@@ -525,7 +525,7 @@ struct Sent {
 /// (one control request per uid, concurrently), uid `i`'s from live node `(n + i) % 3` (the
 /// next live one if that one is dead), so consecutive pushes to a uid come from different
 /// nodes, each acknowledged (or failed) before the next. In round `kill_round` node `victim`
-/// gets `SIGKILL` 2 ms after the round's pushes started, so some may be in flight on it.
+/// gets `SIGKILL` `kill_delay` after the round's pushes started, so some may be in flight on it.
 /// Returns what was sent per uid and when the kill was done.
 async fn drive(
     nodes: &[Node],
@@ -533,6 +533,7 @@ async fn drive(
     rounds: i64,
     kill_round: i64,
     victim: Victim,
+    kill_delay: Duration,
 ) -> (Vec<Sent>, Instant, usize) {
     let uids: Vec<String> = clients.iter().map(|c| c.uid.clone()).collect();
     let mut sent = vec![Sent::default(); uids.len()];
@@ -555,7 +556,7 @@ async fn drive(
         let killer = (n == kill_round).then(|| {
             let pid = pid.clone();
             tokio::task::spawn_blocking(move || {
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(kill_delay);
                 let status = Command::new("kill")
                     .args(["-KILL", &pid])
                     .status()
@@ -651,36 +652,18 @@ async fn poll_holder(nodes: &[Node], clients: &[Tracked], sent: &[Sent], i: usiz
 // ---------------------------------------------------------------------------------------------
 // a. Ajax clients through the round-robin proxy, SIGKILL of a node mid-traffic.
 
-/// Known hole (found by this test; see the crate docs of `sente-redis` / `sente-nats`,
-/// "Failures"): a mailbox `take` removes the events from the engine, so the events that a poll
-/// held on the killed node had taken, but not yet written to its client, die with the node.
-/// Set this to `false` once takes are leased (kept in the engine until the client's next poll
-/// confirms them; a re-handshake puts them back): the test then demands exactly once for every
-/// acknowledged push, with no exception.
-const AJAX_TAKEN_BY_DEAD_POLL_MAY_BE_LOST: bool = true;
-
-/// Whether `missing` (acknowledged pushes that never arrived) is exactly what the known hole
-/// can lose: the client's poll was on the killed node (it re-handshook after the kill), and the
-/// lost pushes were all sent before the kill and are consecutive (one batch taken by that poll).
-fn within_known_hole(c: &Tracked, s: &Sent, missing: &[i64], killed_at: Instant) -> bool {
-    let before_kill = missing
-        .iter()
-        .all(|n| s.at.iter().any(|(m, at)| m == n && *at <= killed_at));
-    let first = s.acked.iter().position(|n| *n == missing[0]);
-    let consecutive = first.is_some_and(|i| s.acked.get(i..i + missing.len()) == Some(missing));
-    AJAX_TAKEN_BY_DEAD_POLL_MAY_BE_LOST
-        && c.handshake_after(killed_at).is_some()
-        && before_kill
-        && consecutive
-}
-
 /// Four Ajax clients (native, `Kind::Ajax`) reach the cluster through the round-robin proxy;
 /// numbered pushes to their uids come from the nodes in turn, each acknowledged before the
 /// next is sent; in the round a third of the way, the node of client 0 is killed (`SIGKILL`)
 /// while that round's pushes are in flight. Every acknowledged push arrives exactly once and in
-/// order (but for [`AJAX_TAKEN_BY_DEAD_POLL_MAY_BE_LOST`]); pushes never acknowledged arrive at
-/// most once; the clients of the dead node re-handshake on a survivor within the bound.
-async fn ajax_sigkill(engine: Engine) {
+/// order, also the ones a poll on the killed node had taken from the mailbox (leased takes);
+/// pushes never acknowledged arrive at most once; the clients of the dead node re-handshake on
+/// a survivor within the bound.
+///
+/// `anywhere`: the victim is a random node, killed in a random round after a random delay
+/// (0 to 120 ms, so also while answers are being taken, written or confirmed), not only while
+/// it holds a poll: the same counting holds.
+async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     const ROUNDS: i64 = 45;
     let mut cl = Cluster::start(engine, "ajax-kill").await;
     let url = cl.url();
@@ -692,10 +675,24 @@ async fn ajax_sigkill(engine: Engine) {
     }
     let on: Vec<String> = clients.iter().filter_map(Tracked::node).collect();
     eprintln!("{engine:?}: Ajax clients' first handshakes on {on:?}");
+    let (victim, kill_round, delay) = if anywhere {
+        let r = random();
+        let (node, round, ms) = (r % 3, 5 + (r >> 8) % 30, (r >> 16) % 121);
+        eprintln!(
+            "{engine:?}: killing n{} in round {round} after {ms} ms",
+            node + 1
+        );
+        (
+            Victim::Node(usize::try_from(node).unwrap_or(0)),
+            i64::try_from(round).unwrap_or(10),
+            Duration::from_millis(ms),
+        )
+    } else {
+        (Victim::PollOf(0), ROUNDS / 3, Duration::from_millis(2))
+    };
     let (sent, killed_at, victim) =
-        drive(&cl.nodes, &clients, ROUNDS, ROUNDS / 3, Victim::PollOf(0)).await;
+        drive(&cl.nodes, &clients, ROUNDS, kill_round, victim, delay).await;
     let victim_name = cl.nodes[victim].name.clone();
-    let mut lost_total = 0;
     for (c, s) in clients.iter().zip(&sent) {
         // In order, so once the last acknowledged push arrived the others did or never will.
         let last = s.acked.last().copied().into_iter().collect::<Vec<_>>();
@@ -710,26 +707,17 @@ async fn ajax_sigkill(engine: Engine) {
             .filter(|n| !got.contains(n))
             .copied()
             .collect();
-        if !missing.is_empty() && within_known_hole(c, s, &missing, killed_at) {
-            lost_total += missing.len();
-            eprintln!(
-                "{engine:?} KNOWN HOLE {}: {missing:?} were taken from the mailbox by the poll held on \
-                 the killed node and lost with it",
-                c.uid
-            );
-        } else {
-            assert!(
-                missing.is_empty(),
-                "{engine:?} {}: acknowledged pushes lost across the SIGKILL of {victim_name}: \
-                 {missing:?} (sent from nodes {:?}); got {got:?}; handshakes {:?} (kill at {:?})",
-                c.uid,
-                s.by.iter()
-                    .filter(|(n, _)| missing.contains(n))
-                    .collect::<Vec<_>>(),
-                c.with(|s| s.handshakes.clone()),
-                killed_at,
-            );
-        }
+        assert!(
+            missing.is_empty(),
+            "{engine:?} {}: acknowledged pushes lost across the SIGKILL of {victim_name}: \
+             {missing:?} (sent from nodes {:?}); got {got:?}; handshakes {:?} (kill at {:?})",
+            c.uid,
+            s.by.iter()
+                .filter(|(n, _)| missing.contains(n))
+                .collect::<Vec<_>>(),
+            c.with(|s| s.handshakes.clone()),
+            killed_at,
+        );
         assert_all_sent(&c.uid, &got, s);
         assert!(
             s.acked.len() >= s.at.len() - 2,
@@ -747,7 +735,7 @@ async fn ajax_sigkill(engine: Engine) {
     // answered it first (the kill lands 2 ms into the round, the Ajax batching window is
     // 100 ms: only on a badly loaded machine), it re-handshakes on a survivor, as does any
     // client whose poll was there. The counting above holds either way.
-    if clients[0].handshake_after(killed_at).is_none() {
+    if !anywhere && clients[0].handshake_after(killed_at).is_none() {
         eprintln!("{engine:?}: aj0's poll was answered before the kill landed; it did not move");
     }
     for c in &clients {
@@ -770,11 +758,7 @@ async fn ajax_sigkill(engine: Engine) {
         }
     }
     let total: usize = sent.iter().map(|s| s.acked.len()).sum();
-    eprintln!(
-        "{engine:?}: {total} acknowledged Ajax pushes: {} delivered once, in order; {lost_total} \
-         lost in the killed node's poll (known hole)",
-        total - lost_total
-    );
+    eprintln!("{engine:?}: {total} acknowledged Ajax pushes: all delivered once, in order");
     drop(cl.service);
 }
 
@@ -810,7 +794,15 @@ async fn ws_sigkill(engine: Engine) {
     }
     let victim = cl.node(&on[0]);
     let orphans: Vec<usize> = (0..clients.len()).filter(|i| on[*i] == on[0]).collect();
-    let (sent, killed_at, _) = drive(&cl.nodes, &clients, ROUNDS, 10, Victim::Node(victim)).await;
+    let (sent, killed_at, _) = drive(
+        &cl.nodes,
+        &clients,
+        ROUNDS,
+        10,
+        Victim::Node(victim),
+        Duration::from_millis(2),
+    )
+    .await;
     let mut reconnected = vec![None; clients.len()];
     for &i in &orphans {
         let c = &clients[i];
@@ -894,21 +886,13 @@ async fn ws_sigkill(engine: Engine) {
 // ---------------------------------------------------------------------------------------------
 // c. The service restarts mid-traffic.
 
-/// Known gap (found by this test; see the crate docs of `sente-redis` / `sente-nats`,
-/// "Failures"): with mailboxes, a node's pushes to its own Ajax clients go through the engine
-/// (append, then the poll takes), so while the engine is unreachable its local Ajax clients
-/// get nothing (0 pushes in 500 ms of outage, against about 40 for the WebSocket client), and
-/// what was pushed meanwhile is lost when the engine restarts empty. Set this to `true` once
-/// a node serves its own Ajax clients locally during an outage: the test then demands it.
-const AJAX_LOCAL_SERVED_DURING_OUTAGE: bool = false;
-
 /// Pushes stream to a WebSocket client on node 1 (sent by node 1, not waiting for the
 /// backplane) while the service is killed and restarted on the same port: every node reports
 /// the outage in its health (`connected: false`, `outages`, `last_error`) and its `tracing`
 /// log, node 1 keeps serving its local WebSocket client (every push arrives exactly once, in
 /// order), the nodes reconnect by themselves, pushes cross nodes again afterwards, and no node
-/// panics. A local Ajax client gets its pushes in order without duplicates, but not during the
-/// outage ([`AJAX_LOCAL_SERVED_DURING_OUTAGE`]).
+/// panics. A local Ajax client is served during the outage too (the node-local fallback of the
+/// mailboxes) and gets its pushes in order without duplicates.
 async fn service_restart(engine: Engine) {
     let mut cl = Cluster::start(engine, "restart").await;
     let local = Tracked::connect(
@@ -988,12 +972,10 @@ async fn service_restart(engine: Engine) {
          the local Ajax client {ajax_during}",
         local.numbers().len() - during,
     );
-    if AJAX_LOCAL_SERVED_DURING_OUTAGE {
-        assert!(
-            ajax_during > 3,
-            "the local Ajax client is served during the outage"
-        );
-    }
+    assert!(
+        ajax_during > 3,
+        "the local Ajax client is served during the outage"
+    );
     assert!(
         local.numbers().len() > during + 3,
         "the local client is served during the outage"
@@ -1356,7 +1338,35 @@ macro_rules! both {
     };
 }
 
-both!(ajax_sigkill, redis_ajax_sigkill, nats_ajax_sigkill);
+async fn ajax_sigkill_poll_holder(engine: Engine) {
+    ajax_sigkill(engine, false).await;
+}
+
+async fn ajax_sigkill_anywhere(engine: Engine) {
+    ajax_sigkill(engine, true).await;
+}
+
+/// A random number (clock nanoseconds mixed), for the kill-anywhere variant.
+fn random() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+        .wrapping_add(u64::from(std::process::id()))
+}
+
+both!(
+    ajax_sigkill_poll_holder,
+    redis_ajax_sigkill,
+    nats_ajax_sigkill
+);
+both!(
+    ajax_sigkill_anywhere,
+    redis_ajax_sigkill_anywhere,
+    nats_ajax_sigkill_anywhere
+);
 both!(ws_sigkill, redis_ws_sigkill, nats_ws_sigkill);
 both!(service_restart, redis_service_restart, nats_service_restart);
 both!(rolling_restart, redis_rolling_restart, nats_rolling_restart);

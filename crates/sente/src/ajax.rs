@@ -70,6 +70,12 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     // Mailbox mode: known here or registered by any node, decided once (the local entry may
     // end its grace period while the registration is renewed below; the poll recreates it).
     let mut known = false;
+    if let Some(mb) = &mailbox {
+        // Settles what the client's previous answer carried (a poll proves it arrived; see
+        // `Mailbox::settle`); runs before the registration and take below (same queue).
+        let settled = mb.settle(&uid, &cid, handshake);
+        tokio::spawn(settled);
+    }
     if let Some(mb) = &mailbox
         && !handshake
     {

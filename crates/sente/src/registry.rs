@@ -342,18 +342,33 @@ impl Registry {
                     if let PollAnswer::Batch(b) = &answer {
                         sample(b, &self.batch_sizes.1);
                     }
-                    if let Err(answer) = responder.send(answer) {
-                        match (&self.mailbox, answer) {
-                            (Some(mb), PollAnswer::Batch(b)) => {
-                                // Back to the mailbox, for the client's next poll.
-                                core.handle_poll_ended(&uid, &client_id, conn, now);
-                                let (mb, events) = (mb.clone(), b.events().to_vec());
-                                self.rt.spawn(async move {
-                                    mb.put_back(&uid, &client_id, events).await;
-                                });
+                    let leased = match (&self.mailbox, &answer) {
+                        (Some(mb), PollAnswer::Batch(_)) => Some(mb.clone()),
+                        _ => None,
+                    };
+                    match responder.send(answer) {
+                        Ok(()) => {
+                            if let Some(mb) = leased {
+                                // The lease of this answer is confirmed by the client's next
+                                // poll; marked delivered, a handshake drops it too.
+                                self.rt.spawn(mb.delivered(&uid, &client_id));
                             }
-                            (_, answer) => {
-                                core.handle_poll_undeliverable(&uid, &client_id, conn, answer, now);
+                        }
+                        Err(answer) => {
+                            match (&self.mailbox, answer) {
+                                (Some(mb), PollAnswer::Batch(b)) => {
+                                    // Back to the mailbox, for the client's next poll.
+                                    core.handle_poll_ended(&uid, &client_id, conn, now);
+                                    let (mb, events) = (mb.clone(), b.events().to_vec());
+                                    self.rt.spawn(async move {
+                                        mb.put_back(&uid, &client_id, events).await;
+                                    });
+                                }
+                                (_, answer) => {
+                                    core.handle_poll_undeliverable(
+                                        &uid, &client_id, conn, answer, now,
+                                    );
+                                }
                             }
                         }
                     }

@@ -16,6 +16,13 @@
 //!   from the server, shows them, and shows the server's refusals;
 //! - chat messages are rate limited per user (5 a second, bursts of 10).
 //!
+//! Delivery across reconnects: the page resumes its stream after a short disconnect (the sente
+//! replay window, `--replay-window-ms`, default 60 s): what it missed arrives once, in order. The
+//! server also keeps the room's last messages ([`History`]: `--history N`, default
+//! [`DEFAULT_HISTORY`]), each with an id; the page shows them on join and reload, and fetches
+//! them again (without duplicates) with a "you may have missed messages" marker after a
+//! reconnect that could not resume (`recovered: false`).
+//!
 //! Sessions and name claims live in memory: after a server restart the page fetches its new
 //! session's token from `/session` and signs in again under the same name (see `static/app.js`).
 //! A private message is marked delivered when a tab of its recipient confirms it
@@ -37,7 +44,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use sente::{AntiForgeryToken, EventMsg, Router as EventRouter, Server, ServerHandle, UserId};
+use sente::{
+    AntiForgeryToken, EventMsg, ReplayConfig, Router as EventRouter, Server, ServerHandle, UserId,
+};
 use sente_proto::{Event, EventId, Uid, Value};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -71,6 +80,13 @@ const NAME_GRACE: Duration = Duration::from_secs(10);
 /// a second.
 const RATE_PER_SEC: f64 = 5.0;
 const RATE_BURST: f64 = 10.0;
+/// Room messages kept for the page's history by default (`--history`), and the most accepted.
+const DEFAULT_HISTORY: usize = 50;
+const MAX_HISTORY: usize = 1000;
+/// The history's other bounds: at most this many bytes (oldest messages dropped first), and
+/// forgotten this long after the room's last message.
+const HISTORY_MAX_BYTES: usize = 256 * 1024;
+const HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -86,7 +102,8 @@ async fn main() -> Result<(), BoxError> {
     // The listener first: with `--addr 127.0.0.1:0` the node's name is its real address.
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let node = listener.local_addr()?.to_string();
-    let mut builder = Server::builder();
+    let mut builder =
+        Server::builder().replay(ReplayConfig::default().max_age_ms(args.replay_window_ms));
     let shared = match &args.engine {
         Engine::Memory => Shared::Memory(shared::Memory::default()),
         Engine::Redis(url) => {
@@ -104,6 +121,10 @@ async fn main() -> Result<(), BoxError> {
     let app_state = Arc::new(App {
         names: Names(shared.clone()),
         limiter: RateLimiter(shared.clone()),
+        history: History {
+            shared: shared.clone(),
+            max: args.history,
+        },
         node: node.clone(),
     });
 
@@ -216,6 +237,10 @@ struct Args {
     cluster: String,
     /// The name whose user may open `/admin`.
     admin_name: String,
+    /// Room messages kept ([`History`]).
+    history: usize,
+    /// How long a disconnected page may resume its stream (the sente replay window), in ms.
+    replay_window_ms: u64,
 }
 
 /// Where the backplane and the shared state are.
@@ -229,13 +254,17 @@ enum Engine {
 }
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL | --nats URL] [--cluster NAME]
-            [--admin-name NAME]
+            [--admin-name NAME] [--history N] [--replay-window-ms MS]
   --addr     where to listen (default 127.0.0.1:3000)
   --redis    a node of a cluster over Redis, e.g. redis://127.0.0.1:6379
   --nats     a node of a cluster over NATS (JetStream on), e.g. nats://127.0.0.1:4222
   --cluster  the cluster's name: its backplane channel, keys or KV bucket (default chat;
              letters, digits, - and _)
-  --admin-name  the user (signed-in name) who may open /admin, the admin page (default admin)";
+  --admin-name  the user (signed-in name) who may open /admin, the admin page (default admin)
+  --history  room messages kept and shown on join, reload and after a gap (default 50, at most
+             1000, 0: none; also at most 256 KiB)
+  --replay-window-ms  how long a disconnected page may come back and get what it missed, in
+             order, once (default 60000; past it, the page shows a gap marker and the history)";
 
 /// Parses the command line (see [`USAGE`]).
 fn parse_args() -> Result<Args, BoxError> {
@@ -245,6 +274,8 @@ fn parse_args() -> Result<Args, BoxError> {
         engine: Engine::Memory,
         cluster: "chat".to_owned(),
         admin_name: "admin".to_owned(),
+        history: DEFAULT_HISTORY,
+        replay_window_ms: ReplayConfig::default().max_age_ms,
     };
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
@@ -263,6 +294,8 @@ fn parse_args() -> Result<Args, BoxError> {
             }
             "--cluster" => out.cluster = value("a name")?,
             "--admin-name" => out.admin_name = value("a name")?,
+            "--history" => out.history = value("a number")?.parse()?,
+            "--replay-window-ms" => out.replay_window_ms = value("milliseconds")?.parse()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -274,6 +307,9 @@ fn parse_args() -> Result<Args, BoxError> {
     if out.cluster.is_empty() || out.cluster.len() > 64 || !out.cluster.chars().all(name_ok) {
         return Err("--cluster: 1 to 64 letters, digits, - and _".into());
     }
+    if out.history > MAX_HISTORY {
+        return Err(format!("--history: at most {MAX_HISTORY}").into());
+    }
     Ok(out)
 }
 
@@ -283,6 +319,7 @@ fn parse_args() -> Result<Args, BoxError> {
 struct App {
     names: Names,
     limiter: RateLimiter,
+    history: History,
     /// This node's address (`x-chat-node`, `demo/node`).
     node: String,
 }
@@ -434,6 +471,38 @@ impl RateLimiter {
 fn unavailable(e: BoxError) -> BoxError {
     tracing::warn!(error = %e, "shared state unavailable");
     "The server cannot reach its shared state; try again in a moment.".into()
+}
+
+/// The room's last messages, in the shared state (any node answers `chat/history`): one list of
+/// JSON [`ChatMsg`]s, at most `max` of them and [`HISTORY_MAX_BYTES`], oldest first.
+struct History {
+    shared: Arc<Shared>,
+    max: usize,
+}
+
+/// The shared-state key of the room's history.
+const HISTORY_KEY: &str = "history.room";
+
+impl History {
+    /// Keeps `msg` (nothing with `--history 0`).
+    async fn push(&self, msg: &ChatMsg) -> Result<(), BoxError> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let item = serde_json::to_vec(msg)?;
+        self.shared
+            .push_capped(HISTORY_KEY, &item, self.max, HISTORY_MAX_BYTES, HISTORY_TTL)
+            .await
+    }
+
+    /// The kept messages, oldest first.
+    async fn recent(&self) -> Result<Vec<ChatMsg>, BoxError> {
+        let items = self.shared.list(HISTORY_KEY).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| serde_json::from_slice(item).ok())
+            .collect())
+    }
 }
 
 // ---- HTTP side ---------------------------------------------------------------------------
@@ -753,11 +822,20 @@ struct Say {
     text: String,
 }
 
-#[derive(Serialize)]
-struct ChatMsg<'a> {
-    from: &'a str,
-    text: &'a str,
+/// A room message (`chat/msg`, and an item of `chat/history`). `id` is made by the server: the
+/// page shows each message once however often it gets it (live, and in the history).
+#[derive(Serialize, Deserialize)]
+struct ChatMsg {
+    id: String,
+    from: String,
+    text: String,
     at: u64,
+}
+
+/// The answer to `chat/history`: `{:messages [..]}`, oldest first.
+#[derive(Serialize)]
+struct HistoryAnswer {
+    messages: Vec<ChatMsg>,
 }
 
 /// `id` is made by the sending page: it finds its message again in the copy, and in the
@@ -846,6 +924,20 @@ fn event_router(app: Arc<App>) -> EventRouter<Arc<App>> {
             "chat/delivered",
             |msg: EventMsg| async move { delivered(&msg) },
         )
+        .on(
+            "chat/history",
+            |mut msg: EventMsg, app: Arc<App>| async move {
+                let answer = match app.history.recent().await {
+                    Ok(messages) => sente_proto::edn::to_value(&HistoryAnswer { messages }),
+                    Err(e) => sente_proto::edn::to_value(&Answer {
+                        ok: false,
+                        error: Some(unavailable(e).to_string()),
+                    }),
+                }?;
+                msg.reply(answer);
+                Ok::<(), BoxError>(())
+            },
+        )
         .on("chat/who", |mut msg: EventMsg| async move {
             let users = sente_proto::edn::to_value(&Users {
                 users: user_names(msg.server()),
@@ -880,10 +972,13 @@ async fn say(msg: &EventMsg, app: &App) -> Result<(), BoxError> {
     let Say { text } = msg.data().map_err(|_| "expected {:text \"..\"}")?;
     let text = checked_text(&text)?;
     let chat = ChatMsg {
-        from: &from,
-        text,
+        id: random_token(),
+        from,
+        text: text.to_owned(),
         at: now_ms(),
     };
+    // Kept first: a message that is sent is also in the history.
+    app.history.push(&chat).await.map_err(unavailable)?;
     broadcast(msg.server(), &event("chat/msg", &chat)?);
     Ok(())
 }
@@ -1027,6 +1122,60 @@ mod tests {
         assert!(checked_text(&"😀".repeat(MAX_TEXT)).is_ok());
         assert!(checked_text(&"a".repeat(MAX_TEXT + 1)).is_err());
         assert!(checked_text("   ").is_err());
+    }
+
+    fn msg(i: usize, text: &str) -> ChatMsg {
+        ChatMsg {
+            id: format!("id{i}"),
+            from: "ann".to_owned(),
+            text: text.to_owned(),
+            at: i as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_the_newest_messages_within_its_bounds() {
+        let shared = Arc::new(Shared::Memory(shared::Memory::default()));
+        let history = History {
+            shared: shared.clone(),
+            max: 3,
+        };
+        assert!(history.recent().await.unwrap().is_empty());
+        for i in 0..5 {
+            history.push(&msg(i, &format!("m{i}"))).await.unwrap();
+        }
+        let ids: Vec<String> = history
+            .recent()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["id2", "id3", "id4"], "the last 3, oldest first");
+
+        // The byte bound: a few long messages push the oldest ones out.
+        let long = "x".repeat(MAX_TEXT);
+        let n = HISTORY_MAX_BYTES / MAX_TEXT + 5;
+        let history = History { shared, max: n };
+        for i in 0..n {
+            history.push(&msg(i, &long)).await.unwrap();
+        }
+        let kept = history.recent().await.unwrap();
+        assert!(kept.len() < n, "{} kept", kept.len());
+        assert_eq!(kept.last().unwrap().id, format!("id{}", n - 1));
+        let bytes: usize = kept
+            .iter()
+            .map(|m| serde_json::to_vec(m).unwrap().len())
+            .sum();
+        assert!(bytes <= HISTORY_MAX_BYTES, "{bytes} bytes");
+
+        // None kept with `--history 0`.
+        let none = History {
+            shared: Arc::new(Shared::Memory(shared::Memory::default())),
+            max: 0,
+        };
+        none.push(&msg(0, "hi")).await.unwrap();
+        assert!(none.recent().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
-//! Where the state that every node must see lives: the sessions (with their CSRF tokens) and
-//! the name claims. One node keeps it in memory; a cluster keeps it in Redis or in a NATS
-//! key-value bucket, so that a request may land on any node (round-robin, no sticky sessions).
+//! Where the state that every node must see lives: the sessions (with their CSRF tokens), the
+//! name claims, the rate limits and the room's recent messages. One node keeps it in memory; a
+//! cluster keeps it in Redis or in a NATS key-value bucket, so that a request may land on any
+//! node (round-robin, no sticky sessions).
 //!
 //! [`Shared`] offers the few operations the demo needs, each atomic in every engine: `create`
 //! only if absent (Redis `SET NX PX`, NATS KV `create`), `touch` and `delete_if` only while the
@@ -8,7 +9,8 @@
 //! revision). Every value expires: Redis keys carry a TTL; NATS KV values carry their expiry
 //! time in their first 8 bytes (the NATS server this project runs, 2.9, has no per-key TTL),
 //! which assumes the nodes' clocks agree to within a fraction of [`crate::NAME_GRACE`].
-//! [`SessionKv`] is tower-sessions' `SessionStore` over it.
+//! A bounded list (the room's history) is one value updated by compare-and-set
+//! ([`Shared::push_capped`]). [`SessionKv`] is tower-sessions' `SessionStore` over it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -27,6 +29,9 @@ const MEMORY_PRUNE_EVERY: u64 = 1024;
 const CREATE_ATTEMPTS: usize = 8;
 /// Attempts at a NATS KV compare-and-set that other writes to the same key keep beating.
 const CAS_ATTEMPTS: usize = 8;
+/// Attempts at appending to a list (see [`Shared::push_capped`]) that other appends to the same
+/// list keep beating (every chat message of the room appends to one list).
+const LIST_ATTEMPTS: usize = 32;
 
 /// The store of the shared state (see the module docs).
 pub(crate) enum Shared {
@@ -266,6 +271,47 @@ impl Shared {
         }
     }
 
+    /// Appends `item` to the list under `key` (made if absent) and keeps its newest items: at
+    /// most `max_items` of them, together at most `max_bytes`; the list lives `ttl` from this
+    /// write. A read and a compare-and-set (see [`Shared::compare_and_set`]), retried while other
+    /// appends come first, so it works the same in every engine; an error after
+    /// [`LIST_ATTEMPTS`] lost races.
+    pub(crate) async fn push_capped(
+        &self,
+        key: &str,
+        item: &[u8],
+        max_items: usize,
+        max_bytes: usize,
+        ttl: Duration,
+    ) -> Result<(), BoxError> {
+        for _ in 0..LIST_ATTEMPTS {
+            let old = self.get(key).await?;
+            let mut items = old.as_deref().map(decode_list).unwrap_or_default();
+            items.push(item);
+            let mut bytes: usize = items.iter().map(|i| i.len()).sum();
+            let mut drop = items.len().saturating_sub(max_items);
+            bytes -= items[..drop].iter().map(|i| i.len()).sum::<usize>();
+            while drop < items.len() && bytes > max_bytes {
+                bytes -= items[drop].len();
+                drop += 1;
+            }
+            let new = encode_list(&items[drop..]);
+            if self.compare_and_set(key, old.as_deref(), &new, ttl).await? {
+                return Ok(());
+            }
+        }
+        Err("too many concurrent writes".into())
+    }
+
+    /// The items of the list under `key` (see [`Shared::push_capped`]), oldest first.
+    pub(crate) async fn list(&self, key: &str) -> Result<Vec<Vec<u8>>, BoxError> {
+        let value = self.get(key).await?.unwrap_or_default();
+        Ok(decode_list(&value)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
     /// Deletes `key` if its live value is `expect`; says whether it did.
     pub(crate) async fn delete_if(&self, key: &str, expect: &[u8]) -> Result<bool, BoxError> {
         match self {
@@ -307,6 +353,31 @@ impl Shared {
             }
         }
     }
+}
+
+/// A list as one value: each item is its length (4 bytes, big-endian) and its bytes.
+fn encode_list(items: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|i| 4 + i.len()).sum());
+    for item in items {
+        let len = u32::try_from(item.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&item[..len as usize]);
+    }
+    out
+}
+
+/// The items of [`encode_list`]'s value (a damaged tail is left out).
+fn decode_list(mut value: &[u8]) -> Vec<&[u8]> {
+    let mut items = Vec::new();
+    while let Some((head, rest)) = value.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*head) as usize;
+        let Some((item, rest)) = rest.split_at_checked(len) else {
+            break;
+        };
+        items.push(item);
+        value = rest;
+    }
+    items
 }
 
 fn millis(d: Duration) -> u64 {

@@ -171,7 +171,7 @@ function startChat() {
     }
     wasOpen = open;
   }
-  $("retry-now").addEventListener("click", () => chsk.reconnect());
+  $("retry-now").addEventListener("click", () => chsk.retryNow());
 
   chsk.on("chsk/state", ([, s]) => {
     renderState(s);
@@ -228,12 +228,25 @@ function startChat() {
     signOut(answer.error || `Could not sign in again (${r.status}).`);
   }
 
+  // The room's history: fetched on the first open (join, reload), and again after a reconnect
+  // that did not resume the stream. `recovered` true: the server replayed what we missed, in
+  // order, once (nothing to do). False: the replay window had passed (or the server restarted),
+  // so a marker says messages may be missing, and the history fills in the room's. Undefined
+  // (Ajax, which does not resume): the history is fetched again, and after a lost connection
+  // (not a reconnect the page asked for, such as the Ajax toggle) the marker is shown too.
+  let joined = false;
   chsk.on("chsk/handshake", async ([uid]) => {
     // Open but anonymous: our session lost its name (the server restarted, or someone took
     // the name while we were away).
     if (uid === "sente/nil-uid" && myName) return signInAgain();
     relogins = 0;
     if (uid && uid !== myName && uid !== "sente/nil-uid") $("me").textContent = uid;
+    const { recovered, lastClose } = chsk.state;
+    if (!joined || recovered !== true) {
+      const gap = joined && (recovered === false || lastClose?.reason !== "requested-reconnect");
+      joined = true;
+      fetchHistory(gap && markGap());
+    }
     try {
       const r = await chsk.request("chat/who", null, 5000);
       if (r && Array.isArray(r.users)) renderUsers(r.users);
@@ -262,7 +275,46 @@ function startChat() {
     if (nearBottom || from === myName) list.scrollTop = list.scrollHeight;
     return li;
   }
-  chsk.on("chat/msg", (m) => m && addMessage(m, false));
+  // Room messages have ids (made by the server): `shown` maps each to its <li>, so a message
+  // is shown once however it comes (live, replayed after a reconnect, in the history).
+  const shown = new Map();
+  function addRoomMessage(m, before) {
+    if (!m || shown.has(m.id)) return;
+    const li = addMessage(m, false);
+    if (before?.isConnected) list.insertBefore(li, before);
+    if (m.id) shown.set(m.id, li);
+    return li;
+  }
+  chsk.on("chat/msg", (m) => addRoomMessage(m));
+
+  // Shows the history's messages (oldest first) that are not on the page, each in its place:
+  // before the next one of the history that is shown.
+  function showHistory(messages) {
+    let next = null;
+    for (const m of [...messages].reverse()) next = shown.get(m?.id) || addRoomMessage(m, next) || next;
+  }
+
+  // A marker in the message list where messages may be missing (returned for fetchHistory).
+  function markGap() {
+    const li = el("li", "gap", "You may have missed messages while offline. Fetching the room's recent messages…");
+    li.dataset.testid = "gap-marker";
+    list.append(li);
+    list.scrollTop = list.scrollHeight;
+    return li;
+  }
+
+  // Fetches the room's recent messages and shows those missing; says on `marker` how it went.
+  async function fetchHistory(marker) {
+    const say = (text) => marker && (marker.textContent = `You may have missed messages while offline. ${text}`);
+    try {
+      const r = await chsk.request("chat/history", null, 5000);
+      if (!Array.isArray(r?.messages)) throw r?.error;
+      showHistory(r.messages);
+      say(`The room's last ${r.messages.length} messages are shown (private messages are not kept).`);
+    } catch {
+      say("The room's recent messages could not be fetched: reload the page to see them.");
+    }
+  }
 
   // Private messages: the sending tab shows its message at once as "sending…", then what the
   // server's reply says ("sent" or "not sent: why"), then "delivered" once a tab of the

@@ -1,7 +1,9 @@
 //! Two nodes of the demo over Redis, then over NATS (each run its own `--cluster`): a session
 //! made on one node is the same session on the other (its CSRF token, its name), the rate limit
-//! counts a user's messages on both nodes, a name claimed on one node is refused on the other,
-//! and a logout on one node frees the name for both.
+//! counts a user's messages on both nodes, the room's history holds the messages sent on either
+//! node (once each, in order, bounded by `--history`) and either node answers `chat/history`, a
+//! name claimed on one node is refused on the other, and a logout on one node frees the name for
+//! both.
 //! Needs Redis on 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (`REDIS_URL`,
 //! `NATS_URL` override).
 
@@ -37,15 +39,20 @@ fn try_login(node: &Demo, s: &mut Session, name: &str) -> u16 {
     r.status
 }
 
-/// `chat/say` by Ajax POST of `s` on `node`, with a reply: the reply (EDN).
-fn say(node: &Demo, s: &Session) -> String {
+/// `chat/say {:text text}` by Ajax POST of `s` on `node`, with a reply: the reply (EDN).
+fn say(node: &Demo, s: &Session, text: &str) -> String {
+    request(node, s, &format!(r#"[:chat/say {{:text "{text}"}}]"#))
+}
+
+/// The event `ev` (EDN) by Ajax POST of `s` on `node`, with a reply: the reply (EDN).
+fn request(node: &Demo, s: &Session, ev: &str) -> String {
     let head = format!(
         "POST /chsk HTTP/1.1\r\nConnection: close\r\nCookie: {}\r\nOrigin: {}",
         s.cookie,
         node.origin()
     );
     let mut ppstr = String::new();
-    for byte in r#"[[:chat/say {:text "hi"}] :ajax-cb]"#.bytes() {
+    for byte in format!("[{ev} :ajax-cb]").bytes() {
         write!(ppstr, "%{byte:02X}").unwrap();
     }
     let body = format!(
@@ -65,6 +72,8 @@ fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
         url.to_owned(),
         "--cluster".to_owned(),
         cluster,
+        "--history".to_owned(),
+        "8".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (a, b) = (Demo::start_with(&args), Demo::start_with(&args));
@@ -92,11 +101,25 @@ fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
     // The rate limit (bursts of 10) counts the user's messages on both nodes.
     for i in 0..10 {
         let node = if i % 2 == 0 { &a } else { &b };
-        let answer = say(node, &s);
+        let answer = say(node, &s, &format!("m{i}"));
         assert!(answer.contains(":ok true"), "message {i}: {answer}");
     }
-    let answer = say(&b, &s);
+    let answer = say(&b, &s, "one too many");
     assert!(answer.contains("Slow down"), "{answer}");
+
+    // Both nodes answer the same history: the last 8 messages (`--history 8`), in order, once
+    // each (the refused one is not there).
+    let want: Vec<String> = (2..10).map(|i| format!("m{i}")).collect();
+    for node in [&a, &b] {
+        let history = request(node, &s, "[:chat/history]");
+        // Each message's text, in order (the texts hold no quotes).
+        let got: Vec<&str> = history
+            .split(r#":text ""#)
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap_or_default())
+            .collect();
+        assert_eq!(got, want, "{history}");
+    }
 
     // Another session on b cannot take the name (any case), nor on a.
     let mut other = b.session();
