@@ -428,6 +428,34 @@ fn close_uid_closes_every_connection_after_flushing() {
 }
 
 #[test]
+fn release_uid_answers_a_held_poll_empty_where_close_uid_answers_closed() {
+    for (release, want) in [(true, "Timeout"), (false, "Closed")] {
+        let mut c = core();
+        let u = uid("u");
+        c.handle_ws_open(&u, &cid("a"), 1, "req", 0).unwrap();
+        c.handle_ajax_poll(&u, &cid("b"), 7, "poll", 0).unwrap();
+        c.take_actions();
+        if release {
+            c.release_uid(&u, 2);
+        } else {
+            c.close_uid(&u, 2);
+        }
+        let actions = c.take_actions();
+        assert!(
+            matches!(actions.first(), Some(Action::WsClose { conn: 1, .. })),
+            "{actions:?}"
+        );
+        assert!(
+            matches!(
+                actions.get(1),
+                Some(Action::AjaxAnswer { responder: 7, answer, .. }) if format!("{answer:?}") == want
+            ),
+            "release {release}: {actions:?}"
+        );
+    }
+}
+
+#[test]
 fn connected_uids_has_ws_and_ajax_membership() {
     let mut c = core();
     c.handle_ws_open(&uid("w"), &cid("a"), 1, "req", 0).unwrap();

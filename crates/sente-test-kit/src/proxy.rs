@@ -114,7 +114,13 @@ impl Proxy {
 
     /// Forwards new connections to `target`.
     pub fn set_target(&self, target: SocketAddr) {
-        lock(&self.state).targets = vec![target];
+        self.set_targets(vec![target]);
+    }
+
+    /// Forwards new connections to `targets`, round robin (a node replaced in a rolling
+    /// restart); open connections are left alone.
+    pub fn set_targets(&self, targets: Vec<SocketAddr>) {
+        lock(&self.state).targets = targets;
     }
 }
 

@@ -3,7 +3,8 @@
 //! a free port, so a test can restart it; a missing binary fails the test:
 //! `scripts/install-deps.sh` installs both), behind the test kit's round-robin TCP proxy
 //! ([`Proxy::round_robin`]), with the native Rust client on both transports. Nodes are killed
-//! with `SIGKILL` ([`std::process::Child::kill`]), never shut down.
+//! with `SIGKILL` ([`std::process::Child::kill`]), except in [`rolling_restart`], where one gets
+//! `SIGTERM`, drains, exits and is replaced.
 //!
 //! Counted delivery: pushes are driven through a node's control route, which answers once the
 //! backplane acknowledged the push (its Ajax mailbox append stored by the engine).
@@ -18,12 +19,13 @@
 //! Each test takes about 5 to 15 s; `-- --nocapture` shows the measured times.
 
 use futures_util::StreamExt;
-use sente_client::{Backoff, Client, ClientEvent, Kind, Value};
+use sente_client::{Backoff, Client, ClientEvent, Event, EventId, Kind, Value};
 use sente_test_kit::Proxy;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -348,6 +350,8 @@ fn cluster_name(test: &str) -> String {
 /// Three nodes over a fresh service, connected, behind a round-robin proxy.
 struct Cluster {
     service: Service,
+    /// The cluster name of the nodes (a replacement node joins the same one).
+    name: String,
     nodes: Vec<Node>,
     proxy: Proxy,
 }
@@ -370,6 +374,7 @@ impl Cluster {
             .expect("proxy");
         Cluster {
             service,
+            name: cluster,
             nodes,
             proxy,
         }
@@ -398,7 +403,7 @@ struct Seen {
 struct Tracked {
     uid: String,
     seen: Arc<Mutex<Seen>>,
-    _client: Client,
+    client: Client,
 }
 
 impl Tracked {
@@ -409,6 +414,9 @@ impl Tracked {
             .param("uid", uid)
             .header("x-uid", uid)
             .backoff(BACKOFF)
+            // Requests made while reconnecting wait for the new connection (the rolling
+            // restart sends requests all along); the other tests send none.
+            .queue_while_connecting(16, Duration::from_secs(5))
             .connect()
             .expect("client");
         let mut events = client.events();
@@ -437,7 +445,7 @@ impl Tracked {
         Tracked {
             uid: uid.to_owned(),
             seen,
-            _client: client,
+            client,
         }
     }
 
@@ -512,6 +520,16 @@ fn assert_in_order_unless_known_hole(uid: &str, got: &[i64], hole: bool) -> Vec<
     eprintln!("KNOWN HOLE (NATS) {uid}: pushes repeated or late: {got:?}");
     let mut seen = std::collections::BTreeSet::new();
     got.iter().copied().filter(|n| seen.insert(*n)).collect()
+}
+
+/// Asserts that every number of `got` was sent (acknowledged or not).
+fn assert_all_sent(uid: &str, got: &[i64], s: &Sent) {
+    let extra: Vec<i64> = got
+        .iter()
+        .filter(|n| !s.acked.contains(n) && !s.unacked.contains(n))
+        .copied()
+        .collect();
+    assert!(extra.is_empty(), "{uid}: never sent: {extra:?}");
 }
 
 /// Per uid: the pushes the backplane acknowledged, and the ones it did not.
@@ -723,12 +741,7 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
             c.with(|s| s.handshakes.clone()),
             killed_at,
         );
-        let extra: Vec<i64> = got
-            .iter()
-            .filter(|n| !s.acked.contains(n) && !s.unacked.contains(n))
-            .copied()
-            .collect();
-        assert!(extra.is_empty(), "{}: never sent: {extra:?}", c.uid);
+        assert_all_sent(&c.uid, &got, s);
         assert!(
             s.acked.len() >= s.at.len() - 2,
             "{engine:?} {}: most pushes acknowledged (unacknowledged: {:?})",
@@ -1054,6 +1067,286 @@ async fn service_restart(engine: Engine) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// d. Rolling restart: one node drained (SIGTERM) and replaced, with traffic all along.
+
+/// Known gap, until cross-node resume lands (sequenced pushes replayed by the node a WebSocket
+/// client reconnects to): pushes sent to a WebSocket client's uid between its close on the
+/// drained node and its handshake on another node reach no connection and are not replayed.
+/// Set this to `false` once that resume works across nodes: [`rolling_restart`] then demands
+/// every acknowledged push exactly once, in order, for WebSocket clients too (as it does for
+/// Ajax clients, whose mailboxes keep what arrives while they move).
+const WS_PUSHES_WHILE_MOVING_MAY_BE_LOST: bool = true;
+
+/// How long the `t/echo` handler of each request takes, and the pause between two requests of
+/// one client: replies are in flight on the node when it gets `SIGTERM`.
+const REQUEST_MS: i64 = 300;
+const REQUEST_PAUSE: Duration = Duration::from_millis(100);
+
+/// One request's outcome: its number, and the node that answered (or the error).
+type Outcome = (i64, Result<String, String>);
+
+/// Sends `t/echo` requests one after the other until `stop`; what each got.
+fn spawn_requester(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Outcome>> {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::Acquire) {
+            n += 1;
+            let mut m = sente_client::edn::Map::new();
+            m.insert(Value::kw("ms"), Value::Int(REQUEST_MS));
+            m.insert(Value::kw("n"), Value::Int(n));
+            let ev = Event::new(EventId::new("t/echo").expect("id"), Value::Map(m));
+            let r = match client.request(ev, Duration::from_secs(15)).await {
+                Ok(Value::Map(m)) if m.get(&Value::kw("n")) == Some(&Value::Int(n)) => {
+                    match m.get(&Value::kw("node")) {
+                        Some(Value::Str(node)) => Ok(node.clone()),
+                        other => Err(format!("reply without a node: {other:?}")),
+                    }
+                }
+                Ok(other) => Err(format!("unexpected reply {other}")),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((n, r));
+            tokio::time::sleep(REQUEST_PAUSE).await;
+        }
+        out
+    })
+}
+
+/// Waits until process `pid` has exited (gone, or a zombie not reaped yet).
+async fn wait_exit(pid: u32) {
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) => {
+                let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+                if matches!(state, Some('Z' | 'X')) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Six WebSocket and three Ajax clients (native) reach the cluster through the round-robin
+/// proxy; each keeps a request with a reply in flight (a 300 ms handler) all along, while
+/// numbered pushes to every uid come from the live nodes in turn (each acknowledged before the
+/// next). The node of WebSocket client 0 gets `SIGTERM`: it drains (new handshakes and polls
+/// refused, in-flight replies finished, clients released staggered) and exits 0; a fresh node
+/// joins in its place behind the proxy, and traffic goes on. Then:
+/// - every request got its reply (none `closed`, none failed);
+/// - Ajax clients got every acknowledged push exactly once, in order (mailboxes);
+/// - WebSocket clients got their pushes in order without duplicates, every push sent after
+///   their reconnect, and all of them unless [`WS_PUSHES_WHILE_MOVING_MAY_BE_LOST`];
+/// - the drained node's clients reconnected to other nodes, spread over the stagger.
+///
+/// Printed: time from `SIGTERM` to exit, the node's own drain time, the reconnect spread.
+async fn rolling_restart(engine: Engine) {
+    const MIN_ROUNDS: i64 = 40;
+    const TERM_ROUND: i64 = 10;
+    const ROUNDS_AFTER_JOIN: i64 = 15;
+    const WS_CLIENTS: usize = 6;
+    let mut cl = Cluster::start(engine, "roll").await;
+    let url = cl.url();
+    let mut clients: Vec<Tracked> = (0..WS_CLIENTS)
+        .map(|i| Tracked::connect(&url, &format!("rw{i}"), Kind::Ws))
+        .collect();
+    clients.extend((0..3).map(|i| Tracked::connect(&url, &format!("ra{i}"), Kind::Ajax)));
+    for c in &clients {
+        c.wait_open(10_000).await;
+    }
+    let uids: Vec<String> = clients.iter().map(|c| c.uid.clone()).collect();
+    for n in &cl.nodes {
+        n.wait_uids("any", &uids, 5000).await;
+    }
+    let on: Vec<String> = clients.iter().filter_map(Tracked::node).collect();
+    eprintln!("{engine:?}: clients on {on:?}");
+    let victim = cl.node(&on[0]);
+    let victim_name = cl.nodes[victim].name.clone();
+    let is_ws = |i: usize| i < WS_CLIENTS;
+    let stop = Arc::new(AtomicBool::new(false));
+    let requesters: Vec<_> = clients
+        .iter()
+        .map(|c| spawn_requester(c.client.clone(), stop.clone()))
+        .collect();
+    let mut sent = vec![Sent::default(); clients.len()];
+    let mut term_at: Option<Instant> = None;
+    let mut exit: Option<tokio::task::JoinHandle<Instant>> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut joined_round: Option<i64> = None;
+    let mut old_log = String::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if n > MIN_ROUNDS && joined_round.is_some_and(|j| n > j + ROUNDS_AFTER_JOIN) {
+            break;
+        }
+        assert!(n < 1000, "the drained node never exited");
+        if n == TERM_ROUND {
+            let pid = cl.nodes[victim].proc.0.id();
+            let status = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill -TERM {pid}");
+            term_at = Some(Instant::now());
+            exit = Some(tokio::spawn(async move {
+                wait_exit(pid).await;
+                Instant::now()
+            }));
+        }
+        if let Some(e) = exit.take_if(|e| e.is_finished()) {
+            exited_at = Some(e.await.expect("exit watcher"));
+            let old = &mut cl.nodes[victim];
+            let status = old.proc.0.wait().expect("reaped");
+            assert!(status.success(), "the drained node exits 0: {status:?}");
+            old_log = old.stderr();
+            let fresh = Node::spawn(&cl.service, &cl.name, &format!("{victim_name}b"));
+            fresh
+                .wait_health("fresh node connected", 10_000, |h| h["connected"] == true)
+                .await;
+            cl.nodes[victim] = fresh;
+            cl.proxy
+                .set_targets(cl.nodes.iter().map(Node::addr).collect());
+            joined_round = Some(n);
+        }
+        // Pushes come from the live nodes in turn: not from the draining one.
+        let live: Vec<usize> = (0..cl.nodes.len())
+            .filter(|k| *k != victim || term_at.is_none() || joined_round.is_some())
+            .collect();
+        let round = usize::try_from(n).unwrap_or(0);
+        let picks: Vec<usize> = (0..uids.len())
+            .map(|i| live[(round + i) % live.len()])
+            .collect();
+        let at = Instant::now();
+        let results = futures_util::future::join_all(
+            uids.iter()
+                .zip(&picks)
+                .map(|(uid, &k)| cl.nodes[k].push_status(uid, n)),
+        )
+        .await;
+        for (i, r) in results.into_iter().enumerate() {
+            sent[i].at.push((n, at));
+            sent[i].by.push((n, Some(picks[i])));
+            if r == Some(true) {
+                sent[i].acked.push(n);
+            } else {
+                sent[i].unacked.push(n);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let term_at = term_at.expect("SIGTERM sent");
+    let exited_at = exited_at.expect("exited");
+    stop.store(true, Ordering::Release);
+    let mut outcomes = Vec::new();
+    for r in requesters {
+        outcomes.push(r.await.expect("requester"));
+    }
+    // Every request got its reply.
+    let mut total = 0;
+    let mut by_victim = 0;
+    for (c, out) in clients.iter().zip(&outcomes) {
+        let failed: Vec<&Outcome> = out.iter().filter(|(_, r)| r.is_err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{engine:?} {}: requests without their reply: {failed:?}",
+            c.uid
+        );
+        total += out.len();
+        by_victim += out
+            .iter()
+            .filter(|(_, r)| r.as_deref() == Ok(victim_name.as_str()))
+            .count();
+    }
+    eprintln!(
+        "{engine:?}: {total} requests, every one answered ({by_victim} by the drained node {victim_name})"
+    );
+    // Pushes.
+    let mut moved = Vec::new();
+    for (i, (c, s)) in clients.iter().zip(&sent).enumerate() {
+        let moved_at = c.handshake_after(term_at);
+        if let Some((node, at)) = &moved_at {
+            assert_ne!(node, &victim_name, "{}: reconnected elsewhere", c.uid);
+            moved.push((c.uid.clone(), *at - term_at));
+        }
+        let must: Vec<i64> = if is_ws(i) && WS_PUSHES_WHILE_MOVING_MAY_BE_LOST {
+            s.at.iter()
+                .filter(|(n, at)| {
+                    s.acked.contains(n) && moved_at.as_ref().is_none_or(|(_, m)| at > m)
+                })
+                .map(|(n, _)| *n)
+                .collect()
+        } else {
+            s.acked.clone()
+        };
+        c.wait_numbers(&must, 15_000).await;
+        // A duplicate or a late one would come right after.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = c.numbers();
+        assert_in_order(&c.uid, &got);
+        let missing: Vec<i64> = must.iter().filter(|n| !got.contains(n)).copied().collect();
+        assert!(
+            missing.is_empty(),
+            "{engine:?} {}: acknowledged pushes lost across the rolling restart: {missing:?}; \
+             got {got:?}; handshakes {:?}",
+            c.uid,
+            c.with(|s| s.handshakes.clone())
+        );
+        assert_all_sent(&c.uid, &got, s);
+        if is_ws(i) {
+            eprintln!(
+                "{engine:?}: WebSocket {} got {} of {} acknowledged pushes",
+                c.uid,
+                got.len(),
+                s.acked.len()
+            );
+        } else {
+            assert!(
+                s.acked.iter().all(|n| got.contains(n)),
+                "{engine:?} {}: every acknowledged push",
+                c.uid
+            );
+        }
+    }
+    let drained = old_log
+        .lines()
+        .find_map(|l| l.strip_prefix("DRAINED in "))
+        .unwrap_or("?")
+        .to_owned();
+    assert!(
+        !old_log.contains("panicked"),
+        "the drained node panicked: {old_log}"
+    );
+    assert!(
+        old_log.contains("shutdown: closing clients") && old_log.contains("shutdown: stopped"),
+        "the drain phases in the node's log: {old_log}"
+    );
+    moved.sort_by_key(|(_, d)| *d);
+    let spread = match (moved.first(), moved.last()) {
+        (Some(a), Some(b)) => b.1.saturating_sub(a.1),
+        _ => Duration::ZERO,
+    };
+    eprintln!(
+        "{engine:?}: SIGTERM to exit of {victim_name}: {:?} (its drain: {drained}); \
+         {} clients re-handshook elsewhere, from {:?} to {:?} after the SIGTERM (spread {spread:?}): {moved:?}",
+        exited_at - term_at,
+        moved.len(),
+        moved.first().map(|m| m.1),
+        moved.last().map(|m| m.1),
+    );
+    assert!(
+        clients[0].handshake_after(term_at).is_some(),
+        "WebSocket client 0 of the drained node moved"
+    );
+    for n in &mut cl.nodes {
+        n.assert_healthy();
+    }
+    drop(cl.service);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 macro_rules! both {
     ($scenario:ident, $redis:ident, $nats:ident) => {
@@ -1100,3 +1393,4 @@ both!(
 );
 both!(ws_sigkill, redis_ws_sigkill, nats_ws_sigkill);
 both!(service_restart, redis_service_restart, nats_service_restart);
+both!(rolling_restart, redis_rolling_restart, nats_rolling_restart);

@@ -419,7 +419,7 @@ async fn post_event(
     };
     let timer = m.reply_timer();
     let (tx, rx) = oneshot::channel();
-    msg.reply = Some(Reply::ajax(tx));
+    msg.reply = Some(Reply::ajax(tx, shell.registry().reply_owed(None)));
     if shell.dispatcher.submit(msg).is_err() {
         return busy(shell.registry().meters());
     }

@@ -281,6 +281,14 @@ impl Builder {
         self.allow_reconnect_before_close_ajax(Duration::from_millis(ms))
     }
 
+    /// How long [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) lets handlers that
+    /// are still running finish and send their replies before it closes the clients
+    /// (default 5 s; bounded by [`Builder::shutdown_timeout`]).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown.drain = timeout;
+        self
+    }
+
     /// Over how long [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) spreads the
     /// closing of clients, so that they do not all reconnect at once (default 1 s).
     pub fn shutdown_stagger(mut self, stagger: Duration) -> Self {

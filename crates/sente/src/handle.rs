@@ -27,6 +27,7 @@ pub struct ServerHandle {
 /// How [`ServerHandle::shutdown`] closes clients.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShutdownTiming {
+    pub(crate) drain: Duration,
     pub(crate) stagger: Duration,
     pub(crate) timeout: Duration,
 }
@@ -34,6 +35,7 @@ pub(crate) struct ShutdownTiming {
 impl Default for ShutdownTiming {
     fn default() -> Self {
         ShutdownTiming {
+            drain: Duration::from_secs(5),
             stagger: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
         }
@@ -230,16 +232,41 @@ impl ServerHandle {
         self.registry.meters().recent_rejections()
     }
 
-    /// Shuts this server down: new connections and requests get `503`, every client is closed
-    /// (spread over `shutdown_stagger`, default 1 s, so they do not all reconnect at once; they
-    /// reconnect to another node behind the load balancer), and the future resolves once every
-    /// connection and request has ended, or after `shutdown_timeout` (default 10 s). Then the
-    /// server lets go of its handlers, so a handler that captured the server no longer keeps it
-    /// alive. Calling it again waits for the first call's work.
+    /// Drains this server and shuts it down, in phases (each logged at info on target
+    /// `sente::registry`, and set in the `sente_drain_phase` gauge):
+    ///
+    /// 1. **Draining**: new WebSocket upgrades, Ajax handshakes and Ajax polls are refused
+    ///    `503 Service Unavailable` with `Retry-After: 1` and `Connection: close`, so clients
+    ///    go to another node behind the load balancer. The clients already here are served as
+    ///    before: events read from their WebSockets and their Ajax POSTs are handled and
+    ///    answered (responses carry `Connection: close`, so their next request opens a new
+    ///    connection, elsewhere). The phase ends once every reply a handler owes has been
+    ///    sent (or dropped), at most after
+    ///    [`Builder::drain_timeout`](crate::Builder::drain_timeout) (default 5 s).
+    /// 2. **Closing clients**: each uid is flushed (its buffered pushes are sent), then its
+    ///    clients are let go, spread over
+    ///    [`Builder::shutdown_stagger`](crate::Builder::shutdown_stagger) (default 1 s) so
+    ///    they do not all reconnect at once: a WebSocket is closed (code 1000) after its queued
+    ///    pushes and replies; a held Ajax poll is answered empty (as at `lp_timeout_ms`), not
+    ///    cut, so the client polls again, elsewhere, without a new handshake when the
+    ///    backplane has Ajax mailboxes.
+    /// 3. **Waiting** for every connection and request to end, until
+    ///    [`Builder::shutdown_timeout`](crate::Builder::shutdown_timeout) (default 10 s) after
+    ///    the call.
+    /// 4. **Stopped**: every request, POSTs included, is refused `503`; the server lets go of
+    ///    its handlers, so a handler that captured the server no longer keeps it alive.
+    ///
+    /// A request sent over a WebSocket at the moment its close frame is on the way to the
+    /// client cannot be answered (the client's callback sees `closed`, as with any lost
+    /// connection); events that were read are answered. Calling it again waits for the first
+    /// call's work. Wire it to `SIGTERM` (see "Deploying" in the crate docs), then exit.
     pub async fn shutdown(&self) {
-        self.registry
-            .shutdown(self.shutdown.stagger, self.shutdown.timeout)
-            .await;
+        self.registry.shutdown(self.shutdown).await;
+    }
+
+    /// Whether [`ServerHandle::shutdown`] was called (the server is draining or stopped).
+    pub fn is_draining(&self) -> bool {
+        self.registry.is_closing()
     }
 
     /// A handle that does not keep the server alive (for long-lived background tasks).

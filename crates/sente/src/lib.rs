@@ -12,7 +12,7 @@
 //!   ([`ServeConfig`]: request-head and keep-alive timeouts, head size and connection caps).
 //! - [`ServerHandle::send`] (on the server, and on every event as [`EventMsg::server`]) pushes
 //!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
-//!   several nodes can share the work; [`ServerHandle::shutdown`] closes clients and drains.
+//!   several nodes can share the work; [`ServerHandle::shutdown`] drains (see "Deploying" below).
 //! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
 //! - [`ServerHandle::stats`] (connections, events in and out, reply latency, drops, refusals)
 //!   and [`ServerHandle::recent_rejections`]; [`admin::AdminPage`] shows them live in a page
@@ -47,6 +47,46 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Deploying: drain on `SIGTERM`
+//!
+//! An orchestrator (Kubernetes, systemd, `docker stop`) sends `SIGTERM` and kills the process
+//! some seconds later. Wire the signal to a drain, then exit:
+//!
+//! ```no_run
+//! # async fn run(server: sente::Server) -> std::io::Result<()> {
+//! let app = server.router::<()>("/chsk");
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let handle = server.handle().clone();
+//! let drain = tokio::spawn(async move {
+//!     sente::shutdown_signal().await; // SIGTERM or Ctrl-C
+//!     let _ = stop.send(()); // stop accepting: new connections go to the other nodes
+//!     handle.shutdown().await; // in-flight replies finish, clients are let go, staggered
+//! });
+//! sente::serve_with_shutdown(listener, app, sente::ServeConfig::default(), async {
+//!     let _ = stopped.await;
+//! })
+//! .await?; // every HTTP response is written
+//! let _ = drain.await; // every WebSocket is closed
+//! # Ok(()) }
+//! ```
+//!
+//! [`ServerHandle::shutdown`] drains in phases (each logged at info on `sente::registry` and
+//! set in the `sente_drain_phase` gauge; [`ServerHandle::is_draining`] tells a readiness probe):
+//! new handshakes and polls get `503` with `Retry-After: 1`; the handlers still running send
+//! their replies (at most [`Builder::drain_timeout`], default 5 s); what is buffered is
+//! flushed; clients are let go over [`Builder::shutdown_stagger`] (default 1 s), WebSockets
+//! closed after the replies they are owed, held Ajax polls answered empty so they poll again
+//! elsewhere; then it waits for connections to end (at most [`Builder::shutdown_timeout`],
+//! default 10 s, from the call). Keep the orchestrator's grace period above that timeout.
+//! With axum's own server, `axum::serve(..).with_graceful_shutdown(..)` plays the part of
+//! [`serve_with_shutdown`].
+//!
+//! With a cluster backplane (Redis, NATS) a rolling restart loses nothing for Ajax clients
+//! (their mailboxes keep what arrives while they move); WebSocket clients reconnect to another
+//! node, and the pushes sent to them while they move are not replayed across nodes (yet).
+//! Measured: BENCHMARKS.md, "Drain and rolling restart".
 //!
 //! # Differences from Sente (deliberate)
 //!
@@ -144,7 +184,7 @@ pub use sente_proto::{
     ClientId, Event, EventId, InvalidEventId, Keyword, Limits, Packer, Transport, Uid, Value,
     event_id,
 };
-pub use serve::{ServeConfig, serve};
+pub use serve::{ServeConfig, serve, serve_with_shutdown, shutdown_signal};
 pub use server::Server;
 pub use service::ChskService;
 pub use stream::EventStream;

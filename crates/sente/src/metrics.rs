@@ -55,6 +55,9 @@ pub mod names {
     pub const PENDING_SENDS: &str = "sente_pending_sends";
     /// Gauge: the most events ever queued for one WebSocket (high-water mark).
     pub const PENDING_SENDS_MAX: &str = "sente_pending_sends_max";
+    /// Gauge: the drain phase of a server shutting down (0 serving, 1 draining in-flight
+    /// replies, 2 closing clients, 3 waiting for connections to end, 4 stopped).
+    pub const DRAIN_PHASE: &str = "sente_drain_phase";
     /// Counter: clients dropped for being too slow, by `transport` and `cause`.
     pub const SLOW_CONSUMERS: &str = "sente_slow_consumer_disconnects_total";
     /// Counter: events the server dropped, by `kind` (`push`, `system`).
@@ -182,6 +185,11 @@ pub(crate) fn dropped_events(kind: &'static str, n: u64) {
 /// The `sente_batch_size` histogram of a transport.
 pub(crate) fn batch_sizes(transport: Transport) -> Histogram {
     histogram!(names::BATCH_SIZE, "transport" => transport.as_str())
+}
+
+/// The drain phase of a server shutting down (`sente_drain_phase`).
+pub(crate) fn drain_phase(phase: u8) {
+    gauge!(names::DRAIN_PHASE).set(f64::from(phase));
 }
 
 /// A new high-water mark of one WebSocket's send queue.

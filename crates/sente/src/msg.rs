@@ -2,6 +2,7 @@
 
 use crate::handle::ServerHandle;
 use crate::outbox::{Out, Outbox};
+use crate::registry::ReplyOwed;
 use crate::request::ChskRequest;
 use sente_proto::server::{Transport, message};
 use sente_proto::{ClientId, Event, EventId, Uid, Value};
@@ -95,9 +96,12 @@ enum ReplyInner {
         cb: Value,
         /// When the event arrived (the connection's task records the reply's latency).
         since: std::time::Instant,
+        /// Counted by a draining shutdown until the reply is queued (or dropped).
+        _owed: ReplyOwed,
     },
     Ajax {
         tx: oneshot::Sender<Value>,
+        _owed: ReplyOwed,
     },
     /// Shared with a [`ReplyGuard`], which answers it `:chsk/error` if the handler fails.
     Guarded(Arc<Mutex<Option<ReplyInner>>>),
@@ -106,11 +110,25 @@ enum ReplyInner {
 impl ReplyInner {
     fn send(self, value: Value) -> bool {
         match self {
-            ReplyInner::Ws { outbox, cb, since } => outbox.push_reply(Out::Reply(
-                Box::new(message::ws_reply(value, cb)),
-                Some(since),
-            )),
-            ReplyInner::Ajax { tx } => tx.send(value).is_ok(),
+            ReplyInner::Ws {
+                outbox,
+                cb,
+                since,
+                _owed: owed,
+            } => {
+                let sent = outbox.push_reply(Out::Reply(
+                    Box::new(message::ws_reply(value, cb)),
+                    Some(since),
+                ));
+                // Settled after the reply is queued: a draining close goes after it.
+                drop(owed);
+                sent
+            }
+            ReplyInner::Ajax { tx, _owed: owed } => {
+                let sent = tx.send(value).is_ok();
+                drop(owed);
+                sent
+            }
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
         }
     }
@@ -147,15 +165,25 @@ impl ReplyGuard {
 }
 
 impl Reply {
-    pub(crate) fn ws(outbox: Arc<Outbox>, cb: Value, since: std::time::Instant) -> Self {
+    pub(crate) fn ws(
+        outbox: Arc<Outbox>,
+        cb: Value,
+        since: std::time::Instant,
+        owed: ReplyOwed,
+    ) -> Self {
         Reply {
-            inner: ReplyInner::Ws { outbox, cb, since },
+            inner: ReplyInner::Ws {
+                outbox,
+                cb,
+                since,
+                _owed: owed,
+            },
         }
     }
 
-    pub(crate) fn ajax(tx: oneshot::Sender<Value>) -> Self {
+    pub(crate) fn ajax(tx: oneshot::Sender<Value>, owed: ReplyOwed) -> Self {
         Reply {
-            inner: ReplyInner::Ajax { tx },
+            inner: ReplyInner::Ajax { tx, _owed: owed },
         }
     }
 

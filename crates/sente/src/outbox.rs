@@ -24,6 +24,10 @@ struct OutQ {
     events: usize,
     overflow: bool,
     gone: bool,
+    /// Replies owed by the handlers of this connection's events (see [`Outbox::owe`]).
+    owed: usize,
+    /// A close waiting for the owed replies (a draining server's).
+    close_when_answered: Option<&'static str>,
     /// The connection task is running and drains the queue before it waits again: a push
     /// needs no wake-up (saves a spurious re-poll of the task per reply it sends itself).
     awake: bool,
@@ -93,6 +97,40 @@ impl Outbox {
 
     pub(crate) fn push_close(&self, reason: &'static str) {
         self.push(Out::Close(reason), 0);
+    }
+
+    /// Counts a reply that a handler owes to this connection, until [`Outbox::settle`].
+    pub(crate) fn owe(&self) {
+        self.lock().owed += 1;
+    }
+
+    /// An owed reply was queued (or given up): a close that waited for it is queued now.
+    pub(crate) fn settle(&self) {
+        let close = {
+            let mut q = self.lock();
+            q.owed = q.owed.saturating_sub(1);
+            if q.owed == 0 {
+                q.close_when_answered.take()
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = close {
+            self.push_close(reason);
+        }
+    }
+
+    /// Closes the connection once the replies its handlers owe are queued (a draining
+    /// server), after them; at once when none is owed.
+    pub(crate) fn push_close_after_replies(&self, reason: &'static str) {
+        {
+            let mut q = self.lock();
+            if q.owed > 0 {
+                q.close_when_answered = Some(reason);
+                return;
+            }
+        }
+        self.push_close(reason);
     }
 
     /// The next item, and how many events were queued before it was taken.

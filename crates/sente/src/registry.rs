@@ -7,6 +7,7 @@
 //! mailboxes ([`Backplane::mailbox`]), held polls are answered from the mailbox (the wake
 //! tasks below).
 
+use crate::handle::ShutdownTiming;
 use crate::meters::Meters;
 use crate::outbox::Outbox;
 use crate::request::ChskRequest;
@@ -114,6 +115,11 @@ pub(crate) struct Registry {
     live: AtomicUsize,
     idle: Notify,
     closing: AtomicBool,
+    /// Replies handlers still owe (what the drain phase of a shutdown waits for).
+    replies: AtomicUsize,
+    replies_done: Notify,
+    /// Set once a shutdown is complete (then every request is refused, POSTs too).
+    stopped: AtomicBool,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
     mailbox: Option<Arc<dyn Mailbox>>,
@@ -180,6 +186,9 @@ impl Registry {
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: AtomicBool::new(false),
+            replies: AtomicUsize::new(0),
+            replies_done: Notify::new(),
+            stopped: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
             mailbox,
             decisions,
@@ -317,6 +326,10 @@ impl Registry {
                 Action::WsDeliver { conn, batch, seq } => {
                     sample(&batch, &self.batch_sizes.0);
                     conn.push_batch(batch, seq);
+                }
+                // Draining: a WebSocket closes after the replies its handlers still owe.
+                Action::WsClose { conn, reason } if self.is_closing() => {
+                    conn.push_close_after_replies(reason);
                 }
                 Action::WsClose { conn, reason } => conn.push_close(reason),
                 Action::AjaxAnswer {
@@ -534,9 +547,14 @@ impl Registry {
         }
     }
 
-    /// Whether the server is shutting down (new connections and requests are refused).
+    /// Whether the server is shutting down (new handshakes and polls are refused).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Whether the shutdown is complete (every request is refused).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Counts a connection or request in progress until the guard is dropped.
@@ -545,32 +563,85 @@ impl Registry {
         LiveGuard(self.clone())
     }
 
-    /// Stops accepting, closes every client of this node (spread over `stagger`, so they do not
-    /// all reconnect at once), and waits until every connection and request has ended or
-    /// `timeout` has passed. Then the handlers are let go.
-    pub(crate) async fn shutdown(&self, stagger: Duration, timeout: Duration) {
+    /// Counts a reply a handler owes (on this node, and on the WebSocket `outbox` it goes to)
+    /// until the guard is dropped (the reply was sent, or given up).
+    pub(crate) fn reply_owed(self: &Arc<Self>, outbox: Option<&Arc<Outbox>>) -> ReplyOwed {
+        self.replies.fetch_add(1, Ordering::AcqRel);
+        if let Some(o) = outbox {
+            o.owe();
+        }
+        ReplyOwed {
+            registry: self.clone(),
+            outbox: outbox.cloned(),
+        }
+    }
+
+    /// Drains and stops this node, in phases (each logged at info, and `sente_drain_phase`):
+    ///
+    /// 1. Draining: new handshakes and polls are refused `503` (with `Retry-After`), while the
+    ///    clients already here are served as before (their WebSocket events and Ajax POSTs are
+    ///    handled and answered); waits until every reply owed by a handler was sent, at most
+    ///    `t.drain`.
+    /// 2. Closing clients: every uid is flushed (what is buffered is sent), then its clients
+    ///    are let go (spread over `t.stagger`): a WebSocket is closed after its queued pushes
+    ///    and replies; a held Ajax poll is answered empty, so the client polls again elsewhere.
+    /// 3. Waiting for every connection and request to end, at most `t.timeout` from the start.
+    /// 4. Stopped: every request is refused `503` and the handlers are let go.
+    pub(crate) async fn shutdown(&self, t: ShutdownTiming) {
         if self.closing.swap(true, Ordering::AcqRel) {
-            self.wait_idle(timeout).await;
+            self.wait_idle(t.timeout).await;
             return;
         }
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + t.timeout;
+        crate::metrics::drain_phase(1);
+        tracing::info!(
+            replies = self.replies.load(Ordering::Acquire),
+            live = self.live.load(Ordering::Acquire),
+            "shutdown: draining (new handshakes and polls refused, in-flight replies finishing)"
+        );
+        self.wait_replies(t.drain.min(t.timeout)).await;
         let uids: Vec<Uid> = self.lock().uids().cloned().collect();
-        tracing::info!(uids = uids.len(), "shutting down");
-        const STEP: Duration = Duration::from_millis(10);
-        let steps = (stagger.as_millis() / STEP.as_millis()).max(1) as usize;
+        crate::metrics::drain_phase(2);
+        tracing::info!(
+            uids = uids.len(),
+            replies = self.replies.load(Ordering::Acquire),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown: closing clients"
+        );
+        // Evenly over the stagger, in steps at least 10 ms apart (several uids per step when
+        // there are more uids than steps).
+        const MIN_STEP: Duration = Duration::from_millis(10);
+        let max_steps = (t.stagger.as_millis() / MIN_STEP.as_millis()).max(1) as usize;
+        let steps = uids.len().clamp(1, max_steps);
         let per_step = uids.len().div_ceil(steps).max(1);
+        let step = t.stagger / u32::try_from(steps).unwrap_or(u32::MAX);
+        let first = Instant::now();
         for (i, chunk) in uids.chunks(per_step).enumerate() {
             if i > 0 {
-                tokio::time::sleep(STEP).await;
+                tokio::time::sleep_until(first + step * u32::try_from(i).unwrap_or(u32::MAX)).await;
             }
             self.with_core(|c, now| {
                 for uid in chunk {
-                    c.close_uid(uid, now);
+                    c.release_uid(uid, now);
                 }
             });
         }
+        crate::metrics::drain_phase(3);
+        tracing::info!(
+            live = self.live.load(Ordering::Acquire),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown: waiting for connections to end"
+        );
         self.wait_idle(deadline.saturating_duration_since(Instant::now()))
             .await;
+        self.stopped.store(true, Ordering::Release);
+        crate::metrics::drain_phase(4);
+        tracing::info!(
+            live = self.live.load(Ordering::Acquire),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown: stopped"
+        );
         let hooks = std::mem::take(
             &mut *self
                 .on_shutdown
@@ -584,17 +655,26 @@ impl Registry {
     }
 
     async fn wait_idle(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, async {
-            loop {
-                let idle = self.idle.notified();
-                if self.live.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        })
-        .await;
+        wait_zero(&self.live, &self.idle, timeout).await;
     }
+
+    async fn wait_replies(&self, timeout: Duration) {
+        wait_zero(&self.replies, &self.replies_done, timeout).await;
+    }
+}
+
+/// Waits until `count` is zero (`zero` is notified when it gets there), at most `timeout`.
+async fn wait_zero(count: &AtomicUsize, zero: &Notify, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        loop {
+            let notified = zero.notified();
+            if count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await;
 }
 
 /// A connection or request in progress (see [`Registry::live`]).
@@ -604,6 +684,29 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A reply a handler owes (see [`Registry::reply_owed`]).
+pub(crate) struct ReplyOwed {
+    registry: Arc<Registry>,
+    outbox: Option<Arc<Outbox>>,
+}
+
+impl std::fmt::Debug for ReplyOwed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyOwed")
+    }
+}
+
+impl Drop for ReplyOwed {
+    fn drop(&mut self) {
+        if let Some(o) = &self.outbox {
+            o.settle();
+        }
+        if self.registry.replies.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.registry.replies_done.notify_waiters();
         }
     }
 }

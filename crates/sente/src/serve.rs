@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The service's answer to hyper. The error is `io::Error` (a concrete type: hyper's bounds on a
@@ -136,12 +136,18 @@ impl ServeConfig {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        serve_io(&self.http1(), io, app).await;
+        serve_io(&self.http1(), io, app, None).await;
     }
 }
 
-async fn serve_io<I, S, B>(builder: &http1::Builder, io: I, app: S)
-where
+/// Serves one connection; once `stop` turns true, it ends gracefully (a request in progress is
+/// answered with `Connection: close`; an idle keep-alive connection is closed at once).
+async fn serve_io<I, S, B>(
+    builder: &http1::Builder,
+    io: I,
+    app: S,
+    stop: Option<watch::Receiver<bool>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -158,11 +164,32 @@ where
             app.call(req).await.map_err(|e| io::Error::other(e.into()))
         })
     });
-    if let Err(e) = builder
+    let conn = builder
         .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades()
-        .await
-    {
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let r = match stop {
+        None => conn.await,
+        Some(mut stop) => {
+            let stopping = async move {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                // Held until the connection ends: the server waits for the receivers.
+                stop
+            };
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _stop = stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = r {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
@@ -193,36 +220,94 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let builder = Arc::new(config.http1());
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(io::Error::other)?;
-        let tcp = loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => break tcp,
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Out of file descriptors or memory: wait, as axum::serve and hyper do.
-                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    serve_with_shutdown(listener, app, config, std::future::pending()).await
+}
+
+/// [`serve`] until `signal` resolves, then a graceful stop: the listener is closed (a load
+/// balancer sends new connections elsewhere), idle keep-alive connections are closed, requests
+/// in progress are answered (with `Connection: close`), and the future resolves once every
+/// HTTP connection has ended. Upgraded WebSockets are not waited for: end them with
+/// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown), which answers held Ajax polls
+/// too. See "Deploying" in the crate docs for the whole `SIGTERM` sequence.
+pub async fn serve_with_shutdown<S, B>(
+    listener: TcpListener,
+    app: S,
+    config: ServeConfig,
+    signal: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (stop, stopped) = watch::channel(false);
+    let accepting = async {
+        let stop = Some(stopped);
+        let builder = Arc::new(config.http1());
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        loop {
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(io::Error::other)?;
+            let tcp = loop {
+                match listener.accept().await {
+                    Ok((tcp, _)) => break tcp,
+                    Err(e) if is_connection_error(&e) => {}
+                    Err(e) => {
+                        // Out of file descriptors or memory: wait, as axum::serve and hyper do.
+                        tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
-            }
-        };
-        if config.tcp_nodelay {
-            let _ = tcp.set_nodelay(true);
-        }
-        let (builder, app) = (builder.clone(), app.clone());
-        tokio::spawn(async move {
-            let io = Counted {
-                tcp,
-                _permit: permit,
             };
-            serve_io(&builder, io, app).await;
-        });
+            if config.tcp_nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+            let (builder, app, stop) = (builder.clone(), app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let io = Counted {
+                    tcp,
+                    _permit: permit,
+                };
+                serve_io(&builder, io, app, stop).await;
+            });
+        }
+    };
+    tokio::select! {
+        r = accepting => return r,
+        () = signal => {}
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection task holds a receiver: closed once the last one ended.
+    stop.closed().await;
+    Ok(())
+}
+
+/// Resolves on `SIGTERM` or `SIGINT` (Ctrl-C) on Unix, on Ctrl-C elsewhere: the signal an
+/// orchestrator (Kubernetes, systemd, docker stop) sends before it kills the process. For
+/// [`serve_with_shutdown`] and [`ServerHandle::shutdown`](crate::ServerHandle::shutdown).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -83,8 +83,14 @@ where
     B::Error: Into<BoxError>,
 {
     let cors = Cors::of(&shell.guard.allowed_origins, req.headers());
+    let registry = shell.registry().clone();
     let mut resp = route(shell, mount, req, &cors).await;
     cors.apply(&mut resp);
+    if registry.is_closing() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Draining: the client's next request opens a new connection (to another node).
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -150,13 +156,19 @@ where
             "Request header fields too large",
         );
     }
-    if shell.registry().is_closing() {
-        return reject(
-            shell.registry().meters(),
+    // Draining: the events of clients already here (POSTs) are still handled; new handshakes
+    // and polls go elsewhere. Stopped: everything does.
+    let registry = shell.registry();
+    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST) {
+        let mut r = reject(
+            registry.meters(),
             StatusCode::SERVICE_UNAVAILABLE,
             Why::ShuttingDown,
             "The server is shutting down",
         );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     }
     match *req.method() {
         Method::GET => get(shell, req).await,

@@ -635,9 +635,10 @@ impl WsConn {
             uid: self.uid.clone(),
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
-            reply: inbound
-                .reply_to
-                .map(|cb| Reply::ws(self.outbox.clone(), cb, std::time::Instant::now())),
+            reply: inbound.reply_to.map(|cb| {
+                let owed = self.shell.registry().reply_owed(Some(&self.outbox));
+                Reply::ws(self.outbox.clone(), cb, std::time::Instant::now(), owed)
+            }),
             request: self.request.clone(),
             server: self.shell.server().clone(),
         });

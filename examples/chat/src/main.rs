@@ -184,7 +184,23 @@ async fn main() -> Result<(), BoxError> {
     // Safe settings for a public port: head and keep-alive timeouts, head size and connection
     // caps (see `sente::ServeConfig` for the defaults; the Ajax body timeout and size limit are
     // the sente server's own).
-    sente::serve(listener, app, sente::ServeConfig::default()).await?;
+    // Ctrl-C / SIGTERM: the listener closes (new connections go to the other nodes), the sente
+    // server drains (in-flight replies finish, clients are let go staggered and reconnect
+    // elsewhere), the last responses are written, then the process exits.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = server.handle().clone();
+    let drain = tokio::spawn(async move {
+        sente::shutdown_signal().await;
+        println!("draining...");
+        let _ = stop.send(());
+        handle.shutdown().await;
+    });
+    sente::serve_with_shutdown(listener, app, sente::ServeConfig::default(), async {
+        let _ = stopped.await;
+    })
+    .await?;
+    let _ = drain.await;
+    println!("drained; bye");
     Ok(())
 }
 

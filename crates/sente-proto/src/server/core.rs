@@ -1226,6 +1226,19 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// buffered. WebSockets get a close frame after their queued pushes; a held Ajax poll is
     /// answered [`PollAnswer::Closed`]. The clients reconnect, as with Sente.
     pub fn close_uid(&mut self, uid: &Uid, now: u64) {
+        self.end_uid(uid, now, true);
+    }
+
+    /// Lets go of every connection of `uid` for a server that is draining: like
+    /// [`close_uid`](Self::close_uid) (flushed first, WebSockets closed after their queued
+    /// pushes), but a held Ajax poll is answered [`PollAnswer::Timeout`] (an empty answer, as
+    /// at `lp_timeout_ms`), so the client polls again, elsewhere behind a load balancer,
+    /// without a new handshake. A poll being answered from a mailbox finishes with what it took.
+    pub fn release_uid(&mut self, uid: &Uid, now: u64) {
+        self.end_uid(uid, now, false);
+    }
+
+    fn end_uid(&mut self, uid: &Uid, now: u64, gone: bool) {
         self.flush(uid, now);
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let Some(s) = self.uids.get_mut(uid) else {
@@ -1241,8 +1254,15 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         let mut timers = Vec::new();
         for (cid, e) in s.ajax.iter_mut() {
-            if let AjaxState::Waking { closed, .. } = &mut e.state {
-                *closed = true;
+            if let AjaxState::Waking {
+                closed, timed_out, ..
+            } = &mut e.state
+            {
+                if gone {
+                    *closed = true;
+                } else {
+                    *timed_out = true;
+                }
                 continue;
             }
             if let Some(responder) = e.take_poll() {
@@ -1251,7 +1271,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     client_id: cid.clone(),
                     conn: e.conn,
                     responder,
-                    answer: PollAnswer::Closed,
+                    answer: if gone {
+                        PollAnswer::Closed
+                    } else {
+                        PollAnswer::Timeout
+                    },
                 });
                 timers.push((
                     now + grace,

@@ -17,7 +17,17 @@
 //! `--ajax-grace-ms` (1000) before `uidport-close`, `--lp-timeout-ms` (5000) of the Ajax long
 //! poll, `--ack-timeout-ms` (5000) of a push's acknowledgement, `--max-mailbox-events`
 //! (1000) of the Ajax mailboxes, `--cors` (answer CORS preflights and let any origin read the
-//! responses: for a browser page served from another origin).
+//! responses: for a browser page served from another origin), `--drain-timeout-ms` (5000) and
+//! `--shutdown-stagger-ms` (1000) of the graceful shutdown.
+//!
+//! Events: `[:t/echo {:ms M :n N}]` with a reply is answered `{:n N :node NAME}` after `M` ms
+//! (a request with a reply in flight for as long as the test wants).
+//!
+//! `SIGTERM` (or `SIGINT`) closes the listener and idle keep-alive connections (axum's graceful
+//! shutdown), drains the node ([`sente::ServerHandle::shutdown`]: new handshakes and polls
+//! refused, in-flight replies finished, clients closed staggered), waits for the last HTTP
+//! responses to be written, writes
+//! `DRAINED in N ms` to stderr and exits 0.
 //!
 //! Test auth, permissive: the uid is the `uid` query parameter, else the `x-uid` header (which
 //! the native and JS clients send on every request, POSTs included), else nil; the CSRF token
@@ -36,7 +46,8 @@
 //! - `GET /control/polls`: the Ajax long polls this node holds now, by uid (JSON object of
 //!   counts), so a test can kill the node holding a given client's poll.
 //!
-//! Logs (`tracing`, filter `RUST_LOG`, default `warn,sente_backplane_kit=info`) go to stderr.
+//! Logs (`tracing`, filter `RUST_LOG`, default `warn,sente_backplane_kit=info,sente::registry=info`:
+//! the drain phases) go to stderr.
 //! The process exits when its stdin closes.
 
 use axum::extract::{Query, State};
@@ -53,7 +64,7 @@ use tokio::io::AsyncReadExt;
 const USAGE: &str = "usage: sente-cluster-node (--redis URL | --nats URL) [--cluster NAME] \
 [--name NAME] [--addr HOST:PORT] [--heartbeat-ms N] [--expiry-ms N] [--ws-grace-ms N] \
 [--ajax-grace-ms N] [--lp-timeout-ms N] [--ack-timeout-ms N] [--max-mailbox-events N] \
-[--cors]\n   \
+[--cors] [--drain-timeout-ms N] [--shutdown-stagger-ms N]\n   \
 or: sente-cluster-node --proxy HOST:PORT,HOST:PORT,...";
 
 /// The command line.
@@ -72,6 +83,8 @@ struct Args {
     ack_timeout_ms: u64,
     max_mailbox_events: usize,
     cors: bool,
+    drain_timeout_ms: u64,
+    shutdown_stagger_ms: u64,
 }
 
 fn fail(msg: &str) -> ! {
@@ -101,6 +114,8 @@ fn parse_args() -> Args {
         ack_timeout_ms: 5000,
         max_mailbox_events: 1000,
         cors: false,
+        drain_timeout_ms: 5000,
+        shutdown_stagger_ms: 1000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -124,6 +139,8 @@ fn parse_args() -> Args {
             "--lp-timeout-ms" => args.lp_timeout_ms = number(&flag, &value),
             "--ack-timeout-ms" => args.ack_timeout_ms = number(&flag, &value),
             "--max-mailbox-events" => args.max_mailbox_events = number(&flag, &value),
+            "--drain-timeout-ms" => args.drain_timeout_ms = number(&flag, &value),
+            "--shutdown-stagger-ms" => args.shutdown_stagger_ms = number(&flag, &value),
             "--proxy" => {
                 let addrs = value
                     .split(',')
@@ -244,7 +261,7 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,sente_backplane_kit=info".into()),
+                .unwrap_or_else(|_| "warn,sente_backplane_kit=info,sente::registry=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -299,6 +316,9 @@ async fn main() -> std::io::Result<()> {
         .ms_allow_reconnect_before_close_ws(args.ws_grace_ms)
         .ms_allow_reconnect_before_close_ajax(args.ajax_grace_ms)
         .lp_timeout_ms(args.lp_timeout_ms)
+        .drain_timeout(Duration::from_millis(args.drain_timeout_ms))
+        .shutdown_stagger(Duration::from_millis(args.shutdown_stagger_ms))
+        .handler(echo_router(name.clone()))
         .backplane(engine.backplane())
         .build()
         .map_err(std::io::Error::other)?;
@@ -323,15 +343,68 @@ async fn main() -> std::io::Result<()> {
         chsk = chsk.layer(axum::middleware::from_fn(sente_test_kit::cors));
     }
     let app = chsk.merge(control);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+    let (stop_accepting, stop) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
     });
     println!(
         "{{\"name\":{},\"port\":{port},\"url\":\"http://127.0.0.1:{port}/chsk\",\"control\":\"http://127.0.0.1:{port}/control\"}}",
         serde_json::Value::from(name)
     );
-    wait_stdin().await;
+    tokio::select! {
+        () = wait_stdin() => {}
+        () = terminated() => {
+            let t = std::time::Instant::now();
+            // The listener closes (the load balancer sends new connections elsewhere) and idle
+            // keep-alive connections are closed; requests in progress go on.
+            let _ = stop_accepting.send(());
+            server.shutdown().await;
+            // The last responses are written before the process exits.
+            let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+            eprintln!("DRAINED in {} ms", t.elapsed().as_millis());
+            // Not a return: the runtime would wait for the blocking read of stdin.
+            std::process::exit(0);
+        }
+    }
     Ok(())
+}
+
+/// `t/echo`: replies `{:n N :node NAME}` after `{:ms M}` milliseconds.
+fn echo_router(node: String) -> sente::Router {
+    sente::Router::new().on("t/echo", move |mut msg: sente::EventMsg| {
+        let node = node.clone();
+        async move {
+            let field = |k: &str| match msg.data_value() {
+                Value::Map(m) => m.get(&Value::kw(k)).and_then(Value::as_i64).unwrap_or(0),
+                _ => 0,
+            };
+            let (ms, n) = (field("ms"), field("n"));
+            tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())).await;
+            let mut m = sente_proto::edn::Map::new();
+            m.insert(Value::kw("n"), Value::Int(n));
+            m.insert(Value::kw("node"), Value::from(node.as_str()));
+            msg.reply(Value::Map(m));
+        }
+    })
+}
+
+/// Returns on `SIGTERM` or `SIGINT`.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// Returns when stdin closes (the test that started this process is gone).
