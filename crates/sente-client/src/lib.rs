@@ -164,6 +164,7 @@ impl Client {
         seed: u64,
         event_buffer: usize,
         io: platform::IoConfig,
+        handlers: shared::RequestHandlers,
     ) -> Client {
         let client_id = cfg.client_id.clone();
         let clock = platform::Clock::new();
@@ -177,6 +178,7 @@ impl Client {
             platform::Io::new(io),
             tx,
             event_buffer,
+            handlers,
         ));
         platform::spawn_driver(shared.clone());
         Client {

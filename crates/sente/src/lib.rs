@@ -106,6 +106,7 @@ mod registry;
 mod request;
 mod response;
 mod router;
+pub mod s2c;
 mod serve;
 mod server;
 mod service;
@@ -138,6 +139,7 @@ pub use response::ChskBody;
 pub use router::{
     BoxError, EventAndState, EventInfo, EventOnly, Handler, HandlerError, HandlerResult, Router,
 };
+pub use s2c::ClientSendError;
 pub use sente_proto::server::replay::ReplayConfig;
 pub use sente_proto::server::{SendError, ServerLimits};
 pub use sente_proto::{

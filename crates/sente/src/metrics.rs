@@ -89,6 +89,8 @@ pub(crate) enum Why {
     PendingReplies,
     ShuttingDown,
     NoUpgrade,
+    /// A `chsk/rep` for no request waiting for that client, or malformed.
+    RequestReply,
 }
 
 impl Why {
@@ -118,6 +120,7 @@ impl Why {
             Why::PendingReplies => ("limits", "pending-replies"),
             Why::ShuttingDown => ("unavailable", "shutting-down"),
             Why::NoUpgrade => ("unavailable", "no-upgrade-support"),
+            Why::RequestReply => ("bad-input", "unexpected-request-reply"),
         }
     }
 
