@@ -556,17 +556,33 @@ async fn run(
                             Err(e) => shared.record_error(format!("publish: {e}")),
                         }
                     }
-                    Job::Append { uids, entry } => {
+                    Job::Append { .. } | Job::AppendClient { .. } => {
                         // Stored before the push is published, so a node that hears the push
                         // finds it in the mailbox.
                         let stores = buckets.get().filter(|_| shared.health().connected);
                         if let Some(s) = stores {
-                            let appended = tokio::time::timeout(
-                                op_timeout,
-                                append(&s, &shared.mailbox, uids.as_deref(), entry),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Err("timed out".to_owned()));
+                            let work = async {
+                                match &job {
+                                    Job::Append { uids, entry } => {
+                                        append(&s, &shared.mailbox, uids.as_deref(), entry).await
+                                    }
+                                    Job::AppendClient { uid, client, entry } => {
+                                        match uid_hex(uid) {
+                                            Some(u) => {
+                                                let only = cid_hex(client);
+                                                let mb = &shared.mailbox;
+                                                append_uid(&s, mb, u, entry, now_ms(), Some(&only))
+                                                    .await
+                                            }
+                                            None => Ok(()),
+                                        }
+                                    }
+                                    Job::Frame(_) => Ok(()),
+                                }
+                            };
+                            let appended = tokio::time::timeout(op_timeout, work)
+                                .await
+                                .unwrap_or_else(|_| Err("timed out".to_owned()));
                             match appended {
                                 Ok(()) => shared.count_sent(std::slice::from_ref(&job)),
                                 Err(e) => {
@@ -913,7 +929,7 @@ async fn append(
     let now = now_ms();
     // One push's appends run concurrently (different keys); the next push's start after.
     let results: Vec<Result<(), String>> = futures_util::stream::iter(targets)
-        .map(|u| append_uid(s, mailbox, u, entry, now))
+        .map(|u| append_uid(s, mailbox, u, entry, now, None))
         .buffer_unordered(APPEND_CONCURRENCY)
         .collect()
         .await;
@@ -923,17 +939,21 @@ async fn append(
 /// Most uids whose mailboxes one push appends to at once (NATS).
 const APPEND_CONCURRENCY: usize = 64;
 
+/// Appends `entry` to the mailboxes of the registered clients of the uid `u` (only client
+/// `only`, when given).
 async fn append_uid(
     s: &Stores,
     mailbox: &MailboxConfig,
     u: String,
     entry: &[u8],
     now: u64,
+    only: Option<&str>,
 ) -> Result<(), String> {
     {
         let (value, _) = read(&s.ajax, &u).await?;
-        for (c, _) in clients(value.as_deref(), now) {
-            let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
+        let targets = clients(value.as_deref(), now);
+        for (c, _) in targets.iter().filter(|(c, _)| only.is_none_or(|o| c == o)) {
+            let over = cas(&s.mbox, &mbox_key(&u, c), |v| {
                 let mut es = entries(v);
                 es.push(entry.to_vec());
                 let bytes: usize = es.iter().map(Vec::len).sum();
@@ -947,7 +967,7 @@ async fn append_uid(
             if over {
                 cas(&s.ajax, &u, |v| {
                     let mut cs = clients(v, now);
-                    cs.retain(|(x, _)| *x != c);
+                    cs.retain(|(x, _)| x != c);
                     (Some(join_clients(&cs)), ())
                 })
                 .await?;
