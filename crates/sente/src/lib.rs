@@ -13,6 +13,9 @@
 //! - [`ServerHandle::send`] (on the server, and on every event as [`EventMsg::server`]) pushes
 //!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
 //!   several nodes can share the work; [`ServerHandle::shutdown`] closes clients and drains.
+//! - [`ServerHandle::send_to_client`] pushes to one client (one tab) of a uid, and
+//!   [`ServerHandle::request`] asks each client of a uid and gathers their answers (a
+//!   negotiated extension: see [`s2c`]).
 //! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
 //! - [`ServerHandle::stats`] (connections, events in and out, reply latency, drops, refusals)
 //!   and [`ServerHandle::recent_rejections`]; [`admin::AdminPage`] shows them live in a page
