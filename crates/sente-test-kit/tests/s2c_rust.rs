@@ -37,6 +37,37 @@ async fn pushes(events: &mut sente_client::EventStream, want: usize, ms: u64) ->
     got
 }
 
+/// Waits until an Ajax client of `uid` has polled (it then counts as connected).
+async fn ajax_polls(s: &Server, uid: &Uid) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !s.connected_uids().borrow().ajax.contains(uid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the Ajax client polls");
+}
+
+/// Waits until the server has refused one more request than `before`.
+async fn rejected_after(s: &Server, before: u64, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.stats().rejected_requests == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect(what);
+}
+
+/// Whether a `chsk/rep` reached the application's handler (it must not).
+fn app_saw_a_reply(server: &TestServer) -> bool {
+    server
+        .log()
+        .events()
+        .iter()
+        .any(|e| e.id().as_str() == "chsk/rep")
+}
+
 fn sente(server: &TestServer) -> Server {
     server.server().expect("a sente-rs server")
 }
@@ -52,13 +83,7 @@ async fn a_push_to_one_client_reaches_only_it_in_order_on_both_transports() {
     ws.wait_open().await;
     ajax.wait_open().await;
     // Both clients are registered (the Ajax one after its first poll).
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !s.connected_uids().borrow().ajax.contains(&uid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the Ajax client polls");
+    ajax_polls(&s, &uid).await;
     let n = |k: i64| ev("test/n", k);
     let only = |who: &str, k: i64| ev("test/n", Value::from(format!("{who}-{k}")));
     s.send(&uid, n(1)).unwrap();
@@ -118,13 +143,7 @@ async fn a_request_gets_each_clients_answer_or_why_not() {
     for c in [&ws, &ajax, &plain, &other] {
         c.wait_open().await;
     }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !s.connected_uids().borrow().ajax.contains(&uid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the Ajax client polls");
+    ajax_polls(&s, &uid).await;
     let mut plain_events = plain.events();
 
     let mut got = s
@@ -147,13 +166,7 @@ async fn a_request_gets_each_clients_answer_or_why_not() {
         .unwrap();
     assert_eq!(pushes(&mut plain_events, 1, 3_000).await, [Value::Int(1)]);
     // The answers never reached the application's handler.
-    assert!(
-        !server
-            .log()
-            .events()
-            .iter()
-            .any(|e| e.id().as_str() == "chsk/rep")
-    );
+    assert!(!app_saw_a_reply(&server));
     // A uid with no client: nobody to ask.
     assert!(
         s.request(
@@ -188,13 +201,7 @@ async fn a_slow_client_times_out_and_a_stray_answer_is_refused_and_counted() {
     );
     // The late answer arrives after the timeout: refused, counted, never the app's.
     let before = s.stats().rejected_requests;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.stats().rejected_requests == before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the late answer is counted");
+    rejected_after(&s, before, "the late answer is counted").await;
 
     // An answer to an id never sent, from a client that announced nothing.
     let stray = client(&server, "s2c-slow", Kind::Ws).connect().unwrap();
@@ -202,20 +209,8 @@ async fn a_slow_client_times_out_and_a_stray_answer_is_refused_and_counted() {
     let before = s.stats().rejected_requests;
     let forged = sente_proto::s2c::reply_event(424_242, Ok(Value::from("forged")));
     stray.send(forged).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.stats().rejected_requests == before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the stray answer is counted");
-    assert!(
-        !server
-            .log()
-            .events()
-            .iter()
-            .any(|e| e.id().as_str() == "chsk/rep")
-    );
+    rejected_after(&s, before, "the stray answer is counted").await;
+    assert!(!app_saw_a_reply(&server));
 }
 
 /// The bound on waiting requests per client (default 16): over it, `TooMany`, nothing sent.

@@ -360,6 +360,25 @@ impl<A, C> AjaxEntry<A, C> {
     }
 }
 
+/// Mailbox mode: the poll held for Ajax entry `e` is woken ([`Action::AjaxWake`]); a wake in
+/// progress goes again.
+fn wake_entry<W, A, C>(
+    uid: &Uid,
+    cid: &ClientId,
+    e: &mut AjaxEntry<A, C>,
+    actions: &mut Vec<Action<W, A>>,
+) {
+    match &mut e.state {
+        AjaxState::Polling { .. } => actions.push(Action::AjaxWake {
+            uid: uid.clone(),
+            client_id: cid.clone(),
+            conn: e.conn,
+        }),
+        AjaxState::Waking { again, .. } => *again = true,
+        AjaxState::Known | AjaxState::Idle => {}
+    }
+}
+
 #[derive(Debug, Default)]
 struct SendBuffer {
     events: Vec<Arc<Event>>,
@@ -1078,15 +1097,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     pub fn wake_ajax(&mut self, uids: Option<&[Uid]>) {
         let wake = |uid: &Uid, s: &mut UidState<W, A, C>, actions: &mut Vec<Action<W, A>>| {
             for (cid, e) in s.ajax.iter_mut() {
-                match &mut e.state {
-                    AjaxState::Polling { .. } => actions.push(Action::AjaxWake {
-                        uid: uid.clone(),
-                        client_id: cid.clone(),
-                        conn: e.conn,
-                    }),
-                    AjaxState::Waking { again, .. } => *again = true,
-                    AjaxState::Known | AjaxState::Idle => {}
-                }
+                wake_entry(uid, cid, e, actions);
             }
         };
         match uids {
@@ -1251,29 +1262,21 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             s.ws.get(cid)
                 .is_some_and(|e| matches!(e.state, WsState::Open(_)));
         if let (false, Some(e)) = (ws_open, s.ajax.get_mut(cid)) {
-            match &mut e.state {
-                AjaxState::Waking { again, .. } if mailbox => *again = true,
-                AjaxState::Polling { .. } if mailbox => self.actions.push(Action::AjaxWake {
+            if mailbox {
+                // The event is in the client's mailbox already.
+                wake_entry(uid, cid, e, &mut self.actions);
+            } else if let Some(responder) = e.take_poll() {
+                self.actions.push(Action::AjaxAnswer {
                     uid: uid.clone(),
                     client_id: cid.clone(),
                     conn: e.conn,
-                }),
-                _ if mailbox => {}
-                _ => {
-                    if let Some(responder) = e.take_poll() {
-                        self.actions.push(Action::AjaxAnswer {
-                            uid: uid.clone(),
-                            client_id: cid.clone(),
-                            conn: e.conn,
-                            responder,
-                            answer: PollAnswer::Batch(batch),
-                        });
-                        let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
-                        self.timer(now + grace, t);
-                    } else if !e.queue.push(batch, limit) {
-                        dropped = Some(Transport::Ajax);
-                    }
-                }
+                    responder,
+                    answer: PollAnswer::Batch(batch),
+                });
+                let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
+                self.timer(now + grace, t);
+            } else if !e.queue.push(batch, limit) {
+                dropped = Some(Transport::Ajax);
             }
         } else if let Some(e) = s.ws.get_mut(cid) {
             match &e.state {
@@ -1401,15 +1404,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             Transport::Ajax if self.cfg.ajax_mailbox => {
                 // The events are in the mailboxes already: wake the polls held here.
                 for (cid, e) in s.ajax.iter_mut() {
-                    match &mut e.state {
-                        AjaxState::Polling { .. } => self.actions.push(Action::AjaxWake {
-                            uid: uid.clone(),
-                            client_id: cid.clone(),
-                            conn: e.conn,
-                        }),
-                        AjaxState::Waking { again, .. } => *again = true,
-                        AjaxState::Known | AjaxState::Idle => {}
-                    }
+                    wake_entry(uid, cid, e, &mut self.actions);
                 }
             }
             Transport::Ajax => {

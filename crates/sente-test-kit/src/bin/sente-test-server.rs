@@ -201,7 +201,9 @@ async fn request(server: &TestServer, body: &str) -> Result<String, String> {
         .map(|(cid, r)| {
             let client = cid.as_str().to_owned();
             match r {
-                Ok(v) => serde_json::json!({"client": client, "ok": sente_proto::edn::to_edn_string(&v)}),
+                Ok(v) => {
+                    serde_json::json!({"client": client, "ok": sente_proto::edn::to_edn_string(&v)})
+                }
                 Err(e) => {
                     let error = match e {
                         E::Unsupported => "unsupported".to_owned(),
@@ -221,7 +223,12 @@ async fn request(server: &TestServer, body: &str) -> Result<String, String> {
 /// (readable from any origin: the browser tests call them).
 fn proxy_app(server: Arc<TestServer>) -> axum::Router {
     use axum::http::StatusCode;
-    let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server.clone());
+    let (s1, s2, s3, s4) = (
+        server.clone(),
+        server.clone(),
+        server.clone(),
+        server.clone(),
+    );
     let s5 = server;
     axum::Router::new()
         .route(
