@@ -287,6 +287,14 @@ export class ChannelSocket {
   once<K extends string>(id: K | Keyword, fn: Handler<EventData<K>>): () => void;
   /** The data of the next such event. */
   once<K extends string>(id: K | Keyword): Promise<EventData<K>>;
+  /**
+   * Answers the server's requests for `id` (sente-rs `ServerHandle::request`, the `req`
+   * extension) with `fn`'s value or promise; a throw or rejection answers an error. Registering
+   * a handler announces the extension on the next connection (register before connecting).
+   * Requests for ids without a handler are answered `"no-handler"`. Returns an unregister
+   * function.
+   */
+  onRequest(id: string | Keyword, fn: (data: any, id: string) => Encodable | Promise<Encodable>): () => void;
 
   /**
    * Resolves with the state once open (at once when open). Rejects with a SenteError: "closed"

@@ -208,6 +208,7 @@ export class ChannelSocket {
     this._xo = loc?.origin && loc.origin != "null" && new URL(this._http).origin != loc.origin ? loc.origin : "";
     this._mode = o.type;
     this._h = new Map(); // event id -> Set of handlers
+    this._rq = new Map(); // event id -> server request handler (extension "req")
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
     this._q = []; // queued sends/requests while closed
     this._rd = []; // ready() waiters: [resolve, reject]
@@ -420,8 +421,10 @@ export class ChannelSocket {
     return v == null || v === "" ? null : String(v);
   }
 
+  // With a request handler, `ext=req` announces server-to-client requests.
   _params() {
-    return Object.entries(this.opts.params || {});
+    const p = Object.entries(this.opts.params || {});
+    return this._rq.size ? [...p, ["ext", "req"]] : p;
   }
 
   // Whether `p` is a handshake `[:chsk/handshake ...]` (packer.kw: the name of a keyword).
@@ -792,19 +795,41 @@ export class ChannelSocket {
   }
 
   // Resume: after `[:chsk/seq n]` (n numbers the batch's last event) the events at or before the
-  // position were received already (a replay overlapping a live batch); no number: position lost.
+  // position were received already (a replay overlapping a live batch); no number: pushes to
+  // this client alone (not in the uid's log), the position stands.
   _deliver(batch) {
     if (!isArr(batch)) return;
     const r = this._pos,
       n = this._seq;
     let i = (this._seq = null);
     if (r && n != null) (i = r[1] + batch.length - n), (r[1] = Math.max(r[1], n));
-    else this._pos = null;
     for (const e of batch.slice(Math.max(0, i))) {
       const id = isArr(e) && this._p.kw(e[0]);
-      if (!/^(?!chsk\/)[^/]+\/./.test(id)) continue;
-      this._emit(id, this._p.val(e[1] ?? null));
+      if (id == "chsk/req") this._serve(e[1]);
+      else if (/^(?!chsk\/)[^/]+\/./.test(id)) this._emit(id, this._p.val(e[1] ?? null));
     }
+  }
+
+  // A server request `[id [ev-id data]]`: the handler's value (or promise) goes back as
+  // `[:chsk/rep [id value]]`, a failure or a missing handler as `[:chsk/rep [id nil reason]]`.
+  _serve(q) {
+    const rid = isArr(q) && q[0], ev = isArr(q) && q[1];
+    if (!Number.isInteger(rid) || !isArr(ev)) return;
+    const id = this._p.kw(ev[0]), fn = this._rq.get(id);
+    const rep = (v) => this._sendEv(event("chsk/rep", v));
+    if (!fn) return rep([rid, null, "no-handler"]);
+    Promise.resolve()
+      .then(() => fn(this._p.val(ev[1] ?? null), id))
+      .then((v) => rep([rid, v ?? null]), (e) => rep([rid, null, String(e?.message ?? e)]));
+  }
+
+  /** Answer the server's requests for `id` (sente-rs `server.request`) with `fn`'s value (or
+   * promise); registering one announces the extension on the next connection. Returns an
+   * unregister function. */
+  onRequest(id, fn) {
+    id = evName(id);
+    this._rq.set(id, fn);
+    return () => this._rq.delete(id);
   }
 
   /** Fire-and-forget send. Returns false when the event could not be sent (chsk closed). */

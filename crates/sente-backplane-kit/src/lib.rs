@@ -84,6 +84,16 @@ pub enum Job {
         /// The encoded event.
         entry: Vec<u8>,
     },
+    /// Append an event (encoded) to the mailbox of one Ajax client of `uid`, if it is
+    /// registered (`send_to_client`), then wake this node's polls of `uid`.
+    AppendClient {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        client: ClientId,
+        /// The encoded event.
+        entry: Vec<u8>,
+    },
 }
 
 impl Job {
@@ -91,7 +101,7 @@ impl Job {
     pub fn len(&self) -> usize {
         match self {
             Job::Frame(b) => b.len(),
-            Job::Append { entry, .. } => entry.len(),
+            Job::Append { entry, .. } | Job::AppendClient { entry, .. } => entry.len(),
         }
     }
 
@@ -431,6 +441,22 @@ impl Shared {
                     self.fall_back(uids.as_deref(), event);
                 }
             }
+            if let BackplaneMsg::PushClient {
+                uid,
+                client_id,
+                event,
+                ..
+            } = &msg
+            {
+                match codec::encode_event(event) {
+                    Ok(entry) => self.enqueue_job(Job::AppendClient {
+                        uid: uid.clone(),
+                        client: client_id.clone(),
+                        entry,
+                    }),
+                    Err(e) => self.codec_error(&e),
+                }
+            }
         }
         match codec::encode_msg(self.origin, &msg) {
             Ok(bytes) => self.enqueue(bytes),
@@ -546,7 +572,9 @@ impl Shared {
                     self.metrics.published.increment(1);
                     (&self.published, &self.published_bytes)
                 }
-                Job::Append { .. } => (&self.appends, &self.append_bytes),
+                Job::Append { .. } | Job::AppendClient { .. } => {
+                    (&self.appends, &self.append_bytes)
+                }
             };
             n.fetch_add(1, Ordering::Relaxed);
             b.fetch_add(j.len() as u64, Ordering::Relaxed);
@@ -728,8 +756,15 @@ impl Shared {
     /// The uids whose mailboxes a batch of jobs appended to (for the local wake).
     pub fn wake_after(&self, jobs: &[Job]) {
         for j in jobs {
-            if let Job::Append { uids, .. } = j {
-                self.deliver(BackplaneMsg::AjaxWake { uids: uids.clone() });
+            match j {
+                Job::Append { uids, .. } => {
+                    self.deliver(BackplaneMsg::AjaxWake { uids: uids.clone() });
+                }
+                Job::AppendClient { uid, .. } => {
+                    let uids = Some(Arc::from([uid.clone()]));
+                    self.deliver(BackplaneMsg::AjaxWake { uids });
+                }
+                Job::Frame(_) => {}
             }
         }
     }

@@ -22,6 +22,7 @@ pub struct ClientBuilder {
     invalid: Invalid,
     event_buffer: usize,
     seed: Option<u64>,
+    handlers: crate::shared::RequestHandlers,
     #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
     tls: crate::tls::TlsOptions,
 }
@@ -66,6 +67,7 @@ impl ClientBuilder {
             invalid: Invalid::default(),
             event_buffer: 1024,
             seed: None,
+            handlers: crate::shared::RequestHandlers::default(),
             #[cfg(all(feature = "tls", not(target_arch = "wasm32")))]
             tls: crate::tls::TlsOptions::default(),
         }
@@ -268,6 +270,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Answers the server's requests for `event_id` ([`ServerHandle::request`] on a sente-rs
+    /// server; the `req` protocol extension) with `handler`'s value. Registering any handler
+    /// announces the extension; a request for an event with no handler is answered with the
+    /// error `"no-handler"`. The handler runs on the client's driver, between messages: keep it
+    /// short (it may use the client, e.g. to send).
+    ///
+    /// [`ServerHandle::request`]: https://docs.rs/sente/latest/sente/struct.ServerHandle.html#method.request
+    pub fn on_request(
+        mut self,
+        event_id: impl Into<String>,
+        handler: impl Fn(&sente_proto::Event) -> sente_proto::Value + Send + Sync + 'static,
+    ) -> Self {
+        let id = event_id.into();
+        let id = id.strip_prefix(':').map(str::to_owned).unwrap_or(id);
+        self.handlers.0.insert(id, Arc::new(handler));
+        self.config.requests = true;
+        self
+    }
+
     /// Seed for callback ids and backoff jitter (default: random). For reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -315,6 +336,12 @@ impl ClientBuilder {
         let seed = self
             .seed
             .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
-        Ok(Client::start(self.config, seed, self.event_buffer, io))
+        Ok(Client::start(
+            self.config,
+            seed,
+            self.event_buffer,
+            io,
+            self.handlers,
+        ))
     }
 }

@@ -28,6 +28,12 @@
 //! that does not resume (Sente ignores the request). [`ClientBuilder::resume`]`(false)` turns
 //! it off. The JS client (`clients/js`) speaks the same extension.
 //!
+//! Server-to-client requests (a sente-rs extension, `sente::ServerHandle::request`):
+//! [`ClientBuilder::on_request`] registers a handler per event id and announces the extension;
+//! the handler's value is the client's answer, and a request for an event with no handler is
+//! answered `"no-handler"`. Without a handler the client never announces it, and the server
+//! never asks.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use sente_client::{Client, ClientEvent, Event, Kind};
@@ -164,6 +170,7 @@ impl Client {
         seed: u64,
         event_buffer: usize,
         io: platform::IoConfig,
+        handlers: shared::RequestHandlers,
     ) -> Client {
         let client_id = cfg.client_id.clone();
         let clock = platform::Clock::new();
@@ -177,6 +184,7 @@ impl Client {
             platform::Io::new(io),
             tx,
             event_buffer,
+            handlers,
         ));
         platform::spawn_driver(shared.clone());
         Client {

@@ -3,15 +3,29 @@
 
 use crate::events::EventSender;
 use crate::platform;
-use sente_proto::Value;
 use sente_proto::client::{
     Action, ClientEvent, ClientMachine, LogLevel, Output, RequestError, RequestId, State,
 };
+use sente_proto::{Event, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub(crate) type ReplyTx = oneshot::Sender<Result<Value, RequestError>>;
+
+/// A handler of server requests: the request's event in, the reply out.
+pub(crate) type RequestHandler = Arc<dyn Fn(&Event) -> Value + Send + Sync>;
+
+/// The handlers of server requests by event id ([`crate::ClientBuilder::on_request`]).
+#[derive(Clone, Default)]
+pub(crate) struct RequestHandlers(pub(crate) HashMap<String, RequestHandler>);
+
+impl std::fmt::Debug for RequestHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 pub(crate) struct Inner {
     pub(crate) machine: ClientMachine,
@@ -27,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) clock: platform::Clock,
     pub(crate) io: platform::Io,
     pub(crate) event_buffer: usize,
+    handlers: RequestHandlers,
 }
 
 /// What the driver must do after draining the machine.
@@ -43,6 +58,7 @@ impl Shared {
         io: platform::Io,
         first: EventSender,
         event_buffer: usize,
+        handlers: RequestHandlers,
     ) -> Self {
         let state = machine.state().clone();
         Shared {
@@ -57,6 +73,7 @@ impl Shared {
             clock,
             io,
             event_buffer,
+            handlers,
         }
     }
 
@@ -79,11 +96,22 @@ impl Shared {
         r
     }
 
-    /// Pops every output: events go to subscribers, replies to their waiters, logs to
-    /// `tracing`, state changes to the watch; actions are returned for the driver to perform.
-    pub(crate) fn drain(&self) -> Drained {
+    /// The reply to a server request: its handler's, or [`sente_proto::s2c::NO_HANDLER`].
+    fn answer(&self, event: &Event) -> Result<Value, String> {
+        match self.handlers.0.get(event.id().as_str()) {
+            Some(h) => Ok(h(event)),
+            None => Err(sente_proto::s2c::NO_HANDLER.to_owned()),
+        }
+    }
+
+    /// Handles every output but server requests, which are returned (with the lock).
+    #[allow(clippy::type_complexity)]
+    fn drain_outputs(
+        &self,
+        actions: &mut Vec<Action>,
+    ) -> (MutexGuard<'_, Inner>, Vec<(u64, Event)>) {
         let mut inner = self.lock();
-        let mut actions = Vec::new();
+        let mut requests = Vec::new();
         while let Some(out) = inner.machine.poll_output() {
             match out {
                 Output::Action(a) => actions.push(a),
@@ -98,6 +126,7 @@ impl Shared {
                         let _ = tx.send(result);
                     }
                 }
+                Output::ServerRequest { id, event } => requests.push((id, event)),
                 Output::Log {
                     level: LogLevel::Warn,
                     message,
@@ -106,6 +135,32 @@ impl Shared {
                 other => tracing::debug!(target: "sente_client", "ignoring output {other:?}"),
             }
         }
+        (inner, requests)
+    }
+
+    /// Pops every output: events go to subscribers, replies to their waiters, logs to
+    /// `tracing`, state changes to the watch; actions are returned for the driver to perform.
+    pub(crate) fn drain(&self) -> Drained {
+        let mut actions = Vec::new();
+        let mut inner = loop {
+            let (inner, requests) = self.drain_outputs(&mut actions);
+            if requests.is_empty() {
+                break inner;
+            }
+            // Handlers run without the lock (they may use the client), then answer.
+            drop(inner);
+            let answers: Vec<_> = requests
+                .into_iter()
+                .map(|(id, event)| (id, self.answer(&event)))
+                .collect();
+            let mut inner = self.lock();
+            let now = self.now();
+            for (id, answer) in answers {
+                if let Err(e) = inner.machine.answer_request(id, answer, now) {
+                    tracing::debug!(target: "sente_client", "server request {id} not answered: {e}");
+                }
+            }
+        };
         let shutdown = inner.shutdown;
         if shutdown {
             for s in inner.subscribers.drain(..) {

@@ -226,11 +226,11 @@ pub use sente_proto::backplane::cluster::ClusterConfig;
 pub use shell::{Health, MailboxConfig};
 
 use futures_util::StreamExt;
-use sente_proto::Uid;
 use sente_proto::backplane::{
     Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision,
     mailbox_take_count, uidport_rule,
 };
+use sente_proto::{ClientId, Uid};
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -596,10 +596,15 @@ async fn run(
                 // The mailbox appends of the run first (one compare-and-set per client for
                 // all of them, in order), so a node that hears a push finds it stored; then
                 // the frames, in order.
-                let appends: Vec<(Option<&[Uid]>, &[u8])> = jobs
+                let appends: Vec<(AppendTo<'_>, &[u8])> = jobs
                     .iter()
                     .filter_map(|j| match j {
-                        Job::Append { uids, entry } => Some((uids.as_deref(), entry.as_slice())),
+                        Job::Append { uids, entry } => {
+                            Some((AppendTo::Uids(uids.as_deref()), entry.as_slice()))
+                        }
+                        Job::AppendClient { uid, client, entry } => {
+                            Some((AppendTo::Client(uid, client), entry.as_slice()))
+                        }
                         Job::Frame(_) => None,
                     })
                     .collect();
@@ -633,7 +638,7 @@ async fn run(
                                 Err(e) => shared.record_error(format!("publish: {e}")),
                             }
                         }
-                        Job::Append { .. } => {
+                        Job::Append { .. } | Job::AppendClient { .. } => {
                             if stored {
                                 shared.count_sent(std::slice::from_ref(&job));
                             }
@@ -1105,16 +1110,21 @@ fn mbox_key(uid_hex: &str, cid_hex: &str) -> String {
 async fn append(
     s: &Stores,
     mailbox: &MailboxConfig,
-    run: &[(Option<&[Uid]>, &[u8])],
+    run: &[(AppendTo<'_>, &[u8])],
 ) -> Result<(), String> {
     let mut all: Option<Vec<String>> = None;
-    let mut per_uid: HashMap<String, Vec<&[u8]>> = HashMap::new();
+    let mut per_uid: HashMap<String, Vec<Entry<'_>>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
-    for (uids, entry) in run {
-        let targets: Vec<String> = match (uids, &all) {
-            (Some(uids), _) => uids.iter().filter_map(uid_hex).collect(),
-            (None, Some(all)) => all.clone(),
-            (None, None) => {
+    for (to, entry) in run {
+        let mut only = None;
+        let targets: Vec<String> = match (to, &all) {
+            (AppendTo::Uids(Some(uids)), _) => uids.iter().filter_map(uid_hex).collect(),
+            (AppendTo::Client(uid, client), _) => {
+                only = Some(cid_hex(client));
+                uid_hex(uid).into_iter().collect()
+            }
+            (AppendTo::Uids(None), Some(all)) => all.clone(),
+            (AppendTo::Uids(None), None) => {
                 let listed = match s.registered_uids() {
                     Some(watched) => watched,
                     // Not watching (yet): list the keys.
@@ -1132,7 +1142,7 @@ async fn append(
             if list.is_empty() {
                 order.push(u);
             }
-            list.push(entry);
+            list.push((entry, only.clone()));
         }
     }
     let now = now_ms();
@@ -1155,11 +1165,24 @@ const APPEND_RUN: usize = 64;
 /// Most uids whose mailboxes one push appends to at once (NATS).
 const APPEND_CONCURRENCY: usize = 64;
 
+/// An encoded event to append, and the one client it is for (hex; `None`: every client).
+type Entry<'a> = (&'a [u8], Option<String>);
+
+/// What one queued append reaches.
+enum AppendTo<'a> {
+    /// The Ajax clients of these uids (`None`: of every registered uid).
+    Uids(Option<&'a [Uid]>),
+    /// One Ajax client of a uid (`send_to_client`).
+    Client(&'a Uid, &'a ClientId),
+}
+
+/// Appends `entries`, in order, to the mailboxes of the registered clients of the uid `u`
+/// (an entry with a client goes to that client only), one compare-and-set per client.
 async fn append_uid(
     s: &Stores,
     mailbox: &MailboxConfig,
     u: String,
-    entries: &[&[u8]],
+    entries: &[Entry<'_>],
     now: u64,
 ) -> Result<(), String> {
     {
@@ -1169,9 +1192,17 @@ async fn append_uid(
             s.note_registered(&u, false);
         }
         for (c, _) in clients(value.as_deref(), now) {
+            let mine: Vec<&[u8]> = entries
+                .iter()
+                .filter(|(_, only)| only.as_ref().is_none_or(|o| *o == c))
+                .map(|(e, _)| *e)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
             let over = cas(&s.mbox, &mbox_key(&u, &c), |v| {
                 let mut m = Mbox::parse(v);
-                m.queued.extend(entries.iter().map(|e| e.to_vec()));
+                m.queued.extend(mine.iter().map(|e| e.to_vec()));
                 let bytes: usize = m.queued.iter().map(Vec::len).sum();
                 if m.queued.len() > mailbox.max_events || bytes > mailbox.max_bytes {
                     (Some(Vec::new()), true)

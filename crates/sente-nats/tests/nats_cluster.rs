@@ -106,6 +106,7 @@ macro_rules! scenario {
 }
 
 scenario!(push_crosses_nodes_in_order);
+scenario!(push_to_one_client_crosses_nodes);
 scenario!(send_many_and_broadcast_reach_every_node);
 scenario!(close_uid_closes_remote_clients);
 scenario!(connected_uids_follow_a_graceful_shutdown);

@@ -72,6 +72,18 @@ pub enum BackplaneMsg {
         /// Flush each uid's buffer now.
         flush: bool,
     },
+    /// Push `event` to client `client_id` of `uid` alone (`send_to_client`), after what is
+    /// buffered for the uid (so it keeps its place among the uid's pushes).
+    PushClient {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        client_id: ClientId,
+        /// The event.
+        event: Arc<Event>,
+        /// Its estimated packed size.
+        estimate: usize,
+    },
     /// Send what is buffered for `uid` now.
     Flush {
         /// The uid.
@@ -354,6 +366,13 @@ impl PresenceView {
             self.uids.remove(uid);
         }
         union
+    }
+
+    /// Whether a node other than `me` has `uid`.
+    pub fn elsewhere(&self, uid: &Uid, me: NodeId) -> bool {
+        self.uids
+            .get(uid)
+            .is_some_and(|nodes| nodes.iter().any(|(n, _, _)| *n != me))
     }
 }
 

@@ -356,7 +356,10 @@ impl ServerMsg {
         let mut events = Vec::with_capacity(items.len());
         for item in &items {
             match Event::from_value(item.clone()) {
-                Ok(ev) if !ev.id().is_reserved() => events.push(ev),
+                // A server request (the `req` extension) travels in a batch too.
+                Ok(ev) if !ev.id().is_reserved() || ev.id().as_str() == ids::REQ => {
+                    events.push(ev);
+                }
                 _ => return ServerMsg::Invalid(Value::Vector(items)),
             }
         }

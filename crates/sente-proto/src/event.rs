@@ -35,6 +35,10 @@ pub mod ids {
     pub const RECV: &str = "chsk/recv";
     /// Resume extension: `[:chsk/seq n]`, the sequence number of the next batch's last event.
     pub const SEQ: &str = "chsk/seq";
+    /// Requests extension: `[:chsk/req [id [ev-id data]]]`, a request from the server.
+    pub const REQ: &str = "chsk/req";
+    /// Requests extension: `[:chsk/rep [id reply]]` (or `[id nil reason]`), a client's answer.
+    pub const REP: &str = "chsk/rep";
     /// `:sente/nil-uid`: the uid of anonymous clients.
     pub const NIL_UID: &str = "sente/nil-uid";
     /// `:sente/all-users-without-uid`: send target for every anonymous client.

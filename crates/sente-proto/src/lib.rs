@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod event;
 pub mod limits;
 pub mod packer;
+pub mod s2c;
 pub mod server;
 mod transport;
 

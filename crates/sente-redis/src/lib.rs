@@ -510,7 +510,9 @@ async fn run_publisher(
                 None => return,
             },
         };
-        let needs_scripts = batch.iter().any(|j| matches!(j, Job::Append { .. }));
+        let needs_scripts = batch
+            .iter()
+            .any(|j| matches!(j, Job::Append { .. } | Job::AppendClient { .. }));
         if needs_scripts && scripts.is_none() {
             match Scripts::load(c).await {
                 Ok(s) => *scripts = Some(s),
@@ -540,7 +542,14 @@ async fn run_publisher(
                     ))
                     .ignore();
                 }
-                (Job::Append { .. }, None) => {}
+                (Job::AppendClient { uid, client, entry }, Some(s)) => {
+                    if let Some(u) = uid_hex(uid) {
+                        let mut c = append_cmd(s, &prefix, &shared.mailbox, Some(&[]), entry);
+                        c.arg("=").arg(u).arg(cid_hex(client));
+                        pipe.add_command(c).ignore();
+                    }
+                }
+                (Job::Append { .. } | Job::AppendClient { .. }, None) => {}
             }
         }
         let started = std::time::Instant::now();
@@ -677,7 +686,8 @@ if s and tonumber(s) > now then return 1 end
 return 0
 ";
 
-/// ARGV: prefix, max events, max bytes, entry, then `*` (every client) or uid hexes.
+/// ARGV: prefix, max events, max bytes, entry, then `*` (every client), `=` uid-hex
+/// client-hex (one client, if registered) or uid hexes.
 /// Returns how many clients were forgotten for exceeding a bound.
 const APPEND: &str = r"
 local p, maxn, maxb, entry = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -697,7 +707,10 @@ local function append(u, c, exp)
   redis.call('PEXPIRE', k, ttl)
   redis.call('PEXPIRE', kb, ttl)
 end
-if ARGV[5] == '*' then
+if ARGV[5] == '=' then
+  local s = redis.call('ZSCORE', p .. ':ajax:' .. ARGV[6], ARGV[7])
+  if s and tonumber(s) > now then append(ARGV[6], ARGV[7], tonumber(s)) end
+elseif ARGV[5] == '*' then
   redis.call('ZREMRANGEBYSCORE', p .. ':ajax', '-inf', now)
   local all = redis.call('ZRANGE', p .. ':ajax', 0, -1, 'WITHSCORES')
   for i = 1, #all, 2 do

@@ -232,6 +232,14 @@ impl Dispatcher {
 
     /// The handler for `msg`, if `msg` has anything to run.
     fn handler_for(&self, msg: &EventMsg) -> Option<Arc<dyn Dispatch>> {
+        if msg.id().as_str() == sente_proto::ids::REP {
+            // A client's answer to a server request: never the application's.
+            self.server
+                .registry()
+                .requests
+                .answer(self.server.registry(), msg);
+            return None;
+        }
         let h = self.handler()?;
         if msg.reply.is_none() && !h.handles(msg) {
             tracing::debug!(id = %msg.id(), "no handler for event");

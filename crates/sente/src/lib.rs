@@ -13,6 +13,9 @@
 //! - [`ServerHandle::send`] (on the server, and on every event as [`EventMsg::server`]) pushes
 //!   to every client of a uid, in order, batched like Sente, through the [`backplane`] so that
 //!   several nodes can share the work; [`ServerHandle::shutdown`] drains (see "Deploying" below).
+//! - [`ServerHandle::send_to_client`] pushes to one client (one tab) of a uid, and
+//!   [`ServerHandle::request`] asks each client of a uid and gathers their answers (a
+//!   negotiated extension: see [`s2c`]).
 //! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
 //! - [`ServerHandle::stats`] (connections, events in and out, reply latency, drops, refusals)
 //!   and [`ServerHandle::recent_rejections`]; [`admin::AdminPage`] shows them live in a page
@@ -146,6 +149,7 @@ mod registry;
 mod request;
 mod response;
 mod router;
+pub mod s2c;
 mod serve;
 mod server;
 mod service;
@@ -178,6 +182,7 @@ pub use response::ChskBody;
 pub use router::{
     BoxError, EventAndState, EventInfo, EventOnly, Handler, HandlerError, HandlerResult, Router,
 };
+pub use s2c::ClientSendError;
 pub use sente_proto::server::replay::ReplayConfig;
 pub use sente_proto::server::{SendError, ServerLimits};
 pub use sente_proto::{

@@ -92,6 +92,8 @@ pub(crate) enum Why {
     PendingReplies,
     ShuttingDown,
     NoUpgrade,
+    /// A `chsk/rep` for no request waiting for that client, or malformed.
+    RequestReply,
 }
 
 impl Why {
@@ -121,6 +123,7 @@ impl Why {
             Why::PendingReplies => ("limits", "pending-replies"),
             Why::ShuttingDown => ("unavailable", "shutting-down"),
             Why::NoUpgrade => ("unavailable", "no-upgrade-support"),
+            Why::RequestReply => ("bad-input", "unexpected-request-reply"),
         }
     }
 

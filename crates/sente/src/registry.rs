@@ -140,6 +140,8 @@ pub(crate) struct Registry {
     pending_max: AtomicUsize,
     /// `sente_batch_size` of WebSocket and Ajax batches.
     batch_sizes: (::metrics::Histogram, ::metrics::Histogram),
+    /// Server-to-client requests waiting for answers ([`crate::s2c`]).
+    pub(crate) requests: crate::s2c::Waiting,
 }
 
 impl Drop for Registry {
@@ -204,6 +206,7 @@ impl Registry {
                 crate::metrics::batch_sizes(Transport::Ws),
                 crate::metrics::batch_sizes(Transport::Ajax),
             ),
+            requests: crate::s2c::Waiting::default(),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -443,6 +446,14 @@ impl Registry {
         }
     }
 
+    /// Whether a node other than this one has `uid` (a cluster's presence).
+    pub(crate) fn elsewhere(&self, uid: &Uid) -> bool {
+        self.presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elsewhere(uid, self.node)
+    }
+
     /// Records a node's presence of `uid` and updates the connected uids.
     fn set_presence(&self, node: NodeId, uid: &Uid, ws: bool, ajax: bool) {
         let (ws, ajax) = self
@@ -478,6 +489,14 @@ impl Registry {
                 estimate,
                 flush,
             } => self.with_core(|c, now| c.broadcast(&event, estimate, flush, now)),
+            BackplaneMsg::PushClient {
+                uid,
+                client_id,
+                event,
+                ..
+            } => {
+                self.with_core(|c, now| c.send_to_client(&uid, &client_id, &event, now));
+            }
             BackplaneMsg::Flush { uid } => self.with_core(|c, now| c.flush(&uid, now)),
             BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
             BackplaneMsg::Presence {

@@ -80,8 +80,9 @@ impl ChskRequest {
     }
 
     /// The protocol extensions the client asked for (`ext` query parameter, comma-separated).
-    /// The negotiation point for sente-rs extensions; none is enabled yet, so a plain Sente
-    /// client and one asking for extensions are served alike.
+    /// The negotiation point for sente-rs extensions: `req` (server-to-client requests,
+    /// [`ServerHandle::request`](crate::ServerHandle::request)); a plain Sente client asks for
+    /// none.
     pub fn protocol_extensions(&self) -> &BTreeSet<String> {
         &self.protocol_extensions
     }

@@ -95,8 +95,8 @@ pub(crate) struct Admitted {
 const MISSING_CLIENT_ID: &str = "Missing client-id: every Sente request (Ajax GET, WebSocket upgrade and POST) \
 must carry a non-blank `client-id` parameter of at most 128 bytes.";
 
-/// The protocol extensions a client asked for (`ext` parameter, comma-separated). The
-/// negotiation point for later extensions; none is implemented yet.
+/// The protocol extensions a client asked for (`ext` parameter, comma-separated): the
+/// negotiation point of extensions (`req`: server-to-client requests, [`crate::s2c`]).
 fn requested_extensions(params: &Params) -> BTreeSet<String> {
     params
         .get("ext")

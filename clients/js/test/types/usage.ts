@@ -48,6 +48,8 @@ async function lifecycle(): Promise<void> {
   chsk.on("close", (c: LastClose) => console.log("closed:", c.reason, c.code ?? "", c.status ?? ""));
   chsk.on("reconnecting", (r: Reconnecting) => console.log(`retry #${r.attempt} in ${r.inMs} ms`, r.lastClose?.reason));
   chsk.on("send-failed", ({ id, error }: SendFailed) => console.log(id, error.code));
+  const unRequest: () => void = chsk.onRequest("my-app/ask", async (d: any) => ({ echo: d }));
+  unRequest();
   const off = chsk.once("chsk/close", (c) => console.log(c.udt));
   off();
   const c: LastClose = await chsk.once("close");

@@ -20,6 +20,7 @@
 //! | 4 | `Flush` | uid |
 //! | 5 | `CloseUid` | uid |
 //! | 6 | `Presence` | node (u64 LE), uid, flags (bit 0: ws, bit 1: ajax) |
+//! | 10 | `PushClient` | uid, client id (length, UTF-8), estimate, event |
 //! | 16 | `Heartbeat` | count of the sender's present uids, presence hash (u64 LE) |
 //! | 17 | `SyncRequest` | target origin (u64 LE) |
 //! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
@@ -57,6 +58,7 @@ mod kind {
     pub(super) const FLUSH: u8 = 4;
     pub(super) const CLOSE_UID: u8 = 5;
     pub(super) const PRESENCE: u8 = 6;
+    pub(super) const PUSH_CLIENT: u8 = 10;
     pub(super) const HEARTBEAT: u8 = 16;
     pub(super) const SYNC_REQUEST: u8 = 17;
     pub(super) const SNAPSHOT: u8 = 18;
@@ -252,6 +254,18 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
             put_uid(w, uid)?;
             w.push(presence_flags(*ws, *ajax));
         }
+        BackplaneMsg::PushClient {
+            uid,
+            client_id,
+            event,
+            estimate,
+        } => {
+            w.push(kind::PUSH_CLIENT);
+            put_uid(w, uid)?;
+            put_bytes(w, client_id.as_str().as_bytes());
+            put_varint(w, *estimate as u64);
+            put_event(w, event)?;
+        }
         BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
         BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
     }
@@ -359,6 +373,25 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
                 uid,
                 ws: f & 1 != 0,
                 ajax: f & 2 != 0,
+            })
+        }
+        kind::PUSH_CLIENT => {
+            let uid = r.uid(limits)?;
+            let offset = r.pos;
+            let client_id = std::str::from_utf8(r.bytes()?)
+                .ok()
+                .and_then(|c| crate::event::ClientId::new(c).ok())
+                .ok_or(CodecError::Malformed {
+                    offset,
+                    reason: "client id",
+                })?;
+            let estimate = r.usize()?;
+            let event = r.event(limits)?;
+            Frame::Msg(BackplaneMsg::PushClient {
+                uid,
+                client_id,
+                event,
+                estimate,
             })
         }
         kind::HEARTBEAT => {
@@ -677,6 +710,12 @@ mod tests {
                 uid: Uid::from("bob"),
                 ws: false,
                 ajax: true,
+            },
+            BackplaneMsg::PushClient {
+                uid: Uid::from("carol"),
+                client_id: crate::event::ClientId::new("tab-1").unwrap(),
+                event: ev(4),
+                estimate: 9,
             },
         ];
         for m in msgs {

@@ -260,6 +260,11 @@ pub struct ClientConfig {
     /// [`State::recovered`](super::State::recovered) tells whether nothing was lost. Default
     /// `true`; harmless against a Sente server (it ignores the parameter).
     pub resume: bool,
+    /// Announce server-to-client requests (sente-rs extension, see [`crate::s2c`]): `req` in
+    /// the `ext` parameter; requests then come out as
+    /// [`Output::ServerRequest`](super::Output::ServerRequest). Default `false` (the client
+    /// shells turn it on when the app registers a request handler).
+    pub requests: bool,
 }
 
 impl ClientConfig {
@@ -282,6 +287,7 @@ impl ClientConfig {
             ws_reprobe_ms: Some(180_000),
             queue: None,
             resume: true,
+            requests: false,
         }
     }
 }

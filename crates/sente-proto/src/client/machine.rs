@@ -155,6 +155,14 @@ pub enum Output {
         /// The reply value or why there is none.
         result: Result<Value, RequestError>,
     },
+    /// A request from the server ([`ClientConfig::requests`] on; see [`crate::s2c`]): answer
+    /// it with [`ClientMachine::answer_request`].
+    ServerRequest {
+        /// The server's id of the request.
+        id: u64,
+        /// What the server asks.
+        event: Event,
+    },
     /// A diagnostic for the shell's logger.
     Log {
         /// Severity.
@@ -958,6 +966,9 @@ impl ClientMachine {
             let at = self.position.as_ref().map(Position::to_param);
             pairs.push((RESUME_PARAM.to_owned(), at.unwrap_or_default()));
         }
+        if self.cfg.requests {
+            pairs.push(("ext".to_owned(), crate::s2c::EXTENSION.to_owned()));
+        }
         let query = query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = with_query(self.cfg.url.ws(), &query);
         let headers = self.cfg.headers.clone();
@@ -989,6 +1000,9 @@ impl ClientMachine {
             pairs.push(("handshake?", "1"));
         }
         pairs.push(("packer", self.cfg.packer.name()));
+        if self.cfg.requests {
+            pairs.push(("ext", crate::s2c::EXTENSION));
+        }
         let url = with_query(self.cfg.url.http(), &query_string(pairs));
         let request = HttpRequest {
             method: HttpMethod::Get,
@@ -1480,7 +1494,7 @@ impl ClientMachine {
 
     /// A batch of pushes: with a position and a `[:chsk/seq n]` before it, the events it
     /// numbers up to `n` that were received already (a replay overlapping a live batch) are
-    /// skipped; a batch with no number makes the position unknown.
+    /// skipped; a batch with no number (pushes to this client alone) leaves the position as is.
     fn on_batch(&mut self, events: Vec<Event>) {
         let skip = if let (Some(last), Some(pos)) = (self.next_seq.take(), &mut self.position) {
             let first = (last + 1).saturating_sub(events.len() as u64);
@@ -1488,12 +1502,38 @@ impl ClientMachine {
             pos.seq = pos.seq.max(last);
             usize::try_from(skip).unwrap_or(usize::MAX)
         } else {
-            self.position = None;
+            // Unnumbered: pushes to this client alone (`send_to_client`), which are not in the
+            // uid's log; the position stands.
             0
         };
         for ev in events.into_iter().skip(skip) {
+            if ev.id().as_str() == crate::event::ids::REQ {
+                match crate::s2c::parse_request(ev.data()) {
+                    Some((id, event)) if self.cfg.requests => {
+                        self.out.push_back(Output::ServerRequest { id, event });
+                    }
+                    _ => self.out.push_back(Output::Log {
+                        level: LogLevel::Warn,
+                        message: "unexpected chsk/req from the server, ignored".to_owned(),
+                    }),
+                }
+                continue;
+            }
             self.out.push_back(Output::Event(ClientEvent::Push(ev)));
         }
+    }
+
+    /// Answers the server's request `id` ([`Output::ServerRequest`]): `Ok(reply)`, or
+    /// `Err(reason)` when the app cannot answer (e.g. [`crate::s2c::NO_HANDLER`]). Sent at once
+    /// when the connection is open (queued like any send otherwise); a request whose
+    /// connection is gone times out on the server.
+    pub fn answer_request(
+        &mut self,
+        id: u64,
+        answer: Result<Value, String>,
+        now: u64,
+    ) -> Result<(), SendError> {
+        self.send(crate::s2c::reply_event(id, answer), now)
     }
 }
 

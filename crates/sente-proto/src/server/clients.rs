@@ -108,6 +108,17 @@ impl<E> ClientMap<E> {
             .chain(large.into_iter().flatten())
     }
 
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&ClientId, &E)> {
+        let (small, large) = match self {
+            ClientMap::Small(v) => (Some(v.iter().map(|(k, e)| (k, e))), None),
+            ClientMap::Large(m) => (None, Some(m.iter())),
+        };
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
+    }
+
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&ClientId, &mut E)> {
         let (small, large) = match self {
             ClientMap::Small(v) => (Some(v.iter_mut().map(|(k, e)| (&*k, e))), None),

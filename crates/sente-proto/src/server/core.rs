@@ -360,6 +360,25 @@ impl<A, C> AjaxEntry<A, C> {
     }
 }
 
+/// Mailbox mode: the poll held for Ajax entry `e` is woken ([`Action::AjaxWake`]); a wake in
+/// progress goes again.
+fn wake_entry<W, A, C>(
+    uid: &Uid,
+    cid: &ClientId,
+    e: &mut AjaxEntry<A, C>,
+    actions: &mut Vec<Action<W, A>>,
+) {
+    match &mut e.state {
+        AjaxState::Polling { .. } => actions.push(Action::AjaxWake {
+            uid: uid.clone(),
+            client_id: cid.clone(),
+            conn: e.conn,
+        }),
+        AjaxState::Waking { again, .. } => *again = true,
+        AjaxState::Known | AjaxState::Idle => {}
+    }
+}
+
 #[derive(Debug, Default)]
 struct SendBuffer {
     events: Vec<Arc<Event>>,
@@ -685,14 +704,14 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             }
             queue = old.queue;
         }
-        if !resume {
-            while let Some(batch) = queue.pop() {
-                self.actions.push(Action::WsDeliver {
-                    conn: conn_handle.clone(),
-                    batch,
-                    seq: None,
-                });
-            }
+        // A resuming client's queue holds only pushes to it alone (`send_to_client`): they
+        // follow the replay, unnumbered.
+        while let Some(batch) = queue.pop() {
+            self.actions.push(Action::WsDeliver {
+                conn: conn_handle.clone(),
+                batch,
+                seq: None,
+            });
         }
         let entry = WsEntry {
             conn,
@@ -1078,15 +1097,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     pub fn wake_ajax(&mut self, uids: Option<&[Uid]>) {
         let wake = |uid: &Uid, s: &mut UidState<W, A, C>, actions: &mut Vec<Action<W, A>>| {
             for (cid, e) in s.ajax.iter_mut() {
-                match &mut e.state {
-                    AjaxState::Polling { .. } => actions.push(Action::AjaxWake {
-                        uid: uid.clone(),
-                        client_id: cid.clone(),
-                        conn: e.conn,
-                    }),
-                    AjaxState::Waking { again, .. } => *again = true,
-                    AjaxState::Known | AjaxState::Idle => {}
-                }
+                wake_entry(uid, cid, e, actions);
             }
         };
         match uids {
@@ -1216,6 +1227,94 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         self.send_many(&uids, event, estimate, flush, now);
     }
 
+    /// Pushes `event` to client `cid` of `uid` alone (`send_to_client`). What is buffered for
+    /// the uid goes out first, so the push keeps its place among the uid's pushes; then it goes
+    /// to the client's open WebSocket, else to its Ajax poll (held, or queued for the next one;
+    /// in mailbox mode the event is in the client's mailbox already and its poll is woken),
+    /// else to the queue of its closed WebSocket, delivered when it reconnects within the grace
+    /// period. The push is not in the uid's replay log: a client that comes back after the
+    /// grace period, or on another node, does not get it. Returns whether this core knows
+    /// the client (`false`: nothing was done).
+    pub fn send_to_client(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        event: &Arc<Event>,
+        now: u64,
+    ) -> bool {
+        let known = self
+            .uids
+            .get(uid)
+            .is_some_and(|s| s.ws.contains_key(cid) || s.ajax.contains_key(cid));
+        if !known {
+            return false;
+        }
+        self.flush(uid, now);
+        let limit = self.cfg.limits.max_pending_events_per_client;
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let mailbox = self.cfg.ajax_mailbox;
+        let Some(s) = self.uids.get_mut(uid) else {
+            return false;
+        };
+        let batch = Arc::new(PushBatch::new(vec![event.clone()]));
+        let mut dropped = None;
+        let ws_open =
+            s.ws.get(cid)
+                .is_some_and(|e| matches!(e.state, WsState::Open(_)));
+        if let (false, Some(e)) = (ws_open, s.ajax.get_mut(cid)) {
+            if mailbox {
+                // The event is in the client's mailbox already.
+                wake_entry(uid, cid, e, &mut self.actions);
+            } else if let Some(responder) = e.take_poll() {
+                self.actions.push(Action::AjaxAnswer {
+                    uid: uid.clone(),
+                    client_id: cid.clone(),
+                    conn: e.conn,
+                    responder,
+                    answer: PollAnswer::Batch(batch),
+                });
+                let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
+                self.timer(now + grace, t);
+            } else if !e.queue.push(batch, limit) {
+                dropped = Some(Transport::Ajax);
+            }
+        } else if let Some(e) = s.ws.get_mut(cid) {
+            match &e.state {
+                WsState::Open(w) => self.actions.push(Action::WsDeliver {
+                    conn: w.clone(),
+                    batch,
+                    seq: None,
+                }),
+                WsState::Closed => {
+                    if !e.queue.push(batch, limit) {
+                        dropped = Some(Transport::Ws);
+                    }
+                }
+            }
+        }
+        if let Some(t) = dropped {
+            self.drop_client(uid, cid, t, now);
+        }
+        true
+    }
+
+    /// The clients of `uid` with their transport and context (a client with both a WebSocket
+    /// and an Ajax entry is listed once, with its WebSocket).
+    pub fn clients(&self, uid: &Uid) -> Vec<(ClientId, Transport, C)> {
+        let Some(s) = self.uids.get(uid) else {
+            return Vec::new();
+        };
+        let ws =
+            s.ws.iter()
+                .map(|(c, e)| (c.clone(), Transport::Ws, e.ctx.clone()));
+        let ajax = s
+            .ajax
+            .iter()
+            .filter(|(c, _)| !s.ws.contains_key(c))
+            .map(|(c, e)| (c.clone(), Transport::Ajax, e.ctx.clone()));
+        ws.chain(ajax).collect()
+    }
+
     /// Flushes both buffers of `uid` now.
     pub fn flush(&mut self, uid: &Uid, now: u64) {
         self.flush_transport(uid, Transport::Ws, now, None);
@@ -1329,15 +1428,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             Transport::Ajax if self.cfg.ajax_mailbox => {
                 // The events are in the mailboxes already: wake the polls held here.
                 for (cid, e) in s.ajax.iter_mut() {
-                    match &mut e.state {
-                        AjaxState::Polling { .. } => self.actions.push(Action::AjaxWake {
-                            uid: uid.clone(),
-                            client_id: cid.clone(),
-                            conn: e.conn,
-                        }),
-                        AjaxState::Waking { again, .. } => *again = true,
-                        AjaxState::Known | AjaxState::Idle => {}
-                    }
+                    wake_entry(uid, cid, e, &mut self.actions);
                 }
             }
             Transport::Ajax => {

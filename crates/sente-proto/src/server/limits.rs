@@ -41,6 +41,9 @@ pub struct ServerLimits {
     /// Default 64 (a Sente request has about 5). More gets `400 Bad Request` before any field is
     /// decoded, so a body of many tiny fields costs no more memory than its own bytes.
     pub max_form_fields: usize,
+    /// Bounds of server-to-client requests ([`crate::s2c`]): at most 16 waiting per client,
+    /// timeouts cut to 60 s by default.
+    pub requests: crate::s2c::RequestConfig,
 }
 
 impl Default for ServerLimits {
@@ -55,6 +58,7 @@ impl Default for ServerLimits {
             ws_write_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             max_form_fields: 64,
+            requests: crate::s2c::RequestConfig::default(),
         }
     }
 }
@@ -107,6 +111,12 @@ impl ServerLimits {
     /// Sets [`ServerLimits::body_read_timeout_ms`].
     pub fn body_read_timeout_ms(mut self, value: u64) -> Self {
         self.body_read_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::requests`].
+    pub fn requests(mut self, value: crate::s2c::RequestConfig) -> Self {
+        self.requests = value;
         self
     }
 

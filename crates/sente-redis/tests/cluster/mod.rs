@@ -436,6 +436,35 @@ pub async fn push_crosses_nodes_in_order<F: Flavor>() {
     assert_eq!(a.health().dropped, 0);
 }
 
+/// `send_to_client` on A reaches only that client, wherever it is: a WebSocket client on B
+/// (not its sibling tab), and an Ajax client through its own mailbox (its poll on B), each in
+/// order with the uid's pushes.
+pub async fn push_to_one_client_crosses_nodes<F: Flavor>() {
+    let cluster = cluster_name("to-client");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let mut b1 = ws_open(b.addr, "pc", "B1").await;
+    let mut b2 = ws_open(b.addr, "pc", "B2").await;
+    let hs = raw_get(a.addr, "/chsk?uid=pc&client-id=AJ&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "pc on A", |c| c.ws.contains(&uid("pc"))).await;
+    let cid = |c: &str| sente_proto::ClientId::new(c).unwrap();
+    let s = a.server();
+    s.send(&uid("pc"), ev(1)).unwrap();
+    s.send_to_client(&uid("pc"), &cid("B1"), ev(100)).unwrap();
+    s.send_to_client(&uid("pc"), &cid("AJ"), ev(200)).unwrap();
+    s.send(&uid("pc"), ev(2)).unwrap();
+    assert_eq!(recv_numbers(&mut b1, 3, 10_000).await, [1, 100, 2]);
+    assert_eq!(recv_numbers(&mut b2, 2, 10_000).await, [1, 2]);
+    let (got, _) = drain(&[b.addr], "pc", "AJ", 3).await;
+    assert_eq!(got, [1, 200, 2]);
+    no_numbers(&mut b1, 300).await;
+    no_numbers(&mut b2, 100).await;
+}
+
 /// `send_many` and `broadcast` from any node reach the clients of every node, once.
 pub async fn send_many_and_broadcast_reach_every_node<F: Flavor>() {
     let cluster = cluster_name("fanout");

@@ -27,7 +27,10 @@
 //!   makes its proxy throw away every byte of the open connections (a network path that died
 //!   unnoticed) or not; `POST /unit/push` with the JSON body
 //!   `{"uid": "u1", "id": "my-app/n", "data": [1, "two"]}` pushes one event per element of
-//!   `data` (integers, strings) to the uid, each flushed, in order;
+//!   `data` (integers, strings) to the uid, each flushed, in order; `POST /unit/request` with
+//!   `{"uid": "u1", "id": "my-app/ask", "data": 7, "timeout_ms": 2000}` asks each client of the
+//!   uid (`ServerHandle::request`) and answers a JSON array of `{"client": .., "ok": edn}` or
+//!   `{"client": .., "error": "unsupported" | "timeout" | "client: <reason>" | ..}`;
 //! - `scenarios`: the names of the conformance scenarios ([`sente_test_kit::scenarios`]), so a
 //!   client in another language can check that it implements every one.
 //!
@@ -158,11 +161,75 @@ fn push(server: &TestServer, body: &str) -> Result<String, String> {
     Ok(format!("pushed {}", data.len()))
 }
 
+/// Asks each client of a uid (`{"uid": .., "id": .., "data": .., "timeout_ms": ..}`) and
+/// answers what each one said, as JSON.
+async fn request(server: &TestServer, body: &str) -> Result<String, String> {
+    use sente::s2c::RequestError as E;
+    let body: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let (Some(uid), Some(id)) = (
+        body.get("uid").and_then(|v| v.as_str()),
+        body.get("id").and_then(|v| v.as_str()),
+    ) else {
+        return Err("uid and id must be strings".to_owned());
+    };
+    let data = match body.get("data") {
+        Some(serde_json::Value::String(t)) => sente_proto::Value::Str(t.clone()),
+        Some(serde_json::Value::Number(n)) => {
+            sente_proto::Value::Int(n.as_i64().ok_or("integers only")?)
+        }
+        _ => sente_proto::Value::Nil,
+    };
+    let timeout = body
+        .get("timeout_ms")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(2_000);
+    let event = sente_proto::Event::new(
+        sente_proto::EventId::new(id).map_err(|e| e.to_string())?,
+        data,
+    );
+    let running = server.server().ok_or("no sente-rs server")?;
+    let got = running
+        .handle()
+        .request(
+            &sente_proto::Uid::from(uid),
+            event,
+            std::time::Duration::from_millis(timeout),
+        )
+        .await;
+    let out: Vec<serde_json::Value> = got
+        .into_iter()
+        .map(|(cid, r)| {
+            let client = cid.as_str().to_owned();
+            match r {
+                Ok(v) => {
+                    serde_json::json!({"client": client, "ok": sente_proto::edn::to_edn_string(&v)})
+                }
+                Err(e) => {
+                    let error = match e {
+                        E::Unsupported => "unsupported".to_owned(),
+                        E::Timeout => "timeout".to_owned(),
+                        E::Client(reason) => format!("client: {reason}"),
+                        other => other.to_string(),
+                    };
+                    serde_json::json!({"client": client, "error": error})
+                }
+            }
+        })
+        .collect();
+    Ok(serde_json::Value::Array(out).to_string())
+}
+
 /// The controls of one server behind its proxy: `/drop`, `/refuse-ws`, `/blackhole`, `/push`
 /// (readable from any origin: the browser tests call them).
 fn proxy_app(server: Arc<TestServer>) -> axum::Router {
     use axum::http::StatusCode;
-    let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server);
+    let (s1, s2, s3, s4) = (
+        server.clone(),
+        server.clone(),
+        server.clone(),
+        server.clone(),
+    );
+    let s5 = server;
     axum::Router::new()
         .route(
             "/drop",
@@ -199,6 +266,17 @@ fn proxy_app(server: Arc<TestServer>) -> axum::Router {
             axum::routing::post(move |body: String| {
                 let server = s4.clone();
                 async move { push(&server, &body).map_err(|e| (StatusCode::BAD_REQUEST, e)) }
+            }),
+        )
+        .route(
+            "/request",
+            axum::routing::post(move |body: String| {
+                let server = s5.clone();
+                async move {
+                    request(&server, &body)
+                        .await
+                        .map_err(|e| (StatusCode::BAD_REQUEST, e))
+                }
             }),
         )
         .layer(axum::middleware::map_response(
