@@ -9,7 +9,7 @@ use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -75,6 +75,15 @@ impl MailboxConfig {
 pub enum Job {
     /// A frame for the pub/sub channel.
     Frame(Vec<u8>),
+    /// A frame the engine numbers and publishes in one atomic step (see
+    /// [`Shared::set_sequencing`]); `msg` is what it encodes (applied here unnumbered if the
+    /// engine cannot be reached, see [`Shared::unsequence`]).
+    Seq {
+        /// The frame, without its trailer (the engine appends it).
+        frame: Vec<u8>,
+        /// The message.
+        msg: BackplaneMsg,
+    },
     /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
     /// every registered client), then wake this node's polls of those uids.
     Append {
@@ -89,7 +98,7 @@ impl Job {
     /// The job's payload bytes (what the publish queue's byte accounting counts).
     pub fn len(&self) -> usize {
         match self {
-            Job::Frame(b) => b.len(),
+            Job::Frame(b) | Job::Seq { frame: b, .. } => b.len(),
             Job::Append { entry, .. } => entry.len(),
         }
     }
@@ -205,6 +214,12 @@ pub struct Health {
     pub append_bytes: u64,
     /// Other engine operations done (uidport decisions, mailbox registers, takes, ...).
     pub ops: u64,
+    /// Of [`Health::published`], the payloads numbered by the engine (cross-node resume:
+    /// one atomic number-and-publish each, instead of a plain publish).
+    pub sequenced: u64,
+    /// Pushes applied without a number because the engine was unreachable (their clients
+    /// cannot resume past them).
+    pub unsequenced: u64,
 }
 
 /// The state one backplane instance shares between its handle and its engine tasks.
@@ -233,6 +248,14 @@ pub struct Shared {
     pub append_bytes: AtomicU64,
     /// Other engine operations done (see [`Health::ops`]).
     pub ops_done: AtomicU64,
+    /// Payloads numbered by the engine (see [`Health::sequenced`]).
+    pub sequenced: AtomicU64,
+    unsequenced: AtomicU64,
+    /// Sequencing asked for (see [`Shared::set_sequencing`]).
+    sequencing: AtomicBool,
+    /// Orders `publish` against [`Shared::unsequence`], so a push applied locally while the
+    /// engine is unreachable never overtakes one queued for numbering before it.
+    order: Mutex<()>,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -319,6 +342,10 @@ impl Shared {
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
             ops_done: AtomicU64::new(0),
+            sequenced: AtomicU64::new(0),
+            unsequenced: AtomicU64::new(0),
+            sequencing: AtomicBool::new(false),
+            order: Mutex::new(()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codec_errors: AtomicU64::new(0),
@@ -338,9 +365,35 @@ impl Shared {
         self.cluster.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Numbers pushes for the cluster (cross-node resume): `Push`, `PushMany`, `Broadcast`,
+    /// `Flush` and `CloseUid` are published as [`Job::Seq`] and applied here only when they
+    /// come back numbered ([`sente_proto::backplane::BackplaneMsg::Sequenced`]), like on every
+    /// other node. While the engine is unreachable they are applied here at once, unnumbered.
+    pub fn set_sequencing(&self, on: bool) {
+        self.sequencing.store(on, Ordering::Release);
+    }
+
+    /// Whether pushes are numbered by the engine (see [`Shared::set_sequencing`]).
+    pub fn sequencing(&self) -> bool {
+        self.sequencing.load(Ordering::Acquire)
+    }
+
+    /// Whether a push published now goes to the engine for its number: sequencing is on and
+    /// both connections are up.
+    pub fn sequencing_up(&self) -> bool {
+        self.sequencing() && {
+            let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.publisher && s.subscriber
+        }
+    }
+
+    fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// `Backplane::publish`: this node's own presence is recorded and published (never
-    /// delivered back); everything else is delivered to the local sink at once and published
-    /// for the other nodes.
+    /// delivered back); a push numbered by the engine is applied when it comes back; anything
+    /// else is delivered to the local sink at once and published for the other nodes.
     pub fn publish(&self, msg: BackplaneMsg) {
         if matches!(msg, BackplaneMsg::Presence { .. }) {
             // Under the cluster lock, so snapshots and presence changes keep their order.
@@ -351,6 +404,8 @@ impl Shared {
             }
             return;
         }
+        let sequenced = self.sequencing() && codec::sequenceable(&msg);
+        let _order = sequenced.then(|| self.order());
         if self.mailbox.enabled {
             let (uids, event) = match &msg {
                 BackplaneMsg::Push { uid, event, .. } => {
@@ -367,12 +422,61 @@ impl Shared {
                 }
             }
         }
-        match codec::encode_msg(self.origin, &msg) {
-            Ok(bytes) => self.enqueue(bytes),
-            Err(e) => self.codec_error(&e),
+        let frame = match codec::encode_msg(self.origin, &msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.codec_error(&e);
+                // Not for the other nodes, but this node's clients still get it.
+                return self.deliver_unsequenced(msg, sequenced);
+            }
+        };
+        if sequenced && self.sequencing_up() {
+            self.enqueue_job(Job::Seq { frame, msg });
+            return;
+        }
+        self.enqueue(frame);
+        self.deliver_unsequenced(msg, sequenced);
+    }
+
+    fn deliver_unsequenced(&self, msg: BackplaneMsg, counted: bool) {
+        if counted
+            && !matches!(
+                msg,
+                BackplaneMsg::Flush { .. } | BackplaneMsg::CloseUid { .. }
+            )
+        {
+            self.unsequenced.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(sink) = self.sink.get() {
             sink(msg);
+        }
+    }
+
+    /// The engine cannot number what waits (its connection failed: `down` says why, and the
+    /// publisher is marked down; or a connection was already down): every [`Job::Seq`] of
+    /// `jobs` and of the queue behind them becomes a plain frame, and its message is applied
+    /// here now, in order, before any later publish.
+    pub fn unsequence(
+        &self,
+        jobs: &mut Vec<Job>,
+        rx: &mut mpsc::Receiver<Job>,
+        down: Option<String>,
+    ) {
+        let _order = self.order();
+        if let Some(e) = down {
+            self.set_up(Side::Publisher, false, Some(e));
+        }
+        while let Ok(job) = rx.try_recv() {
+            jobs.push(job);
+        }
+        for job in jobs.iter_mut() {
+            if matches!(job, Job::Seq { .. }) {
+                let Job::Seq { frame, msg } = std::mem::replace(job, Job::Frame(Vec::new())) else {
+                    continue;
+                };
+                *job = Job::Frame(frame);
+                self.deliver_unsequenced(msg, true);
+            }
         }
     }
 
@@ -479,6 +583,11 @@ impl Shared {
             let (n, b) = match j {
                 Job::Frame(_) => {
                     self.metrics.published.increment(1);
+                    (&self.published, &self.published_bytes)
+                }
+                Job::Seq { .. } => {
+                    self.metrics.published.increment(1);
+                    self.sequenced.fetch_add(1, Ordering::Relaxed);
                     (&self.published, &self.published_bytes)
                 }
                 Job::Append { .. } => (&self.appends, &self.append_bytes),
@@ -640,6 +749,8 @@ impl Shared {
             appends: self.appends.load(Ordering::Relaxed),
             append_bytes: self.append_bytes.load(Ordering::Relaxed),
             ops: self.ops_done.load(Ordering::Relaxed),
+            sequenced: self.sequenced.load(Ordering::Relaxed),
+            unsequenced: self.unsequenced.load(Ordering::Relaxed),
         }
     }
 

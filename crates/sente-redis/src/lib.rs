@@ -224,6 +224,12 @@ pub struct RedisConfig {
     /// How long a `uidport:<uid>` key lives after its last change or renewal; every node
     /// renews the keys of its uids every quarter of it. Default 1 h.
     pub uidport_ttl: Duration,
+    /// Cross-node resume: number every push for the cluster (one `EVALSHA` of a script that
+    /// increments `<cluster>:gseq` and publishes, instead of a `PUBLISH`), so a WebSocket
+    /// client may resume on any node (see the crate docs, "Cross-node resume"). Only used
+    /// when the server's replay ([`sente_proto::server::replay::ReplayConfig`]) is enabled.
+    /// Default `true`.
+    pub resume: bool,
 }
 
 impl RedisConfig {
@@ -237,7 +243,14 @@ impl RedisConfig {
             presence: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
             uidport_ttl: Duration::from_secs(3600),
+            resume: true,
         }
+    }
+
+    /// Sets [`RedisConfig::resume`].
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
     }
 
     /// Sets [`RedisConfig::uidport_ttl`] (at least 1 s).
@@ -339,6 +352,7 @@ impl RedisBackplane {
             config.queue,
             config.mailbox.clone(),
         );
+        shared.set_sequencing(config.resume);
         let (stop, stop_rx) = watch::channel(());
         let channel = config.channel();
         handle.spawn(run_publisher(
@@ -410,6 +424,10 @@ impl Backplane for RedisBackplane {
         Some(self.inner.shared.uidport(uid, open))
     }
 
+    fn sequenced(&self) -> bool {
+        self.inner.shared.sequencing()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared
@@ -477,12 +495,18 @@ async fn run_publisher(
                 None => return,
             },
         };
-        let needs_scripts = batch.iter().any(|j| matches!(j, Job::Append { .. }));
+        if batch.iter().any(|j| matches!(j, Job::Seq { .. })) && !shared.sequencing_up() {
+            // The subscription is down: what the engine numbered now would not come back here.
+            shared.unsequence(&mut batch, &mut rx, None);
+        }
+        let needs_scripts = batch
+            .iter()
+            .any(|j| matches!(j, Job::Append { .. } | Job::Seq { .. }));
         if needs_scripts && scripts.is_none() {
             match Scripts::load(c).await {
                 Ok(s) => *scripts = Some(s),
                 Err(e) => {
-                    shared.set_up(Side::Publisher, false, Some(e.to_string()));
+                    shared.unsequence(&mut batch, &mut rx, Some(e.to_string()));
                     conn = None;
                     if !backoff.wait(&mut stop).await {
                         return;
@@ -494,8 +518,18 @@ async fn run_publisher(
         let mut pipe = redis::pipe();
         for job in &batch {
             match (job, scripts.as_ref()) {
-                (Job::Frame(frame), _) => {
+                (Job::Frame(frame), _) | (Job::Seq { frame, .. }, None) => {
                     pipe.publish(&channel, frame.as_slice()).ignore();
+                }
+                (Job::Seq { frame, .. }, Some(s)) => {
+                    let mut cmd = evalsha(&s.publish_seq);
+                    cmd.arg(&channel)
+                        .arg(frame.as_slice())
+                        .arg([codec::SEQ_TAG].as_slice())
+                        .arg(shared.origin.to_le_bytes().as_slice())
+                        .arg(format!("{prefix}:gseq"))
+                        .arg(format!("{prefix}:epoch"));
+                    pipe.add_command(cmd).ignore();
                 }
                 (Job::Append { uids, entry }, Some(s)) => {
                     pipe.add_command(append_cmd(
@@ -529,8 +563,9 @@ async fn run_publisher(
                 batch.clear();
             }
             Err(e) => {
-                // Keep the batch and retry it on a new connection.
-                shared.set_up(Side::Publisher, false, Some(e.to_string()));
+                // Keep the batch and retry it on a new connection (what waits for a number
+                // is applied here now, and published unnumbered).
+                shared.unsequence(&mut batch, &mut rx, Some(e.to_string()));
                 conn = None;
                 if !backoff.wait(&mut stop).await {
                     return;
@@ -621,6 +656,22 @@ end
 redis.call('SREM', k, me)
 if live == 0 then return {0, 1} end
 return {0, 0}
+";
+
+/// Numbers a frame and publishes it, atomically (cross-node resume): the channel's order is
+/// the numbers' order. A new epoch (the candidate, this node's origin) when the sequence or
+/// its epoch is missing (a Redis that lost its data). ARGV: channel, frame, trailer tag,
+/// candidate epoch (8 bytes), sequence key, epoch key. Returns the number.
+const PUBLISH_SEQ: &str = r"
+local ch, frame, tag, cand, sk, ek = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local n = redis.call('INCR', sk)
+local e = redis.call('GET', ek)
+if n == 1 or not e or #e ~= 8 then
+  e = cand
+  redis.call('SET', ek, e)
+end
+redis.call('PUBLISH', ch, frame .. tag .. e .. string.format('%d', n))
+return n
 ";
 
 /// ARGV: prefix, uid hex, client hex, ttl ms.
@@ -727,6 +778,7 @@ struct Scripts {
     append: String,
     take: String,
     put_back: String,
+    publish_seq: String,
 }
 
 impl Scripts {
@@ -754,6 +806,7 @@ impl Scripts {
             append: one(c, APPEND, true).await?,
             take: one(c, TAKE, false).await?,
             put_back: one(c, PUT_BACK, true).await?,
+            publish_seq: one(c, PUBLISH_SEQ, false).await?,
         })
     }
 }

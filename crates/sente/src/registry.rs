@@ -152,7 +152,10 @@ impl Registry {
     ) -> Arc<Registry> {
         let driver = Arc::new(Notify::new());
         let mailbox = backplane.mailbox();
-        let cfg = cfg.ajax_mailbox(mailbox.is_some());
+        let cluster_resume = backplane.sequenced() && cfg.replay.enabled;
+        let cfg = cfg
+            .ajax_mailbox(mailbox.is_some())
+            .cluster_resume(cluster_resume);
         let (decisions, pending) = mpsc::unbounded_channel();
         let cluster_ctx = ConnCtx {
             request: Arc::new(ChskRequest::new(
@@ -433,25 +436,18 @@ impl Registry {
     /// Applies a message from the backplane to this node's connections.
     pub(crate) fn apply(&self, msg: BackplaneMsg) {
         match msg {
-            BackplaneMsg::Push {
-                uid,
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.send(&uid, &event, estimate, flush, now)),
-            BackplaneMsg::PushMany {
-                uids,
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.send_many(uids.iter(), &event, estimate, flush, now)),
-            BackplaneMsg::Broadcast {
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.broadcast(&event, estimate, flush, now)),
-            BackplaneMsg::Flush { uid } => self.with_core(|c, now| c.flush(&uid, now)),
-            BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
+            BackplaneMsg::Sequenced { epoch, seq, msg } => self.with_core(|c, now| {
+                if c.sequenced(epoch, seq).apply() {
+                    apply_push(c, *msg, Some(seq), now);
+                }
+            }),
+            msg @ (BackplaneMsg::Push { .. }
+            | BackplaneMsg::PushMany { .. }
+            | BackplaneMsg::Broadcast { .. }
+            | BackplaneMsg::Flush { .. }
+            | BackplaneMsg::CloseUid { .. }) => {
+                self.with_core(|c, now| apply_push(c, msg, None, now));
+            }
             BackplaneMsg::Presence {
                 node,
                 uid,
@@ -590,6 +586,32 @@ impl Drop for LiveGuard {
         if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// Applies a push, flush or close to the core, numbered `seq` by the cluster (or not).
+fn apply_push(c: &mut ServerCore, msg: BackplaneMsg, seq: Option<u64>, now: u64) {
+    match msg {
+        BackplaneMsg::Push {
+            uid,
+            event,
+            estimate,
+            flush,
+        } => c.send_many_seq(std::iter::once(&uid), &event, estimate, flush, now, seq),
+        BackplaneMsg::PushMany {
+            uids,
+            event,
+            estimate,
+            flush,
+        } => c.send_many_seq(uids.iter(), &event, estimate, flush, now, seq),
+        BackplaneMsg::Broadcast {
+            event,
+            estimate,
+            flush,
+        } => c.broadcast_seq(&event, estimate, flush, now, seq),
+        BackplaneMsg::Flush { uid } => c.flush(&uid, now),
+        BackplaneMsg::CloseUid { uid } => c.close_uid(&uid, now),
+        _ => {}
     }
 }
 

@@ -24,6 +24,12 @@
 //! | 17 | `SyncRequest` | target origin (u64 LE) |
 //! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
 //!
+//! **Sequenced** frames (kinds 1 to 5 numbered by the engine, [`BackplaneMsg::Sequenced`])
+//! carry a trailer after the body, appended by the engine's atomic number-and-publish step:
+//! the byte [`SEQ_TAG`] (`0xE5`), the epoch (u64 little-endian, 8 bytes) and the number as
+//! ASCII decimal digits up to the end of the payload. A release without it ignores the
+//! trailer (trailing bytes) and applies the message unnumbered.
+//!
 //! Integers written `count`, `estimate`, `part`, `parts` and lengths are unsigned LEB128
 //! varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
 //! `2` any other value as edn text (length, text), `3` as Sente msgpack (length, bytes). An
@@ -48,6 +54,9 @@ use std::sync::Arc;
 
 /// The version byte written by this release.
 pub const VERSION: u8 = 1;
+
+/// The first byte of a sequenced frame's trailer (see the module docs).
+pub const SEQ_TAG: u8 = 0xE5;
 
 /// Kind bytes (see the module docs).
 mod kind {
@@ -196,6 +205,15 @@ pub fn encode_msg(origin: u64, msg: &BackplaneMsg) -> Result<Vec<u8>, CodecError
 
 fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
     match msg {
+        BackplaneMsg::Sequenced { epoch, seq, msg } => {
+            if !sequenceable(msg) {
+                return Err(CodecError::LocalOnly("Sequenced of this message"));
+            }
+            put_msg(w, msg)?;
+            w.push(SEQ_TAG);
+            w.extend_from_slice(&epoch.to_le_bytes());
+            w.extend_from_slice(seq.to_string().as_bytes());
+        }
         BackplaneMsg::Push {
             uid,
             event,
@@ -256,6 +274,19 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
         BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
     }
     Ok(())
+}
+
+/// Whether `msg` is one of the kinds a sequencing backplane numbers (`Push`, `PushMany`,
+/// `Broadcast`, `Flush`, `CloseUid`).
+pub fn sequenceable(msg: &BackplaneMsg) -> bool {
+    matches!(
+        msg,
+        BackplaneMsg::Push { .. }
+            | BackplaneMsg::PushMany { .. }
+            | BackplaneMsg::Broadcast { .. }
+            | BackplaneMsg::Flush { .. }
+            | BackplaneMsg::CloseUid { .. }
+    )
 }
 
 /// A uid's encoding (the **uid** of the module docs): what cluster backplanes turn into key
@@ -394,6 +425,17 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
             });
         }
     };
+    let frame = match frame {
+        Frame::Msg(msg) if sequenceable(&msg) => match r.seq_trailer()? {
+            Some((epoch, seq)) => Frame::Msg(BackplaneMsg::Sequenced {
+                epoch,
+                seq,
+                msg: Box::new(msg),
+            }),
+            None => Frame::Msg(msg),
+        },
+        other => other,
+    };
     Ok(Decoded::Frame { origin, frame })
 }
 
@@ -504,6 +546,28 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The trailer of a sequenced frame, if the rest of the input is one.
+    fn seq_trailer(&mut self) -> Result<Option<(u64, u64)>, CodecError> {
+        if self.input.get(self.pos) != Some(&SEQ_TAG) {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let epoch = self.u64_le()?;
+        let at = self.pos;
+        let digits = &self.input[self.pos..];
+        self.pos = self.input.len();
+        let seq = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or(CodecError::Malformed {
+                offset: at,
+                reason: "sequence number",
+            })?;
+        Ok(Some((epoch, seq)))
+    }
+
     fn byte(&mut self) -> Result<u8, CodecError> {
         let b = *self
             .input

@@ -204,16 +204,20 @@ impl ResumeInfo {
 
 #[derive(Debug)]
 struct Entry {
+    seq: u64,
     event: Arc<Event>,
     size: usize,
     at: u64,
 }
 
-/// The latest pushes of one uid, numbered `first()..=last`.
+/// The latest pushes of one uid, each under its sequence number: consecutive numbers on one
+/// node, the cluster's global numbers (sparse per uid) with a sequencing backplane.
 #[derive(Debug)]
 pub struct ReplayLog {
     epoch: String,
     last: u64,
+    /// Every push numbered after this one is kept (positions from it on are resumable).
+    complete_after: u64,
     entries: VecDeque<Entry>,
     bytes: usize,
     /// When the uid was last seen with a client (for the log's own expiry).
@@ -223,9 +227,16 @@ pub struct ReplayLog {
 impl ReplayLog {
     /// An empty log of epoch `epoch`, created at `now`.
     pub fn new(epoch: String, now: u64) -> Self {
+        ReplayLog::starting(epoch, 0, now)
+    }
+
+    /// An empty log of epoch `epoch` that holds every push numbered after `complete_after`
+    /// (what came before it is unknown to this log), created at `now`.
+    pub fn starting(epoch: String, complete_after: u64, now: u64) -> Self {
         ReplayLog {
             epoch,
-            last: 0,
+            last: complete_after,
+            complete_after,
             entries: VecDeque::new(),
             bytes: 0,
             seen: now,
@@ -242,9 +253,10 @@ impl ReplayLog {
         self.last
     }
 
-    /// The sequence number of the oldest push kept (`last + 1` when none is).
+    /// The lowest sequence number a push kept here may have: every push numbered from it on
+    /// is kept (`last + 1` when none is).
     pub fn first(&self) -> u64 {
-        self.last + 1 - self.entries.len() as u64
+        self.complete_after + 1
     }
 
     /// Number of pushes kept.
@@ -262,17 +274,36 @@ impl ReplayLog {
         self.bytes
     }
 
-    /// Appends a push of estimated size `size`; returns its sequence number.
+    /// Appends a push of estimated size `size` under the next number; returns the number.
     pub fn append(&mut self, event: &Arc<Event>, size: usize, now: u64, cfg: &ReplayConfig) -> u64 {
-        self.last += 1;
+        let seq = self.last + 1;
+        self.append_at(seq, event, size, now, cfg);
+        seq
+    }
+
+    /// Appends a push numbered `seq` (a cluster's global number; numbers may skip). A number
+    /// not above [`ReplayLog::last`] is ignored (`false`).
+    pub fn append_at(
+        &mut self,
+        seq: u64,
+        event: &Arc<Event>,
+        size: usize,
+        now: u64,
+        cfg: &ReplayConfig,
+    ) -> bool {
+        if seq <= self.last {
+            return false;
+        }
+        self.last = seq;
         self.entries.push_back(Entry {
+            seq,
             event: event.clone(),
             size,
             at: now,
         });
         self.bytes += size;
         self.prune(now, cfg);
-        self.last
+        true
     }
 
     /// Drops the pushes over the bounds (oldest first).
@@ -283,28 +314,29 @@ impl ReplayLog {
                 break;
             }
             self.bytes -= front.size;
+            self.complete_after = front.seq;
             self.entries.pop_front();
         }
     }
 
     /// The pushes after `from`, up to `upto` (inclusive), when every one of them is still kept
-    /// (`None`: some were dropped, or `from` is not a position of this log).
+    /// (`None`: some were dropped, or `from` is past `upto`).
     pub fn after(&self, from: u64, upto: u64) -> Option<Vec<Arc<Event>>> {
-        let upto = upto.min(self.last);
-        if from > upto {
-            return (from <= self.last).then(Vec::new);
-        }
-        if from + 1 < self.first() {
+        self.numbered_after(from, upto)
+            .map(|v| v.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// [`ReplayLog::after`], each push with its sequence number.
+    pub fn numbered_after(&self, from: u64, upto: u64) -> Option<Vec<(u64, Arc<Event>)>> {
+        if from < self.complete_after || from > upto {
             return None;
         }
-        let skip = usize::try_from(from + 1 - self.first()).ok()?;
-        let take = usize::try_from(upto - from).ok()?;
         Some(
             self.entries
                 .iter()
-                .skip(skip)
-                .take(take)
-                .map(|e| e.event.clone())
+                .skip_while(|e| e.seq <= from)
+                .take_while(|e| e.seq <= upto)
+                .map(|e| (e.seq, e.event.clone()))
                 .collect(),
         )
     }
