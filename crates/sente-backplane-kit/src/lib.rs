@@ -9,7 +9,7 @@ use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -253,6 +253,12 @@ pub struct Shared {
     unsequenced: AtomicU64,
     /// Sequencing asked for (see [`Shared::set_sequencing`]).
     sequencing: AtomicBool,
+    /// The engine's numbered channel is consumed (see [`Shared::set_seq_ready`]).
+    seq_ready: AtomicBool,
+    /// [`Job::Seq`]s queued and not yet sent or unsequenced: while any waits, a push published
+    /// with the engine unreachable queues behind it (and is unsequenced in order with it)
+    /// instead of overtaking it.
+    seq_pending: AtomicUsize,
     /// Orders `publish` against [`Shared::unsequence`], so a push applied locally while the
     /// engine is unreachable never overtakes one queued for numbering before it.
     order: Mutex<()>,
@@ -345,6 +351,8 @@ impl Shared {
             sequenced: AtomicU64::new(0),
             unsequenced: AtomicU64::new(0),
             sequencing: AtomicBool::new(false),
+            seq_ready: AtomicBool::new(false),
+            seq_pending: AtomicUsize::new(0),
             order: Mutex::new(()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -373,6 +381,13 @@ impl Shared {
         self.sequencing.store(on, Ordering::Release);
     }
 
+    /// Whether this node receives what the engine numbers (an engine whose numbered messages
+    /// travel on the same subscription as the rest sets it once; one with a consumer of its
+    /// own while that consumer runs). Numbered publishing waits for it.
+    pub fn set_seq_ready(&self, ready: bool) {
+        self.seq_ready.store(ready, Ordering::Release);
+    }
+
     /// Whether pushes are numbered by the engine (see [`Shared::set_sequencing`]).
     pub fn sequencing(&self) -> bool {
         self.sequencing.load(Ordering::Acquire)
@@ -381,7 +396,7 @@ impl Shared {
     /// Whether a push published now goes to the engine for its number: sequencing is on and
     /// both connections are up.
     pub fn sequencing_up(&self) -> bool {
-        self.sequencing() && {
+        self.sequencing() && self.seq_ready.load(Ordering::Acquire) && {
             let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             s.publisher && s.subscriber
         }
@@ -417,7 +432,9 @@ impl Shared {
             };
             if let Some(event) = event {
                 match codec::encode_event(event) {
-                    Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
+                    Ok(entry) => {
+                        let _ = self.enqueue_job(Job::Append { uids, entry });
+                    }
                     Err(e) => self.codec_error(&e),
                 }
             }
@@ -430,8 +447,11 @@ impl Shared {
                 return self.deliver_unsequenced(msg, sequenced);
             }
         };
-        if sequenced && self.sequencing_up() {
-            self.enqueue_job(Job::Seq { frame, msg });
+        if sequenced && (self.sequencing_up() || self.seq_pending.load(Ordering::Acquire) > 0) {
+            self.seq_pending.fetch_add(1, Ordering::AcqRel);
+            if !self.enqueue_job(Job::Seq { frame, msg }) {
+                self.seq_pending.fetch_sub(1, Ordering::AcqRel);
+            }
             return;
         }
         self.enqueue(frame);
@@ -475,17 +495,20 @@ impl Shared {
                     continue;
                 };
                 *job = Job::Frame(frame);
+                self.seq_pending.fetch_sub(1, Ordering::AcqRel);
                 self.deliver_unsequenced(msg, true);
             }
         }
     }
 
     fn enqueue(&self, bytes: Vec<u8>) {
-        self.enqueue_job(Job::Frame(bytes));
+        let _ = self.enqueue_job(Job::Frame(bytes));
     }
 
-    fn enqueue_job(&self, job: Job) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
+    /// Queues `job`; `false` when it was dropped.
+    fn enqueue_job(&self, job: Job) -> bool {
+        let sent = self.tx.try_send(job);
+        if let Err(mpsc::error::TrySendError::Full(_)) = sent {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             self.metrics.queue_full.increment(1);
             let mut last = self
@@ -501,6 +524,7 @@ impl Shared {
                 );
             }
         }
+        sent.is_ok()
     }
 
     fn codec_error(&self, e: &codec::CodecError) {
@@ -588,6 +612,7 @@ impl Shared {
                 Job::Seq { .. } => {
                     self.metrics.published.increment(1);
                     self.sequenced.fetch_add(1, Ordering::Relaxed);
+                    self.seq_pending.fetch_sub(1, Ordering::AcqRel);
                     (&self.published, &self.published_bytes)
                 }
                 Job::Append { .. } => (&self.appends, &self.append_bytes),

@@ -41,8 +41,39 @@
 //! A node's frames go out through one connection in publish order, and NATS delivers one
 //! publisher's messages on a subject to each subscriber in that order, so every node sees
 //! another node's pushes in `send` order per uid (in fact in total order per publishing node).
-//! A node's own pushes are applied to its own clients at once, without the round trip through
-//! NATS, so its local clients are served even while NATS is down.
+//! With cross-node resume ([`NatsConfig::resume`], on by default; see below) pushes, flushes
+//! and closes go through a JetStream stream and are applied by every node, its own included,
+//! in the stream's order. Without it, or while NATS is unreachable, a node's own pushes are
+//! applied to its own clients at once, without the round trip through NATS, so its local
+//! clients are served even while NATS is down.
+//!
+//! # Cross-node resume
+//!
+//! A WebSocket client that resumes (the `resume` extension, see
+//! `sente_proto::server::replay`) may resume on any node:
+//!
+//! - Each `send`, `send_many`, `broadcast`, `flush` and `close_uid` is published to the
+//!   JetStream stream `<cluster>_SEQ` (memory storage, subject `<cluster>.seq`, bounded by
+//!   [`NatsConfig::seq_stream`]) and acknowledged by it; every node consumes the stream with an
+//!   ordered consumer (from the messages after it started), and the stream sequence is the
+//!   push's global number, the stream's creation time the epoch (a NATS restart makes the
+//!   stream, hence the epoch, anew: older positions are refused).
+//! - Every node applies them in order (its own included) and logs every push under its
+//!   number (see `sente_proto::server::replay`, "In a cluster"); a node that missed numbers or
+//!   started after a client's position refuses it (`recovered: false`, no partial replay).
+//! - While NATS or the consumer is down, or a publish is not acknowledged within
+//!   [`NatsConfig::op_timeout`], pushes are applied locally and published unnumbered
+//!   ([`Health::unsequenced`]); their clients' next resume gets `recovered: false`. A publish
+//!   whose acknowledgement was lost although the stream stored it then reaches this node's
+//!   clients twice (rare).
+//! - Costs: one JetStream publish and its acknowledgement (a request/reply) instead of a core
+//!   publish per push, the stream's memory (its bounds) in the NATS server, a round trip
+//!   before a node's own clients see its push; and every node keeps every pushed uid's recent
+//!   pushes. Measured in `BENCHMARKS.md`, "Cluster resume".
+//! - Mixed versions: an older node neither publishes to nor reads the stream: its pushes reach
+//!   newer nodes unnumbered (positions stop being resumable there) and newer nodes' pushes do
+//!   not reach it. Turn it off (`NatsConfig::resume(false)`) for a rolling deploy from a
+//!   release without it.
 //!
 //! `publish` never blocks: frames go into a bounded queue ([`NatsConfig::queue`], default
 //! 65 536 frames) drained by a task into the NATS client (which buffers while reconnecting).
@@ -173,10 +204,11 @@
 //!   whose appends are skipped; the test saw 0 pushes in those 500 ms, and after a restart
 //!   that lost the stored state, the pushes of the outage and those sent before the client's
 //!   next poll re-handshook were lost (about 22 of 100 arrived).
-//! - **Pushes to WebSocket clients** travel by pub/sub only: those sent while the client was
-//!   reconnecting reached no live connection and are lost (the clients see every push sent after
-//!   the reconnect, in order, without duplicates). Replay after a reconnect (per-uid sequence
-//!   numbers) is the resume extension's job.
+//! - **Pushes to WebSocket clients**: with cross-node resume every node logs them under their
+//!   global number, so a resuming client (the default of the Rust, WASM and JS clients) that
+//!   reconnects to a survivor gets those sent meanwhile replayed: every acknowledged push
+//!   arrives exactly once, in order (the process test `ws_sigkill`). A client without resume
+//!   loses the pushes sent while it reconnected.
 
 use sente_backplane_kit as shell;
 
@@ -220,6 +252,16 @@ pub struct NatsConfig {
     /// skipped at once (their pushes still reach the nodes' WebSocket clients once NATS is
     /// back, from the publish queue). Default 2 s.
     pub op_timeout: Duration,
+    /// Cross-node resume: number every push for the cluster by publishing it to the JetStream
+    /// stream `<cluster>_SEQ` (memory storage, subject `<cluster>.seq`) that every node
+    /// consumes in order, instead of a core publish (see the crate docs, "Cross-node
+    /// resume"). The servers use the numbers when their replay is enabled; turn this off when
+    /// it is not. Default `true`.
+    pub resume: bool,
+    /// The numbering stream's bounds: messages kept, and their age. Default 100 000 and 2 min
+    /// (a node only reads what arrives after it started consuming; these bound the engine's
+    /// memory).
+    pub seq_stream: (i64, Duration),
 }
 
 impl NatsConfig {
@@ -234,7 +276,15 @@ impl NatsConfig {
             mailbox: MailboxConfig::default(),
             uidport_ttl: Duration::from_secs(3600),
             op_timeout: Duration::from_secs(2),
+            resume: true,
+            seq_stream: (100_000, Duration::from_secs(120)),
         }
+    }
+
+    /// Sets [`NatsConfig::resume`].
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
     }
 
     /// Sets [`NatsConfig::op_timeout`] (at least 10 ms).
@@ -350,6 +400,7 @@ impl NatsBackplane {
             config.queue,
             config.mailbox.clone(),
         );
+        shared.set_sequencing(config.resume);
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
@@ -358,6 +409,7 @@ impl NatsBackplane {
                 config.uidport_ttl,
                 config.op_timeout,
             ),
+            config.seq_stream,
             subject.clone(),
             shared.clone(),
             (rx, ops),
@@ -408,6 +460,10 @@ impl Backplane for NatsBackplane {
         Some(self.inner.shared.uidport(uid, open))
     }
 
+    fn sequenced(&self) -> bool {
+        self.inner.shared.sequencing()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared
@@ -427,6 +483,7 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 async fn run(
     url: String,
     (cluster, uidport_ttl, op_timeout): (String, Duration, Duration),
+    seq_stream: (i64, Duration),
     subject: String,
     shared: Arc<Shared>,
     (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
@@ -543,11 +600,63 @@ async fn run(
             }
         }
     };
+    let seq_subject = format!("{cluster_name}.seq", cluster_name = buckets.cluster);
+    let numbered = run_seq_consumer(
+        client.clone(),
+        shared.clone(),
+        bucket_prefix(&buckets.cluster),
+        seq_subject.clone(),
+        seq_stream,
+        (min, max),
+    );
     let send = {
         let shared = shared.clone();
         let client = client.clone();
+        let js = async_nats::jetstream::new(client.clone());
+        let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
         async move {
-            while let Some(job) = rx.recv().await {
+            loop {
+                let job = match waiting.pop_front() {
+                    Some(job) => job,
+                    None => match rx.recv().await {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
+                if let Job::Seq { frame, .. } = &job {
+                    let stored = if shared.sequencing_up() {
+                        let started = std::time::Instant::now();
+                        let acked = tokio::time::timeout(op_timeout, async {
+                            js.publish(seq_subject.clone(), frame.clone().into())
+                                .await?
+                                .await
+                        })
+                        .await;
+                        match acked {
+                            Ok(Ok(_)) => {
+                                shared.count_sent_since(std::slice::from_ref(&job), started);
+                                true
+                            }
+                            Ok(Err(e)) => {
+                                shared.record_error(format!("numbered publish: {e}"));
+                                false
+                            }
+                            Err(_) => {
+                                shared.record_error("numbered publish: timed out".to_owned());
+                                false
+                            }
+                        }
+                    } else {
+                        false
+                    };
+                    if !stored {
+                        // Applied here now, and published unnumbered, with what waits behind.
+                        let mut jobs = vec![job];
+                        shared.unsequence(&mut jobs, &mut rx, None);
+                        waiting.extend(jobs);
+                    }
+                    continue;
+                }
                 match &job {
                     Job::Frame(frame) => {
                         let started = std::time::Instant::now();
@@ -556,6 +665,7 @@ async fn run(
                             Err(e) => shared.record_error(format!("publish: {e}")),
                         }
                     }
+                    Job::Seq { .. } => {}
                     Job::Append { uids, entry } => {
                         // Stored before the push is published, so a node that hears the push
                         // finds it in the mailbox.
@@ -591,7 +701,82 @@ async fn run(
         () = recv => {}
         () = watch_state => {}
         () = send => {}
+        () = numbered => {}
         _ = stop.changed() => {}
+    }
+}
+
+/// Consumes the numbering stream (cross-node resume) in order, from what arrives after it
+/// starts: each message is delivered as a sequenced frame (the stream sequence is the global
+/// number, the stream's creation time the epoch). Makes the stream if missing; starts over
+/// (new consumer, and a new epoch if the stream was made anew) when the consumer fails.
+async fn run_seq_consumer(
+    client: async_nats::Client,
+    shared: Arc<Shared>,
+    prefix: String,
+    subject: String,
+    (max_messages, max_age): (i64, Duration),
+    (min, max): (Duration, Duration),
+) {
+    if !shared.sequencing() {
+        return std::future::pending::<()>().await;
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let mut backoff = Backoff::new(min, max);
+    let (_never, mut stop) = watch::channel(());
+    loop {
+        let consumed = async {
+            let cfg = async_nats::jetstream::stream::Config {
+                name: format!("{prefix}_SEQ"),
+                subjects: vec![subject.clone()],
+                max_messages,
+                max_age,
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+                num_replicas: 1,
+                ..Default::default()
+            };
+            let stream = js
+                .get_or_create_stream(cfg)
+                .await
+                .map_err(|e| format!("numbering stream: {e}"))?;
+            let created = stream.cached_info().created.unix_timestamp_nanos();
+            let epoch = u64::try_from(created).unwrap_or_default() | 1;
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    filter_subject: subject.clone(),
+                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("numbering consumer: {e}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| format!("numbering consumer: {e}"))?;
+            shared.deliver(BackplaneMsg::Epoch { epoch });
+            shared.set_seq_ready(true);
+            let mut payload = Vec::new();
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| format!("numbering consumer: {e}"))?;
+                let Ok(info) = m.info() else { continue };
+                payload.clear();
+                payload.extend_from_slice(&m.payload);
+                payload.push(codec::SEQ_TAG);
+                payload.extend_from_slice(&epoch.to_le_bytes());
+                payload.extend_from_slice(info.stream_sequence.to_string().as_bytes());
+                shared.receive(&payload);
+            }
+            Err::<(), String>("numbering consumer ended".to_owned())
+        };
+        if let Err(e) = consumed.await {
+            shared.set_seq_ready(false);
+            shared.record_error(e);
+        }
+        if !backoff.wait(&mut stop).await {
+            return;
+        }
     }
 }
 

@@ -106,6 +106,13 @@ pub enum BackplaneMsg {
         /// The message.
         msg: Box<BackplaneMsg>,
     },
+    /// Delivered by a sequencing backplane to its own node only (never published): the
+    /// epoch of the cluster's sequence, known once its engine is reached (so a client that
+    /// handshakes before the first numbered push gets a position in that epoch).
+    Epoch {
+        /// The epoch.
+        epoch: u64,
+    },
     /// Delivered by a backplane to its own node only (never published): fire
     /// `chsk/uidport-close` for `uid` here, on behalf of nodes that died with it (the
     /// backplane's atomic decision chose this node; see [`Backplane::uidport`]).

@@ -460,6 +460,7 @@ impl Registry {
                     self.system_event(false, uid, cid, self.cluster_ctx.clone());
                 }
             }
+            BackplaneMsg::Epoch { epoch } => self.with_core(|c, _| c.set_cluster_epoch(epoch)),
             BackplaneMsg::AjaxWake { uids } => self.with_core(|c, _| c.wake_ajax(uids.as_deref())),
             _ => {}
         }

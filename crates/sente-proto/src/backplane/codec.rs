@@ -272,6 +272,7 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
         }
         BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
         BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
+        BackplaneMsg::Epoch { .. } => return Err(CodecError::LocalOnly("Epoch")),
     }
     Ok(())
 }

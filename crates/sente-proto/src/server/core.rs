@@ -510,6 +510,8 @@ pub struct Core<W, A, C> {
     global: Option<GlobalState>,
     /// Cluster mode: the broadcasts, under their global numbers (one log for every uid).
     broadcasts: Option<ReplayLog>,
+    /// Cluster mode: the epoch the backplane announced (see [`Core::set_cluster_epoch`]).
+    announced: Option<u64>,
 }
 
 /// Where a node stands in the cluster's global sequence of pushes.
@@ -570,7 +572,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             log_gen: 0,
             global: None,
             broadcasts: None,
+            announced: None,
         }
+    }
+
+    /// Cluster mode: the epoch of the cluster's sequence, as the backplane read it from its
+    /// engine. Before the first numbered message, a resuming client gets position 0 of this
+    /// epoch: resumable here once the first message applied is number 1 (nothing was
+    /// missed), and on any node that saw every message.
+    pub fn set_cluster_epoch(&mut self, epoch: u64) {
+        self.announced = Some(epoch);
     }
 
     /// Cluster mode: a message numbered `seq` in the cluster's sequence of epoch `epoch` is
@@ -862,10 +873,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     fn resume_global(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
         let Some(g) = self.global else {
             // No sequenced message seen yet: nothing to resume from; a position no epoch has.
-            let position = Position {
-                epoch: format!("{:x}-0", self.epoch_seed),
-                seq: 0,
+            let epoch = match self.announced {
+                Some(e) => Self::global_epoch(e),
+                None => format!("{:x}-0", self.epoch_seed),
             };
+            let position = Position { epoch, seq: 0 };
             return self.answer_resume(asked, position, None, conn);
         };
         let epoch = Self::global_epoch(g.epoch);

@@ -13,12 +13,19 @@
 //!   element `{:epoch "..." :seq n :recovered bool}`: the position the client now stands at
 //!   (its own when recovered; otherwise the log's, and the client forgets its old one).
 //! - Before each batch of pushes it sends the client a frame `[:chsk/seq n]`: `n` is the
-//!   sequence number of the batch's last event, and the batch's events are numbered
-//!   consecutively up to it. The client skips events at or before its position (a replay and a
-//!   live batch may overlap) and moves its position to `n`. The marker is a frame of its own so
-//!   that the batch after it stays one packed message shared by every client of the batch.
+//!   sequence number of the batch's last event. On one node the batch's events are numbered
+//!   consecutively up to it; in a cluster (below) they may skip numbers. The client takes them
+//!   as numbered consecutively up to `n`, skips events at or before its position and moves its
+//!   position to `n`; with skipped numbers that guess is at or above each event's real number,
+//!   so it can only deliver an event it had, never skip one it had not, and the server never
+//!   sends a replay and a live batch that overlap (it flushes what is buffered before
+//!   replaying). The marker is a frame of its own so that the batch after it stays one packed
+//!   message shared by every client of the batch.
 //! - Only WebSocket connections resume; a client whose handshake carries no resume element
 //!   (an Ajax handshake, or a server without the extension) forgets its position.
+//! - The anonymous uid (`:sente/nil-uid`, every client without a user id) never resumes: its
+//!   clients are unrelated people, so one must not read what was pushed to the others before
+//!   it connected. Its handshake carries no resume element.
 //!
 //! # The log
 //!
@@ -27,6 +34,33 @@
 //! bytes, age; the oldest go first), and lives on for `max_age_ms` after the uid's last client
 //! left. Its epoch names one life of the log: a restarted server, or a log dropped and created
 //! anew, has another epoch, so an old position is never resumed against the wrong history.
+//!
+//! # In a cluster
+//!
+//! With a sequencing backplane ([`crate::backplane::Backplane::sequenced`]: `sente-redis` and
+//! `sente-nats` by default), a client may resume on any node:
+//!
+//! - **One order, one numbering.** The engine numbers every `Push`, `PushMany`, `Broadcast`,
+//!   `Flush` and `CloseUid` of the cluster and delivers them to every node in number order
+//!   ([`crate::backplane::BackplaneMsg::Sequenced`]; Redis: one script increments
+//!   `<cluster>:gseq` and publishes; NATS: a JetStream stream whose sequence is the number). A
+//!   node applies its own pushes only when they come back numbered, so every node applies the
+//!   same order. The epoch is the engine's (a Redis key, the NATS stream's creation time): an
+//!   engine that lost it starts a new one, and older positions are refused everywhere.
+//! - **Every node logs every push** (not only the uids of its clients): a push to a uid goes into
+//!   that uid's log under its global number (numbers are sparse per uid), a broadcast into one
+//!   broadcast log that every resume also reads. A log lives `max_age_ms` after the uid's last
+//!   push or client. Cost: every node keeps every pushed uid's recent pushes (within the
+//!   per-uid bounds) for `max_age_ms`.
+//! - **Completeness.** A node tracks the last number it applied. Its first message, a skipped
+//!   number (missed messages: an engine reconnect, a slow consumer), a new epoch, or a push
+//!   applied without a number (the engine was unreachable: the node serves its clients
+//!   locally meanwhile) make the positions before that point unresumable on it; a resume from
+//!   such a position, or one past what a log still keeps, gets `recovered: false`, never a
+//!   partial replay. A log created after an older one was dropped starts after the dropped
+//!   one's last number.
+//! - A client that handshakes before the node applied any numbered message gets position 0 of
+//!   the epoch the backplane announced (resumable wherever number 1 was the first applied).
 
 use crate::event::Event;
 use sente_edn::{Map, Value};

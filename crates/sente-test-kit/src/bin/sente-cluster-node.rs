@@ -16,7 +16,8 @@
 //! (200) and `--expiry-ms` (1000) of the presence protocol, `--ws-grace-ms` (300) and
 //! `--ajax-grace-ms` (1000) before `uidport-close`, `--lp-timeout-ms` (5000) of the Ajax long
 //! poll, `--ack-timeout-ms` (5000) of a push's acknowledgement, `--max-mailbox-events`
-//! (1000) of the Ajax mailboxes, `--cors` (answer CORS preflights and let any origin read the
+//! (1000) of the Ajax mailboxes, `--resume on|off` (on) the backplane's cross-node resume
+//! (its global push numbers), `--cors` (answer CORS preflights and let any origin read the
 //! responses: for a browser page served from another origin).
 //!
 //! Test auth, permissive: the uid is the `uid` query parameter, else the `x-uid` header (which
@@ -53,7 +54,7 @@ use tokio::io::AsyncReadExt;
 const USAGE: &str = "usage: sente-cluster-node (--redis URL | --nats URL) [--cluster NAME] \
 [--name NAME] [--addr HOST:PORT] [--heartbeat-ms N] [--expiry-ms N] [--ws-grace-ms N] \
 [--ajax-grace-ms N] [--lp-timeout-ms N] [--ack-timeout-ms N] [--max-mailbox-events N] \
-[--cors]\n   \
+[--resume on|off] [--cors]\n   \
 or: sente-cluster-node --proxy HOST:PORT,HOST:PORT,...";
 
 /// The command line.
@@ -71,6 +72,7 @@ struct Args {
     lp_timeout_ms: u64,
     ack_timeout_ms: u64,
     max_mailbox_events: usize,
+    resume: bool,
     cors: bool,
 }
 
@@ -100,6 +102,7 @@ fn parse_args() -> Args {
         lp_timeout_ms: 5000,
         ack_timeout_ms: 5000,
         max_mailbox_events: 1000,
+        resume: true,
         cors: false,
     };
     let mut it = std::env::args().skip(1);
@@ -124,6 +127,7 @@ fn parse_args() -> Args {
             "--lp-timeout-ms" => args.lp_timeout_ms = number(&flag, &value),
             "--ack-timeout-ms" => args.ack_timeout_ms = number(&flag, &value),
             "--max-mailbox-events" => args.max_mailbox_events = number(&flag, &value),
+            "--resume" => args.resume = value != "off",
             "--proxy" => {
                 let addrs = value
                     .split(',')
@@ -269,7 +273,8 @@ async fn main() -> std::io::Result<()> {
                 .cluster(args.cluster.clone())
                 .presence(presence)
                 .reconnect(reconnect.0, reconnect.1)
-                .mailbox(mailbox);
+                .mailbox(mailbox)
+                .resume(args.resume);
             Engine::Redis(sente_redis::RedisBackplane::start(cfg).map_err(std::io::Error::other)?)
         }
         (None, Some(url)) => {
@@ -278,7 +283,8 @@ async fn main() -> std::io::Result<()> {
                 .cluster(args.cluster.clone())
                 .presence(presence)
                 .reconnect(reconnect.0, reconnect.1)
-                .mailbox(mailbox);
+                .mailbox(mailbox)
+                .resume(args.resume);
             Engine::Nats(sente_nats::NatsBackplane::start(cfg).map_err(std::io::Error::other)?)
         }
         _ => fail("give exactly one of --redis and --nats"),
@@ -386,6 +392,9 @@ async fn health(State(node): State<Node>) -> String {
         "peers": h.peers,
         "appends": h.appends,
         "published": h.published,
+        "published_bytes": h.published_bytes,
+        "sequenced": h.sequenced,
+        "unsequenced": h.unsequenced,
         "dropped": h.dropped,
         "expired_nodes": h.expired_nodes,
     })
