@@ -504,6 +504,15 @@ async fn connect(
     }
 }
 
+/// A candidate for a new epoch of the push numbers: different at every call (a Redis that
+/// lost its keys must get an epoch it never had, even from the same node).
+fn candidate_epoch(origin: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (origin.rotate_left(29) ^ nanos) | 1
+}
+
 /// Whether an error is the connection's (retry on a new one) rather than a refused command.
 fn transient(e: &redis::RedisError) -> bool {
     e.is_io_error()
@@ -554,7 +563,7 @@ async fn run_publisher(
                 let s = Scripts::load(c).await?;
                 if shared.sequencing() {
                     let epoch: Vec<u8> = evalsha(&s.epoch)
-                        .arg(shared.origin.to_le_bytes().as_slice())
+                        .arg(candidate_epoch(shared.origin).to_le_bytes().as_slice())
                         .arg(format!("{prefix}:gseq"))
                         .arg(format!("{prefix}:epoch"))
                         .query_async(c)
@@ -592,7 +601,7 @@ async fn run_publisher(
                     cmd.arg(&channel)
                         .arg(frame.as_slice())
                         .arg([codec::SEQ_TAG].as_slice())
-                        .arg(shared.origin.to_le_bytes().as_slice())
+                        .arg(candidate_epoch(shared.origin).to_le_bytes().as_slice())
                         .arg(format!("{prefix}:gseq"))
                         .arg(format!("{prefix}:epoch"));
                     pipe.add_command(cmd).ignore();
@@ -725,7 +734,7 @@ return {0, 0}
 ";
 
 /// Numbers a frame and publishes it, atomically (cross-node resume): the channel's order is
-/// the numbers' order. A new epoch (the candidate, this node's origin) when the sequence or
+/// the numbers' order. A new epoch (the candidate, fresh at every call) when the sequence or
 /// its epoch is missing (a Redis that lost its data). ARGV: channel, frame, trailer tag,
 /// candidate epoch (8 bytes), sequence key, epoch key. Returns the number.
 const PUBLISH_SEQ: &str = r"

@@ -712,6 +712,79 @@ mod tests {
         }
     }
 
+    /// A sequenced frame is the plain frame plus the trailer the engine appends (tag, epoch,
+    /// decimal number); a bad number is a typed error, and a frame without the trailer (an
+    /// older node's) reads as a plain message.
+    #[test]
+    fn sequenced_frames_carry_the_engines_trailer() {
+        let push = BackplaneMsg::Push {
+            uid: Uid::from("u"),
+            event: ev(3),
+            estimate: 9,
+            flush: true,
+        };
+        let plain = encode_msg(7, &push).unwrap();
+        let mut engine = plain.clone();
+        engine.push(SEQ_TAG);
+        engine.extend_from_slice(&0xfeed_u64.to_le_bytes());
+        engine.extend_from_slice(b"1234");
+        let seq = BackplaneMsg::Sequenced {
+            epoch: 0xfeed,
+            seq: 1234,
+            msg: Box::new(push),
+        };
+        assert_eq!(
+            encode_msg(7, &seq).unwrap(),
+            engine,
+            "the same bytes as the engine's"
+        );
+        match decode(&engine, &Limits::default()).unwrap() {
+            Decoded::Frame {
+                frame: Frame::Msg(BackplaneMsg::Sequenced { epoch, seq, msg }),
+                ..
+            } => {
+                assert_eq!((epoch, seq), (0xfeed, 1234));
+                assert!(matches!(*msg, BackplaneMsg::Push { estimate: 9, .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&plain, &Limits::default()).unwrap(),
+            Decoded::Frame {
+                frame: Frame::Msg(BackplaneMsg::Push { .. }),
+                ..
+            }
+        ));
+        for bad in [&b"12x"[..], b"", b"0", b"99999999999999999999999"] {
+            let mut b = plain.clone();
+            b.push(SEQ_TAG);
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(bad);
+            assert!(
+                matches!(
+                    decode(&b, &Limits::default()),
+                    Err(CodecError::Malformed { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut short = plain;
+        short.extend_from_slice(&[SEQ_TAG, 1, 2]);
+        assert!(matches!(
+            decode(&short, &Limits::default()),
+            Err(CodecError::Truncated { .. })
+        ));
+        let presence = BackplaneMsg::Sequenced {
+            epoch: 1,
+            seq: 1,
+            msg: Box::new(BackplaneMsg::AjaxWake { uids: None }),
+        };
+        assert!(
+            encode_msg(7, &presence).is_err(),
+            "only pushes, flushes and closes"
+        );
+    }
+
     #[test]
     fn messages_roundtrip() {
         let uids: Arc<[Uid]> = vec![Uid::from("a"), Uid::Nil, Uid::from(7)].into();

@@ -867,6 +867,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         self.answer_resume(asked, position, missed, conn)
     }
 
+    /// Cluster mode: creates `uid`'s log if it has none (holding what follows `g`'s base).
+    fn global_log(&mut self, uid: &Uid, g: GlobalState, now: u64) {
+        if !self.logs.contains_key(uid) {
+            let log = ReplayLog::starting(Self::global_epoch(g.epoch), g.base(), now);
+            self.logs.insert(uid.clone(), log);
+            let at = now + self.cfg.replay.max_age_ms;
+            self.timer(at, Timer::LogExpiry(uid.clone()));
+        }
+    }
+
     /// Cluster mode: resumes from the uid's log and the broadcast log, under the cluster's
     /// global numbers. A position is resumed only if this node applied every sequenced
     /// message after it and still keeps every push to the uid after it.
@@ -881,14 +891,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             return self.answer_resume(asked, position, None, conn);
         };
         let epoch = Self::global_epoch(g.epoch);
-        if !self.logs.contains_key(uid) {
-            let log = ReplayLog::starting(epoch.clone(), g.base(), now);
-            self.logs.insert(uid.clone(), log);
-            self.timer(
-                now + self.cfg.replay.max_age_ms,
-                Timer::LogExpiry(uid.clone()),
-            );
-        }
+        self.global_log(uid, g, now);
         let cfg = &self.cfg.replay;
         let bcast = self
             .broadcasts
@@ -1323,14 +1326,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         let mut round = Round::default();
         for uid in uids {
-            let n = self.number(uid, event, estimate, now, seq, true);
+            let n = self.number(uid, event, estimate, now, seq);
             self.send_one(uid, event, estimate, flush, now, &mut round, n);
         }
     }
 
     /// The number of a push to `uid`, logging it: the uid's log's next number on one node, the
-    /// global `seq` in cluster mode (logged in the uid's log, created if needed, when
-    /// `per_uid`).
+    /// global `seq` in cluster mode (logged in the uid's log, created if needed).
     fn number(
         &mut self,
         uid: &Uid,
@@ -1338,7 +1340,6 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         estimate: usize,
         now: u64,
         seq: Option<u64>,
-        per_uid: bool,
     ) -> Option<u64> {
         if !self.cfg.cluster_resume {
             let cfg = &self.cfg.replay;
@@ -1348,13 +1349,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 .map(|log| log.append(event, estimate, now, cfg));
         }
         let (seq, g) = (seq?, self.global?);
-        if per_uid && self.cfg.replay.enabled && !uid.is_nil() {
-            if !self.logs.contains_key(uid) {
-                let log = ReplayLog::starting(Self::global_epoch(g.epoch), g.base(), now);
-                self.logs.insert(uid.clone(), log);
-                let at = now + self.cfg.replay.max_age_ms;
-                self.timer(at, Timer::LogExpiry(uid.clone()));
-            }
+        if self.cfg.replay.enabled && !uid.is_nil() {
+            self.global_log(uid, g, now);
             if let Some(log) = self.logs.get_mut(uid) {
                 log.append_at(seq, event, estimate, now, &self.cfg.replay);
                 log.seen = now;
