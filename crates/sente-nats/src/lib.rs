@@ -408,8 +408,8 @@ impl NatsBackplane {
                 config.cluster.clone(),
                 config.uidport_ttl,
                 config.op_timeout,
+                config.seq_stream,
             ),
-            config.seq_stream,
             subject.clone(),
             shared.clone(),
             (rx, ops),
@@ -482,8 +482,7 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
-    (cluster, uidport_ttl, op_timeout): (String, Duration, Duration),
-    seq_stream: (i64, Duration),
+    (cluster, uidport_ttl, op_timeout, seq_stream): (String, Duration, Duration, (i64, Duration)),
     subject: String,
     shared: Arc<Shared>,
     (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),

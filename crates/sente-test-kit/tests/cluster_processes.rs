@@ -412,7 +412,7 @@ struct Seen {
 struct Tracked {
     uid: String,
     seen: Arc<Mutex<Seen>>,
-    _client: Client,
+    client: Client,
 }
 
 impl Tracked {
@@ -458,7 +458,7 @@ impl Tracked {
         Tracked {
             uid: uid.to_owned(),
             seen,
-            _client: client,
+            client,
         }
     }
 
@@ -472,7 +472,7 @@ impl Tracked {
 
     /// The client's `recovered` flag (resume).
     fn recovered(&self) -> Option<bool> {
-        self._client.state().borrow().recovered
+        self.client.state().borrow().recovered
     }
 
     /// The node of the last handshake.
