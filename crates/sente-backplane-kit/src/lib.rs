@@ -9,7 +9,7 @@ use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -83,6 +83,9 @@ pub enum Job {
         frame: Vec<u8>,
         /// The message.
         msg: BackplaneMsg,
+        /// Its place among this node's messages waiting for a number (see
+        /// [`Shared::waits_for_number`]).
+        id: u64,
     },
     /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
     /// every registered client), then wake this node's polls of those uids.
@@ -222,6 +225,13 @@ pub struct Health {
     pub unsequenced: u64,
 }
 
+/// This node's messages waiting for their number (see [`Shared::waits_for_number`]).
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, BackplaneMsg)>,
+}
+
 /// The state one backplane instance shares between its handle and its engine tasks.
 pub struct Shared {
     /// The engine's name, for logs (`"redis"`, `"nats"`).
@@ -255,13 +265,10 @@ pub struct Shared {
     sequencing: AtomicBool,
     /// The engine's numbered channel is consumed (see [`Shared::set_seq_ready`]).
     seq_ready: AtomicBool,
-    /// [`Job::Seq`]s queued and not yet sent or unsequenced: while any waits, a push published
-    /// with the engine unreachable queues behind it (and is unsequenced in order with it)
-    /// instead of overtaking it.
-    seq_pending: AtomicUsize,
-    /// Orders `publish` against [`Shared::unsequence`], so a push applied locally while the
-    /// engine is unreachable never overtakes one queued for numbering before it.
-    order: Mutex<()>,
+    /// The messages queued for numbering and not yet numbered, in order: when the engine is
+    /// found unreachable they are applied here at once, before any later push, so a push
+    /// applied locally never overtakes one queued before it.
+    order: Mutex<Waiting>,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -352,8 +359,7 @@ impl Shared {
             unsequenced: AtomicU64::new(0),
             sequencing: AtomicBool::new(false),
             seq_ready: AtomicBool::new(false),
-            seq_pending: AtomicUsize::new(0),
-            order: Mutex::new(()),
+            order: Mutex::new(Waiting::default()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codec_errors: AtomicU64::new(0),
@@ -402,8 +408,21 @@ impl Shared {
         }
     }
 
-    fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn order(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies here, unnumbered and in order, what waits for a number.
+    fn apply_waiting(&self, waiting: &mut Waiting) {
+        for (_, msg) in std::mem::take(&mut waiting.queue) {
+            self.deliver_unsequenced(msg, true);
+        }
+    }
+
+    /// Whether the [`Job::Seq`] `id` still waits for its number (`false`: it was applied here
+    /// unnumbered meanwhile; publish it as a plain frame).
+    pub fn waits_for_number(&self, id: u64) -> bool {
+        self.order().queue.iter().any(|(i, _)| *i == id)
     }
 
     /// `Backplane::publish`: this node's own presence is recorded and published (never
@@ -420,7 +439,7 @@ impl Shared {
             return;
         }
         let sequenced = self.sequencing() && codec::sequenceable(&msg);
-        let _order = sequenced.then(|| self.order());
+        let mut order = sequenced.then(|| self.order());
         if self.mailbox.enabled {
             let (uids, event) = match &msg {
                 BackplaneMsg::Push { uid, event, .. } => {
@@ -447,12 +466,18 @@ impl Shared {
                 return self.deliver_unsequenced(msg, sequenced);
             }
         };
-        if sequenced && (self.sequencing_up() || self.seq_pending.load(Ordering::Acquire) > 0) {
-            self.seq_pending.fetch_add(1, Ordering::AcqRel);
-            if !self.enqueue_job(Job::Seq { frame, msg }) {
-                self.seq_pending.fetch_sub(1, Ordering::AcqRel);
+        if let Some(waiting) = order.as_mut() {
+            if self.sequencing_up() {
+                waiting.next += 1;
+                let id = waiting.next;
+                waiting.queue.push_back((id, msg.clone()));
+                if !self.enqueue_job(Job::Seq { frame, msg, id }) {
+                    waiting.queue.pop_back();
+                }
+                return;
             }
-            return;
+            // Unreachable: what waits for a number is applied first.
+            self.apply_waiting(waiting);
         }
         self.enqueue(frame);
         self.deliver_unsequenced(msg, sequenced);
@@ -473,30 +498,19 @@ impl Shared {
     }
 
     /// The engine cannot number what waits (its connection failed: `down` says why, and the
-    /// publisher is marked down; or a connection was already down): every [`Job::Seq`] of
-    /// `jobs` and of the queue behind them becomes a plain frame, and its message is applied
-    /// here now, in order, before any later publish.
-    pub fn unsequence(
-        &self,
-        jobs: &mut Vec<Job>,
-        rx: &mut mpsc::Receiver<Job>,
-        down: Option<String>,
-    ) {
-        let _order = self.order();
+    /// publisher is marked down; or a connection was already down): every message waiting for
+    /// a number is applied here now, in order, before any later publish, and the [`Job::Seq`]s
+    /// of `jobs` become plain frames (those still in the queue are published plain when their
+    /// turn comes: see [`Shared::waits_for_number`]).
+    pub fn unsequence(&self, jobs: &mut [Job], down: Option<String>) {
+        let mut waiting = self.order();
         if let Some(e) = down {
             self.set_up(Side::Publisher, false, Some(e));
         }
-        while let Ok(job) = rx.try_recv() {
-            jobs.push(job);
-        }
+        self.apply_waiting(&mut waiting);
         for job in jobs.iter_mut() {
-            if matches!(job, Job::Seq { .. }) {
-                let Job::Seq { frame, msg } = std::mem::replace(job, Job::Frame(Vec::new())) else {
-                    continue;
-                };
-                *job = Job::Frame(frame);
-                self.seq_pending.fetch_sub(1, Ordering::AcqRel);
-                self.deliver_unsequenced(msg, true);
+            if let Job::Seq { frame, .. } = job {
+                *job = Job::Frame(std::mem::take(frame));
             }
         }
     }
@@ -609,10 +623,10 @@ impl Shared {
                     self.metrics.published.increment(1);
                     (&self.published, &self.published_bytes)
                 }
-                Job::Seq { .. } => {
+                Job::Seq { id, .. } => {
                     self.metrics.published.increment(1);
                     self.sequenced.fetch_add(1, Ordering::Relaxed);
-                    self.seq_pending.fetch_sub(1, Ordering::AcqRel);
+                    self.order().queue.retain(|(i, _)| i != id);
                     (&self.published, &self.published_bytes)
                 }
                 Job::Append { .. } => (&self.appends, &self.append_bytes),

@@ -505,6 +505,18 @@ async fn run(
             }
         }
     };
+    // Numbering: where this node's consumer starts, read before the core subscription goes
+    // live, so nothing numbered after the node starts hearing the cluster is missed.
+    let seq_subject = format!("{cluster}.seq");
+    let seq_prefix = bucket_prefix(&cluster);
+    let seq_start = if shared.sequencing() {
+        tokio::select! {
+            r = seq_stream_last(&client, &seq_prefix, &seq_subject, seq_stream) => r.map(|l| l + 1),
+            _ = stop.changed() => return,
+        }
+    } else {
+        None
+    };
     let subscriber = loop {
         let attempt = tokio::select! {
             r = client.subscribe(subject.clone()) => r,
@@ -599,13 +611,11 @@ async fn run(
             }
         }
     };
-    let seq_subject = format!("{cluster_name}.seq", cluster_name = buckets.cluster);
     let numbered = run_seq_consumer(
         client.clone(),
         shared.clone(),
-        bucket_prefix(&buckets.cluster),
-        seq_subject.clone(),
-        seq_stream,
+        (bucket_prefix(&buckets.cluster), seq_subject.clone()),
+        (seq_stream, seq_start),
         (min, max),
     );
     let send = {
@@ -622,26 +632,37 @@ async fn run(
                         None => return,
                     },
                 };
-                if let Job::Seq { frame, .. } = &job {
+                if let Job::Seq { frame, id, .. } = &job {
+                    if !shared.waits_for_number(*id) {
+                        // Applied here meanwhile: published plain.
+                        waiting.push_front(Job::Frame(frame.clone()));
+                        continue;
+                    }
                     let stored = if shared.sequencing_up() {
                         let started = std::time::Instant::now();
                         let acked = tokio::time::timeout(op_timeout, async {
                             js.publish(seq_subject.clone(), frame.clone().into())
                                 .await?
                                 .await
-                        })
-                        .await;
+                        });
+                        // Given up as soon as NATS is seen gone: local clients wait no longer.
+                        let down = async {
+                            while shared.sequencing_up() {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        };
+                        let acked = tokio::select! {
+                            r = acked => r.map_err(|_| "timed out".to_owned())
+                                .and_then(|r| r.map_err(|e| e.to_string())),
+                            () = down => Err("NATS unreachable".to_owned()),
+                        };
                         match acked {
-                            Ok(Ok(_)) => {
+                            Ok(_) => {
                                 shared.count_sent_since(std::slice::from_ref(&job), started);
                                 true
                             }
-                            Ok(Err(e)) => {
+                            Err(e) => {
                                 shared.record_error(format!("numbered publish: {e}"));
-                                false
-                            }
-                            Err(_) => {
-                                shared.record_error("numbered publish: timed out".to_owned());
                                 false
                             }
                         }
@@ -650,9 +671,10 @@ async fn run(
                     };
                     if !stored {
                         // Applied here now, and published unnumbered, with what waits behind.
-                        let mut jobs = vec![job];
-                        shared.unsequence(&mut jobs, &mut rx, None);
-                        waiting.extend(jobs);
+                        let mut jobs = [job];
+                        shared.unsequence(&mut jobs, None);
+                        let [job] = jobs;
+                        waiting.push_front(job);
                     }
                     continue;
                 }
@@ -712,9 +734,8 @@ async fn run(
 async fn run_seq_consumer(
     client: async_nats::Client,
     shared: Arc<Shared>,
-    prefix: String,
-    subject: String,
-    (max_messages, max_age): (i64, Duration),
+    (prefix, subject): (String, String),
+    (bounds, mut start): ((i64, Duration), Option<u64>),
     (min, max): (Duration, Duration),
 ) {
     if !shared.sequencing() {
@@ -723,29 +744,31 @@ async fn run_seq_consumer(
     let js = async_nats::jetstream::new(client.clone());
     let mut backoff = Backoff::new(min, max);
     let (_never, mut stop) = watch::channel(());
+    // The first consumer starts at `start` (read before the core subscription went live); a
+    // consumer made again after a failure starts with what arrives (the skipped numbers are a
+    // gap: older positions are refused here).
     loop {
         let consumed = async {
-            let cfg = async_nats::jetstream::stream::Config {
-                name: format!("{prefix}_SEQ"),
-                subjects: vec![subject.clone()],
-                max_messages,
-                max_age,
-                storage: async_nats::jetstream::stream::StorageType::Memory,
-                discard: async_nats::jetstream::stream::DiscardPolicy::Old,
-                num_replicas: 1,
-                ..Default::default()
-            };
             let stream = js
-                .get_or_create_stream(cfg)
+                .get_or_create_stream(seq_stream_config(&prefix, &subject, bounds))
                 .await
                 .map_err(|e| format!("numbering stream: {e}"))?;
-            let created = stream.cached_info().created.unix_timestamp_nanos();
+            let info = stream.cached_info();
+            let created = info.created.unix_timestamp_nanos();
             let epoch = u64::try_from(created).unwrap_or_default() | 1;
+            let deliver_policy = match start.take() {
+                Some(start_sequence) => {
+                    async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence,
+                    }
+                }
+                None => async_nats::jetstream::consumer::DeliverPolicy::New,
+            };
             let consumer = stream
                 .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
                     deliver_subject: client.new_inbox(),
                     filter_subject: subject.clone(),
-                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+                    deliver_policy,
                     ..Default::default()
                 })
                 .await
@@ -777,6 +800,40 @@ async fn run_seq_consumer(
             return;
         }
     }
+}
+
+/// The numbering stream's configuration.
+fn seq_stream_config(
+    prefix: &str,
+    subject: &str,
+    (max_messages, max_age): (i64, Duration),
+) -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: format!("{prefix}_SEQ"),
+        subjects: vec![subject.to_owned()],
+        max_messages,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The numbering stream's last sequence (made if missing); `None` when JetStream cannot be
+/// asked.
+async fn seq_stream_last(
+    client: &async_nats::Client,
+    prefix: &str,
+    subject: &str,
+    bounds: (i64, Duration),
+) -> Option<u64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(seq_stream_config(prefix, subject, bounds))
+        .await
+        .ok()?;
+    Some(stream.cached_info().state.last_sequence)
 }
 
 /// The client's options (a fresh value per connection attempt: `connect` consumes them).

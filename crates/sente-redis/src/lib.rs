@@ -545,7 +545,7 @@ async fn run_publisher(
         }
         if batch.iter().any(|j| matches!(j, Job::Seq { .. })) && !shared.sequencing_up() {
             // A connection is down: what the engine numbered now might not come back here.
-            shared.unsequence(&mut batch, &mut rx, None);
+            shared.unsequence(&mut batch, None);
         }
         let (c, scripts) = match conn.as_mut() {
             Some(c) => c,
@@ -578,7 +578,7 @@ async fn run_publisher(
             match loaded.await {
                 Ok(s) => *scripts = Some(s),
                 Err(e) => {
-                    shared.unsequence(&mut batch, &mut rx, Some(e.to_string()));
+                    shared.unsequence(&mut batch, Some(e.to_string()));
                     conn = None;
                     if !backoff.wait(&mut stop).await {
                         return;
@@ -594,6 +594,9 @@ async fn run_publisher(
         for job in &batch {
             match (job, scripts.as_ref()) {
                 (Job::Frame(frame), _) | (Job::Seq { frame, .. }, None) => {
+                    pipe.publish(&channel, frame.as_slice()).ignore();
+                }
+                (Job::Seq { frame, id, .. }, Some(_)) if !shared.waits_for_number(*id) => {
                     pipe.publish(&channel, frame.as_slice()).ignore();
                 }
                 (Job::Seq { frame, .. }, Some(s)) => {
@@ -640,7 +643,7 @@ async fn run_publisher(
             Err(e) => {
                 // Keep the batch and retry it on a new connection (what waits for a number
                 // is applied here now, and published unnumbered).
-                shared.unsequence(&mut batch, &mut rx, Some(e.to_string()));
+                shared.unsequence(&mut batch, Some(e.to_string()));
                 conn = None;
                 if !backoff.wait(&mut stop).await {
                     return;
