@@ -10,7 +10,7 @@ use sente_proto::backplane::codec;
 use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
 use sente_proto::{ClientId, Event, Uid};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -76,6 +76,18 @@ impl MailboxConfig {
 pub enum Job {
     /// A frame for the pub/sub channel.
     Frame(Vec<u8>),
+    /// A frame the engine numbers and publishes in one atomic step (see
+    /// [`Shared::set_sequencing`]); `msg` is what it encodes (applied here unnumbered if the
+    /// engine cannot be reached, see [`Shared::unsequence`]).
+    Seq {
+        /// The frame, without its trailer (the engine appends it).
+        frame: Vec<u8>,
+        /// The message.
+        msg: BackplaneMsg,
+        /// Its place among this node's messages waiting for a number (see
+        /// [`Shared::waits_for_number`]).
+        id: u64,
+    },
     /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
     /// every registered client), then wake this node's polls of those uids.
     Append {
@@ -100,7 +112,7 @@ impl Job {
     /// The job's payload bytes (what the publish queue's byte accounting counts).
     pub fn len(&self) -> usize {
         match self {
-            Job::Frame(b) => b.len(),
+            Job::Frame(b) | Job::Seq { frame: b, .. } => b.len(),
             Job::Append { entry, .. } | Job::AppendClient { entry, .. } => entry.len(),
         }
     }
@@ -244,6 +256,19 @@ pub struct Health {
     pub append_bytes: u64,
     /// Other engine operations done (uidport decisions, mailbox registers, takes, ...).
     pub ops: u64,
+    /// Of [`Health::published`], the payloads numbered by the engine (cross-node resume:
+    /// one atomic number-and-publish each, instead of a plain publish).
+    pub sequenced: u64,
+    /// Pushes applied without a number because the engine was unreachable (their clients
+    /// cannot resume past them).
+    pub unsequenced: u64,
+}
+
+/// This node's messages waiting for their number (see [`Shared::waits_for_number`]).
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, BackplaneMsg)>,
 }
 
 /// The state one backplane instance shares between its handle and its engine tasks.
@@ -272,6 +297,17 @@ pub struct Shared {
     pub append_bytes: AtomicU64,
     /// Other engine operations done (see [`Health::ops`]).
     pub ops_done: AtomicU64,
+    /// Payloads numbered by the engine (see [`Health::sequenced`]).
+    pub sequenced: AtomicU64,
+    unsequenced: AtomicU64,
+    /// Sequencing asked for (see [`Shared::set_sequencing`]).
+    sequencing: AtomicBool,
+    /// The engine's numbered channel is consumed (see [`Shared::set_seq_ready`]).
+    seq_ready: AtomicBool,
+    /// The messages queued for numbering and not yet numbered, in order: when the engine is
+    /// found unreachable they are applied here at once, before any later push, so a push
+    /// applied locally never overtakes one queued before it.
+    order: Mutex<Waiting>,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -383,6 +419,11 @@ impl Shared {
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
             ops_done: AtomicU64::new(0),
+            sequenced: AtomicU64::new(0),
+            unsequenced: AtomicU64::new(0),
+            sequencing: AtomicBool::new(false),
+            seq_ready: AtomicBool::new(false),
+            order: Mutex::new(Waiting::default()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codec_errors: AtomicU64::new(0),
@@ -406,9 +447,55 @@ impl Shared {
         self.cluster.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Numbers pushes for the cluster (cross-node resume): `Push`, `PushMany`, `Broadcast`,
+    /// `Flush` and `CloseUid` are published as [`Job::Seq`] and applied here only when they
+    /// come back numbered ([`sente_proto::backplane::BackplaneMsg::Sequenced`]), like on every
+    /// other node. While the engine is unreachable they are applied here at once, unnumbered.
+    pub fn set_sequencing(&self, on: bool) {
+        self.sequencing.store(on, Ordering::Release);
+    }
+
+    /// Whether this node receives what the engine numbers (an engine whose numbered messages
+    /// travel on the same subscription as the rest sets it once; one with a consumer of its
+    /// own while that consumer runs). Numbered publishing waits for it.
+    pub fn set_seq_ready(&self, ready: bool) {
+        self.seq_ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether pushes are numbered by the engine (see [`Shared::set_sequencing`]).
+    pub fn sequencing(&self) -> bool {
+        self.sequencing.load(Ordering::Acquire)
+    }
+
+    /// Whether a push published now goes to the engine for its number: sequencing is on and
+    /// both connections are up.
+    pub fn sequencing_up(&self) -> bool {
+        self.sequencing() && self.seq_ready.load(Ordering::Acquire) && {
+            let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.publisher && s.subscriber
+        }
+    }
+
+    fn order(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies here, unnumbered and in order, what waits for a number.
+    fn apply_waiting(&self, waiting: &mut Waiting) {
+        for (_, msg) in std::mem::take(&mut waiting.queue) {
+            self.deliver_unsequenced(msg, true);
+        }
+    }
+
+    /// Whether the [`Job::Seq`] `id` still waits for its number (`false`: it was applied here
+    /// unnumbered meanwhile; publish it as a plain frame).
+    pub fn waits_for_number(&self, id: u64) -> bool {
+        self.order().queue.iter().any(|(i, _)| *i == id)
+    }
+
     /// `Backplane::publish`: this node's own presence is recorded and published (never
-    /// delivered back); everything else is delivered to the local sink at once and published
-    /// for the other nodes.
+    /// delivered back); a push numbered by the engine is applied when it comes back; anything
+    /// else is delivered to the local sink at once and published for the other nodes.
     pub fn publish(&self, msg: BackplaneMsg) {
         if matches!(msg, BackplaneMsg::Presence { .. }) {
             // Under the cluster lock, so snapshots and presence changes keep their order.
@@ -419,6 +506,8 @@ impl Shared {
             }
             return;
         }
+        let sequenced = self.sequencing() && codec::sequenceable(&msg);
+        let mut order = sequenced.then(|| self.order());
         if self.mailbox.enabled {
             let (uids, event) = match &msg {
                 BackplaneMsg::Push { uid, event, .. } => {
@@ -431,7 +520,9 @@ impl Shared {
             if let Some(event) = event {
                 if self.engine_up() {
                     match codec::encode_event(event) {
-                        Ok(entry) => self.enqueue_job(Job::Append { uids, entry }),
+                        Ok(entry) => {
+                            let _ = self.enqueue_job(Job::Append { uids, entry });
+                        }
                         Err(e) => self.codec_error(&e),
                     }
                 } else {
@@ -449,30 +540,82 @@ impl Shared {
             } = &msg
             {
                 match codec::encode_event(event) {
-                    Ok(entry) => self.enqueue_job(Job::AppendClient {
-                        uid: uid.clone(),
-                        client: client_id.clone(),
-                        entry,
-                    }),
+                    Ok(entry) => {
+                        let _ = self.enqueue_job(Job::AppendClient {
+                            uid: uid.clone(),
+                            client: client_id.clone(),
+                            entry,
+                        });
+                    }
                     Err(e) => self.codec_error(&e),
                 }
             }
         }
-        match codec::encode_msg(self.origin, &msg) {
-            Ok(bytes) => self.enqueue(bytes),
-            Err(e) => self.codec_error(&e),
+        let frame = match codec::encode_msg(self.origin, &msg) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.codec_error(&e);
+                // Not for the other nodes, but this node's clients still get it.
+                return self.deliver_unsequenced(msg, sequenced);
+            }
+        };
+        if let Some(waiting) = order.as_mut() {
+            if self.sequencing_up() {
+                waiting.next += 1;
+                let id = waiting.next;
+                waiting.queue.push_back((id, msg.clone()));
+                if !self.enqueue_job(Job::Seq { frame, msg, id }) {
+                    waiting.queue.pop_back();
+                }
+                return;
+            }
+            // Unreachable: what waits for a number is applied first.
+            self.apply_waiting(waiting);
+        }
+        self.enqueue(frame);
+        self.deliver_unsequenced(msg, sequenced);
+    }
+
+    fn deliver_unsequenced(&self, msg: BackplaneMsg, counted: bool) {
+        if counted
+            && !matches!(
+                msg,
+                BackplaneMsg::Flush { .. } | BackplaneMsg::CloseUid { .. }
+            )
+        {
+            self.unsequenced.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(sink) = self.sink.get() {
             sink(msg);
         }
     }
 
-    fn enqueue(&self, bytes: Vec<u8>) {
-        self.enqueue_job(Job::Frame(bytes));
+    /// The engine cannot number what waits (its connection failed: `down` says why, and the
+    /// publisher is marked down; or a connection was already down): every message waiting for
+    /// a number is applied here now, in order, before any later publish, and the [`Job::Seq`]s
+    /// of `jobs` become plain frames (those still in the queue are published plain when their
+    /// turn comes: see [`Shared::waits_for_number`]).
+    pub fn unsequence(&self, jobs: &mut [Job], down: Option<String>) {
+        let mut waiting = self.order();
+        if let Some(e) = down {
+            self.set_up(Side::Publisher, false, Some(e));
+        }
+        self.apply_waiting(&mut waiting);
+        for job in jobs.iter_mut() {
+            if let Job::Seq { frame, .. } = job {
+                *job = Job::Frame(std::mem::take(frame));
+            }
+        }
     }
 
-    fn enqueue_job(&self, job: Job) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
+    fn enqueue(&self, bytes: Vec<u8>) {
+        let _ = self.enqueue_job(Job::Frame(bytes));
+    }
+
+    /// Queues `job`; `false` when it was dropped.
+    fn enqueue_job(&self, job: Job) -> bool {
+        let sent = self.tx.try_send(job);
+        if let Err(mpsc::error::TrySendError::Full(_)) = sent {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             self.metrics.queue_full.increment(1);
             let mut last = self
@@ -488,6 +631,7 @@ impl Shared {
                 );
             }
         }
+        sent.is_ok()
     }
 
     fn codec_error(&self, e: &codec::CodecError) {
@@ -570,6 +714,12 @@ impl Shared {
             let (n, b) = match j {
                 Job::Frame(_) => {
                     self.metrics.published.increment(1);
+                    (&self.published, &self.published_bytes)
+                }
+                Job::Seq { id, .. } => {
+                    self.metrics.published.increment(1);
+                    self.sequenced.fetch_add(1, Ordering::Relaxed);
+                    self.order().queue.retain(|(i, _)| i != id);
                     (&self.published, &self.published_bytes)
                 }
                 Job::Append { .. } | Job::AppendClient { .. } => {
@@ -764,7 +914,7 @@ impl Shared {
                     let uids = Some(Arc::from([uid.clone()]));
                     self.deliver(BackplaneMsg::AjaxWake { uids });
                 }
-                Job::Frame(_) => {}
+                Job::Frame(_) | Job::Seq { .. } => {}
             }
         }
     }
@@ -876,6 +1026,8 @@ impl Shared {
             appends: self.appends.load(Ordering::Relaxed),
             append_bytes: self.append_bytes.load(Ordering::Relaxed),
             ops: self.ops_done.load(Ordering::Relaxed),
+            sequenced: self.sequenced.load(Ordering::Relaxed),
+            unsequenced: self.unsequenced.load(Ordering::Relaxed),
         }
     }
 

@@ -41,8 +41,39 @@
 //! A node's frames go out through one connection in publish order, and NATS delivers one
 //! publisher's messages on a subject to each subscriber in that order, so every node sees
 //! another node's pushes in `send` order per uid (in fact in total order per publishing node).
-//! A node's own pushes are applied to its own clients at once, without the round trip through
-//! NATS, so its local clients are served even while NATS is down.
+//! With cross-node resume ([`NatsConfig::resume`], on by default; see below) pushes, flushes
+//! and closes go through a JetStream stream and are applied by every node, its own included,
+//! in the stream's order. Without it, or while NATS is unreachable, a node's own pushes are
+//! applied to its own clients at once, without the round trip through NATS, so its local
+//! clients are served even while NATS is down.
+//!
+//! # Cross-node resume
+//!
+//! A WebSocket client that resumes (the `resume` extension, see
+//! `sente_proto::server::replay`) may resume on any node:
+//!
+//! - Each `send`, `send_many`, `broadcast`, `flush` and `close_uid` is published to the
+//!   JetStream stream `<cluster>_SEQ` (memory storage, subject `<cluster>.seq`, bounded by
+//!   [`NatsConfig::seq_stream`]) and acknowledged by it; every node consumes the stream with an
+//!   ordered consumer (from the messages after it started), and the stream sequence is the
+//!   push's global number, the stream's creation time the epoch (a NATS restart makes the
+//!   stream, hence the epoch, anew: older positions are refused).
+//! - Every node applies them in order (its own included) and logs every push under its
+//!   number (see `sente_proto::server::replay`, "In a cluster"); a node that missed numbers or
+//!   started after a client's position refuses it (`recovered: false`, no partial replay).
+//! - While NATS or the consumer is down, or a publish is not acknowledged within
+//!   [`NatsConfig::op_timeout`], pushes are applied locally and published unnumbered
+//!   ([`Health::unsequenced`]); their clients' next resume gets `recovered: false`. A publish
+//!   whose acknowledgement was lost although the stream stored it then reaches this node's
+//!   clients twice (rare).
+//! - Costs: one JetStream publish and its acknowledgement (a request/reply) instead of a core
+//!   publish per push, the stream's memory (its bounds) in the NATS server, a round trip
+//!   before a node's own clients see its push; and every node keeps every pushed uid's recent
+//!   pushes. Measured in `BENCHMARKS.md`, "Cluster resume".
+//! - Mixed versions: an older node neither publishes to nor reads the stream: its pushes reach
+//!   newer nodes unnumbered (positions stop being resumable there) and newer nodes' pushes do
+//!   not reach it. Turn it off (`NatsConfig::resume(false)`) for a rolling deploy from a
+//!   release without it.
 //!
 //! `publish` never blocks: frames go into a bounded queue ([`NatsConfig::queue`], default
 //! 65 536 frames) drained by a task into the NATS client (which buffers while reconnecting).
@@ -215,10 +246,11 @@
 //!   appended when the engine is back, after the fallback's newer ones were served: seen once
 //!   in 16 NATS restarts, never in 16 Redis ones (two pushes delivered late, out of order; the
 //!   `service_restart` process test reports it as a `KNOWN HOLE` rather than failing).
-//! - **Pushes to WebSocket clients** travel by pub/sub only: those sent while the client was
-//!   reconnecting reached no live connection and are lost (the clients see every push sent after
-//!   the reconnect, in order, without duplicates). Replay after a reconnect (per-uid sequence
-//!   numbers) is the resume extension's job.
+//! - **Pushes to WebSocket clients**: with cross-node resume every node logs them under their
+//!   global number, so a resuming client (the default of the Rust, WASM and JS clients) that
+//!   reconnects to a survivor gets those sent meanwhile replayed: every acknowledged push
+//!   arrives exactly once, in order (the process test `ws_sigkill`). A client without resume
+//!   loses the pushes sent while it reconnected.
 
 use sente_backplane_kit as shell;
 
@@ -227,7 +259,7 @@ pub use shell::{Health, MailboxConfig};
 
 use futures_util::StreamExt;
 use sente_proto::backplane::{
-    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision,
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
     mailbox_take_count, uidport_rule,
 };
 use sente_proto::{ClientId, Uid};
@@ -263,6 +295,16 @@ pub struct NatsConfig {
     /// skipped at once (their pushes still reach the nodes' WebSocket clients once NATS is
     /// back, from the publish queue). Default 2 s.
     pub op_timeout: Duration,
+    /// Cross-node resume: number every push for the cluster by publishing it to the JetStream
+    /// stream `<cluster>_SEQ` (memory storage, subject `<cluster>.seq`) that every node
+    /// consumes in order, instead of a core publish (see the crate docs, "Cross-node
+    /// resume"). The servers use the numbers when their replay is enabled; turn this off when
+    /// it is not. Default `true`.
+    pub resume: bool,
+    /// The numbering stream's bounds: messages kept, and their age. Default 100 000 and 2 min
+    /// (a node only reads what arrives after it started consuming; these bound the engine's
+    /// memory).
+    pub seq_stream: (i64, Duration),
 }
 
 impl NatsConfig {
@@ -277,7 +319,15 @@ impl NatsConfig {
             mailbox: MailboxConfig::default(),
             uidport_ttl: Duration::from_secs(3600),
             op_timeout: Duration::from_secs(2),
+            resume: true,
+            seq_stream: (100_000, Duration::from_secs(120)),
         }
+    }
+
+    /// Sets [`NatsConfig::resume`].
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
     }
 
     /// Sets [`NatsConfig::op_timeout`] (at least 10 ms).
@@ -393,6 +443,7 @@ impl NatsBackplane {
             config.queue,
             config.mailbox.clone(),
         );
+        shared.set_sequencing(config.resume);
         let (stop, stop_rx) = watch::channel(());
         handle.spawn(run(
             config.url.clone(),
@@ -400,6 +451,7 @@ impl NatsBackplane {
                 config.cluster.clone(),
                 config.uidport_ttl,
                 config.op_timeout,
+                config.seq_stream,
             ),
             subject.clone(),
             shared.clone(),
@@ -451,6 +503,10 @@ impl Backplane for NatsBackplane {
         Some(self.inner.shared.uidport(uid, open))
     }
 
+    fn sequenced(&self) -> bool {
+        self.inner.shared.sequencing()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared
@@ -469,7 +525,7 @@ fn set_connected(shared: &Shared, up: bool, error: Option<&str>) {
 /// `stop` fires.
 async fn run(
     url: String,
-    (cluster, uidport_ttl, op_timeout): (String, Duration, Duration),
+    (cluster, uidport_ttl, op_timeout, seq_stream): (String, Duration, Duration, (i64, Duration)),
     subject: String,
     shared: Arc<Shared>,
     (mut rx, ops): (mpsc::Receiver<Job>, mpsc::Receiver<Op>),
@@ -491,6 +547,18 @@ async fn run(
                 }
             }
         }
+    };
+    // Numbering: where this node's consumer starts, read before the core subscription goes
+    // live, so nothing numbered after the node starts hearing the cluster is missed.
+    let seq_subject = format!("{cluster}.seq");
+    let seq_prefix = bucket_prefix(&cluster);
+    let seq_start = if shared.sequencing() {
+        tokio::select! {
+            r = seq_stream_last(&client, &seq_prefix, &seq_subject, seq_stream) => r.map(|l| l + 1),
+            _ = stop.changed() => return,
+        }
+    } else {
+        None
     };
     let subscriber = loop {
         let attempt = tokio::select! {
@@ -587,15 +655,23 @@ async fn run(
         }
     };
     let watch_registered = watch_registrations(buckets.clone(), shared.clone());
+    let numbered = run_seq_consumer(
+        client.clone(),
+        shared.clone(),
+        (bucket_prefix(&buckets.cluster), seq_subject.clone()),
+        (seq_stream, seq_start),
+        (min, max),
+    );
     let send = {
         let shared = shared.clone();
         let client = client.clone();
+        let js = async_nats::jetstream::new(client.clone());
         async move {
             let mut jobs = Vec::new();
             while rx.recv_many(&mut jobs, APPEND_RUN).await > 0 {
                 // The mailbox appends of the run first (one compare-and-set per client for
                 // all of them, in order), so a node that hears a push finds it stored; then
-                // the frames, in order.
+                // the frames and numbered frames, in order.
                 let appends: Vec<(AppendTo<'_>, &[u8])> = jobs
                     .iter()
                     .filter_map(|j| match j {
@@ -605,7 +681,7 @@ async fn run(
                         Job::AppendClient { uid, client, entry } => {
                             Some((AppendTo::Client(uid, client), entry.as_slice()))
                         }
-                        Job::Frame(_) => None,
+                        Job::Frame(_) | Job::Seq { .. } => None,
                     })
                     .collect();
                 let mut stored = false;
@@ -627,25 +703,46 @@ async fn run(
                         shared.record_error("mailbox append skipped: NATS unreachable".to_owned());
                     }
                 }
-                for job in jobs.drain(..) {
-                    match &job {
+                let mut i = 0;
+                while i < jobs.len() {
+                    let started = std::time::Instant::now();
+                    if let Job::Seq { frame, id, .. } = &mut jobs[i] {
+                        if !shared.waits_for_number(*id) {
+                            // Applied here meanwhile: published plain.
+                            jobs[i] = Job::Frame(std::mem::take(frame));
+                        } else if publish_numbered(&js, &shared, &seq_subject, frame, op_timeout)
+                            .await
+                        {
+                            shared.count_sent_since(std::slice::from_ref(&jobs[i]), started);
+                            i += 1;
+                            continue;
+                        } else {
+                            // Applied here now, and published unnumbered, with what waits
+                            // behind it.
+                            shared.unsequence(&mut jobs[i..], None);
+                        }
+                    }
+                    let job = &jobs[i];
+                    match job {
                         Job::Frame(frame) => {
-                            let started = std::time::Instant::now();
                             match client.publish(subject.clone(), frame.clone().into()).await {
                                 Ok(()) => {
-                                    shared.count_sent_since(std::slice::from_ref(&job), started);
+                                    shared.count_sent_since(std::slice::from_ref(job), started);
                                 }
                                 Err(e) => shared.record_error(format!("publish: {e}")),
                             }
                         }
+                        Job::Seq { .. } => {}
                         Job::Append { .. } | Job::AppendClient { .. } => {
                             if stored {
-                                shared.count_sent(std::slice::from_ref(&job));
+                                shared.count_sent(std::slice::from_ref(job));
                             }
-                            shared.wake_after(std::slice::from_ref(&job));
+                            shared.wake_after(std::slice::from_ref(job));
                         }
                     }
+                    i += 1;
                 }
+                jobs.clear();
             }
         }
     };
@@ -656,8 +753,155 @@ async fn run(
         () = recv => {}
         () = watch_state => {}
         () = send => {}
+        () = numbered => {}
         _ = stop.changed() => {}
     }
+}
+
+/// Publishes a numbered frame to the numbering stream and waits for its acknowledgement
+/// (at most `op_timeout`, and no longer once NATS is seen gone, so local clients wait no
+/// longer); `false` when it was not stored.
+async fn publish_numbered(
+    js: &async_nats::jetstream::Context,
+    shared: &Shared,
+    subject: &str,
+    frame: &[u8],
+    op_timeout: Duration,
+) -> bool {
+    if !shared.sequencing_up() {
+        return false;
+    }
+    let acked = tokio::time::timeout(op_timeout, async {
+        js.publish(subject.to_owned(), frame.to_vec().into())
+            .await?
+            .await
+    });
+    let down = async {
+        while shared.sequencing_up() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let acked = tokio::select! {
+        r = acked => r.map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+        () = down => Err("NATS unreachable".to_owned()),
+    };
+    match acked {
+        Ok(_) => true,
+        Err(e) => {
+            shared.record_error(format!("numbered publish: {e}"));
+            false
+        }
+    }
+}
+
+/// Consumes the numbering stream (cross-node resume) in order, from what arrives after it
+/// starts: each message is delivered as a sequenced frame (the stream sequence is the global
+/// number, the stream's creation time the epoch). Makes the stream if missing; starts over
+/// (new consumer, and a new epoch if the stream was made anew) when the consumer fails.
+async fn run_seq_consumer(
+    client: async_nats::Client,
+    shared: Arc<Shared>,
+    (prefix, subject): (String, String),
+    (bounds, mut start): ((i64, Duration), Option<u64>),
+    (min, max): (Duration, Duration),
+) {
+    if !shared.sequencing() {
+        return std::future::pending::<()>().await;
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let mut backoff = Backoff::new(min, max);
+    let (_never, mut stop) = watch::channel(());
+    // The first consumer starts at `start` (read before the core subscription went live); a
+    // consumer made again after a failure starts with what arrives (the skipped numbers are a
+    // gap: older positions are refused here).
+    loop {
+        let consumed = async {
+            let stream = js
+                .get_or_create_stream(seq_stream_config(&prefix, &subject, bounds))
+                .await
+                .map_err(|e| format!("numbering stream: {e}"))?;
+            let info = stream.cached_info();
+            let created = info.created.unix_timestamp_nanos();
+            let epoch = u64::try_from(created).unwrap_or_default() | 1;
+            let deliver_policy = match start.take() {
+                Some(start_sequence) => {
+                    async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence,
+                    }
+                }
+                None => async_nats::jetstream::consumer::DeliverPolicy::New,
+            };
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    filter_subject: subject.clone(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("numbering consumer: {e}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| format!("numbering consumer: {e}"))?;
+            shared.deliver(BackplaneMsg::Epoch { epoch });
+            shared.set_seq_ready(true);
+            let mut payload = Vec::new();
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| format!("numbering consumer: {e}"))?;
+                let Ok(info) = m.info() else { continue };
+                payload.clear();
+                payload.extend_from_slice(&m.payload);
+                payload.push(codec::SEQ_TAG);
+                payload.extend_from_slice(&epoch.to_le_bytes());
+                payload.extend_from_slice(info.stream_sequence.to_string().as_bytes());
+                shared.receive(&payload);
+            }
+            Err::<(), String>("numbering consumer ended".to_owned())
+        };
+        if let Err(e) = consumed.await {
+            shared.set_seq_ready(false);
+            shared.record_error(e);
+        }
+        if !backoff.wait(&mut stop).await {
+            return;
+        }
+    }
+}
+
+/// The numbering stream's configuration.
+fn seq_stream_config(
+    prefix: &str,
+    subject: &str,
+    (max_messages, max_age): (i64, Duration),
+) -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: format!("{prefix}_SEQ"),
+        subjects: vec![subject.to_owned()],
+        max_messages,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The numbering stream's last sequence (made if missing); `None` when JetStream cannot be
+/// asked.
+async fn seq_stream_last(
+    client: &async_nats::Client,
+    prefix: &str,
+    subject: &str,
+    bounds: (i64, Duration),
+) -> Option<u64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .get_or_create_stream(seq_stream_config(prefix, subject, bounds))
+        .await
+        .ok()?;
+    Some(stream.cached_info().state.last_sequence)
 }
 
 /// The client's options (a fresh value per connection attempt: `connect` consumes them).

@@ -105,6 +105,26 @@ pub enum BackplaneMsg {
         /// The uid has an Ajax client on that node.
         ajax: bool,
     },
+    /// A `Push`, `PushMany`, `Broadcast`, `Flush` or `CloseUid` numbered by the cluster's
+    /// engine (a sequencing backplane, see [`Backplane::sequenced`]): every node receives
+    /// these in the order of their numbers, the publishing node included, so every node's
+    /// replay logs hold the same pushes under the same numbers and a WebSocket client may
+    /// resume on any node (see [`crate::server::replay`], "In a cluster").
+    Sequenced {
+        /// The epoch of the engine's sequence (a new one when the engine lost it).
+        epoch: u64,
+        /// The message's number in the cluster (from 1, no gaps within an epoch).
+        seq: u64,
+        /// The message.
+        msg: Box<BackplaneMsg>,
+    },
+    /// Delivered by a sequencing backplane to its own node only (never published): the
+    /// epoch of the cluster's sequence, known once its engine is reached (so a client that
+    /// handshakes before the first numbered push gets a position in that epoch).
+    Epoch {
+        /// The epoch.
+        epoch: u64,
+    },
     /// Delivered by a backplane to its own node only (never published): fire
     /// `chsk/uidport-close` for `uid` here, on behalf of nodes that died with it (the
     /// backplane's atomic decision chose this node; see [`Backplane::uidport`]).
@@ -300,6 +320,15 @@ pub trait Backplane: Send + Sync + 'static {
     /// Ajax client is served by the node it handshook with, as on one server.
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         None
+    }
+
+    /// Whether this backplane numbers pushes for the cluster: it delivers `Push`, `PushMany`,
+    /// `Broadcast`, `Flush` and `CloseUid` as [`BackplaneMsg::Sequenced`] to every node (its
+    /// own included, once the engine numbered them), and unnumbered only while its engine is
+    /// unreachable. The server then logs pushes under the cluster's numbers (cross-node
+    /// resume). `false` (the default): one node, or a backplane without it.
+    fn sequenced(&self) -> bool {
+        false
     }
 }
 

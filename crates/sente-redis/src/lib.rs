@@ -39,9 +39,43 @@
 //! A node's frames go out through one connection, in publish order (batched into pipelines),
 //! and Redis delivers a channel's messages to each subscriber in that order, so every node sees
 //! another node's pushes in `send` order per uid (in fact in total order per publishing node).
-//! A node's own pushes are applied to its own clients at once, without the round trip through
-//! Redis (its own frames coming back are recognized by their origin and ignored), so its local
-//! clients are served even while Redis is down.
+//!
+//! With cross-node resume ([`RedisConfig::resume`], on by default; see below) pushes, flushes
+//! and closes are numbered by Redis and applied by every node, their own included, when they
+//! come back. Without it, or while Redis is unreachable, a node's own pushes are applied to its
+//! own clients at once, without the round trip through Redis (its own frames coming back are
+//! recognized by their origin and ignored), so its local clients are served even while Redis
+//! is down.
+//!
+//! # Cross-node resume
+//!
+//! A WebSocket client that resumes (the `resume` extension, see
+//! `sente_proto::server::replay`) may resume on any node, so the pushes sent while it
+//! reconnected after its node died are replayed by the node it reaches:
+//!
+//! - Each `send`, `send_many`, `broadcast`, `flush` and `close_uid` is one `EVALSHA` of a
+//!   script that increments `<cluster>:gseq` and `PUBLISH`es the frame with that number and
+//!   the epoch appended (the codec's sequenced trailer), atomically, so the channel's order is
+//!   the numbers' order for every subscriber. The epoch (`<cluster>:epoch`, 8 bytes) is made
+//!   by the first node; a Redis that lost its keys gets a new one (older positions are then
+//!   refused with `recovered: false`).
+//! - Every node applies the numbered frames in order (its own included: no local shortcut)
+//!   and logs every push under its number (see `sente_proto::server::replay`, "In a
+//!   cluster"). A node that missed numbers (its subscription dropped) or started after a
+//!   client's position refuses that position (`recovered: false`, no partial replay).
+//! - While Redis is unreachable (either connection down), pushes are applied locally at once
+//!   and published unnumbered when it is back; what was queued for numbering when the
+//!   connection failed is applied locally then, in order. Their clients forget their position
+//!   (their next resume gets `recovered: false`). Counted in [`Health::unsequenced`].
+//! - Costs: one `EVALSHA` (a `GET`, an `INCR` and the `PUBLISH`, all in Redis) instead of a
+//!   `PUBLISH` per push, 10 to 20 more bytes per frame, and one more network round trip
+//!   before a node's own clients see its push; memory: every node keeps every pushed uid's
+//!   recent pushes (the server's [`sente_proto::server::replay::ReplayConfig`] bounds, per
+//!   uid, for `max_age_ms`). Measured in `BENCHMARKS.md`, "Cluster resume".
+//! - Mixed versions (rolling deploy): an older node applies numbered frames as plain ones (it
+//!   ignores the trailer) and its own pushes unnumbered; a newer node applies the older node's
+//!   pushes unnumbered, so while both run, positions stop being resumable at each of them.
+//!   Turn it off with `RedisConfig::resume(false)` (or the server's replay off).
 //!
 //! `publish` never blocks: frames go into a bounded queue ([`RedisConfig::queue`], default
 //! 65 536 frames) drained by a task. When the queue is full (Redis down for long, or slower than
@@ -81,6 +115,8 @@
 //! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`](sente_proto::backplane::codec::encode_event)) | the client's mailbox | its registration's |
 //! | `mboxb:<uid>:<client>` | integer | the mailbox's bytes | its registration's |
 //! | `lease:<uid>:<client>` | list: lease id, delivered flag (`0`/`1`), events | the events of the client's last answer, until its next GET settles them ("Leased takes") | its registration's |
+//! | `gseq` | integer | the last global push number (cross-node resume) | none |
+//! | `epoch` | 8 bytes | the epoch of those numbers | none |
 //!
 //! # `chsk/uidport-*` once per cluster
 //!
@@ -213,11 +249,16 @@
 //!   pushes published in the moment before the node noticed the outage (5 to 30 ms) may be
 //!   appended when the engine is back, after the fallback's newer ones were served: seen once
 //!   in 16 NATS restarts, never in 16 Redis ones (two pushes delivered late, out of order; the
-//!   `service_restart` process test then fails).
-//! - **Pushes to WebSocket clients** travel by pub/sub only: those sent while the client was
-//!   reconnecting reached no live connection and are lost (the clients see every push sent after
-//!   the reconnect, in order, without duplicates). Replay after a reconnect (per-uid sequence
-//!   numbers) is the resume extension's job.
+//!   `service_restart` process test reports it as a `KNOWN HOLE`).
+//! - **Pushes to WebSocket clients** travel by pub/sub only, but with cross-node resume every
+//!   node logs them under their global number, so a resuming client (the default of the Rust,
+//!   WASM and JS clients) that reconnects to a survivor gets those sent meanwhile replayed:
+//!   every acknowledged push arrives exactly once, in order, with `recovered: true` (the
+//!   process test `ws_sigkill`). A client without resume loses the pushes sent while it
+//!   reconnected (it sees every push sent after the reconnect, in order, without duplicates).
+//!   **Known hole**: if this node's subscription drops while its publishing connection stays
+//!   up, its own numbered pushes published meanwhile do not come back to it, so its connected
+//!   clients miss them without a sign (the gap makes their positions unresumable here).
 
 use sente_backplane_kit as shell;
 
@@ -227,7 +268,7 @@ pub use shell::{Health, MailboxConfig};
 use futures_util::StreamExt;
 use sente_proto::Uid;
 use sente_proto::backplane::{
-    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision,
+    Backplane, BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, NodeId, UidportDecision, codec,
 };
 use shell::{Backoff, Job, Mailboxes, Op, Shared, Side, cid_hex, uid_hex};
 use std::sync::Arc;
@@ -257,6 +298,13 @@ pub struct RedisConfig {
     /// How long a `uidport:<uid>` key lives after its last change or renewal; every node
     /// renews the keys of its uids every quarter of it. Default 1 h.
     pub uidport_ttl: Duration,
+    /// Cross-node resume: number every push for the cluster (one `EVALSHA` of a script that
+    /// increments `<cluster>:gseq` and publishes, instead of a `PUBLISH`), so a WebSocket
+    /// client may resume on any node (see the crate docs, "Cross-node resume"). The servers
+    /// use the numbers when their replay ([`sente_proto::server::replay::ReplayConfig`]) is
+    /// enabled; turn this off when it is not (the numbering would cost for nothing). Default
+    /// `true`.
+    pub resume: bool,
 }
 
 impl RedisConfig {
@@ -270,7 +318,14 @@ impl RedisConfig {
             presence: ClusterConfig::default(),
             mailbox: MailboxConfig::default(),
             uidport_ttl: Duration::from_secs(3600),
+            resume: true,
         }
+    }
+
+    /// Sets [`RedisConfig::resume`].
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
     }
 
     /// Sets [`RedisConfig::uidport_ttl`] (at least 1 s).
@@ -372,6 +427,9 @@ impl RedisBackplane {
             config.queue,
             config.mailbox.clone(),
         );
+        shared.set_sequencing(config.resume);
+        // Numbered frames come on the channel's subscription.
+        shared.set_seq_ready(true);
         let (stop, stop_rx) = watch::channel(());
         let channel = config.channel();
         handle.spawn(run_publisher(
@@ -443,6 +501,10 @@ impl Backplane for RedisBackplane {
         Some(self.inner.shared.uidport(uid, open))
     }
 
+    fn sequenced(&self) -> bool {
+        self.inner.shared.sequencing()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared
@@ -475,6 +537,15 @@ async fn connect(
     }
 }
 
+/// A candidate for a new epoch of the push numbers: different at every call (a Redis that
+/// lost its keys must get an epoch it never had, even from the same node).
+fn candidate_epoch(origin: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (origin.rotate_left(29) ^ nanos) | 1
+}
+
 /// Whether an error is the connection's (retry on a new one) rather than a refused command.
 fn transient(e: &redis::RedisError) -> bool {
     e.is_io_error()
@@ -497,11 +568,17 @@ async fn run_publisher(
     let mut conn: Option<(redis::aio::MultiplexedConnection, Option<Scripts>)> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     loop {
-        if batch.is_empty() {
+        // Sequencing: connect (and announce the epoch) before the first push.
+        let ready = !shared.sequencing() || conn.as_ref().is_some_and(|(_, s)| s.is_some());
+        if batch.is_empty() && ready {
             tokio::select! {
                 got = rx.recv_many(&mut batch, BATCH) => if got == 0 { return },
                 _ = stop.changed() => return,
             }
+        }
+        if batch.iter().any(|j| matches!(j, Job::Seq { .. })) && !shared.sequencing_up() {
+            // A connection is down: what the engine numbered now might not come back here.
+            shared.unsequence(&mut batch, None);
         }
         let (c, scripts) = match conn.as_mut() {
             Some(c) => c,
@@ -510,14 +587,34 @@ async fn run_publisher(
                 None => return,
             },
         };
-        let needs_scripts = batch
-            .iter()
-            .any(|j| matches!(j, Job::Append { .. } | Job::AppendClient { .. }));
+        let needs_scripts = shared.sequencing()
+            || batch.iter().any(|j| {
+                matches!(
+                    j,
+                    Job::Append { .. } | Job::AppendClient { .. } | Job::Seq { .. }
+                )
+            });
         if needs_scripts && scripts.is_none() {
-            match Scripts::load(c).await {
+            let loaded = async {
+                let s = Scripts::load(c).await?;
+                if shared.sequencing() {
+                    let epoch: Vec<u8> = evalsha(&s.epoch)
+                        .arg(candidate_epoch(shared.origin).to_le_bytes().as_slice())
+                        .arg(format!("{prefix}:gseq"))
+                        .arg(format!("{prefix}:epoch"))
+                        .query_async(c)
+                        .await?;
+                    if let Ok(e) = <[u8; 8]>::try_from(epoch.as_slice()) {
+                        let epoch = u64::from_le_bytes(e);
+                        shared.deliver(BackplaneMsg::Epoch { epoch });
+                    }
+                }
+                Ok::<_, redis::RedisError>(s)
+            };
+            match loaded.await {
                 Ok(s) => *scripts = Some(s),
                 Err(e) => {
-                    shared.set_up(Side::Publisher, false, Some(e.to_string()));
+                    shared.unsequence(&mut batch, Some(e.to_string()));
                     conn = None;
                     if !backoff.wait(&mut stop).await {
                         return;
@@ -526,11 +623,27 @@ async fn run_publisher(
                 }
             }
         }
+        if batch.is_empty() {
+            continue;
+        }
         let mut pipe = redis::pipe();
         for job in &batch {
             match (job, scripts.as_ref()) {
-                (Job::Frame(frame), _) => {
+                (Job::Frame(frame), _) | (Job::Seq { frame, .. }, None) => {
                     pipe.publish(&channel, frame.as_slice()).ignore();
+                }
+                (Job::Seq { frame, id, .. }, Some(_)) if !shared.waits_for_number(*id) => {
+                    pipe.publish(&channel, frame.as_slice()).ignore();
+                }
+                (Job::Seq { frame, .. }, Some(s)) => {
+                    let mut cmd = evalsha(&s.publish_seq);
+                    cmd.arg(&channel)
+                        .arg(frame.as_slice())
+                        .arg([codec::SEQ_TAG].as_slice())
+                        .arg(candidate_epoch(shared.origin).to_le_bytes().as_slice())
+                        .arg(format!("{prefix}:gseq"))
+                        .arg(format!("{prefix}:epoch"));
+                    pipe.add_command(cmd).ignore();
                 }
                 (Job::Append { uids, entry }, Some(s)) => {
                     pipe.add_command(append_cmd(
@@ -571,8 +684,9 @@ async fn run_publisher(
                 batch.clear();
             }
             Err(e) => {
-                // Keep the batch and retry it on a new connection.
-                shared.set_up(Side::Publisher, false, Some(e.to_string()));
+                // Keep the batch and retry it on a new connection (what waits for a number
+                // is applied here now, and published unnumbered).
+                shared.unsequence(&mut batch, Some(e.to_string()));
                 conn = None;
                 if !backoff.wait(&mut stop).await {
                     return;
@@ -663,6 +777,35 @@ end
 redis.call('SREM', k, me)
 if live == 0 then return {0, 1} end
 return {0, 0}
+";
+
+/// Numbers a frame and publishes it, atomically (cross-node resume): the channel's order is
+/// the numbers' order. A new epoch (the candidate, fresh at every call) when the sequence or
+/// its epoch is missing (a Redis that lost its data). ARGV: channel, frame, trailer tag,
+/// candidate epoch (8 bytes), sequence key, epoch key. Returns the number.
+const PUBLISH_SEQ: &str = r"
+local ch, frame, tag, cand, sk, ek = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local e = redis.call('GET', ek)
+if redis.call('EXISTS', sk) == 0 or not e or #e ~= 8 then
+  e = cand
+  redis.call('SET', ek, e)
+end
+local n = redis.call('INCR', sk)
+redis.call('PUBLISH', ch, frame .. tag .. e .. string.format('%d', n))
+return n
+";
+
+/// The epoch of the sequence, made as [`PUBLISH_SEQ`] would. ARGV: candidate epoch, sequence
+/// key, epoch key. Returns the epoch (8 bytes).
+const EPOCH: &str = r"
+local cand, sk, ek = ARGV[1], ARGV[2], ARGV[3]
+local e = redis.call('GET', ek)
+if redis.call('EXISTS', sk) == 0 or not e or #e ~= 8 then
+  e = cand
+  redis.call('SET', ek, e)
+  if redis.call('EXISTS', sk) == 0 then redis.call('SET', sk, 0) end
+end
+return e
 ";
 
 /// ARGV: prefix, uid hex, client hex, ttl ms.
@@ -825,6 +968,8 @@ struct Scripts {
     put_back: String,
     settle: String,
     delivered: String,
+    publish_seq: String,
+    epoch: String,
 }
 
 impl Scripts {
@@ -854,6 +999,8 @@ impl Scripts {
             put_back: one(c, PUT_BACK, true).await?,
             settle: one(c, SETTLE, true).await?,
             delivered: one(c, DELIVERED, false).await?,
+            publish_seq: one(c, PUBLISH_SEQ, false).await?,
+            epoch: one(c, EPOCH, false).await?,
         })
     }
 }

@@ -11,10 +11,13 @@
 //! - Ajax clients: every acknowledged push arrives exactly once and in order, across the
 //!   `SIGKILL` of a node (mailboxes live in the engine); pushes never acknowledged (their node
 //!   was dead, or died before answering) may arrive, at most once and in order.
-//! - WebSocket clients: pushes arrive in order and without duplicates, and every push sent
-//!   after the client's reconnect arrives. Pushes sent to a WebSocket client's uid while it
-//!   was reconnecting are not guaranteed: see [`ws_sigkill`] for what the resume extension
-//!   must tighten.
+//! - WebSocket clients with resume (the default): every acknowledged push arrives exactly once
+//!   and in order, across the `SIGKILL` of their node (the engine numbers every push for the
+//!   cluster, every node logs them, and the client resumes on a survivor). A client that
+//!   resumes on a node started after its position gets `recovered: false` and no partial
+//!   replay ([`ws_resume_on_a_late_node`]).
+//! - WebSocket clients without resume: pushes arrive in order and without duplicates, and every
+//!   push sent after the client's reconnect arrives; those sent while it reconnected are lost.
 //!
 //! Each test takes about 5 to 15 s; `-- --nocapture` shows the measured times.
 
@@ -181,6 +184,11 @@ struct Node {
 
 impl Node {
     fn spawn(service: &Service, cluster: &str, name: &str) -> Node {
+        Node::spawn_with(service, cluster, name, &[])
+    }
+
+    /// [`Node::spawn`] with more command-line arguments.
+    fn spawn_with(service: &Service, cluster: &str, name: &str, extra: &[&str]) -> Node {
         let log = std::env::temp_dir().join(format!(
             "sente-proc-{}-{cluster}-{name}.log",
             std::process::id()
@@ -195,6 +203,7 @@ impl Node {
                 "--heartbeat-ms",
                 "200",
             ])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -396,6 +405,8 @@ impl Cluster {
 #[derive(Default)]
 struct Seen {
     numbers: Vec<i64>,
+    /// When each number arrived.
+    arrived: Vec<Instant>,
     handshakes: Vec<(String, Instant)>,
 }
 
@@ -408,8 +419,14 @@ struct Tracked {
 
 impl Tracked {
     fn connect(url: &str, uid: &str, kind: Kind) -> Tracked {
+        Tracked::connect_with(url, uid, kind, true)
+    }
+
+    /// [`Tracked::connect`], with resume on or off.
+    fn connect_with(url: &str, uid: &str, kind: Kind, resume: bool) -> Tracked {
         let client = Client::builder(url)
             .kind(kind)
+            .resume(resume)
             .csrf_token(sente_test_kit::CSRF_TOKEN)
             .param("uid", uid)
             .header("x-uid", uid)
@@ -436,6 +453,7 @@ impl Tracked {
                     ClientEvent::Push(e) if e.id().as_str() == "t/n" => {
                         if let Value::Int(n) = e.data() {
                             s.numbers.push(*n);
+                            s.arrived.push(Instant::now());
                         }
                     }
                     _ => {}
@@ -455,6 +473,11 @@ impl Tracked {
 
     fn numbers(&self) -> Vec<i64> {
         self.with(|s| s.numbers.clone())
+    }
+
+    /// The client's `recovered` flag (resume).
+    fn recovered(&self) -> Option<bool> {
+        self.client.state().borrow().recovered
     }
 
     /// The node of the last handshake.
@@ -788,23 +811,21 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
 // ---------------------------------------------------------------------------------------------
 // b. WebSocket clients: SIGKILL of the node they are on.
 
-/// Six WebSocket clients (native, `Kind::Ws`) spread over the nodes by the proxy; the node of
-/// client 0 is killed (`SIGKILL`) while pushes flow. Its clients reconnect through the proxy
-/// to a survivor within [`RECONNECT_BOUND`]; their uids are in the survivors'
-/// `connected_uids` (also past the dead node's expiry); every client's pushes arrive in order
-/// without duplicates, and every push sent after a client's reconnect arrives.
-///
-/// Not asserted (yet): pushes sent to the uid of a WebSocket client while it reconnects are
-/// lost (a WebSocket client has no mailbox; the push reached no live connection). The resume
-/// extension (per-uid sequence numbers, replay after reconnect) must tighten this test to
-/// "every acknowledged push arrives exactly once, in order" for WebSocket clients too: replace
-/// the `after reconnect` filter below by all of `sent.acked`.
+/// Eight WebSocket clients (native, `Kind::Ws`; six with resume, the default, and two without)
+/// spread over the nodes by the proxy; the node of client 0 is killed (`SIGKILL`) while pushes
+/// flow. Its clients reconnect through the proxy to a survivor within [`RECONNECT_BOUND`];
+/// their uids are in the survivors' `connected_uids` (also past the dead node's expiry).
+/// Resuming clients get every acknowledged push exactly once, in order (those sent while they
+/// reconnected are replayed by the survivor, from the cluster-wide numbered log), with
+/// `recovered: true`; the clients without resume get theirs in order without duplicates, and
+/// every push sent after their reconnect.
 async fn ws_sigkill(engine: Engine) {
     const ROUNDS: i64 = 40;
+    const RESUMING: usize = 6;
     let mut cl = Cluster::start(engine, "ws-kill").await;
     let url = cl.url();
-    let clients: Vec<Tracked> = (0..6)
-        .map(|i| Tracked::connect(&url, &format!("ws{i}"), Kind::Ws))
+    let clients: Vec<Tracked> = (0..RESUMING + 2)
+        .map(|i| Tracked::connect_with(&url, &format!("ws{i}"), Kind::Ws, i < RESUMING))
         .collect();
     for c in &clients {
         c.wait_open(10_000).await;
@@ -865,13 +886,16 @@ async fn ws_sigkill(engine: Engine) {
         cl.nodes[k].wait_uids("ws", &uids, 1000).await;
     }
     eprintln!("{engine:?}: dead node expired by {expired_after:?}; survivors still list every uid");
-    // Counted: in order, no duplicates; everything sent after the reconnect arrives (and
-    // everything the clients of surviving nodes were sent).
+    // Counted: in order, no duplicates; a resuming client gets every acknowledged push; one
+    // without resume everything sent after its reconnect (and everything, on a survivor).
     for (i, c) in clients.iter().enumerate() {
+        let resumes = i < RESUMING;
         let must: Vec<i64> = sent[i]
             .at
             .iter()
-            .filter(|(n, at)| sent[i].acked.contains(n) && reconnected[i].is_none_or(|r| *at > r))
+            .filter(|(n, at)| {
+                sent[i].acked.contains(n) && (resumes || reconnected[i].is_none_or(|r| *at > r))
+            })
             .map(|(n, _)| *n)
             .collect();
         let got = c.wait_numbers(&must, 10_000).await;
@@ -885,11 +909,21 @@ async fn ws_sigkill(engine: Engine) {
         if reconnected[i].is_some() {
             let lost = sent[i].acked.len() - got.len().min(sent[i].acked.len());
             eprintln!(
-                "{engine:?}: {} got {} of {} acknowledged pushes ({lost} sent while it reconnected)",
+                "{engine:?}: {} (resume {resumes}) got {} of {} acknowledged pushes ({lost} lost \
+                 while it reconnected); recovered {:?}",
                 c.uid,
                 got.len(),
-                sent[i].acked.len()
+                sent[i].acked.len(),
+                c.recovered()
             );
+            if resumes {
+                assert_eq!(
+                    c.recovered(),
+                    Some(true),
+                    "{}: resumed on a survivor",
+                    c.uid
+                );
+            }
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -904,6 +938,56 @@ async fn ws_sigkill(engine: Engine) {
         }
     }
     drop(cl.service);
+}
+
+/// A resuming WebSocket client's node dies while it stands at position `p`; a push to another
+/// uid (`p + 1`) happens before a fourth node starts, and one to the client's uid after; the
+/// client then reconnects to that fourth node, which never saw `p + 1`: it gets
+/// `recovered: false` and no partial replay (not the push it missed), then every later push.
+async fn ws_resume_on_a_late_node(engine: Engine) {
+    let mut cl = Cluster::start(engine, "ws-late").await;
+    let proxy = Proxy::start(cl.nodes[0].addr()).await.expect("proxy");
+    let c = Tracked::connect(&format!("http://{}/chsk", proxy.addr()), "late0", Kind::Ws);
+    c.wait_open(10_000).await;
+    assert_eq!(c.node().as_deref(), Some("n1"));
+    for n in 1..=3 {
+        assert!(cl.nodes[1].push("late0", n).await, "push {n} acknowledged");
+    }
+    assert_eq!(c.wait_numbers(&[1, 2, 3], 5000).await, vec![1, 2, 3]);
+    assert!(cl.nodes[1].push("late-other", 100).await);
+    let mut late = Node::spawn(&cl.service, &cl.name, "n4");
+    late.wait_health("n4 connected, 3 peers", 10_000, |h| {
+        h["connected"] == true && h["peers"] == 3
+    })
+    .await;
+    // The client's node dies; its reconnects find nobody until the proxy points at n4.
+    proxy.set_target(SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let killed_at = Instant::now();
+    cl.nodes[0].proc.kill();
+    assert!(cl.nodes[1].push("late0", 4).await, "push 4 acknowledged");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.set_target(late.addr());
+    let deadline = Instant::now() + RECONNECT_BOUND * 2;
+    while c.handshake_after(killed_at).is_none() {
+        assert!(Instant::now() < deadline, "reconnected to n4");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.node().as_deref(), Some("n4"));
+    assert_eq!(
+        c.recovered(),
+        Some(false),
+        "n4 started after the client's position"
+    );
+    assert!(cl.nodes[1].push("late0", 5).await, "push 5 acknowledged");
+    let got = c.wait_numbers(&[5], 5000).await;
+    assert_eq!(
+        got,
+        vec![1, 2, 3, 5],
+        "no partial replay (4 is not replayed)"
+    );
+    eprintln!("{engine:?}: resumed on a late node: recovered false, got {got:?}");
+    cl.nodes[1].assert_healthy();
+    late.assert_healthy();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1069,13 +1153,12 @@ async fn service_restart(engine: Engine) {
 // ---------------------------------------------------------------------------------------------
 // d. Rolling restart: one node drained (SIGTERM) and replaced, with traffic all along.
 
-/// Known gap, until cross-node resume lands (sequenced pushes replayed by the node a WebSocket
-/// client reconnects to): pushes sent to a WebSocket client's uid between its close on the
-/// drained node and its handshake on another node reach no connection and are not replayed.
-/// Set this to `false` once that resume works across nodes: [`rolling_restart`] then demands
-/// every acknowledged push exactly once, in order, for WebSocket clients too (as it does for
-/// Ajax clients, whose mailboxes keep what arrives while they move).
-const WS_PUSHES_WHILE_MOVING_MAY_BE_LOST: bool = true;
+/// Whether pushes sent to a WebSocket client's uid between its close on the drained node and
+/// its handshake on another node may be lost. `false` since cross-node resume (the nodes'
+/// replay logs under the engine's global numbers): [`rolling_restart`] demands every
+/// acknowledged push exactly once, in order, for the resuming WebSocket clients too, as it does
+/// for Ajax clients (whose mailboxes keep what arrives while they move).
+const WS_PUSHES_WHILE_MOVING_MAY_BE_LOST: bool = false;
 
 /// How long the `t/echo` handler of each request takes, and the pause between two requests of
 /// one client: replies are in flight on the node when it gets `SIGTERM`.
@@ -1347,6 +1430,122 @@ async fn rolling_restart(engine: Engine) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// e. What cross-node resume costs (measured, not asserted; `--ignored --nocapture`).
+
+/// `INFO commandstats` calls of `cmd` on the test's Redis.
+async fn redis_calls(port: u16, cmd: &str) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("redis");
+    s.write_all(b"INFO commandstats\r\n").await.expect("info");
+    let mut buf = vec![0u8; 65536];
+    let mut text = String::new();
+    while !text.ends_with("\r\n\r\n") || !text.contains("cmdstat_") {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("info answered")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let key = format!("cmdstat_{cmd}:calls=");
+    text.find(&key).map_or(0, |i| {
+        text[i + key.len()..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Two nodes, one WebSocket client (resume on) on node 2; node 1 pushes `N` numbered events to
+/// its uid, one at a time (each acknowledged by the backplane and received before the next):
+/// the push latency (control request sent to the client's receipt, cross-node) and node 1's
+/// backplane messages and bytes per push, with the backplane's cross-node resume off and on;
+/// with Redis also the `PUBLISH` and `EVALSHA` calls per push.
+async fn measure_resume_cost(engine: Engine) {
+    const N: usize = 300;
+    let service = Service::start(engine).await;
+    for resume in ["off", "on"] {
+        let cluster = cluster_name(&format!("cost-{resume}"));
+        let args = ["--resume", resume];
+        let nodes: Vec<Node> = (1..=2)
+            .map(|i| Node::spawn_with(&service, &cluster, &format!("n{i}"), &args))
+            .collect();
+        for n in &nodes {
+            n.wait_health("connected, 1 peer", 10_000, |h| {
+                h["connected"] == true && h["peers"] == 1
+            })
+            .await;
+        }
+        let c = Tracked::connect(&format!("http://{}/chsk", nodes[1].addr()), "m0", Kind::Ws);
+        c.wait_open(10_000).await;
+        nodes[0].wait_uids("ws", &["m0".to_owned()], 5000).await;
+        // Warm up.
+        assert!(nodes[0].push("m0", 0).await);
+        c.wait_numbers(&[0], 5000).await;
+        let h0 = nodes[0].health().await;
+        let (p0, e0) = match engine {
+            Engine::Redis => (
+                redis_calls(service.port, "publish").await,
+                redis_calls(service.port, "evalsha").await,
+            ),
+            Engine::Nats => (0, 0),
+        };
+        let mut lat = Vec::with_capacity(N);
+        for i in 1..=N {
+            let n = i64::try_from(i).unwrap_or(0);
+            let t0 = Instant::now();
+            assert!(nodes[0].push("m0", n).await, "push {n} acknowledged");
+            let got = c.wait_numbers(&[n], 5000).await;
+            assert!(got.contains(&n));
+            let at = c.with(|s| s.arrived[s.numbers.iter().position(|m| *m == n).unwrap_or(0)]);
+            lat.push(at.saturating_duration_since(t0));
+        }
+        let h1 = nodes[0].health().await;
+        let (p1, e1) = match engine {
+            Engine::Redis => (
+                redis_calls(service.port, "publish").await,
+                redis_calls(service.port, "evalsha").await,
+            ),
+            Engine::Nats => (0, 0),
+        };
+        lat.sort();
+        let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1000.0;
+        let per =
+            |k: &str| (h1[k].as_u64().unwrap_or(0) - h0[k].as_u64().unwrap_or(0)) as f64 / N as f64;
+        eprintln!(
+            "RESUME-COST {engine:?} resume={resume}: p50 {:.2} ms, p99 {:.2} ms; node 1 per push: \
+             {:.2} payloads ({:.2} numbered), {:.1} bytes, {:.2} appends; Redis per push \
+             (both nodes, heartbeats included): PUBLISH {:.2}, EVALSHA {:.2}",
+            q(0.5),
+            q(0.99),
+            per("published"),
+            per("sequenced"),
+            per("published_bytes"),
+            per("appends"),
+            (p1 - p0) as f64 / N as f64,
+            (e1 - e0) as f64 / N as f64,
+        );
+        assert_in_order("m0", &c.numbers());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md, Cluster resume): --ignored --nocapture"]
+async fn redis_resume_cost() {
+    measure_resume_cost(Engine::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md, Cluster resume): --ignored --nocapture"]
+async fn nats_resume_cost() {
+    measure_resume_cost(Engine::Nats).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 macro_rules! both {
     ($scenario:ident, $redis:ident, $nats:ident) => {
@@ -1392,5 +1591,10 @@ both!(
     nats_ajax_sigkill_anywhere
 );
 both!(ws_sigkill, redis_ws_sigkill, nats_ws_sigkill);
+both!(
+    ws_resume_on_a_late_node,
+    redis_ws_resume_on_a_late_node,
+    nats_ws_resume_on_a_late_node
+);
 both!(service_restart, redis_service_restart, nats_service_restart);
 both!(rolling_restart, redis_rolling_restart, nats_rolling_restart);

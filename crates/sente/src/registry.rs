@@ -160,7 +160,10 @@ impl Registry {
     ) -> Arc<Registry> {
         let driver = Arc::new(Notify::new());
         let mailbox = backplane.mailbox();
-        let cfg = cfg.ajax_mailbox(mailbox.is_some());
+        let cluster_resume = backplane.sequenced() && cfg.replay.enabled;
+        let cfg = cfg
+            .ajax_mailbox(mailbox.is_some())
+            .cluster_resume(cluster_resume);
         let (decisions, pending) = mpsc::unbounded_channel();
         let cluster_ctx = ConnCtx {
             request: Arc::new(ChskRequest::new(
@@ -472,33 +475,19 @@ impl Registry {
     /// Applies a message from the backplane to this node's connections.
     pub(crate) fn apply(&self, msg: BackplaneMsg) {
         match msg {
-            BackplaneMsg::Push {
-                uid,
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.send(&uid, &event, estimate, flush, now)),
-            BackplaneMsg::PushMany {
-                uids,
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.send_many(uids.iter(), &event, estimate, flush, now)),
-            BackplaneMsg::Broadcast {
-                event,
-                estimate,
-                flush,
-            } => self.with_core(|c, now| c.broadcast(&event, estimate, flush, now)),
-            BackplaneMsg::PushClient {
-                uid,
-                client_id,
-                event,
-                ..
-            } => {
-                self.with_core(|c, now| c.send_to_client(&uid, &client_id, &event, now));
+            BackplaneMsg::Sequenced { epoch, seq, msg } => self.with_core(|c, now| {
+                if c.sequenced(epoch, seq).apply() {
+                    apply_push(c, *msg, Some(seq), now);
+                }
+            }),
+            msg @ (BackplaneMsg::Push { .. }
+            | BackplaneMsg::PushMany { .. }
+            | BackplaneMsg::Broadcast { .. }
+            | BackplaneMsg::PushClient { .. }
+            | BackplaneMsg::Flush { .. }
+            | BackplaneMsg::CloseUid { .. }) => {
+                self.with_core(|c, now| apply_push(c, msg, None, now));
             }
-            BackplaneMsg::Flush { uid } => self.with_core(|c, now| c.flush(&uid, now)),
-            BackplaneMsg::CloseUid { uid } => self.with_core(|c, now| c.close_uid(&uid, now)),
             BackplaneMsg::Presence {
                 node,
                 uid,
@@ -511,6 +500,7 @@ impl Registry {
                     self.system_event(false, uid, cid, self.cluster_ctx.clone());
                 }
             }
+            BackplaneMsg::Epoch { epoch } => self.with_core(|c, _| c.set_cluster_epoch(epoch)),
             BackplaneMsg::AjaxWake { uids } => self.with_core(|c, _| c.wake_ajax(uids.as_deref())),
             _ => {}
         }
@@ -727,6 +717,40 @@ impl Drop for ReplyOwed {
         if self.registry.replies.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.registry.replies_done.notify_waiters();
         }
+    }
+}
+
+/// Applies a push, flush or close to the core, numbered `seq` by the cluster (or not).
+fn apply_push(c: &mut ServerCore, msg: BackplaneMsg, seq: Option<u64>, now: u64) {
+    match msg {
+        BackplaneMsg::Push {
+            uid,
+            event,
+            estimate,
+            flush,
+        } => c.send_many_seq(std::iter::once(&uid), &event, estimate, flush, now, seq),
+        BackplaneMsg::PushMany {
+            uids,
+            event,
+            estimate,
+            flush,
+        } => c.send_many_seq(uids.iter(), &event, estimate, flush, now, seq),
+        BackplaneMsg::Broadcast {
+            event,
+            estimate,
+            flush,
+        } => c.broadcast_seq(&event, estimate, flush, now, seq),
+        BackplaneMsg::PushClient {
+            uid,
+            client_id,
+            event,
+            ..
+        } => {
+            c.send_to_client(&uid, &client_id, &event, now);
+        }
+        BackplaneMsg::Flush { uid } => c.flush(&uid, now),
+        BackplaneMsg::CloseUid { uid } => c.close_uid(&uid, now),
+        _ => {}
     }
 }
 

@@ -225,6 +225,11 @@ impl Cluster {
             }
         };
         if origin == self.origin {
+            // A sequenced message is applied when it comes back numbered, on its own node too
+            // (so every node applies the same order); everything else of ours was applied.
+            if let Frame::Msg(msg @ BackplaneMsg::Sequenced { .. }) = frame {
+                out.deliver.push(msg);
+            }
             return out;
         }
         match frame {

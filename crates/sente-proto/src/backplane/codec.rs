@@ -25,6 +25,12 @@
 //! | 17 | `SyncRequest` | target origin (u64 LE) |
 //! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
 //!
+//! **Sequenced** frames (kinds 1 to 5 numbered by the engine, [`BackplaneMsg::Sequenced`])
+//! carry a trailer after the body, appended by the engine's atomic number-and-publish step:
+//! the byte [`SEQ_TAG`] (`0xE5`), the epoch (u64 little-endian, 8 bytes) and the number as
+//! ASCII decimal digits up to the end of the payload. A release without it ignores the
+//! trailer (trailing bytes) and applies the message unnumbered.
+//!
 //! Integers written `count`, `estimate`, `part`, `parts` and lengths are unsigned LEB128
 //! varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
 //! `2` any other value as edn text (length, text), `3` as Sente msgpack (length, bytes). An
@@ -49,6 +55,9 @@ use std::sync::Arc;
 
 /// The version byte written by this release.
 pub const VERSION: u8 = 1;
+
+/// The first byte of a sequenced frame's trailer (see the module docs).
+pub const SEQ_TAG: u8 = 0xE5;
 
 /// Kind bytes (see the module docs).
 mod kind {
@@ -198,6 +207,15 @@ pub fn encode_msg(origin: u64, msg: &BackplaneMsg) -> Result<Vec<u8>, CodecError
 
 fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
     match msg {
+        BackplaneMsg::Sequenced { epoch, seq, msg } => {
+            if !sequenceable(msg) {
+                return Err(CodecError::LocalOnly("Sequenced of this message"));
+            }
+            put_msg(w, msg)?;
+            w.push(SEQ_TAG);
+            w.extend_from_slice(&epoch.to_le_bytes());
+            w.extend_from_slice(seq.to_string().as_bytes());
+        }
         BackplaneMsg::Push {
             uid,
             event,
@@ -268,8 +286,24 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
         }
         BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
         BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
+        BackplaneMsg::Epoch { .. } => return Err(CodecError::LocalOnly("Epoch")),
     }
     Ok(())
+}
+
+/// Whether `msg` is one of the kinds a sequencing backplane numbers (`Push`, `PushMany`,
+/// `Broadcast`, `PushClient`, `Flush`, `CloseUid`): numbered, a push to one client keeps its
+/// place among its uid's pushes on every node.
+pub fn sequenceable(msg: &BackplaneMsg) -> bool {
+    matches!(
+        msg,
+        BackplaneMsg::Push { .. }
+            | BackplaneMsg::PushMany { .. }
+            | BackplaneMsg::Broadcast { .. }
+            | BackplaneMsg::PushClient { .. }
+            | BackplaneMsg::Flush { .. }
+            | BackplaneMsg::CloseUid { .. }
+    )
 }
 
 /// A uid's encoding (the **uid** of the module docs): what cluster backplanes turn into key
@@ -427,6 +461,17 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
             });
         }
     };
+    let frame = match frame {
+        Frame::Msg(msg) if sequenceable(&msg) => match r.seq_trailer()? {
+            Some((epoch, seq)) => Frame::Msg(BackplaneMsg::Sequenced {
+                epoch,
+                seq,
+                msg: Box::new(msg),
+            }),
+            None => Frame::Msg(msg),
+        },
+        other => other,
+    };
     Ok(Decoded::Frame { origin, frame })
 }
 
@@ -537,6 +582,28 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The trailer of a sequenced frame, if the rest of the input is one.
+    fn seq_trailer(&mut self) -> Result<Option<(u64, u64)>, CodecError> {
+        if self.input.get(self.pos) != Some(&SEQ_TAG) {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let epoch = self.u64_le()?;
+        let at = self.pos;
+        let digits = &self.input[self.pos..];
+        self.pos = self.input.len();
+        let seq = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or(CodecError::Malformed {
+                offset: at,
+                reason: "sequence number",
+            })?;
+        Ok(Some((epoch, seq)))
+    }
+
     fn byte(&mut self) -> Result<u8, CodecError> {
         let b = *self
             .input
@@ -678,6 +745,79 @@ mod tests {
             }
             Decoded::Skipped { .. } => panic!("skipped"),
         }
+    }
+
+    /// A sequenced frame is the plain frame plus the trailer the engine appends (tag, epoch,
+    /// decimal number); a bad number is a typed error, and a frame without the trailer (an
+    /// older node's) reads as a plain message.
+    #[test]
+    fn sequenced_frames_carry_the_engines_trailer() {
+        let push = BackplaneMsg::Push {
+            uid: Uid::from("u"),
+            event: ev(3),
+            estimate: 9,
+            flush: true,
+        };
+        let plain = encode_msg(7, &push).unwrap();
+        let mut engine = plain.clone();
+        engine.push(SEQ_TAG);
+        engine.extend_from_slice(&0xfeed_u64.to_le_bytes());
+        engine.extend_from_slice(b"1234");
+        let seq = BackplaneMsg::Sequenced {
+            epoch: 0xfeed,
+            seq: 1234,
+            msg: Box::new(push),
+        };
+        assert_eq!(
+            encode_msg(7, &seq).unwrap(),
+            engine,
+            "the same bytes as the engine's"
+        );
+        match decode(&engine, &Limits::default()).unwrap() {
+            Decoded::Frame {
+                frame: Frame::Msg(BackplaneMsg::Sequenced { epoch, seq, msg }),
+                ..
+            } => {
+                assert_eq!((epoch, seq), (0xfeed, 1234));
+                assert!(matches!(*msg, BackplaneMsg::Push { estimate: 9, .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&plain, &Limits::default()).unwrap(),
+            Decoded::Frame {
+                frame: Frame::Msg(BackplaneMsg::Push { .. }),
+                ..
+            }
+        ));
+        for bad in [&b"12x"[..], b"", b"0", b"99999999999999999999999"] {
+            let mut b = plain.clone();
+            b.push(SEQ_TAG);
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(bad);
+            assert!(
+                matches!(
+                    decode(&b, &Limits::default()),
+                    Err(CodecError::Malformed { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut short = plain;
+        short.extend_from_slice(&[SEQ_TAG, 1, 2]);
+        assert!(matches!(
+            decode(&short, &Limits::default()),
+            Err(CodecError::Truncated { .. })
+        ));
+        let presence = BackplaneMsg::Sequenced {
+            epoch: 1,
+            seq: 1,
+            msg: Box::new(BackplaneMsg::AjaxWake { uids: None }),
+        };
+        assert!(
+            encode_msg(7, &presence).is_err(),
+            "only pushes, flushes and closes"
+        );
     }
 
     #[test]

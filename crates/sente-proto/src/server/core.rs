@@ -38,6 +38,11 @@ pub struct CoreConfig {
     pub limits: ServerLimits,
     /// Resume after a reconnect (see [`super::replay`]).
     pub replay: ReplayConfig,
+    /// Pushes are numbered by the cluster's backplane (a global sequence, see
+    /// [`super::replay`], "In a cluster"), not by this core: every push to a uid is logged under
+    /// its global number, so a client may resume on any node. Set by the server when its
+    /// backplane sequences pushes. Default `false`.
+    pub cluster_resume: bool,
 }
 
 impl Default for CoreConfig {
@@ -51,6 +56,7 @@ impl Default for CoreConfig {
             ajax_mailbox: false,
             limits: ServerLimits::default(),
             replay: ReplayConfig::default(),
+            cluster_resume: false,
         }
     }
 }
@@ -60,6 +66,12 @@ impl CoreConfig {
     /// Sets [`CoreConfig::replay`].
     pub fn replay(mut self, value: ReplayConfig) -> Self {
         self.replay = value;
+        self
+    }
+
+    /// Sets [`CoreConfig::cluster_resume`].
+    pub fn cluster_resume(mut self, value: bool) -> Self {
+        self.cluster_resume = value;
         self
     }
 
@@ -512,6 +524,55 @@ pub struct Core<W, A, C> {
     epoch_seed: u64,
     /// Logs created so far (the other part of an epoch).
     log_gen: u64,
+    /// Cluster mode ([`CoreConfig::cluster_resume`]): where this node stands in the cluster's
+    /// sequence (`None` until its first sequenced message).
+    global: Option<GlobalState>,
+    /// Cluster mode: the broadcasts, under their global numbers (one log for every uid).
+    broadcasts: Option<ReplayLog>,
+    /// Cluster mode: the epoch the backplane announced (see [`Core::set_cluster_epoch`]).
+    announced: Option<u64>,
+}
+
+/// Where a node stands in the cluster's global sequence of pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GlobalState {
+    /// The sequence's epoch.
+    epoch: u64,
+    /// The last number applied.
+    applied: u64,
+    /// Positions from this one on are resumable here: this node applied every sequenced
+    /// message after it (it started, or missed some, or applied a push without a number just
+    /// before it).
+    complete_from: u64,
+    /// The highest number a dropped log held: a log created later starts after it.
+    dropped: u64,
+}
+
+impl GlobalState {
+    /// Where a log created now starts (see [`ReplayLog::starting`]).
+    fn base(&self) -> u64 {
+        self.complete_from.max(self.dropped)
+    }
+}
+
+/// What [`Core::sequenced`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SeqCheck {
+    /// The next number: apply the message.
+    Next,
+    /// Numbers were skipped (missed messages) or the epoch changed: apply the message; older
+    /// positions are no longer resumable on this node.
+    Gap,
+    /// Already applied (a duplicate): skip the message.
+    Duplicate,
+}
+
+impl SeqCheck {
+    /// Whether the message is to be applied.
+    pub fn apply(self) -> bool {
+        !matches!(self, SeqCheck::Duplicate)
+    }
 }
 
 impl<W: Clone, A, C: Clone> Core<W, A, C> {
@@ -528,7 +589,72 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             logs: HashMap::default(),
             epoch_seed: 0,
             log_gen: 0,
+            global: None,
+            broadcasts: None,
+            announced: None,
         }
+    }
+
+    /// Cluster mode: the epoch of the cluster's sequence, as the backplane read it from its
+    /// engine. Before the first numbered message, a resuming client gets position 0 of this
+    /// epoch: resumable here once the first message applied is number 1 (nothing was
+    /// missed), and on any node that saw every message.
+    pub fn set_cluster_epoch(&mut self, epoch: u64) {
+        self.announced = Some(epoch);
+    }
+
+    /// Cluster mode: a message numbered `seq` in the cluster's sequence of epoch `epoch` is
+    /// about to be applied (see [`super::replay`], "In a cluster"). Tracks gaps (a gap, or a
+    /// new epoch, makes older positions unresumable here: never a partial replay) and tells
+    /// duplicates apart. Without [`CoreConfig::cluster_resume`], every message is applied.
+    pub fn sequenced(&mut self, epoch: u64, seq: u64) -> SeqCheck {
+        if !self.cfg.cluster_resume {
+            return SeqCheck::Next;
+        }
+        match &mut self.global {
+            Some(g) if g.epoch == epoch => {
+                if seq <= g.applied {
+                    return SeqCheck::Duplicate;
+                }
+                let gap = seq != g.applied + 1;
+                if gap {
+                    g.complete_from = g.complete_from.max(seq - 1);
+                }
+                g.applied = seq;
+                if gap { SeqCheck::Gap } else { SeqCheck::Next }
+            }
+            _ => {
+                // First message, or the engine's sequence started anew: nothing logged so far
+                // belongs to it.
+                self.logs.clear();
+                self.broadcasts = None;
+                self.global = Some(GlobalState {
+                    epoch,
+                    applied: seq,
+                    complete_from: seq - 1,
+                    dropped: 0,
+                });
+                SeqCheck::Gap
+            }
+        }
+    }
+
+    /// Cluster mode: a push is applied without a global number (the engine was unreachable):
+    /// the clients that missed it must not resume past it, so positions up to now become
+    /// unresumable here.
+    fn unsequenced(&mut self) {
+        if let Some(g) = &mut self.global {
+            g.complete_from = g.complete_from.max(g.applied + 1);
+        }
+    }
+
+    /// Cluster mode: the last global number applied, with its epoch (`None` before the first).
+    pub fn global_position(&self) -> Option<(u64, u64)> {
+        self.global.map(|g| (g.epoch, g.applied))
+    }
+
+    fn global_epoch(epoch: u64) -> String {
+        format!("{epoch:x}")
     }
 
     /// Sets the random part of the replay logs' epochs: give each server start its own (e.g.
@@ -688,7 +814,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     ) -> Result<(ConnId, Option<ResumeInfo>), ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
-        let resume = asked.is_on() && self.cfg.replay.enabled;
+        // Anonymous clients share the nil uid: none of them may read the others' pushes.
+        let resume = asked.is_on() && self.cfg.replay.enabled && !uid.is_nil();
         let info = resume.then(|| self.resume_from(uid, asked, &conn_handle, now));
         let s = self
             .uids
@@ -728,9 +855,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// The uid's replay log (created if it has none), and what a client that asked `asked`
     /// gets: its handshake's answer, and (queued on `conn`) the pushes it missed.
     fn resume_from(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
+        // What is buffered goes out now (to the uid's other clients): the replay then ends
+        // where the live batches start, so the two never overlap.
+        self.flush(uid, now);
+        if self.cfg.cluster_resume {
+            return self.resume_global(uid, asked, conn, now);
+        }
         if !self.logs.contains_key(uid) {
-            // What is buffered now was never numbered: it goes out first.
-            self.flush(uid, now);
             self.log_gen += 1;
             let epoch = format!("{:x}-{:x}", self.epoch_seed, self.log_gen);
             self.logs.insert(uid.clone(), ReplayLog::new(epoch, now));
@@ -739,23 +870,85 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 Timer::LogExpiry(uid.clone()),
             );
         }
-        let buffered = self.uids.get(uid).map_or(0, |s| s.ws_buf.events.len()) as u64;
         let Some(log) = self.logs.get_mut(uid) else {
             unreachable!("inserted above");
         };
         log.prune(now, &self.cfg.replay);
-        // The buffered pushes go out with the next flush: the replay stops before them.
-        let upto = log.last().saturating_sub(buffered);
+        let upto = log.last();
         let missed = match asked {
-            Resume::From(p) if p.epoch == log.epoch() => log.after(p.seq, upto).map(|m| (p, m)),
+            Resume::From(p) if p.epoch == log.epoch() => log.numbered_after(p.seq, upto),
             _ => None,
         };
-        let Some((from, missed)) = missed else {
+        let position = Position {
+            epoch: log.epoch().to_owned(),
+            seq: upto,
+        };
+        self.answer_resume(asked, position, missed, conn)
+    }
+
+    /// Cluster mode: creates `uid`'s log if it has none (holding what follows `g`'s base).
+    fn global_log(&mut self, uid: &Uid, g: GlobalState, now: u64) {
+        if !self.logs.contains_key(uid) {
+            let log = ReplayLog::starting(Self::global_epoch(g.epoch), g.base(), now);
+            self.logs.insert(uid.clone(), log);
+            let at = now + self.cfg.replay.max_age_ms;
+            self.timer(at, Timer::LogExpiry(uid.clone()));
+        }
+    }
+
+    /// Cluster mode: resumes from the uid's log and the broadcast log, under the cluster's
+    /// global numbers. A position is resumed only if this node applied every sequenced
+    /// message after it and still keeps every push to the uid after it.
+    fn resume_global(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
+        let Some(g) = self.global else {
+            // No sequenced message seen yet: nothing to resume from; a position no epoch has.
+            let epoch = match self.announced {
+                Some(e) => Self::global_epoch(e),
+                None => format!("{:x}-0", self.epoch_seed),
+            };
+            let position = Position { epoch, seq: 0 };
+            return self.answer_resume(asked, position, None, conn);
+        };
+        let epoch = Self::global_epoch(g.epoch);
+        self.global_log(uid, g, now);
+        let cfg = &self.cfg.replay;
+        let bcast = self
+            .broadcasts
+            .get_or_insert_with(|| ReplayLog::starting(epoch.clone(), g.base(), now));
+        bcast.prune(now, cfg);
+        let missed = match (asked, self.logs.get_mut(uid)) {
+            (Resume::From(p), Some(log)) if p.epoch == epoch && p.seq >= g.complete_from => {
+                log.prune(now, cfg);
+                log.numbered_after(p.seq, g.applied)
+                    .zip(bcast.numbered_after(p.seq, g.applied))
+                    .map(|(mut own, all)| {
+                        own.extend(all);
+                        own.sort_by_key(|(n, _)| *n);
+                        own
+                    })
+            }
+            _ => None,
+        };
+        let position = Position {
+            epoch,
+            seq: g.applied,
+        };
+        self.answer_resume(asked, position, missed, conn)
+    }
+
+    /// Queues `missed` (numbered pushes after the client's position) on `conn`, in batches
+    /// each preceded by its last number, and answers: recovered from the client's own
+    /// position, or (`missed` is `None`) not, standing at `current`.
+    fn answer_resume(
+        &mut self,
+        asked: &Resume,
+        current: Position,
+        missed: Option<Vec<(u64, Arc<Event>)>>,
+        conn: &W,
+    ) -> ResumeInfo {
+        let (Resume::From(from), Some(missed)) = (asked, missed) else {
             return ResumeInfo {
-                position: Position {
-                    epoch: log.epoch().to_owned(),
-                    seq: upto,
-                },
+                position: current,
                 recovered: false,
             };
         };
@@ -764,7 +957,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let mut seq = from.seq;
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for event in missed {
+        for (n, event) in missed {
             let size = estimate_event_size(&event, max_bytes);
             if !batch.is_empty() && (batch.len() >= max_batch || bytes + size > max_bytes) {
                 self.actions.push(Action::WsDeliver {
@@ -775,7 +968,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 bytes = 0;
             }
             bytes += size;
-            seq += 1;
+            seq = n;
             batch.push(event);
         }
         if !batch.is_empty() {
@@ -1127,6 +1320,56 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         self.send_many(std::iter::once(uid), event, estimate, flush, now);
     }
 
+    /// [`Core::send_many`] of a push numbered `seq` by the cluster (cluster mode; call
+    /// [`Core::sequenced`] first): logged under that number for each uid. `None`: a push
+    /// without a number (see [`Core::sequenced`]).
+    pub fn send_many_seq<'a>(
+        &mut self,
+        uids: impl IntoIterator<Item = &'a Uid>,
+        event: &Arc<Event>,
+        estimate: usize,
+        flush: bool,
+        now: u64,
+        seq: Option<u64>,
+    ) {
+        if self.cfg.cluster_resume && seq.is_none() {
+            self.unsequenced();
+        }
+        let mut round = Round::default();
+        for uid in uids {
+            let n = self.number(uid, event, estimate, now, seq);
+            self.send_one(uid, event, estimate, flush, now, &mut round, n);
+        }
+    }
+
+    /// The number of a push to `uid`, logging it: the uid's log's next number on one node, the
+    /// global `seq` in cluster mode (logged in the uid's log, created if needed).
+    fn number(
+        &mut self,
+        uid: &Uid,
+        event: &Arc<Event>,
+        estimate: usize,
+        now: u64,
+        seq: Option<u64>,
+    ) -> Option<u64> {
+        if !self.cfg.cluster_resume {
+            let cfg = &self.cfg.replay;
+            return self
+                .logs
+                .get_mut(uid)
+                .map(|log| log.append(event, estimate, now, cfg));
+        }
+        let (seq, g) = (seq?, self.global?);
+        if self.cfg.replay.enabled && !uid.is_nil() {
+            self.global_log(uid, g, now);
+            if let Some(log) = self.logs.get_mut(uid) {
+                log.append_at(seq, event, estimate, now, &self.cfg.replay);
+                log.seen = now;
+            }
+        }
+        Some(seq)
+    }
+
     /// [`Core::send`] for each of `uids`, in order. Batches flushed by this call that hold the
     /// same events (e.g. just `event`, for every uid with nothing else buffered) are one shared
     /// [`PushBatch`], so they are packed once per packer.
@@ -1138,12 +1381,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         flush: bool,
         now: u64,
     ) {
-        let mut round = Round::default();
-        for uid in uids {
-            self.send_one(uid, event, estimate, flush, now, &mut round);
-        }
+        self.send_many_seq(uids, event, estimate, flush, now, None);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send_one(
         &mut self,
         uid: &Uid,
@@ -1152,14 +1393,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         flush: bool,
         now: u64,
         round: &mut Round,
+        seq: Option<u64>,
     ) {
         const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Ajax];
         let max_batch = self.cfg.limits.message.max_batch_len.max(1);
         let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
-        let seq = self
-            .logs
-            .get_mut(uid)
-            .map(|log| log.append(event, estimate, now, &self.cfg.replay));
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
@@ -1217,6 +1455,44 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// [`Core::send_many`] to every connected uid (those of [`Core::connected`]), and to the
     /// uids whose replay logs wait for a client to come back.
     pub fn broadcast(&mut self, event: &Arc<Event>, estimate: usize, flush: bool, now: u64) {
+        self.broadcast_seq(event, estimate, flush, now, None);
+    }
+
+    /// [`Core::broadcast`] of a push numbered `seq` by the cluster (cluster mode; call
+    /// [`Core::sequenced`] first): logged once, in the broadcast log every resume also reads,
+    /// and sent to the uids connected here.
+    pub fn broadcast_seq(
+        &mut self,
+        event: &Arc<Event>,
+        estimate: usize,
+        flush: bool,
+        now: u64,
+        seq: Option<u64>,
+    ) {
+        if self.cfg.cluster_resume {
+            let g = self.global;
+            let n = match (seq, g) {
+                (Some(n), Some(g)) if self.cfg.replay.enabled => {
+                    let epoch = Self::global_epoch(g.epoch);
+                    let log = self
+                        .broadcasts
+                        .get_or_insert_with(|| ReplayLog::starting(epoch, g.base(), now));
+                    log.append_at(n, event, estimate, now, &self.cfg.replay);
+                    Some(n)
+                }
+                (Some(n), _) => Some(n),
+                (None, _) => {
+                    self.unsequenced();
+                    None
+                }
+            };
+            let uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
+            let mut round = Round::default();
+            for uid in &uids {
+                self.send_one(uid, event, estimate, flush, now, &mut round, n);
+            }
+            return;
+        }
         let mut uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
         uids.extend(
             self.logs
@@ -1535,6 +1811,10 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     log.seen = now;
                 }
                 if now.saturating_sub(log.seen) >= max_age {
+                    let last = log.last();
+                    if let Some(g) = &mut self.global {
+                        g.dropped = g.dropped.max(last);
+                    }
                     self.logs.remove(&uid);
                 } else {
                     let at = log.seen + max_age;

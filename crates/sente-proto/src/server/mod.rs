@@ -23,8 +23,8 @@ pub mod replay;
 
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{
-    Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, SendError, Transport,
-    WakeDone,
+    Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, SendError, SeqCheck,
+    Transport, WakeDone,
 };
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use limits::ServerLimits;

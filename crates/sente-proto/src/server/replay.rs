@@ -13,12 +13,19 @@
 //!   element `{:epoch "..." :seq n :recovered bool}`: the position the client now stands at
 //!   (its own when recovered; otherwise the log's, and the client forgets its old one).
 //! - Before each batch of pushes it sends the client a frame `[:chsk/seq n]`: `n` is the
-//!   sequence number of the batch's last event, and the batch's events are numbered
-//!   consecutively up to it. The client skips events at or before its position (a replay and a
-//!   live batch may overlap) and moves its position to `n`. The marker is a frame of its own so
-//!   that the batch after it stays one packed message shared by every client of the batch.
+//!   sequence number of the batch's last event. On one node the batch's events are numbered
+//!   consecutively up to it; in a cluster (below) they may skip numbers. The client takes them
+//!   as numbered consecutively up to `n`, skips events at or before its position and moves its
+//!   position to `n`; with skipped numbers that guess is at or above each event's real number,
+//!   so it can only deliver an event it had, never skip one it had not, and the server never
+//!   sends a replay and a live batch that overlap (it flushes what is buffered before
+//!   replaying). The marker is a frame of its own so that the batch after it stays one packed
+//!   message shared by every client of the batch.
 //! - Only WebSocket connections resume; a client whose handshake carries no resume element
 //!   (an Ajax handshake, or a server without the extension) forgets its position.
+//! - The anonymous uid (`:sente/nil-uid`, every client without a user id) never resumes: its
+//!   clients are unrelated people, so one must not read what was pushed to the others before
+//!   it connected. Its handshake carries no resume element.
 //!
 //! # The log
 //!
@@ -27,6 +34,33 @@
 //! bytes, age; the oldest go first), and lives on for `max_age_ms` after the uid's last client
 //! left. Its epoch names one life of the log: a restarted server, or a log dropped and created
 //! anew, has another epoch, so an old position is never resumed against the wrong history.
+//!
+//! # In a cluster
+//!
+//! With a sequencing backplane ([`crate::backplane::Backplane::sequenced`]: `sente-redis` and
+//! `sente-nats` by default), a client may resume on any node:
+//!
+//! - **One order, one numbering.** The engine numbers every `Push`, `PushMany`, `Broadcast`,
+//!   `Flush` and `CloseUid` of the cluster and delivers them to every node in number order
+//!   ([`crate::backplane::BackplaneMsg::Sequenced`]; Redis: one script increments
+//!   `<cluster>:gseq` and publishes; NATS: a JetStream stream whose sequence is the number). A
+//!   node applies its own pushes only when they come back numbered, so every node applies the
+//!   same order. The epoch is the engine's (a Redis key, the NATS stream's creation time): an
+//!   engine that lost it starts a new one, and older positions are refused everywhere.
+//! - **Every node logs every push** (not only the uids of its clients): a push to a uid goes into
+//!   that uid's log under its global number (numbers are sparse per uid), a broadcast into one
+//!   broadcast log that every resume also reads. A log lives `max_age_ms` after the uid's last
+//!   push or client. Cost: every node keeps every pushed uid's recent pushes (within the
+//!   per-uid bounds) for `max_age_ms`.
+//! - **Completeness.** A node tracks the last number it applied. Its first message, a skipped
+//!   number (missed messages: an engine reconnect, a slow consumer), a new epoch, or a push
+//!   applied without a number (the engine was unreachable: the node serves its clients
+//!   locally meanwhile) make the positions before that point unresumable on it; a resume from
+//!   such a position, or one past what a log still keeps, gets `recovered: false`, never a
+//!   partial replay. A log created after an older one was dropped starts after the dropped
+//!   one's last number.
+//! - A client that handshakes before the node applied any numbered message gets position 0 of
+//!   the epoch the backplane announced (resumable wherever number 1 was the first applied).
 
 use crate::event::Event;
 use sente_edn::{Map, Value};
@@ -204,16 +238,20 @@ impl ResumeInfo {
 
 #[derive(Debug)]
 struct Entry {
+    seq: u64,
     event: Arc<Event>,
     size: usize,
     at: u64,
 }
 
-/// The latest pushes of one uid, numbered `first()..=last`.
+/// The latest pushes of one uid, each under its sequence number: consecutive numbers on one
+/// node, the cluster's global numbers (sparse per uid) with a sequencing backplane.
 #[derive(Debug)]
 pub struct ReplayLog {
     epoch: String,
     last: u64,
+    /// Every push numbered after this one is kept (positions from it on are resumable).
+    complete_after: u64,
     entries: VecDeque<Entry>,
     bytes: usize,
     /// When the uid was last seen with a client (for the log's own expiry).
@@ -223,9 +261,16 @@ pub struct ReplayLog {
 impl ReplayLog {
     /// An empty log of epoch `epoch`, created at `now`.
     pub fn new(epoch: String, now: u64) -> Self {
+        ReplayLog::starting(epoch, 0, now)
+    }
+
+    /// An empty log of epoch `epoch` that holds every push numbered after `complete_after`
+    /// (what came before it is unknown to this log), created at `now`.
+    pub fn starting(epoch: String, complete_after: u64, now: u64) -> Self {
         ReplayLog {
             epoch,
-            last: 0,
+            last: complete_after,
+            complete_after,
             entries: VecDeque::new(),
             bytes: 0,
             seen: now,
@@ -242,9 +287,10 @@ impl ReplayLog {
         self.last
     }
 
-    /// The sequence number of the oldest push kept (`last + 1` when none is).
+    /// The lowest sequence number a push kept here may have: every push numbered from it on
+    /// is kept (`last + 1` when none is).
     pub fn first(&self) -> u64 {
-        self.last + 1 - self.entries.len() as u64
+        self.complete_after + 1
     }
 
     /// Number of pushes kept.
@@ -262,17 +308,36 @@ impl ReplayLog {
         self.bytes
     }
 
-    /// Appends a push of estimated size `size`; returns its sequence number.
+    /// Appends a push of estimated size `size` under the next number; returns the number.
     pub fn append(&mut self, event: &Arc<Event>, size: usize, now: u64, cfg: &ReplayConfig) -> u64 {
-        self.last += 1;
+        let seq = self.last + 1;
+        self.append_at(seq, event, size, now, cfg);
+        seq
+    }
+
+    /// Appends a push numbered `seq` (a cluster's global number; numbers may skip). A number
+    /// not above [`ReplayLog::last`] is ignored (`false`).
+    pub fn append_at(
+        &mut self,
+        seq: u64,
+        event: &Arc<Event>,
+        size: usize,
+        now: u64,
+        cfg: &ReplayConfig,
+    ) -> bool {
+        if seq <= self.last {
+            return false;
+        }
+        self.last = seq;
         self.entries.push_back(Entry {
+            seq,
             event: event.clone(),
             size,
             at: now,
         });
         self.bytes += size;
         self.prune(now, cfg);
-        self.last
+        true
     }
 
     /// Drops the pushes over the bounds (oldest first).
@@ -283,28 +348,29 @@ impl ReplayLog {
                 break;
             }
             self.bytes -= front.size;
+            self.complete_after = front.seq;
             self.entries.pop_front();
         }
     }
 
     /// The pushes after `from`, up to `upto` (inclusive), when every one of them is still kept
-    /// (`None`: some were dropped, or `from` is not a position of this log).
+    /// (`None`: some were dropped, or `from` is past `upto`).
     pub fn after(&self, from: u64, upto: u64) -> Option<Vec<Arc<Event>>> {
-        let upto = upto.min(self.last);
-        if from > upto {
-            return (from <= self.last).then(Vec::new);
-        }
-        if from + 1 < self.first() {
+        self.numbered_after(from, upto)
+            .map(|v| v.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// [`ReplayLog::after`], each push with its sequence number.
+    pub fn numbered_after(&self, from: u64, upto: u64) -> Option<Vec<(u64, Arc<Event>)>> {
+        if from < self.complete_after || from > upto {
             return None;
         }
-        let skip = usize::try_from(from + 1 - self.first()).ok()?;
-        let take = usize::try_from(upto - from).ok()?;
         Some(
             self.entries
                 .iter()
-                .skip(skip)
-                .take(take)
-                .map(|e| e.event.clone())
+                .skip_while(|e| e.seq <= from)
+                .take_while(|e| e.seq <= upto)
+                .map(|e| (e.seq, e.event.clone()))
                 .collect(),
         )
     }

@@ -16,7 +16,8 @@
 //! (200) and `--expiry-ms` (1000) of the presence protocol, `--ws-grace-ms` (300) and
 //! `--ajax-grace-ms` (1000) before `uidport-close`, `--lp-timeout-ms` (5000) of the Ajax long
 //! poll, `--ack-timeout-ms` (5000) of a push's acknowledgement, `--max-mailbox-events`
-//! (1000) of the Ajax mailboxes, `--cors` (answer CORS preflights and let any origin read the
+//! (1000) of the Ajax mailboxes, `--resume on|off` (on) the backplane's cross-node resume
+//! (its global push numbers), `--cors` (answer CORS preflights and let any origin read the
 //! responses: for a browser page served from another origin), `--drain-timeout-ms` (5000) and
 //! `--shutdown-stagger-ms` (1000) of the graceful shutdown.
 //!
@@ -64,7 +65,7 @@ use tokio::io::AsyncReadExt;
 const USAGE: &str = "usage: sente-cluster-node (--redis URL | --nats URL) [--cluster NAME] \
 [--name NAME] [--addr HOST:PORT] [--heartbeat-ms N] [--expiry-ms N] [--ws-grace-ms N] \
 [--ajax-grace-ms N] [--lp-timeout-ms N] [--ack-timeout-ms N] [--max-mailbox-events N] \
-[--cors] [--drain-timeout-ms N] [--shutdown-stagger-ms N]\n   \
+[--resume on|off] [--cors] [--drain-timeout-ms N] [--shutdown-stagger-ms N]\n   \
 or: sente-cluster-node --proxy HOST:PORT,HOST:PORT,...";
 
 /// The command line.
@@ -82,6 +83,7 @@ struct Args {
     lp_timeout_ms: u64,
     ack_timeout_ms: u64,
     max_mailbox_events: usize,
+    resume: bool,
     cors: bool,
     drain_timeout_ms: u64,
     shutdown_stagger_ms: u64,
@@ -113,6 +115,7 @@ fn parse_args() -> Args {
         lp_timeout_ms: 5000,
         ack_timeout_ms: 5000,
         max_mailbox_events: 1000,
+        resume: true,
         cors: false,
         drain_timeout_ms: 5000,
         shutdown_stagger_ms: 1000,
@@ -141,6 +144,7 @@ fn parse_args() -> Args {
             "--max-mailbox-events" => args.max_mailbox_events = number(&flag, &value),
             "--drain-timeout-ms" => args.drain_timeout_ms = number(&flag, &value),
             "--shutdown-stagger-ms" => args.shutdown_stagger_ms = number(&flag, &value),
+            "--resume" => args.resume = value != "off",
             "--proxy" => {
                 let addrs = value
                     .split(',')
@@ -286,7 +290,8 @@ async fn main() -> std::io::Result<()> {
                 .cluster(args.cluster.clone())
                 .presence(presence)
                 .reconnect(reconnect.0, reconnect.1)
-                .mailbox(mailbox);
+                .mailbox(mailbox)
+                .resume(args.resume);
             Engine::Redis(sente_redis::RedisBackplane::start(cfg).map_err(std::io::Error::other)?)
         }
         (None, Some(url)) => {
@@ -295,7 +300,8 @@ async fn main() -> std::io::Result<()> {
                 .cluster(args.cluster.clone())
                 .presence(presence)
                 .reconnect(reconnect.0, reconnect.1)
-                .mailbox(mailbox);
+                .mailbox(mailbox)
+                .resume(args.resume);
             Engine::Nats(sente_nats::NatsBackplane::start(cfg).map_err(std::io::Error::other)?)
         }
         _ => fail("give exactly one of --redis and --nats"),
@@ -459,6 +465,9 @@ async fn health(State(node): State<Node>) -> String {
         "peers": h.peers,
         "appends": h.appends,
         "published": h.published,
+        "published_bytes": h.published_bytes,
+        "sequenced": h.sequenced,
+        "unsequenced": h.unsequenced,
         "dropped": h.dropped,
         "expired_nodes": h.expired_nodes,
     })
