@@ -795,14 +795,15 @@ export class ChannelSocket {
   }
 
   // Resume: after `[:chsk/seq n]` (n numbers the batch's last event) the events at or before the
-  // position were received already (a replay overlapping a live batch); no number: pushes to
-  // this client alone (not in the uid's log), the position stands.
+  // position were received already (a replay overlapping a live batch); no number (a push to
+  // this client alone, or one the server could not number): the position is lost.
   _deliver(batch) {
     if (!isArr(batch)) return;
     const r = this._pos,
       n = this._seq;
     let i = (this._seq = null);
     if (r && n != null) (i = r[1] + batch.length - n), (r[1] = Math.max(r[1], n));
+    else this._pos = null;
     for (const e of batch.slice(Math.max(0, i))) {
       const id = isArr(e) && this._p.kw(e[0]);
       if (id == "chsk/req") this._serve(e[1]);

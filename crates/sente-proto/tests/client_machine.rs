@@ -1060,8 +1060,8 @@ fn stale_and_unknown_inputs_are_ignored() {
 }
 
 /// The resume extension: the handshake's position, `[:chsk/seq n]` markers, skipping what a
-/// replay and a live batch both carry, the position on the reconnect URL, and keeping it
-/// across a batch with no number (a push to this client alone, not in the uid's log).
+/// replay and a live batch both carry, the position on the reconnect URL, and forgetting it
+/// after a batch with no number.
 #[test]
 fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     use sente_proto::server::replay::{Position, ResumeInfo};
@@ -1117,10 +1117,11 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
         &server_msg::handshake_resume(&Uid::from("u"), Value::Nil, &info(8, true)),
     );
     assert_eq!(h.m.state().recovered, Some(true));
-    // A batch without a number (`send_to_client`): delivered, the position stands.
+    // A batch without a number (`send_to_client`, or a push the server could not number):
+    // delivered, and the position is unknown from now on.
     let out = h.ws_msg(conn, &server_msg::push_batch([n(100)]));
     assert_eq!(pushed(&out), [Value::Int(100)]);
-    assert_eq!(h.m.resume_position().map(|p| p.seq), Some(8));
+    assert_eq!(h.m.resume_position(), None);
 }
 
 /// `retry_now` brings a pending reconnect forward (the browser's `online` event, a visible

@@ -74,7 +74,8 @@ impl ServerHandle {
     /// the uid goes out first). A client whose WebSocket is reconnecting gets it when it comes
     /// back within the grace period, after any replay; unlike pushes to a uid, it is not in
     /// the uid's replay log, so a client that comes back later (or on another node) does not
-    /// get it.
+    /// get it. It reaches the client unnumbered, so the client drops its resume position (its
+    /// next reconnect asks for no replay rather than one that would silently miss this push).
     ///
     /// Errors: [`ClientSendError::UnknownClient`] when neither this node knows the client nor
     /// another node has the uid (in a cluster, a client id unknown on the node holding the uid

@@ -1494,7 +1494,9 @@ impl ClientMachine {
 
     /// A batch of pushes: with a position and a `[:chsk/seq n]` before it, the events it
     /// numbers up to `n` that were received already (a replay overlapping a live batch) are
-    /// skipped; a batch with no number (pushes to this client alone) leaves the position as is.
+    /// skipped; a batch with no number (a push to this client alone, not in the uid's log, or
+    /// one the server could not number) makes the position unknown: the next reconnect asks
+    /// for none rather than risk a replay that misses it.
     fn on_batch(&mut self, events: Vec<Event>) {
         let skip = if let (Some(last), Some(pos)) = (self.next_seq.take(), &mut self.position) {
             let first = (last + 1).saturating_sub(events.len() as u64);
@@ -1502,8 +1504,7 @@ impl ClientMachine {
             pos.seq = pos.seq.max(last);
             usize::try_from(skip).unwrap_or(usize::MAX)
         } else {
-            // Unnumbered: pushes to this client alone (`send_to_client`), which are not in the
-            // uid's log; the position stands.
+            self.position = None;
             0
         };
         for ev in events.into_iter().skip(skip) {

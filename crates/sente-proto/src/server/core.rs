@@ -621,11 +621,25 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     g.complete_from = g.complete_from.max(seq - 1);
                 }
                 g.applied = seq;
-                if gap { SeqCheck::Gap } else { SeqCheck::Next }
+                if gap {
+                    // This node missed numbers, so its open clients missed those pushes too.
+                    self.forget_open_positions();
+                    SeqCheck::Gap
+                } else {
+                    SeqCheck::Next
+                }
             }
             _ => {
                 // First message, or the engine's sequence started anew: nothing logged so far
-                // belongs to it.
+                // belongs to it. Open clients whose positions are in another epoch must not
+                // take the new numbers for theirs.
+                let stale = match &self.global {
+                    Some(_) => true,
+                    None => self.announced.is_some_and(|a| a != epoch),
+                };
+                if stale {
+                    self.forget_open_positions();
+                }
                 self.logs.clear();
                 self.broadcasts = None;
                 self.global = Some(GlobalState {
@@ -635,6 +649,19 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     dropped: 0,
                 });
                 SeqCheck::Gap
+            }
+        }
+    }
+
+    /// Cluster mode: the open resuming WebSocket clients stop resuming here (their next batches
+    /// go out unnumbered, so each client drops its position and its next reconnect asks for no
+    /// replay): after a gap or a new epoch their positions would skip or miss pushes.
+    fn forget_open_positions(&mut self) {
+        for s in self.uids.values_mut() {
+            for (_, e) in s.ws.iter_mut() {
+                if matches!(e.state, WsState::Open(_)) {
+                    e.resume = false;
+                }
             }
         }
     }
