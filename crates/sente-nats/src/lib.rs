@@ -98,7 +98,7 @@
 //! Four key-value buckets named `<cluster>_<name>` (characters other than letters, digits, `-`
 //! and `_` in the cluster name become `_`), made on start if missing (their streams are
 //! created directly, so servers from 2.9 on work). A `<uid>` is the hex of the uid's encoding
-//! ([`codec::uid_bytes`](sente_proto::backplane::codec::uid_bytes)), a `<client>` the hex of the client id, an `<origin>` a node's
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
 //! backplane instance id (16 hex digits). Every change is a compare-and-set on the key's
 //! revision (`create` / `update`), retried on conflict (at most 64 times, then logged).
 //!
@@ -107,7 +107,7 @@
 //! | `nodes` | `<origin>` | `1`: the node is alive | [`ClusterConfig::expiry`] (5 s), put every heartbeat |
 //! | `uidport` | `<uid>` | origins of the nodes that have the uid, comma separated | [`NatsConfig::uidport_ttl`] (1 h), renewed by its nodes every quarter of it |
 //! | `ajax` | `<uid>` | registered clients, `<client>:<expiry ms>` comma separated | [`MailboxConfig::max_age`] (60 s) |
-//! | `mbox` | `<uid>_<client>` | the mailbox: a format byte (2), the lease's delivered flag, its id (u8 length, bytes), its event count (u32 LE), then the lease's events and the waiting ones ([`codec::encode_event`](sente_proto::backplane::codec::encode_event)), each after its u32 LE length (one key, so a take moves events into the lease with one compare-and-set) | [`MailboxConfig::max_age`] |
+//! | `mbox` | `<uid>_<client>` | the mailbox: a format byte (2), the lease's delivered flag, its id (u8 length, bytes), its event count (u32 LE), then the lease's events and the waiting ones ([`codec::encode_event`]), each after its u32 LE length (one key, so a take moves events into the lease with one compare-and-set) | [`MailboxConfig::max_age`] |
 //!
 //! Registration expiries use the nodes' clocks (keep them in sync within a second or so).
 //! Without JetStream (a server started without `-js`), the node logs a warning once and works

@@ -100,7 +100,7 @@
 //! # Keys
 //!
 //! All under `<cluster>:`. A `<uid>` is the hex of the uid's encoding
-//! ([`codec::uid_bytes`](sente_proto::backplane::codec::uid_bytes)), a `<client>` the hex of the client id, an `<origin>` a node's
+//! ([`codec::uid_bytes`]), a `<client>` the hex of the client id, an `<origin>` a node's
 //! backplane instance id (16 hex digits). Every change is one Lua script (`SCRIPT LOAD` once per
 //! connection, then `EVALSHA`), so it is atomic; scripts use Redis's clock (`TIME`), never the
 //! nodes'. Scripts touch keys they compute, so a cluster's keys must live on one Redis (no
@@ -112,7 +112,7 @@
 //! | `uidport:<uid>` | set of origins | the nodes that have the uid | [`RedisConfig::uidport_ttl`] (1 h) after its last change, renewed by its nodes every quarter of it |
 //! | `ajax:<uid>` | sorted set, client by expiry (ms) | the uid's registered Ajax clients | the last registration's |
 //! | `ajax` | sorted set, `<uid>:<client>` by expiry | every registered Ajax client (for `broadcast`) | members dropped past their score |
-//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`](sente_proto::backplane::codec::encode_event)) | the client's mailbox | its registration's |
+//! | `mbox:<uid>:<client>` | list of events ([`codec::encode_event`]) | the client's mailbox | its registration's |
 //! | `mboxb:<uid>:<client>` | integer | the mailbox's bytes | its registration's |
 //! | `lease:<uid>:<client>` | list: lease id, delivered flag (`0`/`1`), events | the events of the client's last answer, until its next GET settles them ("Leased takes") | its registration's |
 //! | `gseq` | integer | the last global push number (cross-node resume) | none |
