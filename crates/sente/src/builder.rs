@@ -4,10 +4,11 @@
 
 use crate::dispatch::{Dispatch, Dispatcher};
 use crate::guard::{CsrfToken, Guard, HookResponse};
-use crate::handle::{ServerHandle, ShutdownTiming};
+use crate::handle::ServerHandle;
 use crate::origin::{AllowedHosts, AllowedOrigins};
 use crate::packers::Packers;
 use crate::registry::Registry;
+use crate::registry::ShutdownTiming;
 use crate::request::ChskRequest;
 use crate::server::Server;
 use crate::shell::{Shell, Timing};

@@ -234,10 +234,7 @@ impl Dispatcher {
     fn handler_for(&self, msg: &EventMsg) -> Option<Arc<dyn Dispatch>> {
         if msg.id().as_str() == sente_proto::ids::REP {
             // A client's answer to a server request: never the application's.
-            self.server
-                .registry()
-                .requests
-                .answer(self.server.registry(), msg);
+            crate::s2c::answer(self.server.registry(), msg);
             return None;
         }
         let h = self.handler()?;

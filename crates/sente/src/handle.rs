@@ -3,13 +3,12 @@
 //! and close goes through the backplane, so it reaches the clients on every node.
 
 use crate::meters::RejectedRequest;
-use crate::registry::{ConnectedUids, Registry, Stats};
+use crate::registry::{ConnectedUids, Registry, ShutdownTiming, Stats};
 use sente_proto::backplane::BackplaneMsg;
 use sente_proto::server::message::{self, Push};
 use sente_proto::server::{SendError, ServerLimits};
 use sente_proto::{Event, Uid};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Pushes to clients and watches them: a cheap, clonable handle. A [`Server`](crate::Server)
@@ -22,24 +21,6 @@ use tokio::sync::watch;
 pub struct ServerHandle {
     registry: Arc<Registry>,
     shutdown: ShutdownTiming,
-}
-
-/// How [`ServerHandle::shutdown`] closes clients.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ShutdownTiming {
-    pub(crate) drain: Duration,
-    pub(crate) stagger: Duration,
-    pub(crate) timeout: Duration,
-}
-
-impl Default for ShutdownTiming {
-    fn default() -> Self {
-        ShutdownTiming {
-            drain: Duration::from_secs(5),
-            stagger: Duration::from_secs(1),
-            timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 impl std::fmt::Debug for ServerHandle {

@@ -7,24 +7,45 @@
 //! mailboxes ([`Backplane::mailbox`]), held polls are answered from the mailbox (the wake
 //! tasks below).
 
-use crate::handle::ShutdownTiming;
 use crate::meters::Meters;
 use crate::outbox::Outbox;
 use crate::request::ChskRequest;
 use sente_proto::backplane::{
     Backplane, BackplaneMsg, BoxFuture, Mailbox, NodeId, PresenceView, UidportDecision,
 };
+use sente_proto::s2c::{RequestBook, RequestError};
 use sente_proto::server::{
     Action, ConnId, Core, CoreConfig, CoreEvent, PollAnswer, PushBatch, ServerLimits, Transport,
     WakeDone,
 };
-use sente_proto::{ClientId, Event, Packer, Uid};
+use sente_proto::{ClientId, Event, Packer, Uid, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+/// Where a server-to-client request's answer goes (see [`crate::s2c`]).
+pub(crate) type RequestWaiter = oneshot::Sender<Result<Value, RequestError>>;
+
+/// How [`ServerHandle::shutdown`] closes clients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShutdownTiming {
+    pub(crate) drain: Duration,
+    pub(crate) stagger: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for ShutdownTiming {
+    fn default() -> Self {
+        ShutdownTiming {
+            drain: Duration::from_secs(5),
+            stagger: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The uids with at least one connection (Sente's `connected-uids`), with the grace periods of
 /// spec 7.4: a uid stays for `ms_allow_reconnect_before_close_*` after its last connection ends.
@@ -140,8 +161,9 @@ pub(crate) struct Registry {
     pending_max: AtomicUsize,
     /// `sente_batch_size` of WebSocket and Ajax batches.
     batch_sizes: (::metrics::Histogram, ::metrics::Histogram),
-    /// Server-to-client requests waiting for answers ([`crate::s2c`]).
-    pub(crate) requests: crate::s2c::Waiting,
+    /// Server-to-client requests waiting for answers ([`crate::s2c`]), each with the channel
+    /// its `request` call waits on.
+    pub(crate) requests: Mutex<RequestBook<RequestWaiter>>,
 }
 
 impl Drop for Registry {
@@ -209,7 +231,7 @@ impl Registry {
                 crate::metrics::batch_sizes(Transport::Ws),
                 crate::metrics::batch_sizes(Transport::Ajax),
             ),
-            requests: crate::s2c::Waiting::default(),
+            requests: Mutex::default(),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();

@@ -15,44 +15,38 @@
 use crate::handle::ServerHandle;
 use crate::metrics::Why;
 use crate::msg::EventMsg;
-use crate::registry::Registry;
+use crate::registry::{Registry, RequestWaiter};
 use sente_proto::backplane::BackplaneMsg;
 use sente_proto::s2c::{self, RequestBook};
 use sente_proto::server::message::{self, Push};
 use sente_proto::server::{SendError, estimate_event_size};
 use sente_proto::{ClientId, Event, Uid, Value};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use sente_proto::s2c::{RequestConfig, RequestError};
 
-type Waiter = oneshot::Sender<Result<Value, RequestError>>;
-
-/// The requests waiting for answers on this node.
-#[derive(Default)]
-pub(crate) struct Waiting {
-    book: Mutex<RequestBook<Waiter>>,
+/// The node's book of requests waiting for answers.
+fn book(registry: &Registry) -> std::sync::MutexGuard<'_, RequestBook<RequestWaiter>> {
+    registry
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Waiting {
-    fn book(&self) -> std::sync::MutexGuard<'_, RequestBook<Waiter>> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A client's `chsk/rep`: resolves its request, or is refused and counted.
-    pub(crate) fn answer(&self, registry: &Registry, msg: &EventMsg) {
-        let parsed = s2c::parse_reply(msg.event.data());
-        let waiter = parsed
-            .as_ref()
-            .and_then(|(id, _)| self.book().answer(&msg.uid, &msg.client_id, *id));
-        if let (Some(tx), Some((_, answer))) = (waiter, parsed) {
-            let _ = tx.send(answer);
-        } else {
-            tracing::debug!(uid = %msg.uid, client_id = %msg.client_id,
-                "chsk/rep for no request waiting for this client: refused");
-            Why::RequestReply.count(registry.meters(), None);
-        }
+/// A client's `chsk/rep`: resolves its request, or is refused and counted.
+pub(crate) fn answer(registry: &Registry, msg: &EventMsg) {
+    let parsed = s2c::parse_reply(msg.event.data());
+    let waiter = parsed
+        .as_ref()
+        .and_then(|(id, _)| book(registry).answer(&msg.uid, &msg.client_id, *id));
+    if let (Some(tx), Some((_, answer))) = (waiter, parsed) {
+        let _ = tx.send(answer);
+    } else {
+        tracing::debug!(uid = %msg.uid, client_id = %msg.client_id,
+            "chsk/rep for no request waiting for this client: refused");
+        Why::RequestReply.count(registry.meters(), None);
     }
 }
 
@@ -156,11 +150,7 @@ impl ServerHandle {
                 continue;
             }
             let (tx, rx) = oneshot::channel();
-            let opened =
-                registry
-                    .requests
-                    .book()
-                    .open(uid, &cid, cfg.max_outstanding_per_client, tx);
+            let opened = book(&registry).open(uid, &cid, cfg.max_outstanding_per_client, tx);
             let Ok(id) = opened else {
                 let limit = cfg.max_outstanding_per_client;
                 results.push((cid, Err(RequestError::TooMany { limit })));
@@ -169,7 +159,7 @@ impl ServerHandle {
             let req = Arc::new(s2c::request_event(id, &event));
             let estimate = estimate_event_size(&req, usize::MAX);
             if self.push_client(uid, &cid, req, estimate).is_err() {
-                registry.requests.book().close(id);
+                book(&registry).close(id);
                 results.push((cid, Err(RequestError::Closed)));
                 continue;
             }
@@ -200,7 +190,7 @@ struct Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        let mut book = self.registry.requests.book();
+        let mut book = book(&self.registry);
         for id in &self.ids {
             book.close(*id);
         }
