@@ -470,10 +470,7 @@ impl Shared {
     /// Whether a push published now goes to the engine for its number: sequencing is on and
     /// both connections are up.
     pub fn sequencing_up(&self) -> bool {
-        self.sequencing() && self.seq_ready.load(Ordering::Acquire) && {
-            let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            s.publisher && s.subscriber
-        }
+        self.sequencing() && self.seq_ready.load(Ordering::Acquire) && self.engine_up()
     }
 
     fn order(&self) -> std::sync::MutexGuard<'_, Waiting> {
