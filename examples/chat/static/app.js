@@ -171,7 +171,10 @@ function startChat() {
     }
     wasOpen = open;
   }
-  $("retry-now").addEventListener("click", () => chsk.retryNow());
+  $("retry-now").addEventListener("click", () => {
+    chsk.retryNow();
+    checkSession(true); // the server may have restarted and forgotten our session
+  });
 
   chsk.on("chsk/state", ([, s]) => {
     renderState(s);
@@ -192,10 +195,23 @@ function startChat() {
   // The server forgot our session (it restarted: sessions live in memory), so our CSRF token no
   // longer works and the socket cannot reconnect. Checked while the socket is closed: take the
   // new session's token and sign in again with the same name.
+  // At most one check per 2 s, but a check asked for meanwhile is not dropped: it runs when the
+  // 2 s are up (a "retry now" just after a failed attempt must not wait for the next backoff).
   let checking = false;
   let lastCheck = 0;
-  async function checkSession() {
-    if (checking || signedOut || Date.now() - lastCheck < 2000) return;
+  let checkLater = null;
+  async function checkSession(now = false) {
+    if (signedOut) return;
+    const wait = checking ? 2000 : now ? 0 : lastCheck + 2000 - Date.now();
+    if (wait > 0) {
+      checkLater ??= setTimeout(() => {
+        checkLater = null;
+        if (!chsk.state.open) checkSession();
+      }, wait);
+      return;
+    }
+    clearTimeout(checkLater);
+    checkLater = null;
     checking = true;
     lastCheck = Date.now();
     try {
