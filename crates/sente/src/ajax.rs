@@ -326,13 +326,7 @@ where
 
 /// The span of an Ajax request (target `sente::ajax`, info): uid, client id, transport, packer.
 fn span(a: &Admitted) -> tracing::Span {
-    tracing::info_span!(
-        "sente.conn",
-        uid = %a.uid,
-        client_id = %a.client_id,
-        transport = "ajax",
-        packer = a.packer.name()
-    )
+    crate::dispatch::conn_span(&a.uid, &a.client_id, Transport::Ajax, a.packer.name())
 }
 
 /// Counts the bytes of a message the response carries.

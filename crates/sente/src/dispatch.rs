@@ -20,6 +20,33 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
+/// The span of one connection (`sente.conn`, info, target `sente::ws` or `sente::ajax`): uid,
+/// client id, transport and packer; never the CSRF token or payloads.
+pub(crate) fn conn_span(
+    uid: &sente_proto::Uid,
+    client_id: &ClientId,
+    transport: sente_proto::Transport,
+    packer: &str,
+) -> tracing::Span {
+    // A span's target is part of its static call site: one call site per transport.
+    macro_rules! span {
+        ($target:literal) => {
+            tracing::info_span!(
+                target: $target,
+                "sente.conn",
+                uid = %uid,
+                client_id = %client_id,
+                transport = transport.as_str(),
+                packer = packer
+            )
+        };
+    }
+    match transport {
+        sente_proto::Transport::Ws => span!("sente::ws"),
+        sente_proto::Transport::Ajax => span!("sente::ajax"),
+    }
+}
+
 /// Runs the handler of one event in its span (`sente.event`, debug, target `sente::dispatch`:
 /// the event id, uid, client id and transport; never the payload). Without a subscriber that
 /// wants it, the handler's future is returned as is.

@@ -136,6 +136,7 @@ mod builder;
 mod cors;
 mod dispatch;
 mod framing;
+mod gate;
 mod guard;
 mod handle;
 mod meters;

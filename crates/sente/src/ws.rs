@@ -3,6 +3,7 @@
 
 use crate::dispatch::InlineRunner;
 use crate::framing::FrameBoundedIo;
+use crate::gate::Gate;
 use crate::meters::Meters;
 use crate::metrics::Why;
 use crate::metrics::{ConnMetrics, Open};
@@ -349,12 +350,11 @@ impl WsConn {
 
     /// The connection's span (target `sente::ws`, info): uid, client id, transport, packer.
     fn span(&self) -> tracing::Span {
-        tracing::info_span!(
-            "sente.conn",
-            uid = %self.uid,
-            client_id = %self.client_id,
-            transport = "ws",
-            packer = self.packer.name()
+        crate::dispatch::conn_span(
+            &self.uid,
+            &self.client_id,
+            Transport::Ws,
+            self.packer.name(),
         )
     }
 
@@ -466,6 +466,9 @@ impl WsConn {
         );
         let mut inline: InlineRunner = self.shell.dispatcher.inline(self.client_id.clone());
         let idle_deadline = far_future();
+        // Pushes wake this task far more often than the client writes: the read side is polled
+        // only after its own waker fired (see `crate::gate`).
+        let read_gate = Gate::new();
         loop {
             // Write everything queued, in order, in as few syscalls as the write buffer allows.
             let mut fed = false;
@@ -536,7 +539,7 @@ impl WsConn {
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
                 () = std::future::poll_fn(|cx| inline.poll_progress(cx)), if inline.is_busy() => {}
-                frame = ws.next(), if inline.has_room() => {
+                frame = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| ws.poll_next_unpin(cx))), if inline.has_room() => {
                     match frame {
                         None => return "client went away",
                         Some(Err(e)) => {
@@ -580,6 +583,7 @@ impl WsConn {
                                     return r;
                                 }
                                 ws = websocket(ws.into_inner(), max).await;
+                                read_gate.open();
                             }
                         }
                     }
