@@ -4,18 +4,22 @@
 //! starts a push loop on `bench/fanout`, mounted in axum at `/chsk`. Clients choose the json
 //! packer with `packer=json`.
 //!
-//! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected uid per tick with
-//! [`ServerHandle::send_many_flush`](sente::ServerHandle::send_many_flush) (Sente's `{:flush? true}` for each uid, the event packed once):
-//! each tick has one event per uid, so the default 30 ms batching window would only add latency.
-//! With `buffered` in the control request it calls [`ServerHandle::send_many`](sente::ServerHandle::send_many) instead: every push
-//! waits in the send buffer for Sente's window (`send-buf-ms-ws` 30 ms, `send-buf-ms-ajax`
-//! 100 ms), which `sente-load fanout --buffered` measures.
+//! The push loop sends one `[:demo/tick {:t .. :p ..}]` to every connected client per tick with
+//! [`ServerHandle::broadcast_flush`](sente::ServerHandle::broadcast_flush) (every connected uid,
+//! Sente's `{:flush? true}`, the event packed once), what the peers do (socket.io's `io.emit`,
+//! the raw floor's broadcast channel): each tick has one event per uid, so the default 30 ms
+//! batching window would only add latency. With `buffered` in the control request it calls
+//! [`ServerHandle::broadcast`](sente::ServerHandle::broadcast) instead: every push waits in the
+//! send buffer for Sente's window (`send-buf-ms-ws` 30 ms, `send-buf-ms-ajax` 100 ms), which
+//! `sente-load fanout --buffered` measures. With `SENTE_BENCH_SEND_MANY=1` in the server's
+//! environment it names the uids itself ([`ServerHandle::send_many_flush`](sente::ServerHandle::send_many_flush)
+//! / [`ServerHandle::send_many`](sente::ServerHandle::send_many)), as the runs before 2026-12-03
+//! 18:00 UTC did: that also costs cloning the list of uids for every push.
 //!
 //! In a cluster (`serve sente-rs --backplane redis|nats`, used by `sente-load cluster`) the
-//! server joins the cluster through `sente-redis` or `sente-nats` and the push loop calls
-//! [`ServerHandle::broadcast_flush`](sente::ServerHandle::broadcast_flush) instead: one
-//! backplane frame per push, which every node delivers to its own clients (what socket.io's
-//! `io.emit` does through its adapter).
+//! server joins the cluster through `sente-redis` or `sente-nats`: one backplane frame per
+//! push, which every node delivers to its own clients (what socket.io's `io.emit` does through
+//! its adapter).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,23 +137,23 @@ async fn push_loop(server: sente::ServerHandle, cfg: FanoutCfg, clustered: bool)
     };
     let (mut ticker, end) = cfg.ticker();
     let pad = "x".repeat(cfg.bytes.saturating_sub(30));
+    let by_uid = !clustered && std::env::var_os("SENTE_BENCH_SEND_MANY").is_some_and(|v| v == "1");
     let mut uids_rx = server.connected_uids();
     let mut uids: Vec<Uid> = uids_rx.borrow_and_update().any.iter().cloned().collect();
     while tokio::time::Instant::now() < end {
         ticker.tick().await;
-        if uids_rx.has_changed().unwrap_or(false) {
+        if by_uid && uids_rx.has_changed().unwrap_or(false) {
             uids = uids_rx.borrow_and_update().any.iter().cloned().collect();
         }
         let mut data = Map::with_capacity(2);
         data.insert(Value::kw("t"), Value::Int(wire::now_us() as i64));
         data.insert(Value::kw("p"), Value::Str(pad.clone()));
         let event = Event::new(id.clone(), Value::Map(data));
-        let _ = if clustered {
-            server.broadcast_flush(event)
-        } else if cfg.buffered {
-            server.send_many(&uids, event)
-        } else {
-            server.send_many_flush(&uids, event)
+        let _ = match (by_uid, cfg.buffered) {
+            (false, false) => server.broadcast_flush(event),
+            (false, true) => server.broadcast(event),
+            (true, false) => server.send_many_flush(&uids, event),
+            (true, true) => server.send_many(&uids, event),
         };
     }
 }

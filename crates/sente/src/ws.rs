@@ -22,8 +22,10 @@ use sente_proto::server::message;
 use sente_proto::server::replay::{RESUME_PARAM, Resume};
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, Transport};
 use sente_proto::{ClientId, Packer, Uid};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
@@ -278,34 +280,22 @@ pub(crate) fn accept(
     r
 }
 
-fn message(p: &PackedBytes) -> Message {
-    if p.binary {
-        Message::Binary(p.bytes.clone())
-    } else {
-        match Utf8Bytes::try_from(p.bytes.clone()) {
-            Ok(t) => Message::Text(t),
-            Err(_) => Message::Binary(p.bytes.clone()),
-        }
-    }
-}
-
-/// The frames of one outgoing message: one frame, or `FRAGMENT`-sized fragments.
+/// The frames of one outgoing message: one frame, or `FRAGMENT`-sized fragments (the first
+/// carrying the opcode, the others continuations). Built as raw frames: a text message's bytes
+/// come from a packer's `String` (`PackedBytes` is only made from `Packed`), so they are not
+/// validated as UTF-8 again for every connection the message goes to.
 fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
     let len = p.bytes.len();
-    let whole = (len <= FRAGMENT).then(|| message(p));
     let opcode = if p.binary { Data::Binary } else { Data::Text };
-    let fragments = (len > FRAGMENT).then(|| {
-        (0..len).step_by(FRAGMENT).map(move |start| {
-            let end = (start + FRAGMENT).min(len);
-            let op = if start == 0 { opcode } else { Data::Continue };
-            Message::Frame(Frame::message(
-                p.bytes.slice(start..end),
-                OpCode::Data(op),
-                end == len,
-            ))
-        })
-    });
-    whole.into_iter().chain(fragments.into_iter().flatten())
+    (0..len.max(1)).step_by(FRAGMENT).map(move |start| {
+        let end = (start + FRAGMENT).min(len);
+        let op = if start == 0 { opcode } else { Data::Continue };
+        Message::Frame(Frame::message(
+            p.bytes.slice(start..end),
+            OpCode::Data(op),
+            end == len,
+        ))
+    })
 }
 
 /// The reader and writer of a connection over `io` (see [`FrameBoundedIo`]).
@@ -325,6 +315,26 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         .write_buffer_size(FRAGMENT)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
+}
+
+/// A connection's one timer (write timeouts and the keepalive). The task's select polls it
+/// through a [`Gate`]: pushes wake the task far more often than the timer fires.
+struct ConnTimer<'a> {
+    sleep: Pin<&'a mut Sleep>,
+    gate: Gate,
+}
+
+impl ConnTimer<'_> {
+    /// Moves the deadline; the timer is polled (and registers its waker) on the next round.
+    fn reset(&mut self, at: Instant) {
+        self.sleep.as_mut().reset(at);
+        self.gate.open();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = &mut self.sleep;
+        self.gate.poll(cx, |cx| sleep.as_mut().poll(cx))
+    }
 }
 
 impl WsConn {
@@ -374,7 +384,7 @@ impl WsConn {
     async fn send<S>(
         &self,
         ws: &mut WebSocketStream<S>,
-        timer: &mut Pin<&mut Sleep>,
+        timer: &mut ConnTimer<'_>,
         p: Option<&PackedBytes>,
         flush: bool,
     ) -> Result<(), &'static str>
@@ -383,9 +393,9 @@ impl WsConn {
     {
         if let Some(p) = p {
             self.metrics.bytes_out.increment(p.bytes.len() as u64);
-        }
-        for msg in p.into_iter().flat_map(frames) {
-            self.within_write_timeout(timer, ws.feed(msg)).await?;
+            for msg in frames(p) {
+                self.within_write_timeout(timer, ws.feed(msg)).await?;
+            }
         }
         if flush {
             self.within_write_timeout(timer, ws.flush()).await?;
@@ -396,7 +406,7 @@ impl WsConn {
     /// Runs one socket operation; a stalled client fails it after `ws_write_timeout_ms`.
     async fn within_write_timeout<F>(
         &self,
-        timer: &mut Pin<&mut Sleep>,
+        timer: &mut ConnTimer<'_>,
         op: F,
     ) -> Result<(), &'static str>
     where
@@ -409,10 +419,10 @@ impl WsConn {
             r
         } else {
             let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
-            timer.as_mut().reset(Instant::now() + t);
+            timer.reset(Instant::now() + t);
             tokio::select! {
                 r = op => r,
-                () = timer.as_mut() => {
+                () = timer.sleep.as_mut() => {
                 crate::metrics::slow_consumer(Transport::Ws, "write-timeout");
                 return Err("write timed out (stalled client)");
             }
@@ -449,8 +459,12 @@ impl WsConn {
         let registry = self.shell.registry().clone();
         let max = self.shell.max_message();
         // One timer for everything: write timeouts and the keepalive.
-        let timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(timer);
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut timer = ConnTimer {
+            sleep,
+            gate: Gate::new(),
+        };
         // Sent once: not kept for the connection's lifetime.
         let handshake = std::mem::take(&mut self.handshake);
         if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&handshake), true)).await {
@@ -533,8 +547,8 @@ impl WsConn {
             let keepalive = ka.next_deadline().map(|d| registry.instant(d));
             let deadline = keepalive.unwrap_or(idle_deadline);
             // Re-arming a timer costs a trip through the timer wheel: only when it changed.
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            if timer.sleep.deadline() != deadline {
+                timer.reset(deadline);
             }
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
@@ -588,7 +602,7 @@ impl WsConn {
                         }
                     }
                 }
-                () = timer.as_mut(), if keepalive.is_some() => {
+                () = std::future::poll_fn(|cx| timer.poll(cx)), if keepalive.is_some() => {
                     match ka.poll(registry.now()) {
                         Some(KeepaliveAction::Ping) => {
                             match message::ws_ping(&*self.packer) {

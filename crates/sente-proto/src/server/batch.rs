@@ -21,7 +21,8 @@ pub struct PushBatch {
 /// A packed message as cheaply clonable bytes, shared by every connection it goes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PackedBytes {
-    /// The bytes (UTF-8 text for a text packer).
+    /// The bytes: valid UTF-8 for a text packer (made only from [`Packed`], whose text is a
+    /// `String`; the WebSocket layer relies on it and sends them as a text frame unchecked).
     pub bytes: Bytes,
     /// Whether the packer is binary (WebSocket binary frame, octet-stream body).
     pub binary: bool,

@@ -374,6 +374,177 @@ impl<A, C> AjaxEntry<A, C> {
 
 /// Mailbox mode: the poll held for Ajax entry `e` is woken ([`Action::AjaxWake`]); a wake in
 /// progress goes again.
+/// The two transports, in the order a uid's buffers are handled.
+const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Ajax];
+
+/// One push, as [`push_state`] applies it to a uid.
+struct Push<'a> {
+    event: &'a Arc<Event>,
+    estimate: usize,
+    flush: bool,
+    now: u64,
+    seq: Option<u64>,
+}
+
+/// What [`push_state`] leaves to its caller, in this order: what the flushes of full batches
+/// left, the window timers to set, what the flushes of due batches left.
+#[derive(Default)]
+struct Pushed {
+    full: [Option<Flushed>; 2],
+    windows: [Option<u64>; 2],
+    due: [Option<Flushed>; 2],
+}
+
+impl Pushed {
+    fn is_empty(&self) -> bool {
+        let flushed = |f: &Option<Flushed>| f.as_ref().is_none_or(Flushed::is_empty);
+        self.full.iter().all(flushed)
+            && self.due.iter().all(flushed)
+            && self.windows.iter().all(Option::is_none)
+    }
+}
+
+/// Buffers a push for every client of the uid whose state is `s` (spec 7.5): a batch that
+/// would grow past the size bound goes out first; the push goes out now with `flush` or at
+/// the batch bound, else after the transport's window.
+fn push_state<W: Clone, A, C>(
+    s: &mut UidState<W, A, C>,
+    uid: &Uid,
+    push: &Push<'_>,
+    round: &mut Round,
+    cfg: &CoreConfig,
+    actions: &mut Vec<Action<W, A>>,
+) -> Pushed {
+    let max_batch = cfg.limits.message.max_batch_len.max(1);
+    let max_bytes = cfg.limits.message.max_message_bytes / 2;
+    let now = push.now;
+    let mut left = Pushed::default();
+    for (i, t) in TRANSPORTS.into_iter().enumerate() {
+        let b = s.buf(t);
+        if !b.events.is_empty() && b.bytes + push.estimate > max_bytes {
+            left.full[i] = Some(flush_state(s, uid, t, now, Some(&mut *round), cfg, actions));
+        }
+    }
+    let mut due = [false; 2];
+    for (i, t) in TRANSPORTS.into_iter().enumerate() {
+        if !s.has(t) {
+            // Nobody to send to: what waits is dropped, so a batch stays consecutive pushes.
+            let buf = s.buf(t);
+            buf.events.clear();
+            buf.bytes = 0;
+            continue;
+        }
+        let window = match t {
+            Transport::Ws => cfg.send_buf_ms_ws,
+            Transport::Ajax => cfg.send_buf_ms_ajax,
+        };
+        let buf = s.buf(t);
+        let go = push.flush || buf.events.len() + 1 >= max_batch;
+        // A batch that goes out now needs no window timer.
+        if buf.events.is_empty() && !go {
+            buf.deadline = Some(now + window);
+            left.windows[i] = Some(now + window);
+        }
+        buf.events.push(push.event.clone());
+        buf.bytes += push.estimate;
+        buf.last_seq = push.seq;
+        due[i] = go;
+    }
+    for (i, t) in TRANSPORTS.into_iter().enumerate() {
+        if due[i] {
+            left.due[i] = Some(flush_state(s, uid, t, now, Some(&mut *round), cfg, actions));
+        }
+    }
+    left
+}
+
+/// What [`flush_state`] leaves to its caller: timers to set and clients to drop.
+#[derive(Default)]
+struct Flushed {
+    timers: Vec<(u64, Timer)>,
+    dropped: Vec<ClientId>,
+}
+
+impl Flushed {
+    fn is_empty(&self) -> bool {
+        self.timers.is_empty() && self.dropped.is_empty()
+    }
+}
+
+/// Sends what the uid's `t` buffer holds: to its open WebSocket clients, or queued for the
+/// closed ones, or to the Ajax polls held (woken, with mailboxes). Takes the uid's state and
+/// the core's parts it needs, so a push that just looked the state up does not look it up again.
+fn flush_state<W: Clone, A, C>(
+    s: &mut UidState<W, A, C>,
+    uid: &Uid,
+    t: Transport,
+    now: u64,
+    round: Option<&mut Round>,
+    cfg: &CoreConfig,
+    actions: &mut Vec<Action<W, A>>,
+) -> Flushed {
+    let limit = cfg.limits.max_pending_events_per_client;
+    let grace = cfg.ms_allow_reconnect_before_close_ajax;
+    let mut left = Flushed::default();
+    let buf = s.buf(t);
+    buf.deadline = None;
+    buf.bytes = 0;
+    let seq = buf.last_seq.take();
+    if buf.events.is_empty() {
+        return left;
+    }
+    let batch = match round {
+        Some(round) => round.batch(&mut buf.events),
+        None => Arc::new(PushBatch::new(std::mem::take(&mut buf.events))),
+    };
+    match t {
+        Transport::Ws => {
+            for (cid, e) in s.ws.iter_mut() {
+                match &e.state {
+                    WsState::Open(w) => actions.push(Action::WsDeliver {
+                        conn: w.clone(),
+                        batch: batch.clone(),
+                        seq: if e.resume { seq } else { None },
+                    }),
+                    // Its reconnect replays from the log.
+                    WsState::Closed if e.resume => {}
+                    WsState::Closed => {
+                        if !e.queue.push(batch.clone(), limit) {
+                            left.dropped.push(cid.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Transport::Ajax if cfg.ajax_mailbox => {
+            // The events are in the mailboxes already: wake the polls held here.
+            for (cid, e) in s.ajax.iter_mut() {
+                wake_entry(uid, cid, e, actions);
+            }
+        }
+        Transport::Ajax => {
+            for (cid, e) in s.ajax.iter_mut() {
+                if let Some(responder) = e.take_poll() {
+                    actions.push(Action::AjaxAnswer {
+                        uid: uid.clone(),
+                        client_id: cid.clone(),
+                        conn: e.conn,
+                        responder,
+                        answer: PollAnswer::Batch(batch.clone()),
+                    });
+                    left.timers.push((
+                        now + grace,
+                        Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
+                    ));
+                } else if !e.queue.push(batch.clone(), limit) {
+                    left.dropped.push(cid.clone());
+                }
+            }
+        }
+    }
+    left
+}
+
 fn wake_entry<W, A, C>(
     uid: &Uid,
     cid: &ClientId,
@@ -1422,60 +1593,78 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         round: &mut Round,
         seq: Option<u64>,
     ) {
-        const TRANSPORTS: [Transport; 2] = [Transport::Ws, Transport::Ajax];
-        let max_batch = self.cfg.limits.message.max_batch_len.max(1);
-        let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
-        // A batch that would grow past the size bound goes out first.
-        let full = TRANSPORTS.map(|t| {
-            let b = s.buf(t);
-            !b.events.is_empty() && b.bytes + estimate > max_bytes
-        });
-        if full.contains(&true) {
-            for (t, _) in TRANSPORTS.iter().zip(full).filter(|(_, f)| *f) {
-                self.flush_transport(uid, *t, now, Some(round));
-            }
-        }
-        let Some(s) = self.uids.get_mut(uid) else {
-            return;
+        let push = Push {
+            event,
+            estimate,
+            flush,
+            now,
+            seq,
         };
-        let mut due = [false; 2];
-        let mut timers = [None; 2];
-        for (i, t) in TRANSPORTS.into_iter().enumerate() {
-            if !s.has(t) {
-                // Nobody to send to: what waits is dropped, so a batch stays consecutive pushes.
-                let buf = s.buf(t);
-                buf.events.clear();
-                buf.bytes = 0;
-                continue;
+        let left = push_state(s, uid, &push, round, &self.cfg, &mut self.actions);
+        self.after_push(uid, now, left);
+    }
+
+    /// What a push left to do once the uid's state is no longer borrowed, in order.
+    fn after_push(&mut self, uid: &Uid, now: u64, left: Pushed) {
+        for (t, f) in TRANSPORTS.into_iter().zip(left.full) {
+            if let Some(f) = f {
+                self.after_flush(uid, t, now, f);
             }
-            let window = match t {
-                Transport::Ws => self.cfg.send_buf_ms_ws,
-                Transport::Ajax => self.cfg.send_buf_ms_ajax,
-            };
-            let buf = s.buf(t);
-            let go = flush || buf.events.len() + 1 >= max_batch;
-            // A batch that goes out now needs no window timer.
-            if buf.events.is_empty() && !go {
-                buf.deadline = Some(now + window);
-                timers[i] = Some(now + window);
-            }
-            buf.events.push(event.clone());
-            buf.bytes += estimate;
-            buf.last_seq = seq;
-            due[i] = go;
         }
-        for (t, at) in TRANSPORTS.into_iter().zip(timers) {
+        for (t, at) in TRANSPORTS.into_iter().zip(left.windows) {
             if let Some(at) = at {
                 self.timer(at, Timer::Flush(uid.clone(), t));
             }
         }
-        for (t, go) in TRANSPORTS.into_iter().zip(due) {
-            if go {
-                self.flush_transport(uid, t, now, Some(round));
+        for (t, f) in TRANSPORTS.into_iter().zip(left.due) {
+            if let Some(f) = f {
+                self.after_flush(uid, t, now, f);
             }
+        }
+    }
+
+    /// Pushes `event` to every connected uid: straight over the uid map, with no list of uids
+    /// cloned and no lookup per uid. Each push is numbered by its uid's replay log on one node,
+    /// `global` in cluster mode.
+    fn push_connected(
+        &mut self,
+        event: &Arc<Event>,
+        estimate: usize,
+        flush: bool,
+        now: u64,
+        global: Option<u64>,
+    ) {
+        let mut round = Round::default();
+        let mut left = Vec::new();
+        let local_logs = !self.cfg.cluster_resume;
+        for (uid, s) in &mut self.uids {
+            if !(s.in_ws || s.in_ajax) {
+                continue;
+            }
+            let seq = if local_logs {
+                self.logs
+                    .get_mut(uid)
+                    .map(|log| log.append(event, estimate, now, &self.cfg.replay))
+            } else {
+                global
+            };
+            let push = Push {
+                event,
+                estimate,
+                flush,
+                now,
+                seq,
+            };
+            let l = push_state(s, uid, &push, &mut round, &self.cfg, &mut self.actions);
+            if !l.is_empty() {
+                left.push((uid.clone(), l));
+            }
+        }
+        for (uid, l) in left {
+            self.after_push(&uid, now, l);
         }
     }
 
@@ -1513,21 +1702,18 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     None
                 }
             };
-            let uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
-            let mut round = Round::default();
-            for uid in &uids {
-                self.send_one(uid, event, estimate, flush, now, &mut round, n);
-            }
+            self.push_connected(event, estimate, flush, now, n);
             return;
         }
-        let mut uids: Vec<Uid> = self.connected().map(|(u, _, _)| u.clone()).collect();
-        uids.extend(
-            self.logs
-                .keys()
-                .filter(|u| !self.uids.get(*u).is_some_and(|s| s.in_ws || s.in_ajax))
-                .cloned(),
-        );
-        self.send_many(&uids, event, estimate, flush, now);
+        // The uids whose logs wait for a client to come back log the push too.
+        let waiting: Vec<Uid> = self
+            .logs
+            .keys()
+            .filter(|u| !self.uids.get(*u).is_some_and(|s| s.in_ws || s.in_ajax))
+            .cloned()
+            .collect();
+        self.push_connected(event, estimate, flush, now, None);
+        self.send_many(&waiting, event, estimate, flush, now);
     }
 
     /// Pushes `event` to client `cid` of `uid` alone (`send_to_client`). What is buffered for
@@ -1691,73 +1877,19 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     }
 
     fn flush_transport(&mut self, uid: &Uid, t: Transport, now: u64, round: Option<&mut Round>) {
-        let limit = self.cfg.limits.max_pending_events_per_client;
-        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
-        let buf = s.buf(t);
-        buf.deadline = None;
-        buf.bytes = 0;
-        let seq = buf.last_seq.take();
-        if buf.events.is_empty() {
-            return;
-        }
-        let batch = match round {
-            Some(round) => round.batch(&mut buf.events),
-            None => Arc::new(PushBatch::new(std::mem::take(&mut buf.events))),
-        };
-        let mut dropped = Vec::new();
-        let mut timers = Vec::new();
-        match t {
-            Transport::Ws => {
-                for (cid, e) in s.ws.iter_mut() {
-                    match &e.state {
-                        WsState::Open(w) => self.actions.push(Action::WsDeliver {
-                            conn: w.clone(),
-                            batch: batch.clone(),
-                            seq: if e.resume { seq } else { None },
-                        }),
-                        // Its reconnect replays from the log.
-                        WsState::Closed if e.resume => {}
-                        WsState::Closed => {
-                            if !e.queue.push(batch.clone(), limit) {
-                                dropped.push(cid.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            Transport::Ajax if self.cfg.ajax_mailbox => {
-                // The events are in the mailboxes already: wake the polls held here.
-                for (cid, e) in s.ajax.iter_mut() {
-                    wake_entry(uid, cid, e, &mut self.actions);
-                }
-            }
-            Transport::Ajax => {
-                for (cid, e) in s.ajax.iter_mut() {
-                    if let Some(responder) = e.take_poll() {
-                        self.actions.push(Action::AjaxAnswer {
-                            uid: uid.clone(),
-                            client_id: cid.clone(),
-                            conn: e.conn,
-                            responder,
-                            answer: PollAnswer::Batch(batch.clone()),
-                        });
-                        timers.push((
-                            now + grace,
-                            Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
-                        ));
-                    } else if !e.queue.push(batch.clone(), limit) {
-                        dropped.push(cid.clone());
-                    }
-                }
-            }
-        }
-        for (at, tm) in timers {
+        let left = flush_state(s, uid, t, now, round, &self.cfg, &mut self.actions);
+        self.after_flush(uid, t, now, left);
+    }
+
+    /// What a flush left to do once the uid's state is no longer borrowed.
+    fn after_flush(&mut self, uid: &Uid, t: Transport, now: u64, left: Flushed) {
+        for (at, tm) in left.timers {
             self.timer(at, tm);
         }
-        for cid in dropped {
+        for cid in left.dropped {
             self.drop_client(uid, &cid, t, now);
         }
     }
