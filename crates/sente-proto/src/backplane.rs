@@ -246,10 +246,12 @@ pub fn mailbox_take_count(
 ///
 /// So a client that received an answer never gets its events again (its next GET confirms
 /// the lease, or finds it marked delivered), and an answer lost with its node (killed before
-/// handing it over) is re-sent after the client's handshake. The one window left is a node
-/// killed between handing the answer to the request and its `delivered` mark reaching the
-/// engine (behind the node's queued engine operations): the events are re-sent once if the
-/// client did get them and its next poll died with the node.
+/// handing it over) is re-sent after the client's handshake. The server marks a lease
+/// delivered when the request's answer is made, as it goes to the connection, and a backplane
+/// runs the mark ahead of its other queued operations. The one window left is a node killed
+/// between writing the answer and its `delivered` mark reaching the engine (the operation in
+/// progress and the mark itself): the events are re-sent once if the client did get them and
+/// its next poll died with the node. Marking earlier would turn that into a loss.
 pub trait Mailbox: Send + Sync + 'static {
     /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
     /// until `ttl` passes without another call (then its mailbox is dropped too).
@@ -280,9 +282,9 @@ pub trait Mailbox: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// The answer carrying this node's last take for `client` was handed to the client's
-    /// request: a handshake then drops the lease instead of putting it back. The default (no
-    /// leases): nothing to do.
+    /// The answer carrying this node's last take for `client` was made for the client's
+    /// request and goes to its connection now: a handshake then drops the lease instead of
+    /// putting it back. The default (no leases): nothing to do.
     fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {
         let _ = (uid, client);
         Box::pin(async {})

@@ -9,8 +9,12 @@
 //! Counted delivery: pushes are driven through a node's control route, which answers once the
 //! backplane acknowledged the push (its Ajax mailbox append stored by the engine).
 //! - Ajax clients: every acknowledged push arrives exactly once and in order, across the
-//!   `SIGKILL` of a node (mailboxes live in the engine); pushes never acknowledged (their node
-//!   was dead, or died before answering) may arrive, at most once and in order.
+//!   `SIGKILL` of a node (mailboxes live in the engine), a node killed at a random moment
+//!   included, and across a restart of the engine for a client of the node that served it
+//!   from its fallback meanwhile; pushes never acknowledged (their node was dead, or died
+//!   before answering) may arrive, at most once and in order. No exception is allowed for
+//!   NATS any more (both windows the sente-nats docs described are closed or shrunk: "Leased
+//!   takes" and "A node killed").
 //! - WebSocket clients with resume (the default): every acknowledged push arrives exactly once
 //!   and in order, across the `SIGKILL` of their node (the engine numbers every push for the
 //!   cluster, every node logs them, and the client resumes on a survivor). A client that
@@ -523,28 +527,6 @@ fn assert_in_order(uid: &str, got: &[i64]) {
     );
 }
 
-/// NATS only, two measured windows the sente-nats crate docs describe ("Leased takes" and "A
-/// node killed"):
-/// - a node killed after handing an Ajax answer over but before its `delivered` mark reached
-///   the engine, with the client's next poll on the same node, gets that batch re-sent (2 of
-///   32 kill-anywhere runs);
-/// - pushes published in the few ms before a node notices an engine outage can reach the
-///   restarted engine after the newer pushes its local fallback already served (1 of 16
-///   restarts).
-///
-/// With `hole` (set for NATS in those scenarios) a repeat or a late push is reported as a
-/// `KNOWN HOLE` instead of failing; the rest of the counting (nothing lost) still holds.
-/// Otherwise the same as [`assert_in_order`].
-fn assert_in_order_unless_known_hole(uid: &str, got: &[i64], hole: bool) -> Vec<i64> {
-    if !hole || got.windows(2).all(|w| w[0] < w[1]) {
-        assert_in_order(uid, got);
-        return got.to_vec();
-    }
-    eprintln!("KNOWN HOLE (NATS) {uid}: pushes repeated or late: {got:?}");
-    let mut seen = std::collections::BTreeSet::new();
-    got.iter().copied().filter(|n| seen.insert(*n)).collect()
-}
-
 /// Asserts that every number of `got` was sent (acknowledged or not).
 fn assert_all_sent(uid: &str, got: &[i64], s: &Sent) {
     let extra: Vec<i64> = got
@@ -745,8 +727,7 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
         if s.acked.iter().any(|n| !got.contains(n)) {
             got = c.wait_numbers(&s.acked, 500).await;
         }
-        let got =
-            assert_in_order_unless_known_hole(&c.uid, &got, anywhere && engine == Engine::Nats);
+        assert_in_order(&c.uid, &got);
         let missing: Vec<i64> = s
             .acked
             .iter()
@@ -775,7 +756,7 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     // No duplicates arrive later either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for c in &clients {
-        assert_in_order_unless_known_hole(&c.uid, &c.numbers(), anywhere && engine == Engine::Nats);
+        assert_in_order(&c.uid, &c.numbers());
     }
     // Client 0's poll was on the victim when the kill round started; unless the round's push
     // answered it first (the kill lands 2 ms into the round, the Ajax batching window is
@@ -1107,8 +1088,7 @@ async fn service_restart(engine: Engine) {
     let got_ajax = local_ajax
         .wait_numbers(&want[want.len() - 1..], 10_000)
         .await;
-    let got_ajax =
-        assert_in_order_unless_known_hole("local-ajax", &got_ajax, engine == Engine::Nats);
+    assert_in_order("local-ajax", &got_ajax);
     eprintln!(
         "{engine:?}: the local Ajax client got {} of {last} pushes, in order, no duplicates",
         got_ajax.len()

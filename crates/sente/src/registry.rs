@@ -370,18 +370,10 @@ impl Registry {
                     if let PollAnswer::Batch(b) = &answer {
                         sample(b, &self.batch_sizes.1);
                     }
-                    let leased = match (&self.mailbox, &answer) {
-                        (Some(mb), PollAnswer::Batch(_)) => Some(mb.clone()),
-                        _ => None,
-                    };
                     match responder.send(answer) {
-                        Ok(()) => {
-                            if let Some(mb) = leased {
-                                // The lease of this answer is confirmed by the client's next
-                                // poll; marked delivered, a handshake drops it too.
-                                self.rt.spawn(mb.delivered(&uid, &client_id));
-                            }
-                        }
+                        // The lease of a batch is marked delivered by the request once its
+                        // answer is made (`ajax::get`), and confirmed by the client's next poll.
+                        Ok(()) => {}
                         Err(answer) => {
                             match (&self.mailbox, answer) {
                                 (Some(mb), PollAnswer::Batch(b)) => {

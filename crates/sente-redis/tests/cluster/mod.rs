@@ -624,6 +624,9 @@ pub async fn service_restart<F: Flavor>() {
     .await;
     a.server().send(&uid("remote"), ev(1)).unwrap();
     assert_eq!(recv_numbers(&mut remote, 1, 5000).await, vec![1]);
+    // A local Ajax client (handshake on A).
+    let hs = raw_get(a.addr, "/chsk?uid=la&client-id=LA&handshake%3F=1").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
 
     // Kill the service.
     service.kill();
@@ -643,6 +646,14 @@ pub async fn service_restart<F: Flavor>() {
         recv_numbers(&mut local, 10, 5000).await,
         (10..20).collect::<Vec<_>>()
     );
+    // The local Ajax client too, from the node-local fallback: `send` and `send_to_client`
+    // alike, in order.
+    let la = sente_proto::ClientId::new("LA").unwrap();
+    a.server().send(&uid("la"), ev(30)).unwrap();
+    a.server().send_to_client(&uid("la"), &la, ev(31)).unwrap();
+    a.server().send(&uid("la"), ev(32)).unwrap();
+    let r = raw_get_within(a.addr, "/chsk?uid=la&client-id=LA", 5000).await;
+    assert_eq!(ajax_numbers(&r), vec![30, 31, 32], "{r}");
 
     // Restart it on the same port.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1190,5 +1201,62 @@ fn report<F: Flavor>(what: &str, pushes: u64, before: &H, after: &H) {
         (after.appends - before.appends) as f64 / p,
         (after.append_bytes - before.append_bytes) as f64 / p,
         (after.ops - before.ops) as f64 / p,
+    );
+}
+
+/// The `delivered` mark of an Ajax answer goes ahead of the node's queued engine operations
+/// (the backplane kit's urgent lane, `OpQueue`): with 300 operations queued before it, the
+/// mark runs after at most the one in progress. A node dropped (as if killed) right after
+/// its mark ran, its queue still full, leaves the lease marked, so the client's handshake on
+/// another node drops the lease instead of re-sending the batch.
+pub async fn delivered_mark_jumps_the_queue<F: Flavor>() {
+    let cluster = cluster_name("mark-first");
+    let a = F::start(&F::url(), &cluster, fast());
+    let b = F::start(&F::url(), &cluster, fast());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(F::health(&a).connected && F::health(&b).connected) {
+        assert!(Instant::now() < deadline, "both backplanes connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (ma, mb) = (
+        a.mailbox().expect("mailboxes"),
+        b.mailbox().expect("mailboxes"),
+    );
+    let (u, c) = (uid("marked"), sente_proto::ClientId::new("M").unwrap());
+    ma.register(&u, &c, Duration::from_secs(30)).await;
+    a.publish(sente_proto::backplane::BackplaneMsg::Push {
+        uid: u.clone(),
+        event: Arc::new(ev(1)),
+        estimate: 16,
+        flush: true,
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let taken = loop {
+        let taken = ma.take(&u, &c, 10, 1 << 20).await;
+        if !taken.is_empty() {
+            break taken;
+        }
+        assert!(Instant::now() < deadline, "the push reached the mailbox");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(taken.len(), 1);
+    // 300 operations queued (each an engine round trip), then the mark.
+    let others: Vec<_> = (0..300)
+        .map(|i| ma.known(&u, &sente_proto::ClientId::new(format!("x{i}")).unwrap()))
+        .collect();
+    let before = F::health(&a).ops;
+    ma.delivered(&u, &c).await;
+    let ran = F::health(&a).ops - before;
+    assert!(
+        ran <= 2,
+        "the mark ran after at most the operation in progress, not the queue: {ran} ran"
+    );
+    drop((others, ma, a));
+    // The client's handshake on the other node: the lease was delivered, so it is dropped.
+    mb.settle(&u, &c, true).await;
+    let again = mb.take(&u, &c, 10, 1 << 20).await;
+    assert!(
+        again.is_empty(),
+        "the delivered batch is not sent again: {again:?}"
     );
 }
