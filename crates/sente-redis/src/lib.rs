@@ -184,9 +184,10 @@
 //! `sente-backplane-kit`): it reaches the engine after at most the operation in progress and
 //! its own compare-and-set, about a millisecond, instead of after the whole queue. Left: a
 //! node killed within that millisecond after writing an answer re-sends the batch once if the
-//! client did receive it and its next poll died with the node (before the urgent lane: 2 of 32
-//! random NATS kills; since: 0 of 32 NATS and 0 of 8 Redis, and the kill-anywhere process
-//! tests demand it). Marking before the write would trade that duplicate for a loss (a node
+//! client did receive it and its next poll died with the node (random NATS kills: 2 of 32 before
+//! the urgent lane; since, 0 of 32 on an otherwise idle machine and 2 of 64 with a second test
+//! loop running beside it; Redis: 0 of 8; the NATS kill-anywhere process test reports such a
+//! repeat as `KNOWN HOLE` and fails on anything else). Marking before the write would trade that duplicate for a loss (a node
 //! killed between its mark and its write), and so would a mark made by the take's own
 //! compare-and-set: a delivered lease is dropped by a handshake, so it must not be marked
 //! before the answer is out. Costs: one more engine operation per GET (the settle) and per
