@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod codec;
 
 use crate::event::{ClientId, Event, Uid};
+use crate::s2c::RequestError;
+use sente_edn::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -117,6 +119,34 @@ pub enum BackplaneMsg {
         seq: u64,
         /// The message.
         msg: Box<BackplaneMsg>,
+    },
+    /// `server.request(uid, ..)` made on node `node` (its request `id`): every other node asks
+    /// its own clients of `uid` `event` within `timeout_ms` and answers with
+    /// [`BackplaneMsg::RequestAnswers`] (an empty list when it has none). The asking node
+    /// ignores its own.
+    Request {
+        /// The asking node.
+        node: NodeId,
+        /// The request's id on that node.
+        id: u64,
+        /// The uid whose clients are asked.
+        uid: Uid,
+        /// The request's event.
+        event: Arc<Event>,
+        /// How long the asked node waits for its clients, in ms.
+        timeout_ms: u64,
+    },
+    /// Node `from`'s answers to request `id` of node `node` (see [`BackplaneMsg::Request`]):
+    /// one per client of the uid there. Only node `node` applies it.
+    RequestAnswers {
+        /// The asking node.
+        node: NodeId,
+        /// The request's id on that node.
+        id: u64,
+        /// The answering node.
+        from: NodeId,
+        /// Each asked client's answer.
+        answers: Vec<(ClientId, Result<Value, RequestError>)>,
     },
     /// Delivered by a sequencing backplane to its own node only (never published): the
     /// epoch of the cluster's sequence, known once its engine is reached (so a client that
@@ -404,6 +434,17 @@ impl PresenceView {
         self.uids
             .get(uid)
             .is_some_and(|nodes| nodes.iter().any(|(n, _, _)| *n != me))
+    }
+
+    /// The nodes other than `me` that have `uid`.
+    pub fn nodes_elsewhere(&self, uid: &Uid, me: NodeId) -> Vec<NodeId> {
+        self.uids.get(uid).map_or_else(Vec::new, |nodes| {
+            nodes
+                .iter()
+                .map(|(n, _, _)| *n)
+                .filter(|n| *n != me)
+                .collect()
+        })
     }
 }
 

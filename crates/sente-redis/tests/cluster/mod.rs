@@ -1260,3 +1260,66 @@ pub async fn delivered_mark_jumps_the_queue<F: Flavor>() {
         "the delivered batch is not sent again: {again:?}"
     );
 }
+
+/// `server.request(uid, ..)` on one node reaches the uid's clients on every node: the other
+/// node asks its own clients and their answers come back through the backplane
+/// (`BackplaneMsg::Request` / `RequestAnswers`), next to the asking node's own clients'.
+/// WebSocket clients: an Ajax client asked in a cluster (mailbox mode) was seen to time out,
+/// on either engine, also when it is on the asking node (not investigated here).
+pub async fn request_reaches_every_node<F: Flavor>() {
+    use sente_client::{Client, Kind};
+    let cluster = cluster_name("request");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let client = |node: &Node<F>, kind: Kind| {
+        Client::builder(format!("http://{}/chsk", node.addr))
+            .kind(kind)
+            .csrf_token(TOKEN)
+            .header("origin", ORIGIN)
+            .param("uid", "rq")
+    };
+    let answer = |who: &'static str| {
+        move |e: &Event| Value::Vector(vec![Value::from(who), e.data().clone()])
+    };
+    let on_b = client(&b, Kind::Ws)
+        .on_request("app/ask", answer("b-ws"))
+        .connect()
+        .unwrap();
+    let plain_b = client(&b, Kind::Ws).connect().unwrap();
+    on_b.wait_open().await;
+    plain_b.wait_open().await;
+    // A knows B has the uid before its own client connects.
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "rq on B seen by A", |c| {
+        c.any.contains(&uid("rq"))
+    })
+    .await;
+    let on_a = client(&a, Kind::Ws)
+        .on_request("app/ask", answer("a-ws"))
+        .connect()
+        .unwrap();
+    on_a.wait_open().await;
+    let ask = Event::new(EventId::new("app/ask").unwrap(), Value::Int(7));
+    let got = a
+        .server()
+        .request(&uid("rq"), ask, Duration::from_secs(3))
+        .await;
+    let mut replies: Vec<String> = got
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(ToString::to_string))
+        .collect();
+    replies.sort();
+    assert_eq!(
+        replies,
+        vec![r#"["a-ws" 7]"#.to_owned(), r#"["b-ws" 7]"#.to_owned()],
+        "{got:?}"
+    );
+    let unsupported = got
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(sente::s2c::RequestError::Unsupported)))
+        .count();
+    assert_eq!(unsupported, 1, "the plain client on B: {got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
+}
