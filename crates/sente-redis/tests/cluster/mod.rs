@@ -1206,9 +1206,9 @@ fn report<F: Flavor>(what: &str, pushes: u64, before: &H, after: &H) {
 
 /// The `delivered` mark of an Ajax answer goes ahead of the node's queued engine operations
 /// (the backplane kit's urgent lane, `OpQueue`): with 300 operations queued before it, the
-/// mark runs after the one in progress, not after the queue. A node dropped (as if killed) right after
-/// its mark ran, its queue still full, leaves the lease marked, so the client's handshake on
-/// another node drops the lease instead of re-sending the batch.
+/// mark runs after the one in progress, not after the queue. A node dropped (as if killed)
+/// right after its mark ran, its queue still full, leaves the lease marked, so the client's
+/// handshake on another node drops the lease instead of re-sending the batch.
 pub async fn delivered_mark_jumps_the_queue<F: Flavor>() {
     let cluster = cluster_name("mark-first");
     let a = F::start(&F::url(), &cluster, fast());
