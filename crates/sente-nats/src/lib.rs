@@ -180,7 +180,7 @@
 //! its own compare-and-set, about a millisecond, instead of after the whole queue. Left: a
 //! node killed within that millisecond after writing an answer re-sends the batch once if the
 //! client did receive it and its next poll died with the node (random NATS kills: 2 of 32 before
-//! the urgent lane; since, 0 of 32 on an otherwise idle machine and 2 of 64 with a second test
+//! the urgent lane; since, 0 of 96 on an otherwise idle machine and 2 of 64 with a second test
 //! loop running beside it; Redis: 0 of 8; the NATS kill-anywhere process test reports such a
 //! repeat as `KNOWN HOLE` and fails on anything else). Marking before the write would trade that duplicate for a loss (a node
 //! killed between its mark and its write), and so would a mark made by the take's own
@@ -254,7 +254,7 @@
 //!   (`Shared::append_pending` in `sente-backplane-kit`), so none can reach a mailbox after the
 //!   newer pushes the fallback served; an append the engine stored just before the outage was
 //!   seen is taken out of the fallback again. The process test `service_restart` demands the
-//!   local Ajax client's pushes in order without duplicates (16 NATS restarts in a row: all in
+//!   local Ajax client's pushes in order without duplicates (47 NATS restarts checked: all in
 //!   order, once; before: 1 in 16 got two late). Left: when the engine keeps its state across
 //!   the outage (a network cut rather than a restart), an append written in the instant the
 //!   connection broke may be stored and also served from the fallback (one push twice); and

@@ -530,7 +530,7 @@ fn assert_in_order(uid: &str, got: &[i64]) {
 /// NATS, kill-anywhere only: the window the sente-nats crate docs describe in "Leased takes" (a
 /// node killed within about a millisecond after writing an Ajax answer, before its `delivered`
 /// mark reached the engine, with the client's next poll on that node: the batch is re-sent
-/// once). Measured: 2 of 32 runs before the urgent lane; 0 of 32 since on an otherwise idle
+/// once). Measured: 2 of 32 runs before the urgent lane; 0 of 96 since on an otherwise idle
 /// machine, 2 of 64 with a second test loop running beside it. Such a repeat (one batch seen
 /// again right after itself, nothing late or out of order otherwise) is reported as
 /// `KNOWN HOLE` instead of failing; anything else fails as in [`assert_in_order`]. Returns
