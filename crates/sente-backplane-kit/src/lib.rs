@@ -95,6 +95,9 @@ pub enum Job {
         uids: Option<Arc<[Uid]>>,
         /// The encoded event.
         entry: Vec<u8>,
+        /// Its place among this node's appends not yet stored (see
+        /// [`Shared::append_pending`]).
+        id: u64,
     },
     /// Append an event (encoded) to the mailbox of one Ajax client of `uid`, if it is
     /// registered (`send_to_client`), then wake this node's polls of `uid`.
@@ -105,6 +108,9 @@ pub enum Job {
         client: ClientId,
         /// The encoded event.
         entry: Vec<u8>,
+        /// Its place among this node's appends not yet stored (see
+        /// [`Shared::append_pending`]).
+        id: u64,
     },
 }
 
@@ -211,6 +217,33 @@ pub enum Op {
     },
 }
 
+/// The receiving end of a backplane's engine operations: two lanes, run by one task in order
+/// (see [`OpQueue::recv`]).
+pub struct OpQueue {
+    urgent: mpsc::Receiver<Op>,
+    ops: mpsc::Receiver<Op>,
+}
+
+impl OpQueue {
+    /// The next operation: an urgent one ([`Op::Delivered`]) first, then the others in
+    /// order; `None` when the backplane is gone.
+    ///
+    /// A `Delivered` mark goes ahead of the operations queued before it: it is queued once
+    /// an answer is handed over, after the take of its lease ran (so it never overtakes that
+    /// take), and before the client's next request could queue anything for that client
+    /// (so it is never overtaken by that client's settle); every other client's operations
+    /// touch other keys. So a node killed right after handing an answer over has its mark in
+    /// the engine after at most the one operation in progress, not after its whole queue (see
+    /// `Mailbox`'s "Leased takes" in `sente_proto::backplane`).
+    pub async fn recv(&mut self) -> Option<Op> {
+        tokio::select! {
+            biased;
+            Some(op) = self.urgent.recv() => Some(op),
+            op = self.ops.recv() => op,
+        }
+    }
+}
+
 /// Key names: the hex of a uid's and a client id's encodings.
 pub fn uid_hex(uid: &Uid) -> Option<String> {
     codec::uid_bytes(uid).ok().map(|b| codec::hex(&b))
@@ -284,6 +317,11 @@ pub struct Shared {
     start: Instant,
     tx: mpsc::Sender<Job>,
     ops: mpsc::Sender<Op>,
+    /// The urgent lane of the operations ([`OpQueue::recv`]).
+    urgent: mpsc::Sender<Op>,
+    /// This node's mailbox appends queued while the engine was up and not stored yet (see
+    /// [`Shared::append_pending`]).
+    appends_waiting: Mutex<PendingAppends>,
     /// The Ajax mailbox settings.
     pub mailbox: MailboxConfig,
     state: Mutex<State>,
@@ -323,6 +361,26 @@ pub struct Shared {
     fallback: Mutex<Fallback>,
     /// Whether both connections are up (changes wake the operations waiting for the engine).
     up: watch::Sender<bool>,
+}
+
+/// Who one queued mailbox append is for.
+#[derive(Clone)]
+enum Target {
+    /// The Ajax clients of these uids (`None`: every uid).
+    Uids(Option<Arc<[Uid]>>),
+    /// One Ajax client of a uid (`send_to_client`).
+    Client(Uid, ClientId),
+}
+
+/// This node's mailbox appends not stored yet, oldest first (ids increasing), and those an
+/// outage moved to the node-local fallback that the publishing task has not seen yet.
+#[derive(Default)]
+struct PendingAppends {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, Target, Arc<Event>)>,
+    /// Moved to the fallback by an outage (id, event), until the publishing task settles
+    /// them ([`Shared::appends_done`]).
+    abandoned: Vec<(u64, Arc<Event>)>,
 }
 
 /// The lease id of events served from the node-local fallback.
@@ -397,10 +455,11 @@ impl Shared {
         cfg: ClusterConfig,
         queue: usize,
         mailbox: MailboxConfig,
-    ) -> (Arc<Shared>, mpsc::Receiver<Job>, mpsc::Receiver<Op>) {
+    ) -> (Arc<Shared>, mpsc::Receiver<Job>, OpQueue) {
         let origin = uuid::Uuid::new_v4().as_u64_pair().0;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (ops, ops_rx) = mpsc::channel(queue.max(1));
+        let (urgent, urgent_rx) = mpsc::channel(queue.max(1));
         let shared = Arc::new(Shared {
             name,
             origin,
@@ -409,6 +468,8 @@ impl Shared {
             start: Instant::now(),
             tx,
             ops,
+            urgent,
+            appends_waiting: Mutex::new(PendingAppends::default()),
             mailbox,
             state: Mutex::new(State {
                 down_since: Some(Instant::now()),
@@ -436,7 +497,11 @@ impl Shared {
             fallback: Mutex::new(Fallback::default()),
             up: watch::Sender::new(false),
         });
-        (shared, rx, ops_rx)
+        let ops = OpQueue {
+            urgent: urgent_rx,
+            ops: ops_rx,
+        };
+        (shared, rx, ops)
     }
 
     fn now(&self) -> u64 {
@@ -506,46 +571,24 @@ impl Shared {
         let sequenced = self.sequencing() && codec::sequenceable(&msg);
         let mut order = sequenced.then(|| self.order());
         if self.mailbox.enabled {
-            let (uids, event) = match &msg {
+            let target = match &msg {
                 BackplaneMsg::Push { uid, event, .. } => {
-                    (Some(Arc::from([uid.clone()])), Some(event))
+                    Some((Target::Uids(Some(Arc::from([uid.clone()]))), event))
                 }
-                BackplaneMsg::PushMany { uids, event, .. } => (Some(uids.clone()), Some(event)),
-                BackplaneMsg::Broadcast { event, .. } => (None, Some(event)),
-                _ => (None, None),
+                BackplaneMsg::PushMany { uids, event, .. } => {
+                    Some((Target::Uids(Some(uids.clone())), event))
+                }
+                BackplaneMsg::Broadcast { event, .. } => Some((Target::Uids(None), event)),
+                BackplaneMsg::PushClient {
+                    uid,
+                    client_id,
+                    event,
+                    ..
+                } => Some((Target::Client(uid.clone(), client_id.clone()), event)),
+                _ => None,
             };
-            if let Some(event) = event {
-                if self.engine_up() {
-                    match codec::encode_event(event) {
-                        Ok(entry) => {
-                            let _ = self.enqueue_job(Job::Append { uids, entry });
-                        }
-                        Err(e) => self.codec_error(&e),
-                    }
-                } else {
-                    // The engine is unreachable: this node's own Ajax clients get the push
-                    // from the node-local fallback (the local delivery below wakes their
-                    // polls); the other nodes' Ajax clients miss it.
-                    self.fall_back(uids.as_deref(), event);
-                }
-            }
-            if let BackplaneMsg::PushClient {
-                uid,
-                client_id,
-                event,
-                ..
-            } = &msg
-            {
-                match codec::encode_event(event) {
-                    Ok(entry) => {
-                        let _ = self.enqueue_job(Job::AppendClient {
-                            uid: uid.clone(),
-                            client: client_id.clone(),
-                            entry,
-                        });
-                    }
-                    Err(e) => self.codec_error(&e),
-                }
+            if let Some((target, event)) = target {
+                self.append_or_fall_back(target, event);
             }
         }
         let frame = match codec::encode_msg(self.origin, &msg) {
@@ -571,6 +614,99 @@ impl Shared {
         }
         self.enqueue(frame);
         self.deliver_unsequenced(msg, sequenced);
+    }
+
+    fn appends_waiting(&self) -> std::sync::MutexGuard<'_, PendingAppends> {
+        self.appends_waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the mailbox append of a push while the engine is up; while it is unreachable,
+    /// keeps the push in the node-local fallback for this node's own Ajax clients instead
+    /// (the local delivery of the push wakes their polls; the other nodes' Ajax clients miss
+    /// it). Decided under the lock an outage takes to move what is still queued to the
+    /// fallback ([`Shared::set_up`]), so the fallback gets the pushes in publish order.
+    fn append_or_fall_back(&self, target: Target, event: &Arc<Event>) {
+        let mut waiting = self.appends_waiting();
+        if !self.engine_up() {
+            self.fall_back(&target, event);
+            return;
+        }
+        let entry = match codec::encode_event(event) {
+            Ok(entry) => entry,
+            Err(e) => return self.codec_error(&e),
+        };
+        waiting.next += 1;
+        let id = waiting.next;
+        let job = match &target {
+            Target::Uids(uids) => Job::Append {
+                uids: uids.clone(),
+                entry,
+                id,
+            },
+            Target::Client(uid, client) => Job::AppendClient {
+                uid: uid.clone(),
+                client: client.clone(),
+                entry,
+                id,
+            },
+        };
+        waiting.queue.push_back((id, target, event.clone()));
+        if !self.enqueue_job(job) {
+            waiting.queue.pop_back();
+        }
+    }
+
+    /// Whether the append `id` ([`Job::Append`], [`Job::AppendClient`]) is still to be made
+    /// (`false`: an outage moved its push to the node-local fallback meanwhile; the engine
+    /// must not get it, or a poll could take it after the newer pushes the fallback served).
+    pub fn append_pending(&self, id: u64) -> bool {
+        self.appends_waiting()
+            .queue
+            .binary_search_by_key(&id, |(i, _, _)| *i)
+            .is_ok()
+    }
+
+    /// The publishing task is done with the appends `ids` (`stored`: the engine stored them;
+    /// else they failed or were skipped). A stored append that an outage moved to the
+    /// fallback in the meantime (the outage was seen after the engine stored it) is taken out
+    /// of the fallback again, if no poll took it yet.
+    pub fn appends_done(&self, ids: &[u64], stored: bool) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut waiting = self.appends_waiting();
+        waiting.queue.retain(|(i, _, _)| !ids.contains(i));
+        if waiting.abandoned.is_empty() {
+            return;
+        }
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting.abandoned)
+            .into_iter()
+            .partition(|(i, _)| ids.contains(i));
+        waiting.abandoned = kept;
+        if stored && !gone.is_empty() {
+            let mut f = self.fallback();
+            for q in f.queues.values_mut() {
+                q.retain(|e| !gone.iter().any(|(_, g)| Arc::ptr_eq(g, e)));
+            }
+        }
+    }
+
+    /// The ids of the appends among `jobs`.
+    pub fn append_ids(jobs: &[Job]) -> Vec<u64> {
+        jobs.iter()
+            .filter_map(|j| match j {
+                Job::Append { id, .. } | Job::AppendClient { id, .. } => Some(*id),
+                Job::Frame(_) | Job::Seq { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Waits until the engine is unreachable.
+    pub async fn until_down(&self) {
+        let mut up = self.up.subscribe();
+        let _ = up.wait_for(|u| !*u).await;
     }
 
     fn deliver_unsequenced(&self, msg: BackplaneMsg, counted: bool) {
@@ -786,7 +922,7 @@ impl Shared {
     /// Keeps `event` for this node's registered Ajax clients of `uids` (`None`: all of them),
     /// within [`MailboxConfig::max_events`] per client (over it, the client's fallback queue
     /// is dropped and logged, as a mailbox over its bound).
-    fn fall_back(&self, uids: Option<&[Uid]>, event: &Arc<Event>) {
+    fn fall_back(&self, target: &Target, event: &Arc<Event>) {
         let now = Instant::now();
         let max = self.mailbox.max_events;
         let mut f = self.fallback();
@@ -807,17 +943,22 @@ impl Shared {
                 }
             }
         };
-        match uids {
-            Some(uids) => {
-                for uid in uids {
+        match target {
+            Target::Uids(Some(uids)) => {
+                for uid in uids.iter() {
                     if let Some(cids) = clients.get(uid) {
                         add(uid, cids);
                     }
                 }
             }
-            None => {
+            Target::Uids(None) => {
                 for (uid, cids) in clients.iter() {
                     add(uid, cids);
+                }
+            }
+            Target::Client(uid, cid) => {
+                if let Some(until) = clients.get(uid).and_then(|cids| cids.get(cid)) {
+                    add(uid, &HashMap::from([(cid.clone(), *until)]));
                 }
             }
         }
@@ -959,7 +1100,18 @@ impl Shared {
             s.last_error = Some((SystemTime::now(), e.clone()));
         }
         let is = s.publisher && s.subscriber;
-        self.up.send_if_modified(|u| std::mem::replace(u, is) != is);
+        {
+            // Under the lock `append_or_fall_back` decides under: the appends still queued are
+            // moved to the fallback before any push published after the flip gets there.
+            let mut waiting = self.appends_waiting();
+            self.up.send_if_modified(|u| std::mem::replace(u, is) != is);
+            if !is {
+                for (id, target, event) in std::mem::take(&mut waiting.queue) {
+                    self.fall_back(&target, &event);
+                    waiting.abandoned.push((id, event));
+                }
+            }
+        }
         if was && !is {
             s.outages += 1;
             self.metrics.outage.increment(1);
@@ -1155,12 +1307,19 @@ impl Mailbox for Mailboxes {
             self.0.end_local(uid, client, false);
             return Box::pin(async {});
         }
-        self.unit_op(|done| Op::Delivered {
+        let (done, rx) = oneshot::channel();
+        let op = Op::Delivered {
             uid: uid.clone(),
             cid: client.clone(),
             lease,
             done,
-        })
+        };
+        let queued = self.0.urgent.try_send(op).is_ok();
+        if !queued {
+            self.0
+                .record_error("backplane operations queue full or closed".to_owned());
+        }
+        self.wait_op(queued, rx)
     }
 }
 
@@ -1170,6 +1329,11 @@ impl Mailboxes {
     fn unit_op(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
         let (done, rx) = oneshot::channel();
         let queued = self.0.op(op(done));
+        self.wait_op(queued, rx)
+    }
+
+    /// Waits for a queued operation's answer (or the engine going away).
+    fn wait_op(&self, queued: bool, rx: oneshot::Receiver<()>) -> BoxFuture<()> {
         let shared = self.0.clone();
         Box::pin(async move {
             if queued {

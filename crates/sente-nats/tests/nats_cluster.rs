@@ -116,6 +116,8 @@ scenario!(uidport_once_per_cluster);
 scenario!(uidport_close_for_a_dead_node);
 scenario!(ajax_round_robin);
 scenario!(ajax_mailbox_bound);
+scenario!(delivered_mark_jumps_the_queue);
+scenario!(request_reaches_every_node);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture`.

@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod codec;
 
 use crate::event::{ClientId, Event, Uid};
+use crate::s2c::RequestError;
+use sente_edn::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -117,6 +119,34 @@ pub enum BackplaneMsg {
         seq: u64,
         /// The message.
         msg: Box<BackplaneMsg>,
+    },
+    /// `server.request(uid, ..)` made on node `node` (its request `id`): every other node asks
+    /// its own clients of `uid` `event` within `timeout_ms` and answers with
+    /// [`BackplaneMsg::RequestAnswers`] (an empty list when it has none). The asking node
+    /// ignores its own.
+    Request {
+        /// The asking node.
+        node: NodeId,
+        /// The request's id on that node.
+        id: u64,
+        /// The uid whose clients are asked.
+        uid: Uid,
+        /// The request's event.
+        event: Arc<Event>,
+        /// How long the asked node waits for its clients, in ms.
+        timeout_ms: u64,
+    },
+    /// Node `from`'s answers to request `id` of node `node` (see [`BackplaneMsg::Request`]):
+    /// one per client of the uid there. Only node `node` applies it.
+    RequestAnswers {
+        /// The asking node.
+        node: NodeId,
+        /// The request's id on that node.
+        id: u64,
+        /// The answering node.
+        from: NodeId,
+        /// Each asked client's answer.
+        answers: Vec<(ClientId, Result<Value, RequestError>)>,
     },
     /// Delivered by a sequencing backplane to its own node only (never published): the
     /// epoch of the cluster's sequence, known once its engine is reached (so a client that
@@ -246,10 +276,12 @@ pub fn mailbox_take_count(
 ///
 /// So a client that received an answer never gets its events again (its next GET confirms
 /// the lease, or finds it marked delivered), and an answer lost with its node (killed before
-/// handing it over) is re-sent after the client's handshake. The one window left is a node
-/// killed between handing the answer to the request and its `delivered` mark reaching the
-/// engine (behind the node's queued engine operations): the events are re-sent once if the
-/// client did get them and its next poll died with the node.
+/// handing it over) is re-sent after the client's handshake. The server marks a lease
+/// delivered when the request's answer is made, as it goes to the connection, and a backplane
+/// runs the mark ahead of its other queued operations. The one window left is a node killed
+/// between writing the answer and its `delivered` mark reaching the engine (the operation in
+/// progress and the mark itself): the events are re-sent once if the client did get them and
+/// its next poll died with the node. Marking earlier would turn that into a loss.
 pub trait Mailbox: Send + Sync + 'static {
     /// Ajax client `client` of `uid` handshook or polled: pushes to `uid` are kept for it
     /// until `ttl` passes without another call (then its mailbox is dropped too).
@@ -280,9 +312,9 @@ pub trait Mailbox: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// The answer carrying this node's last take for `client` was handed to the client's
-    /// request: a handshake then drops the lease instead of putting it back. The default (no
-    /// leases): nothing to do.
+    /// The answer carrying this node's last take for `client` was made for the client's
+    /// request and goes to its connection now: a handshake then drops the lease instead of
+    /// putting it back. The default (no leases): nothing to do.
     fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {
         let _ = (uid, client);
         Box::pin(async {})
@@ -402,6 +434,17 @@ impl PresenceView {
         self.uids
             .get(uid)
             .is_some_and(|nodes| nodes.iter().any(|(n, _, _)| *n != me))
+    }
+
+    /// The nodes other than `me` that have `uid`.
+    pub fn nodes_elsewhere(&self, uid: &Uid, me: NodeId) -> Vec<NodeId> {
+        self.uids.get(uid).map_or_else(Vec::new, |nodes| {
+            nodes
+                .iter()
+                .map(|(n, _, _)| *n)
+                .filter(|n| *n != me)
+                .collect()
+        })
     }
 }
 

@@ -67,6 +67,10 @@ pub struct RequestConfig {
     pub max_outstanding_per_client: usize,
     /// Longest timeout a request may ask for, in ms (longer ones are cut to it). Default 60 000.
     pub max_timeout_ms: u64,
+    /// In a cluster, how long past a request's timeout its node waits for the other nodes'
+    /// answers (they ask their own clients with the same timeout, then answer through the
+    /// backplane), in ms. Default 1 000.
+    pub cluster_grace_ms: u64,
 }
 
 impl Default for RequestConfig {
@@ -74,6 +78,7 @@ impl Default for RequestConfig {
         RequestConfig {
             max_outstanding_per_client: 16,
             max_timeout_ms: 60_000,
+            cluster_grace_ms: 1_000,
         }
     }
 }
@@ -88,6 +93,12 @@ impl RequestConfig {
     /// Sets [`RequestConfig::max_timeout_ms`].
     pub fn max_timeout_ms(mut self, value: u64) -> Self {
         self.max_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`RequestConfig::cluster_grace_ms`].
+    pub fn cluster_grace_ms(mut self, value: u64) -> Self {
+        self.cluster_grace_ms = value;
         self
     }
 }

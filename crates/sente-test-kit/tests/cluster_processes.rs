@@ -9,8 +9,12 @@
 //! Counted delivery: pushes are driven through a node's control route, which answers once the
 //! backplane acknowledged the push (its Ajax mailbox append stored by the engine).
 //! - Ajax clients: every acknowledged push arrives exactly once and in order, across the
-//!   `SIGKILL` of a node (mailboxes live in the engine); pushes never acknowledged (their node
-//!   was dead, or died before answering) may arrive, at most once and in order.
+//!   `SIGKILL` of a node (mailboxes live in the engine), a node killed at a random moment
+//!   included, and across a restart of the engine for a client of the node that served it
+//!   from its fallback meanwhile; pushes never acknowledged (their node was dead, or died
+//!   before answering) may arrive, at most once and in order. One exception, NATS with a node
+//!   killed at a random moment: one batch repeated once (the shrunk window of the sente-nats
+//!   docs, "Leased takes") is reported as `KNOWN HOLE` ([`assert_in_order_unless_repeated_batch`]).
 //! - WebSocket clients with resume (the default): every acknowledged push arrives exactly once
 //!   and in order, across the `SIGKILL` of their node (the engine numbers every push for the
 //!   cluster, every node logs them, and the client resumes on a survivor). A client that
@@ -523,26 +527,39 @@ fn assert_in_order(uid: &str, got: &[i64]) {
     );
 }
 
-/// NATS only, two measured windows the sente-nats crate docs describe ("Leased takes" and "A
-/// node killed"):
-/// - a node killed after handing an Ajax answer over but before its `delivered` mark reached
-///   the engine, with the client's next poll on the same node, gets that batch re-sent (2 of
-///   32 kill-anywhere runs);
-/// - pushes published in the few ms before a node notices an engine outage can reach the
-///   restarted engine after the newer pushes its local fallback already served (1 of 16
-///   restarts).
-///
-/// With `hole` (set for NATS in those scenarios) a repeat or a late push is reported as a
-/// `KNOWN HOLE` instead of failing; the rest of the counting (nothing lost) still holds.
-/// Otherwise the same as [`assert_in_order`].
-fn assert_in_order_unless_known_hole(uid: &str, got: &[i64], hole: bool) -> Vec<i64> {
+/// NATS, kill-anywhere only: the window the sente-nats crate docs describe in "Leased takes" (a
+/// node killed within about a millisecond after writing an Ajax answer, before its `delivered`
+/// mark reached the engine, with the client's next poll on that node: the batch is re-sent
+/// once). Measured: 2 of 32 runs before the urgent lane; 0 of 96 since on an otherwise idle
+/// machine, 2 of 64 with a second test loop running beside it. Such a repeat (one batch seen
+/// again right after itself, nothing late or out of order otherwise) is reported as
+/// `KNOWN HOLE` instead of failing; anything else fails as in [`assert_in_order`]. Returns
+/// the numbers without the repeat.
+fn assert_in_order_unless_repeated_batch(uid: &str, got: &[i64], hole: bool) -> Vec<i64> {
     if !hole || got.windows(2).all(|w| w[0] < w[1]) {
         assert_in_order(uid, got);
         return got.to_vec();
     }
-    eprintln!("KNOWN HOLE (NATS) {uid}: pushes repeated or late: {got:?}");
     let mut seen = std::collections::BTreeSet::new();
-    got.iter().copied().filter(|n| seen.insert(*n)).collect()
+    let firsts: Vec<i64> = got.iter().copied().filter(|n| seen.insert(*n)).collect();
+    assert_in_order(uid, &firsts);
+    let repeat_at = got
+        .windows(2)
+        .position(|w| w[1] <= w[0])
+        .map_or(got.len(), |i| i + 1);
+    let (head, tail) = got.split_at(repeat_at);
+    let again: Vec<i64> = tail
+        .iter()
+        .copied()
+        .take_while(|n| head.contains(n))
+        .collect();
+    assert!(
+        !again.is_empty() && head.ends_with(&again),
+        "{uid}: only one batch repeated right after itself: {got:?}"
+    );
+    assert_in_order(uid, &tail[again.len()..]);
+    eprintln!("KNOWN HOLE (NATS) {uid}: one batch repeated ({again:?}): {got:?}");
+    firsts
 }
 
 /// Asserts that every number of `got` was sent (acknowledged or not).
@@ -746,7 +763,7 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
             got = c.wait_numbers(&s.acked, 500).await;
         }
         let got =
-            assert_in_order_unless_known_hole(&c.uid, &got, anywhere && engine == Engine::Nats);
+            assert_in_order_unless_repeated_batch(&c.uid, &got, anywhere && engine == Engine::Nats);
         let missing: Vec<i64> = s
             .acked
             .iter()
@@ -775,7 +792,11 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     // No duplicates arrive later either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for c in &clients {
-        assert_in_order_unless_known_hole(&c.uid, &c.numbers(), anywhere && engine == Engine::Nats);
+        assert_in_order_unless_repeated_batch(
+            &c.uid,
+            &c.numbers(),
+            anywhere && engine == Engine::Nats,
+        );
     }
     // Client 0's poll was on the victim when the kill round started; unless the round's push
     // answered it first (the kill lands 2 ms into the round, the Ajax batching window is
@@ -1107,8 +1128,7 @@ async fn service_restart(engine: Engine) {
     let got_ajax = local_ajax
         .wait_numbers(&want[want.len() - 1..], 10_000)
         .await;
-    let got_ajax =
-        assert_in_order_unless_known_hole("local-ajax", &got_ajax, engine == Engine::Nats);
+    assert_in_order("local-ajax", &got_ajax);
     eprintln!(
         "{engine:?}: the local Ajax client got {} of {last} pushes, in order, no duplicates",
         got_ajax.len()

@@ -122,23 +122,33 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     }
     let _live = registry.live();
     let _open = crate::metrics::Open::new(Transport::Ajax, registry.meters());
-    let _guard = PollGuard {
+    let guard = PollGuard {
         registry: registry.clone(),
         uid,
         cid,
         conn,
     };
     match rx.await {
-        Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
-            Ok(p) => {
-                m.batch_sent(b.len());
-                sent(&m, packed(p))
+        Ok(PollAnswer::Batch(b)) => {
+            let answer = match b.packed(&*packer, max) {
+                Ok(p) => {
+                    m.batch_sent(b.len());
+                    sent(&m, packed(p))
+                }
+                Err(e) => {
+                    registry.count_dropped_push(&e, b.len());
+                    sent(&m, envelope(&*packer, message::ajax_reply(None), max))
+                }
+            };
+            if let Some(mb) = &mailbox {
+                // The answer is made and goes to the connection as this returns: the lease of
+                // its take is marked delivered now (not when the core handed the batch to this
+                // request, which may still go away unanswered), so a handshake drops it rather
+                // than re-sending it (see `Mailbox::delivered`).
+                tokio::spawn(mb.delivered(&guard.uid, &guard.cid));
             }
-            Err(e) => {
-                registry.count_dropped_push(&e, b.len());
-                sent(&m, envelope(&*packer, message::ajax_reply(None), max))
-            }
-        },
+            answer
+        }
         Ok(PollAnswer::Timeout) | Err(_) => {
             sent(&m, envelope(&*packer, message::ajax_reply(None), max))
         }

@@ -164,7 +164,17 @@ pub(crate) struct Registry {
     /// Server-to-client requests waiting for answers ([`crate::s2c`]), each with the channel
     /// its `request` call waits on.
     pub(crate) requests: Mutex<RequestBook<RequestWaiter>>,
+    /// This node's requests whose other nodes' answers are awaited ([`crate::s2c`]): by id,
+    /// where each answering node's list goes.
+    pub(crate) remote_requests: Mutex<std::collections::HashMap<u64, RemoteWaiter>>,
+    /// The last id given to such a request.
+    pub(crate) remote_seq: AtomicU64,
 }
+
+/// Where the answers of other nodes to one of this node's requests go: the answering node,
+/// and its clients' answers.
+pub(crate) type RemoteWaiter =
+    mpsc::UnboundedSender<(NodeId, Vec<(ClientId, Result<Value, RequestError>)>)>;
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -232,6 +242,8 @@ impl Registry {
                 crate::metrics::batch_sizes(Transport::Ajax),
             ),
             requests: Mutex::default(),
+            remote_requests: Mutex::default(),
+            remote_seq: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -370,18 +382,10 @@ impl Registry {
                     if let PollAnswer::Batch(b) = &answer {
                         sample(b, &self.batch_sizes.1);
                     }
-                    let leased = match (&self.mailbox, &answer) {
-                        (Some(mb), PollAnswer::Batch(_)) => Some(mb.clone()),
-                        _ => None,
-                    };
                     match responder.send(answer) {
-                        Ok(()) => {
-                            if let Some(mb) = leased {
-                                // The lease of this answer is confirmed by the client's next
-                                // poll; marked delivered, a handshake drops it too.
-                                self.rt.spawn(mb.delivered(&uid, &client_id));
-                            }
-                        }
+                        // The lease of a batch is marked delivered by the request once its
+                        // answer is made (`ajax::get`), and confirmed by the client's next poll.
+                        Ok(()) => {}
                         Err(answer) => {
                             match (&self.mailbox, answer) {
                                 (Some(mb), PollAnswer::Batch(b)) => {
@@ -471,6 +475,19 @@ impl Registry {
         }
     }
 
+    /// This node's id in the cluster.
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The other nodes that have `uid` (a cluster's presence).
+    pub(crate) fn nodes_elsewhere(&self, uid: &Uid) -> Vec<NodeId> {
+        self.presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .nodes_elsewhere(uid, self.node)
+    }
+
     /// Whether a node other than this one has `uid` (a cluster's presence).
     pub(crate) fn elsewhere(&self, uid: &Uid) -> bool {
         self.presence
@@ -524,6 +541,35 @@ impl Registry {
             }
             BackplaneMsg::Epoch { epoch } => self.with_core(|c, _| c.set_cluster_epoch(epoch)),
             BackplaneMsg::AjaxWake { uids } => self.with_core(|c, _| c.wake_ajax(uids.as_deref())),
+            BackplaneMsg::Request {
+                node,
+                id,
+                uid,
+                event,
+                timeout_ms,
+            } if node != self.node => {
+                if let Some(r) = self.me.upgrade() {
+                    self.rt.spawn(crate::s2c::answer_remote(
+                        r, node, id, uid, event, timeout_ms,
+                    ));
+                }
+            }
+            BackplaneMsg::RequestAnswers {
+                node,
+                id,
+                from,
+                answers,
+            } if node == self.node => {
+                let waiter = self
+                    .remote_requests
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&id)
+                    .cloned();
+                if let Some(w) = waiter {
+                    let _ = w.send((from, answers));
+                }
+            }
             _ => {}
         }
     }

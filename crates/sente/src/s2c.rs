@@ -10,20 +10,28 @@
 //!
 //! In a cluster, [`ServerHandle::send_to_client`] reaches the client on whichever node holds it
 //! (a backplane message, and the Ajax mailbox of that client alone); [`ServerHandle::request`]
-//! asks the clients connected to *this* node (the others are not listed).
+//! asks the uid's clients on every node: the asking node publishes
+//! [`BackplaneMsg::Request`] (its node id and a request id of its own, so ids never clash
+//! between nodes), every other node asks its own clients of the uid with the same timeout and
+//! publishes their answers ([`BackplaneMsg::RequestAnswers`], addressed to the asking node),
+//! and the asking node waits for each node its presence view lists for the uid, at most
+//! [`RequestConfig::cluster_grace_ms`] past the timeout. Clients of a node that died or never
+//! answered are missing from the list. A node of an older release skips both messages (its
+//! clients are not asked, and the asking node waits for it until the grace ends).
 
 use crate::handle::ServerHandle;
 use crate::metrics::Why;
 use crate::msg::EventMsg;
-use crate::registry::{Registry, RequestWaiter};
-use sente_proto::backplane::BackplaneMsg;
+use crate::registry::{Registry, RemoteWaiter, RequestWaiter, ShutdownTiming};
+use sente_proto::backplane::{BackplaneMsg, NodeId};
 use sente_proto::s2c::{self, RequestBook};
 use sente_proto::server::message::{self, Push};
 use sente_proto::server::{SendError, estimate_event_size};
 use sente_proto::{ClientId, Event, Uid, Value};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub use sente_proto::s2c::{RequestConfig, RequestError};
 
@@ -109,15 +117,76 @@ impl ServerHandle {
         Ok(())
     }
 
-    /// Asks every client of `uid` connected to this node `event`, and waits for each one's
-    /// answer, at most `timeout` (cut to [`RequestConfig::max_timeout_ms`]). Each client gets
+    /// Asks every client of `uid` `event` (in a cluster, on every node: see the module docs),
+    /// and waits for each one's answer, at most `timeout` (cut to
+    /// [`RequestConfig::max_timeout_ms`]; other nodes' answers may take
+    /// [`RequestConfig::cluster_grace_ms`] more). Each client gets
     /// a result: its reply; [`RequestError::Unsupported`] for a client that did not announce
     /// the extension (a plain Sente client: it is not asked); [`RequestError::Timeout`];
     /// [`RequestError::Client`] when it answered with an error (e.g. no handler for the event);
     /// [`RequestError::TooMany`] over [`RequestConfig::max_outstanding_per_client`];
     /// [`RequestError::Closed`] when it could not be reached; [`RequestError::Send`] for an
-    /// event that cannot be pushed. A uid with no client here gives an empty list.
+    /// event that cannot be pushed. A uid with no client gives an empty list.
     pub async fn request(
+        &self,
+        uid: &Uid,
+        event: Event,
+        timeout: Duration,
+    ) -> Vec<(ClientId, Result<Value, RequestError>)> {
+        let registry = self.registry().clone();
+        let cfg = self.limits().requests.clone();
+        let timeout = timeout.min(Duration::from_millis(cfg.max_timeout_ms));
+        let others = registry.nodes_elsewhere(uid);
+        let sendable = matches!(
+            message::push(&event, &self.limits().message),
+            Ok(Push::Event { .. })
+        );
+        let remote = (!others.is_empty() && sendable).then(|| {
+            let id = registry.remote_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let (tx, rx) = mpsc::unbounded_channel();
+            remote_book(&registry).insert(id, tx);
+            registry.backplane().publish(BackplaneMsg::Request {
+                node: registry.node(),
+                id,
+                uid: uid.clone(),
+                event: Arc::new(event.clone()),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+            (
+                RemoteOpen {
+                    registry: registry.clone(),
+                    id,
+                },
+                rx,
+            )
+        });
+        let until =
+            tokio::time::Instant::now() + timeout + Duration::from_millis(cfg.cluster_grace_ms);
+        let there = async move {
+            let mut out = Vec::new();
+            let Some((_open, mut rx)) = remote else {
+                return out;
+            };
+            let mut waiting = others;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some((from, answers))) => {
+                        waiting.retain(|n| *n != from);
+                        out.extend(answers);
+                    }
+                    _ => break,
+                }
+            }
+            out
+        };
+        let (mut here, there) =
+            futures_util::future::join(self.ask_here(uid, event, timeout), there).await;
+        here.extend(there);
+        here
+    }
+
+    /// [`ServerHandle::request`] for the clients connected to this node only.
+    async fn ask_here(
         &self,
         uid: &Uid,
         event: Event,
@@ -179,6 +248,50 @@ impl ServerHandle {
         results.extend(answers);
         results
     }
+}
+
+/// This node's requests waiting for other nodes' answers.
+fn remote_book(
+    registry: &Registry,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, RemoteWaiter>> {
+    registry
+        .remote_requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One request's wait for other nodes' answers, given up when it ends.
+struct RemoteOpen {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for RemoteOpen {
+    fn drop(&mut self) {
+        remote_book(&self.registry).remove(&self.id);
+    }
+}
+
+/// Another node's [`BackplaneMsg::Request`]: asks this node's clients of `uid` and publishes
+/// their answers (an empty list when there are none) to the asking node.
+pub(crate) async fn answer_remote(
+    registry: Arc<Registry>,
+    node: NodeId,
+    id: u64,
+    uid: Uid,
+    event: Arc<Event>,
+    timeout_ms: u64,
+) {
+    let handle = ServerHandle::new(registry.clone(), ShutdownTiming::default());
+    let answers = handle
+        .ask_here(&uid, (*event).clone(), Duration::from_millis(timeout_ms))
+        .await;
+    registry.backplane().publish(BackplaneMsg::RequestAnswers {
+        node,
+        id,
+        from: registry.node(),
+        answers,
+    });
 }
 
 /// The ids of one [`ServerHandle::request`] call, given up when it ends (answered ones are

@@ -21,6 +21,8 @@
 //! | 5 | `CloseUid` | uid |
 //! | 6 | `Presence` | node (u64 LE), uid, flags (bit 0: ws, bit 1: ajax) |
 //! | 10 | `PushClient` | uid, client id (length, UTF-8), estimate, event |
+//! | 11 | `Request` | node (u64 LE), id, uid, timeout ms, event |
+//! | 12 | `RequestAnswers` | node (u64 LE), id, from node (u64 LE), count, count x (client id, answer) |
 //! | 16 | `Heartbeat` | count of the sender's present uids, presence hash (u64 LE) |
 //! | 17 | `SyncRequest` | target origin (u64 LE) |
 //! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
@@ -31,8 +33,12 @@
 //! ASCII decimal digits up to the end of the payload. A release without it ignores the
 //! trailer (trailing bytes) and applies the message unnumbered.
 //!
-//! Integers written `count`, `estimate`, `part`, `parts` and lengths are unsigned LEB128
-//! varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
+//! An **answer** (of `RequestAnswers`) is a status byte and its fields: `0` a reply (an
+//! **event** `[:chsk/rep value]`), `1` unsupported, `2` timeout, `3` closed, `4` too many
+//! (limit), `5` the client's error (length, UTF-8), `6` not sent (length, UTF-8).
+//!
+//! Integers written `count`, `estimate`, `part`, `parts`, `id`, `timeout ms`, `limit` and
+//! lengths are unsigned LEB128 varints. A **uid** is a tag byte then: `0` nothing (`Uid::Nil`), `1` a string (length, UTF-8),
 //! `2` any other value as edn text (length, text), `3` as Sente msgpack (length, bytes). An
 //! **event** is an encoding byte, a length and the event's wire form `[id data]`: `0` edn text
 //! (printed and read with [`EdnPacker`]: lossless for every value but
@@ -68,6 +74,8 @@ mod kind {
     pub(super) const CLOSE_UID: u8 = 5;
     pub(super) const PRESENCE: u8 = 6;
     pub(super) const PUSH_CLIENT: u8 = 10;
+    pub(super) const REQUEST: u8 = 11;
+    pub(super) const REQUEST_ANSWERS: u8 = 12;
     pub(super) const HEARTBEAT: u8 = 16;
     pub(super) const SYNC_REQUEST: u8 = 17;
     pub(super) const SNAPSHOT: u8 = 18;
@@ -284,6 +292,36 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
             put_varint(w, *estimate as u64);
             put_event(w, event)?;
         }
+        BackplaneMsg::Request {
+            node,
+            id,
+            uid,
+            event,
+            timeout_ms,
+        } => {
+            w.push(kind::REQUEST);
+            w.extend_from_slice(&node.0.to_le_bytes());
+            put_varint(w, *id);
+            put_uid(w, uid)?;
+            put_varint(w, *timeout_ms);
+            put_event(w, event)?;
+        }
+        BackplaneMsg::RequestAnswers {
+            node,
+            id,
+            from,
+            answers,
+        } => {
+            w.push(kind::REQUEST_ANSWERS);
+            w.extend_from_slice(&node.0.to_le_bytes());
+            put_varint(w, *id);
+            w.extend_from_slice(&from.0.to_le_bytes());
+            put_varint(w, answers.len() as u64);
+            for (cid, answer) in answers {
+                put_bytes(w, cid.as_str().as_bytes());
+                put_answer(w, answer)?;
+            }
+        }
         BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
         BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
         BackplaneMsg::Epoch { .. } => return Err(CodecError::LocalOnly("Epoch")),
@@ -411,14 +449,7 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
         }
         kind::PUSH_CLIENT => {
             let uid = r.uid(limits)?;
-            let offset = r.pos;
-            let client_id = std::str::from_utf8(r.bytes()?)
-                .ok()
-                .and_then(|c| crate::event::ClientId::new(c).ok())
-                .ok_or(CodecError::Malformed {
-                    offset,
-                    reason: "client id",
-                })?;
+            let client_id = r.client_id()?;
             let estimate = r.usize()?;
             let event = r.event(limits)?;
             Frame::Msg(BackplaneMsg::PushClient {
@@ -426,6 +457,37 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
                 client_id,
                 event,
                 estimate,
+            })
+        }
+        kind::REQUEST => {
+            let node = NodeId(r.u64_le()?);
+            let id = r.varint()?;
+            let uid = r.uid(limits)?;
+            let timeout_ms = r.varint()?;
+            let event = r.event(limits)?;
+            Frame::Msg(BackplaneMsg::Request {
+                node,
+                id,
+                uid,
+                event,
+                timeout_ms,
+            })
+        }
+        kind::REQUEST_ANSWERS => {
+            let node = NodeId(r.u64_le()?);
+            let id = r.varint()?;
+            let from = NodeId(r.u64_le()?);
+            let n = r.len(limits.max_collection_len)?;
+            let mut answers = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let cid = r.client_id()?;
+                answers.push((cid, r.answer(limits)?));
+            }
+            Frame::Msg(BackplaneMsg::RequestAnswers {
+                node,
+                id,
+                from,
+                answers,
             })
         }
         kind::HEARTBEAT => {
@@ -545,6 +607,43 @@ fn put_event(w: &mut Vec<u8>, event: &Event) -> Result<(), CodecError> {
             let packed = msgpack_pack(&value, &e)?;
             w.push(1);
             put_bytes(w, &packed);
+        }
+    }
+    Ok(())
+}
+
+/// The event a request's reply travels as (`[:chsk/rep value]`).
+fn reply_event(value: &crate::Value) -> Event {
+    Event::new(
+        crate::event::EventId::from_static(crate::event::ids::REP),
+        value.clone(),
+    )
+}
+
+fn put_answer(
+    w: &mut Vec<u8>,
+    answer: &Result<crate::Value, crate::s2c::RequestError>,
+) -> Result<(), CodecError> {
+    use crate::s2c::RequestError as E;
+    match answer {
+        Ok(v) => {
+            w.push(0);
+            put_event(w, &reply_event(v))?;
+        }
+        Err(E::Unsupported) => w.push(1),
+        Err(E::Timeout) => w.push(2),
+        Err(E::Closed) => w.push(3),
+        Err(E::TooMany { limit }) => {
+            w.push(4);
+            put_varint(w, *limit as u64);
+        }
+        Err(E::Client(s)) => {
+            w.push(5);
+            put_bytes(w, s.as_bytes());
+        }
+        Err(E::Send(s)) => {
+            w.push(6);
+            put_bytes(w, s.as_bytes());
         }
     }
     Ok(())
@@ -704,6 +803,52 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn client_id(&mut self) -> Result<crate::event::ClientId, CodecError> {
+        let offset = self.pos;
+        std::str::from_utf8(self.bytes()?)
+            .ok()
+            .and_then(|c| crate::event::ClientId::new(c).ok())
+            .ok_or(CodecError::Malformed {
+                offset,
+                reason: "client id",
+            })
+    }
+
+    fn text(&mut self) -> Result<String, CodecError> {
+        let offset = self.pos;
+        std::str::from_utf8(self.bytes()?)
+            .map(str::to_owned)
+            .map_err(|_| CodecError::Malformed {
+                offset,
+                reason: "text",
+            })
+    }
+
+    fn answer(
+        &mut self,
+        limits: &Limits,
+    ) -> Result<Result<crate::Value, crate::s2c::RequestError>, CodecError> {
+        use crate::s2c::RequestError as E;
+        let at = self.pos;
+        Ok(match self.byte()? {
+            0 => Ok(self.event(limits)?.data().clone()),
+            1 => Err(E::Unsupported),
+            2 => Err(E::Timeout),
+            3 => Err(E::Closed),
+            4 => Err(E::TooMany {
+                limit: self.usize()?,
+            }),
+            5 => Err(E::Client(self.text()?)),
+            6 => Err(E::Send(self.text()?)),
+            _ => {
+                return Err(CodecError::Malformed {
+                    offset: at,
+                    reason: "unknown answer status",
+                });
+            }
+        })
+    }
+
     fn event(&mut self, limits: &Limits) -> Result<Arc<Event>, CodecError> {
         let at = self.pos;
         let enc = self.byte()?;
@@ -856,6 +1001,31 @@ mod tests {
                 client_id: crate::event::ClientId::new("tab-1").unwrap(),
                 event: ev(4),
                 estimate: 9,
+            },
+            BackplaneMsg::Request {
+                node: NodeId(3),
+                id: 77,
+                uid: Uid::from("dave"),
+                event: ev(5),
+                timeout_ms: 1500,
+            },
+            BackplaneMsg::RequestAnswers {
+                node: NodeId(3),
+                id: 77,
+                from: NodeId(u64::MAX),
+                answers: {
+                    use crate::s2c::RequestError as E;
+                    let c = |s: &str| crate::event::ClientId::new(s).unwrap();
+                    vec![
+                        (c("a"), Ok(Value::kw("yes"))),
+                        (c("b"), Err(E::Unsupported)),
+                        (c("c"), Err(E::Timeout)),
+                        (c("d"), Err(E::Closed)),
+                        (c("e"), Err(E::TooMany { limit: 16 })),
+                        (c("f"), Err(E::Client("no handler".to_owned()))),
+                        (c("g"), Err(E::Send("too big".to_owned()))),
+                    ]
+                },
             },
         ];
         for m in msgs {
