@@ -123,7 +123,7 @@ async fn an_ajax_blip_longer_than_the_grace_period_loses_no_push() {
     let pushes = steady_pushes(&server, uid, 150, 10);
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.proxy().blackhole(true);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     server.proxy().drop_connections();
     server.proxy().blackhole(false);
     wait_state(&client, "the reconnect", |s| {

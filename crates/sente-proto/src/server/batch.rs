@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex};
 pub struct PushBatch {
     events: Vec<Arc<Event>>,
     /// Packed forms, keyed by packer (address) and marker number.
-    cache: Mutex<Vec<(usize, Option<u64>, Result<PackedBytes, PackError>)>>,
+    cache: Mutex<Vec<Packing>>,
 }
+
+/// One packed form of a batch: the packer's address, the marker's number, the result.
+type Packing = (usize, Option<u64>, Result<PackedBytes, PackError>);
 
 /// A packed message as cheaply clonable bytes, shared by every connection it goes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
