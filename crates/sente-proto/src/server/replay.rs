@@ -498,6 +498,46 @@ mod tests {
         }
     }
 
+    /// A resuming Ajax client's poll answer: the marker leads the batch, in one message; a
+    /// marker that is not a non-negative number makes the whole answer invalid.
+    #[test]
+    fn a_numbered_ajax_answer_carries_the_marker_first() {
+        use crate::envelope::{Envelope, ServerMsg};
+        use crate::event::EventId;
+        use crate::limits::Limits;
+        use crate::packer::JsonPacker;
+        use crate::server::PushBatch;
+        let ev = |n| Arc::new(Event::new(EventId::new("t/e").unwrap(), Value::Int(n)));
+        let batch = PushBatch::new(vec![ev(4), ev(5)]);
+        let packed = batch
+            .packed_numbered(&JsonPacker, 1 << 20, Some(5))
+            .unwrap();
+        assert_eq!(
+            packed.bytes.as_ref(),
+            br#"[[[":chsk/seq",5],[":t/e",4],[":t/e",5]],null]"#
+        );
+        let plain = batch.packed(&JsonPacker, 1 << 20).unwrap();
+        assert_eq!(plain.bytes.as_ref(), br#"[[[":t/e",4],[":t/e",5]],null]"#);
+        let classify = |text: &[u8]| {
+            ServerMsg::classify(Envelope::unpack(&JsonPacker, text, &Limits::default()).unwrap())
+        };
+        match classify(&packed.bytes) {
+            ServerMsg::NumberedBatch { seq, events } => {
+                assert_eq!(seq, 5);
+                assert_eq!(events.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify(&plain.bytes), ServerMsg::Batch(e) if e.len() == 2));
+        for bad in [
+            &br#"[[[":chsk/seq",-1],[":t/e",4]],null]"#[..],
+            br#"[[[":chsk/seq","x"],[":t/e",4]],null]"#,
+            br#"[[[":chsk/seq",1,2],[":t/e",4]],null]"#,
+        ] {
+            assert!(matches!(classify(bad), ServerMsg::Invalid(_)));
+        }
+    }
+
     #[test]
     fn the_log_replays_what_is_kept_and_refuses_gaps() {
         let cfg = ReplayConfig::default().max_events(3);
