@@ -146,10 +146,11 @@ export interface ChskState {
   /** True only in the state produced by the very first open transition. */
   readonly firstOpen: boolean;
   /**
-   * Resume (sente-rs extension, option `resume`): after a WebSocket reconnect from a known
-   * position, `true` when every push missed while disconnected was delivered (in order, once),
-   * `false` when some may be lost (refetch what matters). Undefined on the first connection,
-   * over Ajax, with `resume: false`, or with a server that does not resume (Sente).
+   * Resume (sente-rs extension, option `resume`): after a reconnect from a known position
+   * (WebSocket or Ajax, also across a switch between them), `true` when every push missed while
+   * disconnected was delivered (in order, once), `false` when some may be lost (refetch what
+   * matters). Undefined on the first connection, with `resume: false`, or with a server that
+   * does not resume (Sente).
    */
   readonly recovered?: boolean;
 }
@@ -191,7 +192,10 @@ export interface ChannelSocketOptions {
   backoff?: (attempt: number, capMs: number) => number;
   /** Default 30000. */
   backoffCapMs?: number;
-  /** Auto mode, after falling back to Ajax: try WS again this often (0 disables). Default 180000. */
+  /**
+   * Auto mode, after falling back to Ajax: try WS again this often (0 disables). While on, a WS
+   * refused mid-session (after earlier ones worked) falls back to Ajax too. Default 180000.
+   */
   reprobeWsMs?: number;
   /**
    * Queue send/request made before the first open (until then, or until disconnect()); flushed in
@@ -209,7 +213,7 @@ export interface ChannelSocketOptions {
   /** Connect on creation (on the next microtask). Default true. */
   autoConnect?: boolean;
   /**
-   * Resume after a WebSocket reconnect (sente-rs extension; a Sente server ignores it): the
+   * Resume after a reconnect, WebSocket or Ajax (sente-rs extension; a Sente server ignores it): the
    * client numbers the pushes it received and asks the server for the ones it missed, which
    * arrive before anything newer, each once; `state.recovered` tells whether that worked.
    * Default true.

@@ -219,6 +219,7 @@ export class ChannelSocket {
     this._firstHs = true;
     this._wsEverHs = false;
     this._down = false; // auto mode has downgraded to Ajax
+    this._fb = false; // ... mid-session, after a WS had worked (an Ajax that fails too: WS again)
     this._state = Object.freeze({
       type: o.type,
       open: false,
@@ -355,7 +356,7 @@ export class ChannelSocket {
     this._active = true;
     this._stopped = false;
     this._attempt = 0;
-    this._down = false;
+    this._down = this._fb = false;
     clearTimeout(this._retryT);
     this._set({ udtNextReconnect: null });
     this._start();
@@ -447,17 +448,12 @@ export class ChannelSocket {
   }
 
   // With `resume` on: `resume=` (first connection) or `resume=<epoch>:<seq>` (the position).
+  _resume() {
+    return ["resume", this.opts.resume ? (this._pos ? this._pos.join(":") : "") : null];
+  }
+
   _wsUrl() {
-    const r = this._pos;
-    return (
-      this._wsBase +
-      this._query([
-        ...this._params(),
-        ["client-id", this.clientId],
-        ["csrf-token", this._token()],
-        ["resume", this.opts.resume ? (r ? r.join(":") : "") : null],
-      ])
-    );
+    return this._wsBase + this._query([...this._params(), ["client-id", this.clientId], ["csrf-token", this._token()], this._resume()]);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -515,10 +511,12 @@ export class ChannelSocket {
       this._set({ lastWsError: c.status ? { ...info, status: c.status } : info });
       // Auto mode: a WS that never completed a handshake downgrades (once) to Ajax, whatever the
       // status (as Sente): a proxy may refuse upgrades with 403; a real rejection (CSRF, auth)
-      // is then reported by the Ajax GET.
-      if (this._mode == "auto" && !this._wsEverHs && !c.hs) {
+      // is then reported by the Ajax GET. With re-probes on, also one that fails after earlier
+      // ones worked (a proxy started refusing upgrades): the probes bring it back to WS.
+      if (this._mode == "auto" && !c.hs && (!this._wsEverHs || this.opts.reprobeWsMs > 0)) {
         this._kill();
         this._down = true;
+        this._fb = this._wsEverHs;
         this._closed("downgrading-ws-to-ajax");
         this._startAjax();
       }
@@ -671,6 +669,8 @@ export class ChannelSocket {
         ["udt", now()],
         ["client-id", this.clientId],
         ["handshake?", this._state.open ? null : 1],
+        // On every GET: a poll the server takes for a handshake (it forgot us) resumes too.
+        this._resume(),
       ]);
     this._fetch(url, { method: "GET" }, this.opts.ajaxTimeoutMs, c.ctl).then(
       (r) => {
@@ -679,6 +679,7 @@ export class ChannelSocket {
         if (!env) {
           const rej = r.status == 401 || r.status == 403;
           this._closed(rej ? "rejected" : "unexpected", rej ? { status: r.status } : undefined);
+          this._ajaxDown(c);
           return this._retry(rej);
         }
         this._attempt = 0;
@@ -697,9 +698,15 @@ export class ChannelSocket {
         else this._closed("unexpected");
         // Our own XHR-style timeout: re-poll at once; a network error: back off.
         if (t) this._poll(c);
-        else this._retry();
+        else this._ajaxDown(c), this._retry();
       },
     );
+  }
+
+  // After a mid-session fallback, an Ajax that fails before its handshake too: the server is
+  // most likely down (not a proxy refusing upgrades), so the next attempt is a WS again.
+  _ajaxDown(c) {
+    if (this._fb && !c.hs) this._down = this._fb = false;
   }
 
   // As Sente: the form `udt`, `client-id`, `ppstr` (the packed `[payload, :ajax or nil]`).
@@ -752,7 +759,7 @@ export class ChannelSocket {
           const a = this._conn;
           if (a) (a.dead = true), a.ctl?.abort();
           this._conn = wc;
-          this._down = false;
+          this._down = this._fb = false;
           wc.onFail = (c, what, info) => this._wsFail(c, what, info);
           this._wsOpened(wc, hs);
         },
@@ -785,7 +792,10 @@ export class ChannelSocket {
   _handshake(type, p) {
     const [uid = null, , hd = null, r] = this._p.val(p[1]) || [];
     const recovered = r && this._pos ? r.recovered : undefined;
-    this._pos = r?.epoch && [r.epoch, r.seq];
+    // Recovered in the same epoch: the client may stand further already (a WS probe opened at
+    // its position while Ajax polls went on delivering); the replay's overlap is then skipped.
+    const ahead = recovered && this._pos[0] == r.epoch ? this._pos[1] : 0;
+    this._pos = r?.epoch && [r.epoch, Math.max(r.seq, ahead)];
     this._seq = null;
     this._attempt = 0;
     const first = this._firstHs;
@@ -794,11 +804,13 @@ export class ChannelSocket {
     this._emit("chsk/handshake", [uid, null, hd, first]);
   }
 
-  // Resume: after `[:chsk/seq n]` (n numbers the batch's last event) the events at or before the
-  // position were received already (a replay overlapping a live batch); no number (a push to
-  // this client alone, or one the server could not number): the position is lost.
+  // Resume: after `[:chsk/seq n]` (n numbers the batch's last event; a frame of its own on WS,
+  // the batch's first element in an Ajax answer) the events at or before the position were
+  // received already (a replay overlapping a live batch); no number (a push to this client
+  // alone, or one the server could not number): the position is lost.
   _deliver(batch) {
     if (!isArr(batch)) return;
+    if (isArr(batch[0]) && this._p.kw(batch[0][0]) == "chsk/seq") (this._seq = batch[0][1]), (batch = batch.slice(1));
     const r = this._pos,
       n = this._seq;
     let i = (this._seq = null);

@@ -170,8 +170,10 @@ for (const type of ["ws", "ajax", "auto"]) {
         for (const f of w.wsFrames) assert.ok(Array.isArray(read(f)) && !/^[+-]/.test(f), f);
       } else {
         const gets = w.http.filter((r) => r.method == "GET");
-        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1$"));
-        assert.match(gets[1].url, /&client-id=[0-9a-f-]{36}$/);
+        // Plus the resume extension's parameter on every GET: empty on the handshake, then the
+        // position the server gave (a Sente server ignores it; `resume: false` drops it).
+        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1&resume=$"));
+        assert.match(gets[1].url, /&client-id=[0-9a-f-]{36}&resume=[0-9a-z-]+%3A\d+$/);
         const posts = w.http.filter((r) => r.method == "POST");
         assert.equal(posts.length, 3);
         for (const p of posts) {

@@ -243,13 +243,16 @@ impl ClientBuilder {
     }
 
     /// [`Kind::Auto`]: how often to try WebSocket again after falling back to Ajax (default
-    /// 3 min); `None` keeps Sente's downgrade-forever behaviour.
+    /// 3 min). While set, a WebSocket refused before its handshake after earlier ones worked
+    /// (a proxy started refusing upgrades) falls back to Ajax too (Sente retries WebSocket
+    /// forever then). `None` keeps Sente's downgrade-forever behaviour.
     pub fn ws_reprobe(mut self, every: Option<Duration>) -> Self {
         self.config.ws_reprobe_ms = every.map(ms);
         self
     }
 
-    /// Resume after a reconnect (default on; sente-rs servers, WebSocket only): the pushes
+    /// Resume after a reconnect (default on; sente-rs servers, WebSocket and Ajax, also across
+    /// a switch between them): the pushes
     /// missed while disconnected arrive in order, once, and `State::recovered` tells whether
     /// anything was lost. Harmless against a Sente server.
     pub fn resume(mut self, on: bool) -> Self {

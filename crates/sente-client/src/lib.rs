@@ -19,13 +19,13 @@
 //! (Sente's `[:chsk/close]`) is answered and reported at once (`last_ws_close` with its code,
 //! `last_close` `clean` for 1000), then the client reconnects; the server gets 2 s to close TCP.
 //!
-//! Resume after a reconnect (a sente-rs extension, on by default, over WebSocket, natively and
-//! in the browser alike): the pushes a sente-rs server wrote while the connection was dying or
+//! Resume after a reconnect (a sente-rs extension, on by default, over WebSocket and Ajax and
+//! across a switch between them, natively and in the browser alike): the pushes a sente-rs server wrote while the connection was dying or
 //! down arrive after the reconnect, before anything newer, in order and each once, when it
 //! falls within the server's replay window; [`State::recovered`] (`:recovered?` in the
 //! `chsk/state` event's maps) is then `Some(true)`, or `Some(false)` when some may be lost
-//! (refetch what matters), and `None` on the first connection, over Ajax, or against a server
-//! that does not resume (Sente ignores the request). [`ClientBuilder::resume`]`(false)` turns
+//! (refetch what matters), and `None` on the first connection, or against a server that does
+//! not resume (Sente ignores the request). [`ClientBuilder::resume`]`(false)` turns
 //! it off. The JS client (`clients/js`) speaks the same extension.
 //!
 //! Server-to-client requests (a sente-rs extension, `sente::ServerHandle::request`):

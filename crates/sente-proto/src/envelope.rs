@@ -298,6 +298,15 @@ pub enum ServerMsg {
     Ping,
     /// A batch of pushed events, in order.
     Batch(Vec<Event>),
+    /// A batch whose first element is the marker `[:chsk/seq n]` (resume extension, an Ajax
+    /// poll answer; see [`crate::server::replay`]): the events that follow it, the last one
+    /// numbered `seq`.
+    NumberedBatch {
+        /// The sequence number of the last event.
+        seq: u64,
+        /// The events, in order.
+        events: Vec<Event>,
+    },
     /// A reply (WebSocket): `[value cb]`; the client's ping gets `"pong"` here.
     Reply {
         /// The callback id it answers.
@@ -346,15 +355,22 @@ impl ServerMsg {
             return ServerMsg::Invalid(Value::Vector(items));
         }
         if items.first().is_some_and(|v| v.is_kw(ids::SEQ)) {
-            return match items.get(1) {
-                Some(Value::Int(n)) if items.len() == 2 && *n >= 0 => {
-                    ServerMsg::Seq(n.unsigned_abs())
-                }
-                _ => ServerMsg::Invalid(Value::Vector(items)),
+            return match seq_number(&items) {
+                Some(n) => ServerMsg::Seq(n),
+                None => ServerMsg::Invalid(Value::Vector(items)),
             };
         }
+        let seq = match items.first() {
+            Some(Value::Vector(m)) if m.first().is_some_and(|v| v.is_kw(ids::SEQ)) => {
+                match seq_number(m) {
+                    Some(n) => Some(n),
+                    None => return ServerMsg::Invalid(Value::Vector(items)),
+                }
+            }
+            _ => None,
+        };
         let mut events = Vec::with_capacity(items.len());
-        for item in &items {
+        for item in &items[usize::from(seq.is_some())..] {
             match Event::from_value(item.clone()) {
                 // A server request (the `req` extension) travels in a batch too.
                 Ok(ev) if !ev.id().is_reserved() || ev.id().as_str() == ids::REQ => {
@@ -363,7 +379,18 @@ impl ServerMsg {
                 _ => return ServerMsg::Invalid(Value::Vector(items)),
             }
         }
-        ServerMsg::Batch(events)
+        match seq {
+            Some(seq) => ServerMsg::NumberedBatch { seq, events },
+            None => ServerMsg::Batch(events),
+        }
+    }
+}
+
+/// The number of a marker's items `[:chsk/seq n]` (`n` a non-negative integer).
+fn seq_number(items: &[Value]) -> Option<u64> {
+    match items {
+        [_, Value::Int(n)] => u64::try_from(*n).ok(),
+        _ => None,
     }
 }
 

@@ -636,7 +636,7 @@ fn ajax_handshake_poll_push_and_post() {
     assert_eq!(
         req.url,
         format!(
-            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table",
+            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&resume=",
             T0_UNIX + 5
         )
     );
@@ -1149,4 +1149,111 @@ fn retry_now_brings_a_pending_reconnect_forward() {
         "{out:#?}"
     );
     assert_eq!(h.m.state().udt_next_reconnect, None);
+}
+
+/// Item 5 of issue 15: an auto client whose WebSocket worked falls back to Ajax when the
+/// upgrade is refused mid-session, resumes there from its position (numbered Ajax answers),
+/// and goes back to WebSocket on a re-probe, still from its position: a replay overlapping
+/// what Ajax delivered meanwhile is skipped. An Ajax attempt that fails before its handshake
+/// too makes the next attempt a WebSocket again.
+#[test]
+fn auto_switches_ws_to_ajax_and_back_mid_session_keeping_the_position() {
+    use sente_proto::server::PushBatch;
+    use sente_proto::server::replay::{Position, ResumeInfo};
+    let n = |k: i64| Arc::new(Event::new(EventId::new("t/n").unwrap(), Value::Int(k)));
+    let numbered = |seq, ks: &[i64]| {
+        PushBatch::new(ks.iter().map(|k| n(*k)).collect()).envelope_numbered(Some(seq))
+    };
+    let pushed = |out: &[Output]| -> Vec<Value> {
+        events(out)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Push(ev) => Some(ev.data().clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let hs = |seq, recovered| {
+        let info = ResumeInfo {
+            position: Position {
+                epoch: "e1".into(),
+                seq,
+            },
+            recovered,
+        };
+        server_msg::handshake_resume(&Uid::from("u"), Value::Nil, &info)
+    };
+    let mut c = config(Kind::Auto);
+    c.ws_reprobe_ms = Some(1_000);
+    let mut h = H::new(c);
+    h.m.connect(h.now);
+    let (conn, _) = ws_open_of(&h.drain());
+    h.m.handle_ws_open(conn, h.now);
+    h.ws_msg(conn, &hs(0, false));
+    h.ws_msg(conn, &server_msg::seq_marker(2));
+    let out = h.ws_msg(
+        conn,
+        &server_msg::push_batch([(*n(1)).clone(), (*n(2)).clone()]),
+    );
+    assert_eq!(pushed(&out), [Value::Int(1), Value::Int(2)]);
+
+    // The socket dies; the immediate retry's upgrade is refused: Ajax, from position 2.
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    let (conn, _) = ws_open_of(&h.drain());
+    let out = fail_ws(&mut h, conn, Some(502));
+    let (poll, req) = http_of(&out);
+    assert!(req.url.contains("handshake%3F=1"), "{}", req.url);
+    assert!(req.url.ends_with("&resume=e1%3A2"), "{}", req.url);
+    let out = h.http_ok(poll, &hs(2, true));
+    assert_eq!(h.m.state().kind, Kind::Ajax);
+    assert_eq!(h.m.state().recovered, Some(true));
+    let (poll, req) = http_of(&out);
+    assert!(
+        req.url.ends_with("&resume=e1%3A2"),
+        "every poll names the position"
+    );
+    // The replay (3, 4), then a live answer (5).
+    let out = h.http_ok(poll, &numbered(4, &[3, 4]));
+    assert_eq!(pushed(&out), [Value::Int(3), Value::Int(4)]);
+    let (poll, _) = http_of(&out);
+    let out = h.http_ok(poll, &numbered(5, &[5]));
+    assert_eq!(pushed(&out), [Value::Int(5)]);
+    let (poll, _) = http_of(&out);
+
+    // The re-probe opens at position 5; Ajax delivers 6 before the probe's handshake, which
+    // resumes from 5 and replays 6, 7: only 7 is new.
+    let out = h.advance(1_000);
+    let (probe, url) = ws_open_of(&out);
+    assert!(url.ends_with("&resume=e1%3A5"), "{url}");
+    let out = h.http_ok(poll, &numbered(6, &[6]));
+    assert_eq!(pushed(&out), [Value::Int(6)]);
+    let (poll, _) = http_of(&out);
+    h.m.handle_ws_open(probe, h.now);
+    let out = h.ws_msg(probe, &hs(5, true));
+    assert!(has_action(
+        &out,
+        |a| matches!(a, Action::HttpAbort { id } if *id == poll)
+    ));
+    assert_eq!(h.m.state().kind, Kind::Ws);
+    assert_eq!(h.m.resume_position().map(|p| p.seq), Some(6));
+    h.ws_msg(probe, &server_msg::seq_marker(7));
+    let out = h.ws_msg(
+        probe,
+        &server_msg::push_batch([(*n(6)).clone(), (*n(7)).clone()]),
+    );
+    assert_eq!(pushed(&out), [Value::Int(7)]);
+
+    // The socket dies again and upgrades are refused; then the Ajax handshake fails too (the
+    // server is down): the next attempt is a WebSocket again.
+    h.m.handle_ws_closed(probe, WsClosed::abnormal(), h.now);
+    let (conn, _) = ws_open_of(&h.drain());
+    let (poll, _) = http_of(&fail_ws(&mut h, conn, None));
+    h.m.handle_http_failure(poll, HttpFailure::Connect("refused".into()), h.now);
+    let mut out = h.drain();
+    if try_ws_open(&out).is_none() {
+        let t = h.m.poll_timeout().unwrap();
+        out = h.advance(t - h.now);
+    }
+    let (_, url) = ws_open_of(&out);
+    assert!(url.ends_with("&resume=e1%3A7"), "{url}");
 }

@@ -105,10 +105,10 @@ fn ajax_handshake_get_and_post_body() {
     let Some(Output::Action(Action::Http { id, request })) = out.first() else {
         panic!()
     };
-    // Vector 21 (plus the packer parameter).
+    // Vector 21, plus the packer parameter and the resume extension's (empty: no position).
     assert_eq!(
         request.url,
-        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn"
+        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn&resume="
     );
     assert!(
         request

@@ -323,6 +323,11 @@ impl Pair {
                 }
                 let (status, body) = match answer {
                     PollAnswer::Batch(b) => (200, b.packed(&self.packer, self.max()).unwrap()),
+                    PollAnswer::Numbered(b, n) => (
+                        200,
+                        b.packed_numbered(&self.packer, self.max(), Some(n))
+                            .unwrap(),
+                    ),
                     PollAnswer::Timeout => {
                         let timeout = message::ajax_reply(None);
                         (

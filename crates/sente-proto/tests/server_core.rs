@@ -275,6 +275,7 @@ fn ajax_answers(actions: Vec<Action<u32, u32>>) -> Vec<(u32, String)> {
                 responder,
                 match answer {
                     PollAnswer::Batch(b) => format!("{:?}", nums(&b)),
+                    PollAnswer::Numbered(b, n) => format!("#{n} {:?}", nums(&b)),
                     PollAnswer::Timeout => "timeout".into(),
                     PollAnswer::Closed => "closed".into(),
                 },
@@ -627,4 +628,109 @@ fn mailbox_mode_wakes_held_polls() {
             ..
         }]
     ));
+}
+
+/// Resume over Ajax: a resuming client's answers are numbered (`#n` is the marker's number);
+/// one that comes back after its grace period with its position gets exactly what it
+/// missed, numbered, before the live pushes; one that comes back within it (its entry is
+/// known) gets its numbered waiting batches replaced by the replay from its position, and the
+/// poll still held for it ends empty; a position the log no longer covers is not recovered.
+#[test]
+fn ajax_resume_numbers_answers_and_replays_what_was_missed() {
+    use sente_proto::server::replay::{Position, ReplayConfig, Resume};
+    let mut c: C = Core::new(CoreConfig::default().replay(ReplayConfig::default().max_events(8)));
+    let (u, a) = (uid("u"), cid("a"));
+    let info = c
+        .handle_ajax_handshake_resume(&u, &a, "hs", &Resume::New, 0)
+        .unwrap()
+        .unwrap();
+    assert!(!info.recovered);
+    assert_eq!(info.position.seq, 0);
+    let epoch = info.position.epoch.clone();
+    let at = |seq| {
+        Resume::From(Position {
+            epoch: epoch.clone(),
+            seq,
+        })
+    };
+    c.handle_ajax_poll(&u, &a, 1, "poll", 1).unwrap();
+    c.send(&u, &ev(1), 10, true, 2);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(1, "#1 [1]".into())]);
+    // Between polls: waiting batches merge into one numbered answer.
+    c.send(&u, &ev(2), 10, true, 3);
+    c.send(&u, &ev(3), 10, true, 4);
+    c.handle_ajax_poll(&u, &a, 2, "poll", 5).unwrap();
+    assert_eq!(
+        ajax_answers(c.take_actions()),
+        vec![(2, "#3 [2, 3]".into())]
+    );
+
+    // Held poll 3 takes push 4, but the answer never reaches the client (its position stays
+    // 3); it comes back within the grace period: poll 3 is not the one to answer any more.
+    c.handle_ajax_poll(&u, &a, 3, "poll", 6).unwrap();
+    c.send(&u, &ev(4), 10, true, 7);
+    c.take_actions();
+    c.handle_ajax_poll(&u, &a, 4, "poll", 8).unwrap();
+    c.send(&u, &ev(5), 10, false, 9);
+    let got = c
+        .handle_ajax_handshake_resume(&u, &a, "hs", &at(3), 10)
+        .unwrap()
+        .unwrap();
+    assert!(got.recovered);
+    assert_eq!(got.position.seq, 3);
+    assert_eq!(ajax_answers(c.take_actions()), vec![(4, "timeout".into())]);
+    c.send(&u, &ev(6), 10, true, 11);
+    c.handle_ajax_poll(&u, &a, 5, "poll", 12).unwrap();
+    assert_eq!(
+        ajax_answers(c.take_actions()),
+        vec![(5, "#6 [4, 5, 6]".into())]
+    );
+
+    // Gone past its grace period; pushes meanwhile wait in the log only.
+    c.poll(20_000);
+    assert!(!c.ajax_knows(&u, &a));
+    c.send(&u, &ev(7), 10, true, 20_001);
+    let got = c
+        .handle_ajax_handshake_resume(&u, &a, "hs", &at(6), 20_002)
+        .unwrap()
+        .unwrap();
+    assert!(got.recovered);
+    c.send(&u, &ev(8), 10, true, 20_003);
+    c.handle_ajax_poll(&u, &a, 6, "poll", 20_004).unwrap();
+    assert_eq!(
+        ajax_answers(c.take_actions()),
+        vec![(6, "#8 [7, 8]".into())]
+    );
+
+    // A position older than the log keeps (8 pushes): not recovered, no replay.
+    for n in 9..=20 {
+        c.send(&u, &ev(n), 10, true, 20_010);
+    }
+    c.take_actions();
+    let got = c
+        .handle_ajax_handshake_resume(&u, &a, "hs", &at(2), 20_020)
+        .unwrap()
+        .unwrap();
+    assert!(!got.recovered);
+    assert_eq!(got.position.seq, 20);
+    c.handle_ajax_poll(&u, &a, 7, "poll", 20_021).unwrap();
+    assert!(c.take_actions().is_empty(), "nothing replayed: held");
+
+    // A plain client (no `resume`) and the anonymous uid get no numbers.
+    let b = cid("b");
+    assert_eq!(
+        c.handle_ajax_handshake_resume(&u, &b, "hs", &Resume::Off, 20_030)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        c.handle_ajax_handshake_resume(&Uid::Nil, &b, "hs", &Resume::New, 20_030)
+            .unwrap(),
+        None
+    );
+    c.handle_ajax_poll(&u, &b, 8, "poll", 20_031).unwrap();
+    c.send(&u, &ev(21), 10, true, 20_032);
+    let mut got = ajax_answers(c.take_actions());
+    got.sort();
+    assert_eq!(got, vec![(7, "#21 [21]".into()), (8, "[21]".into())]);
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sente_proto::server::message::{self, InboundError};
+use sente_proto::server::replay::{RESUME_PARAM, Resume, ResumeInfo};
 use sente_proto::server::{ConnId, PollAnswer, Transport};
 use sente_proto::{ClientId, Uid};
 use std::sync::{Arc, PoisonError};
@@ -36,6 +37,14 @@ impl Drop for PollGuard {
         self.registry
             .with_core(|c, now| c.handle_poll_ended(uid, cid, conn, now));
     }
+}
+
+/// What an Ajax GET started.
+enum Started {
+    /// A handshake (with what a resuming client's handshake tells it).
+    Handshake(Option<ResumeInfo>),
+    /// A long-poll.
+    Poll(ConnId),
 }
 
 /// `GET`: the handshake (`handshake?` parameter, or a client the server does not know), or a
@@ -86,11 +95,16 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         mb.register(&uid, &cid, registry.mailbox_ttl()).await;
     }
     let (tx, rx) = oneshot::channel();
+    // A resuming client names its position on every GET: a poll the server takes for a
+    // handshake (it forgot the client) then resumes too.
+    let resume = Resume::parse(request.param(RESUME_PARAM));
     let started = registry.with_core(|c, now| {
         if handshake || (!known && !c.ajax_knows(&uid, &cid)) {
-            c.handle_ajax_handshake(&uid, &cid, ctx, now).map(|()| None)
+            c.handle_ajax_handshake_resume(&uid, &cid, ctx, &resume, now)
+                .map(Started::Handshake)
         } else {
-            c.handle_ajax_poll(&uid, &cid, tx, ctx, now).map(Some)
+            c.handle_ajax_poll(&uid, &cid, tx, ctx, now)
+                .map(Started::Poll)
         }
     });
     let conn = match started {
@@ -102,11 +116,11 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
                 e.to_string(),
             );
         }
-        Ok(None) => {
+        Ok(Started::Handshake(resumed)) => {
             crate::metrics::handshake(Transport::Ajax);
             tracing::debug!("ajax handshake");
             let data = shell.guard.handshake_data(&request);
-            return match message::handshake(&uid, data, None, &*packer, max) {
+            return match message::handshake(&uid, data, resumed.as_ref(), &*packer, max) {
                 Ok(p) => sent(&m, packed(p)),
                 Err(e) => plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,7 +128,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
                 ),
             };
         }
-        Ok(Some(conn)) => conn,
+        Ok(Started::Poll(conn)) => conn,
     };
     if mailbox.is_some() {
         // What waits in the mailbox answers the poll at once.
@@ -128,32 +142,34 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         cid,
         conn,
     };
-    match rx.await {
-        Ok(PollAnswer::Batch(b)) => {
-            let answer = match b.packed(&*packer, max) {
-                Ok(p) => {
-                    m.batch_sent(b.len());
-                    sent(&m, packed(p))
-                }
-                Err(e) => {
-                    registry.count_dropped_push(&e, b.len());
-                    sent(&m, envelope(&*packer, message::ajax_reply(None), max))
-                }
-            };
-            if let Some(mb) = &mailbox {
-                // The answer is made and goes to the connection as this returns: the lease of
-                // its take is marked delivered now (not when the core handed the batch to this
-                // request, which may still go away unanswered), so a handshake drops it rather
-                // than re-sending it (see `Mailbox::delivered`).
-                tokio::spawn(mb.delivered(&guard.uid, &guard.cid));
-            }
-            answer
-        }
+    let (b, seq) = match rx.await {
+        Ok(PollAnswer::Batch(b)) => (b, None),
+        Ok(PollAnswer::Numbered(b, n)) => (b, Some(n)),
         Ok(PollAnswer::Timeout) | Err(_) => {
+            return sent(&m, envelope(&*packer, message::ajax_reply(None), max));
+        }
+        Ok(PollAnswer::Closed) => {
+            return plain(StatusCode::GONE, "Connection closed by the server");
+        }
+    };
+    let answer = match b.packed_numbered(&*packer, max, seq) {
+        Ok(p) => {
+            m.batch_sent(b.len());
+            sent(&m, packed(p))
+        }
+        Err(e) => {
+            registry.count_dropped_push(&e, b.len());
             sent(&m, envelope(&*packer, message::ajax_reply(None), max))
         }
-        Ok(PollAnswer::Closed) => plain(StatusCode::GONE, "Connection closed by the server"),
+    };
+    if let Some(mb) = &mailbox {
+        // The answer is made and goes to the connection as this returns: the lease of its take
+        // is marked delivered now (not when the core handed the batch to this request, which
+        // may still go away unanswered), so a handshake drops it rather than re-sending it (see
+        // `Mailbox::delivered`).
+        tokio::spawn(mb.delivered(&guard.uid, &guard.cid));
     }
+    answer
 }
 
 /// Counts a reply the client waits for; released on drop.

@@ -343,7 +343,7 @@ impl Builder {
 
     /// Resume after a reconnect: the bounds of the per-uid replay logs (default: on, 512
     /// pushes, 256 KiB and 60 s per uid; see [`ReplayConfig`]). Clients that ask for it (the
-    /// sente-rs Rust, WASM and JS clients do, over WebSocket) get what they missed during a
+    /// sente-rs Rust, WASM and JS clients do, over WebSocket and Ajax) get what they missed during a
     /// short disconnect, in order, exactly once, or learn that they did not (`recovered:
     /// false`). A plain Sente client never asks and never sees it.
     pub fn replay(mut self, replay: ReplayConfig) -> Self {

@@ -379,7 +379,7 @@ impl Registry {
                     responder,
                     answer,
                 } => {
-                    if let PollAnswer::Batch(b) = &answer {
+                    if let Some(b) = answer.batch() {
                         sample(b, &self.batch_sizes.1);
                     }
                     match responder.send(answer) {

@@ -249,13 +249,16 @@ pub struct ClientConfig {
     /// trying again. Default 60 000.
     pub rejected_retry_ms: u64,
     /// [`Kind::Auto`] only: after falling back to Ajax, try a WebSocket again this often and
-    /// switch to it when its handshake succeeds. Default 180 000 (3 min); `None` keeps Sente's
-    /// downgrade-forever behaviour.
+    /// switch to it when its handshake succeeds. With it, a WebSocket that fails before its
+    /// handshake after earlier ones worked (a proxy started refusing upgrades) falls back to
+    /// Ajax too, not only the first one (Sente's rule); the resume position carries across
+    /// both switches. Default 180 000 (3 min); `None` keeps Sente's downgrade-forever
+    /// behaviour.
     pub ws_reprobe_ms: Option<u64>,
     /// Queue sends and requests made while (re)connecting. Default `None` (Sente: fail with
     /// `Closed`).
     pub queue: Option<QueueConfig>,
-    /// Ask the server to resume after a reconnect (sente-rs extension, WebSocket only): pushes
+    /// Ask the server to resume after a reconnect (sente-rs extension, WebSocket and Ajax): pushes
     /// missed while disconnected are delivered in order, once, and
     /// [`State::recovered`](super::State::recovered) tells whether nothing was lost. Default
     /// `true`; harmless against a Sente server (it ignores the parameter).

@@ -283,6 +283,10 @@ pub struct ClientMachine {
     auto_ws: bool,
     /// Auto: a WebSocket handshake succeeded since the last explicit connect.
     ws_ever_handshaken: bool,
+    /// Auto: on Ajax because a WebSocket failed before its handshake after an earlier one had
+    /// worked (a proxy started refusing upgrades); an Ajax attempt that fails before its
+    /// handshake too (the server is down) makes the next attempt a WebSocket again.
+    ws_fallback: bool,
     /// The last WebSocket attempt of the main link (its close is still recorded after a
     /// downgrade).
     last_ws_conn: Option<ConnId>,
@@ -333,6 +337,7 @@ impl ClientMachine {
             attempt: 0,
             auto_ws: true,
             ws_ever_handshaken: false,
+            ws_fallback: false,
             last_ws_conn: None,
             probe: None,
             next_probe_at: None,
@@ -428,6 +433,7 @@ impl ClientMachine {
                 self.attempt = 0;
                 self.auto_ws = true;
                 self.ws_ever_handshaken = false;
+                self.ws_fallback = false;
                 self.set_state(|s| s.udt_next_reconnect = None);
                 self.start_attempt(now);
             }
@@ -583,6 +589,10 @@ impl ClientMachine {
                 self.out.push_back(Output::Event(ClientEvent::WsPing));
             }
             ServerMsg::Batch(events) => self.on_batch(events),
+            ServerMsg::NumberedBatch { seq, events } => {
+                self.next_seq = Some(seq);
+                self.on_batch(events);
+            }
             ServerMsg::Reply { cb, value } => self.on_ws_reply(&cb, value, now),
             ServerMsg::PollTimeout => {}
             ServerMsg::Invalid(v) => {
@@ -618,9 +628,18 @@ impl ClientMachine {
                 tls: failure.tls,
             });
         });
-        if self.cfg.kind == Kind::Auto && !self.ws_ever_handshaken && !ws.handshaken {
-            self.downgrade(conn, now);
-            return;
+        if self.cfg.kind == Kind::Auto && !ws.handshaken {
+            if !self.ws_ever_handshaken {
+                self.downgrade(conn, now);
+                return;
+            }
+            // Mid-session (with re-probes on, which bring it back to WebSocket): fall back
+            // to Ajax rather than retry an upgrade a proxy refuses.
+            if self.cfg.ws_reprobe_ms.is_some() {
+                self.ws_fallback = true;
+                self.downgrade(conn, now);
+                return;
+            }
         }
         if let Some(status @ (401 | 403)) = status {
             self.link = Link::Ws(WsLink {
@@ -738,6 +757,10 @@ impl ClientMachine {
                 }
                 match other {
                     ServerMsg::Batch(events) if handshaken => self.on_batch(events),
+                    ServerMsg::NumberedBatch { seq, events } if handshaken => {
+                        self.next_seq = Some(seq);
+                        self.on_batch(events);
+                    }
                     ServerMsg::PollTimeout => {}
                     other => self.log(
                         LogLevel::Warn,
@@ -962,9 +985,8 @@ impl ClientMachine {
             pairs.push(("csrf-token".to_owned(), token));
         }
         pairs.push(("packer".to_owned(), self.cfg.packer.name().to_owned()));
-        if self.cfg.resume {
-            let at = self.position.as_ref().map(Position::to_param);
-            pairs.push((RESUME_PARAM.to_owned(), at.unwrap_or_default()));
+        if let Some(at) = self.resume_param() {
+            pairs.push((RESUME_PARAM.to_owned(), at));
         }
         if self.cfg.requests {
             pairs.push(("ext".to_owned(), crate::s2c::EXTENSION.to_owned()));
@@ -974,6 +996,16 @@ impl ClientMachine {
         let headers = self.cfg.headers.clone();
         self.action(Action::WsOpen { conn, url, headers });
         conn
+    }
+
+    /// The `resume` parameter's value (resume on): the position, empty without one.
+    fn resume_param(&self) -> Option<String> {
+        self.cfg.resume.then(|| {
+            self.position
+                .as_ref()
+                .map(Position::to_param)
+                .unwrap_or_default()
+        })
     }
 
     fn http_headers(&self) -> Vec<(String, String)> {
@@ -1000,6 +1032,12 @@ impl ClientMachine {
             pairs.push(("handshake?", "1"));
         }
         pairs.push(("packer", self.cfg.packer.name()));
+        // On every GET (not only the handshake): a poll the server takes for a handshake (it
+        // forgot the client) resumes too.
+        let at = self.resume_param();
+        if let Some(at) = &at {
+            pairs.push((RESUME_PARAM, at));
+        }
         if self.cfg.requests {
             pairs.push(("ext", crate::s2c::EXTENSION));
         }
@@ -1141,7 +1179,17 @@ impl ClientMachine {
             .as_ref()
             .filter(|_| self.position.is_some())
             .map(|r| r.recovered);
-        self.position = resume.map(|r| r.position);
+        // Recovered from a position of the same epoch: the client may stand further already (a
+        // WebSocket probe opened at its position while Ajax polls went on delivering): the
+        // replay's overlap is then skipped, not delivered twice.
+        let ahead = match (&self.position, &resume) {
+            (Some(p), Some(r)) if r.recovered && r.position.epoch == p.epoch => p.seq,
+            _ => 0,
+        };
+        self.position = resume.map(|mut r| {
+            r.position.seq = r.position.seq.max(ahead);
+            r.position
+        });
         self.next_seq = None;
         self.set_state(|s| {
             s.kind = transport.kind();
@@ -1266,6 +1314,20 @@ impl ClientMachine {
 
     /// [`link_lost`](Self::link_lost), with more state changed in the same `chsk/state` change.
     fn link_lost_with(&mut self, reason: CloseReason, now: u64, also: impl FnOnce(&mut State)) {
+        if self.ws_fallback
+            && matches!(
+                self.link,
+                Link::Ajax {
+                    handshaken: false,
+                    ..
+                }
+            )
+        {
+            // Neither transport gets through: most likely the server is down, not a proxy in
+            // the way of upgrades. Try WebSocket first again.
+            self.ws_fallback = false;
+            self.auto_ws = true;
+        }
         self.stop_link_timers();
         self.fail_ws_requests();
         self.attempt = self.attempt.saturating_add(1);
@@ -1482,6 +1544,7 @@ impl ClientMachine {
             self.action(Action::HttpAbort { id: poll });
         }
         self.auto_ws = true;
+        self.ws_fallback = false;
         self.ws_ever_handshaken = true;
         self.last_ws_conn = Some(conn);
         self.link = Link::Ws(WsLink {

@@ -15,8 +15,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct PushBatch {
     events: Vec<Arc<Event>>,
-    cache: Mutex<Vec<(usize, Result<PackedBytes, PackError>)>>,
+    /// Packed forms, keyed by packer (address) and marker number.
+    cache: Mutex<Vec<Packing>>,
 }
+
+/// One packed form of a batch: the packer's address, the marker's number, the result.
+type Packing = (usize, Option<u64>, Result<PackedBytes, PackError>);
 
 /// A packed message as cheaply clonable bytes, shared by every connection it goes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,35 +73,59 @@ impl PushBatch {
 
     /// The envelope `[[ev1 ...] nil]`.
     pub fn envelope(&self) -> Envelope {
+        self.envelope_numbered(None)
+    }
+
+    /// The envelope `[[[:chsk/seq n] ev1 ...] nil]` with `seq` (see
+    /// [`super::replay`]), `[[ev1 ...] nil]` without.
+    pub fn envelope_numbered(&self, seq: Option<u64>) -> Envelope {
+        let marker = seq.map(super::replay::seq_marker);
         Envelope::new(Value::Vector(
-            self.events.iter().map(|e| e.to_value()).collect(),
+            marker
+                .into_iter()
+                .chain(self.events.iter().map(|e| e.to_value()))
+                .collect(),
         ))
     }
 
     /// The batch packed with `packer`, packing it only the first time this packer asks.
     /// Fails with [`PackError::TooLarge`] over `max_bytes`.
     pub fn packed(&self, packer: &dyn Packer, max_bytes: usize) -> Result<PackedBytes, PackError> {
+        self.packed_numbered(packer, max_bytes, None)
+    }
+
+    /// [`PushBatch::packed`] of [`PushBatch::envelope_numbered`]: a resuming Ajax client's
+    /// poll answer, packed once per packer and number.
+    pub fn packed_numbered(
+        &self,
+        packer: &dyn Packer,
+        max_bytes: usize,
+        seq: Option<u64>,
+    ) -> Result<PackedBytes, PackError> {
         let key = std::ptr::from_ref(packer).cast::<()>() as usize;
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, r)) = cache.iter().find(|(k, _)| *k == key) {
+        if let Some((_, _, r)) = cache.iter().find(|(k, n, _)| *k == key && *n == seq) {
             return r.clone();
         }
-        let result = self.envelope().into_packed(packer).and_then(|p| {
-            let size = p.as_bytes().len();
-            if size > max_bytes {
-                Err(PackError::TooLarge {
-                    size,
-                    limit: max_bytes,
-                })
-            } else {
-                Ok(p)
-            }
-        });
+        let result = self
+            .envelope_numbered(seq)
+            .into_packed(packer)
+            .and_then(|p| {
+                let size = p.as_bytes().len();
+                if size > max_bytes {
+                    Err(PackError::TooLarge {
+                        size,
+                        limit: max_bytes,
+                    })
+                } else {
+                    Ok(p)
+                }
+            });
         let result = result.map(PackedBytes::from);
-        cache.push((key, result.clone()));
+        cache.push((key, seq, result.clone()));
         result
     }
 }

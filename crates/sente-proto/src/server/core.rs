@@ -151,12 +151,33 @@ pub enum SendError {
 pub enum PollAnswer {
     /// `[[ev ...] nil]`.
     Batch(Arc<PushBatch>),
+    /// For a resuming client (see [`super::replay`]): `[[[:chsk/seq n] ev ...] nil]`, the
+    /// batch after the marker numbering its last event `n`.
+    Numbered(Arc<PushBatch>, u64),
     /// `[:chsk/timeout nil]`: nothing to deliver within `lp_timeout_ms`, or the poll was
     /// superseded by a newer poll of the same client.
     Timeout,
     /// The server closed the uid's connections (`close_uid`): the poll ends with an error status,
     /// so the client reconnects with a new handshake.
     Closed,
+}
+
+impl PollAnswer {
+    /// The answer carrying `batch`: numbered with `seq`, or plain.
+    fn of(batch: Arc<PushBatch>, seq: Option<u64>) -> Self {
+        match seq {
+            Some(n) => PollAnswer::Numbered(batch, n),
+            None => PollAnswer::Batch(batch),
+        }
+    }
+
+    /// The batch it carries, if any.
+    pub fn batch(&self) -> Option<&Arc<PushBatch>> {
+        match self {
+            PollAnswer::Batch(b) | PollAnswer::Numbered(b, _) => Some(b),
+            PollAnswer::Timeout | PollAnswer::Closed => None,
+        }
+    }
 }
 
 /// Something the IO layer must do now, in order, before releasing the core.
@@ -259,39 +280,65 @@ pub enum CoreEvent<C> {
     },
 }
 
+/// Batches waiting for a client, each with the sequence number of its last event for a
+/// resuming client (`None`: unnumbered).
 #[derive(Debug, Default)]
 struct Queue {
-    batches: VecDeque<Arc<PushBatch>>,
+    batches: VecDeque<(Arc<PushBatch>, Option<u64>)>,
     events: usize,
 }
 
 impl Queue {
-    fn push(&mut self, b: Arc<PushBatch>, limit: usize) -> bool {
+    fn push(&mut self, b: Arc<PushBatch>, seq: Option<u64>, limit: usize) -> bool {
         if self.events + b.len() > limit {
             return false;
         }
         self.events += b.len();
-        self.batches.push_back(b);
+        self.batches.push_back((b, seq));
         true
     }
-    fn push_front(&mut self, b: Arc<PushBatch>) {
+    fn push_front(&mut self, b: Arc<PushBatch>, seq: Option<u64>) {
         self.events += b.len();
-        self.batches.push_front(b);
+        self.batches.push_front((b, seq));
     }
-    fn pop(&mut self) -> Option<Arc<PushBatch>> {
-        let b = self.batches.pop_front()?;
+    fn pop(&mut self) -> Option<(Arc<PushBatch>, Option<u64>)> {
+        let (b, seq) = self.batches.pop_front()?;
         self.events -= b.len();
-        Some(b)
+        Some((b, seq))
+    }
+
+    /// Replaces the numbered batches (pushes of the uid, in its replay log) with `replay`,
+    /// which goes first; the unnumbered ones (pushes to this client alone) follow it.
+    fn replace_numbered(&mut self, replay: Vec<(Arc<PushBatch>, u64)>) {
+        let kept: Vec<_> = std::mem::take(&mut self.batches)
+            .into_iter()
+            .filter(|(_, seq)| seq.is_none())
+            .collect();
+        self.events = 0;
+        for (b, seq) in replay {
+            self.events += b.len();
+            self.batches.push_back((b, Some(seq)));
+        }
+        for (b, seq) in kept {
+            self.events += b.len();
+            self.batches.push_back((b, seq));
+        }
     }
 
     /// The first waiting batch, merged with the batches behind it up to `max_events` events and
     /// about `max_bytes` (estimated): what one Ajax poll answer carries. A client that polls
     /// less often than pushes arrive gets them all in one response instead of one poll round
     /// trip per push. A single batch is returned as is (packed once for all its clients).
-    fn pop_merged(&mut self, max_events: usize, max_bytes: usize) -> Option<Arc<PushBatch>> {
-        let first = self.pop()?;
+    /// Numbered batches merge with numbered ones only (the merged batch is numbered up to the
+    /// last one's number), unnumbered with unnumbered.
+    fn pop_merged(
+        &mut self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Option<(Arc<PushBatch>, Option<u64>)> {
+        let (first, mut seq) = self.pop()?;
         if self.batches.is_empty() {
-            return Some(first);
+            return Some((first, seq));
         }
         let size = |b: &PushBatch| -> usize {
             b.events()
@@ -301,16 +348,20 @@ impl Queue {
         };
         let mut bytes = size(&first);
         let mut events = first.events().to_vec();
-        while let Some(next) = self.batches.front() {
+        while let Some((next, next_seq)) = self.batches.front() {
             let more = size(next);
-            if events.len() + next.len() > max_events || bytes + more > max_bytes {
+            if events.len() + next.len() > max_events
+                || bytes + more > max_bytes
+                || next_seq.is_some() != seq.is_some()
+            {
                 break;
             }
             bytes += more;
             events.extend(next.events().iter().cloned());
+            seq = *next_seq;
             self.pop();
         }
-        Some(Arc::new(PushBatch::new(events)))
+        Some((Arc::new(PushBatch::new(events)), seq))
     }
 }
 
@@ -356,6 +407,8 @@ struct AjaxEntry<A, C> {
     state: AjaxState<A>,
     ctx: C,
     queue: Queue,
+    /// The client resumes (its batches carry sequence numbers).
+    resume: bool,
 }
 
 impl<A, C> AjaxEntry<A, C> {
@@ -509,7 +562,7 @@ fn flush_state<W: Clone, A, C>(
                     // Its reconnect replays from the log.
                     WsState::Closed if e.resume => {}
                     WsState::Closed => {
-                        if !e.queue.push(batch.clone(), limit) {
+                        if !e.queue.push(batch.clone(), None, limit) {
                             left.dropped.push(cid.clone());
                         }
                     }
@@ -524,19 +577,20 @@ fn flush_state<W: Clone, A, C>(
         }
         Transport::Ajax => {
             for (cid, e) in s.ajax.iter_mut() {
+                let seq = if e.resume { seq } else { None };
                 if let Some(responder) = e.take_poll() {
                     actions.push(Action::AjaxAnswer {
                         uid: uid.clone(),
                         client_id: cid.clone(),
                         conn: e.conn,
                         responder,
-                        answer: PollAnswer::Batch(batch.clone()),
+                        answer: PollAnswer::of(batch.clone(), seq),
                     });
                     left.timers.push((
                         now + grace,
                         Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
                     ));
-                } else if !e.queue.push(batch.clone(), limit) {
+                } else if !e.queue.push(batch.clone(), seq, limit) {
                     left.dropped.push(cid.clone());
                 }
             }
@@ -824,15 +878,19 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
-    /// Cluster mode: the open resuming WebSocket clients stop resuming here (their next batches
-    /// go out unnumbered, so each client drops its position and its next reconnect asks for no
-    /// replay): after a gap or a new epoch their positions would skip or miss pushes.
+    /// Cluster mode: the open resuming WebSocket and Ajax clients stop resuming here (their
+    /// next batches go out unnumbered, so each client drops its position and its next
+    /// reconnect asks for no replay): after a gap or a new epoch their positions would skip or
+    /// miss pushes.
     fn forget_open_positions(&mut self) {
         for s in self.uids.values_mut() {
             for (_, e) in s.ws.iter_mut() {
                 if matches!(e.state, WsState::Open(_)) {
                     e.resume = false;
                 }
+            }
+            for (_, e) in s.ajax.iter_mut() {
+                e.resume = false;
             }
         }
     }
@@ -1014,7 +1072,17 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let conn = self.conn_id();
         // Anonymous clients share the nil uid: none of them may read the others' pushes.
         let resume = asked.is_on() && self.cfg.replay.enabled && !uid.is_nil();
-        let info = resume.then(|| self.resume_from(uid, asked, &conn_handle, now));
+        let info = resume.then(|| {
+            let (info, replay) = self.resume_from(uid, asked, usize::MAX, now);
+            for (batch, seq) in replay {
+                self.actions.push(Action::WsDeliver {
+                    conn: conn_handle.clone(),
+                    batch,
+                    seq: Some(seq),
+                });
+            }
+            info
+        });
         let s = self
             .uids
             .entry(uid.clone())
@@ -1031,7 +1099,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         // A resuming client's queue holds only pushes to it alone (`send_to_client`): they
         // follow the replay, unnumbered.
-        while let Some(batch) = queue.pop() {
+        while let Some((batch, _)) = queue.pop() {
             self.actions.push(Action::WsDeliver {
                 conn: conn_handle.clone(),
                 batch,
@@ -1051,13 +1119,20 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     }
 
     /// The uid's replay log (created if it has none), and what a client that asked `asked`
-    /// gets: its handshake's answer, and (queued on `conn`) the pushes it missed.
-    fn resume_from(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
+    /// gets: its handshake's answer, and the pushes it missed, in numbered batches to deliver
+    /// before anything else (at most `max_replay` pushes: more is `recovered: false`).
+    fn resume_from(
+        &mut self,
+        uid: &Uid,
+        asked: &Resume,
+        max_replay: usize,
+        now: u64,
+    ) -> (ResumeInfo, Vec<(Arc<PushBatch>, u64)>) {
         // What is buffered goes out now (to the uid's other clients): the replay then ends
         // where the live batches start, so the two never overlap.
         self.flush(uid, now);
         if self.cfg.cluster_resume {
-            return self.resume_global(uid, asked, conn, now);
+            return self.resume_global(uid, asked, max_replay, now);
         }
         if !self.logs.contains_key(uid) {
             self.log_gen += 1;
@@ -1081,7 +1156,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             epoch: log.epoch().to_owned(),
             seq: upto,
         };
-        self.answer_resume(asked, position, missed, conn)
+        self.answer_resume(asked, position, missed, max_replay)
     }
 
     /// Cluster mode: creates `uid`'s log if it has none (holding what follows `g`'s base).
@@ -1097,7 +1172,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// Cluster mode: resumes from the uid's log and the broadcast log, under the cluster's
     /// global numbers. A position is resumed only if this node applied every sequenced
     /// message after it and still keeps every push to the uid after it.
-    fn resume_global(&mut self, uid: &Uid, asked: &Resume, conn: &W, now: u64) -> ResumeInfo {
+    fn resume_global(
+        &mut self,
+        uid: &Uid,
+        asked: &Resume,
+        max_replay: usize,
+        now: u64,
+    ) -> (ResumeInfo, Vec<(Arc<PushBatch>, u64)>) {
         let Some(g) = self.global else {
             // No sequenced message seen yet: nothing to resume from; a position no epoch has.
             let epoch = match self.announced {
@@ -1105,7 +1186,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 None => format!("{:x}-0", self.epoch_seed),
             };
             let position = Position { epoch, seq: 0 };
-            return self.answer_resume(asked, position, None, conn);
+            return self.answer_resume(asked, position, None, max_replay);
         };
         let epoch = Self::global_epoch(g.epoch);
         self.global_log(uid, g, now);
@@ -1131,25 +1212,28 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             epoch,
             seq: g.applied,
         };
-        self.answer_resume(asked, position, missed, conn)
+        self.answer_resume(asked, position, missed, max_replay)
     }
 
-    /// Queues `missed` (numbered pushes after the client's position) on `conn`, in batches
-    /// each preceded by its last number, and answers: recovered from the client's own
-    /// position, or (`missed` is `None`) not, standing at `current`.
+    /// Splits `missed` (numbered pushes after the client's position) into batches, each with
+    /// its last number, and answers: recovered from the client's own position, or (`missed`
+    /// is `None`, or longer than `max_replay`) not, standing at `current`.
     fn answer_resume(
-        &mut self,
+        &self,
         asked: &Resume,
         current: Position,
         missed: Option<Vec<(u64, Arc<Event>)>>,
-        conn: &W,
-    ) -> ResumeInfo {
+        max_replay: usize,
+    ) -> (ResumeInfo, Vec<(Arc<PushBatch>, u64)>) {
+        let missed = missed.filter(|m| m.len() <= max_replay);
         let (Resume::From(from), Some(missed)) = (asked, missed) else {
-            return ResumeInfo {
+            let info = ResumeInfo {
                 position: current,
                 recovered: false,
             };
+            return (info, Vec::new());
         };
+        let mut out = Vec::new();
         let max_batch = self.cfg.limits.message.max_batch_len.max(1);
         let max_bytes = self.cfg.limits.message.max_message_bytes / 2;
         let mut seq = from.seq;
@@ -1158,11 +1242,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         for (n, event) in missed {
             let size = estimate_event_size(&event, max_bytes);
             if !batch.is_empty() && (batch.len() >= max_batch || bytes + size > max_bytes) {
-                self.actions.push(Action::WsDeliver {
-                    conn: conn.clone(),
-                    batch: Arc::new(PushBatch::new(std::mem::take(&mut batch))),
-                    seq: Some(seq),
-                });
+                out.push((Arc::new(PushBatch::new(std::mem::take(&mut batch))), seq));
                 bytes = 0;
             }
             bytes += size;
@@ -1170,16 +1250,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             batch.push(event);
         }
         if !batch.is_empty() {
-            self.actions.push(Action::WsDeliver {
-                conn: conn.clone(),
-                batch: Arc::new(PushBatch::new(batch)),
-                seq: Some(seq),
-            });
+            out.push((Arc::new(PushBatch::new(batch)), seq));
         }
-        ResumeInfo {
+        let info = ResumeInfo {
             position: from.clone(),
             recovered: true,
-        }
+        };
+        (info, out)
     }
 
     /// A WebSocket closed. If it is still the client's current one, the client is kept for the
@@ -1214,28 +1291,75 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         ctx: C,
         now: u64,
     ) -> Result<(), ConnectError> {
-        if self.ajax_knows(uid, cid) {
-            return Ok(());
+        self.handle_ajax_handshake_resume(uid, cid, ctx, &Resume::Off, now)
+            .map(|_| ())
+    }
+
+    /// [`Core::handle_ajax_handshake`] for a client that may resume (its `resume` parameter;
+    /// see [`super::replay`]). Returns, for a resuming client (when replay is enabled and the
+    /// Ajax pushes are not in a backplane's mailboxes), what its handshake must tell it; the
+    /// pushes it missed wait for its next poll, numbered, before anything else. A client the
+    /// core knows already (it comes back within its grace period) gets them again from its
+    /// position: its numbered waiting batches are replaced by the replay, and a poll still
+    /// held for it is ended (the client has given it up: a batch answered there would be lost).
+    pub fn handle_ajax_handshake_resume(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        ctx: C,
+        asked: &Resume,
+        now: u64,
+    ) -> Result<Option<ResumeInfo>, ConnectError> {
+        let resume =
+            asked.is_on() && self.cfg.replay.enabled && !self.cfg.ajax_mailbox && !uid.is_nil();
+        let known = self.ajax_knows(uid, cid);
+        if known && !resume {
+            return Ok(None);
         }
-        self.check_limit(uid, cid)?;
+        if !known {
+            self.check_limit(uid, cid)?;
+        }
+        // A poll still held for a known client ends before the replay's flush, which would
+        // answer it.
+        if let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid))
+            && let Some(responder) = e.take_poll()
+        {
+            self.actions.push(Action::AjaxAnswer {
+                uid: uid.clone(),
+                client_id: cid.clone(),
+                conn: e.conn,
+                responder,
+                answer: PollAnswer::Timeout,
+            });
+        }
+        // Before the entry exists (as for a WebSocket): what the flush sends goes to the
+        // uid's other clients; the replay ends where the live batches start.
+        let limit = self.cfg.limits.max_pending_events_per_client;
+        let replayed = resume.then(|| self.resume_from(uid, asked, limit, now));
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let conn = self.conn_id();
         let s = self
             .uids
             .entry(uid.clone())
             .or_insert_with(|| Box::new(UidState::new()));
-        let entry = AjaxEntry {
+        let e = s.ajax.get_or_insert_with(cid, || AjaxEntry {
             conn,
             state: AjaxState::Known,
             ctx,
             queue: Queue::default(),
-        };
-        s.ajax.insert(cid.clone(), entry);
-        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+            resume: false,
+        });
+        e.conn = conn;
+        let info = replayed.map(|(info, replay)| {
+            e.resume = true;
+            e.queue.replace_numbered(replay);
+            info
+        });
         self.timer(
             now + grace,
             Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
         );
-        Ok(())
+        Ok(info)
     }
 
     /// A long-poll GET arrived. It is answered at once if pushes are waiting for the client, else
@@ -1264,6 +1388,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             state: AjaxState::Known,
             ctx: ctx.clone(),
             queue: Queue::default(),
+            resume: false,
         });
         let old_conn = e.conn;
         e.conn = conn;
@@ -1287,13 +1412,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 answer: PollAnswer::Timeout,
             });
         }
-        if let Some(batch) = first {
+        if let Some((batch, seq)) = first {
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
                 client_id: cid.clone(),
                 conn,
                 responder,
-                answer: PollAnswer::Batch(batch),
+                answer: PollAnswer::of(batch, seq),
             });
             new_timer = Some((
                 now + grace,
@@ -1344,10 +1469,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         now: u64,
     ) {
         self.handle_poll_ended(uid, cid, conn, now);
-        if let PollAnswer::Batch(b) = answer
-            && let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid))
-        {
-            e.queue.push_front(b);
+        let (batch, seq) = match answer {
+            PollAnswer::Batch(b) => (b, None),
+            PollAnswer::Numbered(b, n) => (b, Some(n)),
+            PollAnswer::Timeout | PollAnswer::Closed => return,
+        };
+        if let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) {
+            e.queue.push_front(batch, seq);
         }
     }
 
@@ -1764,7 +1892,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 });
                 let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
                 self.timer(now + grace, t);
-            } else if !e.queue.push(batch, limit) {
+            } else if !e.queue.push(batch, None, limit) {
                 dropped = Some(Transport::Ajax);
             }
         } else if let Some(e) = s.ws.get_mut(cid) {
@@ -1775,7 +1903,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     seq: None,
                 }),
                 WsState::Closed => {
-                    if !e.queue.push(batch, limit) {
+                    if !e.queue.push(batch, None, limit) {
                         dropped = Some(Transport::Ws);
                     }
                 }

@@ -6,9 +6,11 @@
 //!
 //! # Wire
 //!
-//! - The client adds the query parameter `resume` to its WebSocket handshake request: empty on
-//!   its first connection, `<epoch>:<seq>` (its position) on a reconnect. A Sente server ignores
-//!   the parameter.
+//! - The client adds the query parameter `resume` to its WebSocket handshake request and to
+//!   every Ajax GET (the handshake and the long-polls: a poll the server answers with a
+//!   handshake because it forgot the client, after its grace period, resumes too): empty on
+//!   its first connection, `<epoch>:<seq>` (its position) on a reconnect. A Sente server
+//!   ignores the parameter.
 //! - The server's handshake `[:chsk/handshake [uid nil handshake-data]]` then gets a fourth
 //!   element `{:epoch "..." :seq n :recovered bool}`: the position the client now stands at
 //!   (its own when recovered; otherwise the log's, and the client forgets its old one).
@@ -21,8 +23,25 @@
 //!   sends a replay and a live batch that overlap (it flushes what is buffered before
 //!   replaying). The marker is a frame of its own so that the batch after it stays one packed
 //!   message shared by every client of the batch.
-//! - Only WebSocket connections resume; a client whose handshake carries no resume element
-//!   (an Ajax handshake, or a server without the extension) forgets its position.
+//! - **Ajax.** A long-poll answer is one message, so a resuming Ajax client's batch carries
+//!   the marker as its first element: `[[[:chsk/seq n] ev1 ... evN] nil]` (packed once per
+//!   packer and number, [`super::PushBatch::packed_numbered`]); the client takes it off and
+//!   reads the rest as above. Batches waiting between polls merge into one answer only with
+//!   batches of the same kind (numbered with numbered, numbered up to the last one's number).
+//!   The missed pushes wait for the client's first poll after its handshake, before anything
+//!   newer. A client the server still knows (back within its Ajax grace period) is replayed
+//!   from its position too: its numbered waiting batches are replaced by the replay (an answer
+//!   written into the dead connection was lost with it), and a poll still held for it is
+//!   answered empty first. Not with a backplane's Ajax mailboxes (`sente-redis`,
+//!   `sente-nats`, on by default): those handshakes carry no resume element yet.
+//! - A client switches transports without losing its place: the position is the uid log's,
+//!   whatever carried the pushes, so an Ajax fallback resumes from the last push the
+//!   WebSocket delivered and a WebSocket probe from the last one Ajax delivered. A handshake
+//!   that recovers from an older position of the same epoch than the client's own (Ajax went
+//!   on delivering while the probe connected) leaves the client at its own, so the replay's
+//!   overlap is skipped.
+//! - A client whose handshake carries no resume element (a server without the extension)
+//!   forgets its position.
 //! - The anonymous uid (`:sente/nil-uid`, every client without a user id) never resumes: its
 //!   clients are unrelated people, so one must not read what was pushed to the others before
 //!   it connected. Its handshake carries no resume element.
@@ -476,6 +495,46 @@ mod tests {
         for value in [value, keys] {
             let got = ResumeInfo::from_value(&value).expect("read back");
             assert_eq!((got.position.seq, got.recovered), (1, false));
+        }
+    }
+
+    /// A resuming Ajax client's poll answer: the marker leads the batch, in one message; a
+    /// marker that is not a non-negative number makes the whole answer invalid.
+    #[test]
+    fn a_numbered_ajax_answer_carries_the_marker_first() {
+        use crate::envelope::{Envelope, ServerMsg};
+        use crate::event::EventId;
+        use crate::limits::Limits;
+        use crate::packer::JsonPacker;
+        use crate::server::PushBatch;
+        let ev = |n| Arc::new(Event::new(EventId::new("t/e").unwrap(), Value::Int(n)));
+        let batch = PushBatch::new(vec![ev(4), ev(5)]);
+        let packed = batch
+            .packed_numbered(&JsonPacker, 1 << 20, Some(5))
+            .unwrap();
+        assert_eq!(
+            packed.bytes.as_ref(),
+            br#"[[[":chsk/seq",5],[":t/e",4],[":t/e",5]],null]"#
+        );
+        let plain = batch.packed(&JsonPacker, 1 << 20).unwrap();
+        assert_eq!(plain.bytes.as_ref(), br#"[[[":t/e",4],[":t/e",5]],null]"#);
+        let classify = |text: &[u8]| {
+            ServerMsg::classify(Envelope::unpack(&JsonPacker, text, &Limits::default()).unwrap())
+        };
+        match classify(&packed.bytes) {
+            ServerMsg::NumberedBatch { seq, events } => {
+                assert_eq!(seq, 5);
+                assert_eq!(events.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify(&plain.bytes), ServerMsg::Batch(e) if e.len() == 2));
+        for bad in [
+            &br#"[[[":chsk/seq",-1],[":t/e",4]],null]"#[..],
+            br#"[[[":chsk/seq","x"],[":t/e",4]],null]"#,
+            br#"[[[":chsk/seq",1,2],[":t/e",4]],null]"#,
+        ] {
+            assert!(matches!(classify(bad), ServerMsg::Invalid(_)));
         }
     }
 
