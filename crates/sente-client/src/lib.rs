@@ -92,7 +92,7 @@ pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
     AjaxErrorInfo, Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind,
-    QueueConfig, RequestError, RequestFailure, SendError, State, StateChange, Transport,
+    LargeFailure, QueueConfig, RequestError, RequestFailure, SendError, State, StateChange, Transport,
     WsCloseInfo, WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};

@@ -129,7 +129,11 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         conn,
     };
     match rx.await {
-        Ok(PollAnswer::Batch(b)) => match b.packed(&*packer, max) {
+        Ok(PollAnswer::Batch(b)) => match shell
+            .large
+            .outgoing(&registry, &b, &request, &_guard.uid, &_guard.cid)
+            .packed(&*packer, max)
+        {
             Ok(p) => {
                 m.batch_sent(b.len());
                 sent(&m, packed(p))
@@ -336,7 +340,7 @@ fn span(a: &Admitted) -> tracing::Span {
 }
 
 /// Counts the bytes of a message the response carries.
-fn sent(m: &ConnMetrics, r: Response<ChskBody>) -> Response<ChskBody> {
+pub(crate) fn sent(m: &ConnMetrics, r: Response<ChskBody>) -> Response<ChskBody> {
     if r.status().is_success() {
         let n = http_body::Body::size_hint(r.body()).exact().unwrap_or(0);
         m.bytes_out.increment(n);

@@ -63,6 +63,7 @@ pub struct Builder {
     handler: Option<Arc<dyn Dispatch>>,
     shutdown: ShutdownTiming,
     recent_rejections: usize,
+    large: crate::large::LargeConfig,
 }
 
 impl Server {
@@ -91,6 +92,7 @@ impl Default for Builder {
             handler: None,
             shutdown: ShutdownTiming::default(),
             recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
+            large: crate::large::LargeConfig::default(),
         }
     }
 }
@@ -351,6 +353,16 @@ impl Builder {
         self
     }
 
+    /// Offloading of large pushes over HTTP ([`crate::large`]): clients that announce the
+    /// `large` extension (the sente-rs Rust, WASM and JS clients) fetch a push estimated over
+    /// [`LargeConfig::threshold`](crate::large::LargeConfig::threshold) (default 64 KiB) by
+    /// HTTP, so their socket stays free for small events; the app still sees one event, in
+    /// order. A plain Sente client gets it inline. `threshold(None)` turns it off.
+    pub fn large(mut self, large: crate::large::LargeConfig) -> Self {
+        self.large = large;
+        self
+    }
+
     /// How many refused requests [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections)
     /// keeps (default 64; 0 keeps none, they are still counted in
     /// [`Stats::rejected_requests`](crate::Stats::rejected_requests)).
@@ -456,6 +468,7 @@ impl Builder {
             timing,
             replies: Mutex::default(),
             unpacking: tokio::sync::Semaphore::new(crate::shell::unpack_slots()),
+            large: crate::large::Large::new(self.large),
         });
         Ok(Server::new(handle, shell))
     }

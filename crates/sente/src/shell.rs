@@ -38,6 +38,8 @@ pub(crate) struct Shell {
     pub(crate) replies: Mutex<PendingReplies>,
     /// Bounds the large messages being unpacked at once (see [`Shell::unpack`]).
     pub(crate) unpacking: tokio::sync::Semaphore,
+    /// The pushes offloaded over HTTP ([`crate::large`]).
+    pub(crate) large: crate::large::Large,
 }
 
 /// Messages at least this large are unpacked on tokio's blocking pool, not on the worker that

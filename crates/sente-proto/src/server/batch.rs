@@ -5,7 +5,8 @@ use crate::event::Event;
 use crate::packer::{PackError, Packed, Packer};
 use bytes::Bytes;
 use sente_edn::Value;
-use std::sync::{Arc, Mutex};
+use crate::large::Offloaded;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A batch `[[ev1 ev2 ...] nil]` flushed for one uid and transport (spec 5.4, 6.2).
 ///
@@ -16,6 +17,9 @@ use std::sync::{Arc, Mutex};
 pub struct PushBatch {
     events: Vec<Arc<Event>>,
     cache: Mutex<Vec<(usize, Result<PackedBytes, PackError>)>>,
+    /// The batch as clients offloading large events get it (made once, see
+    /// [`PushBatch::offloaded`]).
+    offloaded: OnceLock<Option<Offloaded>>,
 }
 
 /// A packed message as cheaply clonable bytes, shared by every connection it goes to.
@@ -48,6 +52,7 @@ impl PushBatch {
         PushBatch {
             events,
             cache: Mutex::new(Vec::new()),
+            offloaded: OnceLock::new(),
         }
     }
 
@@ -64,6 +69,17 @@ impl PushBatch {
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// The batch as a client that fetches large events by HTTP gets it ([`crate::large`]):
+    /// `make` (e.g. [`LargeStore::offload`](crate::large::LargeStore::offload)) runs the first
+    /// time any such client asks, and every later one shares its answer (`None`: nothing to
+    /// offload, the batch goes as it is).
+    pub fn offloaded(
+        &self,
+        make: impl FnOnce(&[Arc<Event>]) -> Option<Offloaded>,
+    ) -> Option<&Offloaded> {
+        self.offloaded.get_or_init(|| make(&self.events)).as_ref()
     }
 
     /// The envelope `[[ev1 ...] nil]`.
