@@ -22,7 +22,7 @@ fn ev(id: &str, data: impl Into<Value>) -> Event {
 
 /// 1 MiB of varied text (so a truncated or shuffled body cannot pass for it).
 fn big_payload() -> String {
-    (0..MIB).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect()
+    sente_test_kit::large_text(MIB)
 }
 
 fn options() -> ServerOptions {
