@@ -124,6 +124,15 @@ async fn a_1_mib_push_arrives_intact_and_in_order_on_both_transports() {
             [got[0].data(), got[2].data(), got[3].data()],
             [&Value::Int(0), &Value::Int(1), &Value::Int(2)]
         );
+        // A push to this client alone is offloaded the same way.
+        let cid = c.client_id().clone();
+        s.send_to_client(&uid, &cid, ev("test/big", format!("one-{big}")))
+            .unwrap();
+        s.send_to_client(&uid, &cid, ev("test/n", 3)).unwrap();
+        let e = push_of(next_push(&mut events).await);
+        assert_eq!(e.data().as_str(), Some(format!("one-{big}").as_str()));
+        let e = push_of(next_push(&mut events).await);
+        assert_eq!(e.data(), &Value::Int(3));
         c.disconnect();
     }
 }
@@ -339,4 +348,27 @@ async fn a_failed_fetch_is_an_error_event_in_its_place() {
     let e = push_of(next_push(&mut events).await);
     assert_eq!((e.id().as_str(), e.data()), ("test/n", &Value::Int(1)));
     c.disconnect();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_store_bound_a_push_goes_inline() {
+    let server = TestServer::spawn(ServerOptions {
+        large: Some(
+            sente::large::LargeConfig::default().max_stored_bytes(MIB + MIB / 2),
+        ),
+        ..options()
+    })
+    .await
+    .unwrap();
+    let s = sente(&server);
+    let big = big_payload();
+    let uid = Uid::from("large-bound");
+    let mut ws = raw_ws(&server, "large-bound", "bound", Some("large")).await;
+    s.send(&uid, ev("test/big", format!("1{big}"))).unwrap();
+    s.send_flush(&uid, ev("test/big", format!("2{big}"))).unwrap();
+    let (got, _) = events_of(&mut ws, 2).await;
+    assert_eq!(got[0].id().as_str(), "chsk/large");
+    assert_eq!(got[1].id().as_str(), "test/big");
+    assert_eq!(got[1].data().as_str(), Some(format!("2{big}").as_str()));
+    let _ = ws.close(None).await;
 }

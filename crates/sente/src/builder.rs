@@ -63,7 +63,8 @@ pub struct Builder {
     handler: Option<Arc<dyn Dispatch>>,
     shutdown: ShutdownTiming,
     recent_rejections: usize,
-    large: crate::large::LargeConfig,
+    /// `None`: the default for the backplane (see [`Builder::large`]).
+    large: Option<crate::large::LargeConfig>,
 }
 
 impl Server {
@@ -92,7 +93,7 @@ impl Default for Builder {
             handler: None,
             shutdown: ShutdownTiming::default(),
             recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
-            large: crate::large::LargeConfig::default(),
+            large: None,
         }
     }
 }
@@ -358,8 +359,12 @@ impl Builder {
     /// [`LargeConfig::threshold`](crate::large::LargeConfig::threshold) (default 64 KiB) by
     /// HTTP, so their socket stays free for small events; the app still sees one event, in
     /// order. A plain Sente client gets it inline. `threshold(None)` turns it off.
+    ///
+    /// The event is stored on the node that pushed it, so its fetch must reach that node: on
+    /// by default without a [`Builder::backplane`], off by default with one (turn it on when
+    /// the load balancer keeps each client on one node, e.g. sticky sessions).
     pub fn large(mut self, large: crate::large::LargeConfig) -> Self {
-        self.large = large;
+        self.large = Some(large);
         self
     }
 
@@ -438,6 +443,11 @@ impl Builder {
     /// handler that captures a [`ServerHandle`](crate::ServerHandle) makes no cycle.
     fn assemble(self, handler: Option<Arc<dyn Dispatch>>) -> Result<Server, BuildError> {
         let packer = self.check()?;
+        // A fetch must reach the node that stored the event: on by default on one node only.
+        let large = self.large.unwrap_or_else(|| match self.backplane {
+            None => crate::large::LargeConfig::default(),
+            Some(_) => crate::large::LargeConfig::default().threshold(None),
+        });
         let backplane = self
             .backplane
             .unwrap_or_else(|| Arc::new(LocalBackplane::new()));
@@ -468,7 +478,7 @@ impl Builder {
             timing,
             replies: Mutex::default(),
             unpacking: tokio::sync::Semaphore::new(crate::shell::unpack_slots()),
-            large: crate::large::Large::new(self.large),
+            large: crate::large::Large::new(large),
         });
         Ok(Server::new(handle, shell))
     }
