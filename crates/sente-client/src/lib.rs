@@ -92,8 +92,8 @@ pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
     AjaxErrorInfo, Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind,
-    LargeFailure, QueueConfig, RequestError, RequestFailure, SendError, State, StateChange, Transport,
-    WsCloseInfo, WsErrorInfo,
+    LargeFailure, QueueConfig, RequestError, RequestFailure, SendError, State, StateChange,
+    Transport, WsCloseInfo, WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
 pub use sente_proto::{EnvelopeError, PackError, UnpackError};

@@ -391,7 +391,10 @@ mod tests {
     }
 
     fn small() -> Arc<Event> {
-        Arc::new(Event::new(EventId::new("app/small").unwrap(), Value::Int(1)))
+        Arc::new(Event::new(
+            EventId::new("app/small").unwrap(),
+            Value::Int(1),
+        ))
     }
 
     fn ids() -> impl FnMut() -> String {
@@ -438,8 +441,11 @@ mod tests {
         let got: Vec<&str> = off.batch.events().iter().map(|e| e.id().as_str()).collect();
         assert_eq!(got, ["app/small", ids::LARGE, "app/small"]);
         // The same event in another batch (another uid of a fan-out) is not stored again.
-        let (off2, counts) = store.offload(&[b.clone()], 1, &mut next);
-        assert_eq!((counts.stored, off2.unwrap().ids), (0, vec!["id1".to_owned()]));
+        let (off2, counts) = store.offload(std::slice::from_ref(&b), 1, &mut next);
+        assert_eq!(
+            (counts.stored, off2.unwrap().ids),
+            (0, vec!["id1".to_owned()])
+        );
         assert_eq!(store.len(), 1);
         assert!(store.offload(&[s], 1, &mut next).0.is_none());
     }
@@ -453,16 +459,28 @@ mod tests {
         let off = off.unwrap();
         store.grant(&off.ids, &u, &a);
         let id = &off.ids[0];
-        assert_eq!(store.fetch(id, &v, &a, 1).err(), Some(FetchError::Forbidden));
-        assert_eq!(store.fetch(id, &u, &b, 1).err(), Some(FetchError::Forbidden));
-        assert_eq!(store.fetch("nope", &u, &a, 1).err(), Some(FetchError::Unknown));
+        assert_eq!(
+            store.fetch(id, &v, &a, 1).err(),
+            Some(FetchError::Forbidden)
+        );
+        assert_eq!(
+            store.fetch(id, &u, &b, 1).err(),
+            Some(FetchError::Forbidden)
+        );
+        assert_eq!(
+            store.fetch("nope", &u, &a, 1).err(),
+            Some(FetchError::Unknown)
+        );
         let body = store.fetch(id, &u, &a, 1).unwrap();
         assert_eq!(body.events()[0].id().as_str(), "app/big");
         assert_eq!(store.fetch(id, &u, &a, 1).err(), Some(FetchError::Fetched));
         store.grant(&off.ids, &u, &a);
         assert!(store.fetch(id, &u, &a, 2).is_ok());
         store.grant(&off.ids, &u, &b);
-        assert_eq!(store.fetch(id, &u, &b, 60_000).err(), Some(FetchError::Unknown));
+        assert_eq!(
+            store.fetch(id, &u, &b, 60_000).err(),
+            Some(FetchError::Unknown)
+        );
         assert_eq!((store.len(), store.stored_bytes()), (0, 0));
     }
 

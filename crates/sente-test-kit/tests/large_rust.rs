@@ -49,7 +49,7 @@ async fn next_push(events: &mut sente_client::EventStream) -> ClientEvent {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match events.next().await {
-                Some(e @ ClientEvent::Push(_)) | Some(e @ ClientEvent::LargeFailed(_)) => {
+                Some(e @ (ClientEvent::Push(_) | ClientEvent::LargeFailed(_))) => {
                     return e;
                 }
                 Some(_) => {}
@@ -143,13 +143,10 @@ async fn raw_ws(
     uid: &str,
     cid: &str,
     ext: Option<&str>,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
-{
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let ws_url = server.url().replacen("http://", "ws://", 1);
-    let mut url = format!("{ws_url}?client-id={cid}&uid={uid}&csrf-token={CSRF_TOKEN}");
-    if let Some(ext) = ext {
-        url.push_str(&format!("&ext={ext}"));
-    }
+    let ext = ext.map(|e| format!("&ext={e}")).unwrap_or_default();
+    let url = format!("{ws_url}?client-id={cid}&uid={uid}&csrf-token={CSRF_TOKEN}{ext}");
     let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     cfg.max_message_size = Some(8 * MIB);
     cfg.max_frame_size = Some(8 * MIB);
@@ -185,7 +182,8 @@ fn batch(frame: &str) -> Vec<Event> {
         &EdnPacker,
         frame.as_bytes(),
         &Limits::default().max_message_bytes(8 * MIB),
-    ).unwrap();
+    )
+    .unwrap();
     match ServerMsg::classify(env) {
         ServerMsg::Batch(events) => events,
         other => panic!("not a batch: {other:?}"),
@@ -255,9 +253,12 @@ async fn the_socket_carries_a_reference_and_only_its_client_fetches_it_once() {
         .unwrap();
     assert_eq!(status, 403);
     // An unknown id.
-    let (status, _) = raw::get(&fetch("large-raw", "raw-ext", "0123456789abcdef"), CSRF_TOKEN)
-        .await
-        .unwrap();
+    let (status, _) = raw::get(
+        &fetch("large-raw", "raw-ext", "0123456789abcdef"),
+        CSRF_TOKEN,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 404);
     // The client it went to gets the event, as a one-event batch, once.
     let (status, body) = raw::get(&fetch("large-raw", "raw-ext", &id), CSRF_TOKEN)
@@ -303,7 +304,10 @@ async fn small_pushes_are_not_held_up_while_another_client_fetches() {
         assert_eq!(e.data(), &Value::Int(i));
     }
     let (got, largest) = events_of(&mut holder, 25).await;
-    assert!(largest < 4096, "the holder's socket carried {largest} bytes");
+    assert!(
+        largest < 4096,
+        "the holder's socket carried {largest} bytes"
+    );
     let ids: Vec<&str> = got.iter().map(|e| e.id().as_str()).collect();
     assert_eq!(ids[..5], ["chsk/large"; 5]);
     assert!(ids[5..].iter().all(|id| *id == "test/n"));
@@ -353,9 +357,7 @@ async fn a_failed_fetch_is_an_error_event_in_its_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_store_bound_a_push_goes_inline() {
     let server = TestServer::spawn(ServerOptions {
-        large: Some(
-            sente::large::LargeConfig::default().max_stored_bytes(MIB + MIB / 2),
-        ),
+        large: Some(sente::large::LargeConfig::default().max_stored_bytes(MIB + MIB / 2)),
         ..options()
     })
     .await
@@ -365,7 +367,8 @@ async fn over_the_store_bound_a_push_goes_inline() {
     let uid = Uid::from("large-bound");
     let mut ws = raw_ws(&server, "large-bound", "bound", Some("large")).await;
     s.send(&uid, ev("test/big", format!("1{big}"))).unwrap();
-    s.send_flush(&uid, ev("test/big", format!("2{big}"))).unwrap();
+    s.send_flush(&uid, ev("test/big", format!("2{big}")))
+        .unwrap();
     let (got, _) = events_of(&mut ws, 2).await;
     assert_eq!(got[0].id().as_str(), "chsk/large");
     assert_eq!(got[1].id().as_str(), "test/big");

@@ -122,7 +122,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     }
     let _live = registry.live();
     let _open = crate::metrics::Open::new(Transport::Ajax, registry.meters());
-    let _guard = PollGuard {
+    let guard = PollGuard {
         registry: registry.clone(),
         uid,
         cid,
@@ -131,7 +131,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     match rx.await {
         Ok(PollAnswer::Batch(b)) => match shell
             .large
-            .outgoing(&registry, &b, &request, &_guard.uid, &_guard.cid)
+            .outgoing(registry.now(), &b, &request, &guard.uid, &guard.cid)
             .packed(&*packer, max)
         {
             Ok(p) => {
@@ -147,6 +147,40 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
             sent(&m, envelope(&*packer, message::ajax_reply(None), max))
         }
         Ok(PollAnswer::Closed) => plain(StatusCode::GONE, "Connection closed by the server"),
+    }
+}
+
+/// `GET ?large=<id>` (admitted like a poll): an offloaded push ([`crate::large`]) as a
+/// one-event batch, packed with the client's packer (once per packer, however many clients
+/// fetch it); `404` unknown or expired, `403` not sent to this client, `410` fetched already.
+pub(crate) fn large(shell: &Shell, a: &Admitted) -> Response<ChskBody> {
+    let _span = span(a).entered();
+    let registry = shell.registry();
+    let id = a
+        .request
+        .param(sente_proto::large::PARAM)
+        .unwrap_or_default();
+    let body = match shell.large.fetch(id, &a.uid, &a.client_id, registry.now()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(error = %e, "large event fetch refused");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND);
+            return plain(status, e.to_string());
+        }
+    };
+    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), registry.meters());
+    match body.packed(&*a.packer, shell.max_message()) {
+        Ok(p) => {
+            m.batch_sent(body.len());
+            sent(&m, packed(p))
+        }
+        Err(e) => {
+            registry.count_dropped_push(&e, 1);
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("The event could not be packed: {e}"),
+            )
+        }
     }
 }
 
@@ -340,7 +374,7 @@ fn span(a: &Admitted) -> tracing::Span {
 }
 
 /// Counts the bytes of a message the response carries.
-pub(crate) fn sent(m: &ConnMetrics, r: Response<ChskBody>) -> Response<ChskBody> {
+fn sent(m: &ConnMetrics, r: Response<ChskBody>) -> Response<ChskBody> {
     if r.status().is_success() {
         let n = http_body::Body::size_hint(r.body()).exact().unwrap_or(0);
         m.bytes_out.increment(n);

@@ -13,15 +13,9 @@
 //! and its kin, [`ServerHandle::send_to_client`](crate::ServerHandle::send_to_client), the
 //! replays of the resume extension); replies to a client's requests always go inline.
 
-use crate::ajax::sent;
-use crate::metrics::ConnMetrics;
-use crate::registry::Registry;
 use crate::request::ChskRequest;
-use crate::response::{ChskBody, packed, plain};
-use crate::shell::{Admitted, Shell};
-use http::{Response, StatusCode};
-use sente_proto::large::{self, LargeStore};
-use sente_proto::server::{PushBatch, Transport};
+use sente_proto::large::{self, FetchError, LargeStore};
+use sente_proto::server::PushBatch;
 use sente_proto::{ClientId, Uid};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -49,7 +43,7 @@ impl Large {
     /// references when the client announced the extension (and allowed to fetch them).
     pub(crate) fn outgoing(
         &self,
-        registry: &Registry,
+        now: u64,
         b: &Arc<PushBatch>,
         request: &ChskRequest,
         uid: &Uid,
@@ -59,9 +53,9 @@ impl Large {
             return b.clone();
         }
         let off = b.offloaded(|events| {
-            let (off, counts) = self.lock().offload(events, registry.now(), || {
-                uuid::Uuid::new_v4().simple().to_string()
-            });
+            let (off, counts) = self
+                .lock()
+                .offload(events, now, || uuid::Uuid::new_v4().simple().to_string());
             crate::metrics::large_offloaded(counts);
             off
         });
@@ -73,48 +67,22 @@ impl Large {
             None => b.clone(),
         }
     }
+
+    /// Client `cid` of `uid` fetches `id` (see [`LargeStore::fetch`]), counted by result.
+    pub(crate) fn fetch(
+        &self,
+        id: &str,
+        uid: &Uid,
+        cid: &ClientId,
+        now: u64,
+    ) -> Result<Arc<PushBatch>, FetchError> {
+        let got = self.lock().fetch(id, uid, cid, now);
+        crate::metrics::large_fetch(got.as_ref().map_or_else(|e| e.as_str(), |_| "ok"));
+        got
+    }
 }
 
 /// Whether a GET is a fetch of an offloaded event (`large` parameter).
 pub(crate) fn is_fetch(request: &ChskRequest) -> bool {
     request.param(large::PARAM).is_some()
-}
-
-/// `GET ?large=<id>` (admitted like an Ajax poll): the event as a one-event batch, packed with
-/// the client's packer; `404` unknown or expired, `403` not sent to this client, `410`
-/// fetched already.
-pub(crate) async fn fetch(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
-    let registry = shell.registry();
-    let id = a.request.param(large::PARAM).unwrap_or_default();
-    let got = shell
-        .large
-        .lock()
-        .fetch(id, &a.uid, &a.client_id, registry.now());
-    let body = match got {
-        Ok(b) => b,
-        Err(e) => {
-            crate::metrics::large_fetch(e.as_str());
-            tracing::debug!(uid = %a.uid, client_id = %a.client_id, error = %e,
-                "large event fetch refused");
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND);
-            return plain(status, e.to_string());
-        }
-    };
-    crate::metrics::large_fetch("ok");
-    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), registry.meters());
-    // Packed once per packer, however many clients fetch it.
-    match body.packed(&*a.packer, shell.max_message()) {
-        Ok(p) => {
-            m.batch_sent(body.len());
-            sent(&m, packed(p))
-        }
-        Err(e) => {
-            registry.count_dropped_push(&e, 1);
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("The event could not be packed: {e}"),
-            )
-        }
-    }
 }

@@ -165,9 +165,7 @@ where
             .uri()
             .query()
             .is_some_and(|q| q.starts_with("large=") || q.contains("&large="));
-    if registry.is_stopped()
-        || (registry.is_closing() && req.method() != Method::POST && !fetch)
-    {
+    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST && !fetch) {
         let mut r = reject(
             registry.meters(),
             StatusCode::SERVICE_UNAVAILABLE,
@@ -216,7 +214,7 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     if ws {
         ws::accept(shell, admitted, on_upgrade, ws_key)
     } else if crate::large::is_fetch(&admitted.request) {
-        crate::large::fetch(shell, admitted).await
+        ajax::large(&shell, &admitted)
     } else {
         ajax::get(shell, admitted).await
     }

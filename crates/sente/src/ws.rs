@@ -478,7 +478,13 @@ impl WsConn {
                     Out::Batch(b, seq) => match self
                         .shell
                         .large
-                        .outgoing(&registry, &b, &self.request, &self.uid, &self.client_id)
+                        .outgoing(
+                            registry.now(),
+                            &b,
+                            &self.request,
+                            &self.uid,
+                            &self.client_id,
+                        )
                         .packed(&*self.packer, max)
                     {
                         Ok(p) => {

@@ -45,7 +45,6 @@ pub use machine::{
 };
 pub use state::{
     AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, LargeFailure,
-    RequestError,
-    RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
+    RequestError, RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 pub use url::{ChskUrl, InvalidUrl};

@@ -2,10 +2,10 @@
 
 use crate::envelope::Envelope;
 use crate::event::Event;
+use crate::large::Offloaded;
 use crate::packer::{PackError, Packed, Packer};
 use bytes::Bytes;
 use sente_edn::Value;
-use crate::large::Offloaded;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// A batch `[[ev1 ev2 ...] nil]` flushed for one uid and transport (spec 5.4, 6.2).

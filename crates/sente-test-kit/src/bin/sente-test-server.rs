@@ -162,7 +162,11 @@ fn push(server: &TestServer, body: &str) -> Result<String, String> {
                 let n = usize::try_from(n).map_err(|e| e.to_string())?;
                 sente_proto::Value::Str(sente_test_kit::large_text(n.min(8 << 20)))
             }
-            other => return Err(format!("integers, strings and {{\"large\": n}} only, not {other}")),
+            other => {
+                return Err(format!(
+                    "integers, strings and {{\"large\": n}} only, not {other}"
+                ));
+            }
         };
         handle
             .send_flush(&uid, sente_proto::Event::new(id.clone(), value))
