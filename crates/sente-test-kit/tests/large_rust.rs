@@ -375,3 +375,76 @@ async fn over_the_store_bound_a_push_goes_inline() {
     assert_eq!(got[1].data().as_str(), Some(format!("2{big}").as_str()));
     let _ = ws.close(None).await;
 }
+
+/// Measurement for BENCHMARKS.md ("Large pushes"), not a check: how long a request's reply
+/// takes on a WebSocket that just got 8 pushes of 1 MiB, with the extension (references on
+/// the socket, bodies fetched by HTTP) and without (the bodies inline), side by side, rounds
+/// alternating. Run with
+/// `cargo test -p sente-test-kit --test large_rust -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_reply_latency_behind_large_pushes() {
+    const ROUNDS: usize = 15;
+    const PUSHES: usize = 8;
+    let server = TestServer::spawn(ServerOptions {
+        max_message_bytes: 16 * MIB,
+        ..options()
+    })
+    .await
+    .unwrap();
+    let s = sente(&server);
+    let big = big_payload();
+    let mut results: Vec<(bool, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut clients = Vec::new();
+    for large in [true, false] {
+        let name = format!("measure-{large}");
+        let c = client(&server, &name, Kind::Ws)
+            .large(large)
+            .limits(Limits::default().max_message_bytes(16 * MIB))
+            .event_buffer(4096)
+            .connect()
+            .unwrap();
+        let mut events = c.events();
+        opened(&mut events).await;
+        clients.push((large, Uid::from(name.as_str()), c, events));
+        results.push((large, Vec::new(), Vec::new()));
+    }
+    for _ in 0..ROUNDS {
+        for (i, (_, uid, c, events)) in clients.iter_mut().enumerate() {
+            let t0 = std::time::Instant::now();
+            for _ in 0..PUSHES {
+                s.send(uid, ev("test/big", big.as_str())).unwrap();
+            }
+            s.flush(uid);
+            let reply = c
+                .request(ev("demo/echo", 1), Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(reply, Value::Int(1));
+            let replied = t0.elapsed().as_secs_f64() * 1000.0;
+            for _ in 0..PUSHES {
+                let e = push_of(next_push(events).await);
+                assert_eq!(e.data().as_str().map(str::len), Some(MIB));
+            }
+            let all = t0.elapsed().as_secs_f64() * 1000.0;
+            results[i].1.push(replied);
+            results[i].2.push(all);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (large, replied, all) in &mut results {
+        println!(
+            "large={large}: reply after {PUSHES} x 1 MiB pushes: median {:.1} ms (max {:.1}); \
+             all {PUSHES} pushes delivered: median {:.1} ms",
+            median(replied),
+            replied.last().copied().unwrap_or_default(),
+            median(all)
+        );
+    }
+    for (_, _, c, _) in clients {
+        c.disconnect();
+    }
+}
