@@ -377,14 +377,15 @@ async fn over_the_store_bound_a_push_goes_inline() {
 }
 
 /// Measurement for BENCHMARKS.md ("Large pushes"), not a check: how long a request's reply
-/// takes on a WebSocket that just got 8 pushes of 1 MiB, with the extension (references on
-/// the socket, bodies fetched by HTTP) and without (the bodies inline), side by side, rounds
-/// alternating. Run with
+/// takes on a WebSocket that just got 8 pushes of 1 MiB, and when the 8 pushes are all
+/// delivered, with the extension (references on the socket, bodies fetched by HTTP) and
+/// without (the bodies inline), side by side, rounds alternating; over plain loopback, then
+/// through the test proxy limited to 10 MiB/s downstream (all connections sharing it). Run with
 /// `cargo test -p sente-test-kit --test large_rust -- --ignored --nocapture measure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run by hand"]
 async fn measure_reply_latency_behind_large_pushes() {
-    const ROUNDS: usize = 15;
+    const ROUNDS: usize = 9;
     const PUSHES: usize = 8;
     let server = TestServer::spawn(ServerOptions {
         max_message_bytes: 16 * MIB,
@@ -394,7 +395,6 @@ async fn measure_reply_latency_behind_large_pushes() {
     .unwrap();
     let s = sente(&server);
     let big = big_payload();
-    let mut results: Vec<(bool, Vec<f64>, Vec<f64>)> = Vec::new();
     let mut clients = Vec::new();
     for large in [true, false] {
         let name = format!("measure-{large}");
@@ -407,43 +407,46 @@ async fn measure_reply_latency_behind_large_pushes() {
         let mut events = c.events();
         opened(&mut events).await;
         clients.push((large, Uid::from(name.as_str()), c, events));
-        results.push((large, Vec::new(), Vec::new()));
-    }
-    for _ in 0..ROUNDS {
-        for (i, (_, uid, c, events)) in clients.iter_mut().enumerate() {
-            let t0 = std::time::Instant::now();
-            for _ in 0..PUSHES {
-                s.send(uid, ev("test/big", big.as_str())).unwrap();
-            }
-            s.flush(uid);
-            let reply = c
-                .request(ev("demo/echo", 1), Duration::from_secs(30))
-                .await
-                .unwrap();
-            assert_eq!(reply, Value::Int(1));
-            let replied = t0.elapsed().as_secs_f64() * 1000.0;
-            for _ in 0..PUSHES {
-                let e = push_of(next_push(events).await);
-                assert_eq!(e.data().as_str().map(str::len), Some(MIB));
-            }
-            let all = t0.elapsed().as_secs_f64() * 1000.0;
-            results[i].1.push(replied);
-            results[i].2.push(all);
-        }
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for (large, replied, all) in &mut results {
-        println!(
-            "large={large}: reply after {PUSHES} x 1 MiB pushes: median {:.1} ms (max {:.1}); \
-             all {PUSHES} pushes delivered: median {:.1} ms",
-            median(replied),
-            replied.last().copied().unwrap_or_default(),
-            median(all)
-        );
+    for rate in [None, Some(10 * MIB as u64)] {
+        server.proxy().limit_rate(rate);
+        let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 2];
+        for _ in 0..ROUNDS {
+            for (i, (_, uid, c, events)) in clients.iter_mut().enumerate() {
+                let t0 = std::time::Instant::now();
+                for _ in 0..PUSHES {
+                    s.send(uid, ev("test/big", big.as_str())).unwrap();
+                }
+                s.flush(uid);
+                let reply = c
+                    .request(ev("demo/echo", 1), Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                assert_eq!(reply, Value::Int(1));
+                results[i].0.push(t0.elapsed().as_secs_f64() * 1000.0);
+                for _ in 0..PUSHES {
+                    let e = push_of(next_push(events).await);
+                    assert_eq!(e.data().as_str().map(str::len), Some(MIB));
+                }
+                results[i].1.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        let link = rate.map_or("loopback".to_owned(), |r| format!("{} MiB/s", r >> 20));
+        for ((large, ..), (replied, all)) in clients.iter().zip(&mut results) {
+            println!(
+                "{link}, large={large}: reply behind {PUSHES} x 1 MiB: median {:.0} ms \
+                 (max {:.0}); all {PUSHES} delivered: median {:.0} ms",
+                median(replied),
+                replied.last().copied().unwrap_or_default(),
+                median(all)
+            );
+        }
     }
+    server.proxy().limit_rate(None);
     for (_, _, c, _) in clients {
         c.disconnect();
     }

@@ -153,8 +153,12 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
 /// `GET ?large=<id>` (admitted like a poll): an offloaded push ([`crate::large`]) as a
 /// one-event batch, packed with the client's packer (once per packer, however many clients
 /// fetch it); `404` unknown or expired, `403` not sent to this client, `410` fetched already.
-pub(crate) fn large(shell: &Shell, a: &Admitted) -> Response<ChskBody> {
-    let _span = span(a).entered();
+pub(crate) async fn large(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
+    let span = span(&a);
+    large_admitted(shell, a).instrument(span).await
+}
+
+async fn large_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     let registry = shell.registry();
     let id = a
         .request
@@ -169,18 +173,28 @@ pub(crate) fn large(shell: &Shell, a: &Admitted) -> Response<ChskBody> {
         }
     };
     let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), registry.meters());
-    match body.packed(&*a.packer, shell.max_message()) {
-        Ok(p) => {
+    // Packed off the workers that serve connections (on the blocking pool, like the decoding
+    // of a large message): an offloaded body is large by definition.
+    let (packer, max, b) = (a.packer.clone(), shell.max_message(), body.clone());
+    let done = shell
+        .unpack(usize::MAX, move || b.packed(&*packer, max))
+        .await;
+    match done {
+        Some(Ok(p)) => {
             m.batch_sent(body.len());
             sent(&m, packed(p))
         }
-        Err(e) => {
+        Some(Err(e)) => {
             registry.count_dropped_push(&e, 1);
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("The event could not be packed: {e}"),
             )
         }
+        None => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The event could not be packed",
+        ),
     }
 }
 

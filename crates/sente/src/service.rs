@@ -214,7 +214,7 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     if ws {
         ws::accept(shell, admitted, on_upgrade, ws_key)
     } else if crate::large::is_fetch(&admitted.request) {
-        ajax::large(&shell, &admitted)
+        ajax::large(shell, admitted).await
     } else {
         ajax::get(shell, admitted).await
     }

@@ -54,7 +54,8 @@ pub(crate) fn unpack_slots() -> usize {
 }
 
 impl Shell {
-    /// Runs `unpack` (a message's decoding, `len` bytes) where it cannot stall other clients:
+    /// Runs `unpack` (a message's decoding, `len` bytes; or a large body's packing) where it
+    /// cannot stall other clients:
     /// in place for a small message, on the blocking pool for a large one (at most
     /// [`unpack_slots`] at a time). `None` if the decoder panicked (decoders do not; the caller
     /// treats it as a message that could not be unpacked).
