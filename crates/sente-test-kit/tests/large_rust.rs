@@ -451,3 +451,50 @@ async fn measure_reply_latency_behind_large_pushes() {
         c.disconnect();
     }
 }
+
+/// Measurement for BENCHMARKS.md, the socket alone: a raw WebSocket client (which fetches
+/// nothing) sends a request right after 8 pushes of 1 MiB, through the test proxy limited to
+/// 10 MiB/s; when its reply frame arrives, with the extension announced and without, median
+/// of 5 rounds each, alternating. Run with
+/// `cargo test -p sente-test-kit --test large_rust -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_raw_reply_behind_large_pushes() {
+    let server = TestServer::spawn(ServerOptions {
+        max_message_bytes: 16 * MIB,
+        ..options()
+    })
+    .await
+    .unwrap();
+    let s = sente(&server);
+    let big = big_payload();
+    server.proxy().limit_rate(Some(10 * MIB as u64));
+    let mut times: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..10 {
+        let ext = (round % 2 == 0).then_some("large");
+        let cid = format!("raw-measure-{round}");
+        let mut ws = raw_ws(&server, "raw-measure", &cid, ext).await;
+        let uid = Uid::from("raw-measure");
+        let t0 = std::time::Instant::now();
+        for _ in 0..8 {
+            s.send(&uid, ev("test/big", big.as_str())).unwrap();
+        }
+        s.flush(&uid);
+        ws.send(Message::Text("[[:demo/echo 1] \"cb1\"]".into()))
+            .await
+            .unwrap();
+        while !next_frame(&mut ws).await.ends_with("\"cb1\"]") {}
+        times[round % 2].push(t0.elapsed().as_millis());
+        let _ = ws.close(None).await;
+    }
+    for (ext, t) in ["large", "none"].iter().zip(&mut times) {
+        t.sort_unstable();
+        println!(
+            "raw client, ext={ext}, 10 MiB/s: reply behind 8 x 1 MiB: median {} ms (min {}, max {})",
+            t[t.len() / 2],
+            t[0],
+            t[t.len() - 1]
+        );
+    }
+    server.proxy().limit_rate(None);
+}
