@@ -220,6 +220,15 @@ export interface ChannelSocketOptions {
    */
   resume?: boolean;
   /**
+   * Fetch large pushes by HTTP (sente-rs extension `large`; a Sente server ignores it): a push
+   * the server offloads (over its threshold, 64 KiB by default) comes as a small reference and
+   * is fetched with one GET (same credentials, CSRF token and params as the long-poll), so the
+   * socket stays free for small events. Handlers still see one event, in order: the pushes
+   * after it wait until it is fetched; a failed fetch is the event `chsk/large-failed`.
+   * Default true.
+   */
+  large?: boolean;
+  /**
    * Extra HTTP headers (e.g. `Origin` in Node), sent on Ajax requests and on the WebSocket
    * handshake. For the handshake the constructor is called as `new WebSocket(url, [], { headers })`,
    * which Node's `ws` understands; browsers ignore it (and drop forbidden headers from fetch).
@@ -266,6 +275,15 @@ export interface ChskEvents {
   /** A send failed after send() returned true, or overflowed the queue. Not delivered to "*". */
   "chsk/send-failed": SendFailed;
   "send-failed": SendFailed;
+  /** A push the server offloaded (option `large`) could not be fetched, in its place. */
+  "chsk/large-failed": LargeFailed;
+}
+
+/** Data of `chsk/large-failed`: the server's id of the event, its announced size, and why. */
+export interface LargeFailed {
+  id: string;
+  size: number;
+  reason: string;
 }
 
 export type Handler<D = any> = (data: D, id: string) => void;

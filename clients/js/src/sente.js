@@ -187,6 +187,7 @@ export class ChannelSocket {
       credentials: "include",
       autoConnect: true,
       resume: true,
+      large: true,
       ...opts,
     });
     const p = (this._p = o.packer == "json" ? JSON_PACKER : o.packer);
@@ -211,6 +212,7 @@ export class ChannelSocket {
     this._rq = new Map(); // event id -> server request handler (extension "req")
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
     this._q = []; // queued sends/requests while closed
+    this._held = []; // pushes behind a large event being fetched: {f} once ready (extension "large")
     this._rd = []; // ready() waiters: [resolve, reject]
     this._stopped = false; // disconnect() called (until the next connect())
     this._attempt = 0;
@@ -422,10 +424,11 @@ export class ChannelSocket {
     return v == null || v === "" ? null : String(v);
   }
 
-  // With a request handler, `ext=req` announces server-to-client requests.
-  _params() {
-    const p = Object.entries(this.opts.params || {});
-    return this._rq.size ? [...p, ["ext", "req"]] : p;
+  // `ext`: `req` (server-to-client requests) with a request handler, `large` (large pushes
+  // fetched by HTTP) unless `large: false`.
+  _params(x) {
+    x = [this._rq.size && "req", this.opts.large && "large"].filter(Boolean) + "";
+    return [...Object.entries(this.opts.params || {}), ["ext", x || null]];
   }
 
   // Whether `p` is a handshake `[:chsk/handshake ...]` (packer.kw: the name of a keyword).
@@ -817,10 +820,33 @@ export class ChannelSocket {
     if (r && n != null) (i = r[1] + batch.length - n), (r[1] = Math.max(r[1], n));
     else this._pos = null;
     for (const e of batch.slice(Math.max(0, i))) {
-      const id = isArr(e) && this._p.kw(e[0]);
-      if (id == "chsk/req") this._serve(e[1]);
-      else if (/^(?!chsk\/)[^/]+\/./.test(id)) this._emit(id, this._p.val(e[1] ?? null));
+      const h = this._held;
+      if (this.opts.large && isArr(e) && this._p.kw(e[0]) == "chsk/large") this._large(this._p.val(e[1]) || {});
+      else h.length ? h.push({ f: () => this._ev(e) }) : this._ev(e);
     }
+  }
+
+  _ev(e) {
+    const id = isArr(e) && this._p.kw(e[0]);
+    if (id == "chsk/req") this._serve(e[1]);
+    else if (/^(?!chsk\/)[^/]+\/./.test(id)) this._emit(id, this._p.val(e[1] ?? null));
+  }
+
+  // `[:chsk/large {:id :size}]`: GET the event (as a one-event batch) in its place; the pushes
+  // after it wait. A failure is `chsk/large-failed` {id, size, reason}.
+  _large({ id, size }, s = {}) {
+    this._held.push(s);
+    const url = this._http + this._query([...this._params(), ["udt", now()], ["client-id", this.clientId], ["large", id]]);
+    this._fetch(url, { method: "GET" }, this.opts.ajaxTimeoutMs)
+      .then((r) => {
+        const e = r.ok && this._unpack(r.text)?.[0]?.[0];
+        if (!isArr(e)) throw "HTTP " + r.status + ": " + r.text.slice(0, 256);
+        s.f = () => this._ev(e);
+      })
+      .catch((x) => (s.f = () => this._emit("chsk/large-failed", { id, size, reason: String(x?.message ?? x) })))
+      .then(() => {
+        while (this._held[0]?.f) this._held.shift().f();
+      });
   }
 
   // A server request `[id [ev-id data]]`: the handler's value (or promise) goes back as

@@ -260,6 +260,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Fetch large pushes by HTTP (default on; sente-rs servers): a push the server offloads
+    /// (over its `large` threshold, default 64 KiB) comes as a small reference that this
+    /// client fetches with one GET (same credentials as an Ajax poll), so the socket stays
+    /// free for small events; the app still sees one [`ClientEvent::Push`](crate::ClientEvent::Push),
+    /// in order (later pushes wait for it), or [`ClientEvent::LargeFailed`](crate::ClientEvent::LargeFailed)
+    /// when the fetch fails. Harmless against a Sente server.
+    pub fn large(mut self, on: bool) -> Self {
+        self.config.large = on;
+        self
+    }
+
     /// Queue sends and requests made while (re)connecting, at most `max_len` of them for at
     /// most `max_wait` each, instead of failing them at once with `Closed` (off by default).
     pub fn queue_while_connecting(mut self, max_len: usize, max_wait: Duration) -> Self {

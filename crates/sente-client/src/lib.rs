@@ -34,6 +34,12 @@
 //! answered `"no-handler"`. Without a handler the client never announces it, and the server
 //! never asks.
 //!
+//! Large pushes (a sente-rs extension, on by default, [`ClientBuilder::large`]): a push the
+//! server offloads (over its threshold, 64 KiB by default) comes as a small reference on the
+//! socket and is fetched with one HTTP GET, then delivered as the usual
+//! [`ClientEvent::Push`] in its place (the pushes after it wait for it), or as
+//! [`ClientEvent::LargeFailed`] when the fetch fails.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use sente_client::{Client, ClientEvent, Event, Kind};
@@ -92,8 +98,8 @@ pub use builder::ClientBuilder;
 pub use events::EventStream;
 pub use sente_proto::client::{
     AjaxErrorInfo, Backoff, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, Kind,
-    QueueConfig, RequestError, RequestFailure, SendError, State, StateChange, Transport,
-    WsCloseInfo, WsErrorInfo,
+    LargeFailure, QueueConfig, RequestError, RequestFailure, SendError, State, StateChange,
+    Transport, WsCloseInfo, WsErrorInfo,
 };
 pub use sente_proto::{ClientId, Event, EventId, Limits, Packer, Uid, Value, edn};
 pub use sente_proto::{EnvelopeError, PackError, UnpackError};

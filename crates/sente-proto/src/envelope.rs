@@ -372,8 +372,13 @@ impl ServerMsg {
         let mut events = Vec::with_capacity(items.len());
         for item in &items[usize::from(seq.is_some())..] {
             match Event::from_value(item.clone()) {
-                // A server request (the `req` extension) travels in a batch too.
-                Ok(ev) if !ev.id().is_reserved() || ev.id().as_str() == ids::REQ => {
+                // A server request (the `req` extension) and a large event's reference (the
+                // `large` extension) travel in a batch too.
+                Ok(ev)
+                    if !ev.id().is_reserved()
+                        || ev.id().as_str() == ids::REQ
+                        || ev.id().as_str() == ids::LARGE =>
+                {
                     events.push(ev);
                 }
                 _ => return ServerMsg::Invalid(Value::Vector(items)),

@@ -39,6 +39,11 @@ pub mod ids {
     pub const REQ: &str = "chsk/req";
     /// Requests extension: `[:chsk/rep [id reply]]` (or `[id nil reason]`), a client's answer.
     pub const REP: &str = "chsk/rep";
+    /// Large-payload extension: `[:chsk/large {:id id :size n}]`, an event to fetch by HTTP.
+    pub const LARGE: &str = "chsk/large";
+    /// Large-payload extension (client side): `[:chsk/large-failed {:id id :size n :reason r}]`,
+    /// an offloaded event that could not be fetched.
+    pub const LARGE_FAILED: &str = "chsk/large-failed";
     /// `:sente/nil-uid`: the uid of anonymous clients.
     pub const NIL_UID: &str = "sente/nil-uid";
     /// `:sente/all-users-without-uid`: send target for every anonymous client.

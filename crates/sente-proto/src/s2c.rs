@@ -105,7 +105,7 @@ impl RequestConfig {
 
 /// Whether an `ext` parameter value (comma-separated names) announces [`EXTENSION`].
 pub fn announced(ext: Option<&str>) -> bool {
-    ext.is_some_and(|e| e.split(',').any(|n| n.trim() == EXTENSION))
+    crate::large::ext_announces(ext, EXTENSION)
 }
 
 fn int(id: u64) -> Value {

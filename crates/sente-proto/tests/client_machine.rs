@@ -229,7 +229,7 @@ fn ws_url_carries_params_client_id_token_and_packer_in_order() {
     };
     assert_eq!(
         url,
-        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&resume="
+        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&resume=&ext=large"
     );
     assert_eq!(
         headers,
@@ -636,7 +636,7 @@ fn ajax_handshake_poll_push_and_post() {
     assert_eq!(
         req.url,
         format!(
-            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&resume=",
+            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&resume=&ext=large",
             T0_UNIX + 5
         )
     );
@@ -1085,7 +1085,7 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     let mut h = H::new(config(Kind::Ws));
     h.m.connect(h.now);
     let (conn, url) = ws_open_of(&h.drain());
-    assert!(url.ends_with("&resume="), "{url}");
+    assert!(url.ends_with("&resume=&ext=large"), "{url}");
     h.m.handle_ws_open(conn, h.now);
     h.ws_msg(
         conn,
@@ -1110,7 +1110,7 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     let mut out = h.drain();
     out.extend(h.advance(60_000));
     let (conn, url) = ws_open_of(&out);
-    assert!(url.ends_with("&resume=e1%3A8"), "{url}");
+    assert!(url.ends_with("&resume=e1%3A8&ext=large"), "{url}");
     h.m.handle_ws_open(conn, h.now);
     h.ws_msg(
         conn,
@@ -1256,4 +1256,72 @@ fn auto_switches_ws_to_ajax_and_back_mid_session_keeping_the_position() {
     }
     let (_, url) = ws_open_of(&out);
     assert!(url.ends_with("&resume=e1%3A7"), "{url}");
+}
+
+#[test]
+fn large_references_are_fetched_and_delivered_in_their_place() {
+    use sente_proto::large::reference_event;
+    let mut h = H::new(config(Kind::Ws));
+    let conn = h.open_ws("u1");
+    let batch = server_msg::push_batch([
+        ev("demo/a", 1),
+        reference_event("id-1", 100_000),
+        ev("demo/a", 2),
+        reference_event("id-2", 200_000),
+        ev("demo/a", 3),
+    ]);
+    let out = h.ws_msg(conn, &batch);
+    // The push before the first reference goes out; the rest waits for the fetches.
+    assert_eq!(events(&out), vec![ClientEvent::Push(ev("demo/a", 1))]);
+    let fetches = http_all(&out);
+    assert_eq!(fetches.len(), 2);
+    for ((_, req), id) in fetches.iter().zip(["id-1", "id-2"]) {
+        assert_eq!(req.method, HttpMethod::Get);
+        assert!(
+            req.url.starts_with("http://127.0.0.1:3000/chsk?")
+                && req.url.contains("client-id=cid-1")
+                && req.url.ends_with(&format!("&large={id}")),
+            "{}",
+            req.url
+        );
+    }
+    // The second fetch ends first: nothing is delivered until the first one does.
+    h.m.handle_http_response(fetches[1].0, 410, b"fetched already", h.now);
+    assert!(events(&h.drain()).is_empty());
+    let out = h.http_ok(
+        fetches[0].0,
+        &server_msg::push_batch([ev("demo/big", "one")]),
+    );
+    let got = events(&out);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0], ClientEvent::Push(ev("demo/big", "one")));
+    assert_eq!(got[1], ClientEvent::Push(ev("demo/a", 2)));
+    match &got[2] {
+        ClientEvent::LargeFailed(f) => {
+            assert_eq!((f.id.as_str(), f.size), ("id-2", 200_000));
+            assert!(f.reason.contains("410"), "{}", f.reason);
+            assert_eq!(got[2].to_event().id().as_str(), "chsk/large-failed");
+        }
+        other => panic!("expected LargeFailed, got {other:?}"),
+    }
+    assert_eq!(got[3], ClientEvent::Push(ev("demo/a", 3)));
+    // Nothing held now: a push goes straight out.
+    let out = h.ws_msg(conn, &server_msg::push_batch([ev("demo/a", 4)]));
+    assert_eq!(events(&out), vec![ClientEvent::Push(ev("demo/a", 4))]);
+}
+
+#[test]
+fn without_the_extension_nothing_is_announced_or_fetched() {
+    let mut cfg = config(Kind::Ws);
+    cfg.large = false;
+    let mut h = H::new(cfg);
+    h.m.connect(h.now);
+    let (conn, url) = ws_open_of(&h.drain());
+    assert!(!url.contains("ext="), "{url}");
+    h.m.handle_ws_open(conn, h.now);
+    h.ws_msg(conn, &server_msg::handshake(&Uid::from("u"), Value::Nil));
+    let reference = sente_proto::large::reference_event("id-1", 1);
+    let out = h.ws_msg(conn, &server_msg::push_batch([reference.clone()]));
+    assert!(http_all(&out).is_empty());
+    assert_eq!(events(&out), vec![ClientEvent::Push(reference)]);
 }

@@ -47,3 +47,12 @@ pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer, cors
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// `n` bytes of varied ASCII text (`a`..`z`, byte `i` is `'a' + 7i mod 26`): the payload of the
+/// large-push tests, which a truncated or reordered body cannot pass for (the JS tests build
+/// the same text).
+pub fn large_text(n: usize) -> String {
+    (0..n)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect()
+}

@@ -23,12 +23,41 @@ struct ProxyState {
 #[derive(Debug, Default)]
 struct Blackhole(std::sync::atomic::AtomicBool);
 
+/// A shared downstream link of limited bandwidth (see [`Proxy::limit_rate`]): each chunk
+/// books the link for `len / rate` after the chunks booked before it.
+#[derive(Debug, Default)]
+struct Link {
+    /// Bytes per second (0: unlimited).
+    rate: std::sync::atomic::AtomicU64,
+    free_at: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Link {
+    /// Waits until a chunk of `n` bytes has crossed the link.
+    async fn cross(&self, n: usize) {
+        let rate = self.rate.load(std::sync::atomic::Ordering::Relaxed);
+        if rate == 0 {
+            return;
+        }
+        let took = std::time::Duration::from_secs_f64(n as f64 / rate as f64);
+        let done = {
+            let mut free = self.free_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            let start = free.map_or(now, |f| f.max(now));
+            *free = Some(start + took);
+            start + took
+        };
+        tokio::time::sleep_until(done).await;
+    }
+}
+
 /// A proxy listening on `127.0.0.1:0`. Dropping it stops it and cuts every connection.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
     blackhole: Arc<Blackhole>,
+    link: Arc<Link>,
     accept: JoinHandle<()>,
 }
 
@@ -59,10 +88,12 @@ impl Proxy {
         let st = state.clone();
         let blackhole = Arc::new(Blackhole::default());
         let bh = blackhole.clone();
+        let link = Arc::new(Link::default());
+        let ln = link.clone();
         let accept = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let st2 = st.clone();
-                let task = tokio::spawn(handle(sock, st2, bh.clone()));
+                let task = tokio::spawn(handle(sock, st2, bh.clone(), ln.clone()));
                 let mut s = lock(&st);
                 s.conns.retain(|h| !h.is_finished());
                 s.conns.push(task.abort_handle());
@@ -72,6 +103,7 @@ impl Proxy {
             addr,
             state,
             blackhole,
+            link,
             accept,
         })
     }
@@ -112,6 +144,15 @@ impl Proxy {
             .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Limits what flows to the clients, all connections together, to `bytes_per_sec` (a slow
+    /// shared downlink; `None`: unlimited, the default). Chunks of up to 16 KiB take turns.
+    pub fn limit_rate(&self, bytes_per_sec: Option<u64>) {
+        self.link.rate.store(
+            bytes_per_sec.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Forwards new connections to `target`.
     pub fn set_target(&self, target: SocketAddr) {
         self.set_targets(vec![target]);
@@ -131,7 +172,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, blackhole: Arc<Blackhole>) {
+async fn handle(
+    mut client: TcpStream,
+    state: Arc<Mutex<ProxyState>>,
+    blackhole: Arc<Blackhole>,
+    link: Arc<Link>,
+) {
     // Read the first request head to spot WebSocket upgrades.
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
@@ -184,16 +230,18 @@ async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, blackhole:
     let (client_rd, client_wr) = client.into_split();
     let (upstream_rd, upstream_wr) = upstream.into_split();
     tokio::select! {
-        () = pump(client_rd, upstream_wr, &blackhole) => {}
-        () = pump(upstream_rd, client_wr, &blackhole) => {}
+        () = pump(client_rd, upstream_wr, &blackhole, None) => {}
+        () = pump(upstream_rd, client_wr, &blackhole, Some(&link)) => {}
     }
 }
 
-/// Copies `from` to `to` until either ends, throwing the bytes away while the blackhole is on.
+/// Copies `from` to `to` until either ends, throwing the bytes away while the blackhole is on,
+/// through `link` when given (the downstream direction).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     blackhole: &Blackhole,
+    link: Option<&Link>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -203,6 +251,9 @@ async fn pump(
         };
         if blackhole.0.load(std::sync::atomic::Ordering::SeqCst) {
             continue;
+        }
+        if let Some(link) = link {
+            link.cross(n).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

@@ -38,3 +38,23 @@ pub async fn post_edn(
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// GETs `url` as Sente's Ajax client would (`X-CSRF-Token`, `X-Requested-With`). Returns
+/// status and body.
+pub async fn get(url: &str, csrf_token: &str) -> Result<(u16, Bytes), String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::get(url)
+        .header("X-CSRF-Token", csrf_token)
+        .header("X-Requested-With", "XMLHTTPRequest")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}

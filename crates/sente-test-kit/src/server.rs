@@ -68,6 +68,8 @@ pub struct ServerOptions {
     pub cors: bool,
     /// Bounds of the resume extension's replay logs (default: the server's).
     pub replay: sente::ReplayConfig,
+    /// Offloading of large pushes (`None`: the server's default).
+    pub large: Option<sente::large::LargeConfig>,
 }
 
 impl Default for ServerOptions {
@@ -83,6 +85,7 @@ impl Default for ServerOptions {
             ws_kalive_ms: None,
             cors: false,
             replay: sente::ReplayConfig::default(),
+            large: None,
         }
     }
 }
@@ -220,6 +223,9 @@ async fn start(
         );
     if let Some(ms) = opts.ws_kalive_ms {
         builder = builder.ws_kalive_ms(Some(ms));
+    }
+    if let Some(large) = &opts.large {
+        builder = builder.large(large.clone());
     }
     builder = match &opts.csrf_token {
         Some(t) => {

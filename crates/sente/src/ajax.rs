@@ -152,7 +152,11 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
             return plain(StatusCode::GONE, "Connection closed by the server");
         }
     };
-    let answer = match b.packed_numbered(&*packer, max, seq) {
+    let answer = match shell
+        .large
+        .outgoing(registry.now(), &b, &request, &guard.uid, &guard.cid)
+        .packed_numbered(&*packer, max, seq)
+    {
         Ok(p) => {
             m.batch_sent(b.len());
             sent(&m, packed(p))
@@ -170,6 +174,54 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         tokio::spawn(mb.delivered(&guard.uid, &guard.cid));
     }
     answer
+}
+
+/// `GET ?large=<id>` (admitted like a poll): an offloaded push ([`crate::large`]) as a
+/// one-event batch, packed with the client's packer (once per packer, however many clients
+/// fetch it); `404` unknown or expired, `403` not sent to this client, `410` fetched already.
+pub(crate) async fn large(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
+    let span = span(&a);
+    large_admitted(shell, a).instrument(span).await
+}
+
+async fn large_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
+    let registry = shell.registry();
+    let id = a
+        .request
+        .param(sente_proto::large::PARAM)
+        .unwrap_or_default();
+    let body = match shell.large.fetch(id, &a.uid, &a.client_id, registry.now()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(error = %e, "large event fetch refused");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND);
+            return plain(status, e.to_string());
+        }
+    };
+    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), registry.meters());
+    // Packed off the workers that serve connections (on the blocking pool, like the decoding
+    // of a large message): an offloaded body is large by definition.
+    let (packer, max, b) = (a.packer.clone(), shell.max_message(), body.clone());
+    let done = shell
+        .unpack(usize::MAX, move || b.packed(&*packer, max))
+        .await;
+    match done {
+        Some(Ok(p)) => {
+            m.batch_sent(body.len());
+            sent(&m, packed(p))
+        }
+        Some(Err(e)) => {
+            registry.count_dropped_push(&e, 1);
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("The event could not be packed: {e}"),
+            )
+        }
+        None => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The event could not be packed",
+        ),
+    }
 }
 
 /// Counts a reply the client waits for; released on drop.

@@ -63,6 +63,8 @@ pub struct Builder {
     handler: Option<Arc<dyn Dispatch>>,
     shutdown: ShutdownTiming,
     recent_rejections: usize,
+    /// `None`: the default for the backplane (see [`Builder::large`]).
+    large: Option<crate::large::LargeConfig>,
 }
 
 impl Server {
@@ -91,6 +93,7 @@ impl Default for Builder {
             handler: None,
             shutdown: ShutdownTiming::default(),
             recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
+            large: None,
         }
     }
 }
@@ -351,6 +354,20 @@ impl Builder {
         self
     }
 
+    /// Offloading of large pushes over HTTP ([`crate::large`]): clients that announce the
+    /// `large` extension (the sente-rs Rust, WASM and JS clients) fetch a push estimated over
+    /// [`LargeConfig::threshold`](crate::large::LargeConfig::threshold) (default 64 KiB) by
+    /// HTTP, so their socket stays free for small events; the app still sees one event, in
+    /// order. A plain Sente client gets it inline. `threshold(None)` turns it off.
+    ///
+    /// The event is stored on the node that pushed it, so its fetch must reach that node: on
+    /// by default without a [`Builder::backplane`], off by default with one (turn it on when
+    /// the load balancer keeps each client on one node, e.g. sticky sessions).
+    pub fn large(mut self, large: crate::large::LargeConfig) -> Self {
+        self.large = Some(large);
+        self
+    }
+
     /// How many refused requests [`ServerHandle::recent_rejections`](crate::ServerHandle::recent_rejections)
     /// keeps (default 64; 0 keeps none, they are still counted in
     /// [`Stats::rejected_requests`](crate::Stats::rejected_requests)).
@@ -426,6 +443,11 @@ impl Builder {
     /// handler that captures a [`ServerHandle`](crate::ServerHandle) makes no cycle.
     fn assemble(self, handler: Option<Arc<dyn Dispatch>>) -> Result<Server, BuildError> {
         let packer = self.check()?;
+        // A fetch must reach the node that stored the event: on by default on one node only.
+        let large = self.large.unwrap_or_else(|| match self.backplane {
+            None => crate::large::LargeConfig::default(),
+            Some(_) => crate::large::LargeConfig::default().threshold(None),
+        });
         let backplane = self
             .backplane
             .unwrap_or_else(|| Arc::new(LocalBackplane::new()));
@@ -456,6 +478,7 @@ impl Builder {
             timing,
             replies: Mutex::default(),
             unpacking: tokio::sync::Semaphore::new(crate::shell::unpack_slots()),
+            large: crate::large::Large::new(large),
         });
         Ok(Server::new(handle, shell))
     }

@@ -16,6 +16,9 @@
 //! - [`ServerHandle::send_to_client`] pushes to one client (one tab) of a uid, and
 //!   [`ServerHandle::request`] asks each client of a uid and gathers their answers (a
 //!   negotiated extension: see [`s2c`]).
+//! - Large pushes (over 64 KiB by default) reach the sente-rs clients by a one-time HTTP fetch
+//!   instead of through their socket, which stays free for small events (a negotiated
+//!   extension, see [`large`]; a Sente client gets them inline).
 //! - [`Router`] dispatches events to handlers by event id, WebSocket and Ajax alike.
 //! - [`ServerHandle::stats`] (connections, events in and out, reply latency, drops, refusals)
 //!   and [`ServerHandle::recent_rejections`]; [`admin::AdminPage`] shows them live in a page
@@ -124,7 +127,8 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// meters | metrics | params, origin, outbox, packers, response, framing, serve | request | guard, registry |
+// meters | metrics | params, origin, outbox, packers, response, framing, serve | request |
+// guard, registry, large |
 // handle | msg | dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue |
 // builder, admin.
 pub mod adapter;
@@ -139,6 +143,7 @@ mod framing;
 mod gate;
 mod guard;
 mod handle;
+pub mod large;
 mod meters;
 pub mod metrics;
 mod msg;

@@ -62,6 +62,15 @@ pub mod names {
     pub const SLOW_CONSUMERS: &str = "sente_slow_consumer_disconnects_total";
     /// Counter: events the server dropped, by `kind` (`push`, `system`).
     pub const DROPPED_EVENTS: &str = "sente_dropped_events_total";
+    /// Counter: large events stored to be fetched by HTTP ([`crate::large`]), once per event.
+    pub const LARGE_OFFLOADED: &str = "sente_large_offloaded_total";
+    /// Counter: their estimated bytes.
+    pub const LARGE_OFFLOADED_BYTES: &str = "sente_large_offloaded_bytes_total";
+    /// Counter: large events sent inline because the store was full.
+    pub const LARGE_INLINE: &str = "sente_large_inline_total";
+    /// Counter: fetches of offloaded events, by `result` (`ok`, `unknown`, `forbidden`,
+    /// `fetched`).
+    pub const LARGE_FETCHES: &str = "sente_large_fetches_total";
     /// Reserved (delivery guarantees, a later release): replays served from the buffer.
     pub const REPLAY_HITS: &str = "sente_replay_hits_total";
     /// Reserved (delivery guarantees, a later release): replays asked for but gone.
@@ -183,6 +192,22 @@ pub(crate) fn slow_consumer(transport: Transport, cause: &'static str) {
 /// Events dropped by the server: `kind` is `push` or `system`.
 pub(crate) fn dropped_events(kind: &'static str, n: u64) {
     counter!(names::DROPPED_EVENTS, "kind" => kind).increment(n);
+}
+
+/// What one offload did (`sente_large_offloaded_total`, `..._bytes_total`, `sente_large_inline_total`).
+pub(crate) fn large_offloaded(c: sente_proto::large::OffloadCounts) {
+    if c.stored > 0 {
+        counter!(names::LARGE_OFFLOADED).increment(c.stored);
+        counter!(names::LARGE_OFFLOADED_BYTES).increment(c.stored_bytes);
+    }
+    if c.inline > 0 {
+        counter!(names::LARGE_INLINE).increment(c.inline);
+    }
+}
+
+/// A fetch of an offloaded event, by result (`sente_large_fetches_total`).
+pub(crate) fn large_fetch(result: &'static str) {
+    counter!(names::LARGE_FETCHES, "result" => result).increment(1);
 }
 
 /// The `sente_batch_size` histogram of a transport.

@@ -159,7 +159,13 @@ where
     // Draining: the events of clients already here (POSTs) are still handled; new handshakes
     // and polls go elsewhere. Stopped: everything does.
     let registry = shell.registry();
-    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST) {
+    // Fetches of large events (`?large=`) are the pushes of clients already here, served too.
+    let fetch = req.method() == Method::GET
+        && req
+            .uri()
+            .query()
+            .is_some_and(|q| q.starts_with("large=") || q.contains("&large="));
+    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST && !fetch) {
         let mut r = reject(
             registry.meters(),
             StatusCode::SERVICE_UNAVAILABLE,
@@ -207,6 +213,8 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     };
     if ws {
         ws::accept(shell, admitted, on_upgrade, ws_key)
+    } else if crate::large::is_fetch(&admitted.request) {
+        ajax::large(shell, admitted).await
     } else {
         ajax::get(shell, admitted).await
     }

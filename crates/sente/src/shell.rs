@@ -38,6 +38,8 @@ pub(crate) struct Shell {
     pub(crate) replies: Mutex<PendingReplies>,
     /// Bounds the large messages being unpacked at once (see [`Shell::unpack`]).
     pub(crate) unpacking: tokio::sync::Semaphore,
+    /// The pushes offloaded over HTTP ([`crate::large`]).
+    pub(crate) large: crate::large::Large,
 }
 
 /// Messages at least this large are unpacked on tokio's blocking pool, not on the worker that
@@ -52,7 +54,8 @@ pub(crate) fn unpack_slots() -> usize {
 }
 
 impl Shell {
-    /// Runs `unpack` (a message's decoding, `len` bytes) where it cannot stall other clients:
+    /// Runs `unpack` (a message's decoding, `len` bytes; or a large body's packing) where it
+    /// cannot stall other clients:
     /// in place for a small message, on the blocking pool for a large one (at most
     /// [`unpack_slots`] at a time). `None` if the decoder panicked (decoders do not; the caller
     /// treats it as a message that could not be unpacked).

@@ -492,7 +492,18 @@ impl WsConn {
                     registry.pending_sends(queued);
                 }
                 let packed = match out {
-                    Out::Batch(b, seq) => match b.packed(&*self.packer, max) {
+                    Out::Batch(b, seq) => match self
+                        .shell
+                        .large
+                        .outgoing(
+                            registry.now(),
+                            &b,
+                            &self.request,
+                            &self.uid,
+                            &self.client_id,
+                        )
+                        .packed(&*self.packer, max)
+                    {
                         Ok(p) => {
                             ka.handle_activity();
                             if let Some(seq) = seq

@@ -13,6 +13,7 @@ import {
   type Reconnecting,
   type SendFailed,
   type SenteErrorCode,
+  type LargeFailed,
 } from "sente-client";
 import { edn, read, print, Sym, EdnError } from "sente-client/edn";
 
@@ -25,6 +26,7 @@ const chsk: ChannelSocket = createChannelSocket("/chsk", {
   queueMax: 50,
   requestTimeoutMs: 5000,
   resume: true,
+  large: true,
 });
 
 // The README's first snippet: requests right after creation are queued until open.
@@ -48,6 +50,7 @@ async function lifecycle(): Promise<void> {
   chsk.on("close", (c: LastClose) => console.log("closed:", c.reason, c.code ?? "", c.status ?? ""));
   chsk.on("reconnecting", (r: Reconnecting) => console.log(`retry #${r.attempt} in ${r.inMs} ms`, r.lastClose?.reason));
   chsk.on("send-failed", ({ id, error }: SendFailed) => console.log(id, error.code));
+  chsk.on("chsk/large-failed", ({ id, size, reason }: LargeFailed) => console.log(id, size, reason));
   const unRequest: () => void = chsk.onRequest("my-app/ask", async (d: any) => ({ echo: d }));
   unRequest();
   const off = chsk.once("chsk/close", (c) => console.log(c.udt));

@@ -268,6 +268,10 @@ pub struct ClientConfig {
     /// [`Output::ServerRequest`](super::Output::ServerRequest). Default `false` (the client
     /// shells turn it on when the app registers a request handler).
     pub requests: bool,
+    /// Fetch large pushes by HTTP (sente-rs extension, see [`crate::large`]): `large` in the
+    /// `ext` parameter; a push the server offloads is fetched with one GET and delivered in
+    /// its place (later pushes wait for it). Default `true`; harmless against a Sente server.
+    pub large: bool,
 }
 
 impl ClientConfig {
@@ -291,6 +295,7 @@ impl ClientConfig {
             queue: None,
             resume: true,
             requests: false,
+            large: true,
         }
     }
 }

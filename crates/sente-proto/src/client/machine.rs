@@ -3,8 +3,8 @@
 use super::config::{ClientConfig, Kind, Transport};
 use super::rng::Rng;
 use super::state::{
-    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError,
-    RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
+    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, LargeFailure,
+    RequestError, RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
@@ -250,6 +250,13 @@ struct Queued {
     expires: u64,
 }
 
+/// A push on its way to the app: ready, or an offloaded event still being fetched.
+#[derive(Clone, Debug)]
+enum Held {
+    Ready(Output),
+    Fetching(HttpId),
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     conn: ConnId,
@@ -306,6 +313,11 @@ pub struct ClientMachine {
     position: Option<Position>,
     /// The sequence number announced for the next batch (`[:chsk/seq n]`).
     next_seq: Option<u64>,
+    /// Large extension: pushes waiting behind an offloaded event being fetched, in order
+    /// (empty when none is being fetched).
+    held: VecDeque<Held>,
+    /// The fetches of offloaded events in flight: the event's id and announced size.
+    fetches: HashMap<HttpId, (String, u64)>,
 }
 
 impl fmt::Debug for ClientMachine {
@@ -352,6 +364,8 @@ impl ClientMachine {
             queue: VecDeque::new(),
             position: None,
             next_seq: None,
+            held: VecDeque::new(),
+            fetches: HashMap::new(),
         }
     }
 
@@ -588,10 +602,10 @@ impl ClientMachine {
                 }
                 self.out.push_back(Output::Event(ClientEvent::WsPing));
             }
-            ServerMsg::Batch(events) => self.on_batch(events),
+            ServerMsg::Batch(events) => self.on_batch(events, now),
             ServerMsg::NumberedBatch { seq, events } => {
                 self.next_seq = Some(seq);
-                self.on_batch(events);
+                self.on_batch(events, now);
             }
             ServerMsg::Reply { cb, value } => self.on_ws_reply(&cb, value, now),
             ServerMsg::PollTimeout => {}
@@ -705,6 +719,10 @@ impl ClientMachine {
 
     /// An HTTP request completed with a response (any status; the whole body).
     pub fn handle_http_response(&mut self, id: HttpId, status: u16, body: &[u8], now: u64) {
+        if let Some((large, size)) = self.fetches.remove(&id) {
+            self.on_large_fetched(id, large, size, Ok((status, body)));
+            return;
+        }
         if let Some(req) = self.posts.remove(&id) {
             self.on_post_response(req, status, body);
             return;
@@ -756,10 +774,10 @@ impl ClientMachine {
                     self.set_state(|s| s.open = true);
                 }
                 match other {
-                    ServerMsg::Batch(events) if handshaken => self.on_batch(events),
+                    ServerMsg::Batch(events) if handshaken => self.on_batch(events, now),
                     ServerMsg::NumberedBatch { seq, events } if handshaken => {
                         self.next_seq = Some(seq);
-                        self.on_batch(events);
+                        self.on_batch(events, now);
                     }
                     ServerMsg::PollTimeout => {}
                     other => self.log(
@@ -787,6 +805,10 @@ impl ClientMachine {
 
     /// An HTTP request failed without a response.
     pub fn handle_http_failure(&mut self, id: HttpId, failure: HttpFailure, now: u64) {
+        if let Some((large, size)) = self.fetches.remove(&id) {
+            self.on_large_fetched(id, large, size, Err(failure));
+            return;
+        }
         if let Some(req) = self.posts.remove(&id) {
             if let Some(req) = req {
                 self.finish(req, Err(RequestFailure::Http(failure).into()));
@@ -988,8 +1010,8 @@ impl ClientMachine {
         if let Some(at) = self.resume_param() {
             pairs.push((RESUME_PARAM.to_owned(), at));
         }
-        if self.cfg.requests {
-            pairs.push(("ext".to_owned(), crate::s2c::EXTENSION.to_owned()));
+        if let Some(ext) = self.ext_param() {
+            pairs.push(("ext".to_owned(), ext));
         }
         let query = query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = with_query(self.cfg.url.ws(), &query);
@@ -1006,6 +1028,18 @@ impl ClientMachine {
                 .map(Position::to_param)
                 .unwrap_or_default()
         })
+    }
+
+    /// The `ext` parameter: the extensions this client announces (comma-separated).
+    fn ext_param(&self) -> Option<String> {
+        let names: Vec<&str> = [
+            (self.cfg.requests, crate::s2c::EXTENSION),
+            (self.cfg.large, crate::large::EXTENSION),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        (!names.is_empty()).then(|| names.join(","))
     }
 
     fn http_headers(&self) -> Vec<(String, String)> {
@@ -1038,8 +1072,9 @@ impl ClientMachine {
         if let Some(at) = &at {
             pairs.push((RESUME_PARAM, at));
         }
-        if self.cfg.requests {
-            pairs.push(("ext", crate::s2c::EXTENSION));
+        let ext = self.ext_param();
+        if let Some(ext) = &ext {
+            pairs.push(("ext", ext));
         }
         let url = with_query(self.cfg.url.http(), &query_string(pairs));
         let request = HttpRequest {
@@ -1560,7 +1595,7 @@ impl ClientMachine {
     /// skipped; a batch with no number (a push to this client alone, not in the uid's log, or
     /// one the server could not number) makes the position unknown: the next reconnect asks
     /// for none rather than risk a replay that misses it.
-    fn on_batch(&mut self, events: Vec<Event>) {
+    fn on_batch(&mut self, events: Vec<Event>, now: u64) {
         let skip = if let (Some(last), Some(pos)) = (self.next_seq.take(), &mut self.position) {
             let first = (last + 1).saturating_sub(events.len() as u64);
             let skip = pos.seq.saturating_add(1).saturating_sub(first);
@@ -1574,7 +1609,7 @@ impl ClientMachine {
             if ev.id().as_str() == crate::event::ids::REQ {
                 match crate::s2c::parse_request(ev.data()) {
                     Some((id, event)) if self.cfg.requests => {
-                        self.out.push_back(Output::ServerRequest { id, event });
+                        self.deliver(Output::ServerRequest { id, event });
                     }
                     _ => self.out.push_back(Output::Log {
                         level: LogLevel::Warn,
@@ -1583,7 +1618,102 @@ impl ClientMachine {
                 }
                 continue;
             }
-            self.out.push_back(Output::Event(ClientEvent::Push(ev)));
+            if self.cfg.large && ev.id().as_str() == crate::event::ids::LARGE {
+                self.fetch_large(&ev, now);
+                continue;
+            }
+            self.deliver(Output::Event(ClientEvent::Push(ev)));
+        }
+    }
+
+    /// Hands a push (or a server request) to the app, after the offloaded events before it.
+    fn deliver(&mut self, output: Output) {
+        if self.held.is_empty() {
+            self.out.push_back(output);
+        } else {
+            self.held.push_back(Held::Ready(output));
+        }
+    }
+
+    /// `[:chsk/large {:id .. :size n}]`: fetches the event; what follows waits for it.
+    fn fetch_large(&mut self, reference: &Event, now: u64) {
+        let Some((large, size)) = crate::large::parse_reference(reference.data()) else {
+            self.log(
+                LogLevel::Warn,
+                "malformed chsk/large from the server, ignored".to_owned(),
+            );
+            return;
+        };
+        let id = HttpId(self.fresh_id());
+        let udt = self.udt(now).to_string();
+        let mut pairs: Vec<(&str, &str)> = self
+            .cfg
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.push(("udt", &udt));
+        pairs.push(("client-id", self.cfg.client_id.as_str()));
+        pairs.push(("packer", self.cfg.packer.name()));
+        pairs.push((crate::large::PARAM, &large));
+        let request = HttpRequest {
+            method: HttpMethod::Get,
+            url: with_query(self.cfg.url.http(), &query_string(pairs)),
+            headers: self.http_headers(),
+            body: None,
+            timeout_ms: self.cfg.ajax_timeout_ms,
+        };
+        self.action(Action::Http { id, request });
+        self.fetches.insert(id, (large, size));
+        self.held.push_back(Held::Fetching(id));
+    }
+
+    /// An offloaded event's fetch ended: the event (or its failure) takes its place, and
+    /// what waited behind it goes out.
+    fn on_large_fetched(
+        &mut self,
+        http: HttpId,
+        id: String,
+        size: u64,
+        result: Result<(u16, &[u8]), HttpFailure>,
+    ) {
+        let event = match result {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                match Envelope::unpack(&*self.cfg.packer, body, &self.cfg.limits)
+                    .map(ServerMsg::classify)
+                {
+                    Ok(ServerMsg::Batch(mut events)) if events.len() == 1 => Ok(events.remove(0)),
+                    Ok(other) => Err(format!("unexpected answer: {other:?}")),
+                    Err(e) => Err(format!("cannot unpack the event: {e}")),
+                }
+            }
+            Ok((status, body)) => Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(256)])
+            )),
+            Err(failure) => Err(failure.to_string()),
+        };
+        let output = match event {
+            Ok(ev) => Output::Event(ClientEvent::Push(ev)),
+            Err(reason) => {
+                self.log(
+                    LogLevel::Warn,
+                    format!("large event {id} could not be fetched: {reason}"),
+                );
+                Output::Event(ClientEvent::LargeFailed(LargeFailure { id, size, reason }))
+            }
+        };
+        if let Some(slot) = self
+            .held
+            .iter_mut()
+            .find(|h| matches!(h, Held::Fetching(x) if *x == http))
+        {
+            *slot = Held::Ready(output);
+        }
+        while let Some(Held::Ready(_)) = self.held.front() {
+            if let Some(Held::Ready(o)) = self.held.pop_front() {
+                self.out.push_back(o);
+            }
         }
     }
 

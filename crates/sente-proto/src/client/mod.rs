@@ -44,7 +44,7 @@ pub use machine::{
     WsClosed, WsFailure,
 };
 pub use state::{
-    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, RequestError,
-    RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
+    AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, LargeFailure,
+    RequestError, RequestFailure, SendError, State, StateChange, WsCloseInfo, WsErrorInfo,
 };
 pub use url::{ChskUrl, InvalidUrl};

@@ -315,6 +315,21 @@ pub enum ClientEvent {
     Push(Event),
     /// The server pinged (`[:chsk/ws-ping]`; the pong is already sent).
     WsPing,
+    /// A push the server offloaded over HTTP ([`crate::large`]) could not be fetched: it is
+    /// lost to this client, in its place in the stream (`[:chsk/large-failed {..}]`).
+    LargeFailed(LargeFailure),
+}
+
+/// An offloaded push that could not be fetched ([`ClientEvent::LargeFailed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LargeFailure {
+    /// The server's id of the event.
+    pub id: String,
+    /// Its size as the server announced it (estimated bytes).
+    pub size: u64,
+    /// Why: the HTTP status and body, the transport failure, or an unreadable body.
+    pub reason: String,
 }
 
 impl ClientEvent {
@@ -325,6 +340,7 @@ impl ClientEvent {
             ClientEvent::Handshake(h) => h.to_event(),
             ClientEvent::Push(ev) => ev.clone(),
             ClientEvent::WsPing => Event::reserved(ids::WS_PING, None),
+            ClientEvent::LargeFailed(f) => crate::large::failed_event(&f.id, f.size, &f.reason),
         }
     }
 }

@@ -2,10 +2,11 @@
 
 use crate::envelope::Envelope;
 use crate::event::Event;
+use crate::large::Offloaded;
 use crate::packer::{PackError, Packed, Packer};
 use bytes::Bytes;
 use sente_edn::Value;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A batch `[[ev1 ev2 ...] nil]` flushed for one uid and transport (spec 5.4, 6.2).
 ///
@@ -17,6 +18,9 @@ pub struct PushBatch {
     events: Vec<Arc<Event>>,
     /// Packed forms, keyed by packer (address) and marker number.
     cache: Mutex<Vec<Packing>>,
+    /// The batch as clients offloading large events get it (made once, see
+    /// [`PushBatch::offloaded`]).
+    offloaded: OnceLock<Option<Offloaded>>,
 }
 
 /// One packed form of a batch: the packer's address, the marker's number, the result.
@@ -53,6 +57,7 @@ impl PushBatch {
         PushBatch {
             events,
             cache: Mutex::new(Vec::new()),
+            offloaded: OnceLock::new(),
         }
     }
 
@@ -69,6 +74,17 @@ impl PushBatch {
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// The batch as a client that fetches large events by HTTP gets it ([`crate::large`]):
+    /// `make` (e.g. [`LargeStore::offload`](crate::large::LargeStore::offload)) runs the first
+    /// time any such client asks, and every later one shares its answer (`None`: nothing to
+    /// offload, the batch goes as it is).
+    pub fn offloaded(
+        &self,
+        make: impl FnOnce(&[Arc<Event>]) -> Option<Offloaded>,
+    ) -> Option<&Offloaded> {
+        self.offloaded.get_or_init(|| make(&self.events)).as_ref()
     }
 
     /// The envelope `[[ev1 ...] nil]`.

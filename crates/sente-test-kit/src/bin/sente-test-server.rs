@@ -15,8 +15,9 @@
 //! - `small_url`: messages limited to 16 KiB (oversize scenario);
 //! - `origin_url`: only the origin `http://good.example` is allowed (origin-rejected scenario,
 //!   for clients that can set an `Origin` header);
-//! - `unit_url`: a server of its own for client unit tests (long-poll timeout 1 s, server
-//!   WebSocket pings every 300 ms when idle), driven through the control endpoint;
+//! - `unit_url`: a server of its own for client unit tests (long-poll timeout 1 s, messages up
+//!   to 4 MiB, server WebSocket pings every 300 ms when idle), driven through the control
+//!   endpoint;
 //! - `window_url`: like `unit_url`, with a resume replay window of 3 pushes per uid (resume
 //!   outside the window);
 //! - `control_url`: `POST /restart` restarts the default server (server-restart scenario);
@@ -26,8 +27,9 @@
 //!   refuse WebSocket upgrades (403) or not; `POST /unit/blackhole` with body `on` or `off`
 //!   makes its proxy throw away every byte of the open connections (a network path that died
 //!   unnoticed) or not; `POST /unit/push` with the JSON body
-//!   `{"uid": "u1", "id": "my-app/n", "data": [1, "two"]}` pushes one event per element of
-//!   `data` (integers, strings) to the uid, each flushed, in order; `POST /unit/request` with
+//!   `{"uid": "u1", "id": "my-app/n", "data": [1, "two", {"large": 1048576}]}` pushes one event
+//!   per element of `data` (integers, strings, or `{"large": n}`: [`sente_test_kit::large_text`]
+//!   of `n` bytes, at most 8 MiB) to the uid, each flushed, in order; `POST /unit/request` with
 //!   `{"uid": "u1", "id": "my-app/ask", "data": 7, "timeout_ms": 2000}` asks each client of the
 //!   uid (`ServerHandle::request`) and answers a JSON array of `{"client": .., "ok": edn}` or
 //!   `{"client": .., "error": "unsupported" | "timeout" | "client: <reason>" | ..}`;
@@ -80,6 +82,8 @@ async fn main() -> std::io::Result<()> {
     .await?;
     let unit_opts = ServerOptions {
         lp_timeout_ms: 1_000,
+        // Large pushes (the `large` extension's tests) of 1 MiB and more.
+        max_message_bytes: 4 << 20,
         ws_kalive_ms: Some(300),
         ..base
     };
@@ -152,7 +156,17 @@ fn push(server: &TestServer, body: &str) -> Result<String, String> {
             serde_json::Value::Number(n) => {
                 sente_proto::Value::Int(n.as_i64().ok_or("integers only")?)
             }
-            other => return Err(format!("integers and strings only, not {other}")),
+            serde_json::Value::Object(o) if o.len() == 1 => {
+                let n = o.get("large").and_then(serde_json::Value::as_u64);
+                let n = n.ok_or("an object is {\"large\": n}")?;
+                let n = usize::try_from(n).map_err(|e| e.to_string())?;
+                sente_proto::Value::Str(sente_test_kit::large_text(n.min(8 << 20)))
+            }
+            other => {
+                return Err(format!(
+                    "integers, strings and {{\"large\": n}} only, not {other}"
+                ));
+            }
         };
         handle
             .send_flush(&uid, sente_proto::Event::new(id.clone(), value))
