@@ -23,6 +23,7 @@ pub mod backplane;
 pub mod client;
 pub mod envelope;
 pub mod event;
+pub mod idem;
 pub mod limits;
 pub mod packer;
 pub mod s2c;

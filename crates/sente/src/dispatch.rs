@@ -249,6 +249,7 @@ impl Dispatcher {
     /// (`PerClient`), the wait for room in the sequential queue (`Sequential`), or nothing
     /// (`Concurrent`: spawned here).
     fn start(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
+        let msg = crate::idem::admit(self.server.registry(), msg)?;
         let h = self.handler_for(&msg)?;
         match self.concurrency {
             Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(traced(&*h, msg)),
@@ -272,6 +273,9 @@ impl Dispatcher {
     /// `Err(Busy)` when the client already has [`CLIENT_BACKLOG`] events waiting (or the
     /// sequential queue is full): only that client is refused.
     pub(crate) fn submit(self: &Arc<Self>, msg: EventMsg) -> Result<(), Busy> {
+        let Some(msg) = crate::idem::admit(self.server.registry(), msg) else {
+            return Ok(());
+        };
         let Some(h) = self.handler_for(&msg) else {
             return Ok(());
         };
@@ -310,6 +314,7 @@ impl Dispatcher {
             client_id: ev.client_id,
             transport: ev.ctx.transport,
             reply: None,
+            idem: None,
             request: ev.ctx.request,
             server: self.server.clone(),
         };

@@ -138,6 +138,7 @@ mod dispatch;
 mod framing;
 mod guard;
 mod handle;
+pub mod idem;
 mod meters;
 pub mod metrics;
 mod msg;

@@ -164,6 +164,8 @@ pub(crate) struct Registry {
     /// Server-to-client requests waiting for answers ([`crate::s2c`]), each with the channel
     /// its `request` call waits on.
     pub(crate) requests: Mutex<RequestBook<RequestWaiter>>,
+    /// The dedupe window of idempotent client requests ([`crate::idem`]).
+    pub(crate) idem: crate::idem::Window,
 }
 
 impl Drop for Registry {
@@ -232,6 +234,9 @@ impl Registry {
                 crate::metrics::batch_sizes(Transport::Ajax),
             ),
             requests: Mutex::default(),
+            idem: Mutex::new(sente_proto::idem::DedupeWindow::new(
+                cfg.limits.idem.clone(),
+            )),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();

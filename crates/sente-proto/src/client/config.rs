@@ -265,6 +265,14 @@ pub struct ClientConfig {
     /// [`Output::ServerRequest`](super::Output::ServerRequest). Default `false` (the client
     /// shells turn it on when the app registers a request handler).
     pub requests: bool,
+    /// Retry requests across reconnects (sente-rs extension, see [`crate::idem`]): a request
+    /// whose connection is lost before its reply is re-sent with the same request id once a
+    /// connection is open again, within its timeout, and the server runs it once. Only against
+    /// a server that acknowledged the extension in its handshake (others fail the request as
+    /// usual). The default of [`ClientMachine::request`](super::ClientMachine::request);
+    /// [`ClientMachine::request_with_retry`](super::ClientMachine::request_with_retry) chooses
+    /// per request. Default `false`.
+    pub retry_requests: bool,
 }
 
 impl ClientConfig {
@@ -288,6 +296,7 @@ impl ClientConfig {
             queue: None,
             resume: true,
             requests: false,
+            retry_requests: false,
         }
     }
 }
