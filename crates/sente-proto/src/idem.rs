@@ -30,8 +30,9 @@ use std::collections::{HashMap, VecDeque};
 /// The extension's name in the `ext` query parameter.
 pub const EXTENSION: &str = "idem";
 
-/// The first character of a request id (a plain Sente client's callback ids are hex).
-pub const PREFIX: char = '~';
+/// The first character of a request id (a plain Sente client's callback ids are hex; the
+/// json packer escapes strings starting with `~` or `:`).
+pub const PREFIX: char = '!';
 
 /// Longest request id taken (longer ones are handled as plain callback ids: not deduped).
 pub const MAX_ID_LEN: usize = 64;
@@ -335,13 +336,13 @@ mod tests {
 
     #[test]
     fn wire_helpers() {
-        assert_eq!(request_id(&Value::from("~x.1")), Some("~x.1"));
+        assert_eq!(request_id(&Value::from("!x.1")), Some("!x.1"));
         for not in [
             Value::from("3f2a9c"),
-            Value::from("~"),
+            Value::from("!"),
             Value::kw("ajax"),
             Value::Int(0),
-            Value::from(format!("~{}", "x".repeat(MAX_ID_LEN))),
+            Value::from(format!("!{}", "x".repeat(MAX_ID_LEN))),
         ] {
             assert_eq!(request_id(&not), None, "{not:?}");
         }
@@ -359,23 +360,23 @@ mod tests {
     fn a_request_runs_once_and_retries_get_its_reply() {
         let (u, a, b) = ids();
         let mut w = DedupeWindow::new(IdemConfig::default());
-        assert_eq!(w.begin(&u, &a, "~1", 0, || 1), Begin::Run(1));
-        assert_eq!(w.begin(&u, &a, "~1", 5, || 2), Begin::Running(1));
+        assert_eq!(w.begin(&u, &a, "!1", 0, || 1), Begin::Run(1));
+        assert_eq!(w.begin(&u, &a, "!1", 5, || 2), Begin::Running(1));
         // Another client's id is its own.
-        assert_eq!(w.begin(&u, &b, "~1", 5, || 3), Begin::Run(3));
-        w.finish(&u, &a, "~1", Some(Value::Int(42)));
+        assert_eq!(w.begin(&u, &b, "!1", 5, || 3), Begin::Run(3));
+        w.finish(&u, &a, "!1", Some(Value::Int(42)));
         assert_eq!(
-            w.begin(&u, &a, "~1", 10, || 4),
+            w.begin(&u, &a, "!1", 10, || 4),
             Begin::Done(Some(Value::Int(42)))
         );
         // A second finish (e.g. a late duplicate) changes nothing.
-        w.finish(&u, &a, "~1", Some(Value::Int(7)));
+        w.finish(&u, &a, "!1", Some(Value::Int(7)));
         assert_eq!(
-            w.begin(&u, &a, "~1", 10, || 4),
+            w.begin(&u, &a, "!1", 10, || 4),
             Begin::Done(Some(Value::Int(42)))
         );
-        w.finish(&u, &b, "~1", None);
-        assert_eq!(w.begin(&u, &b, "~1", 10, || 5), Begin::Done(None));
+        w.finish(&u, &b, "!1", None);
+        assert_eq!(w.begin(&u, &b, "!1", 10, || 5), Begin::Done(None));
         assert_eq!(w.len(), 2);
     }
 
@@ -385,16 +386,16 @@ mod tests {
         let mut w = DedupeWindow::new(IdemConfig::default().max_per_client(3));
         for i in 0..5 {
             assert!(matches!(
-                w.begin(&u, &a, &format!("~{i}"), i, || i),
+                w.begin(&u, &a, &format!("!{i}"), i, || i),
                 Begin::Run(_)
             ));
         }
-        w.begin(&u, &b, "~0", 5, || 9);
+        w.begin(&u, &b, "!0", 5, || 9);
         assert_eq!(w.client_len(&u, &a), 3);
         assert_eq!(w.client_len(&u, &b), 1);
         // The oldest two of `a` were forgotten: they would run again.
-        assert_eq!(w.begin(&u, &a, "~4", 6, || 0), Begin::Running(4));
-        assert!(matches!(w.begin(&u, &a, "~0", 6, || 10), Begin::Run(10)));
+        assert_eq!(w.begin(&u, &a, "!4", 6, || 0), Begin::Running(4));
+        assert!(matches!(w.begin(&u, &a, "!0", 6, || 10), Begin::Run(10)));
         assert_eq!(w.client_len(&u, &a), 3);
         assert_eq!(w.len(), 4);
     }
@@ -403,12 +404,12 @@ mod tests {
     fn the_window_is_bounded_by_age() {
         let (u, a, _) = ids();
         let mut w = DedupeWindow::new(IdemConfig::default().max_age_ms(100));
-        w.begin(&u, &a, "~1", 0, || 1);
-        w.finish(&u, &a, "~1", Some(Value::Int(1)));
-        w.begin(&u, &a, "~2", 50, || 2);
-        assert!(matches!(w.begin(&u, &a, "~1", 99, || 0), Begin::Done(_)));
-        assert!(matches!(w.begin(&u, &a, "~1", 100, || 3), Begin::Run(3)));
-        assert_eq!(w.begin(&u, &a, "~2", 120, || 0), Begin::Running(2));
+        w.begin(&u, &a, "!1", 0, || 1);
+        w.finish(&u, &a, "!1", Some(Value::Int(1)));
+        w.begin(&u, &a, "!2", 50, || 2);
+        assert!(matches!(w.begin(&u, &a, "!1", 99, || 0), Begin::Done(_)));
+        assert!(matches!(w.begin(&u, &a, "!1", 100, || 3), Begin::Run(3)));
+        assert_eq!(w.begin(&u, &a, "!2", 120, || 0), Begin::Running(2));
         w.expire(1_000);
         assert!(w.is_empty());
         assert_eq!(w.bytes(), 0);
@@ -421,7 +422,7 @@ mod tests {
         let mut w = DedupeWindow::new(IdemConfig::default().max_bytes(max));
         let big = Value::from("x".repeat(1500));
         for i in 0..4 {
-            let id = format!("~{i}");
+            let id = format!("!{i}");
             let cid = if i % 2 == 0 { &a } else { &b };
             w.begin(&u, cid, &id, i, || i);
             w.finish(&u, cid, &id, Some(big.clone()));
@@ -429,19 +430,19 @@ mod tests {
         }
         // Two 1.5 KB replies fit in 4 KiB, a third does not: the oldest went first.
         assert_eq!(w.len(), 2);
-        assert!(matches!(w.begin(&u, &a, "~0", 10, || 9), Begin::Run(9)));
+        assert!(matches!(w.begin(&u, &a, "!0", 10, || 9), Begin::Run(9)));
         assert!(matches!(
-            w.begin(&u, &b, "~3", 10, || 9),
+            w.begin(&u, &b, "!3", 10, || 9),
             Begin::Done(Some(_))
         ));
         // A reply larger than the whole bound is not kept at all.
         let mut w = DedupeWindow::new(IdemConfig::default().max_bytes(1000));
-        w.begin(&u, &a, "~1", 0, || 1);
-        w.finish(&u, &a, "~1", Some(Value::from("y".repeat(2000))));
+        w.begin(&u, &a, "!1", 0, || 1);
+        w.finish(&u, &a, "!1", Some(Value::from("y".repeat(2000))));
         assert!(w.is_empty() && w.bytes() == 0);
         // Zero bounds turn dedupe off.
         let mut w = DedupeWindow::new(IdemConfig::default().max_per_client(0));
-        assert!(matches!(w.begin(&u, &a, "~1", 0, || 1), Begin::Run(1)));
-        assert!(matches!(w.begin(&u, &a, "~1", 0, || 2), Begin::Run(2)));
+        assert!(matches!(w.begin(&u, &a, "!1", 0, || 1), Begin::Run(1)));
+        assert!(matches!(w.begin(&u, &a, "!1", 0, || 2), Begin::Run(2)));
     }
 }

@@ -229,7 +229,7 @@ fn ws_url_carries_params_client_id_token_and_packer_in_order() {
     };
     assert_eq!(
         url,
-        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&resume="
+        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&ext=idem&resume="
     );
     assert_eq!(
         headers,
@@ -636,7 +636,7 @@ fn ajax_handshake_poll_push_and_post() {
     assert_eq!(
         req.url,
         format!(
-            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table",
+            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&ext=idem",
             T0_UNIX + 5
         )
     );

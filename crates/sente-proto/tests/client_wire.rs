@@ -43,10 +43,11 @@ fn ws_url_pong_and_request_frames() {
     let Some(Output::Action(Action::WsOpen { conn, url, .. })) = out.first() else {
         panic!()
     };
-    // Vector 27, plus the packer parameter and the resume extension's (empty: no position).
+    // Vector 27, plus the packer parameter, the extensions (`idem`: requests may be retried)
+    // and the resume extension's parameter (empty: no position).
     assert_eq!(
         url,
-        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn&resume="
+        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn&ext=idem&resume="
     );
     let conn = *conn;
     // Vector 50: a 2-element handshake opens too.
@@ -105,10 +106,10 @@ fn ajax_handshake_get_and_post_body() {
     let Some(Output::Action(Action::Http { id, request })) = out.first() else {
         panic!()
     };
-    // Vector 21 (plus the packer parameter).
+    // Vector 21 (plus the packer parameter and the extensions).
     assert_eq!(
         request.url,
-        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn"
+        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn&ext=idem"
     );
     assert!(
         request

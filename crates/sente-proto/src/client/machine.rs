@@ -1056,11 +1056,11 @@ impl ClientMachine {
             pairs.push(("csrf-token".to_owned(), token));
         }
         pairs.push(("packer".to_owned(), self.cfg.packer.name().to_owned()));
+        pairs.push(("ext".to_owned(), self.ext_param()));
         if self.cfg.resume {
             let at = self.position.as_ref().map(Position::to_param);
             pairs.push((RESUME_PARAM.to_owned(), at.unwrap_or_default()));
         }
-        pairs.push(("ext".to_owned(), self.ext_param()));
         let query = query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = with_query(self.cfg.url.ws(), &query);
         let headers = self.cfg.headers.clone();
@@ -1162,6 +1162,7 @@ impl ClientMachine {
                     Some((_, rid)) => client_msg::event(event, Some(rid)),
                     None => client_msg::ajax_event(event, req.is_some()),
                 };
+                let rid = rid.map(|_| ());
                 let frame = self.pack(&envelope)?;
                 let timeout_ms = match req.and_then(|id| self.deadline_of.get(&id)) {
                     // The machine's own timer answers `Timeout`; the HTTP timeout is a backstop.
@@ -1169,7 +1170,7 @@ impl ClientMachine {
                     None => self.cfg.ajax_timeout_ms,
                 };
                 let id = HttpId(self.fresh_id());
-                let request = self.post_request(frame, timeout_ms, now);
+                let request = self.post_request(frame, timeout_ms, rid.is_some(), now);
                 self.posts.insert(id, req);
                 if let Some(r) = req {
                     self.pending.insert(r, Pending::Ajax { http: id });
@@ -1181,11 +1182,17 @@ impl ClientMachine {
         }
     }
 
-    fn post_request(&self, frame: Packed, timeout_ms: u64, now: u64) -> HttpRequest {
+    /// A POST of `frame`; `idem`: it carries a request id, so it announces the extensions
+    /// (other POSTs keep Sente's exact form).
+    fn post_request(&self, frame: Packed, timeout_ms: u64, idem: bool, now: u64) -> HttpRequest {
         let udt = self.udt(now).to_string();
         let client_id = self.cfg.client_id.as_str();
         let packer = self.cfg.packer.name();
-        let ext = self.ext_param();
+        let ext = if idem {
+            format!("&ext={}", url_encode(&self.ext_param()))
+        } else {
+            String::new()
+        };
         let mut headers = self.http_headers();
         let (url, body) = match frame {
             Packed::Text(text) => {
@@ -1199,9 +1206,8 @@ impl ClientMachine {
                     "application/x-www-form-urlencoded;charset=UTF-8".to_owned(),
                 ));
                 let body = format!(
-                    "udt={udt}&client-id={}&ext={}&ppstr={}",
+                    "udt={udt}&client-id={}{ext}&ppstr={}",
                     url_encode(client_id),
-                    url_encode(&ext),
                     url_encode(&text)
                 );
                 (url, body.into_bytes())
@@ -1212,8 +1218,7 @@ impl ClientMachine {
                     ("client-id", client_id),
                     ("binary?", "true"),
                     ("packer", packer),
-                    ("ext", &ext),
-                ]);
+                ]) + &ext;
                 headers.push((
                     "Content-Type".to_owned(),
                     "application/octet-stream".to_owned(),
