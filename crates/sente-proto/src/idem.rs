@@ -238,6 +238,16 @@ impl<S: Clone> DedupeWindow<S> {
         self.shrink();
     }
 
+    /// Forgets request `id` (it was refused before it ran, e.g. its client's queue was full):
+    /// a retry runs it.
+    pub fn forget(&mut self, uid: &Uid, cid: &ClientId, id: &str) {
+        let key = (uid.clone(), cid.clone());
+        let seq = self.clients.get(&key).and_then(|m| m.get(id)).map(|e| e.seq);
+        if let Some(seq) = seq {
+            self.remove(&key, id, seq);
+        }
+    }
+
     /// Forgets what is older than [`IdemConfig::max_age_ms`] at `now`.
     pub fn expire(&mut self, now: u64) {
         while let Some((_, at, ..)) = self.order.front() {
@@ -378,6 +388,9 @@ mod tests {
         w.finish(&u, &b, "!1", None);
         assert_eq!(w.begin(&u, &b, "!1", 10, || 5), Begin::Done(None));
         assert_eq!(w.len(), 2);
+        // A forgotten id (refused before it ran) runs again.
+        w.forget(&u, &b, "!1");
+        assert_eq!(w.begin(&u, &b, "!1", 10, || 6), Begin::Run(6));
     }
 
     #[test]

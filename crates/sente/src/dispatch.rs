@@ -285,13 +285,18 @@ impl Dispatcher {
                 Ok(())
             }
             Concurrency::Sequential => match &self.sequential {
-                Some(tx) => tx.try_send(msg).map_err(|_| Busy),
+                Some(tx) => tx.try_send(msg).map_err(|e| {
+                    crate::idem::refused(e.into_inner());
+                    Busy
+                }),
                 None => Ok(()),
             },
             Concurrency::PerClient(_) | Concurrency::PerClientSerial => {
                 let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(q) = queues.get_mut(&msg.client_id) {
                     if q.len() >= CLIENT_BACKLOG {
+                        drop(queues);
+                        crate::idem::refused(msg);
                         return Err(Busy);
                     }
                     q.push_back(msg);

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 pub use sente_proto::idem::IdemConfig;
 
 /// The shared outcome of one request id's run: the copies waiting for it, then the outcome
-/// (`Some(None)`: the handler answered nothing).
+/// (`finished` with no reply: the handler answered nothing).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
@@ -29,37 +29,38 @@ pub(crate) struct Slot {
 #[derive(Debug, Default)]
 struct SlotState {
     waiting: Vec<Reply>,
-    outcome: Option<Option<Value>>,
+    finished: bool,
+    outcome: Option<Value>,
 }
 
 impl Slot {
     /// A copy of the request arrived while its handler runs: it gets the same outcome.
     fn join(&self, reply: Reply) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match &st.outcome {
-            None => st.waiting.push(reply),
-            Some(outcome) => {
-                let outcome = outcome.clone();
-                drop(st);
-                answer(reply, outcome);
-            }
+        if st.finished {
+            let outcome = st.outcome.clone();
+            drop(st);
+            answer(reply, outcome);
+        } else {
+            st.waiting.push(reply);
         }
     }
 
     /// Records the outcome and answers the copies waiting for it: whether one was answered
     /// (`None`: the outcome was recorded already).
-    fn finish(&self, outcome: Option<Value>) -> Option<bool> {
+    fn finish(&self, outcome: Option<&Value>) -> Option<bool> {
         let waiting = {
             let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if st.outcome.is_some() {
+            if st.finished {
                 return None;
             }
-            st.outcome = Some(outcome.clone());
+            st.finished = true;
+            st.outcome = outcome.cloned();
             std::mem::take(&mut st.waiting)
         };
         let mut sent = false;
         for reply in waiting {
-            sent |= answer(reply, outcome.clone());
+            sent |= answer(reply, outcome.cloned());
         }
         Some(sent)
     }
@@ -93,7 +94,7 @@ impl Deduped {
     /// Answers every copy with `outcome` and keeps it; returns whether a copy was answered.
     pub(crate) fn settle(&mut self, outcome: Option<Value>) -> bool {
         let own = self.own.take();
-        let Some(sent_waiting) = self.slot.finish(outcome.clone()) else {
+        let Some(sent_waiting) = self.slot.finish(outcome.as_ref()) else {
             return false;
         };
         if let Some(registry) = self.registry.upgrade() {
@@ -101,6 +102,16 @@ impl Deduped {
         }
         let sent_own = own.is_some_and(|r| answer(r, outcome));
         sent_own || sent_waiting
+    }
+
+    /// The copy that was to run was refused before it ran (its client's queue was full): the
+    /// request id is forgotten, so a retry runs it; copies waiting for it get no reply.
+    pub(crate) fn forget(mut self) {
+        self.own = None;
+        self.slot.finish(None);
+        if let Some(registry) = self.registry.upgrade() {
+            window(&registry).forget(&self.uid, &self.client_id, &self.id);
+        }
     }
 
     /// Whether the copy that runs came over a WebSocket.
@@ -122,6 +133,13 @@ pub(crate) fn announced(request: &ChskRequest) -> bool {
     request
         .protocol_extensions()
         .contains(sente_proto::idem::EXTENSION)
+}
+
+/// An event admitted by [`admit`] was refused before it ran (its client's queue was full).
+pub(crate) fn refused(msg: EventMsg) {
+    if let Some(reply) = msg.reply {
+        reply.forget();
+    }
 }
 
 /// The request id of an event with callback id `cb`, when its client announced the extension.

@@ -205,6 +205,14 @@ impl Reply {
         self.inner.send(value.into())
     }
 
+    /// The event of this reply was refused before it ran: a retried request's id is forgotten
+    /// ([`crate::idem`]); any other reply is dropped.
+    pub(crate) fn forget(self) {
+        if let ReplyInner::Deduped(d) = self.inner {
+            d.forget();
+        }
+    }
+
     /// Whether this reply goes over a WebSocket.
     pub fn is_ws(&self) -> bool {
         self.inner.is_ws()

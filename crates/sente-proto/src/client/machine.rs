@@ -464,7 +464,7 @@ impl ClientMachine {
     pub fn disconnect(&mut self, now: u64) {
         self.close_link(CloseReason::RequestedDisconnect, now);
         self.link = Link::Idle;
-        self.fail_retrying(RequestError::Closed);
+        self.fail_retrying(&RequestError::Closed);
         self.fail_queue(now);
     }
 
@@ -1305,7 +1305,7 @@ impl ClientMachine {
             return;
         }
         if !self.idem_acked {
-            self.fail_retrying(RequestFailure::ConnectionLost.into());
+            self.fail_retrying(&RequestFailure::ConnectionLost.into());
             return;
         }
         self.retry_at = None;
@@ -1324,7 +1324,7 @@ impl ClientMachine {
     }
 
     /// Fails every request waiting to be re-sent with `error`.
-    fn fail_retrying(&mut self, error: RequestError) {
+    fn fail_retrying(&mut self, error: &RequestError) {
         self.retry_at = None;
         for id in std::mem::take(&mut self.retrying) {
             self.finish(id, Err(error.clone()));
