@@ -242,7 +242,11 @@ impl<S: Clone> DedupeWindow<S> {
     /// a retry runs it.
     pub fn forget(&mut self, uid: &Uid, cid: &ClientId, id: &str) {
         let key = (uid.clone(), cid.clone());
-        let seq = self.clients.get(&key).and_then(|m| m.get(id)).map(|e| e.seq);
+        let seq = self
+            .clients
+            .get(&key)
+            .and_then(|m| m.get(id))
+            .map(|e| e.seq);
         if let Some(seq) = seq {
             self.remove(&key, id, seq);
         }
