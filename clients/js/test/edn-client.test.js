@@ -161,8 +161,9 @@ for (const type of ["ws", "ajax", "auto"]) {
       const base = URL_;
       for (const u of [...w.wsUrls, ...w.http.map((r) => r.url)]) assert.doesNotMatch(u, /packer/, u);
       if (type != "ajax") {
-        const q = "?uid=" + uid + "&client-id=" + chsk.clientId + "&csrf-token=" + encodeURIComponent(TOKEN);
-        // Plus the resume extension's parameter (a Sente server ignores it; `resume: false` drops it).
+        const q = "?uid=" + uid + "&ext=idem&client-id=" + chsk.clientId + "&csrf-token=" + encodeURIComponent(TOKEN);
+        // Plus the extensions the client speaks (`ext`) and the resume extension's parameter (a
+        // Sente server ignores both; `resume: false` drops the latter).
         assert.equal(w.wsUrls[0], base.replace(/^http/, "ws") + q + "&resume=");
         const frames = w.wsFrames.filter((f) => f.includes("demo/echo"));
         assert.match(frames[0], /^\[\[:demo\/echo \{:my\/k 1\}\] "[0-9a-f]{6}"\]$/);
@@ -170,7 +171,7 @@ for (const type of ["ws", "ajax", "auto"]) {
         for (const f of w.wsFrames) assert.ok(Array.isArray(read(f)) && !/^[+-]/.test(f), f);
       } else {
         const gets = w.http.filter((r) => r.method == "GET");
-        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1$"));
+        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&ext=idem&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1$"));
         assert.match(gets[1].url, /&client-id=[0-9a-f-]{36}$/);
         const posts = w.http.filter((r) => r.method == "POST");
         assert.equal(posts.length, 3);
