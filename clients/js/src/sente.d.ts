@@ -229,6 +229,14 @@ export interface ChannelSocketOptions {
    */
   large?: boolean;
   /**
+   * Retry requests across reconnects (sente-rs extension "idem"; per request: `{ retry }` of
+   * request()): a request whose connection is lost before its reply is re-sent with the same
+   * request id once open again, within its timeout; the server runs it once and answers with the
+   * original reply, so the promise settles once. Only with a server that acknowledged the
+   * extension in its handshake (others: it rejects as usual). Default false.
+   */
+  retryRequests?: boolean;
+  /**
    * Extra HTTP headers (e.g. `Origin` in Node), sent on Ajax requests and on the WebSocket
    * handshake. For the handshake the constructor is called as `new WebSocket(url, [], { headers })`,
    * which Node's `ws` understands; browsers ignore it (and drop forbidden headers from fetch).
@@ -334,9 +342,10 @@ export class ChannelSocket {
   send(id: string | Keyword, data?: Encodable): boolean;
   /**
    * Send and wait for the reply. Before the first open it is queued (its timeout running).
-   * Rejects with a SenteError ("closed" | "timeout" | "error" | "queue-full").
+   * Rejects with a SenteError ("closed" | "timeout" | "error" | "queue-full"). `opts.retry`
+   * (default: the `retryRequests` option) retries it across reconnects.
    */
-  request<R = any>(id: string | Keyword, data?: Encodable, timeoutMs?: number): Promise<R>;
+  request<R = any>(id: string | Keyword, data?: Encodable, timeoutMs?: number, opts?: { retry?: boolean }): Promise<R>;
 
   /** Start connecting (no-op while connected or connecting; while waiting to reconnect: retry now). */
   connect(): void;

@@ -153,6 +153,8 @@ export class SenteError extends Error {
 
 // The server answered :chsk/error: its handler failed before replying.
 const handlerFailed = () => new SenteError("error", "sente: the server's handler failed (chsk/error)");
+// A request failed because its connection was lost (it may be retried, extension "idem").
+const lost = (code, m) => Object.assign(new SenteError(code, m), { lost: 1 });
 
 // Closes a socket we no longer listen to. Its error handler stays a no-op: Node's `ws` emits
 // "WebSocket was closed before the connection was established" when a connecting socket is
@@ -188,6 +190,7 @@ export class ChannelSocket {
       autoConnect: true,
       resume: true,
       large: true,
+      retryRequests: false,
       ...opts,
     });
     const p = (this._p = o.packer == "json" ? JSON_PACKER : o.packer);
@@ -213,6 +216,9 @@ export class ChannelSocket {
     this._cbs = new Map(); // ws cb id -> {ok, fail, timer}
     this._q = []; // queued sends/requests while closed
     this._held = []; // pushes behind a large event being fetched: {f} once ready (extension "large")
+    this._rw = new Set(); // retried requests (extension "idem") waiting for the next open
+    this._idem = false; // the open connection's server dedupes retried requests
+    this._n = 0; // request ids: !<random>.<n>, unique to this client (`_rid`: drawn at the first)
     this._rd = []; // ready() waiters: [resolve, reject]
     this._stopped = false; // disconnect() called (until the next connect())
     this._attempt = 0;
@@ -369,6 +375,7 @@ export class ChannelSocket {
     this._stopped = true;
     this._stop("requested-disconnect");
     this._failQueue("sente: disconnected");
+    for (const it of [...this._rw]) it.end(0, new SenteError("closed", "sente: disconnected"));
     for (const [, fail] of this._rd.splice(0)) fail(new SenteError("closed", "sente: disconnected before open"));
   }
 
@@ -424,11 +431,11 @@ export class ChannelSocket {
     return v == null || v === "" ? null : String(v);
   }
 
-  // `ext`: `req` (server-to-client requests) with a request handler, `large` (large pushes
-  // fetched by HTTP) unless `large: false`.
+  // `ext`: `idem` (retried requests) always; `req` (server-to-client requests) with a request
+  // handler; `large` (large pushes fetched by HTTP) unless `large: false`.
   _params(x) {
-    x = [this._rq.size && "req", this.opts.large && "large"].filter(Boolean) + "";
-    return [...Object.entries(this.opts.params || {}), ["ext", x || null]];
+    x = [this._rq.size && "req", "idem", this.opts.large && "large"].filter(Boolean) + "";
+    return [...Object.entries(this.opts.params || {}), ["ext", x]];
   }
 
   // Whether `p` is a handshake `[:chsk/handshake ...]` (packer.kw: the name of a keyword).
@@ -618,14 +625,14 @@ export class ChannelSocket {
     }
   }
 
-  _wsRequest(c, payload, timeoutMs) {
+  // `rid`: a retried request's id (extension "idem"), else a fresh Sente cb id.
+  _wsRequest(c, payload, timeoutMs, rid) {
     return new Promise((ok, fail) => {
-      let id;
-      do id = uuid().slice(0, 6);
-      while (this._cbs.has(id));
+      let id = rid;
+      while (id == null || (id !== rid && this._cbs.has(id))) id = uuid().slice(0, 6);
       // Registered once sent (a reply cannot arrive before): a packing error or a failed send
       // leaves nothing behind.
-      if (!this._wsSend(c, payload, id)) return fail(new SenteError(c.ws.readyState === 2 ? "closed" : "error"));
+      if (!this._wsSend(c, payload, id)) return fail(lost(c.ws.readyState === 2 ? "closed" : "error"));
       const timer = setTimeout(() => {
         this._cbs.delete(id);
         fail(new SenteError("timeout"));
@@ -637,7 +644,7 @@ export class ChannelSocket {
   _failCbs(code) {
     const cbs = [...this._cbs.values()];
     this._cbs.clear();
-    for (const r of cbs) clearTimeout(r.timer), r.fail(new SenteError(code));
+    for (const r of cbs) clearTimeout(r.timer), r.fail(lost(code));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -712,12 +719,14 @@ export class ChannelSocket {
     if (this._fb && !c.hs) this._down = this._fb = false;
   }
 
-  // As Sente: the form `udt`, `client-id`, `ppstr` (the packed `[payload, :ajax or nil]`).
-  _post(payload, wantReply, timeoutMs) {
+  // As Sente: the form `udt`, `client-id`, `ppstr` (the packed `[payload, :ajax or nil]`, or
+  // `[payload, rid]` for a retried request, which adds `ext`).
+  _post(payload, wantReply, timeoutMs, rid) {
     const body = qs([
       ["udt", now()],
       ["client-id", this.clientId],
-      ["ppstr", this._p.pack([payload, wantReply ? kw("ajax") : null])],
+      ["ext", rid && this._params().at(-1)[1]],
+      ["ppstr", this._p.pack([payload, rid ?? (wantReply ? kw("ajax") : null)])],
     ]);
     return this._fetch(
       this._http + this._query([]),
@@ -743,7 +752,7 @@ export class ChannelSocket {
         if (e instanceof SenteError) throw e;
         if (e?.name == "AbortError" || e?.name == "TimeoutError") throw new SenteError("timeout");
         // Only this request fails; a dead server also fails the long-poll, which closes.
-        throw new SenteError("error", this._xo ? this._xoMsg("Ajax POST") : "sente: " + (e?.message || e));
+        throw lost("error", this._xo ? this._xoMsg("Ajax POST") : "sente: " + (e?.message || e));
       },
     );
   }
@@ -792,8 +801,10 @@ export class ChannelSocket {
   // Resume: `_pos` is [epoch, seq] of the last push received, when every one was numbered. The
   // handshake's 4th element `{epoch, seq, recovered}` says where the client now stands;
   // `recovered` is news only to a client that had a position. Without it (Ajax), no position.
+  // `idem: true` there: the server dedupes retried requests.
   _handshake(type, p) {
     const [uid = null, , hd = null, r] = this._p.val(p[1]) || [];
+    this._idem = r?.idem;
     const recovered = r && this._pos ? r.recovered : undefined;
     // Recovered in the same epoch: the client may stand further already (a WS probe opened at
     // its position while Ajax polls went on delivering); the replay's overlap is then skipped.
@@ -897,8 +908,11 @@ export class ChannelSocket {
     return true;
   }
 
-  /** Send an event and wait for the server's reply. Rejects with a SenteError. */
-  request(id, data, timeoutMs = this.opts.requestTimeoutMs) {
+  /** Send an event and wait for the server's reply. Rejects with a SenteError. With
+   * `opts.retry` (default: the `retryRequests` option) a request whose connection is lost
+   * before the reply is re-sent with the same request id once open again, within `timeoutMs`;
+   * a sente-rs server runs it once and answers with the original reply. */
+  request(id, data, timeoutMs = this.opts.requestTimeoutMs, opts = {}) {
     let ev;
     try {
       ev = event(id, data);
@@ -906,16 +920,42 @@ export class ChannelSocket {
       return Promise.reject(e);
     }
     return new Promise((ok, fail) => {
-      if (!this._state.open) {
-        const e = this._enqueue(ev, { ok, fail }, timeoutMs);
-        if (e) fail(e);
-      } else this._dispatch(ev, { ok, fail }, timeoutMs);
+      let r = { ok, fail },
+        rid;
+      // A retried request: a failure of its lost connection, when the server acknowledged
+      // "idem", waits in `_rw` for the next open (or, an Ajax POST lost while the long-poll is
+      // up, a moment) instead; `end` settles it once.
+      if (opts.retry ?? this.opts.retryRequests) {
+        const it = { ev, rid: (rid = (this._rid ||= "!" + uuid().slice(0, 6)) + "." + ++this._n), until: now() + timeoutMs };
+        const t = setTimeout(() => it.end(0, new SenteError("timeout")), timeoutMs);
+        it.end = (y, v) => it.r && (this._rw.delete(it), clearTimeout(t), (it.r = null), y ? ok(v) : fail(v));
+        r = it.r = {
+          ok: (v) => it.end(1, v),
+          fail: (e) =>
+            e?.lost && this._idem ? it.r && (this._rw.add(it), this._state.open && setTimeout(() => this._resend(it), Math.random() * 500)) : it.end(0, e),
+        };
+        it.x = r;
+      }
+      const e = !this._state.open && this._enqueue(ev, r, timeoutMs, rid);
+      if (e) r.ok == ok ? fail(e) : r.fail(e);
+      else if (this._state.open) this._dispatch(ev, r, timeoutMs, rid);
     });
   }
 
-  _dispatch(ev, r, timeoutMs) {
+  // Re-sends the retried requests waiting for an open connection (or `only` that one) when its
+  // server dedupes them; fails them otherwise.
+  _resend(only) {
+    for (const it of only ? [only] : [...this._rw]) {
+      if (!this._state.open || !this._rw.has(it)) return;
+      this._rw.delete(it);
+      if (this._idem) this._dispatch(it.ev, it.x, Math.max(1, it.until - now()), it.rid);
+      else it.end(0, lost("error"));
+    }
+  }
+
+  _dispatch(ev, r, timeoutMs, rid) {
     const c = this._conn;
-    const p = c?.kind == "ws" ? this._wsRequest(c, ev, timeoutMs) : this._post(ev, true, timeoutMs);
+    const p = c?.kind == "ws" ? this._wsRequest(c, ev, timeoutMs, rid) : this._post(ev, true, timeoutMs, rid);
     p.then(r.ok, r.fail);
   }
 
@@ -928,7 +968,7 @@ export class ChannelSocket {
   // Queues while closed: before the first open (queueBeforeOpen, unless disconnect() was called),
   // or whenever connecting (queueWhileClosed); never after a rejection. Returns a SenteError
   // when not queued.
-  _enqueue(ev, r, timeoutMs) {
+  _enqueue(ev, r, timeoutMs, rid) {
     const o = this.opts,
       rej = this._rej();
     if (rej || !((o.queueWhileClosed && this._active) || (o.queueBeforeOpen && !this._state.everOpened && !this._stopped)))
@@ -936,7 +976,7 @@ export class ChannelSocket {
     if (this._q.length >= o.queueMax)
       return new SenteError("queue-full", "sente: send queue full (" + o.queueMax + " waiting for the connection)");
     this._p.pack([ev, null]); // an unpackable value throws now, not when the queue is flushed
-    const item = { ev, r, until: now() + timeoutMs };
+    const item = { ev, r, rid, until: now() + timeoutMs };
     item.timer = setTimeout(() => {
       this._q = this._q.filter((x) => x !== item);
       this._fail(item, new SenteError("timeout", this._notOpen(timeoutMs)));
@@ -949,11 +989,12 @@ export class ChannelSocket {
   }
 
   _flush() {
+    this._resend();
     const q = this._q;
     this._q = [];
     for (const it of q) {
       clearTimeout(it.timer);
-      if (it.r) this._dispatch(it.ev, it.r, Math.max(1, it.until - now()));
+      if (it.r) this._dispatch(it.ev, it.r, Math.max(1, it.until - now()), it.rid);
       else this._sendEv(it.ev, 1);
     }
   }

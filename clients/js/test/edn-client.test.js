@@ -161,9 +161,9 @@ for (const type of ["ws", "ajax", "auto"]) {
       const base = URL_;
       for (const u of [...w.wsUrls, ...w.http.map((r) => r.url)]) assert.doesNotMatch(u, /packer/, u);
       if (type != "ajax") {
-        const q = "?uid=" + uid + "&ext=large&client-id=" + chsk.clientId + "&csrf-token=" + encodeURIComponent(TOKEN);
+        const q = "?uid=" + uid + "&ext=idem%2Clarge&client-id=" + chsk.clientId + "&csrf-token=" + encodeURIComponent(TOKEN);
         // Plus the extensions' parameters (a Sente server ignores them; `large: false` and
-        // `resume: false` drop them).
+        // `resume: false` drop theirs).
         assert.equal(w.wsUrls[0], base.replace(/^http/, "ws") + q + "&resume=");
         const frames = w.wsFrames.filter((f) => f.includes("demo/echo"));
         assert.match(frames[0], /^\[\[:demo\/echo \{:my\/k 1\}\] "[0-9a-f]{6}"\]$/);
@@ -174,7 +174,7 @@ for (const type of ["ws", "ajax", "auto"]) {
         // Plus the extensions announced, and the resume extension's parameter on every GET:
         // empty on the handshake, then the position the server gave (a Sente server ignores
         // both; `resume: false` drops it).
-        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&ext=large&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1&resume=$"));
+        assert.match(gets[0].url, new RegExp("^" + base.replace(/[?.]/g, "\\$&") + "\\?uid=" + uid + "&ext=idem%2Clarge&udt=\\d+&client-id=" + chsk.clientId + "&handshake%3F=1&resume=$"));
         assert.match(gets[1].url, /&client-id=[0-9a-f-]{36}&resume=[0-9a-z-]+%3A\d+$/);
         const posts = w.http.filter((r) => r.method == "POST");
         assert.equal(posts.length, 3);

@@ -271,6 +271,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Retry requests across reconnects (off by default; sente-rs servers only): a request
+    /// whose connection is lost before its reply is re-sent with the same request id once the
+    /// client is connected again, within its timeout, and the server runs it once and answers
+    /// with the original reply. See [`Client::request_with_retry`](crate::Client::request_with_retry)
+    /// to choose per request.
+    pub fn retry_requests(mut self, on: bool) -> Self {
+        self.config.retry_requests = on;
+        self
+    }
+
     /// Queue sends and requests made while (re)connecting, at most `max_len` of them for at
     /// most `max_wait` each, instead of failing them at once with `Closed` (off by default).
     pub fn queue_while_connecting(mut self, max_len: usize, max_wait: Duration) -> Self {

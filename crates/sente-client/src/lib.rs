@@ -253,14 +253,33 @@ impl Client {
     /// Sends an event and waits for the reply (Sente's `(send-fn ev timeout-ms cb)`):
     /// [`RequestError::Closed`] when the connection is not open, [`RequestError::Timeout`] when
     /// no reply came within `timeout`, [`RequestError::Error`] when the transport failed.
-    /// Dropping the future forgets the request.
+    /// Dropping the future forgets the request. With
+    /// [`ClientBuilder::retry_requests`] on, a lost connection does not fail it: see
+    /// [`request_with_retry`](Self::request_with_retry).
     pub async fn request(&self, event: Event, timeout: Duration) -> Result<Value, RequestError> {
+        let retry = self.shared().lock().machine.config().retry_requests;
+        self.request_with_retry(event, timeout, retry).await
+    }
+
+    /// [`request`](Self::request), choosing for this request whether it is retried across
+    /// reconnects (rather than [`ClientBuilder::retry_requests`]): when the connection is lost
+    /// before the reply, it is re-sent with the same request id once the client is connected
+    /// again (over either transport), within `timeout`. A server with the `idem` extension
+    /// (sente-rs) runs it once and answers the retry with the original reply, so the result
+    /// comes once. Against a server that did not acknowledge the extension it fails with
+    /// `Error` as usual.
+    pub async fn request_with_retry(
+        &self,
+        event: Event,
+        timeout: Duration,
+        retry: bool,
+    ) -> Result<Value, RequestError> {
         let (tx, rx) = oneshot::channel();
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let id = {
             let mut inner = self.shared().lock();
             let now = self.shared().now();
-            let id = inner.machine.request(event, ms, now);
+            let id = inner.machine.request_with_retry(event, ms, retry, now);
             inner.waiters.insert(id, tx);
             id
         };

@@ -126,11 +126,32 @@ pub mod server_msg {
         handshake_data: Value,
         resume: &crate::server::replay::ResumeInfo,
     ) -> Envelope {
+        handshake_ext(uid, handshake_data, Some(resume), false)
+    }
+
+    /// The handshake of a client of the extensions: a fourth element, the map of
+    /// [`ResumeInfo::to_value`](crate::server::replay::ResumeInfo::to_value) when it resumes,
+    /// holding `:idem true` when the server dedupes its requests ([`crate::idem`]). Without
+    /// either, the plain 3-element handshake.
+    pub fn handshake_ext(
+        uid: &Uid,
+        handshake_data: Value,
+        resume: Option<&crate::server::replay::ResumeInfo>,
+        idem: bool,
+    ) -> Envelope {
+        let mut extra = match resume.map(crate::server::replay::ResumeInfo::to_value) {
+            Some(Value::Map(m)) => m,
+            _ if !idem => return handshake(uid, handshake_data),
+            _ => crate::Map::new(),
+        };
+        if idem {
+            extra.insert(Value::kw(crate::idem::ACK_KEY), Value::Bool(true));
+        }
         let data = Value::Vector(vec![
             uid.to_value(),
             Value::Nil,
             handshake_data,
-            resume.to_value(),
+            Value::Map(extra),
         ]);
         Envelope::new(Event::reserved(ids::HANDSHAKE, Some(data)).into_value())
     }
@@ -291,6 +312,8 @@ pub enum ServerMsg {
         data: Value,
         /// The resume extension's answer (a fourth element; see [`crate::server::replay`]).
         resume: Option<crate::server::replay::ResumeInfo>,
+        /// The server dedupes this client's retried requests ([`crate::idem`]).
+        idem: bool,
     },
     /// `[:chsk/seq n]` (resume extension): the next batch's last event has sequence number `n`.
     Seq(u64),
@@ -346,10 +369,12 @@ impl ServerMsg {
                 let resume = data
                     .get(3)
                     .and_then(crate::server::replay::ResumeInfo::from_value);
+                let idem = crate::idem::acknowledged(data.get(3));
                 return ServerMsg::Handshake {
                     uid,
                     data: hd,
                     resume,
+                    idem,
                 };
             }
             return ServerMsg::Invalid(Value::Vector(items));

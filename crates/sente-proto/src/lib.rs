@@ -24,6 +24,7 @@ pub mod client;
 pub mod envelope;
 pub mod event;
 pub mod large;
+pub mod idem;
 pub mod limits;
 pub mod packer;
 pub mod s2c;

@@ -229,7 +229,7 @@ fn ws_url_carries_params_client_id_token_and_packer_in_order() {
     };
     assert_eq!(
         url,
-        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&resume=&ext=large"
+        "ws://127.0.0.1:3000/chsk?uid=u%201&client-id=cid-1&csrf-token=a%2Bb%2Fc%3D%3D&packer=table&ext=idem%2Clarge&resume="
     );
     assert_eq!(
         headers,
@@ -636,7 +636,7 @@ fn ajax_handshake_poll_push_and_post() {
     assert_eq!(
         req.url,
         format!(
-            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&resume=&ext=large",
+            "http://127.0.0.1:3000/chsk?uid=u2&udt={}&client-id=cid-1&handshake%3F=1&packer=table&ext=idem%2Clarge&resume=",
             T0_UNIX + 5
         )
     );
@@ -1085,7 +1085,7 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     let mut h = H::new(config(Kind::Ws));
     h.m.connect(h.now);
     let (conn, url) = ws_open_of(&h.drain());
-    assert!(url.ends_with("&resume=&ext=large"), "{url}");
+    assert!(url.ends_with("&resume="), "{url}");
     h.m.handle_ws_open(conn, h.now);
     h.ws_msg(
         conn,
@@ -1110,7 +1110,7 @@ fn resume_tracks_the_position_skips_overlaps_and_reconnects_from_it() {
     let mut out = h.drain();
     out.extend(h.advance(60_000));
     let (conn, url) = ws_open_of(&out);
-    assert!(url.ends_with("&resume=e1%3A8&ext=large"), "{url}");
+    assert!(url.ends_with("&resume=e1%3A8"), "{url}");
     h.m.handle_ws_open(conn, h.now);
     h.ws_msg(
         conn,
@@ -1317,11 +1317,98 @@ fn without_the_extension_nothing_is_announced_or_fetched() {
     let mut h = H::new(cfg);
     h.m.connect(h.now);
     let (conn, url) = ws_open_of(&h.drain());
-    assert!(!url.contains("ext="), "{url}");
+    assert!(!url.contains("large"), "{url}");
     h.m.handle_ws_open(conn, h.now);
     h.ws_msg(conn, &server_msg::handshake(&Uid::from("u"), Value::Nil));
     let reference = sente_proto::large::reference_event("id-1", 1);
     let out = h.ws_msg(conn, &server_msg::push_batch([reference.clone()]));
     assert!(http_all(&out).is_empty());
     assert_eq!(events(&out), vec![ClientEvent::Push(reference)]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Idempotent requests (extension `idem`)
+
+/// The WebSocket handshake of a server that acknowledges `idem` (or not).
+fn ws_handshake(h: &mut H, idem: bool) -> ConnId {
+    h.m.connect(h.now);
+    let (conn, url) = ws_open_of(&h.drain());
+    assert!(url.contains("ext=idem"), "{url}");
+    h.m.handle_ws_open(conn, h.now);
+    let hs = server_msg::handshake_ext(&Uid::from("u"), Value::Nil, None, idem);
+    h.ws_msg(conn, &hs);
+    assert!(h.m.is_open());
+    conn
+}
+
+#[test]
+fn a_retried_request_is_re_sent_with_its_id_after_a_reconnect_and_answered_once() {
+    let mut h = H::new(config(Kind::Ws));
+    let conn = ws_handshake(&mut h, true);
+    let id =
+        h.m.request_with_retry(ev("demo/once", 1), 10_000, true, h.now);
+    let sent = ws_sends(&h.drain());
+    let rid = sent[0].cb.clone().unwrap();
+    assert!(rid.as_str().unwrap().starts_with('!'), "{rid:?}");
+    h.now += 100;
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    let out = h.drain();
+    assert!(replies(&out).is_empty(), "not failed: {out:#?}");
+    // Reconnects (the first attempt is immediate) and re-sends with the same id.
+    let (conn2, _) = ws_open_of(&out);
+    h.m.handle_ws_open(conn2, h.now);
+    let hs = server_msg::handshake_ext(&Uid::from("u"), Value::Nil, None, true);
+    let out = h.ws_msg(conn2, &hs);
+    let again = ws_sends(&out);
+    assert_eq!(again.len(), 1, "{out:#?}");
+    assert_eq!(again[0].cb, Some(rid.clone()));
+    // The reply comes once, on the new connection.
+    let out = h.ws_msg(conn2, &Envelope::with_cb(Value::Int(42), rid.clone()));
+    assert_eq!(replies(&out), vec![(id, Ok(Value::Int(42)))]);
+    assert!(replies(&h.ws_msg(conn2, &Envelope::with_cb(Value::Int(42), rid))).is_empty());
+    assert_eq!(h.m.pending_requests(), 0);
+}
+
+#[test]
+fn without_the_servers_acknowledgement_or_the_opt_in_a_lost_request_fails() {
+    for (acked, retry) in [(false, true), (true, false)] {
+        let mut h = H::new(config(Kind::Ws));
+        let conn = ws_handshake(&mut h, acked);
+        let id =
+            h.m.request_with_retry(ev("demo/once", 1), 10_000, retry, h.now);
+        let cb = ws_sends(&h.drain())[0].cb.clone().unwrap();
+        assert_eq!(cb.as_str().unwrap().starts_with('!'), retry);
+        h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+        assert_eq!(
+            replies(&h.drain()),
+            vec![(id, Err(RequestFailure::ConnectionLost.into()))],
+            "acked {acked}, retry {retry}"
+        );
+    }
+}
+
+#[test]
+fn a_retried_request_still_times_out_and_a_disconnect_fails_it() {
+    let mut cfg = config(Kind::Ws);
+    cfg.retry_requests = true;
+    let mut h = H::new(cfg);
+    let conn = ws_handshake(&mut h, true);
+    let id = h.m.request(ev("demo/once", 1), 1_000, h.now);
+    h.drain();
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    h.drain(); // reconnecting: never opens
+    let out = h.advance(1_000);
+    assert_eq!(replies(&out), vec![(id, Err(RequestError::Timeout))]);
+
+    let mut cfg = config(Kind::Ws);
+    cfg.retry_requests = true;
+    let mut h = H::new(cfg);
+    let conn = ws_handshake(&mut h, true);
+    let id = h.m.request(ev("demo/once", 2), 10_000, h.now);
+    h.drain();
+    h.m.handle_ws_closed(conn, WsClosed::abnormal(), h.now);
+    assert!(replies(&h.drain()).is_empty(), "waits to be re-sent");
+    h.m.disconnect(h.now);
+    let out = h.drain();
+    assert_eq!(replies(&out), vec![(id, Err(RequestError::Closed))]);
 }

@@ -44,10 +44,10 @@ fn ws_url_pong_and_request_frames() {
         panic!()
     };
     // Vector 27, plus the packer parameter, the resume extension's (empty: no position) and
-    // the extensions announced (`large`, on by default).
+    // the extensions announced (`idem`, and `large`, on by default).
     assert_eq!(
         url,
-        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn&resume=&ext=large"
+        "ws://localhost:3000/chsk?client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&csrf-token=a%2Bb%2Fc%3D%3D&packer=edn&ext=idem%2Clarge&resume="
     );
     let conn = *conn;
     // Vector 50: a 2-element handshake opens too.
@@ -110,7 +110,7 @@ fn ajax_handshake_get_and_post_body() {
     // the extensions announced.
     assert_eq!(
         request.url,
-        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn&resume=&ext=large"
+        "http://localhost:3000/chsk?udt=1718600000000&client-id=7d0c1b9e-3b7a-4c1e-9f2a-5a6b7c8d9e0f&handshake%3F=1&packer=edn&ext=idem%2Clarge&resume="
     );
     assert!(
         request

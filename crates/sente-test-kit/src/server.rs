@@ -395,6 +395,31 @@ fn app(log: &ServerLog) -> Router<ServerLog> {
             tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())).await;
             msg.reply(Value::kw("slow"));
         })
+        // Data `[key ms]`: logs `[:demo/ran key]`, waits ms (at most 10 s), then replies
+        // `{:ran n}`, n the times `key` ran so far: a request retried with the `idem`
+        // extension runs once.
+        .on(
+            "demo/once",
+            |mut msg: EventMsg, log: ServerLog| async move {
+                let (key, ms) = match msg.data_value().as_seq() {
+                    Some([k, Value::Int(ms)]) => (k.clone(), *ms),
+                    _ => (msg.data_value().clone(), 0),
+                };
+                log.push(Event::new(kw_id("demo/ran"), key.clone()));
+                tokio::time::sleep(Duration::from_millis(ms.clamp(0, 10_000).unsigned_abs())).await;
+                let n = log
+                    .events()
+                    .iter()
+                    .filter(|e| e.id().as_str() == "demo/ran" && e.data() == &key)
+                    .count();
+                let mut m = Map::new();
+                m.insert(
+                    Value::kw("ran"),
+                    Value::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                );
+                msg.reply(Value::Map(m));
+            },
+        )
         .on("demo/push-me", |mut msg: EventMsg| async move {
             let n = msg.data_value().as_i64().unwrap_or(1);
             for i in 0..n {

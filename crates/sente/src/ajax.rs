@@ -120,7 +120,8 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
             crate::metrics::handshake(Transport::Ajax);
             tracing::debug!("ajax handshake");
             let data = shell.guard.handshake_data(&request);
-            return match message::handshake(&uid, data, resumed.as_ref(), &*packer, max) {
+            let idem = crate::idem::announced(&request);
+            return match message::handshake_ext(&uid, data, resumed.as_ref(), idem, &*packer, max) {
                 Ok(p) => sent(&m, packed(p)),
                 Err(e) => plain(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -471,6 +472,7 @@ async fn post_event(
         client_id: a.client_id.clone(),
         transport: Transport::Ajax,
         reply: None,
+        idem: crate::idem::request_id(&a.request, inbound.reply_to.as_ref()),
         request: a.request,
         server: shell.server().clone(),
     };

@@ -276,6 +276,7 @@ impl Dispatcher {
     /// (`PerClient`), the wait for room in the sequential queue (`Sequential`), or nothing
     /// (`Concurrent`: spawned here).
     fn start(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
+        let msg = crate::idem::admit(self.server.registry(), msg)?;
         let h = self.handler_for(&msg)?;
         match self.concurrency {
             Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(traced(&*h, msg)),
@@ -299,6 +300,9 @@ impl Dispatcher {
     /// `Err(Busy)` when the client already has [`CLIENT_BACKLOG`] events waiting (or the
     /// sequential queue is full): only that client is refused.
     pub(crate) fn submit(self: &Arc<Self>, msg: EventMsg) -> Result<(), Busy> {
+        let Some(msg) = crate::idem::admit(self.server.registry(), msg) else {
+            return Ok(());
+        };
         let Some(h) = self.handler_for(&msg) else {
             return Ok(());
         };
@@ -308,13 +312,18 @@ impl Dispatcher {
                 Ok(())
             }
             Concurrency::Sequential => match &self.sequential {
-                Some(tx) => tx.try_send(msg).map_err(|_| Busy),
+                Some(tx) => tx.try_send(msg).map_err(|e| {
+                    crate::idem::refused(e.into_inner());
+                    Busy
+                }),
                 None => Ok(()),
             },
             Concurrency::PerClient(_) | Concurrency::PerClientSerial => {
                 let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(q) = queues.get_mut(&msg.client_id) {
                     if q.len() >= CLIENT_BACKLOG {
+                        drop(queues);
+                        crate::idem::refused(msg);
                         return Err(Busy);
                     }
                     q.push_back(msg);
@@ -337,6 +346,7 @@ impl Dispatcher {
             client_id: ev.client_id,
             transport: ev.ctx.transport,
             reply: None,
+            idem: None,
             request: ev.ctx.request,
             server: self.server.clone(),
         };

@@ -144,6 +144,7 @@ mod gate;
 mod guard;
 mod handle;
 pub mod large;
+pub mod idem;
 mod meters;
 pub mod metrics;
 mod msg;

@@ -25,6 +25,8 @@ pub struct EventMsg {
     pub transport: Transport,
     /// Present when the client asked for a reply (Sente's `?reply-fn`).
     pub reply: Option<Reply>,
+    /// The request id of a request the client may retry ([`crate::idem`]).
+    pub(crate) idem: Option<String>,
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) server: ServerHandle,
 }
@@ -105,6 +107,8 @@ enum ReplyInner {
     },
     /// Shared with a [`ReplyGuard`], which answers it `:chsk/error` if the handler fails.
     Guarded(Arc<Mutex<Option<ReplyInner>>>),
+    /// The first copy of a request the client may retry: its answer goes to every copy.
+    Deduped(Box<crate::idem::Deduped>),
 }
 
 impl ReplyInner {
@@ -130,6 +134,7 @@ impl ReplyInner {
                 sent
             }
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
+            ReplyInner::Deduped(mut d) => d.settle(Some(value)),
         }
     }
 
@@ -142,6 +147,7 @@ impl ReplyInner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .is_some_and(ReplyInner::is_ws),
+            ReplyInner::Deduped(d) => d.is_ws(),
         }
     }
 }
@@ -181,6 +187,12 @@ impl Reply {
         }
     }
 
+    pub(crate) fn deduped(d: crate::idem::Deduped) -> Self {
+        Reply {
+            inner: ReplyInner::Deduped(Box::new(d)),
+        }
+    }
+
     pub(crate) fn ajax(tx: oneshot::Sender<Value>, owed: ReplyOwed) -> Self {
         Reply {
             inner: ReplyInner::Ajax { tx, _owed: owed },
@@ -191,6 +203,14 @@ impl Reply {
     /// the reply was already answered `:chsk/error` because its handler failed).
     pub fn send(self, value: impl Into<Value>) -> bool {
         self.inner.send(value.into())
+    }
+
+    /// The event of this reply was refused before it ran: a retried request's id is forgotten
+    /// ([`crate::idem`]); any other reply is dropped.
+    pub(crate) fn forget(self) {
+        if let ReplyInner::Deduped(d) = self.inner {
+            d.forget();
+        }
     }
 
     /// Whether this reply goes over a WebSocket.

@@ -169,6 +169,8 @@ pub(crate) struct Registry {
     pub(crate) remote_requests: Mutex<std::collections::HashMap<u64, RemoteWaiter>>,
     /// The last id given to such a request.
     pub(crate) remote_seq: AtomicU64,
+    /// The dedupe window of idempotent client requests ([`crate::idem`]).
+    pub(crate) idem: crate::idem::Window,
 }
 
 /// Where the answers of other nodes to one of this node's requests go: the answering node,
@@ -244,6 +246,9 @@ impl Registry {
             requests: Mutex::default(),
             remote_requests: Mutex::default(),
             remote_seq: AtomicU64::new(0),
+            idem: Mutex::new(sente_proto::idem::DedupeWindow::new(
+                cfg.limits.idem.clone(),
+            )),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();

@@ -81,8 +81,8 @@ impl ChskRequest {
 
     /// The protocol extensions the client asked for (`ext` query parameter, comma-separated).
     /// The negotiation point for sente-rs extensions: `req` (server-to-client requests,
-    /// [`ServerHandle::request`](crate::ServerHandle::request)); a plain Sente client asks for
-    /// none.
+    /// [`ServerHandle::request`](crate::ServerHandle::request)), `idem` (retried requests run
+    /// once, [`crate::idem`]); a plain Sente client asks for none.
     pub fn protocol_extensions(&self) -> &BTreeSet<String> {
         &self.protocol_extensions
     }

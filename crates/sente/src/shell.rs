@@ -99,7 +99,8 @@ const MISSING_CLIENT_ID: &str = "Missing client-id: every Sente request (Ajax GE
 must carry a non-blank `client-id` parameter of at most 128 bytes.";
 
 /// The protocol extensions a client asked for (`ext` parameter, comma-separated): the
-/// negotiation point of extensions (`req`: server-to-client requests, [`crate::s2c`]).
+/// negotiation point of extensions (`req`: server-to-client requests, [`crate::s2c`]; `idem`:
+/// retried requests run once, [`crate::idem`]).
 fn requested_extensions(params: &Params) -> BTreeSet<String> {
     params
         .get("ext")

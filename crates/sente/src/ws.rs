@@ -240,17 +240,24 @@ pub(crate) fn accept(
     };
     // Packed after the open: a resuming client's handshake tells where it stands. The task
     // sends it before anything the open queued (the replay).
-    let handshake =
-        match message::handshake(&uid, data, resumed.as_ref(), &*packer, shell.max_message()) {
-            Ok(p) => p,
-            Err(e) => {
-                registry.with_core(|c, now| c.handle_ws_closed(&uid, &client_id, conn, now));
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Handshake could not be packed: {e}"),
-                );
-            }
-        };
+    let idem = crate::idem::announced(&request);
+    let handshake = match message::handshake_ext(
+        &uid,
+        data,
+        resumed.as_ref(),
+        idem,
+        &*packer,
+        shell.max_message(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            registry.with_core(|c, now| c.handle_ws_closed(&uid, &client_id, conn, now));
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Handshake could not be packed: {e}"),
+            );
+        }
+    };
     crate::metrics::handshake(Transport::Ws);
     tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -664,6 +671,7 @@ impl WsConn {
             uid: self.uid.clone(),
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
+            idem: crate::idem::request_id(&self.request, inbound.reply_to.as_ref()),
             reply: inbound.reply_to.map(|cb| {
                 let owed = self.shell.registry().reply_owed(Some(&self.outbox));
                 Reply::ws(self.outbox.clone(), cb, std::time::Instant::now(), owed)

@@ -27,6 +27,7 @@ const chsk: ChannelSocket = createChannelSocket("/chsk", {
   requestTimeoutMs: 5000,
   resume: true,
   large: true,
+  retryRequests: false,
 });
 
 // The README's first snippet: requests right after creation are queued until open.
@@ -72,6 +73,7 @@ async function lifecycle(): Promise<void> {
 async function errors(): Promise<void> {
   try {
     await chsk.request("demo/echo", { n: 1, k: kw("a/b"), t: new Tagged("uuid", "x"), s: new Set([1]) });
+    await chsk.request("demo/echo", 1, 5000, { retry: true });
   } catch (e) {
     if (e instanceof SenteError) {
       const code: SenteErrorCode = e.code;

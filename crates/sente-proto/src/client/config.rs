@@ -272,6 +272,14 @@ pub struct ClientConfig {
     /// `ext` parameter; a push the server offloads is fetched with one GET and delivered in
     /// its place (later pushes wait for it). Default `true`; harmless against a Sente server.
     pub large: bool,
+    /// Retry requests across reconnects (sente-rs extension, see [`crate::idem`]): a request
+    /// whose connection is lost before its reply is re-sent with the same request id once a
+    /// connection is open again, within its timeout, and the server runs it once. Only against
+    /// a server that acknowledged the extension in its handshake (others fail the request as
+    /// usual). The default of [`ClientMachine::request`](super::ClientMachine::request);
+    /// [`ClientMachine::request_with_retry`](super::ClientMachine::request_with_retry) chooses
+    /// per request. Default `false`.
+    pub retry_requests: bool,
 }
 
 impl ClientConfig {
@@ -296,6 +304,7 @@ impl ClientConfig {
             resume: true,
             requests: false,
             large: true,
+            retry_requests: false,
         }
     }
 }

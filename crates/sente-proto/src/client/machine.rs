@@ -318,6 +318,18 @@ pub struct ClientMachine {
     held: VecDeque<Held>,
     /// The fetches of offloaded events in flight: the event's id and announced size.
     fetches: HashMap<HttpId, (String, u64)>,
+    /// Idempotent requests ([`crate::idem`]): the event and request id of each request that
+    /// may be re-sent.
+    retryable: HashMap<RequestId, (Event, String)>,
+    /// Retryable requests whose link was lost before their reply, in the order they were
+    /// first sent: re-sent once a link that acknowledged the extension is open.
+    retrying: Vec<RequestId>,
+    /// Re-send [`Self::retrying`] at this time though the link stayed up (an Ajax POST failed).
+    retry_at: Option<u64>,
+    /// The current link's server dedupes retried requests (its handshake acknowledged `idem`).
+    idem_acked: bool,
+    /// The random first part of this machine's request ids.
+    idem_prefix: String,
 }
 
 impl fmt::Debug for ClientMachine {
@@ -366,6 +378,17 @@ impl ClientMachine {
             next_seq: None,
             held: VecDeque::new(),
             fetches: HashMap::new(),
+            retryable: HashMap::new(),
+            retrying: Vec::new(),
+            retry_at: None,
+            idem_acked: false,
+            // From its own generator: the callback ids and jitter drawn from `seed` stay the
+            // same as without the extension.
+            idem_prefix: format!(
+                "{}{}",
+                crate::idem::PREFIX,
+                Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15).cb_id()
+            ),
         }
     }
 
@@ -432,6 +455,7 @@ impl ClientMachine {
         consider(self.next_probe_at);
         consider(self.deadlines.first().map(|(d, _)| *d));
         consider(self.queue.front().map(|q| q.expires));
+        consider(self.retry_at);
         t
     }
 
@@ -460,6 +484,7 @@ impl ClientMachine {
     pub fn disconnect(&mut self, now: u64) {
         self.close_link(CloseReason::RequestedDisconnect, now);
         self.link = Link::Idle;
+        self.fail_retrying(&RequestError::Closed);
         self.fail_queue(now);
     }
 
@@ -504,8 +529,33 @@ impl ClientMachine {
     /// Sends an event asking for a reply within `timeout_ms`. The outcome comes out of
     /// [`poll_output`](Self::poll_output) as [`Output::Reply`] with the returned id (possibly
     /// right away: `Closed` when the connection is not open and the request cannot be queued).
+    ///
+    /// With [`ClientConfig::retry_requests`] on, the request is retried across reconnects (see
+    /// [`request_with_retry`](Self::request_with_retry)).
     pub fn request(&mut self, event: Event, timeout_ms: u64, now: u64) -> RequestId {
+        self.request_with_retry(event, timeout_ms, self.cfg.retry_requests, now)
+    }
+
+    /// [`request`](Self::request), choosing whether this request is retried (`retry`) rather
+    /// than [`ClientConfig::retry_requests`]. A retried request carries a request id unique to
+    /// this client ([`crate::idem`]); when its connection is lost before the reply, and the
+    /// server acknowledged the extension, it is not failed but re-sent with the same id once a
+    /// connection is open again (over either transport), until its timeout: the server runs it
+    /// once and answers the retry with the original reply, so the outcome comes out once.
+    /// Against a server without the extension it fails as usual (`Error(ConnectionLost)` or
+    /// `Error(Http(..))`).
+    pub fn request_with_retry(
+        &mut self,
+        event: Event,
+        timeout_ms: u64,
+        retry: bool,
+        now: u64,
+    ) -> RequestId {
         let id = RequestId(self.fresh_id());
+        if retry {
+            let rid = format!("{}.{}", self.idem_prefix, id.0);
+            self.retryable.insert(id, (event.clone(), rid));
+        }
         let deadline = now.saturating_add(timeout_ms);
         if self.is_open() {
             self.add_deadline(id, deadline);
@@ -523,6 +573,7 @@ impl ClientMachine {
                 expires,
             });
         } else {
+            self.retryable.remove(&id);
             self.out.push_back(Output::Reply {
                 id,
                 result: Err(RequestError::Closed),
@@ -567,7 +618,14 @@ impl ClientMachine {
             }
         };
         if is_probe {
-            if let ServerMsg::Handshake { uid, data, resume } = msg {
+            if let ServerMsg::Handshake {
+                uid,
+                data,
+                resume,
+                idem,
+            } = msg
+            {
+                self.idem_acked = idem;
                 self.promote_probe(conn, uid, data, resume, now);
             }
             return;
@@ -576,7 +634,13 @@ impl ClientMachine {
         let Link::Ws(ws) = self.link else { return };
         if !ws.handshaken {
             match msg {
-                ServerMsg::Handshake { uid, data, resume } => {
+                ServerMsg::Handshake {
+                    uid,
+                    data,
+                    resume,
+                    idem,
+                } => {
+                    self.idem_acked = idem;
                     self.link = Link::Ws(WsLink {
                         handshaken: true,
                         ..ws
@@ -592,7 +656,13 @@ impl ClientMachine {
             return;
         }
         match msg {
-            ServerMsg::Handshake { uid, data, resume } => {
+            ServerMsg::Handshake {
+                uid,
+                data,
+                resume,
+                idem,
+            } => {
+                self.idem_acked = idem;
                 self.on_handshake(Transport::Ws, uid, data, resume, now);
             }
             ServerMsg::Seq(n) => self.next_seq = Some(n),
@@ -762,7 +832,13 @@ impl ClientMachine {
         };
         self.attempt = 0;
         match msg {
-            ServerMsg::Handshake { uid, data, resume } => {
+            ServerMsg::Handshake {
+                uid,
+                data,
+                resume,
+                idem,
+            } => {
+                self.idem_acked = idem;
                 self.link = Link::Ajax {
                     poll,
                     handshaken: true,
@@ -811,6 +887,17 @@ impl ClientMachine {
         }
         if let Some(req) = self.posts.remove(&id) {
             if let Some(req) = req {
+                if self.idem_acked && self.retryable.contains_key(&req) {
+                    self.log(
+                        LogLevel::Debug,
+                        format!("Ajax POST of {req} failed ({failure}): retrying it"),
+                    );
+                    self.pending.insert(req, Pending::Queued);
+                    self.retrying.push(req);
+                    let delay = self.cfg.backoff.delay_ms(2, self.rng.next_f64()).max(50);
+                    self.retry_at = Some(now.saturating_add(delay));
+                    return;
+                }
                 self.finish(req, Err(RequestFailure::Http(failure).into()));
             } else {
                 self.log(LogLevel::Warn, format!("Ajax POST failed: {failure}"));
@@ -875,6 +962,12 @@ impl ClientMachine {
                     ),
                 ),
             }
+        }
+        if let Some(at) = self.retry_at
+            && at <= now
+        {
+            self.retry_at = None;
+            self.resend_retrying(now);
         }
         if let Some((_, deadline)) = &self.ping
             && *deadline <= now
@@ -958,6 +1051,7 @@ impl ClientMachine {
         if let Pending::Ws { cb } = &p {
             self.ws_cbs.remove(cb);
         }
+        self.retryable.remove(&id);
         Some(p)
     }
 
@@ -1007,11 +1101,11 @@ impl ClientMachine {
             pairs.push(("csrf-token".to_owned(), token));
         }
         pairs.push(("packer".to_owned(), self.cfg.packer.name().to_owned()));
-        if let Some(at) = self.resume_param() {
-            pairs.push((RESUME_PARAM.to_owned(), at));
-        }
         if let Some(ext) = self.ext_param() {
             pairs.push(("ext".to_owned(), ext));
+        }
+        if let Some(at) = self.resume_param() {
+            pairs.push((RESUME_PARAM.to_owned(), at));
         }
         let query = query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let url = with_query(self.cfg.url.ws(), &query);
@@ -1030,10 +1124,13 @@ impl ClientMachine {
         })
     }
 
-    /// The `ext` parameter: the extensions this client announces (comma-separated).
+    /// The `ext` parameter: the extensions this client speaks, comma-separated (`idem` always:
+    /// it costs nothing until a request asks to be retried; `req` with request handlers;
+    /// `large` unless turned off).
     fn ext_param(&self) -> Option<String> {
         let names: Vec<&str> = [
             (self.cfg.requests, crate::s2c::EXTENSION),
+            (true, crate::idem::EXTENSION),
             (self.cfg.large, crate::large::EXTENSION),
         ]
         .into_iter()
@@ -1066,15 +1163,15 @@ impl ClientMachine {
             pairs.push(("handshake?", "1"));
         }
         pairs.push(("packer", self.cfg.packer.name()));
+        let ext = self.ext_param();
+        if let Some(ext) = &ext {
+            pairs.push(("ext", ext));
+        }
         // On every GET (not only the handshake): a poll the server takes for a handshake (it
         // forgot the client) resumes too.
         let at = self.resume_param();
         if let Some(at) = &at {
             pairs.push((RESUME_PARAM, at));
-        }
-        let ext = self.ext_param();
-        if let Some(ext) = &ext {
-            pairs.push(("ext", ext));
         }
         let url = with_query(self.cfg.url.http(), &query_string(pairs));
         let request = HttpRequest {
@@ -1114,7 +1211,13 @@ impl ClientMachine {
     ) -> Result<(), SendError> {
         match self.link {
             Link::Ws(ws) => {
-                let cb = req.map(|_| self.fresh_cb());
+                let cb = match req {
+                    Some(id) => Some(match self.retryable.get(&id) {
+                        Some((_, rid)) => rid.clone(),
+                        None => self.fresh_cb(),
+                    }),
+                    None => None,
+                };
                 self.ws_send(ws.conn, &client_msg::event(event, cb.as_deref()), now)?;
                 if let (Some(id), Some(cb)) = (req, cb) {
                     self.ws_cbs.insert(cb.clone(), id);
@@ -1123,7 +1226,12 @@ impl ClientMachine {
                 Ok(())
             }
             Link::Ajax { .. } => {
-                let envelope = client_msg::ajax_event(event, req.is_some());
+                let rid = req.and_then(|id| self.retryable.get(&id));
+                let envelope = match rid {
+                    Some((_, rid)) => client_msg::event(event, Some(rid)),
+                    None => client_msg::ajax_event(event, req.is_some()),
+                };
+                let rid = rid.map(|_| ());
                 let frame = self.pack(&envelope)?;
                 let timeout_ms = match req.and_then(|id| self.deadline_of.get(&id)) {
                     // The machine's own timer answers `Timeout`; the HTTP timeout is a backstop.
@@ -1131,7 +1239,7 @@ impl ClientMachine {
                     None => self.cfg.ajax_timeout_ms,
                 };
                 let id = HttpId(self.fresh_id());
-                let request = self.post_request(frame, timeout_ms, now);
+                let request = self.post_request(frame, timeout_ms, rid.is_some(), now);
                 self.posts.insert(id, req);
                 if let Some(r) = req {
                     self.pending.insert(r, Pending::Ajax { http: id });
@@ -1143,10 +1251,16 @@ impl ClientMachine {
         }
     }
 
-    fn post_request(&self, frame: Packed, timeout_ms: u64, now: u64) -> HttpRequest {
+    /// A POST of `frame`; `idem`: it carries a request id, so it announces the extensions
+    /// (other POSTs keep Sente's exact form).
+    fn post_request(&self, frame: Packed, timeout_ms: u64, idem: bool, now: u64) -> HttpRequest {
         let udt = self.udt(now).to_string();
         let client_id = self.cfg.client_id.as_str();
         let packer = self.cfg.packer.name();
+        let ext = match self.ext_param() {
+            Some(ext) if idem => format!("&ext={}", url_encode(&ext)),
+            _ => String::new(),
+        };
         let mut headers = self.http_headers();
         let (url, body) = match frame {
             Packed::Text(text) => {
@@ -1160,7 +1274,7 @@ impl ClientMachine {
                     "application/x-www-form-urlencoded;charset=UTF-8".to_owned(),
                 ));
                 let body = format!(
-                    "udt={udt}&client-id={}&ppstr={}",
+                    "udt={udt}&client-id={}{ext}&ppstr={}",
                     url_encode(client_id),
                     url_encode(&text)
                 );
@@ -1172,7 +1286,7 @@ impl ClientMachine {
                     ("client-id", client_id),
                     ("binary?", "true"),
                     ("packer", packer),
-                ]);
+                ]) + &ext;
                 headers.push((
                     "Content-Type".to_owned(),
                     "application/octet-stream".to_owned(),
@@ -1258,7 +1372,41 @@ impl ClientMachine {
                 }
             }
         }
+        self.resend_retrying(now);
         self.flush_queue(now);
+    }
+
+    /// Re-sends the requests whose link was lost, with their request ids, when the open link's
+    /// server dedupes them; fails them otherwise.
+    fn resend_retrying(&mut self, now: u64) {
+        if !self.is_open() || self.retrying.is_empty() {
+            return;
+        }
+        if !self.idem_acked {
+            self.fail_retrying(&RequestFailure::ConnectionLost.into());
+            return;
+        }
+        self.retry_at = None;
+        for id in std::mem::take(&mut self.retrying) {
+            if !matches!(self.pending.get(&id), Some(Pending::Queued)) {
+                continue;
+            }
+            let Some((event, _)) = self.retryable.get(&id) else {
+                continue;
+            };
+            let event = event.clone();
+            if let Err(e) = self.transmit(event, Some(id), now) {
+                self.finish(id, Err(send_failed(e)));
+            }
+        }
+    }
+
+    /// Fails every request waiting to be re-sent with `error`.
+    fn fail_retrying(&mut self, error: &RequestError) {
+        self.retry_at = None;
+        for id in std::mem::take(&mut self.retrying) {
+            self.finish(id, Err(error.clone()));
+        }
     }
 
     fn flush_queue(&mut self, now: u64) {
@@ -1298,11 +1446,22 @@ impl ClientMachine {
     }
 
     /// Fails requests waiting for a WebSocket reply (the reply can no longer arrive).
+    /// Retryable ones ([`Self::request_with_retry`]) wait to be re-sent instead when the
+    /// server acknowledged the extension.
     fn fail_ws_requests(&mut self) {
-        let ids: Vec<RequestId> = self.ws_cbs.values().copied().collect();
+        let mut ids: Vec<RequestId> = self.ws_cbs.values().copied().collect();
+        ids.sort();
         for id in ids {
+            if self.idem_acked && self.retryable.contains_key(&id) {
+                if let Some(Pending::Ws { cb }) = self.pending.insert(id, Pending::Queued) {
+                    self.ws_cbs.remove(&cb);
+                }
+                self.retrying.push(id);
+                continue;
+            }
             self.finish(id, Err(RequestFailure::ConnectionLost.into()));
         }
+        self.retrying.sort();
         self.ping = None;
     }
 

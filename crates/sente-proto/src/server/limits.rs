@@ -44,6 +44,9 @@ pub struct ServerLimits {
     /// Bounds of server-to-client requests ([`crate::s2c`]): at most 16 waiting per client,
     /// timeouts cut to 60 s by default.
     pub requests: crate::s2c::RequestConfig,
+    /// Bounds of the dedupe window of idempotent client requests ([`crate::idem`]): per
+    /// (uid, client id) 64 request ids, each kept 120 s, 8 MiB of replies in all by default.
+    pub idem: crate::idem::IdemConfig,
 }
 
 impl Default for ServerLimits {
@@ -59,6 +62,7 @@ impl Default for ServerLimits {
             body_read_timeout_ms: 10_000,
             max_form_fields: 64,
             requests: crate::s2c::RequestConfig::default(),
+            idem: crate::idem::IdemConfig::default(),
         }
     }
 }
@@ -117,6 +121,12 @@ impl ServerLimits {
     /// Sets [`ServerLimits::requests`].
     pub fn requests(mut self, value: crate::s2c::RequestConfig) -> Self {
         self.requests = value;
+        self
+    }
+
+    /// Sets [`ServerLimits::idem`].
+    pub fn idem(mut self, value: crate::idem::IdemConfig) -> Self {
+        self.idem = value;
         self
     }
 

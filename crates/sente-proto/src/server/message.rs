@@ -192,10 +192,19 @@ pub fn handshake(
     packer: &dyn Packer,
     max_bytes: usize,
 ) -> Result<PackedBytes, PackError> {
-    let env = match resume {
-        Some(info) => server_msg::handshake_resume(uid, handshake_data, info),
-        None => server_msg::handshake(uid, handshake_data),
-    };
+    handshake_ext(uid, handshake_data, resume, false, packer, max_bytes)
+}
+
+/// [`handshake`], acknowledging the `idem` extension when `idem` ([`crate::idem`]).
+pub fn handshake_ext(
+    uid: &Uid,
+    handshake_data: Value,
+    resume: Option<&ResumeInfo>,
+    idem: bool,
+    packer: &dyn Packer,
+    max_bytes: usize,
+) -> Result<PackedBytes, PackError> {
+    let env = server_msg::handshake_ext(uid, handshake_data, resume, idem);
     pack(env, packer, max_bytes)
 }
 
