@@ -184,13 +184,24 @@ async fn a_slow_client_times_out_and_a_stray_answer_is_refused_and_counted() {
     let server = TestServer::spawn(ServerOptions::default()).await.unwrap();
     let s = sente(&server);
     let uid = Uid::from("s2c-slow");
-    let slow = client(&server, "s2c-slow", Kind::Ws)
-        .on_request("app/ask", |_e: &Event| {
-            std::thread::sleep(Duration::from_millis(1_500));
-            Value::from("late")
-        })
-        .connect()
+    // The slow handler blocks its thread (against `on_request`'s advice), so the client runs on
+    // a runtime of its own: blocking one of this test's two workers could hold up the server's
+    // timers on a loaded machine and let the late answer arrive before the timeout fires.
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
         .unwrap();
+    let slow = {
+        let _on_its_runtime = client_rt.enter();
+        client(&server, "s2c-slow", Kind::Ws)
+            .on_request("app/ask", |_e: &Event| {
+                std::thread::sleep(Duration::from_millis(1_500));
+                Value::from("late")
+            })
+            .connect()
+            .unwrap()
+    };
     slow.wait_open().await;
     let got = s
         .request(&uid, ev("app/ask", 1), Duration::from_millis(300))
@@ -211,6 +222,8 @@ async fn a_slow_client_times_out_and_a_stray_answer_is_refused_and_counted() {
     stray.send(forged).unwrap();
     rejected_after(&s, before, "the stray answer is counted").await;
     assert!(!app_saw_a_reply(&server));
+    drop(slow);
+    client_rt.shutdown_background();
 }
 
 /// The bound on waiting requests per client (default 16): over it, `TooMany`, nothing sent.
