@@ -1148,17 +1148,23 @@ impl ClientMachine {
         h
     }
 
-    fn issue_poll(&mut self, handshake: bool, now: u64) -> HttpId {
-        let id = HttpId(self.fresh_id());
-        let udt = self.udt(now).to_string();
+    /// The query every GET starts with (as Sente's): the app's params, `udt`, `client-id`.
+    fn get_query<'a>(&'a self, udt: &'a str) -> Vec<(&'a str, &'a str)> {
         let mut pairs: Vec<(&str, &str)> = self
             .cfg
             .params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        pairs.push(("udt", &udt));
+        pairs.push(("udt", udt));
         pairs.push(("client-id", self.cfg.client_id.as_str()));
+        pairs
+    }
+
+    fn issue_poll(&mut self, handshake: bool, now: u64) -> HttpId {
+        let id = HttpId(self.fresh_id());
+        let udt = self.udt(now).to_string();
+        let mut pairs = self.get_query(&udt);
         if handshake {
             pairs.push(("handshake?", "1"));
         }
@@ -1805,14 +1811,7 @@ impl ClientMachine {
         };
         let id = HttpId(self.fresh_id());
         let udt = self.udt(now).to_string();
-        let mut pairs: Vec<(&str, &str)> = self
-            .cfg
-            .params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        pairs.push(("udt", &udt));
-        pairs.push(("client-id", self.cfg.client_id.as_str()));
+        let mut pairs = self.get_query(&udt);
         pairs.push(("packer", self.cfg.packer.name()));
         pairs.push((crate::large::PARAM, &large));
         let request = HttpRequest {
