@@ -177,6 +177,8 @@ for (const [engine, engineUrl] of Object.entries(ENGINES)) {
           [`hello room over ${engine}`, ...room, `to the ajax page over ${engine}`],
         ];
         for (const [i, page] of pages.entries()) {
+          // The last message reached the Ajax page; the others' may still be on their way.
+          await page.getByTestId('message-list').getByText(`ben to all over ${engine}`).waitFor({ timeout: 15_000 });
           const texts = await page.getByTestId('message-list').locator('.text').allTextContents();
           assert.deepEqual(texts, [...expected[i], `ben to all over ${engine}`], names[i]);
         }
