@@ -166,6 +166,7 @@ async fn main() -> Result<(), BoxError> {
         .merge(admin_routes(&server, args.admin_name.clone()))
         .layer(middleware::from_fn_with_state(http, identify))
         .layer(sessions)
+        .layer(middleware::from_fn(chsk_keeps_the_cookie))
         .layer(middleware::map_response(move |mut resp: Response| {
             let node = node_header.clone();
             async move {
@@ -506,6 +507,24 @@ impl History {
 }
 
 // ---- HTTP side ---------------------------------------------------------------------------
+
+/// The channel socket's responses never change the session cookie. A `/chsk` request sent with
+/// a cookie the server no longer knows (it restarted, or a login just gave the session a new id)
+/// would otherwise answer with the cookie's removal, and that removal can reach the browser
+/// after a concurrent `/session` or `/login` response set the new cookie, signing the page out.
+async fn chsk_keeps_the_cookie(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let chsk = request.uri().path() == "/chsk";
+    let mut response = next.run(request).await;
+    if chsk {
+        response
+            .headers_mut()
+            .remove(axum::http::header::SET_COOKIE);
+    }
+    response
+}
 
 /// Puts the session's CSRF token and user id where the sente server looks for them: the
 /// `AntiForgeryToken` and `UserId` request extensions.
