@@ -27,3 +27,5 @@ cargo build -p sente-client --target wasm32-unknown-unknown --profile wasm --exa
 wasm-bindgen --target web --out-dir e2e/wasm-page/pkg \
   "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm/examples/browser.wasm"
 (cd e2e && npm test)
+# The WASM client's cluster test again over NATS (npm test ran it over Redis).
+(cd e2e && SENTE_CLUSTER_ENGINE=nats node --test tests/wasm-cluster.test.mjs)

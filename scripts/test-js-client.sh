@@ -36,5 +36,8 @@ SENTE_URL="$(field url)" SENTE_CSRF_TOKEN="$(field csrf_token)" \
   SENTE_SCENARIOS="$scenarios" \
   SENTE_REPLAY_SERVER="$replay_bin" SENTE_CLUSTER_NODE="$cluster_bin" \
   npm test
+# The cluster tests again over NATS (npm test ran them over Redis).
+SENTE_CLUSTER_NODE="$cluster_bin" SENTE_CLUSTER_ENGINE=nats \
+  node --test test/cluster.test.js
 npm run -s pack-check
 node tools/size.js --budget 7168

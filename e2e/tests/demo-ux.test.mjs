@@ -122,7 +122,11 @@ test('item 2: offline shows a reconnecting banner with a countdown and "retry no
     own = await startDemo(port);
     const left = await frank.evaluate(() => window.chsk.state.udtNextReconnect - Date.now());
     const t0 = Date.now();
-    await frank.getByTestId('retry-now').click();
+    // With little left on the countdown the page may reconnect by itself as the click lands
+    // (the banner then hides under the pointer): only a long countdown must be cut short.
+    await frank.getByTestId('retry-now').click({ timeout: left > 2_500 ? 30_000 : 3_000 }).catch((e) => {
+      if (left > 2_500) throw e;
+    });
     await waitOpen(frank, 15_000);
     if (left > 2_500) assert.ok(Date.now() - t0 < left, `opened after ${Date.now() - t0} ms, countdown had ${left} ms`);
     await waitOpen(gina, 60_000);

@@ -744,7 +744,9 @@ export class ChannelSocket {
         if (!env) throw new SenteError("error", "sente: ajax POST failed (" + r.status + ")");
         if (this._conn?.kind == "ajax" && this._conn.hs) this._set({ open: true });
         const p = env[0];
-        if (this._p.kw(p) == "chsk/timeout") throw new SenteError("timeout");
+        // A retried request's copy may join a run that outlasts the server's hold of a POST
+        // (its long-poll timeout): asked again, the same id, until the request's own timeout.
+        if (this._p.kw(p) == "chsk/timeout") throw rid ? lost("timeout") : new SenteError("timeout");
         if (this._p.kw(p) == "chsk/error") throw handlerFailed();
         return this._p.kw(p) == "chsk/dummy-cb-200" ? undefined : this._p.val(p);
       },
@@ -911,7 +913,9 @@ export class ChannelSocket {
   /** Send an event and wait for the server's reply. Rejects with a SenteError. With
    * `opts.retry` (default: the `retryRequests` option) a request whose connection is lost
    * before the reply is re-sent with the same request id once open again, within `timeoutMs`;
-   * a sente-rs server runs it once and answers with the original reply. */
+   * a sente-rs server runs it once and answers with the original reply. Over Ajax, a POST the
+   * server answers `:chsk/timeout` (it holds one for its long-poll timeout) is asked again the
+   * same way, so a long run is waited for as over WebSocket. */
   request(id, data, timeoutMs = this.opts.requestTimeoutMs, opts = {}) {
     let ev;
     try {

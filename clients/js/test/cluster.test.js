@@ -1,6 +1,7 @@
 // The JS client against a cluster of three `sente-cluster-node` processes (the Rust test kit's
-// binary, SENTE_CLUSTER_NODE) over a Redis of the test's own (`redis-server` on a free port; a
-// missing binary fails the test: scripts/install-deps.sh installs it), reached through the same
+// binary, SENTE_CLUSTER_NODE) over a Redis (or, with SENTE_CLUSTER_ENGINE=nats, a NATS with
+// JetStream) of the test's own (`redis-server` / `nats-server` on a free port; a missing binary
+// fails the test: scripts/install-deps.sh installs both), reached through the same
 // binary's round-robin TCP proxy (`--proxy`), so the clients land on different nodes. Pushes are
 // driven through the nodes' control route (`POST /control/push?uid=U&n=N`, answered once the
 // backplane acknowledged the push) from the nodes in turn, so they cross nodes; they are counted.
@@ -14,10 +15,15 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import net from "node:net";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import WebSocket from "ws";
 import { createChannelSocket } from "../src/sente.js";
 
 const BIN = process.env.SENTE_CLUSTER_NODE;
+// The backplane: "redis" (default) or "nats" (scripts/test-js-client.sh runs this file with both).
+const ENGINE = process.env.SENTE_CLUSTER_ENGINE || "redis";
 const skip = BIN ? false : "SENTE_CLUSTER_NODE not set";
 const test = (name, fn) => nodeTest(name, { timeout: 30000, skip }, fn);
 const TOKEN = "tok-123";
@@ -68,29 +74,42 @@ function start(args) {
 }
 
 let nodes = []; // { name, port, proc, dead }
+let natsDir = null;
 let proxyUrl;
+
+/** The first of `bins` that runs. */
+function findBin(bins) {
+  for (const b of bins) {
+    try {
+      execFileSync(b, ["--version"], { stdio: "ignore" });
+      return b;
+    } catch {}
+  }
+  return null;
+}
 
 before(async () => {
   if (!BIN) return;
-  let redisBin = null;
-  for (const b of ["redis-server", "/usr/bin/redis-server"]) {
-    try {
-      execFileSync(b, ["--version"], { stdio: "ignore" });
-      redisBin = b;
-      break;
-    } catch {}
+  // The engine's own server on a free port: Redis, or NATS with JetStream.
+  const port = await freePort();
+  let engine;
+  if (ENGINE == "nats") {
+    const bin = findBin(["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"]);
+    assert.ok(bin, "nats-server is needed by the cluster tests (scripts/install-deps.sh installs it)");
+    const dir = (natsDir = fs.mkdtempSync(path.join(os.tmpdir(), "sente-js-nats-")));
+    procs.push(spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" }));
+    engine = ["--nats", `nats://127.0.0.1:${port}`];
+  } else {
+    const bin = findBin(["redis-server", "/usr/bin/redis-server"]);
+    assert.ok(bin, "redis-server is needed by the cluster tests (scripts/install-deps.sh installs it)");
+    procs.push(spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"], { stdio: "ignore" }));
+    engine = ["--redis", `redis://127.0.0.1:${port}/`];
   }
-  assert.ok(redisBin, "redis-server is needed by the cluster tests (scripts/install-deps.sh installs it)");
-  const redisPort = await freePort();
-  const redis = spawn(redisBin, ["--bind", "127.0.0.1", "--port", String(redisPort), "--save", "", "--appendonly", "no"], {
-    stdio: "ignore",
-  });
-  procs.push(redis);
-  await until(() => portOpen(redisPort), 10000, "redis-server up");
+  await until(() => portOpen(port), 10000, `${ENGINE} up`);
   const cluster = `js-cluster-${process.pid}-${Date.now()}`;
   for (let i = 1; i <= 3; i++) {
     const { info, proc } = await start([
-      "--redis", `redis://127.0.0.1:${redisPort}/`, "--cluster", cluster, "--name", `n${i}`,
+      ...engine, "--cluster", cluster, "--name", `n${i}`,
       "--expiry-ms", "1000", "--heartbeat-ms", "200",
     ]);
     nodes.push({ name: info.name, port: info.port, proc, dead: false });
@@ -103,6 +122,7 @@ before(async () => {
 after(() => {
   for (const c of clients) c.disconnect();
   for (const p of procs) p.kill("SIGKILL");
+  if (natsDir) fs.rmSync(natsDir, { recursive: true, force: true });
 });
 
 async function health(node) {
@@ -159,7 +179,7 @@ async function round(cs, n, sent) {
 const inOrder = (c) => assert.ok(c.numbers.every((n, i) => i == 0 || c.numbers[i - 1] < n), `${c.uid}: in order, no duplicates: ${c.numbers}`);
 
 for (const type of ["ws", "ajax"]) {
-  test(`${type}: pushes crossing nodes arrive once, in order`, async () => {
+  test(`${ENGINE} ${type}: pushes crossing nodes arrive once, in order`, async () => {
     const cs = [0, 1, 2].map((i) => client(type, `js-${type}-${i}`));
     await until(() => cs.every((c) => c.handshakes.length > 0), 10000, "clients open");
     const on = cs.map((c) => c.handshakes[0][0]);
@@ -184,7 +204,7 @@ for (const type of ["ws", "ajax"]) {
   });
 }
 
-test("ajax: SIGKILL of a node mid-traffic, acknowledged pushes counted exactly once", async () => {
+test(`${ENGINE} ajax: SIGKILL of a node mid-traffic, acknowledged pushes counted exactly once`, async () => {
   const cs = [0, 1, 2, 3].map((i) => client("ajax", `js-kill-${i}`));
   await until(() => cs.every((c) => c.handshakes.length > 0), 10000, "clients open");
   const sent = {};

@@ -77,6 +77,21 @@ for (const type of ["ws", "ajax"]) {
   });
 }
 
+test("ajax: a retried request that outlasts the server's hold of a POST is asked again until it replies", async () => {
+  // The unit server holds a POST for its long-poll timeout (1 s), then answers
+  // [:chsk/timeout nil]; the handler runs 2.5 s.
+  const key = uid("long");
+  const chsk = make("ajax", key, { retryRequests: true });
+  await chsk.ready(5000);
+  assert.deepEqual(await chsk.request("demo/once", [key, 2500], 15000), { ran: 1 });
+  const ids = chsk.posts.map((b) => new URLSearchParams(b).get("ppstr")).filter((p) => p.includes(key));
+  assert.ok(ids.length >= 2 && ids.every((p) => p == ids[0]), "asked again with the same id: " + ids);
+  // Without retry, Sente's outcome: a timeout.
+  const plain = chsk.request("demo/once", [key + "-plain", 2500], 15000, { retry: false });
+  await assert.rejects(plain, (e) => e.code == "timeout");
+  chsk.disconnect();
+});
+
 test("per request: { retry: true } without the option; a request without it fails on a cut", async () => {
   const key = uid("per-request");
   const chsk = make("ws", key);
@@ -84,9 +99,11 @@ test("per request: { retry: true } without the option; a request without it fail
   assert.match(new URL(chsk.urls[0]).searchParams.get("ext"), /(^|,)idem($|,)/);
   const retried = chsk.request("demo/once", [key + "-a", 1200], 15000, { retry: true });
   const plain = chsk.request("demo/once", [key + "-b", 1200], 15000);
+  // Expected before the cut: the rejection may come before drop() returns.
+  const plainFails = assert.rejects(plain, (e) => e.code == "closed");
   await sleep(400);
   await drop();
-  await assert.rejects(plain, (e) => e.code == "closed");
+  await plainFails;
   assert.deepEqual(await retried, { ran: 1 });
   chsk.disconnect();
 });

@@ -7,8 +7,10 @@
 
 use sente_proto::backplane::cluster::{Cluster, ClusterConfig, Output};
 use sente_proto::backplane::codec;
-use sente_proto::backplane::{BackplaneMsg, BackplaneSink, BoxFuture, Mailbox, UidportDecision};
-use sente_proto::{ClientId, Event, Uid};
+use sente_proto::backplane::{
+    BackplaneMsg, BackplaneSink, BoxFuture, Claim, IdemStore, Mailbox, Taken, UidportDecision,
+};
+use sente_proto::{ClientId, Event, Uid, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -87,6 +89,12 @@ pub enum Job {
         /// Its place among this node's messages waiting for a number (see
         /// [`Shared::waits_for_number`]).
         id: u64,
+        /// The push's mailbox append ([`Job::Append`] or [`Job::AppendClient`]), made by the
+        /// engine in the same atomic step with the number appended to its entry
+        /// ([`sente_proto::backplane::codec::number_entry`]), for an engine that numbers its
+        /// entries ([`Shared::set_numbered_appends`]). Made unnumbered if the message is
+        /// published plain after all ([`Shared::waits_for_number`] says no).
+        append: Option<Box<Job>>,
     },
     /// Append an event (encoded) to the mailboxes of the Ajax clients of `uids` (`None`:
     /// every registered client), then wake this node's polls of those uids.
@@ -126,6 +134,18 @@ impl Job {
     /// Whether the job carries no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The id of the mailbox append the job makes (its own, or the one a [`Job::Seq`]
+    /// carries), if any.
+    pub fn append_id(&self) -> Option<u64> {
+        match self {
+            Job::Append { id, .. } | Job::AppendClient { id, .. } => Some(*id),
+            Job::Seq {
+                append: Some(a), ..
+            } => a.append_id(),
+            Job::Frame(_) | Job::Seq { append: None, .. } => None,
+        }
     }
 }
 
@@ -176,8 +196,8 @@ pub enum Op {
         max_events: usize,
         /// At most about this many encoded bytes (at least one event is taken).
         max_bytes: usize,
-        /// The events taken, oldest first.
-        done: oneshot::Sender<Vec<Arc<Event>>>,
+        /// The events taken, oldest first, with their numbers.
+        done: oneshot::Sender<Vec<Taken>>,
     },
     /// Put the lease `lease` (its answer could not be delivered) back at the head of `cid`'s
     /// mailbox, if it is still the client's lease.
@@ -203,6 +223,66 @@ pub enum Op {
         /// Answered once stored.
         done: oneshot::Sender<()>,
     },
+    /// The engine's numbering now, `(epoch, last push number)`; `None` when it cannot be
+    /// read. See `Mailbox::sequence_now`.
+    SequenceNow {
+        /// The answer.
+        done: oneshot::Sender<Option<(u64, u64)>>,
+    },
+    /// Put numbered `entries` (encoded as the appends are, oldest first) in front of `cid`'s
+    /// waiting events, behind its lease, if the client is registered and the mailbox stays
+    /// within its bounds ([`MailboxConfig`]); answered whether they were stored. See
+    /// `Mailbox::fill`.
+    Fill {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The entries.
+        entries: Vec<Vec<u8>>,
+        /// Whether they were stored.
+        done: oneshot::Sender<bool>,
+    },
+    /// Claim request `id` of `cid` of `uid` for `ttl`, if nobody has (see
+    /// `IdemStore::claim`); `None` when the engine could not answer.
+    IdemClaim {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The request id.
+        id: String,
+        /// How long the claim (then the outcome) is kept.
+        ttl: Duration,
+        /// What the engine held.
+        done: oneshot::Sender<Option<IdemSeen>>,
+    },
+    /// Store the outcome ([`codec::encode_outcome`]) of request `id`'s run, for `ttl`.
+    IdemFinish {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The request id.
+        id: String,
+        /// The encoded outcome.
+        outcome: Vec<u8>,
+        /// How long it is kept.
+        ttl: Duration,
+        /// Answered once stored.
+        done: oneshot::Sender<()>,
+    },
+    /// Drop request `id`'s claim if its run has not finished (it was refused before it ran).
+    IdemForget {
+        /// The uid.
+        uid: Uid,
+        /// The client.
+        cid: ClientId,
+        /// The request id.
+        id: String,
+        /// Answered once done.
+        done: oneshot::Sender<()>,
+    },
     /// The answer of lease `lease` was handed to the client's request: mark it delivered, if
     /// it is still the client's lease.
     Delivered {
@@ -215,6 +295,109 @@ pub enum Op {
         /// Answered once stored.
         done: oneshot::Sender<()>,
     },
+}
+
+/// What the engine held for a claimed request id ([`Op::IdemClaim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdemSeen {
+    /// Nothing: the claim is now this node's.
+    Won,
+    /// Another node's claim, its run not finished.
+    Running,
+    /// The encoded outcome of a finished run ([`codec::encode_outcome`]).
+    Done(Vec<u8>),
+}
+
+/// The engine key of request `id` of `cid` of `uid` (hex parts joined by `_`; `None` for a
+/// uid without a key).
+pub fn idem_key(uid: &Uid, cid: &ClientId, id: &str) -> Option<String> {
+    Some(format!(
+        "{}_{}_{}",
+        uid_hex(uid)?,
+        cid_hex(cid),
+        codec::hex(id.as_bytes())
+    ))
+}
+
+/// A backplane's cluster-wide dedupe of retried requests, over its operations queue.
+pub struct Idem(pub Arc<Shared>);
+
+impl IdemStore for Idem {
+    fn claim(&self, uid: &Uid, client: &ClientId, id: &str, ttl: Duration) -> BoxFuture<Claim> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.engine_up()
+            && self.0.op(Op::IdemClaim {
+                uid: uid.clone(),
+                cid: client.clone(),
+                id: id.to_owned(),
+                ttl,
+                done,
+            });
+        let shared = self.0.clone();
+        Box::pin(async move {
+            let seen = if queued {
+                shared.unless_down(rx).await.flatten()
+            } else {
+                None
+            };
+            match seen {
+                // The engine could not answer: this node dedupes alone.
+                None | Some(IdemSeen::Won) => Claim::Run,
+                Some(IdemSeen::Running) => Claim::Running,
+                Some(IdemSeen::Done(bytes)) => {
+                    let limits = shared.cluster().config().limits.clone();
+                    match codec::decode_outcome(&bytes, &limits) {
+                        Ok(outcome) => Claim::Done(outcome),
+                        Err(e) => {
+                            shared.codec_error(&e);
+                            Claim::Run
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn finish(
+        &self,
+        uid: &Uid,
+        client: &ClientId,
+        id: &str,
+        outcome: Option<Value>,
+        ttl: Duration,
+    ) -> BoxFuture<()> {
+        let outcome = match codec::encode_outcome(outcome.as_ref()) {
+            Ok(b) => b,
+            Err(e) => {
+                self.0.codec_error(&e);
+                // Recorded as no reply rather than left running.
+                vec![codec::VERSION, 0]
+            }
+        };
+        self.unit(|done| Op::IdemFinish {
+            uid: uid.clone(),
+            cid: client.clone(),
+            id: id.to_owned(),
+            outcome,
+            ttl,
+            done,
+        })
+    }
+
+    fn forget(&self, uid: &Uid, client: &ClientId, id: &str) -> BoxFuture<()> {
+        self.unit(|done| Op::IdemForget {
+            uid: uid.clone(),
+            cid: client.clone(),
+            id: id.to_owned(),
+            done,
+        })
+    }
+}
+
+impl Idem {
+    fn unit(&self, op: impl FnOnce(oneshot::Sender<()>) -> Op) -> BoxFuture<()> {
+        Mailboxes(self.0.clone()).unit_op(op)
+    }
 }
 
 /// The receiving end of a backplane's engine operations: two lanes, run by one task in order
@@ -340,6 +523,10 @@ pub struct Shared {
     unsequenced: AtomicU64,
     /// Sequencing asked for (see [`Shared::set_sequencing`]).
     sequencing: AtomicBool,
+    /// The engine numbers mailbox entries (see [`Shared::set_numbered_appends`]).
+    numbered_appends: AtomicBool,
+    /// The epoch of the engine's numbers, when the engine crate tracks it (0: unknown).
+    seq_epoch: AtomicU64,
     /// The engine's numbered channel is consumed (see [`Shared::set_seq_ready`]).
     seq_ready: AtomicBool,
     /// The messages queued for numbering and not yet numbered, in order: when the engine is
@@ -483,6 +670,8 @@ impl Shared {
             sequenced: AtomicU64::new(0),
             unsequenced: AtomicU64::new(0),
             sequencing: AtomicBool::new(false),
+            numbered_appends: AtomicBool::new(false),
+            seq_epoch: AtomicU64::new(0),
             seq_ready: AtomicBool::new(false),
             order: Mutex::new(Waiting::default()),
             received: AtomicU64::new(0),
@@ -525,6 +714,24 @@ impl Shared {
     /// own while that consumer runs). Numbered publishing waits for it.
     pub fn set_seq_ready(&self, ready: bool) {
         self.seq_ready.store(ready, Ordering::Release);
+    }
+
+    /// The engine numbers mailbox entries: with sequencing, a push's mailbox append travels
+    /// with its [`Job::Seq`] (its `append`), and the engine stores the entry with the push's
+    /// number in the same atomic step. Set once by an engine that can (Redis).
+    pub fn set_numbered_appends(&self, on: bool) {
+        self.numbered_appends.store(on, Ordering::Release);
+    }
+
+    /// Records the epoch of the engine's numbers (for an engine crate that numbers mailbox
+    /// entries itself after the push's number came back).
+    pub fn set_seq_epoch(&self, epoch: u64) {
+        self.seq_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The epoch recorded by [`Shared::set_seq_epoch`] (`None`: none yet).
+    pub fn seq_epoch(&self) -> Option<u64> {
+        Some(self.seq_epoch.load(Ordering::Acquire)).filter(|e| *e != 0)
     }
 
     /// Whether pushes are numbered by the engine (see [`Shared::set_sequencing`]).
@@ -570,6 +777,10 @@ impl Shared {
         }
         let sequenced = self.sequencing() && codec::sequenceable(&msg);
         let mut order = sequenced.then(|| self.order());
+        // The append goes with the numbered message when the engine numbers entries.
+        let attach =
+            sequenced && self.numbered_appends.load(Ordering::Acquire) && self.sequencing_up();
+        let mut append = None;
         if self.mailbox.enabled {
             let target = match &msg {
                 BackplaneMsg::Push { uid, event, .. } => {
@@ -588,7 +799,7 @@ impl Shared {
                 _ => None,
             };
             if let Some((target, event)) = target {
-                self.append_or_fall_back(target, event);
+                append = self.append_or_fall_back(target, event, attach);
             }
         }
         let frame = match codec::encode_msg(self.origin, &msg) {
@@ -604,13 +815,25 @@ impl Shared {
                 waiting.next += 1;
                 let id = waiting.next;
                 waiting.queue.push_back((id, msg.clone()));
-                if !self.enqueue_job(Job::Seq { frame, msg, id }) {
+                let append_id = append.as_ref().and_then(Job::append_id);
+                let append = append.map(Box::new);
+                if !self.enqueue_job(Job::Seq {
+                    frame,
+                    msg,
+                    id,
+                    append,
+                }) {
                     waiting.queue.pop_back();
+                    self.appends_done(&Vec::from_iter(append_id), false);
                 }
                 return;
             }
             // Unreachable: what waits for a number is applied first.
             self.apply_waiting(waiting);
+        }
+        if let Some(job) = append {
+            // Not numbered after all (the engine went away meanwhile): made on its own.
+            self.enqueue_append(job);
         }
         self.enqueue(frame);
         self.deliver_unsequenced(msg, sequenced);
@@ -627,15 +850,21 @@ impl Shared {
     /// (the local delivery of the push wakes their polls; the other nodes' Ajax clients miss
     /// it). Decided under the lock an outage takes to move what is still queued to the
     /// fallback ([`Shared::set_up`]), so the fallback gets the pushes in publish order.
-    fn append_or_fall_back(&self, target: Target, event: &Arc<Event>) {
+    ///
+    /// `attach`: the append is returned instead (it travels with the push's [`Job::Seq`]),
+    /// registered as pending like a queued one.
+    fn append_or_fall_back(&self, target: Target, event: &Arc<Event>, attach: bool) -> Option<Job> {
         let mut waiting = self.appends_waiting();
         if !self.engine_up() {
             self.fall_back(&target, event);
-            return;
+            return None;
         }
         let entry = match codec::encode_event(event) {
             Ok(entry) => entry,
-            Err(e) => return self.codec_error(&e),
+            Err(e) => {
+                self.codec_error(&e);
+                return None;
+            }
         };
         waiting.next += 1;
         let id = waiting.next;
@@ -653,8 +882,21 @@ impl Shared {
             },
         };
         waiting.queue.push_back((id, target, event.clone()));
+        if attach {
+            return Some(job);
+        }
         if !self.enqueue_job(job) {
             waiting.queue.pop_back();
+        }
+        None
+    }
+
+    /// Queues an append that was to travel with its numbered message (dropped: counted as
+    /// done).
+    fn enqueue_append(&self, job: Job) {
+        let id = job.append_id();
+        if !self.enqueue_job(job) {
+            self.appends_done(&Vec::from_iter(id), false);
         }
     }
 
@@ -694,12 +936,11 @@ impl Shared {
     }
 
     /// The ids of the appends among `jobs`.
+    /// (Not those a [`Job::Seq`] carries: see [`Job::append_id`].)
     pub fn append_ids(jobs: &[Job]) -> Vec<u64> {
         jobs.iter()
-            .filter_map(|j| match j {
-                Job::Append { id, .. } | Job::AppendClient { id, .. } => Some(*id),
-                Job::Frame(_) | Job::Seq { .. } => None,
-            })
+            .filter(|j| !matches!(j, Job::Seq { .. }))
+            .filter_map(Job::append_id)
             .collect()
     }
 
@@ -735,7 +976,14 @@ impl Shared {
         }
         self.apply_waiting(&mut waiting);
         for job in jobs.iter_mut() {
-            if let Job::Seq { frame, .. } = job {
+            // (One with an append stays: published plain, as `waits_for_number` says, with
+            // its append made unnumbered.)
+            if let Job::Seq {
+                frame,
+                append: None,
+                ..
+            } = job
+            {
                 *job = Job::Frame(std::mem::take(frame));
             }
         }
@@ -849,7 +1097,12 @@ impl Shared {
                     self.metrics.published.increment(1);
                     (&self.published, &self.published_bytes)
                 }
-                Job::Seq { id, .. } => {
+                Job::Seq { id, append, .. } => {
+                    if let Some(a) = append {
+                        self.appends.fetch_add(1, Ordering::Relaxed);
+                        self.append_bytes
+                            .fetch_add(a.len() as u64, Ordering::Relaxed);
+                    }
                     self.metrics.published.increment(1);
                     self.sequenced.fetch_add(1, Ordering::Relaxed);
                     self.order().queue.retain(|(i, _)| i != id);
@@ -882,12 +1135,12 @@ impl Shared {
     }
 
     /// Decodes mailbox entries (an entry that cannot be read is counted and skipped).
-    pub fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Arc<Event>> {
+    pub fn decode_entries(&self, entries: &[Vec<u8>]) -> Vec<Taken> {
         let limits = self.cluster().config().limits.clone();
         entries
             .iter()
-            .filter_map(|e| match codec::decode_event(e, &limits) {
-                Ok(ev) => Some(ev),
+            .filter_map(|e| match codec::decode_entry(e, &limits) {
+                Ok(taken) => Some(taken),
                 Err(err) => {
                     self.codec_error(&err);
                     None
@@ -1044,6 +1297,12 @@ impl Shared {
     /// The uids whose mailboxes a batch of jobs appended to (for the local wake).
     pub fn wake_after(&self, jobs: &[Job]) {
         for j in jobs {
+            let j = match j {
+                Job::Seq {
+                    append: Some(a), ..
+                } => a,
+                j => j,
+            };
             match j {
                 Job::Append { uids, .. } => {
                     self.deliver(BackplaneMsg::AjaxWake { uids: uids.clone() });
@@ -1230,9 +1489,14 @@ impl Mailbox for Mailboxes {
         client: &ClientId,
         max_events: usize,
         max_bytes: usize,
-    ) -> BoxFuture<Vec<Arc<Event>>> {
+    ) -> BoxFuture<Vec<Taken>> {
         // What the fallback kept during an outage is older than what the engine got since.
-        let local = self.0.take_local(uid, client, max_events);
+        let local: Vec<Taken> = self
+            .0
+            .take_local(uid, client, max_events)
+            .into_iter()
+            .map(Taken::plain)
+            .collect();
         if !local.is_empty() || !self.0.engine_up() {
             return Box::pin(async move { local });
         }
@@ -1297,6 +1561,48 @@ impl Mailbox for Mailboxes {
             handshake,
             done,
         })
+    }
+
+    fn sequence_now(&self) -> BoxFuture<Option<(u64, u64)>> {
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.sequencing_up() && self.0.op(Op::SequenceNow { done });
+        let shared = self.0.clone();
+        Box::pin(async move {
+            if queued {
+                shared.unless_down(rx).await.flatten()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn fill(&self, uid: &Uid, client: &ClientId, events: Vec<Taken>) -> BoxFuture<bool> {
+        let mut entries = Vec::with_capacity(events.len());
+        for t in &events {
+            let Some((epoch, seq)) = t.seq else {
+                return Box::pin(async { false });
+            };
+            match codec::encode_event(&t.event) {
+                Ok(mut entry) => {
+                    codec::number_entry(&mut entry, epoch, seq);
+                    entries.push(entry);
+                }
+                Err(e) => {
+                    self.0.codec_error(&e);
+                    return Box::pin(async { false });
+                }
+            }
+        }
+        let (done, rx) = oneshot::channel();
+        let queued = self.0.engine_up()
+            && self.0.op(Op::Fill {
+                uid: uid.clone(),
+                cid: client.clone(),
+                entries,
+                done,
+            });
+        let shared = self.0.clone();
+        Box::pin(async move { queued && shared.unless_down(rx).await.unwrap_or(false) })
     }
 
     fn delivered(&self, uid: &Uid, client: &ClientId) -> BoxFuture<()> {

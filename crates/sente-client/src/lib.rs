@@ -266,8 +266,9 @@ impl Client {
     /// before the reply, it is re-sent with the same request id once the client is connected
     /// again (over either transport), within `timeout`. A server with the `idem` extension
     /// (sente-rs) runs it once and answers the retry with the original reply, so the result
-    /// comes once. Against a server that did not acknowledge the extension it fails with
-    /// `Error` as usual.
+    /// comes once. Over Ajax, the server's `:chsk/timeout` (it holds a POST only for its
+    /// long-poll timeout) does not end it either: it asks again within `timeout`. Against a
+    /// server that did not acknowledge the extension it fails with `Error` as usual.
     pub async fn request_with_retry(
         &self,
         event: Event,

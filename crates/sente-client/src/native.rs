@@ -174,9 +174,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn http_task(shared: Arc<Shared>, id: HttpId, request: HttpRequest) {
     let timeout = Duration::from_millis(request.timeout_ms);
-    let max = shared.lock().machine.config().limits.max_message_bytes;
+    let (max, large) = {
+        let inner = shared.lock();
+        let m = &inner.machine;
+        let large = m.is_large_fetch(id).then(|| m.large_unpacker());
+        (m.config().limits.max_message_bytes, large)
+    };
     let result = tokio::time::timeout(timeout, http_call(&shared, request, max)).await;
     lock(&shared.io.requests).remove(&id);
+    if let Some(unpacker) = large {
+        // An offloaded event: unpacked here, not under the machine's lock (which the
+        // WebSocket reader and the app's sends need meanwhile).
+        let event = match result {
+            Ok(Ok((status, body))) => unpacker.unpack(status, &body),
+            Ok(Err(failure)) => Err(failure.to_string()),
+            Err(_) => Err(HttpFailure::Timeout.to_string()),
+        };
+        shared.with(|m, now| m.handle_large_fetched(id, event, now));
+        return;
+    }
     shared.with(|m, now| match result {
         Ok(Ok((status, body))) => m.handle_http_response(id, status, &body, now),
         Ok(Err(failure)) => m.handle_http_failure(id, failure, now),

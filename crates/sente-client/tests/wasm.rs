@@ -5,12 +5,16 @@
 //! and `SENTE_TEST_CONTROL_URL`. `scripts/test-wasm-client.sh` does all of it. Scenario names
 //! match `sente_test_kit::scenarios()`; `origin-rejected` does not apply (a browser cannot set
 //! `Origin`). The transcript replays (module `replay`) use `sente-replay-server --control`, whose
-//! URL comes in `SENTE_REPLAY_CONTROL_URL`.
+//! URL comes in `SENTE_REPLAY_CONTROL_URL`. The sente-rs extensions (resume, server requests
+//! answered by `on_request`, large pushes, `retry_requests`) run against the unit server
+//! (`SENTE_TEST_UNIT_URL`), driven through its control routes under `/unit`.
 #![cfg(target_arch = "wasm32")]
 
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
-use sente_client::{Client, ClientEvent, Event, EventId, EventStream, Kind, RequestError, Value};
+use sente_client::{
+    Client, ClientBuilder, ClientEvent, Event, EventId, EventStream, Kind, RequestError, Value,
+};
 use std::pin::pin;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -83,7 +87,7 @@ impl Cell {
     }
 }
 
-fn client(url: &str, cell: &Cell, uid: Option<&str>, token: Option<&str>) -> (Client, EventStream) {
+fn builder(url: &str, cell: &Cell, uid: Option<&str>, token: Option<&str>) -> ClientBuilder {
     let mut b = Client::builder(url)
         .kind(cell.kind)
         .packer_name(cell.packer)
@@ -94,6 +98,14 @@ fn client(url: &str, cell: &Cell, uid: Option<&str>, token: Option<&str>) -> (Cl
     if let Some(u) = uid {
         b = b.param("uid", u);
     }
+    b
+}
+
+fn client(url: &str, cell: &Cell, uid: Option<&str>, token: Option<&str>) -> (Client, EventStream) {
+    connect(builder(url, cell, uid, token))
+}
+
+fn connect(b: ClientBuilder) -> (Client, EventStream) {
     let c = b.connect().expect("client");
     let events = c.events();
     (c, events)
@@ -124,7 +136,12 @@ async fn wait_event(
 }
 
 async fn open(url: &str, cell: &Cell, uid: Option<&str>) -> Result<(Client, EventStream), String> {
-    let (c, mut events) = client(url, cell, uid, Some(TOKEN));
+    open_with(builder(url, cell, uid, Some(TOKEN))).await
+}
+
+/// Connects `b` and waits for its handshake.
+async fn open_with(b: ClientBuilder) -> Result<(Client, EventStream), String> {
+    let (c, mut events) = connect(b);
     wait_event(&mut events, 20_000, |e| e.id().as_str() == "chsk/handshake").await?;
     Ok((c, events))
 }
@@ -184,7 +201,12 @@ fn all(_: Kind) -> bool {
     true
 }
 
-async fn post(url: &str, body: Option<String>, headers: &[(&str, &str)]) -> Result<u16, String> {
+/// POSTs `body` with `headers` to `url`; the answer's status and text.
+async fn post_text(
+    url: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     let js = |e: wasm_bindgen::JsValue| format!("{e:?}");
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
@@ -202,7 +224,14 @@ async fn post(url: &str, body: Option<String>, headers: &[(&str, &str)]) -> Resu
         .await
         .map_err(js)?
         .unchecked_into();
-    Ok(resp.status())
+    let text = JsFuture::from(resp.text().map_err(js)?).await.map_err(js)?;
+    Ok((resp.status(), text.as_string().unwrap_or_default()))
+}
+
+async fn post(url: &str, body: Option<String>, headers: &[(&str, &str)]) -> Result<u16, String> {
+    post_text(url, body, headers)
+        .await
+        .map(|(status, _)| status)
 }
 
 #[wasm_bindgen_test]
@@ -564,4 +593,171 @@ async fn resume_after_a_blip() {
         numbers(&mut events, 1, 300).await.is_empty(),
         "no duplicates"
     );
+}
+
+fn unit_url() -> &'static str {
+    env("SENTE_TEST_UNIT_URL", option_env!("SENTE_TEST_UNIT_URL"))
+}
+
+/// POSTs `body` to the unit server's control `path` and returns the answer's text (HTTP 200
+/// only).
+async fn unit_control(path: &str, body: String) -> Result<String, String> {
+    let control = env(
+        "SENTE_TEST_CONTROL_URL",
+        option_env!("SENTE_TEST_CONTROL_URL"),
+    );
+    let url = format!("{control}/unit/{path}");
+    let (status, text) = post_text(&url, Some(body), &[]).await?;
+    ensure(status == 200, || format!("{url}: HTTP {status} {text}"))?;
+    Ok(text)
+}
+
+/// Server requests (`ServerHandle::request`, the `req` extension): the unit server asks each
+/// client of a uid (control `POST /unit/request`) and reports what came back; the client's
+/// `on_request` handler answers with a value built from the event, over every transport and
+/// packer. An event with no handler is answered with the error `no-handler`.
+#[wasm_bindgen_test]
+async fn on_request_answers_the_server() {
+    matrix("server-request", all, |cell| async move {
+        let uid = cell.uid("ask");
+        let b = builder(unit_url(), &cell, Some(&uid), Some(TOKEN)).on_request(
+            "my-app/ask",
+            |e: &Event| {
+                let n = e.data().as_i64().unwrap_or(0);
+                Value::Vector(vec![Value::kw("twice"), Value::Int(n * 2)])
+            },
+        );
+        let (_c, _events) = open_with(b).await?;
+        let ask = |id: &str, data: i64| {
+            let body = format!(r#"{{"uid":"{uid}","id":"{id}","data":{data},"timeout_ms":5000}}"#);
+            async move {
+                let text = unit_control("request", body).await?;
+                let answers: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+                let answers = answers.as_array().cloned().unwrap_or_default();
+                ensure(answers.len() == 1, || {
+                    format!("one client expected: {text}")
+                })?;
+                Ok::<_, String>(answers[0].clone())
+            }
+        };
+        let got = ask("my-app/ask", 21).await?;
+        let ok = got["ok"]
+            .as_str()
+            .ok_or_else(|| format!("no answer: {got}"))?;
+        let ok = sente_edn::read(ok, &sente_edn::ReadOptions::default())
+            .map_err(|e| format!("{e}: {ok}"))?;
+        let want = Value::Vector(vec![Value::kw("twice"), Value::Int(42)]);
+        ensure(ok == want, || format!("answer {ok}, want {want}"))?;
+        let got = ask("my-app/unknown", 1).await?;
+        ensure(
+            got["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no-handler")),
+            || format!("unhandled request: {got}"),
+        )
+    })
+    .await;
+}
+
+/// `sente_test_kit::large_text(n)`: the text the unit server pushes for `{"large": n}`.
+fn large_text(n: usize) -> String {
+    (0..n)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect()
+}
+
+fn performance_call(method: &str, arg: &wasm_bindgen::JsValue) -> wasm_bindgen::JsValue {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).expect("performance");
+    let f: js_sys::Function = js_sys::Reflect::get(&perf, &method.into())
+        .expect(method)
+        .unchecked_into();
+    f.call1(&perf, arg).expect(method)
+}
+
+/// Forgets the resources fetched so far and makes room for many more (the browser keeps 250
+/// resource timing entries by default, and then records no more), for [`fetched`].
+fn watch_fetches() {
+    performance_call("setResourceTimingBufferSize", &100_000.into());
+    performance_call("clearResourceTimings", &wasm_bindgen::JsValue::UNDEFINED);
+}
+
+/// How many resources this page fetched since [`watch_fetches`] whose URL contains `part`
+/// (the browser's resource timing entries).
+fn fetched(part: &str) -> usize {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).expect("performance");
+    let by_type: js_sys::Function = js_sys::Reflect::get(&perf, &"getEntriesByType".into())
+        .expect("getEntriesByType")
+        .unchecked_into();
+    let entries: js_sys::Array = by_type
+        .call1(&perf, &"resource".into())
+        .expect("resource entries")
+        .unchecked_into();
+    entries
+        .iter()
+        .filter_map(|e| js_sys::Reflect::get(&e, &"name".into()).ok()?.as_string())
+        .filter(|name| name.contains(part))
+        .count()
+}
+
+/// Large pushes (sente-rs extension, on by default): a push over the server's `large`
+/// threshold (64 KiB) comes as a reference the client fetches with one GET `?large=<id>`; the
+/// app sees one event with the whole text, in order between the small pushes around it.
+#[wasm_bindgen_test]
+async fn extension_large_push() {
+    matrix("large-push", all, |cell| async move {
+        let uid = cell.uid("large");
+        let (_c, mut events) = open(unit_url(), &cell, Some(&uid)).await?;
+        watch_fetches();
+        let n = 300_000;
+        let body = format!(r#"{{"uid":"{uid}","id":"my-app/big","data":[1,{{"large":{n}}},2]}}"#);
+        unit_control("push", body).await?;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = wait_event(&mut events, 20_000, |e| e.id().as_str() == "my-app/big").await?;
+            got.push(e.data().clone());
+        }
+        ensure(got[0] == Value::Int(1) && got[2] == Value::Int(2), || {
+            format!("order: {} .. {}", got[0], got[2])
+        })?;
+        ensure(got[1] == Value::from(large_text(n)), || {
+            format!("large push: {} chars", got[1].as_str().map_or(0, str::len))
+        })?;
+        ensure(fetched("large=") == 1, || {
+            format!("{} large fetches, want 1", fetched("large="))
+        })
+    })
+    .await;
+}
+
+/// `retry_requests(true)` (sente-rs extension): a request whose connection is cut while the
+/// server runs it (`demo/once` takes 1.5 s; the unit server's proxy drops every connection
+/// after 300 ms) is re-sent with the same id, and the server runs it once (`{:ran 1}`: the
+/// handler ran once for this key). Every transport and packer. Over Ajax the copy often
+/// reaches the server at the cut (Chrome re-sends a POST whose reused connection closed
+/// before any response byte) and joins the run underway; the unit server holds a POST 1 s
+/// (its long-poll timeout), less than the run has left, so the copy is answered
+/// `:chsk/timeout` and the client asks again until the reply is known.
+#[wasm_bindgen_test]
+async fn extension_retry_requests() {
+    matrix("retry-requests", all, |cell| async move {
+        let uid = cell.uid("retry");
+        let b = builder(unit_url(), &cell, Some(&uid), Some(TOKEN)).retry_requests(true);
+        let (c, _events) = open_with(b).await?;
+        let key = Value::from(format!("{uid}-{}", js_sys::Date::now()));
+        let data = Value::Vector(vec![key, Value::Int(1_500)]);
+        let asked = c.request(ev("demo/once", data), Duration::from_secs(20));
+        let cut = async {
+            sleep(300).await;
+            unit_control("drop", String::new()).await
+        };
+        let (r, dropped) = futures_util::future::join(asked, cut).await;
+        dropped?;
+        let want = kw_map(&[("ran", Value::Int(1))]);
+        ensure(r.as_ref() == Ok(&want), || {
+            format!("retried request: {r:?}")
+        })?;
+        echo_ok(&c, 5).await
+    })
+    .await;
 }

@@ -96,7 +96,7 @@ mod value;
 
 pub use de::{from_str, from_value, from_value_ref};
 pub use error::{Error, ErrorKind, Form, Position};
-pub use print::{to_edn_string, try_to_edn_string, write_edn};
+pub use print::{to_edn_string, try_to_edn_string, try_write_edn, write_edn};
 pub use read::{ReadOptions, Reader, UnknownTags, read, read_all};
 pub use ser::{to_string, to_value};
 pub use value::{BigDec, BigInt, Inst, Keyword, Map, Ratio, Set, Symbol, Tagged, Value};

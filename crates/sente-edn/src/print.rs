@@ -28,10 +28,19 @@ pub fn to_edn_string(v: &Value) -> String {
 /// Like [`to_edn_string`], but fails with [`ErrorKind::BytesNotEdn`] if `v` contains
 /// [`Value::Bytes`] anywhere.
 pub fn try_to_edn_string(v: &Value) -> Result<String, Error> {
+    let mut s = String::with_capacity(64);
+    try_write_edn(v, &mut s)?;
+    Ok(s)
+}
+
+/// [`write_edn`], but fails with [`ErrorKind::BytesNotEdn`] (writing nothing) if `v` contains
+/// [`Value::Bytes`] anywhere: [`try_to_edn_string`] into a buffer of the caller's.
+pub fn try_write_edn(v: &Value, out: &mut String) -> Result<(), Error> {
     if contains_bytes(v) {
         return Err(Error::new(ErrorKind::BytesNotEdn));
     }
-    Ok(to_edn_string(v))
+    write_edn(v, out);
+    Ok(())
 }
 
 fn contains_bytes(v: &Value) -> bool {

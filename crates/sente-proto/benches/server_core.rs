@@ -3,23 +3,14 @@
 //! with 1 000 and 10 000 WebSocket clients of distinct uids.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
-use sente_edn::{Map, Value};
 use sente_proto::packer::JsonPacker;
 use sente_proto::server::{Core, CoreConfig, PushBatch};
-use sente_proto::{ClientId, Event, EventId, Uid};
+use sente_proto::{ClientId, Uid};
 
-fn tick(t: i64) -> Arc<Event> {
-    let mut m = Map::new();
-    m.insert(Value::kw("t"), Value::Int(t));
-    m.insert(Value::kw("p"), Value::Str("x".repeat(70)));
-    Arc::new(Event::new(
-        EventId::new("demo/tick").unwrap(),
-        Value::Map(m),
-    ))
-}
+mod common;
+use common::tick;
 
 fn bench(c: &mut Criterion) {
     let packer = JsonPacker::new();

@@ -148,6 +148,21 @@ pub enum BackplaneMsg {
         /// Each asked client's answer.
         answers: Vec<(ClientId, Result<Value, RequestError>)>,
     },
+    /// A client's answer to request `id` of another node, received by a node that does not
+    /// hold that request (an Ajax client's `[:chsk/rep [id reply]]` POST lands on any node of
+    /// a cluster without sticky sessions). Only the node the id names
+    /// ([`crate::s2c::id_tag`]) applies it: it takes the answer if `id` still waits for client
+    /// `client_id` of `uid` there, else refuses and counts it.
+    RequestReply {
+        /// The uid of the client that answered.
+        uid: Uid,
+        /// The client that answered.
+        client_id: ClientId,
+        /// The request's id (it names the asking node).
+        id: u64,
+        /// The answer.
+        answer: Result<Value, RequestError>,
+    },
     /// Delivered by a sequencing backplane to its own node only (never published): the
     /// epoch of the cluster's sequence, known once its engine is reached (so a client that
     /// handshakes before the first numbered push gets a position in that epoch).
@@ -162,9 +177,10 @@ pub enum BackplaneMsg {
         /// The uid.
         uid: Uid,
     },
-    /// Delivered by a backplane to its own node only (never published): pushes to these uids
-    /// (`None`: to every uid) are now in the Ajax mailboxes, so polls held here should take
-    /// them (see [`Backplane::mailbox`]).
+    /// Pushes to these uids (`None`: to every uid) are now in the Ajax mailboxes, so polls
+    /// held here should take them (see [`Backplane::mailbox`]). Delivered by a backplane to
+    /// its own node; `sente-nats` also publishes it to the others after a numbered append
+    /// (stored after its push was numbered, so after the other nodes may have looked).
     AjaxWake {
         /// The uids, or `None` for all.
         uids: Option<Arc<[Uid]>>,
@@ -249,6 +265,24 @@ pub fn mailbox_take_count(
     n
 }
 
+/// One event taken from an Ajax mailbox ([`Mailbox::take`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Taken {
+    /// The event.
+    pub event: Arc<Event>,
+    /// The cluster's number of its push, `(epoch, seq)`, when the engine numbered it
+    /// ([`Backplane::sequenced`]; see [`codec::number_entry`]). `None`: appended unnumbered
+    /// (the engine was unreachable, or an older node appended it).
+    pub seq: Option<(u64, u64)>,
+}
+
+impl Taken {
+    /// An event without a number.
+    pub fn plain(event: Arc<Event>) -> Self {
+        Taken { event, seq: None }
+    }
+}
+
 /// Per-client mailboxes of Ajax clients in a cluster: pushes for an Ajax client wait here
 /// (not on the node that received them) until its next poll, on any node, takes them. The
 /// backplane itself appends pushes to the mailboxes of the uid's registered clients when a
@@ -291,14 +325,17 @@ pub trait Mailbox: Send + Sync + 'static {
     /// answered with a handshake).
     fn known(&self, uid: &Uid, client: &ClientId) -> BoxFuture<bool>;
     /// Takes the oldest waiting events of `client`, at most `max_events` and about `max_bytes`
-    /// (at least one when any waits), in push order, each exactly once in the cluster.
+    /// (at least one when any waits), in push order, each exactly once in the cluster, with
+    /// the cluster's numbers of their pushes where the engine numbered them (a resuming
+    /// client's poll answer is then numbered, and what its position says it has is left out:
+    /// see `Core::wake_done_taken`).
     fn take(
         &self,
         uid: &Uid,
         client: &ClientId,
         max_events: usize,
         max_bytes: usize,
-    ) -> BoxFuture<Vec<Arc<Event>>>;
+    ) -> BoxFuture<Vec<Taken>>;
     /// Puts events taken by [`Mailbox::take`] back in front (their poll answer could not be
     /// delivered). With leased takes, this node's last lease of `client`, if it is still there.
     fn put_back(&self, uid: &Uid, client: &ClientId, events: Vec<Arc<Event>>) -> BoxFuture<()>;
@@ -319,6 +356,61 @@ pub trait Mailbox: Send + Sync + 'static {
         let _ = (uid, client);
         Box::pin(async {})
     }
+
+    /// Cross-node resume of a client whose mailbox is new (it was on a WebSocket, or its
+    /// mailbox expired): the cluster's numbering right now, `(epoch, last number)`, asked
+    /// after the client's [`Mailbox::register`] completed, so every push numbered at or before
+    /// it was numbered before the mailbox existed (and may be missing from it), and every later
+    /// one is appended to it. `None` (the default): unknown (no numbering, or the engine is
+    /// unreachable); the client then resumes only if it missed nothing.
+    fn sequence_now(&self) -> BoxFuture<Option<(u64, u64)>> {
+        Box::pin(async { None })
+    }
+
+    /// Puts `events` (each numbered, oldest first: what the client missed before its mailbox
+    /// existed, from this node's replay logs) in front of `client`'s waiting events, behind its
+    /// lease, in one atomic step. `false`: nothing was stored (the client is not registered,
+    /// the mailbox's bounds would be exceeded, the engine is unreachable, or the default: no
+    /// support); the client then gets `recovered: false`.
+    fn fill(&self, uid: &Uid, client: &ClientId, events: Vec<Taken>) -> BoxFuture<bool> {
+        let _ = (uid, client, events);
+        Box::pin(async { false })
+    }
+}
+
+/// What the cluster knows of a retried request's id ([`IdemStore::claim`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// Nobody ran it: this node runs it (also the answer when the engine cannot be asked:
+    /// the node then dedupes alone).
+    Run,
+    /// Another node runs it now: ask again later.
+    Running,
+    /// It ran: its outcome (`None`: the handler answered nothing).
+    Done(Option<Value>),
+}
+
+/// Cluster-wide dedupe of idempotent client requests (the `idem` extension; see
+/// `sente::idem`): a request a client retries after a reconnect runs once in the cluster, and
+/// every copy, on any node, gets its original reply. A node consults it after its own dedupe
+/// window let a copy through, before running it. Entries live in the engine for `ttl` (the
+/// server's `IdemConfig::max_age_ms`).
+pub trait IdemStore: Send + Sync + 'static {
+    /// Claims request `id` of `client` of `uid`: [`Claim::Run`] if nobody had (this node now
+    /// runs it), else what the cluster knows of it.
+    fn claim(&self, uid: &Uid, client: &ClientId, id: &str, ttl: Duration) -> BoxFuture<Claim>;
+    /// Records the outcome of a run this node claimed, for the copies to come.
+    fn finish(
+        &self,
+        uid: &Uid,
+        client: &ClientId,
+        id: &str,
+        outcome: Option<Value>,
+        ttl: Duration,
+    ) -> BoxFuture<()>;
+    /// Gives up a claim whose run was refused before it ran (its client's queue was full),
+    /// so a retry runs it.
+    fn forget(&self, uid: &Uid, client: &ClientId, id: &str) -> BoxFuture<()>;
 }
 
 /// Receives the messages a backplane delivers to this node.
@@ -351,6 +443,12 @@ pub trait Backplane: Send + Sync + 'static {
     /// The Ajax mailboxes, when this backplane has them (a cluster). `None` (the default): an
     /// Ajax client is served by the node it handshook with, as on one server.
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
+        None
+    }
+
+    /// The cluster's dedupe of retried requests, when this backplane has it. `None` (the
+    /// default): each node dedupes alone, so a retry that lands on another node runs again.
+    fn idem(&self) -> Option<Arc<dyn IdemStore>> {
         None
     }
 

@@ -20,12 +20,14 @@
 //!   known the retry gets that reply; if its handler still runs the retry gets the same reply
 //!   when it comes. A retry may come over the other transport.
 //!
-//! The window lives on one node: a retry that lands on another node of a cluster runs again.
+//! The window lives on one node; in a cluster, a backplane with
+//! [`Backplane::idem`](crate::backplane::Backplane::idem) (Redis, NATS) lets a copy that
+//! passed the window run only if no node claimed its id (see `sente::idem`).
 
 use crate::event::{ClientId, Uid};
 use crate::server::estimate_size;
 use sente_edn::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// The extension's name in the `ext` query parameter.
 pub const EXTENSION: &str = "idem";
@@ -80,7 +82,9 @@ pub struct IdemConfig {
     /// (twice the clients' longest usual request timeout).
     pub max_age_ms: u64,
     /// Most bytes remembered on the node in all (replies' estimated packed size plus about
-    /// 100 bytes per request id); the oldest is forgotten first. Default 8 MiB.
+    /// 100 bytes per request id). Over it, the client holding the most bytes loses its oldest
+    /// request id first, so a client that makes many retryable requests with large replies
+    /// pushes out its own, never a lighter client's before its own are gone. Default 8 MiB.
     pub max_bytes: usize,
 }
 
@@ -140,14 +144,29 @@ struct Entry<S> {
 
 type Key = (Uid, ClientId);
 
+/// One client's remembered request ids.
+#[derive(Debug)]
+struct Client<S> {
+    ids: HashMap<String, Entry<S>>,
+    /// The sum of its entries' bytes.
+    bytes: usize,
+    /// Its number in [`DedupeWindow::by_bytes`] and [`DedupeWindow::keys`].
+    no: u64,
+}
+
 /// The server's sans-IO dedupe window: per (uid, client id), the request ids seen, each with
 /// its handler's shared outcome slot `S` while it runs, then its reply. Bounded by
-/// [`IdemConfig`]: count per client, age, and bytes in all (oldest forgotten first). Time is
-/// the caller's monotonic milliseconds.
+/// [`IdemConfig`]: count per client and age (oldest forgotten first), and bytes in all (the
+/// heaviest client's oldest forgotten first). Time is the caller's monotonic milliseconds.
 #[derive(Debug)]
 pub struct DedupeWindow<S> {
     cfg: IdemConfig,
-    clients: HashMap<Key, HashMap<String, Entry<S>>>,
+    clients: HashMap<Key, Client<S>>,
+    /// Every client with remembered ids as (its bytes, its number): the heaviest is last.
+    by_bytes: BTreeSet<(usize, u64)>,
+    /// A client's key by its number.
+    keys: HashMap<u64, Key>,
+    next_client: u64,
     /// Every remembered id in arrival order: (seq, arrival ms, key, id). Entries forgotten
     /// early (per-client bound) stay here until they reach the front, recognized by `seq`.
     order: VecDeque<(u64, u64, Key, String)>,
@@ -162,6 +181,9 @@ impl<S: Clone> DedupeWindow<S> {
         DedupeWindow {
             cfg,
             clients: HashMap::new(),
+            by_bytes: BTreeSet::new(),
+            keys: HashMap::new(),
+            next_client: 0,
             order: VecDeque::new(),
             next_seq: 0,
             bytes: 0,
@@ -186,7 +208,7 @@ impl<S: Clone> DedupeWindow<S> {
     ) -> Begin<S> {
         self.expire(now);
         let key = (uid.clone(), cid.clone());
-        if let Some(e) = self.clients.get(&key).and_then(|m| m.get(id)) {
+        if let Some(e) = self.clients.get(&key).and_then(|c| c.ids.get(id)) {
             return match &e.state {
                 State::Running(s) => Begin::Running(s.clone()),
                 State::Done(v) => Begin::Done(v.clone()),
@@ -199,8 +221,21 @@ impl<S: Clone> DedupeWindow<S> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let bytes = ENTRY_OVERHEAD + id.len();
-        let entries = self.clients.entry(key.clone()).or_default();
-        entries.insert(
+        let client = match self.clients.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let no = self.next_client;
+                self.next_client += 1;
+                self.keys.insert(no, v.key().clone());
+                self.by_bytes.insert((0, no));
+                v.insert(Client {
+                    ids: HashMap::new(),
+                    bytes: 0,
+                    no,
+                })
+            }
+        };
+        client.ids.insert(
             id.to_owned(),
             Entry {
                 state: State::Running(s.clone()),
@@ -208,7 +243,8 @@ impl<S: Clone> DedupeWindow<S> {
                 bytes,
             },
         );
-        let over = entries.len() > self.cfg.max_per_client;
+        let over = client.ids.len() > self.cfg.max_per_client;
+        Self::add_bytes(&mut self.by_bytes, client, bytes as isize);
         self.bytes += bytes;
         self.len += 1;
         self.order.push_back((seq, now, key.clone(), id.to_owned()));
@@ -223,7 +259,10 @@ impl<S: Clone> DedupeWindow<S> {
     /// retries get it. Ignored when the id was forgotten meanwhile.
     pub fn finish(&mut self, uid: &Uid, cid: &ClientId, id: &str, reply: Option<Value>) {
         let key = (uid.clone(), cid.clone());
-        let Some(e) = self.clients.get_mut(&key).and_then(|m| m.get_mut(id)) else {
+        let Some(client) = self.clients.get_mut(&key) else {
+            return;
+        };
+        let Some(e) = client.ids.get_mut(id) else {
             return;
         };
         if !matches!(e.state, State::Running(_)) {
@@ -232,9 +271,10 @@ impl<S: Clone> DedupeWindow<S> {
         let size = reply
             .as_ref()
             .map_or(0, |v| estimate_size(v, self.cfg.max_bytes));
-        self.bytes += size;
         e.bytes += size;
         e.state = State::Done(reply);
+        Self::add_bytes(&mut self.by_bytes, client, size as isize);
+        self.bytes += size;
         self.shrink();
     }
 
@@ -245,7 +285,7 @@ impl<S: Clone> DedupeWindow<S> {
         let seq = self
             .clients
             .get(&key)
-            .and_then(|m| m.get(id))
+            .and_then(|c| c.ids.get(id))
             .map(|e| e.seq);
         if let Some(seq) = seq {
             self.remove(&key, id, seq);
@@ -281,13 +321,35 @@ impl<S: Clone> DedupeWindow<S> {
     pub fn client_len(&self, uid: &Uid, cid: &ClientId) -> usize {
         self.clients
             .get(&(uid.clone(), cid.clone()))
-            .map_or(0, HashMap::len)
+            .map_or(0, |c| c.ids.len())
     }
 
-    /// Forgets the oldest entries while over the byte bound.
+    /// Bytes counted for client `cid` of `uid`.
+    pub fn client_bytes(&self, uid: &Uid, cid: &ClientId) -> usize {
+        self.clients
+            .get(&(uid.clone(), cid.clone()))
+            .map_or(0, |c| c.bytes)
+    }
+
+    /// Moves `client`'s place in `by_bytes` after its bytes grew (or shrank) by `delta`.
+    fn add_bytes(by_bytes: &mut BTreeSet<(usize, u64)>, client: &mut Client<S>, delta: isize) {
+        by_bytes.remove(&(client.bytes, client.no));
+        client.bytes = client.bytes.saturating_add_signed(delta);
+        by_bytes.insert((client.bytes, client.no));
+    }
+
+    /// While over the byte bound, forgets the oldest entry of the client holding the most.
     fn shrink(&mut self) {
-        while self.bytes > self.cfg.max_bytes && !self.order.is_empty() {
-            self.pop_front();
+        while self.bytes > self.cfg.max_bytes {
+            let Some(key) = self
+                .by_bytes
+                .last()
+                .and_then(|(_, no)| self.keys.get(no))
+                .cloned()
+            else {
+                break;
+            };
+            self.forget_oldest_of(&key);
         }
     }
 
@@ -299,8 +361,9 @@ impl<S: Clone> DedupeWindow<S> {
     }
 
     fn forget_oldest_of(&mut self, key: &Key) {
-        let oldest = self.clients.get(key).and_then(|m| {
-            m.iter()
+        let oldest = self.clients.get(key).and_then(|c| {
+            c.ids
+                .iter()
                 .min_by_key(|(_, e)| e.seq)
                 .map(|(id, e)| (id.clone(), e.seq))
         });
@@ -310,17 +373,20 @@ impl<S: Clone> DedupeWindow<S> {
     }
 
     fn remove(&mut self, key: &Key, id: &str, seq: u64) {
-        let Some(entries) = self.clients.get_mut(key) else {
+        let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if entries.get(id).is_none_or(|e| e.seq != seq) {
+        if client.ids.get(id).is_none_or(|e| e.seq != seq) {
             return;
         }
-        if let Some(e) = entries.remove(id) {
+        if let Some(e) = client.ids.remove(id) {
+            Self::add_bytes(&mut self.by_bytes, client, -(e.bytes as isize));
             self.bytes -= e.bytes;
             self.len -= 1;
         }
-        if entries.is_empty() {
+        if client.ids.is_empty() {
+            self.by_bytes.remove(&(client.bytes, client.no));
+            self.keys.remove(&client.no);
             self.clients.remove(key);
         }
         // Compacts the arrival order when it holds mostly forgotten entries.
@@ -329,7 +395,7 @@ impl<S: Clone> DedupeWindow<S> {
             self.order.retain(|(seq, _, key, id)| {
                 clients
                     .get(key)
-                    .and_then(|m| m.get(id))
+                    .and_then(|c| c.ids.get(id))
                     .is_some_and(|e| e.seq == *seq)
             });
         }
@@ -430,6 +496,38 @@ mod tests {
         w.expire(1_000);
         assert!(w.is_empty());
         assert_eq!(w.bytes(), 0);
+    }
+
+    #[test]
+    fn a_heavy_client_pushes_out_its_own_replies_first() {
+        let (u, light, heavy) = ids();
+        let max = 16 * 1024;
+        let mut w = DedupeWindow::new(IdemConfig::default().max_bytes(max));
+        // The light client's small reply is the oldest entry of the node.
+        w.begin(&u, &light, "!kept", 0, || 0);
+        w.finish(&u, &light, "!kept", Some(Value::Int(1)));
+        let big = Value::from("x".repeat(3000));
+        for i in 0..40 {
+            let id = format!("!{i}");
+            w.begin(&u, &heavy, &id, i, || i);
+            w.finish(&u, &heavy, &id, Some(big.clone()));
+            assert!(w.bytes() <= max, "{} > {max}", w.bytes());
+        }
+        // The heavy client lost its oldest replies, the light one kept its reply.
+        assert_eq!(
+            w.begin(&u, &light, "!kept", 50, || 99),
+            Begin::Done(Some(Value::Int(1)))
+        );
+        assert!(matches!(
+            w.begin(&u, &heavy, "!0", 50, || 99),
+            Begin::Run(99)
+        ));
+        assert!(w.client_bytes(&u, &heavy) <= max);
+        assert!(w.client_bytes(&u, &light) < 200);
+        assert_eq!(
+            w.bytes(),
+            w.client_bytes(&u, &heavy) + w.client_bytes(&u, &light)
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //!   for a request still waiting; any other answer is refused and counted.
 //!
 //! [`RequestBook`] is the server's sans-IO book of waiting requests, bounded per client.
+//!
+//! # In a cluster
+//!
+//! A request id names the node that asked: its upper bits are the node's tag
+//! ([`node_tag`], [`id_tag`]) and its lower [`ID_SEQ_BITS`] bits number it on that node; ids
+//! stay below 2^53, so a JavaScript client reads them exactly. An answer that reaches a node
+//! not holding its request (an Ajax POST lands on any node) is forwarded to the node its id
+//! names, within a per-client budget ([`ForwardBudget`]), and judged there.
 
 use crate::event::{ClientId, Event, EventId, Uid, ids};
 use sente_edn::Value;
@@ -71,6 +79,10 @@ pub struct RequestConfig {
     /// answers (they ask their own clients with the same timeout, then answer through the
     /// backplane), in ms. Default 1 000.
     pub cluster_grace_ms: u64,
+    /// In a cluster, most answers of one client per second that a node forwards to the node
+    /// that asked (see the module docs); more are refused and counted on the receiving node,
+    /// so a client spraying `chsk/rep` costs only itself. Default 64.
+    pub max_forwarded_replies_per_client_per_sec: u32,
 }
 
 impl Default for RequestConfig {
@@ -79,6 +91,7 @@ impl Default for RequestConfig {
             max_outstanding_per_client: 16,
             max_timeout_ms: 60_000,
             cluster_grace_ms: 1_000,
+            max_forwarded_replies_per_client_per_sec: 64,
         }
     }
 }
@@ -99,6 +112,12 @@ impl RequestConfig {
     /// Sets [`RequestConfig::cluster_grace_ms`].
     pub fn cluster_grace_ms(mut self, value: u64) -> Self {
         self.cluster_grace_ms = value;
+        self
+    }
+
+    /// Sets [`RequestConfig::max_forwarded_replies_per_client_per_sec`].
+    pub fn max_forwarded_replies_per_client_per_sec(mut self, value: u32) -> Self {
+        self.max_forwarded_replies_per_client_per_sec = value;
         self
     }
 }
@@ -160,6 +179,59 @@ pub fn parse_reply(data: &Value) -> Option<(u64, Result<Value, RequestError>)> {
     }
 }
 
+/// Bits of a request id that number it on its node (the bits above are the node's tag).
+pub const ID_SEQ_BITS: u32 = 32;
+
+/// Bits of a node's tag: with [`ID_SEQ_BITS`], ids stay below 2^53.
+pub const ID_TAG_BITS: u32 = 20;
+
+const SEQ_MASK: u64 = (1 << ID_SEQ_BITS) - 1;
+
+/// The tag of the node whose id is `node` (the upper bits of the request ids it gives).
+pub fn node_tag(node: u64) -> u32 {
+    // Folded so that every bit of the node id counts.
+    let folded = node ^ (node >> 21) ^ (node >> 42);
+    u32::try_from(folded & ((1 << ID_TAG_BITS) - 1)).unwrap_or(0)
+}
+
+/// The tag of the node that gave request id `id`.
+pub fn id_tag(id: u64) -> u32 {
+    u32::try_from(id >> ID_SEQ_BITS).unwrap_or(u32::MAX)
+}
+
+/// How many answers a node forwards for each client to the node that asked, per second
+/// ([`RequestConfig::max_forwarded_replies_per_client_per_sec`]). Counted in windows of one
+/// second; what it holds is the clients that had an answer forwarded in the current window
+/// (bounded by the POSTs of that second).
+#[derive(Debug, Default)]
+pub struct ForwardBudget {
+    window: u64,
+    counts: HashMap<(Uid, ClientId), u32>,
+}
+
+impl ForwardBudget {
+    /// An empty budget.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether one more answer of client `cid` of `uid` may be forwarded at `now_ms` (and
+    /// counts it), at most `per_sec` per second.
+    pub fn take(&mut self, uid: &Uid, cid: &ClientId, per_sec: u32, now_ms: u64) -> bool {
+        let window = now_ms / 1000;
+        if window != self.window {
+            self.window = window;
+            self.counts.clear();
+        }
+        let n = self.counts.entry((uid.clone(), cid.clone())).or_insert(0);
+        if *n >= per_sec {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
 /// The requests waiting for answers, each held with the waiter `T` (e.g. a channel), bounded
 /// per client. An answer is taken only from the client its request went to.
 #[derive(Debug)]
@@ -185,6 +257,19 @@ impl<T> RequestBook<T> {
         Self::default()
     }
 
+    /// An empty book whose ids name the node tagged `tag` ([`node_tag`]).
+    pub fn tagged(tag: u32) -> Self {
+        RequestBook {
+            next: (u64::from(tag) << ID_SEQ_BITS) | 1,
+            ..Self::default()
+        }
+    }
+
+    /// The tag of the node this book's ids name.
+    pub fn tag(&self) -> u32 {
+        id_tag(self.next)
+    }
+
     /// Opens a request to client `cid` of `uid`: its id, or the waiter back when the client
     /// already has `limit` requests waiting.
     pub fn open(&mut self, uid: &Uid, cid: &ClientId, limit: usize, waiter: T) -> Result<u64, T> {
@@ -194,8 +279,12 @@ impl<T> RequestBook<T> {
             return Err(waiter);
         }
         self.per_client.insert(key, n + 1);
-        let id = self.next;
-        self.next += 1;
+        let mut id = self.next;
+        // Within the node's tag: the number wraps (skipping 0 and ids still waiting).
+        while id & SEQ_MASK == 0 || self.waiting.contains_key(&id) {
+            id = (id & !SEQ_MASK) | ((id + 1) & SEQ_MASK);
+        }
+        self.next = (id & !SEQ_MASK) | ((id + 1) & SEQ_MASK);
         self.waiting.insert(id, (uid.clone(), cid.clone(), waiter));
         Ok(id)
     }
@@ -296,5 +385,49 @@ mod tests {
         assert_eq!(book.close(r2), Some("w2"));
         assert_eq!(book.outstanding(&u, &a), 0);
         assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn ids_name_their_node_and_stay_exact_in_javascript() {
+        for node in [0, 1, u64::MAX, 0x1234_5678_9abc_def0] {
+            let tag = node_tag(node);
+            let mut book = RequestBook::tagged(tag);
+            assert_eq!(book.tag(), tag);
+            let u = Uid::from("u");
+            let a = ClientId::new("a").unwrap();
+            let id = book.open(&u, &a, 4, ()).unwrap();
+            assert_eq!(id_tag(id), tag);
+            assert!(id < 1 << 53, "{id}");
+            assert_ne!(id & SEQ_MASK, 0);
+        }
+        // The number wraps within the tag, past 0 and past an id still waiting.
+        let (u, a) = (Uid::from("u"), ClientId::new("a").unwrap());
+        let mut book = RequestBook::tagged(3);
+        let first = book.open(&u, &a, 4, ()).unwrap();
+        book.next = (3 << ID_SEQ_BITS) | SEQ_MASK;
+        let last = book.open(&u, &a, 4, ()).unwrap();
+        assert_eq!(last & SEQ_MASK, SEQ_MASK);
+        let wrapped = book.open(&u, &a, 4, ()).unwrap();
+        assert_eq!(
+            wrapped,
+            first + 1,
+            "0 and the waiting id {first} are skipped"
+        );
+        assert!([first, last, wrapped].iter().all(|i| id_tag(*i) == 3));
+    }
+
+    #[test]
+    fn the_forward_budget_is_per_client_per_second() {
+        let (u, a, b) = (
+            Uid::from("u"),
+            ClientId::new("a").unwrap(),
+            ClientId::new("b").unwrap(),
+        );
+        let mut budget = ForwardBudget::new();
+        assert!((0..3).all(|_| budget.take(&u, &a, 3, 1_000)));
+        assert!(!budget.take(&u, &a, 3, 1_999), "over the budget of a");
+        assert!(budget.take(&u, &b, 3, 1_999), "b has its own");
+        assert!(budget.take(&u, &a, 3, 2_000), "a new second");
+        assert!(!budget.take(&u, &a, 0, 5_000), "0: nothing is forwarded");
     }
 }

@@ -1412,3 +1412,98 @@ fn a_retried_request_still_times_out_and_a_disconnect_fails_it() {
     let out = h.drain();
     assert_eq!(replies(&out), vec![(id, Err(RequestError::Closed))]);
 }
+
+/// The Ajax handshake of a server that acknowledges `idem`; returns the pending long-poll.
+fn ajax_handshake_idem(h: &mut H) -> HttpId {
+    h.m.connect(h.now);
+    let (id, req) = http_of(&h.drain());
+    assert!(req.url.contains("ext=idem"), "{}", req.url);
+    let hs = server_msg::handshake_ext(&Uid::from("u"), Value::Nil, None, true);
+    let out = h.http_ok(id, &hs);
+    assert!(h.m.is_open());
+    http_of(&out).0
+}
+
+/// The POSTs among `out` and the callback id (request id) each carries.
+fn posts_with_cb(out: &[Output]) -> Vec<(HttpId, Option<Value>)> {
+    http_all(out)
+        .into_iter()
+        .filter(|(_, req)| req.method == HttpMethod::Post)
+        .map(|(id, req)| {
+            let body = String::from_utf8(req.body.unwrap()).unwrap();
+            let ppstr = body.rsplit("ppstr=").next().unwrap().replace("%23", "#");
+            (id, unpack(ppstr.as_bytes()).cb)
+        })
+        .collect()
+}
+
+/// The server holds an Ajax POST only so long (its long-poll timeout), then answers
+/// `:chsk/timeout`; a copy re-sent after a cut joins the run already underway and may be
+/// answered so before that run ends (a browser re-sends a POST whose reused connection closed
+/// at once). A retried request asks again with its request id until its own deadline, and gets
+/// the reply once; a request that is not retried takes the server's `:chsk/timeout` as before.
+#[test]
+fn a_retried_ajax_request_answered_chsk_timeout_asks_again_until_its_deadline() {
+    let mut h = H::new(config(Kind::Ajax));
+    let _poll = ajax_handshake_idem(&mut h);
+    let id =
+        h.m.request_with_retry(ev("demo/once", 1), 20_000, true, h.now);
+    let sent = posts_with_cb(&h.drain());
+    assert_eq!(sent.len(), 1);
+    let (post, rid) = sent[0].clone();
+    assert!(
+        rid.as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.starts_with('!'))
+    );
+    h.now += 1_000;
+    let out = h.http_ok(post, &server_msg::timeout());
+    assert!(replies(&out).is_empty(), "not failed: {out:#?}");
+    assert!(posts_with_cb(&out).is_empty(), "not at once: {out:#?}");
+    // Asked again after a short wait, with the same request id; the reply comes once.
+    let at = h.m.poll_timeout().unwrap();
+    assert!(at > h.now && at <= h.now + 2_000, "{at}");
+    let out = h.advance(2_000);
+    let again = posts_with_cb(&out);
+    assert_eq!(again.len(), 1, "{out:#?}");
+    assert_eq!(again[0].1, rid);
+    let out = h.http_ok(again[0].0, &server_msg::ajax_reply(Value::Int(42)));
+    assert_eq!(replies(&out), vec![(id, Ok(Value::Int(42)))]);
+    assert_eq!(h.m.pending_requests(), 0);
+    assert!(h.m.is_open());
+
+    // A handler that never replies: every copy is answered `:chsk/timeout` at once; the copies
+    // come further and further apart and the request times out at its deadline.
+    let id =
+        h.m.request_with_retry(ev("demo/no-reply", 1), 20_000, true, h.now);
+    let deadline = h.now + 20_000;
+    let mut post = posts_with_cb(&h.drain())[0].0;
+    let mut copies = 0;
+    let result = loop {
+        let out = h.http_ok(post, &server_msg::timeout());
+        assert!(replies(&out).is_empty(), "{out:#?}");
+        let out = h.advance(h.m.poll_timeout().unwrap() - h.now);
+        if let Some(r) = replies(&out).pop() {
+            break r;
+        }
+        let again = posts_with_cb(&out);
+        assert_eq!(again.len(), 1, "{out:#?}");
+        post = again[0].0;
+        copies += 1;
+    };
+    assert_eq!(result, (id, Err(RequestError::Timeout)));
+    assert_eq!(h.now, deadline);
+    assert!((1..20).contains(&copies), "{copies} copies");
+    assert!(
+        http_all(&h.advance(60_000))
+            .iter()
+            .all(|(_, r)| r.method == HttpMethod::Get)
+    );
+
+    // Without the opt-in the server's `:chsk/timeout` is the outcome.
+    let id =
+        h.m.request_with_retry(ev("demo/once", 2), 20_000, false, h.now);
+    let post = posts_with_cb(&h.drain())[0].0;
+    let out = h.http_ok(post, &server_msg::timeout());
+    assert_eq!(replies(&out), vec![(id, Err(RequestError::Timeout))]);
+}

@@ -221,3 +221,84 @@ fn the_anonymous_uid_never_resumes() {
         assert!(c.replay_log(&nil).is_none());
     }
 }
+
+/// A resuming Ajax handshake with the cluster's mailboxes: what the client missed up to the
+/// numbering read after its mailbox registration (`upto`) comes from this node's logs, as a
+/// fill for the front of the mailbox (later pushes are in the mailbox); without that number,
+/// or with this node behind it, only a kept mailbox is trusted, and a new one gets
+/// `recovered: false`.
+#[test]
+fn an_ajax_handshake_fills_the_new_mailbox_from_the_logs() {
+    let cfg = CoreConfig::default()
+        .cluster_resume(true)
+        .ajax_mailbox(true);
+    let mut c: C = Core::new(cfg);
+    push(&mut c, "u", 1, 0);
+    broadcast(&mut c, 2, 0);
+    push(&mut c, "other", 3, 0);
+    push(&mut c, "u", 4, 0);
+    push(&mut c, "u", 5, 0);
+    let mut hs = |client: &str, asked: &Resume, kept: bool, upto: Option<u64>| {
+        let upto = upto.map(|n| (EPOCH, n));
+        c.handle_ajax_handshake_mailbox(&uid("u"), &cid(client), "ctx", asked, (kept, upto), 0)
+            .unwrap()
+    };
+    // Numbered up to 4 when the mailbox existed: 2 (a broadcast) and 4 go in front; 5 is in
+    // the mailbox.
+    let r = hs("a", &at(1), false, Some(4));
+    let filled: Vec<(i64, Option<(u64, u64)>)> = r
+        .fill
+        .iter()
+        .map(|t| (t.event.data().as_i64().unwrap(), t.seq))
+        .collect();
+    assert_eq!(filled, [(2, Some((EPOCH, 2))), (4, Some((EPOCH, 4)))]);
+    let info = r.info.clone().unwrap();
+    assert!(info.recovered);
+    assert_eq!(
+        info.position.seq, 1,
+        "resumed from the client's own position"
+    );
+    assert_eq!(r.unfilled.as_ref().map(|i| i.recovered), Some(false));
+    assert_eq!(r.clone().answer(false), r.unfilled.clone());
+    // Nothing missed before the mailbox: recovered with nothing to fill.
+    let r = hs("b", &at(5), false, Some(5));
+    assert!(r.fill.is_empty() && r.info.unwrap().recovered);
+    // No number read, or this node behind it: a new mailbox is not trusted, a kept one is.
+    for upto in [None, Some(9)] {
+        let r = hs("c", &at(1), false, upto);
+        assert!(r.fill.is_empty());
+        let info = r.info.unwrap();
+        assert!(!info.recovered);
+        assert_eq!(info.position.seq, 5, "at the node's current position");
+        let r = hs("d", &at(1), true, upto);
+        assert!(r.fill.is_empty() && r.info.unwrap().recovered);
+    }
+    // A position of another epoch is never resumed.
+    let other = Resume::From(Position {
+        epoch: "ffff".to_owned(),
+        seq: 1,
+    });
+    assert!(!hs("e", &other, true, Some(5)).info.unwrap().recovered);
+}
+
+/// A push to one client, numbered by the cluster, is logged by every node for that client
+/// alone: the client resumes it on a node that never knew it; the uid's other clients do not.
+#[test]
+fn a_push_to_one_client_resumes_on_another_node() {
+    let mut c: C = cluster_core();
+    push(&mut c, "u", 1, 0);
+    assert!(c.sequenced(EPOCH, 2).apply());
+    assert!(!c.send_to_client_seq(&uid("u"), &cid("a"), &ev(2), 10, 0, Some(2)));
+    push(&mut c, "u", 3, 0);
+    // What client `client` gets resuming from 1 (recovered).
+    let mut replayed = |client: &str, conn: u32| -> Vec<i64> {
+        let (recovered, _) = open(&mut c, "u", client, conn, &at(1), 0);
+        assert!(recovered, "{client}");
+        deliveries(c.take_actions())
+            .into_iter()
+            .flat_map(|(_, _, n)| n)
+            .collect()
+    };
+    assert_eq!(replayed("a", 1), [2, 3], "its own push in its place");
+    assert_eq!(replayed("b", 2), [3], "not another client's");
+}

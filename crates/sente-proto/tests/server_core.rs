@@ -536,6 +536,87 @@ fn pushes_to_a_uid_without_clients_are_dropped() {
     assert_eq!(c.next_deadline(), None);
 }
 
+/// Mailbox mode with the cluster's numbers: a poll naming a position of the cluster's epoch
+/// gets a numbered answer without what the position says it has (a batch re-sent after a
+/// node died, pushes a WebSocket delivered) nor any overlap within the take; a take left empty
+/// by that holds the poll again. A plain client, an unnumbered entry or another epoch's
+/// position get the plain batch of everything taken.
+#[test]
+fn mailbox_answers_are_numbered_from_the_polls_position() {
+    use sente_proto::backplane::Taken;
+    use sente_proto::server::WakeDone;
+    use sente_proto::server::replay::Resume;
+    let mut c: C = Core::new(CoreConfig::default().ajax_mailbox(true));
+    let (u, b) = (uid("u"), cid("b"));
+    let taken = |ns: &[(i64, Option<u64>)]| -> Vec<Taken> {
+        ns.iter()
+            .map(|(n, seq)| Taken {
+                event: ev(*n),
+                seq: seq.map(|s| (0xab, s)),
+            })
+            .collect()
+    };
+    let answer = |c: &mut C, at: &str, r: u32, t: Vec<Taken>| {
+        let asked = Resume::parse(Some(at));
+        let conn = c
+            .handle_ajax_poll_resume(&u, &b, r, "poll", &asked, 0)
+            .unwrap();
+        c.take_actions();
+        let responder = c.take_poll_for_wake(&u, &b, conn).expect("held");
+        assert!(matches!(
+            c.wake_done_taken(&u, &b, conn, responder, t, 1),
+            WakeDone::Done
+        ));
+        let acts = c.take_actions();
+        match acts.as_slice() {
+            [] => None,
+            [Action::AjaxAnswer { answer, .. }] => Some(match answer {
+                PollAnswer::Numbered(b, n) => (nums(b), Some(*n)),
+                PollAnswer::Batch(b) => (nums(b), None),
+                other => panic!("{other:?}"),
+            }),
+            other => panic!("{other:?}"),
+        }
+    };
+    let entries = [
+        (4, Some(4)),
+        (5, Some(5)),
+        (7, Some(7)),
+        (6, Some(6)),
+        (9, Some(9)),
+    ];
+    assert_eq!(
+        answer(&mut c, "ab:5", 1, taken(&entries)),
+        Some((vec![7, 9], Some(9))),
+        "what the position has, and the overlap, are left out"
+    );
+    assert_eq!(
+        answer(&mut c, "ab:9", 2, taken(&entries)),
+        None,
+        "everything taken is had already: held again"
+    );
+    assert_eq!(
+        answer(&mut c, "ff:5", 3, taken(&entries[..2])),
+        Some((vec![4, 5], None)),
+        "another epoch: the plain batch"
+    );
+    assert_eq!(
+        answer(&mut c, "ab:4", 4, taken(&[(5, Some(5)), (6, None)])),
+        Some((vec![5, 6], None)),
+        "an unnumbered entry: a plain batch"
+    );
+    // A plain client (no `resume` parameter).
+    let conn = c.handle_ajax_poll(&u, &b, 5, "poll", 2).unwrap();
+    c.take_actions();
+    let r = c.take_poll_for_wake(&u, &b, conn).unwrap();
+    c.wake_done_taken(&u, &b, conn, r, taken(&entries[..2]), 3);
+    let acts = c.take_actions();
+    assert!(
+        matches!(acts.as_slice(), [Action::AjaxAnswer { answer: PollAnswer::Batch(b), .. }] if nums(b) == vec![4, 5]),
+        "{acts:?}"
+    );
+}
+
 /// Mailbox mode (a cluster backplane): a flush wakes the held poll instead of answering it;
 /// the poll is taken for the wake, a flush meanwhile asks for another take, an empty mailbox
 /// holds the poll again, a batch answers it, and a poll timeout during a wake answers it

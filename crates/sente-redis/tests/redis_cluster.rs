@@ -104,6 +104,8 @@ scenario!(ajax_round_robin);
 scenario!(ajax_mailbox_bound);
 scenario!(delivered_mark_jumps_the_queue);
 scenario!(request_reaches_every_node);
+scenario!(retried_request_runs_once_in_the_cluster);
+scenario!(ajax_request_answered_on_any_node);
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-redis --release --test redis_cluster -- --ignored --nocapture`.

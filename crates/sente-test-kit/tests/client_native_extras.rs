@@ -150,6 +150,19 @@ fn push(server: &TestServer, uid: &str, ns: std::ops::RangeInclusive<i64>) {
     }
 }
 
+/// Waits (at most 10 s) until `client` is open again after a close; its state.
+async fn reconnected(client: &Client) -> tokio::sync::watch::Receiver<sente_client::State> {
+    let mut state = client.state();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| s.open && s.last_close.is_some()),
+    )
+    .await
+    .expect("reconnected")
+    .unwrap();
+    state
+}
+
 /// A blip: the network path dies without either end noticing (the proxy throws away what the
 /// server writes), then the connection drops and the client reconnects. With resume (the
 /// default) every push arrives exactly once, in order, and the state says `recovered`;
@@ -178,14 +191,7 @@ async fn a_blip_loses_no_push_with_resume() {
         server.proxy().drop_connections();
         server.proxy().blackhole(false);
         push(&server, &uid, 7..=8); // while the client reconnects
-        let mut state = client.state();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            state.wait_for(|s| s.open && s.last_close.is_some()),
-        )
-        .await
-        .expect("reconnected")
-        .unwrap();
+        let state = reconnected(&client).await;
         push(&server, &uid, 9..=10);
         if resume {
             assert_eq!(state.borrow().recovered, Some(true));
@@ -206,6 +212,66 @@ async fn a_blip_loses_no_push_with_resume() {
             pushes(&mut events, 1, 300).await.is_empty(),
             "no duplicates"
         );
+    }
+}
+
+/// Pushes to one client (`send_to_client`) resume like pushes to its uid: two resuming
+/// clients of one uid go through a blip (pushes written into the dead path, then more while
+/// they reconnect); the one pushed to gets every push, its own and its uid's, once and in
+/// order, and the other gets only the uid's; both say `recovered: true`. Over WebSocket and
+/// Ajax.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_one_client_resumes_too() {
+    let server = TestServer::spawn(ServerOptions::default()).await.unwrap();
+    let handle = server.server().expect("a sente-rs server").handle().clone();
+    for kind in [Kind::Ws, Kind::Ajax] {
+        let uid = format!("one-{kind:?}");
+        let connect = |name: &str| {
+            Client::builder(server.url())
+                .kind(kind)
+                .csrf_token(CSRF_TOKEN)
+                .param("uid", &uid)
+                .client_id(format!("{name}-{kind:?}"))
+                .connect()
+                .unwrap()
+        };
+        let (a, b) = (connect("a"), connect("b"));
+        let (mut ea, mut eb) = (a.events(), b.events());
+        a.wait_open().await;
+        b.wait_open().await;
+        let u = sente_client::Uid::from(uid.as_str());
+        let to_a = |n: i64| {
+            handle
+                .send_to_client(&u, a.client_id(), ev("test/n", n))
+                .unwrap();
+        };
+        push(&server, &uid, 1..=1);
+        to_a(2);
+        push(&server, &uid, 3..=3);
+        assert_eq!(pushes(&mut ea, 3, 5_000).await, vec![1, 2, 3]);
+        assert_eq!(pushes(&mut eb, 2, 5_000).await, vec![1, 3]);
+
+        server.proxy().blackhole(true);
+        to_a(4); // written into the dead path
+        push(&server, &uid, 5..=5);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.proxy().drop_connections();
+        server.proxy().blackhole(false);
+        to_a(6); // while the client reconnects
+        for c in [&a, &b] {
+            reconnected(c).await;
+        }
+        push(&server, &uid, 7..=7);
+        assert_eq!(
+            pushes(&mut ea, 4, 5_000).await,
+            vec![4, 5, 6, 7],
+            "{kind:?}"
+        );
+        assert_eq!(pushes(&mut eb, 2, 5_000).await, vec![5, 7], "{kind:?}");
+        for (c, e) in [(&a, &mut ea), (&b, &mut eb)] {
+            assert_eq!(c.state().borrow().recovered, Some(true), "{kind:?}");
+            assert!(pushes(e, 1, 300).await.is_empty(), "no duplicates");
+        }
     }
 }
 

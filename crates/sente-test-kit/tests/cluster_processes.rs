@@ -12,14 +12,22 @@
 //!   `SIGKILL` of a node (mailboxes live in the engine), a node killed at a random moment
 //!   included, and across a restart of the engine for a client of the node that served it
 //!   from its fallback meanwhile; pushes never acknowledged (their node was dead, or died
-//!   before answering) may arrive, at most once and in order. One exception, NATS with a node
-//!   killed at a random moment: one batch repeated once (the shrunk window of the sente-nats
-//!   docs, "Leased takes") is reported as `KNOWN HOLE` ([`assert_in_order_unless_repeated_batch`]).
+//!   before answering) may arrive, at most once and in order. Resuming Ajax clients (the
+//!   default) re-handshake with `recovered: true`. One exception, for an Ajax client without
+//!   resume on NATS with a node killed at a random moment: one batch repeated once (the shrunk
+//!   window of the sente-nats docs, "Leased takes") is reported as `KNOWN HOLE`
+//!   ([`assert_in_order_unless_repeated_batch`]); mailbox answers to resuming clients are
+//!   numbered, so theirs is closed.
 //! - WebSocket clients with resume (the default): every acknowledged push arrives exactly once
 //!   and in order, across the `SIGKILL` of their node (the engine numbers every push for the
 //!   cluster, every node logs them, and the client resumes on a survivor). A client that
 //!   resumes on a node started after its position gets `recovered: false` and no partial
 //!   replay ([`ws_resume_on_a_late_node`]).
+//! - The mid-session transport switch ([`transport_switch`]): an `auto` client moved from
+//!   WebSocket to Ajax and back, twice, by the proxy refusing upgrades and cutting
+//!   connections, with its handshakes and polls on any node: every push arrives exactly once,
+//!   in order, with `recovered: true` (a new mailbox is filled with what the client missed
+//!   before it existed).
 //! - WebSocket clients without resume: pushes arrive in order and without duplicates, and every
 //!   push sent after the client's reconnect arrives; those sent while it reconnected are lost.
 //!
@@ -418,6 +426,8 @@ struct Seen {
 struct Tracked {
     uid: String,
     seen: Arc<Mutex<Seen>>,
+    /// Every state the client went through.
+    states: Arc<Mutex<Vec<sente_client::State>>>,
     client: Client,
 }
 
@@ -428,9 +438,13 @@ impl Tracked {
 
     /// [`Tracked::connect`], with resume on or off.
     fn connect_with(url: &str, uid: &str, kind: Kind, resume: bool) -> Tracked {
-        let client = Client::builder(url)
+        Tracked::start(Tracked::builder(url, uid, kind).resume(resume), uid)
+    }
+
+    /// The tests' client builder.
+    fn builder(url: &str, uid: &str, kind: Kind) -> sente_client::ClientBuilder {
+        Client::builder(url)
             .kind(kind)
-            .resume(resume)
             .csrf_token(sente_test_kit::CSRF_TOKEN)
             .param("uid", uid)
             .header("x-uid", uid)
@@ -438,8 +452,23 @@ impl Tracked {
             // Requests made while reconnecting wait for the new connection (the rolling
             // restart sends requests all along); the other tests send none.
             .queue_while_connecting(16, Duration::from_secs(5))
-            .connect()
-            .expect("client");
+    }
+
+    /// Connects the client `builder` makes and starts tracking what it sees.
+    fn start(builder: sente_client::ClientBuilder, uid: &str) -> Tracked {
+        let client = builder.connect().expect("client");
+        let mut state = client.state();
+        let states = Arc::new(Mutex::new(Vec::new()));
+        let s2 = states.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = state.borrow_and_update().clone();
+                s2.lock().unwrap_or_else(PoisonError::into_inner).push(now);
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         let mut events = client.events();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let s2 = seen.clone();
@@ -467,8 +496,39 @@ impl Tracked {
         Tracked {
             uid: uid.to_owned(),
             seen,
+            states,
             client,
         }
+    }
+
+    /// The transports the client was open on, in order (repeats merged).
+    fn kinds(&self) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> = Vec::new();
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in states.iter().filter(|s| s.open) {
+            if kinds.last() != Some(&s.kind) {
+                kinds.push(s.kind);
+            }
+        }
+        kinds
+    }
+
+    /// Whether some state said `recovered: false`.
+    fn ever_unrecovered(&self) -> bool {
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        states.iter().any(|s| s.recovered == Some(false))
+    }
+
+    /// Waits (at most 10 s) until the client is open on `kind`.
+    async fn wait_kind(&self, kind: Kind) {
+        let mut state = self.client.state();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.open && s.kind == kind),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: open on {kind:?} within 10 s", self.uid))
+        .expect("client state");
     }
 
     fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
@@ -527,7 +587,8 @@ fn assert_in_order(uid: &str, got: &[i64]) {
     );
 }
 
-/// NATS, kill-anywhere only: the window the sente-nats crate docs describe in "Leased takes" (a
+/// NATS, kill-anywhere only, for an Ajax client without resume: the window the sente-nats
+/// crate docs describe in "Leased takes" (a
 /// node killed within about a millisecond after writing an Ajax answer, before its `delivered`
 /// mark reached the engine, with the client's next poll on that node: the batch is re-sent
 /// once). Measured: 2 of 32 runs before the urgent lane; 0 of 96 since on an otherwise idle
@@ -714,24 +775,31 @@ async fn poll_holder(nodes: &[Node], clients: &[Tracked], sent: &[Sent], i: usiz
 // ---------------------------------------------------------------------------------------------
 // a. Ajax clients through the round-robin proxy, SIGKILL of a node mid-traffic.
 
-/// Four Ajax clients (native, `Kind::Ajax`) reach the cluster through the round-robin proxy;
+/// Five Ajax clients (native, `Kind::Ajax`; four resuming, the default, and one without)
+/// reach the cluster through the round-robin proxy;
 /// numbered pushes to their uids come from the nodes in turn, each acknowledged before the
 /// next is sent; in the round a third of the way, the node of client 0 is killed (`SIGKILL`)
 /// while that round's pushes are in flight. Every acknowledged push arrives exactly once and in
 /// order, also the ones a poll on the killed node had taken from the mailbox (leased takes);
 /// pushes never acknowledged arrive at most once; the clients of the dead node re-handshake on
-/// a survivor within the bound.
+/// a survivor within the bound, the resuming ones with `recovered: true`. A resuming client
+/// never sees a batch twice: mailbox answers are numbered and leave out what its position
+/// says it has (NATS's window below is closed for it).
 ///
 /// `anywhere`: the victim is a random node, killed in a random round after a random delay
 /// (0 to 120 ms, so also while answers are being taken, written or confirmed), not only while
 /// it holds a poll: the same counting holds.
 async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     const ROUNDS: i64 = 45;
+    const AJAX_CLIENTS: usize = 5;
     let mut cl = Cluster::start(engine, "ajax-kill").await;
     let url = cl.url();
-    let clients: Vec<Tracked> = (0..4)
-        .map(|i| Tracked::connect(&url, &format!("aj{i}"), Kind::Ajax))
+    // Four resuming clients (the default) and one without resume.
+    let clients: Vec<Tracked> = (0..AJAX_CLIENTS)
+        .map(|i| Tracked::connect_with(&url, &format!("aj{i}"), Kind::Ajax, i + 1 < AJAX_CLIENTS))
         .collect();
+    // Only the client without resume may see the repeated batch of NATS's window.
+    let hole = |i: usize| anywhere && engine == Engine::Nats && i + 1 == AJAX_CLIENTS;
     for c in &clients {
         c.wait_open(10_000).await;
     }
@@ -755,15 +823,14 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     let (sent, killed_at, victim) =
         drive(&cl.nodes, &clients, ROUNDS, kill_round, victim, delay).await;
     let victim_name = cl.nodes[victim].name.clone();
-    for (c, s) in clients.iter().zip(&sent) {
+    for (i, (c, s)) in clients.iter().zip(&sent).enumerate() {
         // In order, so once the last acknowledged push arrived the others did or never will.
         let last = s.acked.last().copied().into_iter().collect::<Vec<_>>();
         let mut got = c.wait_numbers(&last, 15_000).await;
         if s.acked.iter().any(|n| !got.contains(n)) {
             got = c.wait_numbers(&s.acked, 500).await;
         }
-        let got =
-            assert_in_order_unless_repeated_batch(&c.uid, &got, anywhere && engine == Engine::Nats);
+        let got = assert_in_order_unless_repeated_batch(&c.uid, &got, hole(i));
         let missing: Vec<i64> = s
             .acked
             .iter()
@@ -791,12 +858,8 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     }
     // No duplicates arrive later either.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for c in &clients {
-        assert_in_order_unless_repeated_batch(
-            &c.uid,
-            &c.numbers(),
-            anywhere && engine == Engine::Nats,
-        );
+    for (i, c) in clients.iter().enumerate() {
+        assert_in_order_unless_repeated_batch(&c.uid, &c.numbers(), hole(i));
     }
     // Client 0's poll was on the victim when the kill round started; unless the round's push
     // answered it first (the kill lands 2 ms into the round, the Ajax batching window is
@@ -805,10 +868,19 @@ async fn ajax_sigkill(engine: Engine, anywhere: bool) {
     if !anywhere && clients[0].handshake_after(killed_at).is_none() {
         eprintln!("{engine:?}: aj0's poll was answered before the kill landed; it did not move");
     }
-    for c in &clients {
+    for (i, c) in clients.iter().enumerate() {
         let Some((node, at)) = c.handshake_after(killed_at) else {
             continue;
         };
+        if i + 1 < AJAX_CLIENTS {
+            // Its mailbox was kept: its own position is recovered on the survivor.
+            assert_eq!(
+                c.recovered(),
+                Some(true),
+                "{engine:?} {}: a resuming Ajax client re-handshaking in a cluster recovers",
+                c.uid
+            );
+        }
         let took = at - killed_at;
         eprintln!(
             "{engine:?}: Ajax client {} of the killed node {} re-handshook on {node} after {took:?}",
@@ -1566,6 +1638,62 @@ async fn nats_resume_cost() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// d. The mid-session transport switch across nodes (issue 15, item 5).
+
+/// An `auto` client on WebSocket behind the round-robin proxy (no sticky sessions); the proxy
+/// kills its socket and refuses upgrades for a while, so the client falls back to Ajax (its
+/// handshake and polls land on any node; its position resumes into a new mailbox, filled
+/// with what it missed meanwhile from the node's logs), a poll is cut too, then upgrades are
+/// allowed again (a re-probe takes it back to WebSocket, resuming on any node). Twice, under
+/// a steady stream of pushes sent by the nodes in turn: every push arrives exactly once, in
+/// order, and no handshake says `recovered: false`.
+async fn transport_switch(engine: Engine) {
+    let cl = Cluster::start(engine, "switch").await;
+    let uid = "switch0";
+    let builder = Tracked::builder(&cl.url(), uid, Kind::Auto);
+    let c = Tracked::start(builder.ws_reprobe(Some(Duration::from_millis(400))), uid);
+    c.wait_kind(Kind::Ws).await;
+    let count: i64 = 300;
+    let ports: Vec<u16> = cl.nodes.iter().map(|n| n.port).collect();
+    let pushes = tokio::spawn(async move {
+        for n in 1..=count {
+            let port = ports[usize::try_from(n).unwrap_or(0) % ports.len()];
+            let pushed = http(port, "POST", &format!("/control/push?uid={uid}&n={n}")).await;
+            assert_eq!(pushed.map(|(s, _)| s), Some(200), "push {n} acknowledged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cl.proxy.refuse_ws_upgrades(true);
+        cl.proxy.drop_connections();
+        c.wait_kind(Kind::Ajax).await;
+        // Re-probes fail meanwhile; a poll is cut too.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        cl.proxy.drop_connections();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cl.proxy.refuse_ws_upgrades(false);
+        c.wait_kind(Kind::Ws).await;
+    }
+    pushes.await.expect("pushes");
+    let want: Vec<i64> = (1..=count).collect();
+    c.wait_numbers(&want, 10_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.numbers(), want, "every push once, in order");
+    assert_eq!(
+        c.kinds(),
+        [Kind::Ws, Kind::Ajax, Kind::Ws, Kind::Ajax, Kind::Ws]
+    );
+    assert!(!c.ever_unrecovered(), "a handshake said recovered: false");
+    let nodes: Vec<String> = c.with(|s| s.handshakes.iter().map(|(n, _)| n.clone()).collect());
+    eprintln!(
+        "{engine:?}: switched twice in {:?}, {count} pushes once and in order; handshakes on {nodes:?}",
+        t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 
 macro_rules! both {
     ($scenario:ident, $redis:ident, $nats:ident) => {
@@ -1617,4 +1745,9 @@ both!(
     nats_ws_resume_on_a_late_node
 );
 both!(service_restart, redis_service_restart, nats_service_restart);
+both!(
+    transport_switch,
+    redis_transport_switch,
+    nats_transport_switch
+);
 both!(rolling_restart, redis_rolling_restart, nats_rolling_restart);

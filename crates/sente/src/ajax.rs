@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sente_proto::server::message::{self, InboundError};
-use sente_proto::server::replay::{RESUME_PARAM, Resume, ResumeInfo};
-use sente_proto::server::{ConnId, PollAnswer, Transport};
+use sente_proto::server::replay::{RESUME_PARAM, Resume};
+use sente_proto::server::{ConnId, MailboxResume, PollAnswer, Transport};
 use sente_proto::{ClientId, Uid};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -35,14 +35,15 @@ impl Drop for PollGuard {
     fn drop(&mut self) {
         let (uid, cid, conn) = (&self.uid, &self.cid, self.conn);
         self.registry
-            .with_core(|c, now| c.handle_poll_ended(uid, cid, conn, now));
+            .with_core(uid, |c, now| c.handle_poll_ended(uid, cid, conn, now));
     }
 }
 
 /// What an Ajax GET started.
 enum Started {
-    /// A handshake (with what a resuming client's handshake tells it).
-    Handshake(Option<ResumeInfo>),
+    /// A handshake (with what a resuming client's handshake tells it, and what to put in
+    /// front of its mailbox first).
+    Handshake(MailboxResume),
     /// A long-poll.
     Poll(ConnId),
 }
@@ -76,8 +77,12 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         packer: packer.clone(),
     };
     let mailbox = registry.mailbox().cloned();
+    // A resuming client names its position on every GET: a poll the server takes for a
+    // handshake (it forgot the client) then resumes too.
+    let resume = Resume::parse(request.param(RESUME_PARAM));
     // Mailbox mode: known here or registered by any node, decided once (the local entry may
     // end its grace period while the registration is renewed below; the poll recreates it).
+    // For a resuming handshake: whether its mailbox was kept (registered before this GET).
     let mut known = false;
     if let Some(mb) = &mailbox {
         // Settles what the client's previous answer carried (a poll proves it arrived; see
@@ -85,25 +90,46 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         let settled = mb.settle(&uid, &cid, handshake);
         tokio::spawn(settled);
     }
-    if let Some(mb) = &mailbox
-        && !handshake
-    {
-        known = registry.with_core(|c, _| c.ajax_knows(&uid, &cid)) || mb.known(&uid, &cid).await;
+    if let Some(mb) = &mailbox {
+        if !handshake {
+            known = registry.with_core(&uid, |c, _| c.ajax_knows(&uid, &cid))
+                || mb.known(&uid, &cid).await;
+        } else if resume.is_on() {
+            known = mb.known(&uid, &cid).await;
+        }
     }
     if let Some(mb) = &mailbox {
         // Registered (or kept) before the poll is held, so no push meanwhile misses it.
         mb.register(&uid, &cid, registry.mailbox_ttl()).await;
     }
+    // A resuming handshake in a cluster: the numbering now (every later push is in the
+    // mailbox registered above), once this node applied that far (see
+    // `Core::handle_ajax_handshake_mailbox`).
+    let upto = match (&mailbox, handshake, &resume) {
+        (Some(mb), true, Resume::From(_)) => {
+            let upto = mb.sequence_now().await;
+            if let Some(at) = upto {
+                caught_up(&registry, &uid, at).await;
+            }
+            upto
+        }
+        _ => None,
+    };
     let (tx, rx) = oneshot::channel();
-    // A resuming client names its position on every GET: a poll the server takes for a
-    // handshake (it forgot the client) then resumes too.
-    let resume = Resume::parse(request.param(RESUME_PARAM));
-    let started = registry.with_core(|c, now| {
+    let started = registry.with_core(&uid, |c, now| {
         if handshake || (!known && !c.ajax_knows(&uid, &cid)) {
-            c.handle_ajax_handshake_resume(&uid, &cid, ctx, &resume, now)
-                .map(Started::Handshake)
+            let kept = handshake && known;
+            match mailbox {
+                Some(_) => {
+                    c.handle_ajax_handshake_mailbox(&uid, &cid, ctx, &resume, (kept, upto), now)
+                }
+                None => c
+                    .handle_ajax_handshake_resume(&uid, &cid, ctx, &resume, now)
+                    .map(MailboxResume::of),
+            }
+            .map(Started::Handshake)
         } else {
-            c.handle_ajax_poll(&uid, &cid, tx, ctx, now)
+            c.handle_ajax_poll_resume(&uid, &cid, tx, ctx, &resume, now)
                 .map(Started::Poll)
         }
     });
@@ -116,9 +142,16 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
                 e.to_string(),
             );
         }
-        Ok(Started::Handshake(resumed)) => {
+        Ok(Started::Handshake(mut answer)) => {
+            let fill = std::mem::take(&mut answer.fill);
+            let filled = match &mailbox {
+                Some(mb) if !fill.is_empty() => mb.fill(&uid, &cid, fill).await,
+                _ => fill.is_empty(),
+            };
+            let resumed = answer.answer(filled);
             crate::metrics::handshake(Transport::Ajax);
             tracing::debug!("ajax handshake");
+            crate::metrics::resumed(Transport::Ajax, &resume, resumed.as_ref());
             let data = shell.guard.handshake_data(&request);
             let idem = crate::idem::announced(&request);
             return match message::handshake_ext(&uid, data, resumed.as_ref(), idem, &*packer, max) {
@@ -155,7 +188,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     };
     let answer = match shell
         .large
-        .outgoing(registry.now(), &b, &request, &guard.uid, &guard.cid)
+        .outgoing(|| registry.now(), &b, &request, &guard.uid, &guard.cid)
         .packed_numbered(&*packer, max, seq)
     {
         Ok(p) => {
@@ -175,6 +208,26 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         tokio::spawn(mb.delivered(&guard.uid, &guard.cid));
     }
     answer
+}
+
+/// How long a resuming Ajax handshake in a cluster waits for this node to apply the pushes
+/// numbered before the client's mailbox existed (it answers `recovered: false` if it is
+/// further behind than that).
+const CATCH_UP: Duration = Duration::from_secs(1);
+
+/// Waits until the shard of `uid` applied the cluster's numbers up to `at` (`(epoch, seq)`),
+/// or [`CATCH_UP`] passed.
+async fn caught_up(registry: &Registry, uid: &Uid, (epoch, seq): (u64, u64)) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let applied = registry.with_core(uid, |c, _| c.global_position());
+        if applied.is_some_and(|(e, n)| e != epoch || n >= seq)
+            || tokio::time::Instant::now() >= deadline
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// `GET ?large=<id>` (admitted like a poll): an offloaded push ([`crate::large`]) as a
@@ -379,7 +432,7 @@ where
     };
     // The packer the client handshook with (Sente >= 1.21 clients name it on the handshake
     // and polls only); a POST that names another one is refused.
-    let handshook = shell.registry().with_core(|c, _| {
+    let handshook = shell.registry().with_core(&a.uid, |c, _| {
         c.ajax_ctx(&a.uid, &a.client_id)
             .map(|ctx| ctx.packer.clone())
     });
@@ -473,6 +526,7 @@ async fn post_event(
         transport: Transport::Ajax,
         reply: None,
         idem: crate::idem::request_id(&a.request, inbound.reply_to.as_ref()),
+        claim: None,
         request: a.request,
         server: shell.server().clone(),
     };

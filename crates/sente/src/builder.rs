@@ -65,6 +65,8 @@ pub struct Builder {
     recent_rejections: usize,
     /// `None`: the default for the backplane (see [`Builder::large`]).
     large: Option<crate::large::LargeConfig>,
+    /// See [`Builder::core_shards`].
+    shards: usize,
 }
 
 impl Server {
@@ -94,6 +96,7 @@ impl Default for Builder {
             shutdown: ShutdownTiming::default(),
             recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
             large: None,
+            shards: sente_proto::server::default_shards(),
         }
     }
 }
@@ -239,6 +242,16 @@ impl Builder {
     /// [`Builder::lp_timeout`] in milliseconds (Sente's `:lp-timeout-ms`).
     pub fn lp_timeout_ms(self, ms: u64) -> Self {
         self.lp_timeout(Duration::from_millis(ms))
+    }
+
+    /// How many shards the connection registry is split into, by uid hash (at least 1; default:
+    /// the machine's available parallelism, `std::thread::available_parallelism`). Connections
+    /// and pushes of uids in different shards are handled on different cores at once; a
+    /// broadcast visits every shard in turn. 1 keeps one lock for everything (the least work
+    /// per broadcast on one core). See BENCHMARKS.md, "Many cores".
+    pub fn core_shards(mut self, n: usize) -> Self {
+        self.shards = n.max(1);
+        self
     }
 
     /// Batching window of WebSocket pushes (default 30 ms).
@@ -456,13 +469,19 @@ impl Builder {
             ..self.timing
         };
         let meters = Arc::new(crate::meters::Meters::new(self.recent_rejections));
-        let registry = Registry::start(self.core, backplane, packer.clone(), meters);
+        let registry = Registry::start(self.core, self.shards, backplane, packer.clone(), meters);
         let handle = ServerHandle::new(registry.clone(), self.shutdown);
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());
         let d = Arc::downgrade(&dispatcher);
         registry.set_system_sink(Box::new(move |ev| {
             if let Some(d) = d.upgrade() {
                 d.system(ev);
+            }
+        }));
+        let r = Arc::downgrade(&registry);
+        registry.set_request_sink(Box::new(move |msg| {
+            if let Some(r) = r.upgrade() {
+                crate::s2c::from_backplane(&r, msg);
             }
         }));
         let d = Arc::downgrade(&dispatcher);

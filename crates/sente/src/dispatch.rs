@@ -18,6 +18,7 @@ use sente_proto::ClientId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The span of one connection (`sente.conn`, info, target `sente::ws` or `sente::ajax`): uid,
@@ -50,7 +51,7 @@ pub(crate) fn conn_span(
 /// Runs the handler of one event in its span (`sente.event`, debug, target `sente::dispatch`:
 /// the event id, uid, client id and transport; never the payload). Without a subscriber that
 /// wants it, the handler's future is returned as is.
-fn traced(h: &dyn Dispatch, msg: EventMsg) -> BoxFuture<'static, ()> {
+fn traced(h: &Arc<dyn Dispatch>, mut msg: EventMsg) -> BoxFuture<'static, ()> {
     let span = tracing::debug_span!(
         "sente.event",
         id = %msg.id(),
@@ -58,7 +59,20 @@ fn traced(h: &dyn Dispatch, msg: EventMsg) -> BoxFuture<'static, ()> {
         client_id = %msg.client_id,
         transport = msg.transport.as_str()
     );
-    let fut = h.dispatch(msg);
+    let fut = match msg.claim.take() {
+        None => h.dispatch(msg),
+        // A retried request's copy runs only if the cluster says nobody ran it.
+        Some(claim) => {
+            let h = h.clone();
+            async move {
+                match claim.decide().await {
+                    None => h.dispatch(msg).await,
+                    Some(outcome) => crate::idem::answer_elsewhere(msg, outcome),
+                }
+            }
+            .boxed()
+        }
+    };
     if span.is_disabled() {
         fut
     } else {
@@ -204,6 +218,10 @@ pub(crate) struct Dispatcher {
     /// Per client: its handlers running past their [`Budget`] in tasks of their own (present
     /// while there are any).
     detached: Mutex<HashMap<ClientId, usize>>,
+    /// The dedupe window of idempotent client requests ([`crate::idem`]), and the cluster's
+    /// when the backplane has one.
+    idem: Arc<crate::idem::Window>,
+    cluster_idem: Option<crate::claim::ClusterIdem>,
     server: ServerHandle,
 }
 
@@ -230,6 +248,14 @@ impl Dispatcher {
             queues: Mutex::new(HashMap::new()),
             sequential,
             detached: Mutex::new(HashMap::new()),
+            idem: crate::idem::Window::new(server.registry().limits().idem.clone()),
+            cluster_idem: server.registry().backplane().idem().map(|store| {
+                let ttl = server.registry().limits().idem.max_age_ms;
+                crate::claim::ClusterIdem {
+                    store,
+                    ttl: Duration::from_millis(ttl),
+                }
+            }),
             server,
         });
         if let Some(rx) = rx {
@@ -257,6 +283,12 @@ impl Dispatcher {
             .take();
     }
 
+    /// A retried request's copies run once ([`crate::idem::admit`]).
+    fn admit(&self, msg: EventMsg) -> Option<EventMsg> {
+        let now = self.server.registry().now();
+        crate::idem::admit(&self.idem, self.cluster_idem.as_ref(), now, msg)
+    }
+
     /// The handler for `msg`, if `msg` has anything to run.
     fn handler_for(&self, msg: &EventMsg) -> Option<Arc<dyn Dispatch>> {
         if msg.id().as_str() == sente_proto::ids::REP {
@@ -276,12 +308,12 @@ impl Dispatcher {
     /// (`PerClient`), the wait for room in the sequential queue (`Sequential`), or nothing
     /// (`Concurrent`: spawned here).
     fn start(&self, msg: EventMsg) -> Option<BoxFuture<'static, ()>> {
-        let msg = crate::idem::admit(self.server.registry(), msg)?;
+        let msg = self.admit(msg)?;
         let h = self.handler_for(&msg)?;
         match self.concurrency {
-            Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(traced(&*h, msg)),
+            Concurrency::PerClient(_) | Concurrency::PerClientSerial => Some(traced(&h, msg)),
             Concurrency::Concurrent => {
-                tokio::spawn(traced(&*h, msg));
+                tokio::spawn(traced(&h, msg));
                 None
             }
             Concurrency::Sequential => {
@@ -300,7 +332,7 @@ impl Dispatcher {
     /// `Err(Busy)` when the client already has [`CLIENT_BACKLOG`] events waiting (or the
     /// sequential queue is full): only that client is refused.
     pub(crate) fn submit(self: &Arc<Self>, msg: EventMsg) -> Result<(), Busy> {
-        let Some(msg) = crate::idem::admit(self.server.registry(), msg) else {
+        let Some(msg) = self.admit(msg) else {
             return Ok(());
         };
         let Some(h) = self.handler_for(&msg) else {
@@ -308,7 +340,7 @@ impl Dispatcher {
         };
         match self.concurrency {
             Concurrency::Concurrent => {
-                tokio::spawn(traced(&*h, msg));
+                tokio::spawn(traced(&h, msg));
                 Ok(())
             }
             Concurrency::Sequential => match &self.sequential {
@@ -347,6 +379,7 @@ impl Dispatcher {
             transport: ev.ctx.transport,
             reply: None,
             idem: None,
+            claim: None,
             request: ev.ctx.request,
             server: self.server.clone(),
         };
@@ -370,7 +403,7 @@ impl Dispatcher {
 /// Runs one client's queued events in order, then ends.
 async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
     let cid = first.client_id.clone();
-    d.clone().run_budgeted(&cid, traced(&*h, first)).await;
+    d.clone().run_budgeted(&cid, traced(&h, first)).await;
     loop {
         let next = {
             let mut queues = d.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -381,7 +414,7 @@ async fn run_client(d: Arc<Dispatcher>, h: Arc<dyn Dispatch>, first: EventMsg) {
             next
         };
         match next {
-            Some(msg) => d.clone().run_budgeted(&cid, traced(&*h, msg)).await,
+            Some(msg) => d.clone().run_budgeted(&cid, traced(&h, msg)).await,
             None => return,
         }
     }
@@ -449,7 +482,7 @@ async fn run_sequential(d: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<E
         let Some(h) = d.upgrade().and_then(|d| d.handler()) else {
             return;
         };
-        traced(&*h, msg).await;
+        traced(&h, msg).await;
     }
 }
 

@@ -9,7 +9,11 @@
 //! the message, it holds no unread byte, and the connection swaps it for a fresh reader with
 //! a small buffer ([`FrameBoundedIo::take_boundary`]). Bytes of small frames pass straight
 //! through (no copy).
+//!
+//! It also holds the connection's write queue ([`FrameQueue`]): the server's own frames are
+//! written from there, and tungstenite's writes (pongs, the close handshake) go after them.
 
+use crate::wswrite::FrameQueue;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -67,6 +71,10 @@ pub(crate) struct FrameBoundedIo<S> {
     grown: bool,
     /// Bytes read from the socket but held back at a large frame's end.
     held: Vec<u8>,
+    /// The server's frames not written yet.
+    out: FrameQueue,
+    /// A write of tungstenite's waited for the socket (see [`FrameBoundedIo::take_deferred`]).
+    deferred: bool,
 }
 
 impl<S> FrameBoundedIo<S> {
@@ -76,7 +84,25 @@ impl<S> FrameBoundedIo<S> {
             scan: Scan::START,
             grown: false,
             held: Vec::new(),
+            out: FrameQueue::default(),
+            deferred: false,
         }
+    }
+
+    /// The write queue of the server's frames; written by [`FrameBoundedIo::poll_drain`].
+    pub(crate) fn out(&mut self) -> &mut FrameQueue {
+        &mut self.out
+    }
+
+    /// Bytes queued and not written yet.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether a write of tungstenite's (a pong) waited for the socket since the last call:
+    /// the reader, which retries it, must then be polled again once the socket took the queue.
+    pub(crate) fn take_deferred(&mut self) -> bool {
+        std::mem::take(&mut self.deferred)
     }
 
     /// Whether the reader has been given a large frame and, since, exactly whole frames (so it
@@ -164,33 +190,42 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameBoundedIo<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> FrameBoundedIo<S> {
+    /// Writes the queued frames; with `flush`, then flushes the socket.
+    pub(crate) fn poll_drain(&mut self, cx: &mut Context<'_>, flush: bool) -> Poll<io::Result<()>> {
+        std::task::ready!(self.out.poll_write_to(&mut self.io, cx))?;
+        if flush {
+            Pin::new(&mut self.io).poll_flush(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+/// tungstenite's writes: after the queued frames, and taken whole (see
+/// [`FrameQueue::poll_write_after`]).
 impl<S: AsyncWrite + Unpin> AsyncWrite for FrameBoundedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        let this = &mut *self;
+        let r = this.out.poll_write_after(&mut this.io, cx, buf);
+        if r.is_pending() {
+            this.deferred = true;
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        self.poll_drain(cx, true)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        std::task::ready!(this.out.poll_write_to(&mut this.io, cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

@@ -6,16 +6,43 @@
 //! ([`sente_proto::idem::DedupeWindow`], bounded by [`ServerLimits::idem`]) decides: the first
 //! copy runs, and its reply is kept; a copy arriving while the handler runs waits for that
 //! reply; a later copy gets the kept reply at once. Copies may come over either transport.
-//! The window is this node's: in a cluster, a retry that lands on another node runs again.
+//!
+//! In a cluster (a backplane with [`Backplane::idem`], as `sente-redis` and `sente-nats`
+//! have), a copy that the node's window lets through then claims its request id in the
+//! engine before it runs: it runs only if no node claimed it; a copy whose run another node
+//! holds asks again, after [`CLAIM_POLL`] and then twice as long each time up to
+//! [`CLAIM_POLL_MAX`], until that run's outcome is stored, and then gets
+//! it; a later copy gets the stored outcome at once. So a retry that lands on another node
+//! (its first node died, or a round-robin balancer sent it elsewhere) still runs once. The
+//! claim and the outcome live in the engine for [`IdemConfig::max_age_ms`]; while the engine
+//! is unreachable each node dedupes alone. A claim whose node died before the run finished
+//! is waited for until it expires (the client's request times out first).
 //!
 //! [`ServerLimits::idem`]: sente_proto::server::ServerLimits::idem
+//! [`Backplane::idem`]: sente_proto::backplane::Backplane::idem
 
-use crate::msg::{EventMsg, Reply};
-use crate::registry::Registry;
+pub use crate::claim::{CLAIM_POLL, CLAIM_POLL_MAX};
+use crate::claim::{Claiming, ClusterIdem};
+use crate::msg::{EventMsg, Reply, SharedReply};
 use crate::request::ChskRequest;
 use sente_proto::idem::{Begin, DedupeWindow};
 use sente_proto::{ClientId, Uid, Value};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+/// A copy whose request ran on another node gets that run's outcome (and the node's window
+/// keeps it for later copies).
+pub(crate) fn answer_elsewhere(mut msg: EventMsg, outcome: Option<Value>) {
+    if let (Some(reply), Some(v)) = (msg.reply.take(), outcome) {
+        reply.send(v);
+    }
+}
+
+/// Runs `f` on the current runtime, if any (a reply may be dropped outside one at shutdown).
+fn spawn(f: sente_proto::backplane::BoxFuture<()>) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(f);
+    }
+}
 
 pub use sente_proto::idem::IdemConfig;
 
@@ -71,11 +98,18 @@ fn answer(reply: Reply, outcome: Option<Value>) -> bool {
     outcome.is_some_and(|v| reply.send(v))
 }
 
-/// The node's dedupe window.
-pub(crate) type Window = Mutex<DedupeWindow<Arc<Slot>>>;
+/// The node's dedupe window (held by the dispatcher, which admits every event).
+#[derive(Debug)]
+pub(crate) struct Window(Mutex<DedupeWindow<Arc<Slot>>>);
 
-fn window(registry: &Registry) -> std::sync::MutexGuard<'_, DedupeWindow<Arc<Slot>>> {
-    registry.idem.lock().unwrap_or_else(PoisonError::into_inner)
+impl Window {
+    pub(crate) fn new(cfg: IdemConfig) -> Arc<Window> {
+        Arc::new(Window(Mutex::new(DedupeWindow::new(cfg))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DedupeWindow<Arc<Slot>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The reply of the copy of a request id that runs: answering it answers every copy and is
@@ -84,21 +118,28 @@ fn window(registry: &Registry) -> std::sync::MutexGuard<'_, DedupeWindow<Arc<Slo
 pub(crate) struct Deduped {
     own: Option<Reply>,
     slot: Arc<Slot>,
-    registry: Weak<Registry>,
+    window: Weak<Window>,
     uid: Uid,
     client_id: ClientId,
     id: String,
+    /// The cluster's dedupe, where the outcome is stored too.
+    cluster: Option<ClusterIdem>,
 }
 
-impl Deduped {
-    /// Answers every copy with `outcome` and keeps it; returns whether a copy was answered.
-    pub(crate) fn settle(&mut self, outcome: Option<Value>) -> bool {
+impl SharedReply for Deduped {
+    fn settle(&mut self, outcome: Option<Value>) -> bool {
         let own = self.own.take();
         let Some(sent_waiting) = self.slot.finish(outcome.as_ref()) else {
             return false;
         };
-        if let Some(registry) = self.registry.upgrade() {
-            window(&registry).finish(&self.uid, &self.client_id, &self.id, outcome.clone());
+        if let Some(window) = self.window.upgrade() {
+            window
+                .lock()
+                .finish(&self.uid, &self.client_id, &self.id, outcome.clone());
+        }
+        if let Some(c) = &self.cluster {
+            let (uid, cid, id) = (&self.uid, &self.client_id, &self.id);
+            spawn(c.store.finish(uid, cid, id, outcome.clone(), c.ttl));
         }
         let sent_own = own.is_some_and(|r| answer(r, outcome));
         sent_own || sent_waiting
@@ -106,16 +147,18 @@ impl Deduped {
 
     /// The copy that was to run was refused before it ran (its client's queue was full): the
     /// request id is forgotten, so a retry runs it; copies waiting for it get no reply.
-    pub(crate) fn forget(mut self) {
+    fn forget(mut self: Box<Self>) {
         self.own = None;
         self.slot.finish(None);
-        if let Some(registry) = self.registry.upgrade() {
-            window(&registry).forget(&self.uid, &self.client_id, &self.id);
+        if let Some(window) = self.window.upgrade() {
+            window.lock().forget(&self.uid, &self.client_id, &self.id);
+        }
+        if let Some(c) = &self.cluster {
+            spawn(c.store.forget(&self.uid, &self.client_id, &self.id));
         }
     }
 
-    /// Whether the copy that runs came over a WebSocket.
-    pub(crate) fn is_ws(&self) -> bool {
+    fn is_ws(&self) -> bool {
         self.own.as_ref().is_some_and(Reply::is_ws)
     }
 }
@@ -152,29 +195,41 @@ pub(crate) fn request_id(request: &ChskRequest, cb: Option<&Value>) -> Option<St
 }
 
 /// Decides what to do with an event before it is scheduled: `Some` to run it (a request id's
-/// first copy with its reply wrapped, or any other event as it is), `None` when a copy of a
-/// request id seen before was answered or joined the running one.
-pub(crate) fn admit(registry: &Arc<Registry>, mut msg: EventMsg) -> Option<EventMsg> {
+/// first copy here with its reply wrapped and, with the cluster's dedupe `cluster` (its store
+/// and ttl), its claim to decide before it runs; or any other event as it is), `None` when a
+/// copy of a request id seen before was answered or joined the running one.
+pub(crate) fn admit(
+    window: &Arc<Window>,
+    cluster: Option<&ClusterIdem>,
+    now: u64,
+    mut msg: EventMsg,
+) -> Option<EventMsg> {
     let Some(id) = msg.idem.take() else {
         return Some(msg);
     };
     let Some(reply) = msg.reply.take() else {
         return Some(msg);
     };
-    let now = registry.now();
-    let begun = window(registry).begin(&msg.uid, &msg.client_id, &id, now, || {
+    let begun = window.lock().begin(&msg.uid, &msg.client_id, &id, now, || {
         Arc::new(Slot::default())
     });
     match begun {
         Begin::Run(slot) => {
-            msg.reply = Some(Reply::deduped(Deduped {
+            msg.claim = cluster.map(|c| Claiming {
+                cluster: c.clone(),
+                uid: msg.uid.clone(),
+                client_id: msg.client_id.clone(),
+                id: id.clone(),
+            });
+            msg.reply = Some(Reply::shared(Box::new(Deduped {
                 own: Some(reply),
                 slot,
-                registry: Arc::downgrade(registry),
+                window: Arc::downgrade(window),
                 uid: msg.uid.clone(),
                 client_id: msg.client_id.clone(),
                 id,
-            }));
+                cluster: cluster.cloned(),
+            })));
             Some(msg)
         }
         Begin::Running(slot) => {

@@ -40,10 +40,11 @@ impl Large {
     }
 
     /// The batch `b` as client `cid` of `uid` gets it: with its large events replaced by
-    /// references when the client announced the extension (and allowed to fetch them).
+    /// references when the client announced the extension (and allowed to fetch them). The
+    /// clock (`now`) is read only when something is offloaded.
     pub(crate) fn outgoing(
         &self,
-        now: u64,
+        now: impl FnOnce() -> u64,
         b: &Arc<PushBatch>,
         request: &ChskRequest,
         uid: &Uid,
@@ -55,7 +56,7 @@ impl Large {
         let off = b.offloaded(|events| {
             let (off, counts) = self
                 .lock()
-                .offload(events, now, || uuid::Uuid::new_v4().simple().to_string());
+                .offload(events, now(), || uuid::Uuid::new_v4().simple().to_string());
             crate::metrics::large_offloaded(counts);
             off
         });

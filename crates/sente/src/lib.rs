@@ -137,6 +137,7 @@ mod ajax;
 #[cfg(feature = "axum")]
 mod axum_glue;
 mod builder;
+mod claim;
 mod cors;
 mod dispatch;
 mod framing;
@@ -163,6 +164,7 @@ mod service;
 mod shell;
 mod stream;
 mod ws;
+mod wswrite;
 
 /// The seam for several server nodes (re-exported from `sente-proto`, which backplane crates
 /// depend on alone).

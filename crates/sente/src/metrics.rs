@@ -71,9 +71,11 @@ pub mod names {
     /// Counter: fetches of offloaded events, by `result` (`ok`, `unknown`, `forbidden`,
     /// `fetched`).
     pub const LARGE_FETCHES: &str = "sente_large_fetches_total";
-    /// Reserved (delivery guarantees, a later release): replays served from the buffer.
+    /// Counter: handshakes of clients resuming from a position whose missed pushes were
+    /// replayed (`recovered: true`), by `transport`.
     pub const REPLAY_HITS: &str = "sente_replay_hits_total";
-    /// Reserved (delivery guarantees, a later release): replays asked for but gone.
+    /// Counter: handshakes of clients resuming from a position the replay log no longer covers
+    /// (`recovered: false`), by `transport`.
     pub const REPLAY_MISSES: &str = "sente_replay_misses_total";
 }
 
@@ -180,6 +182,24 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         gauge!(names::CONNECTIONS, "transport" => self.0.as_str()).decrement(1.0);
+    }
+}
+
+/// A handshake that asked to resume: a client with a position counts as a replay hit
+/// (`recovered: true`) or miss; a first connection (no position yet) counts as neither.
+pub(crate) fn resumed(
+    transport: Transport,
+    asked: &sente_proto::server::replay::Resume,
+    answer: Option<&sente_proto::server::replay::ResumeInfo>,
+) {
+    use sente_proto::server::replay::Resume;
+    if let (Resume::From(_), Some(info)) = (asked, answer) {
+        let name = if info.recovered {
+            names::REPLAY_HITS
+        } else {
+            names::REPLAY_MISSES
+        };
+        counter!(name, "transport" => transport.as_str()).increment(1);
     }
 }
 

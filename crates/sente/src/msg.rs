@@ -27,6 +27,8 @@ pub struct EventMsg {
     pub reply: Option<Reply>,
     /// The request id of a request the client may retry ([`crate::idem`]).
     pub(crate) idem: Option<String>,
+    /// The cluster's say on a retried request's copy, asked before it runs ([`crate::idem`]).
+    pub(crate) claim: Option<crate::claim::Claiming>,
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) server: ServerHandle,
 }
@@ -108,7 +110,20 @@ enum ReplyInner {
     /// Shared with a [`ReplyGuard`], which answers it `:chsk/error` if the handler fails.
     Guarded(Arc<Mutex<Option<ReplyInner>>>),
     /// The first copy of a request the client may retry: its answer goes to every copy.
-    Deduped(Box<crate::idem::Deduped>),
+    Shared(Box<dyn SharedReply>),
+}
+
+/// A reply that answers more than its own request: the first copy of a request id a client
+/// may retry ([`crate::idem`]), whose outcome also answers the copies waiting for it and is kept
+/// for later ones.
+pub(crate) trait SharedReply: std::fmt::Debug + Send + Sync {
+    /// Answers every copy with `outcome` (`None`: no reply) and keeps it; whether a copy was
+    /// answered.
+    fn settle(&mut self, outcome: Option<Value>) -> bool;
+    /// The request was refused before it ran: its id is forgotten, so a retry runs it.
+    fn forget(self: Box<Self>);
+    /// Whether the copy that runs came over a WebSocket.
+    fn is_ws(&self) -> bool;
 }
 
 impl ReplyInner {
@@ -134,7 +149,7 @@ impl ReplyInner {
                 sent
             }
             ReplyInner::Guarded(slot) => take(&slot).is_some_and(|r| r.send(value)),
-            ReplyInner::Deduped(mut d) => d.settle(Some(value)),
+            ReplyInner::Shared(mut d) => d.settle(Some(value)),
         }
     }
 
@@ -147,7 +162,7 @@ impl ReplyInner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .is_some_and(ReplyInner::is_ws),
-            ReplyInner::Deduped(d) => d.is_ws(),
+            ReplyInner::Shared(d) => d.is_ws(),
         }
     }
 }
@@ -187,9 +202,9 @@ impl Reply {
         }
     }
 
-    pub(crate) fn deduped(d: crate::idem::Deduped) -> Self {
+    pub(crate) fn shared(d: Box<dyn SharedReply>) -> Self {
         Reply {
-            inner: ReplyInner::Deduped(Box::new(d)),
+            inner: ReplyInner::Shared(d),
         }
     }
 
@@ -208,7 +223,7 @@ impl Reply {
     /// The event of this reply was refused before it ran: a retried request's id is forgotten
     /// ([`crate::idem`]); any other reply is dropped.
     pub(crate) fn forget(self) {
-        if let ReplyInner::Deduped(d) = self.inner {
+        if let ReplyInner::Shared(d) = self.inner {
             d.forget();
         }
     }

@@ -93,6 +93,10 @@ fn hex(b: u8) -> Option<u8> {
 /// Percent-decodes form text (`+` is a space).
 pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'+' | b'%')) {
+        // Nothing to decode (most names and values): a copy, already UTF-8.
+        return text.to_owned();
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut pos = 0;
     while pos < bytes.len() {
@@ -105,7 +109,17 @@ pub(crate) fn decode(text: &str) -> String {
                 }
                 _ => out.push(b'%'),
             },
-            other => out.push(other),
+            _ => {
+                // This byte (plain, or a `%` too close to the end to start an escape) and the
+                // plain run after it, copied at once.
+                let end = bytes[pos + 1..]
+                    .iter()
+                    .position(|b| matches!(b, b'+' | b'%'))
+                    .map_or(bytes.len(), |n| pos + 1 + n);
+                out.extend_from_slice(&bytes[pos..end]);
+                pos = end;
+                continue;
+            }
         }
         pos += 1;
     }

@@ -1,11 +1,18 @@
-//! The connection registry: the sans-IO server [`Core`] behind a lock, its clock and timer task,
-//! the execution of what the core decides (deliveries, closes, poll answers), the cluster's
+//! The connection registry: the sans-IO server [`Core`], split into [`Shards`] by uid (each
+//! behind its own lock, with its own timer task), its clock, the execution of what the core decides (deliveries, closes, poll answers), the cluster's
 //! connected uids, what arrives from the backplane, and the drop counters.
 //!
 //! With a cluster backplane, `chsk/uidport-*` events are decided by the backplane
 //! ([`Backplane::uidport`]: once for the cluster), in order, by one task; and with its Ajax
 //! mailboxes ([`Backplane::mailbox`]), held polls are answered from the mailbox (the wake
 //! tasks below).
+//!
+//! Locks: an operation on one uid locks its shard ([`Registry::with_core`]); a broadcast, a
+//! push to several uids and a cluster-numbered message visit the shards in index order, each
+//! locked before the previous one is let go ([`Registry::with_shards`], see [`Shards`]). What
+//! a shard decides is executed while it is locked (so successive flushes of a uid are never
+//! reordered), which may take the presence lock and the connected-uids watch: those never take
+//! a shard.
 
 use crate::meters::Meters;
 use crate::outbox::Outbox;
@@ -15,13 +22,13 @@ use sente_proto::backplane::{
 };
 use sente_proto::s2c::{RequestBook, RequestError};
 use sente_proto::server::{
-    Action, ConnId, Core, CoreConfig, CoreEvent, PollAnswer, PushBatch, ServerLimits, Transport,
-    WakeDone,
+    Action, ConnId, Core, CoreConfig, CoreEvent, PollAnswer, PushBatch, ServerLimits, Shards,
+    Transport, WakeDone,
 };
 use sente_proto::{ClientId, Event, Packer, Uid, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -121,17 +128,36 @@ pub(crate) struct SystemEvent {
 /// Receives the core's `chsk/uidport-*` events (called with the core locked: must not block).
 pub(crate) type SystemSink = Box<dyn Fn(SystemEvent) + Send + Sync>;
 
-pub(crate) struct Registry {
-    core: Mutex<ServerCore>,
-    limits: ServerLimits,
-    start: Instant,
+/// Receives what the backplane brings of server-to-client requests (`Request`,
+/// `RequestAnswers`, `RequestReply`): installed when the server is built (see
+/// [`crate::s2c`]); must not block.
+pub(crate) type RequestSink = Box<dyn Fn(BackplaneMsg) + Send + Sync>;
+
+/// The timer task of one shard: woken when an earlier deadline than the one it sleeps to is
+/// added.
+struct ShardTimer {
     driver: Arc<Notify>,
+    /// The deadline the task sleeps to (stored under the shard's lock).
     armed: AtomicU64,
+}
+
+pub(crate) struct Registry {
+    cores: Shards<Arc<Outbox>, Responder, ConnCtx>,
+    /// One per shard.
+    timers: Box<[ShardTimer]>,
+    limits: ServerLimits,
+    /// See [`Registry::mailbox_ttl`].
+    mailbox_ttl: Duration,
+    /// Cluster resume ([`CoreConfig::cluster_resume`]): every shard keeps the cluster's
+    /// sequence.
+    cluster_resume: bool,
+    start: Instant,
     node: NodeId,
     backplane: Arc<dyn Backplane>,
     presence: Mutex<PresenceView>,
     connected: watch::Sender<ConnectedUids>,
     system: OnceLock<SystemSink>,
+    requests_sink: OnceLock<RequestSink>,
     /// WebSocket connections, held polls and POSTs in flight (what a shutdown waits for).
     live: AtomicUsize,
     idle: Notify,
@@ -169,8 +195,12 @@ pub(crate) struct Registry {
     pub(crate) remote_requests: Mutex<std::collections::HashMap<u64, RemoteWaiter>>,
     /// The last id given to such a request.
     pub(crate) remote_seq: AtomicU64,
-    /// The dedupe window of idempotent client requests ([`crate::idem`]).
-    pub(crate) idem: crate::idem::Window,
+    /// How many answers of each client this node forwarded to the node that asked
+    /// ([`crate::s2c`]), this second.
+    pub(crate) forwards: Mutex<sente_proto::s2c::ForwardBudget>,
+    /// The request-id tags of the nodes seen in the cluster (by their presence): one per node
+    /// that ever published one while this node ran.
+    node_tags: Mutex<HashSet<u32>>,
 }
 
 /// Where the answers of other nodes to one of this node's requests go: the answering node,
@@ -180,19 +210,22 @@ pub(crate) type RemoteWaiter =
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        self.driver.notify_one();
+        for t in &self.timers {
+            t.driver.notify_one();
+        }
     }
 }
 
 impl Registry {
-    /// A registry around a new core; starts its timer task and subscribes to the backplane.
+    /// A registry around `shards` new cores (at least one); starts their timer tasks and
+    /// subscribes to the backplane.
     pub(crate) fn start(
         cfg: CoreConfig,
+        shards: usize,
         backplane: Arc<dyn Backplane>,
         packer: Arc<dyn Packer>,
         meters: Arc<Meters>,
     ) -> Arc<Registry> {
-        let driver = Arc::new(Notify::new());
         let mailbox = backplane.mailbox();
         let cluster_resume = backplane.sequenced() && cfg.replay.enabled;
         let cfg = cfg
@@ -209,19 +242,32 @@ impl Registry {
             transport: Transport::Ws,
             packer,
         };
-        let mut core = Core::new(cfg.clone());
-        core.set_epoch_seed(uuid::Uuid::new_v4().as_u64_pair().0);
+        let cores = Shards::new(&cfg, shards, |_| uuid::Uuid::new_v4().as_u64_pair().0);
+        let timers = (0..cores.len())
+            .map(|_| ShardTimer {
+                driver: Arc::new(Notify::new()),
+                armed: AtomicU64::new(u64::MAX),
+            })
+            .collect();
+        let mailbox_ttl = Duration::from_millis(
+            cfg.lp_timeout_ms
+                .saturating_add(cfg.ms_allow_reconnect_before_close_ajax)
+                .saturating_add(1000),
+        );
+        let node = NodeId(uuid::Uuid::new_v4().as_u64_pair().0);
         let registry = Arc::new_cyclic(|me| Registry {
             limits: cfg.limits.clone(),
-            core: Mutex::new(core),
+            cores,
+            timers,
+            mailbox_ttl,
+            cluster_resume,
             start: Instant::now(),
-            driver: driver.clone(),
-            armed: AtomicU64::new(u64::MAX),
-            node: NodeId(uuid::Uuid::new_v4().as_u64_pair().0),
+            node,
             backplane,
             presence: Mutex::new(PresenceView::new()),
             connected: watch::Sender::new(ConnectedUids::default()),
             system: OnceLock::new(),
+            requests_sink: OnceLock::new(),
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: AtomicBool::new(false),
@@ -243,12 +289,11 @@ impl Registry {
                 crate::metrics::batch_sizes(Transport::Ws),
                 crate::metrics::batch_sizes(Transport::Ajax),
             ),
-            requests: Mutex::default(),
+            requests: Mutex::new(RequestBook::tagged(sente_proto::s2c::node_tag(node.0))),
             remote_requests: Mutex::default(),
             remote_seq: AtomicU64::new(0),
-            idem: Mutex::new(sente_proto::idem::DedupeWindow::new(
-                cfg.limits.idem.clone(),
-            )),
+            forwards: Mutex::default(),
+            node_tags: Mutex::default(),
         });
         let weak = Arc::downgrade(&registry);
         let from_backplane = weak.clone();
@@ -258,7 +303,9 @@ impl Registry {
             }
         }));
         tokio::spawn(run_uidport_decisions(weak.clone(), pending));
-        tokio::spawn(run_timers(weak, driver));
+        for (i, t) in registry.timers.iter().enumerate() {
+            tokio::spawn(run_timers(weak.clone(), i, t.driver.clone()));
+        }
         registry
     }
 
@@ -270,13 +317,7 @@ impl Registry {
     /// How long an Ajax client stays registered in the mailboxes after its last request: a
     /// poll's hold plus the Ajax grace period, plus 1 s.
     pub(crate) fn mailbox_ttl(&self) -> Duration {
-        let c = self.lock();
-        let cfg = c.config();
-        Duration::from_millis(
-            cfg.lp_timeout_ms
-                .saturating_add(cfg.ms_allow_reconnect_before_close_ajax)
-                .saturating_add(1000),
-        )
+        self.mailbox_ttl
     }
 
     /// Mailbox mode: answers the held poll `conn` from the client's mailbox (in a task).
@@ -285,16 +326,19 @@ impl Registry {
             return;
         };
         self.rt.spawn(async move {
-            let Some(mut responder) = r.with_core(|c, _| c.take_poll_for_wake(&uid, &cid, conn))
+            let Some(mut responder) =
+                r.with_core(&uid, |c, _| c.take_poll_for_wake(&uid, &cid, conn))
             else {
                 return;
             };
             let max_events = r.limits.message.max_batch_len.max(1);
             let max_bytes = r.limits.message.max_message_bytes / 2;
             loop {
-                let events = mb.take(&uid, &cid, max_events, max_bytes).await;
-                let batch = (!events.is_empty()).then(|| Arc::new(PushBatch::new(events)));
-                match r.with_core(|c, now| c.wake_done(&uid, &cid, conn, responder, batch, now)) {
+                let taken = mb.take(&uid, &cid, max_events, max_bytes).await;
+                let done = r.with_core(&uid, |c, now| {
+                    c.wake_done_taken(&uid, &cid, conn, responder, taken, now)
+                });
+                match done {
                     WakeDone::Done => return,
                     WakeDone::Again(again) => responder = again,
                     WakeDone::PutBack(b) => {
@@ -309,6 +353,17 @@ impl Registry {
     /// Where the core's `chsk/uidport-*` events go (set once, when the server is built).
     pub(crate) fn set_system_sink(&self, sink: SystemSink) {
         let _ = self.system.set(sink);
+    }
+
+    /// Where the backplane's server-to-client request messages go (set once, when the server
+    /// is built).
+    pub(crate) fn set_request_sink(&self, sink: RequestSink) {
+        let _ = self.requests_sink.set(sink);
+    }
+
+    /// The runtime the server runs on (for tasks started from backplane callbacks).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
     }
 
     /// Runs `f` when the server shuts down (the dispatcher lets go of the handlers there).
@@ -327,10 +382,6 @@ impl Registry {
         &self.limits
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ServerCore> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Milliseconds since the server started (the core's clock).
     pub(crate) fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
@@ -341,19 +392,53 @@ impl Registry {
         self.start + Duration::from_millis(ms)
     }
 
-    /// Runs `f` on the core, then executes what it asked for while still holding the core, so
-    /// deliveries of successive flushes can never be reordered.
-    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut ServerCore, u64) -> R) -> R {
+    /// Runs `f` on the shard of `uid` (`f` must touch that uid only), then executes what it
+    /// asked for while still holding the shard, so deliveries of successive flushes can never
+    /// be reordered.
+    pub(crate) fn with_core<R>(&self, uid: &Uid, f: impl FnOnce(&mut ServerCore, u64) -> R) -> R {
+        self.with_shard(self.cores.index(uid), f)
+    }
+
+    /// [`Registry::with_core`] on shard `i`.
+    fn with_shard<R>(&self, i: usize, f: impl FnOnce(&mut ServerCore, u64) -> R) -> R {
         let now = self.now();
-        let mut core = self.lock();
+        let mut core = self.cores.lock(i);
         let r = f(&mut core, now);
         self.execute(&mut core, now);
+        self.release(i, core);
+        r
+    }
+
+    /// Lets go of shard `i`, waking its timer task if the shard's next deadline is now earlier
+    /// than the one it sleeps to.
+    fn release(&self, i: usize, core: MutexGuard<'_, ServerCore>) {
         let next = core.next_deadline().unwrap_or(u64::MAX);
         drop(core);
-        if next < self.armed.load(Ordering::Acquire) {
-            self.driver.notify_one();
+        let timer = &self.timers[i];
+        if next < timer.armed.load(Ordering::Acquire) {
+            timer.driver.notify_one();
         }
-        r
+    }
+
+    /// Runs `f(shard index, core, now)` on every shard, in index order, each shard locked
+    /// before the previous one is let go (and its decisions executed there), so such calls
+    /// reach every shard in one order (a broadcast, or a message every shard must see in the
+    /// same order as the others), and follow each other through the shards like a pipeline.
+    fn with_shards(&self, mut f: impl FnMut(usize, &mut ServerCore, u64)) {
+        let now = self.now();
+        let mut held: Option<(usize, MutexGuard<'_, ServerCore>)> = None;
+        for i in 0..self.cores.len() {
+            let mut core = self.cores.lock(i);
+            if let Some((j, prev)) = held.take() {
+                self.release(j, prev);
+            }
+            f(i, &mut core, now);
+            self.execute(&mut core, now);
+            held = Some((i, core));
+        }
+        if let Some((j, prev)) = held {
+            self.release(j, prev);
+        }
     }
 
     fn execute(&self, core: &mut ServerCore, now: u64) {
@@ -501,8 +586,24 @@ impl Registry {
             .elsewhere(uid, self.node)
     }
 
+    /// Whether a node of request-id tag `tag` ([`sente_proto::s2c::node_tag`]) published its
+    /// presence (of any uid) since this node started.
+    pub(crate) fn knows_tag(&self, tag: u32) -> bool {
+        self.node_tags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&tag)
+    }
+
     /// Records a node's presence of `uid` and updates the connected uids.
     fn set_presence(&self, node: NodeId, uid: &Uid, ws: bool, ajax: bool) {
+        let tag = sente_proto::s2c::node_tag(node.0);
+        if !self.knows_tag(tag) {
+            self.node_tags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tag);
+        }
         let (ws, ajax) = self
             .presence
             .lock()
@@ -519,19 +620,33 @@ impl Registry {
     /// Applies a message from the backplane to this node's connections.
     pub(crate) fn apply(&self, msg: BackplaneMsg) {
         match msg {
-            BackplaneMsg::Sequenced { epoch, seq, msg } => self.with_core(|c, now| {
-                if c.sequenced(epoch, seq).apply() {
-                    apply_push(c, *msg, Some(seq), now);
-                }
-            }),
+            // Every shard checks the number (they all keep the cluster's sequence); the shards
+            // of the message's uids apply it.
+            BackplaneMsg::Sequenced { epoch, seq, msg } => {
+                let parts = self.parts(&msg);
+                self.with_shards(|i, c, now| {
+                    if c.sequenced(epoch, seq).apply() {
+                        apply_push(c, &msg, parts.of(i), Some(seq), now);
+                    }
+                });
+            }
             msg @ (BackplaneMsg::Push { .. }
             | BackplaneMsg::PushMany { .. }
             | BackplaneMsg::Broadcast { .. }
             | BackplaneMsg::PushClient { .. }
             | BackplaneMsg::Flush { .. }
-            | BackplaneMsg::CloseUid { .. }) => {
-                self.with_core(|c, now| apply_push(c, msg, None, now));
-            }
+            | BackplaneMsg::CloseUid { .. }) => match self.parts(&msg) {
+                // With cluster resume, a push without a number is seen by every shard (it makes
+                // older positions unresumable, as on one core).
+                Parts::One(i) if !self.cluster_resume => {
+                    self.with_shard(i, |c, now| apply_push(c, &msg, None, None, now));
+                }
+                parts => self.with_shards(|i, c, now| {
+                    if self.cluster_resume || parts.has(i) {
+                        apply_push(c, &msg, parts.of(i), None, now);
+                    }
+                }),
+            },
             BackplaneMsg::Presence {
                 node,
                 uid,
@@ -544,38 +659,40 @@ impl Registry {
                     self.system_event(false, uid, cid, self.cluster_ctx.clone());
                 }
             }
-            BackplaneMsg::Epoch { epoch } => self.with_core(|c, _| c.set_cluster_epoch(epoch)),
-            BackplaneMsg::AjaxWake { uids } => self.with_core(|c, _| c.wake_ajax(uids.as_deref())),
-            BackplaneMsg::Request {
-                node,
-                id,
-                uid,
-                event,
-                timeout_ms,
-            } if node != self.node => {
-                if let Some(r) = self.me.upgrade() {
-                    self.rt.spawn(crate::s2c::answer_remote(
-                        r, node, id, uid, event, timeout_ms,
-                    ));
-                }
+            BackplaneMsg::Epoch { epoch } => self.with_shards(|_, c, _| c.set_cluster_epoch(epoch)),
+            BackplaneMsg::AjaxWake { uids: None } => self.with_shards(|_, c, _| c.wake_ajax(None)),
+            BackplaneMsg::AjaxWake { uids: Some(uids) } => {
+                let parts = self.cores.partition(uids.iter());
+                self.with_shards(|i, c, _| {
+                    if !parts[i].is_empty() {
+                        let mine: Vec<Uid> = parts[i].iter().map(|u| (*u).clone()).collect();
+                        c.wake_ajax(Some(&mine));
+                    }
+                });
             }
-            BackplaneMsg::RequestAnswers {
-                node,
-                id,
-                from,
-                answers,
-            } if node == self.node => {
-                let waiter = self
-                    .remote_requests
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&id)
-                    .cloned();
-                if let Some(w) = waiter {
-                    let _ = w.send((from, answers));
+            msg @ (BackplaneMsg::Request { .. }
+            | BackplaneMsg::RequestAnswers { .. }
+            | BackplaneMsg::RequestReply { .. }) => {
+                if let Some(sink) = self.requests_sink.get() {
+                    sink(msg);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Which shards a push, flush or close concerns.
+    fn parts<'a>(&self, msg: &'a BackplaneMsg) -> Parts<'a> {
+        match msg {
+            BackplaneMsg::Push { uid, .. }
+            | BackplaneMsg::PushClient { uid, .. }
+            | BackplaneMsg::Flush { uid }
+            | BackplaneMsg::CloseUid { uid } => Parts::One(self.cores.index(uid)),
+            BackplaneMsg::PushMany { uids, .. } => match self.cores.len() {
+                1 => Parts::One(0),
+                _ => Parts::Some(self.cores.partition(uids.iter())),
+            },
+            _ => Parts::All,
         }
     }
 
@@ -683,7 +800,10 @@ impl Registry {
             "shutdown: draining (new handshakes and polls refused, in-flight replies finishing)"
         );
         self.wait_replies(t.drain.min(t.timeout)).await;
-        let uids: Vec<Uid> = self.lock().uids().cloned().collect();
+        let mut uids: Vec<Uid> = Vec::new();
+        for i in 0..self.cores.len() {
+            uids.extend(self.cores.lock(i).uids().cloned());
+        }
         crate::metrics::drain_phase(2);
         tracing::info!(
             uids = uids.len(),
@@ -703,11 +823,15 @@ impl Registry {
             if i > 0 {
                 tokio::time::sleep_until(first + step * u32::try_from(i).unwrap_or(u32::MAX)).await;
             }
-            self.with_core(|c, now| {
-                for uid in chunk {
-                    c.release_uid(uid, now);
+            for (i, part) in self.cores.partition(chunk).iter().enumerate() {
+                if !part.is_empty() {
+                    self.with_shard(i, |c, now| {
+                        for uid in part {
+                            c.release_uid(uid, now);
+                        }
+                    });
                 }
-            });
+            }
         }
         crate::metrics::drain_phase(3);
         tracing::info!(
@@ -733,7 +857,9 @@ impl Registry {
         for f in hooks {
             f();
         }
-        self.driver.notify_one();
+        for t in &self.timers {
+            t.driver.notify_one();
+        }
     }
 
     async fn wait_idle(&self, timeout: Duration) {
@@ -793,36 +919,94 @@ impl Drop for ReplyOwed {
     }
 }
 
-/// Applies a push, flush or close to the core, numbered `seq` by the cluster (or not).
-fn apply_push(c: &mut ServerCore, msg: BackplaneMsg, seq: Option<u64>, now: u64) {
+/// Which shards a backplane message concerns (see [`Registry::parts`]).
+enum Parts<'a> {
+    /// The shard of its one uid.
+    One(usize),
+    /// Its uids, by shard.
+    Some(Vec<Vec<&'a Uid>>),
+    /// Every shard (a broadcast).
+    All,
+}
+
+impl<'a> Parts<'a> {
+    /// Whether shard `i` has anything to apply.
+    fn has(&self, i: usize) -> bool {
+        match self {
+            Parts::One(j) => *j == i,
+            Parts::Some(p) => !p[i].is_empty(),
+            Parts::All => true,
+        }
+    }
+
+    /// What shard `i` applies: `None` for the message as it is, or the uids of the message
+    /// that live in the shard (possibly none: a push then only counts in the shard's view of
+    /// the cluster sequence).
+    fn of(&self, i: usize) -> Option<&[&'a Uid]> {
+        match self {
+            Parts::One(j) if *j != i => Some(&[]),
+            Parts::Some(p) => Some(&p[i]),
+            _ => None,
+        }
+    }
+}
+
+/// Applies a push, flush or close to a shard, numbered `seq` by the cluster (or not). With
+/// `only`, to those uids of the message only (the shard's part of it; none: the shard just
+/// counted the number).
+fn apply_push(
+    c: &mut ServerCore,
+    msg: &BackplaneMsg,
+    only: Option<&[&Uid]>,
+    seq: Option<u64>,
+    now: u64,
+) {
+    if let Some(uids) = only {
+        if let BackplaneMsg::Push {
+            event,
+            estimate,
+            flush,
+            ..
+        }
+        | BackplaneMsg::PushMany {
+            event,
+            estimate,
+            flush,
+            ..
+        } = msg
+        {
+            c.send_many_seq(uids.iter().copied(), event, *estimate, *flush, now, seq);
+        }
+        return;
+    }
     match msg {
         BackplaneMsg::Push {
             uid,
             event,
             estimate,
             flush,
-        } => c.send_many_seq(std::iter::once(&uid), &event, estimate, flush, now, seq),
+        } => c.send_many_seq(std::iter::once(uid), event, *estimate, *flush, now, seq),
         BackplaneMsg::PushMany {
             uids,
             event,
             estimate,
             flush,
-        } => c.send_many_seq(uids.iter(), &event, estimate, flush, now, seq),
+        } => c.send_many_seq(uids.iter(), event, *estimate, *flush, now, seq),
         BackplaneMsg::Broadcast {
             event,
             estimate,
             flush,
-        } => c.broadcast_seq(&event, estimate, flush, now, seq),
+        } => c.broadcast_seq(event, *estimate, *flush, now, seq),
         BackplaneMsg::PushClient {
             uid,
             client_id,
             event,
-            ..
+            estimate,
         } => {
-            c.send_to_client(&uid, &client_id, &event, now);
+            c.send_to_client_seq(uid, client_id, event, *estimate, now, seq);
         }
-        BackplaneMsg::Flush { uid } => c.flush(&uid, now),
-        BackplaneMsg::CloseUid { uid } => c.close_uid(&uid, now),
+        BackplaneMsg::Flush { uid } => c.flush(uid, now),
+        BackplaneMsg::CloseUid { uid } => c.close_uid(uid, now),
         _ => {}
     }
 }
@@ -865,17 +1049,17 @@ async fn run_uidport_decisions(
     }
 }
 
-/// The core's timers: sleeps until the next deadline (or a wake-up), then polls the core.
-async fn run_timers(weak: Weak<Registry>, notify: Arc<Notify>) {
+/// The timers of shard `shard`: sleeps until its next deadline (or a wake-up), then polls it.
+async fn run_timers(weak: Weak<Registry>, shard: usize, notify: Arc<Notify>) {
     loop {
         let deadline = {
             let Some(r) = weak.upgrade() else { return };
-            let next = r.with_core(|c, now| {
+            let next = r.with_shard(shard, |c, now| {
                 c.poll(now);
                 let next = c.next_deadline().unwrap_or(u64::MAX);
-                // Stored under the core's lock: whoever adds an earlier deadline afterwards
+                // Stored under the shard's lock: whoever adds an earlier deadline afterwards
                 // sees it and wakes us.
-                r.armed.store(next, Ordering::Release);
+                r.timers[shard].armed.store(next, Ordering::Release);
                 next
             });
             (next != u64::MAX).then(|| r.instant(next))

@@ -14,6 +14,21 @@ const HANDSHAKE_ONLY: [http::header::HeaderName; 5] = [
     http::header::CONNECTION,
 ];
 
+/// A copy of `uri` that shares no bytes with it. An origin-form URI (`/chsk?..`, what every
+/// request but a proxy's carries) is its path and query alone: copied as they are, without
+/// formatting the whole URI.
+fn copy_uri(uri: &http::Uri) -> Option<http::Uri> {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(pq)) => {
+            let bytes = bytes::Bytes::copy_from_slice(pq.as_str().as_bytes());
+            http::uri::PathAndQuery::from_maybe_shared(bytes)
+                .ok()
+                .map(http::Uri::from)
+        }
+        _ => http::Uri::try_from(uri.to_string()).ok(),
+    }
+}
+
 /// Copies the URI and header values out of the server's read buffer. hyper parses them as
 /// slices of its (8 KiB or larger) read buffer, and keeping one of them keeps that whole buffer
 /// alive for as long as a WebSocket connection lasts.
@@ -44,7 +59,6 @@ fn compact(mut parts: http::request::Parts) -> http::request::Parts {
         last = Some(name);
     }
     parts.headers = headers;
-    let copy_uri = |uri: &http::Uri| http::Uri::try_from(uri.to_string()).ok();
     if let Some(uri) = copy_uri(&parts.uri) {
         parts.uri = uri;
     }

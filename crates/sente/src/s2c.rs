@@ -18,6 +18,19 @@
 //! [`RequestConfig::cluster_grace_ms`] past the timeout. Clients of a node that died or never
 //! answered are missing from the list. A node of an older release skips both messages (its
 //! clients are not asked, and the asking node waits for it until the grace ends).
+//!
+//! An Ajax client's answer is a POST, which in a cluster without sticky sessions (Ajax
+//! mailboxes) lands on any node. A request id names the node that holds it
+//! ([`sente_proto::s2c::id_tag`]), so a node that gets an answer for an id of another node
+//! forwards it there ([`BackplaneMsg::RequestReply`]) when it has heard of that node (its
+//! presence, for any uid); that node takes it only from the client the request went to, for
+//! a request still waiting (else refuses and counts it, as above). A node forwards at most
+//! [`RequestConfig::max_forwarded_replies_per_client_per_sec`] answers of one client per
+//! second; more, and answers whose id names this node or a node it never heard of, are
+//! refused and counted where they arrived. (An answer forwarded to a node that died
+//! meanwhile is lost uncounted, within that budget.) An Ajax client that polled on several nodes may be
+//! asked by each of them (its handler then runs more than once); the asking node keeps one
+//! result per client, its best (a reply before an error before a timeout).
 
 use crate::handle::ServerHandle;
 use crate::metrics::Why;
@@ -43,18 +56,117 @@ fn book(registry: &Registry) -> std::sync::MutexGuard<'_, RequestBook<RequestWai
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A client's `chsk/rep`: resolves its request, or is refused and counted.
+/// A client's `chsk/rep`: resolves its request, is forwarded to the node its id names (see
+/// the module docs), or is refused and counted.
 pub(crate) fn answer(registry: &Registry, msg: &EventMsg) {
-    let parsed = s2c::parse_reply(msg.event.data());
-    let waiter = parsed
-        .as_ref()
-        .and_then(|(id, _)| book(registry).answer(&msg.uid, &msg.client_id, *id));
-    if let (Some(tx), Some((_, answer))) = (waiter, parsed) {
-        let _ = tx.send(answer);
-    } else {
-        tracing::debug!(uid = %msg.uid, client_id = %msg.client_id,
-            "chsk/rep for no request waiting for this client: refused");
-        Why::RequestReply.count(registry.meters(), None);
+    let (uid, cid) = (&msg.uid, &msg.client_id);
+    let Some((id, answer)) = s2c::parse_reply(msg.event.data()) else {
+        return refuse(registry, uid, cid, None);
+    };
+    let Some(answer) = resolve(registry, uid, cid, id, answer) else {
+        return;
+    };
+    // The id of another node that this one has heard of.
+    let tag = s2c::id_tag(id);
+    let elsewhere =
+        tag != book(registry).tag() && registry.mailbox().is_some() && registry.knows_tag(tag);
+    if elsewhere && forward_budget(registry, uid, cid) {
+        registry.backplane().publish(BackplaneMsg::RequestReply {
+            uid: uid.clone(),
+            client_id: cid.clone(),
+            id,
+            answer,
+        });
+        return;
+    }
+    refuse(registry, uid, cid, Some(id));
+}
+
+/// Whether one more answer of client `cid` of `uid` may be forwarded now.
+fn forward_budget(registry: &Registry, uid: &Uid, cid: &ClientId) -> bool {
+    let per_sec = registry
+        .limits()
+        .requests
+        .max_forwarded_replies_per_client_per_sec;
+    registry
+        .forwards
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take(uid, cid, per_sec, registry.now())
+}
+
+/// Hands `answer` to request `id` if it waits here for client `cid` of `uid`; else gives the
+/// answer back.
+fn resolve(
+    registry: &Registry,
+    uid: &Uid,
+    cid: &ClientId,
+    id: u64,
+    answer: Result<Value, RequestError>,
+) -> Option<Result<Value, RequestError>> {
+    let Some(tx) = book(registry).answer(uid, cid, id) else {
+        return Some(answer);
+    };
+    let _ = tx.send(answer);
+    None
+}
+
+/// An answer another node forwarded here: taken, or refused and counted.
+fn take_forwarded(
+    registry: &Registry,
+    uid: &Uid,
+    cid: &ClientId,
+    id: u64,
+    answer: Result<Value, RequestError>,
+) {
+    if resolve(registry, uid, cid, id, answer).is_some() {
+        refuse(registry, uid, cid, Some(id));
+    }
+}
+
+/// Refuses and counts an answer for no request waiting for that client (or malformed).
+fn refuse(registry: &Registry, uid: &Uid, cid: &ClientId, id: Option<u64>) {
+    tracing::debug!(%uid, client_id = %cid, ?id,
+        "chsk/rep for no request waiting for this client: refused");
+    Why::RequestReply.count(registry.meters(), None);
+}
+
+/// What the backplane brings of requests (installed by the builder as the registry's request
+/// sink): another node's request for this node's clients, other nodes' answers to this node's
+/// requests, and answers forwarded to this node.
+pub(crate) fn from_backplane(registry: &Arc<Registry>, msg: BackplaneMsg) {
+    match msg {
+        BackplaneMsg::Request {
+            node,
+            id,
+            uid,
+            event,
+            timeout_ms,
+        } if node != registry.node() => {
+            let r = registry.clone();
+            registry
+                .runtime()
+                .spawn(answer_remote(r, node, id, uid, event, timeout_ms));
+        }
+        BackplaneMsg::RequestAnswers {
+            node,
+            id,
+            from,
+            answers,
+        } if node == registry.node() => {
+            if let Some(w) = remote_book(registry).get(&id).cloned() {
+                let _ = w.send((from, answers));
+            }
+        }
+        BackplaneMsg::RequestReply {
+            uid,
+            client_id,
+            id,
+            answer,
+        } if s2c::id_tag(id) == book(registry).tag() => {
+            take_forwarded(registry, &uid, &client_id, id, answer);
+        }
+        _ => {}
     }
 }
 
@@ -73,11 +185,12 @@ pub enum ClientSendError {
 impl ServerHandle {
     /// Pushes `event` to one client of `uid` (its `client-id`), on WebSocket or Ajax, on any
     /// node of a cluster. It keeps its place among the pushes to `uid` (what is buffered for
-    /// the uid goes out first). A client whose WebSocket is reconnecting gets it when it comes
-    /// back within the grace period, after any replay; unlike pushes to a uid, it is not in
-    /// the uid's replay log, so a client that comes back later (or on another node) does not
-    /// get it. It reaches the client unnumbered, so the client drops its resume position (its
-    /// next reconnect asks for no replay rather than one that would silently miss this push).
+    /// the uid goes out first). It takes the uid's next number and waits in the uid's replay
+    /// log for this client alone, so a resuming client that reconnects (within the replay
+    /// window, on any node of a cluster) gets it in its place, as it gets pushes to its uid;
+    /// the uid's other clients never see it (their positions skip its number). A client
+    /// without resume whose WebSocket is reconnecting gets it when it comes back within the
+    /// grace period.
     ///
     /// Errors: [`ClientSendError::UnknownClient`] when neither this node knows the client nor
     /// another node has the uid (in a cluster, a client id unknown on the node holding the uid
@@ -104,7 +217,9 @@ impl ServerHandle {
         estimate: usize,
     ) -> Result<(), ClientSendError> {
         let registry = self.registry();
-        let here = registry.with_core(|c, _| c.clients(uid).iter().any(|(c, ..)| c == client_id));
+        let here = registry.with_core(uid, |c, _| {
+            c.clients(uid).iter().any(|(c, ..)| c == client_id)
+        });
         if !here && !registry.elsewhere(uid) {
             return Err(ClientSendError::UnknownClient);
         }
@@ -182,7 +297,7 @@ impl ServerHandle {
         let (mut here, there) =
             futures_util::future::join(self.ask_here(uid, event, timeout), there).await;
         here.extend(there);
-        here
+        best_per_client(here)
     }
 
     /// [`ServerHandle::request`] for the clients connected to this node only.
@@ -196,7 +311,7 @@ impl ServerHandle {
         let cfg = self.limits().requests.clone();
         let timeout = timeout.min(Duration::from_millis(cfg.max_timeout_ms));
         let deadline = tokio::time::Instant::now() + timeout;
-        let clients = registry.with_core(|c, _| c.clients(uid));
+        let clients = registry.with_core(uid, |c, _| c.clients(uid));
         let refused = match message::push(&event, &self.limits().message) {
             Ok(Push::Event { .. }) => None,
             Ok(Push::Close) => Some(SendError::Reserved(event.id().clone()).to_string()),
@@ -248,6 +363,27 @@ impl ServerHandle {
         results.extend(answers);
         results
     }
+}
+
+/// One result per client (an Ajax client may have been asked by several nodes), its best: a
+/// reply, else the client's error, else why it gave none; in the order first seen.
+fn best_per_client(
+    results: Vec<(ClientId, Result<Value, RequestError>)>,
+) -> Vec<(ClientId, Result<Value, RequestError>)> {
+    let rank = |r: &Result<Value, RequestError>| match r {
+        Ok(_) => 0,
+        Err(RequestError::Client(_)) => 1,
+        Err(_) => 2,
+    };
+    let mut out: Vec<(ClientId, Result<Value, RequestError>)> = Vec::with_capacity(results.len());
+    for (cid, r) in results {
+        match out.iter_mut().find(|(c, _)| *c == cid) {
+            Some(kept) if rank(&r) < rank(&kept.1) => kept.1 = r,
+            Some(_) => {}
+            None => out.push((cid, r)),
+        }
+    }
+    out
 }
 
 /// This node's requests waiting for other nodes' answers.

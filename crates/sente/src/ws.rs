@@ -14,7 +14,7 @@ use crate::request::ChskRequest;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::{Admitted, Shell};
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -29,8 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
@@ -40,10 +39,10 @@ use tracing::Instrument;
 /// limit), which then takes one read per KiB.
 const READ_BUFFER: usize = 1024;
 
-/// Outgoing messages larger than this are sent as fragments of this size, and the socket's write
-/// buffer writes to the socket once it holds more than this, so it never grows past two
-/// fragments (tungstenite keeps its write buffer's capacity for the connection's lifetime).
-/// Messages queued together go out in one write. Clients reassemble fragments transparently.
+/// Outgoing messages larger than this are sent as fragments of this size, and the connection's
+/// write queue ([`crate::wswrite`]) is written to the socket once it holds more than this.
+/// Messages queued together go out in one vectored write. Clients reassemble fragments
+/// transparently.
 const FRAGMENT: usize = 16 * 1024;
 
 /// Whether the request asks for a WebSocket upgrade.
@@ -224,7 +223,7 @@ pub(crate) fn accept(
         transport: Transport::Ws,
         packer: packer.clone(),
     };
-    let opened = registry.with_core(|c, now| {
+    let opened = registry.with_core(&uid, |c, now| {
         c.handle_ws_open_resume(&uid, &client_id, outbox.clone(), ctx, &resume, now)
     });
     let (conn, resumed) = match opened {
@@ -238,6 +237,7 @@ pub(crate) fn accept(
             );
         }
     };
+    crate::metrics::resumed(Transport::Ws, &resume, resumed.as_ref());
     // Packed after the open: a resuming client's handshake tells where it stands. The task
     // sends it before anything the open queued (the replay).
     let idem = crate::idem::announced(&request);
@@ -251,7 +251,9 @@ pub(crate) fn accept(
     ) {
         Ok(p) => p,
         Err(e) => {
-            registry.with_core(|c, now| c.handle_ws_closed(&uid, &client_id, conn, now));
+            registry.with_core(&uid, |c, now| {
+                c.handle_ws_closed(&uid, &client_id, conn, now);
+            });
             return plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("Handshake could not be packed: {e}"),
@@ -285,24 +287,6 @@ pub(crate) fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     r
-}
-
-/// The frames of one outgoing message: one frame, or `FRAGMENT`-sized fragments (the first
-/// carrying the opcode, the others continuations). Built as raw frames: a text message's bytes
-/// come from a packer's `String` (`PackedBytes` is only made from `Packed`), so they are not
-/// validated as UTF-8 again for every connection the message goes to.
-fn frames(p: &PackedBytes) -> impl Iterator<Item = Message> + '_ {
-    let len = p.bytes.len();
-    let opcode = if p.binary { Data::Binary } else { Data::Text };
-    (0..len.max(1)).step_by(FRAGMENT).map(move |start| {
-        let end = (start + FRAGMENT).min(len);
-        let op = if start == 0 { opcode } else { Data::Continue };
-        Message::Frame(Frame::message(
-            p.bytes.slice(start..end),
-            OpCode::Data(op),
-            end == len,
-        ))
-    })
 }
 
 /// The reader and writer of a connection over `io` (see [`FrameBoundedIo`]).
@@ -381,16 +365,15 @@ impl WsConn {
         let (uid, cid, conn) = (&self.uid, &self.client_id, self.conn);
         self.shell
             .registry()
-            .with_core(|core, now| core.handle_ws_closed(uid, cid, conn, now));
+            .with_core(uid, |core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
-    /// Queues `p` (fragmented when large) in the socket's write buffer, which writes to the
-    /// socket once it holds more than `FRAGMENT` bytes; with `flush`, then writes everything
-    /// queued. Each step runs within the write timeout, on the connection's one timer (the caller
-    /// re-arms it for the keepalive afterwards).
+    /// Queues `p` and writes it like [`WsConn::send_waiting`], without allocating when the
+    /// socket takes everything at once (the common case: a message of at most `FRAGMENT` bytes
+    /// and room in the socket's buffer); the rest waits in `send_waiting`.
     async fn send<S>(
         &self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocketStream<FrameBoundedIo<S>>,
         timer: &mut ConnTimer<'_>,
         p: Option<&PackedBytes>,
         flush: bool,
@@ -398,26 +381,66 @@ impl WsConn {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        if p.is_some_and(|p| p.bytes.len() > FRAGMENT) {
+            return Box::pin(self.send_waiting(ws.get_mut(), timer, p, flush)).await;
+        }
+        let io = ws.get_mut();
         if let Some(p) = p {
             self.metrics.bytes_out.increment(p.bytes.len() as u64);
-            for msg in frames(p) {
-                self.within_write_timeout(timer, ws.feed(msg)).await?;
+            io.out().fragment(&p.bytes, p.binary, 0, FRAGMENT);
+        }
+        if !flush && io.queued() <= FRAGMENT {
+            return Ok(());
+        }
+        let now = io.poll_drain(&mut Context::from_waker(std::task::Waker::noop()), flush);
+        match now {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(_)) => Err("write failed"),
+            // The socket is full: wait for it (and write the rest) within the write timeout.
+            Poll::Pending => Box::pin(self.send_waiting(io, timer, None, true)).await,
+        }
+    }
+
+    /// Queues `p` (fragmented when large) in the connection's write queue, which is written to
+    /// the socket once it holds more than `FRAGMENT` bytes; with `flush`, then writes everything
+    /// queued. Each step runs within the write timeout, on the connection's one timer (the caller
+    /// re-arms it for the keepalive afterwards).
+    async fn send_waiting<S: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        io: &mut FrameBoundedIo<S>,
+        timer: &mut ConnTimer<'_>,
+        p: Option<&PackedBytes>,
+        flush: bool,
+    ) -> Result<(), &'static str> {
+        if let Some(p) = p {
+            self.metrics.bytes_out.increment(p.bytes.len() as u64);
+            let mut at = 0;
+            loop {
+                at = io.out().fragment(&p.bytes, p.binary, at, FRAGMENT);
+                if io.queued() > FRAGMENT {
+                    let drain = std::future::poll_fn(|cx| io.poll_drain(cx, false));
+                    self.within_write_timeout(timer, drain).await?;
+                }
+                if at == p.bytes.len() {
+                    break;
+                }
             }
         }
         if flush {
-            self.within_write_timeout(timer, ws.flush()).await?;
+            let drain = std::future::poll_fn(|cx| io.poll_drain(cx, true));
+            self.within_write_timeout(timer, drain).await?;
         }
         Ok(())
     }
 
     /// Runs one socket operation; a stalled client fails it after `ws_write_timeout_ms`.
-    async fn within_write_timeout<F>(
+    async fn within_write_timeout<F, E>(
         &self,
         timer: &mut ConnTimer<'_>,
         op: F,
     ) -> Result<(), &'static str>
     where
-        F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+        F: std::future::Future<Output = Result<(), E>>,
     {
         let mut op = std::pin::pin!(op);
         // Most operations complete at once: arm the timer only for one that must wait (the
@@ -474,7 +497,7 @@ impl WsConn {
         };
         // Sent once: not kept for the connection's lifetime.
         let handshake = std::mem::take(&mut self.handshake);
-        if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&handshake), true)).await {
+        if let Err(r) = self.send(&mut ws, &mut timer, Some(&handshake), true).await {
             return r;
         }
         drop(handshake);
@@ -503,7 +526,7 @@ impl WsConn {
                         .shell
                         .large
                         .outgoing(
-                            registry.now(),
+                            || registry.now(),
                             &b,
                             &self.request,
                             &self.uid,
@@ -516,8 +539,7 @@ impl WsConn {
                             if let Some(seq) = seq
                                 && let Ok(marker) = message::seq_marker(seq, &*self.packer)
                                 && let Err(r) =
-                                    Box::pin(self.send(&mut ws, &mut timer, Some(&marker), false))
-                                        .await
+                                    self.send(&mut ws, &mut timer, Some(&marker), false).await
                             {
                                 return r;
                             }
@@ -546,14 +568,13 @@ impl WsConn {
                         return reason;
                     }
                 };
-                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&packed), false)).await
-                {
+                if let Err(r) = self.send(&mut ws, &mut timer, Some(&packed), false).await {
                     return r;
                 }
                 fed = true;
             }
             if fed {
-                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, None, true)).await {
+                if let Err(r) = self.send(&mut ws, &mut timer, None, true).await {
                     return r;
                 }
             }
@@ -567,6 +588,11 @@ impl WsConn {
             // Re-arming a timer costs a trip through the timer wheel: only when it changed.
             if timer.sleep.deadline() != deadline {
                 timer.reset(deadline);
+            }
+            // A pong of tungstenite's waited for the socket, which our writes took since: the
+            // reader, which sends it, must run again.
+            if ws.get_mut().take_deferred() {
+                read_gate.open();
             }
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
@@ -611,7 +637,7 @@ impl WsConn {
                             // After a large message, a fresh reader: the old one's buffer grew
                             // to the message's size and would keep it.
                             if ws.get_mut().take_boundary() {
-                                if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, None, true)).await {
+                                if let Err(r) = self.send(&mut ws, &mut timer, None, true).await {
                                     return r;
                                 }
                                 ws = websocket(ws.into_inner(), max).await;
@@ -625,7 +651,7 @@ impl WsConn {
                         Some(KeepaliveAction::Ping) => {
                             match message::ws_ping(&*self.packer) {
                                 Ok(p) => {
-                                    if let Err(r) = Box::pin(self.send(&mut ws, &mut timer, Some(&p), true)).await {
+                                    if let Err(r) = self.send(&mut ws, &mut timer, Some(&p), true).await {
                                         return r;
                                     }
                                 }
@@ -672,6 +698,7 @@ impl WsConn {
             client_id: self.client_id.clone(),
             transport: Transport::Ws,
             idem: crate::idem::request_id(&self.request, inbound.reply_to.as_ref()),
+            claim: None,
             reply: inbound.reply_to.map(|cb| {
                 let owed = self.shell.registry().reply_owed(Some(&self.outbox));
                 Reply::ws(self.outbox.clone(), cb, std::time::Instant::now(), owed)

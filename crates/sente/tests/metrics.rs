@@ -160,6 +160,27 @@ async fn scraped_metrics_match_the_traffic() {
         (200, "[[[:test/push 3]] nil]")
     );
 
+    // Resuming Ajax handshakes: a first one (no position: neither hit nor miss), one from the
+    // position it was given (a replay hit), one from an epoch the server never had (a miss).
+    let resume_handshake = |resume: String| async move {
+        let target = format!("/chsk?uid=e&client-id=e1&resume={resume}&handshake%3F=1");
+        let r = raw(addr, &get_req(&target, &ajax_headers())).await;
+        assert_eq!(r.status, 200);
+        r.text()
+    };
+    let first = resume_handshake(String::new()).await;
+    let epoch = first
+        .split_once(":epoch \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(
+            || panic!("no epoch in {first}"),
+            |(epoch, _)| epoch.to_owned(),
+        );
+    let hit = resume_handshake(format!("{epoch}:0")).await;
+    assert!(hit.contains(":recovered true"), "{hit}");
+    let miss = resume_handshake("gone:5".to_owned()).await;
+    assert!(miss.contains(":recovered false"), "{miss}");
+
     // Rejections, one of each kind.
     let refused: [(&str, Vec<(&str, &str)>, u16); 5] = [
         // A WebSocket upgrade with a wrong CSRF token.
@@ -206,7 +227,13 @@ async fn scraped_metrics_match_the_traffic() {
     let ajax = [("transport", "ajax"), ("packer", "edn")];
     let counts = [
         ("sente_handshakes_total", &[("transport", "ws")][..], 2.0),
-        ("sente_handshakes_total", &[("transport", "ajax")][..], 1.0),
+        ("sente_handshakes_total", &[("transport", "ajax")][..], 4.0),
+        ("sente_replay_hits_total", &[("transport", "ajax")][..], 1.0),
+        (
+            "sente_replay_misses_total",
+            &[("transport", "ajax")][..],
+            1.0,
+        ),
         // 6 echo requests and the bad package.
         ("sente_events_received_total", &ws[..], 7.0),
         ("sente_events_received_total", &ajax[..], 1.0),

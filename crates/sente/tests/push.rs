@@ -267,7 +267,8 @@ impl sente_proto::Packer for Counting {
 #[tokio::test]
 async fn a_broadcast_is_packed_once() {
     let packer = std::sync::Arc::new(Counting::default());
-    let mut h = start(transcript_builder().packer(packer.clone())).await;
+    // One shard: a batch is made (and packed) once per shard its uids live in.
+    let mut h = start(transcript_builder().packer(packer.clone()).core_shards(1)).await;
     let mut clients = Vec::new();
     for i in 0..30 {
         // Two tabs for some uids, to check fan-out within a uid too.
@@ -303,7 +304,9 @@ async fn a_flushed_send_many_reaches_every_client_in_order_and_is_packed_once() 
     // A long window, so the earlier pushes are still buffered when the flush comes.
     let b = transcript_builder()
         .packer(packer.clone())
-        .send_buf_ms_ws(600_000);
+        .send_buf_ms_ws(600_000)
+        // One shard: a batch is made (and packed) once per shard its uids live in.
+        .core_shards(1);
     let mut h = start(b).await;
     let mut clients = Vec::new();
     for i in 0..30 {

@@ -20,9 +20,11 @@
 //! | 4 | `Flush` | uid |
 //! | 5 | `CloseUid` | uid |
 //! | 6 | `Presence` | node (u64 LE), uid, flags (bit 0: ws, bit 1: ajax) |
+//! | 7 | `AjaxWake` | flags (bit 0: every uid), count, count x uid |
 //! | 10 | `PushClient` | uid, client id (length, UTF-8), estimate, event |
 //! | 11 | `Request` | node (u64 LE), id, uid, timeout ms, event |
 //! | 12 | `RequestAnswers` | node (u64 LE), id, from node (u64 LE), count, count x (client id, answer) |
+//! | 13 | `RequestReply` | uid, client id, id, answer |
 //! | 16 | `Heartbeat` | count of the sender's present uids, presence hash (u64 LE) |
 //! | 17 | `SyncRequest` | target origin (u64 LE) |
 //! | 18 | `Snapshot` | node (u64 LE), part, parts, count, count x (uid, flags) |
@@ -33,7 +35,7 @@
 //! ASCII decimal digits up to the end of the payload. A release without it ignores the
 //! trailer (trailing bytes) and applies the message unnumbered.
 //!
-//! An **answer** (of `RequestAnswers`) is a status byte and its fields: `0` a reply (an
+//! An **answer** (of `RequestAnswers` and `RequestReply`) is a status byte and its fields: `0` a reply (an
 //! **event** `[:chsk/rep value]`), `1` unsupported, `2` timeout, `3` closed, `4` too many
 //! (limit), `5` the client's error (length, UTF-8), `6` not sent (length, UTF-8).
 //!
@@ -53,7 +55,7 @@
 //! refuses a frame of another version with [`CodecError::UnsupportedVersion`] (counted and
 //! logged by the backplane crates), never misreading it.
 
-use super::{BackplaneMsg, NodeId};
+use super::{BackplaneMsg, NodeId, Taken};
 use crate::event::{Event, Uid};
 use crate::limits::Limits;
 use crate::packer::{EdnPacker, PackError, Packer, UnpackError};
@@ -73,9 +75,11 @@ mod kind {
     pub(super) const FLUSH: u8 = 4;
     pub(super) const CLOSE_UID: u8 = 5;
     pub(super) const PRESENCE: u8 = 6;
+    pub(super) const AJAX_WAKE: u8 = 7;
     pub(super) const PUSH_CLIENT: u8 = 10;
     pub(super) const REQUEST: u8 = 11;
     pub(super) const REQUEST_ANSWERS: u8 = 12;
+    pub(super) const REQUEST_REPLY: u8 = 13;
     pub(super) const HEARTBEAT: u8 = 16;
     pub(super) const SYNC_REQUEST: u8 = 17;
     pub(super) const SNAPSHOT: u8 = 18;
@@ -322,8 +326,28 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
                 put_answer(w, answer)?;
             }
         }
+        BackplaneMsg::RequestReply {
+            uid,
+            client_id,
+            id,
+            answer,
+        } => {
+            w.push(kind::REQUEST_REPLY);
+            put_uid(w, uid)?;
+            put_bytes(w, client_id.as_str().as_bytes());
+            put_varint(w, *id);
+            put_answer(w, answer)?;
+        }
         BackplaneMsg::UidportClose { .. } => return Err(CodecError::LocalOnly("UidportClose")),
-        BackplaneMsg::AjaxWake { .. } => return Err(CodecError::LocalOnly("AjaxWake")),
+        BackplaneMsg::AjaxWake { uids } => {
+            w.push(kind::AJAX_WAKE);
+            w.push(u8::from(uids.is_none()));
+            let uids = uids.as_deref().unwrap_or_default();
+            put_varint(w, uids.len() as u64);
+            for uid in uids {
+                put_uid(w, uid)?;
+            }
+        }
         BackplaneMsg::Epoch { .. } => return Err(CodecError::LocalOnly("Epoch")),
     }
     Ok(())
@@ -361,7 +385,8 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
     Ok(w)
 }
 
-/// Reads an entry written by [`encode_event`], within `limits`.
+/// Reads an entry written by [`encode_event`], within `limits` (a numbered entry's trailer is
+/// ignored: see [`decode_entry`]).
 pub fn decode_event(input: &[u8], limits: &Limits) -> Result<Arc<Event>, CodecError> {
     let mut r = Reader { input, pos: 0 };
     let version = r.byte()?;
@@ -369,6 +394,59 @@ pub fn decode_event(input: &[u8], limits: &Limits) -> Result<Arc<Event>, CodecEr
         return Err(CodecError::UnsupportedVersion { version });
     }
     r.event(limits)
+}
+
+/// Numbers a mailbox entry ([`encode_event`]) with the cluster's number of its push: appends
+/// the trailer of a sequenced frame (the byte [`SEQ_TAG`], `epoch` as u64 little-endian and
+/// `seq` as ASCII decimal digits). A release that does not know it reads the entry's event and
+/// ignores the trailer (trailing bytes). The Redis backplane writes the same bytes from its
+/// number-and-publish script.
+pub fn number_entry(entry: &mut Vec<u8>, epoch: u64, seq: u64) {
+    entry.push(SEQ_TAG);
+    entry.extend_from_slice(&epoch.to_le_bytes());
+    entry.extend_from_slice(seq.to_string().as_bytes());
+}
+
+/// Encodes a retried request's outcome for the engine ([`super::IdemStore`]): the
+/// [`VERSION`] byte, then `0` (no reply) or `1` and the reply as a `[:chsk/rep value]`
+/// event ([`encode_event`]).
+pub fn encode_outcome(outcome: Option<&crate::Value>) -> Result<Vec<u8>, CodecError> {
+    let Some(v) = outcome else {
+        return Ok(vec![VERSION, 0]);
+    };
+    let mut out = vec![VERSION, 1];
+    out.extend(encode_event(&reply_event(v))?);
+    Ok(out)
+}
+
+/// Reads [`encode_outcome`]'s bytes within `limits`.
+pub fn decode_outcome(input: &[u8], limits: &Limits) -> Result<Option<crate::Value>, CodecError> {
+    match input {
+        [VERSION, 0] => Ok(None),
+        [VERSION, 1, rest @ ..] => Ok(Some(decode_event(rest, limits)?.data().clone())),
+        [version, ..] if *version != VERSION => {
+            Err(CodecError::UnsupportedVersion { version: *version })
+        }
+        _ => Err(CodecError::Malformed {
+            offset: 1,
+            reason: "not a request outcome",
+        }),
+    }
+}
+
+/// Reads a mailbox entry within `limits`: its event and, for an entry numbered with
+/// [`number_entry`], the `(epoch, seq)` of its push.
+pub fn decode_entry(input: &[u8], limits: &Limits) -> Result<Taken, CodecError> {
+    let mut r = Reader { input, pos: 0 };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(CodecError::UnsupportedVersion { version });
+    }
+    let event = r.event(limits)?;
+    Ok(Taken {
+        event,
+        seq: r.seq_trailer()?,
+    })
 }
 
 /// Lowercase hexadecimal of `bytes` (key names made of any bytes).
@@ -430,6 +508,17 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
                 flush,
             })
         }
+        kind::AJAX_WAKE => {
+            let every = r.byte()? & 1 != 0;
+            let n = r.len(limits.max_collection_len)?;
+            let mut uids = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                uids.push(r.uid(limits)?);
+            }
+            Frame::Msg(BackplaneMsg::AjaxWake {
+                uids: (!every).then(|| uids.into()),
+            })
+        }
         kind::FLUSH => Frame::Msg(BackplaneMsg::Flush {
             uid: r.uid(limits)?,
         }),
@@ -488,6 +577,18 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
                 id,
                 from,
                 answers,
+            })
+        }
+        kind::REQUEST_REPLY => {
+            let uid = r.uid(limits)?;
+            let client_id = r.client_id()?;
+            let id = r.varint()?;
+            let answer = r.answer(limits)?;
+            Frame::Msg(BackplaneMsg::RequestReply {
+                uid,
+                client_id,
+                id,
+                answer,
             })
         }
         kind::HEARTBEAT => {
@@ -892,6 +993,43 @@ mod tests {
         }
     }
 
+    /// A retried request's outcome round-trips (a reply, or none); other bytes are errors.
+    #[test]
+    fn outcomes_round_trip() {
+        let limits = Limits::default();
+        let reply = Value::Vector(vec![Value::kw("ran"), Value::Int(1)]);
+        for outcome in [Some(reply), None] {
+            let bytes = encode_outcome(outcome.as_ref()).unwrap();
+            assert_eq!(decode_outcome(&bytes, &limits).unwrap(), outcome);
+        }
+        for bad in [
+            &[][..],
+            &[VERSION][..],
+            &[VERSION, 7][..],
+            &[VERSION + 1, 0][..],
+        ] {
+            assert!(decode_outcome(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A numbered mailbox entry is the plain entry plus the sequenced trailer: read with its
+    /// number, and as the plain event by `decode_event` (what an older release reads).
+    #[test]
+    fn numbered_entries_keep_their_event_readable() {
+        let limits = Limits::default();
+        let plain = encode_event(&ev(7)).unwrap();
+        assert_eq!(decode_entry(&plain, &limits).unwrap().seq, None);
+        let mut numbered = plain.clone();
+        number_entry(&mut numbered, 0xAB, 1234);
+        let taken = decode_entry(&numbered, &limits).unwrap();
+        assert_eq!(taken.event, ev(7));
+        assert_eq!(taken.seq, Some((0xAB, 1234)));
+        assert_eq!(decode_event(&numbered, &limits).unwrap(), ev(7));
+        let mut bad = plain;
+        bad.extend_from_slice(&[SEQ_TAG, 1, 2]);
+        assert!(decode_entry(&bad, &limits).is_err());
+    }
+
     /// A sequenced frame is the plain frame plus the trailer the engine appends (tag, epoch,
     /// decimal number); a bad number is a typed error, and a frame without the trailer (an
     /// older node's) reads as a plain message.
@@ -976,7 +1114,7 @@ mod tests {
                 flush: true,
             },
             BackplaneMsg::PushMany {
-                uids,
+                uids: uids.clone(),
                 event: ev(2),
                 estimate: 10,
                 flush: false,
@@ -987,6 +1125,8 @@ mod tests {
                 flush: true,
             },
             BackplaneMsg::Flush { uid: Uid::Nil },
+            BackplaneMsg::AjaxWake { uids: Some(uids) },
+            BackplaneMsg::AjaxWake { uids: None },
             BackplaneMsg::CloseUid {
                 uid: Uid::Id(Value::kw("a/b")),
             },
@@ -1008,6 +1148,18 @@ mod tests {
                 uid: Uid::from("dave"),
                 event: ev(5),
                 timeout_ms: 1500,
+            },
+            BackplaneMsg::RequestReply {
+                uid: Uid::from("erin"),
+                client_id: crate::event::ClientId::new("tab-2").unwrap(),
+                id: (5 << 32) | 9,
+                answer: Ok(Value::from("fine")),
+            },
+            BackplaneMsg::RequestReply {
+                uid: Uid::from("erin"),
+                client_id: crate::event::ClientId::new("tab-2").unwrap(),
+                id: 10,
+                answer: Err(crate::s2c::RequestError::Client("no-handler".to_owned())),
             },
             BackplaneMsg::RequestAnswers {
                 node: NodeId(3),

@@ -9,11 +9,13 @@ use super::state::{
 use super::url::{query_string, url_encode, with_query};
 use crate::envelope::{Envelope, PostReply, ServerMsg, client_msg};
 use crate::event::{Event, Uid};
-use crate::packer::{PackError, Packed};
+use crate::limits::Limits;
+use crate::packer::{PackError, Packed, Packer};
 use crate::server::replay::{Position, RESUME_PARAM, ResumeInfo};
 use sente_edn::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 /// Identifies one WebSocket connection attempt. Inputs about an attempt that is no longer
 /// current are ignored, so shells never need to filter stale callbacks themselves.
@@ -324,8 +326,12 @@ pub struct ClientMachine {
     /// Retryable requests whose link was lost before their reply, in the order they were
     /// first sent: re-sent once a link that acknowledged the extension is open.
     retrying: Vec<RequestId>,
-    /// Re-send [`Self::retrying`] at this time though the link stayed up (an Ajax POST failed).
+    /// Re-send [`Self::retrying`] at this time though the link stayed up (an Ajax POST failed,
+    /// or the server stopped holding it before the reply was known).
     retry_at: Option<u64>,
+    /// How often each retryable request was put back to be re-sent over an open link (see
+    /// [`Self::resend_later`]): the backoff attempt of its next wait.
+    resends: HashMap<RequestId, u32>,
     /// The current link's server dedupes retried requests (its handshake acknowledged `idem`).
     idem_acked: bool,
     /// The random first part of this machine's request ids.
@@ -381,6 +387,7 @@ impl ClientMachine {
             retryable: HashMap::new(),
             retrying: Vec::new(),
             retry_at: None,
+            resends: HashMap::new(),
             idem_acked: false,
             // From its own generator: the callback ids and jitter drawn from `seed` stay the
             // same as without the extension.
@@ -542,8 +549,10 @@ impl ClientMachine {
     /// server acknowledged the extension, it is not failed but re-sent with the same id once a
     /// connection is open again (over either transport), until its timeout: the server runs it
     /// once and answers the retry with the original reply, so the outcome comes out once.
-    /// Against a server without the extension it fails as usual (`Error(ConnectionLost)` or
-    /// `Error(Http(..))`).
+    /// Over Ajax, a POST the server answers `:chsk/timeout` (it holds a POST only for its
+    /// long-poll timeout) is re-sent the same way, with growing waits: the request waits for its
+    /// reply until its own timeout, as over WebSocket. Against a server without the extension it
+    /// fails as usual (`Error(ConnectionLost)`, `Error(Http(..))` or the server's `Timeout`).
     pub fn request_with_retry(
         &mut self,
         event: Event,
@@ -625,8 +634,7 @@ impl ClientMachine {
                 idem,
             } = msg
             {
-                self.idem_acked = idem;
-                self.promote_probe(conn, uid, data, resume, now);
+                self.promote_probe(conn, uid, data, resume, idem, now);
             }
             return;
         }
@@ -640,13 +648,12 @@ impl ClientMachine {
                     resume,
                     idem,
                 } => {
-                    self.idem_acked = idem;
                     self.link = Link::Ws(WsLink {
                         handshaken: true,
                         ..ws
                     });
                     self.ws_ever_handshaken = true;
-                    self.on_handshake(Transport::Ws, uid, data, resume, now);
+                    self.on_handshake(Transport::Ws, uid, data, resume, idem, now);
                 }
                 other => self.log(
                     LogLevel::Warn,
@@ -662,8 +669,7 @@ impl ClientMachine {
                 resume,
                 idem,
             } => {
-                self.idem_acked = idem;
-                self.on_handshake(Transport::Ws, uid, data, resume, now);
+                self.on_handshake(Transport::Ws, uid, data, resume, idem, now);
             }
             ServerMsg::Seq(n) => self.next_seq = Some(n),
             ServerMsg::Ping => {
@@ -789,12 +795,13 @@ impl ClientMachine {
 
     /// An HTTP request completed with a response (any status; the whole body).
     pub fn handle_http_response(&mut self, id: HttpId, status: u16, body: &[u8], now: u64) {
-        if let Some((large, size)) = self.fetches.remove(&id) {
-            self.on_large_fetched(id, large, size, Ok((status, body)));
+        if self.fetches.contains_key(&id) {
+            let event = self.large_unpacker().unpack(status, body);
+            self.handle_large_fetched(id, event, now);
             return;
         }
         if let Some(req) = self.posts.remove(&id) {
-            self.on_post_response(req, status, body);
+            self.on_post_response(req, status, body, now);
             return;
         }
         let Link::Ajax { poll, handshaken } = self.link else {
@@ -838,12 +845,11 @@ impl ClientMachine {
                 resume,
                 idem,
             } => {
-                self.idem_acked = idem;
                 self.link = Link::Ajax {
                     poll,
                     handshaken: true,
                 };
-                self.on_handshake(Transport::Ajax, uid, data, resume, now);
+                self.on_handshake(Transport::Ajax, uid, data, resume, idem, now);
             }
             other => {
                 if handshaken && !self.state.open {
@@ -881,8 +887,8 @@ impl ClientMachine {
 
     /// An HTTP request failed without a response.
     pub fn handle_http_failure(&mut self, id: HttpId, failure: HttpFailure, now: u64) {
-        if let Some((large, size)) = self.fetches.remove(&id) {
-            self.on_large_fetched(id, large, size, Err(failure));
+        if self.fetches.contains_key(&id) {
+            self.handle_large_fetched(id, Err(failure.to_string()), now);
             return;
         }
         if let Some(req) = self.posts.remove(&id) {
@@ -892,10 +898,7 @@ impl ClientMachine {
                         LogLevel::Debug,
                         format!("Ajax POST of {req} failed ({failure}): retrying it"),
                     );
-                    self.pending.insert(req, Pending::Queued);
-                    self.retrying.push(req);
-                    let delay = self.cfg.backoff.delay_ms(2, self.rng.next_f64()).max(50);
-                    self.retry_at = Some(now.saturating_add(delay));
+                    self.resend_later(req, now);
                     return;
                 }
                 self.finish(req, Err(RequestFailure::Http(failure).into()));
@@ -1052,6 +1055,7 @@ impl ClientMachine {
             self.ws_cbs.remove(cb);
         }
         self.retryable.remove(&id);
+        self.resends.remove(&id);
         Some(p)
     }
 
@@ -1324,9 +1328,11 @@ impl ClientMachine {
         uid: Uid,
         data: Value,
         resume: Option<ResumeInfo>,
+        idem: bool,
         now: u64,
     ) {
         self.attempt = 0;
+        self.idem_acked = idem;
         let first = !self.state.ever_opened;
         let (uid2, data2) = (uid.clone(), data.clone());
         // Recovered or not is news only to a client that had a position to resume from.
@@ -1405,6 +1411,30 @@ impl ClientMachine {
                 self.finish(id, Err(send_failed(e)));
             }
         }
+    }
+
+    /// Puts a retryable request whose Ajax POST ended without its reply (the POST failed, or the
+    /// server stopped holding it) back to be re-sent with its request id after a backoff: the
+    /// server's dedupe window makes the copy wait for the running handler or answers it with
+    /// the kept reply. The wait grows with each re-send of the same request (a handler that
+    /// never replies is answered `:chsk/timeout` at once each time), and the request's own
+    /// deadline still ends it.
+    fn resend_later(&mut self, id: RequestId, now: u64) {
+        self.pending.insert(id, Pending::Queued);
+        if !self.retrying.contains(&id) {
+            self.retrying.push(id);
+            self.retrying.sort();
+        }
+        let n = self.resends.entry(id).or_insert(0);
+        *n = n.saturating_add(1);
+        let attempt = n.saturating_add(1);
+        let delay = self
+            .cfg
+            .backoff
+            .delay_ms(attempt, self.rng.next_f64())
+            .max(50);
+        let at = now.saturating_add(delay);
+        self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
     }
 
     /// Fails every request waiting to be re-sent with `error`.
@@ -1647,7 +1677,7 @@ impl ClientMachine {
         self.link_lost(CloseReason::WsPingTimeout, now);
     }
 
-    fn on_post_response(&mut self, req: Option<RequestId>, status: u16, body: &[u8]) {
+    fn on_post_response(&mut self, req: Option<RequestId>, status: u16, body: &[u8], now: u64) {
         let ok = (200..300).contains(&status);
         let Some(id) = req else {
             if !ok {
@@ -1673,6 +1703,23 @@ impl ClientMachine {
         } else {
             match Envelope::unpack(&*self.cfg.packer, body, &self.cfg.limits) {
                 Ok(env) => match PostReply::classify(env) {
+                    // The server held the POST as long as it holds any (its long-poll
+                    // timeout) and the reply is not known yet. A copy of a retryable request
+                    // asks again: its server runs it once and keeps the reply, and a copy
+                    // that joined a run already underway (re-sent after a cut) must not give
+                    // up before that run ends. The request's own deadline ends the wait.
+                    PostReply::Timeout
+                        if self.idem_acked
+                            && self.retryable.contains_key(&id)
+                            && self.deadline_of.get(&id).is_some_and(|d| *d > now) =>
+                    {
+                        self.log(
+                            LogLevel::Debug,
+                            format!("Ajax POST of {id} answered :chsk/timeout: asking again"),
+                        );
+                        self.resend_later(id, now);
+                        return;
+                    }
                     PostReply::Timeout => Err(RequestError::Timeout),
                     PostReply::Reply(v) => reply_result(v),
                     PostReply::Ack => Ok(Value::kw(crate::event::ids::DUMMY_CB_200)),
@@ -1732,6 +1779,7 @@ impl ClientMachine {
         uid: Uid,
         data: Value,
         resume: Option<ResumeInfo>,
+        idem: bool,
         now: u64,
     ) {
         self.log(
@@ -1752,14 +1800,14 @@ impl ClientMachine {
             handshaken: true,
             rejected: None,
         });
-        self.on_handshake(Transport::Ws, uid, data, resume, now);
+        self.on_handshake(Transport::Ws, uid, data, resume, idem, now);
     }
 
     /// A batch of pushes: with a position and a `[:chsk/seq n]` before it, the events it
     /// numbers up to `n` that were received already (a replay overlapping a live batch) are
-    /// skipped; a batch with no number (a push to this client alone, not in the uid's log, or
-    /// one the server could not number) makes the position unknown: the next reconnect asks
-    /// for none rather than risk a replay that misses it.
+    /// skipped; a batch with no number (one the server could not number, e.g. a push to this
+    /// client alone while the uid had no log) makes the position unknown: the next reconnect
+    /// asks for none rather than risk a replay that misses it.
     fn on_batch(&mut self, events: Vec<Event>, now: u64) {
         let skip = if let (Some(last), Some(pos)) = (self.next_seq.take(), &mut self.position) {
             let first = (last + 1).saturating_sub(events.len() as u64);
@@ -1826,30 +1874,28 @@ impl ClientMachine {
         self.held.push_back(Held::Fetching(id));
     }
 
-    /// An offloaded event's fetch ended: the event (or its failure) takes its place, and
-    /// what waited behind it goes out.
-    fn on_large_fetched(
-        &mut self,
-        http: HttpId,
-        id: String,
-        size: u64,
-        result: Result<(u16, &[u8]), HttpFailure>,
-    ) {
-        let event = match result {
-            Ok((status, body)) if (200..300).contains(&status) => {
-                match Envelope::unpack(&*self.cfg.packer, body, &self.cfg.limits)
-                    .map(ServerMsg::classify)
-                {
-                    Ok(ServerMsg::Batch(mut events)) if events.len() == 1 => Ok(events.remove(0)),
-                    Ok(other) => Err(format!("unexpected answer: {other:?}")),
-                    Err(e) => Err(format!("cannot unpack the event: {e}")),
-                }
-            }
-            Ok((status, body)) => Err(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(256)])
-            )),
-            Err(failure) => Err(failure.to_string()),
+    /// Whether HTTP request `id` is the fetch of an offloaded event (large extension): its
+    /// response may be unpacked outside the machine ([`ClientMachine::large_unpacker`], then
+    /// [`ClientMachine::handle_large_fetched`]), so a shell that shares the machine between
+    /// tasks need not hold it while a large body is unpacked.
+    pub fn is_large_fetch(&self, id: HttpId) -> bool {
+        self.fetches.contains_key(&id)
+    }
+
+    /// What unpacks the body of an offloaded event's fetch (this client's packer and limits).
+    pub fn large_unpacker(&self) -> LargeUnpacker {
+        LargeUnpacker {
+            packer: self.cfg.packer.clone(),
+            limits: self.cfg.limits.clone(),
+        }
+    }
+
+    /// The fetch `http` of an offloaded event ended: with the event (unpacked by
+    /// [`LargeUnpacker::unpack`]) or why it failed. The event (or its failure) takes its place,
+    /// and what waited behind it goes out. Anything but a large fetch in flight is ignored.
+    pub fn handle_large_fetched(&mut self, http: HttpId, event: Result<Event, String>, _now: u64) {
+        let Some((id, size)) = self.fetches.remove(&http) else {
+            return;
         };
         let output = match event {
             Ok(ev) => Output::Event(ClientEvent::Push(ev)),
@@ -1886,6 +1932,39 @@ impl ClientMachine {
         now: u64,
     ) -> Result<(), SendError> {
         self.send(crate::s2c::reply_event(id, answer), now)
+    }
+}
+
+/// Unpacks the body of an offloaded event's fetch ([`ClientMachine::large_unpacker`]): `Send`,
+/// so a shell may run it off the machine's lock (or on a blocking pool).
+#[derive(Clone)]
+pub struct LargeUnpacker {
+    packer: Arc<dyn Packer>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for LargeUnpacker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LargeUnpacker")
+            .field("packer", &self.packer.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LargeUnpacker {
+    /// The event in a fetch's response (`status`, `body`), or why there is none.
+    pub fn unpack(&self, status: u16, body: &[u8]) -> Result<Event, String> {
+        if !(200..300).contains(&status) {
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(256)])
+            ));
+        }
+        match Envelope::unpack(&*self.packer, body, &self.limits).map(ServerMsg::classify) {
+            Ok(ServerMsg::Batch(mut events)) if events.len() == 1 => Ok(events.remove(0)),
+            Ok(other) => Err(format!("unexpected answer: {other:?}")),
+            Err(e) => Err(format!("cannot unpack the event: {e}")),
+        }
     }
 }
 

@@ -40,8 +40,8 @@ pub mod url;
 
 pub use config::{Backoff, ClientConfig, CsrfToken, Kind, QueueConfig, Transport};
 pub use machine::{
-    Action, ClientMachine, ConnId, HttpId, HttpMethod, HttpRequest, LogLevel, Output, RequestId,
-    WsClosed, WsFailure,
+    Action, ClientMachine, ConnId, HttpId, HttpMethod, HttpRequest, LargeUnpacker, LogLevel,
+    Output, RequestId, WsClosed, WsFailure,
 };
 pub use state::{
     AjaxErrorInfo, ClientEvent, CloseInfo, CloseReason, Handshake, HttpFailure, LargeFailure,

@@ -134,8 +134,7 @@ pub struct State {
     pub udt_next_reconnect: Option<u64>,
     /// `:recovered?` (sente-rs resume extension): after a reconnect, whether every push missed
     /// while disconnected was delivered (`true`), or some may be lost (`false`: refetch what
-    /// matters). `None` on the first connection, or with a server that does not resume (or
-    /// does not over Ajax: a cluster's Ajax mailboxes).
+    /// matters). `None` on the first connection, or with a server that does not resume.
     pub recovered: Option<bool>,
 }
 

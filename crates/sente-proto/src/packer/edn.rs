@@ -4,13 +4,23 @@
 //! the first form and ignores the rest; empty or whitespace-only input is `nil`. Tags other than
 //! `#inst` and `#uuid` are an error, as in Sente. [`Value::Bytes`] cannot be packed.
 
+use std::sync::Arc;
+
 use sente_edn::{ErrorKind, ReadOptions, UnknownTags, Value};
 
-use super::util::{check_size, malformed, utf8};
+use super::util::{check_size, malformed, utf8, write_batch};
 use super::{PackError, Packed, Packer, UnpackError};
+use crate::event::Event;
 use crate::limits::Limits;
 
 const NAME: &str = "edn";
+
+fn unsupported(e: &sente_edn::Error) -> PackError {
+    PackError::Unsupported {
+        packer: NAME,
+        what: e.to_string(),
+    }
+}
 
 /// Sente's default edn packer (text).
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,10 +45,26 @@ impl Packer for EdnPacker {
     fn pack(&self, value: &Value) -> Result<Packed, PackError> {
         sente_edn::try_to_edn_string(value)
             .map(Packed::Text)
-            .map_err(|e| PackError::Unsupported {
-                packer: NAME,
-                what: e.to_string(),
-            })
+            .map_err(|e| unsupported(&e))
+    }
+
+    fn pack_batch(
+        &self,
+        marker: Option<&Value>,
+        events: &[Arc<Event>],
+    ) -> Result<Packed, PackError> {
+        write_batch(
+            marker,
+            events,
+            ' ',
+            "] nil]",
+            |id, out| {
+                out.push(':');
+                out.push_str(id);
+            },
+            |v, out| sente_edn::try_write_edn(v, out).map_err(|e| unsupported(&e)),
+        )
+        .map(Packed::Text)
     }
 
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {

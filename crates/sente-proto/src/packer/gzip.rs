@@ -16,6 +16,7 @@ use sente_edn::Value;
 
 use super::util::{check_size, malformed};
 use super::{PackError, Packed, Packer, UnpackError};
+use crate::event::Event;
 use crate::limits::Limits;
 
 /// Gzip wrapper around an inner packer, as Sente's `taoensso.sente.packers.gzip/wrap-packer`.
@@ -57,26 +58,15 @@ impl Packer for GzipPacker {
     }
 
     fn pack(&self, value: &Value) -> Result<Packed, PackError> {
-        let inner = self.inner.pack(value)?;
-        let raw = inner.as_bytes();
-        if raw.len() < Self::THRESHOLD {
-            let mut out = Vec::with_capacity(raw.len() + 1);
-            out.push(0x00);
-            out.extend_from_slice(raw);
-            return Ok(Packed::Binary(out));
-        }
-        let mut out = Vec::with_capacity(raw.len() / 3 + 32);
-        out.push(0x01);
-        let mut enc = GzEncoder::new(out, Compression::default());
-        // Writing into a Vec cannot fail.
-        let out = enc
-            .write_all(raw)
-            .and_then(|()| enc.finish())
-            .map_err(|e| PackError::Unsupported {
-                packer: "gzip",
-                what: format!("gzip failed: {e}"),
-            })?;
-        Ok(Packed::Binary(out))
+        compress(&self.inner.pack(value)?)
+    }
+
+    fn pack_batch(
+        &self,
+        marker: Option<&Value>,
+        events: &[Arc<Event>],
+    ) -> Result<Packed, PackError> {
+        compress(&self.inner.pack_batch(marker, events)?)
     }
 
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {
@@ -100,4 +90,27 @@ impl Packer for GzipPacker {
             Some((_, body)) => self.inner.unpack(body, limits),
         }
     }
+}
+
+/// The flag byte and the inner packer's bytes, gzipped from [`GzipPacker::THRESHOLD`] bytes on.
+fn compress(inner: &Packed) -> Result<Packed, PackError> {
+    let raw = inner.as_bytes();
+    if raw.len() < GzipPacker::THRESHOLD {
+        let mut out = Vec::with_capacity(raw.len() + 1);
+        out.push(0x00);
+        out.extend_from_slice(raw);
+        return Ok(Packed::Binary(out));
+    }
+    let mut out = Vec::with_capacity(raw.len() / 3 + 32);
+    out.push(0x01);
+    let mut enc = GzEncoder::new(out, Compression::default());
+    // Writing into a Vec cannot fail.
+    let out = enc
+        .write_all(raw)
+        .and_then(|()| enc.finish())
+        .map_err(|e| PackError::Unsupported {
+            packer: "gzip",
+            what: format!("gzip failed: {e}"),
+        })?;
+    Ok(Packed::Binary(out))
 }

@@ -1,6 +1,7 @@
 //! [`JsonPacker`]: sente-rs's native JSON format for JavaScript and Rust clients (text).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,9 +10,10 @@ use sente_edn::{BigDec, BigInt, Keyword, Map, Symbol, Tagged, Value};
 use super::json_lex::{Lexer, Number, push_string};
 use super::util::{
     check_depth, check_len, check_size, map_from_entries, parse_rfc3339, push_f64, push_i64,
-    push_rfc3339, ratio, set_from_vec, utf8,
+    push_rfc3339, ratio, set_from_vec, utf8, write_batch,
 };
 use super::{PackError, Packed, Packer, UnpackError};
+use crate::event::Event;
 use crate::limits::Limits;
 
 const NAME: &str = "json";
@@ -79,6 +81,22 @@ impl Packer for JsonPacker {
 
     fn pack(&self, value: &Value) -> Result<Packed, PackError> {
         Self::pack_string(value).map(Packed::Text)
+    }
+
+    fn pack_batch(
+        &self,
+        marker: Option<&Value>,
+        events: &[Arc<Event>],
+    ) -> Result<Packed, PackError> {
+        write_batch(
+            marker,
+            events,
+            ',',
+            "],null]",
+            |id, out| push_string(out, ":", id),
+            write_value,
+        )
+        .map(Packed::Text)
     }
 
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {

@@ -149,6 +149,18 @@ pub enum UnpackError {
     },
 }
 
+/// The payload `[marker ev1 ev2 ...]` of a push batch (`marker` first when present), as a
+/// value: what [`Packer::pack_batch`] packs inside `[payload nil]`. Clones every event's data.
+pub fn batch_payload(marker: Option<&Value>, events: &[Arc<crate::event::Event>]) -> Value {
+    Value::Vector(
+        marker
+            .cloned()
+            .into_iter()
+            .chain(events.iter().map(|e| e.to_value()))
+            .collect(),
+    )
+}
+
 /// A serializer for Sente messages. Implementations are cheap to share (`Send + Sync`).
 ///
 /// Both sides of a connection must use the same packer; our server picks one per connection
@@ -162,6 +174,23 @@ pub trait Packer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Packs one value.
     fn pack(&self, value: &Value) -> Result<Packed, PackError>;
+
+    /// Packs a push batch's envelope `[[marker ev1 ev2 ...] nil]` (`marker`, e.g. a resume
+    /// number's `[:chsk/seq n]`, first when present), borrowing the events: the same bytes
+    /// as [`Packer::pack`] of that envelope. The default builds the envelope (cloning every
+    /// event's data); the built-in text packers write it directly, so a batch merged for one
+    /// Ajax poll costs no copy of its events.
+    fn pack_batch(
+        &self,
+        marker: Option<&Value>,
+        events: &[Arc<crate::event::Event>],
+    ) -> Result<Packed, PackError> {
+        // `[payload nil]`: the envelope's value form, built here (the envelope module uses this one).
+        self.pack(&Value::Vector(vec![
+            batch_payload(marker, events),
+            Value::Nil,
+        ]))
+    }
 
     /// Unpacks one value from `input`, enforcing `limits` before allocating.
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError>;

@@ -292,6 +292,41 @@ impl std::hash::Hasher for FastHasher {
 #[cfg(any(feature = "transit", feature = "msgpack"))]
 pub(crate) type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 
+/// A text packer's push batch `[[marker ev1 ev2 ...] <tail>`: `sep` between elements, each
+/// event as `[` + `id(name)` + (`sep` + its data)? + `]`, values written by `value` (see
+/// [`super::Packer::pack_batch`]).
+pub(crate) fn write_batch(
+    marker: Option<&Value>,
+    events: &[std::sync::Arc<crate::event::Event>],
+    sep: char,
+    tail: &str,
+    id: impl Fn(&str, &mut String),
+    value: impl Fn(&Value, &mut String) -> Result<(), super::PackError>,
+) -> Result<String, super::PackError> {
+    let mut out = String::with_capacity(128);
+    out.push_str("[[");
+    let mut first = true;
+    if let Some(m) = marker {
+        value(m, &mut out)?;
+        first = false;
+    }
+    for e in events {
+        if !first {
+            out.push(sep);
+        }
+        first = false;
+        out.push('[');
+        id(e.id().as_str(), &mut out);
+        if e.has_data() {
+            out.push(sep);
+            value(e.data(), &mut out)?;
+        }
+        out.push(']');
+    }
+    out.push_str(tail);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

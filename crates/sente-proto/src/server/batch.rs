@@ -96,12 +96,7 @@ impl PushBatch {
     /// [`super::replay`]), `[[ev1 ...] nil]` without.
     pub fn envelope_numbered(&self, seq: Option<u64>) -> Envelope {
         let marker = seq.map(super::replay::seq_marker);
-        Envelope::new(Value::Vector(
-            marker
-                .into_iter()
-                .chain(self.events.iter().map(|e| e.to_value()))
-                .collect(),
-        ))
+        Envelope::new(crate::packer::batch_payload(marker.as_ref(), &self.events))
     }
 
     /// The batch packed with `packer`, packing it only the first time this packer asks.
@@ -126,9 +121,9 @@ impl PushBatch {
         if let Some((_, _, r)) = cache.iter().find(|(k, n, _)| *k == key && *n == seq) {
             return r.clone();
         }
-        let result = self
-            .envelope_numbered(seq)
-            .into_packed(packer)
+        let marker = seq.map(super::replay::seq_marker);
+        let result = packer
+            .pack_batch(marker.as_ref(), &self.events)
             .and_then(|p| {
                 let size = p.as_bytes().len();
                 if size > max_bytes {
@@ -229,5 +224,46 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[1], Value::Nil);
         assert_eq!(items[0].as_seq().unwrap().len(), 2);
+    }
+
+    /// Every packer's borrowed batch packing gives the bytes (or the error) of packing the
+    /// envelope value, with and without a resume marker.
+    #[test]
+    fn pack_batch_matches_the_envelope() {
+        let id = |s: &str| EventId::new(s).unwrap();
+        let mut m = sente_edn::Map::new();
+        m.insert(Value::kw("t"), Value::Int(-7));
+        m.insert(
+            Value::Str(":looks-like-kw".into()),
+            Value::Str("~tilde \"q\" \u{e9}".into()),
+        );
+        let events = [
+            Arc::new(Event::new(id("demo/tick"), Value::Map(m))),
+            Arc::new(Event::bare(id("a/bare"))),
+            Arc::new(Event::new(
+                id("x/nested"),
+                Value::Vector(vec![Value::Nil, Value::Float(1.5)]),
+            )),
+        ];
+        let with_bytes = [Arc::new(Event::new(
+            id("b/bytes"),
+            Value::Bytes(vec![1, 2]),
+        ))];
+        for name in ["edn", "json", "transit", "msgpack", "edn+gzip", "json+gzip"] {
+            // The optional packers exist only with their features.
+            let Some(packer) = crate::packer::by_name(name) else {
+                assert!(!["edn", "json"].contains(&name), "{name} is always built");
+                continue;
+            };
+            for evs in [&events[..], &events[..1], &[][..], &with_bytes[..]] {
+                for seq in [None, Some(42)] {
+                    let b = PushBatch::new(evs.to_vec());
+                    let marker = seq.map(super::super::replay::seq_marker);
+                    let borrowed = packer.pack_batch(marker.as_ref(), evs);
+                    let built = b.envelope_numbered(seq).into_packed(&*packer);
+                    assert_eq!(borrowed, built, "{name} {seq:?} {} events", evs.len());
+                }
+            }
+        }
     }
 }

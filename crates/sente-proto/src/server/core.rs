@@ -6,6 +6,7 @@ use super::batch::{PushBatch, estimate_event_size};
 use super::clients::{ClientMap, HashMap};
 use super::limits::ServerLimits;
 use super::replay::{Position, ReplayConfig, ReplayLog, Resume, ResumeInfo};
+use crate::backplane::Taken;
 use crate::event::{ClientId, Event, EventId, Uid};
 pub use crate::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
@@ -144,6 +145,51 @@ pub enum SendError {
     /// `[:chsk/close]`, which closes the uid's connections.
     #[error("cannot push reserved event {0}")]
     Reserved(EventId),
+}
+
+/// Pushes with their cluster numbers, in order.
+type Numbered = Vec<(u64, Arc<Event>)>;
+
+/// What a mailbox-mode Ajax handshake answers ([`Core::handle_ajax_handshake_mailbox`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MailboxResume {
+    /// The resume answer for the handshake (`None`: the client did not ask for resume).
+    pub info: Option<ResumeInfo>,
+    /// Pushes the client missed before its mailbox existed, numbered, oldest first: put them
+    /// in front of its mailbox ([`crate::backplane::Mailbox::fill`]) before answering; if
+    /// that fails, answer [`MailboxResume::unfilled`] instead.
+    pub fill: Vec<Taken>,
+    /// The answer when the fill could not be stored: not recovered.
+    pub unfilled: Option<ResumeInfo>,
+}
+
+impl MailboxResume {
+    /// A plain answer (no fill).
+    pub fn of(info: Option<ResumeInfo>) -> Self {
+        MailboxResume {
+            info,
+            ..MailboxResume::default()
+        }
+    }
+
+    fn recovered(position: Position) -> Self {
+        MailboxResume::of(Some(ResumeInfo {
+            position,
+            recovered: true,
+        }))
+    }
+
+    fn not_recovered(position: Position) -> Self {
+        MailboxResume::of(Some(ResumeInfo {
+            position,
+            recovered: false,
+        }))
+    }
+
+    /// The answer once the fill was tried: `filled` says it was stored, or there was none.
+    pub fn answer(self, filled: bool) -> Option<ResumeInfo> {
+        if filled { self.info } else { self.unfilled }
+    }
 }
 
 /// How a held Ajax poll is answered.
@@ -409,6 +455,9 @@ struct AjaxEntry<A, C> {
     queue: Queue,
     /// The client resumes (its batches carry sequence numbers).
     resume: bool,
+    /// Mailbox mode: what the client's last poll named as its position (its mailbox answers
+    /// are numbered and leave out what it has, see [`Core::wake_done_taken`]).
+    asked: Resume,
 }
 
 impl<A, C> AjaxEntry<A, C> {
@@ -422,6 +471,28 @@ impl<A, C> AjaxEntry<A, C> {
             AjaxState::Polling { responder } => Some(responder),
             _ => unreachable!("checked above"),
         }
+    }
+
+    /// Answers the held poll (if one is held) with `answer`, leaving the entry idle; whether
+    /// one was held.
+    fn answer_held<W>(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        actions: &mut Vec<Action<W, A>>,
+        answer: impl FnOnce() -> PollAnswer,
+    ) -> bool {
+        let Some(responder) = self.take_poll() else {
+            return false;
+        };
+        actions.push(Action::AjaxAnswer {
+            uid: uid.clone(),
+            client_id: cid.clone(),
+            conn: self.conn,
+            responder,
+            answer: answer(),
+        });
+        true
     }
 }
 
@@ -578,14 +649,7 @@ fn flush_state<W: Clone, A, C>(
         Transport::Ajax => {
             for (cid, e) in s.ajax.iter_mut() {
                 let seq = if e.resume { seq } else { None };
-                if let Some(responder) = e.take_poll() {
-                    actions.push(Action::AjaxAnswer {
-                        uid: uid.clone(),
-                        client_id: cid.clone(),
-                        conn: e.conn,
-                        responder,
-                        answer: PollAnswer::of(batch.clone(), seq),
-                    });
+                if e.answer_held(uid, cid, actions, || PollAnswer::of(batch.clone(), seq)) {
                     left.timers.push((
                         now + grace,
                         Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
@@ -597,6 +661,31 @@ fn flush_state<W: Clone, A, C>(
         }
     }
     left
+}
+
+/// The Ajax entry of client `cid` of `uid`, made (known, not polling) if missing.
+fn ajax_entry<'a, W, A, C>(
+    uids: &'a mut HashMap<Uid, Box<UidState<W, A, C>>>,
+    uid: &Uid,
+    cid: &ClientId,
+    conn: ConnId,
+    ctx: C,
+) -> &'a mut AjaxEntry<A, C> {
+    // Usually the uid is known (the client handshook): looked up without cloning it.
+    if !uids.contains_key(uid) {
+        uids.insert(uid.clone(), Box::new(UidState::new()));
+    }
+    let Some(s) = uids.get_mut(uid) else {
+        unreachable!("inserted above")
+    };
+    s.ajax.get_or_insert_with(cid, || AjaxEntry {
+        conn,
+        state: AjaxState::Known,
+        ctx,
+        queue: Queue::default(),
+        resume: false,
+        asked: Resume::Off,
+    })
 }
 
 fn wake_entry<W, A, C>(
@@ -1073,7 +1162,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         // Anonymous clients share the nil uid: none of them may read the others' pushes.
         let resume = asked.is_on() && self.cfg.replay.enabled && !uid.is_nil();
         let info = resume.then(|| {
-            let (info, replay) = self.resume_from(uid, asked, usize::MAX, now);
+            let (info, replay) = self.resume_from(uid, cid, asked, usize::MAX, now);
             for (batch, seq) in replay {
                 self.actions.push(Action::WsDeliver {
                     conn: conn_handle.clone(),
@@ -1124,6 +1213,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     fn resume_from(
         &mut self,
         uid: &Uid,
+        cid: &ClientId,
         asked: &Resume,
         max_replay: usize,
         now: u64,
@@ -1132,7 +1222,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         // where the live batches start, so the two never overlap.
         self.flush(uid, now);
         if self.cfg.cluster_resume {
-            return self.resume_global(uid, asked, max_replay, now);
+            return self.resume_global(uid, cid, asked, max_replay, now);
         }
         if !self.logs.contains_key(uid) {
             self.log_gen += 1;
@@ -1149,7 +1239,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         log.prune(now, &self.cfg.replay);
         let upto = log.last();
         let missed = match asked {
-            Resume::From(p) if p.epoch == log.epoch() => log.numbered_after(p.seq, upto),
+            Resume::From(p) if p.epoch == log.epoch() => log.numbered_after(p.seq, upto, cid),
             _ => None,
         };
         let position = Position {
@@ -1175,18 +1265,32 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     fn resume_global(
         &mut self,
         uid: &Uid,
+        cid: &ClientId,
         asked: &Resume,
         max_replay: usize,
         now: u64,
     ) -> (ResumeInfo, Vec<(Arc<PushBatch>, u64)>) {
+        let (position, missed) = self.global_missed(uid, cid, asked, now);
+        self.answer_resume(asked, position, missed, max_replay)
+    }
+
+    /// Cluster mode: this node's position, and the pushes to `uid` (its own and broadcasts)
+    /// numbered after the client's position, in order, when this node applied every sequenced
+    /// message after it and still keeps every push to the uid after it (else `None`).
+    fn global_missed(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        asked: &Resume,
+        now: u64,
+    ) -> (Position, Option<Numbered>) {
         let Some(g) = self.global else {
             // No sequenced message seen yet: nothing to resume from; a position no epoch has.
             let epoch = match self.announced {
                 Some(e) => Self::global_epoch(e),
                 None => format!("{:x}-0", self.epoch_seed),
             };
-            let position = Position { epoch, seq: 0 };
-            return self.answer_resume(asked, position, None, max_replay);
+            return (Position { epoch, seq: 0 }, None);
         };
         let epoch = Self::global_epoch(g.epoch);
         self.global_log(uid, g, now);
@@ -1198,8 +1302,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let missed = match (asked, self.logs.get_mut(uid)) {
             (Resume::From(p), Some(log)) if p.epoch == epoch && p.seq >= g.complete_from => {
                 log.prune(now, cfg);
-                log.numbered_after(p.seq, g.applied)
-                    .zip(bcast.numbered_after(p.seq, g.applied))
+                log.numbered_after(p.seq, g.applied, cid)
+                    .zip(bcast.numbered_after(p.seq, g.applied, cid))
                     .map(|(mut own, all)| {
                         own.extend(all);
                         own.sort_by_key(|(n, _)| *n);
@@ -1212,7 +1316,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             epoch,
             seq: g.applied,
         };
-        self.answer_resume(asked, position, missed, max_replay)
+        (position, missed)
     }
 
     /// Splits `missed` (numbered pushes after the client's position) into batches, each with
@@ -1310,8 +1414,15 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         asked: &Resume,
         now: u64,
     ) -> Result<Option<ResumeInfo>, ConnectError> {
-        let resume =
-            asked.is_on() && self.cfg.replay.enabled && !self.cfg.ajax_mailbox && !uid.is_nil();
+        if self.cfg.ajax_mailbox {
+            return self
+                .handle_ajax_handshake_mailbox(uid, cid, ctx, asked, (false, None), now)
+                .map(|r| {
+                    let filled = r.fill.is_empty();
+                    r.answer(filled)
+                });
+        }
+        let resume = asked.is_on() && self.cfg.replay.enabled && !uid.is_nil();
         let known = self.ajax_knows(uid, cid);
         if known && !resume {
             return Ok(None);
@@ -1321,34 +1432,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         // A poll still held for a known client ends before the replay's flush, which would
         // answer it.
-        if let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid))
-            && let Some(responder) = e.take_poll()
-        {
-            self.actions.push(Action::AjaxAnswer {
-                uid: uid.clone(),
-                client_id: cid.clone(),
-                conn: e.conn,
-                responder,
-                answer: PollAnswer::Timeout,
-            });
+        if let Some(e) = self.uids.get_mut(uid).and_then(|s| s.ajax.get_mut(cid)) {
+            e.answer_held(uid, cid, &mut self.actions, || PollAnswer::Timeout);
         }
         // Before the entry exists (as for a WebSocket): what the flush sends goes to the
         // uid's other clients; the replay ends where the live batches start.
         let limit = self.cfg.limits.max_pending_events_per_client;
-        let replayed = resume.then(|| self.resume_from(uid, asked, limit, now));
+        let replayed = resume.then(|| self.resume_from(uid, cid, asked, limit, now));
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let conn = self.conn_id();
-        let s = self
-            .uids
-            .entry(uid.clone())
-            .or_insert_with(|| Box::new(UidState::new()));
-        let e = s.ajax.get_or_insert_with(cid, || AjaxEntry {
-            conn,
-            state: AjaxState::Known,
-            ctx,
-            queue: Queue::default(),
-            resume: false,
-        });
+        let e = ajax_entry(&mut self.uids, uid, cid, conn, ctx);
         e.conn = conn;
         let info = replayed.map(|(info, replay)| {
             e.resume = true;
@@ -1373,23 +1466,46 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         ctx: C,
         now: u64,
     ) -> Result<ConnId, ConnectError> {
+        self.handle_ajax_poll_resume(uid, cid, responder, ctx, &Resume::Off, now)
+    }
+
+    /// [`Core::handle_ajax_poll`] of a poll that names the client's position (its `resume`
+    /// parameter). Mailbox mode with cluster numbers: what the mailbox gives this poll is
+    /// numbered and leaves out what the position says the client has (see
+    /// [`Core::wake_done_taken`]); else the same as [`Core::handle_ajax_poll`].
+    pub fn handle_ajax_poll_resume(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        responder: A,
+        ctx: C,
+        asked: &Resume,
+        now: u64,
+    ) -> Result<ConnId, ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
         let (lp, grace) = (
             self.cfg.lp_timeout_ms,
             self.cfg.ms_allow_reconnect_before_close_ajax,
         );
-        let s = self
-            .uids
-            .entry(uid.clone())
-            .or_insert_with(|| Box::new(UidState::new()));
+        // A poll's uid is known (it handshook): looked up without cloning it.
+        if !self.uids.contains_key(uid) {
+            self.uids.insert(uid.clone(), Box::new(UidState::new()));
+        }
+        let Some(s) = self.uids.get_mut(uid) else {
+            unreachable!("inserted above")
+        };
         let e = s.ajax.get_or_insert_with(cid, || AjaxEntry {
             conn,
             state: AjaxState::Known,
             ctx: ctx.clone(),
             queue: Queue::default(),
             resume: false,
+            asked: Resume::Off,
         });
+        if self.cfg.ajax_mailbox {
+            e.asked = asked.clone();
+        }
         let old_conn = e.conn;
         e.conn = conn;
         e.ctx = ctx.clone();
@@ -1479,6 +1595,168 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
+    /// Mailbox mode ([`CoreConfig::ajax_mailbox`]): [`Core::handle_ajax_handshake_resume`].
+    /// With cluster numbers ([`CoreConfig::cluster_resume`]) a resuming client's handshake
+    /// resumes from the client's own position (of the cluster's epoch) when:
+    ///
+    /// - this node's logs hold every push to the client numbered after its position, up to
+    ///   `upto` (the cluster's numbering read after the client's mailbox registration,
+    ///   [`crate::backplane::Mailbox::sequence_now`], applied here); every later push is in
+    ///   the mailbox. Those pushes are returned in [`MailboxResume::fill`], to put in front of
+    ///   the mailbox before answering: they cover what the client missed before its mailbox
+    ///   existed (it was on a WebSocket, or its mailbox expired) and an answer lost on its
+    ///   way after its lease was marked delivered (its polls leave out what they have); or
+    /// - without that, `kept`: the client's mailbox was registered before this request, so it
+    ///   holds the pushes to the client since the position (which came from answers numbered
+    ///   by the cluster), except such a lost answer.
+    ///
+    /// Otherwise `recovered: false` at the node's current position (never a partial replay).
+    /// Nothing is queued in the core.
+    pub fn handle_ajax_handshake_mailbox(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        ctx: C,
+        asked: &Resume,
+        (kept, upto): (bool, Option<(u64, u64)>),
+        now: u64,
+    ) -> Result<MailboxResume, ConnectError> {
+        let known = self.ajax_knows(uid, cid);
+        if !known {
+            self.check_limit(uid, cid)?;
+        }
+        let resume =
+            asked.is_on() && self.cfg.replay.enabled && self.cfg.cluster_resume && !uid.is_nil();
+        let answer = if resume {
+            self.mailbox_resume(uid, cid, asked, kept, upto, now)
+        } else {
+            MailboxResume::default()
+        };
+        if known && answer.info.is_none() {
+            return Ok(answer);
+        }
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let conn = self.conn_id();
+        let e = ajax_entry(&mut self.uids, uid, cid, conn, ctx);
+        if known {
+            // A poll still held for the client ends: the client has given it up.
+            e.answer_held(uid, cid, &mut self.actions, || PollAnswer::Timeout);
+        }
+        e.conn = conn;
+        self.timer(
+            now + grace,
+            Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
+        );
+        Ok(answer)
+    }
+
+    /// Mailbox mode: what a resuming Ajax handshake tells the client (see
+    /// [`Core::handle_ajax_handshake_mailbox`]).
+    fn mailbox_resume(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        asked: &Resume,
+        kept: bool,
+        upto: Option<(u64, u64)>,
+        now: u64,
+    ) -> MailboxResume {
+        let (position, missed) = self.global_missed(uid, cid, asked, now);
+        let (Resume::From(p), Some(g)) = (asked, self.global) else {
+            return MailboxResume::not_recovered(position);
+        };
+        if p.epoch != position.epoch || p.seq > g.applied {
+            return MailboxResume::not_recovered(position);
+        }
+        // Without a fill: a kept mailbox is trusted to hold what follows the position.
+        let fallback = if kept {
+            MailboxResume::recovered(p.clone())
+        } else {
+            MailboxResume::not_recovered(position)
+        };
+        // What was numbered after `upto` is in the mailbox (appended once it existed).
+        let fill: Vec<Taken> = match (missed, upto) {
+            (Some(missed), Some((epoch, n))) if epoch == g.epoch && n <= g.applied => missed
+                .into_iter()
+                .take_while(|(seq, _)| *seq <= n)
+                .map(|(seq, event)| Taken {
+                    event,
+                    seq: Some((g.epoch, seq)),
+                })
+                .collect(),
+            (Some(missed), _) if missed.is_empty() => Vec::new(),
+            _ => return fallback,
+        };
+        if fill.len() > self.cfg.limits.max_pending_events_per_client {
+            return fallback;
+        }
+        MailboxResume {
+            fill,
+            unfilled: fallback.info,
+            ..MailboxResume::recovered(p.clone())
+        }
+    }
+
+    /// Mailbox mode: the answer of what a poll's take returned (see
+    /// [`crate::backplane::Mailbox::take`]). For a client whose poll named a position of the
+    /// cluster's epoch, the events numbered at or before it are left out (it has them: an
+    /// answer re-sent after a node died, or pushes its WebSocket delivered), as is any event
+    /// numbered at or before one kept before it; if every event left is numbered, the answer
+    /// is numbered with the last one's number (as on one node). Otherwise the answer is a plain
+    /// batch of every event. `None`: nothing is left.
+    fn mailbox_batch(asked: &Resume, taken: Vec<Taken>) -> Option<(Arc<PushBatch>, Option<u64>)> {
+        let mut last = match asked {
+            Resume::From(p) => taken
+                .iter()
+                .find_map(|t| t.seq)
+                .filter(|(epoch, _)| Self::global_epoch(*epoch) == p.epoch)
+                .map(|_| p.seq),
+            Resume::Off | Resume::New => None,
+        };
+        let numbering = last.is_some();
+        let mut numbered = numbering;
+        let mut events = Vec::with_capacity(taken.len());
+        for t in taken {
+            match (t.seq, last) {
+                (Some((_, n)), Some(l)) if n <= l => continue,
+                (Some((_, n)), Some(_)) => last = Some(n),
+                _ => numbered = false,
+            }
+            events.push(t.event);
+        }
+        if events.is_empty() {
+            return None;
+        }
+        let seq = last.filter(|_| numbered);
+        Some((Arc::new(PushBatch::new(events)), seq))
+    }
+
+    /// [`Core::wake_done`] with what the mailbox gave as [`Taken`] events: for a client whose
+    /// poll named a position, numbered and without what it has (see
+    /// [`crate::backplane::Mailbox::take`]). A take left empty by that holds the poll again.
+    pub fn wake_done_taken(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn: ConnId,
+        responder: A,
+        taken: Vec<Taken>,
+        now: u64,
+    ) -> WakeDone<A> {
+        let asked = self
+            .uids
+            .get(uid)
+            .and_then(|s| s.ajax.get(cid))
+            .filter(|e| e.conn == conn)
+            .map(|e| e.asked.clone());
+        let answer = match asked {
+            Some(asked) => Self::mailbox_batch(&asked, taken),
+            // Superseded or gone: everything taken goes back.
+            None => Self::mailbox_batch(&Resume::Off, taken),
+        };
+        self.wake_done_numbered(uid, cid, conn, responder, answer, now)
+    }
+
     /// Mailbox mode: the responder of the poll `conn`, if it is still held, to answer it with
     /// what the client's mailbox holds (the entry is marked as waking; a flush meanwhile sets
     /// its `again` flag). `None` when the poll is gone, or already being woken (then it is
@@ -1521,6 +1799,20 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         batch: Option<Arc<PushBatch>>,
         now: u64,
     ) -> WakeDone<A> {
+        let batch = batch.map(|b| (b, None));
+        self.wake_done_numbered(uid, cid, conn, responder, batch, now)
+    }
+
+    /// [`Core::wake_done`] of a batch that may be numbered.
+    fn wake_done_numbered(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        conn: ConnId,
+        responder: A,
+        batch: Option<(Arc<PushBatch>, Option<u64>)>,
+        now: u64,
+    ) -> WakeDone<A> {
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let entry = self
             .uids
@@ -1537,7 +1829,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 answer: PollAnswer::Timeout,
             });
             return match batch {
-                Some(b) => WakeDone::PutBack(b),
+                Some((b, _)) => WakeDone::PutBack(b),
                 None => WakeDone::Done,
             };
         };
@@ -1565,18 +1857,18 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
             );
             return match batch {
-                Some(b) => WakeDone::PutBack(b),
+                Some((b, _)) => WakeDone::PutBack(b),
                 None => WakeDone::Done,
             };
         }
-        if let Some(b) = batch {
+        if let Some((b, seq)) = batch {
             e.state = AjaxState::Idle;
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
                 client_id: cid.clone(),
                 conn,
                 responder,
-                answer: PollAnswer::Batch(b),
+                answer: PollAnswer::of(b, seq),
             });
             self.timer(
                 now + grace,
@@ -1663,7 +1955,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         let mut round = Round::default();
         for uid in uids {
-            let n = self.number(uid, event, estimate, now, seq);
+            let n = self.number(uid, None, event, estimate, now, seq);
             self.send_one(uid, event, estimate, flush, now, &mut round, n);
         }
     }
@@ -1673,6 +1965,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     fn number(
         &mut self,
         uid: &Uid,
+        only: Option<&ClientId>,
         event: &Arc<Event>,
         estimate: usize,
         now: u64,
@@ -1683,13 +1976,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             return self
                 .logs
                 .get_mut(uid)
-                .map(|log| log.append(event, estimate, now, cfg));
+                .map(|log| log.append_for(only, event, estimate, now, cfg));
         }
         let (seq, g) = (seq?, self.global?);
         if self.cfg.replay.enabled && !uid.is_nil() {
             self.global_log(uid, g, now);
             if let Some(log) = self.logs.get_mut(uid) {
-                log.append_at(seq, event, estimate, now, &self.cfg.replay);
+                log.append_at_for(seq, only, event, estimate, now, &self.cfg.replay);
                 log.seen = now;
             }
         }
@@ -1845,13 +2138,15 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     }
 
     /// Pushes `event` to client `cid` of `uid` alone (`send_to_client`). What is buffered for
-    /// the uid goes out first, so the push keeps its place among the uid's pushes; then it goes
-    /// to the client's open WebSocket, else to its Ajax poll (held, or queued for the next one;
-    /// in mailbox mode the event is in the client's mailbox already and its poll is woken),
-    /// else to the queue of its closed WebSocket, delivered when it reconnects within the grace
-    /// period. The push is not in the uid's replay log: a client that comes back after the
-    /// grace period, or on another node, does not get it. Returns whether this core knows
-    /// the client (`false`: nothing was done).
+    /// the uid goes out first, so the push keeps its place among the uid's pushes. It takes
+    /// the uid's next number and waits in the uid's replay log for that client alone (see
+    /// [`super::replay::ReplayLog::numbered_after`]), so the client resumes it like any push
+    /// to its uid (also after the grace period, and on another node of a cluster). Then it
+    /// goes to the client's open WebSocket, else to its Ajax poll (held, or queued for the
+    /// next one; in mailbox mode the event is in the client's mailbox already and its poll is
+    /// woken), else, for a closed WebSocket without resume, to its queue, delivered when it
+    /// reconnects within the grace period. Returns whether this core knows the client
+    /// (`false`: it was only logged).
     pub fn send_to_client(
         &mut self,
         uid: &Uid,
@@ -1859,49 +2154,65 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         event: &Arc<Event>,
         now: u64,
     ) -> bool {
-        let known = self
-            .uids
-            .get(uid)
-            .is_some_and(|s| s.ws.contains_key(cid) || s.ajax.contains_key(cid));
-        if !known {
-            return false;
-        }
+        let estimate = estimate_event_size(event, self.cfg.limits.message.max_message_bytes / 2);
+        self.send_to_client_seq(uid, cid, event, estimate, now, None)
+    }
+
+    /// [`Core::send_to_client`] of a push of estimated size `estimate`, numbered `seq` by the
+    /// cluster (cluster mode; call [`Core::sequenced`] first; `None`: the engine was
+    /// unreachable, so older positions become unresumable here). Logged on every node, so the
+    /// client resumes it wherever it reconnects.
+    pub fn send_to_client_seq(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        event: &Arc<Event>,
+        estimate: usize,
+        now: u64,
+        seq: Option<u64>,
+    ) -> bool {
         self.flush(uid, now);
+        if self.cfg.cluster_resume && seq.is_none() {
+            self.unsequenced();
+        }
+        let n = self.number(uid, Some(cid), event, estimate, now, seq);
         let limit = self.cfg.limits.max_pending_events_per_client;
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
         let mailbox = self.cfg.ajax_mailbox;
         let Some(s) = self.uids.get_mut(uid) else {
             return false;
         };
+        if !s.ws.contains_key(cid) && !s.ajax.contains_key(cid) {
+            return false;
+        }
         let batch = Arc::new(PushBatch::new(vec![event.clone()]));
         let mut dropped = None;
         let ws_open =
             s.ws.get(cid)
                 .is_some_and(|e| matches!(e.state, WsState::Open(_)));
         if let (false, Some(e)) = (ws_open, s.ajax.get_mut(cid)) {
+            let seq = n.filter(|_| e.resume);
             if mailbox {
                 // The event is in the client's mailbox already.
                 wake_entry(uid, cid, e, &mut self.actions);
-            } else if let Some(responder) = e.take_poll() {
-                self.actions.push(Action::AjaxAnswer {
-                    uid: uid.clone(),
-                    client_id: cid.clone(),
-                    conn: e.conn,
-                    responder,
-                    answer: PollAnswer::Batch(batch),
-                });
+            } else if e.answer_held(uid, cid, &mut self.actions, || {
+                PollAnswer::of(batch.clone(), seq)
+            }) {
                 let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
                 self.timer(now + grace, t);
-            } else if !e.queue.push(batch, None, limit) {
+            } else if !e.queue.push(batch, seq, limit) {
                 dropped = Some(Transport::Ajax);
             }
         } else if let Some(e) = s.ws.get_mut(cid) {
+            let seq = n.filter(|_| e.resume);
             match &e.state {
                 WsState::Open(w) => self.actions.push(Action::WsDeliver {
                     conn: w.clone(),
                     batch,
-                    seq: None,
+                    seq,
                 }),
+                // Its reconnect replays it from the log.
+                WsState::Closed if seq.is_some() => {}
                 WsState::Closed => {
                     if !e.queue.push(batch, None, limit) {
                         dropped = Some(Transport::Ws);
@@ -1981,18 +2292,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 }
                 continue;
             }
-            if let Some(responder) = e.take_poll() {
-                self.actions.push(Action::AjaxAnswer {
-                    uid: uid.clone(),
-                    client_id: cid.clone(),
-                    conn: e.conn,
-                    responder,
-                    answer: if gone {
-                        PollAnswer::Closed
-                    } else {
-                        PollAnswer::Timeout
-                    },
-                });
+            let answer = if gone {
+                PollAnswer::Closed
+            } else {
+                PollAnswer::Timeout
+            };
+            if e.answer_held(uid, cid, &mut self.actions, || answer) {
                 timers.push((
                     now + grace,
                     Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),

@@ -45,7 +45,8 @@ pub struct ServerLimits {
     /// timeouts cut to 60 s by default.
     pub requests: crate::s2c::RequestConfig,
     /// Bounds of the dedupe window of idempotent client requests ([`crate::idem`]): per
-    /// (uid, client id) 64 request ids, each kept 120 s, 8 MiB of replies in all by default.
+    /// (uid, client id) 64 request ids, each kept 120 s, 8 MiB of replies in all by default
+    /// (over it the heaviest client's oldest go first).
     pub idem: crate::idem::IdemConfig,
 }
 

@@ -11,6 +11,8 @@
 //! - [`PushBatch`]: one flushed batch, packed at most once per packer.
 //! - [`message`]: what one client message means (deliver, pong, `chsk/bad-package`, a reply to
 //!   wait for), what a push is, replies a client waits for, and handshake packing.
+//! - [`Shards`]: the core split by uid hash, so that different uids are handled on different
+//!   cores at once.
 //! - [`ServerLimits`]: the server's bounds, on top of the message [`Limits`](crate::Limits).
 
 mod batch;
@@ -20,11 +22,13 @@ mod keepalive;
 mod limits;
 pub mod message;
 pub mod replay;
+mod shards;
 
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{
-    Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, PollAnswer, SendError, SeqCheck,
-    Transport, WakeDone,
+    Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, MailboxResume, PollAnswer,
+    SendError, SeqCheck, Transport, WakeDone,
 };
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use limits::ServerLimits;
+pub use shards::{Shards, default_shards};

@@ -16,7 +16,9 @@
 //!   (its own when recovered; otherwise the log's, and the client forgets its old one).
 //! - Before each batch of pushes it sends the client a frame `[:chsk/seq n]`: `n` is the
 //!   sequence number of the batch's last event. On one node the batch's events are numbered
-//!   consecutively up to it; in a cluster (below) they may skip numbers. The client takes them
+//!   consecutively up to it, except for the numbers of pushes to another client of the uid
+//!   alone (`send_to_client`: logged for that client only); in a cluster (below) they may skip
+//!   numbers too. The client takes them
 //!   as numbered consecutively up to `n`, skips events at or before its position and moves its
 //!   position to `n`; with skipped numbers that guess is at or above each event's real number,
 //!   so it can only deliver an event it had, never skip one it had not, and the server never
@@ -32,8 +34,16 @@
 //!   newer. A client the server still knows (back within its Ajax grace period) is replayed
 //!   from its position too: its numbered waiting batches are replaced by the replay (an answer
 //!   written into the dead connection was lost with it), and a poll still held for it is
-//!   answered empty first. Not with a backplane's Ajax mailboxes (`sente-redis`,
-//!   `sente-nats`, on by default): those handshakes carry no resume element yet.
+//!   answered empty first. With a backplane's Ajax mailboxes (`sente-redis`, `sente-nats`,
+//!   on by default) nothing waits in the core: the mailbox entries carry the cluster's
+//!   numbers, a poll's answer from the mailbox is numbered and leaves out what the poll's
+//!   position says the client has, and a resuming handshake recovers the client's own
+//!   position when its mailbox was kept; a client whose mailbox is new (it comes from a
+//!   WebSocket, or its mailbox expired) recovers too when this node's logs hold what it
+//!   missed before the mailbox existed: the node reads the cluster's numbering after the
+//!   registration, waits until it applied that far, and puts those pushes, numbered, in front
+//!   of the mailbox before answering (`Mailbox::sequence_now`, `Mailbox::fill`); otherwise
+//!   `recovered: false`. See `Core::handle_ajax_handshake_mailbox`.
 //! - A client switches transports without losing its place: the position is the uid log's,
 //!   whatever carried the pushes, so an Ajax fallback resumes from the last push the
 //!   WebSocket delivered and a WebSocket probe from the last one Ajax delivered. A handshake
@@ -81,6 +91,7 @@
 //! - A client that handshakes before the node applied any numbered message gets position 0 of
 //!   the epoch the backplane announced (resumable wherever number 1 was the first applied).
 
+use crate::ClientId;
 use crate::event::Event;
 use sente_edn::{Map, Value};
 use std::collections::VecDeque;
@@ -261,6 +272,8 @@ struct Entry {
     event: Arc<Event>,
     size: usize,
     at: u64,
+    /// A push to this client alone (`send_to_client`); `None`: to every client of the uid.
+    only: Option<ClientId>,
 }
 
 /// The latest pushes of one uid, each under its sequence number: consecutive numbers on one
@@ -329,8 +342,21 @@ impl ReplayLog {
 
     /// Appends a push of estimated size `size` under the next number; returns the number.
     pub fn append(&mut self, event: &Arc<Event>, size: usize, now: u64, cfg: &ReplayConfig) -> u64 {
+        self.append_for(None, event, size, now, cfg)
+    }
+
+    /// [`ReplayLog::append`] of a push to client `only` alone (`None`: to every client):
+    /// replayed to that client only ([`ReplayLog::numbered_after`]).
+    pub fn append_for(
+        &mut self,
+        only: Option<&ClientId>,
+        event: &Arc<Event>,
+        size: usize,
+        now: u64,
+        cfg: &ReplayConfig,
+    ) -> u64 {
         let seq = self.last + 1;
-        self.append_at(seq, event, size, now, cfg);
+        self.append_at_for(seq, only, event, size, now, cfg);
         seq
     }
 
@@ -339,6 +365,19 @@ impl ReplayLog {
     pub fn append_at(
         &mut self,
         seq: u64,
+        event: &Arc<Event>,
+        size: usize,
+        now: u64,
+        cfg: &ReplayConfig,
+    ) -> bool {
+        self.append_at_for(seq, None, event, size, now, cfg)
+    }
+
+    /// [`ReplayLog::append_at`] of a push to client `only` alone (`None`: to every client).
+    pub fn append_at_for(
+        &mut self,
+        seq: u64,
+        only: Option<&ClientId>,
         event: &Arc<Event>,
         size: usize,
         now: u64,
@@ -353,6 +392,7 @@ impl ReplayLog {
             event: event.clone(),
             size,
             at: now,
+            only: only.cloned(),
         });
         self.bytes += size;
         self.prune(now, cfg);
@@ -372,15 +412,21 @@ impl ReplayLog {
         }
     }
 
-    /// The pushes after `from`, up to `upto` (inclusive), when every one of them is still kept
-    /// (`None`: some were dropped, or `from` is past `upto`).
-    pub fn after(&self, from: u64, upto: u64) -> Option<Vec<Arc<Event>>> {
-        self.numbered_after(from, upto)
+    /// The pushes client `to` gets after `from`, up to `upto` (inclusive), when every one of
+    /// them is still kept (`None`: some were dropped, or `from` is past `upto`): those to
+    /// every client of the uid and those to `to` alone.
+    pub fn after(&self, from: u64, upto: u64, to: &ClientId) -> Option<Vec<Arc<Event>>> {
+        self.numbered_after(from, upto, to)
             .map(|v| v.into_iter().map(|(_, e)| e).collect())
     }
 
     /// [`ReplayLog::after`], each push with its sequence number.
-    pub fn numbered_after(&self, from: u64, upto: u64) -> Option<Vec<(u64, Arc<Event>)>> {
+    pub fn numbered_after(
+        &self,
+        from: u64,
+        upto: u64,
+        to: &ClientId,
+    ) -> Option<Vec<(u64, Arc<Event>)>> {
         if from < self.complete_after || from > upto {
             return None;
         }
@@ -389,6 +435,7 @@ impl ReplayLog {
                 .iter()
                 .skip_while(|e| e.seq <= from)
                 .take_while(|e| e.seq <= upto)
+                .filter(|e| e.only.as_ref().is_none_or(|c| c == to))
                 .map(|e| (e.seq, e.event.clone()))
                 .collect(),
         )
@@ -546,8 +593,9 @@ mod tests {
             assert_eq!(log.append(&ev(n), 10, 0, &cfg), n as u64);
         }
         assert_eq!((log.first(), log.last(), log.len()), (3, 5, 3));
+        let me = ClientId::new("me").unwrap();
         let got = |from, upto| {
-            log.after(from, upto)
+            log.after(from, upto, &me)
                 .map(|v| v.iter().map(|e| e.data().clone()).collect::<Vec<_>>())
         };
         assert_eq!(
@@ -559,6 +607,24 @@ mod tests {
         assert_eq!(got(5, 5), Some(vec![]));
         assert_eq!(got(1, 5), None, "push 2 was dropped");
         assert_eq!(got(6, 5), None, "a position the log never had");
+    }
+
+    /// A push to one client (`send_to_client`) takes the uid's next number and is replayed
+    /// to that client alone.
+    #[test]
+    fn a_push_to_one_client_is_replayed_to_it_alone() {
+        let cfg = ReplayConfig::default();
+        let (a, b) = (ClientId::new("a").unwrap(), ClientId::new("b").unwrap());
+        let mut log = ReplayLog::new("e".into(), 0);
+        log.append(&ev(1), 10, 0, &cfg);
+        assert_eq!(log.append_for(Some(&a), &ev(2), 10, 0, &cfg), 2);
+        log.append(&ev(3), 10, 0, &cfg);
+        let got = |to: &ClientId| {
+            log.numbered_after(0, 3, to)
+                .map(|v| v.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+        };
+        assert_eq!(got(&a), Some(vec![1, 2, 3]));
+        assert_eq!(got(&b), Some(vec![1, 3]));
     }
 
     #[test]

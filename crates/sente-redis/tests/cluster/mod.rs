@@ -113,6 +113,20 @@ impl Dispatch for Seen {
             let answer = format!("echo-{}", edn::to_edn_string(msg.event.data()));
             msg.reply(Value::from(answer));
         }
+        if id == "t/once" {
+            // Waits `data` ms, then replies `"run-<n>"`: `n` numbers the runs of this process
+            // (every node of a test runs in it), so each run's reply is its own.
+            static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let ms = msg.event.data().as_i64().unwrap_or(0).max(0) as u64;
+            let reply = msg.take_reply();
+            return Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if let Some(r) = reply {
+                    r.send(Value::from(format!("run-{run}")));
+                }
+            });
+        }
         Box::pin(async {})
     }
 }
@@ -348,6 +362,17 @@ pub async fn raw_get_within(addr: SocketAddr, target: &str, ms: u64) -> String {
 
 /// An Ajax POST of `ppstr` (form-encoded, as the Sente client sends it); the response as text.
 pub async fn raw_post(addr: SocketAddr, uid: &str, client_id: &str, ppstr: &str) -> String {
+    raw_post_ext(addr, uid, client_id, ppstr, None).await
+}
+
+/// [`raw_post`] announcing the extensions `ext` (e.g. `idem`) in the form, as the clients do.
+pub async fn raw_post_ext(
+    addr: SocketAddr,
+    uid: &str,
+    client_id: &str,
+    ppstr: &str,
+    ext: Option<&str>,
+) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| {
@@ -359,7 +384,11 @@ pub async fn raw_post(addr: SocketAddr, uid: &str, client_id: &str, ppstr: &str)
             })
             .collect()
     };
-    let body = format!("udt=1&client-id={}&ppstr={}", enc(client_id), enc(ppstr));
+    let mut body = format!("udt=1&client-id={}&ppstr={}", enc(client_id), enc(ppstr));
+    if let Some(ext) = ext {
+        body.push_str("&ext=");
+        body.push_str(&enc(ext));
+    }
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "POST /chsk?uid={uid} HTTP/1.1\r\nHost: 127.0.0.1:8300\r\nOrigin: {ORIGIN}\r\nX-CSRF-Token: {TOKEN}\r\nX-Requested-With: XMLHTTPRequest\r\nContent-Type: application/x-www-form-urlencoded;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1267,8 +1296,7 @@ pub async fn delivered_mark_jumps_the_queue<F: Flavor>() {
 /// `server.request(uid, ..)` on one node reaches the uid's clients on every node: the other
 /// node asks its own clients and their answers come back through the backplane
 /// (`BackplaneMsg::Request` / `RequestAnswers`), next to the asking node's own clients'.
-/// WebSocket clients: an Ajax client asked in a cluster (mailbox mode) was seen to time out,
-/// on either engine, also when it is on the asking node (not investigated here).
+/// WebSocket clients here; Ajax clients in [`ajax_request_answered_on_any_node`].
 pub async fn request_reaches_every_node<F: Flavor>() {
     use sente_client::{Client, Kind};
     let cluster = cluster_name("request");
@@ -1325,4 +1353,219 @@ pub async fn request_reaches_every_node<F: Flavor>() {
         .count();
     assert_eq!(unsupported, 1, "the plain client on B: {got:?}");
     assert_eq!(got.len(), 3, "{got:?}");
+}
+
+/// A TCP forwarder sending each new connection to the next of `upstreams` (a load balancer
+/// without sticky sessions); its address.
+async fn round_robin(upstreams: Vec<SocketAddr>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut down, _)) = listener.accept().await {
+            let to = upstreams[next % upstreams.len()];
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut up) = TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The request id in a polled `[:chsk/req [id ..]]`. (Answers are POSTed as Sente's packed
+/// `-<event>`: an event without a callback.)
+fn request_id(poll: &str) -> u64 {
+    let at = poll.find(":chsk/req [").expect("a chsk/req") + ":chsk/req [".len();
+    poll[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Asks client `AR` of uid `ar` `[:app/ask n]` from `server` while that client's poll is held
+/// on `addr`: the request's id (as the poll received it) and the request's results to come.
+async fn ask_polling_client(
+    server: &Server,
+    addr: SocketAddr,
+    n: i64,
+) -> (
+    u64,
+    tokio::task::JoinHandle<
+        Vec<(
+            sente_proto::ClientId,
+            Result<Value, sente::s2c::RequestError>,
+        )>,
+    >,
+) {
+    let poll = tokio::spawn(raw_get(addr, "/chsk?uid=ar&client-id=AR&ext=req"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = server.clone();
+    let ask = Event::new(EventId::new("app/ask").unwrap(), Value::Int(n));
+    let asked = tokio::spawn(async move {
+        server
+            .request(&uid("ar"), ask, Duration::from_secs(8))
+            .await
+    });
+    (request_id(&poll.await.unwrap()), asked)
+}
+
+/// `server.request(uid, ..)` to Ajax clients whose answers (POSTs) land on another node than
+/// the one that asked: the answer is forwarded to the asking node (`BackplaneMsg::RequestReply`)
+/// and taken there, only from the client asked, once; answers from another client, repeated
+/// or for no request are refused and counted exactly once in the cluster; a node forwards at
+/// most `max_forwarded_replies_per_client_per_sec` answers of one client per second (the rest
+/// are refused where they land), and that client's spray costs no other client its answer.
+/// Then a native Ajax client behind a round-robin balancer answers every request.
+pub async fn ajax_request_answered_on_any_node<F: Flavor>() {
+    use sente_client::{Client, Kind};
+    if no_mailbox() {
+        eprintln!("SKIPPED: no Ajax mailboxes, so Ajax clients need sticky sessions");
+        return;
+    }
+    let cluster = cluster_name("ajax-req");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let rejected = |n: &Node<F>| n.server().stats().rejected_requests;
+    let ask = |n: i64| Event::new(EventId::new("app/ask").unwrap(), Value::Int(n));
+    // An Ajax client of A (handshake and poll there) that handles requests.
+    let hs = raw_get(a.addr, "/chsk?uid=ar&client-id=AR&handshake%3F=1&ext=req").await;
+    assert!(hs.contains("chsk/handshake"), "{hs}");
+    let (id, asked) = ask_polling_client(a.server(), a.addr, 7).await;
+    let (ra, rb) = (rejected(&a), rejected(&b));
+    // Another client of the uid answering on B: forwarded, refused on A.
+    let r = raw_post(b.addr, "ar", "XX", &format!("-[:chsk/rep [{id} :not-me]]")).await;
+    assert!(r.contains("chsk/dummy-cb-200"), "{r}");
+    // The client asked, on B: forwarded, taken on A.
+    raw_post(b.addr, "ar", "AR", &format!("-[:chsk/rep [{id} :from-b]]")).await;
+    let got = asked.await.unwrap();
+    assert_eq!(
+        got,
+        vec![(
+            sente_proto::ClientId::new("AR").unwrap(),
+            Ok(Value::kw("from-b"))
+        )],
+        "the answer POSTed on B reached A's request"
+    );
+    // Again (the request is answered) and an id of no node: refused.
+    raw_post(b.addr, "ar", "AR", &format!("-[:chsk/rep [{id} :again]]")).await;
+    raw_post(b.addr, "ar", "AR", "-[:chsk/rep [12345 :own-tag-or-none]]").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rejected(&a) + rejected(&b) < ra + rb + 3 {
+        assert!(Instant::now() < deadline, "refusals counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A spray of answers for ids of A, from one client on B: each refused once in the cluster;
+    // at most the budget forwarded per second.
+    let (ra, rb) = (rejected(&a), rejected(&b));
+    const SPRAY: u64 = 150;
+    let started = Instant::now();
+    for k in 0..SPRAY {
+        let junk = (id & !0xffff_ffff) | (1_000_000 + k);
+        raw_post(
+            b.addr,
+            "ar",
+            "SPRAY",
+            &format!("-[:chsk/rep [{junk} :junk]]"),
+        )
+        .await;
+    }
+    let windows = started.elapsed().as_secs() + 1;
+    // Meanwhile another client's answer is still forwarded and taken.
+    let (id2, asked) = ask_polling_client(a.server(), a.addr, 8).await;
+    raw_post(b.addr, "ar", "AR", &format!("-[:chsk/rep [{id2} :still]]")).await;
+    let got = asked.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, Ok(Value::kw("still")), "{got:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rejected(&a) + rejected(&b) < ra + rb + SPRAY {
+        assert!(Instant::now() < deadline, "every sprayed answer refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (on_a, on_b) = (rejected(&a) - ra, rejected(&b) - rb);
+    assert_eq!(
+        on_a + on_b,
+        SPRAY,
+        "each refused once: {on_a} on A, {on_b} on B"
+    );
+    let budget =
+        sente_proto::s2c::RequestConfig::default().max_forwarded_replies_per_client_per_sec;
+    assert!(
+        on_a <= u64::from(budget) * windows,
+        "forwarded {on_a} in {windows} s, budget {budget}/s"
+    );
+    eprintln!(
+        "{}: spray of {SPRAY}: {on_a} forwarded and refused on A, {on_b} refused on B",
+        F::NAME
+    );
+    // A native Ajax client behind a round-robin balancer over A and B: every request answered,
+    // wherever its polls and answers land.
+    let lb = round_robin(vec![a.addr, b.addr]).await;
+    // The uid in the URL itself: `param` goes on the GETs only, and the answers are POSTs.
+    let ajax = Client::builder(format!("http://{lb}/chsk?uid=native-ar"))
+        .kind(Kind::Ajax)
+        .csrf_token(TOKEN)
+        .header("origin", ORIGIN)
+        .on_request("app/ask", |e: &Event| e.data().clone())
+        .connect()
+        .unwrap();
+    ajax.wait_open().await;
+    for n in 0..6 {
+        let got = a
+            .server()
+            .request(&uid("native-ar"), ask(n), Duration::from_secs(8))
+            .await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].1, Ok(Value::Int(n)), "request {n}: {got:?}");
+    }
+}
+
+/// The `"run-<n>"` reply in an Ajax POST's response (see [`Seen`]'s `t/once`).
+fn run_of(response: &str) -> Option<String> {
+    let at = response.find("run-")?;
+    let digits: String = response[at + 4..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("run-{digits}"))
+}
+
+/// Idempotent requests across nodes (`sente::idem`, the cluster's dedupe in the engine): a
+/// retried request's copy that lands on node B while its first copy runs on A (800 ms) waits
+/// for that run and gets its reply; a later copy on B gets it at once; the handler ran once in
+/// the cluster. A request id never seen runs where it lands.
+pub async fn retried_request_runs_once_in_the_cluster<F: Flavor>() {
+    let cluster = cluster_name("idem");
+    let a = Node::<F>::start(&F::url(), &cluster, fast());
+    let b = Node::<F>::start(&F::url(), &cluster, fast());
+    a.wait_connected().await;
+    b.wait_connected().await;
+    let post = |addr: SocketAddr, ppstr: &'static str| {
+        tokio::spawn(async move { raw_post_ext(addr, "ui", "I1", ppstr, Some("idem")).await })
+    };
+    let once = r#"[[:t/once 800] "!abc123.1"]"#;
+    let first = post(a.addr, once);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let copy = post(b.addr, once);
+    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+    let run = run_of(&first).unwrap_or_else(|| panic!("the first copy's reply: {first}"));
+    assert_eq!(run_of(&copy).as_deref(), Some(run.as_str()), "{copy}");
+    let later = post(b.addr, once).await.unwrap();
+    assert_eq!(run_of(&later).as_deref(), Some(run.as_str()), "{later}");
+    let runs = a.seen.count("t/once", "ui") + b.seen.count("t/once", "ui");
+    assert_eq!(runs, 1, "the handler ran once in the cluster");
+    // Another request id runs, on the node it lands on.
+    let other = post(b.addr, r#"[[:t/once 0] "!abc123.2"]"#).await.unwrap();
+    assert!(run_of(&other).is_some_and(|r| r != run), "{other}");
+    assert_eq!(
+        b.seen.count("t/once", "ui") + a.seen.count("t/once", "ui"),
+        2
+    );
 }
