@@ -397,8 +397,10 @@ pub struct InvalidClientId {
 
 /// A client id: an opaque non-blank string chosen by the client (one per tab; a UUID v4 by
 /// default). Client-chosen and unauthenticated: never derive authorization from it.
+///
+/// Cheap to clone (shared text): a connection's id is held in several places for its lifetime.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(String);
+pub struct ClientId(std::sync::Arc<str>);
 
 impl ClientId {
     /// Longest accepted client id, in bytes.
@@ -410,7 +412,7 @@ impl ClientId {
         if text.trim().is_empty() || text.len() > Self::MAX_LEN {
             return Err(InvalidClientId { max: Self::MAX_LEN });
         }
-        Ok(ClientId(text))
+        Ok(ClientId(text.into()))
     }
 
     /// The text.

@@ -70,7 +70,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         ..
     } = a;
     let handshake = request.params_inner().has("handshake?");
-    let m = ConnMetrics::new(Transport::Ajax, packer.name(), registry.meters());
+    let m = registry.conn_metrics(Transport::Ajax, packer.name());
     let ctx = ConnCtx {
         request: request.clone(),
         transport: Transport::Ajax,
@@ -252,7 +252,7 @@ async fn large_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
             return plain(status, e.to_string());
         }
     };
-    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), registry.meters());
+    let m = registry.conn_metrics(Transport::Ajax, a.packer.name());
     // Packed off the workers that serve connections (on the blocking pool, like the decoding
     // of a large message): an offloaded body is large by definition.
     let (packer, max, b) = (a.packer.clone(), shell.max_message(), body.clone());
@@ -477,7 +477,9 @@ async fn post_event(
     packed_msg: Bytes,
     max: usize,
 ) -> Response<ChskBody> {
-    let m = ConnMetrics::new(Transport::Ajax, a.packer.name(), shell.registry().meters());
+    let m = shell
+        .registry()
+        .conn_metrics(Transport::Ajax, a.packer.name());
     m.bytes_in.increment(packed_msg.len() as u64);
     let limits = shell.registry().limits().message.clone();
     let packer = a.packer.clone();

@@ -127,7 +127,8 @@
 #![forbid(unsafe_code)]
 
 // Floors, bottom up (a module imports only from floors below it):
-// meters | metrics | params, origin, outbox, packers, response, framing, serve | request |
+// meters | metrics | wsread | params, origin, outbox, packers, response, wswrite, serve | framing |
+// request |
 // guard, registry, large |
 // handle | msg | dispatch | router, stream, shell | ajax, ws, cors | adapter, service | server, axum_glue |
 // builder, admin.
@@ -164,6 +165,7 @@ mod service;
 mod shell;
 mod stream;
 mod ws;
+mod wsread;
 mod wswrite;
 
 /// The seam for several server nodes (re-exported from `sente-proto`, which backplane crates

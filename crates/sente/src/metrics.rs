@@ -245,12 +245,50 @@ pub(crate) fn pending_max(n: usize) {
     gauge!(names::PENDING_SENDS_MAX).set(n as f64);
 }
 
-/// The handles a connection (or an Ajax request) records into, registered once with its
-/// labels: recording is then an atomic add (or nothing, without a recorder). Events in and
-/// out and reply latencies go to both sinks at once: the `metrics` facade and the node's
-/// [`Meters`] (read by [`ServerHandle::stats`](crate::ServerHandle::stats) and the admin page).
+/// The handles a connection (or an Ajax request) records into, registered once per server,
+/// transport and packer ([`ConnMetricsCache`]): recording is then an atomic add (or nothing,
+/// without a recorder), and a connection holds one pointer. Events in and out and reply
+/// latencies go to both sinks at once: the `metrics` facade and the node's [`Meters`] (read by
+/// [`ServerHandle::stats`](crate::ServerHandle::stats) and the admin page).
 #[derive(Clone)]
-pub(crate) struct ConnMetrics {
+pub(crate) struct ConnMetrics(Arc<Handles>);
+
+impl std::ops::Deref for ConnMetrics {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+/// A server's [`ConnMetrics`], one per transport and packer, each registered with the recorder
+/// on first use (so install the recorder before the server serves: see the module docs).
+#[derive(Default)]
+pub(crate) struct ConnMetricsCache(std::sync::Mutex<Vec<(Transport, &'static str, ConnMetrics)>>);
+
+impl ConnMetricsCache {
+    /// The handles of `transport` and `packer`.
+    pub(crate) fn get(
+        &self,
+        transport: Transport,
+        packer: &'static str,
+        node: &Arc<Meters>,
+    ) -> ConnMetrics {
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((.., m)) = all.iter().find(|(t, p, _)| *t == transport && *p == packer) {
+            return m.clone();
+        }
+        let m = ConnMetrics(Arc::new(Handles::new(transport, packer, node)));
+        all.push((transport, packer, m.clone()));
+        m
+    }
+}
+
+/// The handles behind a [`ConnMetrics`].
+pub(crate) struct Handles {
     events_in: Counter,
     events_out: Counter,
     pub(crate) bytes_in: Counter,
@@ -260,10 +298,10 @@ pub(crate) struct ConnMetrics {
     node: Arc<Meters>,
 }
 
-impl ConnMetrics {
-    pub(crate) fn new(transport: Transport, packer: &'static str, node: &Arc<Meters>) -> Self {
+impl Handles {
+    fn new(transport: Transport, packer: &'static str, node: &Arc<Meters>) -> Self {
         let t = transport.as_str();
-        ConnMetrics {
+        Handles {
             node: node.clone(),
             events_in: counter!(names::EVENTS_IN, "transport" => t, "packer" => packer),
             events_out: counter!(names::EVENTS_OUT, "transport" => t, "packer" => packer),
@@ -273,7 +311,9 @@ impl ConnMetrics {
             reply: histogram!(names::REPLY_SECONDS, "transport" => t),
         }
     }
+}
 
+impl ConnMetrics {
     /// An event arrived from the client.
     pub(crate) fn event_in(&self) {
         self.events_in.increment(1);

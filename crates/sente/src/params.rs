@@ -2,8 +2,16 @@
 
 /// Decoded `name=value` pairs of a query string or an `application/x-www-form-urlencoded` body,
 /// in order. Names and values are percent-decoded (`+` is a space); invalid UTF-8 is replaced.
+///
+/// All names and values share one buffer (a WebSocket connection keeps its handshake's
+/// parameters for its lifetime: two allocations, not two per field).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Params(Vec<(String, String)>);
+pub(crate) struct Params {
+    /// The decoded names and values, one after the other.
+    text: String,
+    /// Per pair: where its name starts, where its value starts, where its value ends.
+    spans: Vec<[u32; 3]>,
+}
 
 /// More than the allowed number of fields in one query string or form body
 /// ([`ServerLimits::max_form_fields`](sente_proto::server::ServerLimits::max_form_fields)).
@@ -28,57 +36,82 @@ impl Params {
     /// count and are skipped). Over the limit it stops at once: at most `max_fields` pairs are
     /// ever decoded, so the memory used is bounded by the input plus `max_fields` pairs.
     pub(crate) fn parse(input: &str, max_fields: usize) -> Result<Self, TooManyFields> {
-        let mut out = Vec::new();
+        // Decoding never makes text longer (invalid UTF-8 aside, rare).
+        let mut p = Params {
+            text: String::with_capacity(input.len()),
+            spans: Vec::new(),
+        };
         for pair in input.split('&') {
             if pair.is_empty() {
                 continue;
             }
-            if out.len() == max_fields {
+            if p.spans.len() == max_fields {
                 return Err(TooManyFields { max: max_fields });
             }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            out.push((decode(k), decode(v)));
+            let start = p.text.len();
+            decode_into(&mut p.text, k);
+            let mid = p.text.len();
+            decode_into(&mut p.text, v);
+            p.spans.push(offsets(start, mid, p.text.len()));
         }
-        Ok(Params(out))
+        Ok(p)
+    }
+
+    fn pair(&self, [a, b, c]: [u32; 3]) -> (&str, &str) {
+        let (a, b, c) = (a as usize, b as usize, c as usize);
+        (&self.text[a..b], &self.text[b..c])
     }
 
     /// The first value of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// Whether `name` is present (any value, even empty: Sente's truthiness of strings).
     pub(crate) fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == name)
+        self.iter().any(|(k, _)| k == name)
     }
 
     /// Appends the pairs of `other` (query first, then form: the query wins on `get`).
     pub(crate) fn extend(&mut self, other: Params) {
-        self.0.extend(other.0);
+        if self.spans.is_empty() {
+            *self = other;
+            return;
+        }
+        for (k, v) in other.iter() {
+            self.push(k, v);
+        }
+    }
+
+    fn push(&mut self, k: &str, v: &str) {
+        let start = self.text.len();
+        self.text.push_str(k);
+        let mid = self.text.len();
+        self.text.push_str(v);
+        self.spans.push(offsets(start, mid, self.text.len()));
     }
 
     /// Removes every pair named `name`, returning the first value.
     pub(crate) fn take(&mut self, name: &str) -> Option<String> {
-        let mut first = None;
-        self.0.retain_mut(|(k, v)| {
-            if k == name {
-                if first.is_none() {
-                    first = Some(std::mem::take(v));
-                }
-                false
-            } else {
-                true
-            }
-        });
-        first
+        let first = self.get(name).map(str::to_owned)?;
+        let old = std::mem::take(self);
+        for (k, v) in old.iter().filter(|(k, _)| *k != name) {
+            self.push(k, v);
+        }
+        Some(first)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.spans.iter().map(|s| self.pair(*s))
     }
+}
+
+/// A pair's offsets in the buffer. Parameters come from a request line or a body bounded far
+/// below 4 GiB by the server's limits.
+fn offsets(start: usize, mid: usize, end: usize) -> [u32; 3] {
+    let o = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    [o(start), o(mid), o(end)]
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -91,11 +124,20 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes form text (`+` is a space).
+#[cfg(test)]
 pub(crate) fn decode(text: &str) -> String {
+    let mut out = String::new();
+    decode_into(&mut out, text);
+    out
+}
+
+/// Percent-decodes form text (`+` is a space) onto the end of `into`.
+fn decode_into(into: &mut String, text: &str) {
     let bytes = text.as_bytes();
     if !bytes.iter().any(|b| matches!(b, b'+' | b'%')) {
         // Nothing to decode (most names and values): a copy, already UTF-8.
-        return text.to_owned();
+        into.push_str(text);
+        return;
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut pos = 0;
@@ -123,7 +165,10 @@ pub(crate) fn decode(text: &str) -> String {
         }
         pos += 1;
     }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    match String::from_utf8(out) {
+        Ok(text) => into.push_str(&text),
+        Err(e) => into.push_str(&String::from_utf8_lossy(e.as_bytes())),
+    }
 }
 
 /// The value of cookie `name` in a `Cookie` header value.

@@ -183,6 +183,8 @@ pub(crate) struct Registry {
     dropped_clients: AtomicU64,
     /// The node-local meters ([`Stats`], the admin page), fed by [`crate::metrics`].
     meters: Arc<Meters>,
+    /// What connections and requests record into, per transport and packer.
+    conn_metrics: crate::metrics::ConnMetricsCache,
     /// The most events queued for one WebSocket so far.
     pending_max: AtomicUsize,
     /// `sente_batch_size` of WebSocket and Ajax batches.
@@ -284,6 +286,7 @@ impl Registry {
             dropped_push: AtomicU64::new(0),
             dropped_clients: AtomicU64::new(0),
             meters,
+            conn_metrics: crate::metrics::ConnMetricsCache::default(),
             pending_max: AtomicUsize::new(0),
             batch_sizes: (
                 crate::metrics::batch_sizes(Transport::Ws),
@@ -729,6 +732,15 @@ impl Registry {
 
     pub(crate) fn meters(&self) -> &Arc<Meters> {
         &self.meters
+    }
+
+    /// The metric handles of a connection or request over `transport` with `packer`.
+    pub(crate) fn conn_metrics(
+        &self,
+        transport: Transport,
+        packer: &'static str,
+    ) -> crate::metrics::ConnMetrics {
+        self.conn_metrics.get(transport, packer, &self.meters)
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -62,6 +62,10 @@ fn compact(mut parts: http::request::Parts) -> http::request::Parts {
     if let Some(uri) = copy_uri(&parts.uri) {
         parts.uri = uri;
     }
+    // hyper's upgrade handle was taken out of the extensions, which kept their table.
+    if parts.extensions.is_empty() {
+        parts.extensions = http::Extensions::new();
+    }
     parts
 }
 

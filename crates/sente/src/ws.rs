@@ -2,7 +2,7 @@
 //! reads frames, writes the connection's ordered queue, and runs the keepalive.
 
 use crate::dispatch::InlineRunner;
-use crate::framing::FrameBoundedIo;
+use crate::framing::{WsSocket, close_payload};
 use crate::gate::Gate;
 use crate::meters::Meters;
 use crate::metrics::Why;
@@ -13,8 +13,8 @@ use crate::registry::{ConnCtx, LiveGuard};
 use crate::request::ChskRequest;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::{Admitted, Shell};
+use crate::wsread::{Incoming, ReadError, code};
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -28,16 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::Instrument;
-
-/// Read buffer of a WebSocket connection (and the most read per syscall). Small, so an idle
-/// connection costs little; tungstenite grows it for a larger incoming message (up to the message
-/// limit), which then takes one read per KiB.
-const READ_BUFFER: usize = 1024;
 
 /// Outgoing messages larger than this are sent as fragments of this size, and the connection's
 /// write queue ([`crate::wswrite`]) is written to the socket once it holds more than this.
@@ -103,7 +94,8 @@ impl Upgrade {
     fn start(self, conn: WsConn) {
         match self {
             Upgrade::Hyper(on) => {
-                tokio::spawn(conn.run(on));
+                let span = conn.span();
+                tokio::spawn(conn.run(on).instrument(span));
             }
             Upgrade::Detached(slot) => slot.put(Accepted(Some(conn))),
         }
@@ -140,9 +132,15 @@ impl Accepted {
     {
         let Some(conn) = &mut self.0 else { return };
         let span = conn.span();
-        tracing::debug!(parent: &span, "websocket open");
-        let reason = conn.serve(io).instrument(span.clone()).await;
-        tracing::debug!(parent: &span, reason, "websocket closed");
+        // Instrumented as a whole: a future moved into `instrument` would be stored twice.
+        async {
+            tracing::debug!("websocket open");
+            let mut ws = WsSocket::new(io, conn.shell.max_message());
+            let reason = conn.serve(&mut ws).await;
+            tracing::debug!(reason, "websocket closed");
+        }
+        .instrument(span)
+        .await;
         // Dropping `self` tells the server the connection ended.
     }
 }
@@ -164,7 +162,9 @@ pub(crate) struct WsConn {
     pub(crate) packer: Arc<dyn Packer>,
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) handshake: PackedBytes,
+    /// Sent first, then dropped (boxed: the task's state is most of an idle connection's
+    /// memory).
+    pub(crate) handshake: Option<Box<PackedBytes>>,
     pub(crate) metrics: ConnMetrics,
     /// The most events queued at once so far (`sente_pending_sends`).
     pub(crate) peak: usize,
@@ -272,8 +272,8 @@ pub(crate) fn accept(
         packer,
         request,
         outbox,
-        handshake,
-        metrics: ConnMetrics::new(Transport::Ws, packer_name, registry.meters()),
+        handshake: Some(Box::new(handshake)),
+        metrics: registry.conn_metrics(Transport::Ws, packer_name),
         peak: 0,
         _open: Open::new(Transport::Ws, registry.meters()),
     };
@@ -287,25 +287,6 @@ pub(crate) fn accept(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     r
-}
-
-/// The reader and writer of a connection over `io` (see [`FrameBoundedIo`]).
-async fn websocket<S>(
-    io: FrameBoundedIo<S>,
-    max_message: usize,
-) -> WebSocketStream<FrameBoundedIo<S>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max_message))).await
-}
-
-fn ws_config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(FRAGMENT)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
 }
 
 /// A connection's one timer (write timeouts and the keepalive). The task's select polls it
@@ -330,23 +311,30 @@ impl ConnTimer<'_> {
 
 impl WsConn {
     /// Runs the connection after the 101 response: waits for hyper's upgrade, then serves it.
-    pub(crate) async fn run(mut self, on_upgrade: hyper::upgrade::OnUpgrade) {
-        let span = self.span();
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(parent: &span, error = %e, "websocket upgrade failed");
-                self.closed("upgrade failed");
-                return;
-            }
-        };
-        tracing::debug!(parent: &span, "websocket open");
-        let reason = self
-            .serve(TokioIo::new(upgraded))
-            .instrument(span.clone())
-            .await;
-        tracing::debug!(parent: &span, reason, "websocket closed");
-        self.closed(reason);
+    /// Runs within the connection's span ([`WsConn::span`]).
+    ///
+    /// Not an `async fn`: one of those keeps its by-value arguments twice in its state (as
+    /// passed, and moved into the body), and this state is most of an idle connection's memory.
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores `self` twice")]
+    pub(crate) fn run(
+        mut self,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    self.closed("upgrade failed");
+                    return;
+                }
+            };
+            tracing::debug!("websocket open");
+            let mut ws = WsSocket::new(TokioIo::new(upgraded), self.shell.max_message());
+            let reason = self.serve(&mut ws).await;
+            tracing::debug!(reason, "websocket closed");
+            self.closed(reason);
+        }
     }
 
     /// The connection's span (target `sente::ws`, info): uid, client id, transport, packer.
@@ -368,124 +356,158 @@ impl WsConn {
             .with_core(uid, |core, now| core.handle_ws_closed(uid, cid, conn, now));
     }
 
-    /// Queues `p` and writes it like [`WsConn::send_waiting`], without allocating when the
-    /// socket takes everything at once (the common case: a message of at most `FRAGMENT` bytes
-    /// and room in the socket's buffer); the rest waits in `send_waiting`.
-    async fn send<S>(
-        &self,
-        ws: &mut WebSocketStream<FrameBoundedIo<S>>,
-        timer: &mut ConnTimer<'_>,
-        p: Option<&PackedBytes>,
-        flush: bool,
-    ) -> Result<(), &'static str>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        if p.is_some_and(|p| p.bytes.len() > FRAGMENT) {
-            return Box::pin(self.send_waiting(ws.get_mut(), timer, p, flush)).await;
-        }
-        let io = ws.get_mut();
-        if let Some(p) = p {
-            self.metrics.bytes_out.increment(p.bytes.len() as u64);
-            io.out().fragment(&p.bytes, p.binary, 0, FRAGMENT);
-        }
-        if !flush && io.queued() <= FRAGMENT {
-            return Ok(());
-        }
-        let now = io.poll_drain(&mut Context::from_waker(std::task::Waker::noop()), flush);
-        match now {
-            Poll::Ready(Ok(())) => Ok(()),
-            Poll::Ready(Err(_)) => Err("write failed"),
-            // The socket is full: wait for it (and write the rest) within the write timeout.
-            Poll::Pending => Box::pin(self.send_waiting(io, timer, None, true)).await,
-        }
+    /// Queues `p` in the connection's write queue (fragments of at most `FRAGMENT` bytes
+    /// sharing the packed bytes); [`WsConn::flush`] writes it.
+    fn queue<S>(&self, ws: &mut WsSocket<S>, p: &PackedBytes) {
+        self.metrics.bytes_out.increment(p.bytes.len() as u64);
+        ws.out().message(&p.bytes, p.binary, FRAGMENT);
     }
 
-    /// Queues `p` (fragmented when large) in the connection's write queue, which is written to
-    /// the socket once it holds more than `FRAGMENT` bytes; with `flush`, then writes everything
-    /// queued. Each step runs within the write timeout, on the connection's one timer (the caller
-    /// re-arms it for the keepalive afterwards).
-    async fn send_waiting<S: tokio::io::AsyncWrite + Unpin>(
-        &self,
-        io: &mut FrameBoundedIo<S>,
-        timer: &mut ConnTimer<'_>,
-        p: Option<&PackedBytes>,
-        flush: bool,
+    /// Packs and queues everything waiting in the connection's outbox, in order: pushes (with
+    /// their resume markers) and replies. `Err` with the reason when the server closes the
+    /// connection (what was queued before goes out first).
+    fn queue_outbox<S>(
+        &mut self,
+        ws: &mut WsSocket<S>,
+        ka: &mut Keepalive,
+        max: usize,
     ) -> Result<(), &'static str> {
-        if let Some(p) = p {
-            self.metrics.bytes_out.increment(p.bytes.len() as u64);
-            let mut at = 0;
-            loop {
-                at = io.out().fragment(&p.bytes, p.binary, at, FRAGMENT);
-                if io.queued() > FRAGMENT {
-                    let drain = std::future::poll_fn(|cx| io.poll_drain(cx, false));
-                    self.within_write_timeout(timer, drain).await?;
-                }
-                if at == p.bytes.len() {
-                    break;
-                }
+        let registry = self.shell.registry();
+        while let Some((out, queued)) = self.outbox.pop() {
+            if queued > self.peak {
+                self.peak = queued;
+                registry.pending_sends(queued);
             }
-        }
-        if flush {
-            let drain = std::future::poll_fn(|cx| io.poll_drain(cx, true));
-            self.within_write_timeout(timer, drain).await?;
+            let packed = match out {
+                Out::Batch(b, seq) => match self
+                    .shell
+                    .large
+                    .outgoing(
+                        || registry.now(),
+                        &b,
+                        &self.request,
+                        &self.uid,
+                        &self.client_id,
+                    )
+                    .packed(&*self.packer, max)
+                {
+                    Ok(p) => {
+                        ka.handle_activity();
+                        if let Some(seq) = seq
+                            && let Ok(marker) = message::seq_marker(seq, &*self.packer)
+                        {
+                            self.queue(ws, &marker);
+                        }
+                        self.metrics.batch_sent(b.len());
+                        p
+                    }
+                    Err(e) => {
+                        registry.count_dropped_push(&e, b.len());
+                        continue;
+                    }
+                },
+                Out::Reply(env, since) => match message::pack(*env, &*self.packer, max) {
+                    Ok(p) => {
+                        if let Some(since) = since {
+                            self.metrics.replied(since);
+                        }
+                        p
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reply could not be packed; dropped");
+                        continue;
+                    }
+                },
+                Out::Close(reason) => return Err(reason),
+            };
+            self.queue(ws, &packed);
         }
         Ok(())
     }
 
-    /// Runs one socket operation; a stalled client fails it after `ws_write_timeout_ms`.
-    async fn within_write_timeout<F, E>(
+    /// Writes everything queued and flushes the socket, without a timer or an allocation when
+    /// the socket takes it all at once (the common case); otherwise waits for the socket
+    /// within the write timeout.
+    async fn flush<S>(
         &self,
+        ws: &mut WsSocket<S>,
         timer: &mut ConnTimer<'_>,
-        op: F,
     ) -> Result<(), &'static str>
     where
-        F: std::future::Future<Output = Result<(), E>>,
+        S: tokio::io::AsyncWrite + Unpin,
     {
-        let mut op = std::pin::pin!(op);
-        // Most operations complete at once: arm the timer only for one that must wait (the
-        // operation is kept and polled on, so nothing is lost or reordered).
-        let r = if let Some(r) = op.as_mut().now_or_never() {
-            r
-        } else {
-            let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
-            timer.reset(Instant::now() + t);
-            tokio::select! {
-                r = op => r,
-                () = timer.sleep.as_mut() => {
-                crate::metrics::slow_consumer(Transport::Ws, "write-timeout");
-                return Err("write timed out (stalled client)");
-            }
-            }
-        };
-        r.map_err(|_| "write failed")
-    }
-
-    /// Sends a close frame and waits (bounded) for the client's, then lets the connection go.
-    async fn close<S>(&self, ws: &mut WebSocketStream<S>, code: CloseCode, reason: &'static str)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
-        if tokio::time::timeout(t, ws.close(Some(frame)))
-            .await
-            .is_err()
-        {
-            return;
+        let now = ws.poll_drain(&mut Context::from_waker(std::task::Waker::noop()), true);
+        match now {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(_)) => Err("write failed"),
+            Poll::Pending => Box::pin(self.flush_waiting(ws, timer)).await,
         }
-        drain(ws).await;
     }
 
-    /// Serves the connection over `io` (the bytes after the `101` response) until it ends.
-    pub(crate) async fn serve<S>(&mut self, io: S) -> &'static str
+    /// The rest of a [`WsConn::flush`] the socket did not take at once: a client that takes no
+    /// byte for `ws_write_timeout_ms` fails it (the time restarts whenever the socket takes
+    /// some), on the connection's one timer (the caller re-arms it for the keepalive
+    /// afterwards).
+    async fn flush_waiting<S>(
+        &self,
+        ws: &mut WsSocket<S>,
+        timer: &mut ConnTimer<'_>,
+    ) -> Result<(), &'static str>
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+    {
+        let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
+        loop {
+            let before = ws.queued();
+            timer.reset(Instant::now() + t);
+            // `Ok(true)`: all written; `Ok(false)`: the socket took some, the time restarts.
+            let step = std::future::poll_fn(|cx| match ws.poll_drain(cx, true) {
+                Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+                Poll::Pending if ws.queued() < before => Poll::Ready(Ok(false)),
+                Poll::Pending => Poll::Pending,
+            });
+            tokio::select! {
+                r = step => match r {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(_) => return Err("write failed"),
+                },
+                () = timer.sleep.as_mut() => {
+                    crate::metrics::slow_consumer(Transport::Ws, "write-timeout");
+                    return Err("write timed out (stalled client)");
+                }
+            }
+        }
+    }
+
+    /// Sends a close frame (`code`, `reason`) and waits (bounded) for the client's answer, then
+    /// lets the connection go.
+    async fn close<S>(&self, ws: &mut WsSocket<S>, code: u16, reason: &'static str)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let mut ws = websocket(FrameBoundedIo::new(io), self.shell.max_message()).await;
+        if self.close_frame(ws, close_payload(code, reason)).await {
+            drain(ws).await;
+        }
+    }
+
+    /// Sends a close frame (the server's, or the answer to the client's); whether the socket
+    /// took it within the write timeout.
+    async fn close_frame<S>(&self, ws: &mut WsSocket<S>, payload: Bytes) -> bool
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+    {
+        ws.close_frame(payload);
+        let t = Duration::from_millis(self.shell.registry().limits().ws_write_timeout_ms);
+        let sent = std::future::poll_fn(|cx| ws.poll_drain(cx, true));
+        matches!(tokio::time::timeout(t, sent).await, Ok(Ok(())))
+    }
+
+    /// Serves the connection over `ws` (the bytes after the `101` response) until it ends.
+    pub(crate) async fn serve<S>(&mut self, ws: &mut WsSocket<S>) -> &'static str
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let registry = self.shell.registry().clone();
         let max = self.shell.max_message();
         // One timer for everything: write timeouts and the keepalive.
@@ -496,11 +518,9 @@ impl WsConn {
             gate: Gate::new(),
         };
         // Sent once: not kept for the connection's lifetime.
-        let handshake = std::mem::take(&mut self.handshake);
-        if let Err(r) = self.send(&mut ws, &mut timer, Some(&handshake), true).await {
-            return r;
+        if let Some(handshake) = self.handshake.take() {
+            self.queue(ws, &handshake);
         }
-        drop(handshake);
         let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
         let timing = self.shell.timing;
         let mut ka = Keepalive::new(
@@ -509,157 +529,77 @@ impl WsConn {
             ms(timing.ws_ping_timeout),
         );
         let mut inline: InlineRunner = self.shell.dispatcher.inline(self.client_id.clone());
-        let idle_deadline = far_future();
         // Pushes wake this task far more often than the client writes: the read side is polled
         // only after its own waker fired (see `crate::gate`).
         let read_gate = Gate::new();
         loop {
-            // Write everything queued, in order, in as few syscalls as the write buffer allows.
-            let mut fed = false;
-            while let Some((out, queued)) = self.outbox.pop() {
-                if queued > self.peak {
-                    self.peak = queued;
-                    registry.pending_sends(queued);
-                }
-                let packed = match out {
-                    Out::Batch(b, seq) => match self
-                        .shell
-                        .large
-                        .outgoing(
-                            || registry.now(),
-                            &b,
-                            &self.request,
-                            &self.uid,
-                            &self.client_id,
-                        )
-                        .packed(&*self.packer, max)
-                    {
-                        Ok(p) => {
-                            ka.handle_activity();
-                            if let Some(seq) = seq
-                                && let Ok(marker) = message::seq_marker(seq, &*self.packer)
-                                && let Err(r) =
-                                    self.send(&mut ws, &mut timer, Some(&marker), false).await
-                            {
-                                return r;
-                            }
-                            self.metrics.batch_sent(b.len());
-                            p
-                        }
-                        Err(e) => {
-                            registry.count_dropped_push(&e, b.len());
-                            continue;
-                        }
-                    },
-                    Out::Reply(env, since) => match message::pack(*env, &*self.packer, max) {
-                        Ok(p) => {
-                            if let Some(since) = since {
-                                self.metrics.replied(since);
-                            }
-                            p
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reply could not be packed; dropped");
-                            continue;
-                        }
-                    },
-                    Out::Close(reason) => {
-                        Box::pin(self.close(&mut ws, CloseCode::Normal, "")).await;
-                        return reason;
-                    }
-                };
-                if let Err(r) = self.send(&mut ws, &mut timer, Some(&packed), false).await {
-                    return r;
-                }
-                fed = true;
+            // Everything waiting, in order, written in as few syscalls as the socket allows.
+            if let Err(reason) = self.queue_outbox(ws, &mut ka, max) {
+                Box::pin(self.close(ws, code::NORMAL, "")).await;
+                return reason;
             }
-            if fed {
-                if let Err(r) = self.send(&mut ws, &mut timer, None, true).await {
+            if ws.queued() > 0 {
+                if let Err(r) = self.flush(ws, &mut timer).await {
                     return r;
                 }
             }
             if self.outbox.overflowed() {
                 registry.count_dropped_client(Transport::Ws);
-                Box::pin(self.close(&mut ws, CloseCode::Again, "send queue full")).await;
+                Box::pin(self.close(ws, code::AGAIN, "send queue full")).await;
                 return "send queue full (slow client)";
             }
             let keepalive = ka.next_deadline().map(|d| registry.instant(d));
-            let deadline = keepalive.unwrap_or(idle_deadline);
             // Re-arming a timer costs a trip through the timer wheel: only when it changed.
-            if timer.sleep.deadline() != deadline {
+            // Without a keepalive the timer's branch is off, whatever its deadline.
+            if let Some(deadline) = keepalive
+                && timer.sleep.deadline() != deadline
+            {
                 timer.reset(deadline);
-            }
-            // A pong of tungstenite's waited for the socket, which our writes took since: the
-            // reader, which sends it, must run again.
-            if ws.get_mut().take_deferred() {
-                read_gate.open();
             }
             tokio::select! {
                 () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
                 () = std::future::poll_fn(|cx| inline.poll_progress(cx)), if inline.is_busy() => {}
-                frame = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| ws.poll_next_unpin(cx))), if inline.has_room() => {
-                    match frame {
-                        None => return "client went away",
-                        Some(Err(e)) => {
-                            use tokio_tungstenite::tungstenite::Error;
-                            return match e {
-                                Error::Capacity(_) => {
-                                    Box::pin(self.close(&mut ws, CloseCode::Size, "message too big")).await;
-                                    "message over the size limit"
-                                }
-                                Error::Protocol(_) => {
-                                    Box::pin(self.close(&mut ws, CloseCode::Protocol, "protocol error")).await;
-                                    "protocol error"
-                                }
-                                Error::Utf8(_) => {
-                                    Box::pin(self.close(&mut ws, CloseCode::Invalid, "invalid UTF-8")).await;
-                                    "invalid UTF-8 in a text frame"
-                                }
-                                Error::ConnectionClosed | Error::AlreadyClosed => "closed",
-                                _ => "protocol or IO error",
-                            };
+                frame = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| ws.poll_next(cx))), if inline.has_room() => {
+                    let msg = match frame {
+                        Ok(msg) => msg,
+                        Err(ReadError::Eof) => return "client went away",
+                        Err(ReadError::Io(e)) => {
+                            tracing::debug!(error = %e, "websocket read failed");
+                            return "read failed";
                         }
-                        Some(Ok(msg)) => {
-                            ka.handle_activity();
-                            // Pongs and the replies of handlers run right here go to this
-                            // task's own outbox: no wake-up needed, the loop drains it next.
-                            self.outbox.set_awake();
-                            match msg {
-                                Message::Text(t) => Box::pin(self.on_data(t.into(), false, &mut inline)).await,
-                                Message::Binary(b) => Box::pin(self.on_data(b, true, &mut inline)).await,
-                                Message::Close(_) => {
-                                    // tungstenite answers the close; let the client end it.
-                                    Box::pin(drain(&mut ws)).await;
-                                    return "closed by the client";
-                                }
-                                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                            }
-                            // After a large message, a fresh reader: the old one's buffer grew
-                            // to the message's size and would keep it.
-                            if ws.get_mut().take_boundary() {
-                                if let Err(r) = self.send(&mut ws, &mut timer, None, true).await {
-                                    return r;
-                                }
-                                ws = websocket(ws.into_inner(), max).await;
-                                read_gate.open();
-                            }
+                        Err(ReadError::Protocol(code, why)) => {
+                            Box::pin(self.close(ws, code, why)).await;
+                            return why;
+                        }
+                    };
+                    ka.handle_activity();
+                    // Pongs and the replies of handlers run right here go to this task's own
+                    // outbox: no wake-up needed, the loop drains it next.
+                    self.outbox.set_awake();
+                    match msg {
+                        Incoming::Data(data, binary) => Box::pin(self.on_data(data, binary, &mut inline)).await,
+                        // Written with the next flush, at the top of the loop.
+                        Incoming::Ping(payload) => ws.pong(payload),
+                        Incoming::Pong => {}
+                        Incoming::Close(payload) => {
+                            // The close handshake: the client's code and reason back, then the
+                            // server ends the TCP connection (RFC 6455 7.1.1).
+                            Box::pin(self.close_frame(ws, payload)).await;
+                            return "closed by the client";
                         }
                     }
                 }
                 () = std::future::poll_fn(|cx| timer.poll(cx)), if keepalive.is_some() => {
                     match ka.poll(registry.now()) {
                         Some(KeepaliveAction::Ping) => {
+                            // Written at the top of the loop.
                             match message::ws_ping(&*self.packer) {
-                                Ok(p) => {
-                                    if let Err(r) = self.send(&mut ws, &mut timer, Some(&p), true).await {
-                                        return r;
-                                    }
-                                }
+                                Ok(p) => self.queue(ws, &p),
                                 Err(e) => tracing::warn!(error = %e, "ping could not be packed"),
                             }
                         }
                         Some(KeepaliveAction::Close) => {
-                            Box::pin(self.close(&mut ws, CloseCode::Normal, "")).await;
+                            Box::pin(self.close(ws, code::NORMAL, "")).await;
                             return "no answer to the keepalive ping";
                         }
                         None => {}
@@ -709,17 +649,18 @@ impl WsConn {
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
-/// Reads until the client ends the connection (bounded: 5 s).
-async fn drain<S>(ws: &mut WebSocketStream<S>)
+/// Reads until the client answers the server's close frame or ends the connection (bounded:
+/// 5 s).
+async fn drain<S>(ws: &mut WsSocket<S>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + Unpin,
 {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(_)) = ws.next().await {}
+        while let Ok(m) = std::future::poll_fn(|cx| ws.poll_next(cx)).await {
+            if matches!(m, Incoming::Close(_)) {
+                return;
+            }
+        }
     })
     .await;
 }

@@ -6,10 +6,10 @@
 //! payload as it is. Going through tungstenite's `feed` and `flush` cost about 930
 //! instructions per event in `sente-load fanout --callgrind` (a message built, encoded into its
 //! write buffer, copied, and the socket polled through two layers of wrappers); this queue
-//! costs the header and one `writev`. tungstenite still reads the connection and writes its
-//! own control frames (the pong of a ping, the close handshake), through the same socket
-//! wrapper (`FrameBoundedIo`, which holds this queue), which keeps both in order.
+//! costs the header and one `writev`. The server's control frames (the pong of a ping, the
+//! close handshake) go through the same queue, so frames never interleave.
 
+use crate::wsread::{OP_BINARY, OP_CONTINUE, OP_TEXT};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -23,14 +23,9 @@ const MAX_SLICES: usize = 32;
 /// Bytes copied into one write when the socket takes no vectored writes.
 const STAGE: usize = 4096;
 
-/// Opcodes (RFC 6455 5.2).
-const OP_CONTINUE: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
 const FIN: u8 = 0x80;
 
-/// One queued frame: its header and payload (a header of length 0: raw bytes, the rest of a
-/// write of tungstenite's that the socket took only in part).
+/// One queued frame: its header and payload.
 #[derive(Debug)]
 struct Frame {
     head: [u8; 10],
@@ -71,10 +66,15 @@ impl Frame {
     }
 }
 
-/// The frames a connection wrote and the socket has not taken yet, in order.
+/// The frames a connection wrote and the socket has not taken yet, in order. The first frame
+/// is kept inline: a flush of one frame (a push, a reply) allocates nothing, and an idle
+/// connection's queue holds no memory.
 #[derive(Debug, Default)]
 pub(crate) struct FrameQueue {
-    frames: VecDeque<Frame>,
+    /// The first frame; `None` only when the queue is empty.
+    front: Option<Frame>,
+    /// The frames after it.
+    rest: VecDeque<Frame>,
     /// Bytes of the first frame already written.
     sent: usize,
     /// Bytes queued and not written.
@@ -84,7 +84,7 @@ pub(crate) struct FrameQueue {
 impl FrameQueue {
     /// Whether every queued byte was written.
     pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.front.is_none()
     }
 
     /// Bytes queued and not written yet.
@@ -94,13 +94,17 @@ impl FrameQueue {
 
     fn push(&mut self, frame: Frame) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        if self.front.is_none() {
+            self.front = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
     }
 
     /// Queues one data message as frames of at most `fragment` payload bytes (the first with
-    /// the message's opcode, the others continuations; clients reassemble them).
-    #[cfg(test)]
-    fn message(&mut self, bytes: &Bytes, binary: bool, fragment: usize) {
+    /// the message's opcode, the others continuations; clients reassemble them). The frames
+    /// share the message's bytes.
+    pub(crate) fn message(&mut self, bytes: &Bytes, binary: bool, fragment: usize) {
         let mut at = 0;
         loop {
             at = self.fragment(bytes, binary, at, fragment);
@@ -113,13 +117,7 @@ impl FrameQueue {
     /// Queues the frame of message `msg` that starts at byte `start`: at most `fragment`
     /// payload bytes, the message's opcode on the first frame and a continuation on the others,
     /// the last one final. Returns where the next frame starts (`msg.len()` after the last).
-    pub(crate) fn fragment(
-        &mut self,
-        msg: &Bytes,
-        binary: bool,
-        start: usize,
-        fragment: usize,
-    ) -> usize {
+    fn fragment(&mut self, msg: &Bytes, binary: bool, start: usize, fragment: usize) -> usize {
         let len = msg.len();
         let end = start.saturating_add(fragment.max(1)).min(len);
         let op = match (start, binary) {
@@ -131,19 +129,15 @@ impl FrameQueue {
         end
     }
 
-    /// Queues raw bytes (the rest of a frame the socket took only in part).
-    fn raw(&mut self, bytes: &[u8]) {
-        self.push(Frame {
-            head: [0; 10],
-            head_len: 0,
-            payload: Bytes::copy_from_slice(bytes),
-        });
+    /// Queues a control frame (a pong, a close).
+    pub(crate) fn control(&mut self, opcode: u8, payload: Bytes) {
+        self.push(Frame::new(opcode, true, payload));
     }
 
     /// Marks `n` more bytes written.
     fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
-        while let Some(front) = self.frames.front() {
+        while let Some(front) = &self.front {
             let left = front.len() - self.sent;
             if n < left {
                 self.sent += n;
@@ -151,11 +145,11 @@ impl FrameQueue {
             }
             n -= left;
             self.sent = 0;
-            self.frames.pop_front();
+            self.front = self.rest.pop_front();
         }
-        // A queue that grew for a burst gives its memory back once written.
-        if self.frames.capacity() > 8 {
-            self.frames = VecDeque::new();
+        // Written: a queue that grew for a burst gives its memory back.
+        if self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
         }
     }
 
@@ -163,7 +157,7 @@ impl FrameQueue {
     fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
         let mut n = 0;
         let mut skip = self.sent;
-        for f in &self.frames {
+        for f in self.front.iter().chain(&self.rest) {
             for part in [f.head(), &f.payload[..]] {
                 if skip >= part.len() {
                     skip -= part.len();
@@ -214,24 +208,6 @@ impl FrameQueue {
             self.advance(written);
         }
         Poll::Ready(Ok(()))
-    }
-
-    /// Writes `buf` (a write of tungstenite's: a pong or a close frame) after everything queued:
-    /// `Pending` while the queue cannot be written, else all of `buf` is taken, what the socket
-    /// did not take being queued. tungstenite then never holds part of a frame that our next
-    /// frames could split.
-    pub(crate) fn poll_write_after<S: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut S,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.poll_write_to(io, cx))?;
-        let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, buf))?;
-        if n > 0 && n < buf.len() {
-            self.raw(&buf[n..]);
-        }
-        Poll::Ready(Ok(if n == 0 { 0 } else { buf.len() }))
     }
 }
 
@@ -301,35 +277,5 @@ mod tests {
             "last fragment: a continuation with FIN"
         );
         assert_eq!(last.1.len(), 20_000 - 16 * 1024);
-    }
-
-    #[tokio::test]
-    async fn a_foreign_write_goes_after_the_queue_and_whole() {
-        let (mut writer, mut reader_io) = tokio::io::duplex(64);
-        let mut queue = FrameQueue::default();
-        queue.message(&Bytes::from(vec![1u8; 100]), true, 1 << 20);
-        // A pong of tungstenite's (0x8a, 3 bytes), while 100 bytes are queued on a 64-byte pipe.
-        let pong = [0x8a, 3, 7, 7, 7];
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(
-            queue
-                .poll_write_after(&mut writer, &mut cx, &pong)
-                .is_pending()
-        );
-        let reader = tokio::spawn(async move {
-            let data = read_frame(&mut reader_io).await;
-            let pong = read_frame(&mut reader_io).await;
-            (data, pong)
-        });
-        let taken = std::future::poll_fn(|cx| queue.poll_write_after(&mut writer, cx, &pong))
-            .await
-            .unwrap();
-        assert_eq!(taken, pong.len(), "taken whole");
-        std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx))
-            .await
-            .unwrap();
-        let (data, pong) = reader.await.unwrap();
-        assert_eq!(data, (FIN | OP_BINARY, vec![1u8; 100]));
-        assert_eq!(pong, (0x8a, vec![7, 7, 7]));
     }
 }
