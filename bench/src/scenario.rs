@@ -119,8 +119,8 @@ impl CpuWindow {
     }
 
     /// Adds `server_cpu_pct`, `engine_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over
-    /// `secs`; returns the servers' and the engine's CPU seconds.
-    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> (Option<f64>, Option<f64>) {
+    /// `secs`; returns the servers', the engine's and the tool's CPU seconds.
+    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> WindowCpu {
         let server = a.server.zip(b.server).map(|(x, y)| y - x);
         if let Some(cpu) = server {
             m.insert("server_cpu_pct".into(), 100.0 * cpu / secs);
@@ -129,8 +129,9 @@ impl CpuWindow {
         if let Some(cpu) = engine {
             m.insert("engine_cpu_pct".into(), 100.0 * cpu / secs);
         }
-        if let Some((x, y)) = a.tool.zip(b.tool) {
-            m.insert("tool_cpu_pct".into(), 100.0 * (y - x) / secs);
+        let tool = a.tool.zip(b.tool).map(|(x, y)| y - x);
+        if let Some(cpu) = tool {
+            m.insert("tool_cpu_pct".into(), 100.0 * cpu / secs);
         }
         if let Some(n) = b.instructions {
             m.insert("server_instructions".into(), n as f64);
@@ -139,7 +140,32 @@ impl CpuWindow {
             m.insert("backplane_msgs".into(), (m1 - m0) as f64);
             m.insert("backplane_bytes".into(), (b1 - b0) as f64);
         }
-        (server, engine)
+        WindowCpu {
+            server,
+            engine,
+            tool,
+        }
+    }
+}
+
+/// CPU seconds used inside one measured window (None: not known).
+#[derive(Debug, Clone, Copy)]
+struct WindowCpu {
+    /// The server processes, summed.
+    server: Option<f64>,
+    /// The backplane engine.
+    engine: Option<f64>,
+    /// This tool's process (all its threads; `rr` and `fan-out` run their clients in it, no
+    /// child processes).
+    tool: Option<f64>,
+}
+
+/// Adds `key`: `cpu` seconds in microseconds per unit (request or delivered event).
+fn per_unit_cpu(m: &mut Metrics, key: &str, cpu: Option<f64>, units: u64) {
+    if let Some(cpu) = cpu {
+        if units > 0 {
+            m.insert(key.into(), cpu * 1e6 / units as f64);
+        }
     }
 }
 
@@ -296,16 +322,10 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     m.insert("p999_ms".into(), quantile_ms(&hist, 0.999));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    let (server, _) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    let cpu = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
     per_unit_instructions(&mut m, "server_kinstr_per_req", hist.len());
-    if let Some(cpu) = server {
-        if !hist.is_empty() {
-            m.insert(
-                "server_cpu_us_per_req".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-    }
+    per_unit_cpu(&mut m, "server_cpu_us_per_req", cpu.server, hist.len());
+    per_unit_cpu(&mut m, "tool_cpu_us_per_req", cpu.tool, hist.len());
     Ok(m)
 }
 
@@ -422,22 +442,11 @@ pub async fn fanout_on(mut conns: Vec<Conn>, o: FanoutOpts, pids: CpuPids) -> Re
     m.insert("max_ms".into(), quantile_ms(&hist, 1.0));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    let (server, engine) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    let cpu = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
     per_unit_instructions(&mut m, "server_kinstr_per_event", hist.len());
-    if !hist.is_empty() {
-        if let Some(cpu) = server {
-            m.insert(
-                "server_cpu_us_per_event".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-        if let Some(cpu) = engine {
-            m.insert(
-                "engine_cpu_us_per_event".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-    }
+    per_unit_cpu(&mut m, "server_cpu_us_per_event", cpu.server, hist.len());
+    per_unit_cpu(&mut m, "engine_cpu_us_per_event", cpu.engine, hist.len());
+    per_unit_cpu(&mut m, "tool_cpu_us_per_event", cpu.tool, hist.len());
     // Per push: the push loop's nominal pushes inside the window.
     let pushes = f64::from(o.rate) * o.duration.as_secs_f64();
     for (total, per) in [
