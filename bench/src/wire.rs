@@ -60,9 +60,13 @@ pub fn now_us() -> u64 {
 pub fn write_data(out: &mut String, t: u64, bytes: usize) {
     let start = out.len();
     let _ = write!(out, "{{\"t\":{t},\"p\":\"");
+    const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     let used = out.len() - start + 2;
-    for _ in used..bytes {
-        out.push('x');
+    let mut pad = bytes.saturating_sub(used);
+    while pad > 0 {
+        let n = pad.min(PAD.len());
+        out.push_str(&PAD[..n]);
+        pad -= n;
     }
     out.push_str("\"}");
 }
@@ -243,12 +247,29 @@ fn classify_socketio(text: &str) -> Incoming {
 
 /// Calls `f` with every event timestamp (`"t":<digits>`) found in a push frame.
 pub fn for_each_ts(text: &str, mut f: impl FnMut(u64)) {
-    const KEY: &str = "\"t\":";
-    let mut rest = text;
-    while let Some(i) = rest.find(KEY) {
-        rest = &rest[i + KEY.len()..];
-        if let Some(t) = leading_u64(rest) {
-            f(t);
+    // One pass over the bytes: at every `"t":`, the digits that follow are parsed on the
+    // way (none, or more than fit a u64: skipped, as before).
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'"') {
+        i += off;
+        if b.get(i + 1..i + 4) != Some(b"t\":".as_slice()) {
+            i += 1;
+            continue;
+        }
+        i += 4;
+        let mut t: Option<u64> = Some(0);
+        let start = i;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            t = t
+                .and_then(|t| t.checked_mul(10))
+                .and_then(|t| t.checked_add(u64::from(d - b'0')));
+            i += 1;
+        }
+        if i > start {
+            if let Some(t) = t {
+                f(t);
+            }
         }
     }
 }
@@ -333,5 +354,11 @@ mod tests {
             },
         );
         assert_eq!(v, [5, 6]);
+        v.clear();
+        for_each_ts(
+            "\"t\":1 \"t\": 2 \"t\":99999999999999999999 \"\"t\":7\"t\":8\"",
+            |t| v.push(t),
+        );
+        assert_eq!(v, [1, 7, 8]);
     }
 }
