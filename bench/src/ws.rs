@@ -295,13 +295,17 @@ impl WsClient {
         }
     }
 
-    /// The text of message `m` (valid until the next read).
-    fn text(&self, m: &Msg) -> Res<&str> {
-        let bytes = match m {
+    /// The payload of message `m` (valid until the next read).
+    fn bytes(&self, m: &Msg) -> &[u8] {
+        match m {
             Msg::Buf(r) => &self.rbuf[r.clone()],
             Msg::Frag => &self.frag[..],
-        };
-        Ok(std::str::from_utf8(bytes)?)
+        }
+    }
+
+    /// The text of message `m` (valid until the next read).
+    fn text(&self, m: &Msg) -> Res<&str> {
+        Ok(std::str::from_utf8(self.bytes(m))?)
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
@@ -360,10 +364,12 @@ impl WsClient {
     pub async fn next_push(&mut self) -> Res<&str> {
         loop {
             let m = self.next_msg().await?;
-            match self.proto.classify(self.text(&m)?) {
-                Incoming::Push => return self.text(&m),
-                Incoming::Ping => self.send_str(self.proto.pong()).await?,
-                _ => {}
+            // Pushes are recognised by their first bytes, so their text is checked once.
+            if self.proto.is_push(self.bytes(&m)) {
+                return self.text(&m);
+            }
+            if self.proto.classify(self.text(&m)?) == Incoming::Ping {
+                self.send_str(self.proto.pong()).await?;
             }
         }
     }
