@@ -286,22 +286,26 @@ pub fn for_each_ts(text: &str, mut f: impl FnMut(u64)) {
 
 /// The index of the first `"` in `b` at or after `from`: eight bytes at a time (the lowest
 /// byte flagged by the has-zero-byte trick is always a true match).
-fn next_quote(b: &[u8], from: usize) -> Option<usize> {
+fn next_quote(bytes: &[u8], from: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     const QUOTES: u64 = LO * b'"' as u64;
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(w) ^ QUOTES;
-        let z = x.wrapping_sub(LO) & !x & HI;
-        if z != 0 {
-            return Some(i + (z.trailing_zeros() / 8) as usize);
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let diff = u64::from_le_bytes(word) ^ QUOTES;
+        let zeros = diff.wrapping_sub(LO) & !diff & HI;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
         }
-        i += 8;
+        at += 8;
     }
-    b.get(i..)?.iter().position(|&c| c == b'"').map(|p| i + p)
+    bytes
+        .get(at..)?
+        .iter()
+        .position(|&c| c == b'"')
+        .map(|p| at + p)
 }
 
 /// Percent-encodes `s` for a URL query or a form body (everything but unreserved chars).
