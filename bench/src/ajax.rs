@@ -15,7 +15,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::peers::FanoutCfg;
 use crate::wire::{Incoming, Proto, url_encode};
@@ -89,6 +88,8 @@ pub struct AjaxClient {
     rx: mpsc::Receiver<Bytes>,
     poll: JoinHandle<()>,
     pending: VecDeque<String>,
+    /// The push [`AjaxClient::next_push`] returned last.
+    push: String,
 }
 
 impl Drop for AjaxClient {
@@ -186,6 +187,7 @@ impl AjaxClient {
             rx,
             poll,
             pending: VecDeque::new(),
+            push: String::new(),
         })
     }
 
@@ -277,11 +279,14 @@ impl AjaxClient {
     }
 
     /// Waits for the next push, answering pings meanwhile.
-    pub async fn next_push(&mut self) -> Res<Utf8Bytes> {
+    pub async fn next_push(&mut self) -> Res<&str> {
         loop {
             let p = self.next_packet().await?;
             match self.proto.classify(&p) {
-                Incoming::Push => return Ok(Utf8Bytes::from(p)),
+                Incoming::Push => {
+                    self.push = p;
+                    return Ok(&self.push);
+                }
                 Incoming::Ping => {
                     self.post_text(self.proto.pong()).await?;
                 }

@@ -2,8 +2,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
 use crate::Res;
 use crate::ajax::AjaxClient;
 use crate::peers::FanoutCfg;
@@ -73,8 +71,8 @@ impl Conn {
         }
     }
 
-    /// Waits for the next push.
-    pub async fn next_push(&mut self) -> Res<Utf8Bytes> {
+    /// Waits for the next push; its text is valid until the next call.
+    pub async fn next_push(&mut self) -> Res<&str> {
         match self {
             Conn::Ws(c) => c.next_push().await,
             Conn::Ajax(c) => c.next_push().await,

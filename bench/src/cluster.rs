@@ -259,6 +259,7 @@ fn spec(o: &ClusterOpts, nodes: usize) -> CaseSpec {
             ),
             col("server_cpu_pct", "server CPU %", false, false),
             col("engine_cpu_pct", "engine CPU %", false, false),
+            col("tool_cpu_us_per_event", "tool CPU µs/event", false, false),
             col("tool_cpu_pct", "tool CPU %", false, false),
         ],
     }

@@ -101,13 +101,14 @@ struct State {
 fn progress_line(case: &str, target: Target, attempt: usize, m: &Metrics, verdict: &str) -> String {
     let get = |k: &str| fmt_num(m.get(k).copied().unwrap_or(f64::NAN));
     format!(
-        "{case} {} (attempt {}): delivered {}/s ({}), p99 {} ms, server {} µs/event, tool CPU {}% -> {verdict}",
+        "{case} {} (attempt {}): delivered {}/s ({}), p99 {} ms, server {} µs/event, tool {} µs/event, tool CPU {}% -> {verdict}",
         target.name(),
         attempt + 1,
         get("delivered_per_s"),
         share_pct(m.get("delivered_ratio").copied().unwrap_or(f64::NAN)),
         get("p99_ms"),
         get("server_cpu_us_per_event"),
+        get("tool_cpu_us_per_event"),
         get("tool_cpu_pct"),
     )
 }

@@ -189,18 +189,19 @@ impl Knee {
         );
         let _ = writeln!(
             s,
-            "| target | knee /s per client | delivered/s at knee | p99 ms at knee | server CPU µs/event at knee | tool CPU % at knee | first failing /s | why |\n|---|---:|---:|---:|---:|---:|---:|---|"
+            "| target | knee /s per client | delivered/s at knee | p99 ms at knee | server CPU µs/event at knee | tool CPU µs/event at knee | tool CPU % at knee | first failing /s | why |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for row in &self.rows {
             let at = |k: &str| fmt_num(row.at_knee.get(k).copied().unwrap_or(f64::NAN));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.target,
                 row.knee_rate.map_or("none".to_owned(), |r| r.to_string()),
                 at("delivered_per_s"),
                 at("p99_ms"),
                 at("server_cpu_us_per_event"),
+                at("tool_cpu_us_per_event"),
                 at("tool_cpu_pct"),
                 row.failed_rate.map_or("none".to_owned(), |r| r.to_string()),
                 row.why.as_deref().unwrap_or("sustained every rate tried")
@@ -213,7 +214,7 @@ impl Knee {
         }
         let _ = writeln!(
             s,
-            "\n| rate /s | target | attempt | delivered/s | share | p99 ms | server CPU µs/event | tool CPU % | verdict |\n|---:|---|---:|---:|---:|---:|---:|---:|---|"
+            "\n| rate /s | target | attempt | delivered/s | share | p99 ms | server CPU µs/event | tool CPU µs/event | tool CPU % | verdict |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for t in trials.iter().filter(|t| t.case.starts_with("knee-")) {
             let val = |k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
@@ -226,7 +227,7 @@ impl Knee {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |",
                 val("rate"),
                 t.target,
                 t.round + 1,
@@ -234,6 +235,7 @@ impl Knee {
                 share_pct(val("delivered_ratio")),
                 get("p99_ms"),
                 get("server_cpu_us_per_event"),
+                get("tool_cpu_us_per_event"),
                 get("tool_cpu_pct"),
             );
         }

@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use crate::client::{Conn, Transport};
 use crate::peers::FanoutCfg;
 use crate::server::{Server, Target};
-use crate::stats::{latency_histogram, quantile_ms, record};
+use crate::stats::{SharedHistogram, quantile_ms, record};
 use crate::wire::{self, Proto};
 use crate::ws::WsClient;
 use crate::{Res, err, net, procfs};
@@ -119,8 +119,8 @@ impl CpuWindow {
     }
 
     /// Adds `server_cpu_pct`, `engine_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over
-    /// `secs`; returns the servers' and the engine's CPU seconds.
-    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> (Option<f64>, Option<f64>) {
+    /// `secs`; returns the servers', the engine's and the tool's CPU seconds.
+    fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> WindowCpu {
         let server = a.server.zip(b.server).map(|(x, y)| y - x);
         if let Some(cpu) = server {
             m.insert("server_cpu_pct".into(), 100.0 * cpu / secs);
@@ -129,8 +129,9 @@ impl CpuWindow {
         if let Some(cpu) = engine {
             m.insert("engine_cpu_pct".into(), 100.0 * cpu / secs);
         }
-        if let Some((x, y)) = a.tool.zip(b.tool) {
-            m.insert("tool_cpu_pct".into(), 100.0 * (y - x) / secs);
+        let tool = a.tool.zip(b.tool).map(|(x, y)| y - x);
+        if let Some(cpu) = tool {
+            m.insert("tool_cpu_pct".into(), 100.0 * cpu / secs);
         }
         if let Some(n) = b.instructions {
             m.insert("server_instructions".into(), n as f64);
@@ -139,7 +140,32 @@ impl CpuWindow {
             m.insert("backplane_msgs".into(), (m1 - m0) as f64);
             m.insert("backplane_bytes".into(), (b1 - b0) as f64);
         }
-        (server, engine)
+        WindowCpu {
+            server,
+            engine,
+            tool,
+        }
+    }
+}
+
+/// CPU seconds used inside one measured window (None: not known).
+#[derive(Debug, Clone, Copy)]
+struct WindowCpu {
+    /// The server processes, summed.
+    server: Option<f64>,
+    /// The backplane engine.
+    engine: Option<f64>,
+    /// This tool's process (all its threads; `rr` and `fan-out` run their clients in it, no
+    /// child processes).
+    tool: Option<f64>,
+}
+
+/// Adds `key`: `cpu` seconds in microseconds per unit (request or delivered event).
+fn per_unit_cpu(m: &mut Metrics, key: &str, cpu: Option<f64>, units: u64) {
+    if let Some(cpu) = cpu {
+        if units > 0 {
+            m.insert(key.into(), cpu * 1e6 / units as f64);
+        }
     }
 }
 
@@ -252,12 +278,17 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     let measure_from = start + o.warmup;
     let end = measure_from + o.duration;
     let cpu = CpuWindow::spawn(ep.into(), measure_from, end);
+    let shared = Arc::new(SharedHistogram::default());
     let mut set = JoinSet::new();
     for mut c in conns {
+        let shared = shared.clone();
         set.spawn(async move {
-            let mut h = latency_histogram();
             let mut errors = 0u64;
             let mut buf = String::with_capacity(o.bytes + 16);
+            // One lazily moved timer instead of one per request: it fires at the deadline
+            // of an earlier request, and moves on to the current one's if that is later.
+            let watchdog = sleep_until(start + REQUEST_TIMEOUT);
+            tokio::pin!(watchdog);
             sleep_until(start).await;
             for seq in 1u64.. {
                 let t0 = Instant::now();
@@ -266,9 +297,24 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
                 }
                 buf.clear();
                 wire::write_data(&mut buf, wire::now_us(), o.bytes);
-                if let Ok(Ok(())) = timeout(REQUEST_TIMEOUT, c.request(seq, &buf)).await {
+                let deadline = t0 + REQUEST_TIMEOUT;
+                let req = c.request(seq, &buf);
+                tokio::pin!(req);
+                let ok = loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut req => break r.is_ok(),
+                        () = &mut watchdog => {
+                            if Instant::now() >= deadline {
+                                break false;
+                            }
+                            watchdog.as_mut().reset(deadline);
+                        }
+                    }
+                };
+                if ok {
                     if t0 >= measure_from {
-                        record(&mut h, t0.elapsed().as_micros() as u64);
+                        record(&mut shared.local(), t0.elapsed().as_micros() as u64);
                     }
                 } else {
                     errors += 1;
@@ -276,16 +322,16 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
                 }
             }
             c.close().await;
-            (h, errors)
+            errors
         });
     }
-    let mut hist = latency_histogram();
     let mut errors = 0;
     while let Some(r) = set.join_next().await {
-        let (ch, ce) = r?;
-        hist.add(ch)?;
-        errors += ce;
+        errors += r?;
     }
+    let hist = Arc::into_inner(shared)
+        .ok_or_else(|| err("a client task still holds the histogram"))?
+        .merge();
     let mut m = Metrics::new();
     m.insert(
         "req_per_s".into(),
@@ -296,16 +342,10 @@ pub async fn rr(ep: Endpoint, o: RrOpts) -> Res<Metrics> {
     m.insert("p999_ms".into(), quantile_ms(&hist, 0.999));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    let (server, _) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    let cpu = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
     per_unit_instructions(&mut m, "server_kinstr_per_req", hist.len());
-    if let Some(cpu) = server {
-        if !hist.is_empty() {
-            m.insert(
-                "server_cpu_us_per_req".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-    }
+    per_unit_cpu(&mut m, "server_cpu_us_per_req", cpu.server, hist.len());
+    per_unit_cpu(&mut m, "tool_cpu_us_per_req", cpu.tool, hist.len());
     Ok(m)
 }
 
@@ -372,44 +412,46 @@ pub async fn fanout_on(mut conns: Vec<Conn>, o: FanoutOpts, pids: CpuPids) -> Re
     let now = Instant::now();
     let stop_at = now + run + Duration::from_secs(2);
     let cpu = CpuWindow::spawn(pids, now + o.warmup, now + o.warmup + o.duration);
+    let shared = Arc::new(SharedHistogram::default());
     let mut set = JoinSet::new();
     for mut c in conns {
+        let shared = shared.clone();
         set.spawn(async move {
-            let mut h = latency_histogram();
             let mut errors = 0u64;
-            loop {
-                match timeout_at(stop_at, c.next_push()).await {
-                    Ok(Ok(text)) => {
-                        let now = wire::now_us();
-                        let mut past_window = false;
-                        wire::for_each_ts(text.as_str(), |t| {
-                            if (win_from..win_to).contains(&t) {
-                                record(&mut h, now.saturating_sub(t));
-                            }
-                            past_window |= t >= win_to;
-                        });
-                        if past_window {
-                            break;
-                        }
-                    }
-                    Ok(Err(_)) => {
+            // One timer for the whole loop (not one per push): it stops listening at
+            // `stop_at` wherever it waits.
+            let _ = timeout_at(stop_at, async {
+                loop {
+                    let Ok(text) = c.next_push().await else {
                         errors += 1;
                         break;
+                    };
+                    let now = wire::now_us();
+                    let mut past_window = false;
+                    let mut h = shared.local();
+                    wire::for_each_ts(text, |t| {
+                        if (win_from..win_to).contains(&t) {
+                            record(&mut h, now.saturating_sub(t));
+                        }
+                        past_window |= t >= win_to;
+                    });
+                    if past_window {
+                        break;
                     }
-                    Err(_) => break,
                 }
-            }
+            })
+            .await;
             c.close().await;
-            (h, errors)
+            errors
         });
     }
-    let mut hist = latency_histogram();
     let mut errors = 0;
     while let Some(r) = set.join_next().await {
-        let (ch, ce) = r?;
-        hist.add(ch)?;
-        errors += ce;
+        errors += r?;
     }
+    let hist = Arc::into_inner(shared)
+        .ok_or_else(|| err("a client task still holds the histogram"))?
+        .merge();
     let expected = o.clients as f64 * f64::from(o.rate) * o.duration.as_secs_f64();
     let mut m = Metrics::new();
     m.insert(
@@ -422,22 +464,11 @@ pub async fn fanout_on(mut conns: Vec<Conn>, o: FanoutOpts, pids: CpuPids) -> Re
     m.insert("max_ms".into(), quantile_ms(&hist, 1.0));
     m.insert("errors".into(), errors as f64);
     let (cpu_from, cpu_to) = cpu.await?;
-    let (server, engine) = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
+    let cpu = CpuWindow::record(cpu_from, cpu_to, o.duration.as_secs_f64(), &mut m);
     per_unit_instructions(&mut m, "server_kinstr_per_event", hist.len());
-    if !hist.is_empty() {
-        if let Some(cpu) = server {
-            m.insert(
-                "server_cpu_us_per_event".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-        if let Some(cpu) = engine {
-            m.insert(
-                "engine_cpu_us_per_event".into(),
-                cpu * 1e6 / hist.len() as f64,
-            );
-        }
-    }
+    per_unit_cpu(&mut m, "server_cpu_us_per_event", cpu.server, hist.len());
+    per_unit_cpu(&mut m, "engine_cpu_us_per_event", cpu.engine, hist.len());
+    per_unit_cpu(&mut m, "tool_cpu_us_per_event", cpu.tool, hist.len());
     // Per push: the push loop's nominal pushes inside the window.
     let pushes = f64::from(o.rate) * o.duration.as_secs_f64();
     for (total, per) in [

@@ -60,9 +60,13 @@ pub fn now_us() -> u64 {
 pub fn write_data(out: &mut String, t: u64, bytes: usize) {
     let start = out.len();
     let _ = write!(out, "{{\"t\":{t},\"p\":\"");
+    const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     let used = out.len() - start + 2;
-    for _ in used..bytes {
-        out.push('x');
+    let mut pad = bytes.saturating_sub(used);
+    while pad > 0 {
+        let n = pad.min(PAD.len());
+        out.push_str(&PAD[..n]);
+        pad -= n;
     }
     out.push_str("\"}");
 }
@@ -165,6 +169,16 @@ impl Proto {
         }
     }
 
+    /// Whether a frame is a push, from its first bytes alone (what [`Proto::classify`] calls
+    /// [`Incoming::Push`]).
+    pub fn is_push(self, text: &[u8]) -> bool {
+        match self {
+            Proto::Sente => text.starts_with(b"[[["),
+            Proto::Raw => text.starts_with(b"{\"ev\":"),
+            Proto::SocketIo => text.starts_with(b"42"),
+        }
+    }
+
     /// Classifies one incoming text frame (WS frame, or one packet of a poll response).
     pub fn classify(self, text: &str) -> Incoming {
         match self {
@@ -243,14 +257,55 @@ fn classify_socketio(text: &str) -> Incoming {
 
 /// Calls `f` with every event timestamp (`"t":<digits>`) found in a push frame.
 pub fn for_each_ts(text: &str, mut f: impl FnMut(u64)) {
-    const KEY: &str = "\"t\":";
-    let mut rest = text;
-    while let Some(i) = rest.find(KEY) {
-        rest = &rest[i + KEY.len()..];
-        if let Some(t) = leading_u64(rest) {
-            f(t);
+    // One pass from quote to quote (eight bytes at a time, so the padding inside strings
+    // is skipped fast); at every `"t":`, the digits that follow are parsed on the way
+    // (none, or more than fit a u64: skipped, as before).
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(q) = next_quote(b, i) {
+        i = q + 1;
+        if b.get(i..i + 3) != Some(b"t\":".as_slice()) {
+            continue;
+        }
+        i += 3;
+        let mut t: Option<u64> = Some(0);
+        let start = i;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            t = t
+                .and_then(|t| t.checked_mul(10))
+                .and_then(|t| t.checked_add(u64::from(d - b'0')));
+            i += 1;
+        }
+        if i > start {
+            if let Some(t) = t {
+                f(t);
+            }
         }
     }
+}
+
+/// The index of the first `"` in `b` at or after `from`: eight bytes at a time (the lowest
+/// byte flagged by the has-zero-byte trick is always a true match).
+fn next_quote(bytes: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = LO * b'"' as u64;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let diff = u64::from_le_bytes(word) ^ QUOTES;
+        let zeros = diff.wrapping_sub(LO) & !diff & HI;
+        if zeros != 0 {
+            return Some(at + (zeros.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes
+        .get(at..)?
+        .iter()
+        .position(|&c| c == b'"')
+        .map(|p| at + p)
 }
 
 /// Percent-encodes `s` for a URL query or a form body (everything but unreserved chars).
@@ -333,5 +388,26 @@ mod tests {
             },
         );
         assert_eq!(v, [5, 6]);
+        v.clear();
+        for_each_ts(
+            "\"t\":1 \"t\": 2 \"t\":99999999999999999999 \"\"t\":7\"t\":8\"",
+            |t| v.push(t),
+        );
+        assert_eq!(v, [1, 7, 8]);
+        // Quotes found at every offset of the eight-byte steps.
+        for pad in 0..20 {
+            let s = format!("{}\"t\":42,\"p\":\"{}\"", "y".repeat(pad), "x".repeat(pad));
+            v.clear();
+            for_each_ts(&s, |t| v.push(t));
+            assert_eq!(v, [42], "{s}");
+        }
+        for (p, frame) in [
+            (Proto::Sente, "[[[\":demo/tick\",{\"t\":1}]],null]"),
+            (Proto::Raw, "{\"ev\":\"tick\",\"t\":1}"),
+            (Proto::SocketIo, "42[\"tick\",{\"t\":1}]"),
+        ] {
+            assert!(p.is_push(frame.as_bytes()));
+            assert_eq!(p.classify(frame), Incoming::Push);
+        }
     }
 }
