@@ -93,6 +93,21 @@ pub(crate) struct FrameReader {
     max_message: usize,
 }
 
+/// Messages at least this large that arrive as one frame are unmasked in the read buffer and
+/// handed out from it ([`FrameReader::take_whole_frame`]); smaller ones are copied out.
+const IN_PLACE: usize = 4 * 1024;
+
+/// A frame's header, checked.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    /// The header's length (with the mask).
+    head: usize,
+    /// The frame's length.
+    total: usize,
+    mask: [u8; 4],
+}
+
 /// What one parse step found at the start of the bytes.
 enum Step {
     /// More bytes are needed: the frame's whole length once its header is known, else 0.
@@ -170,6 +185,9 @@ impl FrameReader {
 
     /// Parses the held bytes up to the first message; frees them once all are parsed.
     fn parse_held(&mut self) -> Result<Option<Incoming>, ReadError> {
+        if let Some(msg) = self.take_whole_frame()? {
+            return Ok(Some(msg));
+        }
         let mut at = 0;
         let mut found = None;
         let mut need = 0;
@@ -206,11 +224,12 @@ impl FrameReader {
         Ok(found)
     }
 
-    /// Parses one frame at the start of `b`, if it is whole.
-    fn step(&mut self, b: &[u8]) -> Result<Step, ReadError> {
+    /// The header of the frame at the start of `b`, checked; `Err(need)` while it is not
+    /// whole (`need`: the frame's whole length once known, else 0).
+    fn header(&self, b: &[u8]) -> Result<Result<Header, usize>, ReadError> {
         let proto = |why| Err(ReadError::Protocol(code::PROTOCOL, why));
         if b.len() < 2 {
-            return Ok(Step::More(0));
+            return Ok(Err(0));
         }
         let (b0, b1) = (b[0], b[1]);
         let fin = b0 & 0x80 != 0;
@@ -224,13 +243,13 @@ impl FrameReader {
         let (head, len) = match b1 & 0x7f {
             126 => {
                 let Some(l) = b.get(2..4) else {
-                    return Ok(Step::More(0));
+                    return Ok(Err(0));
                 };
                 (8, u64::from(u16::from_be_bytes([l[0], l[1]])))
             }
             127 => {
                 let Some(l) = b.get(2..10) else {
-                    return Ok(Step::More(0));
+                    return Ok(Err(0));
                 };
                 let mut n = [0u8; 8];
                 n.copy_from_slice(l);
@@ -251,10 +270,50 @@ impl FrameReader {
         }
         let total = head + len as usize;
         if b.len() < total {
-            return Ok(Step::More(total));
+            return Ok(Err(total));
         }
         let mut mask = [0u8; 4];
         mask.copy_from_slice(&b[head - 4..head]);
+        Ok(Ok(Header {
+            fin,
+            opcode,
+            head,
+            total,
+            mask,
+        }))
+    }
+
+    /// A large message in one frame that fills the held bytes exactly (how a large message
+    /// usually arrives): unmasked where it lies and handed out without a copy.
+    fn take_whole_frame(&mut self) -> Result<Option<Incoming>, ReadError> {
+        if self.partial.is_some() || self.held.len() < IN_PLACE {
+            return Ok(None);
+        }
+        let Ok(h) = self.header(&self.held)? else {
+            return Ok(None);
+        };
+        if !h.fin || h.total != self.held.len() || !matches!(h.opcode, OP_TEXT | OP_BINARY) {
+            return Ok(None);
+        }
+        let mut frame = std::mem::take(&mut self.held);
+        unmask(&mut frame[h.head..], h.mask);
+        let payload = Bytes::from(frame).slice(h.head..);
+        data(payload, h.opcode == OP_BINARY).map(Some)
+    }
+
+    /// Parses one frame at the start of `b`, if it is whole.
+    fn step(&mut self, b: &[u8]) -> Result<Step, ReadError> {
+        let proto = |why| Err(ReadError::Protocol(code::PROTOCOL, why));
+        let Header {
+            fin,
+            opcode,
+            head,
+            total,
+            mask,
+        } = match self.header(b)? {
+            Ok(h) => h,
+            Err(need) => return Ok(Step::More(need)),
+        };
         let payload = &b[head..total];
         let msg = match opcode {
             OP_TEXT | OP_BINARY => {
@@ -263,7 +322,7 @@ impl FrameReader {
                 }
                 let binary = opcode == OP_BINARY;
                 if fin {
-                    Some(data(unmasked(payload, mask), binary)?)
+                    Some(data(Bytes::from(unmasked(payload, mask)), binary)?)
                 } else {
                     let mut data = Vec::with_capacity(payload.len());
                     unmask_into(&mut data, payload, mask);
@@ -278,7 +337,7 @@ impl FrameReader {
                 unmask_into(&mut p.data, payload, mask);
                 if fin {
                     let p = self.partial.take().expect("checked above");
-                    Some(data(p.data, p.binary)?)
+                    Some(data(Bytes::from(p.data), p.binary)?)
                 } else {
                     None
                 }
@@ -303,14 +362,14 @@ fn room(need: usize) -> usize {
 const RESERVE_MAX: usize = 64 * 1024;
 
 /// A whole data message; text must be UTF-8.
-fn data(bytes: Vec<u8>, binary: bool) -> Result<Incoming, ReadError> {
+fn data(bytes: Bytes, binary: bool) -> Result<Incoming, ReadError> {
     if !binary && std::str::from_utf8(&bytes).is_err() {
         return Err(ReadError::Protocol(
             code::INVALID,
             "invalid UTF-8 in a text message",
         ));
     }
-    Ok(Incoming::Data(Bytes::from(bytes), binary))
+    Ok(Incoming::Data(bytes, binary))
 }
 
 /// A close frame's payload: nothing, or a code and a UTF-8 reason (RFC 6455 5.5.1).
@@ -345,12 +404,18 @@ fn unmasked(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     v
 }
 
-/// Appends `payload` unmasked (RFC 6455 5.3; the frame's first byte has the mask's first).
+/// Appends `payload` unmasked.
 fn unmask_into(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
     let start = out.len();
     out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
+}
+
+/// Unmasks a frame's payload where it lies (RFC 6455 5.3: the payload's first byte goes
+/// with the mask's first).
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
-    let mut chunks = out[start..].chunks_exact_mut(4);
+    let mut chunks = payload.chunks_exact_mut(4);
     for c in &mut chunks {
         let v = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) ^ word;
         c.copy_from_slice(&v.to_ne_bytes());
