@@ -388,8 +388,9 @@ fn close(payload: Vec<u8>) -> Result<Incoming, ReadError> {
                 ));
             }
             let c = u16::from_be_bytes([*a, *b]);
-            // Codes an endpoint may send (7.4.1, 7.4.2): 1000-1003, 1007-1011, 3000-4999.
-            if matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+            // Codes an endpoint may send (7.4.1 and the IANA registry): 1000-1003, 1007-1014,
+            // 3000-4999.
+            if matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999) {
                 Ok(Incoming::Close(Bytes::from(payload)))
             } else {
                 Err(ReadError::Protocol(code::PROTOCOL, "an invalid close code"))
