@@ -444,10 +444,10 @@ impl WsConn {
         }
     }
 
-    /// The rest of a [`WsConn::flush`] the socket did not take at once: a client that takes no
-    /// byte for `ws_write_timeout_ms` fails it (the time restarts whenever the socket takes
-    /// some), on the connection's one timer (the caller re-arms it for the keepalive
-    /// afterwards).
+    /// The rest of a [`WsConn::flush`] the socket did not take at once: each `FRAGMENT` bytes
+    /// (at most one frame) must be written within `ws_write_timeout_ms` (the time restarts
+    /// only then, so a client trickling its reads is dropped like a stalled one), on the
+    /// connection's one timer (the caller re-arms it for the keepalive afterwards).
     async fn flush_waiting<S>(
         &self,
         ws: &mut WsSocket<S>,
@@ -460,10 +460,10 @@ impl WsConn {
         loop {
             let before = ws.queued();
             timer.reset(Instant::now() + t);
-            // `Ok(true)`: all written; `Ok(false)`: the socket took some, the time restarts.
+            // `Ok(true)`: all written; `Ok(false)`: a fragment's worth written, the time restarts.
             let step = std::future::poll_fn(|cx| match ws.poll_drain(cx, true) {
                 Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
-                Poll::Pending if ws.queued() < before => Poll::Ready(Ok(false)),
+                Poll::Pending if before - ws.queued() >= FRAGMENT => Poll::Ready(Ok(false)),
                 Poll::Pending => Poll::Pending,
             });
             tokio::select! {

@@ -154,24 +154,10 @@ impl FrameReader {
                     return Poll::Ready(Ok(None));
                 }
                 // Nothing held: parse straight from the scratch buffer, keep only the rest.
-                let mut at = 0;
-                let mut found = None;
-                while at < read.len() {
-                    match self.step(&read[at..])? {
-                        Step::More(need) => {
-                            self.held.reserve(room(need));
-                            break;
-                        }
-                        Step::Frame(len, msg) => {
-                            at += len;
-                            if msg.is_some() {
-                                found = msg;
-                                break;
-                            }
-                        }
-                    }
-                }
+                let (at, found, need) = self.parse(read)?;
                 self.held.extend_from_slice(&read[at..]);
+                self.held
+                    .reserve(room(need).saturating_sub(self.held.len()));
                 Poll::Ready(Ok(found))
             });
             match got {
@@ -188,31 +174,10 @@ impl FrameReader {
         if let Some(msg) = self.take_whole_frame()? {
             return Ok(Some(msg));
         }
-        let mut at = 0;
-        let mut found = None;
-        let mut need = 0;
         let held = std::mem::take(&mut self.held);
-        let r = loop {
-            if at == held.len() {
-                break Ok(());
-            }
-            match self.step(&held[at..]) {
-                Err(e) => break Err(e),
-                Ok(Step::More(n)) => {
-                    need = n;
-                    break Ok(());
-                }
-                Ok(Step::Frame(len, msg)) => {
-                    at += len;
-                    if msg.is_some() {
-                        found = msg;
-                        break Ok(());
-                    }
-                }
-            }
-        };
+        let parsed = self.parse(&held);
         self.held = held;
-        r?;
+        let (at, found, need) = parsed?;
         if at == self.held.len() {
             // All parsed: give the memory back (an idle connection holds none).
             self.held = Vec::new();
@@ -222,6 +187,24 @@ impl FrameReader {
         self.held
             .reserve(room(need).saturating_sub(self.held.len()));
         Ok(found)
+    }
+
+    /// Parses whole frames from the start of `b` up to the first message: how many bytes were
+    /// parsed, the message, and what the next frame needs ([`Step::More`]).
+    fn parse(&mut self, b: &[u8]) -> Result<(usize, Option<Incoming>, usize), ReadError> {
+        let mut at = 0;
+        while at < b.len() {
+            match self.step(&b[at..])? {
+                Step::More(need) => return Ok((at, None, need)),
+                Step::Frame(len, msg) => {
+                    at += len;
+                    if msg.is_some() {
+                        return Ok((at, msg, 0));
+                    }
+                }
+            }
+        }
+        Ok((at, None, 0))
     }
 
     /// The header of the frame at the start of `b`, checked; `Err(need)` while it is not
