@@ -44,6 +44,9 @@ pub(crate) struct Gate {
     /// The branch's waker, made once: the branch's registrations see the same waker on every
     /// poll and keep it instead of cloning a new one.
     waker: Waker,
+    /// The task's waker as last registered in `flag.task`, while that registration still
+    /// holds: only the branch's waker firing uses it up, and that leaves the gate open.
+    registered: Option<Waker>,
 }
 
 impl Gate {
@@ -56,6 +59,7 @@ impl Gate {
         Gate {
             waker: Waker::from(flag.clone()),
             flag,
+            registered: None,
         }
     }
 
@@ -66,15 +70,27 @@ impl Gate {
 
     /// Polls the branch `f` with the gate's waker if the gate is open; `Pending` otherwise.
     pub(crate) fn poll<T>(
-        &self,
+        &mut self,
         cx: &mut Context<'_>,
         f: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        // Registered before the flag is read: a wake-up in between wakes the task again.
-        self.flag.task.register(cx.waker());
-        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+        // Registered before the flag is read: a wake-up in between wakes the task again. A
+        // registration still held (the gate stayed closed since) need not be made again.
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.flag.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        if !self.flag.woken.load(Ordering::Acquire)
+            || !self.flag.woken.swap(false, Ordering::AcqRel)
+        {
             return Poll::Pending;
         }
+        // The branch's waker may have fired and used the registration up.
+        self.registered = None;
         let r = f(&mut Context::from_waker(&self.waker));
         if r.is_ready() {
             self.open();
@@ -100,7 +116,7 @@ mod tests {
         let task = Arc::new(Count(AtomicUsize::new(0)));
         let task_waker = Waker::from(task.clone());
         let mut cx = Context::from_waker(&task_waker);
-        let gate = Gate::new();
+        let mut gate = Gate::new();
         let stored = std::cell::RefCell::<Option<Waker>>::default();
         let polls = std::cell::Cell::new(0);
         let branch = |cx: &mut Context<'_>| {
@@ -127,7 +143,7 @@ mod tests {
     fn a_ready_branch_is_polled_again() {
         let task_waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&task_waker);
-        let gate = Gate::new();
+        let mut gate = Gate::new();
         assert_eq!(gate.poll(&mut cx, |_| Poll::Ready(1)), Poll::Ready(1));
         assert_eq!(gate.poll(&mut cx, |_| Poll::Ready(2)), Poll::Ready(2));
     }

@@ -1,12 +1,11 @@
 //! The ordered send queue of one WebSocket connection: pushes from the registry, replies of
 //! its events and pongs, and the close, written by the connection's task only.
 
-use futures_util::task::AtomicWaker;
 use sente_proto::Envelope;
 use sente_proto::server::PushBatch;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// One item of a connection's ordered send queue.
 #[derive(Debug)]
@@ -28,9 +27,14 @@ struct OutQ {
     owed: usize,
     /// A close waiting for the owed replies (a draining server's).
     close_when_answered: Option<&'static str>,
-    /// The connection task is running and drains the queue before it waits again: a push
-    /// needs no wake-up (saves a spurious re-poll of the task per reply it sends itself).
+    /// The connection task is running, or was woken and has not drained the queue yet: a
+    /// push needs no wake-up (one wake-up per batch of pushes, none for the replies the task
+    /// queues itself).
     awake: bool,
+    /// The connection task's waker, kept under the same lock as the queue: a push checks and
+    /// wakes in the one critical section it takes anyway, and the task registers again only
+    /// when its waker changed.
+    waker: Option<Waker>,
 }
 
 /// The ordered send queue of one WebSocket connection, shared by the registry (pushes), the
@@ -39,15 +43,24 @@ struct OutQ {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     q: Mutex<OutQ>,
-    waker: AtomicWaker,
     limit: usize,
+}
+
+/// An item taken from the queue by [`Outbox::pop`].
+#[derive(Debug)]
+pub(crate) struct Popped {
+    pub(crate) out: Out,
+    /// Events queued before it was taken (for `sente_pending_sends`).
+    pub(crate) queued: usize,
+    /// Whether it was the last one: the caller need not ask again (a push after it wakes the
+    /// task).
+    pub(crate) last: bool,
 }
 
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
         Outbox {
             q: Mutex::new(OutQ::default()),
-            waker: AtomicWaker::new(),
             limit,
         }
     }
@@ -63,20 +76,20 @@ impl Outbox {
         if q.gone || q.overflow {
             return false;
         }
-        if weight > 0 && q.events + weight > self.limit {
+        let taken = !(weight > 0 && q.events + weight > self.limit);
+        if taken {
+            q.events += weight;
+            q.items.push_back(out);
+        } else {
             q.overflow = true;
-            drop(q);
-            self.waker.wake();
-            return false;
         }
-        q.events += weight;
-        q.items.push_back(out);
-        let wake = !q.awake;
-        drop(q);
-        if wake {
-            self.waker.wake();
+        if !q.awake {
+            q.awake = true;
+            if let Some(w) = &q.waker {
+                w.wake_by_ref();
+            }
         }
-        true
+        taken
     }
 
     /// Marks the connection task as running (see `OutQ::awake`). Only for code that the task
@@ -133,8 +146,8 @@ impl Outbox {
         self.push_close(reason);
     }
 
-    /// The next item, and how many events were queued before it was taken.
-    pub(crate) fn pop(&self) -> Option<(Out, usize)> {
+    /// The next item (see [`Popped`]).
+    pub(crate) fn pop(&self) -> Option<Popped> {
         let mut q = self.lock();
         let queued = q.events;
         let out = q.items.pop_front()?;
@@ -143,19 +156,25 @@ impl Outbox {
             Out::Reply(..) => 1,
             Out::Close(_) => 0,
         };
-        Some((out, queued))
+        Some(Popped {
+            out,
+            queued,
+            last: q.items.is_empty(),
+        })
     }
 
-    /// Ready when something is queued (or the queue overflowed).
+    /// Ready when something is queued (or the queue overflowed); otherwise registers the
+    /// task's waker for the next push.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.waker.register(cx.waker());
         let mut q = self.lock();
-        if q.items.is_empty() && !q.overflow {
-            q.awake = false;
-            Poll::Pending
-        } else {
-            Poll::Ready(())
+        if !q.items.is_empty() || q.overflow {
+            return Poll::Ready(());
         }
+        q.awake = false;
+        if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            q.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     pub(crate) fn overflowed(&self) -> bool {
@@ -167,5 +186,7 @@ impl Outbox {
         q.gone = true;
         q.items.clear();
         q.events = 0;
+        // The queue may outlive the task (a handler's reply holds it): not its waker.
+        q.waker = None;
     }
 }

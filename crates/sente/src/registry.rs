@@ -454,7 +454,8 @@ impl Registry {
                 h.record(b.len() as f64);
             }
         };
-        for action in core.take_actions() {
+        let mut actions = core.take_actions();
+        for action in actions.drain(..) {
             match action {
                 Action::WsDeliver { conn, batch, seq } => {
                     sample(&batch, &self.batch_sizes.0);
@@ -505,6 +506,7 @@ impl Registry {
                 } => self.wake(uid, client_id, conn),
             }
         }
+        core.recycle_actions(actions);
         for ev in core.take_events() {
             match ev {
                 CoreEvent::Presence { uid, ws, ajax } => {

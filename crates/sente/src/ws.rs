@@ -8,7 +8,7 @@ use crate::meters::Meters;
 use crate::metrics::Why;
 use crate::metrics::{ConnMetrics, Open};
 use crate::msg::{EventMsg, Reply};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::{Out, Outbox, Popped};
 use crate::registry::{ConnCtx, LiveGuard};
 use crate::request::ChskRequest;
 use crate::response::{ChskBody, plain, reject};
@@ -373,7 +373,10 @@ impl WsConn {
         max: usize,
     ) -> Result<(), &'static str> {
         let registry = self.shell.registry();
-        while let Some((out, queued)) = self.outbox.pop() {
+        let mut more = true;
+        while more && let Some(popped) = self.outbox.pop() {
+            let Popped { out, queued, last } = popped;
+            more = !last;
             if queued > self.peak {
                 self.peak = queued;
                 registry.pending_sends(queued);
@@ -531,7 +534,7 @@ impl WsConn {
         let mut inline: InlineRunner = self.shell.dispatcher.inline(self.client_id.clone());
         // Pushes wake this task far more often than the client writes: the read side is polled
         // only after its own waker fired (see `crate::gate`).
-        let read_gate = Gate::new();
+        let mut read_gate = Gate::new();
         loop {
             // Everything waiting, in order, written in as few syscalls as the socket allows.
             if let Err(reason) = self.queue_outbox(ws, &mut ka, max) {
@@ -556,8 +559,12 @@ impl WsConn {
             {
                 timer.reset(deadline);
             }
+            // Biased (no random start per poll), in an order where no branch starves another:
+            // the handlers' progress cannot stay ready without new reads; a read that stays
+            // ready is a client that is not idle (the timer only runs the keepalive); and the
+            // outbox, last, is drained at the top of every round whichever branch fired.
             tokio::select! {
-                () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
+                biased;
                 () = std::future::poll_fn(|cx| inline.poll_progress(cx)), if inline.is_busy() => {}
                 frame = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| ws.poll_next(cx))), if inline.has_room() => {
                     let msg = match frame {
@@ -605,6 +612,7 @@ impl WsConn {
                         None => {}
                     }
                 }
+                () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
             }
         }
     }

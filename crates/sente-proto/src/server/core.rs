@@ -819,6 +819,10 @@ enum Timer {
     LogExpiry(Uid),
 }
 
+/// The most actions whose list [`Core::recycle_actions`] keeps for the next round (a few hundred
+/// KiB per core at most; a broadcast to more connections grows a list of its own).
+pub const RECYCLED_ACTIONS: usize = 8192;
+
 /// The server core, generic over the IO layer's WebSocket handle `W` (cloned into actions), Ajax
 /// poll responder `A` (moved into the action that answers it) and per-client context `C` (handed
 /// back with uidport events, e.g. the request that opened the connection).
@@ -831,6 +835,8 @@ pub struct Core<W, A, C> {
     seq: u64,
     next_conn: u64,
     actions: Vec<Action<W, A>>,
+    /// An emptied action list kept for the next round (see [`Core::recycle_actions`]).
+    spare_actions: Vec<Action<W, A>>,
     events: Vec<CoreEvent<C>>,
     /// The replay logs of uids with resuming clients (see [`super::replay`]).
     logs: HashMap<Uid, ReplayLog>,
@@ -899,6 +905,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             seq: 0,
             next_conn: 1,
             actions: Vec::new(),
+            spare_actions: Vec::new(),
             events: Vec::new(),
             logs: HashMap::default(),
             epoch_seed: 0,
@@ -1018,9 +1025,21 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         &self.cfg
     }
 
-    /// Actions to execute now, in order.
+    /// Actions to execute now, in order. Give the emptied list back with
+    /// [`Core::recycle_actions`] so the next round does not grow a new one (a broadcast
+    /// makes an action per connection).
     pub fn take_actions(&mut self) -> Vec<Action<W, A>> {
-        std::mem::take(&mut self.actions)
+        let spare = std::mem::take(&mut self.spare_actions);
+        std::mem::replace(&mut self.actions, spare)
+    }
+
+    /// Keeps `list`, emptied, for the actions of a later round (at most
+    /// [`RECYCLED_ACTIONS`] entries' worth of memory).
+    pub fn recycle_actions(&mut self, mut list: Vec<Action<W, A>>) {
+        list.clear();
+        if list.capacity() <= RECYCLED_ACTIONS && list.capacity() > self.spare_actions.capacity() {
+            self.spare_actions = list;
+        }
     }
 
     /// Events for the application, in order.

@@ -27,7 +27,7 @@ mod shards;
 pub use batch::{PackedBytes, PushBatch, estimate_event_size, estimate_size};
 pub use core::{
     Action, ConnId, ConnectError, Core, CoreConfig, CoreEvent, MailboxResume, PollAnswer,
-    SendError, SeqCheck, Transport, WakeDone,
+    RECYCLED_ACTIONS, SendError, SeqCheck, Transport, WakeDone,
 };
 pub use keepalive::{Keepalive, KeepaliveAction};
 pub use limits::ServerLimits;
