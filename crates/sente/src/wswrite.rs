@@ -64,6 +64,15 @@ impl Frame {
     fn len(&self) -> usize {
         usize::from(self.head_len) + self.payload.len()
     }
+
+    /// What is left of the header and the payload once `sent` bytes of the frame were written.
+    fn unwritten(&self, sent: usize) -> (&[u8], &[u8]) {
+        let head = self.head();
+        match sent.checked_sub(head.len()) {
+            None => (&head[sent..], &self.payload[..]),
+            Some(into) => (&[], &self.payload[into..]),
+        }
+    }
 }
 
 /// The frames a connection wrote and the socket has not taken yet, in order. The first frame
@@ -181,27 +190,35 @@ impl FrameQueue {
         io: &mut S,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        let vectored = io.is_write_vectored();
         while !self.is_empty() {
-            let written = if io.is_write_vectored() {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let n = self.slices(&mut slices);
-                std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?
-            } else {
-                // One write of the first bytes (copied), not one per header and payload.
-                let mut stage = [0u8; STAGE];
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let n = self.slices(&mut slices);
-                let mut filled = 0;
-                for s in &slices[..n] {
-                    let take = s.len().min(STAGE - filled);
-                    stage[filled..filled + take].copy_from_slice(&s[..take]);
-                    filled += take;
-                    if filled == STAGE {
-                        break;
+            let written =
+                if let (Some(f), true, true) = (&self.front, self.rest.is_empty(), vectored) {
+                    // One frame queued (a push, a reply: the common case): its header and payload
+                    // from where the last write stopped, without building the general slice list.
+                    let (head, payload) = f.unwritten(self.sent);
+                    let parts = [IoSlice::new(head), IoSlice::new(payload)];
+                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &parts))?
+                } else if vectored {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let n = self.slices(&mut slices);
+                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?
+                } else {
+                    // One write of the first bytes (copied), not one per header and payload.
+                    let mut stage = [0u8; STAGE];
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let n = self.slices(&mut slices);
+                    let mut filled = 0;
+                    for s in &slices[..n] {
+                        let take = s.len().min(STAGE - filled);
+                        stage[filled..filled + take].copy_from_slice(&s[..take]);
+                        filled += take;
+                        if filled == STAGE {
+                            break;
+                        }
                     }
-                }
-                std::task::ready!(Pin::new(&mut *io).poll_write(cx, &stage[..filled]))?
-            };
+                    std::task::ready!(Pin::new(&mut *io).poll_write(cx, &stage[..filled]))?
+                };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -277,5 +294,20 @@ mod tests {
             "last fragment: a continuation with FIN"
         );
         assert_eq!(last.1.len(), 20_000 - 16 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_single_frame_through_a_pipe_of_three_bytes() {
+        // The one-frame path: the 10-byte header and the payload written a few bytes at a time.
+        let (mut writer, mut reader_io) = tokio::io::duplex(3);
+        let reader = tokio::spawn(async move { read_frame(&mut reader_io).await });
+        let mut queue = FrameQueue::default();
+        let payload: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        queue.message(&Bytes::from(payload.clone()), true, 1 << 20);
+        std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx))
+            .await
+            .unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(reader.await.unwrap(), (FIN | OP_BINARY, payload));
     }
 }
