@@ -358,9 +358,9 @@ impl WsConn {
 
     /// Queues `p` in the connection's write queue (fragments of at most `FRAGMENT` bytes
     /// sharing the packed bytes); [`WsConn::flush`] writes it.
-    fn queue<S>(&self, ws: &mut WsSocket<S>, p: &PackedBytes) {
+    fn queue<S>(&self, ws: &mut WsSocket<S>, p: PackedBytes) {
         self.metrics.bytes_out.increment(p.bytes.len() as u64);
-        ws.out().message(&p.bytes, p.binary, FRAGMENT);
+        ws.out().message(p.bytes, p.binary, FRAGMENT);
     }
 
     /// Packs and queues everything waiting in the connection's outbox, in order: pushes (with
@@ -399,7 +399,7 @@ impl WsConn {
                         if let Some(seq) = seq
                             && let Ok(marker) = message::seq_marker(seq, &*self.packer)
                         {
-                            self.queue(ws, &marker);
+                            self.queue(ws, marker);
                         }
                         self.metrics.batch_sent(b.len());
                         p
@@ -423,7 +423,7 @@ impl WsConn {
                 },
                 Out::Close(reason) => return Err(reason),
             };
-            self.queue(ws, &packed);
+            self.queue(ws, packed);
         }
         Ok(())
     }
@@ -522,7 +522,7 @@ impl WsConn {
         };
         // Sent once: not kept for the connection's lifetime.
         if let Some(handshake) = self.handshake.take() {
-            self.queue(ws, &handshake);
+            self.queue(ws, *handshake);
         }
         let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
         let timing = self.shell.timing;
@@ -601,7 +601,7 @@ impl WsConn {
                         Some(KeepaliveAction::Ping) => {
                             // Written at the top of the loop.
                             match message::ws_ping(&*self.packer) {
-                                Ok(p) => self.queue(ws, &p),
+                                Ok(p) => self.queue(ws, p),
                                 Err(e) => tracing::warn!(error = %e, "ping could not be packed"),
                             }
                         }

@@ -113,7 +113,14 @@ impl FrameQueue {
     /// Queues one data message as frames of at most `fragment` payload bytes (the first with
     /// the message's opcode, the others continuations; clients reassemble them). The frames
     /// share the message's bytes.
-    pub(crate) fn message(&mut self, bytes: &Bytes, binary: bool, fragment: usize) {
+    pub(crate) fn message(&mut self, bytes: Bytes, binary: bool, fragment: usize) {
+        if bytes.len() <= fragment {
+            // One frame (most messages): the bytes moved in, not sliced.
+            let op = if binary { OP_BINARY } else { OP_TEXT };
+            self.push(Frame::new(op, true, bytes));
+            return;
+        }
+        let bytes = &bytes;
         let mut at = 0;
         loop {
             at = self.fragment(bytes, binary, at, fragment);
@@ -270,10 +277,10 @@ mod tests {
         });
         let mut queue = FrameQueue::default();
         for (i, n) in sizes.iter().enumerate() {
-            queue.message(&Bytes::from(vec![i as u8; *n]), i % 2 == 1, 1 << 20);
+            queue.message(Bytes::from(vec![i as u8; *n]), i % 2 == 1, 1 << 20);
         }
         // A large message in fragments.
-        queue.message(&Bytes::from(vec![9u8; 20_000]), false, 16 * 1024);
+        queue.message(Bytes::from(vec![9u8; 20_000]), false, 16 * 1024);
         std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx))
             .await
             .unwrap();
@@ -303,7 +310,7 @@ mod tests {
         let reader = tokio::spawn(async move { read_frame(&mut reader_io).await });
         let mut queue = FrameQueue::default();
         let payload: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
-        queue.message(&Bytes::from(payload.clone()), true, 1 << 20);
+        queue.message(Bytes::from(payload.clone()), true, 1 << 20);
         std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx))
             .await
             .unwrap();

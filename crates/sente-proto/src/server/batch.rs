@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug)]
 pub struct PushBatch {
     events: Vec<Arc<Event>>,
-    /// Packed forms, keyed by packer (address) and marker number.
+    /// The first packed form made: what every connection of a fan-out asks for (one packer,
+    /// no marker), read without a lock.
+    first: OnceLock<Packing>,
+    /// The other packed forms, keyed by packer (address) and marker number.
     cache: Mutex<Vec<Packing>>,
     /// The batch as clients offloading large events get it (made once, see
     /// [`PushBatch::offloaded`]).
@@ -56,6 +59,7 @@ impl PushBatch {
     pub fn new(events: Vec<Arc<Event>>) -> Self {
         PushBatch {
             events,
+            first: OnceLock::new(),
             cache: Mutex::new(Vec::new()),
             offloaded: OnceLock::new(),
         }
@@ -114,11 +118,21 @@ impl PushBatch {
         seq: Option<u64>,
     ) -> Result<PackedBytes, PackError> {
         let key = std::ptr::from_ref(packer).cast::<()>() as usize;
+        let hit = |p: &&Packing| p.0 == key && p.1 == seq;
+        if let Some((_, _, r)) = self.first.get().filter(hit) {
+            return r.clone();
+        }
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, _, r)) = cache.iter().find(|(k, n, _)| *k == key && *n == seq) {
+        // Made while this caller waited for the lock?
+        if let Some((_, _, r)) = self
+            .first
+            .get()
+            .filter(hit)
+            .or_else(|| cache.iter().find(hit))
+        {
             return r.clone();
         }
         let marker = seq.map(super::replay::seq_marker);
@@ -136,7 +150,10 @@ impl PushBatch {
                 }
             });
         let result = result.map(PackedBytes::from);
-        cache.push((key, seq, result.clone()));
+        // Set under the lock: only one caller makes a packing, and only the first goes there.
+        if let Err(packing) = self.first.set((key, seq, result.clone())) {
+            cache.push(packing);
+        }
         result
     }
 }

@@ -514,16 +514,15 @@ struct Push<'a> {
 /// left, the window timers to set, what the flushes of due batches left.
 #[derive(Default)]
 struct Pushed {
-    full: [Option<Flushed>; 2],
+    full: [Option<Box<Flushed>>; 2],
     windows: [Option<u64>; 2],
-    due: [Option<Flushed>; 2],
+    due: [Option<Box<Flushed>>; 2],
 }
 
 impl Pushed {
     fn is_empty(&self) -> bool {
-        let flushed = |f: &Option<Flushed>| f.as_ref().is_none_or(Flushed::is_empty);
-        self.full.iter().all(flushed)
-            && self.due.iter().all(flushed)
+        self.full.iter().all(Option::is_none)
+            && self.due.iter().all(Option::is_none)
             && self.windows.iter().all(Option::is_none)
     }
 }
@@ -546,7 +545,7 @@ fn push_state<W: Clone, A, C>(
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         let b = s.buf(t);
         if !b.events.is_empty() && b.bytes + push.estimate > max_bytes {
-            left.full[i] = Some(flush_state(s, uid, t, now, Some(&mut *round), cfg, actions));
+            left.full[i] = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions);
         }
     }
     let mut due = [false; 2];
@@ -576,7 +575,7 @@ fn push_state<W: Clone, A, C>(
     }
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         if due[i] {
-            left.due[i] = Some(flush_state(s, uid, t, now, Some(&mut *round), cfg, actions));
+            left.due[i] = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions);
         }
     }
     left
@@ -590,8 +589,10 @@ struct Flushed {
 }
 
 impl Flushed {
-    fn is_empty(&self) -> bool {
-        self.timers.is_empty() && self.dropped.is_empty()
+    /// What a flush leaves, made on first use: most flushes leave nothing, and a [`Pushed`]
+    /// made once per uid of a broadcast stays small, cheap to return, check and drop.
+    fn at(left: &mut Option<Box<Flushed>>) -> &mut Flushed {
+        left.get_or_insert_with(Box::default)
     }
 }
 
@@ -606,10 +607,10 @@ fn flush_state<W: Clone, A, C>(
     round: Option<&mut Round>,
     cfg: &CoreConfig,
     actions: &mut Vec<Action<W, A>>,
-) -> Flushed {
+) -> Option<Box<Flushed>> {
     let limit = cfg.limits.max_pending_events_per_client;
     let grace = cfg.ms_allow_reconnect_before_close_ajax;
-    let mut left = Flushed::default();
+    let mut left = None;
     let buf = s.buf(t);
     buf.deadline = None;
     buf.bytes = 0;
@@ -634,7 +635,7 @@ fn flush_state<W: Clone, A, C>(
                     WsState::Closed if e.resume => {}
                     WsState::Closed => {
                         if !e.queue.push(batch.clone(), None, limit) {
-                            left.dropped.push(cid.clone());
+                            Flushed::at(&mut left).dropped.push(cid.clone());
                         }
                     }
                 }
@@ -650,12 +651,12 @@ fn flush_state<W: Clone, A, C>(
             for (cid, e) in s.ajax.iter_mut() {
                 let seq = if e.resume { seq } else { None };
                 if e.answer_held(uid, cid, actions, || PollAnswer::of(batch.clone(), seq)) {
-                    left.timers.push((
+                    Flushed::at(&mut left).timers.push((
                         now + grace,
                         Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
                     ));
                 } else if !e.queue.push(batch.clone(), seq, limit) {
-                    left.dropped.push(cid.clone());
+                    Flushed::at(&mut left).dropped.push(cid.clone());
                 }
             }
         }
@@ -2051,7 +2052,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     fn after_push(&mut self, uid: &Uid, now: u64, left: Pushed) {
         for (t, f) in TRANSPORTS.into_iter().zip(left.full) {
             if let Some(f) = f {
-                self.after_flush(uid, t, now, f);
+                self.after_flush(uid, t, now, *f);
             }
         }
         for (t, at) in TRANSPORTS.into_iter().zip(left.windows) {
@@ -2061,7 +2062,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         for (t, f) in TRANSPORTS.into_iter().zip(left.due) {
             if let Some(f) = f {
-                self.after_flush(uid, t, now, f);
+                self.after_flush(uid, t, now, *f);
             }
         }
     }
@@ -2332,8 +2333,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
-        let left = flush_state(s, uid, t, now, round, &self.cfg, &mut self.actions);
-        self.after_flush(uid, t, now, left);
+        if let Some(left) = flush_state(s, uid, t, now, round, &self.cfg, &mut self.actions) {
+            self.after_flush(uid, t, now, *left);
+        }
     }
 
     /// What a flush left to do once the uid's state is no longer borrowed.
