@@ -4,6 +4,7 @@
 use sente_proto::Envelope;
 use sente_proto::server::PushBatch;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -21,7 +22,6 @@ pub(crate) enum Out {
 struct OutQ {
     items: VecDeque<Out>,
     events: usize,
-    overflow: bool,
     gone: bool,
     /// Replies owed by the handlers of this connection's events (see [`Outbox::owe`]).
     owed: usize,
@@ -43,6 +43,9 @@ struct OutQ {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     q: Mutex<OutQ>,
+    /// Set (under the lock) when a push found the queue full; read without it by the task
+    /// after every round of writes.
+    overflow: AtomicBool,
     limit: usize,
 }
 
@@ -61,6 +64,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Self {
         Outbox {
             q: Mutex::new(OutQ::default()),
+            overflow: AtomicBool::new(false),
             limit,
         }
     }
@@ -73,7 +77,7 @@ impl Outbox {
 
     fn push(&self, out: Out, weight: usize) -> bool {
         let mut q = self.lock();
-        if q.gone || q.overflow {
+        if q.gone || self.overflowed() {
             return false;
         }
         let taken = !(weight > 0 && q.events + weight > self.limit);
@@ -81,7 +85,7 @@ impl Outbox {
             q.events += weight;
             q.items.push_back(out);
         } else {
-            q.overflow = true;
+            self.overflow.store(true, Ordering::Release);
         }
         if !q.awake {
             q.awake = true;
@@ -167,7 +171,7 @@ impl Outbox {
     /// task's waker for the next push.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut q = self.lock();
-        if !q.items.is_empty() || q.overflow {
+        if !q.items.is_empty() || self.overflowed() {
             return Poll::Ready(());
         }
         q.awake = false;
@@ -178,7 +182,7 @@ impl Outbox {
     }
 
     pub(crate) fn overflowed(&self) -> bool {
-        self.lock().overflow
+        self.overflow.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_gone(&self) {
