@@ -302,7 +302,9 @@ impl ClientMsg {
 }
 
 /// What a client received from the server over a WebSocket or an Ajax poll, classified.
+/// Non-exhaustive: protocol extensions add kinds of messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServerMsg {
     /// `[:chsk/handshake [uid nil handshake-data]]` (2 or 3 data elements accepted).
     Handshake {
