@@ -32,8 +32,7 @@ struct OutQ {
     /// queues itself).
     awake: bool,
     /// The connection task's waker, kept under the same lock as the queue: a push checks and
-    /// wakes in the one critical section it takes anyway, and the task registers again only
-    /// when its waker changed.
+    /// takes it in the one critical section it takes anyway (and wakes the task after it).
     waker: Option<Waker>,
 }
 
@@ -87,11 +86,16 @@ impl Outbox {
         } else {
             self.overflow.store(true, Ordering::Release);
         }
-        if !q.awake {
+        // Woken after the lock is let go: a waker may run code that takes it.
+        let waker = if q.awake {
+            None
+        } else {
             q.awake = true;
-            if let Some(w) = &q.waker {
-                w.wake_by_ref();
-            }
+            q.waker.take()
+        };
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
         }
         taken
     }
@@ -175,8 +179,9 @@ impl Outbox {
             return Poll::Ready(());
         }
         q.awake = false;
-        if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            q.waker = Some(cx.waker().clone());
+        match &mut q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
         }
         Poll::Pending
     }
