@@ -72,6 +72,17 @@ pub(crate) fn handshake_key(parts: &http::request::Parts) -> Result<HeaderValue,
     }
 }
 
+/// The `Sec-WebSocket-Accept` answer to a handshake's `Sec-WebSocket-Key` (RFC 6455 4.2.2):
+/// the base64 of the SHA-1 of the key followed by the protocol's GUID.
+fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
 /// How the service runs a WebSocket it accepted.
 pub(crate) enum Upgrade {
     /// hyper's upgrade: the service spawns the connection task itself.
@@ -262,7 +273,7 @@ pub(crate) fn accept(
     };
     crate::metrics::handshake(Transport::Ws);
     tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key.as_bytes());
     let task = WsConn {
         _live: registry.live(),
         shell,
@@ -671,4 +682,16 @@ where
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_of_the_rfc_example() {
+        // RFC 6455 1.3.
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 }
