@@ -25,6 +25,16 @@ const STAGE: usize = 4096;
 
 const FIN: u8 = 0x80;
 
+/// The opcode of a data message's frame: the message's own on its first frame, a
+/// continuation on the others.
+fn data_opcode(binary: bool, first: bool) -> u8 {
+    match (first, binary) {
+        (true, true) => OP_BINARY,
+        (true, false) => OP_TEXT,
+        (false, _) => OP_CONTINUE,
+    }
+}
+
 /// One queued frame: its header and payload.
 #[derive(Debug)]
 struct Frame {
@@ -116,8 +126,7 @@ impl FrameQueue {
     pub(crate) fn message(&mut self, bytes: Bytes, binary: bool, fragment: usize) {
         if bytes.len() <= fragment {
             // One frame (most messages): the bytes moved in, not sliced.
-            let op = if binary { OP_BINARY } else { OP_TEXT };
-            self.push(Frame::new(op, true, bytes));
+            self.push(Frame::new(data_opcode(binary, true), true, bytes));
             return;
         }
         let bytes = &bytes;
@@ -136,11 +145,7 @@ impl FrameQueue {
     fn fragment(&mut self, msg: &Bytes, binary: bool, start: usize, fragment: usize) -> usize {
         let len = msg.len();
         let end = start.saturating_add(fragment.max(1)).min(len);
-        let op = match (start, binary) {
-            (0, true) => OP_BINARY,
-            (0, false) => OP_TEXT,
-            _ => OP_CONTINUE,
-        };
+        let op = data_opcode(binary, start == 0);
         self.push(Frame::new(op, end == len, msg.slice(start..end)));
         end
     }
@@ -171,16 +176,15 @@ impl FrameQueue {
 
     /// The queued bytes from the first unwritten one, as slices (at most `MAX_SLICES`).
     fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        let front = self.front.iter().map(|f| f.unwritten(self.sent));
+        let rest = self.rest.iter().map(|f| f.unwritten(0));
         let mut n = 0;
-        let mut skip = self.sent;
-        for f in self.front.iter().chain(&self.rest) {
-            for part in [f.head(), &f.payload[..]] {
-                if skip >= part.len() {
-                    skip -= part.len();
+        for (head, payload) in front.chain(rest) {
+            for part in [head, payload] {
+                if part.is_empty() {
                     continue;
                 }
-                out[n] = IoSlice::new(&part[skip..]);
-                skip = 0;
+                out[n] = IoSlice::new(part);
                 n += 1;
                 if n == MAX_SLICES {
                     return n;
