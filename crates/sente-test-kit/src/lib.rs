@@ -19,9 +19,10 @@
 //! use sente_test_kit::{Matrix, RustClient, run_matrix};
 //! use std::sync::Arc;
 //!
-//! # async fn demo() {
+//! # async fn demo() -> Result<(), sente_test_kit::Failed> {
 //! let report = run_matrix(Arc::new(RustClient), &Matrix::default()).await;
-//! report.assert_ok();
+//! report.check()?;
+//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -38,8 +39,9 @@ pub use example_check::check_echo_example;
 pub use proxy::Proxy;
 pub use rust_client::RustClient;
 pub use scenario::{
-    BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failure, Matrix, OPEN_TIMEOUT,
-    REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get, wait_event,
+    BoxFut, ClientFactory, ClientSpec, ClientUnderTest, Combo, Ctx, Failed, Failure, Matrix,
+    OPEN_TIMEOUT, REQUEST_TIMEOUT, Report, Scenario, run_matrix, run_one, scenarios, state_get,
+    wait_event,
 };
 pub use server::{Adapter, CSRF_TOKEN, ServerLog, ServerOptions, TestServer, cors};
 

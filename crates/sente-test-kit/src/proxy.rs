@@ -4,6 +4,7 @@
 //! connections over several upstreams (cluster nodes), skipping the ones that refuse.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,21 +22,34 @@ struct ProxyState {
 
 /// Set while the proxy loses everything in both directions (see [`Proxy::blackhole`]).
 #[derive(Debug, Default)]
-struct Blackhole(std::sync::atomic::AtomicBool);
+struct Blackhole(AtomicBool);
+
+/// How many times the proxy cut its connections. A connection forwards nothing once the count
+/// moved past the one it was accepted under: aborting its task takes effect only at the task's
+/// next poll, and a connection accepted just before a cut may not be registered for the abort
+/// yet, so without this a request sent right after a cut could still reach the old upstream.
+#[derive(Debug, Default)]
+struct Cuts(AtomicU64);
+
+impl Cuts {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// A shared downstream link of limited bandwidth (see [`Proxy::limit_rate`]): each chunk
 /// books the link for `len / rate` after the chunks booked before it.
 #[derive(Debug, Default)]
 struct Link {
     /// Bytes per second (0: unlimited).
-    rate: std::sync::atomic::AtomicU64,
+    rate: AtomicU64,
     free_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Link {
     /// Waits until a chunk of `n` bytes has crossed the link.
     async fn cross(&self, n: usize) {
-        let rate = self.rate.load(std::sync::atomic::Ordering::Relaxed);
+        let rate = self.rate.load(Ordering::Relaxed);
         if rate == 0 {
             return;
         }
@@ -58,6 +72,7 @@ pub struct Proxy {
     state: Arc<Mutex<ProxyState>>,
     blackhole: Arc<Blackhole>,
     link: Arc<Link>,
+    cuts: Arc<Cuts>,
     accept: JoinHandle<()>,
 }
 
@@ -90,10 +105,18 @@ impl Proxy {
         let bh = blackhole.clone();
         let link = Arc::new(Link::default());
         let ln = link.clone();
+        let cuts = Arc::new(Cuts::default());
+        let cu = cuts.clone();
         let accept = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let st2 = st.clone();
-                let task = tokio::spawn(handle(sock, st2, bh.clone(), ln.clone()));
+                let born = cu.now();
+                let conn = Conn {
+                    blackhole: bh.clone(),
+                    link: ln.clone(),
+                    cuts: cu.clone(),
+                    born,
+                };
+                let task = tokio::spawn(handle(sock, st.clone(), conn));
                 let mut s = lock(&st);
                 s.conns.retain(|h| !h.is_finished());
                 s.conns.push(task.abort_handle());
@@ -104,6 +127,7 @@ impl Proxy {
             state,
             blackhole,
             link,
+            cuts,
             accept,
         })
     }
@@ -121,6 +145,7 @@ impl Proxy {
     /// Cuts every open connection and refuses new ones until [`Proxy::set_target`].
     pub fn cut(&self) {
         let mut s = lock(&self.state);
+        self.cuts.0.fetch_add(1, Ordering::SeqCst);
         s.targets.clear();
         for c in s.conns.drain(..) {
             c.abort();
@@ -129,7 +154,9 @@ impl Proxy {
 
     /// Cuts every open connection; new ones are forwarded as before (a network blip).
     pub fn drop_connections(&self) {
-        for c in lock(&self.state).conns.drain(..) {
+        let mut s = lock(&self.state);
+        self.cuts.0.fetch_add(1, Ordering::SeqCst);
+        for c in s.conns.drain(..) {
             c.abort();
         }
     }
@@ -139,18 +166,15 @@ impl Proxy {
     /// without either end noticing (a half-open connection). New connections are forwarded as
     /// usual.
     pub fn blackhole(&self, on: bool) {
-        self.blackhole
-            .0
-            .store(on, std::sync::atomic::Ordering::SeqCst);
+        self.blackhole.0.store(on, Ordering::SeqCst);
     }
 
     /// Limits what flows to the clients, all connections together, to `bytes_per_sec` (a slow
     /// shared downlink; `None`: unlimited, the default). Chunks of up to 16 KiB take turns.
     pub fn limit_rate(&self, bytes_per_sec: Option<u64>) {
-        self.link.rate.store(
-            bytes_per_sec.unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.link
+            .rate
+            .store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Forwards new connections to `target`.
@@ -172,12 +196,23 @@ impl Drop for Proxy {
     }
 }
 
-async fn handle(
-    mut client: TcpStream,
-    state: Arc<Mutex<ProxyState>>,
+/// What a proxied connection shares with the proxy.
+struct Conn {
     blackhole: Arc<Blackhole>,
     link: Arc<Link>,
-) {
+    cuts: Arc<Cuts>,
+    /// [`Cuts`] when the connection was accepted.
+    born: u64,
+}
+
+impl Conn {
+    /// The proxy cut its connections since this one was accepted.
+    fn is_cut(&self) -> bool {
+        self.cuts.now() != self.born
+    }
+}
+
+async fn handle(mut client: TcpStream, state: Arc<Mutex<ProxyState>>, conn: Conn) {
     // Read the first request head to spot WebSocket upgrades.
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
@@ -224,24 +259,24 @@ async fn handle(
     let Some(mut upstream) = upstream else {
         return;
     };
-    if upstream.write_all(&head).await.is_err() {
+    if conn.is_cut() || upstream.write_all(&head).await.is_err() {
         return;
     }
     let (client_rd, client_wr) = client.into_split();
     let (upstream_rd, upstream_wr) = upstream.into_split();
     tokio::select! {
-        () = pump(client_rd, upstream_wr, &blackhole, None) => {}
-        () = pump(upstream_rd, client_wr, &blackhole, Some(&link)) => {}
+        () = pump(client_rd, upstream_wr, &conn, false) => {}
+        () = pump(upstream_rd, client_wr, &conn, true) => {}
     }
 }
 
-/// Copies `from` to `to` until either ends, throwing the bytes away while the blackhole is on,
-/// through `link` when given (the downstream direction).
+/// Copies `from` to `to` until either ends or the proxy cuts the connection, throwing the
+/// bytes away while the blackhole is on, through the shared link `downstream`.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    blackhole: &Blackhole,
-    link: Option<&Link>,
+    conn: &Conn,
+    downstream: bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -249,13 +284,13 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if blackhole.0.load(std::sync::atomic::Ordering::SeqCst) {
+        if conn.blackhole.0.load(Ordering::SeqCst) {
             continue;
         }
-        if let Some(link) = link {
-            link.cross(n).await;
+        if downstream {
+            conn.link.cross(n).await;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        if conn.is_cut() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }

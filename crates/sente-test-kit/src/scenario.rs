@@ -812,21 +812,39 @@ pub struct Report {
 }
 
 impl Report {
-    /// Panics listing every failure (for `#[test]`s).
-    pub fn assert_ok(&self) {
-        assert!(
-            self.failures.is_empty(),
+    /// `Ok(passed)`, or every failure listed: a `#[test]` returning this result prints the list
+    /// as its last words, where a panic would bury it above a backtrace.
+    pub fn check(&self) -> Result<usize, Failed> {
+        if self.failures.is_empty() {
+            return Ok(self.passed);
+        }
+        let list = self.failures.iter().map(ToString::to_string);
+        Err(Failed(format!(
             "{} passed, {} failed:\n{}",
             self.passed,
             self.failures.len(),
-            self.failures
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+            list.collect::<Vec<_>>().join("\n")
+        )))
     }
 }
+
+/// The failures of a matrix run, as text; its `Debug` is that text verbatim (a test's
+/// `Error: ...` line), newlines included.
+pub struct Failed(pub String);
+
+impl fmt::Debug for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 

@@ -10,7 +10,7 @@
 //! `SENTE_PACKERS=edn,transit,json,msgpack,edn+gzip,msgpack+gzip` (the full matrix) narrow or
 //! widen it.
 
-use sente_test_kit::{Adapter, Matrix, RustClient, run_matrix};
+use sente_test_kit::{Adapter, Failed, Matrix, RustClient, run_matrix};
 use std::sync::Arc;
 
 fn matrix_from_env() -> Matrix {
@@ -35,7 +35,7 @@ fn matrix_from_env() -> Matrix {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adapter_conformance() {
+async fn adapter_conformance() -> Result<(), Failed> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let matrix = matrix_from_env();
     let report = run_matrix(Arc::new(RustClient), &matrix).await;
@@ -43,5 +43,5 @@ async fn adapter_conformance() {
         "{} scenario runs passed on {:?}",
         report.passed, matrix.adapters
     );
-    report.assert_ok();
+    report.check().map(drop)
 }

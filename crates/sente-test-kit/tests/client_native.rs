@@ -1,7 +1,7 @@
 //! The conformance matrix for the native Rust client: every scenario x transport x packer
 //! against the axum-mounted server.
 
-use sente_test_kit::{Matrix, RustClient, run_matrix};
+use sente_test_kit::{Failed, Matrix, RustClient, run_matrix};
 use std::sync::Arc;
 
 fn matrix_from_env() -> Matrix {
@@ -16,9 +16,9 @@ fn matrix_from_env() -> Matrix {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_client_conformance() {
+async fn native_client_conformance() -> Result<(), Failed> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let report = run_matrix(Arc::new(RustClient), &matrix_from_env()).await;
     println!("{} scenario runs passed", report.passed);
-    report.assert_ok();
+    report.check().map(drop)
 }
