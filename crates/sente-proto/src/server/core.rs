@@ -510,20 +510,27 @@ struct Push<'a> {
     seq: Option<u64>,
 }
 
-/// What [`push_state`] leaves to its caller, in this order: what the flushes of full batches
-/// left, the window timers to set, what the flushes of due batches left.
+/// What [`push_state`] leaves to its caller, made on first use like [`Flushed`]: a push that
+/// went out at once leaves nothing, and a broadcast makes, checks and drops one per uid.
 #[derive(Default)]
-struct Pushed {
+struct Pushed(Option<Box<PushedLeft>>);
+
+/// What a push left, in this order: what the flushes of full batches left, the window timers
+/// to set, what the flushes of due batches left.
+#[derive(Default)]
+struct PushedLeft {
     full: [Option<Box<Flushed>>; 2],
     windows: [Option<u64>; 2],
     due: [Option<Box<Flushed>>; 2],
 }
 
 impl Pushed {
+    fn at(&mut self) -> &mut PushedLeft {
+        self.0.get_or_insert_with(Box::default)
+    }
+
     fn is_empty(&self) -> bool {
-        self.full.iter().all(Option::is_none)
-            && self.due.iter().all(Option::is_none)
-            && self.windows.iter().all(Option::is_none)
+        self.0.is_none()
     }
 }
 
@@ -545,7 +552,9 @@ fn push_state<W: Clone, A, C>(
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         let b = s.buf(t);
         if !b.events.is_empty() && b.bytes + push.estimate > max_bytes {
-            left.full[i] = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions);
+            if let Some(f) = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions) {
+                left.at().full[i] = Some(f);
+            }
         }
     }
     let mut due = [false; 2];
@@ -566,7 +575,7 @@ fn push_state<W: Clone, A, C>(
         // A batch that goes out now needs no window timer.
         if buf.events.is_empty() && !go {
             buf.deadline = Some(now + window);
-            left.windows[i] = Some(now + window);
+            left.at().windows[i] = Some(now + window);
         }
         buf.events.push(push.event.clone());
         buf.bytes += push.estimate;
@@ -575,7 +584,9 @@ fn push_state<W: Clone, A, C>(
     }
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         if due[i] {
-            left.due[i] = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions);
+            if let Some(f) = flush_state(s, uid, t, now, Some(&mut *round), cfg, actions) {
+                left.at().due[i] = Some(f);
+            }
         }
     }
     left
@@ -2050,6 +2061,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
 
     /// What a push left to do once the uid's state is no longer borrowed, in order.
     fn after_push(&mut self, uid: &Uid, now: u64, left: Pushed) {
+        let Some(left) = left.0 else {
+            return;
+        };
         for (t, f) in TRANSPORTS.into_iter().zip(left.full) {
             if let Some(f) = f {
                 self.after_flush(uid, t, now, *f);
