@@ -480,12 +480,24 @@ pub struct Health {
     pub unsequenced: u64,
 }
 
-/// This node's messages waiting for their number (see [`Shared::waits_for_number`]).
+/// This node's numbered messages that have not come back to it yet: those waiting for their
+/// number (see [`Shared::waits_for_number`]), and those the engine numbered (`acked`, with
+/// `(epoch, number)` when the engine says it), oldest first. When the receiving side fails,
+/// the numbered ones may never come back (the engine may have lost them with its state): they
+/// are applied here then, unnumbered, before anything published later (see
+/// [`Shared::set_up`]).
 #[derive(Default)]
 struct Waiting {
     next: u64,
     queue: std::collections::VecDeque<(u64, BackplaneMsg)>,
+    acked: std::collections::VecDeque<(Option<(u64, u64)>, BackplaneMsg)>,
+    /// Numbers of messages of `acked` applied here unnumbered: skipped if they come back
+    /// after all (a connection that recovered without the engine losing them).
+    applied_here: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// At most this many numbers are kept in `Waiting::applied_here`.
+const APPLIED_HERE_KEPT: usize = 4096;
 
 /// The state one backplane instance shares between its handle and its engine tasks.
 pub struct Shared {
@@ -711,9 +723,14 @@ impl Shared {
 
     /// Whether this node receives what the engine numbers (an engine whose numbered messages
     /// travel on the same subscription as the rest sets it once; one with a consumer of its
-    /// own while that consumer runs). Numbered publishing waits for it.
+    /// own while that consumer runs). Numbered publishing waits for it. When it stops, what
+    /// the engine numbered for this node but did not bring back yet is applied here, unnumbered
+    /// (it may never come back).
     pub fn set_seq_ready(&self, ready: bool) {
         self.seq_ready.store(ready, Ordering::Release);
+        if !ready {
+            self.apply_acked(&mut self.order());
+        }
     }
 
     /// The engine numbers mailbox entries: with sequencing, a push's mailbox append travels
@@ -749,11 +766,60 @@ impl Shared {
         self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies here, unnumbered and in order, what waits for a number.
+    /// Applies here, unnumbered and in order, what was numbered but did not come back yet,
+    /// then what waits for a number.
     fn apply_waiting(&self, waiting: &mut Waiting) {
+        self.apply_acked(waiting);
         for (_, msg) in std::mem::take(&mut waiting.queue) {
             self.deliver_unsequenced(msg, true);
         }
+    }
+
+    /// Applies here, unnumbered and in order, what the engine numbered but did not bring back
+    /// yet (the receiving side failed: it may never come back).
+    fn apply_acked(&self, waiting: &mut Waiting) {
+        for (number, msg) in std::mem::take(&mut waiting.acked) {
+            if let Some(n) = number {
+                if waiting.applied_here.len() == APPLIED_HERE_KEPT {
+                    waiting.applied_here.pop_front();
+                }
+                waiting.applied_here.push_back(n);
+            }
+            self.deliver_unsequenced(msg, true);
+        }
+    }
+
+    /// The engine numbered the [`Job::Seq`] `id` (`number`: `(epoch, number)` when it says):
+    /// it now waits to come back, and is applied here unnumbered if the receiving side fails
+    /// first. Engines that learn the number call this before [`Shared::count_sent`], which
+    /// does it without one.
+    pub fn numbered(&self, id: u64, number: Option<(u64, u64)>) {
+        let mut waiting = self.order();
+        if let Some(at) = waiting.queue.iter().position(|(i, _)| *i == id)
+            && let Some((_, msg)) = waiting.queue.remove(at)
+        {
+            waiting.acked.push_back((number, msg));
+        }
+    }
+
+    /// This node's own numbered message came back: it is the oldest that had not
+    /// (`false`: it was applied here already when the receiving side failed; skip it).
+    fn came_back(&self, msg: &BackplaneMsg) -> bool {
+        let mut waiting = self.order();
+        if let BackplaneMsg::Sequenced { epoch, seq, .. } = msg
+            && let Some(at) = waiting
+                .applied_here
+                .iter()
+                .position(|n| *n == (*epoch, *seq))
+        {
+            waiting.applied_here.remove(at);
+            return false;
+        }
+        if waiting.acked.pop_front().is_none() {
+            // Back before the engine's acknowledgement was handled.
+            waiting.queue.pop_front();
+        }
+        true
     }
 
     /// Whether the [`Job::Seq`] `id` still waits for its number (`false`: it was applied here
@@ -1075,6 +1141,9 @@ impl Shared {
                 "backplane node silent past the expiry: its uids leave the connected uids"
             );
         }
+        if out.own_sequenced && !out.deliver.iter().all(|m| self.came_back(m)) {
+            return;
+        }
         if let Some(sink) = self.sink.get() {
             for msg in out.deliver {
                 sink(msg);
@@ -1105,7 +1174,7 @@ impl Shared {
                     }
                     self.metrics.published.increment(1);
                     self.sequenced.fetch_add(1, Ordering::Relaxed);
-                    self.order().queue.retain(|(i, _)| i != id);
+                    self.numbered(*id, None);
                     (&self.published, &self.published_bytes)
                 }
                 Job::Append { .. } | Job::AppendClient { .. } => {
@@ -1398,6 +1467,10 @@ impl Shared {
                 error = error.as_deref(),
                 "backplane reconnect failed"
             );
+        }
+        drop(s);
+        if !up && matches!(side, Side::Subscriber) {
+            self.apply_acked(&mut self.order());
         }
     }
 

@@ -67,8 +67,11 @@
 //!   with one compare-and-set (`Mailbox::fill`; refused over the mailbox's bounds).
 //! - While NATS or the consumer is down, or a publish is not acknowledged within
 //!   [`NatsConfig::op_timeout`], pushes are applied locally and published unnumbered
-//!   ([`Health::unsequenced`]); their clients' next resume gets `recovered: false`. A publish
-//!   whose acknowledgement was lost although the stream stored it then reaches this node's
+//!   ([`Health::unsequenced`]); their clients' next resume gets `recovered: false`. A push
+//!   the stream numbered that had not come back to this node when the connection or the
+//!   consumer failed is applied here then, unnumbered and before any later push (the stream
+//!   may be gone with the NATS server); it is skipped if it comes back after all. A publish
+//!   whose acknowledgement was lost although the stream stored it reaches this node's
 //!   clients twice (rare).
 //! - Costs: one JetStream publish and its acknowledgement (a request/reply) instead of a core
 //!   publish per push, the stream's memory (its bounds) in the NATS server, a round trip
@@ -767,6 +770,7 @@ async fn run(
                         } else if let Some(n) =
                             publish_numbered(&js, &shared, &seq_subject, frame, op_timeout).await
                         {
+                            shared.numbered(*id, shared.seq_epoch().map(|e| (e, n)));
                             shared.count_sent_since(std::slice::from_ref(&jobs[i]), started);
                             number = Some(n);
                         } else {

@@ -69,7 +69,8 @@
 //!   script (`Mailbox::fill`; refused over the mailbox's bounds).
 //! - While Redis is unreachable (either connection down), pushes are applied locally at once
 //!   and published unnumbered when it is back; what was queued for numbering when the
-//!   connection failed is applied locally then, in order. Their clients forget their position
+//!   connection failed is applied locally then, in order, after what Redis numbered but the
+//!   subscription had not brought back yet when it failed. Their clients forget their position
 //!   (their next resume gets `recovered: false`). Counted in [`Health::unsequenced`].
 //! - Costs: one `EVALSHA` (a `GET`, an `INCR` and the `PUBLISH`, all in Redis) instead of a
 //!   `PUBLISH` per push, 10 to 20 more bytes per frame, and one more network round trip

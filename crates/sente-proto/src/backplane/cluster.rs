@@ -97,6 +97,10 @@ pub struct Output {
     pub error: Option<CodecError>,
     /// A payload of an unknown kind was skipped.
     pub skipped: Option<u8>,
+    /// [`Output::deliver`] is this node's own numbered message come back: the oldest of those
+    /// it published that had not come back yet (they come back in the order they were
+    /// numbered).
+    pub own_sequenced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -229,6 +233,7 @@ impl Cluster {
             // (so every node applies the same order); everything else of ours was applied.
             if let Frame::Msg(msg @ BackplaneMsg::Sequenced { .. }) = frame {
                 out.deliver.push(msg);
+                out.own_sequenced = true;
             }
             return out;
         }

@@ -1,0 +1,133 @@
+//! This node's own numbered pushes when the receiving side fails between the engine's
+//! acknowledgement and the push coming back: applied here (unnumbered, in order), never lost,
+//! and not applied twice if they come back after all.
+
+use sente_backplane_kit::{Job, MailboxConfig, Shared, Side};
+use sente_proto::backplane::cluster::ClusterConfig;
+use sente_proto::backplane::{BackplaneMsg, codec};
+use sente_proto::{Event, EventId, Uid, Value};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+struct Node {
+    shared: Arc<Shared>,
+    jobs: mpsc::Receiver<Job>,
+    got: Arc<Mutex<Vec<BackplaneMsg>>>,
+}
+
+fn node() -> Node {
+    let mailbox = MailboxConfig::default().enabled(false);
+    let (shared, jobs, _ops) = Shared::new("test", ClusterConfig::default(), 64, mailbox);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let _ = shared
+        .sink
+        .set(Arc::new(move |m| g.lock().expect("sink").push(m)));
+    shared.set_sequencing(true);
+    shared.set_seq_ready(true);
+    shared.set_up(Side::Publisher, true, None);
+    shared.set_up(Side::Subscriber, true, None);
+    Node { shared, jobs, got }
+}
+
+fn push(n: i64) -> BackplaneMsg {
+    BackplaneMsg::Push {
+        uid: Uid::from("u"),
+        event: Arc::new(Event::new(EventId::from_static("app/n"), Value::Int(n))),
+        estimate: 8,
+        flush: true,
+    }
+}
+
+/// The numbers of the pushes the sink got, and whether each came numbered.
+fn got(node: &Node) -> Vec<(i64, bool)> {
+    let mut out = Vec::new();
+    for m in node.got.lock().expect("sink").iter() {
+        let (m, numbered) = match m {
+            BackplaneMsg::Sequenced { msg, .. } => (&**msg, true),
+            m => (m, false),
+        };
+        if let BackplaneMsg::Push { event, .. } = m
+            && let Value::Int(n) = event.data()
+        {
+            out.push((*n, numbered));
+        }
+    }
+    out
+}
+
+impl Node {
+    /// Publishes `n` and takes its job from the engine's queue: its id.
+    fn publish(&mut self, n: i64) -> (u64, Job) {
+        self.shared.publish(push(n));
+        let job = self.jobs.try_recv().expect("queued for the engine");
+        let Job::Seq { id, .. } = &job else {
+            panic!("a numbered job")
+        };
+        (*id, job)
+    }
+
+    /// The engine acknowledged `job` as number `seq` of `epoch`.
+    fn ack(&self, (id, job): (u64, Job), epoch: u64, seq: u64) {
+        self.shared.numbered(id, Some((epoch, seq)));
+        self.shared.count_sent(std::slice::from_ref(&job));
+    }
+
+    /// The push `n` comes back numbered `seq` of `epoch`, as the engine delivers it.
+    fn comes_back(&self, n: i64, epoch: u64, seq: u64) {
+        let mut payload = codec::encode_msg(self.shared.origin, &push(n)).expect("frame");
+        payload.push(codec::SEQ_TAG);
+        payload.extend_from_slice(&epoch.to_le_bytes());
+        payload.extend_from_slice(seq.to_string().as_bytes());
+        self.shared.receive(&payload);
+    }
+}
+
+#[test]
+fn a_numbered_push_that_did_not_come_back_is_applied_when_the_receiving_side_fails() {
+    let mut node = node();
+    let one = node.publish(1);
+    node.ack(one, 7, 1);
+    let two = node.publish(2);
+    node.ack(two, 7, 2);
+    node.comes_back(1, 7, 1);
+    assert_eq!(got(&node), vec![(1, true)]);
+    // The engine goes away with push 2 numbered but not delivered here.
+    node.shared
+        .set_up(Side::Subscriber, false, Some("gone".to_owned()));
+    assert_eq!(got(&node), vec![(1, true), (2, false)]);
+    // Later pushes are applied here at once, after it.
+    node.shared.publish(push(3));
+    assert_eq!(got(&node), vec![(1, true), (2, false), (3, false)]);
+    // Had the engine kept it, it comes back after the reconnect: not applied twice.
+    node.shared.set_up(Side::Subscriber, true, None);
+    node.comes_back(2, 7, 2);
+    assert_eq!(got(&node), vec![(1, true), (2, false), (3, false)]);
+}
+
+#[test]
+fn a_consumer_that_stops_applies_what_it_did_not_bring_back_before_what_waits() {
+    let mut node = node();
+    let one = node.publish(1);
+    node.ack(one, 7, 1);
+    // Push 2 is not numbered yet when the engine's consumer stops.
+    let (two, _) = node.publish(2);
+    node.shared.set_seq_ready(false);
+    assert_eq!(got(&node), vec![(1, false)]);
+    assert!(node.shared.waits_for_number(two));
+    node.shared.publish(push(3));
+    assert_eq!(got(&node), vec![(1, false), (2, false), (3, false)]);
+    assert!(!node.shared.waits_for_number(two));
+}
+
+#[test]
+fn a_push_back_before_its_acknowledgement_is_not_applied_again() {
+    let mut node = node();
+    let one = node.publish(1);
+    // The engine delivered it before the publishing task handled the acknowledgement.
+    node.comes_back(1, 7, 1);
+    node.ack(one, 7, 1);
+    node.shared
+        .set_up(Side::Subscriber, false, Some("gone".to_owned()));
+    assert_eq!(got(&node), vec![(1, true)]);
+}
