@@ -3,9 +3,9 @@
 //! A WebSocket connection's task waits on several things at once: its send queue, its socket's
 //! read side, its timer. Every wake-up re-polls every branch, and most wake-ups are pushes: a
 //! fan-out tick wakes each connection to write one batch, and re-polling the read side then
-//! walks tungstenite, hyper's upgraded stream and tokio's registration only to learn again
+//! walks the frame reader, hyper's upgraded stream and tokio's registration only to learn again
 //! that nothing arrived (about 1 100 instructions per delivered event, a seventh of the total,
-//! in `sente-load fanout --callgrind`).
+//! in `sente-load fanout --callgrind` when connections still read through tungstenite).
 //!
 //! A [`Gate`] gives the branch a waker of its own. The branch's future registers that waker
 //! wherever it waits; when it fires, the gate opens and wakes the task. While the gate is

@@ -102,7 +102,7 @@ impl Outbox {
 
     /// Marks the connection task as running (see `OutQ::awake`). Only for code that the task
     /// runs between a wake-up and its next loop iteration, which drains the queue and polls
-    /// [`Outbox::poll_ready`] (clearing the mark) before it can wait again.
+    /// [`Outbox::poll_pop`] (clearing the mark) before it can wait again.
     pub(crate) fn set_awake(&self) {
         self.lock().awake = true;
     }
@@ -156,7 +156,10 @@ impl Outbox {
 
     /// The next item (see [`Popped`]).
     pub(crate) fn pop(&self) -> Option<Popped> {
-        let mut q = self.lock();
+        Self::take(&mut self.lock())
+    }
+
+    fn take(q: &mut OutQ) -> Option<Popped> {
         let queued = q.events;
         let out = q.items.pop_front()?;
         q.events -= match &out {
@@ -171,12 +174,16 @@ impl Outbox {
         })
     }
 
-    /// Ready when something is queued (or the queue overflowed); otherwise registers the
-    /// task's waker for the next push.
-    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// The next item, `Ready(None)` when the queue overflowed, or (nothing queued) `Pending`
+    /// with the task's waker registered for the next push: a woken task finds its first item
+    /// in the same critical section that tells it one is there.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Popped>> {
         let mut q = self.lock();
-        if !q.items.is_empty() || self.overflowed() {
-            return Poll::Ready(());
+        if let Some(p) = Self::take(&mut q) {
+            return Poll::Ready(Some(p));
+        }
+        if self.overflowed() {
+            return Poll::Ready(None);
         }
         q.awake = false;
         match &mut q.waker {

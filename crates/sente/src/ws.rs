@@ -374,18 +374,21 @@ impl WsConn {
         ws.out().message(p.bytes, p.binary, FRAGMENT);
     }
 
-    /// Packs and queues everything waiting in the connection's outbox, in order: pushes (with
-    /// their resume markers) and replies. `Err` with the reason when the server closes the
-    /// connection (what was queued before goes out first).
+    /// Packs and queues everything waiting in the connection's outbox, in order (`first`: the
+    /// item the outbox's branch already took): pushes (with their resume markers) and replies.
+    /// `Err` with the reason when the server closes the connection (what was queued before
+    /// goes out first).
     fn queue_outbox<S>(
         &mut self,
         ws: &mut WsSocket<S>,
         ka: &mut Keepalive,
         max: usize,
+        first: Option<Popped>,
     ) -> Result<(), &'static str> {
         let registry = self.shell.registry();
+        let mut first = first;
         let mut more = true;
-        while more && let Some(popped) = self.outbox.pop() {
+        while more && let Some(popped) = first.take().or_else(|| self.outbox.pop()) {
             let Popped { out, queued, last } = popped;
             more = !last;
             if queued > self.peak {
@@ -546,9 +549,11 @@ impl WsConn {
         // Pushes wake this task far more often than the client writes: the read side is polled
         // only after its own waker fired (see `crate::gate`).
         let mut read_gate = Gate::new();
+        // What the outbox's branch took from the queue when it woke the loop.
+        let mut popped = None;
         loop {
             // Everything waiting, in order, written in as few syscalls as the socket allows.
-            if let Err(reason) = self.queue_outbox(ws, &mut ka, max) {
+            if let Err(reason) = self.queue_outbox(ws, &mut ka, max, popped.take()) {
                 Box::pin(self.close(ws, code::NORMAL, "")).await;
                 return reason;
             }
@@ -623,7 +628,7 @@ impl WsConn {
                         None => {}
                     }
                 }
-                () = std::future::poll_fn(|cx| self.outbox.poll_ready(cx)) => {}
+                first = std::future::poll_fn(|cx| self.outbox.poll_pop(cx)) => popped = first,
             }
         }
     }
