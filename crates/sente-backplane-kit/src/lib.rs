@@ -802,21 +802,28 @@ impl Shared {
         }
     }
 
-    /// This node's own numbered message came back: it is the oldest that had not
-    /// (`false`: it was applied here already when the receiving side failed; skip it).
+    /// This node's own numbered message came back (`false`: it was applied here already when
+    /// the receiving side failed; skip it). It is the oldest of those that had not: the first
+    /// numbered one, or (back before the engine's acknowledgement was handled) the first
+    /// waiting one; compared, not assumed, so that one applied here without its number and
+    /// coming back after all never takes another's place.
     fn came_back(&self, msg: &BackplaneMsg) -> bool {
+        let BackplaneMsg::Sequenced { epoch, seq, msg } = msg else {
+            return true;
+        };
+        let number = (*epoch, *seq);
         let mut waiting = self.order();
-        if let BackplaneMsg::Sequenced { epoch, seq, .. } = msg
-            && let Some(at) = waiting
-                .applied_here
-                .iter()
-                .position(|n| *n == (*epoch, *seq))
-        {
+        if let Some(at) = waiting.applied_here.iter().position(|n| *n == number) {
             waiting.applied_here.remove(at);
             return false;
         }
-        if waiting.acked.pop_front().is_none() {
-            // Back before the engine's acknowledgement was handled.
+        let first_acked = waiting
+            .acked
+            .front()
+            .is_some_and(|(n, m)| n.map_or(m == &**msg, |n| n == number));
+        if first_acked {
+            waiting.acked.pop_front();
+        } else if waiting.queue.front().is_some_and(|(_, m)| m == &**msg) {
             waiting.queue.pop_front();
         }
         true

@@ -131,3 +131,26 @@ fn a_push_back_before_its_acknowledgement_is_not_applied_again() {
         .set_up(Side::Subscriber, false, Some("gone".to_owned()));
     assert_eq!(got(&node), vec![(1, true)]);
 }
+
+#[test]
+fn one_applied_here_before_its_number_that_comes_back_after_all_takes_no_other_place() {
+    let mut node = node();
+    let (one, _) = node.publish(1);
+    // The publisher connection fails before the acknowledgement: push 1 is applied here.
+    node.shared.set_up(Side::Publisher, false, Some("gone".to_owned()));
+    node.shared.publish(push(2));
+    assert!(!node.shared.waits_for_number(one));
+    node.shared.set_up(Side::Publisher, true, None);
+    let _ = node.jobs.try_recv();
+    let (three, _) = node.publish(3);
+    // The engine had stored push 1 after all: it comes back (applied again, as documented),
+    // and push 3 still waits for its number.
+    node.comes_back(1, 7, 1);
+    assert!(node.shared.waits_for_number(three));
+    node.shared.set_up(Side::Publisher, false, Some("gone".to_owned()));
+    node.shared.publish(push(4));
+    assert_eq!(
+        got(&node),
+        vec![(1, false), (2, false), (1, true), (3, false), (4, false)]
+    );
+}

@@ -38,7 +38,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub struct NodeId(pub u64);
 
 /// A message between nodes: what the application asked a server for, or a node's presence.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum BackplaneMsg {
     /// Push `event` to every client of `uid`.

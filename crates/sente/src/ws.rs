@@ -383,10 +383,9 @@ impl WsConn {
         ws: &mut WsSocket<S>,
         ka: &mut Keepalive,
         max: usize,
-        first: Option<Popped>,
+        mut first: Option<Popped>,
     ) -> Result<(), &'static str> {
         let registry = self.shell.registry();
-        let mut first = first;
         let mut more = true;
         while more && let Some(popped) = first.take().or_else(|| self.outbox.pop()) {
             let Popped { out, queued, last } = popped;
