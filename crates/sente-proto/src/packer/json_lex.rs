@@ -97,6 +97,11 @@ impl<'a> Lexer<'a> {
     }
 
     /// Reads a string; the cursor must be on its opening quote (after whitespace).
+    /// Moves past the bytes a string holds as they are (see [`plain_len`]).
+    fn skip_plain(&mut self) {
+        self.pos += plain_len(self.bytes.get(self.pos..).unwrap_or_default());
+    }
+
     pub(crate) fn string(&mut self) -> Result<Cow<'a, str>, UnpackError> {
         if self.peek() != Some(b'"') {
             return Err(self.err("expected a string"));
@@ -104,29 +109,22 @@ impl<'a> Lexer<'a> {
         self.pos += 1;
         let start = self.pos;
         // Fast path: no escapes.
-        loop {
-            match self.bytes.get(self.pos) {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
-                    let s = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(&b) if b < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.pos += 1,
+        self.skip_plain();
+        match self.bytes.get(self.pos) {
+            None => return Err(self.err("unterminated string")),
+            Some(b'"') => {
+                let s = &self.text[start..self.pos];
+                self.pos += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(b'\\') => {}
+            Some(_) => return Err(self.err("control character in string")),
         }
         let mut out = String::with_capacity(self.pos - start + 16);
         out.push_str(&self.text[start..self.pos]);
         loop {
             let run = self.pos;
-            while let Some(&b) = self.bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.skip_plain();
             out.push_str(&self.text[run..self.pos]);
             match self.bytes.get(self.pos) {
                 None => return Err(self.err("unterminated string")),
@@ -272,7 +270,10 @@ fn parse_i64(text: &str) -> Option<i64> {
 pub(crate) fn push_escaped(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    loop {
+        i += plain_len(bytes.get(i..).unwrap_or_default());
+        let Some(&b) = bytes.get(i) else { break };
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -281,8 +282,7 @@ pub(crate) fn push_escaped(out: &mut String, s: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
+            _ => "",
         };
         out.push_str(&s[run..i]);
         if esc.is_empty() {
@@ -293,9 +293,39 @@ pub(crate) fn push_escaped(out: &mut String, s: &str) {
         } else {
             out.push_str(esc);
         }
-        run = i + 1;
+        i += 1;
+        run = i;
     }
     out.push_str(&s[run..]);
+}
+
+/// The length of the longest prefix of `bytes` that a JSON string holds as it is: no `"`, no
+/// `\` and no control character (below 0x20). Eight bytes at a time: a word's bytes equal to a
+/// value or below 0x20 are found with the borrow of a subtraction, and the lowest flagged byte
+/// is always a true one (a false flag needs a borrow from a true one below it); bytes of 0x80
+/// and above (UTF-8 beyond ASCII) are never flagged.
+pub(crate) fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*chunk);
+        let found = below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Appends `"` + `prefix` + escaped `s` + `"`.
@@ -305,4 +335,83 @@ pub(crate) fn push_string(out: &mut String, prefix: &str, s: &str) {
     out.push_str(prefix);
     push_escaped(out, s);
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write as _;
+
+    fn plain_len_bytewise(bytes: &[u8]) -> usize {
+        bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(bytes.len())
+    }
+
+    #[test]
+    fn plain_len_finds_the_first_special_byte_at_every_offset() {
+        let fillers: [&[u8]; 3] = [b"x", "é".as_bytes(), "\u{1F600}".as_bytes()];
+        let specials = [b'"', b'\\', 0x00, 0x01, 0x1f, b'\n'];
+        for filler in fillers {
+            for len in 0..40 {
+                let mut plain = Vec::new();
+                while plain.len() < len {
+                    plain.extend_from_slice(filler);
+                }
+                assert_eq!(plain_len(&plain), plain_len_bytewise(&plain));
+                for &sp in &specials {
+                    for at in 0..=plain.len() {
+                        let mut v = plain.clone();
+                        v.insert(at, sp);
+                        // A second special byte after the first must not move the answer.
+                        v.push(0);
+                        assert_eq!(plain_len(&v), plain_len_bytewise(&v), "{v:?}");
+                        assert_eq!(plain_len(&v), at);
+                    }
+                }
+            }
+        }
+        // Bytes around the thresholds: 0x1f/0x20, 0x21/0x22/0x23, 0x5b/0x5c/0x5d, 0x7f/0x80/0xff.
+        for b in 0u8..=255 {
+            let v = [b'a', b'b', b, b'c', b'd', b'e', b'f', b'g', b'h', b];
+            assert_eq!(plain_len(&v), plain_len_bytewise(&v), "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn escaping_matches_the_bytewise_rules() {
+        for s in [
+            "",
+            "plain",
+            "a\"b",
+            "\\",
+            "tab\there",
+            "\u{1}\u{1f}",
+            "é\"\u{1F600}\n",
+        ] {
+            let mut out = String::new();
+            push_escaped(&mut out, s);
+            let mut want = String::new();
+            for c in s.chars() {
+                match c {
+                    '"' => want.push_str("\\\""),
+                    '\\' => want.push_str("\\\\"),
+                    '\n' => want.push_str("\\n"),
+                    '\r' => want.push_str("\\r"),
+                    '\t' => want.push_str("\\t"),
+                    '\u{8}' => want.push_str("\\b"),
+                    '\u{c}' => want.push_str("\\f"),
+                    c if (c as u32) < 0x20 => {
+                        let _ = write!(want, "\\u{:04x}", c as u32);
+                    }
+                    c => want.push(c),
+                }
+            }
+            assert_eq!(out, want);
+            let quoted = format!("\"{out}\"");
+            let mut lexer = Lexer::new(&quoted, "json");
+            assert_eq!(lexer.string().ok().as_deref(), Some(s));
+        }
+    }
 }
