@@ -793,11 +793,17 @@ impl Shared {
     /// it now waits to come back, and is applied here unnumbered if the receiving side fails
     /// first. Engines that learn the number call this before [`Shared::count_sent`], which
     /// does it without one.
+    ///
+    /// Bounded like the publish queue: past its capacity (a receiving side that stalls without
+    /// failing), the oldest is forgotten, as before this list existed.
     pub fn numbered(&self, id: u64, number: Option<(u64, u64)>) {
         let mut waiting = self.order();
         if let Some(at) = waiting.queue.iter().position(|(i, _)| *i == id)
             && let Some((_, msg)) = waiting.queue.remove(at)
         {
+            if waiting.acked.len() >= self.tx.max_capacity() {
+                waiting.acked.pop_front();
+            }
             waiting.acked.push_back((number, msg));
         }
     }

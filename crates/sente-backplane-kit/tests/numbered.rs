@@ -137,7 +137,8 @@ fn one_applied_here_before_its_number_that_comes_back_after_all_takes_no_other_p
     let mut node = node();
     let (one, _) = node.publish(1);
     // The publisher connection fails before the acknowledgement: push 1 is applied here.
-    node.shared.set_up(Side::Publisher, false, Some("gone".to_owned()));
+    node.shared
+        .set_up(Side::Publisher, false, Some("gone".to_owned()));
     node.shared.publish(push(2));
     assert!(!node.shared.waits_for_number(one));
     node.shared.set_up(Side::Publisher, true, None);
@@ -147,7 +148,8 @@ fn one_applied_here_before_its_number_that_comes_back_after_all_takes_no_other_p
     // and push 3 still waits for its number.
     node.comes_back(1, 7, 1);
     assert!(node.shared.waits_for_number(three));
-    node.shared.set_up(Side::Publisher, false, Some("gone".to_owned()));
+    node.shared
+        .set_up(Side::Publisher, false, Some("gone".to_owned()));
     node.shared.publish(push(4));
     assert_eq!(
         got(&node),
