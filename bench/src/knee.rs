@@ -50,6 +50,8 @@ pub struct KneeOpts {
     pub retries: usize,
     /// Pin the servers to CPU 0 and the tool to CPU 1.
     pub pin: bool,
+    /// sente-rs pushes through Sente's send window instead of flushing every push.
+    pub buffered: bool,
 }
 
 impl KneeOpts {
@@ -71,6 +73,7 @@ impl KneeOpts {
             p99_ms: 1000.0,
             retries: 1,
             pin: false,
+            buffered: false,
         }
     }
 }
@@ -135,6 +138,7 @@ pub async fn search(
         min_share: o.min_share,
         p99_ms: o.p99_ms,
         retries: o.retries,
+        buffered: o.buffered,
         rows: Vec::new(),
     };
     let mut states: Vec<State> = targets
@@ -164,7 +168,7 @@ pub async fn search(
                 warmup: o.warmup,
                 duration: o.duration,
                 bytes: o.bytes,
-                buffered: false,
+                buffered: o.buffered,
             },
             1 + o.retries,
         );

@@ -198,6 +198,10 @@ enum Cmd {
         /// Extra attempts at a failing rate before a target stops.
         #[arg(long, default_value_t = 1)]
         retries: usize,
+        /// sente-rs pushes through Sente's send window (`send-buf-ms-ws`, 30 ms by default)
+        /// instead of flushing each push; the other targets have no window.
+        #[arg(long)]
+        buffered: bool,
         #[command(flatten)]
         trial: TrialArgs,
         /// Output directory.
@@ -455,6 +459,7 @@ async fn run(cli: Cli) -> Res<ExitCode> {
             p99_ms,
             min_delivered_pct,
             retries,
+            buffered,
             trial,
             out,
             pin,
@@ -474,6 +479,7 @@ async fn run(cli: Cli) -> Res<ExitCode> {
                 p99_ms,
                 retries,
                 pin,
+                buffered,
             };
             let r = knee::run(&o, command).await?;
             suite::write(&r, &out)?;

@@ -122,6 +122,10 @@ pub struct Knee {
     pub p99_ms: f64,
     /// How many times a failing step is run again before the target stops.
     pub retries: usize,
+    /// sente-rs pushed through Sente's send window (`send-buf-ms-ws`, its default) instead of
+    /// flushing every push; the other targets have no window.
+    #[serde(default)]
+    pub buffered: bool,
     /// One row per target.
     pub rows: Vec<KneeRow>,
 }
@@ -187,6 +191,14 @@ impl Knee {
             fmt_num(self.p99_ms),
             self.retries
         );
+        if self.buffered {
+            let _ = writeln!(
+                s,
+                "sente-rs pushes through Sente's send window (`send-buf-ms-ws` 30 ms, Sente's \
+                 default): a client's pushes of one window leave in one frame, and the latency \
+                 includes the wait. The other targets have no window and send every push at once.\n"
+            );
+        }
         let _ = writeln!(
             s,
             "| target | knee /s per client | delivered/s at knee | p99 ms at knee | server CPU µs/event at knee | tool CPU µs/event at knee | tool CPU % at knee | first failing /s | why |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
