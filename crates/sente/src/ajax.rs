@@ -29,10 +29,16 @@ struct PollGuard {
     uid: Uid,
     cid: ClientId,
     conn: ConnId,
+    /// The core answered the poll: it has let go of the poll already (an answer is only sent
+    /// once the client's entry no longer holds this poll), so there is nothing to tell it.
+    answered: bool,
 }
 
 impl Drop for PollGuard {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let (uid, cid, conn) = (&self.uid, &self.cid, self.conn);
         self.registry
             .with_core(uid, |c, now| c.handle_poll_ended(uid, cid, conn, now));
@@ -169,14 +175,17 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         registry.wake(uid.clone(), cid.clone(), conn);
     }
     let _live = registry.live();
-    let _open = crate::metrics::Open::new(Transport::Ajax, registry.meters());
-    let guard = PollGuard {
+    let _open = crate::metrics::Open::new(&m);
+    let mut guard = PollGuard {
         registry: registry.clone(),
         uid,
         cid,
         conn,
+        answered: false,
     };
-    let (b, seq) = match rx.await {
+    let answer = rx.await;
+    guard.answered = answer.is_ok();
+    let (b, seq) = match answer {
         Ok(PollAnswer::Batch(b)) => (b, None),
         Ok(PollAnswer::Numbered(b, n)) => (b, Some(n)),
         Ok(PollAnswer::Timeout) | Err(_) => {

@@ -166,22 +166,23 @@ pub(crate) fn handshake(transport: Transport) {
 /// An open WebSocket or a held long-poll, counted until dropped in `sente_connections` and in
 /// the node's [`Stats::ws_connections`](crate::Stats::ws_connections) /
 /// [`Stats::ajax_polls`](crate::Stats::ajax_polls).
-pub(crate) struct Open(Transport, #[allow(dead_code)] Gauge);
+pub(crate) struct Open(ConnMetrics, #[allow(dead_code)] Gauge);
 
 impl Open {
-    pub(crate) fn new(transport: Transport, node: &Arc<Meters>) -> Open {
-        gauge!(names::CONNECTIONS, "transport" => transport.as_str()).increment(1.0);
-        let held = match transport {
-            Transport::Ws => node.ws_open(),
-            Transport::Ajax => node.ajax_poll(),
+    /// Counts one open connection (or held poll) of `m`'s transport until dropped.
+    pub(crate) fn new(m: &ConnMetrics) -> Open {
+        m.connections.increment(1.0);
+        let held = match m.transport {
+            Transport::Ws => m.node.ws_open(),
+            Transport::Ajax => m.node.ajax_poll(),
         };
-        Open(transport, held)
+        Open(m.clone(), held)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        gauge!(names::CONNECTIONS, "transport" => self.0.as_str()).decrement(1.0);
+        self.0.connections.decrement(1.0);
     }
 }
 
@@ -295,6 +296,9 @@ pub(crate) struct Handles {
     pub(crate) bytes_out: Counter,
     pub(crate) pending: Histogram,
     reply: Histogram,
+    /// `sente_connections` of the transport.
+    connections: metrics::Gauge,
+    transport: Transport,
     node: Arc<Meters>,
 }
 
@@ -309,6 +313,8 @@ impl Handles {
             bytes_out: counter!(names::BYTES_OUT, "transport" => t, "packer" => packer),
             pending: histogram!(names::PENDING_SENDS),
             reply: histogram!(names::REPLY_SECONDS, "transport" => t),
+            connections: gauge!(names::CONNECTIONS, "transport" => t),
+            transport,
         }
     }
 }

@@ -37,9 +37,10 @@ impl Params {
     /// ever decoded, so the memory used is bounded by the input plus `max_fields` pairs.
     pub(crate) fn parse(input: &str, max_fields: usize) -> Result<Self, TooManyFields> {
         // Decoding never makes text longer (invalid UTF-8 aside, rare).
+        let pairs = input.bytes().filter(|&b| b == b'&').count() + 1;
         let mut p = Params {
             text: String::with_capacity(input.len()),
-            spans: Vec::new(),
+            spans: Vec::with_capacity(pairs.min(max_fields)),
         };
         for pair in input.split('&') {
             if pair.is_empty() {

@@ -14,52 +14,85 @@ const HANDSHAKE_ONLY: [http::header::HeaderName; 5] = [
     http::header::CONNECTION,
 ];
 
-/// A copy of `uri` that shares no bytes with it. An origin-form URI (`/chsk?..`, what every
-/// request but a proxy's carries) is its path and query alone: copied as they are, without
-/// formatting the whole URI.
-fn copy_uri(uri: &http::Uri) -> Option<http::Uri> {
+/// Whether `uri` is in origin form (`/chsk?..`, what every request but a proxy's carries): its
+/// path and query are all of it.
+fn origin_form(uri: &http::Uri) -> Option<&str> {
     match (uri.scheme(), uri.authority(), uri.path_and_query()) {
-        (None, None, Some(pq)) => {
-            let bytes = bytes::Bytes::copy_from_slice(pq.as_str().as_bytes());
-            http::uri::PathAndQuery::from_maybe_shared(bytes)
-                .ok()
-                .map(http::Uri::from)
-        }
-        _ => http::Uri::try_from(uri.to_string()).ok(),
+        (None, None, Some(pq)) => Some(pq.as_str()),
+        _ => None,
     }
 }
 
 /// Copies the URI and header values out of the server's read buffer. hyper parses them as
 /// slices of its (8 KiB or larger) read buffer, and keeping one of them keeps that whole buffer
-/// alive for as long as a WebSocket connection lasts.
+/// alive for as long as a WebSocket connection or a held poll lasts (and makes hyper allocate a
+/// fresh one for the connection's next request).
+///
+/// The kept values and an origin-form URI are copied into one buffer of their own, which they
+/// then share: one allocation to make and one to free, however many headers there are. The
+/// header map is kept as hyper made it, unless headers that only describe a WebSocket handshake
+/// are to be dropped (then a map of just the kept headers is built, the smallest that holds
+/// them).
 fn compact(mut parts: http::request::Parts) -> http::request::Parts {
-    let kept = parts
-        .headers
+    let handshake = HANDSHAKE_ONLY
         .iter()
-        .filter(|(name, _)| !HANDSHAKE_ONLY.contains(name))
-        .count();
-    let mut headers = http::HeaderMap::with_capacity(kept);
-    let mut last = None;
-    for (name, value) in std::mem::take(&mut parts.headers) {
-        let name = match name {
-            Some(n) => n,
-            None => match &last {
-                Some(n) => http::header::HeaderName::clone(n),
-                None => continue,
-            },
-        };
-        if HANDSHAKE_ONLY.contains(&name) {
-            last = Some(name);
-            continue;
+        .any(|name| parts.headers.contains_key(name));
+    if handshake {
+        for name in &HANDSHAKE_ONLY {
+            parts.headers.remove(name);
         }
-        let sensitive = value.is_sensitive();
-        let mut copy = http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or(value);
-        copy.set_sensitive(sensitive);
-        headers.append(name.clone(), copy);
-        last = Some(name);
     }
-    parts.headers = headers;
-    if let Some(uri) = copy_uri(&parts.uri) {
+    let pq = origin_form(&parts.uri);
+    let len = parts
+        .headers
+        .values()
+        .map(http::HeaderValue::len)
+        .sum::<usize>()
+        + pq.map_or(0, str::len);
+    let mut buf = Vec::with_capacity(len);
+    for v in parts.headers.values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    buf.extend_from_slice(pq.unwrap_or_default().as_bytes());
+    let buf = bytes::Bytes::from(buf);
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let slice = buf.slice(at..at + n);
+        at += n;
+        slice
+    };
+    let own = |value: &mut http::HeaderValue, bytes: bytes::Bytes| {
+        if let Ok(mut copy) = http::HeaderValue::from_maybe_shared(bytes) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    };
+    if handshake {
+        let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
+        let mut last = None;
+        for (name, mut value) in std::mem::take(&mut parts.headers) {
+            let Some(name) = name.or_else(|| last.clone()) else {
+                continue;
+            };
+            let copy = take(value.len());
+            own(&mut value, copy);
+            headers.append(name.clone(), value);
+            last = Some(name);
+        }
+        parts.headers = headers;
+    } else {
+        for value in parts.headers.values_mut() {
+            let copy = take(value.len());
+            own(value, copy);
+        }
+    }
+    let uri = match pq {
+        Some(pq) => http::uri::PathAndQuery::from_maybe_shared(take(pq.len()))
+            .ok()
+            .map(http::Uri::from),
+        None => http::Uri::try_from(parts.uri.to_string()).ok(),
+    };
+    if let Some(uri) = uri {
         parts.uri = uri;
     }
     // hyper's upgrade handle was taken out of the extensions, which kept their table.
@@ -178,5 +211,103 @@ impl ChskRequest {
 
     pub(crate) fn params_inner(&self) -> &Params {
         &self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+    use bytes::Bytes;
+    use http::{HeaderValue, Request, header};
+
+    /// A request whose URI and header values are slices of one read buffer, as hyper parses
+    /// them; the buffer is returned too.
+    fn parsed(uri: &str, headers: &[(&str, &str)]) -> (http::request::Parts, Bytes) {
+        let mut text = uri.to_owned();
+        for (_, v) in headers {
+            text.push_str(v);
+        }
+        let read = Bytes::from(text);
+        let mut at = uri.len();
+        let mut b = Request::builder()
+            .uri(http::Uri::from_maybe_shared(read.slice(0..uri.len())).expect("a valid URI"));
+        for (n, v) in headers {
+            let value = HeaderValue::from_maybe_shared(read.slice(at..at + v.len()))
+                .expect("a valid value");
+            at += v.len();
+            b = b.header(*n, value);
+        }
+        let (parts, ()) = b.body(()).expect("a valid request").into_parts();
+        (parts, read)
+    }
+
+    fn outside(read: &Bytes, bytes: &[u8]) -> bool {
+        let r = read.as_ptr_range();
+        !r.contains(&bytes.as_ptr())
+    }
+
+    #[test]
+    fn keeps_every_value_in_order_and_shares_nothing_with_the_read_buffer() {
+        let (mut parts, read) = parsed(
+            "/chsk?client-id=c1&uid=u",
+            &[
+                ("host", "127.0.0.1:3000"),
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+                ("x-csrf-token", "tok"),
+            ],
+        );
+        parts
+            .headers
+            .get_mut("x-csrf-token")
+            .expect("set")
+            .set_sensitive(true);
+        let parts = compact(parts);
+        assert_eq!(parts.uri.path(), "/chsk");
+        assert_eq!(parts.uri.query(), Some("client-id=c1&uid=u"));
+        let cookies: Vec<_> = parts.headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(parts.headers[header::HOST], "127.0.0.1:3000");
+        assert!(parts.headers["x-csrf-token"].is_sensitive());
+        assert!(!parts.headers[header::HOST].is_sensitive());
+        assert!(outside(&read, parts.uri.path().as_bytes()));
+        for v in parts.headers.values() {
+            assert!(
+                outside(&read, v.as_bytes()),
+                "{v:?} still in the read buffer"
+            );
+        }
+    }
+
+    #[test]
+    fn drops_what_only_describes_a_websocket_handshake() {
+        let (parts, read) = parsed(
+            "/chsk?client-id=c1",
+            &[
+                ("host", "h"),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+                ("origin", "http://h"),
+                ("origin", "http://second"),
+            ],
+        );
+        let parts = compact(parts);
+        let names: Vec<_> = parts.headers.keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(names, ["host", "origin"]);
+        let origins: Vec<_> = parts.headers.get_all(header::ORIGIN).iter().collect();
+        assert_eq!(origins, ["http://h", "http://second"]);
+        for v in parts.headers.values() {
+            assert!(outside(&read, v.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn an_absolute_uri_is_copied_whole() {
+        let (parts, read) = parsed("http://example.com/chsk?x=1", &[("host", "example.com")]);
+        let parts = compact(parts);
+        assert_eq!(parts.uri.to_string(), "http://example.com/chsk?x=1");
+        assert!(outside(&read, parts.uri.path().as_bytes()));
     }
 }

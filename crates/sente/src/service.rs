@@ -142,7 +142,7 @@ where
     {
         return plain(StatusCode::NOT_FOUND, "Not found");
     }
-    let head_bytes: usize = req.uri().to_string().len()
+    let head_bytes: usize = uri_len(req.uri())
         + req
             .headers()
             .iter()
@@ -183,6 +183,13 @@ where
     }
 }
 
+/// The length of `uri` as written (scheme, authority, path and query), without writing it.
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+}
+
 /// `GET`: a WebSocket upgrade or an Ajax handshake/poll, admitted by the guard first.
 async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
     let (mut parts, _body) = req.into_parts();
@@ -217,5 +224,23 @@ async fn get<B>(shell: Arc<Shell>, req: Request<B>) -> Response<ChskBody> {
         ajax::large(shell, admitted).await
     } else {
         ajax::get(shell, admitted).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uri_len_is_the_written_length() {
+        for u in [
+            "/chsk",
+            "/chsk?client-id=c1&udt=1",
+            "*",
+            "http://example.com/chsk?x=1",
+            "https://example.com:8443/",
+            "example.com:443",
+        ] {
+            let uri: http::Uri = u.parse().expect("a valid URI");
+            assert_eq!(super::uri_len(&uri), uri.to_string().len(), "{u}");
+        }
     }
 }

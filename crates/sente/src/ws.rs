@@ -274,6 +274,7 @@ pub(crate) fn accept(
     crate::metrics::handshake(Transport::Ws);
     tracing::debug!(%uid, %client_id, packer = packer.name(), "websocket connect");
     let accept = accept_key(key.as_bytes());
+    let metrics = registry.conn_metrics(Transport::Ws, packer_name);
     let task = WsConn {
         _live: registry.live(),
         shell,
@@ -284,9 +285,9 @@ pub(crate) fn accept(
         request,
         outbox,
         handshake: Some(Box::new(handshake)),
-        metrics: registry.conn_metrics(Transport::Ws, packer_name),
+        _open: Open::new(&metrics),
+        metrics,
         peak: 0,
-        _open: Open::new(Transport::Ws, registry.meters()),
     };
     on_upgrade.start(task);
     let mut r = Response::new(Full::new(Bytes::new()));
