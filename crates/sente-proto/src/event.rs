@@ -2,6 +2,7 @@
 
 use sente_edn::{Keyword, Value};
 use std::fmt;
+use std::sync::Arc;
 
 /// Ids of the events Sente reserves (namespace `chsk`).
 pub mod ids {
@@ -316,8 +317,9 @@ pub enum Uid {
     /// `:sente/nil-uid`: every client without a user id shares it. Sending to it reaches every
     /// anonymous client (Sente's `:sente/all-users-without-uid`).
     Nil,
-    /// A user id: any value; a string is typical.
-    Id(Value),
+    /// A user id: any value; a string is typical. Shared, so that a uid costs no allocation to
+    /// copy: the server copies it into every push, poll answer and timer of its clients.
+    Id(Arc<Value>),
 }
 
 impl Uid {
@@ -331,7 +333,7 @@ impl Uid {
         match value {
             Value::Nil | Value::Bool(false) => Uid::Nil,
             v if v.is_kw(ids::NIL_UID) || v.is_kw(ids::ALL_USERS_WITHOUT_UID) => Uid::Nil,
-            v => Uid::Id(v),
+            v => Uid::Id(Arc::new(v)),
         }
     }
 
@@ -339,15 +341,18 @@ impl Uid {
     pub fn to_value(&self) -> Value {
         match self {
             Uid::Nil => Value::kw(ids::NIL_UID),
-            Uid::Id(v) => v.clone(),
+            Uid::Id(v) => Value::clone(v),
         }
     }
 
     /// The uid as a string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Uid::Id(Value::Str(s)) => Some(s),
-            _ => None,
+            Uid::Id(v) => match &**v {
+                Value::Str(s) => Some(s),
+                _ => None,
+            },
+            Uid::Nil => None,
         }
     }
 
@@ -359,26 +364,26 @@ impl Uid {
 
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Uid::Id(Value::Str(s)) => f.write_str(s),
-            other => fmt::Display::fmt(&other.to_value(), f),
+        match self.as_str() {
+            Some(s) => f.write_str(s),
+            None => fmt::Display::fmt(&self.to_value(), f),
         }
     }
 }
 
 impl From<&str> for Uid {
     fn from(s: &str) -> Self {
-        Uid::Id(Value::Str(s.to_owned()))
+        Uid::Id(Arc::new(Value::Str(s.to_owned())))
     }
 }
 impl From<String> for Uid {
     fn from(s: String) -> Self {
-        Uid::Id(Value::Str(s))
+        Uid::Id(Arc::new(Value::Str(s)))
     }
 }
 impl From<i64> for Uid {
     fn from(n: i64) -> Self {
-        Uid::Id(Value::Int(n))
+        Uid::Id(Arc::new(Value::Int(n)))
     }
 }
 impl<T: Into<Uid>> From<Option<T>> for Uid {

@@ -678,20 +678,22 @@ fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
 fn put_uid(w: &mut Vec<u8>, uid: &Uid) -> Result<(), CodecError> {
     match uid {
         Uid::Nil => w.push(0),
-        Uid::Id(crate::Value::Str(s)) => {
-            w.push(1);
-            put_bytes(w, s.as_bytes());
-        }
-        Uid::Id(v) => match sente_edn::try_to_edn_string(v) {
-            Ok(text) => {
-                w.push(2);
-                put_bytes(w, text.as_bytes());
+        Uid::Id(v) => match &**v {
+            crate::Value::Str(s) => {
+                w.push(1);
+                put_bytes(w, s.as_bytes());
             }
-            Err(e) => {
-                let packed = msgpack_pack(v, &e)?;
-                w.push(3);
-                put_bytes(w, &packed);
-            }
+            v => match sente_edn::try_to_edn_string(v) {
+                Ok(text) => {
+                    w.push(2);
+                    put_bytes(w, text.as_bytes());
+                }
+                Err(e) => {
+                    let packed = msgpack_pack(v, &e)?;
+                    w.push(3);
+                    put_bytes(w, &packed);
+                }
+            },
         },
     }
     Ok(())
@@ -893,7 +895,7 @@ impl<'a> Reader<'a> {
                     offset: at,
                     reason: "uid is not UTF-8",
                 })?;
-                Ok(Uid::Id(crate::Value::Str(s.to_owned())))
+                Ok(Uid::from(s))
             }
             2 => Ok(Uid::from_value(EdnPacker.unpack(self.bytes()?, limits)?)),
             3 => Ok(Uid::from_value(msgpack_unpack(self.bytes()?, limits)?)),
@@ -1128,7 +1130,7 @@ mod tests {
             BackplaneMsg::AjaxWake { uids: Some(uids) },
             BackplaneMsg::AjaxWake { uids: None },
             BackplaneMsg::CloseUid {
-                uid: Uid::Id(Value::kw("a/b")),
+                uid: Uid::from_value(Value::kw("a/b")),
             },
             BackplaneMsg::Presence {
                 node: NodeId(u64::MAX),
