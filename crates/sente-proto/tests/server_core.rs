@@ -388,6 +388,41 @@ fn ajax_a_newer_poll_supersedes_the_held_one() {
     assert_eq!(ajax_answers(c.take_actions()), vec![(1000, "[1]".into())]);
 }
 
+/// A client polling hundreds of times a second adds no timer per poll: its entry keeps one
+/// deadline, checked by a timer added about once per grace period. Its held poll still times
+/// out after `lp_timeout_ms`, and it is still gone `ms_allow_reconnect_before_close_ajax`
+/// after its last answer.
+#[test]
+fn a_client_polling_fast_keeps_few_timers_and_still_times_out_and_leaves() {
+    let mut c = core();
+    let (u, a) = (uid("u"), cid("a"));
+    c.handle_ajax_handshake(&u, &a, "hs", 0).unwrap();
+    // 10 000 polls, each answered by a push, 2 ms apart: 20 s of a busy client.
+    for i in 0..10_000u32 {
+        let now = u64::from(i) * 2;
+        c.poll(now);
+        c.handle_ajax_poll(&u, &a, i, "poll", now).unwrap();
+        c.send(&u, &ev(i64::from(i)), 10, true, now + 1);
+        assert_eq!(ajax_answers(c.take_actions()), vec![(i, format!("[{i}]"))]);
+        assert!(c.pending_timers() <= 4, "{} timers", c.pending_timers());
+    }
+    c.take_events();
+    let at = 20_000;
+    c.handle_ajax_poll(&u, &a, 10_000, "poll", at).unwrap();
+    c.poll(at + 19_999);
+    assert!(c.take_actions().is_empty(), "held for lp_timeout_ms");
+    c.poll(at + 20_000);
+    assert_eq!(
+        ajax_answers(c.take_actions()),
+        vec![(10_000, "timeout".into())]
+    );
+    c.poll(at + 24_999);
+    assert!(c.take_events().is_empty(), "within its grace period");
+    c.poll(at + 25_000);
+    assert_eq!(uidport(&c.take_events()), vec!["close u"]);
+    assert!(!c.ajax_knows(&u, &a));
+}
+
 #[test]
 fn ajax_aborted_poll_starts_the_grace_period() {
     let mut c = core();

@@ -458,9 +458,44 @@ struct AjaxEntry<A, C> {
     /// Mailbox mode: what the client's last poll named as its position (its mailbox answers
     /// are numbered and leave out what it has, see [`Core::wake_done_taken`]).
     asked: Resume,
+    /// When the entry's time is up: the held poll's `lp_timeout_ms` while a poll is held (or
+    /// being woken), else the end of its grace period (`ms_allow_reconnect_before_close_ajax`).
+    /// Checked by [`Timer::Ajax`], which fires at or before it.
+    due: u64,
+    /// The earliest [`Timer::Ajax`] of this entry waiting in the core's timer map, if any. A
+    /// new `due` adds a timer only when none waits that fires by then: a client polling many
+    /// times a second adds one every grace period or so, not two per poll (timers are not
+    /// removed from the map before they fire).
+    armed: Option<u64>,
 }
 
 impl<A, C> AjaxEntry<A, C> {
+    /// A new entry: known (handshook), not polling, its time not set yet.
+    fn new(conn: ConnId, ctx: C) -> Self {
+        AjaxEntry {
+            conn,
+            state: AjaxState::Known,
+            ctx,
+            queue: Queue::default(),
+            resume: false,
+            asked: Resume::Off,
+            due: 0,
+            armed: None,
+        }
+    }
+
+    /// Sets [`AjaxEntry::due`] to `at`; `true` when a [`Timer::Ajax`] must be added at `at`
+    /// (none waits that fires by then).
+    #[must_use]
+    fn set_due(&mut self, at: u64) -> bool {
+        self.due = at;
+        if self.armed.is_some_and(|a| a <= at) {
+            return false;
+        }
+        self.armed = Some(at);
+        true
+    }
+
     /// Takes the held poll's responder, leaving the entry idle (between polls); `None` when no
     /// poll is held.
     fn take_poll(&mut self) -> Option<A> {
@@ -662,10 +697,11 @@ fn flush_state<W: Clone, A, C>(
             for (cid, e) in s.ajax.iter_mut() {
                 let seq = if e.resume { seq } else { None };
                 if e.answer_held(uid, cid, actions, || PollAnswer::of(batch.clone(), seq)) {
-                    Flushed::at(&mut left).timers.push((
-                        now + grace,
-                        Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
-                    ));
+                    if e.set_due(now + grace) {
+                        Flushed::at(&mut left)
+                            .timers
+                            .push((now + grace, Timer::Ajax(uid.clone(), cid.clone())));
+                    }
                 } else if !e.queue.push(batch.clone(), seq, limit) {
                     Flushed::at(&mut left).dropped.push(cid.clone());
                 }
@@ -690,14 +726,7 @@ fn ajax_entry<'a, W, A, C>(
     let Some(s) = uids.get_mut(uid) else {
         unreachable!("inserted above")
     };
-    s.ajax.get_or_insert_with(cid, || AjaxEntry {
-        conn,
-        state: AjaxState::Known,
-        ctx,
-        queue: Queue::default(),
-        resume: false,
-        asked: Resume::Off,
-    })
+    s.ajax.get_or_insert_with(cid, || AjaxEntry::new(conn, ctx))
 }
 
 fn wake_entry<W, A, C>(
@@ -825,8 +854,9 @@ impl Round {
 enum Timer {
     Flush(Uid, Transport),
     WsGrace(Uid, ClientId, ConnId),
-    AjaxGrace(Uid, ClientId, ConnId),
-    PollTimeout(Uid, ClientId, ConnId),
+    /// The Ajax entry's [`AjaxEntry::due`] may have come: its held poll times out, or its
+    /// grace period ends.
+    Ajax(Uid, ClientId),
     /// The uid's replay log may have outlived its clients.
     LogExpiry(Uid),
 }
@@ -1062,6 +1092,12 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// When [`Core::poll`] next has something to do (may be early; never late).
     pub fn next_deadline(&self) -> Option<u64> {
         self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// How many timers wait (batch windows, poll timeouts, grace periods, log expiries; a
+    /// timer whose moment has passed by the time it fires does nothing).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// The connected uids right now: `(ws, ajax)` membership per uid.
@@ -1479,10 +1515,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.queue.replace_numbered(replay);
             info
         });
-        self.timer(
-            now + grace,
-            Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-        );
+        if e.set_due(now + grace) {
+            self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+        }
         Ok(info)
     }
 
@@ -1526,14 +1561,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         let Some(s) = self.uids.get_mut(uid) else {
             unreachable!("inserted above")
         };
-        let e = s.ajax.get_or_insert_with(cid, || AjaxEntry {
-            conn,
-            state: AjaxState::Known,
-            ctx: ctx.clone(),
-            queue: Queue::default(),
-            resume: false,
-            asked: Resume::Off,
-        });
+        let e = s
+            .ajax
+            .get_or_insert_with(cid, || AjaxEntry::new(conn, ctx.clone()));
         if self.cfg.ajax_mailbox {
             e.asked = asked.clone();
         }
@@ -1549,7 +1579,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         if matches!(old, AjaxState::Known) {
             s.ajax_live += 1;
         }
-        let mut new_timer = None;
+        let due;
         if let AjaxState::Polling { responder: old } = old {
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
@@ -1567,19 +1597,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 responder,
                 answer: PollAnswer::of(batch, seq),
             });
-            new_timer = Some((
-                now + grace,
-                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-            ));
+            due = now + grace;
         } else {
             e.state = AjaxState::Polling { responder };
-            new_timer = new_timer.or(Some((
-                now + lp,
-                Timer::PollTimeout(uid.clone(), cid.clone(), conn),
-            )));
+            due = now + lp;
         }
-        if let Some((at, t)) = new_timer {
-            self.timer(at, t);
+        if e.set_due(due) {
+            self.timer(due, Timer::Ajax(uid.clone(), cid.clone()));
         }
         self.update_presence(uid, cid, &ctx, now);
         Ok(conn)
@@ -1598,10 +1622,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             )
         {
             e.state = AjaxState::Idle;
-            self.timer(
-                now + grace,
-                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-            );
+            if e.set_due(now + grace) {
+                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+            }
         }
     }
 
@@ -1674,10 +1697,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.answer_held(uid, cid, &mut self.actions, || PollAnswer::Timeout);
         }
         e.conn = conn;
-        self.timer(
-            now + grace,
-            Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-        );
+        if e.set_due(now + grace) {
+            self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+        }
         Ok(answer)
     }
 
@@ -1876,6 +1898,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             // Closed by the server meanwhile: the poll ends 410; what was taken waits in the
             // mailbox for the client's next handshake and poll.
             e.state = AjaxState::Idle;
+            let arm = e.set_due(now + grace);
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
                 client_id: cid.clone(),
@@ -1883,10 +1906,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 responder,
                 answer: PollAnswer::Closed,
             });
-            self.timer(
-                now + grace,
-                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-            );
+            if arm {
+                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+            }
             return match batch {
                 Some((b, _)) => WakeDone::PutBack(b),
                 None => WakeDone::Done,
@@ -1894,6 +1916,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         if let Some((b, seq)) = batch {
             e.state = AjaxState::Idle;
+            let arm = e.set_due(now + grace);
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
                 client_id: cid.clone(),
@@ -1901,10 +1924,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 responder,
                 answer: PollAnswer::of(b, seq),
             });
-            self.timer(
-                now + grace,
-                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-            );
+            if arm {
+                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+            }
             return WakeDone::Done;
         }
         if again {
@@ -1917,6 +1939,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
         if timed_out {
             e.state = AjaxState::Idle;
+            let arm = e.set_due(now + grace);
             self.actions.push(Action::AjaxAnswer {
                 uid: uid.clone(),
                 client_id: cid.clone(),
@@ -1924,10 +1947,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                 responder,
                 answer: PollAnswer::Timeout,
             });
-            self.timer(
-                now + grace,
-                Timer::AjaxGrace(uid.clone(), cid.clone(), conn),
-            );
+            if arm {
+                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+            }
             return WakeDone::Done;
         }
         e.state = AjaxState::Polling { responder };
@@ -2232,8 +2254,9 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             } else if e.answer_held(uid, cid, &mut self.actions, || {
                 PollAnswer::of(batch.clone(), seq)
             }) {
-                let t = Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn);
-                self.timer(now + grace, t);
+                if e.set_due(now + grace) {
+                    self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
+                }
             } else if !e.queue.push(batch, seq, limit) {
                 dropped = Some(Transport::Ajax);
             }
@@ -2331,11 +2354,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             } else {
                 PollAnswer::Timeout
             };
-            if e.answer_held(uid, cid, &mut self.actions, || answer) {
-                timers.push((
-                    now + grace,
-                    Timer::AjaxGrace(uid.clone(), cid.clone(), e.conn),
-                ));
+            if e.answer_held(uid, cid, &mut self.actions, || answer) && e.set_due(now + grace) {
+                timers.push((now + grace, Timer::Ajax(uid.clone(), cid.clone())));
             }
         }
         for (at, t) in timers {
@@ -2395,6 +2415,53 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         }
     }
 
+    /// [`Timer::Ajax`] added at `at` fires: when the entry's time has come, its held poll
+    /// times out (answered empty; its grace period starts), a poll being woken is marked timed
+    /// out, or its grace period ends (the client is gone); otherwise the timer is added again
+    /// for the entry's `due`, unless one waits that fires by then.
+    fn fire_ajax(&mut self, at: u64, uid: Uid, cid: ClientId, now: u64) {
+        let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
+        let Some(s) = self.uids.get_mut(&uid) else {
+            return;
+        };
+        let Some(e) = s.ajax.get_mut(&cid) else {
+            return;
+        };
+        if e.armed == Some(at) {
+            e.armed = None;
+        }
+        if e.due > now {
+            let due = e.due;
+            if e.set_due(due) {
+                self.timer(due, Timer::Ajax(uid, cid));
+            }
+            return;
+        }
+        match &mut e.state {
+            AjaxState::Waking { timed_out, .. } => *timed_out = true,
+            AjaxState::Polling { .. } => {
+                let conn = e.conn;
+                if let Some(responder) = e.take_poll() {
+                    self.actions.push(Action::AjaxAnswer {
+                        uid: uid.clone(),
+                        client_id: cid.clone(),
+                        conn,
+                        responder,
+                        answer: PollAnswer::Timeout,
+                    });
+                }
+                if e.set_due(now + grace) {
+                    self.timer(now + grace, Timer::Ajax(uid, cid));
+                }
+            }
+            AjaxState::Idle | AjaxState::Known => {
+                if let Some(e) = s.remove_ajax(&cid) {
+                    self.update_presence(&uid, &cid, &e.ctx, now);
+                }
+            }
+        }
+    }
+
     fn fire(&mut self, at: u64, timer: Timer, now: u64, round: &mut Round) {
         match timer {
             Timer::Flush(uid, t) => {
@@ -2417,17 +2484,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     self.update_presence(&uid, &cid, &e.ctx, now);
                 }
             }
-            Timer::AjaxGrace(uid, cid, conn) => {
-                let Some(s) = self.uids.get_mut(&uid) else {
-                    return;
-                };
-                let expired = s.ajax.get(&cid).is_some_and(|e| {
-                    e.conn == conn && matches!(e.state, AjaxState::Idle | AjaxState::Known)
-                });
-                if expired && let Some(e) = s.remove_ajax(&cid) {
-                    self.update_presence(&uid, &cid, &e.ctx, now);
-                }
-            }
+            Timer::Ajax(uid, cid) => self.fire_ajax(at, uid, cid, now),
             Timer::LogExpiry(uid) => {
                 let max_age = self.cfg.replay.max_age_ms;
                 let clients = self.uids.contains_key(&uid);
@@ -2447,30 +2504,6 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     let at = log.seen + max_age;
                     self.timer(at, Timer::LogExpiry(uid));
                 }
-            }
-            Timer::PollTimeout(uid, cid, conn) => {
-                let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-                let Some(e) = self.uids.get_mut(&uid).and_then(|s| s.ajax.get_mut(&cid)) else {
-                    return;
-                };
-                if e.conn != conn {
-                    return;
-                }
-                if let AjaxState::Waking { timed_out, .. } = &mut e.state {
-                    *timed_out = true;
-                    return;
-                }
-                let Some(responder) = e.take_poll() else {
-                    return;
-                };
-                self.actions.push(Action::AjaxAnswer {
-                    uid: uid.clone(),
-                    client_id: cid.clone(),
-                    conn,
-                    responder,
-                    answer: PollAnswer::Timeout,
-                });
-                self.timer(now + grace, Timer::AjaxGrace(uid, cid, conn));
             }
         }
     }
