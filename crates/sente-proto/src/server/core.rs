@@ -2440,16 +2440,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         match &mut e.state {
             AjaxState::Waking { timed_out, .. } => *timed_out = true,
             AjaxState::Polling { .. } => {
-                let conn = e.conn;
-                if let Some(responder) = e.take_poll() {
-                    self.actions.push(Action::AjaxAnswer {
-                        uid: uid.clone(),
-                        client_id: cid.clone(),
-                        conn,
-                        responder,
-                        answer: PollAnswer::Timeout,
-                    });
-                }
+                e.answer_held(&uid, &cid, &mut self.actions, || PollAnswer::Timeout);
                 if e.set_due(now + grace) {
                     self.timer(now + grace, Timer::Ajax(uid, cid));
                 }
