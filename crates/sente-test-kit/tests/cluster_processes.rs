@@ -649,7 +649,7 @@ struct Sent {
 /// next live one if that one is dead), so consecutive pushes to a uid come from different
 /// nodes, each acknowledged (or failed) before the next. In round `kill_round` node `victim`
 /// gets `SIGKILL` `kill_delay` after the round's pushes started, so some may be in flight on it.
-/// Returns what was sent per uid and when the kill was done.
+/// Returns what was sent per uid and the moment just before the kill signal was sent.
 async fn drive(
     nodes: &[Node],
     clients: &[Tracked],
@@ -680,12 +680,16 @@ async fn drive(
             let pid = pid.clone();
             tokio::task::spawn_blocking(move || {
                 std::thread::sleep(kill_delay);
+                // The moment before the signal: on a loaded machine a client may have seen
+                // the close, reconnected and handshaken before `kill` returns, and that
+                // handshake must count as after the kill.
+                let at = Instant::now();
                 let status = Command::new("kill")
                     .args(["-KILL", &pid])
                     .status()
                     .expect("kill runs");
                 assert!(status.success(), "kill -KILL {pid}");
-                Instant::now()
+                at
             })
         });
         let round = usize::try_from(n).unwrap_or(0);
