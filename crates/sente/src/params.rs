@@ -37,10 +37,9 @@ impl Params {
     /// ever decoded, so the memory used is bounded by the input plus `max_fields` pairs.
     pub(crate) fn parse(input: &str, max_fields: usize) -> Result<Self, TooManyFields> {
         // Decoding never makes text longer (invalid UTF-8 aside, rare).
-        let pairs = input.bytes().filter(|&b| b == b'&').count() + 1;
         let mut p = Params {
             text: String::with_capacity(input.len()),
-            spans: Vec::with_capacity(pairs.min(max_fields)),
+            spans: Vec::new(),
         };
         for pair in input.split('&') {
             if pair.is_empty() {

@@ -34,13 +34,9 @@ fn origin_form(uri: &http::Uri) -> Option<&str> {
 /// are to be dropped (then a map of just the kept headers is built, the smallest that holds
 /// them).
 fn compact(mut parts: http::request::Parts) -> http::request::Parts {
-    let handshake = HANDSHAKE_ONLY
-        .iter()
-        .any(|name| parts.headers.contains_key(name));
-    if handshake {
-        for name in &HANDSHAKE_ONLY {
-            parts.headers.remove(name);
-        }
+    let mut handshake = false;
+    for name in &HANDSHAKE_ONLY {
+        handshake |= parts.headers.remove(name).is_some();
     }
     let pq = origin_form(&parts.uri);
     let len = parts

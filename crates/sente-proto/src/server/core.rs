@@ -484,16 +484,16 @@ impl<A, C> AjaxEntry<A, C> {
         }
     }
 
-    /// Sets [`AjaxEntry::due`] to `at`; `true` when a [`Timer::Ajax`] must be added at `at`
-    /// (none waits that fires by then).
+    /// Sets [`AjaxEntry::due`] to `at`; the [`Timer::Ajax`] to add to the core's timers when
+    /// none waits that fires by then, else `None`.
     #[must_use]
-    fn set_due(&mut self, at: u64) -> bool {
+    fn deadline(&mut self, at: u64, uid: &Uid, cid: &ClientId) -> Option<(u64, Timer)> {
         self.due = at;
         if self.armed.is_some_and(|a| a <= at) {
-            return false;
+            return None;
         }
         self.armed = Some(at);
-        true
+        Some((at, Timer::Ajax(uid.clone(), cid.clone())))
     }
 
     /// Takes the held poll's responder, leaving the entry idle (between polls); `None` when no
@@ -697,10 +697,8 @@ fn flush_state<W: Clone, A, C>(
             for (cid, e) in s.ajax.iter_mut() {
                 let seq = if e.resume { seq } else { None };
                 if e.answer_held(uid, cid, actions, || PollAnswer::of(batch.clone(), seq)) {
-                    if e.set_due(now + grace) {
-                        Flushed::at(&mut left)
-                            .timers
-                            .push((now + grace, Timer::Ajax(uid.clone(), cid.clone())));
+                    if let Some(t) = e.deadline(now + grace, uid, cid) {
+                        Flushed::at(&mut left).timers.push(t);
                     }
                 } else if !e.queue.push(batch.clone(), seq, limit) {
                     Flushed::at(&mut left).dropped.push(cid.clone());
@@ -1128,6 +1126,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         self.timers.insert((at, self.seq), t);
     }
 
+    /// Adds the timer an entry's new deadline asks for, if any (see [`AjaxEntry::deadline`]).
+    fn add_timer(&mut self, t: Option<(u64, Timer)>) {
+        if let Some((at, t)) = t {
+            self.timer(at, t);
+        }
+    }
+
     fn conn_id(&mut self) -> ConnId {
         let c = ConnId(self.next_conn);
         self.next_conn += 1;
@@ -1515,9 +1520,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.queue.replace_numbered(replay);
             info
         });
-        if e.set_due(now + grace) {
-            self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-        }
+        let t = e.deadline(now + grace, uid, cid);
+        self.add_timer(t);
         Ok(info)
     }
 
@@ -1602,9 +1606,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.state = AjaxState::Polling { responder };
             due = now + lp;
         }
-        if e.set_due(due) {
-            self.timer(due, Timer::Ajax(uid.clone(), cid.clone()));
-        }
+        let t = e.deadline(due, uid, cid);
+        self.add_timer(t);
         self.update_presence(uid, cid, &ctx, now);
         Ok(conn)
     }
@@ -1622,9 +1625,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             )
         {
             e.state = AjaxState::Idle;
-            if e.set_due(now + grace) {
-                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-            }
+            let t = e.deadline(now + grace, uid, cid);
+            self.add_timer(t);
         }
     }
 
@@ -1697,9 +1699,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.answer_held(uid, cid, &mut self.actions, || PollAnswer::Timeout);
         }
         e.conn = conn;
-        if e.set_due(now + grace) {
-            self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-        }
+        let t = e.deadline(now + grace, uid, cid);
+        self.add_timer(t);
         Ok(answer)
     }
 
@@ -1894,66 +1895,40 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             } => (again, timed_out, closed),
             _ => (false, false, false),
         };
-        if closed {
+        let (answer, done) = if closed {
             // Closed by the server meanwhile: the poll ends 410; what was taken waits in the
             // mailbox for the client's next handshake and poll.
-            e.state = AjaxState::Idle;
-            let arm = e.set_due(now + grace);
-            self.actions.push(Action::AjaxAnswer {
-                uid: uid.clone(),
-                client_id: cid.clone(),
-                conn,
-                responder,
-                answer: PollAnswer::Closed,
-            });
-            if arm {
-                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-            }
-            return match batch {
+            let done = match batch {
                 Some((b, _)) => WakeDone::PutBack(b),
                 None => WakeDone::Done,
             };
-        }
-        if let Some((b, seq)) = batch {
-            e.state = AjaxState::Idle;
-            let arm = e.set_due(now + grace);
-            self.actions.push(Action::AjaxAnswer {
-                uid: uid.clone(),
-                client_id: cid.clone(),
-                conn,
-                responder,
-                answer: PollAnswer::of(b, seq),
-            });
-            if arm {
-                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-            }
-            return WakeDone::Done;
-        }
-        if again {
+            (PollAnswer::Closed, done)
+        } else if let Some((b, seq)) = batch {
+            (PollAnswer::of(b, seq), WakeDone::Done)
+        } else if again {
             e.state = AjaxState::Waking {
                 again: false,
                 timed_out,
                 closed: false,
             };
             return WakeDone::Again(responder);
-        }
-        if timed_out {
-            e.state = AjaxState::Idle;
-            let arm = e.set_due(now + grace);
-            self.actions.push(Action::AjaxAnswer {
-                uid: uid.clone(),
-                client_id: cid.clone(),
-                conn,
-                responder,
-                answer: PollAnswer::Timeout,
-            });
-            if arm {
-                self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-            }
+        } else if timed_out {
+            (PollAnswer::Timeout, WakeDone::Done)
+        } else {
+            e.state = AjaxState::Polling { responder };
             return WakeDone::Done;
-        }
-        e.state = AjaxState::Polling { responder };
-        WakeDone::Done
+        };
+        e.state = AjaxState::Idle;
+        let t = e.deadline(now + grace, uid, cid);
+        self.actions.push(Action::AjaxAnswer {
+            uid: uid.clone(),
+            client_id: cid.clone(),
+            conn,
+            responder,
+            answer,
+        });
+        self.add_timer(t);
+        done
     }
 
     /// Mailbox mode: wakes the polls held for `uids` (every uid with `None`): their mailboxes
@@ -2254,9 +2229,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             } else if e.answer_held(uid, cid, &mut self.actions, || {
                 PollAnswer::of(batch.clone(), seq)
             }) {
-                if e.set_due(now + grace) {
-                    self.timer(now + grace, Timer::Ajax(uid.clone(), cid.clone()));
-                }
+                let t = e.deadline(now + grace, uid, cid);
+                self.add_timer(t);
             } else if !e.queue.push(batch, seq, limit) {
                 dropped = Some(Transport::Ajax);
             }
@@ -2354,8 +2328,8 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             } else {
                 PollAnswer::Timeout
             };
-            if e.answer_held(uid, cid, &mut self.actions, || answer) && e.set_due(now + grace) {
-                timers.push((now + grace, Timer::Ajax(uid.clone(), cid.clone())));
+            if e.answer_held(uid, cid, &mut self.actions, || answer) {
+                timers.extend(e.deadline(now + grace, uid, cid));
             }
         }
         for (at, t) in timers {
@@ -2431,19 +2405,16 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             e.armed = None;
         }
         if e.due > now {
-            let due = e.due;
-            if e.set_due(due) {
-                self.timer(due, Timer::Ajax(uid, cid));
-            }
+            let t = e.deadline(e.due, &uid, &cid);
+            self.add_timer(t);
             return;
         }
         match &mut e.state {
             AjaxState::Waking { timed_out, .. } => *timed_out = true,
             AjaxState::Polling { .. } => {
                 e.answer_held(&uid, &cid, &mut self.actions, || PollAnswer::Timeout);
-                if e.set_due(now + grace) {
-                    self.timer(now + grace, Timer::Ajax(uid, cid));
-                }
+                let t = e.deadline(now + grace, &uid, &cid);
+                self.add_timer(t);
             }
             AjaxState::Idle | AjaxState::Known => {
                 if let Some(e) = s.remove_ajax(&cid) {
