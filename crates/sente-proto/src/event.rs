@@ -107,16 +107,20 @@ impl EventId {
 
     /// Validates a keyword as an event id.
     pub fn from_keyword(kw: Keyword) -> Result<Self, InvalidEventId> {
-        let ok = kw.namespace().is_some_and(|ns| !ns.is_empty())
-            && !kw.name().is_empty()
-            && !kw.as_str().chars().any(char::is_whitespace);
-        if ok {
+        if Self::is_valid(&kw) {
             Ok(EventId(kw))
         } else {
             Err(InvalidEventId {
                 text: kw.as_str().to_owned(),
             })
         }
+    }
+
+    /// Whether `kw` is a valid event id: `ns/name`, both parts non-empty, no whitespace.
+    fn is_valid(kw: &Keyword) -> bool {
+        kw.namespace().is_some_and(|ns| !ns.is_empty())
+            && !kw.name().is_empty()
+            && !kw.as_str().chars().any(char::is_whitespace)
     }
 
     /// An id from a constant known to be valid (the reserved ids in [`ids`]).
@@ -286,10 +290,7 @@ impl Event {
         if !(1..=2).contains(&items.len()) {
             return Err(Value::Vector(items));
         }
-        let Value::Keyword(kw) = &items[0] else {
-            return Err(Value::Vector(items));
-        };
-        if EventId::from_keyword(kw.clone()).is_err() {
+        if !matches!(&items[0], Value::Keyword(kw) if EventId::is_valid(kw)) {
             return Err(Value::Vector(items));
         }
         let mut it = items.into_iter();

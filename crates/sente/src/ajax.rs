@@ -490,14 +490,10 @@ async fn post_event(
         .registry()
         .conn_metrics(Transport::Ajax, a.packer.name());
     m.bytes_in.increment(packed_msg.len() as u64);
-    let limits = shell.registry().limits().message.clone();
-    let packer = a.packer.clone();
     let decoded = shell
-        .unpack(packed_msg.len(), move || {
-            message::ajax_post(&*packer, &packed_msg, &limits)
-        })
+        .decode(packed_msg, &a.packer, message::ajax_post)
         .await;
-    let Some(decoded) = decoded else {
+    let Ok(decoded) = decoded else {
         return reject(
             shell.registry().meters(),
             StatusCode::BAD_REQUEST,

@@ -238,10 +238,9 @@ impl Reply {
         if let ReplyInner::Guarded(slot) = &self.inner {
             return ReplyGuard(slot.clone());
         }
-        let placeholder = ReplyInner::Guarded(Arc::new(Mutex::new(None)));
-        let inner = std::mem::replace(&mut self.inner, placeholder);
-        let slot = Arc::new(Mutex::new(Some(inner)));
-        self.inner = ReplyInner::Guarded(slot.clone());
+        let slot = Arc::new(Mutex::new(None));
+        let inner = std::mem::replace(&mut self.inner, ReplyInner::Guarded(slot.clone()));
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
         ReplyGuard(slot)
     }
 }

@@ -113,6 +113,28 @@ fn erase<T, S, H: Handler<T, S>>(h: H) -> HandlerFn<S> {
     Arc::new(move |msg, state| h.call(msg, state))
 }
 
+/// A handler registered for an id, with that id: a failing handler's [`EventInfo`] takes it
+/// from here, so an event that runs without failing costs no copy of its id.
+struct Route<S> {
+    id: EventId,
+    run: HandlerFn<S>,
+}
+
+/// Where a failing handler's event id comes from: its route, or (the fallback) the event.
+enum IdOf<S> {
+    Route(Arc<Route<S>>),
+    Event(EventId),
+}
+
+impl<S> IdOf<S> {
+    fn into_id(self) -> EventId {
+        match self {
+            IdOf::Route(r) => r.id.clone(),
+            IdOf::Event(id) => id,
+        }
+    }
+}
+
 /// Routes events to handlers by event id (Sente's `start-server-chsk-router!`). Register it with
 /// [`Builder::handler`](crate::Builder::handler): WebSocket and Ajax events reach it alike.
 ///
@@ -139,7 +161,7 @@ fn erase<T, S, H: Handler<T, S>>(h: H) -> HandlerFn<S> {
 /// ```
 #[must_use]
 pub struct Router<S = ()> {
-    handlers: HashMap<EventId, HandlerFn<S>>,
+    handlers: HashMap<EventId, Arc<Route<S>>>,
     fallback: Option<HandlerFn<S>>,
     on_error: Option<ErrorFn>,
     concurrency: Concurrency,
@@ -216,7 +238,11 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         handler: H,
     ) -> Result<Self, InvalidEventId> {
         let id = EventId::new(id)?;
-        self.handlers.insert(id, erase(handler));
+        let route = Route {
+            id: id.clone(),
+            run: erase(handler),
+        };
+        self.handlers.insert(id, Arc::new(route));
         Ok(self)
     }
 
@@ -247,26 +273,25 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self
     }
 
-    /// The handler of an event: its own or the fallback.
-    fn handler(&self, msg: &EventMsg) -> Option<&HandlerFn<S>> {
-        self.handlers.get(msg.id()).or(self.fallback.as_ref())
+    /// The handler of an event (its own or the fallback) and where its id is kept.
+    fn handler(&self, msg: &EventMsg) -> Option<(HandlerFn<S>, IdOf<S>)> {
+        match self.handlers.get(msg.id()) {
+            Some(r) => Some((r.run.clone(), IdOf::Route(r.clone()))),
+            None => Some((self.fallback.clone()?, IdOf::Event(msg.id().clone()))),
+        }
     }
 }
 
 impl<S: Clone + Send + Sync + 'static> Dispatch for Router<S> {
     fn dispatch(&self, msg: EventMsg) -> BoxFuture<'static, ()> {
-        let Some(handler) = self.handler(&msg) else {
+        let Some((handler, id)) = self.handler(&msg) else {
             // Without a handler a requested reply is dropped: an Ajax POST gets
             // `[:chsk/timeout nil]` at once, a WebSocket client times out.
             tracing::debug!(id = %msg.id(), "no handler for event");
             return async {}.boxed();
         };
-        let info = EventInfo {
-            id: msg.id().clone(),
-            uid: msg.uid.clone(),
-            client_id: msg.client_id.clone(),
-        };
-        let (handler, state) = (handler.clone(), self.state.clone());
+        let (uid, client_id) = (msg.uid.clone(), msg.client_id.clone());
+        let state = self.state.clone();
         let on_error = self.on_error.clone();
         let mut msg = msg;
         let guard = msg.reply.as_mut().map(crate::msg::Reply::guard);
@@ -285,6 +310,11 @@ impl<S: Clone + Send + Sync + 'static> Dispatch for Router<S> {
                         .unwrap_or_else(|| "non-string panic".to_owned()),
                 ),
             };
+            let info = EventInfo {
+                id: id.into_id(),
+                uid,
+                client_id,
+            };
             if guard.is_some_and(crate::msg::ReplyGuard::fail) {
                 tracing::debug!(id = %info.id, "handler failed: its reply answered chsk/error");
             }
@@ -294,7 +324,7 @@ impl<S: Clone + Send + Sync + 'static> Dispatch for Router<S> {
     }
 
     fn handles(&self, msg: &EventMsg) -> bool {
-        self.handler(msg).is_some()
+        self.handlers.contains_key(msg.id()) || self.fallback.is_some()
     }
 
     fn concurrency(&self) -> Concurrency {

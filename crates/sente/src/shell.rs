@@ -11,7 +11,9 @@ use crate::params::Params;
 use crate::registry::Registry;
 use crate::request::ChskRequest;
 use crate::response::{ChskBody, refused, reject_noted};
+use bytes::Bytes;
 use http::{Response, StatusCode};
+use sente_proto::Limits;
 use sente_proto::server::message::PendingReplies;
 use sente_proto::{ClientId, Packer, Uid};
 use std::collections::BTreeSet;
@@ -69,6 +71,26 @@ impl Shell {
         }
         let _slot = self.unpacking.acquire().await.ok()?;
         tokio::task::spawn_blocking(unpack).await.ok()
+    }
+
+    /// Decodes the inbound message `data` with `decode` (given the packer and the message
+    /// limits) where it cannot stall other clients, as [`Shell::unpack`] does; a small message
+    /// is decoded in place without copying anything. `Err(data)` if the decoder panicked.
+    pub(crate) async fn decode<T: Send + 'static>(
+        &self,
+        data: Bytes,
+        packer: &Arc<dyn Packer>,
+        decode: impl FnOnce(&dyn Packer, &[u8], &Limits) -> T + Send + 'static,
+    ) -> Result<T, Bytes> {
+        let limits = &self.registry().limits().message;
+        if data.len() < UNPACK_ELSEWHERE {
+            return Ok(decode(&**packer, &data, limits));
+        }
+        let (limits, packer, kept) = (limits.clone(), packer.clone(), data.clone());
+        let len = data.len();
+        self.unpack(len, move || decode(&*packer, &data, &limits))
+            .await
+            .ok_or(kept)
     }
 
     pub(crate) fn server(&self) -> &ServerHandle {

@@ -636,17 +636,14 @@ impl WsConn {
     /// One data frame: the protocol's decision ([`message::ws_message`]): the pong of a ping
     /// goes to this connection's queue, the event to the handlers run by this task.
     async fn on_data(&self, data: Bytes, binary: bool, inline: &mut InlineRunner) {
-        let limits = self.shell.registry().limits().message.clone();
-        let packer = self.packer.clone();
         let len = data.len();
-        let fallback = data.clone();
         let inbound = self
             .shell
-            .unpack(len, move || {
-                message::ws_message(&*packer, &data, binary, &limits)
+            .decode(data, &self.packer, move |packer, data, limits| {
+                message::ws_message(packer, data, binary, limits)
             })
             .await
-            .unwrap_or_else(|| message::undecodable(&fallback, binary));
+            .unwrap_or_else(|data| message::undecodable(&data, binary));
         if let Some(answer) = inbound.answer {
             self.outbox.push_reply(Out::Reply(Box::new(answer), None));
         }
