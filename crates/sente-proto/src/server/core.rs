@@ -2393,32 +2393,32 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
     /// times out (answered empty; its grace period starts), a poll being woken is marked timed
     /// out, or its grace period ends (the client is gone); otherwise the timer is added again
     /// for the entry's `due`, unless one waits that fires by then.
-    fn fire_ajax(&mut self, at: u64, uid: Uid, cid: ClientId, now: u64) {
+    fn fire_ajax(&mut self, at: u64, uid: &Uid, cid: &ClientId, now: u64) {
         let grace = self.cfg.ms_allow_reconnect_before_close_ajax;
-        let Some(s) = self.uids.get_mut(&uid) else {
+        let Some(s) = self.uids.get_mut(uid) else {
             return;
         };
-        let Some(e) = s.ajax.get_mut(&cid) else {
+        let Some(e) = s.ajax.get_mut(cid) else {
             return;
         };
         if e.armed == Some(at) {
             e.armed = None;
         }
         if e.due > now {
-            let t = e.deadline(e.due, &uid, &cid);
+            let t = e.deadline(e.due, uid, cid);
             self.add_timer(t);
             return;
         }
         match &mut e.state {
             AjaxState::Waking { timed_out, .. } => *timed_out = true,
             AjaxState::Polling { .. } => {
-                e.answer_held(&uid, &cid, &mut self.actions, || PollAnswer::Timeout);
-                let t = e.deadline(now + grace, &uid, &cid);
+                e.answer_held(uid, cid, &mut self.actions, || PollAnswer::Timeout);
+                let t = e.deadline(now + grace, uid, cid);
                 self.add_timer(t);
             }
             AjaxState::Idle | AjaxState::Known => {
-                if let Some(e) = s.remove_ajax(&cid) {
-                    self.update_presence(&uid, &cid, &e.ctx, now);
+                if let Some(e) = s.remove_ajax(cid) {
+                    self.update_presence(uid, cid, &e.ctx, now);
                 }
             }
         }
@@ -2446,7 +2446,7 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
                     self.update_presence(&uid, &cid, &e.ctx, now);
                 }
             }
-            Timer::Ajax(uid, cid) => self.fire_ajax(at, uid, cid, now),
+            Timer::Ajax(uid, cid) => self.fire_ajax(at, &uid, &cid, now),
             Timer::LogExpiry(uid) => {
                 let max_age = self.cfg.replay.max_age_ms;
                 let clients = self.uids.contains_key(&uid);
