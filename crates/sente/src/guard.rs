@@ -6,8 +6,13 @@
 use crate::origin::{AllowedHosts, AllowedOrigins, host_allowed, origin_allowed, token_eq};
 use crate::request::ChskRequest;
 use bytes::Bytes;
+use http::{HeaderName, header};
 use sente_proto::{Uid, Value};
 use std::sync::Arc;
+
+/// The headers a client may carry its CSRF token in (besides the `csrf-token` parameter).
+const X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-csrf-token");
+const X_XSRF_TOKEN: HeaderName = HeaderName::from_static("x-xsrf-token");
 
 /// A response a hook returns (rejections): status, headers and a body.
 pub type HookResponse = http::Response<Bytes>;
@@ -221,8 +226,9 @@ impl Guard {
         req: &ChskRequest,
         may_defer_csrf: bool,
     ) -> Result<CsrfCheck, Refusal> {
-        self.warn_if_host_unchecked(req.header("host"));
-        if !host_allowed(&self.allowed_hosts, req.header("host")) {
+        let host = req.header_of(&header::HOST);
+        self.warn_if_host_unchecked(host);
+        if !host_allowed(&self.allowed_hosts, host) {
             return Err(Box::new((
                 Rejection::Host,
                 text_response(
@@ -245,9 +251,9 @@ impl Guard {
         };
         if !origin_allowed(
             &self.allowed_origins,
-            req.header("origin"),
-            req.header("referer"),
-            req.header("host"),
+            req.header_of(&header::ORIGIN),
+            req.header_of(&header::REFERER),
+            host,
         ) {
             return Err(Box::new((Rejection::Origin, (self.bad_origin_fn)(req))));
         }
@@ -280,8 +286,8 @@ impl Guard {
             CsrfToken::Missing => Csrf::Fail,
             CsrfToken::Token(expected) => match req
                 .param("csrf-token")
-                .or_else(|| req.header("x-csrf-token"))
-                .or_else(|| req.header("x-xsrf-token"))
+                .or_else(|| req.header_of(&X_CSRF_TOKEN))
+                .or_else(|| req.header_of(&X_XSRF_TOKEN))
             {
                 None => Csrf::NoToken,
                 Some(got) if token_eq(got, &expected) => Csrf::Pass,

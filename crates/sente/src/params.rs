@@ -41,19 +41,43 @@ impl Params {
             text: String::with_capacity(input.len()),
             spans: Vec::new(),
         };
-        for pair in input.split('&') {
-            if pair.is_empty() {
-                continue;
+        let bytes = input.as_bytes();
+        let mut start = 0;
+        while start <= bytes.len() {
+            // One pass over the pair: where it ends, its first `=`, whether it needs decoding.
+            let (mut end, mut eq, mut encoded) = (start, None, false);
+            while let Some(&b) = bytes.get(end) {
+                match b {
+                    b'&' => break,
+                    b'=' if eq.is_none() => eq = Some(end),
+                    b'+' | b'%' => encoded = true,
+                    _ => {}
+                }
+                end += 1;
             }
-            if p.spans.len() == max_fields {
-                return Err(TooManyFields { max: max_fields });
+            if end > start {
+                if p.spans.len() == max_fields {
+                    return Err(TooManyFields { max: max_fields });
+                }
+                // `&` and `=` are ASCII: the pieces start and end on character boundaries.
+                let (k, v) = match eq {
+                    Some(eq) => (&input[start..eq], &input[eq + 1..end]),
+                    None => (&input[start..end], ""),
+                };
+                let at = p.text.len();
+                let add = |text: &mut String, piece: &str| {
+                    if encoded {
+                        decode_into(text, piece);
+                    } else {
+                        text.push_str(piece);
+                    }
+                };
+                add(&mut p.text, k);
+                let mid = p.text.len();
+                add(&mut p.text, v);
+                p.spans.push(offsets(at, mid, p.text.len()));
             }
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let start = p.text.len();
-            decode_into(&mut p.text, k);
-            let mid = p.text.len();
-            decode_into(&mut p.text, v);
-            p.spans.push(offsets(start, mid, p.text.len()));
+            start = end + 1;
         }
         Ok(p)
     }
@@ -65,12 +89,23 @@ impl Params {
 
     /// The first value of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.find(name).map(|s| self.pair(s).1)
     }
 
     /// Whether `name` is present (any value, even empty: Sente's truthiness of strings).
     pub(crate) fn has(&self, name: &str) -> bool {
-        self.iter().any(|(k, _)| k == name)
+        self.find(name).is_some()
+    }
+
+    /// The spans of the first pair named `name`: names compared as bytes, without slicing
+    /// every pair's text.
+    fn find(&self, name: &str) -> Option<[u32; 3]> {
+        let text = self.text.as_bytes();
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .find(|&&[a, b, _]| text.get(a as usize..b as usize) == Some(name))
+            .copied()
     }
 
     /// Appends the pairs of `other` (query first, then form: the query wins on `get`).
@@ -249,6 +284,11 @@ mod tests {
                     proptest::prop_assert!(want.len() <= max);
                     let got: Vec<(String, String)> =
                         p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                    for (k, _) in &want {
+                        let first = want.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                        proptest::prop_assert_eq!(p.get(k), first);
+                        proptest::prop_assert!(p.has(k));
+                    }
                     proptest::prop_assert_eq!(got, want);
                 }
                 Err(e) => {

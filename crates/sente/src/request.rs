@@ -164,6 +164,11 @@ impl ChskRequest {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// [`ChskRequest::header`] by a name known in advance: no name to parse on each lookup.
+    pub(crate) fn header_of(&self, name: &http::HeaderName) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// A query parameter, or (on a POST) a form field; the query wins. The packed message
     /// (`ppstr`) is not kept.
     pub fn param(&self, name: &str) -> Option<&str> {
