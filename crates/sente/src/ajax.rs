@@ -77,8 +77,10 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     } = a;
     let handshake = request.params_inner().has("handshake?");
     let m = registry.conn_metrics(Transport::Ajax, packer.name());
-    let ctx = ConnCtx {
-        request: request.clone(),
+    // The context a new client entry keeps: a copy of the request out of hyper's buffer,
+    // made only for an entry (a poll of a known client keeps nothing of its request).
+    let ctx = || ConnCtx {
+        request: Arc::new(request.kept()),
         transport: Transport::Ajax,
         packer: packer.clone(),
     };
@@ -127,15 +129,15 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
             let kept = handshake && known;
             match mailbox {
                 Some(_) => {
-                    c.handle_ajax_handshake_mailbox(&uid, &cid, ctx, &resume, (kept, upto), now)
+                    c.handle_ajax_handshake_mailbox(&uid, &cid, ctx(), &resume, (kept, upto), now)
                 }
                 None => c
-                    .handle_ajax_handshake_resume(&uid, &cid, ctx, &resume, now)
+                    .handle_ajax_handshake_resume(&uid, &cid, ctx(), &resume, now)
                     .map(MailboxResume::of),
             }
             .map(Started::Handshake)
         } else {
-            c.handle_ajax_poll_resume(&uid, &cid, tx, ctx, &resume, now)
+            c.handle_ajax_poll_with(&uid, &cid, tx, ctx, &resume, now)
                 .map(Started::Poll)
         }
     });
@@ -170,6 +172,9 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
         }
         Ok(Started::Poll(conn)) => conn,
     };
+    // Not kept while the poll is held: it may still be in hyper's read buffer.
+    let large = crate::large::announced(&request);
+    drop(request);
     if mailbox.is_some() {
         // What waits in the mailbox answers the poll at once.
         registry.wake(uid.clone(), cid.clone(), conn);
@@ -197,7 +202,7 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     };
     let answer = match shell
         .large
-        .outgoing(|| registry.now(), &b, &request, &guard.uid, &guard.cid)
+        .outgoing(|| registry.now(), &b, large, &guard.uid, &guard.cid)
         .packed_numbered(&*packer, max, seq)
     {
         Ok(p) => {

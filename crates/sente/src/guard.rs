@@ -11,8 +11,8 @@ use sente_proto::{Uid, Value};
 use std::sync::Arc;
 
 /// The headers a client may carry its CSRF token in (besides the `csrf-token` parameter).
-const X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-csrf-token");
-const X_XSRF_TOKEN: HeaderName = HeaderName::from_static("x-xsrf-token");
+static X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-csrf-token");
+static X_XSRF_TOKEN: HeaderName = HeaderName::from_static("x-xsrf-token");
 
 /// A response a hook returns (rejections): status, headers and a body.
 pub type HookResponse = http::Response<Bytes>;

@@ -40,17 +40,17 @@ impl Large {
     }
 
     /// The batch `b` as client `cid` of `uid` gets it: with its large events replaced by
-    /// references when the client announced the extension (and allowed to fetch them). The
-    /// clock (`now`) is read only when something is offloaded.
+    /// references when the client `announced` the extension ([`announced`]; allowed to fetch
+    /// them). The clock (`now`) is read only when something is offloaded.
     pub(crate) fn outgoing(
         &self,
         now: impl FnOnce() -> u64,
         b: &Arc<PushBatch>,
-        request: &ChskRequest,
+        announced: bool,
         uid: &Uid,
         cid: &ClientId,
     ) -> Arc<PushBatch> {
-        if !self.on || !request.protocol_extensions().contains(large::EXTENSION) {
+        if !self.on || !announced {
             return b.clone();
         }
         let off = b.offloaded(|events| {
@@ -81,6 +81,11 @@ impl Large {
         crate::metrics::large_fetch(got.as_ref().map_or_else(|e| e.as_str(), |_| "ok"));
         got
     }
+}
+
+/// Whether the client of `request` announced the large-event extension.
+pub(crate) fn announced(request: &ChskRequest) -> bool {
+    request.protocol_extensions().contains(large::EXTENSION)
 }
 
 /// Whether a GET is a fetch of an offloaded event (`large` parameter).

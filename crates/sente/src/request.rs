@@ -112,17 +112,41 @@ pub struct ChskRequest {
 }
 
 impl ChskRequest {
+    /// A request that may be kept past its answer (a WebSocket's for its lifetime, a POST's
+    /// event by its handler): its bytes are copied out of hyper's read buffer, so that keeping
+    /// it does not pin that buffer.
     pub(crate) fn new(
         parts: http::request::Parts,
         params: Params,
         client_id: Option<ClientId>,
         protocol_extensions: BTreeSet<String>,
     ) -> Self {
+        Self::transient(compact(parts), params, client_id, protocol_extensions)
+    }
+
+    /// A request dropped once admitted (an Ajax poll's: see [`ChskRequest::kept`]), its bytes
+    /// still in hyper's read buffer.
+    pub(crate) fn transient(
+        parts: http::request::Parts,
+        params: Params,
+        client_id: Option<ClientId>,
+        protocol_extensions: BTreeSet<String>,
+    ) -> Self {
         ChskRequest {
-            parts: compact(parts),
+            parts,
             params,
             client_id,
             protocol_extensions,
+        }
+    }
+
+    /// A copy of a [`ChskRequest::transient`] request to keep (as [`ChskRequest::new`]).
+    pub(crate) fn kept(&self) -> Self {
+        ChskRequest {
+            parts: compact(self.parts.clone()),
+            params: self.params.clone(),
+            client_id: self.client_id.clone(),
+            protocol_extensions: self.protocol_extensions.clone(),
         }
     }
 

@@ -251,12 +251,13 @@ impl Shell {
         let packer = self.resolve_packer(&params, via, head)?;
         let packer_named = params.get("packer").is_some();
         let exts = requested_extensions(&params);
-        let request = Arc::new(ChskRequest::new(
-            parts,
-            params,
-            Some(client_id.clone()),
-            exts,
-        ));
+        let cid = Some(client_id.clone());
+        // A poll keeps its request only as long as its admission: the client's entry keeps its
+        // handshake's (see `ajax::get`).
+        let request = Arc::new(match via {
+            Via::AjaxGet => ChskRequest::transient(parts, params, cid, exts),
+            _ => ChskRequest::new(parts, params, cid, exts),
+        });
         let uid = self
             .guard
             .admit(&request)

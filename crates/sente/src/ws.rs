@@ -402,7 +402,7 @@ impl WsConn {
                     .outgoing(
                         || registry.now(),
                         &b,
-                        &self.request,
+                        crate::large::announced(&self.request),
                         &self.uid,
                         &self.client_id,
                     )

@@ -1552,6 +1552,22 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         asked: &Resume,
         now: u64,
     ) -> Result<ConnId, ConnectError> {
+        self.handle_ajax_poll_with(uid, cid, responder, || ctx, asked, now)
+    }
+
+    /// [`Core::handle_ajax_poll_resume`], its context made by `ctx` only if the poll creates
+    /// the client's entry (a poll that lands on a node the client did not handshake with, in
+    /// mailbox mode). A known client keeps the context its entry was made with (its
+    /// handshake's), so a poll need not keep its own request.
+    pub fn handle_ajax_poll_with(
+        &mut self,
+        uid: &Uid,
+        cid: &ClientId,
+        responder: A,
+        ctx: impl FnOnce() -> C,
+        asked: &Resume,
+        now: u64,
+    ) -> Result<ConnId, ConnectError> {
         self.check_limit(uid, cid)?;
         let conn = self.conn_id();
         let (lp, grace) = (
@@ -1567,13 +1583,13 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
         };
         let e = s
             .ajax
-            .get_or_insert_with(cid, || AjaxEntry::new(conn, ctx.clone()));
+            .get_or_insert_with(cid, || AjaxEntry::new(conn, ctx()));
         if self.cfg.ajax_mailbox {
             e.asked = asked.clone();
         }
         let old_conn = e.conn;
         e.conn = conn;
-        e.ctx = ctx.clone();
+        let ctx = e.ctx.clone();
         let old = std::mem::replace(&mut e.state, AjaxState::Idle);
         // (Empty in mailbox mode: nothing is queued here.)
         let first = e.queue.pop_merged(
