@@ -415,15 +415,31 @@ impl ClientId {
     /// Validates a client id.
     pub fn new(text: impl Into<String>) -> Result<Self, InvalidClientId> {
         let text = text.into();
+        Self::check(&text)?;
+        Ok(ClientId(text.into()))
+    }
+
+    fn check(text: &str) -> Result<(), InvalidClientId> {
         if text.trim().is_empty() || text.len() > Self::MAX_LEN {
             return Err(InvalidClientId { max: Self::MAX_LEN });
         }
-        Ok(ClientId(text.into()))
+        Ok(())
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Validates a borrowed client id (`"c1".parse::<ClientId>()`), copying it once (into its
+/// shared text), where [`ClientId::new`] takes an owned `String` first.
+impl std::str::FromStr for ClientId {
+    type Err = InvalidClientId;
+
+    fn from_str(text: &str) -> Result<Self, InvalidClientId> {
+        Self::check(text)?;
+        Ok(ClientId(text.into()))
     }
 }
 

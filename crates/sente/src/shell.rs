@@ -245,7 +245,10 @@ impl Shell {
         via: Via,
     ) -> Result<Admitted, Box<Response<ChskBody>>> {
         let head = (&parts.method, &parts.uri, &parts.headers);
-        let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
+        let Some(client_id) = params
+            .get("client-id")
+            .and_then(|c| c.parse::<ClientId>().ok())
+        else {
             return Err(self.refuse_early(via, Why::MissingClientId, head, MISSING_CLIENT_ID));
         };
         let packer = self.resolve_packer(&params, via, head)?;
@@ -282,7 +285,7 @@ impl Shell {
     ) -> Result<HeadAdmitted, Box<Response<ChskBody>>> {
         let head = (&parts.method, &parts.uri, &parts.headers);
         let client_id = match query.get("client-id") {
-            Some(c) => Some(ClientId::new(c).map_err(|_| {
+            Some(c) => Some(c.parse::<ClientId>().map_err(|_| {
                 self.refuse_early(Via::AjaxPost, Why::MissingClientId, head, MISSING_CLIENT_ID)
             })?),
             None => None,
@@ -310,7 +313,10 @@ impl Shell {
         request.add_form(form);
         let params = request.params_inner();
         let head = (request.method(), request.uri(), request.headers());
-        let Some(client_id) = params.get("client-id").and_then(|c| ClientId::new(c).ok()) else {
+        let Some(client_id) = params
+            .get("client-id")
+            .and_then(|c| c.parse::<ClientId>().ok())
+        else {
             return Err(self.refuse_early(
                 Via::AjaxPost,
                 Why::MissingClientId,

@@ -1574,13 +1574,11 @@ impl<W: Clone, A, C: Clone> Core<W, A, C> {
             self.cfg.lp_timeout_ms,
             self.cfg.ms_allow_reconnect_before_close_ajax,
         );
-        // A poll's uid is known (it handshook): looked up without cloning it.
-        if !self.uids.contains_key(uid) {
-            self.uids.insert(uid.clone(), Box::new(UidState::new()));
-        }
-        let Some(s) = self.uids.get_mut(uid) else {
-            unreachable!("inserted above")
-        };
+        // One lookup (a uid's copy is a reference count).
+        let s = self
+            .uids
+            .entry(uid.clone())
+            .or_insert_with(|| Box::new(UidState::new()));
         let e = s
             .ajax
             .get_or_insert_with(cid, || AjaxEntry::new(conn, ctx()));
