@@ -56,7 +56,9 @@ impl EventMsg {
         &self.server
     }
 
-    /// The request behind the message (for WebSocket messages: the upgrade request).
+    /// The request behind the message: for WebSocket messages the upgrade request; for an
+    /// Ajax client's `chsk/uidport-open` and `chsk/uidport-close`, the request that made the
+    /// client known to this server (its handshake, or a poll that landed here first).
     pub fn request(&self) -> &ChskRequest {
         &self.request
     }
