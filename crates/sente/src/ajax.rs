@@ -78,12 +78,15 @@ async fn get_admitted(shell: Arc<Shell>, a: Admitted) -> Response<ChskBody> {
     let handshake = request.params_inner().has("handshake?");
     let m = registry.conn_metrics(Transport::Ajax, packer.name());
     // The context a new client entry keeps: a copy of the request out of hyper's buffer,
-    // made only for an entry (a poll of a known client keeps nothing of its request).
-    let ctx = || ConnCtx {
+    // made only for an entry (a poll of a known client keeps nothing of its request); a
+    // handshake's is made before the core's lock is taken.
+    let make_ctx = || ConnCtx {
         request: Arc::new(request.kept()),
         transport: Transport::Ajax,
         packer: packer.clone(),
     };
+    let mut made = handshake.then(make_ctx);
+    let mut ctx = || made.take().unwrap_or_else(make_ctx);
     let mailbox = registry.mailbox().cloned();
     // A resuming client names its position on every GET: a poll the server takes for a
     // handshake (it forgot the client) then resumes too.
