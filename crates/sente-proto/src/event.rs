@@ -414,16 +414,8 @@ impl ClientId {
 
     /// Validates a client id.
     pub fn new(text: impl Into<String>) -> Result<Self, InvalidClientId> {
-        let text = text.into();
-        Self::check(&text)?;
-        Ok(ClientId(text.into()))
-    }
-
-    fn check(text: &str) -> Result<(), InvalidClientId> {
-        if text.trim().is_empty() || text.len() > Self::MAX_LEN {
-            return Err(InvalidClientId { max: Self::MAX_LEN });
-        }
-        Ok(())
+        // A `String` becomes shared text by a copy, as a `&str` does.
+        text.into().parse()
     }
 
     /// The text.
@@ -433,12 +425,14 @@ impl ClientId {
 }
 
 /// Validates a borrowed client id (`"c1".parse::<ClientId>()`), copying it once (into its
-/// shared text), where [`ClientId::new`] takes an owned `String` first.
+/// shared text); [`ClientId::new`] takes anything that makes a `String`.
 impl std::str::FromStr for ClientId {
     type Err = InvalidClientId;
 
     fn from_str(text: &str) -> Result<Self, InvalidClientId> {
-        Self::check(text)?;
+        if text.trim().is_empty() || text.len() > Self::MAX_LEN {
+            return Err(InvalidClientId { max: Self::MAX_LEN });
+        }
         Ok(ClientId(text.into()))
     }
 }

@@ -226,7 +226,7 @@ impl Guard {
         req: &ChskRequest,
         may_defer_csrf: bool,
     ) -> Result<CsrfCheck, Refusal> {
-        let host = req.header_of(&header::HOST);
+        let host = req.header(&header::HOST);
         self.warn_if_host_unchecked(host);
         if !host_allowed(&self.allowed_hosts, host) {
             return Err(Box::new((
@@ -251,8 +251,8 @@ impl Guard {
         };
         if !origin_allowed(
             &self.allowed_origins,
-            req.header_of(&header::ORIGIN),
-            req.header_of(&header::REFERER),
+            req.header(&header::ORIGIN),
+            req.header(&header::REFERER),
             host,
         ) {
             return Err(Box::new((Rejection::Origin, (self.bad_origin_fn)(req))));
@@ -286,8 +286,8 @@ impl Guard {
             CsrfToken::Missing => Csrf::Fail,
             CsrfToken::Token(expected) => match req
                 .param("csrf-token")
-                .or_else(|| req.header_of(&X_CSRF_TOKEN))
-                .or_else(|| req.header_of(&X_XSRF_TOKEN))
+                .or_else(|| req.header(&X_CSRF_TOKEN))
+                .or_else(|| req.header(&X_XSRF_TOKEN))
             {
                 None => Csrf::NoToken,
                 Some(got) if token_eq(got, &expected) => Csrf::Pass,

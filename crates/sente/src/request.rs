@@ -183,13 +183,9 @@ impl ChskRequest {
         &self.parts.extensions
     }
 
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// [`ChskRequest::header`] by a name known in advance: no name to parse on each lookup.
-    pub(crate) fn header_of(&self, name: &http::HeaderName) -> Option<&str> {
+    /// A header as text, by its name as text (`"x-token"`) or as a [`http::HeaderName`] (a
+    /// constant such as `http::header::HOST` is found without parsing a name).
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
