@@ -491,6 +491,9 @@ struct Waiting {
     next: u64,
     queue: std::collections::VecDeque<(u64, BackplaneMsg)>,
     acked: std::collections::VecDeque<(Option<(u64, u64)>, BackplaneMsg)>,
+    /// The last number the engine gave one of this node's messages (see
+    /// [`Shared::mark_after`]).
+    last_number: Option<(u64, u64)>,
     /// Numbers of messages of `acked` applied here unnumbered: skipped if they come back
     /// after all (a connection that recovered without the engine losing them).
     applied_here: std::collections::VecDeque<(u64, u64)>,
@@ -498,6 +501,20 @@ struct Waiting {
 
 /// At most this many numbers are kept in `Waiting::applied_here`.
 const APPLIED_HERE_KEPT: usize = 4096;
+
+/// Other nodes' pushes published unnumbered after numbered ones ([`codec::Frame::After`]),
+/// held until this node applied those (see [`Shared::set_after_wait`]).
+#[derive(Default)]
+struct Held {
+    /// The last number applied here (or, before any, the one before the first the consumer
+    /// brings: [`Shared::seq_starts_at`]).
+    last: Option<(u64, u64)>,
+    /// The held pushes, in arrival order: the number each waits for, since when, the push.
+    queue: std::collections::VecDeque<((u64, u64), Instant, BackplaneMsg)>,
+}
+
+/// The default of [`Shared::set_after_wait`].
+pub const AFTER_WAIT: Duration = Duration::from_secs(2);
 
 /// The state one backplane instance shares between its handle and its engine tasks.
 pub struct Shared {
@@ -545,6 +562,10 @@ pub struct Shared {
     /// found unreachable they are applied here at once, before any later push, so a push
     /// applied locally never overtakes one queued before it.
     order: Mutex<Waiting>,
+    /// Other nodes' pushes waiting for the numbered ones published before them.
+    held: Mutex<Held>,
+    /// The longest a push waits in `held`, in milliseconds.
+    after_wait: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
     codec_errors: AtomicU64,
@@ -686,6 +707,8 @@ impl Shared {
             seq_epoch: AtomicU64::new(0),
             seq_ready: AtomicBool::new(false),
             order: Mutex::new(Waiting::default()),
+            held: Mutex::new(Held::default()),
+            after_wait: AtomicU64::new(AFTER_WAIT.as_millis() as u64),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codec_errors: AtomicU64::new(0),
@@ -730,6 +753,112 @@ impl Shared {
         self.seq_ready.store(ready, Ordering::Release);
         if !ready {
             self.apply_acked(&mut self.order());
+            self.release_held();
+        }
+    }
+
+    /// The engine's numbered messages reach this node on a path of their own (a consumer), so
+    /// a push another node published unnumbered after numbered ones
+    /// ([`codec::Frame::After`]) may arrive before those: it is held until this node applied
+    /// them, but at most `wait` (a number the engine lost never comes), and not at all while
+    /// the consumer is not ready. Default [`AFTER_WAIT`] (2 s).
+    pub fn set_after_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.after_wait.store(ms, Ordering::Relaxed);
+    }
+
+    /// The engine's consumer brings the numbers of `epoch` from `first` on: a push marked
+    /// after an earlier number is not held for it (see [`Shared::set_after_wait`]). Without
+    /// it, pushes are held only once a number of the epoch was applied here.
+    pub fn seq_starts_at(&self, epoch: u64, first: u64) {
+        self.held().last = Some((epoch, first.saturating_sub(1)));
+    }
+
+    /// Marks the frame of a push published unnumbered ([`Job::Frame`]) as coming after the
+    /// last of this node's pushes the engine numbered, if any ([`codec::mark_after`]), for an
+    /// engine whose numbered messages travel apart from plain frames: the other nodes then
+    /// apply it after that one.
+    pub fn mark_after(&self, frame: &mut Vec<u8>) {
+        if let Some((epoch, seq)) = self.order().last_number {
+            codec::mark_after(frame, epoch, seq);
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a push marked after `(epoch, seq)` still waits: the consumer is ready, in that
+    /// epoch, and has not applied that number yet.
+    fn waits_after(&self, held: &Held, (epoch, seq): (u64, u64)) -> bool {
+        self.seq_ready.load(Ordering::Acquire)
+            && self.seq_epoch() == Some(epoch)
+            && held.last.is_some_and(|(e, n)| e == epoch && n < seq)
+    }
+
+    /// Applies the held pushes whose turn came (or whose wait ended), in order.
+    fn release(&self, held: &mut Held, sink: &BackplaneSink) {
+        let wait = Duration::from_millis(self.after_wait.load(Ordering::Relaxed));
+        while let Some((after, since, _)) = held.queue.front() {
+            if self.waits_after(held, *after) {
+                if since.elapsed() < wait {
+                    break;
+                }
+                tracing::debug!(
+                    backplane = self.name,
+                    after = ?after,
+                    "a push waited its longest for a number that did not come: applied"
+                );
+            }
+            if let Some((_, _, msg)) = held.queue.pop_front() {
+                sink(msg);
+            }
+        }
+    }
+
+    /// Applies what is held, as its turn came or its wait ended.
+    fn release_held(&self) {
+        if let Some(sink) = self.sink.get() {
+            let mut held = self.held();
+            if !held.queue.is_empty() {
+                self.release(&mut held, sink);
+            }
+        }
+    }
+
+    /// Delivers what the cluster view passed on; pushes marked after a number wait for it
+    /// (see [`Shared::set_after_wait`]).
+    fn deliver_in_order(&self, deliver: Vec<BackplaneMsg>, after: Option<(u64, u64)>) {
+        let Some(sink) = self.sink.get() else {
+            return;
+        };
+        let numbered = |m: &BackplaneMsg| matches!(m, BackplaneMsg::Sequenced { .. });
+        if after.is_none() && !deliver.iter().any(numbered) {
+            for msg in deliver {
+                sink(msg);
+            }
+            return;
+        }
+        // Under the lock, so a push released here and one arriving meanwhile keep their order.
+        let mut held = self.held();
+        for msg in deliver {
+            match (&msg, after) {
+                (BackplaneMsg::Sequenced { epoch, seq, .. }, _) => {
+                    held.last = Some((*epoch, *seq));
+                    sink(msg);
+                    self.release(&mut held, sink);
+                }
+                (_, Some(after)) if !held.queue.is_empty() || self.waits_after(&held, after) => {
+                    held.queue.push_back((after, Instant::now(), msg));
+                    if held.queue.len() > self.tx.max_capacity() {
+                        // Bounded like the publish queue: the oldest goes without its turn.
+                        if let Some((_, _, first)) = held.queue.pop_front() {
+                            sink(first);
+                        }
+                    }
+                }
+                _ => sink(msg),
+            }
         }
     }
 
@@ -798,6 +927,9 @@ impl Shared {
     /// failing), the oldest is forgotten, as before this list existed.
     pub fn numbered(&self, id: u64, number: Option<(u64, u64)>) {
         let mut waiting = self.order();
+        if number.is_some() {
+            waiting.last_number = number;
+        }
         if let Some(at) = waiting.queue.iter().position(|(i, _)| *i == id)
             && let Some((_, msg)) = waiting.queue.remove(at)
         {
@@ -908,6 +1040,12 @@ impl Shared {
                 return;
             }
             // Unreachable: what waits for a number is applied first.
+            tracing::debug!(
+                backplane = self.name,
+                seq_ready = self.seq_ready.load(Ordering::Acquire),
+                engine_up = self.engine_up(),
+                "push published unnumbered"
+            );
             self.apply_waiting(waiting);
         }
         if let Some(job) = append {
@@ -1114,6 +1252,7 @@ impl Shared {
         let now = self.now();
         let out = self.cluster().tick(now);
         self.run(out);
+        self.release_held();
     }
 
     /// Executes what the cluster view asked for, with its lock released.
@@ -1157,11 +1296,7 @@ impl Shared {
         if out.own_sequenced && !out.deliver.iter().all(|m| self.came_back(m)) {
             return;
         }
-        if let Some(sink) = self.sink.get() {
-            for msg in out.deliver {
-                sink(msg);
-            }
-        }
+        self.deliver_in_order(out.deliver, out.after);
     }
 
     /// Delivers a message to the local sink.

@@ -156,3 +156,101 @@ fn one_applied_here_before_its_number_that_comes_back_after_all_takes_no_other_p
         vec![(1, false), (2, false), (1, true), (3, false), (4, false)]
     );
 }
+
+/// Another node's push `n`, as its frame arrives here: numbered `(epoch, seq)`, or plain and
+/// marked after its node's last numbered push `after`.
+fn from_other(node: &Node, n: i64, numbered: Option<(u64, u64)>, after: Option<(u64, u64)>) {
+    let msg = push(n);
+    let frame = match (numbered, after) {
+        (Some((epoch, seq)), _) => codec::Frame::Msg(BackplaneMsg::Sequenced {
+            epoch,
+            seq,
+            msg: Box::new(msg),
+        }),
+        (None, Some((epoch, seq))) => codec::Frame::After { epoch, seq, msg },
+        (None, None) => codec::Frame::Msg(msg),
+    };
+    node.shared
+        .receive(&codec::encode(42, &frame).expect("frame"));
+}
+
+/// A consumer-based engine (NATS) whose consumer started at number 1 of epoch 7.
+fn consuming_node() -> Node {
+    let node = node();
+    node.shared.set_seq_epoch(7);
+    node.shared.seq_starts_at(7, 1);
+    node
+}
+
+#[test]
+fn a_push_published_plain_after_numbered_ones_waits_for_them() {
+    let node = consuming_node();
+    // Pushes 1 and 2 were numbered 1 and 2; push 3 went plain and arrives first, then push 4.
+    from_other(&node, 3, None, Some((7, 2)));
+    from_other(&node, 4, None, Some((7, 2)));
+    assert_eq!(got(&node), vec![]);
+    from_other(&node, 1, Some((7, 1)), None);
+    assert_eq!(got(&node), vec![(1, true)]);
+    from_other(&node, 2, Some((7, 2)), None);
+    assert_eq!(
+        got(&node),
+        vec![(1, true), (2, true), (3, false), (4, false)]
+    );
+    // With nothing ahead of it, a marked push whose number was applied goes at once.
+    from_other(&node, 5, None, Some((7, 2)));
+    // And a plain push without the mark is never held.
+    from_other(&node, 6, None, None);
+    assert_eq!(got(&node).len(), 6);
+}
+
+#[test]
+fn a_held_push_goes_when_its_number_cannot_come() {
+    // Another epoch (the stream was made anew), or numbers the consumer never brings.
+    let node = consuming_node();
+    from_other(&node, 1, None, Some((8, 5)));
+    assert_eq!(got(&node), vec![(1, false)]);
+    let node = self::node();
+    from_other(&node, 1, None, Some((7, 5)));
+    assert_eq!(
+        got(&node),
+        vec![(1, false)],
+        "no number of the epoch applied yet"
+    );
+    // The consumer stops.
+    let node = consuming_node();
+    from_other(&node, 1, None, Some((7, 5)));
+    assert_eq!(got(&node), vec![]);
+    node.shared.set_seq_ready(false);
+    assert_eq!(got(&node), vec![(1, false)]);
+    // The number never comes: the timer lets it go after the longest wait.
+    let node = consuming_node();
+    node.shared
+        .set_after_wait(std::time::Duration::from_millis(20));
+    from_other(&node, 1, None, Some((7, 5)));
+    node.shared.tick();
+    assert_eq!(got(&node), vec![]);
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    node.shared.tick();
+    assert_eq!(got(&node), vec![(1, false)]);
+}
+
+#[test]
+fn a_push_published_plain_is_marked_after_the_last_numbered_one() {
+    let mut node = node();
+    let mut plain = codec::encode_msg(node.shared.origin, &push(9)).expect("frame");
+    let unmarked = plain.clone();
+    node.shared.mark_after(&mut plain);
+    assert_eq!(plain, unmarked, "nothing numbered yet");
+    let one = node.publish(1);
+    node.ack(one, 7, 41);
+    node.shared.mark_after(&mut plain);
+    match codec::decode(&plain, &sente_proto::Limits::default()).expect("decodes") {
+        codec::Decoded::Frame {
+            frame: codec::Frame::After {
+                epoch: 7, seq: 41, ..
+            },
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -73,6 +73,12 @@
 //!   may be gone with the NATS server); it is skipped if it comes back after all. A publish
 //!   whose acknowledgement was lost although the stream stored it reaches this node's
 //!   clients twice (rare).
+//! - Order across that switch: a push published unnumbered travels on the core subject, faster
+//!   than the stream's consumers, so it carries the last number this node's pushes got
+//!   (`sente_proto::backplane::codec::Frame::After`), and every other node holds it until its
+//!   consumer applied that number: pushes from one node reach every node in the order they were
+//!   sent. A node holds such a push at most [`NatsConfig::op_timeout`], and not at all while its
+//!   consumer is down.
 //! - Costs: one JetStream publish and its acknowledgement (a request/reply) instead of a core
 //!   publish per push, the stream's memory (its bounds) in the NATS server, a round trip
 //!   before a node's own clients see its push; and every node keeps every pushed uid's recent
@@ -334,7 +340,9 @@ pub struct NatsConfig {
     /// or take, or one push's mailbox appends) before it is given up (logged; a uidport event
     /// then fires on this node, a poll finds nothing). While NATS is unreachable appends are
     /// skipped at once (their pushes still reach the nodes' WebSocket clients once NATS is
-    /// back, from the publish queue). Default 2 s.
+    /// back, from the publish queue). Also the longest a node holds a push another node
+    /// published unnumbered while waiting for that node's numbered pushes before it (see the
+    /// crate docs, "Cross-node resume"). Default 2 s.
     pub op_timeout: Duration,
     /// Cross-node resume: number every push for the cluster by publishing it to the JetStream
     /// stream `<cluster>_SEQ` (memory storage, subject `<cluster>.seq`) that every node
@@ -485,6 +493,7 @@ impl NatsBackplane {
             config.mailbox.clone(),
         );
         shared.set_sequencing(config.resume);
+        shared.set_after_wait(config.op_timeout);
         // A push's mailbox append waits for the push's number and is stored numbered.
         shared.set_numbered_appends(true);
         let (stop, stop_rx) = watch::channel(());
@@ -766,6 +775,7 @@ async fn run(
                         append = a.take();
                         if !shared.waits_for_number(*id) {
                             // Applied here meanwhile: published plain.
+                            tracing::debug!("numbered push published plain: applied here");
                             jobs[i] = Job::Frame(std::mem::take(frame));
                         } else if let Some(n) =
                             publish_numbered(&js, &shared, &seq_subject, frame, op_timeout).await
@@ -799,7 +809,11 @@ async fn run(
                     let job = &jobs[i];
                     match job {
                         Job::Frame(frame) => {
-                            match client.publish(subject.clone(), frame.clone().into()).await {
+                            // A push published plain goes after this node's numbered ones
+                            // on every node (they travel on the consumers' path).
+                            let mut frame = frame.clone();
+                            shared.mark_after(&mut frame);
+                            match client.publish(subject.clone(), frame.into()).await {
                                 Ok(()) => {
                                     shared.count_sent_since(std::slice::from_ref(job), started);
                                 }
@@ -843,6 +857,7 @@ async fn publish_numbered(
     op_timeout: Duration,
 ) -> Option<u64> {
     if !shared.sequencing_up() {
+        tracing::debug!("numbered publish skipped: numbering not up");
         return None;
     }
     let acked = tokio::time::timeout(op_timeout, async {
@@ -990,7 +1005,8 @@ async fn run_seq_consumer(
             let info = stream.cached_info();
             let created = info.created.unix_timestamp_nanos();
             let epoch = u64::try_from(created).unwrap_or_default() | 1;
-            let deliver_policy = match start.take() {
+            let first = start.take();
+            let deliver_policy = match first {
                 Some(start_sequence) => {
                     async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
                         start_sequence,
@@ -1013,6 +1029,9 @@ async fn run_seq_consumer(
                 .map_err(|e| format!("numbering consumer: {e}"))?;
             shared.deliver(BackplaneMsg::Epoch { epoch });
             shared.set_seq_epoch(epoch);
+            if let Some(first) = first {
+                shared.seq_starts_at(epoch, first);
+            }
             shared.set_seq_ready(true);
             let mut payload = Vec::new();
             while let Some(m) = messages.next().await {

@@ -101,6 +101,9 @@ pub struct Output {
     /// it published that had not come back yet (they come back in the order they were
     /// numbered).
     pub own_sequenced: bool,
+    /// [`Output::deliver`] is another node's push published unnumbered after its numbered push
+    /// `(epoch, seq)` ([`Frame::After`]): apply it after that one.
+    pub after: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -250,6 +253,11 @@ impl Cluster {
                     peer.node = Some(*node);
                     peer.present.set(uid, *ws, *ajax);
                 }
+                out.deliver.push(msg);
+            }
+            Frame::After { epoch, seq, msg } => {
+                self.seen(origin, now);
+                out.after = Some((epoch, seq));
                 out.deliver.push(msg);
             }
             Frame::Heartbeat { count, hash } => {

@@ -35,6 +35,13 @@
 //! ASCII decimal digits up to the end of the payload. A release without it ignores the
 //! trailer (trailing bytes) and applies the message unnumbered.
 //!
+//! **Unnumbered after numbered** frames (kinds 1 to 5 and 10 published plain by a node whose
+//! earlier pushes were numbered, [`Frame::After`]) carry the same trailer with the byte
+//! [`AFTER_TAG`] (`0xE6`) and the last number this node's pushes got: a receiver whose engine
+//! delivers numbered frames on another path than plain ones (NATS) holds the frame until it
+//! has applied that number, so a push published plain never overtakes the numbered ones before
+//! it. A release without it ignores the trailer.
+//!
 //! An **answer** (of `RequestAnswers` and `RequestReply`) is a status byte and its fields: `0` a reply (an
 //! **event** `[:chsk/rep value]`), `1` unsupported, `2` timeout, `3` closed, `4` too many
 //! (limit), `5` the client's error (length, UTF-8), `6` not sent (length, UTF-8).
@@ -67,6 +74,9 @@ pub const VERSION: u8 = 1;
 /// The first byte of a sequenced frame's trailer (see the module docs).
 pub const SEQ_TAG: u8 = 0xE5;
 
+/// The first byte of an unnumbered-after-numbered frame's trailer (see the module docs).
+pub const AFTER_TAG: u8 = 0xE6;
+
 /// Kind bytes (see the module docs).
 mod kind {
     pub(super) const PUSH: u8 = 1;
@@ -91,6 +101,16 @@ mod kind {
 pub enum Frame {
     /// What a server published.
     Msg(BackplaneMsg),
+    /// A push (a [`sequenceable`] message) published unnumbered by a node whose earlier pushes
+    /// were numbered, the last of them `(epoch, seq)`: apply it after that number.
+    After {
+        /// The epoch of the numbers.
+        epoch: u64,
+        /// The last number the publishing node's pushes got before this one.
+        seq: u64,
+        /// The push.
+        msg: BackplaneMsg,
+    },
     /// "I am alive": the sender's count of present uids and their hash
     /// ([`presence_hash`]), so receivers can tell whether their view of it is complete.
     Heartbeat {
@@ -178,6 +198,13 @@ pub fn encode(origin: u64, frame: &Frame) -> Result<Vec<u8>, CodecError> {
     w.extend_from_slice(&origin.to_le_bytes());
     match frame {
         Frame::Msg(msg) => put_msg(&mut w, msg)?,
+        Frame::After { epoch, seq, msg } => {
+            if !sequenceable(msg) {
+                return Err(CodecError::LocalOnly("After of this message"));
+            }
+            put_msg(&mut w, msg)?;
+            put_trailer(&mut w, AFTER_TAG, *epoch, *seq);
+        }
         Frame::Heartbeat { count, hash } => {
             w.push(kind::HEARTBEAT);
             put_varint(&mut w, *count);
@@ -224,9 +251,7 @@ fn put_msg(w: &mut Vec<u8>, msg: &BackplaneMsg) -> Result<(), CodecError> {
                 return Err(CodecError::LocalOnly("Sequenced of this message"));
             }
             put_msg(w, msg)?;
-            w.push(SEQ_TAG);
-            w.extend_from_slice(&epoch.to_le_bytes());
-            w.extend_from_slice(seq.to_string().as_bytes());
+            put_trailer(w, SEQ_TAG, *epoch, *seq);
         }
         BackplaneMsg::Push {
             uid,
@@ -402,9 +427,36 @@ pub fn decode_event(input: &[u8], limits: &Limits) -> Result<Arc<Event>, CodecEr
 /// ignores the trailer (trailing bytes). The Redis backplane writes the same bytes from its
 /// number-and-publish script.
 pub fn number_entry(entry: &mut Vec<u8>, epoch: u64, seq: u64) {
-    entry.push(SEQ_TAG);
-    entry.extend_from_slice(&epoch.to_le_bytes());
-    entry.extend_from_slice(seq.to_string().as_bytes());
+    put_trailer(entry, SEQ_TAG, epoch, seq);
+}
+
+/// Marks an encoded frame ([`encode_msg`]) of a push published unnumbered as coming after the
+/// numbered push `(epoch, seq)` (the [`Frame::After`] trailer); `false`, and the frame left as
+/// it is, when it is not a push's frame of this version ([`sequenceable`] kinds only).
+pub fn mark_after(frame: &mut Vec<u8>, epoch: u64, seq: u64) -> bool {
+    let push = frame.first() == Some(&VERSION)
+        && frame.get(9).is_some_and(|k| {
+            matches!(
+                *k,
+                kind::PUSH
+                    | kind::PUSH_MANY
+                    | kind::BROADCAST
+                    | kind::FLUSH
+                    | kind::CLOSE_UID
+                    | kind::PUSH_CLIENT
+            )
+        });
+    if push {
+        put_trailer(frame, AFTER_TAG, epoch, seq);
+    }
+    push
+}
+
+/// Appends a number's trailer: `tag`, `epoch` as u64 little-endian, `seq` as ASCII decimal.
+fn put_trailer(w: &mut Vec<u8>, tag: u8, epoch: u64, seq: u64) {
+    w.push(tag);
+    w.extend_from_slice(&epoch.to_le_bytes());
+    w.extend_from_slice(seq.to_string().as_bytes());
 }
 
 /// Encodes a retried request's outcome for the engine ([`super::IdemStore`]): the
@@ -445,7 +497,10 @@ pub fn decode_entry(input: &[u8], limits: &Limits) -> Result<Taken, CodecError> 
     let event = r.event(limits)?;
     Ok(Taken {
         event,
-        seq: r.seq_trailer()?,
+        seq: r
+            .trailer()?
+            .filter(|(tag, ..)| *tag == SEQ_TAG)
+            .map(|(_, epoch, seq)| (epoch, seq)),
     })
 }
 
@@ -625,12 +680,13 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
         }
     };
     let frame = match frame {
-        Frame::Msg(msg) if sequenceable(&msg) => match r.seq_trailer()? {
-            Some((epoch, seq)) => Frame::Msg(BackplaneMsg::Sequenced {
+        Frame::Msg(msg) if sequenceable(&msg) => match r.trailer()? {
+            Some((SEQ_TAG, epoch, seq)) => Frame::Msg(BackplaneMsg::Sequenced {
                 epoch,
                 seq,
                 msg: Box::new(msg),
             }),
+            Some((_, epoch, seq)) => Frame::After { epoch, seq, msg },
             None => Frame::Msg(msg),
         },
         other => other,
@@ -784,11 +840,16 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// The trailer of a sequenced frame, if the rest of the input is one.
-    fn seq_trailer(&mut self) -> Result<Option<(u64, u64)>, CodecError> {
-        if self.input.get(self.pos) != Some(&SEQ_TAG) {
+    /// The trailer of a sequenced or unnumbered-after-numbered frame (its tag, epoch and
+    /// number), if the rest of the input is one.
+    fn trailer(&mut self) -> Result<Option<(u8, u64, u64)>, CodecError> {
+        let Some(&tag) = self
+            .input
+            .get(self.pos)
+            .filter(|t| [SEQ_TAG, AFTER_TAG].contains(t))
+        else {
             return Ok(None);
-        }
+        };
         self.pos += 1;
         let epoch = self.u64_le()?;
         let at = self.pos;
@@ -803,7 +864,7 @@ impl<'a> Reader<'a> {
                 offset: at,
                 reason: "sequence number",
             })?;
-        Ok(Some((epoch, seq)))
+        Ok(Some((tag, epoch, seq)))
     }
 
     fn byte(&mut self) -> Result<u8, CodecError> {
@@ -1030,6 +1091,59 @@ mod tests {
         let mut bad = plain;
         bad.extend_from_slice(&[SEQ_TAG, 1, 2]);
         assert!(decode_entry(&bad, &limits).is_err());
+    }
+
+    /// A push published unnumbered after numbered ones carries the after trailer: it reads
+    /// back as [`Frame::After`], encodes to the same bytes, and only pushes are marked.
+    #[test]
+    fn unnumbered_after_numbered_frames() {
+        let push = BackplaneMsg::PushClient {
+            uid: Uid::from("u"),
+            client_id: crate::ClientId::new("c").unwrap(),
+            event: ev(4),
+            estimate: 3,
+        };
+        let mut marked = encode_msg(7, &push).unwrap();
+        assert!(mark_after(&mut marked, 0xbeef, 68));
+        let frame = Frame::After {
+            epoch: 0xbeef,
+            seq: 68,
+            msg: push,
+        };
+        assert_eq!(encode(7, &frame).unwrap(), marked);
+        match decode(&marked, &Limits::default()).unwrap() {
+            Decoded::Frame {
+                origin: 7,
+                frame:
+                    Frame::After {
+                        epoch: 0xbeef,
+                        seq: 68,
+                        msg: BackplaneMsg::PushClient { estimate: 3, .. },
+                    },
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        let wake = BackplaneMsg::AjaxWake { uids: None };
+        let mut not_a_push = encode_msg(7, &wake).unwrap();
+        let before = not_a_push.clone();
+        assert!(!mark_after(&mut not_a_push, 1, 2));
+        assert_eq!(not_a_push, before);
+        assert!(matches!(
+            encode(
+                7,
+                &Frame::After {
+                    epoch: 1,
+                    seq: 2,
+                    msg: wake
+                }
+            ),
+            Err(CodecError::LocalOnly(_))
+        ));
+        assert!(!mark_after(&mut Vec::new(), 1, 2));
+        // An entry never carries the after trailer: read as unnumbered.
+        let mut entry = encode_event(&ev(1)).unwrap();
+        put_trailer(&mut entry, AFTER_TAG, 1, 2);
+        assert_eq!(decode_entry(&entry, &Limits::default()).unwrap().seq, None);
     }
 
     /// A sequenced frame is the plain frame plus the trailer the engine appends (tag, epoch,
