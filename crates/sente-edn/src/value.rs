@@ -199,6 +199,9 @@ impl Map {
     /// Builds a map from entries in expected O(n log n) (decoders use this: `insert` scans
     /// linearly). A repeated key keeps its first position and its last value.
     pub fn from_entries(entries: Vec<(Value, Value)>) -> Self {
+        if few_distinct(&entries, |e| &e.0) {
+            return Map(entries, HashCache::default());
+        }
         let mut out: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
         dedup_into(entries, &mut out, |e| &e.0, |slot, e| slot.1 = e.1);
         Map(out, HashCache::default())
@@ -337,6 +340,9 @@ impl Set {
     /// Builds a set from values in expected O(n log n), dropping repeated elements (decoders use
     /// this: `insert` scans linearly).
     pub fn from_values(items: Vec<Value>) -> Self {
+        if few_distinct(&items, |v| v) {
+            return Set(items, HashCache::default());
+        }
         let mut out = Vec::with_capacity(items.len());
         dedup_into(items, &mut out, |v| v, |_, _| {});
         Set(out, HashCache::default())
@@ -481,6 +487,17 @@ fn same_members<T>(
             .take_while(|&&(hb, _)| hb == h)
             .any(|&(_, i)| key(&b[i]) == k && matches(x, &b[i]))
     })
+}
+
+/// Whether `items` are a few (at most 8) with scalar keys, all distinct: kept as they are, the
+/// common case of a decoded map or set (no copy into a new vector).
+fn few_distinct<T>(items: &[T], key: impl Fn(&T) -> &Value) -> bool {
+    items.len() <= 8
+        && items.iter().all(|x| key(x).is_scalar())
+        && items
+            .iter()
+            .enumerate()
+            .all(|(i, a)| items[..i].iter().all(|b| key(a) != key(b)))
 }
 
 /// Moves `items` into `out`, merging items with an equal key via `merge` (expected O(n log n)

@@ -116,3 +116,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `Map::from_entries` and `Set::from_values` keep each key once, at its first position,
+    /// with a map key's last value: whether the entries are few and distinct (kept as they
+    /// are), few with repeats, or many.
+    #[test]
+    fn from_entries_keeps_first_position_last_value(
+        keys in proptest::collection::vec(0i64..6, 0..12),
+    ) {
+        let entries: Vec<(Value, Value)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (Value::Int(*k), Value::Int(i as i64)))
+            .collect();
+        let mut expected: Vec<(Value, Value)> = Vec::new();
+        for (k, v) in entries.clone() {
+            match expected.iter_mut().find(|(ek, _)| *ek == k) {
+                Some(slot) => slot.1 = v,
+                None => expected.push((k, v)),
+            }
+        }
+        let map = Map::from_entries(entries);
+        prop_assert_eq!(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>(), expected.clone());
+        let set = Set::from_values(keys.iter().map(|k| Value::Int(*k)).collect());
+        let firsts: Vec<Value> = expected.into_iter().map(|(k, _)| k).collect();
+        prop_assert_eq!(set.iter().cloned().collect::<Vec<_>>(), firsts);
+    }
+}

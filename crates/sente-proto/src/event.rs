@@ -118,9 +118,15 @@ impl EventId {
 
     /// Whether `kw` is a valid event id: `ns/name`, both parts non-empty, no whitespace.
     fn is_valid(kw: &Keyword) -> bool {
+        let text = kw.as_str();
+        // ASCII (almost every id): its whitespace is `\t` to `\r` and the space, tested per
+        // byte; anything else is tested per character.
+        let ascii_clean = text
+            .bytes()
+            .all(|b| b.is_ascii() && !matches!(b, b' ' | b'\t'..=b'\r'));
         kw.namespace().is_some_and(|ns| !ns.is_empty())
             && !kw.name().is_empty()
-            && !kw.as_str().chars().any(char::is_whitespace)
+            && (ascii_clean || !text.chars().any(char::is_whitespace))
     }
 
     /// An id from a constant known to be valid (the reserved ids in [`ids`]).
@@ -440,5 +446,31 @@ impl std::str::FromStr for ClientId {
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-byte test of ASCII ids agrees with the per-character rule for every character
+    /// (ASCII and the non-ASCII whitespace), anywhere in the id.
+    #[test]
+    fn event_id_whitespace_rule() {
+        let reference = |t: &str| {
+            let kw = Keyword::new(t);
+            kw.namespace().is_some_and(|ns| !ns.is_empty())
+                && !kw.name().is_empty()
+                && !t.chars().any(char::is_whitespace)
+        };
+        let chars = (0u32..0x3100).filter_map(char::from_u32);
+        for c in chars {
+            for t in [format!("a{c}/b"), format!("a/b{c}"), format!("{c}a/b")] {
+                assert_eq!(EventId::is_valid(&Keyword::new(&t)), reference(&t), "{t:?}");
+            }
+        }
+        assert!(!EventId::is_valid(&Keyword::new("a/")));
+        assert!(!EventId::is_valid(&Keyword::new("/b")));
+        assert!(!EventId::is_valid(&Keyword::new("ab")));
     }
 }

@@ -63,16 +63,28 @@ pub(crate) fn malformed(
 
 /// Appends the decimal digits of `n` without going through `fmt`.
 pub(crate) fn push_i64(out: &mut String, n: i64) {
+    // Two digits per division, from a table of "00" to "99".
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut u = n.unsigned_abs();
-    loop {
+    while u >= 100 {
+        let pair = (u % 100) as usize * 2;
+        u /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if u >= 10 {
+        let pair = u as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
+        buf[i] = b'0' + u as u8;
     }
     if n < 0 {
         out.push('-');
@@ -358,10 +370,18 @@ mod tests {
 
     #[test]
     fn ints() {
-        for n in [0, -1, 42, i64::MIN, i64::MAX] {
-            let mut s = String::new();
+        let mut cases = vec![0, -1, 42, i64::MIN, i64::MAX, i64::MIN + 1];
+        // Every length, and the edges of each (9, 10, 99, 100, ...), both signs.
+        let mut p: i64 = 1;
+        for _ in 0..19 {
+            cases.extend([p - 1, p, p + 1, -p, 1 - p, 7 * (p / 3) + 5]);
+            p = p.saturating_mul(10);
+        }
+        cases.extend((-1000..1000).step_by(7));
+        for n in cases {
+            let mut s = String::from("x");
             push_i64(&mut s, n);
-            assert_eq!(s, n.to_string());
+            assert_eq!(s, format!("x{n}"));
         }
     }
 }
