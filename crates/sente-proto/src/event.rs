@@ -119,13 +119,17 @@ impl EventId {
     /// Whether `kw` is a valid event id: `ns/name`, both parts non-empty, no whitespace.
     fn is_valid(kw: &Keyword) -> bool {
         let text = kw.as_str();
-        // ASCII (almost every id): its whitespace is `\t` to `\r` and the space, tested per
-        // byte; anything else is tested per character.
-        let ascii_clean = text
-            .bytes()
-            .all(|b| b.is_ascii() && !matches!(b, b' ' | b'\t'..=b'\r'));
-        kw.namespace().is_some_and(|ns| !ns.is_empty())
-            && !kw.name().is_empty()
+        // One pass: the first `/` (neither first nor last: both parts non-empty), and whether
+        // the id is ASCII without whitespace (`\t` to `\r`, the space); any other id is tested
+        // per character.
+        let (mut slash, mut ascii_clean) = (None, true);
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            if b == b'/' && slash.is_none() {
+                slash = Some(i);
+            }
+            ascii_clean &= b.is_ascii() && !matches!(b, b' ' | b'\t'..=b'\r');
+        }
+        slash.is_some_and(|i| i > 0 && i + 1 < text.len())
             && (ascii_clean || !text.chars().any(char::is_whitespace))
     }
 
@@ -468,6 +472,19 @@ mod tests {
             for t in [format!("a{c}/b"), format!("a/b{c}"), format!("{c}a/b")] {
                 assert_eq!(EventId::is_valid(&Keyword::new(&t)), reference(&t), "{t:?}");
             }
+        }
+        for t in [
+            "a//b",
+            "//",
+            "a/b/c",
+            "/",
+            "/a/b",
+            "a/b/",
+            "",
+            "ns/na me",
+            "ns/x\u{a0}",
+        ] {
+            assert_eq!(EventId::is_valid(&Keyword::new(t)), reference(t), "{t:?}");
         }
         assert!(!EventId::is_valid(&Keyword::new("a/")));
         assert!(!EventId::is_valid(&Keyword::new("/b")));

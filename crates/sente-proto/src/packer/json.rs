@@ -284,11 +284,12 @@ fn read_value(lx: &mut Lexer<'_>, depth: usize, limits: &Limits) -> Result<Value
         Some(b'[') => {
             lx.pos += 1;
             check_depth(depth + 1, limits)?;
-            let mut items = Vec::new();
             if lx.peek() == Some(b']') {
                 lx.pos += 1;
-                return Ok(Value::Vector(items));
+                return Ok(Value::Vector(Vec::new()));
             }
+            // Room for a few items up front (an event, an envelope).
+            let mut items = Vec::with_capacity(4);
             loop {
                 check_len(items.len() as u64 + 1, limits)?;
                 items.push(read_value(lx, depth + 1, limits)?);
@@ -329,11 +330,11 @@ fn key_keyword(k: &str) -> Value {
 fn read_object(lx: &mut Lexer<'_>, depth: usize, limits: &Limits) -> Result<Value, UnpackError> {
     lx.pos += 1; // `{`
     check_depth(depth, limits)?;
-    let mut map = Vec::new();
     if lx.peek() == Some(b'}') {
         lx.pos += 1;
         return Ok(Value::Map(Map::new()));
     }
+    let mut map = Vec::with_capacity(4);
     let key_at = lx.pos;
     let key = lx.string()?;
     lx.expect(b':')?;
