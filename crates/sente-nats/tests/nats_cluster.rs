@@ -11,6 +11,13 @@ use std::time::Duration;
 
 struct Nats;
 
+impl Nats {
+    /// The core subject of the cluster `name`.
+    fn start_subject(name: &str) -> String {
+        NatsConfig::new(Self::url()).cluster(name).subject()
+    }
+}
+
 impl Flavor for Nats {
     type B = NatsBackplane;
     const NAME: &'static str = "nats";
@@ -120,6 +127,100 @@ scenario!(delivered_mark_jumps_the_queue);
 scenario!(request_reaches_every_node);
 scenario!(retried_request_runs_once_in_the_cluster);
 scenario!(ajax_request_answered_on_any_node);
+
+/// A node that publishes a push plain after numbered ones (its numbering blinked) marks it
+/// with its last number; every other node holds it until its consumer applied that number, so
+/// the push does not overtake the numbered ones on the slower consumer path. Here a fake node
+/// (a plain NATS client) publishes numbered pushes 1 and 2, then push 5 plain marked after the
+/// number that push 4 gets, then, 300 ms later, pushes 3 and 4 numbered: the client on node B
+/// gets 1, 2, 3, 4, 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_push_waits_for_the_numbered_ones_before_it() {
+    use cluster::{Node, ev, fast, recv_numbers, uid, ws_open};
+    use sente_proto::backplane::BackplaneMsg;
+    use sente_proto::backplane::codec::{self, Frame};
+    use std::sync::Arc;
+    if !cluster::reachable("127.0.0.1:4222").await {
+        eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+        return;
+    }
+    let name = cluster::cluster_name("after");
+    let b = Node::<Nats>::start(&Nats::url(), &name, fast());
+    b.wait_connected().await;
+    let mut on_b = ws_open(b.addr, "ub", "B1").await;
+    let client = async_nats::connect(Nats::url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client.clone());
+    let origin = 0x5eed_u64;
+    let push = |n: i64| BackplaneMsg::Push {
+        uid: uid("ub"),
+        event: Arc::new(ev(n)),
+        estimate: 16,
+        flush: true,
+    };
+    let seq_subject = format!("{name}.seq");
+    let numbered = |n: i64| {
+        let (js, subject) = (js.clone(), seq_subject.clone());
+        let frame = codec::encode_msg(origin, &push(n)).expect("frame");
+        async move {
+            js.publish(subject, frame.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored")
+                .sequence
+        }
+    };
+    // Probes (numbers from 100) until node B's consumer runs (it starts after the node
+    // connects); a probe published before it started may come later: they are skipped below.
+    let mut up = false;
+    for probe in 100..150 {
+        numbered(probe).await;
+        if tokio::time::timeout(Duration::from_millis(200), recv_numbers(&mut on_b, 1, 200))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "node B's consumer brings numbered pushes");
+    numbered(1).await;
+    let two = numbered(2).await;
+    // The stream `<cluster>_SEQ` (the cluster's name is letters, digits and `-`).
+    let stream = js
+        .get_stream(format!("{name}_SEQ"))
+        .await
+        .expect("the numbering stream");
+    let created = stream.cached_info().created.unix_timestamp_nanos();
+    let epoch = u64::try_from(created).unwrap() | 1;
+    let plain = codec::encode(
+        origin,
+        &Frame::After {
+            epoch,
+            seq: two + 2,
+            msg: push(5),
+        },
+    )
+    .expect("frame");
+    client
+        .publish(Nats::start_subject(&name), plain.into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    numbered(3).await;
+    numbered(4).await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.extend(
+            recv_numbers(&mut on_b, 1, 5000)
+                .await
+                .into_iter()
+                .filter(|n| *n < 100),
+        );
+    }
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+}
 
 /// Cross-node vs same-node latency and bytes per push:
 /// `cargo test -p sente-nats --release --test nats_cluster -- --ignored --nocapture`.
