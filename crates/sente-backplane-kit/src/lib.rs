@@ -753,6 +753,9 @@ impl Shared {
         self.seq_ready.store(ready, Ordering::Release);
         if !ready {
             self.apply_acked(&mut self.order());
+            // A consumer made again may start anywhere: nothing is held until it says where
+            // ([`Shared::seq_starts_at`]) or brings a number.
+            self.held().last = None;
             self.release_held();
         }
     }

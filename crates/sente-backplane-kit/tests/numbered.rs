@@ -222,6 +222,13 @@ fn a_held_push_goes_when_its_number_cannot_come() {
     assert_eq!(got(&node), vec![]);
     node.shared.set_seq_ready(false);
     assert_eq!(got(&node), vec![(1, false)]);
+    // Made again, from where NATS says (not said here): nothing is held until a number comes.
+    node.shared.set_seq_ready(true);
+    from_other(&node, 2, None, Some((7, 5)));
+    assert_eq!(got(&node), vec![(1, false), (2, false)]);
+    from_other(&node, 3, Some((7, 9)), None);
+    from_other(&node, 4, None, Some((7, 10)));
+    assert_eq!(got(&node), vec![(1, false), (2, false), (3, true)]);
     // The number never comes: the timer lets it go after the longest wait.
     let node = consuming_node();
     node.shared

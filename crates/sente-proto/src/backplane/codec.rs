@@ -93,6 +93,9 @@ mod kind {
     pub(super) const HEARTBEAT: u8 = 16;
     pub(super) const SYNC_REQUEST: u8 = 17;
     pub(super) const SNAPSHOT: u8 = 18;
+    /// The kinds of the [`sequenceable`](super::sequenceable) messages.
+    pub(super) const SEQUENCEABLE: [u8; 6] =
+        [PUSH, PUSH_MANY, BROADCAST, FLUSH, CLOSE_UID, PUSH_CLIENT];
 }
 
 /// One payload on the backplane: a [`BackplaneMsg`] or the cluster's own bookkeeping.
@@ -434,18 +437,9 @@ pub fn number_entry(entry: &mut Vec<u8>, epoch: u64, seq: u64) {
 /// numbered push `(epoch, seq)` (the [`Frame::After`] trailer); `false`, and the frame left as
 /// it is, when it is not a push's frame of this version ([`sequenceable`] kinds only).
 pub fn mark_after(frame: &mut Vec<u8>, epoch: u64, seq: u64) -> bool {
+    // The version byte, the origin (8 bytes), then the kind.
     let push = frame.first() == Some(&VERSION)
-        && frame.get(9).is_some_and(|k| {
-            matches!(
-                *k,
-                kind::PUSH
-                    | kind::PUSH_MANY
-                    | kind::BROADCAST
-                    | kind::FLUSH
-                    | kind::CLOSE_UID
-                    | kind::PUSH_CLIENT
-            )
-        });
+        && frame.get(9).is_some_and(|k| kind::SEQUENCEABLE.contains(k));
     if push {
         put_trailer(frame, AFTER_TAG, epoch, seq);
     }
@@ -1140,6 +1134,42 @@ mod tests {
             Err(CodecError::LocalOnly(_))
         ));
         assert!(!mark_after(&mut Vec::new(), 1, 2));
+        // Marked exactly when the message is sequenceable.
+        let uid = Uid::from("u");
+        let samples = [
+            BackplaneMsg::Push {
+                uid: uid.clone(),
+                event: ev(1),
+                estimate: 1,
+                flush: false,
+            },
+            BackplaneMsg::PushMany {
+                uids: Arc::from([uid.clone()]),
+                event: ev(1),
+                estimate: 1,
+                flush: true,
+            },
+            BackplaneMsg::Broadcast {
+                event: ev(1),
+                estimate: 1,
+                flush: false,
+            },
+            BackplaneMsg::Flush { uid: uid.clone() },
+            BackplaneMsg::CloseUid { uid: uid.clone() },
+            BackplaneMsg::Presence {
+                node: NodeId(1),
+                uid: uid.clone(),
+                ws: true,
+                ajax: false,
+            },
+            BackplaneMsg::AjaxWake {
+                uids: Some(Arc::from([uid])),
+            },
+        ];
+        for m in samples {
+            let mut f = encode_msg(7, &m).unwrap();
+            assert_eq!(mark_after(&mut f, 1, 2), sequenceable(&m), "{m:?}");
+        }
         // An entry never carries the after trailer: read as unnumbered.
         let mut entry = encode_event(&ev(1)).unwrap();
         put_trailer(&mut entry, AFTER_TAG, 1, 2);
