@@ -558,6 +558,9 @@ pub struct Shared {
     seq_epoch: AtomicU64,
     /// The engine's numbered channel is consumed (see [`Shared::set_seq_ready`]).
     seq_ready: AtomicBool,
+    /// The engine's first consumer is being made: pushes wait for it rather than go out
+    /// unnumbered (see [`Shared::numbering_soon`]).
+    seq_starting: AtomicBool,
     /// The messages queued for numbering and not yet numbered, in order: when the engine is
     /// found unreachable they are applied here at once, before any later push, so a push
     /// applied locally never overtakes one queued before it.
@@ -706,6 +709,7 @@ impl Shared {
             numbered_appends: AtomicBool::new(false),
             seq_epoch: AtomicU64::new(0),
             seq_ready: AtomicBool::new(false),
+            seq_starting: AtomicBool::new(true),
             order: Mutex::new(Waiting::default()),
             held: Mutex::new(Held::default()),
             after_wait: AtomicU64::new(AFTER_WAIT.as_millis() as u64),
@@ -751,6 +755,7 @@ impl Shared {
     /// (it may never come back).
     pub fn set_seq_ready(&self, ready: bool) {
         self.seq_ready.store(ready, Ordering::Release);
+        self.seq_starting.store(false, Ordering::Release);
         if !ready {
             self.apply_acked(&mut self.order());
             // A consumer made again may start anywhere: nothing is held until it says where
@@ -894,6 +899,20 @@ impl Shared {
         self.sequencing() && self.seq_ready.load(Ordering::Acquire) && self.engine_up()
     }
 
+    /// Whether numbering is about to start: sequencing is on, the engine is up, and its first
+    /// consumer is being made (the engine has not called [`Shared::set_seq_ready`] yet). Pushes
+    /// published then are queued for their number, and the engine's publishing task waits
+    /// for the consumer (at most its operation timeout) instead of sending them unnumbered:
+    /// a node's first numbered pushes would otherwise overtake its last unnumbered ones on the
+    /// other nodes (they travel on different paths). Once the consumer was ready or failed,
+    /// an unready consumer means unnumbered pushes at once, as before.
+    pub fn numbering_soon(&self) -> bool {
+        self.sequencing()
+            && !self.seq_ready.load(Ordering::Acquire)
+            && self.seq_starting.load(Ordering::Acquire)
+            && self.engine_up()
+    }
+
     fn order(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -991,9 +1010,9 @@ impl Shared {
         }
         let sequenced = self.sequencing() && codec::sequenceable(&msg);
         let mut order = sequenced.then(|| self.order());
+        let numbering = sequenced && (self.sequencing_up() || self.numbering_soon());
         // The append goes with the numbered message when the engine numbers entries.
-        let attach =
-            sequenced && self.numbered_appends.load(Ordering::Acquire) && self.sequencing_up();
+        let attach = numbering && self.numbered_appends.load(Ordering::Acquire);
         let mut append = None;
         if self.mailbox.enabled {
             let target = match &msg {
@@ -1025,7 +1044,7 @@ impl Shared {
             }
         };
         if let Some(waiting) = order.as_mut() {
-            if self.sequencing_up() {
+            if numbering {
                 waiting.next += 1;
                 let id = waiting.next;
                 waiting.queue.push_back((id, msg.clone()));

@@ -261,3 +261,35 @@ fn a_push_published_plain_is_marked_after_the_last_numbered_one() {
         other => panic!("{other:?}"),
     }
 }
+
+/// While the engine's first consumer is being made, a push waits for its number (queued as a
+/// numbered job, not applied here yet) instead of going out unnumbered: its first numbered
+/// pushes would otherwise overtake its last unnumbered ones on the other nodes. Once the
+/// consumer failed, an unready consumer means unnumbered pushes at once.
+#[test]
+fn pushes_wait_for_the_first_consumer_then_go_unnumbered_once_it_failed() {
+    let mailbox = MailboxConfig::default().enabled(false);
+    let (shared, mut jobs, _ops) = Shared::new("test", ClusterConfig::default(), 64, mailbox);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let _ = shared
+        .sink
+        .set(Arc::new(move |m| g.lock().expect("sink").push(m)));
+    shared.set_sequencing(true);
+    shared.set_up(Side::Publisher, true, None);
+    shared.set_up(Side::Subscriber, true, None);
+    assert!(shared.numbering_soon());
+    shared.publish(push(1));
+    assert!(matches!(jobs.try_recv(), Ok(Job::Seq { .. })));
+    assert!(
+        got.lock().expect("sink").is_empty(),
+        "applied when it comes back"
+    );
+    // The consumer fails: push 2 goes out unnumbered, applied here at once, after push 1.
+    shared.set_seq_ready(false);
+    assert!(!shared.numbering_soon());
+    shared.publish(push(2));
+    assert!(matches!(jobs.try_recv(), Ok(Job::Frame(_))));
+    let applied: Vec<BackplaneMsg> = got.lock().expect("sink").clone();
+    assert_eq!(applied, vec![push(1), push(2)]);
+}

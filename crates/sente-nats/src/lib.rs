@@ -857,8 +857,15 @@ async fn publish_numbered(
     op_timeout: Duration,
 ) -> Option<u64> {
     if !shared.sequencing_up() {
-        tracing::debug!("numbered publish skipped: numbering not up");
-        return None;
+        // The first consumer is being made: wait for it (see `Shared::numbering_soon`).
+        let started = tokio::time::Instant::now();
+        while shared.numbering_soon() && started.elapsed() < op_timeout {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !shared.sequencing_up() {
+            tracing::debug!("numbered publish skipped: numbering not up");
+            return None;
+        }
     }
     let acked = tokio::time::timeout(op_timeout, async {
         js.publish(subject.to_owned(), frame.to_vec().into())
