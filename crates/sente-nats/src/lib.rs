@@ -65,6 +65,9 @@
 //!   reads the stream's last sequence after registering the mailbox (a stream info request),
 //!   and puts what the client missed up to it, from the node's logs, in front of the mailbox
 //!   with one compare-and-set (`Mailbox::fill`; refused over the mailbox's bounds).
+//! - While a node's first consumer is being made (its first moments), its pushes wait for
+//!   it, at most [`NatsConfig::op_timeout`], so that they are numbered like the ones after
+//!   them.
 //! - While NATS or the consumer is down, or a publish is not acknowledged within
 //!   [`NatsConfig::op_timeout`], pushes are applied locally and published unnumbered
 //!   ([`Health::unsequenced`]); their clients' next resume gets `recovered: false`. A push
