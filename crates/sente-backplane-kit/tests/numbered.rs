@@ -16,6 +16,13 @@ struct Node {
 }
 
 fn node() -> Node {
+    let node = starting_node();
+    node.shared.set_seq_ready(true);
+    node
+}
+
+/// A node whose engine is up and whose numbering consumer is still being made.
+fn starting_node() -> Node {
     let mailbox = MailboxConfig::default().enabled(false);
     let (shared, jobs, _ops) = Shared::new("test", ClusterConfig::default(), 64, mailbox);
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -24,7 +31,6 @@ fn node() -> Node {
         .sink
         .set(Arc::new(move |m| g.lock().expect("sink").push(m)));
     shared.set_sequencing(true);
-    shared.set_seq_ready(true);
     shared.set_up(Side::Publisher, true, None);
     shared.set_up(Side::Subscriber, true, None);
     Node { shared, jobs, got }
@@ -268,16 +274,11 @@ fn a_push_published_plain_is_marked_after_the_last_numbered_one() {
 /// consumer failed, an unready consumer means unnumbered pushes at once.
 #[test]
 fn pushes_wait_for_the_first_consumer_then_go_unnumbered_once_it_failed() {
-    let mailbox = MailboxConfig::default().enabled(false);
-    let (shared, mut jobs, _ops) = Shared::new("test", ClusterConfig::default(), 64, mailbox);
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let _ = shared
-        .sink
-        .set(Arc::new(move |m| g.lock().expect("sink").push(m)));
-    shared.set_sequencing(true);
-    shared.set_up(Side::Publisher, true, None);
-    shared.set_up(Side::Subscriber, true, None);
+    let Node {
+        shared,
+        mut jobs,
+        got,
+    } = starting_node();
     assert!(shared.numbering_soon());
     shared.publish(push(1));
     assert!(matches!(jobs.try_recv(), Ok(Job::Seq { .. })));
