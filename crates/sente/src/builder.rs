@@ -469,8 +469,15 @@ impl Builder {
             ..self.timing
         };
         let meters = Arc::new(crate::meters::Meters::new(self.recent_rejections));
-        let registry = Registry::start(self.core, self.shards, backplane, packer.clone(), meters);
-        let handle = ServerHandle::new(registry.clone(), self.shutdown);
+        let registry = Registry::start(
+            self.core,
+            self.shards,
+            backplane,
+            packer.clone(),
+            meters,
+            self.shutdown,
+        );
+        let handle = ServerHandle::new(registry.clone());
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());
         let d = Arc::downgrade(&dispatcher);
         registry.set_system_sink(Box::new(move |ev| {

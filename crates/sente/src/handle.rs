@@ -3,7 +3,7 @@
 //! and close goes through the backplane, so it reaches the clients on every node.
 
 use crate::meters::RejectedRequest;
-use crate::registry::{ConnectedUids, Registry, ShutdownTiming, Stats};
+use crate::registry::{ConnectedUids, Registry, Stats};
 use sente_proto::backplane::BackplaneMsg;
 use sente_proto::server::message::{self, Push};
 use sente_proto::server::{SendError, ServerLimits};
@@ -20,7 +20,6 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct ServerHandle {
     registry: Arc<Registry>,
-    shutdown: ShutdownTiming,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -33,22 +32,20 @@ impl std::fmt::Debug for ServerHandle {
 #[derive(Clone, Debug)]
 pub struct WeakServerHandle {
     registry: Weak<Registry>,
-    shutdown: ShutdownTiming,
 }
 
 impl WeakServerHandle {
     /// The handle, if the server is still alive.
     pub fn upgrade(&self) -> Option<ServerHandle> {
-        self.registry.upgrade().map(|registry| ServerHandle {
-            registry,
-            shutdown: self.shutdown,
-        })
+        self.registry
+            .upgrade()
+            .map(|registry| ServerHandle { registry })
     }
 }
 
 impl ServerHandle {
-    pub(crate) fn new(registry: Arc<Registry>, shutdown: ShutdownTiming) -> Self {
-        ServerHandle { registry, shutdown }
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        ServerHandle { registry }
     }
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
@@ -242,7 +239,7 @@ impl ServerHandle {
     /// connection); events that were read are answered. Calling it again waits for the first
     /// call's work. Wire it to `SIGTERM` (see "Deploying" in the crate docs), then exit.
     pub async fn shutdown(&self) {
-        self.registry.shutdown(self.shutdown).await;
+        self.registry.shutdown().await;
     }
 
     /// Whether [`ServerHandle::shutdown`] was called (the server is draining or stopped).
@@ -254,7 +251,6 @@ impl ServerHandle {
     pub fn downgrade(&self) -> WeakServerHandle {
         WeakServerHandle {
             registry: Arc::downgrade(&self.registry),
-            shutdown: self.shutdown,
         }
     }
 }

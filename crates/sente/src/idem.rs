@@ -215,11 +215,13 @@ pub(crate) fn admit(
     });
     match begun {
         Begin::Run(slot) => {
-            msg.claim = cluster.map(|c| Claiming {
-                cluster: c.clone(),
-                uid: msg.uid.clone(),
-                client_id: msg.client_id.clone(),
-                id: id.clone(),
+            msg.claim = cluster.map(|c| {
+                Box::new(Claiming {
+                    cluster: c.clone(),
+                    uid: msg.uid.clone(),
+                    client_id: msg.client_id.clone(),
+                    id: id.clone(),
+                })
             });
             msg.reply = Some(Reply::shared(Box::new(Deduped {
                 own: Some(reply),

@@ -27,8 +27,9 @@ pub struct EventMsg {
     pub reply: Option<Reply>,
     /// The request id of a request the client may retry ([`crate::idem`]).
     pub(crate) idem: Option<String>,
-    /// The cluster's say on a retried request's copy, asked before it runs ([`crate::idem`]).
-    pub(crate) claim: Option<crate::claim::Claiming>,
+    /// The cluster's say on a retried request's copy, asked before it runs ([`crate::idem`]);
+    /// boxed, as it is rare: every event moves through the dispatch path several times.
+    pub(crate) claim: Option<Box<crate::claim::Claiming>>,
     pub(crate) request: Arc<ChskRequest>,
     pub(crate) server: ServerHandle,
 }

@@ -168,6 +168,8 @@ pub(crate) struct Registry {
     /// Set once a shutdown is complete (then every request is refused, POSTs too).
     stopped: AtomicBool,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// How [`Registry::shutdown`] paces its phases (the builder's `shutdown_*` settings).
+    shutdown: ShutdownTiming,
     /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
     mailbox: Option<Arc<dyn Mailbox>>,
     /// Uidport events waiting for the backplane's cluster-wide decision, in order. Unbounded
@@ -227,6 +229,7 @@ impl Registry {
         backplane: Arc<dyn Backplane>,
         packer: Arc<dyn Packer>,
         meters: Arc<Meters>,
+        shutdown: ShutdownTiming,
     ) -> Arc<Registry> {
         let mailbox = backplane.mailbox();
         let cluster_resume = backplane.sequenced() && cfg.replay.enabled;
@@ -277,6 +280,7 @@ impl Registry {
             replies_done: Notify::new(),
             stopped: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
+            shutdown,
             mailbox,
             decisions,
             cluster_ctx,
@@ -789,7 +793,8 @@ impl Registry {
         }
     }
 
-    /// Drains and stops this node, in phases (each logged at info, and `sente_drain_phase`):
+    /// Drains and stops this node, in phases (each logged at info, and `sente_drain_phase`),
+    /// paced by its [`ShutdownTiming`] `t`:
     ///
     /// 1. Draining: new handshakes and polls are refused `503` (with `Retry-After`), while the
     ///    clients already here are served as before (their WebSocket events and Ajax POSTs are
@@ -800,7 +805,8 @@ impl Registry {
     ///    and replies; a held Ajax poll is answered empty, so the client polls again elsewhere.
     /// 3. Waiting for every connection and request to end, at most `t.timeout` from the start.
     /// 4. Stopped: every request is refused `503` and the handlers are let go.
-    pub(crate) async fn shutdown(&self, t: ShutdownTiming) {
+    pub(crate) async fn shutdown(&self) {
+        let t = self.shutdown;
         if self.closing.swap(true, Ordering::AcqRel) {
             self.wait_idle(t.timeout).await;
             return;

@@ -35,7 +35,7 @@
 use crate::handle::ServerHandle;
 use crate::metrics::Why;
 use crate::msg::EventMsg;
-use crate::registry::{Registry, RemoteWaiter, RequestWaiter, ShutdownTiming};
+use crate::registry::{Registry, RemoteWaiter, RequestWaiter};
 use sente_proto::backplane::{BackplaneMsg, NodeId};
 use sente_proto::s2c::{self, RequestBook};
 use sente_proto::server::message::{self, Push};
@@ -418,7 +418,7 @@ pub(crate) async fn answer_remote(
     event: Arc<Event>,
     timeout_ms: u64,
 ) {
-    let handle = ServerHandle::new(registry.clone(), ShutdownTiming::default());
+    let handle = ServerHandle::new(registry.clone());
     let answers = handle
         .ask_here(&uid, (*event).clone(), Duration::from_millis(timeout_ms))
         .await;
