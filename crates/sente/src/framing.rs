@@ -33,6 +33,11 @@ impl<S> WsSocket<S> {
         }
     }
 
+    /// See [`FrameReader::leave_text_check`].
+    pub(crate) fn leave_text_check(&mut self) {
+        self.read.leave_text_check();
+    }
+
     /// The write queue of the server's frames; written by [`WsSocket::poll_drain`].
     pub(crate) fn out(&mut self) -> &mut FrameQueue {
         &mut self.out

@@ -73,6 +73,18 @@ impl Shell {
         tokio::task::spawn_blocking(unpack).await.ok()
     }
 
+    /// [`Shell::decode`] of a small message, in place and at once (no future to poll); `None`
+    /// for a large one, which [`Shell::decode`] must take.
+    pub(crate) fn decode_here<T>(
+        &self,
+        data: &[u8],
+        packer: &dyn Packer,
+        decode: impl FnOnce(&dyn Packer, &[u8], &Limits) -> T,
+    ) -> Option<T> {
+        (data.len() < UNPACK_ELSEWHERE)
+            .then(|| decode(packer, data, &self.registry().limits().message))
+    }
+
     /// Decodes the inbound message `data` with `decode` (given the packer and the message
     /// limits) where it cannot stall other clients, as [`Shell::unpack`] does; a small message
     /// is decoded in place without copying anything. `Err(data)` if the decoder panicked.
@@ -82,11 +94,11 @@ impl Shell {
         packer: &Arc<dyn Packer>,
         decode: impl FnOnce(&dyn Packer, &[u8], &Limits) -> T + Send + 'static,
     ) -> Result<T, Bytes> {
-        let limits = &self.registry().limits().message;
         if data.len() < UNPACK_ELSEWHERE {
-            return Ok(decode(&**packer, &data, limits));
+            return Ok(decode(&**packer, &data, &self.registry().limits().message));
         }
-        let (limits, packer, kept) = (limits.clone(), packer.clone(), data.clone());
+        let limits = self.registry().limits().message.clone();
+        let (packer, kept) = (packer.clone(), data.clone());
         let len = data.len();
         self.unpack(len, move || decode(&*packer, &data, &limits))
             .await

@@ -18,10 +18,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use sente_proto::server::message;
+use sente_proto::server::message::{self, Inbound};
 use sente_proto::server::replay::{RESUME_PARAM, Resume};
 use sente_proto::server::{ConnId, Keepalive, KeepaliveAction, PackedBytes, Transport};
-use sente_proto::{ClientId, Packer, Uid};
+use sente_proto::{ClientId, Limits, Packer, Uid};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -527,6 +527,9 @@ impl WsConn {
     {
         let registry = self.shell.registry().clone();
         let max = self.shell.max_message();
+        if !self.packer.is_binary() && self.packer.checks_utf8() {
+            ws.leave_text_check();
+        }
         // One timer for everything: write timeouts and the keepalive.
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
@@ -600,7 +603,25 @@ impl WsConn {
                     // outbox: no wake-up needed, the loop drains it next.
                     self.outbox.set_awake();
                     match msg {
-                        Incoming::Data(data, binary) => Box::pin(self.on_data(data, binary, &mut inline)).await,
+                        Incoming::Data(data, binary) => {
+                            let len = data.len();
+                            let decode = move |packer: &dyn Packer, data: &[u8], limits: &Limits| {
+                                message::ws_message(packer, data, binary, limits)
+                            };
+                            // A small message (most) is decoded here, without a future; a large
+                            // one where it cannot stall other clients.
+                            let inbound = match self.shell.decode_here(&data, &*self.packer, decode) {
+                                Some(inbound) => inbound,
+                                None => Box::pin(self.shell.decode(data, &self.packer, decode))
+                                    .await
+                                    .unwrap_or_else(|data| message::ws_undecodable(&data, binary)),
+                            };
+                            if !self.on_inbound(inbound, len, &mut inline) {
+                                let why = "invalid UTF-8 in a text message";
+                                Box::pin(self.close(ws, code::INVALID, why)).await;
+                                return why;
+                            }
+                        }
                         // Written with the next flush, at the top of the loop.
                         Incoming::Ping(payload) => ws.pong(payload),
                         Incoming::Pong => {}
@@ -633,22 +654,21 @@ impl WsConn {
         }
     }
 
-    /// One data frame: the protocol's decision ([`message::ws_message`]): the pong of a ping
-    /// goes to this connection's queue, the event to the handlers run by this task.
-    async fn on_data(&self, data: Bytes, binary: bool, inline: &mut InlineRunner) {
-        let len = data.len();
-        let inbound = self
-            .shell
-            .decode(data, &self.packer, move |packer, data, limits| {
-                message::ws_message(packer, data, binary, limits)
-            })
-            .await
-            .unwrap_or_else(|data| message::undecodable(&data, binary));
+    /// What the protocol decided for one data frame of `len` bytes ([`message::ws_message`]):
+    /// the pong of a ping goes to this connection's queue, the event to the handlers run by
+    /// this task. `false`: a text message that is not UTF-8 (the connection must close with
+    /// 1007).
+    fn on_inbound(&self, inbound: Inbound, len: usize, inline: &mut InlineRunner) -> bool {
+        if inbound.invalid_text {
+            return false;
+        }
         if let Some(answer) = inbound.answer {
             self.outbox.push_reply(Out::Reply(Box::new(answer), None));
         }
         self.metrics.bytes_in.increment(len as u64);
-        let Some(event) = inbound.event else { return };
+        let Some(event) = inbound.event else {
+            return true;
+        };
         self.metrics.event_in();
         if event.id().as_str() == sente_proto::event::ids::BAD_PACKAGE {
             Why::BadPackage.count(self.shell.registry().meters(), None);
@@ -667,6 +687,7 @@ impl WsConn {
             request: self.request.clone(),
             server: self.shell.server().clone(),
         });
+        true
     }
 }
 

@@ -91,6 +91,9 @@ pub(crate) struct FrameReader {
     partial: Option<Partial>,
     /// The most bytes a frame or a message may have.
     max_message: usize,
+    /// Whether text messages are checked for UTF-8 here; off when the packer that reads them
+    /// checks ([`FrameReader::leave_text_check`]).
+    check_text: bool,
 }
 
 /// Messages at least this large that arrive as one frame are unmasked in the read buffer and
@@ -123,7 +126,27 @@ impl FrameReader {
             held: Vec::new(),
             partial: None,
             max_message,
+            check_text: true,
         }
+    }
+
+    /// Hands text messages out without checking that they are UTF-8: for a connection whose
+    /// packer checks ([`sente_proto::packer::Packer::checks_utf8`]), so the bytes are walked
+    /// once. The connection must then close with 1007 when the packer finds they are not
+    /// ([`sente_proto::server::message::ws_undecodable`]).
+    pub(crate) fn leave_text_check(&mut self) {
+        self.check_text = false;
+    }
+
+    /// A whole data message; text must be UTF-8 (unless the packer checks).
+    fn data(&self, bytes: Bytes, binary: bool) -> Result<Incoming, ReadError> {
+        if self.check_text && !binary && std::str::from_utf8(&bytes).is_err() {
+            return Err(ReadError::Protocol(
+                code::INVALID,
+                "invalid UTF-8 in a text message",
+            ));
+        }
+        Ok(Incoming::Data(bytes, binary))
     }
 
     /// The next message or control frame read from `io`.
@@ -281,7 +304,7 @@ impl FrameReader {
         let mut frame = std::mem::take(&mut self.held);
         unmask(&mut frame[h.head..], h.mask);
         let payload = Bytes::from(frame).slice(h.head..);
-        data(payload, h.opcode == OP_BINARY).map(Some)
+        self.data(payload, h.opcode == OP_BINARY).map(Some)
     }
 
     /// Parses one frame at the start of `b`, if it is whole.
@@ -305,7 +328,7 @@ impl FrameReader {
                 }
                 let binary = opcode == OP_BINARY;
                 if fin {
-                    Some(data(Bytes::from(unmasked(payload, mask)), binary)?)
+                    Some(self.data(Bytes::from(unmasked(payload, mask)), binary)?)
                 } else {
                     let mut data = Vec::with_capacity(payload.len());
                     unmask_into(&mut data, payload, mask);
@@ -320,7 +343,7 @@ impl FrameReader {
                 unmask_into(&mut p.data, payload, mask);
                 if fin {
                     let p = self.partial.take().expect("checked above");
-                    Some(data(Bytes::from(p.data), p.binary)?)
+                    Some(self.data(Bytes::from(p.data), p.binary)?)
                 } else {
                     None
                 }
@@ -343,17 +366,6 @@ fn room(need: usize) -> usize {
 
 /// The most reserved ahead for a frame whose bytes have not arrived.
 const RESERVE_MAX: usize = 64 * 1024;
-
-/// A whole data message; text must be UTF-8.
-fn data(bytes: Bytes, binary: bool) -> Result<Incoming, ReadError> {
-    if !binary && std::str::from_utf8(&bytes).is_err() {
-        return Err(ReadError::Protocol(
-            code::INVALID,
-            "invalid UTF-8 in a text message",
-        ));
-    }
-    Ok(Incoming::Data(bytes, binary))
-}
 
 /// A close frame's payload: nothing, or a code and a UTF-8 reason (RFC 6455 5.5.1).
 fn close(payload: Vec<u8>) -> Result<Incoming, ReadError> {

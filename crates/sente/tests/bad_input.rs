@@ -286,12 +286,64 @@ async fn websocket_protocol_errors_get_a_close_code() {
     let mut s = raw_ws(h.addr).await;
     s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
     assert_eq!(close_code(&mut s).await, 1002);
-    // Invalid UTF-8 in a text frame (mask of zeros).
-    let mut s = raw_ws(h.addr).await;
-    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
-        .await
-        .unwrap();
-    assert_eq!(close_code(&mut s).await, 1007);
+    assert_invalid_text_closes(h.addr).await;
+}
+
+/// Text frames that are not UTF-8 (masks of zeros) close the connection with 1007: bytes
+/// that are nothing else, a well-formed message with one bad byte inside a string, and a
+/// message fragmented across two frames.
+async fn assert_invalid_text_closes(addr: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let frames: [&[u8]; 3] = [
+        &[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe],
+        &[0x81, 0x86, 0, 0, 0, 0, b'[', b'"', 0xc3, b'"', b']', b' '],
+        &[
+            0x01, 0x83, 0, 0, 0, 0, b'[', b'"', 0xc3, 0x80, 0x82, 0, 0, 0, 0, b'"', b']',
+        ],
+    ];
+    for frame in frames {
+        let mut s = raw_ws(addr).await;
+        s.write_all(frame).await.unwrap();
+        assert_eq!(close_code(&mut s).await, 1007, "{frame:?}");
+    }
+}
+
+/// A packer that reads its input as text but does not say it checks UTF-8
+/// ([`sente::packer::Packer::checks_utf8`] left at its default).
+#[derive(Debug)]
+struct Unsaid;
+
+impl sente::packer::Packer for Unsaid {
+    fn name(&self) -> &'static str {
+        "edn"
+    }
+
+    fn is_binary(&self) -> bool {
+        false
+    }
+
+    fn pack(&self, v: &sente::Value) -> Result<sente::packer::Packed, sente::packer::PackError> {
+        sente::packer::EdnPacker.pack(v)
+    }
+
+    fn unpack(
+        &self,
+        input: &[u8],
+        limits: &sente::Limits,
+    ) -> Result<sente::Value, sente::packer::UnpackError> {
+        sente::packer::EdnPacker.unpack(input, limits)
+    }
+}
+
+/// The UTF-8 check of text frames is the packer's when it says it makes one (the built-in
+/// text packers), and the connection's own otherwise: a text frame that is not UTF-8 closes
+/// the connection with 1007 either way.
+#[tokio::test]
+async fn invalid_text_closes_whoever_checks_it() {
+    let own = start(transcript_builder().packer(std::sync::Arc::new(Unsaid))).await;
+    assert_invalid_text_closes(own.addr).await;
+    let by_packer = start(transcript_builder().packer_name("json")).await;
+    assert_invalid_text_closes(by_packer.addr).await;
 }
 
 /// An upgrade needs HTTP/1.1 and `Connection: Upgrade` (RFC 6455 4.2.1): otherwise 400, not

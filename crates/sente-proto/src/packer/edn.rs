@@ -67,6 +67,11 @@ impl Packer for EdnPacker {
         .map(Packed::Text)
     }
 
+    fn checks_utf8(&self) -> bool {
+        // `unpack` reads nothing before `utf8` accepted the whole input.
+        true
+    }
+
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {
         check_size(input, limits)?;
         let text = utf8(input)?;

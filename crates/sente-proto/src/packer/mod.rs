@@ -194,4 +194,14 @@ pub trait Packer: Send + Sync + std::fmt::Debug + 'static {
 
     /// Unpacks one value from `input`, enforcing `limits` before allocating.
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError>;
+
+    /// Whether [`Packer::unpack`] succeeds only on UTF-8 input (a text packer that reads its
+    /// input as `str`). A WebSocket server then leaves the UTF-8 check of a text message to
+    /// this packer, one pass over the bytes instead of two, and closes the connection with
+    /// 1007 when the unpack fails on bytes that are not UTF-8. Default `false`: the server
+    /// checks every text message itself. Return `true` only if no input that is not UTF-8
+    /// can ever unpack.
+    fn checks_utf8(&self) -> bool {
+        false
+    }
 }

@@ -97,6 +97,11 @@ impl Packer for TransitPacker {
         self.pack_string(value).map(Packed::Text)
     }
 
+    fn checks_utf8(&self) -> bool {
+        // `unpack` reads nothing before `utf8` accepted the whole input.
+        true
+    }
+
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {
         check_size(input, limits)?;
         let text = utf8(input)?;

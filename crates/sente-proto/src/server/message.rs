@@ -27,6 +27,9 @@ pub struct Inbound {
     /// The client waits for a reply to `event`: the WebSocket callback id, or the Ajax marker
     /// (the POST's response is the reply; see [`ajax_reply`]).
     pub reply_to: Option<Value>,
+    /// A WebSocket text message that is not UTF-8: the connection must be closed with code
+    /// 1007 (RFC 6455 8.1), and nothing is delivered.
+    pub invalid_text: bool,
 }
 
 /// Why an Ajax POST's message was refused (the shell answers `413` or `400` with the text).
@@ -94,7 +97,7 @@ pub fn ws_message(packer: &dyn Packer, data: &[u8], binary: bool, limits: &Limit
         .then(|| unpack(packer, data, limits).ok())
         .flatten();
     let Some(env) = unpacked else {
-        return undecodable(data, binary);
+        return ws_undecodable(data, binary);
     };
     let msg = ClientMsg::classify(env);
     let answer = match &msg {
@@ -106,7 +109,24 @@ pub fn ws_message(packer: &dyn Packer, data: &[u8], binary: bool, limits: &Limit
         answer,
         event: Some(event),
         reply_to,
+        invalid_text: false,
     }
+}
+
+/// A WebSocket data frame that was not unpacked: [`undecodable`], or, for a text message
+/// that is not UTF-8, [`Inbound::invalid_text`]. A reader may leave the UTF-8 check of text
+/// messages to a packer that makes it ([`Packer::checks_utf8`]); this is where a failed
+/// unpack finds out which it was.
+pub fn ws_undecodable(data: &[u8], binary: bool) -> Inbound {
+    if !binary && std::str::from_utf8(data).is_err() {
+        return Inbound {
+            answer: None,
+            event: None,
+            reply_to: None,
+            invalid_text: true,
+        };
+    }
+    undecodable(data, binary)
 }
 
 /// A WebSocket frame that could not be unpacked: `[:chsk/bad-package text-or-byte-length]` for
@@ -121,6 +141,7 @@ pub fn undecodable(data: &[u8], binary: bool) -> Inbound {
         answer: None,
         event: Some(Event::bad_package(data)),
         reply_to: None,
+        invalid_text: false,
     }
 }
 
@@ -142,6 +163,7 @@ pub fn ajax_post(
             answer: Some(server_msg::ajax_reply(Value::from("pong"))),
             event: None,
             reply_to: None,
+            invalid_text: false,
         });
     }
     let (event, reply_to) = deliverable(msg);
@@ -149,6 +171,7 @@ pub fn ajax_post(
         answer: reply_to.is_none().then(server_msg::dummy_cb_200),
         event: Some(event),
         reply_to,
+        invalid_text: false,
     })
 }
 
@@ -302,6 +325,26 @@ mod tests {
 
     fn ws(text: &str) -> Inbound {
         ws_message(&EdnPacker, text.as_bytes(), false, &Limits::default())
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_invalid_not_a_bad_package() {
+        let limits = Limits::default();
+        for p in ["edn", "json", "transit"]
+            .into_iter()
+            .filter_map(crate::packer::by_name)
+        {
+            assert!(p.checks_utf8(), "{}", p.name());
+            let bad = ws_message(&*p, b"[[\":a/b\" \"\xc3\"] nil]", false, &limits);
+            assert!(bad.invalid_text && bad.event.is_none(), "{}", p.name());
+            // A binary frame's bytes are not text: a bad package, as before.
+            let bin = ws_message(&*p, b"\xc3", true, &limits);
+            assert!(!bin.invalid_text && bin.event.is_some(), "{}", p.name());
+        }
+        // A text frame that is UTF-8 but not a message stays a bad package.
+        let not_edn = ws("[[");
+        assert!(!not_edn.invalid_text);
+        assert_eq!(pr(not_edn.event.as_ref()), "[:chsk/bad-package \"[[\"]");
     }
 
     fn pr(e: Option<&Event>) -> String {
