@@ -612,9 +612,20 @@ async fn run(
     let seq_subject = format!("{cluster}.seq");
     let seq_prefix = bucket_prefix(&cluster);
     let seq_start = if shared.sequencing() {
-        tokio::select! {
-            r = seq_stream_last(&client, &seq_prefix, &seq_subject, seq_stream) => r.map(|l| l + 1),
+        let last = tokio::select! {
+            r = seq_stream_last(&client, &seq_prefix, &seq_subject, seq_stream) => r,
             _ = stop.changed() => return,
+        };
+        match last {
+            Ok(last) => Some(last + 1),
+            Err(e) => {
+                // Not silent: this node's first consumer then starts with what is numbered
+                // after it is made, and misses what was numbered before (a gap).
+                shared.record_error(format!(
+                    "{e}: the first numbering consumer starts with new pushes"
+                ));
+                None
+            }
         }
     } else {
         None
@@ -1008,10 +1019,7 @@ async fn run_seq_consumer(
     // gap: older positions are refused here).
     loop {
         let consumed = async {
-            let stream = js
-                .get_or_create_stream(seq_stream_config(&prefix, &subject, bounds))
-                .await
-                .map_err(|e| format!("numbering stream: {e}"))?;
+            let stream = seq_stream_get_or_create(&js, &prefix, &subject, bounds).await?;
             let info = stream.cached_info();
             let created = info.created.unix_timestamp_nanos();
             let epoch = u64::try_from(created).unwrap_or_default() | 1;
@@ -1084,20 +1092,49 @@ fn seq_stream_config(
     }
 }
 
-/// The numbering stream's last sequence (made if missing); `None` when JetStream cannot be
+/// Attempts of [`seq_stream_get_or_create`].
+const SEQ_STREAM_ATTEMPTS: u32 = 5;
+
+/// The numbering stream, made if missing. Nodes that start together race to make it, and
+/// NATS may answer the losers' create with an error although the stream is there (NATS 2.9:
+/// "subjects overlap with an existing stream"), so a failed attempt is tried again (its
+/// lookup then finds the stream), a few times, shortly after.
+async fn seq_stream_get_or_create(
+    js: &async_nats::jetstream::Context,
+    prefix: &str,
+    subject: &str,
+    bounds: (i64, Duration),
+) -> Result<async_nats::jetstream::stream::Stream, String> {
+    let mut attempt = 1;
+    loop {
+        match js
+            .get_or_create_stream(seq_stream_config(prefix, subject, bounds))
+            .await
+        {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt >= SEQ_STREAM_ATTEMPTS => {
+                return Err(format!("numbering stream: {e}"));
+            }
+            Err(e) => {
+                tracing::debug!(backplane = "nats", error = %e, attempt, "numbering stream: tried again");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// The numbering stream's last sequence (made if missing); an error when JetStream cannot be
 /// asked.
 async fn seq_stream_last(
     client: &async_nats::Client,
     prefix: &str,
     subject: &str,
     bounds: (i64, Duration),
-) -> Option<u64> {
+) -> Result<u64, String> {
     let js = async_nats::jetstream::new(client.clone());
-    let stream = js
-        .get_or_create_stream(seq_stream_config(prefix, subject, bounds))
-        .await
-        .ok()?;
-    Some(stream.cached_info().state.last_sequence)
+    let stream = seq_stream_get_or_create(&js, prefix, subject, bounds).await?;
+    Ok(stream.cached_info().state.last_sequence)
 }
 
 /// The client's options (a fresh value per connection attempt: `connect` consumes them).
@@ -2044,4 +2081,56 @@ async fn update_mbox(
     };
     let _ = done.send(());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes starting together race to make the numbering stream; NATS answers some losers'
+    /// create with an error although the stream is there. Every node still reads where its
+    /// first consumer starts (before, a loser's consumer started with new pushes only, and
+    /// missed the ones numbered before it was made). Needs NATS on 127.0.0.1:4222 (skipped
+    /// when unreachable).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_starting_together_all_read_the_numbering_start() {
+        const NODES: usize = 4;
+        let url = "nats://127.0.0.1:4222";
+        let Ok(Ok(admin)) =
+            tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
+        else {
+            eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+            return;
+        };
+        let mut clients = Vec::new();
+        for _ in 0..NODES {
+            clients.push(async_nats::connect(url).await.expect("NATS"));
+        }
+        let bounds = NatsConfig::new(url).seq_stream;
+        for round in 0..10 {
+            let prefix = format!("test-seq-race-{}-{round}", uuid::Uuid::new_v4().simple());
+            let subject = format!("{prefix}.seq");
+            let barrier = Arc::new(tokio::sync::Barrier::new(NODES));
+            let reads = clients.iter().map(|client| {
+                let (client, barrier) = (client.clone(), barrier.clone());
+                let (prefix, subject) = (prefix.clone(), subject.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    seq_stream_last(&client, &prefix, &subject, bounds).await
+                })
+            });
+            let reads: Vec<Result<u64, String>> = futures_util::future::join_all(reads)
+                .await
+                .into_iter()
+                .map(|r| r.expect("task"))
+                .collect();
+            let _ = async_nats::jetstream::new(admin.clone())
+                .delete_stream(format!("{prefix}_SEQ"))
+                .await;
+            assert!(
+                reads.iter().all(|r| r == &Ok(0)),
+                "round {round}: every node reads the new stream's last number (0): {reads:?}"
+            );
+        }
+    }
 }
