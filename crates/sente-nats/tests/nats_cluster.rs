@@ -170,12 +170,24 @@ async fn a_plain_push_waits_for_the_numbered_ones_before_it() {
                 .sequence
         }
     };
+    // Node B makes the stream `<cluster>_SEQ` after it connects: a publish before that is
+    // stored nowhere (and refused).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while js.get_stream(format!("{name}_SEQ")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B makes the numbering stream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Probes (numbers from 100) until node B's consumer runs (it starts after the node
     // connects); a probe published before it started may come later: they are skipped below.
+    // The 200 ms timeout ends a probe's wait (`recv_numbers` itself would panic at its own
+    // deadline, so that one is longer).
     let mut up = false;
     for probe in 100..150 {
         numbered(probe).await;
-        if tokio::time::timeout(Duration::from_millis(200), recv_numbers(&mut on_b, 1, 200))
+        if tokio::time::timeout(Duration::from_millis(200), recv_numbers(&mut on_b, 1, 5000))
             .await
             .is_ok()
         {
