@@ -102,7 +102,19 @@ impl ServeConfig {
         self
     }
 
-    /// `TCP_NODELAY` on accepted connections. Default on.
+    /// `TCP_NODELAY` on accepted connections. Default on: a reply or a push goes out at once
+    /// instead of waiting for the client to acknowledge what was sent before it.
+    ///
+    /// Off, the kernel gathers a connection's small writes while earlier data is unacknowledged
+    /// (Nagle's algorithm). That costs latency (up to the client's delayed-ACK time, tens of
+    /// milliseconds) but far less CPU per event when a server pushes to many clients faster
+    /// than it can write each one separately: in `sente-load`'s fan-out to 1 000 clients at
+    /// 1 709 pushes per client and second, each flushed at once, one server CPU kept up with it
+    /// off (p99 122–186 ms) and fell behind with it on (p99 ~0.5 s, clients dropped for
+    /// exceeding their send queue; BENCHMARKS.md, "the knee's tail"). Sente's send window (the
+    /// default of [`ServerHandle::send`](crate::ServerHandle::send) and
+    /// [`ServerHandle::broadcast`](crate::ServerHandle::broadcast)) gathers a client's pushes
+    /// before they are written, so fewer, larger writes reach the kernel either way.
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
         self.tcp_nodelay = on;
         self
