@@ -13,7 +13,7 @@ use crate::registry::{ConnCtx, LiveGuard};
 use crate::request::ChskRequest;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::{Admitted, Shell};
-use crate::wsread::{Incoming, ReadError, code};
+use crate::wsread::{INVALID_TEXT, Incoming, ReadError, code};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -617,9 +617,8 @@ impl WsConn {
                                     .unwrap_or_else(|data| message::ws_undecodable(&data, binary)),
                             };
                             if !self.on_inbound(inbound, len, &mut inline) {
-                                let why = "invalid UTF-8 in a text message";
-                                Box::pin(self.close(ws, code::INVALID, why)).await;
-                                return why;
+                                Box::pin(self.close(ws, code::INVALID, INVALID_TEXT)).await;
+                                return INVALID_TEXT;
                             }
                         }
                         // Written with the next flush, at the top of the loop.

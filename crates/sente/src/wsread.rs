@@ -36,6 +36,10 @@ pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xa;
 
 /// Close codes (RFC 6455 7.4.1) the server sends.
+/// Why a text message that is not UTF-8 closes its connection (with [`code::INVALID`]), here
+/// or after the packer found it (`WsConn::serve`).
+pub(crate) const INVALID_TEXT: &str = "invalid UTF-8 in a text message";
+
 pub(crate) mod code {
     /// The connection is done with.
     pub(crate) const NORMAL: u16 = 1000;
@@ -141,10 +145,7 @@ impl FrameReader {
     /// A whole data message; text must be UTF-8 (unless the packer checks).
     fn data(&self, bytes: Bytes, binary: bool) -> Result<Incoming, ReadError> {
         if self.check_text && !binary && std::str::from_utf8(&bytes).is_err() {
-            return Err(ReadError::Protocol(
-                code::INVALID,
-                "invalid UTF-8 in a text message",
-            ));
+            return Err(ReadError::Protocol(code::INVALID, INVALID_TEXT));
         }
         Ok(Incoming::Data(bytes, binary))
     }
