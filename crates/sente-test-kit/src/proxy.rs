@@ -4,7 +4,7 @@
 //! connections over several upstreams (cluster nodes), skipping the ones that refuse.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,9 +20,37 @@ struct ProxyState {
     conns: Vec<AbortHandle>,
 }
 
-/// Set while the proxy loses everything in both directions (see [`Proxy::blackhole`]).
+/// Which connections lose everything in both directions (see [`Proxy::blackhole`]): those
+/// accepted before it was turned on. Each accepted connection takes the next serial number;
+/// `below` is the count of connections accepted when the blackhole went on (0: off), so a
+/// connection made while it is on, such as a client's reconnect racing the switch off, is
+/// forwarded as usual.
 #[derive(Debug, Default)]
-struct Blackhole(AtomicBool);
+struct Blackhole {
+    accepted: AtomicU64,
+    below: AtomicU64,
+}
+
+impl Blackhole {
+    /// The serial number of a connection just accepted.
+    fn admit(&self) -> u64 {
+        self.accepted.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn set(&self, on: bool) {
+        let below = if on {
+            self.accepted.load(Ordering::SeqCst)
+        } else {
+            0
+        };
+        self.below.store(below, Ordering::SeqCst);
+    }
+
+    /// Whether the connection numbered `serial` loses its bytes now.
+    fn swallows(&self, serial: u64) -> bool {
+        serial < self.below.load(Ordering::SeqCst)
+    }
+}
 
 /// How many times the proxy cut its connections. A connection forwards nothing once the count
 /// moved past the one it was accepted under: aborting its task takes effect only at the task's
@@ -111,6 +139,7 @@ impl Proxy {
             while let Ok((sock, _)) = listener.accept().await {
                 let born = cu.now();
                 let conn = Conn {
+                    serial: bh.admit(),
                     blackhole: bh.clone(),
                     link: ln.clone(),
                     cuts: cu.clone(),
@@ -161,12 +190,13 @@ impl Proxy {
         }
     }
 
-    /// While `on`, every byte of the open connections is read and thrown away, in both
-    /// directions: the peers' writes succeed and nothing arrives, like a network path that died
-    /// without either end noticing (a half-open connection). New connections are forwarded as
-    /// usual.
+    /// While `on`, every byte of the connections open when it was turned on is read and thrown
+    /// away, in both directions: the peers' writes succeed and nothing arrives, like a network
+    /// path that died without either end noticing (a half-open connection). Connections made
+    /// after it was turned on are forwarded as usual, so a client that reconnects before the
+    /// blackhole is turned off is not caught by it.
     pub fn blackhole(&self, on: bool) {
-        self.blackhole.0.store(on, Ordering::SeqCst);
+        self.blackhole.set(on);
     }
 
     /// Limits what flows to the clients, all connections together, to `bytes_per_sec` (a slow
@@ -199,6 +229,8 @@ impl Drop for Proxy {
 /// What a proxied connection shares with the proxy.
 struct Conn {
     blackhole: Arc<Blackhole>,
+    /// The connection's number in [`Blackhole`]'s count.
+    serial: u64,
     link: Arc<Link>,
     cuts: Arc<Cuts>,
     /// [`Cuts`] when the connection was accepted.
@@ -284,7 +316,7 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if conn.blackhole.0.load(Ordering::SeqCst) {
+        if conn.blackhole.swallows(conn.serial) {
             continue;
         }
         if downstream {
@@ -293,5 +325,64 @@ async fn pump(
         if conn.is_cut() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// An upstream that echoes every connection's bytes.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut rd, mut wr) = sock.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Connects through `proxy` and sends a request head, which the proxy reads first; says
+    /// whether it came back within 300 ms.
+    async fn open(proxy: &Proxy) -> (TcpStream, bool) {
+        let mut sock = TcpStream::connect(proxy.addr()).await.unwrap();
+        sock.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 18];
+        let back = tokio::time::timeout(Duration::from_millis(300), sock.read_exact(&mut head))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        (sock, back)
+    }
+
+    /// Sends `ping` and says whether it came back within 300 ms.
+    async fn echoes(sock: &mut TcpStream) -> bool {
+        sock.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_millis(300), sock.read_exact(&mut back))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    #[tokio::test]
+    async fn the_blackhole_takes_the_open_connections_only() {
+        let proxy = Proxy::start(echo().await).await.unwrap();
+        let (mut old, back) = open(&proxy).await;
+        assert!(back && echoes(&mut old).await);
+        proxy.blackhole(true);
+        assert!(
+            !echoes(&mut old).await,
+            "an open connection loses its bytes"
+        );
+        let (mut new, back) = open(&proxy).await;
+        assert!(back, "one made meanwhile is forwarded");
+        assert!(echoes(&mut new).await);
+        proxy.blackhole(false);
+        assert!(echoes(&mut old).await, "bytes flow again once it is off");
     }
 }
