@@ -1,7 +1,8 @@
 //! A tap on a cluster's pub/sub traffic: one extra subscriber that counts the messages and
 //! payload bytes published on the cluster's channels (Redis: a pattern subscription to
 //! `<cluster>*`, which covers sente-redis's `<cluster>:backplane` and socketioxide-redis's
-//! `<cluster>-request#...` channels; NATS: `<cluster>.backplane`). Payload bytes only, without
+//! `<cluster>-request#...` channels; NATS: `<cluster>.backplane`, and `<cluster>.seq`, where
+//! sente-nats publishes the pushes it numbers for cross-node resume). Payload bytes only, without
 //! the engine's protocol framing; the engines' key-value operations (sente's Ajax mailbox
 //! appends) are not pub/sub messages and are not counted.
 
@@ -78,9 +79,13 @@ impl Tap {
             Backplane::Nats => {
                 let (client, mut sub) = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
                     let client = async_nats::connect(url).await?;
-                    let sub = client.subscribe(format!("{cluster}.backplane")).await?;
+                    let plain = client.subscribe(format!("{cluster}.backplane")).await?;
+                    let numbered = client.subscribe(format!("{cluster}.seq")).await?;
                     client.flush().await?;
-                    Ok::<_, crate::BoxError>((client, sub))
+                    Ok::<_, crate::BoxError>((
+                        client,
+                        futures_util::stream::select(plain, numbered),
+                    ))
                 })
                 .await
                 .map_err(|_| err("the NATS tap did not subscribe within 10 s"))??;
@@ -97,8 +102,8 @@ impl Tap {
 }
 
 /// Removes what cluster `cluster`'s nodes left in the engine once they are gone: on Redis the
-/// keys under `<cluster>` (uidport sets live an hour otherwise), on NATS the four key-value
-/// buckets `<cluster>_{nodes,uidport,ajax,mbox}` (their streams would stay). Best effort:
+/// keys under `<cluster>` (uidport sets live an hour otherwise), on NATS its key-value buckets
+/// and numbering stream (`sente_nats::remove_cluster`; the server keeps them otherwise). Best effort:
 /// errors are returned for a message, never fatal to a run.
 pub async fn cleanup(backplane: Backplane, url: &str, cluster: &str) -> Res<()> {
     let work = async {
@@ -130,11 +135,7 @@ pub async fn cleanup(backplane: Backplane, url: &str, cluster: &str) -> Res<()> 
             }
             Backplane::Nats => {
                 let client = async_nats::connect(url).await?;
-                let js = async_nats::jetstream::new(client);
-                for name in ["nodes", "uidport", "ajax", "mbox"] {
-                    // A bucket the nodes never made (no JetStream) is fine.
-                    let _ = js.delete_key_value(format!("{cluster}_{name}")).await;
-                }
+                sente_nats::remove_cluster(&client, cluster).await?;
             }
         }
         Ok::<_, crate::BoxError>(())

@@ -130,6 +130,10 @@
 //! Without JetStream (a server started without `-js`), the node logs a warning once and works
 //! as before: uidport events per node, Ajax clients served by the node they handshook with.
 //!
+//! The buckets' streams (`KV_<cluster>_<name>`) and the numbering stream (`<cluster>_SEQ`)
+//! stay on the NATS server after the last node stops; [`remove_cluster`] deletes them, for a
+//! cluster gone for good (a test or benchmark run, a retired deployment).
+//!
 //! # `chsk/uidport-*` once per cluster
 //!
 //! When a node's first connection of a uid opens, the node's operations task reads
@@ -1269,6 +1273,46 @@ async fn watch_registrations(buckets: Arc<Buckets>, shared: Arc<Shared>) {
     }
 }
 
+/// The key-value buckets a cluster keeps, `<cluster>_<name>` (see [`remove_cluster`]).
+const BUCKETS: [&str; 5] = ["nodes", "uidport", "ajax", "mbox", "idem"];
+
+/// Deletes what cluster `cluster` keeps in NATS's JetStream: its five key-value buckets and
+/// its numbering stream `<cluster>_SEQ`. They are memory streams, and the server keeps them
+/// (and the memory their limits allow) until they are deleted; this is for a cluster gone for
+/// good: a finished test or benchmark, a retired deployment. Never while one of its nodes
+/// runs: they would make them again, without what was in them. What is missing is skipped;
+/// returns how many were deleted.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let deleted = sente_nats::remove_cluster(&client, "my-test-cluster").await?;
+/// # Ok(()) }
+/// ```
+pub async fn remove_cluster(
+    client: &async_nats::Client,
+    cluster: &str,
+) -> Result<usize, async_nats::jetstream::context::DeleteStreamError> {
+    use async_nats::jetstream::{ErrorCode, context::DeleteStreamErrorKind};
+    let js = async_nats::jetstream::new(client.clone());
+    let p = bucket_prefix(cluster);
+    let streams = BUCKETS
+        .iter()
+        .map(|b| format!("KV_{p}_{b}"))
+        .chain(std::iter::once(format!("{p}_SEQ")));
+    let mut deleted = 0;
+    for name in streams {
+        match js.delete_stream(&name).await {
+            Ok(_) => deleted += 1,
+            Err(e)
+                if matches!(e.kind(), DeleteStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
 /// A bucket-name-safe version of the cluster name.
 fn bucket_prefix(cluster: &str) -> String {
     cluster
@@ -1394,12 +1438,13 @@ async fn open_stores(
                 })
         }
     };
+    let [nodes, uidport, ajax, mbox, idem] = BUCKETS;
     Ok(Stores {
-        nodes: open("nodes", expiry).await?,
-        uidport: open("uidport", uidport_ttl).await?,
-        ajax: open("ajax", mailbox.max_age).await?,
-        mbox: open("mbox", mailbox.max_age).await?,
-        idem: open("idem", IDEM_AGE).await?,
+        nodes: open(nodes, expiry).await?,
+        uidport: open(uidport, uidport_ttl).await?,
+        ajax: open(ajax, mailbox.max_age).await?,
+        mbox: open(mbox, mailbox.max_age).await?,
+        idem: open(idem, IDEM_AGE).await?,
         registered: Arc::default(),
     })
 }
@@ -2132,5 +2177,48 @@ mod tests {
                 "round {round}: every node reads the new stream's last number (0): {reads:?}"
             );
         }
+    }
+
+    /// `remove_cluster` deletes the five buckets and the numbering stream a node made, and
+    /// skips what is missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn remove_cluster_deletes_what_a_cluster_keeps() {
+        let url = "nats://127.0.0.1:4222";
+        let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
+        else {
+            eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+            return;
+        };
+        let cluster = format!("test-remove-{}", uuid::Uuid::new_v4().simple());
+        let js = async_nats::jetstream::new(client.clone());
+        let names: Vec<String> = BUCKETS
+            .iter()
+            .map(|b| format!("KV_{cluster}_{b}"))
+            .chain([format!("{cluster}_SEQ")])
+            .collect();
+        let exists = |name: String| {
+            let js = js.clone();
+            async move { js.get_stream(name).await.is_ok() }
+        };
+        let node = NatsBackplane::start(NatsConfig::new(url).cluster(&cluster)).unwrap();
+        assert!(node.wait_connected(Duration::from_secs(5)).await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for name in &names {
+            while !exists(name.clone()).await {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} was never made"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        drop(node);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(remove_cluster(&client, &cluster).await.unwrap(), 6);
+        for name in names {
+            assert!(!exists(name.clone()).await, "{name} is left");
+        }
+        assert_eq!(remove_cluster(&client, &cluster).await.unwrap(), 0);
     }
 }
