@@ -11,6 +11,32 @@ use std::time::Duration;
 
 struct Nats;
 
+tokio::task_local! {
+    /// The clusters a scenario started nodes of, removed from NATS once it passed.
+    static STARTED: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs a scenario, then deletes the buckets and streams of the clusters it made (they stay
+/// on the NATS server otherwise; a failed scenario leaves them to look at).
+async fn cleaned(scenario: impl std::future::Future<Output = ()>) {
+    let started = STARTED
+        .scope(std::cell::RefCell::default(), async {
+            scenario.await;
+            STARTED.with(std::cell::RefCell::take)
+        })
+        .await;
+    if let Ok(client) = async_nats::connect(Nats::url()).await {
+        for cluster in started {
+            let _ = sente_nats::remove_cluster(&client, &cluster).await;
+        }
+    }
+}
+
+/// Notes that a node of `cluster` starts (see [`cleaned`]).
+fn started(cluster: &str) {
+    let _ = STARTED.try_with(|s| s.borrow_mut().push(cluster.to_owned()));
+}
+
 impl Nats {
     /// The core subject of the cluster `name`.
     fn start_subject(name: &str) -> String {
@@ -53,6 +79,7 @@ impl Flavor for Nats {
     }
 
     fn start(url: &str, cluster: &str, presence: ClusterConfig) -> NatsBackplane {
+        started(cluster);
         NatsBackplane::start(
             NatsConfig::new(url)
                 .cluster(cluster)
@@ -64,6 +91,7 @@ impl Flavor for Nats {
     }
 
     fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> NatsBackplane {
+        started(cluster);
         NatsBackplane::start(
             NatsConfig::new(url)
                 .cluster(cluster)
@@ -107,7 +135,7 @@ macro_rules! scenario {
                 );
                 return;
             }
-            cluster::$name::<Nats>().await;
+            cleaned(Box::pin(cluster::$name::<Nats>())).await;
         }
     };
 }
@@ -232,6 +260,8 @@ async fn a_plain_push_waits_for_the_numbered_ones_before_it() {
         );
     }
     assert_eq!(got, [1, 2, 3, 4, 5]);
+    drop(b);
+    let _ = sente_nats::remove_cluster(&client, &name).await;
 }
 
 /// Cross-node vs same-node latency and bytes per push:
@@ -243,7 +273,7 @@ async fn latency() {
         eprintln!("SKIPPED latency: NATS is not reachable on 127.0.0.1:4222");
         return;
     }
-    cluster::measure_latency::<Nats>(2000).await;
+    cleaned(Box::pin(cluster::measure_latency::<Nats>(2000))).await;
 }
 
 /// Backplane messages and bytes per push (1-client uid, 1000-uid broadcast):
@@ -255,7 +285,7 @@ async fn per_push() {
         eprintln!("SKIPPED per_push: NATS is not reachable on 127.0.0.1:4222");
         return;
     }
-    cluster::measure_messages_per_push::<Nats>(1000).await;
+    cleaned(Box::pin(cluster::measure_messages_per_push::<Nats>(1000))).await;
 }
 
 /// Broadcasts at 100/s with Ajax mailboxes on (issue 14): `clients` registered Ajax clients
