@@ -73,16 +73,22 @@ impl Shell {
         tokio::task::spawn_blocking(unpack).await.ok()
     }
 
-    /// [`Shell::decode`] of a small message, in place and at once (no future to poll); `None`
-    /// for a large one, which [`Shell::decode`] must take.
-    pub(crate) fn decode_here<T>(
+    /// [`Shell::decode`] of a small message, in place and at once (no future to poll);
+    /// `Err(decode)` back for a large one, which [`Shell::decode`] must take.
+    pub(crate) fn decode_here<T, F>(
         &self,
         data: &[u8],
         packer: &dyn Packer,
-        decode: impl FnOnce(&dyn Packer, &[u8], &Limits) -> T,
-    ) -> Option<T> {
-        (data.len() < UNPACK_ELSEWHERE)
-            .then(|| decode(packer, data, &self.registry().limits().message))
+        decode: F,
+    ) -> Result<T, F>
+    where
+        F: FnOnce(&dyn Packer, &[u8], &Limits) -> T,
+    {
+        if data.len() < UNPACK_ELSEWHERE {
+            Ok(decode(packer, data, &self.registry().limits().message))
+        } else {
+            Err(decode)
+        }
     }
 
     /// Decodes the inbound message `data` with `decode` (given the packer and the message
@@ -94,9 +100,10 @@ impl Shell {
         packer: &Arc<dyn Packer>,
         decode: impl FnOnce(&dyn Packer, &[u8], &Limits) -> T + Send + 'static,
     ) -> Result<T, Bytes> {
-        if data.len() < UNPACK_ELSEWHERE {
-            return Ok(decode(&**packer, &data, &self.registry().limits().message));
-        }
+        let decode = match self.decode_here(&data, &**packer, decode) {
+            Ok(t) => return Ok(t),
+            Err(decode) => decode,
+        };
         let limits = self.registry().limits().message.clone();
         let (packer, kept) = (packer.clone(), data.clone());
         let len = data.len();

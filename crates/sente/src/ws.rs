@@ -611,8 +611,8 @@ impl WsConn {
                             // A small message (most) is decoded here, without a future; a large
                             // one where it cannot stall other clients.
                             let inbound = match self.shell.decode_here(&data, &*self.packer, decode) {
-                                Some(inbound) => inbound,
-                                None => Box::pin(self.shell.decode(data, &self.packer, decode))
+                                Ok(inbound) => inbound,
+                                Err(decode) => Box::pin(self.shell.decode(data, &self.packer, decode))
                                     .await
                                     .unwrap_or_else(|data| message::ws_undecodable(&data, binary)),
                             };
