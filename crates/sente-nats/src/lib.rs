@@ -2140,13 +2140,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_all_read_the_numbering_start() {
         const NODES: usize = 4;
-        let url = "nats://127.0.0.1:4222";
-        let Ok(Ok(admin)) =
-            tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
-        else {
-            eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+        let Some(admin) = local_nats().await else {
             return;
         };
+        let url = LOCAL_NATS;
         let mut clients = Vec::new();
         for _ in 0..NODES {
             clients.push(async_nats::connect(url).await.expect("NATS"));
@@ -2179,17 +2176,28 @@ mod tests {
         }
     }
 
+    const LOCAL_NATS: &str = "nats://127.0.0.1:4222";
+
+    /// A client of the machine's NATS; `None`, with a message saying the test is skipped,
+    /// when it is unreachable.
+    async fn local_nats() -> Option<async_nats::Client> {
+        let connect = async_nats::connect(LOCAL_NATS);
+        let client = tokio::time::timeout(Duration::from_secs(2), connect).await;
+        if let Ok(Ok(client)) = client {
+            return Some(client);
+        }
+        eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+        None
+    }
+
     /// `remove_cluster` deletes the five buckets and the numbering stream a node made, and
     /// skips what is missing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn remove_cluster_deletes_what_a_cluster_keeps() {
-        let url = "nats://127.0.0.1:4222";
-        let Ok(Ok(client)) =
-            tokio::time::timeout(Duration::from_secs(2), async_nats::connect(url)).await
-        else {
-            eprintln!("SKIPPED: NATS is not reachable on 127.0.0.1:4222");
+        let Some(client) = local_nats().await else {
             return;
         };
+        let url = LOCAL_NATS;
         let cluster = format!("test-remove-{}", uuid::Uuid::new_v4().simple());
         let js = async_nats::jetstream::new(client.clone());
         let names: Vec<String> = BUCKETS
