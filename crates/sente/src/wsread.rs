@@ -35,11 +35,11 @@ pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xa;
 
-/// Close codes (RFC 6455 7.4.1) the server sends.
 /// Why a text message that is not UTF-8 closes its connection (with [`code::INVALID`]), here
 /// or after the packer found it (`WsConn::serve`).
 pub(crate) const INVALID_TEXT: &str = "invalid UTF-8 in a text message";
 
+/// Close codes (RFC 6455 7.4.1) the server sends.
 pub(crate) mod code {
     /// The connection is done with.
     pub(crate) const NORMAL: u16 = 1000;
