@@ -1085,7 +1085,7 @@ fn seq_stream_config(
     (max_messages, max_age): (i64, Duration),
 ) -> async_nats::jetstream::stream::Config {
     async_nats::jetstream::stream::Config {
-        name: format!("{prefix}_SEQ"),
+        name: seq_stream_name(prefix),
         subjects: vec![subject.to_owned()],
         max_messages,
         max_age,
@@ -1298,8 +1298,8 @@ pub async fn remove_cluster(
     let p = bucket_prefix(cluster);
     let streams = BUCKETS
         .iter()
-        .map(|b| format!("KV_{p}_{b}"))
-        .chain(std::iter::once(format!("{p}_SEQ")));
+        .map(|b| bucket_stream_name(&p, b))
+        .chain(std::iter::once(seq_stream_name(&p)));
     let mut deleted = 0;
     for name in streams {
         match js.delete_stream(&name).await {
@@ -1311,6 +1311,17 @@ pub async fn remove_cluster(
         }
     }
     Ok(deleted)
+}
+
+/// The name of the numbering stream of the cluster whose [`bucket_prefix`] is `prefix`.
+fn seq_stream_name(prefix: &str) -> String {
+    format!("{prefix}_SEQ")
+}
+
+/// The name of the stream that holds the cluster's `name` bucket (see [`BUCKETS`]): the one
+/// `create_key_value` would make for the bucket `<prefix>_<name>`.
+fn bucket_stream_name(prefix: &str, name: &str) -> String {
+    format!("KV_{prefix}_{name}")
 }
 
 /// A bucket-name-safe version of the cluster name.
@@ -1413,9 +1424,10 @@ async fn open_stores(
     let open = |name: &str, max_age: Duration| {
         let js = js.clone();
         let bucket = format!("{p}_{name}");
+        let stream = bucket_stream_name(&p, name);
         async move {
             let cfg = async_nats::jetstream::stream::Config {
-                name: format!("KV_{bucket}"),
+                name: stream,
                 subjects: vec![format!("$KV.{bucket}.>")],
                 max_messages_per_subject: 1,
                 max_age,
@@ -1830,7 +1842,7 @@ async fn run_ops(
 /// it) and last sequence, read fresh from JetStream; `None` when it cannot be read.
 async fn seq_now(buckets: &Buckets, shared: &Shared) -> Option<(u64, u64)> {
     let js = async_nats::jetstream::new(buckets.client.clone());
-    let name = format!("{}_SEQ", bucket_prefix(&buckets.cluster));
+    let name = seq_stream_name(&bucket_prefix(&buckets.cluster));
     let mut stream = match js.get_stream(name).await {
         Ok(s) => s,
         Err(e) => {
@@ -2167,7 +2179,7 @@ mod tests {
                 .map(|r| r.expect("task"))
                 .collect();
             let _ = async_nats::jetstream::new(admin.clone())
-                .delete_stream(format!("{prefix}_SEQ"))
+                .delete_stream(seq_stream_name(&prefix))
                 .await;
             assert!(
                 reads.iter().all(|r| r == &Ok(0)),
@@ -2202,8 +2214,8 @@ mod tests {
         let js = async_nats::jetstream::new(client.clone());
         let names: Vec<String> = BUCKETS
             .iter()
-            .map(|b| format!("KV_{cluster}_{b}"))
-            .chain([format!("{cluster}_SEQ")])
+            .map(|b| bucket_stream_name(&cluster, b))
+            .chain([seq_stream_name(&cluster)])
             .collect();
         let exists = |name: String| {
             let js = js.clone();
