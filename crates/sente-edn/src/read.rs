@@ -200,6 +200,17 @@ fn valid_symbol(token: &str) -> bool {
     }
 }
 
+/// Whether `token` can begin a symbol read on its own (edn: not with a digit, `#` or `:`, nor
+/// with `+`, `-` or `.` followed by a digit, which reads as a number).
+fn starts_symbol(token: &str) -> bool {
+    let b = token.as_bytes();
+    match b.first() {
+        None | Some(b'0'..=b'9' | b'#' | b':') => false,
+        Some(b'+' | b'-' | b'.') => !b.get(1).is_some_and(u8::is_ascii_digit),
+        Some(_) => true,
+    }
+}
+
 impl<'a> Parser<'a> {
     fn new(text: &'a str, opts: &'a ReadOptions) -> Self {
         Parser {
@@ -527,7 +538,9 @@ impl<'a> Parser<'a> {
                 }
                 let end = self.token_end(tstart, false)?;
                 let ns = &self.text[tstart..end];
-                if ns.is_empty() || ns.contains('/') || !valid_symbol(ns) {
+                // The namespace must read back as the start of the symbols and keywords it
+                // qualifies (`#:#a{b 1}` would make `#a/b`, which does not).
+                if ns.contains('/') || !valid_symbol(ns) || !starts_symbol(ns) {
                     return Err(
                         self.err(ErrorKind::InvalidToken(format!("#:{}", snippet(ns))), start)
                     );

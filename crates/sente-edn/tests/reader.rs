@@ -656,6 +656,20 @@ fn namespaced_map_keeps_keys_that_would_not_read_back() {
     assert_eq!(r(&v.to_string()), v);
 }
 
+/// Found by the `edn_soup_never_panics` property in CI: `#:#_#{r "2024"}` read as
+/// `{#_#/r "2024"}`, which does not read back. A namespace that cannot start a symbol is refused.
+#[test]
+fn namespaced_map_namespace_must_start_a_symbol() {
+    for bad in ["#:#_#{r 1}", "#:1{r 1}", "#:-1{r 1}", "#:.5{r 1}"] {
+        assert!(
+            matches!(err(bad).kind(), ErrorKind::InvalidToken(_)),
+            "{bad}"
+        );
+    }
+    assert_eq!(p("#:-a{r 1}"), "{-a/r 1}");
+    assert_eq!(p("#:a#{r 1}"), "{a#/r 1}");
+}
+
 /// Found by fuzzing (edn_read): `#:a{:1n 1}` must not produce `:a/1n`, which does not read back.
 #[test]
 fn namespaced_map_does_not_qualify_names_starting_with_a_digit() {
