@@ -121,6 +121,10 @@ const validSym = (t) => {
   return !!name && !/^\d/.test(name) && !ns.endsWith(":") && (name == "/" || !name.includes("/"));
 };
 
+// Whether `t` can begin a symbol read on its own: not with a digit, `#` or `:`, nor with `+`, `-`
+// or `.` before a digit, which reads as a number (as the Rust reader's `starts_symbol`).
+const startsSym = (t) => /^(?![0-9#:])(?![+\-.][0-9])./su.test(t);
+
 /** An integer: a Number when safe, else a BigInt. */
 const int = (b) => (b >= -(2n ** 53n) + 1n && b <= 2n ** 53n - 1n ? Number(b) : b);
 
@@ -448,7 +452,7 @@ export function read(text, opts) {
       if (s[i + 2] == ":") fail("auto-resolved keywords are not edn: #::", start);
       const end = tokenEnd(i + 2),
         ns = s.slice(i + 2, end);
-      if (!ns || ns.includes("/") || !validSym(ns)) fail("invalid token " + snip("#:" + ns), start);
+      if (!startsSym(ns) || ns.includes("/") || !validSym(ns)) fail("invalid token " + snip("#:" + ns), start);
       i = end;
       skip();
       if (s[i] != "{") fail(i >= s.length ? "unexpected end of input in namespaced map" : "expected { after #:" + ns);
