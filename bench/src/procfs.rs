@@ -11,13 +11,18 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
 
 /// User + system CPU time of process `pid` (all its threads) in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// `(user, system)` CPU time of process `pid` (all its threads) in seconds.
+pub fn cpu_times(pid: u32) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let rest = &s[s.rfind(')')? + 2..];
     let mut f = rest.split_whitespace();
     let utime: u64 = f.nth(11)?.parse().ok()?; // field 14
     let stime: u64 = f.next()?.parse().ok()?; // field 15
-    Some((utime + stime) as f64 / clock_ticks())
+    Some((utime as f64 / clock_ticks(), stime as f64 / clock_ticks()))
 }
 
 /// The lowest pid whose `/proc/<pid>/comm` is `comm` (e.g. `redis-server`), if any runs.

@@ -67,6 +67,8 @@ impl From<Endpoint> for CpuPids {
 #[derive(Debug, Clone, Copy)]
 struct CpuWindow {
     server: Option<f64>,
+    /// Of `server`, the time in the kernel (system time).
+    server_system: Option<f64>,
     engine: Option<f64>,
     tool: Option<f64>,
     /// The tap's (messages, bytes).
@@ -77,16 +79,17 @@ struct CpuWindow {
 
 impl CpuWindow {
     fn read(pids: &CpuPids) -> Self {
-        let server = if pids.servers.is_empty() {
+        let times = if pids.servers.is_empty() {
             None
         } else {
             pids.servers
                 .iter()
-                .map(|pid| procfs::cpu_seconds(*pid))
-                .sum::<Option<f64>>()
+                .map(|pid| procfs::cpu_times(*pid))
+                .try_fold((0.0, 0.0), |(u, s), t| t.map(|(tu, ts)| (u + tu, s + ts)))
         };
         Self {
-            server,
+            server: times.map(|(user, system)| user + system),
+            server_system: times.map(|(_, system)| system),
             engine: pids.engine.and_then(procfs::cpu_seconds),
             tool: procfs::cpu_seconds(std::process::id()),
             tap: pids.tap.as_ref().map(|t| t.read()),
@@ -119,11 +122,17 @@ impl CpuWindow {
     }
 
     /// Adds `server_cpu_pct`, `engine_cpu_pct` and `tool_cpu_pct` (100 = one core busy) over
-    /// `secs`; returns the servers', the engine's and the tool's CPU seconds.
+    /// `secs`, and `server_kernel_pct` (the share of the servers' CPU time spent in the
+    /// kernel: system calls, and on loopback most of the TCP work of both ends); returns the
+    /// servers', the engine's and the tool's CPU seconds.
     fn record(a: Self, b: Self, secs: f64, m: &mut Metrics) -> WindowCpu {
         let server = a.server.zip(b.server).map(|(x, y)| y - x);
         if let Some(cpu) = server {
             m.insert("server_cpu_pct".into(), 100.0 * cpu / secs);
+            let system = a.server_system.zip(b.server_system).map(|(x, y)| y - x);
+            if let Some(system) = system.filter(|_| cpu > 0.0) {
+                m.insert("server_kernel_pct".into(), 100.0 * system / cpu);
+            }
         }
         let engine = a.engine.zip(b.engine).map(|(x, y)| y - x);
         if let Some(cpu) = engine {

@@ -444,6 +444,9 @@ pub fn cid_hex(cid: &ClientId) -> String {
 pub struct Health {
     /// Both the publishing and the subscribing connection are up.
     pub connected: bool,
+    /// They have been up together at least once since the backplane started (see
+    /// `Backplane::joined`).
+    pub joined: bool,
     /// The last connection error, and when it happened.
     pub last_error: Option<(SystemTime, String)>,
     /// How many times a connection was lost (or could not be made) after being up or at start.
@@ -656,6 +659,7 @@ impl KitMetrics {
 struct State {
     publisher: bool,
     subscriber: bool,
+    joined: bool,
     last_error: Option<(SystemTime, String)>,
     outages: u64,
     down_since: Option<Instant>,
@@ -1621,6 +1625,7 @@ impl Shared {
                 "backplane connection lost; reconnecting (local clients are still served)"
             );
         } else if !was && is {
+            s.joined = true;
             let outage = s.down_since.take().map(|t| t.elapsed());
             tracing::info!(backplane = self.name, ?outage, "backplane connected");
         } else if changed && !up {
@@ -1664,6 +1669,7 @@ impl Shared {
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         Health {
             connected: s.publisher && s.subscriber,
+            joined: s.joined,
             last_error: s.last_error.clone(),
             outages: s.outages,
             peers,
@@ -1680,6 +1686,14 @@ impl Shared {
             sequenced: self.sequenced.load(Ordering::Relaxed),
             unsequenced: self.unsequenced.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether both connections have been up together at least once (`Backplane::joined`).
+    pub fn joined(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .joined
     }
 
     /// Waits until both connections are up, or `timeout`.

@@ -566,6 +566,10 @@ impl Backplane for NatsBackplane {
         self.inner.shared.sequencing()
     }
 
+    fn joined(&self) -> bool {
+        self.inner.shared.joined()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared
@@ -634,15 +638,28 @@ async fn run(
     } else {
         None
     };
+    // Subscribed, then the round trip of a flush: the server has the subscription before this
+    // node counts as connected (and joined), so every frame published after that reaches it.
     let subscriber = loop {
+        let subscribed = async {
+            let s = client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+            client
+                .flush()
+                .await
+                .map_err(|e| format!("subscribe (flush): {e}"))?;
+            Ok::<_, String>(s)
+        };
         let attempt = tokio::select! {
-            r = client.subscribe(subject.clone()) => r,
+            r = subscribed => r,
             _ = stop.changed() => return,
         };
         match attempt {
             Ok(s) => break s,
             Err(e) => {
-                shared.record_error(format!("subscribe: {e}"));
+                shared.record_error(e);
                 if !backoff.wait(&mut stop).await {
                     return;
                 }

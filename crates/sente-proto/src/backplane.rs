@@ -460,6 +460,15 @@ pub trait Backplane: Send + Sync + 'static {
     fn sequenced(&self) -> bool {
         false
     }
+
+    /// Whether this node has joined the cluster: its connections to the engine have been up at
+    /// least once since it started (subscribed, and where pushes are numbered, its place in the
+    /// numbering read). Until then the server answers new clients `503` (see the server's
+    /// `Builder::join_wait`): a client it served before would miss the pushes other nodes make
+    /// meanwhile. A later outage does not unset it. `true` (the default): a single node.
+    fn joined(&self) -> bool {
+        true
+    }
 }
 
 /// The in-memory backplane of a single node: `publish` calls the sink directly (its own

@@ -548,6 +548,10 @@ impl Backplane for RedisBackplane {
         self.inner.shared.sequencing()
     }
 
+    fn joined(&self) -> bool {
+        self.inner.shared.joined()
+    }
+
     fn mailbox(&self) -> Option<Arc<dyn Mailbox>> {
         self.inner
             .shared

@@ -98,6 +98,7 @@ scenario!(close_uid_closes_remote_clients);
 scenario!(connected_uids_follow_a_graceful_shutdown);
 scenario!(dead_node_expires);
 scenario!(service_restart);
+scenario!(node_serves_once_joined);
 scenario!(uidport_once_per_cluster);
 scenario!(uidport_close_for_a_dead_node);
 scenario!(ajax_round_robin);

@@ -7,8 +7,8 @@ use crate::guard::{CsrfToken, Guard, HookResponse};
 use crate::handle::ServerHandle;
 use crate::origin::{AllowedHosts, AllowedOrigins};
 use crate::packers::Packers;
+use crate::registry::Lifecycle;
 use crate::registry::Registry;
-use crate::registry::ShutdownTiming;
 use crate::request::ChskRequest;
 use crate::server::Server;
 use crate::shell::{Shell, Timing};
@@ -61,7 +61,7 @@ pub struct Builder {
     insecure_ok: bool,
     backplane: Option<Arc<dyn Backplane>>,
     handler: Option<Arc<dyn Dispatch>>,
-    shutdown: ShutdownTiming,
+    lifecycle: Lifecycle,
     recent_rejections: usize,
     /// `None`: the default for the backplane (see [`Builder::large`]).
     large: Option<crate::large::LargeConfig>,
@@ -93,7 +93,7 @@ impl Default for Builder {
             insecure_ok: false,
             backplane: None,
             handler: None,
-            shutdown: ShutdownTiming::default(),
+            lifecycle: Lifecycle::default(),
             recent_rejections: crate::meters::DEFAULT_RECENT_REJECTIONS,
             large: None,
             shards: sente_proto::server::default_shards(),
@@ -298,25 +298,39 @@ impl Builder {
         self.allow_reconnect_before_close_ajax(Duration::from_millis(ms))
     }
 
+    /// How long a node of a cluster waits for its [`Builder::backplane`] to join before it
+    /// serves clients (default 10 s). Until the backplane has connected once (subscribed, and
+    /// where pushes are numbered, its place in the numbering read; [`Backplane::joined`]), new
+    /// handshakes, polls and POSTs are answered `503 Service Unavailable` with `Retry-After:
+    /// 1` (counted as `unavailable` / `cluster-not-joined`), so that no client connects to a
+    /// node that would miss the pushes of the others; clients retry with their backoff. Past
+    /// `wait` the node serves anyway, without the cluster (as during a later outage, which
+    /// refuses nothing), and logs a warning. `Duration::ZERO` serves at once. A single node
+    /// (no backplane) never waits.
+    pub fn join_wait(mut self, wait: Duration) -> Self {
+        self.lifecycle.join_wait = wait;
+        self
+    }
+
     /// How long [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) lets handlers that
     /// are still running finish and send their replies before it closes the clients
     /// (default 5 s; bounded by [`Builder::shutdown_timeout`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown.drain = timeout;
+        self.lifecycle.drain = timeout;
         self
     }
 
     /// Over how long [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) spreads the
     /// closing of clients, so that they do not all reconnect at once (default 1 s).
     pub fn shutdown_stagger(mut self, stagger: Duration) -> Self {
-        self.shutdown.stagger = stagger;
+        self.lifecycle.stagger = stagger;
         self
     }
 
     /// How long [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) waits for connections
     /// and requests to end (default 10 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown.timeout = timeout;
+        self.lifecycle.timeout = timeout;
         self
     }
 
@@ -475,7 +489,7 @@ impl Builder {
             backplane,
             packer.clone(),
             meters,
-            self.shutdown,
+            self.lifecycle,
         );
         let handle = ServerHandle::new(registry.clone());
         let dispatcher = Dispatcher::new(handler, self.recv_buf, handle.clone());

@@ -91,8 +91,17 @@
 //!
 //! With a cluster backplane (Redis, NATS) a rolling restart loses nothing for Ajax clients
 //! (their mailboxes keep what arrives while they move); WebSocket clients reconnect to another
-//! node, and the pushes sent to them while they move are not replayed across nodes (yet).
-//! Measured: BENCHMARKS.md, "Drain and rolling restart".
+//! node, where the sente-rs clients resume: the pushes sent while they moved are replayed
+//! under the cluster's numbers (cross-node resume, `sente-redis` / `sente-nats`, on by
+//! default; a plain Sente client is not replayed). Measured: BENCHMARKS.md, "Drain and rolling
+//! restart".
+//!
+//! At the start, a node of a cluster serves nobody until its backplane has joined (connected,
+//! subscribed, its place in the numbering read): a client it served before would miss the
+//! pushes the other nodes make meanwhile. Until then handshakes, polls and POSTs get `503`
+//! with `Retry-After: 1`, for at most [`Builder::join_wait`] (default 10 s; past it the node
+//! serves without the cluster, as during an outage). Await [`ServerHandle::serving`] before
+//! announcing the node; [`ServerHandle::is_serving`] tells a readiness probe.
 //!
 //! # Differences from Sente (deliberate)
 //!

@@ -36,17 +36,20 @@ use tokio::time::Instant;
 /// Where a server-to-client request's answer goes (see [`crate::s2c`]).
 pub(crate) type RequestWaiter = oneshot::Sender<Result<Value, RequestError>>;
 
-/// How [`ServerHandle::shutdown`] closes clients.
+/// How a node starts serving (`join_wait`: see [`Registry::joined`]) and how
+/// [`ServerHandle::shutdown`] closes clients (the rest).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ShutdownTiming {
+pub(crate) struct Lifecycle {
+    pub(crate) join_wait: Duration,
     pub(crate) drain: Duration,
     pub(crate) stagger: Duration,
     pub(crate) timeout: Duration,
 }
 
-impl Default for ShutdownTiming {
+impl Default for Lifecycle {
     fn default() -> Self {
-        ShutdownTiming {
+        Lifecycle {
+            join_wait: Duration::from_secs(10),
             drain: Duration::from_secs(5),
             stagger: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
@@ -169,7 +172,9 @@ pub(crate) struct Registry {
     stopped: AtomicBool,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// How [`Registry::shutdown`] paces its phases (the builder's `shutdown_*` settings).
-    shutdown: ShutdownTiming,
+    lifecycle: Lifecycle,
+    /// Set once this node serves new clients (see [`Registry::joined`]).
+    joined: AtomicBool,
     /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
     mailbox: Option<Arc<dyn Mailbox>>,
     /// Uidport events waiting for the backplane's cluster-wide decision, in order. Unbounded
@@ -229,7 +234,7 @@ impl Registry {
         backplane: Arc<dyn Backplane>,
         packer: Arc<dyn Packer>,
         meters: Arc<Meters>,
-        shutdown: ShutdownTiming,
+        lifecycle: Lifecycle,
     ) -> Arc<Registry> {
         let mailbox = backplane.mailbox();
         let cluster_resume = backplane.sequenced() && cfg.replay.enabled;
@@ -280,7 +285,8 @@ impl Registry {
             replies_done: Notify::new(),
             stopped: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
-            shutdown,
+            lifecycle,
+            joined: AtomicBool::new(false),
             mailbox,
             decisions,
             cluster_ctx,
@@ -764,6 +770,29 @@ impl Registry {
         }
     }
 
+    /// Whether this node serves new clients: its backplane has joined the cluster
+    /// ([`Backplane::joined`]), or `join_wait` has passed since the server was built (it then
+    /// serves without the cluster, as during an outage, and says so once). Until then
+    /// handshakes, polls and POSTs are refused `503` with `Retry-After`: a client served
+    /// before would miss the pushes of the other nodes.
+    pub(crate) fn joined(&self) -> bool {
+        if self.joined.load(Ordering::Acquire) {
+            return true;
+        }
+        let joined = self.backplane.joined();
+        if !joined && self.start.elapsed() < self.lifecycle.join_wait {
+            return false;
+        }
+        if !self.joined.swap(true, Ordering::AcqRel) && !joined {
+            tracing::warn!(
+                join_wait = ?self.lifecycle.join_wait,
+                "the backplane has not connected yet: serving clients without the cluster \
+                 (pushes from other nodes reach them once it connects)"
+            );
+        }
+        true
+    }
+
     /// Whether the server is shutting down (new handshakes and polls are refused).
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
@@ -794,7 +823,7 @@ impl Registry {
     }
 
     /// Drains and stops this node, in phases (each logged at info, and `sente_drain_phase`),
-    /// paced by its [`ShutdownTiming`] `t`:
+    /// paced by its [`Lifecycle`] `t`:
     ///
     /// 1. Draining: new handshakes and polls are refused `503` (with `Retry-After`), while the
     ///    clients already here are served as before (their WebSocket events and Ajax POSTs are
@@ -806,7 +835,7 @@ impl Registry {
     /// 3. Waiting for every connection and request to end, at most `t.timeout` from the start.
     /// 4. Stopped: every request is refused `503` and the handlers are let go.
     pub(crate) async fn shutdown(&self) {
-        let t = self.shutdown;
+        let t = self.lifecycle;
         if self.closing.swap(true, Ordering::AcqRel) {
             self.wait_idle(t.timeout).await;
             return;

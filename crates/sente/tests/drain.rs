@@ -1,14 +1,19 @@
-//! `ServerHandle::shutdown` drains in phases: a slow handler's reply reaches its client during
-//! the shutdown (WebSocket and Ajax), new handshakes and polls get `503` with `Retry-After`
-//! meanwhile, buffered pushes are flushed before the close, held Ajax polls are answered (not
-//! cut), and clients are closed spread over `shutdown_stagger`. Real sockets on 127.0.0.1.
+//! A node's start and end. `ServerHandle::shutdown` drains in phases: a slow handler's reply
+//! reaches its client during the shutdown (WebSocket and Ajax), new handshakes and polls get
+//! `503` with `Retry-After` meanwhile, buffered pushes are flushed before the close, held Ajax
+//! polls are answered (not cut), and clients are closed spread over `shutdown_stagger`. At the
+//! start, a node whose backplane has not joined its cluster answers `503` likewise, until it
+//! joins or `join_wait` passes. Real sockets on 127.0.0.1.
 
 mod common;
 
 use common::*;
 use sente::{EventMsg, Router, Server};
+use sente_proto::backplane::{Backplane, BackplaneMsg, BackplaneSink, LocalBackplane};
 use sente_proto::{Uid, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -43,6 +48,23 @@ async fn ws_open(addr: SocketAddr, uid: &str) -> Ws {
     let hs = ws_text(&mut ws).await;
     assert!(hs.starts_with("[[:chsk/handshake "), "{hs}");
     ws
+}
+
+/// The status a WebSocket upgrade is refused with (panics if it is accepted).
+async fn ws_refused(addr: SocketAddr) -> u16 {
+    let refused = tokio_tungstenite::connect_async({
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/chsk?uid=x&client-id=x&csrf-token=tok-123")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
+        req
+    })
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        other => panic!("a WebSocket upgrade that should be refused: {other:?}"),
+    }
 }
 
 /// Reads frames until the close frame; the texts read before it and the close code.
@@ -104,21 +126,7 @@ async fn slow_replies_arrive_during_shutdown_and_new_handshakes_get_503() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("connection"), Some("close"));
-    let refused = tokio_tungstenite::connect_async({
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{addr}/chsk?uid=x&client-id=x&csrf-token=tok-123")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
-        req
-    })
-    .await;
-    match refused {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status().as_u16(), 503);
-        }
-        other => panic!("a WebSocket upgrade while draining: {other:?}"),
-    }
+    assert_eq!(ws_refused(addr).await, 503);
     // The WebSocket client gets its reply, then the buffered push, then a normal close.
     let (texts, code) = until_close(&mut ws).await;
     assert_eq!(code, 1000);
@@ -242,4 +250,93 @@ async fn serve_with_shutdown_stops_accepting_and_finishes_responses() {
         .await
         .expect("drained")
         .unwrap();
+}
+
+/// A one-node backplane that joins its "cluster" when told to.
+struct LateJoin {
+    local: LocalBackplane,
+    joined: Arc<AtomicBool>,
+}
+
+impl Backplane for LateJoin {
+    fn publish(&self, msg: BackplaneMsg) {
+        self.local.publish(msg);
+    }
+
+    fn subscribe(&self, sink: BackplaneSink) {
+        self.local.subscribe(sink);
+    }
+
+    fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+}
+
+/// A server over a [`LateJoin`] backplane (joined when the flag is set), serving on 127.0.0.1.
+async fn late_join_server(join_wait: Duration) -> (Server, SocketAddr, Arc<AtomicBool>) {
+    let joined = Arc::new(AtomicBool::new(false));
+    let backplane = LateJoin {
+        local: LocalBackplane::new(),
+        joined: joined.clone(),
+    };
+    let server = transcript_builder()
+        .backplane(Arc::new(backplane))
+        .join_wait(join_wait)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = server.router::<()>("/chsk");
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (server, addr, joined)
+}
+
+async fn ajax_handshake_status(addr: SocketAddr) -> Resp {
+    raw(
+        addr,
+        &get_req("/chsk?client-id=j&uid=j&handshake%3F=1", &ajax_headers()),
+    )
+    .await
+}
+
+/// Until its backplane joins, a node refuses every new client `503` with `Retry-After` (a
+/// WebSocket upgrade, an Ajax handshake, a POST), counts it and says it is not serving; once the backplane joins it serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_once_its_backplane_joined() {
+    let (server, addr, joined) = late_join_server(Duration::from_secs(60)).await;
+    assert!(!server.handle().is_serving());
+    let r = ajax_handshake_status(addr).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.text(), "This node has not joined its cluster yet");
+    assert_eq!(ws_refused(addr).await, 503);
+    let r = post_ppstr(addr, "j", "[[:t/x 1] :ajax-cb]").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(server.stats().rejected_requests, 3);
+
+    joined.store(true, Ordering::Release);
+    assert!(server.handle().is_serving());
+    let r = ajax_handshake_status(addr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut ws = ws_open(addr, "w").await;
+    server
+        .send(&Uid::from("w"), ev("t/after-join", Value::Int(1)))
+        .unwrap();
+    server.flush(&Uid::from("w"));
+    let pushed = ws_text(&mut ws).await;
+    assert!(pushed.contains("[:t/after-join 1]"), "{pushed}");
+}
+
+/// A backplane that never joins holds the node back for `join_wait` only: then it serves
+/// without its cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_join_wait_a_node_serves_without_its_cluster() {
+    let (server, addr, _joined) = late_join_server(Duration::from_millis(300)).await;
+    let r = ajax_handshake_status(addr).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = ajax_handshake_status(addr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(server.handle().is_serving());
+    let _ws = ws_open(addr, "w").await;
 }

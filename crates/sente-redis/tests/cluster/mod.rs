@@ -715,6 +715,39 @@ pub async fn service_restart<F: Flavor>() {
     drop(service);
 }
 
+/// Two nodes start before their service does: until their backplanes join, both refuse new
+/// clients `503` with `Retry-After` (a client served meanwhile would miss the other node's
+/// pushes); once joined, a client of one hears the pushes of the other.
+pub async fn node_serves_once_joined<F: Flavor>() {
+    let port = free_port();
+    let url = F::url_on(port);
+    let cluster = cluster_name("join");
+    let a = Node::<F>::start(&url, &cluster, fast());
+    let b = Node::<F>::start(&url, &cluster, fast());
+    let r = raw_get_within(b.addr, "/chsk?uid=j&client-id=J&handshake%3F=1", 5000).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    assert!(!b.server().handle().is_serving());
+    let Some(service) = F::spawn_service(port) else {
+        eprintln!(
+            "SKIPPED the joined part: no {} server binary to start",
+            F::NAME
+        );
+        return;
+    };
+    let _service = Guard(service);
+    a.wait_connected().await;
+    b.wait_connected().await;
+    assert!(a.server().handle().is_serving() && b.server().handle().is_serving());
+    let mut ws = ws_open(b.addr, "late", "L").await;
+    let mut rx = a.server().connected_uids();
+    wait_uids(&mut rx, 5000, "late on A", |c| c.ws.contains(&uid("late"))).await;
+    for n in 1..=3 {
+        a.server().send(&uid("late"), ev(n)).unwrap();
+    }
+    assert_eq!(recv_numbers(&mut ws, 3, 5000).await, vec![1, 2, 3]);
+}
+
 struct Guard(std::process::Child);
 
 impl Guard {

@@ -357,6 +357,8 @@ async fn main() -> std::io::Result<()> {
             })
             .await;
     });
+    // Announced once the backplane has joined (see `Builder::join_wait`).
+    server.serving().await;
     println!(
         "{{\"name\":{},\"port\":{port},\"url\":\"http://127.0.0.1:{port}/chsk\",\"control\":\"http://127.0.0.1:{port}/control\"}}",
         serde_json::Value::from(name)
