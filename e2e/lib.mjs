@@ -62,6 +62,18 @@ export async function stopDemo(demo) {
   await once(demo.proc, 'exit');
 }
 
+/** Deletes what a demo cluster kept in its engine (`chat --remove-cluster`, once its nodes
+ * are stopped); resolves to the binary's answer ("removed N keys|streams of cluster ..."). */
+export async function removeDemoCluster(args) {
+  const proc = spawn(chatBin, [...args, '--remove-cluster'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (c) => (out += c));
+  proc.stderr.on('data', (c) => (out += c));
+  const [code] = await once(proc, 'exit');
+  if (code !== 0) throw new Error(`chat --remove-cluster exited with ${code}:\n${out}`);
+  return out.trim();
+}
+
 /** Launches headless Chromium with the flags this machine needs (fresh profile each time). */
 export async function launchBrowser() {
   return chromium.launch({

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort, join, launchBrowser, root, shot, startDemo, stopDemo, tmpDir, waitOpen } from '../lib.mjs';
+import { freePort, join, launchBrowser, removeDemoCluster, root, shot, startDemo, stopDemo, tmpDir, waitOpen } from '../lib.mjs';
 
 const NGINX = process.env.NGINX ?? '/usr/sbin/nginx';
 const CONF = path.join(root, 'examples', 'chat', 'nginx', 'chat-cluster.conf');
@@ -84,16 +84,19 @@ for (const [engine, engineUrl] of Object.entries(ENGINES)) {
   describe(`three nodes over ${engine} behind nginx (round-robin)`, () => {
     let nodes = [];
     let nginx;
+    // A cluster name of this run only: other runs on the same Redis/NATS do not mix in.
+    const clusterArgs = [`--${engine}`, engineUrl, '--cluster', `e2e-${engine}-${process.pid}-${Date.now()}`];
     before(async () => {
-      // A cluster name of this run only: other runs on the same Redis/NATS do not mix in.
-      const cluster = `e2e-${engine}-${process.pid}-${Date.now()}`;
       const ports = [await freePort(), await freePort(), await freePort()];
-      nodes = await Promise.all(ports.map((p) => startDemo(p, [`--${engine}`, engineUrl, '--cluster', cluster])));
+      nodes = await Promise.all(ports.map((p) => startDemo(p, clusterArgs)));
       nginx = await startNginx(await freePort(), ports);
     });
     after(async () => {
       await stopNginx(nginx);
       await Promise.all(nodes.map(stopDemo));
+      // What the cluster kept in the engine (sessions, history, the backplane's state) goes too.
+      const removed = await removeDemoCluster(clusterArgs);
+      assert.match(removed, /^removed [1-9]\d* (keys|streams) of cluster/);
     });
 
     test('room chat, a private message across nodes, and an Ajax page round-robin over the nodes', async () => {

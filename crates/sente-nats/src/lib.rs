@@ -1310,15 +1310,26 @@ pub async fn remove_cluster(
     client: &async_nats::Client,
     cluster: &str,
 ) -> Result<usize, async_nats::jetstream::context::DeleteStreamError> {
-    use async_nats::jetstream::{ErrorCode, context::DeleteStreamErrorKind};
-    let js = async_nats::jetstream::new(client.clone());
     let p = bucket_prefix(cluster);
-    let streams = BUCKETS
+    let streams: Vec<String> = BUCKETS
         .iter()
         .map(|b| bucket_stream_name(&p, b))
-        .chain(std::iter::once(seq_stream_name(&p)));
+        .chain(std::iter::once(seq_stream_name(&p)))
+        .collect();
+    remove_streams(client, streams).await
+}
+
+/// Deletes the JetStream streams `names` (a key-value bucket `b` is the stream `KV_b`), skipping
+/// those that do not exist; returns how many were deleted. [`remove_cluster`] uses it, and an
+/// application can remove its own buckets with it.
+pub async fn remove_streams(
+    client: &async_nats::Client,
+    names: impl IntoIterator<Item = String>,
+) -> Result<usize, async_nats::jetstream::context::DeleteStreamError> {
+    use async_nats::jetstream::{ErrorCode, context::DeleteStreamErrorKind};
+    let js = async_nats::jetstream::new(client.clone());
     let mut deleted = 0;
-    for name in streams {
+    for name in names {
         match js.delete_stream(&name).await {
             Ok(_) => deleted += 1,
             Err(e)

@@ -11,32 +11,6 @@ use std::time::Duration;
 
 struct Nats;
 
-tokio::task_local! {
-    /// The clusters a scenario started nodes of, removed from NATS once it passed.
-    static STARTED: std::cell::RefCell<Vec<String>>;
-}
-
-/// Runs a scenario, then deletes the buckets and streams of the clusters it made (they stay
-/// on the NATS server otherwise; a failed scenario leaves them to look at).
-async fn cleaned(scenario: impl std::future::Future<Output = ()>) {
-    let started = STARTED
-        .scope(std::cell::RefCell::default(), async {
-            scenario.await;
-            STARTED.with(std::cell::RefCell::take)
-        })
-        .await;
-    if let Ok(client) = async_nats::connect(Nats::url()).await {
-        for cluster in started {
-            let _ = sente_nats::remove_cluster(&client, &cluster).await;
-        }
-    }
-}
-
-/// Notes that a node of `cluster` starts (see [`cleaned`]).
-fn started(cluster: &str) {
-    let _ = STARTED.try_with(|s| s.borrow_mut().push(cluster.to_owned()));
-}
-
 impl Nats {
     /// The core subject of the cluster `name`.
     fn start_subject(name: &str) -> String {
@@ -79,7 +53,6 @@ impl Flavor for Nats {
     }
 
     fn start(url: &str, cluster: &str, presence: ClusterConfig) -> NatsBackplane {
-        started(cluster);
         NatsBackplane::start(
             NatsConfig::new(url)
                 .cluster(cluster)
@@ -91,7 +64,6 @@ impl Flavor for Nats {
     }
 
     fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> NatsBackplane {
-        started(cluster);
         NatsBackplane::start(
             NatsConfig::new(url)
                 .cluster(cluster)
@@ -99,6 +71,12 @@ impl Flavor for Nats {
                 .mailbox(sente_nats::MailboxConfig::default().max_events(max_events)),
         )
         .unwrap()
+    }
+
+    async fn remove_cluster(cluster: &str) {
+        if let Ok(client) = async_nats::connect(Self::url()).await {
+            let _ = sente_nats::remove_cluster(&client, cluster).await;
+        }
     }
 
     fn health(b: &NatsBackplane) -> H {
@@ -135,7 +113,7 @@ macro_rules! scenario {
                 );
                 return;
             }
-            cleaned(Box::pin(cluster::$name::<Nats>())).await;
+            cluster::cleaned::<Nats>(Box::pin(cluster::$name::<Nats>())).await;
         }
     };
 }
@@ -274,7 +252,7 @@ async fn latency() {
         eprintln!("SKIPPED latency: NATS is not reachable on 127.0.0.1:4222");
         return;
     }
-    cleaned(Box::pin(cluster::measure_latency::<Nats>(2000))).await;
+    cluster::cleaned::<Nats>(Box::pin(cluster::measure_latency::<Nats>(2000))).await;
 }
 
 /// Backplane messages and bytes per push (1-client uid, 1000-uid broadcast):
@@ -286,7 +264,7 @@ async fn per_push() {
         eprintln!("SKIPPED per_push: NATS is not reachable on 127.0.0.1:4222");
         return;
     }
-    cleaned(Box::pin(cluster::measure_messages_per_push::<Nats>(1000))).await;
+    cluster::cleaned::<Nats>(Box::pin(cluster::measure_messages_per_push::<Nats>(1000))).await;
 }
 
 /// Broadcasts at 100/s with Ajax mailboxes on (issue 14): `clients` registered Ajax clients

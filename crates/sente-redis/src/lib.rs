@@ -124,6 +124,8 @@
 //! | `gseq` | integer | the last global push number (cross-node resume) | none |
 //! | `epoch` | 8 bytes | the epoch of those numbers | none |
 //!
+//! [`remove_cluster`] deletes them all, for a cluster gone for good.
+//!
 //! # `chsk/uidport-*` once per cluster
 //!
 //! When a node's first connection of a uid opens (its core's `uidport-open`), the node's
@@ -562,6 +564,57 @@ impl Backplane for RedisBackplane {
 
     fn idem(&self) -> Option<Arc<dyn IdemStore>> {
         Some(Arc::new(Idem(self.inner.shared.clone())))
+    }
+}
+
+/// Deletes what cluster `cluster` keeps in Redis: every key under `<cluster>:` (see "Keys";
+/// most expire by themselves, the numbering's `gseq` and `epoch` never do; an application's own
+/// keys under that prefix go too). This is for a cluster gone for good: a finished test or
+/// benchmark, a retired deployment. Never while one of its nodes runs: it would start its
+/// numbering over, and its clients could not resume past that. Returns how many keys were
+/// deleted.
+///
+/// ```no_run
+/// # async fn f() -> redis::RedisResult<()> {
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// let mut conn = client.get_multiplexed_async_connection().await?;
+/// let deleted = sente_redis::remove_cluster(&mut conn, "my-test-cluster").await?;
+/// # Ok(()) }
+/// ```
+pub async fn remove_cluster(
+    conn: &mut impl redis::aio::ConnectionLike,
+    cluster: &str,
+) -> redis::RedisResult<usize> {
+    // The cluster's name as a glob (its `*?[]\` escaped), then everything under it.
+    let mut pattern = String::with_capacity(cluster.len() + 2);
+    for c in cluster.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(":*");
+    let mut cursor = 0u64;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<usize>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
     }
 }
 

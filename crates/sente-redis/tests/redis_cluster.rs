@@ -52,6 +52,14 @@ impl Flavor for Redis {
         .unwrap()
     }
 
+    async fn remove_cluster(cluster: &str) {
+        if let Ok(client) = redis::Client::open(Self::url())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _ = sente_redis::remove_cluster(&mut conn, cluster).await;
+        }
+    }
+
     fn health(b: &RedisBackplane) -> H {
         let h = b.health();
         H {
@@ -86,7 +94,7 @@ macro_rules! scenario {
                 );
                 return;
             }
-            cluster::$name::<Redis>().await;
+            cluster::cleaned::<Redis>(Box::pin(cluster::$name::<Redis>())).await;
         }
     };
 }
@@ -117,7 +125,7 @@ async fn latency() {
         eprintln!("SKIPPED latency: Redis is not reachable on 127.0.0.1:6379");
         return;
     }
-    cluster::measure_latency::<Redis>(2000).await;
+    cluster::cleaned::<Redis>(Box::pin(cluster::measure_latency::<Redis>(2000))).await;
 }
 
 /// Backplane messages and bytes per push (1-client uid, 1000-uid broadcast):
@@ -129,5 +137,78 @@ async fn per_push() {
         eprintln!("SKIPPED per_push: Redis is not reachable on 127.0.0.1:6379");
         return;
     }
-    cluster::measure_messages_per_push::<Redis>(1000).await;
+    cluster::cleaned::<Redis>(Box::pin(cluster::measure_messages_per_push::<Redis>(1000))).await;
+}
+
+/// `remove_cluster` deletes every key under `<cluster>:` (a node's own and an application's),
+/// and none of another cluster whose name starts alike; the name is matched literally (a `*` in
+/// it is no wildcard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_cluster_deletes_what_a_cluster_keeps() {
+    if !cluster::reachable("127.0.0.1:6379").await {
+        eprintln!("SKIPPED: Redis is not reachable on 127.0.0.1:6379");
+        return;
+    }
+    let cluster = cluster::cluster_name("remove");
+    let client = redis::Client::open(Redis::url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = |pattern: String| {
+        let client = client.clone();
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    let node = RedisBackplane::start(RedisConfig::new(Redis::url()).cluster(&cluster)).unwrap();
+    assert!(node.wait_connected(Duration::from_secs(5)).await);
+    // The node's liveness key appears with its first heartbeat.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while keys(format!("{cluster}:node:*")).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no liveness key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(node);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sibling = format!("{cluster}-b:app");
+    for k in [format!("{cluster}:app"), sibling.clone()] {
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let wildcard = format!("{}*", &cluster[..cluster.len() - 1]);
+    assert_eq!(
+        sente_redis::remove_cluster(&mut conn, &wildcard)
+            .await
+            .unwrap(),
+        0
+    );
+    let had = keys(format!("{cluster}:*")).await;
+    assert!(had.len() >= 2, "{had:?}");
+    assert_eq!(
+        sente_redis::remove_cluster(&mut conn, &cluster)
+            .await
+            .unwrap(),
+        had.len()
+    );
+    assert_eq!(keys(format!("{cluster}:*")).await, Vec::<String>::new());
+    assert_eq!(keys(sibling.clone()).await, vec![sibling.clone()]);
+    assert_eq!(
+        sente_redis::remove_cluster(&mut conn, &cluster)
+            .await
+            .unwrap(),
+        0
+    );
+    let () = redis::cmd("DEL")
+        .arg(sibling)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

@@ -92,13 +92,23 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    // (A one-shot command: its one line of output is the answer.)
+    if args.remove_cluster {
+        let (removed, what) = match &args.engine {
+            Engine::Redis(url) => (Shared::remove_redis(url, &args.cluster).await?, "keys"),
+            Engine::Nats(url) => (Shared::remove_nats(url, &args.cluster).await?, "streams"),
+            Engine::Memory => return Err("--remove-cluster needs --redis or --nats".into()),
+        };
+        println!("removed {removed} {what} of cluster {:?}", args.cluster);
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sente=info".into()),
         )
         .init();
-    let args = parse_args()?;
     // The listener first: with `--addr 127.0.0.1:0` the node's name is its real address.
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let node = listener.local_addr()?.to_string();
@@ -245,6 +255,8 @@ struct Args {
     history: usize,
     /// How long a disconnected page may resume its stream (the sente replay window), in ms.
     replay_window_ms: u64,
+    /// `--remove-cluster`: delete what the cluster keeps in its engine, then exit.
+    remove_cluster: bool,
 }
 
 /// Where the backplane and the shared state are.
@@ -259,6 +271,7 @@ enum Engine {
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL | --nats URL] [--cluster NAME]
             [--admin-name NAME] [--history N] [--replay-window-ms MS]
+       chat (--redis URL | --nats URL) [--cluster NAME] --remove-cluster
   --addr     where to listen (default 127.0.0.1:3000)
   --redis    a node of a cluster over Redis, e.g. redis://127.0.0.1:6379
   --nats     a node of a cluster over NATS (JetStream on), e.g. nats://127.0.0.1:4222
@@ -268,7 +281,9 @@ const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL | --nats URL] [
   --history  room messages kept and shown on join, reload and after a gap (default 50, at most
              1000, 0: none; also at most 256 KiB)
   --replay-window-ms  how long a disconnected page may come back and get what it missed, in
-             order, once (default 60000; past it, the page shows a gap marker and the history)";
+             order, once (default 60000; past it, the page shows a gap marker and the history)
+  --remove-cluster  delete what the cluster keeps in Redis or NATS (sessions, names, history,
+             the backplane's numbering and buckets), then exit; never while a node of it runs";
 
 /// Parses the command line (see [`USAGE`]).
 fn parse_args() -> Result<Args, BoxError> {
@@ -280,6 +295,7 @@ fn parse_args() -> Result<Args, BoxError> {
         admin_name: "admin".to_owned(),
         history: DEFAULT_HISTORY,
         replay_window_ms: ReplayConfig::default().max_age_ms,
+        remove_cluster: false,
     };
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
@@ -300,6 +316,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--admin-name" => out.admin_name = value("a name")?,
             "--history" => out.history = value("a number")?.parse()?,
             "--replay-window-ms" => out.replay_window_ms = value("milliseconds")?.parse()?,
+            "--remove-cluster" => out.remove_cluster = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

@@ -33,6 +33,16 @@ const CAS_ATTEMPTS: usize = 8;
 /// list keep beating (every chat message of the room appends to one list).
 const LIST_ATTEMPTS: usize = 32;
 
+/// The demo's NATS KV bucket of cluster `cluster`.
+fn nats_bucket(cluster: &str) -> String {
+    format!("{cluster}-chat")
+}
+
+/// The stream behind [`nats_bucket`].
+fn nats_stream(cluster: &str) -> String {
+    format!("KV_{}", nats_bucket(cluster))
+}
+
 /// The store of the shared state (see the module docs).
 pub(crate) enum Shared {
     /// One node: a map in this process.
@@ -55,16 +65,33 @@ impl Shared {
         Ok(Shared::Redis(kv))
     }
 
+    /// Deletes what cluster `cluster` keeps in Redis, the backplane's and the demo's (every key
+    /// under `<cluster>:`); how many keys were deleted.
+    pub(crate) async fn remove_redis(url: &str, cluster: &str) -> Result<usize, BoxError> {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        Ok(sente_redis::remove_cluster(&mut conn, cluster).await?)
+    }
+
+    /// Deletes what cluster `cluster` keeps in NATS: the backplane's buckets and numbering
+    /// stream, and the demo's bucket; how many streams were deleted.
+    pub(crate) async fn remove_nats(url: &str, cluster: &str) -> Result<usize, BoxError> {
+        let client = async_nats::connect(url).await?;
+        let deleted = sente_nats::remove_cluster(&client, cluster).await?
+            + sente_nats::remove_streams(&client, [nats_stream(cluster)]).await?;
+        Ok(deleted)
+    }
+
     /// Connects to NATS and opens (or makes) the bucket.
     pub(crate) async fn nats(url: &str, cluster: &str) -> Result<Shared, BoxError> {
         let client = async_nats::connect(url).await?;
         let js = async_nats::jetstream::new(client);
-        let bucket = format!("{cluster}-chat");
+        let bucket = nats_bucket(cluster);
         // The bucket's stream is made here, as `create_key_value` would (its first step, asking
         // for the account's details, fails on older servers such as 2.9); memory storage, like
         // sente-nats' buckets. Another node may make it at the same moment: then it is found.
         let config = async_nats::jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
+            name: nats_stream(cluster),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
             max_age: NATS_MAX_AGE,

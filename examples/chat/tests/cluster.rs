@@ -3,7 +3,7 @@
 //! counts a user's messages on both nodes, the room's history holds the messages sent on either
 //! node (once each, in order, bounded by `--history`) and either node answers `chat/history`, a
 //! name claimed on one node is refused on the other, and a logout on one node frees the name for
-//! both.
+//! both. Then `--remove-cluster` deletes what the cluster kept in the engine.
 //! Needs Redis on 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (`REDIS_URL`,
 //! `NATS_URL` override).
 
@@ -132,6 +132,25 @@ fn two_nodes_share_sessions_and_names(engine: &str, url: &str) {
     assert!(session_info(&a, &s).contains(r#""name":"""#));
     assert_eq!(try_login(&a, &mut other, &name), 200);
     assert!(session_info(&b, &other).contains(&format!(r#""name":"{name}""#)));
+
+    // The nodes stop; `--remove-cluster` deletes what the cluster kept (sessions, names,
+    // history, the backplane's numbering; with NATS its buckets), once.
+    drop((a, b));
+    let remove = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args(&args)
+            .arg("--remove-cluster")
+            .output()
+            .expect("run chat --remove-cluster");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = remove();
+    assert!(
+        first.starts_with("removed ") && !first.starts_with("removed 0 "),
+        "{first}"
+    );
+    assert!(remove().starts_with("removed 0 "));
 }
 
 #[test]

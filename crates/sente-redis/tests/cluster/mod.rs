@@ -51,11 +51,36 @@ pub trait Flavor: 'static {
     /// Starts a backplane whose Ajax mailboxes hold at most `max_events` events.
     fn start_small_mailbox(url: &str, cluster: &str, max_events: usize) -> Self::B;
     fn health(b: &Self::B) -> H;
+    /// Deletes what cluster `cluster` keeps on the shared service (see [`cleaned`]).
+    fn remove_cluster(cluster: &str) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// A fresh cluster name, so concurrent test runs never share a channel.
+tokio::task_local! {
+    /// The clusters a scenario named, removed from the service once it passed.
+    static NAMED: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs a scenario, then deletes what the clusters it named keep on the shared service (their
+/// numbering and, with NATS, their buckets stay otherwise; a failed scenario leaves them to
+/// look at).
+pub async fn cleaned<F: Flavor>(scenario: impl std::future::Future<Output = ()>) {
+    let named = NAMED
+        .scope(std::cell::RefCell::default(), async {
+            scenario.await;
+            NAMED.with(std::cell::RefCell::take)
+        })
+        .await;
+    for cluster in named {
+        F::remove_cluster(&cluster).await;
+    }
+}
+
+/// A fresh cluster name, so concurrent test runs never share a channel (noted for
+/// [`cleaned`]).
 pub fn cluster_name(test: &str) -> String {
-    format!("test-{test}-{}", uuid_like())
+    let name = format!("test-{test}-{}", uuid_like());
+    let _ = NAMED.try_with(|n| n.borrow_mut().push(name.clone()));
+    name
 }
 
 fn uuid_like() -> String {
