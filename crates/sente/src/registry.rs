@@ -171,7 +171,8 @@ pub(crate) struct Registry {
     /// Set once a shutdown is complete (then every request is refused, POSTs too).
     stopped: AtomicBool,
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
-    /// How [`Registry::shutdown`] paces its phases (the builder's `shutdown_*` settings).
+    /// How long the node waits for its backplane to join, and how [`Registry::shutdown`]
+    /// paces its phases (the builder's `join_wait`, `drain_timeout` and `shutdown_*`).
     lifecycle: Lifecycle,
     /// Set once this node serves new clients (see [`Registry::joined`]).
     joined: AtomicBool,
