@@ -83,7 +83,7 @@ impl Envelope {
 
     /// Packs the envelope with `packer`, consuming it: no copy of the payload is made.
     pub fn into_packed(self, packer: &dyn Packer) -> Result<Packed, PackError> {
-        packer.pack(&self.into_value())
+        packer.pack_envelope(self.payload, self.cb.unwrap_or(Value::Nil))
     }
 
     /// Unpacks and destructures one message. With a text packer, Sente <= 1.17's prefixed form

@@ -190,7 +190,33 @@ fn value(c: Caps) -> impl Strategy<Value = Value> {
     })
 }
 
+/// `pack_envelope` gives the bytes (or the error) of packing the envelope's vector.
+fn check_envelope(p: &dyn Packer, v: &Value) -> Result<(), TestCaseError> {
+    for cb in [
+        Value::Nil,
+        Value::Str("3f2a9c".into()),
+        Value::kw("ajax-cb"),
+    ] {
+        let whole = p.pack(&Value::Vector(vec![v.clone(), cb.clone()]));
+        let direct = p.pack_envelope(v.clone(), cb);
+        prop_assert_eq!(
+            whole
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec())
+                .map_err(ToString::to_string),
+            direct
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec())
+                .map_err(ToString::to_string),
+            "{}",
+            p.name()
+        );
+    }
+    Ok(())
+}
+
 fn check(p: &dyn Packer, v: &Value) -> Result<(), TestCaseError> {
+    check_envelope(p, v)?;
     let packed = p
         .pack(v)
         .map_err(|e| TestCaseError::fail(format!("{}: pack {v:?}: {e}", p.name())))?;

@@ -161,7 +161,8 @@ impl<S> IdOf<S> {
 /// ```
 #[must_use]
 pub struct Router<S = ()> {
-    handlers: HashMap<EventId, Arc<Route<S>>>,
+    /// By event id. Clients only look ids up (they cannot add one), so a fast hasher is safe.
+    handlers: HashMap<EventId, Arc<Route<S>>, foldhash::fast::RandomState>,
     fallback: Option<HandlerFn<S>>,
     on_error: Option<ErrorFn>,
     concurrency: Concurrency,
@@ -209,7 +210,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// each event: put shared data behind an `Arc`).
     pub fn with_state(state: S) -> Self {
         Router {
-            handlers: HashMap::new(),
+            handlers: HashMap::default(),
             fallback: None,
             on_error: None,
             concurrency: Concurrency::default(),

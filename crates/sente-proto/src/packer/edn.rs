@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sente_edn::{ErrorKind, ReadOptions, UnknownTags, Value};
 
-use super::util::{check_size, malformed, utf8, write_batch};
+use super::util::{check_size, malformed, utf8, write_batch, write_envelope};
 use super::{PackError, Packed, Packer, UnpackError};
 use crate::event::Event;
 use crate::limits::Limits;
@@ -46,6 +46,13 @@ impl Packer for EdnPacker {
         sente_edn::try_to_edn_string(value)
             .map(Packed::Text)
             .map_err(|e| unsupported(&e))
+    }
+
+    fn pack_envelope(&self, payload: Value, cb: Value) -> Result<Packed, PackError> {
+        write_envelope(&payload, &cb, ' ', |v, out| {
+            sente_edn::try_write_edn(v, out).map_err(|e| unsupported(&e))
+        })
+        .map(Packed::Text)
     }
 
     fn pack_batch(

@@ -10,7 +10,7 @@ use sente_edn::{BigDec, BigInt, Keyword, Map, Symbol, Tagged, Value};
 use super::json_lex::{Lexer, Number, push_string};
 use super::util::{
     check_depth, check_len, check_size, map_from_entries, parse_rfc3339, push_f64, push_i64,
-    push_rfc3339, ratio, set_from_vec, utf8, write_batch,
+    push_rfc3339, ratio, set_from_vec, utf8, write_batch, write_envelope,
 };
 use super::{PackError, Packed, Packer, UnpackError};
 use crate::event::Event;
@@ -81,6 +81,10 @@ impl Packer for JsonPacker {
 
     fn pack(&self, value: &Value) -> Result<Packed, PackError> {
         Self::pack_string(value).map(Packed::Text)
+    }
+
+    fn pack_envelope(&self, payload: Value, cb: Value) -> Result<Packed, PackError> {
+        write_envelope(&payload, &cb, ',', write_value).map(Packed::Text)
     }
 
     fn pack_batch(

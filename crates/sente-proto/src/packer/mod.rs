@@ -192,6 +192,13 @@ pub trait Packer: Send + Sync + std::fmt::Debug + 'static {
         ]))
     }
 
+    /// Packs a message's envelope `[payload cb]` (`cb` is `nil` when there is none), consuming
+    /// it: the same bytes as [`Packer::pack`] of `Value::Vector(vec![payload, cb])`. The
+    /// default builds that vector; the built-in text packers write the two values directly.
+    fn pack_envelope(&self, payload: Value, cb: Value) -> Result<Packed, PackError> {
+        self.pack(&Value::Vector(vec![payload, cb]))
+    }
+
     /// Unpacks one value from `input`, enforcing `limits` before allocating.
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError>;
 

@@ -304,6 +304,23 @@ impl std::hash::Hasher for FastHasher {
 #[cfg(any(feature = "transit", feature = "msgpack"))]
 pub(crate) type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 
+/// A text packer's envelope `[payload<sep>cb]`, values written by `value` (see
+/// [`super::Packer::pack_envelope`]).
+pub(crate) fn write_envelope(
+    payload: &Value,
+    cb: &Value,
+    sep: char,
+    value: impl Fn(&Value, &mut String) -> Result<(), super::PackError>,
+) -> Result<String, super::PackError> {
+    let mut out = String::with_capacity(128);
+    out.push('[');
+    value(payload, &mut out)?;
+    out.push(sep);
+    value(cb, &mut out)?;
+    out.push(']');
+    Ok(out)
+}
+
 /// A text packer's push batch `[[marker ev1 ev2 ...] <tail>`: `sep` between elements, each
 /// event as `[` + `id(name)` + (`sep` + its data)? + `]`, values written by `value` (see
 /// [`super::Packer::pack_batch`]).
