@@ -94,9 +94,10 @@ for (const [engine, engineUrl] of Object.entries(ENGINES)) {
     after(async () => {
       await stopNginx(nginx);
       await Promise.all(nodes.map(stopDemo));
-      // What the cluster kept in the engine (sessions, history, the backplane's state) goes too.
+      // What the cluster kept in the engine (sessions, history, the backplane's state) goes too
+      // (checked only when the nodes ran: a failed start is the failure to see).
       const removed = await removeDemoCluster(clusterArgs);
-      assert.match(removed, /^removed [1-9]\d* (keys|streams) of cluster/);
+      if (nodes.length === 3) assert.match(removed, /^removed [1-9]\d* (keys|streams) of cluster/);
     });
 
     test('room chat, a private message across nodes, and an Ajax page round-robin over the nodes', async () => {

@@ -444,8 +444,7 @@ pub fn cid_hex(cid: &ClientId) -> String {
 pub struct Health {
     /// Both the publishing and the subscribing connection are up.
     pub connected: bool,
-    /// They have been up together at least once since the backplane started (see
-    /// `Backplane::joined`).
+    /// The node has joined the cluster ([`Shared::mark_joined`], `Backplane::joined`).
     pub joined: bool,
     /// The last connection error, and when it happened.
     pub last_error: Option<(SystemTime, String)>,
@@ -1625,7 +1624,6 @@ impl Shared {
                 "backplane connection lost; reconnecting (local clients are still served)"
             );
         } else if !was && is {
-            s.joined = true;
             let outage = s.down_since.take().map(|t| t.elapsed());
             tracing::info!(backplane = self.name, ?outage, "backplane connected");
         } else if changed && !up {
@@ -1688,7 +1686,17 @@ impl Shared {
         }
     }
 
-    /// Whether both connections have been up together at least once (`Backplane::joined`).
+    /// Records that this node has joined the cluster: the engine has its subscription (the
+    /// round trip that confirms it is done), and where pushes are numbered, the node's place
+    /// in the numbering is read. The engine calls it once; a later outage does not undo it.
+    pub fn mark_joined(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .joined = true;
+    }
+
+    /// Whether [`Shared::mark_joined`] was called (`Backplane::joined`).
     pub fn joined(&self) -> bool {
         self.state
             .lock()

@@ -228,6 +228,11 @@
 //!
 //! # Failures
 //!
+//! At the start the node has joined ([`Backplane::joined`]) once it has read its place in the
+//! numbering and NATS has its subscription (a flush's round trip); until then the server holds
+//! new clients (`sente::Builder::join_wait`, at most 10 s by default; past it the node serves
+//! without the cluster, as during an outage).
+//!
 //! The `async-nats` client reconnects by itself (forever, with our backoff: 100 ms doubling to
 //! 5 s, [`NatsConfig::reconnect`]) and resubscribes; outages are logged with `tracing` (warn
 //! when lost, info when back) and visible in [`NatsBackplane::health`]. Nothing here panics.
@@ -639,7 +644,7 @@ async fn run(
         None
     };
     // Subscribed, then the round trip of a flush: the server has the subscription before this
-    // node counts as connected (and joined), so every frame published after that reaches it.
+    // node counts as joined, so every frame published after that reaches it.
     let subscriber = loop {
         let subscribed = async {
             let s = client
@@ -666,6 +671,8 @@ async fn run(
             }
         }
     };
+    // The numbering's start was read above: the node has joined.
+    shared.mark_joined();
     let (every, expiry) = {
         let c = shared
             .cluster
@@ -1319,7 +1326,7 @@ pub async fn remove_cluster(
     remove_streams(client, streams).await
 }
 
-/// Deletes the JetStream streams `names` (a key-value bucket `b` is the stream `KV_b`), skipping
+/// Deletes the JetStream streams `names` (a key-value bucket's is [`kv_stream_name`]), skipping
 /// those that do not exist; returns how many were deleted. [`remove_cluster`] uses it, and an
 /// application can remove its own buckets with it.
 pub async fn remove_streams(
@@ -1349,7 +1356,14 @@ fn seq_stream_name(prefix: &str) -> String {
 /// The name of the stream that holds the cluster's `name` bucket (see [`BUCKETS`]): the one
 /// `create_key_value` would make for the bucket `<prefix>_<name>`.
 fn bucket_stream_name(prefix: &str, name: &str) -> String {
-    format!("KV_{prefix}_{name}")
+    kv_stream_name(&format!("{prefix}_{name}"))
+}
+
+/// The JetStream stream behind the key-value bucket `bucket` (`KV_<bucket>`, what
+/// `create_key_value` makes): for an application that makes or removes ([`remove_streams`])
+/// buckets of its own next to a cluster's.
+pub fn kv_stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
 }
 
 /// A bucket-name-safe version of the cluster name.

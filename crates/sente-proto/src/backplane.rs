@@ -461,11 +461,11 @@ pub trait Backplane: Send + Sync + 'static {
         false
     }
 
-    /// Whether this node has joined the cluster: its connections to the engine have been up at
-    /// least once since it started (subscribed, and where pushes are numbered, its place in the
-    /// numbering read). Until then the server answers new clients `503` (see the server's
-    /// `Builder::join_wait`): a client it served before would miss the pushes other nodes make
-    /// meanwhile. A later outage does not unset it. `true` (the default): a single node.
+    /// Whether this node has joined the cluster: it has subscribed to the engine (and where
+    /// pushes are numbered, read its place in the numbering), so that every frame published
+    /// from now on reaches it. Until then the server holds new clients (see the server's
+    /// `Builder::join_wait`): a client it served before would miss the pushes other nodes
+    /// make meanwhile. A later outage does not unset it. `true` (the default): a single node.
     fn joined(&self) -> bool {
         true
     }

@@ -272,6 +272,35 @@ proptest! {
     }
 }
 
+/// `pack_envelope` fails as packing the envelope's vector does, with the same error, whichever
+/// half holds what the packer cannot write (edn has no bytes, JSON no non-finite floats).
+#[test]
+fn pack_envelope_fails_as_the_vector_does() {
+    let cases: [(&str, Value); 2] = [
+        ("edn", Value::Bytes(vec![1, 2])),
+        ("json", Value::Float(f64::NAN)),
+    ];
+    for (name, bad) in cases {
+        for p in [
+            packer::by_name(name).unwrap(),
+            std::sync::Arc::new(gz(name)),
+        ] {
+            for (payload, cb) in [
+                (bad.clone(), Value::Str("3f2a9c".into())),
+                (Value::Int(1), bad.clone()),
+                (bad.clone(), bad.clone()),
+            ] {
+                let whole = p.pack(&Value::Vector(vec![payload.clone(), cb.clone()]));
+                let direct = p.pack_envelope(payload, cb);
+                let (Err(w), Err(d)) = (whole, direct) else {
+                    panic!("{}: both fail", p.name());
+                };
+                assert_eq!(w.to_string(), d.to_string(), "{}", p.name());
+            }
+        }
+    }
+}
+
 /// Many repeated keys: exercises the transit cache past 44 (two-digit codes) and its 1936-entry
 /// reset, and the msgpack key cache past 256 entries.
 #[test]

@@ -220,6 +220,10 @@
 //!
 //! # Failures
 //!
+//! At the start the node has joined ([`Backplane::joined`]) once Redis has confirmed its
+//! subscription; until then the server holds new clients (`sente::Builder::join_wait`, at most
+//! 10 s by default; past it the node serves without the cluster, as during an outage).
+//!
 //! Both connections (publish and subscribe) reconnect by themselves with exponential backoff
 //! (100 ms to 5 s, [`RedisConfig::reconnect`]); outages are logged with `tracing` (warn when
 //! lost, info when back) and visible in [`RedisBackplane::health`]. Nothing here panics. The
@@ -328,7 +332,9 @@ pub struct RedisConfig {
     /// The Redis URL (`redis://host:port/db`, `rediss://` needs the `redis` crate's TLS
     /// features).
     pub url: String,
-    /// The cluster name: the channel is `<cluster>:backplane`. Default `sente`.
+    /// The cluster name: the channel is `<cluster>:backplane`, the keys `<cluster>:...`.
+    /// Not empty and without `:` (so that no cluster's keys fall under another's prefix).
+    /// Default `sente`.
     pub cluster: String,
     /// Capacity of the publish queue, in frames. Default 65 536.
     pub queue: usize,
@@ -413,7 +419,7 @@ impl RedisConfig {
     }
 }
 
-/// Why a backplane could not be started.
+/// Why a backplane could not be started, or a cluster removed ([`remove_cluster`]).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -421,6 +427,10 @@ pub enum Error {
     Url(redis::RedisError),
     /// Not called within a tokio runtime.
     NoRuntime,
+    /// The cluster name is empty or holds a `:` ([`RedisConfig::cluster`]).
+    ClusterName(String),
+    /// A Redis command failed ([`remove_cluster`]).
+    Redis(redis::RedisError),
 }
 
 impl std::fmt::Display for Error {
@@ -428,6 +438,13 @@ impl std::fmt::Display for Error {
         match self {
             Error::Url(e) => write!(f, "invalid Redis URL: {e}"),
             Error::NoRuntime => f.write_str("RedisBackplane::start needs a tokio runtime"),
+            Error::Redis(e) => write!(f, "Redis: {e}"),
+            Error::ClusterName(name) => {
+                write!(
+                    f,
+                    "invalid cluster name {name:?}: not empty, and without ':'"
+                )
+            }
         }
     }
 }
@@ -462,6 +479,7 @@ impl RedisBackplane {
     /// [`RedisBackplane::wait_connected`].
     #[allow(clippy::needless_pass_by_value)] // a config is built for this call
     pub fn start(config: RedisConfig) -> Result<RedisBackplane, Error> {
+        check_cluster_name(&config.cluster)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let client = redis::Client::open(config.url.as_str()).map_err(Error::Url)?;
         let (shared, rx, ops) = Shared::new(
@@ -567,15 +585,25 @@ impl Backplane for RedisBackplane {
     }
 }
 
+/// A cluster name must be non-empty and hold no `:`: then `<cluster>:` prefixes no key of
+/// another cluster.
+fn check_cluster_name(cluster: &str) -> Result<(), Error> {
+    if cluster.is_empty() || cluster.contains(':') {
+        return Err(Error::ClusterName(cluster.to_owned()));
+    }
+    Ok(())
+}
+
 /// Deletes what cluster `cluster` keeps in Redis: every key under `<cluster>:` (see "Keys";
 /// most expire by themselves, the numbering's `gseq` and `epoch` never do; an application's own
 /// keys under that prefix go too). This is for a cluster gone for good: a finished test or
 /// benchmark, a retired deployment. Never while one of its nodes runs: it would start its
 /// numbering over, and its clients could not resume past that. Returns how many keys were
-/// deleted.
+/// deleted (`UNLINK`: Redis frees them in the background); [`Error::ClusterName`] for a name
+/// no cluster can have.
 ///
 /// ```no_run
-/// # async fn f() -> redis::RedisResult<()> {
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
 /// let mut conn = client.get_multiplexed_async_connection().await?;
 /// let deleted = sente_redis::remove_cluster(&mut conn, "my-test-cluster").await?;
@@ -584,7 +612,8 @@ impl Backplane for RedisBackplane {
 pub async fn remove_cluster(
     conn: &mut impl redis::aio::ConnectionLike,
     cluster: &str,
-) -> redis::RedisResult<usize> {
+) -> Result<usize, Error> {
+    check_cluster_name(cluster)?;
     // The cluster's name as a glob (its `*?[]\` escaped), then everything under it.
     let mut pattern = String::with_capacity(cluster.len() + 2);
     for c in cluster.chars() {
@@ -604,12 +633,14 @@ pub async fn remove_cluster(
             .arg("COUNT")
             .arg(1000)
             .query_async(conn)
-            .await?;
+            .await
+            .map_err(Error::Redis)?;
         if !keys.is_empty() {
-            deleted += redis::cmd("DEL")
+            deleted += redis::cmd("UNLINK")
                 .arg(&keys)
                 .query_async::<usize>(conn)
-                .await?;
+                .await
+                .map_err(Error::Redis)?;
         }
         if next == 0 {
             return Ok(deleted);
@@ -848,6 +879,9 @@ async fn run_subscriber(
         match pubsub {
             Ok(pubsub) => {
                 backoff.reset();
+                // Redis has confirmed the subscription: every frame published from now on
+                // (numbered ones too, published by the script that numbers them) reaches it.
+                shared.mark_joined();
                 shared.set_up(Side::Subscriber, true, None);
                 let mut messages = pubsub.into_on_message();
                 loop {

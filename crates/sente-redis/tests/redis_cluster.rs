@@ -142,7 +142,7 @@ async fn per_push() {
 
 /// `remove_cluster` deletes every key under `<cluster>:` (a node's own and an application's),
 /// and none of another cluster whose name starts alike; the name is matched literally (a `*` in
-/// it is no wildcard).
+/// it is no wildcard), and a name with `:` is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_cluster_deletes_what_a_cluster_keeps() {
     if !cluster::reachable("127.0.0.1:6379").await {
@@ -183,6 +183,16 @@ async fn remove_cluster_deletes_what_a_cluster_keeps() {
             .await
             .unwrap();
     }
+    // A name with `:` is no cluster's (it would prefix another's keys): refused, here and at
+    // start.
+    assert!(matches!(
+        sente_redis::remove_cluster(&mut conn, &format!("{cluster}:app")).await,
+        Err(sente_redis::Error::ClusterName(_))
+    ));
+    assert!(matches!(
+        RedisBackplane::start(RedisConfig::new(Redis::url()).cluster("a:b")),
+        Err(sente_redis::Error::ClusterName(_))
+    ));
     let wildcard = format!("{}*", &cluster[..cluster.len() - 1]);
     assert_eq!(
         sente_redis::remove_cluster(&mut conn, &wildcard)

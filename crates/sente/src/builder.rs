@@ -299,14 +299,15 @@ impl Builder {
     }
 
     /// How long a node of a cluster waits for its [`Builder::backplane`] to join before it
-    /// serves clients (default 10 s). Until the backplane has connected once (subscribed, and
-    /// where pushes are numbered, its place in the numbering read; [`Backplane::joined`]), new
-    /// handshakes, polls and POSTs are answered `503 Service Unavailable` with `Retry-After:
-    /// 1` (counted as `unavailable` / `cluster-not-joined`), so that no client connects to a
-    /// node that would miss the pushes of the others; clients retry with their backoff. Past
-    /// `wait` the node serves anyway, without the cluster (as during a later outage, which
-    /// refuses nothing), and logs a warning. `Duration::ZERO` serves at once. A single node
-    /// (no backplane) never waits.
+    /// serves new clients (default 10 s). Until the backplane has joined ([`Backplane::joined`]:
+    /// subscribed, and where pushes are numbered, its place in the numbering read), new
+    /// handshakes, WebSocket upgrades and polls are held, and answered once it has: a client
+    /// served before would miss the pushes the other nodes make meanwhile. A join takes
+    /// milliseconds, so clients only see a slower handshake (no refusal: a Sente client whose
+    /// first WebSocket fails would fall back to Ajax for good). Ajax POSTs are not held (their
+    /// clients were served by other nodes). Past `wait` the node serves anyway, without the
+    /// cluster (as during a later outage), and logs a warning. `Duration::ZERO` serves at once.
+    /// A single node (no backplane) never waits.
     pub fn join_wait(mut self, wait: Duration) -> Self {
         self.lifecycle.join_wait = wait;
         self

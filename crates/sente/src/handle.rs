@@ -247,21 +247,19 @@ impl ServerHandle {
         self.registry.is_closing()
     }
 
-    /// Whether this node serves new clients: always for a single node; in a cluster, once its
-    /// backplane has joined, or once [`Builder::join_wait`](crate::Builder::join_wait) has
-    /// passed (a readiness probe can use it, with [`ServerHandle::is_draining`]).
+    /// Whether this node serves new clients: it is not draining, and it has joined its
+    /// cluster (at once for a single node; in a cluster once its backplane has joined, or
+    /// [`Builder::join_wait`](crate::Builder::join_wait) has passed). For a readiness probe.
     pub fn is_serving(&self) -> bool {
         self.registry.joined() && !self.registry.is_closing()
     }
 
-    /// Resolves once this node serves new clients ([`ServerHandle::is_serving`] but for a
-    /// drain): at once for a single node; in a cluster when its backplane has joined, at most
-    /// [`Builder::join_wait`](crate::Builder::join_wait) after the server was built. Await it
-    /// before announcing the node (to a load balancer, in a log line a script waits for).
+    /// Resolves once this node has joined its cluster (see [`ServerHandle::is_serving`]): at
+    /// once for a single node, at most [`Builder::join_wait`](crate::Builder::join_wait) after
+    /// the server was built. Await it before announcing the node (to a load balancer, in a log
+    /// line a script waits for).
     pub async fn serving(&self) {
-        while !self.registry.joined() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        self.registry.wait_joined().await;
     }
 
     /// A handle that does not keep the server alive (for long-lived background tasks).

@@ -96,12 +96,12 @@
 //! default; a plain Sente client is not replayed). Measured: BENCHMARKS.md, "Drain and rolling
 //! restart".
 //!
-//! At the start, a node of a cluster serves nobody until its backplane has joined (connected,
-//! subscribed, its place in the numbering read): a client it served before would miss the
-//! pushes the other nodes make meanwhile. Until then handshakes, polls and POSTs get `503`
-//! with `Retry-After: 1`, for at most [`Builder::join_wait`] (default 10 s; past it the node
-//! serves without the cluster, as during an outage). Await [`ServerHandle::serving`] before
-//! announcing the node; [`ServerHandle::is_serving`] tells a readiness probe.
+//! At the start, a node of a cluster serves no new client until its backplane has joined
+//! (subscribed, its place in the numbering read): a client it served before would miss the
+//! pushes the other nodes make meanwhile. Until then handshakes, upgrades and polls are held
+//! (a join takes milliseconds), for at most [`Builder::join_wait`] (default 10 s; past it the
+//! node serves without the cluster, as during an outage). Await [`ServerHandle::serving`]
+//! before announcing the node; [`ServerHandle::is_serving`] tells a readiness probe.
 //!
 //! # Differences from Sente (deliberate)
 //!

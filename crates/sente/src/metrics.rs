@@ -102,8 +102,6 @@ pub(crate) enum Why {
     QueueFull,
     PendingReplies,
     ShuttingDown,
-    /// The node's backplane has not joined the cluster yet ([`crate::Builder::join_wait`]).
-    NotJoined,
     NoUpgrade,
     /// A `chsk/rep` for no request waiting for that client, or malformed.
     RequestReply,
@@ -135,7 +133,6 @@ impl Why {
             Why::QueueFull => ("limits", "event-queue-full"),
             Why::PendingReplies => ("limits", "pending-replies"),
             Why::ShuttingDown => ("unavailable", "shutting-down"),
-            Why::NotJoined => ("unavailable", "cluster-not-joined"),
             Why::NoUpgrade => ("unavailable", "no-upgrade-support"),
             Why::RequestReply => ("bad-input", "unexpected-request-reply"),
         }

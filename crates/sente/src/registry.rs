@@ -174,8 +174,8 @@ pub(crate) struct Registry {
     /// How long the node waits for its backplane to join, and how [`Registry::shutdown`]
     /// paces its phases (the builder's `join_wait`, `drain_timeout` and `shutdown_*`).
     lifecycle: Lifecycle,
-    /// Set once this node serves new clients (see [`Registry::joined`]).
-    joined: AtomicBool,
+    /// `true` once this node serves new clients (see [`Registry::joined`]).
+    serving: watch::Sender<bool>,
     /// The backplane's Ajax mailboxes (a cluster without sticky sessions).
     mailbox: Option<Arc<dyn Mailbox>>,
     /// Uidport events waiting for the backplane's cluster-wide decision, in order. Unbounded
@@ -211,6 +211,29 @@ pub(crate) struct Registry {
     /// The request-id tags of the nodes seen in the cluster (by their presence): one per node
     /// that ever published one while this node ran.
     node_tags: Mutex<HashSet<u32>>,
+}
+
+/// Opens [`Registry::joined`] once the backplane has joined, or `join_wait` after the server
+/// was built (then without the cluster, logged). Polls the backplane every 5 ms: one task, for
+/// the few milliseconds a join takes.
+async fn watch_join(me: Weak<Registry>) {
+    loop {
+        let Some(r) = me.upgrade() else { return };
+        let joined = r.backplane.joined();
+        if joined || r.start.elapsed() >= r.lifecycle.join_wait {
+            if !joined {
+                tracing::warn!(
+                    join_wait = ?r.lifecycle.join_wait,
+                    "the backplane has not connected yet: serving clients without the cluster \
+                     (pushes from other nodes reach them once it connects)"
+                );
+            }
+            r.serving.send_replace(true);
+            return;
+        }
+        drop(r);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Where the answers of other nodes to one of this node's requests go: the answering node,
@@ -266,6 +289,7 @@ impl Registry {
                 .saturating_add(1000),
         );
         let node = NodeId(uuid::Uuid::new_v4().as_u64_pair().0);
+        let joined_now = backplane.joined();
         let registry = Arc::new_cyclic(|me| Registry {
             limits: cfg.limits.clone(),
             cores,
@@ -287,7 +311,7 @@ impl Registry {
             stopped: AtomicBool::new(false),
             on_shutdown: Mutex::new(Vec::new()),
             lifecycle,
-            joined: AtomicBool::new(false),
+            serving: watch::Sender::new(joined_now),
             mailbox,
             decisions,
             cluster_ctx,
@@ -317,6 +341,9 @@ impl Registry {
             }
         }));
         tokio::spawn(run_uidport_decisions(weak.clone(), pending));
+        if !joined_now {
+            tokio::spawn(watch_join(weak.clone()));
+        }
         for (i, t) in registry.timers.iter().enumerate() {
             tokio::spawn(run_timers(weak.clone(), i, t.driver.clone()));
         }
@@ -773,25 +800,17 @@ impl Registry {
 
     /// Whether this node serves new clients: its backplane has joined the cluster
     /// ([`Backplane::joined`]), or `join_wait` has passed since the server was built (it then
-    /// serves without the cluster, as during an outage, and says so once). Until then
-    /// handshakes, polls and POSTs are refused `503` with `Retry-After`: a client served
-    /// before would miss the pushes of the other nodes.
+    /// serves without the cluster, as during an outage, and says so once). Until then new
+    /// clients' requests are held (see [`Registry::wait_joined`]): a client served before
+    /// would miss the pushes of the other nodes.
     pub(crate) fn joined(&self) -> bool {
-        if self.joined.load(Ordering::Acquire) {
-            return true;
-        }
-        let joined = self.backplane.joined();
-        if !joined && self.start.elapsed() < self.lifecycle.join_wait {
-            return false;
-        }
-        if !self.joined.swap(true, Ordering::AcqRel) && !joined {
-            tracing::warn!(
-                join_wait = ?self.lifecycle.join_wait,
-                "the backplane has not connected yet: serving clients without the cluster \
-                 (pushes from other nodes reach them once it connects)"
-            );
-        }
-        true
+        *self.serving.borrow()
+    }
+
+    /// Resolves once [`Registry::joined`] (at most `join_wait` after the server was built).
+    pub(crate) async fn wait_joined(&self) {
+        let mut rx = self.serving.subscribe();
+        let _ = rx.wait_for(|serving| *serving).await;
     }
 
     /// Whether the server is shutting down (new handshakes and polls are refused).

@@ -6,7 +6,6 @@ use crate::ajax;
 use crate::cors::Cors;
 use crate::metrics::Why;
 use crate::params::Params;
-use crate::registry::Registry;
 use crate::response::{ChskBody, plain, reject};
 use crate::shell::{Shell, Via};
 use crate::ws::{self, Upgrade};
@@ -166,35 +165,28 @@ where
             .uri()
             .query()
             .is_some_and(|q| q.starts_with("large=") || q.contains("&large="));
-    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST && !fetch) {
-        return unavailable(registry, Why::ShuttingDown, "The server is shutting down");
+    // A node that has not joined its cluster yet holds new clients until it has (at most
+    // `Builder::join_wait`): served before, they would miss the other nodes' pushes. The
+    // POSTs of clients already served by other nodes go on.
+    if req.method() != Method::POST && !registry.joined() {
+        registry.wait_joined().await;
     }
-    // A node that has not joined its cluster serves nobody yet (see `Builder::join_wait`).
-    if !registry.joined() {
-        return unavailable(
-            registry,
-            Why::NotJoined,
-            "This node has not joined its cluster yet",
+    if registry.is_stopped() || (registry.is_closing() && req.method() != Method::POST && !fetch) {
+        let mut r = reject(
+            registry.meters(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Why::ShuttingDown,
+            "The server is shutting down",
         );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     }
     match *req.method() {
         Method::GET => get(shell, req).await,
         Method::POST => ajax::post(shell, req).await,
         _ => plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
     }
-}
-
-/// `503 Service Unavailable` with `Retry-After: 1`, counted as `why`.
-fn unavailable(registry: &Registry, why: Why, body: &'static str) -> Response<ChskBody> {
-    let mut r = reject(
-        registry.meters(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        why,
-        body,
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
 }
 
 /// The length of `uri` as written (scheme, authority, path and query), without writing it.

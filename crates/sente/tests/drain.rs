@@ -2,8 +2,8 @@
 //! reaches its client during the shutdown (WebSocket and Ajax), new handshakes and polls get
 //! `503` with `Retry-After` meanwhile, buffered pushes are flushed before the close, held Ajax
 //! polls are answered (not cut), and clients are closed spread over `shutdown_stagger`. At the
-//! start, a node whose backplane has not joined its cluster answers `503` likewise, until it
-//! joins or `join_wait` passes. Real sockets on 127.0.0.1.
+//! start, a node whose backplane has not joined its cluster holds new clients until it joins
+//! or `join_wait` passes. Real sockets on 127.0.0.1.
 
 mod common;
 
@@ -291,7 +291,7 @@ async fn late_join_server(join_wait: Duration) -> (Server, SocketAddr, Arc<Atomi
     (server, addr, joined)
 }
 
-async fn ajax_handshake_status(addr: SocketAddr) -> Resp {
+async fn late_handshake(addr: SocketAddr) -> Resp {
     raw(
         addr,
         &get_req("/chsk?client-id=j&uid=j&handshake%3F=1", &ajax_headers()),
@@ -299,26 +299,35 @@ async fn ajax_handshake_status(addr: SocketAddr) -> Resp {
     .await
 }
 
-/// Until its backplane joins, a node refuses every new client `503` with `Retry-After` (a
-/// WebSocket upgrade, an Ajax handshake, a POST), counts it and says it is not serving; once the backplane joins it serves them all.
+/// Whether `task` is still running after `ms` (a request the node holds).
+async fn still_held<T>(task: &tokio::task::JoinHandle<T>, ms: u64) -> bool {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    !task.is_finished()
+}
+
+/// Until its backplane joins, a node holds new clients (an Ajax handshake, a WebSocket
+/// upgrade) and says it is not serving, while a POST goes through; once the backplane joins,
+/// the held requests are answered and pushes reach the clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_serves_once_its_backplane_joined() {
+async fn a_node_holds_new_clients_until_its_backplane_joined() {
     let (server, addr, joined) = late_join_server(Duration::from_secs(60)).await;
     assert!(!server.handle().is_serving());
-    let r = ajax_handshake_status(addr).await;
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(r.text(), "This node has not joined its cluster yet");
-    assert_eq!(ws_refused(addr).await, 503);
-    let r = post_ppstr(addr, "j", "[[:t/x 1] :ajax-cb]").await;
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(server.stats().rejected_requests, 3);
+    let handshake = tokio::spawn(late_handshake(addr));
+    let upgrade = tokio::spawn(ws_open(addr, "w"));
+    assert!(still_held(&handshake, 300).await);
+    assert!(!upgrade.is_finished());
+    let r = post_ppstr(addr, "p", "[[:t/x 1] :ajax-cb]").await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
     joined.store(true, Ordering::Release);
+    tokio::time::timeout(Duration::from_secs(5), server.handle().serving())
+        .await
+        .expect("serving once joined");
     assert!(server.handle().is_serving());
-    let r = ajax_handshake_status(addr).await;
+    let r = handshake.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let mut ws = ws_open(addr, "w").await;
+    assert!(r.text().contains("chsk/handshake"), "{}", r.text());
+    let mut ws = upgrade.await.unwrap();
     server
         .send(&Uid::from("w"), ev("t/after-join", Value::Int(1)))
         .unwrap();
@@ -327,16 +336,19 @@ async fn a_node_serves_once_its_backplane_joined() {
     assert!(pushed.contains("[:t/after-join 1]"), "{pushed}");
 }
 
-/// A backplane that never joins holds the node back for `join_wait` only: then it serves
-/// without its cluster.
+/// A backplane that never joins holds the node back for `join_wait` only: then the held
+/// requests are answered, without the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_join_wait_a_node_serves_without_its_cluster() {
-    let (server, addr, _joined) = late_join_server(Duration::from_millis(300)).await;
-    let r = ajax_handshake_status(addr).await;
-    assert_eq!(r.status, 503, "{}", r.text());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let r = ajax_handshake_status(addr).await;
+    let started = Instant::now();
+    let (server, addr, _joined) = late_join_server(Duration::from_secs(1)).await;
+    let r = late_handshake(addr).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(server.handle().is_serving());
     let _ws = ws_open(addr, "w").await;
 }

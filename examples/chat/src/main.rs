@@ -192,9 +192,12 @@ async fn main() -> Result<(), BoxError> {
         Engine::Nats(_) => format!(" (node of cluster {:?} over NATS)", args.cluster),
     };
     // A node of a cluster announces itself once its backplane has joined (until then its
-    // /chsk answers 503: a client served before would miss the other nodes' pushes).
-    server.handle().serving().await;
-    println!("chat demo listening on http://{node}{over}");
+    // /chsk holds new clients: served before, they would miss the other nodes' pushes).
+    let joined = server.handle().clone();
+    tokio::spawn(async move {
+        joined.serving().await;
+        println!("chat demo listening on http://{node}{over}");
+    });
     // Safe settings for a public port: head and keep-alive timeouts, head size and connection
     // caps (see `sente::ServeConfig` for the defaults; the Ajax body timeout and size limit are
     // the sente server's own).

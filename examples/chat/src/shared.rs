@@ -40,7 +40,7 @@ fn nats_bucket(cluster: &str) -> String {
 
 /// The stream behind [`nats_bucket`].
 fn nats_stream(cluster: &str) -> String {
-    format!("KV_{}", nats_bucket(cluster))
+    sente_nats::kv_stream_name(&nats_bucket(cluster))
 }
 
 /// The store of the shared state (see the module docs).

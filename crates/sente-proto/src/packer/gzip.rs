@@ -69,6 +69,10 @@ impl Packer for GzipPacker {
         compress(&self.inner.pack_batch(marker, events)?)
     }
 
+    fn pack_envelope(&self, payload: Value, cb: Value) -> Result<Packed, PackError> {
+        compress(&self.inner.pack_envelope(payload, cb)?)
+    }
+
     fn unpack(&self, input: &[u8], limits: &Limits) -> Result<Value, UnpackError> {
         check_size(input, limits)?;
         match input.split_first() {
