@@ -32,11 +32,17 @@ async fn slow_server(stagger: Duration) -> (Server, SocketAddr) {
         .shutdown_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    let addr = listen(&server).await;
+    (server, addr)
+}
+
+/// Serves `server` at `/chsk` on a fresh 127.0.0.1 port.
+async fn listen(server: &Server) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = server.router::<()>("/chsk");
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (server, addr)
+    addr
 }
 
 async fn ws_open(addr: SocketAddr, uid: &str) -> Ws {
@@ -284,10 +290,7 @@ async fn late_join_server(join_wait: Duration) -> (Server, SocketAddr, Arc<Atomi
         .join_wait(join_wait)
         .build()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = server.router::<()>("/chsk");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = listen(&server).await;
     (server, addr, joined)
 }
 
