@@ -33,9 +33,13 @@ for (const transport of ['ws', 'ajax']) {
           .getByText(`hello from alice over ${transport}`)
           .waitFor({ timeout: 10_000 });
 
-        await bob.getByTestId('message-input').fill('hi alice');
+        // Unique per run: the room's history shows the earlier transport's messages too.
+        await bob.getByTestId('message-input').fill(`hi alice over ${transport}`);
         await bob.getByTestId('send-button').click();
-        await alice.getByTestId('message-list').getByText('hi alice').waitFor({ timeout: 10_000 });
+        await alice
+          .getByTestId('message-list')
+          .getByText(`hi alice over ${transport}`)
+          .waitFor({ timeout: 10_000 });
 
         // The server-pushed clock ticks.
         const clock = alice.getByTestId('clock');
