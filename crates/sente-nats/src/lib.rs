@@ -1466,7 +1466,7 @@ async fn open_stores(
     let open = |name: &str, max_age: Duration| {
         let js = js.clone();
         let bucket = format!("{p}_{name}");
-        let stream = bucket_stream_name(&p, name);
+        let stream = kv_stream_name(&bucket);
         async move {
             let cfg = async_nats::jetstream::stream::Config {
                 name: stream,

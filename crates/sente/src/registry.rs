@@ -289,7 +289,8 @@ impl Registry {
                 .saturating_add(1000),
         );
         let node = NodeId(uuid::Uuid::new_v4().as_u64_pair().0);
-        let joined_now = backplane.joined();
+        // `join_wait` zero: served at once, as documented (no wait, no warning).
+        let joined_now = backplane.joined() || lifecycle.join_wait.is_zero();
         let registry = Arc::new_cyclic(|me| Registry {
             limits: cfg.limits.clone(),
             cores,

@@ -355,3 +355,12 @@ async fn past_join_wait_a_node_serves_without_its_cluster() {
     assert!(server.handle().is_serving());
     let _ws = ws_open(addr, "w").await;
 }
+
+/// `join_wait` zero serves at once, before the backplane joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_join_wait_serves_at_once() {
+    let (server, addr, _joined) = late_join_server(Duration::ZERO).await;
+    assert!(server.handle().is_serving());
+    let r = late_handshake(addr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

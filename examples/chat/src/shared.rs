@@ -91,7 +91,7 @@ impl Shared {
         // for the account's details, fails on older servers such as 2.9); memory storage, like
         // sente-nats' buckets. Another node may make it at the same moment: then it is found.
         let config = async_nats::jetstream::stream::Config {
-            name: nats_stream(cluster),
+            name: sente_nats::kv_stream_name(&bucket),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
             max_age: NATS_MAX_AGE,
