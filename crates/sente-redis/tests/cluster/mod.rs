@@ -771,6 +771,13 @@ pub async fn node_serves_once_joined<F: Flavor>() {
         r.starts_with("HTTP/1.1 200") && r.contains("chsk/handshake"),
         "{r}"
     );
+    // Each node opens its gate from its own watch of the backplane (polled every 5 ms).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        a.server().handle().serving().await;
+        b.server().handle().serving().await;
+    })
+    .await
+    .expect("both nodes serve once joined");
     assert!(a.server().handle().is_serving() && b.server().handle().is_serving());
     let mut ws = ws_open(b.addr, "late", "L").await;
     let mut rx = a.server().connected_uids();
